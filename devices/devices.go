@@ -1,0 +1,45 @@
+// Package devices is godm's bus vocabulary: the Handler interface every
+// emulated device implements, the Access describing one guest access, and
+// the address spaces (port I/O, MMIO, PCI configuration by SBDF) that route
+// accesses to handlers. Concrete devices live in subpackages.
+//
+// Handlers are called synchronously on the ioreq fast path, possibly from
+// several goroutines at once (one per worker). A handler must not block or
+// do slow I/O and owns its own locking (see Locked). Guest accesses never
+// fail: misses read all-ones and drop writes.
+package devices
+
+// Access describes one guest access to a registered range.
+type Access struct {
+	// Addr is the absolute address in the space (port, GPA, or the config
+	// register offset for PCI configuration space).
+	Addr uint64
+	// Offset is Addr minus the base of the range the handler was
+	// registered for.
+	Offset uint64
+	// Size is the access width in bytes: 1, 2, 4 or 8.
+	Size uint8
+	// VCPU is the index of the vCPU that issued the access.
+	VCPU uint32
+}
+
+// Handler emulates the registers of a device range.
+type Handler interface {
+	// Read returns the value of the access, in the low Size bytes.
+	Read(a Access) uint64
+	// Write performs a write of the low Size bytes of v.
+	Write(a Access, v uint64)
+}
+
+// Resetter is implemented by devices with a reset state.
+type Resetter interface {
+	Reset()
+}
+
+// SizeMask returns the mask of the low size bytes (size 1, 2, 4 or 8).
+func SizeMask(size uint8) uint64 {
+	if size >= 8 {
+		return ^uint64(0)
+	}
+	return 1<<(8*uint64(size)) - 1
+}

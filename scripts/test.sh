@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# godm's test command: installs the system packages the tests need when
+# they are missing (Debian; run as root, or with sudo available), builds the
+# reference-library capture tools, regenerates and checks the golden ABI
+# fixtures when libxen-dev is present, and runs the whole suite with -race.
+#
+# Usage: scripts/test.sh [go test args...]   (default: ./...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for p in $(cat scripts/test-packages.txt | sed 's/#.*//'); do
+	have_pkg "$p" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+	echo "test.sh: installing ${need[*]}"
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Golden ABI fixtures: regenerate from the reference C libraries and fail on
+# any difference from the committed ones.
+if [ -x tools/xencapture/regen.sh ]; then
+	tools/xencapture/regen.sh --check
+fi
+
+export GOFLAGS="${GOFLAGS:-}"
+if [ $# -eq 0 ]; then
+	set -- ./...
+fi
+go test -race -count=1 -timeout 20m "$@"
