@@ -1,12 +1,3 @@
-// Package devices is godm's bus vocabulary: the Handler interface every
-// emulated device implements, the Access describing one guest access, and
-// the address spaces (port I/O, MMIO, PCI configuration by SBDF) that route
-// accesses to handlers. Concrete devices live in subpackages.
-//
-// Handlers are called synchronously on the ioreq fast path, possibly from
-// several goroutines at once (one per worker). A handler must not block or
-// do slow I/O and owns its own locking (see Locked). Guest accesses never
-// fail: misses read all-ones and drop writes.
 package devices
 
 // Access describes one guest access to a registered range.
