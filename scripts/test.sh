@@ -27,7 +27,10 @@ if [ -x tools/xencapture/regen.sh ]; then
 	tools/xencapture/regen.sh --check
 fi
 
-export GOFLAGS="${GOFLAGS:-}"
+# Real-guest harness assets (Debian kernel, busybox), cached in .cache/guest.
+GODM_GUEST_DIR=$(scripts/guest-assets.sh)
+export GODM_GUEST_DIR
+
 if [ $# -eq 0 ]; then
 	set -- ./...
 fi

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Prepares the real-guest harness assets in .cache/guest (never committed):
+# Debian's kernel (linux-image-amd64, fetched with apt-get download) with the
+# uncompressed vmlinux extracted for direct PVH boot by QEMU, and a link to
+# the static busybox. Prints the directory. Idempotent and cached by kernel
+# package version.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=.cache/guest
+mkdir -p "$dir"
+
+pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}' || true)
+if [ -z "$pkg" ]; then
+	apt-get update -qq >/dev/null 2>&1 || sudo apt-get update -qq >/dev/null
+	pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+fi
+if [ ! -s "$dir/$pkg/vmlinux" ]; then
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	(cd "$tmp" && apt-get download "$pkg" >/dev/null 2>&1)
+	dpkg-deb -x "$tmp"/"$pkg"_*.deb "$tmp/x"
+	bz=$(ls "$tmp"/x/boot/vmlinuz-*)
+	# The bzImage carries an XZ stream (CONFIG_KERNEL_XZ); find its magic
+	# and decompress it to the ELF vmlinux (the kernel's extract-vmlinux
+	# method). xz ignores the trailing bytes after the stream.
+	off=$(grep -abo $'\xfd7zXZ' "$bz" | head -1 | cut -d: -f1)
+	mkdir -p "$dir/$pkg"
+	tail -c +$((off + 1)) "$bz" | xz -dc > "$dir/$pkg/vmlinux.tmp" 2>/dev/null || true
+	head -c 4 "$dir/$pkg/vmlinux.tmp" | grep -q $'\x7fELF' || { echo "guest-assets: no ELF vmlinux in $bz" >&2; exit 1; }
+	mv "$dir/$pkg/vmlinux.tmp" "$dir/$pkg/vmlinux"
+fi
+ln -sfn "$pkg/vmlinux" "$dir/vmlinux"
+ln -sfn /bin/busybox "$dir/busybox"
+echo "$PWD/$dir"
