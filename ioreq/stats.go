@@ -1,0 +1,222 @@
+package ioreq
+
+import (
+	"math/bits"
+	"sync/atomic"
+	"time"
+)
+
+// Kind indexes the per-type request counters.
+type Kind uint8
+
+// Request kinds counted by Stats.
+const (
+	KindPIO Kind = iota
+	KindMMIO
+	KindPCIConfig
+	KindTimeOffset
+	KindInvalidate
+	KindOther // unknown types (answered as bad requests)
+	NumKinds
+)
+
+func kindOf(t Type) Kind {
+	switch t {
+	case TypePIO:
+		return KindPIO
+	case TypeCopy:
+		return KindMMIO
+	case TypePCIConfig:
+		return KindPCIConfig
+	case TypeTimeOffset:
+		return KindTimeOffset
+	case TypeInvalidate:
+		return KindInvalidate
+	}
+	return KindOther
+}
+
+// String implements fmt.Stringer.
+func (k Kind) String() string {
+	switch k {
+	case KindPIO:
+		return "pio"
+	case KindMMIO:
+		return "mmio"
+	case KindPCIConfig:
+		return "pci-config"
+	case KindTimeOffset:
+		return "timeoffset"
+	case KindInvalidate:
+		return "invalidate"
+	}
+	return "other"
+}
+
+// LatencyBuckets is the number of latency histogram buckets. Bucket i
+// counts requests handled in [2^i, 2^(i+1)) nanoseconds (bucket 0 also
+// counts 0 ns; the last bucket counts everything longer).
+const LatencyBuckets = 32
+
+// Counters is a snapshot of Stats (plain values, safe to copy).
+type Counters struct {
+	// Sync counts synchronous requests handled, by kind.
+	Sync [NumKinds]uint64
+	// Buffered counts buffered-ring entries handled, by kind (an 8-byte
+	// entry counts once).
+	Buffered [NumKinds]uint64
+	// Reps counts the individual repetitions of count>1 requests.
+	Reps uint64
+	// BadSize counts requests with a size their type does not allow.
+	BadSize uint64
+	// BadCount counts requests with count 0 or above MaxCount.
+	BadCount uint64
+	// BadType counts requests of unknown type.
+	BadType uint64
+	// BadPCIReg counts PCI configuration accesses beyond 4 KiB.
+	BadPCIReg uint64
+	// MemFaults counts rep/data_is_ptr elements whose guest buffer was not
+	// RAM (served from the MMIO space instead: all-ones or dropped).
+	MemFaults uint64
+	// LostResponses counts responses not written because the slot had left
+	// INPROCESS under the worker.
+	LostResponses uint64
+	// BufferedIncomplete counts 8-byte buffered entries missing their
+	// second half (skipped).
+	BufferedIncomplete uint64
+	// BufferedOverrun counts ring states with more than a ring's worth of
+	// entries (the entries are skipped).
+	BufferedOverrun uint64
+	// BufferedPasses counts drain passes that found entries; BufferedFull
+	// counts the passes that stopped at the per-pass bound.
+	BufferedPasses, BufferedFull uint64
+	// Wakeups counts blocking waits that returned; SpinHits counts requests
+	// found while spinning.
+	Wakeups, SpinHits uint64
+	// NotifyErrors and EventErrors count failed event-channel notifications
+	// and reads/unmasks.
+	NotifyErrors, EventErrors uint64
+	// Latency is the histogram of synchronous request service times, from
+	// claim to response.
+	Latency [LatencyBuckets]uint64
+}
+
+// Total returns the number of synchronous plus buffered requests.
+func (c *Counters) Total() uint64 {
+	var n uint64
+	for i := range c.Sync {
+		n += c.Sync[i] + c.Buffered[i]
+	}
+	return n
+}
+
+// add adds o into c.
+func (c *Counters) add(o *Counters) {
+	for i := range c.Sync {
+		c.Sync[i] += o.Sync[i]
+		c.Buffered[i] += o.Buffered[i]
+	}
+	c.Reps += o.Reps
+	c.BadSize += o.BadSize
+	c.BadCount += o.BadCount
+	c.BadType += o.BadType
+	c.BadPCIReg += o.BadPCIReg
+	c.MemFaults += o.MemFaults
+	c.LostResponses += o.LostResponses
+	c.BufferedIncomplete += o.BufferedIncomplete
+	c.BufferedOverrun += o.BufferedOverrun
+	c.BufferedPasses += o.BufferedPasses
+	c.BufferedFull += o.BufferedFull
+	c.Wakeups += o.Wakeups
+	c.SpinHits += o.SpinHits
+	c.NotifyErrors += o.NotifyErrors
+	c.EventErrors += o.EventErrors
+	for i := range c.Latency {
+		c.Latency[i] += o.Latency[i]
+	}
+}
+
+// Stats holds the counters of one worker (or of a test's dispatcher). The
+// owner updates it with atomic adds; anyone may Snapshot it concurrently.
+// The zero value is ready to use.
+type Stats struct {
+	sync, buffered                       [NumKinds]atomic.Uint64
+	reps, badSize, badCount, badType     atomic.Uint64
+	badPCIReg, memFaults, lostResponses  atomic.Uint64
+	bufIncomplete, bufOverrun, bufPasses atomic.Uint64
+	bufFull, wakeups, spinHits           atomic.Uint64
+	notifyErrors, eventErrors            atomic.Uint64
+	latency                              [LatencyBuckets]atomic.Uint64
+	_                                    [64]byte // keep neighbours off the last cache line
+}
+
+// Snapshot copies the counters into dst (adding nothing, allocating
+// nothing).
+func (s *Stats) Snapshot(dst *Counters) {
+	*dst = Counters{}
+	s.AddTo(dst)
+}
+
+// AddTo adds the counters into dst, for summing several workers.
+func (s *Stats) AddTo(dst *Counters) {
+	var c Counters
+	for i := range c.Sync {
+		c.Sync[i] = s.sync[i].Load()
+		c.Buffered[i] = s.buffered[i].Load()
+	}
+	c.Reps = s.reps.Load()
+	c.BadSize = s.badSize.Load()
+	c.BadCount = s.badCount.Load()
+	c.BadType = s.badType.Load()
+	c.BadPCIReg = s.badPCIReg.Load()
+	c.MemFaults = s.memFaults.Load()
+	c.LostResponses = s.lostResponses.Load()
+	c.BufferedIncomplete = s.bufIncomplete.Load()
+	c.BufferedOverrun = s.bufOverrun.Load()
+	c.BufferedPasses = s.bufPasses.Load()
+	c.BufferedFull = s.bufFull.Load()
+	c.Wakeups = s.wakeups.Load()
+	c.SpinHits = s.spinHits.Load()
+	c.NotifyErrors = s.notifyErrors.Load()
+	c.EventErrors = s.eventErrors.Load()
+	for i := range c.Latency {
+		c.Latency[i] = s.latency[i].Load()
+	}
+	dst.add(&c)
+}
+
+// observe records one synchronous request's service time.
+func (s *Stats) observe(d time.Duration) {
+	b := 0
+	if d > 0 {
+		b = bits.Len64(uint64(d)) - 1
+	}
+	if b >= LatencyBuckets {
+		b = LatencyBuckets - 1
+	}
+	s.latency[b].Add(1)
+}
+
+// LatencyQuantile returns an upper bound (the top of the bucket) of the
+// q-quantile (0..1) of the latency histogram in c, or 0 if it is empty.
+func (c *Counters) LatencyQuantile(q float64) time.Duration {
+	var total uint64
+	for _, n := range c.Latency {
+		total += n
+	}
+	if total == 0 {
+		return 0
+	}
+	want := uint64(q * float64(total))
+	if want >= total {
+		want = total - 1
+	}
+	var seen uint64
+	for i, n := range c.Latency {
+		seen += n
+		if seen > want {
+			return time.Duration(uint64(1) << (i + 1))
+		}
+	}
+	return time.Duration(uint64(1) << LatencyBuckets)
+}

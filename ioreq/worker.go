@@ -1,0 +1,244 @@
+package ioreq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+)
+
+// Events is the part of an event-channel handle a worker uses, with ports
+// as plain uint32. The Xen binding adapts *evtchn.Handle to it; tests may
+// supply fakes. Pending, Unmask and Notify must not allocate.
+type Events interface {
+	// Pending reads the ports that fired (non-blocking); 0, nil when none.
+	Pending(buf []uint32) (int, error)
+	// Unmask re-enables delivery on a port read by Pending.
+	Unmask(port uint32) error
+	// Notify signals the remote end of a port.
+	Notify(port uint32) error
+	// Fd is readable whenever Pending would return ports.
+	Fd() int
+}
+
+// DefaultSpin is the default upper bound of the polling window after the
+// last request. See WorkerConfig.Spin.
+const DefaultSpin = 50 * time.Microsecond
+
+// scratchSize is the per-slot scratch buffer for rep copies: one guest page,
+// the most a single rep request moves at size 1 (MaxCount) and a good chunk
+// for larger sizes.
+const scratchSize = 4096
+
+// maxPending bounds the ports read per Pending call.
+const maxPending = 64
+
+// WorkerConfig tunes the worker fast path.
+type WorkerConfig struct {
+	// Spin is the longest a worker keeps polling its slots after the last
+	// request before it blocks in epoll. The window adapts between 0 and
+	// Spin to the observed gap between requests. Zero means the default;
+	// negative disables spinning (pure blocking mode).
+	Spin time.Duration
+}
+
+func (c WorkerConfig) spinMax() time.Duration {
+	switch {
+	case c.Spin < 0:
+		return 0
+	case c.Spin == 0:
+		return DefaultSpin
+	}
+	return c.Spin
+}
+
+type workerSlot struct {
+	slot    *Slot
+	port    uint32 // local port of the vCPU's event channel
+	scratch []byte
+}
+
+// worker serves a shard of vCPU slots (and, if it has one, the buffered
+// ring's event channel). Its run loop is the only code touching its slots.
+type worker struct {
+	d     *Dispatcher
+	ev    Events
+	slots []workerSlot
+	ring  *Ring
+
+	spinMax time.Duration
+	spin    time.Duration
+	last    time.Time
+
+	pending     []uint32
+	ringScratch []byte
+	st          Stats
+}
+
+func newWorker(d *Dispatcher, ev Events, ring *Ring, cfg WorkerConfig) *worker {
+	w := &worker{
+		d:           d,
+		ev:          ev,
+		ring:        ring,
+		spinMax:     cfg.spinMax(),
+		pending:     make([]uint32, maxPending),
+		ringScratch: make([]byte, scratchSize),
+	}
+	w.spin = w.spinMax
+	return w
+}
+
+func (w *worker) addSlot(s *Slot, port uint32) {
+	w.slots = append(w.slots, workerSlot{slot: s, port: port, scratch: make([]byte, scratchSize)})
+}
+
+// poll drains the ring (one bounded pass) and serves every READY slot. It
+// reports whether it found work.
+func (w *worker) poll() bool {
+	found := false
+	if w.ring != nil {
+		if n, _ := w.ring.Drain(w.d, w.ringScratch, &w.st); n > 0 {
+			found = true
+		}
+	}
+	for i := range w.slots {
+		if w.serve(&w.slots[i]) {
+			found = true
+		}
+	}
+	return found
+}
+
+// serve handles the slot's request if it is READY.
+func (w *worker) serve(ws *workerSlot) bool {
+	var r Request
+	word, ok := ws.slot.Claim(&r)
+	if !ok {
+		return false
+	}
+	t0 := time.Now()
+	if w.ring != nil {
+		// Buffered writes queued before this request are handled first.
+		w.ring.Drain(w.d, w.ringScratch, &w.st)
+	}
+	w.st.sync[kindOf(r.Type)].Add(1)
+	data, writeData := w.d.Handle(&r, ws.scratch, &w.st)
+	if !ws.slot.Respond(word, data, writeData) {
+		w.st.lostResponses.Add(1)
+		return true
+	}
+	w.st.observe(time.Since(t0))
+	if w.ev.Notify(ws.port) != nil {
+		w.st.notifyErrors.Add(1)
+	}
+	return true
+}
+
+// events reads the pending ports and unmasks them, so that every port is
+// unmasked before the worker blocks (a request arriving after the last
+// scan then makes the fd readable). It returns the number of ports read.
+func (w *worker) events() (int, error) {
+	total := 0
+	for {
+		n, err := w.ev.Pending(w.pending)
+		if err != nil {
+			w.st.eventErrors.Add(1)
+			return total, err
+		}
+		if n == 0 {
+			return total, nil
+		}
+		for _, p := range w.pending[:n] {
+			if w.ev.Unmask(p) != nil {
+				w.st.eventErrors.Add(1)
+			}
+		}
+		total += n
+		if n < len(w.pending) {
+			return total, nil
+		}
+	}
+}
+
+// adapt updates the spin window after a request that arrived gap after the
+// previous one: gaps shorter than the window bound grow it (spinning would
+// have caught them), longer ones shrink it.
+func (w *worker) adapt(gap time.Duration) {
+	if w.spinMax == 0 {
+		return
+	}
+	if gap <= w.spinMax {
+		w.spin = min(w.spinMax, max(2*w.spin, 2*gap))
+	} else {
+		w.spin /= 2
+	}
+}
+
+// errStopped is returned internally when a worker's waiter is stopped.
+var errStopped = errors.New("ioreq: worker stopped")
+
+// run serves until ctx is cancelled (nil) or the event channel fails. It
+// runs on a locked OS thread: the thread spins and blocks on behalf of its
+// vCPUs only.
+func (w *worker) run(ctx context.Context) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	wt, err := newWaiter(w.ev.Fd())
+	if err != nil {
+		return err
+	}
+	defer wt.close()
+	stop := context.AfterFunc(ctx, wt.wake)
+	defer stop()
+
+	w.last = time.Now()
+	idleSince := time.Time{}
+	for {
+		if w.poll() {
+			now := time.Now()
+			if !idleSince.IsZero() {
+				w.st.spinHits.Add(1)
+				w.adapt(now.Sub(w.last))
+				idleSince = time.Time{}
+			}
+			w.last = now
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		now := time.Now()
+		if idleSince.IsZero() {
+			idleSince = now
+		}
+		if now.Sub(w.last) < w.spin {
+			continue // keep polling: the next request is probably close
+		}
+		// Block. Unmask everything first, then look once more: a request
+		// that lands after this scan fires an unmasked port.
+		n, err := w.events()
+		if err != nil {
+			return fmt.Errorf("ioreq worker: reading events: %w", err)
+		}
+		if n > 0 || w.poll() {
+			now := time.Now()
+			w.adapt(now.Sub(w.last))
+			w.last, idleSince = now, time.Time{}
+			continue
+		}
+		if err := wt.wait(); err != nil {
+			if errors.Is(err, errStopped) {
+				return nil
+			}
+			return fmt.Errorf("ioreq worker: waiting for events: %w", err)
+		}
+		w.st.wakeups.Add(1)
+		if _, err := w.events(); err != nil {
+			return fmt.Errorf("ioreq worker: reading events: %w", err)
+		}
+		now = time.Now()
+		w.adapt(now.Sub(w.last))
+		w.last, idleSince = now, time.Time{}
+	}
+}
