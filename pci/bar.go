@@ -1,0 +1,316 @@
+package pci
+
+import (
+	"fmt"
+
+	"godm/devices"
+)
+
+// BARKind is the type of a base address register (PCI Local Bus 3.0
+// §6.2.5.1).
+type BARKind uint8
+
+// BAR kinds.
+const (
+	// BARNone is an unimplemented BAR: it reads 0 and ignores writes.
+	BARNone BARKind = iota
+	// BARIO decodes port I/O.
+	BARIO
+	// BARMem32 decodes memory anywhere below 4 GiB.
+	BARMem32
+	// BARMem64 decodes memory anywhere in the 64-bit space; it takes the
+	// next BAR register for the upper half.
+	BARMem64
+	// barUpper marks the register holding the upper half of a BARMem64.
+	barUpper
+)
+
+// String returns the kind's name.
+func (k BARKind) String() string {
+	switch k {
+	case BARNone:
+		return "none"
+	case BARIO:
+		return "io"
+	case BARMem32:
+		return "mem32"
+	case BARMem64:
+		return "mem64"
+	case barUpper:
+		return "mem64-upper"
+	}
+	return fmt.Sprintf("BARKind(%d)", uint8(k))
+}
+
+// BAR describes one base address register.
+type BAR struct {
+	// Kind is the BAR's type.
+	Kind BARKind
+	// Size is the decoded size in bytes, a power of two: at least 4 for
+	// I/O and 16 for memory.
+	Size uint64
+	// Prefetchable sets the prefetchable bit of a memory BAR.
+	Prefetchable bool
+	// Handler receives accesses to the BAR's range (Access.Offset is
+	// relative to the BAR's base) except those to an MSI-X table or PBA
+	// placed in it. A nil Handler reads 0 and ignores writes.
+	Handler devices.Handler
+}
+
+// bar is the state of one BAR (or the ROM).
+type bar struct {
+	kind     BARKind
+	size     uint64
+	h        devices.Handler
+	wrap     barHandler
+	mapped   bool   // guarded by mapMu
+	mappedAt uint64 // guarded by mapMu
+}
+
+// barReg returns the configuration offset of BAR i (romIndex: the ROM).
+func barReg(i int) int {
+	if i == romIndex {
+		return RegROM
+	}
+	return RegBAR0 + 4*i
+}
+
+func isPow2(v uint64) bool { return v != 0 && v&(v-1) == 0 }
+
+// SetBAR describes BAR index (0..5). A BARMem64 also claims index+1.
+func (d *Device) SetBAR(index int, b BAR) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.setupCheck("set bar"); err != nil {
+		return err
+	}
+	bad := func(why string) error {
+		return fmt.Errorf("pci: bar %d (%v, size %#x): %s: %w", index, b.Kind, b.Size, why, ErrInvalid)
+	}
+	if index < 0 || index >= numBARs {
+		return bad("index out of range")
+	}
+	if k := d.bars[index].kind; k != BARNone {
+		return bad("register already used by a " + k.String() + " bar")
+	}
+	if !isPow2(b.Size) {
+		return bad("size is not a power of two")
+	}
+	reg := barReg(index)
+	switch b.Kind {
+	case BARIO:
+		if b.Size < minIOBARSize || b.Size > 1<<16 {
+			return bad("i/o size out of range")
+		}
+		put32(d.cfg, reg, barIOSpace)
+		put32(d.wmask, reg, ^uint32(b.Size-1))
+	case BARMem32:
+		if b.Size < minMemBARSize || b.Size > 1<<31 {
+			return bad("mem32 size out of range")
+		}
+		low := uint32(0)
+		if b.Prefetchable {
+			low |= barPrefetchable
+		}
+		put32(d.cfg, reg, low)
+		put32(d.wmask, reg, ^uint32(b.Size-1))
+	case BARMem64:
+		if b.Size < minMemBARSize || b.Size > 1<<62 {
+			return bad("mem64 size out of range")
+		}
+		if index == numBARs-1 || d.bars[index+1].kind != BARNone {
+			return bad("no free register for the upper half")
+		}
+		low := uint32(barMem64)
+		if b.Prefetchable {
+			low |= barPrefetchable
+		}
+		mask := ^(b.Size - 1)
+		put32(d.cfg, reg, low)
+		put32(d.wmask, reg, uint32(mask)&^0xf)
+		put32(d.wmask, reg+4, uint32(mask>>32))
+		d.bars[index+1].kind = barUpper
+	default:
+		return bad("unknown kind")
+	}
+	d.bars[index].kind = b.Kind
+	d.bars[index].size = b.Size
+	d.bars[index].h = b.Handler
+	return nil
+}
+
+// SetROM describes the expansion ROM BAR: size bytes (a power of two, at
+// least 2 KiB) served by h, which sees only reads (ROM writes are
+// dropped). The ROM decodes when both its enable bit and the command
+// register's memory bit are set (§6.2.5.2).
+func (d *Device) SetROM(size uint64, h devices.Handler) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.setupCheck("set rom"); err != nil {
+		return err
+	}
+	if !isPow2(size) || size < minROMSize || size > 1<<31 || d.bars[romIndex].kind != BARNone {
+		return fmt.Errorf("pci: rom size %#x: %w", size, ErrInvalid)
+	}
+	put32(d.wmask, RegROM, ^uint32(size-1)|romEnable)
+	d.bars[romIndex] = bar{kind: BARMem32, size: size, h: h, wrap: d.bars[romIndex].wrap}
+	return nil
+}
+
+// BARAddress returns where BAR index (0..5, or 6 for the ROM) currently
+// decodes, and whether it decodes at all. It follows QEMU's
+// pci_bar_address (hw/pci/pci.c): decoding must be enabled in the command
+// register (and the ROM's enable bit set), the base must not be 0, the
+// range must fit its space (64 KiB of ports, 4 GiB for 32-bit BARs) and an
+// all-ones base (a sizing probe) never decodes.
+func (d *Device) BARAddress(index int) (uint64, bool) {
+	if index < 0 || index > romIndex {
+		return 0, false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.barAddressLocked(index)
+}
+
+func (d *Device) barAddressLocked(i int) (uint64, bool) {
+	b := &d.bars[i]
+	reg := barReg(i)
+	cmd := get16(d.cfg, RegCommand)
+	lo := uint64(get32(d.cfg, reg))
+	var base, limit uint64
+	switch {
+	case b.kind == BARIO:
+		if cmd&CommandIO == 0 {
+			return 0, false
+		}
+		base, limit = lo&^3, 1<<16
+	case i == romIndex && b.kind == BARMem32:
+		if cmd&CommandMemory == 0 || lo&romEnable == 0 {
+			return 0, false
+		}
+		base, limit = lo&^0x7ff, 1<<32
+	case b.kind == BARMem32:
+		if cmd&CommandMemory == 0 {
+			return 0, false
+		}
+		base, limit = lo&^0xf, 1<<32
+	case b.kind == BARMem64:
+		if cmd&CommandMemory == 0 {
+			return 0, false
+		}
+		base = lo&^0xf | uint64(get32(d.cfg, reg+4))<<32
+		limit = 0 // no limit beyond wrap-around
+	default:
+		return 0, false
+	}
+	last := base + b.size - 1
+	if base == 0 || last < base || last == ^uint64(0) {
+		return 0, false
+	}
+	// QEMU treats a range reaching the top of the 32-bit space as a
+	// sizing probe too (last_addr >= UINT32_MAX).
+	if limit != 0 && last >= limit-1 {
+		return 0, false
+	}
+	return base, true
+}
+
+// space returns the address space BAR i decodes in.
+func (d *Device) space(i int) *devices.Space {
+	if d.bars[i].kind == BARIO {
+		return d.pio
+	}
+	return d.mmio
+}
+
+// updateMappings brings every BAR's registration in line with the
+// registers. Preconditions: mapMu held, mu not held.
+func (d *Device) updateMappings() {
+	var want [numBARs + 1]struct {
+		base uint64
+		ok   bool
+	}
+	d.mu.Lock()
+	for i := range d.bars {
+		if d.bus != nil {
+			want[i].base, want[i].ok = d.barAddressLocked(i)
+		}
+	}
+	d.mu.Unlock()
+	for i := range d.bars {
+		b := &d.bars[i]
+		sp := d.space(i)
+		if sp == nil || (b.mapped == want[i].ok && (!b.mapped || b.mappedAt == want[i].base)) {
+			continue
+		}
+		switch {
+		case b.mapped && want[i].ok:
+			if err := sp.Move(b.mappedAt, want[i].base); err != nil {
+				d.mapErrors.Add(1)
+				// The new place is taken: the BAR no longer decodes
+				// at the old one either.
+				_ = sp.Unregister(b.mappedAt)
+				b.mapped = false
+				continue
+			}
+			b.mappedAt = want[i].base
+		case b.mapped:
+			_ = sp.Unregister(b.mappedAt)
+			b.mapped = false
+		default:
+			if err := sp.Register(want[i].base, b.size, &b.wrap); err != nil {
+				d.mapErrors.Add(1)
+				continue
+			}
+			b.mapped, b.mappedAt = true, want[i].base
+		}
+	}
+}
+
+// unmapAll removes every registered BAR range. Preconditions: mapMu held.
+func (d *Device) unmapAll() {
+	for i := range d.bars {
+		b := &d.bars[i]
+		if b.mapped {
+			if sp := d.space(i); sp != nil {
+				_ = sp.Unregister(b.mappedAt)
+			}
+			b.mapped = false
+		}
+	}
+}
+
+// barHandler is the Handler registered for BAR i: it routes MSI-X table
+// and PBA accesses to the Device and the rest to the BAR's Handler.
+type barHandler struct {
+	d *Device
+	i int
+}
+
+// Read implements devices.Handler.
+func (h *barHandler) Read(a devices.Access) uint64 {
+	d := h.d
+	if d.msix.n != 0 {
+		if v, ok := d.msixBARRead(h.i, a); ok {
+			return v
+		}
+	}
+	if bh := d.bars[h.i].h; bh != nil {
+		return bh.Read(a)
+	}
+	return 0
+}
+
+// Write implements devices.Handler.
+func (h *barHandler) Write(a devices.Access, v uint64) {
+	d := h.d
+	if h.i == romIndex {
+		return
+	}
+	if d.msix.n != 0 && d.msixBARWrite(h.i, a, v) {
+		return
+	}
+	if bh := d.bars[h.i].h; bh != nil {
+		bh.Write(a, v)
+	}
+}

@@ -1,0 +1,205 @@
+package pci
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"godm/devices"
+	"godm/irq"
+)
+
+// Registry errors.
+var (
+	// ErrSlotInUse is returned when the requested device/function is taken.
+	ErrSlotInUse = errors.New("pci: slot/function in use")
+	// ErrBusFull is returned when no slot is free for an automatic placement.
+	ErrBusFull = errors.New("pci: no free slot")
+	// ErrNotOnBus is returned when removing a device that is not on this bus.
+	ErrNotOnBus = errors.New("pci: device is not on this bus")
+)
+
+// Slots and functions of one bus.
+const (
+	NumSlots     = 32
+	NumFunctions = 8
+)
+
+// INTxRouter gives each function's interrupt pin its line. The PCI-ISA
+// bridge (devices/piix3) implements it; functions of one slot that share a
+// pin are wired-OR by the router.
+type INTxRouter interface {
+	// INTx returns the line of pin (1..4 = INTA#..INTD#) of function fn in
+	// slot dev. It is called when a function joins the bus.
+	INTx(dev, fn, pin uint8) irq.Line
+}
+
+// BusConfig wires a Bus.
+type BusConfig struct {
+	// Spaces holds the configuration space the functions are registered
+	// in and the port I/O and MMIO spaces their BARs decode in. Required.
+	Spaces *devices.Bus
+	// INTx routes interrupt pins; nil leaves INTx unconnected.
+	INTx INTxRouter
+	// MSI sends message-signalled interrupts; nil drops them.
+	MSI irq.MSISender
+}
+
+// Bus is the registry of the functions on PCI bus 0 (segment 0): it places
+// each at a fixed or automatic slot/function, registers its configuration
+// space with the devices.ConfigSpace and connects its BARs and interrupts.
+// It is safe for concurrent use; Add and Remove are control-path calls.
+type Bus struct {
+	cfg BusConfig
+
+	mu    sync.Mutex
+	slots [NumSlots][NumFunctions]*Device // guarded by mu
+}
+
+// NewBus returns an empty bus.
+func NewBus(c BusConfig) (*Bus, error) {
+	if c.Spaces == nil || c.Spaces.PCI == nil {
+		return nil, fmt.Errorf("pci: new bus: no configuration space: %w", ErrInvalid)
+	}
+	return &Bus{cfg: c}, nil
+}
+
+// Add places d at slot dev, function fn and makes it visible.
+func (b *Bus) Add(d *Device, dev, fn uint8) (devices.SBDF, error) {
+	if dev >= NumSlots || fn >= NumFunctions {
+		return 0, fmt.Errorf("pci: add %02x.%x: %w", dev, fn, ErrInvalid)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.addLocked(d, dev, fn)
+}
+
+// AddAuto places d at function 0 of the lowest free slot.
+func (b *Bus) AddAuto(d *Device) (devices.SBDF, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for dev := range uint8(NumSlots) {
+		if b.slotEmptyLocked(dev) {
+			return b.addLocked(d, dev, 0)
+		}
+	}
+	return 0, fmt.Errorf("pci: add %04x:%04x: %w", d.hdr.VendorID, d.hdr.DeviceID, ErrBusFull)
+}
+
+func (b *Bus) slotEmptyLocked(dev uint8) bool {
+	for _, f := range b.slots[dev] {
+		if f != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (b *Bus) addLocked(d *Device, dev, fn uint8) (devices.SBDF, error) {
+	sbdf := devices.NewSBDF(0, 0, dev, fn)
+	if b.slots[dev][fn] != nil {
+		return 0, fmt.Errorf("pci: add %v: %w", sbdf, ErrSlotInUse)
+	}
+	d.mapMu.Lock()
+	defer d.mapMu.Unlock()
+	d.mu.Lock()
+	if d.bus != nil {
+		d.mu.Unlock()
+		return 0, fmt.Errorf("pci: add %v: %w", sbdf, ErrBusy)
+	}
+	d.bus, d.sbdf = b, sbdf
+	d.pio, d.mmio, d.send = b.cfg.Spaces.PIO, b.cfg.Spaces.MMIO, b.cfg.MSI
+	d.intx = nil
+	if b.cfg.INTx != nil && d.hdr.InterruptPin != 0 {
+		d.intx = b.cfg.INTx.INTx(dev, fn, d.hdr.InterruptPin)
+	}
+	if fn != 0 {
+		if f0 := b.slots[dev][0]; f0 != nil {
+			f0.setMultiFunction()
+		}
+	} else if !b.slotEmptyLocked(dev) {
+		d.cfg[RegHeaderType] |= headerMultiFunction
+	}
+	if d.resetImage == nil {
+		d.resetImage = make([]byte, len(d.cfg))
+	}
+	copy(d.resetImage, d.cfg)
+	d.mu.Unlock()
+	if err := b.cfg.Spaces.PCI.Register(sbdf, d); err != nil {
+		d.mu.Lock()
+		d.bus, d.intx, d.send, d.pio, d.mmio = nil, nil, nil, nil, nil
+		d.mu.Unlock()
+		return 0, fmt.Errorf("pci: add %v: %w", sbdf, err)
+	}
+	b.slots[dev][fn] = d
+	// A device created with decoding on (QEMU's Xen platform device)
+	// decodes its BARs once firmware programs them; nothing is mapped
+	// yet unless the BARs were preset.
+	d.updateMappings()
+	return sbdf, nil
+}
+
+// setMultiFunction sets the multi-function bit of function 0, both live
+// and in the reset image.
+func (d *Device) setMultiFunction() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cfg[RegHeaderType] |= headerMultiFunction
+	if d.resetImage != nil {
+		d.resetImage[RegHeaderType] |= headerMultiFunction
+	}
+}
+
+// Remove takes d off the bus: its configuration space and BARs are
+// unregistered and its INTx is deasserted. d may be added again.
+func (b *Bus) Remove(d *Device) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if d.bus != b {
+		return fmt.Errorf("pci: remove %04x:%04x: %w", d.hdr.VendorID, d.hdr.DeviceID, ErrNotOnBus)
+	}
+	sbdf := d.sbdf
+	err := b.cfg.Spaces.PCI.Unregister(sbdf)
+	b.slots[sbdf.Dev()][sbdf.Fn()] = nil
+	d.mapMu.Lock()
+	d.unmapAll()
+	d.mu.Lock()
+	if d.intxOut && d.intx != nil {
+		d.intx.SetLevel(false)
+	}
+	d.intxOut = false
+	d.bus, d.intx, d.send, d.pio, d.mmio = nil, nil, nil, nil, nil
+	d.mu.Unlock()
+	d.mapMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("pci: remove %v: %w", sbdf, err)
+	}
+	return nil
+}
+
+// Lookup returns the function at dev.fn, or nil.
+func (b *Bus) Lookup(dev, fn uint8) *Device {
+	if dev >= NumSlots || fn >= NumFunctions {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.slots[dev][fn]
+}
+
+// Reset resets every function on the bus.
+func (b *Bus) Reset() {
+	b.mu.Lock()
+	var all []*Device
+	for dev := range b.slots {
+		for _, f := range b.slots[dev] {
+			if f != nil {
+				all = append(all, f)
+			}
+		}
+	}
+	b.mu.Unlock()
+	for _, f := range all {
+		f.Reset()
+	}
+}
