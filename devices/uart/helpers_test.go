@@ -1,0 +1,190 @@
+package uart
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"godm/devices"
+	"godm/devices/chardev"
+)
+
+// fakeClock is a manual Clock: timers fire only from Advance, on the
+// caller's goroutine.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Duration
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	c      *fakeClock
+	at     time.Duration
+	active bool
+	f      func()
+}
+
+func (c *fakeClock) Now() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{c: c, at: c.now + d, active: true, f: f}
+	c.timers = append(c.timers, t)
+	return t
+}
+
+func (t *fakeTimer) Stop() bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	was := t.active
+	t.active = false
+	return was
+}
+
+func (t *fakeTimer) Reset(d time.Duration) bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	was := t.active
+	t.at = t.c.now + d
+	t.active = true
+	return was
+}
+
+// Advance moves time forward and runs the timers that became due.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now += d
+	var due []func()
+	for _, t := range c.timers {
+		if t.active && t.at <= c.now {
+			t.active = false
+			due = append(due, t.f)
+		}
+	}
+	c.mu.Unlock()
+	for _, f := range due {
+		f()
+	}
+}
+
+// lineRecorder records every level change handed to an irq.Line.
+type lineRecorder struct {
+	mu     sync.Mutex
+	level  bool
+	edges  []bool
+	events int
+}
+
+func (r *lineRecorder) SetLevel(high bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events++
+	if high != r.level {
+		r.level = high
+		r.edges = append(r.edges, high)
+	}
+}
+
+func (r *lineRecorder) Level() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.level
+}
+
+// takeEdges returns and clears the recorded edges.
+func (r *lineRecorder) takeEdges() []bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.edges
+	r.edges = nil
+	return e
+}
+
+// fakeBackend records output and lets the test feed input.
+type fakeBackend struct {
+	mu     sync.Mutex
+	out    []byte
+	limit  int // max buffered output; 0 = unlimited
+	sink   chardev.Sink
+	readys int
+}
+
+func (b *fakeBackend) Write(p []byte) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := len(p)
+	if b.limit > 0 && len(b.out)+n > b.limit {
+		n = b.limit - len(b.out)
+	}
+	b.out = append(b.out, p[:n]...)
+	return n
+}
+
+func (b *fakeBackend) Attach(s chardev.Sink) {
+	b.mu.Lock()
+	b.sink = s
+	b.mu.Unlock()
+}
+
+func (b *fakeBackend) Ready() {
+	b.mu.Lock()
+	b.readys++
+	b.mu.Unlock()
+}
+
+func (b *fakeBackend) Stats() chardev.Stats { return chardev.Stats{} }
+func (b *fakeBackend) Close() error         { return nil }
+
+// feed offers p to the attached sink and returns how much it took.
+func (b *fakeBackend) feed(p []byte) int {
+	b.mu.Lock()
+	s := b.sink
+	b.mu.Unlock()
+	if s == nil {
+		return 0
+	}
+	return s.Receive(p)
+}
+
+func (b *fakeBackend) output() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.out)
+}
+
+// rig is a UART with fakes around it.
+type rig struct {
+	t     *testing.T
+	u     *UART
+	line  *lineRecorder
+	be    *fakeBackend
+	clock *fakeClock
+}
+
+func newRig(t *testing.T) *rig {
+	r := &rig{t: t, line: &lineRecorder{}, be: &fakeBackend{}, clock: &fakeClock{}}
+	r.u = New(Config{IRQ: r.line, Backend: r.be, Clock: r.clock})
+	t.Cleanup(func() { r.u.Close() })
+	return r
+}
+
+func (r *rig) out(off uint64, v uint8) {
+	r.u.Write(devices.Access{Addr: 0x3f8 + off, Offset: off, Size: 1}, uint64(v))
+}
+
+func (r *rig) in(off uint64) uint8 {
+	return uint8(r.u.Read(devices.Access{Addr: 0x3f8 + off, Offset: off, Size: 1}))
+}
+
+// expect reads a register and checks its value.
+func (r *rig) expect(off uint64, want uint8) {
+	r.t.Helper()
+	if got := r.in(off); got != want {
+		r.t.Errorf("in(%d) = %#02x, want %#02x", off, got, want)
+	}
+}
