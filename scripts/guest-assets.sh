@@ -30,5 +30,26 @@ if [ ! -s "$dir/$pkg/vmlinux" ]; then
 	mv "$dir/$pkg/vmlinux.tmp" "$dir/$pkg/vmlinux"
 fi
 ln -sfn "$pkg/vmlinux" "$dir/vmlinux"
+
+# The guest test driver (tools/guestdrv), built against the matching
+# headers, cached by kernel and source hash.
+hdr=${pkg/linux-image-/linux-headers-}
+if ! dpkg-query -W -f='${Status}' "$hdr" 2>/dev/null | grep -q "install ok installed"; then
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$hdr" >/dev/null
+fi
+sum=$(cat tools/guestdrv/godmtest.c tools/guestdrv/Kbuild | sha256sum | cut -c1-16)
+ko="$dir/$pkg/godmtest-$sum.ko"
+if [ ! -s "$ko" ]; then
+	b=$(mktemp -d)
+	cp tools/guestdrv/godmtest.c tools/guestdrv/Kbuild "$b/"
+	kver=${pkg#linux-image-}
+	make -s -C "/usr/src/linux-headers-$kver" M="$b" modules >/dev/null 2>&1 ||
+		{ echo "guest-assets: building tools/guestdrv failed" >&2; rm -rf "$b"; exit 1; }
+	mv "$b/godmtest.ko" "$ko"
+	rm -rf "$b"
+fi
+ln -sfn "${ko#$dir/}" "$dir/godmtest.ko"
 ln -sfn /bin/busybox "$dir/busybox"
 echo "$PWD/$dir"
