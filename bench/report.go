@@ -1,0 +1,172 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Row is one line of a report: a scenario's summary and its ratios against
+// the baselines measured in the same run.
+type Row struct {
+	Name        string  `json:"name"`
+	Ops         int     `json:"ops"`
+	MedianNS    float64 `json:"median_ns"`
+	P99NS       float64 `json:"p99_ns"`
+	P999NS      float64 `json:"p999_ns"`
+	OpsPerSec   float64 `json:"ops_per_sec"`
+	AllocsPerOp float64 `json:"allocs_per_op"`
+	// Baseline names the floor or loop this row is compared with, and
+	// Ratio is this row's median over the baseline's (0 if none).
+	Baseline string  `json:"baseline,omitempty"`
+	Ratio    float64 `json:"ratio,omitempty"`
+	// Spread is (max-min)/median of the per-trial medians, when the
+	// scenario ran several trials.
+	Spread float64 `json:"spread,omitempty"`
+}
+
+// Report is a set of rows measured in one run.
+type Report struct {
+	When    time.Time `json:"when"`
+	Machine string    `json:"machine"`
+	Rows    []Row     `json:"rows"`
+}
+
+// RowOf summarises r, comparing it with baseline (if non-nil).
+func RowOf(r Result, baseline *Result) Row {
+	s := r.Summarize()
+	row := Row{
+		Name:        r.Name,
+		Ops:         r.Ops,
+		MedianNS:    float64(s.Median.Nanoseconds()),
+		P99NS:       float64(s.P99.Nanoseconds()),
+		P999NS:      float64(s.P999.Nanoseconds()),
+		OpsPerSec:   s.OpsPerSec,
+		AllocsPerOp: r.AllocsPerOp,
+	}
+	if baseline != nil {
+		if b := baseline.Summarize().Median; b > 0 {
+			row.Baseline = baseline.Name
+			row.Ratio = float64(s.Median) / float64(b)
+		}
+	}
+	return row
+}
+
+// WriteTable prints the report as an aligned table.
+func (rep *Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tops\tmedian\tp99\tp999\treq/s\tallocs/op\tvs\tratio\t")
+	for _, r := range rep.Rows {
+		allocs := "-"
+		if r.AllocsPerOp >= 0 {
+			allocs = fmt.Sprintf("%.2f", r.AllocsPerOp)
+		}
+		ratio, vs := "-", "-"
+		if r.Baseline != "" {
+			ratio, vs = fmt.Sprintf("%.2fx", r.Ratio), r.Baseline
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t\n", r.Name, r.Ops,
+			fmtNS(r.MedianNS), fmtNS(r.P99NS), fmtNS(r.P999NS), r.OpsPerSec, allocs, vs, ratio)
+	}
+	return tw.Flush()
+}
+
+// WriteJSON writes the report as indented JSON.
+func (rep *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
+
+func fmtNS(ns float64) string {
+	switch {
+	case ns >= 1e6:
+		return fmt.Sprintf("%.2fms", ns/1e6)
+	case ns >= 1e3:
+		return fmt.Sprintf("%.2fµs", ns/1e3)
+	}
+	return fmt.Sprintf("%.0fns", ns)
+}
+
+// WriteSVG draws the latency distributions of results as a log-scale
+// histogram: one polyline per result, x = latency (log10 ns), y = share of
+// samples per bin.
+func WriteSVG(w io.Writer, results []Result) error {
+	const (
+		width, height = 900, 420
+		left, right   = 60, 220
+		top, bottom   = 20, 50
+		bins          = 60
+	)
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, r := range results {
+		for _, d := range r.Samples {
+			v := math.Log10(math.Max(float64(d.Nanoseconds()), 1))
+			lo, hi = math.Min(lo, v), math.Max(hi, v)
+		}
+	}
+	if math.IsInf(lo, 0) {
+		lo, hi = 0, 1
+	}
+	lo, hi = math.Floor(lo), math.Ceil(hi)
+	if hi <= lo {
+		hi = lo + 1
+	}
+	hists := make([][]float64, len(results))
+	maxY := 0.0
+	for i, r := range results {
+		h := make([]float64, bins)
+		for _, d := range r.Samples {
+			v := math.Log10(math.Max(float64(d.Nanoseconds()), 1))
+			b := int((v - lo) / (hi - lo) * bins)
+			b = min(max(b, 0), bins-1)
+			h[b]++
+		}
+		for b := range h {
+			if n := len(r.Samples); n > 0 {
+				h[b] /= float64(n)
+			}
+			maxY = math.Max(maxY, h[b])
+		}
+		hists[i] = h
+	}
+	if maxY == 0 {
+		maxY = 1
+	}
+	pw, ph := float64(width-left-right), float64(height-top-bottom)
+	var sb strings.Builder
+	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", width, height)
+	fmt.Fprintf(&sb, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	fmt.Fprintf(&sb, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", left, height-bottom, width-right, height-bottom)
+	fmt.Fprintf(&sb, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", left, top, left, height-bottom)
+	for d := lo; d <= hi; d++ {
+		x := float64(left) + (d-lo)/(hi-lo)*pw
+		fmt.Fprintf(&sb, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ccc"/>`+"\n", x, top, x, height-bottom)
+		fmt.Fprintf(&sb, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x, height-bottom+18, fmtNS(math.Pow(10, d)))
+	}
+	fmt.Fprintf(&sb, `<text x="%d" y="%d" text-anchor="middle">round-trip latency (log scale)</text>`+"\n", left+int(pw/2), height-10)
+	colors := []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"}
+	for i, h := range hists {
+		c := colors[i%len(colors)]
+		var pts strings.Builder
+		for b, y := range h {
+			x := float64(left) + (float64(b)+0.5)/bins*pw
+			fmt.Fprintf(&pts, "%.1f,%.1f ", x, float64(height-bottom)-y/maxY*ph)
+		}
+		fmt.Fprintf(&sb, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", c, strings.TrimSpace(pts.String()))
+		fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/>`+"\n", width-right+10, top+18*i, c)
+		fmt.Fprintf(&sb, `<text x="%d" y="%d">%s</text>`+"\n", width-right+28, top+18*i+11, xmlEscape(results[i].Name))
+	}
+	sb.WriteString("</svg>\n")
+	_, err := io.WriteString(w, sb.String())
+	return err
+}
+
+func xmlEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;").Replace(s)
+}

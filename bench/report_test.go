@@ -1,0 +1,42 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestReport(t *testing.T) {
+	floor := Result{Name: "floor/x", Ops: 3, Elapsed: 3 * time.Microsecond, Samples: []time.Duration{100, 100, 100}, AllocsPerOp: -1}
+	godm := Result{Name: "godm/pio", Ops: 3, Elapsed: 6 * time.Microsecond, Samples: []time.Duration{150, 150, 160}, AllocsPerOp: 0}
+	rep := Report{Rows: []Row{RowOf(floor, nil), RowOf(godm, &floor)}}
+	if got, want := rep.Rows[1].Ratio, 1.5; got != want {
+		t.Errorf("ratio = %v, want %v", got, want)
+	}
+	var tb bytes.Buffer
+	if err := rep.WriteTable(&tb); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"godm/pio", "1.50x", "floor/x", "150ns"} {
+		if !strings.Contains(tb.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, tb.String())
+		}
+	}
+	var jb bytes.Buffer
+	if err := rep.WriteJSON(&jb); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(jb.Bytes(), &back); err != nil || len(back.Rows) != 2 || back.Rows[1].Name != "godm/pio" {
+		t.Errorf("JSON round trip: %v %+v", err, back)
+	}
+	var sb bytes.Buffer
+	if err := WriteSVG(&sb, []Result{floor, godm}); err != nil {
+		t.Fatal(err)
+	}
+	if s := sb.String(); !strings.HasPrefix(s, "<svg") || strings.Count(s, "<polyline") != 2 || !strings.Contains(s, "godm/pio") {
+		t.Errorf("SVG malformed:\n%s", s)
+	}
+}
