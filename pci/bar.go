@@ -207,9 +207,9 @@ func (d *Device) barAddressLocked(i int) (uint64, bool) {
 	if base == 0 || last < base || last == ^uint64(0) {
 		return 0, false
 	}
-	// QEMU treats a range reaching the top of the 32-bit space as a
-	// sizing probe too (last_addr >= UINT32_MAX).
-	if limit != 0 && last >= limit-1 {
+	// Ports end at 0xffff. QEMU treats a memory range reaching the top of
+	// the 32-bit space as a sizing probe (last_addr >= UINT32_MAX).
+	if (b.kind == BARIO && last >= limit) || (b.kind != BARIO && limit != 0 && last >= limit-1) {
 		return 0, false
 	}
 	return base, true
