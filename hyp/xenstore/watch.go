@@ -44,6 +44,22 @@ func (w *Watch) Events() <-chan Event { return w.events }
 // token already used by another watch of this Client gives an error
 // wrapping unix.EEXIST (events are routed to watches by token).
 func (c *Client) Watch(ctx context.Context, path, token string) (*Watch, error) {
+	// Register before sending: xenstored may send the initial event
+	// right behind the acknowledgement.
+	w, err := c.newWatch(path, token)
+	if err != nil {
+		return nil, wrap("watch", path, err)
+	}
+	if _, err := c.request(ctx, MsgWatch, 0, cstr(path), cstr(w.token)); err != nil {
+		c.dropWatch(w)
+		return nil, wrap("watch", path, err)
+	}
+	return w, nil
+}
+
+// newWatch registers a watch locally (routing of events by token) and
+// starts its forwarder, without telling xenstored.
+func (c *Client) newWatch(path, token string) (*Watch, error) {
 	w := &Watch{
 		c:      c,
 		path:   path,
@@ -52,12 +68,10 @@ func (c *Client) Watch(ctx context.Context, path, token string) (*Watch, error) 
 		quit:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	// Register before sending: xenstored may send the initial event
-	// right behind the acknowledgement.
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if err := c.stateErrLocked(); err != nil {
-		c.mu.Unlock()
-		return nil, wrap("watch", path, err)
+		return nil, err
 	}
 	if token == "" {
 		for {
@@ -68,19 +82,11 @@ func (c *Client) Watch(ctx context.Context, path, token string) (*Watch, error) 
 			}
 		}
 	} else if c.watches[token] != nil {
-		c.mu.Unlock()
-		return nil, wrap("watch", path, fmt.Errorf("token %q in use: %w", token, unix.EEXIST))
+		return nil, fmt.Errorf("token %q in use: %w", token, unix.EEXIST)
 	}
 	w.token = token
 	c.watches[token] = w
-	c.mu.Unlock()
 	go w.forward()
-
-	_, err := c.request(ctx, MsgWatch, 0, cstr(path), cstr(token))
-	if err != nil {
-		c.dropWatch(w)
-		return nil, wrap("watch", path, err)
-	}
 	return w, nil
 }
 

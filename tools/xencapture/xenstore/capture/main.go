@@ -41,6 +41,7 @@ type Message struct {
 
 // Fixture is one library call.
 type Fixture struct {
+	Seq      int       `json:"seq"` // position in the driver's sequence, from 1
 	Name     string    `json:"name"`
 	Call     string    `json:"call"`
 	Result   string    `json:"result"`
@@ -150,7 +151,7 @@ func run(driver, out string) error {
 				return fmt.Errorf("%d messages before the first call", len(m))
 			}
 			name, call, _ := strings.Cut(strings.TrimPrefix(line, "OP "), "\t")
-			cur = &Fixture{Name: name, Call: call}
+			cur = &Fixture{Seq: len(fixtures) + 1, Name: name, Call: call}
 			fixtures = append(fixtures, cur)
 			if _, err := io.WriteString(stdin, "go\n"); err != nil {
 				return err
