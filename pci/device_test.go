@@ -260,4 +260,3 @@ func TestReset(t *testing.T) {
 		t.Errorf("PIO ranges after reset = %d, want 0", got)
 	}
 }
-

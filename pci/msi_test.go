@@ -67,7 +67,7 @@ func TestMSI_Delivery(t *testing.T) {
 		t.Errorf("control = %#x, want %#x", got, want)
 	}
 	d.Interrupt(3)
-	d.Interrupt(4) // not allocated: dropped
+	d.Interrupt(4)                      // not allocated: dropped
 	r.cfgWrite(sbdf, c+16, 4, 0x2|0xf0) // mask vector 1 (bits above 4 are read-only)
 	if got := r.cfgRead(sbdf, c+16, 4); got != 0x2 {
 		t.Errorf("mask = %#x, want 0x2", got)
