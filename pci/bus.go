@@ -107,6 +107,7 @@ func (b *Bus) addLocked(d *Device, dev, fn uint8) (devices.SBDF, error) {
 		d.mu.Unlock()
 		return 0, fmt.Errorf("pci: add %v: %w", sbdf, ErrBusy)
 	}
+	d.freezeLocked()
 	d.bus, d.sbdf = b, sbdf
 	d.pio, d.mmio, d.send = b.cfg.Spaces.PIO, b.cfg.Spaces.MMIO, b.cfg.MSI
 	d.intx = nil
@@ -119,11 +120,8 @@ func (b *Bus) addLocked(d *Device, dev, fn uint8) (devices.SBDF, error) {
 		}
 	} else if !b.slotEmptyLocked(dev) {
 		d.cfg[RegHeaderType] |= headerMultiFunction
+		d.resetImage[RegHeaderType] |= headerMultiFunction
 	}
-	if d.resetImage == nil {
-		d.resetImage = make([]byte, len(d.cfg))
-	}
-	copy(d.resetImage, d.cfg)
 	d.mu.Unlock()
 	if err := b.cfg.Spaces.PCI.Register(sbdf, d); err != nil {
 		d.mu.Lock()

@@ -75,9 +75,10 @@ type Device struct {
 	// cfg, wmask and w1c are the register bytes and their writable and
 	// write-1-to-clear masks, one byte per register offset.
 	cfg, wmask, w1c []byte // guarded by mu
-	// reset is the configuration image restored by Reset; nil until the
-	// device is added to a bus.
-	resetImage []byte
+	// resetImage is the configuration image restored by Reset, taken
+	// when the device joins a bus or is first written, whichever comes
+	// first; the layout is fixed from then on.
+	resetImage []byte               // guarded by mu
 	claimed    [ConfigSize / 8]byte // bytes above the header in use (bitmap)
 	capLast    uint8                // offset of the last capability, 0 if none
 	bars       [numBARs + 1]bar     // BAR 0..5 and the expansion ROM
@@ -166,9 +167,10 @@ func (d *Device) Stats() Stats {
 // or 4096).
 func (d *Device) ConfigSize() int { return len(d.cfg) }
 
-// setupLocked reports ErrBusy once the device is on a bus.
+// setupCheck reports ErrBusy once the device is on a bus or the guest
+// has written to it.
 func (d *Device) setupCheck(what string) error {
-	if d.bus != nil {
+	if d.bus != nil || d.resetImage != nil {
 		return fmt.Errorf("pci: %s: %w", what, ErrBusy)
 	}
 	return nil
@@ -282,6 +284,7 @@ func (d *Device) Write(a devices.Access, v uint64) {
 	off, size := uint32(a.Offset), a.Size
 	d.mapMu.Lock()
 	d.mu.Lock()
+	d.freezeLocked()
 	remap := d.writeLocked(off, size, v)
 	d.mu.Unlock()
 	if remap {
@@ -291,6 +294,13 @@ func (d *Device) Write(a devices.Access, v uint64) {
 		d.onWrite(off, size)
 	}
 	d.mapMu.Unlock()
+}
+
+// freezeLocked takes the reset image if it has not been taken yet.
+func (d *Device) freezeLocked() {
+	if d.resetImage == nil {
+		d.resetImage = append([]byte(nil), d.cfg...)
+	}
 }
 
 // overlaps reports whether [off, off+size) intersects [lo, hi).
@@ -334,8 +344,8 @@ func (d *Device) writeLocked(off uint32, size uint8, v uint64) bool {
 }
 
 // Reset implements devices.Resetter: configuration space returns to the
-// image it had when the device was added to its bus (BARs zero, decoding
-// off), MSI and MSI-X are disabled with every vector masked and nothing
+// image it had when the device joined its bus or was first written (BARs
+// zero, decoding as created), MSI and MSI-X are disabled with every vector masked and nothing
 // pending, and INTx is deasserted. The BARs are unmapped.
 func (d *Device) Reset() {
 	d.mapMu.Lock()
