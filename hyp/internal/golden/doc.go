@@ -32,7 +32,7 @@
 //     kernel answered).
 //   - "write": "data" (hex, the bytes written).
 //
-// A Buffer is { "name", "hex", "len", "out", "ptrs" }. "hex" is the bytes
+// A Buffer is { "name", "hex", "len", "out", "undef", "ptrs" }. "hex" is the bytes
 // the library passed, as hex in groups of four bytes separated by spaces
 // (spaces are ignored when loading); pointer fields inside it are zeroed,
 // because pointer values differ from run to run. "len" is the length;
@@ -40,7 +40,13 @@
 // IOCTL_PRIVCMD_MMAPBATCH_V2), its input contents are not meaningful.
 // "out", when present, is the buffer after the fake kernel wrote its
 // answer (e.g. the server id of XEN_DMOP_create_ioreq_server), with
-// pointer fields zeroed too. "ptrs" lists the pointer fields:
+// pointer fields zeroed too. "undef" lists [offset, length] ranges the
+// library leaves undefined: compiler padding, reserved fields it does not
+// initialise (e.g. xen_domctl._pad) and union space the command does not
+// use; they are zero in "hex" and "out" and comparisons ignore them. The
+// capture finds them by running every call twice with different stack and
+// heap poison, and fails if a differing byte is not known to be one of
+// these. "ptrs" lists the pointer fields:
 //
 //	{ "off": 8, "buf": 1, "region": "user", "region_off": 0 }
 //

@@ -63,6 +63,10 @@ type Buffer struct {
 	Len int `json:"len"`
 	// Out is the contents after the fake kernel answered, when it wrote.
 	Out string `json:"out,omitempty"`
+	// Undef lists [offset, length] ranges the C library left undefined
+	// (struct padding, reserved fields it does not initialise, unused
+	// union space); they are zero in Hex and Out and ignored by Compare.
+	Undef [][2]int `json:"undef,omitempty"`
 	// Ptrs are the pointer fields inside the buffer.
 	Ptrs []Ptr `json:"ptrs,omitempty"`
 }
@@ -145,6 +149,11 @@ func (f *Fixture) validate() error {
 					return fmt.Errorf("event %d %s out: %w", i, what, err)
 				}
 			}
+			for _, u := range b.Undef {
+				if u[0] < 0 || u[1] <= 0 || u[0]+u[1] > b.Len {
+					return fmt.Errorf("event %d %s: undef range %v outside %d bytes", i, what, u, b.Len)
+				}
+			}
 			for _, p := range b.Ptrs {
 				if p.Off < 0 || p.Off+8 > b.Len {
 					return fmt.Errorf("event %d %s: pointer at %d outside %d bytes", i, what, p.Off, b.Len)
@@ -204,13 +213,19 @@ func (b *Buffer) OutBytes() []byte {
 	return d
 }
 
-// Mask returns a copy of got with the buffer's pointer fields zeroed, so
-// that an encoding holding real pointers compares with Bytes.
+// Mask returns a copy of got with the buffer's pointer fields and
+// undefined ranges zeroed, so that an encoding holding real pointers (and
+// whatever it puts in padding) compares with Bytes.
 func (b *Buffer) Mask(got []byte) []byte {
 	m := append([]byte(nil), got...)
 	for _, p := range b.Ptrs {
 		if p.Off >= 0 && p.Off+8 <= len(m) {
 			clear(m[p.Off : p.Off+8])
+		}
+	}
+	for _, u := range b.Undef {
+		if u[0] >= 0 && u[0]+u[1] <= len(m) {
+			clear(m[u[0] : u[0]+u[1]])
 		}
 	}
 	return m

@@ -110,3 +110,26 @@ func TestCommittedFixtures(t *testing.T) {
 		}
 	}
 }
+
+func TestMaskUndef(t *testing.T) {
+	b := Buffer{Name: "b", Hex: "01000000 00000000", Len: 8, Undef: [][2]int{{1, 3}}}
+	tests := []struct {
+		name string
+		got  []byte
+		ok   bool
+	}{
+		{"same", []byte{1, 0, 0, 0, 0, 0, 0, 0}, true},
+		{"garbage in undefined range", []byte{1, 0xaa, 0xbb, 0xcc, 0, 0, 0, 0}, true},
+		{"defined byte differs", []byte{2, 0, 0, 0, 0, 0, 0, 0}, false},
+		{"byte after range differs", []byte{1, 0, 0, 0, 9, 0, 0, 0}, false},
+		{"short", []byte{1, 0, 0, 0}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := b.Compare(tt.got)
+			if got := err == nil; got != tt.ok {
+				t.Errorf("Compare(%x) ok = %v, want %v (err %v)", tt.got, got, tt.ok, err)
+			}
+		})
+	}
+}
