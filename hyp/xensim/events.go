@@ -1,0 +1,240 @@
+package xensim
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"godm/hyp"
+)
+
+// EventKind says what an Event records.
+type EventKind uint8
+
+// Recorded event kinds. The comment says which Event fields are set.
+const (
+	// EventPCIIntx: XEN_DMOP_set_pci_intx_level. Dev, Pin (INTx 0-3 =
+	// A-D), Level.
+	EventPCIIntx EventKind = iota + 1
+	// EventPCILinkRoute: XEN_DMOP_set_pci_link_route. Link, IRQ (0 =
+	// disabled).
+	EventPCILinkRoute
+	// EventISAIRQ: XEN_DMOP_set_isa_irq_level. IRQ, Level.
+	EventISAIRQ
+	// EventMSI: XEN_DMOP_inject_msi. Addr, Data.
+	EventMSI
+	// EventShutdown: XEN_DMOP_remote_shutdown. Data = reason.
+	EventShutdown
+	// EventTrackDirtyVRAM: XEN_DMOP_track_dirty_vram. First, Nr.
+	EventTrackDirtyVRAM
+	// EventModifiedMemory: one per extent of XEN_DMOP_modified_memory.
+	// First, Nr.
+	EventModifiedMemory
+	// EventSetMemType: XEN_DMOP_set_mem_type (pages changed). First, Nr,
+	// Type (HVMMEM_*).
+	EventSetMemType
+	// EventInjectEvent: XEN_DMOP_inject_event. VCPU, Data = vector, Type,
+	// Addr = cr2, First = error code, Nr = instruction length.
+	EventInjectEvent
+	// EventMapMemType: XEN_DMOP_map_mem_type_to_ioreq_server. Server,
+	// Type, Data = flags.
+	EventMapMemType
+	// EventPinCacheAttr: XEN_DMOP_pin_memory_cacheattr. First = start,
+	// Nr = end (inclusive gfns), Type.
+	EventPinCacheAttr
+	// EventRelocateMemory: XEN_DMOP_relocate_memory. First = source gfn,
+	// Addr = destination gfn, Nr = pages moved.
+	EventRelocateMemory
+	// EventGuestNotify: the device model notified an event channel whose
+	// other end is an ordinary guest port. Data = guest port.
+	EventGuestNotify
+	// EventViolation: the device model broke the ioreq protocol (or Xen
+	// would have logged an error). VCPU, Detail.
+	EventViolation
+	// EventIOReqServer: an ioreq server was created, enabled, disabled or
+	// destroyed. Server, Detail ("create", "enable", "disable",
+	// "destroy").
+	EventIOReqServer
+)
+
+var kindNames = [...]string{
+	EventPCIIntx: "pci-intx", EventPCILinkRoute: "pci-link-route", EventISAIRQ: "isa-irq",
+	EventMSI: "msi", EventShutdown: "shutdown", EventTrackDirtyVRAM: "track-dirty-vram",
+	EventModifiedMemory: "modified-memory", EventSetMemType: "set-mem-type",
+	EventInjectEvent: "inject-event", EventMapMemType: "map-mem-type",
+	EventPinCacheAttr: "pin-cacheattr", EventRelocateMemory: "relocate-memory",
+	EventGuestNotify: "guest-notify", EventViolation: "violation", EventIOReqServer: "ioreq-server",
+}
+
+// String implements fmt.Stringer.
+func (k EventKind) String() string {
+	if int(k) < len(kindNames) && kindNames[k] != "" {
+		return kindNames[k]
+	}
+	return "event(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Event is one recorded side effect. Which fields are meaningful depends on
+// Kind (see the EventKind constants).
+type Event struct {
+	Seq    uint64 // 1, 2, ... in the order the hypervisor saw them
+	Kind   EventKind
+	Dom    hyp.DomID
+	Server uint16
+	Dev    uint8
+	Pin    uint8
+	Link   uint8
+	IRQ    uint8
+	Level  bool
+	VCPU   uint32
+	Type   uint32
+	Addr   uint64
+	Data   uint64
+	First  uint64
+	Nr     uint64
+	Detail string
+}
+
+// String implements fmt.Stringer (for test failure messages).
+func (e Event) String() string {
+	return fmt.Sprintf("#%d %v %v srv=%d dev=%d pin=%d link=%d irq=%d level=%v vcpu=%d type=%d addr=%#x data=%#x first=%#x nr=%d %s",
+		e.Seq, e.Dom, e.Kind, e.Server, e.Dev, e.Pin, e.Link, e.IRQ, e.Level, e.VCPU, e.Type, e.Addr, e.Data, e.First, e.Nr, e.Detail)
+}
+
+// ErrTimeout is returned (wrapped) by waits that ran out of time.
+var ErrTimeout = errors.New("xensim: timed out")
+
+// eventLog is a fixed-capacity ring of events. Recording allocates
+// nothing, so DM-op fast paths stay allocation-free under the simulator.
+type eventLog struct {
+	mu      sync.Mutex
+	ring    []Event
+	next    uint64 // Seq of the next event
+	waiters map[chan struct{}]struct{}
+	closed  bool
+}
+
+func (l *eventLog) init(capacity int) {
+	l.ring = make([]Event, capacity)
+	l.next = 1
+	l.waiters = make(map[chan struct{}]struct{})
+}
+
+func (l *eventLog) record(e *Event) {
+	l.mu.Lock()
+	e.Seq = l.next
+	l.ring[l.next%uint64(len(l.ring))] = *e
+	l.next++
+	for w := range l.waiters {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+	l.mu.Unlock()
+}
+
+func (l *eventLog) close() {
+	l.mu.Lock()
+	l.closed = true
+	for w := range l.waiters {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+	l.mu.Unlock()
+}
+
+// since returns the retained events with Seq > after, oldest first.
+func (l *eventLog) since(after uint64) []Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sinceLocked(after)
+}
+
+func (l *eventLog) sinceLocked(after uint64) []Event {
+	first := uint64(1)
+	if n := uint64(len(l.ring)); l.next > n+1 {
+		first = l.next - n
+	}
+	if after+1 > first {
+		first = after + 1
+	}
+	var out []Event
+	for seq := first; seq < l.next; seq++ {
+		out = append(out, l.ring[seq%uint64(len(l.ring))])
+	}
+	return out
+}
+
+func (s *Sim) record(e Event) { s.events.record(&e) }
+
+// Events returns the retained recorded events, oldest first.
+func (s *Sim) Events() []Event { return s.events.since(0) }
+
+// EventsSince returns the retained events with Seq > after, oldest first.
+func (s *Sim) EventsSince(after uint64) []Event { return s.events.since(after) }
+
+// LastSeq returns the Seq of the latest recorded event (0 if none), to
+// pass to EventsSince or WaitEvent as a starting mark.
+func (s *Sim) LastSeq() uint64 {
+	s.events.mu.Lock()
+	defer s.events.mu.Unlock()
+	return s.events.next - 1
+}
+
+// WaitEvent waits up to timeout for the first event with Seq > after for
+// which match returns true (nil matches any event) and returns it. It
+// returns an error wrapping ErrTimeout when none arrives in time.
+func (s *Sim) WaitEvent(after uint64, timeout time.Duration, match func(Event) bool) (Event, error) {
+	l := &s.events
+	w := make(chan struct{}, 1)
+	l.mu.Lock()
+	l.waiters[w] = struct{}{}
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.waiters, w)
+		l.mu.Unlock()
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		l.mu.Lock()
+		evs := l.sinceLocked(after)
+		closed := l.closed
+		l.mu.Unlock()
+		for _, e := range evs {
+			if match == nil || match(e) {
+				return e, nil
+			}
+			after = e.Seq
+		}
+		if closed {
+			return Event{}, fmt.Errorf("xensim: wait for event: %w", hyp.ErrClosed)
+		}
+		select {
+		case <-w:
+		case <-t.C:
+			return Event{}, fmt.Errorf("xensim: no matching event after seq %d within %v: %w", after, timeout, ErrTimeout)
+		}
+	}
+}
+
+// Violations returns the recorded protocol violations, oldest first.
+func (s *Sim) Violations() []Event {
+	var out []Event
+	for _, e := range s.Events() {
+		if e.Kind == EventViolation {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (s *Sim) violation(d hyp.DomID, vcpu uint32, format string, args ...any) {
+	s.record(Event{Kind: EventViolation, Dom: d, VCPU: vcpu, Detail: fmt.Sprintf(format, args...)})
+}
