@@ -40,6 +40,9 @@ func Map(p *privcmd.Handle, dom hyp.DomID, writable bool, gfns []uint64) (*Mappi
 	if n == 0 || n > MaxPages {
 		return nil, fmt.Errorf("foreign: map %v: %d pages (1..%d): %w", dom, n, MaxPages, unix.EINVAL)
 	}
+	if p.Closed() {
+		return nil, fmt.Errorf("foreign: map %v: %w", dom, hyp.ErrClosed)
+	}
 	prot := unix.PROT_READ
 	if writable {
 		prot |= unix.PROT_WRITE
@@ -65,6 +68,9 @@ func MapResource(p *privcmd.Handle, dom hyp.DomID, typ, id, idx uint32, num int)
 	if num <= 0 || num > MaxPages {
 		return nil, fmt.Errorf("foreign: map resource %v type %d id %d: %d frames (1..%d): %w",
 			dom, typ, id, num, MaxPages, unix.EINVAL)
+	}
+	if p.Closed() {
+		return nil, fmt.Errorf("foreign: map resource %v: %w", dom, hyp.ErrClosed)
 	}
 	f := p.File()
 	mem, err := f.Mmap(0, num*PageSize, unix.PROT_READ|unix.PROT_WRITE)

@@ -50,6 +50,9 @@ func Open(k kernel.Kernel) (*Handle, error) {
 // resource mappings). It stays owned by the Handle.
 func (h *Handle) File() kernel.File { return h.f }
 
+// Closed reports whether Close was called.
+func (h *Handle) Closed() bool { return h.closed.Load() }
+
 // Buffers returns the handle's hypercall-buffer pool.
 func (h *Handle) Buffers() *BufferPool { return h.bufs }
 
