@@ -1,10 +1,3 @@
-// Package memory is godm's guest-memory vocabulary: guest-physical
-// addresses, the consumer-side Accessor interface devices use for DMA, and
-// (in later files) the map cache over foreign mappings.
-//
-// Guest memory is shared with a running guest: any byte may change under
-// the reader. Accessors copy; they never hand out pointers into guest
-// memory except through explicitly referenced mappings.
 package memory
 
 import "errors"
