@@ -58,8 +58,9 @@ type MapCacheStats struct {
 	Live int64
 }
 
-// Bucket state word. Holding a reference is a count in the state; the
-// flags are set once and never cleared.
+// Bucket state word: two reference counts and three flags. retired and
+// dead are set once and never cleared; accessed is set by every acquire and
+// cleared by the eviction clock.
 const (
 	copyUnit = 1
 	copyMask = 1<<24 - 1 // Read and Write in progress
@@ -307,11 +308,9 @@ func (c *MapCache) mapBucket(idx uint64) (*bucket, error) {
 		b.mem = b.mem[:c.size:c.size]
 	}
 	for i := range n {
-		var perr error
-		if uint64(len(b.mem)) < (i+1)*PageSize {
+		perr := m.PageErr(int(i))
+		if perr == nil && uint64(len(b.mem)) < (i+1)*PageSize {
 			perr = errShortMapping
-		} else {
-			perr = m.PageErr(int(i))
 		}
 		if perr != nil {
 			if b.holes == nil {
