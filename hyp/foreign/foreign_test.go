@@ -14,7 +14,12 @@ import (
 
 func openPrivcmd(t *testing.T) (*privcmd.Handle, *kerneltest.Kernel) {
 	t.Helper()
-	k := kerneltest.New()
+	return openPrivcmdOn(t, kerneltest.New())
+}
+
+// openPrivcmdOn opens privcmd on k and forgets the events of the open.
+func openPrivcmdOn(t *testing.T, k *kerneltest.Kernel) (*privcmd.Handle, *kerneltest.Kernel) {
+	t.Helper()
 	p, err := privcmd.Open(k)
 	if err != nil {
 		t.Fatalf("privcmd.Open: %v", err)

@@ -94,6 +94,9 @@ func CompareIoctl(got Event, want *golden.Event) []error {
 	if g.Dev != want.Dev {
 		errs = append(errs, fmt.Errorf("device %s, want %s", g.Dev, want.Dev))
 	}
+	if g.Ret != want.Ret {
+		errs = append(errs, fmt.Errorf("result %d, want %d (the fake answers differ from the capture's)", g.Ret, want.Ret))
+	}
 	switch {
 	case (g.Arg == nil) != (want.Arg == nil):
 		errs = append(errs, fmt.Errorf("argument present %v, want %v", g.Arg != nil, want.Arg != nil))
@@ -153,4 +156,39 @@ func (k *Kernel) LastIoctl(tb testing.TB, req uint) Event {
 		tb.Fatalf("kerneltest: no ioctl %s (%#x) recorded", ReqName(req), req)
 	}
 	return evs[len(evs)-1]
+}
+
+// CheckEvent fails the test unless got matches the fixture event want:
+// ioctls as CheckIoctl does, other events field by field (kind, device,
+// open flags, mmap offset/length/prot/flags, munmap and read length, data
+// read or written).
+func CheckEvent(tb testing.TB, got Event, want *golden.Event) {
+	tb.Helper()
+	for _, err := range CompareEvent(got, want) {
+		tb.Errorf("%s event: %v", want.Kind, err)
+	}
+}
+
+// CompareEvent is CheckEvent returning the differences.
+func CompareEvent(got Event, want *golden.Event) []error {
+	if got.Kind == "ioctl" && want.Kind == "ioctl" {
+		return CompareIoctl(got, want)
+	}
+	g := got.Golden()
+	var errs []error
+	diff := func(what string, a, b any) {
+		if a != b {
+			errs = append(errs, fmt.Errorf("%s %v, want %v", what, a, b))
+		}
+	}
+	diff("kind", g.Kind, want.Kind)
+	diff("device", g.Dev, want.Dev)
+	diff("flags", g.Flags, want.Flags)
+	diff("offset", g.Offset, want.Offset)
+	diff("length", g.Length, want.Length)
+	diff("prot", g.Prot, want.Prot)
+	if !bytes.Equal(got.Data, want.DataBytes()) {
+		errs = append(errs, fmt.Errorf("data %s, want %s", golden.EncodeHex(got.Data), want.Data))
+	}
+	return errs
 }

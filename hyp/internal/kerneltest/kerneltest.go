@@ -638,7 +638,11 @@ func (f *File) ioctl(req uint, arg []byte) (uintptr, error) {
 }
 
 // Default answers an ioctl like xencapture's fake kernel does, so that
-// recorded OUT fields compare with the fixtures: DM ops succeed
+// recorded OUT fields compare with the fixtures. Hypercalls: xen_version
+// gives 4.17 and extraversion ".7"; memory reservations return their
+// extent count; HVMOP_get_param gives 0x10000+index; PHYSDEVOP_map_pirq
+// picks pirq 55 when asked to; domctls with another interface version
+// fail with EACCES and getdomaininfo describes a 4-vCPU HAP guest. DM ops succeed
 // (create_ioreq_server gives id 1; get_ioreq_server_info port 33 and, unless
 // XEN_DMOP_no_gfns, gfns 0xfeff0/0xfeff1; nr_vcpus 4; track_dirty_vram
 // fills the bitmap with 0xa5); MMAPBATCH_V2 makes frame 0xdead a hole
@@ -648,7 +652,7 @@ func (f *File) ioctl(req uint, arg []byte) (uintptr, error) {
 func Default(c *Call) (uintptr, error) {
 	switch c.Req {
 	case xenabi.IOCTL_PRIVCMD_HYPERCALL:
-		return 0, nil
+		return defaultHypercall(c)
 	case xenabi.IOCTL_PRIVCMD_DM_OP:
 		if le16(c.Arg, 2) == 0 {
 			return 0, nil
@@ -737,4 +741,63 @@ func put64(b []byte, off int, v uint64) {
 	if off+8 <= len(b) {
 		binary.LittleEndian.PutUint64(b[off:], v)
 	}
+}
+
+// Answers of defaultHypercall; tools/xencapture/capture.c.
+const (
+	domctlInterfaceVersion = 0x15 // XEN_DOMCTL_INTERFACE_VERSION, Xen 4.17
+	domctlGetdomaininfo    = 5
+	sizeofGetdomaininfo    = 112
+	fakePirq               = 55
+)
+
+// defaultHypercall answers a hypercall like xencapture's fake kernel,
+// through the recorded buffers (nothing in quiet mode).
+func defaultHypercall(c *Call) (uintptr, error) {
+	op, a0 := le64(c.Arg, 0), le64(c.Arg, 8)
+	var b []byte
+	if len(c.Bufs) > 0 {
+		b = c.Bufs[0]
+	}
+	switch op {
+	case xenabi.HYPERVISOR_xen_version:
+		switch a0 {
+		case 0: // XENVER_version
+			return 4<<16 | 17, nil
+		case xenverExtraversion:
+			copy(b, ".7\x00")
+		}
+	case xenabi.HYPERVISOR_memory_op:
+		switch a0 & memopCmdMask {
+		case xenmemIncreaseReservation, xenmemDecreaseReservation, xenmemPopulatePhysmap:
+			return uintptr(le64(b, 8)), nil
+		}
+	case xenabi.HYPERVISOR_hvm_op:
+		if a0 == hvmopGetParam {
+			put64(b, 8, 0x10000+uint64(le32(b, 4)))
+		}
+	case xenabi.HYPERVISOR_physdev_op:
+		if a0 == physdevopMapPirq && int32(le32(b, 12)) < 0 {
+			put32(b, 12, fakePirq)
+		}
+	case xenabi.HYPERVISOR_domctl:
+		if len(b) < sizeofDomctl {
+			return 0, nil
+		}
+		if le32(b, 4) != domctlInterfaceVersion {
+			return 0, unix.EACCES
+		}
+		if le32(b, 0) == domctlGetdomaininfo {
+			gi := b[16 : 16+sizeofGetdomaininfo]
+			clear(gi)
+			put16(gi, 0, le16(b, 8))
+			put32(gi, 4, 1<<1|1<<8) // XEN_DOMINF_hvm_guest | XEN_DOMINF_hap
+			put64(gi, 8, 0x10000)   // tot_pages
+			put64(gi, 16, 0x10100)  // max_pages
+			put64(gi, 48, 0xfeffe)  // shared_info_frame
+			put32(gi, 64, 4)        // nr_online_vcpus
+			put32(gi, 68, 3)        // max_vcpu_id
+		}
+	}
+	return 0, nil
 }
