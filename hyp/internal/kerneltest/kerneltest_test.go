@@ -83,12 +83,16 @@ func TestCompareDetects(t *testing.T) {
 		t.Fatalf("identical call differs: %v", errs)
 	}
 	mutations := map[string]func(e *golden.Event){
-		"request":      func(e *golden.Event) { e.Req++ },
-		"device":       func(e *golden.Event) { e.Dev = "evtchn" },
-		"result":       func(e *golden.Event) { e.Ret = -1 },
-		"arg byte":     func(e *golden.Event) { e.Arg.Hex = "08000100 00000000 00000000 00000000" },
-		"op byte":      func(e *golden.Event) { e.Buffers[1].Hex = "01000000 00000000 01000000 00000000 00000000 00000000 00000000 00000000" },
-		"out byte":     func(e *golden.Event) { e.Buffers[1].Out = "01000000 00000000 02000000 02000000 00000000 00000000 00000000 00000000" },
+		"request":  func(e *golden.Event) { e.Req++ },
+		"device":   func(e *golden.Event) { e.Dev = "evtchn" },
+		"result":   func(e *golden.Event) { e.Ret = -1 },
+		"arg byte": func(e *golden.Event) { e.Arg.Hex = "08000100 00000000 00000000 00000000" },
+		"op byte": func(e *golden.Event) {
+			e.Buffers[1].Hex = "01000000 00000000 01000000 00000000 00000000 00000000 00000000 00000000"
+		},
+		"out byte": func(e *golden.Event) {
+			e.Buffers[1].Out = "01000000 00000000 02000000 02000000 00000000 00000000 00000000 00000000"
+		},
 		"buffer count": func(e *golden.Event) { e.Buffers = e.Buffers[:1] },
 		"length":       func(e *golden.Event) { e.Buffers[1].Len = 24 },
 		"ptr region":   func(e *golden.Event) { e.Arg.Ptrs = []golden.Ptr{{Off: 8, Buf: 0, Region: golden.RegionHypercall}} },
