@@ -393,11 +393,13 @@ func (v *VCPU) post(srv *server, p *request) ([]byte, error) {
 	atomic.StoreUint64(u64at(slot, 8), p.data)
 	atomic.StoreUint32(u32at(slot, 16), p.count)
 	atomic.StoreUint32(u32at(slot, 20), p.size)
+	// Waiting before READY is published: a fast device model may answer
+	// and notify before the next statement (dmNotified checks waiting).
+	v.waiting.Store(true)
 	// The state word last, with release semantics (Go atomics are
 	// sequentially consistent).
 	atomic.StoreUint32(u32at(slot, xenabi.IoreqStateWordOffs),
 		uint32(p.flags(xenabi.STATE_IOREQ_READY))<<16|uint32(p.typ)<<24)
-	v.waiting.Store(true)
 	s.xenNotify(d, port)
 	return slot, nil
 }
