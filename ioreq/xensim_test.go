@@ -1,0 +1,715 @@
+package ioreq_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"godm/devices"
+	"godm/hyp"
+	"godm/hyp/dm"
+	"godm/hyp/foreign"
+	"godm/hyp/kernel"
+	"godm/hyp/privcmd"
+	"godm/hyp/xenabi"
+	"godm/hyp/xensim"
+	"godm/ioreq"
+	"godm/memory"
+)
+
+const ramSize = 16 << 20
+
+// pattern is what the test devices return for a read of addr.
+func pattern(addr uint64, size uint8) uint64 {
+	return (addr ^ 0x5a5a5a5a5a5a5a5a) & devices.SizeMask(size)
+}
+
+type write struct {
+	Addr uint64
+	Size uint8
+	Val  uint64
+}
+
+// dev is a test device: reads return pattern(addr), writes are logged.
+type dev struct {
+	mu     sync.Mutex
+	writes []write
+	reads  atomic.Uint64
+}
+
+func (d *dev) Read(a devices.Access) uint64 {
+	d.reads.Add(1)
+	return pattern(a.Addr, a.Size)
+}
+
+func (d *dev) Write(a devices.Access, v uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.writes = append(d.writes, write{a.Addr, a.Size, v})
+}
+
+func (d *dev) log() []write {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.writes)
+}
+
+// counter counts the writes it has seen; reading it returns the count.
+type counter struct{ n atomic.Uint64 }
+
+func (c *counter) Read(devices.Access) uint64   { return c.n.Load() }
+func (c *counter) Write(devices.Access, uint64) { c.n.Add(1) }
+
+type rig struct {
+	sim   *xensim.Sim
+	dom   *xensim.Domain
+	k     kernel.Kernel
+	p     *privcmd.Handle
+	bus   *devices.Bus
+	cache *memory.MapCache
+	srv   *ioreq.Server
+	serve chan error
+	stop  context.CancelFunc
+}
+
+type rigOpts struct {
+	vcpus   int
+	cfg     ioreq.Config
+	kernel  func(kernel.Kernel) kernel.Kernel
+	noServe bool
+}
+
+func newRig(t *testing.T, o rigOpts) *rig {
+	t.Helper()
+	if o.vcpus == 0 {
+		o.vcpus = 2
+	}
+	sim := xensim.New(xensim.Config{IOReqTimeout: 20 * time.Second})
+	t.Cleanup(func() { sim.Close() })
+	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: o.vcpus, RAM: []xensim.Region{{GPA: 0, Size: 0xa0000}, {GPA: 0x100000, Size: ramSize - 0x100000}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := sim.Kernel(0)
+	if o.kernel != nil {
+		k = o.kernel(k)
+	}
+	p, err := privcmd.Open(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	r := &rig{sim: sim, dom: dom, k: k, p: p, bus: devices.NewBus()}
+	domID := dom.ID()
+	r.cache, err = memory.NewMapCache(memory.MapperFunc(func(gfns []uint64, w bool) (memory.Mapping, error) {
+		return foreign.Map(p, domID, w, gfns)
+	}), memory.MapCacheConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.cache.Close() })
+	cfg := o.cfg
+	cfg.Dom = domID
+	if cfg.Bus == nil {
+		cfg.Bus = r.bus
+	} else {
+		r.bus = cfg.Bus
+	}
+	cfg.Targets.Memory = r.cache
+	cfg.Targets.Invalidate = r.cache.Invalidate
+	r.srv, err = ioreq.NewServer(p, k, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.srv.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		for _, v := range sim.Violations() {
+			t.Errorf("protocol violation: %v", v)
+		}
+	})
+	if !o.noServe {
+		r.startServe(t)
+	}
+	return r
+}
+
+func (r *rig) startServe(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.stop = cancel
+	r.serve = make(chan error, 1)
+	go func() { r.serve <- r.srv.Serve(ctx) }()
+	t.Cleanup(cancel)
+}
+
+func (r *rig) counters() ioreq.Counters {
+	var c ioreq.Counters
+	r.srv.Stats(&c)
+	return c
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestXenPIOAndMMIOEverySize(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	pio, mmio := &dev{}, &dev{}
+	must(t, r.bus.PIO.Register(0x510, 8, pio))
+	must(t, r.bus.MMIO.Register(0xfebf0000, 0x1000, mmio))
+	v := r.dom.VCPU(1)
+	for _, size := range []int{1, 2, 4} {
+		got, err := v.In(0x512, size)
+		must(t, err)
+		if want := pattern(0x512, uint8(size)); got != want {
+			t.Errorf("In size %d = %#x, want %#x", size, got, want)
+		}
+		must(t, v.Out(0x514, size, 0x1122334455667788))
+	}
+	for _, size := range []int{1, 2, 4, 8} {
+		got, err := v.MMIORead(0xfebf0010, size)
+		must(t, err)
+		if want := pattern(0xfebf0010, uint8(size)); got != want {
+			t.Errorf("MMIORead size %d = %#x, want %#x", size, got, want)
+		}
+		must(t, v.MMIOWrite(0xfebf0020, size, 0x1122334455667788))
+	}
+	wantPIO := []write{{0x514, 1, 0x88}, {0x514, 2, 0x7788}, {0x514, 4, 0x55667788}}
+	if got := pio.log(); !slices.Equal(got, wantPIO) {
+		t.Errorf("PIO writes %+v, want %+v", got, wantPIO)
+	}
+	wantMMIO := []write{{0xfebf0020, 1, 0x88}, {0xfebf0020, 2, 0x7788}, {0xfebf0020, 4, 0x55667788}, {0xfebf0020, 8, 0x1122334455667788}}
+	if got := mmio.log(); !slices.Equal(got, wantMMIO) {
+		t.Errorf("MMIO writes %+v, want %+v", got, wantMMIO)
+	}
+	// A port nobody claimed never reaches the server: Xen answers ~0.
+	got, err := v.In(0x600, 2)
+	must(t, err)
+	if got != 0xffff {
+		t.Errorf("unclaimed In = %#x, want 0xffff", got)
+	}
+	c := r.counters()
+	if c.Sync[ioreq.KindPIO] != 6 || c.Sync[ioreq.KindMMIO] != 8 {
+		t.Errorf("counters PIO %d MMIO %d, want 6 8", c.Sync[ioreq.KindPIO], c.Sync[ioreq.KindMMIO])
+	}
+}
+
+func TestXenRepBothDirections(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	pio, mmio := &dev{}, &dev{}
+	must(t, r.bus.PIO.Register(0x1f0, 8, pio))
+	must(t, r.bus.MMIO.Register(0xfe000000, 0x10000, mmio))
+	v := r.dom.VCPU(0)
+	for _, df := range []bool{false, true} {
+		// rep insw of 600 words into a buffer that crosses a page: each
+		// word must equal the device's read pattern.
+		const n = 600
+		lo := uint64(0x10f00)
+		start := lo
+		if df {
+			start = lo + 2*(n-1)
+		}
+		must(t, v.RepIns(0x1f0, 2, n, start, df))
+		buf := make([]byte, 2*n)
+		must(t, r.dom.ReadRAM(lo, buf))
+		for i := range n {
+			if got := binary.LittleEndian.Uint16(buf[2*i:]); uint64(got) != pattern(0x1f0, 2) {
+				t.Fatalf("df=%v: ins word %d = %#x", df, i, got)
+			}
+		}
+		// rep outsl from RAM: the device sees the elements in guest order.
+		src := make([]byte, 4*n)
+		for i := range n {
+			binary.LittleEndian.PutUint32(src[4*i:], uint32(i))
+		}
+		must(t, r.dom.WriteRAM(0x20ffc, src))
+		before := len(pio.log())
+		ostart := uint64(0x20ffc)
+		if df {
+			ostart += 4 * (n - 1)
+		}
+		must(t, v.RepOuts(0x1f4, 4, n, ostart, df))
+		got := pio.log()[before:]
+		if len(got) != n {
+			t.Fatalf("df=%v: %d outs elements, want %d", df, len(got), n)
+		}
+		for i, w := range got {
+			want := uint64(i)
+			if df {
+				want = uint64(n - 1 - i)
+			}
+			if w.Val != want || w.Size != 4 || w.Addr != 0x1f4 {
+				t.Fatalf("df=%v: outs element %d = %+v, want value %d", df, i, w, want)
+			}
+		}
+		// rep movsq MMIO -> RAM and RAM -> MMIO.
+		const q = 300
+		mstart, rstart := uint64(0xfe000000), uint64(0x30ff8)
+		if df {
+			mstart, rstart = mstart+8*(q-1), rstart+8*(q-1)
+		}
+		must(t, v.RepMovs(mstart, 8, q, rstart, df, false))
+		qb := make([]byte, 8*q)
+		must(t, r.dom.ReadRAM(0x30ff8, qb))
+		for i := range q {
+			if got, want := binary.LittleEndian.Uint64(qb[8*i:]), pattern(0xfe000000+8*uint64(i), 8); got != want {
+				t.Fatalf("df=%v: movs to RAM element %d = %#x, want %#x", df, i, got, want)
+			}
+		}
+		before = len(mmio.log())
+		must(t, v.RepMovs(mstart, 8, q, rstart, df, true))
+		mw := mmio.log()[before:]
+		if len(mw) != q {
+			t.Fatalf("df=%v: %d movs writes, want %d", df, len(mw), q)
+		}
+		for _, w := range mw {
+			if w.Val != pattern(w.Addr, 8) {
+				t.Fatalf("df=%v: movs to MMIO %+v, want value %#x", df, w, pattern(w.Addr, 8))
+			}
+		}
+	}
+}
+
+func TestXenRepIntoHole(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	pio, mmio := &dev{}, &dev{}
+	must(t, r.bus.PIO.Register(0x1f0, 8, pio))
+	must(t, r.bus.MMIO.Register(0xfe000000, 0x1000, mmio))
+	v := r.dom.VCPU(0)
+	// The buffer lies in a hole above RAM: reads into it are dropped,
+	// writes from it send all-ones; the guest still completes.
+	hole := uint64(ramSize + 0x1000)
+	must(t, v.RepIns(0x1f0, 4, 8, hole, false))
+	must(t, v.RepOuts(0x1f0, 2, 4, hole, false))
+	ws := pio.log()
+	if len(ws) != 4 {
+		t.Fatalf("outs from a hole: %d writes, want 4", len(ws))
+	}
+	for _, w := range ws {
+		if w.Val != 0xffff {
+			t.Fatalf("outs from a hole wrote %#x, want 0xffff", w.Val)
+		}
+	}
+	if c := r.counters(); c.MemFaults != 12 {
+		t.Fatalf("MemFaults = %d, want 12", c.MemFaults)
+	}
+}
+
+func TestXenPCIConfig(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	fn := &dev{}
+	sbdf := devices.NewSBDF(0, 0, 4, 0)
+	must(t, r.bus.PCI.Register(sbdf, fn))
+	v := r.dom.VCPU(0)
+	for _, size := range []int{1, 2, 4} {
+		got, err := v.PCIConfigRead(uint32(sbdf), 0x10, size)
+		must(t, err)
+		if want := pattern(0x10, uint8(size)); got != want {
+			t.Errorf("claimed config read size %d = %#x, want %#x", size, got, want)
+		}
+	}
+	must(t, v.PCIConfigWrite(uint32(sbdf), 0x3c, 1, 0x0b))
+	if got := fn.log(); !slices.Equal(got, []write{{0x3c, 1, 0x0b}}) {
+		t.Errorf("config writes %+v", got)
+	}
+	other := devices.NewSBDF(0, 0, 5, 0)
+	got, err := v.PCIConfigRead(uint32(other), 0, 4)
+	must(t, err)
+	if got != 0xffffffff {
+		t.Errorf("unclaimed config read = %#x, want all-ones", got)
+	}
+	// Removing the function releases it in Xen too.
+	must(t, r.bus.PCI.Unregister(sbdf))
+	got, err = v.PCIConfigRead(uint32(sbdf), 0, 4)
+	must(t, err)
+	if got != 0xffffffff {
+		t.Errorf("config read after unregister = %#x, want all-ones", got)
+	}
+	if c := r.counters(); c.Sync[ioreq.KindPCIConfig] != 4 {
+		t.Errorf("PCI config requests %d, want 4", c.Sync[ioreq.KindPCIConfig])
+	}
+}
+
+func TestXenBufferedBeforeSync(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	vga := &counter{}
+	must(t, r.bus.MMIO.Register(0xa0000, 0x20000, vga))
+	v := r.dom.VCPU(0)
+	for round := 1; round <= 50; round++ {
+		for range 7 {
+			res, err := v.BufferedWrite(xenabi.IOREQ_TYPE_COPY, 0xa0000, 2, 0x0741)
+			must(t, err)
+			if res != xensim.Buffered {
+				t.Fatalf("buffered write delivered %v", res)
+			}
+		}
+		// The synchronous read must observe every buffered write before it.
+		got, err := v.MMIORead(0xa0000, 4)
+		must(t, err)
+		if got != uint64(7*round) {
+			t.Fatalf("round %d: sync read saw %d writes, want %d", round, got, 7*round)
+		}
+	}
+}
+
+func TestXenBufferedQuadAndTimeOffset(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	vga := &dev{}
+	must(t, r.bus.MMIO.Register(0xa0000, 0x20000, vga))
+	v := r.dom.VCPU(0)
+	res, err := v.BufferedWrite(xenabi.IOREQ_TYPE_COPY, 0xa0008, 8, 0x8877665544332211)
+	must(t, err)
+	if res != xensim.Buffered {
+		t.Fatalf("8-byte buffered write delivered %v", res)
+	}
+	if n := r.dom.SendTimeOffset(-3600); n != 0 {
+		t.Fatalf("SendTimeOffset: %d servers failed", n)
+	}
+	// A synchronous request flushes the ring.
+	if _, err := v.MMIORead(0xa0000, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := vga.log(); !slices.Equal(got, []write{{0xa0008, 8, 0x8877665544332211}}) {
+		t.Fatalf("writes %+v", got)
+	}
+	if got := r.srv.Dispatcher().TimeOffset(); got != -3600 {
+		t.Fatalf("TimeOffset = %d, want -3600", got)
+	}
+}
+
+func TestXenBufferedFloodDoesNotStarveSync(t *testing.T) {
+	r := newRig(t, rigOpts{vcpus: 2})
+	vga := &counter{}
+	must(t, r.bus.MMIO.Register(0xa0000, 0x20000, vga))
+	port := &dev{}
+	must(t, r.bus.PIO.Register(0x510, 1, port))
+	ctx, cancel := context.WithCancel(context.Background())
+	var sent atomic.Uint64
+	flood := make(chan error, 1)
+	go func() {
+		v := r.dom.VCPU(0)
+		for ctx.Err() == nil {
+			if _, err := v.BufferedWrite(xenabi.IOREQ_TYPE_COPY, 0xa0000, 4, 1); err != nil {
+				flood <- err
+				return
+			}
+			sent.Add(1)
+		}
+		flood <- nil
+	}()
+	v1 := r.dom.VCPU(1)
+	for range 200 {
+		if _, err := v1.In(0x510, 1); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	must(t, <-flood)
+	// Flush whatever is left and check nothing was lost.
+	_, err := r.dom.VCPU(0).MMIORead(0xa0000, 4)
+	must(t, err)
+	if got, want := vga.n.Load(), sent.Load(); got != want {
+		t.Fatalf("device saw %d buffered writes, guest sent %d", got, want)
+	}
+}
+
+func TestXenInvalidateWithDMAInFlight(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	must(t, r.dom.WriteRAM(0x5000, []byte("dma payload")))
+	region, err := r.cache.Pin(0x5000, 11) // a device's DMA in flight
+	must(t, err)
+	done := make(chan error, 1)
+	go func() { done <- r.dom.VCPU(0).InvalidateMapCache() }()
+	select {
+	case err := <-done:
+		must(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("INVALIDATE did not complete while a DMA region was pinned")
+	}
+	buf := make([]byte, 11)
+	if _, err := region.ReadAt(buf, 0); err != nil || string(buf) != "dma payload" {
+		t.Fatalf("pinned region after invalidate: %q, %v", buf, err)
+	}
+	region.Release()
+	if c := r.counters(); c.Sync[ioreq.KindInvalidate] != 1 {
+		t.Fatalf("INVALIDATE requests %d, want 1", c.Sync[ioreq.KindInvalidate])
+	}
+	if s := r.cache.Stats(); s.Invalidations != 1 {
+		t.Fatalf("map cache invalidations %d, want 1", s.Invalidations)
+	}
+}
+
+func TestXenBARRelocationUnderLoad(t *testing.T) {
+	r := newRig(t, rigOpts{vcpus: 2})
+	bar := &dev{}
+	const a, b = 0xf0000000, 0xf1000000
+	must(t, r.bus.MMIO.Register(a, 0x1000, bar))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	load := make(chan error, 1)
+	go func() {
+		v := r.dom.VCPU(1)
+		for ctx.Err() == nil {
+			for _, base := range []uint64{a, b} {
+				got, err := v.MMIORead(base+0x10, 4)
+				if err != nil {
+					load <- err
+					return
+				}
+				// Either the device (claimed) or Xen's null handler.
+				if got != pattern(base+0x10, 4) && got != 0xffffffff {
+					load <- errors.New("read returned neither the device's value nor all-ones")
+					return
+				}
+			}
+		}
+		load <- nil
+	}()
+	cur, next := uint64(a), uint64(b)
+	for range 100 {
+		must(t, r.bus.MMIO.Move(cur, next))
+		cur, next = next, cur
+	}
+	cancel()
+	must(t, <-load)
+	v := r.dom.VCPU(0)
+	got, err := v.MMIORead(cur+4, 4)
+	must(t, err)
+	if got != pattern(cur+4, 4) {
+		t.Fatalf("read at the final BAR = %#x, want the device", got)
+	}
+	got, err = v.MMIORead(next+4, 4)
+	must(t, err)
+	if got != 0xffffffff {
+		t.Fatalf("read at the old BAR = %#x, want all-ones (released in Xen)", got)
+	}
+}
+
+func TestXenTeardownLeavesNothing(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	must(t, r.bus.PIO.Register(0x510, 8, &dev{}))
+	must(t, r.bus.PCI.Register(devices.NewSBDF(0, 0, 3, 0), &dev{}))
+	must(t, r.srv.Close())
+	select {
+	case err := <-r.serve:
+		// nil if Serve was running, ErrServing if Close came first.
+		if err != nil && !errors.Is(err, ioreq.ErrServing) {
+			t.Fatalf("Serve after Close: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve did not return after Close")
+	}
+	must(t, r.srv.Close()) // idempotent
+	destroyed := false
+	for _, e := range r.sim.Events() {
+		if e.Kind == xensim.EventIOReqServer && e.Detail == "destroy" {
+			destroyed = true
+		}
+	}
+	if !destroyed {
+		t.Fatal("no ioreq server destroyed")
+	}
+	// The port is no longer claimed: Xen answers it.
+	got, err := r.dom.VCPU(0).In(0x510, 1)
+	must(t, err)
+	if got != 0xff {
+		t.Fatalf("In after teardown = %#x, want 0xff", got)
+	}
+	// Registering on the bus no longer reaches Xen (the listener is gone).
+	must(t, r.bus.PIO.Register(0x520, 8, &dev{}))
+	// All eight server slots are free again.
+	var srvs []*ioreq.Server
+	for i := range 8 {
+		s, err := ioreq.NewServer(r.p, r.k, ioreq.Config{Dom: r.dom.ID(), VCPUs: 2})
+		if err != nil {
+			t.Fatalf("server %d after teardown: %v", i, err)
+		}
+		srvs = append(srvs, s)
+	}
+	for _, s := range srvs {
+		must(t, s.Close())
+	}
+}
+
+func TestXenSeveralServersPerDomain(t *testing.T) {
+	r := newRig(t, rigOpts{vcpus: 2})
+	d1 := &dev{}
+	must(t, r.bus.PIO.Register(0x510, 4, d1))
+	bus2 := devices.NewBus()
+	d2 := &dev{}
+	must(t, bus2.PIO.Register(0x520, 4, d2))
+	s2, err := ioreq.NewServer(r.p, r.k, ioreq.Config{Dom: r.dom.ID(), Bus: bus2, BufIOReq: ioreq.BufOff})
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s2.Serve(ctx) }()
+	var wg sync.WaitGroup
+	for vi := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v := r.dom.VCPU(vi)
+			for i := range 100 {
+				must(t, v.Out(0x510, 1, uint64(i)))
+				must(t, v.Out(0x520, 1, uint64(i)))
+			}
+		}()
+	}
+	wg.Wait()
+	cancel()
+	must(t, <-done)
+	must(t, s2.Close())
+	if len(d1.log()) != 200 || len(d2.log()) != 200 {
+		t.Fatalf("server 1 saw %d writes, server 2 %d; want 200 each", len(d1.log()), len(d2.log()))
+	}
+}
+
+func TestXenParallelVCPUs(t *testing.T) {
+	for _, workers := range []int{1, 2, 4} {
+		t.Run(strings.Repeat("w", workers), func(t *testing.T) {
+			r := newRig(t, rigOpts{vcpus: 4, cfg: ioreq.Config{Workers: workers}})
+			d := &dev{}
+			must(t, r.bus.PIO.Register(0x510, 16, d))
+			var wg sync.WaitGroup
+			errs := make(chan error, 4)
+			for vi := range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					v := r.dom.VCPU(vi)
+					port := uint16(0x510 + 4*vi)
+					for i := range 200 {
+						got, err := v.In(port, 2)
+						if err == nil && got != pattern(uint64(port), 2) {
+							err = errors.New("wrong value")
+						}
+						if err == nil {
+							err = v.Out(port, 1, uint64(i))
+						}
+						if err != nil {
+							errs <- err
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			if got := len(d.log()); got != 800 {
+				t.Fatalf("%d writes, want 800", got)
+			}
+		})
+	}
+}
+
+func TestXenBlockingModeAndBufOff(t *testing.T) {
+	r := newRig(t, rigOpts{cfg: ioreq.Config{BufIOReq: ioreq.BufOff, Worker: ioreq.WorkerConfig{Spin: -1}}})
+	vga := &counter{}
+	must(t, r.bus.MMIO.Register(0xa0000, 0x20000, vga))
+	v := r.dom.VCPU(0)
+	res, err := v.BufferedWrite(xenabi.IOREQ_TYPE_COPY, 0xa0000, 1, 1)
+	must(t, err)
+	if res != xensim.Synchronous {
+		t.Fatalf("write without a buffered ring delivered %v, want synchronous", res)
+	}
+	for range 20 {
+		_, err := v.MMIORead(0xa0000, 1)
+		must(t, err)
+	}
+	if got := vga.n.Load(); got != 1 {
+		t.Fatalf("device saw %d writes, want 1", got)
+	}
+}
+
+func TestXenIRQBackend(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	c := dm.New(r.p, r.dom.ID())
+	isa := ioreq.NewISALine(c, 4)
+	intx := ioreq.NewPCIIntxLine(c, devices.NewSBDF(0, 0, 3, 0), 0)
+	msi := ioreq.NewMSI(c)
+	mark := r.sim.LastSeq()
+	for _, lv := range []bool{true, true, false, false, true} {
+		isa.SetLevel(lv)
+		intx.SetLevel(lv)
+	}
+	msi.SendMSI(0xfee00000, 0x4041)
+	var kinds []xensim.EventKind
+	for _, e := range r.sim.EventsSince(mark) {
+		switch e.Kind {
+		case xensim.EventISAIRQ, xensim.EventPCIIntx, xensim.EventMSI:
+			kinds = append(kinds, e.Kind)
+		}
+	}
+	want := []xensim.EventKind{
+		xensim.EventISAIRQ, xensim.EventPCIIntx,
+		xensim.EventISAIRQ, xensim.EventPCIIntx,
+		xensim.EventISAIRQ, xensim.EventPCIIntx,
+		xensim.EventMSI,
+	}
+	if !slices.Equal(kinds, want) {
+		t.Fatalf("recorded %v, want %v", kinds, want)
+	}
+	if isa.Errors()+intx.Errors()+msi.Errors() != 0 {
+		t.Fatal("irq backend reported errors")
+	}
+}
+
+// noResourceKernel makes resource mapping unsupported, as on a kernel or
+// Xen without IOCTL_PRIVCMD_MMAP_RESOURCE.
+type noResourceKernel struct{ kernel.Kernel }
+
+func (k noResourceKernel) Open(dev kernel.Device, flags int) (kernel.File, error) {
+	f, err := k.Kernel.Open(dev, flags)
+	if err != nil || dev != kernel.Privcmd {
+		return f, err
+	}
+	return noResourceFile{f}, nil
+}
+
+func TestXenGFNFallback(t *testing.T) {
+	r := newRig(t, rigOpts{kernel: func(k kernel.Kernel) kernel.Kernel { return noResourceKernel{k} }})
+	d := &dev{}
+	must(t, r.bus.PIO.Register(0x510, 4, d))
+	vga := &counter{}
+	must(t, r.bus.MMIO.Register(0xa0000, 0x20000, vga))
+	v := r.dom.VCPU(0)
+	got, err := v.In(0x511, 1)
+	must(t, err)
+	if got != pattern(0x511, 1) {
+		t.Fatalf("In through gfn-mapped pages = %#x", got)
+	}
+	res, err := v.BufferedWrite(xenabi.IOREQ_TYPE_COPY, 0xa0000, 1, 1)
+	must(t, err)
+	if res != xensim.Buffered {
+		t.Fatalf("buffered write %v", res)
+	}
+	if got, _ := v.MMIORead(0xa0000, 1); got != 1 {
+		t.Fatalf("buffered write not seen through gfn-mapped ring: %d", got)
+	}
+}
+
+func TestXenServeErrors(t *testing.T) {
+	r := newRig(t, rigOpts{noServe: true})
+	must(t, r.srv.Close())
+	if err := r.srv.Serve(context.Background()); !errors.Is(err, ioreq.ErrServing) {
+		t.Fatalf("Serve after Close: %v, want ErrServing", err)
+	}
+	_, err := ioreq.NewServer(r.p, r.k, ioreq.Config{Dom: hyp.DomID(999), VCPUs: 1})
+	if err == nil {
+		t.Fatal("NewServer for a missing domain succeeded")
+	}
+}
