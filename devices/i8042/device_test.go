@@ -323,7 +323,7 @@ func FuzzController(f *testing.F) {
 				}
 				c.Write(devices.Access{Addr: port, Size: 1}, uint64(v))
 			case 1:
-				c.Read(devices.Access{Addr: uint64(StatusPort) &^ uint64(op&1)<<2, Size: 1})
+				c.Read(devices.Access{Addr: uint64(StatusPort) &^ uint64(op&1) << 2, Size: 1})
 			case 2:
 				c.Read(devices.Access{Addr: DataPort, Size: 1})
 			case 3:
