@@ -74,16 +74,13 @@ func (s *Server) Listen(path string) error {
 	if err := s.addListener(l); err != nil {
 		return err
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.serve(l, 0)
-	}()
+	go s.serve(l, 0)
 	return nil
 }
 
 // Serve accepts connections on l and serves them as dom0 until l fails or
-// the Server is closed; it returns nil after Close. The Server closes l.
+// the Server is closed; it returns nil after Close. The Server closes l,
+// and Close waits for Serve to return.
 func (s *Server) Serve(l net.Listener) error {
 	return s.ServeAs(l, 0)
 }
@@ -104,10 +101,12 @@ func (s *Server) addListener(l net.Listener) error {
 		return hyp.ErrClosed
 	}
 	s.listeners[l] = struct{}{}
+	s.wg.Add(1) // done when serve returns
 	return nil
 }
 
 func (s *Server) serve(l net.Listener, dom hyp.DomID) error {
+	defer s.wg.Done()
 	for {
 		c, err := l.Accept()
 		if err != nil {
