@@ -252,3 +252,28 @@ func TestBAR_OverlapIsCounted(t *testing.T) {
 		t.Errorf("ranges = %d, a.MapErrors = %d; want 1, 1", got, a.Stats().MapErrors)
 	}
 }
+
+func TestNewFunction(t *testing.T) {
+	d, err := NewFunction(testHeader,
+		BAR{Kind: BARMem64, Size: 0x1000},
+		BAR{Kind: BARIO, Size: 0x10},
+		BAR{Kind: BARMem32, Size: 0x100})
+	must(t, err)
+	for _, tc := range []struct {
+		reg  uint32
+		want uint32
+	}{{RegBAR0, 0x4}, {RegBAR0 + 4, 0}, {RegBAR0 + 8, 1}, {RegBAR0 + 12, 0}} {
+		if got := d.ConfigRead(tc.reg, 4); got != tc.want {
+			t.Errorf("register %#x = %#x, want %#x", tc.reg, got, tc.want)
+		}
+	}
+	if got := d.bars[3].kind; got != BARMem32 {
+		t.Errorf("bar 3 kind = %v, want mem32", got)
+	}
+	if _, err := NewFunction(testHeader, BAR{Kind: BARIO, Size: 3}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad BAR: %v, want ErrInvalid", err)
+	}
+	if _, err := NewFunction(Header{InterruptPin: 9}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad header: %v, want ErrInvalid", err)
+	}
+}

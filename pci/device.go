@@ -426,3 +426,25 @@ func get32(b []byte, off int) uint32 {
 func put32(b []byte, off int, v uint32) {
 	b[off], b[off+1], b[off+2], b[off+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
 }
+
+// NewFunction is the short way to build a simple function: New(h), then
+// bars[i] as BAR i in order (a BARMem64 also takes the next register, so
+// the following BAR moves up one). Use the returned Device's INTx line, or
+// AddMSI/AddMSIX and Interrupt, for its interrupts.
+func NewFunction(h Header, bars ...BAR) (*Device, error) {
+	d, err := New(h)
+	if err != nil {
+		return nil, err
+	}
+	i := 0
+	for _, b := range bars {
+		if err := d.SetBAR(i, b); err != nil {
+			return nil, err
+		}
+		i++
+		if b.Kind == BARMem64 {
+			i++
+		}
+	}
+	return d, nil
+}
