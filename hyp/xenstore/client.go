@@ -121,7 +121,11 @@ func (c *Client) readLoop() {
 		}
 	}
 	c.mu.Lock()
-	c.err = err
+	if c.err == nil || errors.Is(err, hyp.ErrClosed) {
+		c.err = err
+	} else {
+		err = c.err
+	}
 	for id, ch := range c.pending {
 		ch <- reply{err: err}
 		delete(c.pending, id)
@@ -182,6 +186,12 @@ func (c *Client) request(ctx context.Context, typ MsgType, tx uint32, parts ...[
 	c.wmu.Unlock()
 	if err != nil {
 		c.forget(id)
+		if !errors.Is(err, unix.E2BIG) {
+			// Part of a message may have gone out: the stream is
+			// unusable. Closing the connection makes the reader fail
+			// every pending request.
+			c.fail(err)
+		}
 		return nil, err
 	}
 
@@ -211,6 +221,16 @@ func (c *Client) stateErrLocked() error {
 		return hyp.ErrClosed
 	}
 	return c.err
+}
+
+// fail records err as the reason the connection died and closes it.
+func (c *Client) fail(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
+	c.conn.Close()
 }
 
 func (c *Client) forget(id uint32) {
