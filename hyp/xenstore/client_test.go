@@ -126,16 +126,20 @@ func TestMalformedReplies(t *testing.T) {
 			want:  xenstore.ErrProtocol,
 		},
 		{
-			name:  "garbage transaction id",
-			reply: func(h xenstore.Header) ([]byte, bool) { return msg(xenstore.MsgTransactionStart, h.ReqID, 0, "x1\x00"), false },
-			call:  func(ctx context.Context, c *xenstore.Client) error { _, err := c.Start(ctx); return err },
-			want:  xenstore.ErrProtocol,
+			name: "garbage transaction id",
+			reply: func(h xenstore.Header) ([]byte, bool) {
+				return msg(xenstore.MsgTransactionStart, h.ReqID, 0, "x1\x00"), false
+			},
+			call: func(ctx context.Context, c *xenstore.Client) error { _, err := c.Start(ctx); return err },
+			want: xenstore.ErrProtocol,
 		},
 		{
-			name:  "transaction id zero",
-			reply: func(h xenstore.Header) ([]byte, bool) { return msg(xenstore.MsgTransactionStart, h.ReqID, 0, "0\x00"), false },
-			call:  func(ctx context.Context, c *xenstore.Client) error { _, err := c.Start(ctx); return err },
-			want:  xenstore.ErrProtocol,
+			name: "transaction id zero",
+			reply: func(h xenstore.Header) ([]byte, bool) {
+				return msg(xenstore.MsgTransactionStart, h.ReqID, 0, "0\x00"), false
+			},
+			call: func(ctx context.Context, c *xenstore.Client) error { _, err := c.Start(ctx); return err },
+			want: xenstore.ErrProtocol,
 		},
 		{
 			name: "directory part without progress",
@@ -225,7 +229,7 @@ func TestStrayAndMalformedEventsDropped(t *testing.T) {
 	c := fakeDaemon(t, func(h xenstore.Header, p []byte) ([]byte, bool) {
 		var out []byte
 		out = append(out, msg(xenstore.MsgRead, h.ReqID+1000, 0, "stray")...)              // nobody asked
-		out = append(out, msg(xenstore.MsgWatchEvent, 0, 0, "/only-path\x00")...)           // malformed
+		out = append(out, msg(xenstore.MsgWatchEvent, 0, 0, "/only-path\x00")...)          // malformed
 		out = append(out, msg(xenstore.MsgWatchEvent, 0, 0, "/p\x00no-such-token\x00")...) // unmatched
 		out = append(out, msg(xenstore.MsgRead, h.ReqID, 0, "ok")...)
 		return out, false
