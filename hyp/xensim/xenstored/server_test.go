@@ -696,3 +696,27 @@ func TestCloseStopsEverything(t *testing.T) {
 		t.Errorf("Write after Close: %v, want ErrClosed", err)
 	}
 }
+
+func TestWaitValue(t *testing.T) {
+	s := newServer(t)
+	ctx := testCtx(t)
+	c := client(t, s, 0)
+	const path = "/local/domain/0/device-model/4/state"
+	errc := make(chan error, 1)
+	go func() { errc <- s.WaitValue(ctx, path, []byte("running")) }()
+	// Intermediate values do not end the wait; the wanted one does. The
+	// waiter may start before or after any of these writes.
+	for _, v := range []string{"starting", "running"} {
+		if err := c.Write(ctx, path, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("WaitValue: %v", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := s.WaitValue(short, path, []byte("never")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("WaitValue for a value never written: %v, want DeadlineExceeded", err)
+	}
+}
