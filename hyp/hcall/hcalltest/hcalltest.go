@@ -43,6 +43,10 @@ type Kernel struct {
 	// errno FailErrno (multicall entries: the entry's result).
 	FailOp    uint64
 	FailErrno unix.Errno
+	// Domctl, when set, answers domctls of the accepted version instead
+	// of the default (d is the whole struct xen_domctl; return 0 or
+	// -errno).
+	Domctl func(d []byte) int64
 
 	mu      sync.Mutex
 	regions [][]byte           // guarded by mu: live hypercall-device mappings
@@ -338,6 +342,10 @@ func (k *Kernel) answer(op uint64, a [6]uint64) int64 {
 		}
 		if le.Uint32(m[4:]) != k.DomctlVersion {
 			return -int64(unix.EACCES)
+		}
+		if k.Domctl != nil {
+			d, _ := k.mem(a[0], xenabi.XenDomctlSize)
+			return k.Domctl(d)
 		}
 		if le.Uint32(m[0:]) == xenabi.XEN_DOMCTL_getdomaininfo {
 			if d, _ := k.mem(a[0], xenabi.XenDomctlSize); d != nil {

@@ -1,0 +1,22 @@
+// Package domctl issues the domain-control hypercalls (domctls) a device
+// model needs for PCI passthrough: binding physical interrupts to a guest
+// (XEN_DOMCTL_bind_pt_irq / unbind_pt_irq), mapping machine memory and I/O
+// ports into it (memory_mapping, ioport_mapping), granting access
+// (iomem_permission, ioport_permission, irq_permission), and reading a
+// domain's state (getdomaininfo).
+//
+// Unlike the stable DM-op ABI, the domctl ABI is versioned: every domctl
+// carries XEN_DOMCTL_INTERFACE_VERSION and Xen refuses (EACCES) any other
+// version than its own, and layouts may change between versions. libxenctrl
+// is simply rebuilt against each Xen; godm instead selects the layout at
+// run time. Open asks xen_version which Xen runs, maps it to its domctl
+// interface version, and, for an unknown Xen, probes the layouts it knows
+// with a harmless getdomaininfo, newest first, taking the first one Xen
+// does not refuse. Version 0x15 (Xen 4.17, checked byte for byte against
+// libxenctrl by the golden tests) is implemented; a new version is one more
+// entry in layouts() with its codec.
+//
+// Lifecycle: Open (or OpenVersion) on an hcall.Caller; a Domctl needs no
+// closing and is immutable, so it is safe for concurrent use. Not hot path:
+// calls allocate.
+package domctl
