@@ -14,7 +14,7 @@ import (
 
 // simClient returns a dm.Client for a fresh simulated guest, through the
 // same kernel seam the real host uses.
-func simClient(t *testing.T) (*dm.Client, *xensim.Sim, *xensim.Domain) {
+func simClient(t testing.TB) (*dm.Client, *xensim.Sim, *xensim.Domain) {
 	t.Helper()
 	sim := xensim.New(xensim.Config{})
 	t.Cleanup(func() { sim.Close() })
