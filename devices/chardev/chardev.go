@@ -65,7 +65,19 @@ type Options struct {
 	// RetryInterval is how often a pty with no reader on its other side is
 	// polled again. Zero means 100 ms.
 	RetryInterval time.Duration
+
+	// hook, set only by this package's tests, observes internal events.
+	hook func(event)
 }
+
+// event is an internal milestone reported to Options.hook.
+type event int
+
+const (
+	evInput      event = iota // a chunk of input was delivered or discarded
+	evOutput                  // the writer drained the ring
+	evDisconnect              // a socket client went away
+)
 
 func (o Options) outputBuffer() int {
 	if o.OutputBuffer <= 0 {
@@ -110,10 +122,19 @@ type core struct {
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup
+
+	hook func(event)
+}
+
+func (c *core) note(e event) {
+	if c.hook != nil {
+		c.hook(e)
+	}
 }
 
 func newCore(opt Options) *core {
 	c := &core{
+		hook:  opt.hook,
 		wake:  make(chan struct{}, 1),
 		ready: make(chan struct{}, 1),
 		done:  make(chan struct{}),
@@ -196,6 +217,7 @@ func (c *core) startWriter(out func(p []byte) (int, error), flush func()) {
 			select {
 			case <-c.wake:
 				c.drain(out)
+				c.note(evOutput)
 			case <-c.done:
 				if c.ring.len() > 0 {
 					if flush != nil {

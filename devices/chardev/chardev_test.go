@@ -69,6 +69,30 @@ func (c *collector) waitFor(t *testing.T, want []byte, kick func()) {
 	}
 }
 
+// hooked returns Options whose hook feeds a channel, and a function that
+// waits (bounded) for cond to hold, re-checking after each event.
+func hooked(opt Options) (Options, func(t *testing.T, what string, cond func() bool)) {
+	ch := make(chan event, 4096)
+	opt.hook = func(e event) {
+		select {
+		case ch <- e:
+		default:
+		}
+	}
+	return opt, func(t *testing.T, what string, cond func() bool) {
+		t.Helper()
+		deadline := time.NewTimer(waitLimit)
+		defer deadline.Stop()
+		for !cond() {
+			select {
+			case <-ch:
+			case <-deadline.C:
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+}
+
 func readFull(t *testing.T, r io.Reader, n int) []byte {
 	t.Helper()
 	buf := make([]byte, n)
@@ -228,17 +252,12 @@ func TestStream_NoSinkDiscards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewStream(inR, nil, Options{})
+	opt, wait := hooked(Options{})
+	s := NewStream(inR, nil, opt)
 	defer s.Close()
 	inW.Write([]byte("abc"))
 	inW.Close() // EOF ends the reader after the bytes
-	deadline := time.Now().Add(waitLimit)
-	for s.Stats().Discarded != 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("Discarded = %d, want 3", s.Stats().Discarded)
-		}
-		time.Sleep(time.Millisecond) // polling a counter with a bound
-	}
+	wait(t, "3 discarded bytes", func() bool { return s.Stats().Discarded == 3 })
 }
 
 func TestOpenFile(t *testing.T) {
@@ -336,7 +355,8 @@ func TestPTY(t *testing.T) {
 
 func TestSocket_Reconnect(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.sock")
-	s, err := Listen(path, Options{})
+	opt, wait := hooked(Options{})
+	s, err := Listen(path, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,24 +381,11 @@ func TestSocket_Reconnect(t *testing.T) {
 			t.Errorf("client %d read %q, want ack", i, got)
 		}
 		c.Close()
-		// Wait until the server noticed the disconnect.
-		deadline := time.Now().Add(waitLimit)
-		for s.conn.Load() != nil {
-			if time.Now().After(deadline) {
-				t.Fatal("server kept the closed client")
-			}
-			time.Sleep(time.Millisecond)
-		}
+		wait(t, "the server to drop the closed client", func() bool { return s.conn.Load() == nil })
 	}
 	before := s.Stats().Dropped
 	s.Write([]byte("nobody"))
-	deadline := time.Now().Add(waitLimit)
-	for s.Stats().Dropped != before+6 {
-		if time.Now().After(deadline) {
-			t.Fatalf("Dropped = %d, want %d", s.Stats().Dropped, before+6)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait(t, "6 dropped bytes", func() bool { return s.Stats().Dropped == before+6 })
 	if err := s.Close(); err != nil {
 		t.Errorf("Close = %v", err)
 	}
@@ -389,7 +396,8 @@ func TestSocket_Reconnect(t *testing.T) {
 
 func TestSocket_CloseWithClient(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.sock")
-	s, err := Listen(path, Options{})
+	opt, wait := hooked(Options{})
+	s, err := Listen(path, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,13 +406,8 @@ func TestSocket_CloseWithClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	deadline := time.Now().Add(waitLimit)
-	for s.Clients() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("client never accepted")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	c.Write([]byte("x")) // no sink: discarded once the server reads it
+	wait(t, "the server to read from the client", func() bool { return s.Stats().Discarded == 1 })
 	done := make(chan error, 1)
 	go func() { done <- s.Close() }()
 	select {

@@ -91,8 +91,11 @@ func (s *Socket) serve() {
 		}
 		for {
 			n, err := c.Read(buf[:])
-			if n > 0 && !s.deliver(buf[:n]) {
-				break
+			if n > 0 {
+				if !s.deliver(buf[:n]) {
+					break
+				}
+				s.note(evInput)
 			}
 			if err != nil {
 				break
@@ -100,6 +103,7 @@ func (s *Socket) serve() {
 		}
 		s.conn.Store(nil)
 		c.Close()
+		s.note(evDisconnect)
 		if s.closed() {
 			return
 		}

@@ -58,8 +58,11 @@ func (s *Stream) readLoop() {
 	var buf [4096]byte
 	for {
 		n, err := s.in.Read(buf[:])
-		if n > 0 && !s.deliver(buf[:n]) {
-			return
+		if n > 0 {
+			if !s.deliver(buf[:n]) {
+				return
+			}
+			s.note(evInput)
 		}
 		if err == nil {
 			continue
