@@ -61,7 +61,7 @@ func (v *VCPU) BufferedWrite(typ uint8, addr uint64, size int, data uint64) (Buf
 	s.mu.RLock()
 	if d.dead {
 		s.mu.RUnlock()
-		return 0, fmt.Errorf("xensim: %v vcpu%d: buffered %v: %w", d.id, v.id, &p, hyp.ErrClosed)
+		return 0, fmt.Errorf("xensim: %v vcpu%d: buffered %v: %w", d.id, v.id, p.describe(), hyp.ErrClosed)
 	}
 	srv := d.selectServer(&p)
 	if srv == nil {

@@ -41,7 +41,9 @@ func TestDMOpErrors(t *testing.T) {
 	if err := rangeOp(pc, dom, xenabi.XEN_DMOP_map_io_range_to_ioreq_server, id, xenabi.XEN_DMOP_IO_RANGE_PORT, 0x100, 0x1ff); err != nil {
 		t.Fatal(err)
 	}
-	rng := func(srv uint16, kind uint32, start, end uint64) []byte { return union(srv, uint16(0), kind, start, end) }
+	rng := func(srv uint16, kind uint32, start, end uint64) []byte {
+		return union(srv, uint16(0), kind, start, end)
+	}
 	cases := []struct {
 		name string
 		f    kernel.File

@@ -51,6 +51,8 @@ type fakeDM struct {
 	bufs  []bufEntry
 	done  chan struct{}
 	bufCh chan struct{} // signalled when buffered entries arrive
+	// serveHook, when set, replaces serve (misbehaving device models).
+	serveHook func(vcpu int)
 	// noUnmask leaves ports masked after delivery (for masking tests).
 	noUnmask bool
 }
@@ -171,7 +173,15 @@ func (dm *fakeDM) loop() {
 				continue
 			}
 			for v, lp := range dm.ports {
-				if lp == p {
+				if lp != p {
+					continue
+				}
+				dm.mu.Lock()
+				hook := dm.serveHook
+				dm.mu.Unlock()
+				if hook != nil {
+					hook(v)
+				} else {
 					dm.serve(v)
 				}
 			}
@@ -280,4 +290,12 @@ func (dm *fakeDM) waitBuffered(n int) []bufEntry {
 			dm.t.Fatalf("buffered entries %+v, want %d", dm.buffered(), n)
 		}
 	}
+}
+
+func notifyArg(p uint32) *xenabi.IoctlEvtchnNotify { return &xenabi.IoctlEvtchnNotify{Port: p} }
+
+func (dm *fakeDM) setHook(f func(vcpu int)) {
+	dm.mu.Lock()
+	dm.serveHook = f
+	dm.mu.Unlock()
 }

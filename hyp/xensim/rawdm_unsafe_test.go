@@ -107,3 +107,12 @@ func evReset(f kernel.File) error {
 	_, err := f.Ioctl(xenabi.IOCTL_EVTCHN_RESET, nil)
 	return err
 }
+
+func bytesOf(ub []xenabi.PrivcmdDMOpBuf) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(&ub[0])), len(ub)*int(unsafe.Sizeof(ub[0])))
+}
+
+func ioctlDMOpRaw(f kernel.File, op *xenabi.PrivcmdDMOp) error {
+	_, err := f.Ioctl(xenabi.IOCTL_PRIVCMD_DM_OP, unsafe.Pointer(op))
+	return err
+}

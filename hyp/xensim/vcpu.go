@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -54,14 +55,26 @@ func (p *request) flags(state uint8) uint8 {
 	return f
 }
 
-func (p *request) String() string {
+// describe names the request in errors and violation reports. It takes a
+// copy so that error paths do not make hot-path requests escape.
+func (p request) describe() string {
 	dir := "write"
 	if p.dir == xenabi.IOREQ_READ {
 		dir = "read"
 	}
-	kind := map[uint8]string{xenabi.IOREQ_TYPE_PIO: "PIO", xenabi.IOREQ_TYPE_COPY: "MMIO",
-		xenabi.IOREQ_TYPE_PCI_CONFIG: "PCI config", xenabi.IOREQ_TYPE_TIMEOFFSET: "timeoffset",
-		xenabi.IOREQ_TYPE_INVALIDATE: "invalidate"}[p.typ]
+	kind := "type " + strconv.Itoa(int(p.typ))
+	switch p.typ {
+	case xenabi.IOREQ_TYPE_PIO:
+		kind = "PIO"
+	case xenabi.IOREQ_TYPE_COPY:
+		kind = "MMIO"
+	case xenabi.IOREQ_TYPE_PCI_CONFIG:
+		kind = "PCI config"
+	case xenabi.IOREQ_TYPE_TIMEOFFSET:
+		kind = "timeoffset"
+	case xenabi.IOREQ_TYPE_INVALIDATE:
+		kind = "invalidate"
+	}
 	return fmt.Sprintf("%s %s addr %#x size %d count %d", kind, dir, p.addr, p.size, p.count)
 }
 
@@ -323,7 +336,7 @@ func (v *VCPU) access(p *request) (uint64, error) {
 	s.mu.RLock()
 	if d.dead {
 		s.mu.RUnlock()
-		return 0, fmt.Errorf("xensim: %v vcpu%d: %v: %w", d.id, v.id, p, hyp.ErrClosed)
+		return 0, fmt.Errorf("xensim: %v vcpu%d: %v: %w", d.id, v.id, p.describe(), hyp.ErrClosed)
 	}
 	srv := d.selectServer(p)
 	if srv == nil {
@@ -367,19 +380,19 @@ func (v *VCPU) post(srv *server, p *request) ([]byte, error) {
 	d := v.d
 	s := d.s
 	if srv.pages == nil {
-		s.violation(d.id, v.id, "ioreq server %d enabled without an ioreq page; %v unhandled", srv.id, p)
-		return nil, fmt.Errorf("xensim: %v vcpu%d: %v: server %d has no ioreq page: %w", d.id, v.id, p, srv.id, unix.EIO)
+		s.violation(d.id, v.id, "ioreq server %d enabled without an ioreq page; %v unhandled", srv.id, p.describe())
+		return nil, fmt.Errorf("xensim: %v vcpu%d: %v: server %d has no ioreq page: %w", d.id, v.id, p.describe(), srv.id, unix.EIO)
 	}
 	slot := srv.slot(v.id)
 	w := atomic.LoadUint32(u32at(slot, xenabi.IoreqStateWordOffs))
 	if st := (w >> 16) & xenabi.IoreqStateMask; st != xenabi.STATE_IOREQ_NONE {
 		s.violation(d.id, v.id, "device model set bad IO state %d in server %d", st, srv.id)
-		return nil, fmt.Errorf("xensim: %v vcpu%d: %v: slot state %d, not NONE: %w", d.id, v.id, p, st, unix.EIO)
+		return nil, fmt.Errorf("xensim: %v vcpu%d: %v: slot state %d, not NONE: %w", d.id, v.id, p.describe(), st, unix.EIO)
 	}
 	port := srv.vcpuPort[v.id]
 	if ep := atomic.LoadUint32(u32at(slot, 24)); ep != port {
 		s.violation(d.id, v.id, "device model set bad event channel %d (want %d) in server %d", ep, port, srv.id)
-		return nil, fmt.Errorf("xensim: %v vcpu%d: %v: vp_eport %d, want %d: %w", d.id, v.id, p, ep, port, unix.EIO)
+		return nil, fmt.Errorf("xensim: %v vcpu%d: %v: vp_eport %d, want %d: %w", d.id, v.id, p.describe(), ep, port, unix.EIO)
 	}
 	if lc := &srv.last[v.id]; lc.valid {
 		for i := 0; i < 4; i++ {
@@ -438,9 +451,9 @@ func (v *VCPU) await(srv *server, slot []byte, p *request) (uint64, error) {
 		case <-v.timer.C:
 			armed = false
 			return 0, fmt.Errorf("xensim: %v vcpu%d: no response to %v within %v (slot state %d): %w",
-				d.id, v.id, p, deadline, st, ErrTimeout)
+				d.id, v.id, p.describe(), deadline, st, ErrTimeout)
 		case <-d.dying:
-			return 0, fmt.Errorf("xensim: %v vcpu%d: %v: %w", d.id, v.id, p, hyp.ErrClosed)
+			return 0, fmt.Errorf("xensim: %v vcpu%d: %v: %w", d.id, v.id, p.describe(), hyp.ErrClosed)
 		}
 	}
 }
@@ -453,7 +466,7 @@ func (v *VCPU) check(srv *server, slot []byte, p *request, prev uint32) (val uin
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if d.dead || d.servers[srv.id] != srv || srv.pages == nil {
-		return 0, 0, true, fmt.Errorf("xensim: %v vcpu%d: %v: ioreq server %d destroyed: %w", d.id, v.id, p, srv.id, hyp.ErrClosed)
+		return 0, 0, true, fmt.Errorf("xensim: %v vcpu%d: %v: ioreq server %d destroyed: %w", d.id, v.id, p.describe(), srv.id, hyp.ErrClosed)
 	}
 	word := u32at(slot, xenabi.IoreqStateWordOffs)
 	st = (atomic.LoadUint32(word) >> 16) & xenabi.IoreqStateMask
@@ -470,17 +483,17 @@ func (v *VCPU) check(srv *server, slot []byte, p *request, prev uint32) (val uin
 	case st == xenabi.STATE_IOREQ_NONE:
 		// "an emulator dying races with I/O being requested": the access
 		// completes with all-ones.
-		s.violation(d.id, v.id, "device model reset the ioreq slot to NONE during %v (server %d)", p, srv.id)
+		s.violation(d.id, v.id, "device model reset the ioreq slot to NONE during %v (server %d)", p.describe(), srv.id)
 		v.remember(srv, slot)
 		return sizeMask(p.size), st, true, nil
 	case st < prev:
-		s.violation(d.id, v.id, "weird ioreq state transition %d -> %d during %v (server %d)", prev, st, p, srv.id)
+		s.violation(d.id, v.id, "weird ioreq state transition %d -> %d during %v (server %d)", prev, st, p.describe(), srv.id)
 		return 0, st, true, fmt.Errorf("xensim: %v vcpu%d: %v: ioreq state went %d -> %d (Xen crashes the domain): %w",
-			d.id, v.id, p, prev, st, unix.EIO)
+			d.id, v.id, p.describe(), prev, st, unix.EIO)
 	case st > xenabi.STATE_IORESP_READY:
-		s.violation(d.id, v.id, "weird ioreq state %d during %v (server %d)", st, p, srv.id)
+		s.violation(d.id, v.id, "weird ioreq state %d during %v (server %d)", st, p.describe(), srv.id)
 		return 0, st, true, fmt.Errorf("xensim: %v vcpu%d: %v: ioreq state %d (Xen crashes the domain): %w",
-			d.id, v.id, p, st, unix.EIO)
+			d.id, v.id, p.describe(), st, unix.EIO)
 	}
 	return 0, st, false, nil
 }
