@@ -86,6 +86,26 @@ func (b *Bus) AddAuto(d *Device) (devices.SBDF, error) {
 	return 0, fmt.Errorf("pci: add %04x:%04x: %w", d.hdr.VendorID, d.hdr.DeviceID, ErrBusFull)
 }
 
+// AddFunction places d at the lowest free function of slot dev; function 0
+// must be taken first, since a slot without function 0 is invisible to
+// enumeration.
+func (b *Bus) AddFunction(d *Device, dev uint8) (devices.SBDF, error) {
+	if dev >= NumSlots {
+		return 0, fmt.Errorf("pci: add %02x: %w", dev, ErrInvalid)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.slots[dev][0] == nil {
+		return b.addLocked(d, dev, 0)
+	}
+	for fn := range uint8(NumFunctions) {
+		if b.slots[dev][fn] == nil {
+			return b.addLocked(d, dev, fn)
+		}
+	}
+	return 0, fmt.Errorf("pci: add %02x: %w", dev, ErrSlotInUse)
+}
+
 func (b *Bus) slotEmptyLocked(dev uint8) bool {
 	for _, f := range b.slots[dev] {
 		if f != nil {

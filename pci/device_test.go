@@ -224,6 +224,24 @@ func TestBus_Placement(t *testing.T) {
 	if got := r.cfgRead(devices.NewSBDF(0, 0, 1, 3), 0, 4); got != 0xffffffff {
 		t.Errorf("removed function reads %#x, want all-ones", got)
 	}
+	// Automatic function numbers.
+	f1, f2 := mustNew(t, testHeader), mustNew(t, testHeader)
+	if got, err := r.bus.AddFunction(f1, 1); err != nil || got != devices.NewSBDF(0, 0, 1, 1) {
+		t.Errorf("AddFunction = %v, %v; want 00:01.1", got, err)
+	}
+	if got, err := r.bus.AddFunction(f2, 9); err != nil || got != devices.NewSBDF(0, 0, 9, 0) {
+		t.Errorf("AddFunction in an empty slot = %v, %v; want 00:09.0", got, err)
+	}
+	for fn := 2; fn < NumFunctions; fn++ {
+		must(t, func() error { _, err := r.bus.AddFunction(mustNew(t, testHeader), 1); return err }())
+	}
+	if _, err := r.bus.AddFunction(mustNew(t, testHeader), 1); !errors.Is(err, ErrSlotInUse) {
+		t.Errorf("AddFunction in a full slot: %v, want ErrSlotInUse", err)
+	}
+	if _, err := r.bus.AddFunction(mustNew(t, testHeader), 40); !errors.Is(err, ErrInvalid) {
+		t.Errorf("AddFunction slot 40: %v, want ErrInvalid", err)
+	}
+	must(t, r.bus.Remove(f2))
 	// Full bus.
 	for range 30 {
 		if _, err := r.bus.AddAuto(mustNew(t, testHeader)); err != nil {

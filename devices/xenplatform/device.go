@@ -170,7 +170,18 @@ func (d *Device) FixedPorts() devices.Handler { return &d.fixed }
 // Attach places the function at the lowest free slot and registers the
 // fixed ports.
 func (d *Device) Attach(b *pci.Bus, pio *devices.Space) (devices.SBDF, error) {
-	s, err := b.AddAuto(d.fn)
+	return d.attach(b, pio, func() (devices.SBDF, error) { return b.AddAuto(d.fn) })
+}
+
+// AttachAt places the function at slot dev and registers the fixed ports.
+// QEMU's xenfv machine adds it after the VGA adapter, so it is at 00:03.0
+// when there is one (hw/i386/pc_piix.c).
+func (d *Device) AttachAt(b *pci.Bus, pio *devices.Space, dev uint8) (devices.SBDF, error) {
+	return d.attach(b, pio, func() (devices.SBDF, error) { return b.Add(d.fn, dev, 0) })
+}
+
+func (d *Device) attach(b *pci.Bus, pio *devices.Space, add func() (devices.SBDF, error)) (devices.SBDF, error) {
+	s, err := add()
 	if err != nil {
 		return 0, fmt.Errorf("xenplatform: attach: %w", err)
 	}
