@@ -91,20 +91,40 @@ func (c *Caller) XenVersion() (major, minor int, err error) {
 // XenExtraVersion returns the version suffix (XENVER_extraversion), e.g.
 // ".7" for Xen 4.17.7.
 func (c *Caller) XenExtraVersion() (string, error) {
-	a, err := c.newArena(xenabi.XenExtraversionLen)
+	s, err := c.versionString(xenabi.XENVER_extraversion, xenabi.XenExtraversionLen)
 	if err != nil {
 		return "", fmt.Errorf("hcall: xen_version extraversion: %w", err)
 	}
+	return s, nil
+}
+
+// XenCapabilities returns the hypervisor's capability string
+// (XENVER_capabilities), e.g. "xen-3.0-x86_64 hvm-3.0-x86_32 ...".
+func (c *Caller) XenCapabilities() (string, error) {
+	s, err := c.versionString(xenabi.XENVER_capabilities, xenabi.XenCapabilitiesLen)
+	if err != nil {
+		return "", fmt.Errorf("hcall: xen_version capabilities: %w", err)
+	}
+	return s, nil
+}
+
+// versionString issues xen_version sub-op cmd, whose answer is a
+// NUL-terminated string in a buffer of n bytes.
+func (c *Caller) versionString(cmd uint64, n int) (string, error) {
+	a, err := c.newArena(n)
+	if err != nil {
+		return "", err
+	}
 	defer a.free()
-	buf, addr := a.piece(xenabi.XenExtraversionLen)
-	if _, err := c.p.Hypercall(xenabi.HYPERVISOR_xen_version, [5]uint64{xenabi.XENVER_extraversion, addr}); err != nil {
-		return "", fmt.Errorf("hcall: xen_version extraversion: %w", err)
+	buf, addr := a.piece(n)
+	if _, err := c.p.Hypercall(xenabi.HYPERVISOR_xen_version, [5]uint64{cmd, addr}); err != nil {
+		return "", err
 	}
-	n := 0
-	for n < len(buf) && buf[n] != 0 {
-		n++
+	end := 0
+	for end < len(buf) && buf[end] != 0 {
+		end++
 	}
-	return string(buf[:n]), nil
+	return string(buf[:end]), nil
 }
 
 // hvmParam issues HVMOP_get_param or HVMOP_set_param.

@@ -43,6 +43,9 @@ func TestGolden(t *testing.T) {
 		{"xc_version_extraversion", func(c *hcall.Caller) (any, error) {
 			return c.XenExtraVersion()
 		}, ".7"},
+		{"xc_version_capabilities", func(c *hcall.Caller) (any, error) {
+			return c.XenCapabilities()
+		}, hcalltest.FakeCapabilities},
 		{"xc_hvm_param_get", func(c *hcall.Caller) (any, error) {
 			return c.GetHVMParam(dom, xenabi.HVM_PARAM_STORE_EVTCHN)
 		}, uint64(0x10002)},
@@ -116,6 +119,7 @@ func TestErrors(t *testing.T) {
 	}{
 		{"xen_version", xenabi.HYPERVISOR_xen_version, func(c *hcall.Caller) error { _, _, err := c.XenVersion(); return err }},
 		{"extraversion", xenabi.HYPERVISOR_xen_version, func(c *hcall.Caller) error { _, err := c.XenExtraVersion(); return err }},
+		{"capabilities", xenabi.HYPERVISOR_xen_version, func(c *hcall.Caller) error { _, err := c.XenCapabilities(); return err }},
 		{"get param", xenabi.HYPERVISOR_hvm_op, func(c *hcall.Caller) error { _, err := c.GetHVMParam(dom, 1); return err }},
 		{"set param", xenabi.HYPERVISOR_hvm_op, func(c *hcall.Caller) error { return c.SetHVMParam(dom, 1, 2) }},
 		{"populate", xenabi.HYPERVISOR_memory_op, func(c *hcall.Caller) error { return c.PopulatePhysmap(dom, 0, 0, []uint64{1}) }},

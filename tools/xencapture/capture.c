@@ -563,6 +563,11 @@ static void dm_op_gaps(struct buf *b)
         SUB(pin_memory_cacheattr, T, FLD(T, start), FLD(T, end), FLD(T, type), FLD(T, pad));
         break;
     }
+    case XEN_DMOP_set_irq_level: {
+        typedef struct xen_dm_op_set_irq_level T;
+        SUB(set_irq_level, T, FLD(T, irq), FLD(T, level), FLD(T, pad));
+        break;
+    }
     case XEN_DMOP_nr_vcpus: {
         typedef struct xen_dm_op_nr_vcpus T;
         SUB(nr_vcpus, T, FLD(T, vcpus));
@@ -820,6 +825,10 @@ static long answer_hcall(uint64_t op, const unsigned long long *arg)
         case XENVER_extraversion:
             if (p1)
                 strcpy(p1, ".7");
+            return 0;
+        case XENVER_capabilities:
+            if (p1)
+                strcpy(p1, "xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64");
             return 0;
         }
         return 0;

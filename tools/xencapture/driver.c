@@ -115,6 +115,7 @@ static void devicemodel(void)
             xendevicemodel_set_pci_intx_level(dm, DOM, 0, 0, 5, 0, 0));
     CAPTURE("dm_set_isa_irq_level", xendevicemodel_set_isa_irq_level(dm, DOM, 4, 1));
     CAPTURE("dm_set_isa_irq_level_low", xendevicemodel_set_isa_irq_level(dm, DOM, 12, 0));
+    CAPTURE("dm_set_irq_level", xendevicemodel_set_irq_level(dm, DOM, 40, 1));
     CAPTURE("dm_set_pci_link_route", xendevicemodel_set_pci_link_route(dm, DOM, 2, 10));
     CAPTURE("dm_modified_memory", xendevicemodel_modified_memory(dm, DOM, 0x1000, 16));
     CAPTURE("dm_modified_memory_bulk", xendevicemodel_modified_memory_bulk(dm, DOM, ext, 2));
@@ -179,6 +180,7 @@ static void evtchn(void)
     CAPTURE_PTR("evtchn_open", ev, xenevtchn_open(NULL, 0));
     CAPTURE("evtchn_bind_interdomain", xenevtchn_bind_interdomain(ev, DOM, 3));
     CAPTURE("evtchn_bind_unbound_port", xenevtchn_bind_unbound_port(ev, DOM));
+    CAPTURE("evtchn_bind_virq", xenevtchn_bind_virq(ev, 2));
     CAPTURE("evtchn_notify", xenevtchn_notify(ev, 17));
     CAPTURE("evtchn_pending", xenevtchn_pending(ev));
     CAPTURE("evtchn_unmask", xenevtchn_unmask(ev, 17));
@@ -201,6 +203,12 @@ static void ctrl(void)
     memset(extra, 0, sizeof(extra));
     CAPTURE("xc_version_extraversion", xc_version(xch, XENVER_extraversion, &extra),
             " extra=%s", extra);
+    {
+        xen_capabilities_info_t caps;
+        memset(caps, 0, sizeof(caps));
+        CAPTURE("xc_version_capabilities", xc_version(xch, XENVER_capabilities, &caps), " caps=%.100s",
+                caps);
+    }
     CAPTURE("xc_hvm_param_get", xc_hvm_param_get(xch, DOM, HVM_PARAM_STORE_EVTCHN, &value),
             " value=%#llx", (unsigned long long)value);
     CAPTURE("xc_hvm_param_set",

@@ -21,6 +21,7 @@ const (
 	FakeXenMajor        = 4
 	FakeXenMinor        = 17
 	FakeExtraVersion    = ".7"
+	FakeCapabilities    = "xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64"
 	FakePIRQ            = 55      // PIRQ chosen by map_pirq when asked for any
 	FakeHVMParamBase    = 0x10000 // get_param answers FakeHVMParamBase + index
 	FakeDomainTotPages  = 0x10000
@@ -309,6 +310,10 @@ func (k *Kernel) answer(op uint64, a [6]uint64) int64 {
 		case xenabi.XENVER_extraversion:
 			if m, _ := k.mem(a[1], xenabi.XenExtraversionLen); m != nil {
 				copy(m, FakeExtraVersion+"\x00")
+			}
+		case xenabi.XENVER_capabilities:
+			if m, _ := k.mem(a[1], xenabi.XenCapabilitiesLen); m != nil {
+				copy(m, FakeCapabilities+"\x00")
 			}
 		}
 		return 0
