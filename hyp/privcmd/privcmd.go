@@ -21,11 +21,10 @@ const MaxDMOpBufs = 0xffff
 
 // Handle is an open /dev/xen/privcmd.
 type Handle struct {
-	f       kernel.File
-	bufs    *BufferPool
-	closed  atomic.Bool
-	noDMOp  bool // the DM_OP probe at Open said the kernel lacks DM_OP
-	dmProbe error
+	f      kernel.File
+	bufs   *BufferPool
+	closed atomic.Bool
+	noDMOp error // non-nil when the DM_OP probe at Open said the kernel lacks DM_OP
 }
 
 // Open opens /dev/xen/privcmd through k and, like libxendevicemodel,
@@ -40,8 +39,7 @@ func Open(k kernel.Kernel) (*Handle, error) {
 	}
 	h := &Handle{f: f, bufs: newBufferPool(k)}
 	if err := probeDMOp(f); err != nil && isUnknownRequest(err) {
-		h.noDMOp = true
-		h.dmProbe = err
+		h.noDMOp = fmt.Errorf("IOCTL_PRIVCMD_DM_OP: %w (probe: %w)", hyp.ErrNotSupported, err)
 	}
 	return h, nil
 }
@@ -125,13 +123,8 @@ func (h *Handle) dmOpReady() error {
 	if h.closed.Load() {
 		return hyp.ErrClosed
 	}
-	if h.noDMOp {
-		return errNoDMOp
-	}
-	return nil
+	return h.noDMOp
 }
-
-var errNoDMOp = fmt.Errorf("IOCTL_PRIVCMD_DM_OP: %w", hyp.ErrNotSupported)
 
 // isUnknownRequest reports whether err is how a kernel answers an ioctl
 // request it does not implement.

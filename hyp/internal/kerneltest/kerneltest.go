@@ -86,7 +86,6 @@ type Kernel struct {
 	missing map[kernel.Device]bool // guarded by mu
 	quiet   bool                   // guarded by mu
 	counts  map[uint]int           // guarded by mu
-	opens   int                    // guarded by mu
 }
 
 type region struct {
@@ -173,7 +172,6 @@ func (k *Kernel) record(e Event) {
 func (k *Kernel) Open(dev kernel.Device, flags int) (kernel.File, error) {
 	k.mu.Lock()
 	missing := k.missing[dev]
-	k.opens++
 	k.mu.Unlock()
 	if missing {
 		return nil, fmt.Errorf("open %s: %w", dev.Name(), fs.ErrNotExist)
