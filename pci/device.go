@@ -255,7 +255,8 @@ func (d *Device) SetConfig(off uint32, size uint8, v uint32) {
 // Read implements devices.Handler for configuration space. Registers
 // beyond the function's space read all-ones, as QEMU's
 // pci_host_config_read_common (hw/pci/pci_host.c) answers for offsets at or
-// above the config size.
+// above the limit QEMU's Xen path passes (PCI_CONFIG_SPACE_SIZE, 256, in
+// cpu_ioreq_config, hw/xen/xen-hvm-common.c).
 func (d *Device) Read(a devices.Access) uint64 {
 	d.mu.Lock()
 	v := d.readLocked(uint32(a.Offset), a.Size)
@@ -336,9 +337,11 @@ func (d *Device) writeLocked(off uint32, size uint8, v uint64) bool {
 	}
 	if c := uint32(d.msi.cap); c != 0 && overlaps(off, size, c, c+uint32(d.msi.size)) {
 		d.msiUpdateLocked()
+		d.updateINTxLocked()
 	}
 	if c := uint32(d.msix.cap); c != 0 && overlaps(off, size, c+msixControl, c+msixControl+2) {
 		d.msixUpdateLocked()
+		d.updateINTxLocked()
 	}
 	return remap
 }
@@ -363,8 +366,8 @@ func (d *Device) Reset() {
 
 // INTx returns the function's interrupt pin as an irq.Line: the device
 // asserts and deasserts its condition there; the level reaches the bus only
-// when it changes and while the command register's Interrupt Disable bit is
-// clear. The Interrupt Status bit follows the condition. The returned Line
+// when it changes, while the command register's Interrupt Disable bit is
+// clear and while neither MSI nor MSI-X is enabled. The Interrupt Status bit follows the condition. The returned Line
 // does not allocate.
 func (d *Device) INTx() irq.Line { return &d.intxLine }
 
@@ -382,7 +385,10 @@ func (d *Device) updateINTxLocked() {
 		st |= statusINTx
 	}
 	put16(d.cfg, RegStatus, st)
-	out := d.intxLevel && d.hdr.InterruptPin != 0 && get16(d.cfg, RegCommand)&CommandINTxDisable == 0
+	// A function with MSI or MSI-X enabled must not use its INTx pin
+	// (PCI Local Bus 3.0 §6.8.1.3, §6.8.2.3).
+	out := d.intxLevel && d.hdr.InterruptPin != 0 && get16(d.cfg, RegCommand)&CommandINTxDisable == 0 &&
+		!d.msi.enabledLocked(d) && !d.msix.enabledLocked(d)
 	if out == d.intxOut {
 		return
 	}

@@ -243,3 +243,32 @@ func TestAddMSIX_Invalid(t *testing.T) {
 		})
 	}
 }
+
+func TestINTxSilencedByMSI(t *testing.T) {
+	r := newRig(t)
+	d := mustNew(t, testHeader)
+	off, err := d.AddMSI(MSIConfig{Vectors: 1})
+	must(t, err)
+	sbdf, err := r.bus.Add(d, 7, 0)
+	must(t, err)
+	d.SetINTx(true)
+	r.cfgWrite(sbdf, uint32(off)+2, 2, msiEnable) // MSI on: INTx drops
+	r.cfgWrite(sbdf, uint32(off)+2, 2, 0)         // MSI off: the condition shows again
+	key := [3]uint8{7, 0, 1}
+	if got, want := r.levels[key], []bool{true, false, true}; !slices.Equal(got, want) {
+		t.Errorf("levels = %v, want %v", got, want)
+	}
+}
+
+func TestINTxSilencedByMSIX(t *testing.T) {
+	r := newRig(t)
+	d, sbdf := newMSIXDevice(t, r, nil)
+	c := uint32(d.msix.cap)
+	d.SetINTx(true)
+	r.cfgWrite(sbdf, c+2, 2, msixEnable|msixFunctionMask)
+	r.cfgWrite(sbdf, c+2, 2, 0)
+	key := [3]uint8{4, 0, 1}
+	if got, want := r.levels[key], []bool{true, false, true}; !slices.Equal(got, want) {
+		t.Errorf("levels = %v, want %v", got, want)
+	}
+}
