@@ -1,7 +1,6 @@
 package chardev
 
 import (
-	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,9 +98,6 @@ func (o Options) retryInterval() time.Duration {
 	}
 	return o.RetryInterval
 }
-
-// ErrClosed is returned by operations on a closed backend.
-var ErrClosed = errors.New("chardev: backend closed")
 
 type sinkHolder struct{ s Sink }
 

@@ -15,6 +15,11 @@
 // 0xf0-0xff with bit 0 clear, or an output-port write with bit 0 clear),
 // which calls the configured ResetRequester.
 //
+// Deliberate difference from QEMU: a reset pulse only calls the
+// ResetRequester (the owner decides how to reboot the domain); QEMU resets
+// the whole machine at once, so the random differential scripts avoid
+// 0xf0-0xfe and output-port writes.
+//
 // Lifecycle: New, register as a devices.Handler for the two ports (helper:
 // Register; Access.Addr decides the port, so one handler serves both),
 // feed host input with PutScancodes and MouseEvent.

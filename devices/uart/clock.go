@@ -27,6 +27,8 @@ type systemClock struct{ origin time.Time }
 // SystemClock returns a Clock backed by the time package (monotonic).
 func SystemClock() Clock { return systemClock{origin: time.Now()} }
 
+// Now implements Clock.
 func (c systemClock) Now() time.Duration { return time.Since(c.origin) }
 
+// AfterFunc implements Clock.
 func (c systemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }

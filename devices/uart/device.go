@@ -180,7 +180,8 @@ func (u *UART) readLocked(off uint64) uint8 {
 	case regIIR:
 		v := u.iir
 		// Reading IIR while it reports THRE clears that source
-		// (datasheet table 4, "reading IIR if source").
+		// (datasheet, interrupt control table: THRE is reset by reading IIR
+		// when it is the source, or by writing THR).
 		if v&iirIDMask == iirTHRI {
 			u.thrIPending = false
 			u.updateIRQLocked()
@@ -202,7 +203,7 @@ func (u *UART) readLocked(off uint64) uint8 {
 	case regMSR:
 		if u.mcr&mcrLoop != 0 {
 			// Loopback: DTR→DSR, RTS→CTS, OUT1→RI, OUT2→DCD
-			// (datasheet 8.6.3; QEMU serial_ioport_read).
+			// (datasheet, MCR bit 4; QEMU serial_ioport_read).
 			return (u.mcr&(mcrOUT1|mcrOUT2))<<4 | (u.mcr&mcrRTS)<<3 | (u.mcr&mcrDTR)<<5
 		}
 		v := u.msr
@@ -367,7 +368,7 @@ func (u *UART) updateParamsLocked() {
 }
 
 // updateIRQLocked recomputes IIR from the pending sources in priority
-// order (datasheet table 4; CTI is masked by IER.RDI as on real parts)
+// order (datasheet, interrupt control table; CTI is masked by IER.RDI as on real parts)
 // and drives the line.
 //
 // +checklocks:u.mu

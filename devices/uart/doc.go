@@ -12,6 +12,18 @@
 // written to THR is handed at once to the chardev backend's bounded,
 // non-blocking queue and THRE rises again, as in QEMU.
 //
+// Deliberate differences from QEMU (none is reachable by the differential
+// scripts, which is why they pass unchanged):
+//
+//   - In loopback mode the UART takes no input from the host (datasheet,
+//     MCR bit 4: the serial input is disconnected); QEMU keeps accepting host
+//     bytes into the FIFO, which can corrupt the loopback probe of Linux's
+//     8250 autoconfig when the host types at that moment.
+//   - Reset also clears FCR; QEMU's serial_reset keeps FCR but clears the
+//     FIFO bits of IIR, leaving the two inconsistent.
+//   - The interrupt is not gated by MCR.OUT2 (as in QEMU; on a real PC
+//     board OUT2 gates the IRQ driver).
+//
 // Lifecycle: New (attaches to the backend as its Sink), register the UART
 // as a devices.Handler for an 8-port range (ISA helper: COM), Close when
 // done (detaches and stops the timeout timer; the backend stays the

@@ -1,6 +1,6 @@
 package uart
 
-// Register offsets (PC16550D datasheet, table 2). With LCR.DLAB set,
+// Register offsets (PC16550D datasheet, register summary). With LCR.DLAB set,
 // offsets 0 and 1 address the divisor latch.
 const (
 	regRBR = 0 // receiver buffer (read), THR (write), DLL (DLAB)
