@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -572,3 +573,31 @@ func TestOpenFailures(t *testing.T) {
 type kernelFunc func(dev kernel.Device, flags int) (kernel.File, error)
 
 func (f kernelFunc) Open(dev kernel.Device, flags int) (kernel.File, error) { return f(dev, flags) }
+
+// A directory too big for one reply is read with XS_DIRECTORY_PART; when
+// the node's generation changes between parts the listing starts over.
+func TestDirectoryPartRestart(t *testing.T) {
+	parts := 0
+	c := fakeDaemon(t, func(h xenstore.Header, p []byte) ([]byte, bool) {
+		if h.Type == xenstore.MsgDirectory {
+			return msg(xenstore.MsgError, h.ReqID, 0, "E2BIG\x00"), false
+		}
+		parts++
+		off := string(p[len("/d\x00") : len(p)-1])
+		switch {
+		case parts == 1: // generation 1, first half
+			return msg(xenstore.MsgDirectoryPart, h.ReqID, 0, "1\x00a\x00b\x00"), false
+		case parts == 2: // generation changed: must restart at 0
+			return msg(xenstore.MsgDirectoryPart, h.ReqID, 0, "2\x00c\x00"), false
+		case off == "0":
+			return msg(xenstore.MsgDirectoryPart, h.ReqID, 0, "2\x00a\x00"), false
+		case off == "2":
+			return msg(xenstore.MsgDirectoryPart, h.ReqID, 0, "2\x00c\x00\x00"), false
+		}
+		return msg(xenstore.MsgError, h.ReqID, 0, "EINVAL\x00"), false
+	})
+	got, err := c.Directory(testCtx(t), "/d")
+	if want := []string{"a", "c"}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("Directory = %q, %v; want %q", got, err, want)
+	}
+}

@@ -720,3 +720,88 @@ func TestWaitValue(t *testing.T) {
 		t.Errorf("WaitValue for a value never written: %v, want DeadlineExceeded", err)
 	}
 }
+
+func TestWatchTriggers(t *testing.T) {
+	s := newServer(t)
+	ctx := testCtx(t)
+	c := client(t, s, 0)
+	if err := c.Write(ctx, "/local/domain/0/n", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Watch(ctx, "n", "rel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextEvent(t, w)
+	sentinel := func() error { return c.Write(ctx, "/local/domain/0/n/s", nil) }
+	sentinelEv := xenstore.Event{Path: "n/s", Token: "rel"}
+
+	// SetPerms fires; Mkdir of an existing node and reads do not.
+	if err := c.SetPerms(ctx, "n", []xenstore.Perm{{Dom: 0, Access: xenstore.AccessRead}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := nextEvent(t, w), (xenstore.Event{Path: "n", Token: "rel"}); got != want {
+		t.Errorf("set-perms event = %v, want %v", got, want)
+	}
+	if err := c.Mkdir(ctx, "n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(ctx, "n"); err != nil {
+		t.Fatal(err)
+	}
+	noEvent(t, w, sentinel, sentinelEv)
+	// An aborted transaction fires nothing.
+	tx, err := c.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Write(ctx, "n", []byte("tx")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.End(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	noEvent(t, w, func() error { return c.Write(ctx, "/local/domain/0/n/s", []byte("1")) }, sentinelEv)
+	// Unwatch by the relative path it was registered with.
+	if err := w.Unwatch(ctx); err != nil {
+		t.Fatalf("relative Unwatch: %v", err)
+	}
+}
+
+func TestResetWatches(t *testing.T) {
+	s := newServer(t)
+	conn, err := s.Pipe(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	roundTrip := func(typ xenstore.MsgType, payload string) (xenstore.Header, []byte) {
+		t.Helper()
+		m, _ := xenstore.AppendMsg(nil, typ, 1, 0, []byte(payload))
+		if _, err := conn.Write(m); err != nil {
+			t.Fatal(err)
+		}
+		h, p, err := xenstore.ReadMsg(conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h, p
+	}
+	if h, _ := roundTrip(xenstore.MsgWatch, "/r\x00tok\x00"); h.Type != xenstore.MsgWatch {
+		t.Fatalf("watch reply %v", h.Type)
+	}
+	if h, _, _ := xenstore.ReadMsg(conn); h.Type != xenstore.MsgWatchEvent {
+		t.Fatalf("initial event missing: %v", h.Type)
+	}
+	if h, _ := roundTrip(xenstore.MsgResetWatches, ""); h.Type != xenstore.MsgResetWatches {
+		t.Fatalf("reset reply %v", h.Type)
+	}
+	// No event for this write: the next message is the write's reply.
+	if h, _ := roundTrip(xenstore.MsgWrite, "/r/x\x00"); h.Type != xenstore.MsgWrite {
+		t.Errorf("after RESET_WATCHES got %v, want the WRITE reply", h.Type)
+	}
+	if h, p := roundTrip(xenstore.MsgUnwatch, "/r\x00tok\x00"); h.Type != xenstore.MsgError || string(p) != "ENOENT\x00" {
+		t.Errorf("unwatch after reset: %v %q, want ENOENT", h.Type, p)
+	}
+}
