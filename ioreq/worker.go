@@ -31,6 +31,10 @@ const DefaultSpin = 50 * time.Microsecond
 // for larger sizes.
 const scratchSize = 4096
 
+// spinCheck is how many empty polls a spinning worker makes between two
+// looks at the clock.
+const spinCheck = 32
+
 // maxPending bounds the ports read per Pending call.
 const maxPending = 64
 
@@ -41,6 +45,24 @@ type WorkerConfig struct {
 	// Spin to the observed gap between requests. Zero means the default;
 	// negative disables spinning (pure blocking mode).
 	Spin time.Duration
+	// LatencyEvery samples the latency histogram: one request in
+	// LatencyEvery is timed (reading the clock costs tens of nanoseconds
+	// on some hosts, as much as handling a simple request). Zero means
+	// DefaultLatencyEvery; 1 times every request; negative disables it.
+	LatencyEvery int
+}
+
+// DefaultLatencyEvery is the default latency sampling interval.
+const DefaultLatencyEvery = 16
+
+func (c WorkerConfig) latencyEvery() uint32 {
+	switch {
+	case c.LatencyEvery < 0:
+		return 0
+	case c.LatencyEvery == 0:
+		return DefaultLatencyEvery
+	}
+	return uint32(c.LatencyEvery)
 }
 
 func (c WorkerConfig) spinMax() time.Duration {
@@ -71,6 +93,9 @@ type worker struct {
 	spin    time.Duration
 	last    time.Time
 
+	sampleEvery uint32 // time one request in sampleEvery (0: none)
+	sampleLeft  uint32
+
 	pending     []uint32
 	ringScratch []byte
 	st          Stats
@@ -82,6 +107,7 @@ func newWorker(d *Dispatcher, ev Events, ring *Ring, cfg WorkerConfig) *worker {
 		ev:          ev,
 		ring:        ring,
 		spinMax:     cfg.spinMax(),
+		sampleEvery: cfg.latencyEvery(),
 		pending:     make([]uint32, maxPending),
 		ringScratch: make([]byte, scratchSize),
 	}
@@ -117,7 +143,15 @@ func (w *worker) serve(ws *workerSlot) bool {
 	if !ok {
 		return false
 	}
-	t0 := time.Now()
+	var t0 time.Time
+	timed := false
+	if w.sampleEvery != 0 {
+		if w.sampleLeft == 0 {
+			w.sampleLeft = w.sampleEvery
+			t0, timed = time.Now(), true
+		}
+		w.sampleLeft--
+	}
 	if w.ring != nil {
 		// Buffered writes queued before this request are handled first.
 		w.ring.Drain(w.d, w.ringScratch, &w.st)
@@ -128,7 +162,9 @@ func (w *worker) serve(ws *workerSlot) bool {
 		w.st.lostResponses.Add(1)
 		return true
 	}
-	w.st.observe(time.Since(t0))
+	if timed {
+		w.st.observe(time.Since(t0))
+	}
 	if w.ev.Notify(ws.port) != nil {
 		w.st.notifyErrors.Add(1)
 	}
@@ -193,40 +229,38 @@ func (w *worker) run(ctx context.Context) error {
 	defer stop()
 
 	w.last = time.Now()
-	idleSince := time.Time{}
+	idle := 0        // empty polls since the last request
+	blocked := false // blocked since the last request
 	for {
 		if w.poll() {
 			now := time.Now()
-			if !idleSince.IsZero() {
-				w.st.spinHits.Add(1)
+			if idle > 0 {
+				if !blocked {
+					w.st.spinHits.Add(1)
+				}
 				w.adapt(now.Sub(w.last))
-				idleSince = time.Time{}
 			}
-			w.last = now
+			w.last, idle, blocked = now, 0, false
 			continue
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		now := time.Now()
-		if idleSince.IsZero() {
-			idleSince = now
-		}
-		if now.Sub(w.last) < w.spin {
+		idle++
+		if w.spin > 0 && !blocked && (idle%spinCheck != 0 || time.Since(w.last) < w.spin) {
 			continue // keep polling: the next request is probably close
 		}
-		// Block. Unmask everything first, then look once more: a request
-		// that lands after this scan fires an unmasked port.
+		// Block. Read and unmask every pending port first: a request that
+		// lands after the last poll then fires an unmasked port (or is
+		// re-raised by the unmask) and makes the fd readable.
 		n, err := w.events()
 		if err != nil {
 			return fmt.Errorf("ioreq worker: reading events: %w", err)
 		}
-		if n > 0 || w.poll() {
-			now := time.Now()
-			w.adapt(now.Sub(w.last))
-			w.last, idleSince = now, time.Time{}
+		if n > 0 {
 			continue
 		}
+		blocked = true
 		if err := wt.wait(); err != nil {
 			if errors.Is(err, errStopped) {
 				return nil
@@ -234,11 +268,5 @@ func (w *worker) run(ctx context.Context) error {
 			return fmt.Errorf("ioreq worker: waiting for events: %w", err)
 		}
 		w.st.wakeups.Add(1)
-		if _, err := w.events(); err != nil {
-			return fmt.Errorf("ioreq worker: reading events: %w", err)
-		}
-		now = time.Now()
-		w.adapt(now.Sub(w.last))
-		w.last, idleSince = now, time.Time{}
 	}
 }

@@ -713,3 +713,59 @@ func TestXenServeErrors(t *testing.T) {
 		t.Fatal("NewServer for a missing domain succeeded")
 	}
 }
+
+// BenchmarkXenRoundTrip measures a guest IN from a simulated vCPU to the
+// device and back through xensim (slot, event channels, worker), for the
+// worker's blocking and spinning modes and a vCPU that blocks (as Xen does)
+// or spins on its slot.
+func BenchmarkXenRoundTrip(b *testing.B) {
+	modes := []struct {
+		name     string
+		spin     time.Duration
+		vcpuSpin int
+	}{
+		{"block/vcpu-block", -1, 0},
+		{"spin/vcpu-block", 0, 0},
+		{"block/vcpu-spin", -1, 1000},
+		{"spin/vcpu-spin", 0, 1000},
+	}
+	for _, m := range modes {
+		b.Run(m.name, func(b *testing.B) {
+			sim := xensim.New(xensim.Config{IOReqTimeout: 20 * time.Second, Spin: m.vcpuSpin})
+			defer sim.Close()
+			dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 1 << 20}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			k := sim.Kernel(0)
+			p, err := privcmd.Open(k)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			bus := devices.NewBus()
+			if err := bus.PIO.Register(0x510, 4, &counter{}); err != nil {
+				b.Fatal(err)
+			}
+			srv, err := ioreq.NewServer(p, k, ioreq.Config{Dom: dom.ID(), Bus: bus, Worker: ioreq.WorkerConfig{Spin: m.spin}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer srv.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go srv.Serve(ctx)
+			v := dom.VCPU(0)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.In(0x510, 4); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			var c ioreq.Counters
+			srv.Stats(&c)
+			b.ReportMetric(float64(c.LatencyQuantile(0.5).Nanoseconds()), "p50-service-ns")
+		})
+	}
+}
