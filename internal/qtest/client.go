@@ -270,3 +270,54 @@ func (c *Client) Close() error {
 	}
 	return nil
 }
+
+// ReadMem reads size bytes (1, 2, 4 or 8) of guest-physical memory or
+// MMIO at addr ("readb/readw/readl/readq").
+func (c *Client) ReadMem(addr uint64, size uint8) (uint64, []IRQEvent, error) {
+	op, err := memOpName("read", size)
+	if err != nil {
+		return 0, nil, err
+	}
+	rep, err := c.Command(fmt.Sprintf("%s %#x", op, addr))
+	if err != nil {
+		return 0, rep.IRQs, err
+	}
+	v, err := rep.Value()
+	return v, rep.IRQs, err
+}
+
+// WriteMem writes size bytes (1, 2, 4 or 8) of v to guest-physical memory
+// or MMIO at addr ("writeb/writew/writel/writeq").
+func (c *Client) WriteMem(addr uint64, size uint8, v uint64) ([]IRQEvent, error) {
+	op, err := memOpName("write", size)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := c.Command(fmt.Sprintf("%s %#x %#x", op, addr, v))
+	return rep.IRQs, err
+}
+
+// SetIRQIn drives input n of the named GPIO list of a device
+// ("set_irq_in ioapic unnamed-gpio-in 5 1").
+func (c *Client) SetIRQIn(qomPath, name string, n int, high bool) ([]IRQEvent, error) {
+	level := 0
+	if high {
+		level = 1
+	}
+	rep, err := c.Command(fmt.Sprintf("set_irq_in %s %s %d %d", qomPath, name, n, level))
+	return rep.IRQs, err
+}
+
+func memOpName(prefix string, size uint8) (string, error) {
+	switch size {
+	case 1:
+		return prefix + "b", nil
+	case 2:
+		return prefix + "w", nil
+	case 4:
+		return prefix + "l", nil
+	case 8:
+		return prefix + "q", nil
+	}
+	return "", fmt.Errorf("qtest: memory access size %d", size)
+}

@@ -96,3 +96,39 @@ func TestStepString(t *testing.T) {
 		}
 	}
 }
+
+func TestClient_Memory(t *testing.T) {
+	c := startQEMU(t)
+	for _, tc := range []struct {
+		size uint8
+		v    uint64
+	}{{1, 0xab}, {2, 0xbeef}, {4, 0xdeadbeef}, {8, 0x0123456789abcdef}} {
+		if _, err := c.WriteMem(0x1000, tc.size, tc.v); err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := c.ReadMem(0x1000, tc.size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != tc.v {
+			t.Errorf("RAM size %d = %#x, want %#x", tc.size, got, tc.v)
+		}
+	}
+	if _, _, err := c.ReadMem(0x1000, 3); err == nil {
+		t.Error("ReadMem size 3 succeeded")
+	}
+}
+
+func TestClient_SetIRQIn(t *testing.T) {
+	c := startQEMU(t)
+	if err := c.InterceptIRQ("ioapic"); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := c.SetIRQIn("ioapic", "unnamed-gpio-in", 10, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ev) != 1 || ev[0] != (IRQEvent{Line: 10, High: true}) {
+		t.Errorf("events = %v, want [raise 10]", ev)
+	}
+}
