@@ -118,14 +118,25 @@ func LoadFile(path string) (*Fixture, error) {
 	if err != nil {
 		return nil, err
 	}
+	f, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, nil
+}
+
+// Parse decodes and validates a fixture: unknown fields, malformed hex,
+// lengths that disagree with the hex, and pointers or undefined ranges
+// outside their buffer are errors.
+func Parse(b []byte) (*Fixture, error) {
 	var f Fixture
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	if err := f.validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	return &f, nil
 }
@@ -149,13 +160,16 @@ func (f *Fixture) validate() error {
 					return fmt.Errorf("event %d %s out: %w", i, what, err)
 				}
 			}
+			if b.Len < 0 {
+				return fmt.Errorf("event %d %s: negative length %d", i, what, b.Len)
+			}
 			for _, u := range b.Undef {
-				if u[0] < 0 || u[1] <= 0 || u[0]+u[1] > b.Len {
+				if u[0] < 0 || u[1] <= 0 || u[0] > b.Len || u[1] > b.Len-u[0] {
 					return fmt.Errorf("event %d %s: undef range %v outside %d bytes", i, what, u, b.Len)
 				}
 			}
 			for _, p := range b.Ptrs {
-				if p.Off < 0 || p.Off+8 > b.Len {
+				if p.Off < 0 || p.Off > b.Len-8 {
 					return fmt.Errorf("event %d %s: pointer at %d outside %d bytes", i, what, p.Off, b.Len)
 				}
 				if p.Buf >= len(bufs) {
@@ -219,12 +233,12 @@ func (b *Buffer) OutBytes() []byte {
 func (b *Buffer) Mask(got []byte) []byte {
 	m := append([]byte(nil), got...)
 	for _, p := range b.Ptrs {
-		if p.Off >= 0 && p.Off+8 <= len(m) {
+		if p.Off >= 0 && p.Off <= len(m)-8 {
 			clear(m[p.Off : p.Off+8])
 		}
 	}
 	for _, u := range b.Undef {
-		if u[0] >= 0 && u[0]+u[1] <= len(m) {
+		if u[0] >= 0 && u[1] >= 0 && u[0] <= len(m) && u[1] <= len(m)-u[0] {
 			clear(m[u[0] : u[0]+u[1]])
 		}
 	}
