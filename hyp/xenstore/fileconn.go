@@ -65,6 +65,7 @@ func (fc *fileConn) wait(events int16) error {
 	}
 }
 
+// Read implements io.Reader, waiting in poll(2) while the file has nothing.
 func (fc *fileConn) Read(p []byte) (int, error) {
 	fc.rmu.Lock()
 	defer fc.rmu.Unlock()
@@ -88,6 +89,8 @@ func (fc *fileConn) Read(p []byte) (int, error) {
 	}
 }
 
+// Write implements io.Writer, writing all of p (waiting in poll(2) while
+// the file is full).
 func (fc *fileConn) Write(p []byte) (int, error) {
 	fc.wmu.Lock()
 	defer fc.wmu.Unlock()
