@@ -173,13 +173,16 @@ func (d *Device) setMultiFunction() {
 func (b *Bus) Remove(d *Device) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if d.bus != b {
+	d.mapMu.Lock()
+	defer d.mapMu.Unlock()
+	d.mu.Lock()
+	onBus, sbdf := d.bus == b, d.sbdf
+	d.mu.Unlock()
+	if !onBus {
 		return fmt.Errorf("pci: remove %04x:%04x: %w", d.hdr.VendorID, d.hdr.DeviceID, ErrNotOnBus)
 	}
-	sbdf := d.sbdf
 	err := b.cfg.Spaces.PCI.Unregister(sbdf)
 	b.slots[sbdf.Dev()][sbdf.Fn()] = nil
-	d.mapMu.Lock()
 	d.unmapAll()
 	d.mu.Lock()
 	if d.intxOut && d.intx != nil {
@@ -188,7 +191,6 @@ func (b *Bus) Remove(d *Device) error {
 	d.intxOut = false
 	d.bus, d.intx, d.send, d.pio, d.mmio = nil, nil, nil, nil, nil
 	d.mu.Unlock()
-	d.mapMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("pci: remove %v: %w", sbdf, err)
 	}

@@ -89,7 +89,8 @@ type Device struct {
 	intxLine   intxAdapter
 
 	// Wiring set by Bus.Add before the function becomes visible and
-	// cleared by Bus.Remove; read without a lock afterwards.
+	// cleared by Bus.Remove, both with mapMu and mu held; read with
+	// either held.
 	bus  *Bus
 	sbdf devices.SBDF
 	intx irq.Line
@@ -156,7 +157,11 @@ func (d *Device) Header() Header { return d.hdr }
 
 // SBDF returns the function's address; it is valid while the device is on
 // a Bus.
-func (d *Device) SBDF() devices.SBDF { return d.sbdf }
+func (d *Device) SBDF() devices.SBDF {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sbdf
+}
 
 // Stats returns the device's counters.
 func (d *Device) Stats() Stats {
@@ -330,7 +335,6 @@ func (d *Device) writeLocked(off uint32, size uint8, v uint64) bool {
 	if overlaps(off, size, RegCommand, RegCommand+2) {
 		remap = true
 		d.updateINTxLocked()
-		// Enabling INTx disable or MSI may change what is pending.
 	}
 	if overlaps(off, size, RegBAR0, RegBAR0+4*numBARs) || overlaps(off, size, RegROM, RegROM+4) {
 		remap = true
