@@ -348,6 +348,15 @@ func TestPTY(t *testing.T) {
 	}
 	slave.Write([]byte("x\ry"))
 	sink.waitFor(t, []byte("x\ry"), nil)
+	// The slave goes away (the master reads EIO) and comes back.
+	slave.Close()
+	slave2, err := os.OpenFile(p.Path(), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slave2.Close()
+	slave2.Write([]byte("again"))
+	sink.waitFor(t, []byte("x\ryagain"), nil)
 	if err := p.Close(); err != nil {
 		t.Errorf("Close = %v", err)
 	}
