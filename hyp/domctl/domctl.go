@@ -1,6 +1,7 @@
 package domctl
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -70,9 +71,9 @@ func (d *Domctl) InterfaceVersion() uint32 { return d.l.version }
 // union.
 func (d *Domctl) newOp(cmd uint32, dom hyp.DomID) (op, u []byte) {
 	op = make([]byte, d.l.size)
-	le.PutUint32(op[0:], cmd)
-	le.PutUint32(op[4:], d.l.version)
-	le.PutUint16(op[8:], uint16(dom))
+	binary.LittleEndian.PutUint32(op[0:], cmd)
+	binary.LittleEndian.PutUint32(op[4:], d.l.version)
+	binary.LittleEndian.PutUint16(op[8:], uint16(dom))
 	return op, op[headerSize:]
 }
 

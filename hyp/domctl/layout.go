@@ -6,7 +6,6 @@ import (
 	"godm/hyp/xenabi"
 )
 
-var le = binary.LittleEndian
 
 // codec encodes and decodes the command-specific union of one domctl
 // interface version. u is the union (the structure after the header).
@@ -75,8 +74,8 @@ func putBool(b []byte, v bool) {
 type v15 struct{}
 
 func (v15) putBindPtIRQ(u []byte, b IRQBinding) {
-	le.PutUint32(u[0:], b.MachineIRQ)
-	le.PutUint32(u[4:], uint32(b.Kind))
+	binary.LittleEndian.PutUint32(u[0:], b.MachineIRQ)
+	binary.LittleEndian.PutUint32(u[4:], uint32(b.Kind))
 	switch b.Kind {
 	case ISA:
 		u[8] = b.ISAIRQ
@@ -84,60 +83,60 @@ func (v15) putBindPtIRQ(u []byte, b IRQBinding) {
 		u[8], u[9], u[10] = b.Bus, b.Device, b.Intx
 	case MSI:
 		u[8] = b.GVec
-		le.PutUint32(u[12:], b.GFlags)
-		le.PutUint64(u[16:], b.GTable)
+		binary.LittleEndian.PutUint32(u[12:], b.GFlags)
+		binary.LittleEndian.PutUint64(u[16:], b.GTable)
 	}
 }
 
 func (v15) putMemoryMapping(u []byte, gfn, mfn, nr uint64, add bool) {
-	le.PutUint64(u[0:], gfn)
-	le.PutUint64(u[8:], mfn)
-	le.PutUint64(u[16:], nr)
+	binary.LittleEndian.PutUint64(u[0:], gfn)
+	binary.LittleEndian.PutUint64(u[8:], mfn)
+	binary.LittleEndian.PutUint64(u[16:], nr)
 	if add {
-		le.PutUint32(u[24:], xenabi.DPCI_ADD_MAPPING)
+		binary.LittleEndian.PutUint32(u[24:], xenabi.DPCI_ADD_MAPPING)
 	} else {
-		le.PutUint32(u[24:], xenabi.DPCI_REMOVE_MAPPING)
+		binary.LittleEndian.PutUint32(u[24:], xenabi.DPCI_REMOVE_MAPPING)
 	}
 }
 
 func (v15) putIoportMapping(u []byte, gport, mport, nr uint32, add bool) {
-	le.PutUint32(u[0:], gport)
-	le.PutUint32(u[4:], mport)
-	le.PutUint32(u[8:], nr)
+	binary.LittleEndian.PutUint32(u[0:], gport)
+	binary.LittleEndian.PutUint32(u[4:], mport)
+	binary.LittleEndian.PutUint32(u[8:], nr)
 	if add {
-		le.PutUint32(u[12:], xenabi.DPCI_ADD_MAPPING)
+		binary.LittleEndian.PutUint32(u[12:], xenabi.DPCI_ADD_MAPPING)
 	} else {
-		le.PutUint32(u[12:], xenabi.DPCI_REMOVE_MAPPING)
+		binary.LittleEndian.PutUint32(u[12:], xenabi.DPCI_REMOVE_MAPPING)
 	}
 }
 
 func (v15) putIomemPermission(u []byte, mfn, nr uint64, allow bool) {
-	le.PutUint64(u[0:], mfn)
-	le.PutUint64(u[8:], nr)
+	binary.LittleEndian.PutUint64(u[0:], mfn)
+	binary.LittleEndian.PutUint64(u[8:], nr)
 	putBool(u[16:], allow)
 }
 
 func (v15) putIoportPermission(u []byte, port, nr uint32, allow bool) {
-	le.PutUint32(u[0:], port)
-	le.PutUint32(u[4:], nr)
+	binary.LittleEndian.PutUint32(u[0:], port)
+	binary.LittleEndian.PutUint32(u[4:], nr)
 	putBool(u[8:], allow)
 }
 
 func (v15) putIRQPermission(u []byte, pirq uint32, allow bool) {
-	le.PutUint32(u[0:], pirq)
+	binary.LittleEndian.PutUint32(u[0:], pirq)
 	putBool(u[4:], allow)
 }
 
 func (v15) getDomainInfo(u []byte) DomainInfo {
 	return DomainInfo{
-		Domain:          domID(le.Uint16(u[0:])),
-		Flags:           le.Uint32(u[4:]),
-		TotPages:        le.Uint64(u[8:]),
-		MaxPages:        le.Uint64(u[16:]),
-		SharedInfoFrame: le.Uint64(u[48:]),
-		CPUTime:         le.Uint64(u[56:]),
-		OnlineVCPUs:     le.Uint32(u[64:]),
-		MaxVCPUID:       le.Uint32(u[68:]),
-		CPUPool:         le.Uint32(u[92:]),
+		Domain:          domID(binary.LittleEndian.Uint16(u[0:])),
+		Flags:           binary.LittleEndian.Uint32(u[4:]),
+		TotPages:        binary.LittleEndian.Uint64(u[8:]),
+		MaxPages:        binary.LittleEndian.Uint64(u[16:]),
+		SharedInfoFrame: binary.LittleEndian.Uint64(u[48:]),
+		CPUTime:         binary.LittleEndian.Uint64(u[56:]),
+		OnlineVCPUs:     binary.LittleEndian.Uint32(u[64:]),
+		MaxVCPUID:       binary.LittleEndian.Uint32(u[68:]),
+		CPUPool:         binary.LittleEndian.Uint32(u[92:]),
 	}
 }

@@ -23,7 +23,6 @@ func New(p *privcmd.Handle) *Caller { return &Caller{p: p} }
 // Privcmd returns the handle the Caller uses.
 func (c *Caller) Privcmd() *privcmd.Handle { return c.p }
 
-var le = binary.LittleEndian
 
 // Sizes of the argument structures (checked against the C headers by the
 // layout test of hyp/xenabi).
@@ -135,13 +134,13 @@ func (c *Caller) hvmParam(op uint64, dom hyp.DomID, param uint32, value uint64) 
 	}
 	defer a.free()
 	p, addr := a.piece(sizeofHVMParam)
-	le.PutUint16(p[0:], uint16(dom))
-	le.PutUint32(p[4:], param)
-	le.PutUint64(p[8:], value)
+	binary.LittleEndian.PutUint16(p[0:], uint16(dom))
+	binary.LittleEndian.PutUint32(p[4:], param)
+	binary.LittleEndian.PutUint64(p[8:], value)
 	if _, err := c.p.Hypercall(xenabi.HYPERVISOR_hvm_op, [5]uint64{op, addr}); err != nil {
 		return 0, err
 	}
-	return le.Uint64(p[8:]), nil
+	return binary.LittleEndian.Uint64(p[8:]), nil
 }
 
 // GetHVMParam returns HVM parameter param (xenabi.HVM_PARAM_*) of dom.
@@ -166,13 +165,13 @@ func (c *Caller) SetHVMParam(dom hyp.DomID, param uint32, value uint64) error {
 // already in the arena at argAddr. It returns the sub-op's result.
 func (c *Caller) memoryOp(a *arena, cmd uint64, argAddr uint64) (uint64, error) {
 	mc, mcAddr := a.piece(sizeofMulticallEntry)
-	le.PutUint64(mc[0:], xenabi.HYPERVISOR_memory_op)
-	le.PutUint64(mc[16:], cmd)
-	le.PutUint64(mc[24:], argAddr)
+	binary.LittleEndian.PutUint64(mc[0:], xenabi.HYPERVISOR_memory_op)
+	binary.LittleEndian.PutUint64(mc[16:], cmd)
+	binary.LittleEndian.PutUint64(mc[24:], argAddr)
 	if _, err := c.p.Hypercall(xenabi.HYPERVISOR_multicall, [5]uint64{mcAddr, 1}); err != nil {
 		return 0, err
 	}
-	r := le.Uint64(mc[8:])
+	r := binary.LittleEndian.Uint64(mc[8:])
 	if err := errno(r); err != nil {
 		return 0, err
 	}
@@ -196,19 +195,19 @@ func (c *Caller) reservation(cmd uint64, dom hyp.DomID, order, memFlags uint32, 
 	r, rAddr := a.piece(sizeofReservation)
 	ext, extAddr := a.piece(8 * len(gfns))
 	for i, g := range gfns {
-		le.PutUint64(ext[8*i:], g)
+		binary.LittleEndian.PutUint64(ext[8*i:], g)
 	}
-	le.PutUint64(r[0:], extAddr)
-	le.PutUint64(r[8:], uint64(len(gfns)))
-	le.PutUint32(r[16:], order)
-	le.PutUint32(r[20:], memFlags)
-	le.PutUint16(r[24:], uint16(dom))
+	binary.LittleEndian.PutUint64(r[0:], extAddr)
+	binary.LittleEndian.PutUint64(r[8:], uint64(len(gfns)))
+	binary.LittleEndian.PutUint32(r[16:], order)
+	binary.LittleEndian.PutUint32(r[20:], memFlags)
+	binary.LittleEndian.PutUint16(r[24:], uint16(dom))
 	done, err := c.memoryOp(a, cmd, rAddr)
 	if err != nil {
 		return 0, err
 	}
 	for i := range gfns {
-		gfns[i] = le.Uint64(ext[8*i:])
+		gfns[i] = binary.LittleEndian.Uint64(ext[8*i:])
 	}
 	return int(done), nil
 }
@@ -253,10 +252,10 @@ func (c *Caller) AddToPhysmap(dom hyp.DomID, space uint32, idx, gpfn uint64) err
 	}
 	defer a.free()
 	p, addr := a.piece(sizeofAddToPhysmap)
-	le.PutUint16(p[0:], uint16(dom))
-	le.PutUint32(p[4:], space)
-	le.PutUint64(p[8:], idx)
-	le.PutUint64(p[16:], gpfn)
+	binary.LittleEndian.PutUint16(p[0:], uint16(dom))
+	binary.LittleEndian.PutUint32(p[4:], space)
+	binary.LittleEndian.PutUint64(p[8:], idx)
+	binary.LittleEndian.PutUint64(p[16:], gpfn)
 	if _, err := c.memoryOp(a, xenabi.XENMEM_add_to_physmap, addr); err != nil {
 		return fmt.Errorf("hcall: add_to_physmap of %v: %w", dom, err)
 	}
@@ -284,18 +283,18 @@ func (c *Caller) MapPIRQ(dom hyp.DomID, req MapPIRQRequest) (int, error) {
 	}
 	defer a.free()
 	p, addr := a.piece(sizeofPhysdevMapPIRQ)
-	le.PutUint16(p[0:], uint16(dom))
-	le.PutUint32(p[4:], uint32(req.Type))
-	le.PutUint32(p[8:], uint32(req.Index))
-	le.PutUint32(p[12:], uint32(req.PIRQ))
-	le.PutUint32(p[16:], uint32(req.Bus))
-	le.PutUint32(p[20:], uint32(req.Devfn))
-	le.PutUint32(p[24:], uint32(req.EntryNr))
-	le.PutUint64(p[32:], req.TableBase)
+	binary.LittleEndian.PutUint16(p[0:], uint16(dom))
+	binary.LittleEndian.PutUint32(p[4:], uint32(req.Type))
+	binary.LittleEndian.PutUint32(p[8:], uint32(req.Index))
+	binary.LittleEndian.PutUint32(p[12:], uint32(req.PIRQ))
+	binary.LittleEndian.PutUint32(p[16:], uint32(req.Bus))
+	binary.LittleEndian.PutUint32(p[20:], uint32(req.Devfn))
+	binary.LittleEndian.PutUint32(p[24:], uint32(req.EntryNr))
+	binary.LittleEndian.PutUint64(p[32:], req.TableBase)
 	if _, err := c.p.Hypercall(xenabi.HYPERVISOR_physdev_op, [5]uint64{xenabi.PHYSDEVOP_map_pirq, addr}); err != nil {
 		return 0, fmt.Errorf("hcall: map_pirq of %v: %w", dom, err)
 	}
-	return int(int32(le.Uint32(p[12:]))), nil
+	return int(int32(binary.LittleEndian.Uint32(p[12:]))), nil
 }
 
 // MapGSI maps GSI gsi of dom to a PIRQ, like xc_physdev_map_pirq: pirq < 0
@@ -323,8 +322,8 @@ func (c *Caller) UnmapPIRQ(dom hyp.DomID, pirq int) error {
 	}
 	defer a.free()
 	p, addr := a.piece(sizeofPhysdevUnmapPIQ)
-	le.PutUint16(p[0:], uint16(dom))
-	le.PutUint32(p[4:], uint32(int32(pirq)))
+	binary.LittleEndian.PutUint16(p[0:], uint16(dom))
+	binary.LittleEndian.PutUint32(p[4:], uint32(int32(pirq)))
 	if _, err := c.p.Hypercall(xenabi.HYPERVISOR_physdev_op, [5]uint64{xenabi.PHYSDEVOP_unmap_pirq, addr}); err != nil {
 		return fmt.Errorf("hcall: unmap_pirq %d of %v: %w", pirq, dom, err)
 	}
@@ -348,7 +347,7 @@ func (c *Caller) Domctl(d []byte) error {
 	_, err = c.p.Hypercall(xenabi.HYPERVISOR_domctl, [5]uint64{addr})
 	copy(d, p)
 	if err != nil {
-		return fmt.Errorf("hcall: domctl %d: %w", le.Uint32(d), err)
+		return fmt.Errorf("hcall: domctl %d: %w", binary.LittleEndian.Uint32(d), err)
 	}
 	return nil
 }

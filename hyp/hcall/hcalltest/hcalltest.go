@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var le = binary.LittleEndian
 
 // Answers of the fake hypervisor, the same as tools/xencapture/capture.c.
 const (
@@ -158,7 +157,7 @@ func (k *Kernel) script(c *kerneltest.Call) (uintptr, error) {
 	}
 	s := &shaper{k: k, arg: &kerneltest.Buf{Name: "arg", Len: len(c.Arg), In: clone(c.Arg)}, mems: [][]byte{c.Arg}}
 	s.hypercall(-1, 0, 8, "")
-	r := k.answer(le.Uint64(c.Arg[0:]), args(c.Arg[8:]))
+	r := k.answer(binary.LittleEndian.Uint64(c.Arg[0:]), args(c.Arg[8:]))
 	s.arg.Out = clone(c.Arg)
 	for i := range s.bufs {
 		s.bufs[i].Out = clone(s.mems[i+1])
@@ -180,7 +179,7 @@ func args(b []byte) [6]uint64 {
 	var a [6]uint64
 	for i := range a {
 		if 8*i+8 <= len(b) {
-			a[i] = le.Uint64(b[8*i:])
+			a[i] = binary.LittleEndian.Uint64(b[8*i:])
 		}
 	}
 	return a
@@ -210,7 +209,7 @@ func (s *shaper) follow(bi, off int, name string, n int) int {
 	if off+8 > len(m) {
 		return -1
 	}
-	v := le.Uint64(m[off:])
+	v := binary.LittleEndian.Uint64(m[off:])
 	p := kerneltest.Ptr{Off: off, Buf: -1, Value: v}
 	var mem []byte
 	switch {
@@ -248,7 +247,7 @@ func xenVersionLen(cmd uint64) int {
 // whose arguments start at argOff.
 func (s *shaper) hypercall(bi, opOff, argOff int, pfx string) {
 	_, m := s.buf(bi)
-	op := le.Uint64(m[opOff:])
+	op := binary.LittleEndian.Uint64(m[opOff:])
 	a := args(m[argOff:])
 	A := func(i int) int { return argOff + 8*i }
 	switch op {
@@ -260,7 +259,7 @@ func (s *shaper) hypercall(bi, opOff, argOff int, pfx string) {
 			r := s.follow(bi, A(1), pfx+"xen_memory_reservation", 32)
 			if r >= 0 {
 				_, rm := s.buf(r)
-				s.follow(r, 0, pfx+"extent_start", 8*int(le.Uint64(rm[8:])))
+				s.follow(r, 0, pfx+"extent_start", 8*int(binary.LittleEndian.Uint64(rm[8:])))
 			}
 		case xenabi.XENMEM_add_to_physmap:
 			s.follow(bi, A(1), pfx+"xen_add_to_physmap", 24)
@@ -321,7 +320,7 @@ func (k *Kernel) answer(op uint64, a [6]uint64) int64 {
 		switch a[0] & 0x3f {
 		case xenabi.XENMEM_increase_reservation, xenabi.XENMEM_decrease_reservation, xenabi.XENMEM_populate_physmap:
 			if m, _ := k.mem(a[1], 32); m != nil {
-				return int64(le.Uint64(m[8:]))
+				return int64(binary.LittleEndian.Uint64(m[8:]))
 			}
 			return -int64(unix.EFAULT)
 		}
@@ -329,14 +328,14 @@ func (k *Kernel) answer(op uint64, a [6]uint64) int64 {
 	case xenabi.HYPERVISOR_hvm_op:
 		if a[0] == xenabi.HVMOP_get_param {
 			if m, _ := k.mem(a[1], 16); m != nil {
-				le.PutUint64(m[8:], FakeHVMParamBase+uint64(le.Uint32(m[4:])))
+				binary.LittleEndian.PutUint64(m[8:], FakeHVMParamBase+uint64(binary.LittleEndian.Uint32(m[4:])))
 			}
 		}
 		return 0
 	case xenabi.HYPERVISOR_physdev_op:
 		if a[0] == xenabi.PHYSDEVOP_map_pirq {
-			if m, _ := k.mem(a[1], 40); m != nil && int32(le.Uint32(m[12:])) < 0 {
-				le.PutUint32(m[12:], FakePIRQ)
+			if m, _ := k.mem(a[1], 40); m != nil && int32(binary.LittleEndian.Uint32(m[12:])) < 0 {
+				binary.LittleEndian.PutUint32(m[12:], FakePIRQ)
 			}
 		}
 		return 0
@@ -345,24 +344,24 @@ func (k *Kernel) answer(op uint64, a [6]uint64) int64 {
 		if m == nil {
 			return -int64(unix.EFAULT)
 		}
-		if le.Uint32(m[4:]) != k.DomctlVersion {
+		if binary.LittleEndian.Uint32(m[4:]) != k.DomctlVersion {
 			return -int64(unix.EACCES)
 		}
 		if k.Domctl != nil {
 			d, _ := k.mem(a[0], xenabi.XenDomctlSize)
 			return k.Domctl(d)
 		}
-		if le.Uint32(m[0:]) == xenabi.XEN_DOMCTL_getdomaininfo {
+		if binary.LittleEndian.Uint32(m[0:]) == xenabi.XEN_DOMCTL_getdomaininfo {
 			if d, _ := k.mem(a[0], xenabi.XenDomctlSize); d != nil {
 				u := d[16:]
 				clear(u)
 				copy(u[0:], d[8:10]) // domain
-				le.PutUint32(u[4:], xenabi.XEN_DOMINF_hvm_guest|xenabi.XEN_DOMINF_hap)
-				le.PutUint64(u[8:], FakeDomainTotPages)
-				le.PutUint64(u[16:], FakeDomainMaxPages)
-				le.PutUint64(u[48:], FakeSharedInfoFrame)
-				le.PutUint32(u[64:], FakeOnlineVCPUs)
-				le.PutUint32(u[68:], FakeOnlineVCPUs-1)
+				binary.LittleEndian.PutUint32(u[4:], xenabi.XEN_DOMINF_hvm_guest|xenabi.XEN_DOMINF_hap)
+				binary.LittleEndian.PutUint64(u[8:], FakeDomainTotPages)
+				binary.LittleEndian.PutUint64(u[16:], FakeDomainMaxPages)
+				binary.LittleEndian.PutUint64(u[48:], FakeSharedInfoFrame)
+				binary.LittleEndian.PutUint32(u[64:], FakeOnlineVCPUs)
+				binary.LittleEndian.PutUint32(u[68:], FakeOnlineVCPUs-1)
 			}
 		}
 		return 0
@@ -374,7 +373,7 @@ func (k *Kernel) answer(op uint64, a [6]uint64) int64 {
 		}
 		for i := 0; i < n; i++ {
 			e := m[64*i:]
-			le.PutUint64(e[8:], uint64(k.answer(le.Uint64(e[0:]), args(e[16:64]))))
+			binary.LittleEndian.PutUint64(e[8:], uint64(k.answer(binary.LittleEndian.Uint64(e[0:]), args(e[16:64]))))
 		}
 		return 0
 	}
