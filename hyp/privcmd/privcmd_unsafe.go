@@ -87,13 +87,14 @@ func ioctlDMCall(f kernel.File, dom hyp.DomID, c *DMCall) (uintptr, error) {
 }
 
 type mmapBatchArgs struct {
-	b    xenabi.PrivcmdMmapbatchV2
-	gfns []uint64
-	errs []int32
+	b      xenabi.PrivcmdMmapbatchV2
+	region []byte
+	gfns   []uint64
+	errs   []int32
 }
 
 func ioctlMmapBatch(f kernel.File, dom hyp.DomID, region []byte, gfns []uint64, errs []int32) error {
-	a := &mmapBatchArgs{gfns: gfns, errs: errs}
+	a := &mmapBatchArgs{region: region, gfns: gfns, errs: errs}
 	a.b = xenabi.PrivcmdMmapbatchV2{
 		Num:  uint32(len(gfns)),
 		Dom:  uint16(dom),
@@ -103,14 +104,19 @@ func ioctlMmapBatch(f kernel.File, dom hyp.DomID, region []byte, gfns []uint64, 
 	}
 	_, err := f.Ioctl(xenabi.IOCTL_PRIVCMD_MMAPBATCH_V2, unsafe.Pointer(&a.b))
 	runtime.KeepAlive(a)
-	runtime.KeepAlive(region)
 	return err
 }
 
 // ioctlMmapResource maps region (nil: the size query) and returns the
 // kernel's num field afterwards (the resource's size for the query).
+type mmapResourceArgs struct {
+	r      xenabi.PrivcmdMmapResource
+	region []byte
+}
+
 func ioctlMmapResource(f kernel.File, dom hyp.DomID, typ, id, idx uint32, region []byte) (uint64, error) {
-	r := &xenabi.PrivcmdMmapResource{
+	a := &mmapResourceArgs{region: region}
+	a.r = xenabi.PrivcmdMmapResource{
 		Dom:  uint16(dom),
 		Type: typ,
 		ID:   id,
@@ -118,9 +124,9 @@ func ioctlMmapResource(f kernel.File, dom hyp.DomID, typ, id, idx uint32, region
 		Num:  uint64(len(region) / PageSize),
 		Addr: addrOf(region),
 	}
-	_, err := f.Ioctl(xenabi.IOCTL_PRIVCMD_MMAP_RESOURCE, unsafe.Pointer(r))
-	runtime.KeepAlive(region)
-	return r.Num, err
+	_, err := f.Ioctl(xenabi.IOCTL_PRIVCMD_MMAP_RESOURCE, unsafe.Pointer(&a.r))
+	runtime.KeepAlive(a)
+	return a.r.Num, err
 }
 
 type irqfdArgs struct {
