@@ -17,6 +17,14 @@
 // each must be used by one goroutine at a time (package hyp/dm guards its
 // blocks with small mutexes).
 //
+// Memory: buffers handed to the kernel by address (DM-op buffers, frame
+// and error arrays) are referenced from heap argument blocks for the
+// duration of the call, so they stay alive and do not move. Hypercall
+// arguments are plain numbers: pointers among them must come from
+// Buffers (Buffer.Addr), which maps /dev/xen/hypercall or, on kernels
+// without it, locked anonymous memory (the one allocation that does not go
+// through the kernel seam).
+//
 // Errors from the kernel are wrapped with the operation and stay
 // errors.Is-able to their unix.Errno. Requests the running kernel does not
 // know (ENOTTY, or EINVAL/ENOSYS/EOPNOTSUPP where that is how older kernels
