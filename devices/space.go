@@ -298,7 +298,8 @@ func (s *Space) Unregister(base uint64) error {
 //
 // The listener sees RangeAdded(new) before the swap and RangeRemoved(old)
 // after it. If the old and new ranges intersect, a listener could not hold
-// both at once (Xen rejects overlapping ranges of one server), so it then
+// both at once (Xen's ioreq_server_map_io_range fails with -EEXIST on an
+// overlap within one server, xen/common/ioreq.c), so it then
 // sees RangeRemoved(old) first and RangeAdded(new) before the swap; if that
 // RangeAdded fails, RangeAdded(old) is called to restore the old range and
 // Move fails with nothing changed in the space.
