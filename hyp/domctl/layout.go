@@ -6,7 +6,6 @@ import (
 	"godm/hyp/xenabi"
 )
 
-
 // codec encodes and decodes the command-specific union of one domctl
 // interface version. u is the union (the structure after the header).
 type codec interface {

@@ -23,7 +23,6 @@ func New(p *privcmd.Handle) *Caller { return &Caller{p: p} }
 // Privcmd returns the handle the Caller uses.
 func (c *Caller) Privcmd() *privcmd.Handle { return c.p }
 
-
 // Sizes of the argument structures (checked against the C headers by the
 // layout test of hyp/xenabi).
 const (

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-
 // Answers of the fake hypervisor, the same as tools/xencapture/capture.c.
 const (
 	FakeXenMajor        = 4
