@@ -30,6 +30,8 @@ const (
 	RegPMRegMisc = 0x80 // bit 0: PM I/O space enable
 	RegSMBBA     = 0x90 // SMBus base address: bit 0 reads 1, bits 15:4 the base
 	RegSMBHSTCFG = 0xd2 // bit 0: SMBus host interface enable
+
+	smbusBase = 0xb100 // QEMU's smb_io_base for the pc machines (hw/i386/pc_piix.c)
 )
 
 // Port addresses (xen/include/public/hvm/ioreq.h, tools/libacpi/mk_dsdt.c).
@@ -137,13 +139,22 @@ func New(c Config) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("piix4pm: %w", err)
 	}
+	// Reset values from QEMU's piix4_pm_realize and piix4_reset
+	// (hw/acpi/piix4.c): PMBA's I/O bit, "SMM already initialised" in
+	// 0x5b (no SMM under Xen), the SMBus base pc_piix.c passes (0xb100)
+	// with its I/O bit, and SMBus enabled in 0xd2 (hvmloader clears it).
+	// Everything else above the header is writable, as in QEMU.
 	for off := uint32(0x40); off < pci.ConfigSize; off += 4 {
 		reset, wmask := uint32(0), uint32(0xffffffff)
 		switch off {
 		case RegPMBA:
 			reset, wmask = 1, 0xffc0
+		case 0x58:
+			reset = 0x02 << 24
 		case RegSMBBA:
-			reset, wmask = 1, 0xfff0
+			reset, wmask = smbusBase|1, 0xfff0
+		case RegSMBHSTCFG &^ 3:
+			reset = 0x09 << (8 * (RegSMBHSTCFG & 3))
 		}
 		if err := fn.DefineRegister(off, 4, reset, wmask, 0); err != nil {
 			return nil, fmt.Errorf("piix4pm: %w", err)

@@ -90,13 +90,19 @@ func TestConfigRegisters(t *testing.T) {
 		{"line+pin", pci.RegInterruptLine, 2, 0x0109},
 		{"pmba", RegPMBA, 4, 0xb001},
 		{"pmregmisc", RegPMRegMisc, 1, 1},
-		{"smbba", RegSMBBA, 4, 1},
+		{"smbba", RegSMBBA, 4, 0xb101},
+		{"smbus disabled by hvmloader", RegSMBHSTCFG, 1, 0},
+		{"smm initialised", 0x5b, 1, 0x02},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := cfg.Read(m.sbdf, tc.reg, tc.size, 0); got != tc.want {
 				t.Errorf("read %#x/%d = %#x, want %#x", tc.reg, tc.size, got, tc.want)
 			}
 		})
+	}
+	m.dev.Reset()
+	if got := cfg.Read(m.sbdf, RegSMBHSTCFG, 1, 0); got != 0x09 {
+		t.Errorf("SMBHSTCFG after reset = %#x, want 0x09", got)
 	}
 	cfg.Write(m.sbdf, RegPMBA, 4, 0, 0xffffffff)
 	if got := cfg.Read(m.sbdf, RegPMBA, 4, 0); got != 0xffc1 {

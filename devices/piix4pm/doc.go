@@ -19,7 +19,10 @@
 //     PCID at 0xae04 (slots with a pending insertion or removal request,
 //     read-only, one bit per slot), B0EJ at 0xae08 (write a slot bit to
 //     eject it) and the slot removability mask at 0xae0c, inside the
-//     0xae00/0x10 range the DSDT reserves. Events raise GPE0 bit 1.
+//     0xae00/0x10 range the DSDT reserves. Events raise GPE0 bit 1. Reads
+//     do not clear PCIU or PCID (the _E01 method reads them once per slot;
+//     QEMU's legacy PIIX mode in hw/acpi/pcihp.c behaves the same); a
+//     slot's bits clear when it is ejected or gets the opposite event.
 //   - The processor-presence bitmap PRST at 0xaf00 (32 bytes) read by the
 //     DSDT's PRSC method on GPE0 bit 2 (CPU hotplug).
 //   - The debug port DG1 at 0xb044 (4 bytes) the DSDT declares: writes are
