@@ -157,6 +157,9 @@ func (c *Client) dispatchEvent(payload []byte) {
 // request sends one request and waits for its reply. It returns the reply
 // payload, or the daemon's error as a unix.Errno, or a transport error.
 func (c *Client) request(ctx context.Context, typ MsgType, tx uint32, parts ...[]byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	ch := make(chan reply, 1)
 	c.mu.Lock()
 	if err := c.stateErrLocked(); err != nil {
