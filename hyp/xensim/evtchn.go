@@ -172,9 +172,10 @@ func (s *Sim) xenNotify(d *Domain, p uint32) {
 
 // dmNotified runs when the device model notifies this vCPU's ioreq port.
 func (v *VCPU) dmNotified(srv *server) {
-	if !v.waiting.Load() && srv != nil && srv.pages != nil && int(v.id) < len(srv.last) {
+	if g := v.gen.Load(); !v.waiting.Load() && srv != nil && srv.pages != nil && int(v.id) < len(srv.last) {
 		slot := srv.slot(v.id)
-		if st := (loadStateWord(slot) >> 16) & xenabi.IoreqStateMask; st != xenabi.STATE_IOREQ_NONE {
+		// Only a snapshot no post or completion raced with counts.
+		if st := (loadStateWord(slot) >> 16) & xenabi.IoreqStateMask; st != xenabi.STATE_IOREQ_NONE && v.gen.Load() == g {
 			v.d.s.violation(v.d.id, v.id, "device model set state %d in the slot of idle vCPU %d (server %d)", st, v.id, srv.id)
 		}
 	}

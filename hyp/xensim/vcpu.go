@@ -91,7 +91,10 @@ type VCPU struct {
 	busy atomic.Bool
 	// waiting is set while the vCPU waits for a response.
 	waiting atomic.Bool
-	timer   *time.Timer
+	// gen counts posts and completions, so dmNotified can tell a
+	// consistent snapshot of waiting and the slot state from a racy one.
+	gen   atomic.Uint64
+	timer *time.Timer
 }
 
 func newVCPU(d *Domain, id uint32) *VCPU {
@@ -408,6 +411,7 @@ func (v *VCPU) post(srv *server, p *request) ([]byte, error) {
 	atomic.StoreUint32(u32at(slot, 20), p.size)
 	// Waiting before READY is published: a fast device model may answer
 	// and notify before the next statement (dmNotified checks waiting).
+	v.gen.Add(1)
 	v.waiting.Store(true)
 	// The state word last, with release semantics (Go atomics are
 	// sequentially consistent).
@@ -421,7 +425,10 @@ func (v *VCPU) post(srv *server, p *request) ([]byte, error) {
 func (v *VCPU) await(srv *server, slot []byte, p *request) (uint64, error) {
 	d := v.d
 	s := d.s
-	defer v.waiting.Store(false)
+	defer func() {
+		v.waiting.Store(false)
+		v.gen.Add(1)
+	}()
 	prev := uint32(xenabi.STATE_IOREQ_READY)
 	spin := v.spin.Load()
 	deadline := s.cfg.IOReqTimeout
