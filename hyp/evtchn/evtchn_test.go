@@ -224,11 +224,26 @@ func TestFastPathZeroAlloc(t *testing.T) {
 	h, k := open(t)
 	k.SetQuiet(true)
 	buf := make([]Port, 8)
-	k.Read = func(dev kernel.Device, p []byte) (int, error) { return 0, unix.EAGAIN }
+	one := false
+	k.Read = func(dev kernel.Device, p []byte) (int, error) {
+		if !one {
+			return 0, unix.EAGAIN
+		}
+		p[0] = 17
+		return 4, nil
+	}
 	tests := map[string]func() error{
-		"Notify":  func() error { return h.Notify(17) },
-		"Unmask":  func() error { return h.Unmask(17) },
-		"Pending": func() error { _, err := h.Pending(buf); return err },
+		"Notify":       func() error { return h.Notify(17) },
+		"Unmask":       func() error { return h.Unmask(17) },
+		"Pending none": func() error { _, err := h.Pending(buf); return err },
+		"Pending one": func() error {
+			one = true
+			n, err := h.Pending(buf)
+			if n != 1 || buf[0] != 17 {
+				return errors.New("Pending did not return port 17")
+			}
+			return err
+		},
 	}
 	for name, call := range tests {
 		allocs := testing.AllocsPerRun(1000, func() {

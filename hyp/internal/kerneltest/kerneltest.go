@@ -265,11 +265,16 @@ func (f *File) Read(p []byte) (int, error) {
 	if f.k.Read != nil {
 		n, err = f.k.Read(f.dev, p)
 	}
-	e := Event{Kind: "read", Dev: f.dev, Length: len(p), Err: err}
-	if n > 0 && n <= len(p) {
-		e.Data = append([]byte(nil), p[:n]...)
+	f.k.mu.Lock()
+	quiet := f.k.quiet
+	f.k.mu.Unlock()
+	if !quiet {
+		e := Event{Kind: "read", Dev: f.dev, Length: len(p), Err: err}
+		if n > 0 && n <= len(p) {
+			e.Data = append([]byte(nil), p[:n]...)
+		}
+		f.k.record(e)
 	}
-	f.k.record(e)
 	return n, err
 }
 
