@@ -249,6 +249,17 @@ func (d *Device) setFlags(v uint8) {
 	d.mu.Unlock()
 }
 
+// unplug asks the Unplugger to remove the devices in mask.
+func (d *Device) unplug(mask UnplugMask) {
+	d.unplugs.Add(1)
+	d.mu.Lock()
+	d.unplugged |= mask
+	d.mu.Unlock()
+	if d.cfg.Unplug == nil || d.cfg.Unplug.Unplug(mask) != nil {
+		d.errors.Add(1)
+	}
+}
+
 // logByte appends a byte to the log line; a newline or a full buffer
 // flushes it through the rate limiter.
 func (d *Device) logByte(b byte) {
@@ -332,14 +343,7 @@ func (h *fixedHandler) Write(a devices.Access, v uint64) {
 	case a.Size == 1 && a.Offset == 2:
 		d.logByte(byte(v))
 	case a.Size == 2 && a.Offset == 0:
-		mask := UnplugMask(v)
-		d.unplugs.Add(1)
-		d.mu.Lock()
-		d.unplugged |= mask
-		d.mu.Unlock()
-		if d.cfg.Unplug == nil || d.cfg.Unplug.Unplug(mask) != nil {
-			d.errors.Add(1)
-		}
+		d.unplug(UnplugMask(v))
 	case a.Size == 2 && a.Offset == 2:
 		d.mu.Lock()
 		d.product = uint16(v)
@@ -368,14 +372,30 @@ func (h *ioBARHandler) Read(a devices.Access) uint64 {
 	return v
 }
 
-// Write implements devices.Handler: byte 0 sets the flags, byte 8 logs.
+// Write implements devices.Handler: byte 0 sets the flags; byte 4 and 8
+// carry the pre-protocol unplug requests of old SUSE and VMDP drivers
+// (docs/misc/hvm-emulated-unplug.pandoc; QEMU's
+// xen_platform_ioport_writeb): 1 at byte 4 unplugs disks and NICs, 1 at
+// byte 8 disks, 2 at byte 8 NICs, anything else at byte 8 is a log byte.
 func (h *ioBARHandler) Write(a devices.Access, v uint64) {
 	for i := uint64(0); i < uint64(a.Size) && i < 8; i++ {
+		b := byte(v >> (8 * i))
 		switch a.Offset + i {
 		case 0:
-			h.d.setFlags(uint8(v >> (8 * i)))
+			h.d.setFlags(b)
+		case 4:
+			if b == 1 {
+				h.d.unplug(UnplugDisks | UnplugNICs)
+			}
 		case 8:
-			h.d.logByte(byte(v >> (8 * i)))
+			switch b {
+			case 1:
+				h.d.unplug(UnplugDisks)
+			case 2:
+				h.d.unplug(UnplugNICs)
+			default:
+				h.d.logByte(b)
+			}
 		}
 	}
 }

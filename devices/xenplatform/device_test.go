@@ -210,6 +210,14 @@ func TestIOBAR(t *testing.T) {
 	if want := []string{"hi"}; !slices.Equal(lines, want) {
 		t.Errorf("log = %q, want %q", lines, want)
 	}
+	// Pre-protocol unplug requests through BAR0 (old SUSE and VMDP).
+	pio.Write(0xc004, 1, 0, 1)
+	pio.Write(0xc004, 1, 0, 2) // ignored
+	pio.Write(0xc008, 1, 0, 1)
+	pio.Write(0xc008, 1, 0, 2)
+	if ev, _ := m.rec.take(); !slices.Equal(ev, []string{"unplug 0x3", "unplug 0x1", "unplug 0x2"}) {
+		t.Errorf("legacy unplugs = %v", ev)
+	}
 	cfg.Write(m.sbdf, pci.RegBAR0+4, 4, 0, 0xf0000000)
 	if got := m.spaces.MMIO.Read(0xf0000010, 4, 0); got != 0 {
 		t.Errorf("mmio read = %#x, want 0", got)

@@ -23,6 +23,9 @@
 //	                   handed to the LogSink, rate-limited
 //
 // Other widths and offsets read all-ones and ignore writes, as QEMU does.
+// BAR0 also accepts the unplug requests of drivers older than the protocol
+// (byte 4 and byte 8 of BAR0, see ioBARHandler). The blacklist magic is
+// kept as an option; current QEMU always answers 0x49d2.
 //
 // Lifecycle: New, Attach. Threading: safe for concurrent use. The Unplugger
 // and ROMLocker run on the guest's access (QEMU also unplugs
