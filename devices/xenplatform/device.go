@@ -75,6 +75,7 @@ type Clock interface {
 
 type systemClock struct{}
 
+// Now implements Clock.
 func (systemClock) Now() time.Time { return time.Now() }
 
 // Config wires the platform device. Nil members drop the requests (and
