@@ -3,6 +3,8 @@ package privcmd
 import (
 	"godm/hyp"
 	"godm/hyp/xenabi"
+
+	"golang.org/x/sys/unix"
 )
 
 // DMOpSize is sizeof(struct xen_dm_op): the op number, padding and the
@@ -53,6 +55,9 @@ func (c *DMCall) Reset() {
 // wrapped with an operation name (the caller knows the op): they are the
 // kernel's unix.Errno, or wrap hyp.ErrClosed or hyp.ErrNotSupported.
 func (h *Handle) Do(dom hyp.DomID, c *DMCall) error {
+	if c == nil {
+		return unix.EINVAL
+	}
 	if err := h.dmOpReady(); err != nil {
 		return err
 	}

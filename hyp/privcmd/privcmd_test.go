@@ -208,6 +208,13 @@ func TestDMOpBadArgs(t *testing.T) {
 	}
 }
 
+func TestDoNil(t *testing.T) {
+	h := open(t, kerneltest.New())
+	if err := h.Do(7, nil); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("Do(nil) = %v, want EINVAL", err)
+	}
+}
+
 func TestDMOpErrorWrapped(t *testing.T) {
 	k := kerneltest.New()
 	h := open(t, k)
