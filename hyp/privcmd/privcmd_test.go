@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io/fs"
 	"testing"
 
 	"godm/hyp"
@@ -318,5 +319,12 @@ func TestDoZeroAlloc(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("Do allocates %v times per call, want 0", allocs)
+	}
+}
+
+func TestOpenHostWithoutXen(t *testing.T) {
+	_, err := Open(kernel.Host{DevDir: t.TempDir()})
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Open on a host without Xen = %v, want fs.ErrNotExist", err)
 	}
 }
