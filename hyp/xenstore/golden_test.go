@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -107,6 +108,12 @@ func replayServer(t *testing.T, fx *fixture) (*Client, func() [][]byte) {
 
 const dm = "/local/domain/0/device-model/7"
 
+// The driver's big directory: bigChildren names of 198 'a's and two
+// digits, too many for one XS_DIRECTORY reply.
+const bigChildren = 24
+
+func bigName(i int) string { return strings.Repeat("a", 198) + fmt.Sprintf("%02d", i) }
+
 func nextEvent(t *testing.T, w *Watch) Event {
 	t.Helper()
 	select {
@@ -200,6 +207,21 @@ func TestGoldenEncoding(t *testing.T) {
 		"directory_missing": func(ctx context.Context, t *testing.T, c *Client) {
 			_, err := c.Directory(ctx, "/nonexistent")
 			wantErrno(unix.ENOENT)(t, err)
+		},
+		"make_big_directory": func(ctx context.Context, t *testing.T, c *Client) {
+			for i := 0; i < bigChildren; i++ {
+				noErr(c.Mkdir(ctx, "/local/domain/0/big/"+bigName(i)), t)
+			}
+		},
+		"directory_part": func(ctx context.Context, t *testing.T, c *Client) {
+			got, err := c.Directory(ctx, "/local/domain/0/big")
+			var want []string
+			for i := 0; i < bigChildren; i++ {
+				want = append(want, bigName(i))
+			}
+			if err != nil || !slices.Equal(got, want) {
+				t.Errorf("Directory = %d names, %v; want %d", len(got), err, len(want))
+			}
 		},
 		"get_perms": func(ctx context.Context, t *testing.T, c *Client) {
 			got, err := c.GetPerms(ctx, dm+"/state")

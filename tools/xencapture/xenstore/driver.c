@@ -157,6 +157,7 @@ static void check_watch(const char *name, struct xs_handle *h,
 }
 
 #define DM "/local/domain/0/device-model/7"
+#define BIG_CHILDREN 24
 
 int main(void)
 {
@@ -217,6 +218,46 @@ int main(void)
 	op("directory_missing", "xs_directory(h, XBT_NULL, \"/nonexistent\", &num)");
 	l = xs_directory(h, XBT_NULL, "/nonexistent", &num);
 	check_list("directory_missing", l, num, NULL);
+
+	/* A directory too big for one XS_DIRECTORY reply: libxenstore gets
+	 * E2BIG and falls back to XS_DIRECTORY_PART. */
+	op("make_big_directory", "for i in 0..23: xs_mkdir(h, XBT_NULL, "
+	   "\"/local/domain/0/big/\" + 198 x 'a' + \"%02d\" % i)");
+	{
+		char name[256], longname[199];
+		int i, made = 0;
+		memset(longname, 'a', 198);
+		longname[198] = 0;
+		for (i = 0; i < BIG_CHILDREN; i++) {
+			snprintf(name, sizeof(name), "/local/domain/0/big/%s%02d", longname, i);
+			if (xs_mkdir(h, XBT_NULL, name))
+				made++;
+		}
+		snprintf(buf, sizeof(buf), "%d created", made);
+		result("%s", buf);
+		check(made == BIG_CHILDREN, "make_big_directory");
+	}
+
+	op("directory_part", "xs_directory(h, XBT_NULL, \"/local/domain/0/big\", &num)");
+	l = xs_directory(h, XBT_NULL, "/local/domain/0/big", &num);
+	if (!l) {
+		snprintf(buf, sizeof(buf), "NULL errno=%d", errno);
+		result("%s", buf);
+		check(0, "directory_part");
+	} else {
+		unsigned int i, good = 0;
+		for (i = 0; i < num; i++) {
+			char want[256];
+			memset(want, 'a', 198);
+			snprintf(want + 198, sizeof(want) - 198, "%02u", i);
+			if (!strcmp(l[i], want))
+				good++;
+		}
+		snprintf(buf, sizeof(buf), "%u names, %u as expected", num, good);
+		result("%s", buf);
+		check(num == BIG_CHILDREN && good == num, "directory_part");
+		free(l);
+	}
 
 	op("get_perms", "xs_get_permissions(h, XBT_NULL, \"" DM "/state\", &num)");
 	p = xs_get_permissions(h, XBT_NULL, DM "/state", &num);
