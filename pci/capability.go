@@ -78,3 +78,54 @@ func (d *Device) Capabilities() (ids, offsets []uint8) {
 	}
 	return ids, offsets
 }
+
+// AddExtendedCapability appends a PCI Express extended capability (PCIe
+// Base Specification §7.6.3: a 32-bit header of ID in bits 15:0, version
+// in bits 19:16 and the next offset in bits 31:20, all read-only) and
+// returns its offset. The list starts at 0x100, so the first capability
+// takes 0x100 if it is free; body, wmask and w1c are as for AddCapability.
+// The function must have been created with Header.Extended.
+func (d *Device) AddExtendedCapability(id uint16, version uint8, body, wmask, w1c []byte) (uint16, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.setupCheck("add extended capability"); err != nil {
+		return 0, err
+	}
+	if !d.hdr.Extended || version > 0xf {
+		return 0, fmt.Errorf("pci: extended capability %#x version %d: %w", id, version, ErrInvalid)
+	}
+	if (wmask != nil && len(wmask) != len(body)) || (w1c != nil && len(w1c) != len(body)) {
+		return 0, fmt.Errorf("pci: extended capability %#x: mask length differs from body: %w", id, ErrInvalid)
+	}
+	n := uint32(4 + len(body))
+	off := uint32(0)
+	for o := uint32(ConfigSize); o+n <= ExtendedConfigSize; o += 4 {
+		if d.extLast == 0 && o != ConfigSize {
+			break // the list must start at 0x100
+		}
+		if d.free(o, n) {
+			off = o
+			break
+		}
+	}
+	if off == 0 {
+		return 0, fmt.Errorf("pci: extended capability %#x of %d bytes: %w", id, n, ErrNoSpace)
+	}
+	if err := d.claim(off, n); err != nil {
+		return 0, fmt.Errorf("pci: extended capability %#x: %w", id, err)
+	}
+	put32(d.cfg, int(off), uint32(id)|uint32(version)<<16)
+	copy(d.cfg[off+4:], body)
+	if wmask != nil {
+		copy(d.wmask[off+4:], wmask)
+	}
+	if w1c != nil {
+		copy(d.w1c[off+4:], w1c)
+	}
+	if d.extLast != 0 {
+		h := get32(d.cfg, int(d.extLast))
+		put32(d.cfg, int(d.extLast), h&0xfffff|off<<20)
+	}
+	d.extLast = uint16(off)
+	return uint16(off), nil
+}

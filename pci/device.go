@@ -78,14 +78,15 @@ type Device struct {
 	// resetImage is the configuration image restored by Reset, taken
 	// when the device joins a bus or is first written, whichever comes
 	// first; the layout is fixed from then on.
-	resetImage []byte               // guarded by mu
-	claimed    [ConfigSize / 8]byte // bytes above the header in use (bitmap)
-	capLast    uint8                // offset of the last capability, 0 if none
-	bars       [numBARs + 1]bar     // BAR 0..5 and the expansion ROM
-	msi        msiState             // guarded by mu
-	msix       msixState            // guarded by mu
-	intxLevel  bool                 // guarded by mu: the device's condition
-	intxOut    bool                 // guarded by mu: the level last sent
+	resetImage []byte                       // guarded by mu
+	claimed    [ExtendedConfigSize / 8]byte // bytes above the header in use (bitmap)
+	extLast    uint16                       // offset of the last extended capability, 0 if none
+	capLast    uint8                        // offset of the last capability, 0 if none
+	bars       [numBARs + 1]bar             // BAR 0..5 and the expansion ROM
+	msi        msiState                     // guarded by mu
+	msix       msixState                    // guarded by mu
+	intxLevel  bool                         // guarded by mu: the device's condition
+	intxOut    bool                         // guarded by mu: the level last sent
 	intxLine   intxAdapter
 
 	// Wiring set by Bus.Add before the function becomes visible and
@@ -182,9 +183,9 @@ func (d *Device) setupCheck(what string) error {
 }
 
 // claim marks [off, off+n) above the header as used; it fails if any byte
-// is taken or outside the 256-byte space.
+// is taken or outside the function's configuration space.
 func (d *Device) claim(off, n uint32) error {
-	if off < headerSize || off+n > ConfigSize || n == 0 {
+	if off < headerSize || off+n > uint32(len(d.cfg)) || off+n < off || n == 0 {
 		return ErrNoSpace
 	}
 	for o := off; o < off+n; o++ {
@@ -199,8 +200,9 @@ func (d *Device) claim(off, n uint32) error {
 }
 
 // DefineRegister declares a device-specific register of size bytes (1, 2
-// or 4) at off (0x40..0xff): its reset value, writable mask and
-// write-1-to-clear mask. Undeclared bytes read 0 and ignore writes.
+// or 4) at off (0x40 up to the end of the configuration space): its reset
+// value, writable mask and write-1-to-clear mask. Undeclared bytes read 0
+// and ignore writes.
 func (d *Device) DefineRegister(off uint32, size uint8, reset, wmask, w1c uint32) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

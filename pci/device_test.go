@@ -278,3 +278,41 @@ func TestReset(t *testing.T) {
 		t.Errorf("PIO ranges after reset = %d, want 0", got)
 	}
 }
+
+func TestExtendedCapabilities(t *testing.T) {
+	h := testHeader
+	h.Extended = true
+	d := mustNew(t, h)
+	off1, err := d.AddExtendedCapability(0x0b, 1, []byte{1, 2, 3, 4}, []byte{0xff, 0, 0, 0}, nil)
+	must(t, err)
+	off2, err := d.AddExtendedCapability(0x01, 2, make([]byte, 8), nil, []byte{0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
+	must(t, err)
+	if off1 != 0x100 || off2 != 0x108 {
+		t.Errorf("offsets = %#x, %#x; want 0x100, 0x108", off1, off2)
+	}
+	if got, want := d.ConfigRead(0x100, 4), uint32(0x108<<20|1<<16|0x0b); got != want {
+		t.Errorf("first header = %#x, want %#x", got, want)
+	}
+	if got, want := d.ConfigRead(0x108, 4), uint32(2<<16|0x01); got != want {
+		t.Errorf("second header = %#x, want %#x", got, want)
+	}
+	d.Write(devices.Access{Offset: 0x100, Size: 8}, ^uint64(0))
+	if got, want := d.ConfigRead(0x104, 4), uint32(0x040302ff); got != want {
+		t.Errorf("body after all-ones = %#x, want %#x", got, want)
+	}
+	if _, err := d.AddExtendedCapability(1, 1, nil, nil, nil); !errors.Is(err, ErrBusy) {
+		t.Errorf("after first write: %v, want ErrBusy", err)
+	}
+	conv := mustNew(t, testHeader)
+	if _, err := conv.AddExtendedCapability(1, 1, nil, nil, nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("conventional function: %v, want ErrInvalid", err)
+	}
+	e := mustNew(t, h)
+	must(t, e.DefineRegister(0x100, 4, 0, 0, 0))
+	if _, err := e.AddExtendedCapability(1, 1, nil, nil, nil); !errors.Is(err, ErrNoSpace) {
+		t.Errorf("0x100 taken: %v, want ErrNoSpace", err)
+	}
+	if _, err := e.AddExtendedCapability(1, 16, nil, nil, nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("version 16: %v, want ErrInvalid", err)
+	}
+}
