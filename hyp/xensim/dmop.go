@@ -188,6 +188,7 @@ func (s *Sim) dmOpLocked(caller hyp.DomID, d *Domain, op uint32, u []byte, bufs 
 		if seg != 0 || bus != 0 || dev > 0x1f || intx > 3 || level > 1 {
 			return unix.EINVAL
 		}
+		d.intx[dev][intx] = level == 1
 		s.record(Event{Kind: EventPCIIntx, Dom: d.id, Dev: dev, Pin: intx, Level: level == 1})
 		return 0
 
@@ -195,6 +196,7 @@ func (s *Sim) dmOpLocked(caller hyp.DomID, d *Domain, op uint32, u []byte, bufs 
 		if u[0] > 15 || u[1] > 1 {
 			return unix.EINVAL
 		}
+		d.isaIRQ[u[0]] = u[1] == 1
 		s.record(Event{Kind: EventISAIRQ, Dom: d.id, IRQ: u[0], Level: u[1] == 1})
 		return 0
 
@@ -203,6 +205,7 @@ func (s *Sim) dmOpLocked(caller hyp.DomID, d *Domain, op uint32, u []byte, bufs 
 		if u[0] > 3 || u[1] > 15 {
 			return unix.EINVAL
 		}
+		d.links[u[0]] = u[1]
 		s.record(Event{Kind: EventPCILinkRoute, Dom: d.id, Link: u[0], IRQ: u[1]})
 		return 0
 

@@ -293,6 +293,10 @@ func TestRecordedInterrupts(t *testing.T) {
 			t.Errorf("event %d = %v, want %v", i, g, want[i])
 		}
 	}
+	if !d.INTxLevel(3, 1) || d.INTxLevel(3, 0) || !d.ISAIRQLevel(4) || d.LinkRoute(2) != 11 {
+		t.Errorf("levels: intx 3/B %v, 3/A %v, isa 4 %v, link 2 -> %d",
+			d.INTxLevel(3, 1), d.INTxLevel(3, 0), d.ISAIRQLevel(4), d.LinkRoute(2))
+	}
 	if r := d.ShutdownReason(); r != xenabi.SHUTDOWN_reboot {
 		t.Errorf("shutdown reason %d", r)
 	}

@@ -104,6 +104,9 @@ type Domain struct {
 	vram         *vramTracker
 	shutdown     int64 // -1 = running
 	dead         bool
+	intx         [32][4]bool
+	isaIRQ       [16]bool
+	links        [4]uint8
 
 	cf8 uint32 // latched 0xcf8 (atomic)
 
@@ -234,13 +237,10 @@ func (d *Domain) destroy() error {
 		if s.domains[d.id] == d {
 			delete(s.domains, d.id)
 		}
-		s.mu.Unlock()
-		// Mappings other processes made of this RAM stay valid (they hold
-		// the memfd's pages), as foreign mappings keep pages alive.
+		// Mappings the device model made of this RAM stay valid (they
+		// hold the memfd's pages), as foreign mappings keep pages alive.
 		errs = append(errs, d.ram.close())
-		for _, e := range d.overlay {
-			_ = e
-		}
+		s.mu.Unlock()
 		d.closeErr = errors.Join(errs...)
 	})
 	return d.closeErr
@@ -362,4 +362,34 @@ func (d *Domain) HVMParam(index int) uint64 {
 		return 0
 	}
 	return d.params[index]
+}
+
+// INTxLevel returns the level of PCI INTx pin (0-3 = A-D) of device dev on
+// bus 0 as last set by XEN_DMOP_set_pci_intx_level.
+func (d *Domain) INTxLevel(dev, pin uint8) bool {
+	d.s.mu.RLock()
+	defer d.s.mu.RUnlock()
+	if dev >= 32 || pin >= 4 {
+		return false
+	}
+	return d.intx[dev][pin]
+}
+
+// ISAIRQLevel returns the level of ISA IRQ irq as last set by
+// XEN_DMOP_set_isa_irq_level.
+func (d *Domain) ISAIRQLevel(irq uint8) bool {
+	d.s.mu.RLock()
+	defer d.s.mu.RUnlock()
+	return irq < 16 && d.isaIRQ[irq]
+}
+
+// LinkRoute returns the ISA IRQ PCI link (0-3) is routed to, 0 for none
+// (XEN_DMOP_set_pci_link_route).
+func (d *Domain) LinkRoute(link uint8) uint8 {
+	d.s.mu.RLock()
+	defer d.s.mu.RUnlock()
+	if link >= 4 {
+		return 0
+	}
+	return d.links[link]
 }

@@ -65,11 +65,16 @@ func (d *Domain) modifiedMemory(nrExtents, opaque uint32, bufs [][]byte) unix.Er
 	if !d.cfg.LogDirty {
 		// Xen returns 0 at once when the domain is not in log-dirty
 		// mode; the call is still recorded for tests.
-		for i := nrExtents; i > 0 && len(bufs) > 1; i-- {
-			if o := int(i-1) * 16; o+16 <= len(bufs[1]) {
-				b := bufs[1][o:]
-				d.s.record(Event{Kind: EventModifiedMemory, Dom: d.id, First: le.Uint64(b[8:]), Nr: uint64(le.Uint32(b))})
-			}
+		if len(bufs) < 2 {
+			return 0
+		}
+		n := uint64(len(bufs[1]) / 16)
+		if uint64(nrExtents) < n {
+			n = uint64(nrExtents)
+		}
+		for i := n; i > 0; i-- {
+			b := bufs[1][(i-1)*16:]
+			d.s.record(Event{Kind: EventModifiedMemory, Dom: d.id, First: le.Uint64(b[8:]), Nr: uint64(le.Uint32(b))})
 		}
 		return 0
 	}
@@ -180,6 +185,11 @@ func (d *Domain) mapMemType(caller hyp.DomID, id uint16, typ uint16, flags uint3
 // XENMAPSPACE_gmfn_range, done in one go): each source page moves to the
 // destination gfn and the source becomes a hole.
 func (d *Domain) relocate(src, dst uint64, size uint32, u []byte, constOp *bool) unix.Errno {
+	if uint64(size) > d.maxGPFN+1 {
+		// More pages than the guest has: Xen would grind through it with
+		// continuations; the simulator refuses.
+		return unix.EINVAL
+	}
 	moved := uint32(0)
 	for ; moved < size; moved++ {
 		s, t := src+uint64(moved), dst+uint64(moved)

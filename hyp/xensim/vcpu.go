@@ -199,7 +199,7 @@ func (v *VCPU) ramAccess(gpa uint64, size int, write bool, val uint64) (uint64, 
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	gfn := gpa >> pageShift
-	if (gpa+uint64(size)-1)>>pageShift != gfn || !d.isRAM(gfn) {
+	if d.dead || (gpa+uint64(size)-1)>>pageShift != gfn || !d.isRAM(gfn) {
 		return 0, false
 	}
 	switch d.memTypeOf(gfn) {
