@@ -14,8 +14,10 @@ import (
 // by a process in domain dom: writes carry requests to this Server and
 // reads return its replies and watch events. It has a real fd (one end of
 // a socketpair), so poll/epoll on Fd work. flags may contain
-// unix.O_NONBLOCK. A simulated kernel (hyp/xensim) can return it from
-// Kernel.Open(kernel.Xenbus, flags).
+// unix.O_NONBLOCK. Its signature is a hyp/xensim Opener, so a simulated
+// kernel serves this store as /dev/xen/xenbus with
+//
+//	sim.SetDevice(kernel.Xenbus, store.XenbusFile)
 func (s *Server) XenbusFile(dom hyp.DomID, flags int) (kernel.File, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
