@@ -3,6 +3,7 @@ package evtchn
 import (
 	"encoding/hex"
 	"errors"
+	"io/fs"
 	"sync"
 	"testing"
 
@@ -300,5 +301,11 @@ func TestConcurrentNotifyUnmask(t *testing.T) {
 		if len(b) != 4 || b[0] >= goroutines || b[1]|b[2]|b[3] != 0 {
 			t.Fatalf("%s carried %x, want a port below %d", e.Kind, b, goroutines)
 		}
+	}
+}
+
+func TestOpenHostWithoutXen(t *testing.T) {
+	if _, err := Open(kernel.Host{DevDir: t.TempDir()}); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Open on a host without Xen = %v, want fs.ErrNotExist", err)
 	}
 }
