@@ -11,7 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var ok = []byte("OK\x00")
+// ack is the payload of a successful reply without data.
+const ack = "OK\x00"
 
 // handle processes one request and queues its reply (and any watch events
 // it causes, ahead of the reply, as xenstored does).
@@ -101,7 +102,7 @@ func (s *Server) dispatch(c *conn, h xenstore.Header, payload []byte) ([]byte, u
 		return s.unwatch(c, payload)
 	case xenstore.MsgResetWatches:
 		c.watches = nil
-		return ok, 0
+		return []byte(ack), 0
 	case xenstore.MsgTransactionStart:
 		if h.TxID != 0 {
 			return nil, unix.EBUSY
@@ -148,7 +149,7 @@ func (s *Server) dispatch(c *conn, h xenstore.Header, payload []byte) ([]byte, u
 		} else if errno := s.releaseLocked(hyp.DomID(id)); errno != 0 {
 			return nil, errno
 		}
-		return ok, 0
+		return []byte(ack), 0
 	case xenstore.MsgControl, xenstore.MsgResume, xenstore.MsgSetTarget:
 		return nil, unix.ENOSYS
 	}
@@ -200,13 +201,13 @@ func (s *Server) nodeOp(v *view, dom hyp.DomID, typ xenstore.MsgType, payload []
 			return nil, errno
 		}
 		v.fires = append(v.fires, fire{path: p})
-		return ok, 0
+		return []byte(ack), 0
 	case xenstore.MsgMkdir:
 		if len(rest) != 0 {
 			return nil, unix.EINVAL
 		}
 		if _, errno := v.lookup(dom, p, xenstore.AccessWrite); errno == 0 {
-			return ok, 0
+			return []byte(ack), 0
 		} else if errno != unix.ENOENT {
 			return nil, errno
 		}
@@ -214,7 +215,7 @@ func (s *Server) nodeOp(v *view, dom hyp.DomID, typ xenstore.MsgType, payload []
 			return nil, errno
 		}
 		v.fires = append(v.fires, fire{path: p})
-		return ok, 0
+		return []byte(ack), 0
 	case xenstore.MsgRm:
 		if len(rest) != 0 || p == "/" {
 			return nil, unix.EINVAL
@@ -223,7 +224,7 @@ func (s *Server) nodeOp(v *view, dom hyp.DomID, typ xenstore.MsgType, payload []
 		if errno == unix.ENOENT {
 			// Removing a missing node is fine if its parent exists.
 			if _, perr := v.lookup(dom, parent(p), xenstore.AccessRead); perr == 0 {
-				return ok, 0
+				return []byte(ack), 0
 			}
 			return nil, unix.ENOENT
 		}
@@ -238,7 +239,7 @@ func (s *Server) nodeOp(v *view, dom hyp.DomID, typ xenstore.MsgType, payload []
 		v.put(pp, par)
 		v.remove(p)
 		v.fires = append(v.fires, fire{path: p, oldPerms: n.perms})
-		return ok, 0
+		return []byte(ack), 0
 	case xenstore.MsgDirectory:
 		if len(rest) != 0 {
 			return nil, unix.EINVAL
@@ -308,7 +309,7 @@ func (s *Server) nodeOp(v *view, dom hyp.DomID, typ xenstore.MsgType, payload []
 		nn.perms = perms
 		v.put(p, nn)
 		v.fires = append(v.fires, fire{path: p, oldPerms: n.perms})
-		return ok, 0
+		return []byte(ack), 0
 	}
 	return nil, unix.EINVAL
 }
@@ -358,7 +359,7 @@ func (s *Server) watch(c *conn, payload []byte) ([]byte, unix.Errno) {
 		}
 	}
 	c.watches = append(c.watches, w)
-	return ok, 0
+	return []byte(ack), 0
 }
 
 // +checklocks:s.mu
@@ -374,7 +375,7 @@ func (s *Server) unwatch(c *conn, payload []byte) ([]byte, unix.Errno) {
 	for i, o := range c.watches {
 		if o.path == w.path && o.token == v[1] {
 			c.watches = slices.Delete(c.watches, i, i+1)
-			return ok, 0
+			return []byte(ack), 0
 		}
 	}
 	return nil, unix.ENOENT
@@ -461,7 +462,7 @@ func (s *Server) txEnd(c *conn, id uint32, payload []byte) ([]byte, unix.Errno) 
 	}
 	delete(s.txs, id)
 	if a == "F" {
-		return ok, 0
+		return []byte(ack), 0
 	}
 	if t.conflicts(s.live) {
 		return nil, unix.EAGAIN
@@ -482,7 +483,7 @@ func (s *Server) txEnd(c *conn, id uint32, payload []byte) ([]byte, unix.Errno) 
 		}
 	}
 	s.fireAll(t.fires)
-	return ok, 0
+	return []byte(ack), 0
 }
 
 // +checklocks:s.mu
