@@ -321,3 +321,24 @@ func memOpName(prefix string, size uint8) (string, error) {
 	}
 	return "", fmt.Errorf("qtest: memory access size %d", size)
 }
+
+// Dial connects to the qtest socket of a QEMU started elsewhere (with
+// "-qtest unix:PATH,server=on,wait=off"), retrying until timeout while the
+// socket does not exist yet. Close then only closes the connection.
+func Dial(path string, timeout time.Duration) (*Client, error) {
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		conn, err := net.DialTimeout("unix", path, timeout)
+		if err == nil {
+			return &Client{conn: conn, r: bufio.NewReader(conn), timeout: timeout, stderr: &bytes.Buffer{}}, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("qtest: dial %s: %w", path, err)
+		}
+		// The socket appears when QEMU has parsed its options; poll.
+		time.Sleep(20 * time.Millisecond)
+	}
+}
