@@ -335,3 +335,48 @@ func TestRangeKindString(t *testing.T) {
 		}
 	}
 }
+
+func TestEveryOpWrapsErrors(t *testing.T) {
+	c, k, _ := newClient(t)
+	k.Script = func(*kerneltest.Call) (uintptr, error) { return 0, unix.ESRCH }
+	tests := []struct {
+		op   string
+		call func() error
+	}{
+		{"create_ioreq_server", func() error { _, err := c.CreateIOReqServer(0); return err }},
+		{"get_ioreq_server_info", func() error { _, err := c.GetIOReqServerInfo(1, true); return err }},
+		{"map_io_range_to_ioreq_server", func() error { return c.MapIORange(1, MemoryRange, 0, 0) }},
+		{"unmap_io_range_from_ioreq_server", func() error { return c.UnmapIORange(1, MemoryRange, 0, 0) }},
+		{"map_pcidev_to_ioreq_server", func() error { return c.MapPCIDev(1, 0, 0, 1, 0) }},
+		{"unmap_pcidev_from_ioreq_server", func() error { return c.UnmapPCIDev(1, 0, 0, 1, 0) }},
+		{"set_ioreq_server_state", func() error { return c.SetIOReqServerState(1, true) }},
+		{"destroy_ioreq_server", func() error { return c.DestroyIOReqServer(1) }},
+		{"track_dirty_vram", func() error { return c.TrackDirtyVRAM(0, 8, make([]byte, 1)) }},
+		{"set_pci_intx_level", func() error { return c.SetPCIIntxLevel(0, 0, 1, 0, true) }},
+		{"set_isa_irq_level", func() error { return c.SetISAIRQLevel(1, true) }},
+		{"set_irq_level", func() error { return c.SetIRQLevel(1, true) }},
+		{"set_pci_link_route", func() error { return c.SetPCILinkRoute(0, 5) }},
+		{"modified_memory", func() error { return c.ModifiedMemory(Extent{FirstPFN: 1, Nr: 1}) }},
+		{"set_mem_type", func() error { return c.SetMemType(xenabi.HVMMEM_ram_rw, 0, 1) }},
+		{"inject_event", func() error { return c.InjectEvent(Event{Vector: 2, Type: xenabi.XEN_DMOP_EVENT_nmi}) }},
+		{"inject_msi", func() error { return c.InjectMSI(0xfee00000, 0) }},
+		{"map_mem_type_to_ioreq_server", func() error { return c.MapMemTypeToIOReqServer(1, xenabi.HVMMEM_ioreq_server, 0) }},
+		{"remote_shutdown", func() error { return c.RemoteShutdown(xenabi.SHUTDOWN_poweroff) }},
+		{"relocate_memory", func() error { return c.RelocateMemory(1, 0, 1) }},
+		{"pin_memory_cacheattr", func() error { return c.PinMemoryCacheattr(0, 0, xenabi.XEN_DMOP_MEM_CACHEATTR_WB) }},
+		{"nr_vcpus", func() error { _, err := c.NrVCPUs(); return err }},
+	}
+	for _, tt := range tests {
+		err := tt.call()
+		if !errors.Is(err, unix.ESRCH) {
+			t.Errorf("%s = %v, want ESRCH", tt.op, err)
+			continue
+		}
+		if prefix := "dm: " + tt.op + " dom7: "; !strings.HasPrefix(err.Error(), prefix) {
+			t.Errorf("%s error %q, want prefix %q", tt.op, err, prefix)
+		}
+	}
+	if got := c.Dom(); got != dom {
+		t.Errorf("Dom = %v, want dom%d", got, dom)
+	}
+}
