@@ -296,7 +296,9 @@ func (c *Client) InjectMSI(addr uint64, data uint32) error {
 
 // TrackDirtyVRAM enables dirty tracking of nr pages from firstPFN and
 // fills bitmap (at least (nr+7)/8 bytes; bit i = page firstPFN+i) with the
-// pages dirtied since the previous call. nr == 0 stops tracking.
+// pages dirtied since the previous call. nr == 0 stops tracking. Linux
+// limits a DM-op buffer to 4096 bytes, so nr is at most 32768 (128 MiB of
+// VRAM); larger ranges fail with E2BIG.
 func (c *Client) TrackDirtyVRAM(firstPFN uint64, nr uint32, bitmap []byte) error {
 	need := (uint64(nr) + 7) / 8
 	if uint64(len(bitmap)) < need {
@@ -327,26 +329,35 @@ type Extent struct {
 // extentSize is sizeof(struct xen_dm_op_modified_memory_extent).
 const extentSize = 16
 
-// maxExtents bounds one ModifiedMemory call (Xen processes them with
-// continuations; the buffer must still fit in memory).
+// maxExtents bounds one ModifiedMemory call.
 const maxExtents = 1 << 16
 
+// extentsPerOp is how many extents one DM op carries: Linux refuses DM-op
+// buffers over privcmd_dm_op_buf_max_size (4096 bytes) with E2BIG
+// (drivers/xen/privcmd.c), so longer lists are split.
+const extentsPerOp = 4096 / extentSize
+
 // ModifiedMemory tells Xen the device model wrote to these guest frames
-// (for log-dirty tracking during migration).
+// (for log-dirty tracking during migration). Lists longer than one DM op
+// can carry are sent in several ops; the first failure stops the rest.
 func (c *Client) ModifiedMemory(extents ...Extent) error {
 	if len(extents) == 0 || len(extents) > maxExtents {
 		return c.wrap("modified_memory", fmt.Errorf("%d extents: %w", len(extents), unix.EINVAL))
 	}
-	buf := make([]byte, len(extents)*extentSize)
-	for i, e := range extents {
-		le.PutUint32(buf[i*extentSize:], e.Nr)
-		le.PutUint64(buf[i*extentSize+8:], e.FirstPFN)
-	}
-	s := c.acquire(xenabi.XEN_DMOP_modified_memory)
-	le.PutUint32(s.u()[0:], uint32(len(extents)))
-	s.call.SetExtra(buf)
-	if err := c.do(s); err != nil {
-		return c.wrap("modified_memory", err)
+	for len(extents) > 0 {
+		n := min(len(extents), extentsPerOp)
+		buf := make([]byte, n*extentSize)
+		for i, e := range extents[:n] {
+			le.PutUint32(buf[i*extentSize:], e.Nr)
+			le.PutUint64(buf[i*extentSize+8:], e.FirstPFN)
+		}
+		s := c.acquire(xenabi.XEN_DMOP_modified_memory)
+		le.PutUint32(s.u()[0:], uint32(n))
+		s.call.SetExtra(buf)
+		if err := c.do(s); err != nil {
+			return c.wrap("modified_memory", err)
+		}
+		extents = extents[n:]
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package dm
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"strings"
@@ -185,6 +186,35 @@ func TestOutFields(t *testing.T) {
 	for i, b := range bitmap {
 		if b != 0xa5 {
 			t.Fatalf("bitmap[%d] = %#x, want 0xa5 written by the kernel", i, b)
+		}
+	}
+}
+
+func TestModifiedMemorySplit(t *testing.T) {
+	c, k, _ := newClient(t)
+	ext := make([]Extent, 300)
+	for i := range ext {
+		ext[i] = Extent{FirstPFN: uint64(i) << 8, Nr: uint32(i + 1)}
+	}
+	if err := c.ModifiedMemory(ext...); err != nil {
+		t.Fatalf("ModifiedMemory: %v", err)
+	}
+	evs := k.Ioctls(xenabi.IOCTL_PRIVCMD_DM_OP)
+	if len(evs) != 2 {
+		t.Fatalf("%d DM ops, want 2", len(evs))
+	}
+	next := 0
+	for i, want := range []int{256, 44} {
+		op, buf := evs[i].Bufs[1].In, evs[i].Bufs[2].In
+		if got := int(binary.LittleEndian.Uint32(op[8:])); got != want || len(buf) != want*extentSize {
+			t.Fatalf("op %d: nr_extents %d, %d bytes; want %d extents", i, got, len(buf), want)
+		}
+		for j := 0; j < want; j++ {
+			e := ext[next]
+			next++
+			if binary.LittleEndian.Uint32(buf[j*16:]) != e.Nr || binary.LittleEndian.Uint64(buf[j*16+8:]) != e.FirstPFN {
+				t.Fatalf("op %d extent %d = %x, want %+v", i, j, buf[j*16:j*16+16], e)
+			}
 		}
 	}
 }
