@@ -133,7 +133,9 @@ func (u *UART) resetLocked() {
 	u.thrIPending, u.timeoutIPending = false, false
 	u.timer.Stop()
 	u.timeoutArmed = false
-	u.updateParamsLocked()
+	// QEMU's serial_reset assumes 8N1 frames (10 bits) at the reset
+	// divisor until the guest writes LCR or the divisor.
+	u.charTime = time.Second / time.Duration(u.baudBase/resetDivisor) * 10
 	u.setIRQLocked(false)
 }
 

@@ -261,6 +261,9 @@ func TestUART_ModemStatus(t *testing.T) {
 
 func TestUART_CharTime(t *testing.T) {
 	r := newRig(t)
+	if got, want := r.u.charTime, 10*(time.Second/9600); got != want {
+		t.Errorf("charTime after reset = %v, want %v (8N1 at 9600)", got, want)
+	}
 	for _, tc := range []struct {
 		name    string
 		divisor uint16
