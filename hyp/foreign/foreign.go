@@ -24,8 +24,9 @@ var ErrPageIndex = errors.New("foreign: page index out of range")
 // Mapping is a range of this process's address space showing foreign
 // frames.
 type Mapping struct {
-	f    kernel.File
-	errs []int32 // per-page errno (negated), nil for resource mappings
+	f     kernel.File
+	pages int
+	errs  []int32 // per-page errno (negated), nil for resource mappings
 
 	mu  sync.Mutex
 	mem []byte // guarded by mu; nil once closed
@@ -52,7 +53,7 @@ func Map(p *privcmd.Handle, dom hyp.DomID, writable bool, gfns []uint64) (*Mappi
 	if err != nil {
 		return nil, fmt.Errorf("foreign: map %v: %d pages: %w", dom, n, err)
 	}
-	m := &Mapping{f: f, mem: mem, errs: make([]int32, n)}
+	m := &Mapping{f: f, pages: n, mem: mem, errs: make([]int32, n)}
 	if err := p.MmapBatch(dom, mem, gfns, m.errs); err != nil {
 		_ = f.Munmap(mem)
 		return nil, fmt.Errorf("foreign: map %v: %w", dom, err)
@@ -81,7 +82,7 @@ func MapResource(p *privcmd.Handle, dom hyp.DomID, typ, id, idx uint32, num int)
 		_ = f.Munmap(mem)
 		return nil, fmt.Errorf("foreign: map resource: %w", err)
 	}
-	return &Mapping{f: f, mem: mem}, nil
+	return &Mapping{f: f, pages: num, mem: mem}, nil
 }
 
 // Bytes returns the mapped memory, or nil after Close.
@@ -92,26 +93,16 @@ func (m *Mapping) Bytes() []byte {
 }
 
 // Pages returns the number of pages of the mapping (also after Close).
-func (m *Mapping) Pages() int {
-	if m.errs != nil {
-		return len(m.errs)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.mem) / PageSize
-}
+func (m *Mapping) Pages() int { return m.pages }
 
 // PageErr returns nil if page i is mapped, the unix.Errno that left it a
 // hole (for Map), or ErrPageIndex.
 func (m *Mapping) PageErr(i int) error {
-	if m.errs == nil {
-		if i < 0 || i >= m.Pages() {
-			return ErrPageIndex
-		}
-		return nil
-	}
-	if i < 0 || i >= len(m.errs) {
+	if i < 0 || i >= m.pages {
 		return ErrPageIndex
+	}
+	if m.errs == nil {
+		return nil
 	}
 	if e := m.errs[i]; e != 0 {
 		if e < 0 {

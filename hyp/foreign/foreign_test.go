@@ -137,6 +137,10 @@ func TestMapResource(t *testing.T) {
 	if got := len(m.Bytes()); got != 2*PageSize {
 		t.Errorf("len = %d, want two pages", got)
 	}
+	m.Close()
+	if m.Pages() != 2 {
+		t.Errorf("Pages after Close = %d, want 2", m.Pages())
+	}
 	if m.PageErr(1) != nil || !errors.Is(m.PageErr(2), ErrPageIndex) {
 		t.Errorf("PageErr(1), PageErr(2) = %v, %v; want nil, ErrPageIndex", m.PageErr(1), m.PageErr(2))
 	}
