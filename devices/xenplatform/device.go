@@ -114,6 +114,10 @@ type Device struct {
 	iobar ioBARHandler
 	mmio  mmioHandler
 
+	// romMu serialises ROM lock changes with the flag they set. Lock
+	// order: romMu, then mu.
+	romMu sync.Mutex
+
 	mu         sync.Mutex
 	flags      uint8               // guarded by mu
 	product    uint16              // guarded by mu
@@ -237,6 +241,8 @@ func (d *Device) Reset() {
 // setFlags writes the platform flags: the ROM lock changes first and the
 // flag is stored only if that worked (platform_fixed_ioport_writeb).
 func (d *Device) setFlags(v uint8) {
+	d.romMu.Lock()
+	defer d.romMu.Unlock()
 	if d.cfg.ROM == nil {
 		d.errors.Add(1)
 		return
