@@ -137,10 +137,6 @@ func TestMapResource(t *testing.T) {
 	if got := len(m.Bytes()); got != 2*PageSize {
 		t.Errorf("len = %d, want two pages", got)
 	}
-	m.Close()
-	if m.Pages() != 2 {
-		t.Errorf("Pages after Close = %d, want 2", m.Pages())
-	}
 	if m.PageErr(1) != nil || !errors.Is(m.PageErr(2), ErrPageIndex) {
 		t.Errorf("PageErr(1), PageErr(2) = %v, %v; want nil, ErrPageIndex", m.PageErr(1), m.PageErr(2))
 	}
@@ -150,6 +146,10 @@ func TestMapResource(t *testing.T) {
 	}
 	if p := evs[1].Arg.Ptrs; len(p) != 1 || p[0].Region != "mmap" || p[0].RegionOff != 0 {
 		t.Errorf("addr pointer = %+v, want the start of the mapping", p)
+	}
+	m.Close()
+	if m.Pages() != 2 || m.PageErr(1) != nil {
+		t.Errorf("after Close: Pages %d, PageErr(1) %v; want 2, nil", m.Pages(), m.PageErr(1))
 	}
 }
 
