@@ -248,6 +248,9 @@ func (w *worker) run(ctx context.Context) error {
 		}
 		idle++
 		if w.spin > 0 && !blocked && (idle%spinCheck != 0 || time.Since(w.last) < w.spin) {
+			if idle%spinCheck == 0 {
+				runtime.Gosched() // let goroutines our handlers readied run
+			}
 			continue // keep polling: the next request is probably close
 		}
 		// Block. Read and unmask every pending port first: a request that
