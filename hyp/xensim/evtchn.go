@@ -499,3 +499,59 @@ func (f *evtchnFile) ioctl(req uint, arg []byte) (uintptr, error) {
 	}
 	return 0, unix.ENOTTY
 }
+
+// AllocUnboundPort allocates a port of the guest that domain remote may
+// bind (EVTCHNOP_alloc_unbound from inside the guest). Notifications
+// arriving on it are recorded as EventGuestNotify.
+func (d *Domain) AllocUnboundPort(remote hyp.DomID) (uint32, error) {
+	s := d.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d.dead {
+		return 0, fmt.Errorf("xensim: %v: alloc unbound: %w", d.id, hyp.ErrClosed)
+	}
+	if s.domains[remote] == nil {
+		return 0, fmt.Errorf("xensim: %v: alloc unbound for %v: %w", d.id, remote, unix.ESRCH)
+	}
+	p, e, err := s.allocPortLocked(d)
+	if err != nil {
+		return 0, fmt.Errorf("xensim: %v: alloc unbound: %w", d.id, err)
+	}
+	e.state, e.remoteDom = portUnbound, remote
+	return p, nil
+}
+
+// BindInterdomain binds a new guest port to port remotePort of domain
+// remote, which must be unbound and offered to this guest
+// (EVTCHNOP_bind_interdomain from inside the guest).
+func (d *Domain) BindInterdomain(remote hyp.DomID, remotePort uint32) (uint32, error) {
+	s := d.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d.dead {
+		return 0, fmt.Errorf("xensim: %v: bind interdomain: %w", d.id, hyp.ErrClosed)
+	}
+	p, e, err := s.bindInterdomainLocked(d, remote, remotePort)
+	if err != nil {
+		return 0, fmt.Errorf("xensim: %v: bind %v port %d: %w", d.id, remote, remotePort, err)
+	}
+	s.setPending(d, p, e)
+	return p, nil
+}
+
+// Notify sends an event from guest port p (EVTCHNOP_send).
+func (d *Domain) Notify(p uint32) error {
+	s := d.s
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if d.dead {
+		return fmt.Errorf("xensim: %v: notify: %w", d.id, hyp.ErrClosed)
+	}
+	if e := d.port(p); e == nil || e.xen {
+		return fmt.Errorf("xensim: %v: notify port %d: %w", d.id, p, unix.EINVAL)
+	}
+	if err := s.send(d, p); err != nil {
+		return fmt.Errorf("xensim: %v: notify port %d: %w", d.id, p, err)
+	}
+	return nil
+}

@@ -53,8 +53,8 @@ type fakeDM struct {
 	bufCh chan struct{} // signalled when buffered entries arrive
 	// serveHook, when set, replaces serve (misbehaving device models).
 	serveHook func(vcpu int)
-	// noUnmask leaves ports masked after delivery (for masking tests).
-	noUnmask bool
+	// noDrain leaves the buffered ring alone (ring-full tests).
+	noDrain atomic.Bool
 }
 
 func u16(v uint16) []byte { b := make([]byte, 2); binary.LittleEndian.PutUint16(b, v); return b }
@@ -165,11 +165,11 @@ func (dm *fakeDM) loop() {
 		}
 		for i := 0; i+4 <= n; i += 4 {
 			p := binary.NativeEndian.Uint32(buf[i:])
-			if !dm.noUnmask {
-				dm.ev.Write(buf[i : i+4])
-			}
+			dm.ev.Write(buf[i : i+4])
 			if p == dm.bufPort {
-				dm.drainBuffered()
+				if !dm.noDrain.Load() {
+					dm.drainBuffered()
+				}
 				continue
 			}
 			for v, lp := range dm.ports {

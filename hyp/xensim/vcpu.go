@@ -191,8 +191,8 @@ func (v *VCPU) MMIOWrite(gpa uint64, size int, val uint64) error {
 
 // ramAccess performs an access that hits guest RAM without trapping
 // (p2m_ram_rw, reads of p2m_ram_ro and p2m_ioreq_server pages). Writes
-// to p2m_ram_ro are discarded. A write to a p2m_ioreq_server page goes
-// to the server the type is mapped to.
+// to p2m_ram_ro are discarded. ok=false means the access traps and goes
+// to an ioreq server.
 func (v *VCPU) ramAccess(gpa uint64, size int, write bool, val uint64) (uint64, bool) {
 	d := v.d
 	s := d.s
@@ -209,7 +209,7 @@ func (v *VCPU) ramAccess(gpa uint64, size int, write bool, val uint64) (uint64, 
 			return 0, true
 		}
 	case xenabi.HVMMEM_ioreq_server:
-		if write && d.memTypeSrv != nil {
+		if write && d.memTypeSrv != nil && d.memTypeFlags&xenabi.XEN_DMOP_IOREQ_MEM_ACCESS_WRITE != 0 {
 			return 0, false
 		}
 	default:
@@ -341,7 +341,15 @@ func (v *VCPU) access(p *request) (uint64, error) {
 		s.mu.RUnlock()
 		return 0, fmt.Errorf("xensim: %v vcpu%d: %v: %w", d.id, v.id, p.describe(), hyp.ErrClosed)
 	}
-	srv := d.selectServer(p)
+	var srv *server
+	if p.typ == xenabi.IOREQ_TYPE_COPY && p.dir == xenabi.IOREQ_WRITE && d.isRAM(p.addr>>pageShift) &&
+		d.memTypeOf(p.addr>>pageShift) == xenabi.HVMMEM_ioreq_server && d.memTypeSrv != nil {
+		// Writes to p2m_ioreq_server pages go to the server that claimed
+		// the type (xen/arch/x86/hvm/emulate.c:hvmemul_do_io).
+		srv = d.memTypeSrv
+	} else {
+		srv = d.selectServer(p)
+	}
 	if srv == nil {
 		val := v.nullHandler(p)
 		s.mu.RUnlock()
