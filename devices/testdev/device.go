@@ -1,0 +1,247 @@
+package testdev
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"godm/devices"
+	"godm/memory"
+	"godm/pci"
+)
+
+// IDs and register offsets; see the package documentation.
+const (
+	VendorID = 0x676f
+	DeviceID = 0x646d
+	Magic    = 0x676f646d
+
+	RegMagic    = 0x00
+	RegScratch  = 0x04
+	RegDMALo    = 0x08
+	RegDMAHi    = 0x0c
+	RegDMALen   = 0x10
+	RegSeed     = 0x14
+	RegVector   = 0x18
+	RegDoorbell = 0x1c
+	RegDone     = 0x20
+	RegStatus   = 0x24
+	RegINTx     = 0x28
+
+	StatusOK     = 0
+	StatusDMAErr = 1
+	StatusBadLen = 2
+
+	// MaxDMA bounds one fill.
+	MaxDMA = 1 << 20
+	// Vectors is the MSI-X table size.
+	Vectors = 4
+)
+
+// Device is the test device.
+type Device struct {
+	fn  *pci.Device
+	mem memory.Accessor
+
+	mu      sync.Mutex // guards the registers below
+	scratch uint32
+	dmaAddr uint64
+	dmaLen  uint32
+	seed    uint32
+	vector  uint32
+	ioScr   uint32
+	intx    bool // INTx asserted by a completion (no MSI-X)
+
+	done   atomic.Uint32
+	status atomic.Uint32
+
+	kick    chan struct{}
+	stop    chan struct{}
+	stopped chan struct{}
+	once    sync.Once
+	buf     []byte // DMA staging, owned by the worker
+}
+
+// New returns the device; mem is the guest memory its DMA writes to.
+func New(mem memory.Accessor) (*Device, error) {
+	d := &Device{
+		mem:     mem,
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	fn, err := pci.NewFunction(pci.Header{
+		VendorID:          VendorID,
+		DeviceID:          DeviceID,
+		Class:             0xff0000, // unassigned class
+		SubsystemVendorID: VendorID,
+		SubsystemID:       DeviceID,
+		InterruptPin:      1,
+	},
+		pci.BAR{Kind: pci.BARMem32, Size: 4096, Handler: regs{d}},
+		pci.BAR{Kind: pci.BARIO, Size: 16, Handler: ioRegs{d}},
+		pci.BAR{Kind: pci.BARMem32, Size: 4096},
+	)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := fn.AddMSIX(pci.MSIXConfig{Vectors: Vectors, TableBAR: 2, TableOffset: 0, PBABAR: 2, PBAOffset: 0x800}); err != nil {
+		return nil, err
+	}
+	d.fn = fn
+	go d.worker()
+	return d, nil
+}
+
+// Function returns the PCI function to add to a pci.Bus.
+func (d *Device) Function() *pci.Device { return d.fn }
+
+// Done returns the number of completed commands.
+func (d *Device) Done() uint32 { return d.done.Load() }
+
+// Close stops the DMA worker. It is idempotent.
+func (d *Device) Close() error {
+	d.once.Do(func() { close(d.stop) })
+	<-d.stopped
+	return nil
+}
+
+func (d *Device) worker() {
+	defer close(d.stopped)
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-d.kick:
+		}
+		d.mu.Lock()
+		addr, n, seed, vec := d.dmaAddr, d.dmaLen, d.seed, d.vector
+		d.mu.Unlock()
+		st := uint32(StatusOK)
+		if n == 0 || n > MaxDMA {
+			st = StatusBadLen
+		} else {
+			if cap(d.buf) < int(n) {
+				d.buf = make([]byte, n)
+			}
+			b := d.buf[:n]
+			for i := range b {
+				b[i] = byte(seed + uint32(i))
+			}
+			if err := d.mem.Write(addr, b); err != nil {
+				st = StatusDMAErr
+			}
+		}
+		d.status.Store(st)
+		d.done.Add(1)
+		if !d.fn.Interrupt(int(vec % Vectors)) {
+			d.mu.Lock()
+			d.intx = true
+			d.mu.Unlock()
+			d.fn.SetINTx(true)
+		}
+	}
+}
+
+type regs struct{ d *Device }
+
+// Read implements devices.Handler.
+func (r regs) Read(a devices.Access) uint64 {
+	d := r.d
+	if a.Size != 4 {
+		return devices.SizeMask(a.Size)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch a.Offset {
+	case RegMagic:
+		return Magic
+	case RegScratch:
+		return uint64(d.scratch)
+	case RegDMALo:
+		return d.dmaAddr & 0xffffffff
+	case RegDMAHi:
+		return d.dmaAddr >> 32
+	case RegDMALen:
+		return uint64(d.dmaLen)
+	case RegSeed:
+		return uint64(d.seed)
+	case RegVector:
+		return uint64(d.vector)
+	case RegDone:
+		// Reading DONE acknowledges a level-triggered completion.
+		if d.intx {
+			d.intx = false
+			d.fn.SetINTx(false)
+		}
+		return uint64(d.done.Load())
+	case RegStatus:
+		return uint64(d.status.Load())
+	case RegINTx:
+		if d.intx {
+			return 1
+		}
+		return 0
+	}
+	return 0
+}
+
+// Write implements devices.Handler.
+func (r regs) Write(a devices.Access, v uint64) {
+	d := r.d
+	if a.Size != 4 {
+		return
+	}
+	val := uint32(v)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch a.Offset {
+	case RegScratch:
+		d.scratch = val
+	case RegDMALo:
+		d.dmaAddr = d.dmaAddr&^0xffffffff | uint64(val)
+	case RegDMAHi:
+		d.dmaAddr = d.dmaAddr&0xffffffff | uint64(val)<<32
+	case RegDMALen:
+		d.dmaLen = val
+	case RegSeed:
+		d.seed = val
+	case RegVector:
+		d.vector = val
+	case RegDoorbell:
+		if val == 1 {
+			select { // never blocks: one pending kick is enough
+			case d.kick <- struct{}{}:
+			default:
+			}
+		}
+	case RegINTx:
+		d.intx = val&1 != 0
+		d.fn.SetINTx(d.intx)
+	}
+}
+
+type ioRegs struct{ d *Device }
+
+// Read implements devices.Handler.
+func (r ioRegs) Read(a devices.Access) uint64 {
+	r.d.mu.Lock()
+	defer r.d.mu.Unlock()
+	switch a.Offset {
+	case 0:
+		return uint64(r.d.ioScr) & devices.SizeMask(a.Size)
+	case 4:
+		return uint64(^r.d.ioScr) & devices.SizeMask(a.Size)
+	}
+	return 0
+}
+
+// Write implements devices.Handler.
+func (r ioRegs) Write(a devices.Access, v uint64) {
+	if a.Offset != 0 {
+		return
+	}
+	r.d.mu.Lock()
+	defer r.d.mu.Unlock()
+	m := uint32(devices.SizeMask(a.Size))
+	r.d.ioScr = r.d.ioScr&^m | uint32(v)&m
+}
