@@ -410,3 +410,39 @@ func TestEveryOpWrapsErrors(t *testing.T) {
 		t.Errorf("Dom = %v, want dom%d", got, dom)
 	}
 }
+
+// TestCloseWhileBusy closes the handle under concurrent fast-path calls:
+// each call either succeeds or fails cleanly (ErrClosed, or EBADF from a
+// file closed mid-call), without races or panics.
+func TestCloseWhileBusy(t *testing.T) {
+	c, _, p := newClient(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	start := make(chan struct{})
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for i := 0; i < 500; i++ {
+				err := c.InjectMSI(0xfee00000, uint32(i))
+				if err != nil && !errors.Is(err, hyp.ErrClosed) && !errors.Is(err, unix.EBADF) {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	close(start)
+	if err := p.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("call during Close: %v", err)
+	}
+	if err := c.InjectMSI(0xfee00000, 0); !errors.Is(err, hyp.ErrClosed) {
+		t.Errorf("after Close: %v, want ErrClosed", err)
+	}
+}

@@ -309,3 +309,35 @@ func TestOpenHostWithoutXen(t *testing.T) {
 		t.Errorf("Open on a host without Xen = %v, want fs.ErrNotExist", err)
 	}
 }
+
+func TestCloseWhileBusy(t *testing.T) {
+	h, _ := open(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	start := make(chan struct{})
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			buf := make([]Port, 4)
+			for i := 0; i < 500; i++ {
+				for _, err := range []error{h.Notify(Port(i)), h.Unmask(Port(i)), func() error { _, err := h.Pending(buf); return err }()} {
+					if err != nil && !errors.Is(err, hyp.ErrClosed) && !errors.Is(err, unix.EBADF) {
+						errs <- err
+						return
+					}
+				}
+			}
+		}()
+	}
+	close(start)
+	if err := h.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("call during Close: %v", err)
+	}
+}
