@@ -76,12 +76,33 @@ func NewConfigSpace() *ConfigSpace {
 }
 
 // SetListener sets (or, with nil, clears) the listener told about later
-// registrations. Functions already registered are not replayed; use
-// Functions.
+// registrations. Functions already registered are not replayed; use Attach
+// to set a listener and replay them atomically.
 func (c *ConfigSpace) SetListener(l PCIListener) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.listener = l
+}
+
+// Attach sets l as the listener and calls l.PCIAdded for every function
+// already registered, in ascending order, atomically with respect to
+// registrations. If a PCIAdded fails, the functions added so far are
+// removed again (PCIRemoved, in reverse order), the listener is left
+// unchanged, and the error is returned wrapping ErrListener.
+func (c *ConfigSpace) Attach(l PCIListener) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.table.Load()
+	for i, e := range t.entries {
+		if err := l.PCIAdded(e.sbdf); err != nil {
+			for j := i - 1; j >= 0; j-- {
+				l.PCIRemoved(t.entries[j].sbdf)
+			}
+			return fmt.Errorf("devices: pci config: attach %v: %w: %w", e.sbdf, ErrListener, err)
+		}
+	}
+	c.listener = l
+	return nil
 }
 
 // Register routes the configuration space of sbdf to h. It fails with

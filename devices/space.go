@@ -241,11 +241,34 @@ func NewSpace(name string) *Space {
 func (s *Space) String() string { return s.name }
 
 // SetListener sets (or, with nil, clears) the listener told about later
-// range changes. Ranges already registered are not replayed; use Ranges.
+// range changes. Ranges already registered are not replayed; use Attach to
+// set a listener and replay them atomically.
 func (s *Space) SetListener(l Listener) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.listener = l
+}
+
+// Attach sets l as the listener and calls l.RangeAdded for every range
+// already registered, in ascending order, atomically with respect to
+// registrations (no range is missed or reported twice). If a RangeAdded
+// fails, the ranges added so far are removed again (RangeRemoved, in
+// reverse order), the listener is left unchanged, and the error is
+// returned wrapping ErrListener.
+func (s *Space) Attach(l Listener) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.table.Load()
+	for i, e := range t.entries {
+		if err := l.RangeAdded(s, e.base, e.last-e.base+1); err != nil {
+			for j := i - 1; j >= 0; j-- {
+				l.RangeRemoved(s, t.entries[j].base, t.entries[j].last-t.entries[j].base+1)
+			}
+			return fmt.Errorf("devices: %s: attach [%#x-%#x]: %w: %w", s.name, e.base, e.last, ErrListener, err)
+		}
+	}
+	s.listener = l
+	return nil
 }
 
 // Register routes [base, base+size) to h.
