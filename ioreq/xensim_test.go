@@ -827,3 +827,82 @@ func BenchmarkXenThroughput(b *testing.B) {
 		}
 	}
 }
+
+func TestXenRoundTripZeroAlloc(t *testing.T) {
+	r := newRig(t, rigOpts{vcpus: 1})
+	must(t, r.bus.PIO.Register(0x510, 4, &counter{}))
+	must(t, r.bus.MMIO.Register(0xfebf0000, 0x1000, &counter{}))
+	c := dm.New(r.p, r.dom.ID())
+	isa := ioreq.NewISALine(c, 5)
+	msi := ioreq.NewMSI(c)
+	v := r.dom.VCPU(0)
+	lv := false
+	step := func() {
+		if _, err := v.In(0x510, 4); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.MMIOWrite(0xfebf0000, 4, 1); err != nil {
+			t.Fatal(err)
+		}
+		lv = !lv
+		isa.SetLevel(lv)
+		msi.SendMSI(0xfee00000, 0x30)
+	}
+	for range 50 {
+		step() // warm up buffers on both sides
+	}
+	// AllocsPerRun counts every goroutine's allocations: the worker, the
+	// event channel, the DM ops and the simulator together.
+	if allocs := testing.AllocsPerRun(200, step); allocs != 0 {
+		t.Fatalf("%v allocations per round trip, want 0", allocs)
+	}
+}
+
+// failingEvtchnKernel makes reads of the event-channel device fail once
+// fail is set, as a dead or revoked event-channel device would.
+type failingEvtchnKernel struct {
+	kernel.Kernel
+	fail *atomic.Bool
+}
+
+func (k failingEvtchnKernel) Open(d kernel.Device, flags int) (kernel.File, error) {
+	f, err := k.Kernel.Open(d, flags)
+	if err != nil || d != kernel.Evtchn {
+		return f, err
+	}
+	return failingReadFile{f, k.fail}, nil
+}
+
+type failingReadFile struct {
+	kernel.File
+	fail *atomic.Bool
+}
+
+var errDeviceGone = errors.New("event-channel device gone")
+
+func (f failingReadFile) Read(p []byte) (int, error) {
+	if f.fail.Load() {
+		return 0, errDeviceGone
+	}
+	return f.File.Read(p)
+}
+
+func TestXenServeReturnsOnEventChannelError(t *testing.T) {
+	fail := &atomic.Bool{}
+	r := newRig(t, rigOpts{vcpus: 1, cfg: ioreq.Config{Worker: ioreq.WorkerConfig{Spin: -1}},
+		kernel: func(k kernel.Kernel) kernel.Kernel { return failingEvtchnKernel{k, fail} }})
+	must(t, r.bus.PIO.Register(0x510, 4, &counter{}))
+	_, err := r.dom.VCPU(0).In(0x510, 1)
+	must(t, err)
+	fail.Store(true)
+	// The next event makes the worker read the device and fail.
+	go r.dom.VCPU(0).In(0x510, 1)
+	select {
+	case err := <-r.serve:
+		if !errors.Is(err, errDeviceGone) {
+			t.Fatalf("Serve returned %v, want an error wrapping %v", err, errDeviceGone)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve did not return after the event channel failed")
+	}
+}
