@@ -92,7 +92,10 @@ func (f *privcmdFile) Mmap(offset int64, length int, prot int) ([]byte, error) {
 	return mem, nil
 }
 
-// Munmap unmaps a region returned by Mmap.
+// Munmap unmaps a region returned by Mmap (or part of one). Ranges the
+// simulator does not know — including mappings Sim.Close already
+// released — are left alone: unmapping blindly could hit memory that
+// was mapped at the same address since.
 func (f *privcmdFile) Munmap(b []byte) error {
 	if len(b) == 0 {
 		return unix.EINVAL
@@ -105,15 +108,15 @@ func (f *privcmdFile) Munmap(b []byte) error {
 		delete(t.m, a)
 		return unix.Munmap(v.mem)
 	}
-	if v := t.find(a); v != nil {
-		// A partial unmap: keep the bookkeeping, release the pages.
+	if v := t.find(a); v != nil && a+uintptr(len(b)) <= v.end() {
+		// A partial unmap: keep the reservation, drop the pages.
 		first := int(a-v.addr) / pageSize
 		for i := first; i < len(v.mapped) && i < first+(len(b)+pageSize-1)/pageSize; i++ {
 			v.mapped[i] = false
 		}
 		return unpopulate(a, len(b))
 	}
-	return unix.Munmap(b)
+	return nil
 }
 
 func (f *privcmdFile) Read([]byte) (int, error)  { return 0, unix.EINVAL }
@@ -337,13 +340,20 @@ func (h *hcallFile) Mmap(offset int64, length int, prot int) ([]byte, error) {
 	return b, nil
 }
 
+// Munmap unmaps a buffer returned by Mmap; unknown ranges (or buffers
+// Sim.Close already released) are left alone.
 func (h *hcallFile) Munmap(b []byte) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(b) > 0 {
-		delete(h.maps, sliceAddr(b))
+	if len(b) == 0 {
+		return unix.EINVAL
 	}
-	return unix.Munmap(b)
+	m, ok := h.maps[sliceAddr(b)]
+	if !ok {
+		return nil
+	}
+	delete(h.maps, sliceAddr(b))
+	return unix.Munmap(m)
 }
 
 func (h *hcallFile) Read([]byte) (int, error)  { return 0, unix.EINVAL }
