@@ -34,13 +34,15 @@ const (
 
 // Command register bits (PCI Local Bus 3.0 §6.2.2).
 const (
-	CommandIO             = 1 << 0
-	CommandMemory         = 1 << 1
-	CommandMaster         = 1 << 2
-	CommandParity         = 1 << 6
-	CommandSERR           = 1 << 8
-	CommandINTxDisable    = 1 << 10
-	commandWritable       = CommandIO | CommandMemory | CommandMaster | CommandParity | CommandSERR | CommandINTxDisable
+	CommandIO          = 1 << 0
+	CommandMemory      = 1 << 1
+	CommandMaster      = 1 << 2
+	CommandParity      = 1 << 6
+	CommandSERR        = 1 << 8
+	CommandINTxDisable = 1 << 10
+	// commandWritable is QEMU's command wmask (pci_init_cmd_mask and
+	// pci_init_wmask, hw/pci/pci.c; 0x0507 read back from QEMU 7.2).
+	commandWritable       = CommandIO | CommandMemory | CommandMaster | CommandSERR | CommandINTxDisable
 	statusINTx            = 1 << 3 // Interrupt Status, read-only (§6.2.3)
 	statusCapList         = 1 << 4
 	statusWriteOneToClear = 0xf900 // parity, signalled/received aborts, SERR, detected parity (§6.2.3)

@@ -21,38 +21,55 @@ const (
 	NumPAM = 7
 	// RegSMRAM is the System Management RAM control register.
 	RegSMRAM = 0x72
-	// smramReset is C_BASE_SEG = 010b, the only value the 440FX supports.
+	// smramReset is C_BASE_SEG = 010b (QEMU's i440fx_realize).
 	smramReset = 0x02
-	// smramWritable: D_OPEN, D_CLS, D_LCK and G_SMRAME (bits 6:3);
-	// C_BASE_SEG is hardwired.
-	smramWritable = 0x78
 )
 
 // Slot is where the host bridge lives on bus 0.
 const Slot = 0
+
+// Subsystem IDs QEMU gives devices that set none (Red Hat/Qumranet
+// 1af4:1100, hw/pci/pci.c); guests such as Windows include them in device
+// identities, so they are kept for parity with QEMU-built domains.
+const (
+	SubsystemVendorID = 0x1af4
+	SubsystemID       = 0x1100
+)
+
+// RegRAMSize is the byte older coreboot reads the RAM size from, in 8 MiB
+// units (QEMU's I440FX_COREBOOT_RAM_SIZE).
+const RegRAMSize = 0x57
+
+// Config describes the host bridge.
+type Config struct {
+	// RAMSize is the guest's RAM in bytes, reported in RegRAMSize
+	// (capped at 255 units of 8 MiB, as QEMU does).
+	RAMSize uint64
+}
 
 // Device is the host bridge.
 type Device struct {
 	fn *pci.Device
 }
 
-// New returns a host bridge in its reset state.
-func New() (*Device, error) {
-	fn, err := pci.New(pci.Header{VendorID: VendorID, DeviceID: DeviceID, Revision: Revision, Class: Class})
+// New returns a host bridge in its reset state. The device-specific
+// registers 0x40..0xff are all writable, as in QEMU (its default wmask,
+// hw/pci/pci.c pci_init_wmask; QEMU 7.2 reads back all-ones after an
+// all-ones write).
+func New(c Config) (*Device, error) {
+	fn, err := pci.New(pci.Header{
+		VendorID: VendorID, DeviceID: DeviceID, Revision: Revision, Class: Class,
+		SubsystemVendorID: SubsystemVendorID, SubsystemID: SubsystemID,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("i440fx: %w", err)
 	}
-	// QEMU leaves the whole device-specific area writable (hw/pci/pci.c
-	// pci_init_wmask); the SMRAM register keeps its hardwired bits.
+	var reset [pci.ConfigSize]byte
+	reset[RegSMRAM] = smramReset
+	reset[RegRAMSize] = byte(min(c.RAMSize>>23, 255))
 	for off := uint32(0x40); off < pci.ConfigSize; off += 4 {
-		reset, wmask := uint32(0), uint32(0xffffffff)
-		if off == RegSMRAM&^3 {
-			sh := 8 * (RegSMRAM & 3)
-			reset = smramReset << sh
-			wmask &^= 0xff << sh
-			wmask |= smramWritable << sh
-		}
-		if err := fn.DefineRegister(off, 4, reset, wmask, 0); err != nil {
+		v := uint32(reset[off]) | uint32(reset[off+1])<<8 | uint32(reset[off+2])<<16 | uint32(reset[off+3])<<24
+		if err := fn.DefineRegister(off, 4, v, 0xffffffff, 0); err != nil {
 			return nil, fmt.Errorf("i440fx: %w", err)
 		}
 	}

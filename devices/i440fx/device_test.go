@@ -15,7 +15,7 @@ func attach(t *testing.T) (*Device, *devices.Bus, devices.SBDF) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := New()
+	d, err := New(Config{RAMSize: 128 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,9 @@ func TestRegisters(t *testing.T) {
 		{"class+rev", 0x08, 4, 0, 0x06000002},
 		{"header type", 0x0e, 1, 0, 0},
 		{"smram reset", RegSMRAM, 1, 0, 0x02},
-		{"smram hardwired bits", RegSMRAM, 1, 0xff, 0x7a},
+		{"smram writable", RegSMRAM, 1, 0xff, 0xff},
+		{"ram size", RegRAMSize, 1, 0, 0x10},
+		{"subsystem", 0x2c, 4, 0, 0x11001af4},
 		{"pam0", RegPAM, 1, 0x30, 0x30},
 		{"pam1..4", RegPAM + 1, 4, 0x33333333, 0x33333333},
 		{"pam6", RegPAM + 6, 1, 0x11, 0x11},
@@ -67,8 +69,8 @@ func TestRegisters(t *testing.T) {
 	if got := d.PAM(7); got != 0 {
 		t.Errorf("PAM(7) = %#x, want 0", got)
 	}
-	if got := d.SMRAM(); got != 0x7a {
-		t.Errorf("SMRAM = %#x, want 0x7a", got)
+	if got := d.SMRAM(); got != 0xff {
+		t.Errorf("SMRAM = %#x, want 0xff", got)
 	}
 	d.Reset()
 	if got := d.SMRAM(); got != smramReset {
@@ -81,7 +83,7 @@ func TestRegisters(t *testing.T) {
 
 func TestConformance(t *testing.T) {
 	devicetest.Run(t, func() devices.Handler {
-		d, err := New()
+		d, err := New(Config{RAMSize: 128 << 20})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,8 +103,9 @@ func FuzzConfig(f *testing.F) {
 		if got := spaces.PCI.Read(s, 0, 4, 0); got != 0x12378086 {
 			t.Fatalf("identity changed: %#x", got)
 		}
-		if got := d.SMRAM() & 0x87; got != smramReset {
-			t.Fatalf("SMRAM hardwired bits = %#x", got)
+		if got := spaces.PCI.Read(s, 0x2c, 4, 0); got != 0x11001af4 {
+			t.Fatalf("subsystem changed: %#x", got)
 		}
+		_ = d.SMRAM()
 	})
 }

@@ -9,6 +9,10 @@
 // for concurrent use.
 //
 // Sources: QEMU hw/pci-host/i440fx.c (identity, revision 2, SMRAM reset
-// value 0x02, PAM at 0x59..0x5f, SMRAM at 0x72) and the Intel 440FX PCIset
-// datasheet (29054901) for the register layout.
+// value 0x02, PAM at 0x59..0x5f, SMRAM at 0x72, the coreboot RAM size at
+// 0x57) and the Intel 440FX PCIset datasheet (29054901) for the register
+// layout. Where the datasheet and QEMU differ (QEMU leaves every
+// device-specific bit writable, SMRAM's hardwired ones included) this
+// package follows QEMU, whose behaviour guests have seen; a differential
+// test checks it against qemu-system-x86_64 when installed.
 package i440fx

@@ -190,7 +190,7 @@ func TestXenfvBoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	host, err := i440fx.New()
+	host, err := i440fx.New(i440fx.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
