@@ -98,3 +98,44 @@ func TestConfigSpace(t *testing.T) {
 		t.Errorf("Functions() = %s, want %s", got, want)
 	}
 }
+
+// TestConfigSpace_Concurrent looks up a stable function while others are
+// registered and unregistered.
+func TestConfigSpace_Concurrent(t *testing.T) {
+	c := NewConfigSpace()
+	stable := NewSBDF(0, 0, 5, 0)
+	if err := c.Register(stable, &regDev{id: 9}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	bad := make(chan uint64, 1)
+	go func() {
+		defer close(done)
+		for i := 0; i < 20000; i++ {
+			if v := c.Read(stable, 8, 4, 0); v != 0x804 {
+				bad <- v
+				return
+			}
+		}
+	}()
+	churn := &regDev{}
+	for i := 0; ; i++ {
+		select {
+		case <-done:
+			select {
+			case v := <-bad:
+				t.Fatalf("stable function read %#x during churn, want 0x804", v)
+			default:
+			}
+			return
+		default:
+		}
+		f := NewSBDF(0, 0, uint8(i%4), uint8(i%8))
+		if err := c.Register(f, churn); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Unregister(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -183,3 +183,66 @@ func runSpaceScript(t *testing.T, script []byte, direct bool) {
 		}
 	}
 }
+
+// FuzzConfigSpace runs register/unregister/access scripts against a
+// ConfigSpace and a map model.
+func FuzzConfigSpace(f *testing.F) {
+	f.Add([]byte{0, 0x08, 0, 0, 0, 2, 0x08, 0, 0x10, 4, 2, 0x08, 0, 0xfe, 0x0f, 1, 0x08, 0, 0, 0})
+	f.Add([]byte{0, 0xff, 0xff, 0, 0, 2, 0xff, 0xff, 0xff, 0x0f, 2, 0x00, 0x01, 0x00, 0x10})
+	f.Fuzz(func(t *testing.T, script []byte) {
+		c := NewConfigSpace()
+		model := map[SBDF]*regDev{}
+		var misses Stats
+		for len(script) >= 5 {
+			op := script[0] % 3
+			sbdf := SBDF(binary.LittleEndian.Uint16(script[1:])) // segment 0
+			arg := binary.LittleEndian.Uint16(script[3:])
+			script = script[5:]
+			switch op {
+			case 0:
+				d := &regDev{id: uint64(sbdf) + 1}
+				err := c.Register(sbdf, d)
+				if _, dup := model[sbdf]; dup != errors.Is(err, ErrOverlap) || !dup && err != nil {
+					t.Fatalf("Register(%v) = %v, duplicate %v", sbdf, err, dup)
+				}
+				if err == nil {
+					model[sbdf] = d
+				}
+			case 1:
+				err := c.Unregister(sbdf)
+				if _, ok := model[sbdf]; ok != (err == nil) {
+					t.Fatalf("Unregister(%v) = %v, registered %v", sbdf, err, ok)
+				}
+				delete(model, sbdf)
+			case 2:
+				reg := uint32(arg & 0x1fff)
+				size := uint8(1) << (arg >> 13 & 3)
+				if arg&0x8000 != 0 {
+					size = uint8(arg >> 13)
+				}
+				d := model[sbdf]
+				hit := d != nil && validSize(size) && uint64(reg)+uint64(size) <= ConfigSize
+				want := SizeMask(size)
+				if hit {
+					want = (d.id<<32 | uint64(reg)<<8 | uint64(size)) & SizeMask(size)
+				} else {
+					misses.ReadMisses++
+					misses.WriteMisses++
+				}
+				if got := c.Read(sbdf, reg, size, 0); got != want {
+					t.Fatalf("Read(%v, %#x, %d) = %#x, want %#x", sbdf, reg, size, got, want)
+				}
+				c.Write(sbdf, reg, size, 0, 0x1234_5678_9abc_def0)
+				if hit && d.last.Load() != 0x1234_5678_9abc_def0&SizeMask(size) {
+					t.Fatalf("Write(%v, %#x, %d) stored %#x", sbdf, reg, size, d.last.Load())
+				}
+			}
+		}
+		if got := c.Stats(); got != misses {
+			t.Fatalf("Stats() = %+v, want %+v", got, misses)
+		}
+		if got, want := len(c.Functions()), len(model); got != want {
+			t.Fatalf("%d functions, model %d", got, want)
+		}
+	})
+}
