@@ -85,10 +85,14 @@ var _ pci.INTxRouter = (*Device)(nil)
 
 // New returns a bridge in its reset state.
 func New(c Config) (*Device, error) {
+	// piix_reset sets the command register to 7, but QEMU's PCI reset
+	// (pci_do_device_reset, hw/pci/pci.c) then clears its writable bits,
+	// so the guest finds 0, as QEMU 7.2 shows. The subsystem IDs are the
+	// ones QEMU gives devices that set none.
 	fn, err := pci.New(pci.Header{
 		VendorID: VendorID, DeviceID: DeviceID, Class: Class,
+		SubsystemVendorID: 0x1af4, SubsystemID: 0x1100,
 		MultiFunction: true,
-		Command:       pci.CommandIO | pci.CommandMemory | pci.CommandMaster,
 		Status:        0x0200, // DEVSEL medium
 	})
 	if err != nil {

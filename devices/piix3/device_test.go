@@ -83,7 +83,8 @@ func TestRegisters(t *testing.T) {
 		want uint64
 	}{
 		{"id", 0x00, 4, 0x70008086},
-		{"command+status", 0x04, 4, 0x02000007},
+		{"command+status", 0x04, 4, 0x02000000},
+		{"subsystem", 0x2c, 4, 0x11001af4},
 		{"class", 0x08, 4, 0x06010000},
 		{"header type multi-function", 0x0e, 1, 0x80},
 		{"iort", 0x4c, 1, 0x4d},
