@@ -26,9 +26,9 @@ const (
 
 // Configuration registers (82371AB datasheet; hvmloader's pci_setup).
 const (
-	RegPMBA      = 0x40 // PM base address: bit 0 reads 1 (I/O), bits 15:6 the base
+	RegPMBA      = 0x40 // PM base address: bit 0 is 1 (I/O) at reset, bits 15:6 the base
 	RegPMRegMisc = 0x80 // bit 0: PM I/O space enable
-	RegSMBBA     = 0x90 // SMBus base address: bit 0 reads 1, bits 15:4 the base
+	RegSMBBA     = 0x90 // SMBus base address: bit 0 is 1 at reset, bits 15:4 the base
 	RegSMBHSTCFG = 0xd2 // bit 0: SMBus host interface enable
 
 	smbusBase = 0xb100 // QEMU's smb_io_base for the pc machines (hw/i386/pc_piix.c)
@@ -95,6 +95,11 @@ type Config struct {
 	Suspend Suspender
 	// Eject handles B0EJ writes; nil drops (and counts) them.
 	Eject Ejector
+	// LPT1, COM1 and COM2 tell whether the machine has a parallel port at
+	// 0x378 and serial ports at 0x3f8 and 0x2f8; they show in the device
+	// resource registers 0x5f and 0x67 (piix4_pm_machine_ready,
+	// hw/acpi/piix4.c).
+	LPT1, COM1, COM2 bool
 	// RemovableSlots is the RMV mask (bit n: slot n may be ejected).
 	RemovableSlots uint32
 	// VCPUs is the number of processors present at start (PRST bits).
@@ -133,30 +138,39 @@ type Device struct {
 func New(c Config) (*Device, error) {
 	fn, err := pci.New(pci.Header{
 		VendorID: VendorID, DeviceID: DeviceID, Revision: Revision, Class: Class,
+		SubsystemVendorID: 0x1af4, SubsystemID: 0x1100, // QEMU's default
 		InterruptPin: 1,
 		Status:       0x0280, // fast back-to-back, DEVSEL medium
 	})
 	if err != nil {
 		return nil, fmt.Errorf("piix4pm: %w", err)
 	}
-	// Reset values from QEMU's piix4_pm_realize and piix4_reset
-	// (hw/acpi/piix4.c): PMBA's I/O bit, "SMM already initialised" in
-	// 0x5b (no SMM under Xen), the SMBus base pc_piix.c passes (0xb100)
-	// with its I/O bit, and SMBus enabled in 0xd2 (hvmloader clears it).
-	// Everything else above the header is writable, as in QEMU.
+	// Reset values from QEMU's piix4_pm_realize, piix4_pm_reset and
+	// piix4_pm_machine_ready (hw/acpi/piix4.c): PMBA's I/O bit, "SMM
+	// already initialised" in 0x5b (no SMM under Xen), the device resource
+	// registers, the SMBus base pc_piix.c passes (0xb100) with its I/O bit
+	// and SMBus enabled in 0xd2 (hvmloader clears it). Everything above the
+	// header is writable, as in QEMU.
+	var reset [pci.ConfigSize]byte
+	reset[RegPMBA] = 1
+	reset[0x5b] = 0x02
+	reset[0x5f] = 0x10
+	if c.LPT1 {
+		reset[0x5f] |= 0x80
+	}
+	reset[0x63] = 0x60
+	if c.COM1 {
+		reset[0x67] |= 0x08
+	}
+	if c.COM2 {
+		reset[0x67] |= 0x90
+	}
+	reset[RegSMBBA] = byte(smbusBase&0xff | 1)
+	reset[RegSMBBA+1] = byte(smbusBase >> 8)
+	reset[RegSMBHSTCFG] = 0x09
 	for off := uint32(0x40); off < pci.ConfigSize; off += 4 {
-		reset, wmask := uint32(0), uint32(0xffffffff)
-		switch off {
-		case RegPMBA:
-			reset, wmask = 1, 0xffc0
-		case 0x58:
-			reset = 0x02 << 24
-		case RegSMBBA:
-			reset, wmask = smbusBase|1, 0xfff0
-		case RegSMBHSTCFG &^ 3:
-			reset = 0x09 << (8 * (RegSMBHSTCFG & 3))
-		}
-		if err := fn.DefineRegister(off, 4, reset, wmask, 0); err != nil {
+		v := uint32(reset[off]) | uint32(reset[off+1])<<8 | uint32(reset[off+2])<<16 | uint32(reset[off+3])<<24
+		if err := fn.DefineRegister(off, 4, v, 0xffffffff, 0); err != nil {
 			return nil, fmt.Errorf("piix4pm: %w", err)
 		}
 	}
