@@ -148,7 +148,10 @@ func New(c Config) (*Device, error) {
 		VendorID: VendorID, DeviceID: DeviceID, Revision: Revision, Class: Class,
 		SubsystemVendorID: VendorID, SubsystemID: DeviceID,
 		InterruptPin: 1,
-		Command:      pci.CommandIO | pci.CommandMemory,
+		// xen_platform_realize sets I/O and memory decoding, but the
+		// machine reset that follows (pci_do_device_reset, hw/pci/pci.c)
+		// clears the command register's writable bits before the guest
+		// runs; hvmloader enables decoding after placing the BARs.
 	})
 	if err != nil {
 		return nil, fmt.Errorf("xenplatform: %w", err)

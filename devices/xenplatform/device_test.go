@@ -103,7 +103,7 @@ func TestConfigHeader(t *testing.T) {
 		want uint64
 	}{
 		{"id", 0x00, 4, 0x00015853},
-		{"command", pci.RegCommand, 2, pci.CommandIO | pci.CommandMemory},
+		{"command", pci.RegCommand, 2, 0},
 		{"class+rev", 0x08, 4, 0xff800001},
 		{"subsystem", pci.RegSubsystemVID, 4, 0x00015853},
 		{"pin", pci.RegInterruptPin, 1, 1},
@@ -198,7 +198,8 @@ func TestFixedPorts(t *testing.T) {
 func TestIOBAR(t *testing.T) {
 	m := newMachine(t)
 	cfg, pio := m.spaces.PCI, m.spaces.PIO
-	cfg.Write(m.sbdf, pci.RegBAR0, 4, 0, 0xc000) // decoding is on from reset
+	cfg.Write(m.sbdf, pci.RegBAR0, 4, 0, 0xc000)
+	cfg.Write(m.sbdf, pci.RegCommand, 2, 0, pci.CommandIO|pci.CommandMemory)
 	pio.Write(0xc000, 1, 0, 1)
 	if got := pio.Read(0xc000, 2, 0); got != 0xff01 {
 		t.Errorf("bar0 word = %#x, want 0xff01", got)

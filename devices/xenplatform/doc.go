@@ -3,7 +3,7 @@
 // emulated-device unplug protocol.
 //
 // The function (QEMU hw/i386/xen/xen_platform.c): class 0xff80, subsystem
-// 5853:0001, revision 1, INTA#, I/O and memory decoding on at reset, BAR0 a
+// 5853:0001, revision 1, INTA#, decoding off at reset, BAR0 a
 // 256-byte I/O BAR (byte 0 the platform flags, byte 8 the log port), BAR1 a
 // 16 MiB prefetchable memory BAR: a hole where the PV drivers map grant
 // table and shared-info frames; accesses that still reach the device model
