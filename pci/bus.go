@@ -150,9 +150,9 @@ func (b *Bus) addLocked(d *Device, dev, fn uint8) (devices.SBDF, error) {
 		return 0, fmt.Errorf("pci: add %v: %w", sbdf, err)
 	}
 	b.slots[dev][fn] = d
-	// A device created with decoding on (QEMU's Xen platform device)
-	// decodes its BARs once firmware programs them; nothing is mapped
-	// yet unless the BARs were preset.
+	// A device created with decoding on decodes its BARs as soon as
+	// they hold an address; at this point they are still zero, so this
+	// maps nothing unless a BAR was preset with SetConfig.
 	d.updateMappings()
 	return sbdf, nil
 }

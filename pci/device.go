@@ -43,8 +43,9 @@ type Header struct {
 	// Express); otherwise it has 256 bytes and registers above read
 	// all-ones.
 	Extended bool
-	// Command is the command register's value at reset (QEMU's Xen
-	// platform device starts with I/O and memory decoding on).
+	// Command is the command register's value at reset; usually 0, since
+	// QEMU's PCI reset clears the writable command bits (hw/pci/pci.c
+	// pci_do_device_reset).
 	Command uint16
 	// Status holds read-only status bits present at reset, such as
 	// DEVSEL timing (0x0200 is "medium").
