@@ -12,6 +12,7 @@ import (
 	"godm/devices/piix3"
 	"godm/devices/piix4pm"
 	"godm/devices/xenplatform"
+	"godm/irq"
 	"godm/pci"
 )
 
@@ -257,5 +258,82 @@ func TestXenfvBoot(t *testing.T) {
 	plat.Function().INTx().SetLevel(true)
 	if got := x.intx; !slices.Equal(got, []string{"3.0=true"}) {
 		t.Errorf("intx = %v", got)
+	}
+}
+
+// ejector removes every function of a slot from the bus, as the wiring
+// would on a guest's B0EJ write.
+type ejector struct{ bus *pci.Bus }
+
+func (e ejector) EjectPCISlot(slot uint8) error {
+	for fn := range uint8(pci.NumFunctions) {
+		if d := e.bus.Lookup(slot, fn); d != nil {
+			if err := e.bus.Remove(d); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// TestHotplugCycle plugs a function into a running bus, tells the guest
+// through the PIIX4 hotplug registers, and lets the guest eject it.
+func TestHotplugCycle(t *testing.T) {
+	x := &xen{ranges: map[string]bool{}}
+	spaces := devices.NewBus()
+	spaces.PIO.SetListener(x)
+	spaces.MMIO.SetListener(x)
+	bus, err := pci.NewBus(pci.BusConfig{Spaces: spaces})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sci []bool
+	pm, err := piix4pm.New(piix4pm.Config{
+		Eject:          ejector{bus},
+		RemovableSlots: 0xfffffff8,
+		SCI:            irq.LineFunc(func(h bool) { sci = append(sci, h) }),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pm.Attach(bus, spaces.PIO); err != nil {
+		t.Fatal(err)
+	}
+	pio := spaces.PIO
+	pio.Write(piix4pm.GPE0Port+2, 2, 0, piix4pm.GPEPCIHotplug) // the OS enables GPE 1
+
+	fn, err := pci.NewFunction(pci.Header{VendorID: 0x1af4, DeviceID: 0x1000, InterruptPin: 1},
+		pci.BAR{Kind: pci.BARIO, Size: 0x20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbdf, err := bus.Add(fn, 5, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm.PCIPlugged(5)
+	if got := pio.Read(piix4pm.HotplugPort, 4, 0); got != 1<<5 {
+		t.Fatalf("PCIU = %#x", got)
+	}
+	pio.Write(piix4pm.GPE0Port, 2, 0, piix4pm.GPEPCIHotplug) // _E01 done
+	// The OS enumerates the new function and enables it.
+	spaces.PCI.Write(sbdf, pci.RegBAR0, 4, 0, 0xc100)
+	spaces.PCI.Write(sbdf, pci.RegCommand, 2, 0, pci.CommandIO)
+	if !x.ranges["pio 0xc100+0x20"] {
+		t.Fatalf("BAR not mapped: %v", x.mapped())
+	}
+	pm.PCIUnplugRequest(5)
+	pio.Write(piix4pm.HotplugPort+8, 4, 0, 1<<5) // _EJ0 of S5
+	if got := spaces.PCI.Read(sbdf, 0, 4, 0); got != 0xffffffff {
+		t.Errorf("ejected function reads %#x", got)
+	}
+	if x.ranges["pio 0xc100+0x20"] {
+		t.Errorf("BAR still mapped after eject: %v", x.mapped())
+	}
+	if got, want := sci, []bool{true, false, true}; !slices.Equal(got, want) {
+		t.Errorf("SCI = %v, want %v", got, want)
+	}
+	if got := pm.Stats(); got.Ejects != 1 || got.Errors != 0 {
+		t.Errorf("Stats = %+v", got)
 	}
 }

@@ -59,6 +59,10 @@ type Config struct {
 	Files map[string][]byte
 	// MemMB is the guest RAM size (default 256).
 	MemMB int
+	// RAM, if set, backs the guest's RAM (MemMB bytes at guest-physical 0,
+	// file offset 0): QEMU maps it shared, so a simulated domain whose RAM
+	// is this file sees the guest's memory. Otherwise QEMU creates a memfd.
+	RAM *os.File
 	// Proxies are the proxied PCI functions.
 	Proxies []Proxy
 	// Append is extra kernel command line.
@@ -124,13 +128,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	)
 	defer func() {
 		for _, f := range extra {
-			f.Close()
+			if f != cfg.RAM {
+				f.Close()
+			}
 		}
 	}()
 	args := []string{
 		"-accel", "tcg", "-m", fmt.Sprint(cfg.MemMB), "-nodefaults", "-display", "none",
 		"-serial", "stdio", "-no-reboot", "-monitor", "none",
-		"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", cfg.MemMB),
 		"-machine", "pc,memory-backend=mem",
 		"-kernel", cfg.Assets.Kernel, "-initrd", initrdPath,
 		"-append", strings.TrimSpace("console=ttyS0 quiet panic=-1 " + cfg.Append),
@@ -150,8 +155,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		conns = append(conns, c.(*net.UnixConn))
 		args = append(args, "-device", fmt.Sprintf("x-pci-proxy-dev,id=proxy%d,fd=%d,addr=%s", i, 3+i, p.Addr))
 	}
+	if cfg.RAM != nil {
+		// QEMU reopens the file through its own fd table.
+		args = append(args, "-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=/proc/self/fd/%d,share=on", cfg.MemMB, 3+len(extra)))
+		extra = append(extra, cfg.RAM)
+	} else {
+		args = append(args, "-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", cfg.MemMB))
+	}
 	qtestSock := filepath.Join(dir, "qtest.sock")
-	args = append(args, "-qtest", "unix:"+qtestSock+",server=on,wait=off")
+	args = append(args, "-qtest", "unix:"+qtestSock+",server=on,wait=off", "-qtest-log", "none")
 
 	// The device side must answer before QEMU realizes the proxies.
 	var wg sync.WaitGroup
@@ -174,7 +186,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cmd.WaitDelay = 5 * time.Second
 	runErr := cmd.Run()
 	for _, f := range extra {
-		f.Close()
+		if f != cfg.RAM {
+			f.Close()
+		}
 	}
 	extra = nil
 
