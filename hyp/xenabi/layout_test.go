@@ -462,6 +462,15 @@ func TestConstants(t *testing.T) {
 			t.Errorf("%s missing from layout.json", name)
 		}
 	}
+	if got, want := l.Structs["ioreq"].Size, uintptr(IoreqSize); got != want {
+		t.Errorf("IoreqSize = %d, want %d", want, got)
+	}
+	if got, want := l.Structs["ioreq"].Fields["_pad0"][0], uintptr(IoreqStateWordOffs); got != want {
+		t.Errorf("IoreqStateWordOffs = %d, want %d (offsetof(struct ioreq, _pad0))", want, got)
+	}
+	if got, want := l.Structs["ioreq"].Fields["type"][0], uintptr(IoreqFlagsOffset+1); got != want {
+		t.Errorf("IoreqFlagsOffset+1 = %d, want offsetof(struct ioreq, type) = %d", want, got)
+	}
 	if got, want := l.Structs["xen_domctl"].Size, uintptr(XenDomctlSize); got != want {
 		t.Errorf("XenDomctlSize = %d, want %d", want, got)
 	}
