@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const waitLimit = 10 * time.Second
@@ -434,5 +436,51 @@ func TestWrite_ZeroAlloc(t *testing.T) {
 	p := []byte("x")
 	if n := testing.AllocsPerRun(1000, func() { c.Write(p); c.Ready() }); n != 0 {
 		t.Errorf("Write+Ready allocs = %v, want 0", n)
+	}
+}
+
+// TestStream_CloseWithStalledReader: the host never reads, the writer
+// goroutine blocks in write(2); Close must still return, dropping the rest.
+func TestStream_CloseWithStalledReader(t *testing.T) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outR.Close()
+	opt, wait := hooked(Options{FlushTimeout: 10 * time.Millisecond})
+	s := NewStream(nil, outW, opt)
+	// Fill the pipe exactly, then queue one more chunk: the writer blocks
+	// in write(2) with it.
+	// (Through SyscallConn: File.Fd would switch the pipe to blocking
+	// mode.)
+	var pipeSize int
+	rc, err := outW.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cerr := rc.Control(func(fd uintptr) { pipeSize, err = unix.FcntlInt(fd, unix.F_GETPIPE_SZ, 0) }); cerr != nil || err != nil {
+		t.Fatal(cerr, err)
+	}
+	fill := make([]byte, pipeSize)
+	total := uint64(0)
+	for off := 0; off < len(fill); off += 4096 {
+		end := min(off+4096, len(fill))
+		total += uint64(s.Write(fill[off:end]))
+	}
+	wait(t, "the pipe to fill", func() bool { return s.Stats().Written == uint64(pipeSize) })
+	total += uint64(s.Write(bytes.Repeat([]byte{'z'}, 4096)))
+	done := make(chan error, 1)
+	go func() { done <- s.Close() }()
+	select {
+	case <-done:
+	case <-time.After(waitLimit):
+		t.Fatal("Close hung on a blocked writer")
+	}
+	st := s.Stats()
+	if got := st.Written + st.Dropped; got != total {
+		t.Errorf("Written+Dropped = %d, want %d (every byte accounted for)", got, total)
+	}
+	if st.Dropped == 0 {
+		t.Error("nothing dropped although the host never read")
 	}
 }

@@ -120,6 +120,8 @@ func (s *Socket) Close() error {
 			}
 			if c := s.conn.Load(); c != nil {
 				_ = c.SetReadDeadline(time.Now())
+				// Bound a write already blocked on a stalled client.
+				_ = c.SetWriteDeadline(time.Now().Add(s.opt.flushTimeout()))
 			}
 		})
 	})

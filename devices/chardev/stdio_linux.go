@@ -33,7 +33,16 @@ func Stdio(in, out *os.File, opt Options) (*Stream, error) {
 }
 
 func dupNonblock(f *os.File) (*os.File, error) {
-	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	// SyscallConn rather than Fd: Fd would switch the caller's file to
+	// blocking mode.
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("chardev: dup %s: %w", f.Name(), err)
+	}
+	fd := -1
+	if cerr := rc.Control(func(raw uintptr) { fd, err = unix.FcntlInt(raw, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil {
+		err = cerr
+	}
 	if err != nil {
 		return nil, fmt.Errorf("chardev: dup %s: %w", f.Name(), err)
 	}

@@ -94,6 +94,10 @@ func (s *Stream) Close() error {
 func (s *Stream) close() error {
 	var errs []error
 	s.shutdown(func() {
+		if s.out != nil {
+			// Bound a write already blocked on a stalled reader.
+			_ = s.out.SetWriteDeadline(time.Now().Add(s.opt.flushTimeout()))
+		}
 		if s.in != nil {
 			if err := s.in.SetReadDeadline(time.Now()); err != nil {
 				// Not pollable: closing is the only way to interrupt.
