@@ -1,0 +1,117 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"godm/devices/chardev"
+	"godm/devices/uart"
+	"godm/devices/uart/pciserial"
+	"godm/hyp/xensim"
+	"godm/internal/guest"
+)
+
+// TestGuestSerial: Linux's 8250_pci binds godm's PCI 16550 (1b36:0002);
+// a line the guest writes to the tty arrives in godm's character backend,
+// and the answer godm's backend feeds in is read by the guest. The UART is
+// interrupt driven: its INTx travels as XEN_DMOP_set_pci_intx_level.
+func TestGuestSerial(t *testing.T) {
+	a, _ := guestAssets(t)
+	m, err := NewMachine(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inW.Close()
+	defer outR.Close()
+	be := chardev.NewStream(inR, outW, chardev.Options{})
+	defer be.Close()
+	d, err := pciserial.New(uart.Config{Backend: be})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := m.PCI.Add(d.PCI, 5, 0); err != nil {
+		t.Fatal(err)
+	}
+	px, err := m.Proxy(d.PCI, "5.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The host end of the line: answer the guest's ping.
+	gotPing := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(outR)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "GODM-PING") {
+				close(gotPing)
+				inW.Write([]byte("GODM-PONG\n"))
+				break
+			}
+		}
+		for sc.Scan() {
+		}
+	}()
+
+	script := `
+d=/sys/bus/pci/devices/0000:00:05.0
+echo "DRIVER $(basename $(readlink $d/driver))"
+tty=$(ls $d/tty 2>/dev/null | head -1)
+[ -n "$tty" ] || exit 3
+stty -F /dev/$tty raw -echo 115200
+exec 3<>/dev/$tty
+echo GODM-PING >&3
+read -t 30 line <&3
+echo "GOT <$line>"
+grep -i "irq" /proc/tty/driver/serial | grep -v unknown | tail -1
+`
+	res, err := m.Run(context.Background(), guest.Config{
+		Assets:  a,
+		Script:  script,
+		Proxies: []guest.Proxy{px},
+		Timeout: 120 * time.Second,
+		WorkDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatalf("guest: %v\nconsole:\n%s", err, res.Console)
+	}
+	for _, e := range m.Errors() {
+		t.Errorf("data path: %v", e)
+	}
+	select {
+	case <-gotPing:
+	default:
+		t.Errorf("godm's backend never received the guest's line")
+	}
+	for _, want := range []string{"DRIVER serial", "GOT <GODM-PONG"} {
+		if !strings.Contains(res.Console, want) {
+			t.Errorf("console lacks %q", want)
+		}
+	}
+	raised := 0
+	for _, e := range m.Sim.Events() {
+		if e.Kind == xensim.EventPCIIntx && e.Dev == 5 && e.Level {
+			raised++
+		}
+	}
+	if raised == 0 {
+		t.Errorf("the UART never raised INTx through set_pci_intx_level")
+	}
+	if t.Failed() {
+		t.Logf("console:\n%s", res.Console)
+	}
+}
