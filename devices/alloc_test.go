@@ -121,3 +121,18 @@ func BenchmarkConfigSpace(b *testing.B) {
 	}
 	_ = sum
 }
+
+// BenchmarkSpace_Rebuild measures a Move on the PC port layout (one table
+// rebuild, as for a PCI I/O BAR relocation).
+func BenchmarkSpace_Rebuild(b *testing.B) {
+	s := NewSpace("pio")
+	pcLayout(b, s)
+	b.ReportAllocs()
+	at, to := uint64(0xc140), uint64(0xd000)
+	for b.Loop() {
+		if err := s.Move(at, to); err != nil {
+			b.Fatal(err)
+		}
+		at, to = to, at
+	}
+}
