@@ -70,6 +70,17 @@ func (r Reply) Value() (uint64, error) {
 	return strconv.ParseUint(r.Words[0], 0, 64)
 }
 
+// defaultTimeout bounds start-up and each command unless configured.
+const defaultTimeout = 10 * time.Second
+
+// SetTimeout sets the bound on each later command (zero: 10 s).
+func (c *Client) SetTimeout(d time.Duration) {
+	if d <= 0 {
+		d = defaultTimeout
+	}
+	c.timeout = d
+}
+
 // ErrFailed is wrapped by errors for commands QEMU answered with FAIL.
 var ErrFailed = errors.New("qtest: command failed")
 
@@ -104,7 +115,7 @@ func Start(opt Options) (c *Client, err error) {
 	}
 	timeout := opt.Timeout
 	if timeout <= 0 {
-		timeout = 10 * time.Second
+		timeout = defaultTimeout
 	}
 	dir, err := os.MkdirTemp("", "qtest")
 	if err != nil {
@@ -324,16 +335,18 @@ func memOpName(prefix string, size uint8) (string, error) {
 
 // Dial connects to the qtest socket of a QEMU started elsewhere (with
 // "-qtest unix:PATH,server=on,wait=off"), retrying until timeout while the
-// socket does not exist yet. Close then only closes the connection.
+// socket does not exist yet. timeout bounds only the connection; commands
+// get the default 10 s (see SetTimeout). Close then only closes the
+// connection.
 func Dial(path string, timeout time.Duration) (*Client, error) {
 	if timeout <= 0 {
-		timeout = 10 * time.Second
+		timeout = defaultTimeout
 	}
 	deadline := time.Now().Add(timeout)
 	for {
 		conn, err := net.DialTimeout("unix", path, timeout)
 		if err == nil {
-			return &Client{conn: conn, r: bufio.NewReader(conn), timeout: timeout, stderr: &bytes.Buffer{}}, nil
+			return &Client{conn: conn, r: bufio.NewReader(conn), timeout: defaultTimeout, stderr: &bytes.Buffer{}}, nil
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("qtest: dial %s: %w", path, err)
