@@ -41,9 +41,11 @@ type LinkRouter interface {
 	SetPCILinkRoute(link, isaIRQ uint8) error
 }
 
-// INTxSink sets the level of a slot's INTx wire (intx 0..3 = INTA..INTD).
+// INTxSink sets the level of a slot's INTx wire (intx 0..3 = INTA..INTD);
+// the bridge always passes segment 0, bus 0. The hyp/dm Client implements
+// it (XEN_DMOP_set_pci_intx_level).
 type INTxSink interface {
-	SetPCIIntxLevel(dev, intx uint8, level bool) error
+	SetPCIIntxLevel(seg uint16, bus, dev, intx uint8, level bool) error
 }
 
 // Shutdowner ends the domain with a SHUTDOWN_* reason; the hyp/dm Client
@@ -214,7 +216,7 @@ func (l *intxLine) SetLevel(high bool) {
 			d.intxErrors.Add(1)
 			return
 		}
-		if err := d.cfg.INTx.SetPCIIntxLevel(l.dev, l.intx, now); err != nil {
+		if err := d.cfg.INTx.SetPCIIntxLevel(0, 0, l.dev, l.intx, now); err != nil {
 			d.intxErrors.Add(1)
 		}
 	}

@@ -30,7 +30,7 @@ func (s *sink) SetPCILinkRoute(link, isaIRQ uint8) error {
 	return s.log("route %d->%d", link, isaIRQ)
 }
 
-func (s *sink) SetPCIIntxLevel(dev, intx uint8, level bool) error {
+func (s *sink) SetPCIIntxLevel(seg uint16, bus, dev, intx uint8, level bool) error {
 	return s.log("intx %d.%d=%v", dev, intx, level)
 }
 

@@ -31,7 +31,7 @@ func (x *xen) SetPCILinkRoute(link, isa uint8) error {
 	return nil
 }
 
-func (x *xen) SetPCIIntxLevel(dev, intx uint8, level bool) error {
+func (x *xen) SetPCIIntxLevel(seg uint16, bus, dev, intx uint8, level bool) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.intx = append(x.intx, fmt.Sprintf("%d.%d=%v", dev, intx, level))
