@@ -172,6 +172,17 @@ func randomUARTScript(r *rand.Rand, n int) []qtest.Step {
 	s := make([]qtest.Step, 0, n)
 	for len(s) < n {
 		off := uint16(r.IntN(8))
+		if r.IntN(10) == 0 {
+			// A wide access inside the block: QEMU splits it into byte
+			// accesses in ascending order, and so does godm.
+			size := uint8(2 << r.IntN(2))
+			st := qtest.Step{Write: r.IntN(2) == 0, Port: com1 + off&^uint16(size-1), Size: size}
+			if st.Write {
+				st.Value = values[r.IntN(len(values))] * 0x01010101 & (1<<(8*uint(size)) - 1) &^ 0x80808080
+			}
+			s = append(s, st)
+			continue
+		}
 		if r.IntN(2) == 0 {
 			v := values[r.IntN(len(values))]
 			if off == 3 && r.IntN(4) != 0 {
