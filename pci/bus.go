@@ -169,7 +169,8 @@ func (d *Device) setMultiFunction() {
 }
 
 // Remove takes d off the bus: its configuration space and BARs are
-// unregistered and its INTx is deasserted. d may be added again.
+// unregistered, its INTx is deasserted and its registers return to their
+// reset state. d may be added again.
 func (b *Bus) Remove(d *Device) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -190,6 +191,10 @@ func (b *Bus) Remove(d *Device) error {
 	}
 	d.intxOut = false
 	d.bus, d.intx, d.send, d.pio, d.mmio = nil, nil, nil, nil, nil
+	// A function plugged in again starts from reset, as a new card would.
+	copy(d.cfg, d.resetImage)
+	d.msixResetLocked()
+	d.intxLevel = false
 	d.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("pci: remove %v: %w", sbdf, err)

@@ -316,3 +316,28 @@ func TestExtendedCapabilities(t *testing.T) {
 		t.Errorf("version 16: %v, want ErrInvalid", err)
 	}
 }
+
+func TestBus_RemoveResets(t *testing.T) {
+	r := newRig(t)
+	d := mustNew(t, testHeader)
+	must(t, d.SetBAR(0, BAR{Kind: BARIO, Size: 0x10}))
+	sbdf, err := r.bus.Add(d, 3, 0)
+	must(t, err)
+	r.cfgWrite(sbdf, RegBAR0, 4, 0xc000)
+	r.cfgWrite(sbdf, RegCommand, 2, CommandIO)
+	must(t, r.bus.Remove(d))
+	if got := len(r.spaces.PIO.Ranges()); got != 0 {
+		t.Errorf("ranges after remove = %d", got)
+	}
+	if got := d.ConfigRead(RegBAR0, 4); got != barIOSpace {
+		t.Errorf("BAR0 after remove = %#x, want reset value", got)
+	}
+	sbdf, err = r.bus.Add(d, 4, 0)
+	must(t, err)
+	if got := len(r.spaces.PIO.Ranges()); got != 0 {
+		t.Errorf("ranges after re-add = %d, want 0 (decoding off)", got)
+	}
+	if got := r.cfgRead(sbdf, 0, 4); got != 0x00021b36 {
+		t.Errorf("re-added id = %#x", got)
+	}
+}
