@@ -314,6 +314,9 @@ func (c *MapCache) mapBucket(idx uint64) (*bucket, error) {
 		gfns[i] = first + uint64(i)
 	}
 	m, err := c.mapper.MapPages(gfns, true)
+	if err == nil && m == nil {
+		err = errNilMapping
+	}
 	if err != nil {
 		c.mapErrors.Add(1)
 		return nil, fmt.Errorf("memory: map cache: map gpa %#x+%#x: %w: %w", idx<<c.shift, c.size, ErrUnmapped, err)
@@ -339,7 +342,10 @@ func (c *MapCache) mapBucket(idx uint64) (*bucket, error) {
 	return b, nil
 }
 
-var errShortMapping = errors.New("mapping shorter than requested")
+var (
+	errShortMapping = errors.New("mapping shorter than requested")
+	errNilMapping   = errors.New("mapper returned no mapping and no error")
+)
 
 // unmap closes a dead bucket's mapping.
 func (c *MapCache) unmap(b *bucket) {

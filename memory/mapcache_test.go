@@ -187,6 +187,10 @@ func TestMapCache_MapError(t *testing.T) {
 	if err := c.Read(0, make([]byte, 1)); err != nil {
 		t.Errorf("Read after mapper recovers = %v (failures must not be cached)", err)
 	}
+	nilMapper := MapperFunc(func([]uint64, bool) (Mapping, error) { return nil, nil })
+	if err := small(t, nilMapper, 8, 2).Read(0, make([]byte, 1)); !errors.Is(err, ErrUnmapped) {
+		t.Errorf("Read with a mapper returning nil, nil = %v, want ErrUnmapped", err)
+	}
 	if got := c.Stats(); got.MapErrors != 1 || got.Maps != 1 {
 		t.Errorf("Stats() = %+v, want 1 map error and 1 map", got)
 	}
