@@ -8,13 +8,19 @@
 //
 // # Lifecycle
 //
-// A device builds a Device with New, describes its BARs (SetBAR, SetROM),
-// capabilities (AddCapability, AddMSI, AddMSIX) and device-specific
-// registers (DefineRegister) and then adds it to a Bus. From then on the
-// layout is fixed: set-up methods fail with ErrBusy. When the guest enables
-// decoding or moves a BAR, the Device re-registers the BAR's range on the
-// Bus's port I/O or MMIO devices.Space (Register, Move, Unregister), so a
-// Listener on the Space (the ioreq server) follows.
+// A device builds a Device with New (or NewFunction for the common case of
+// a header and a few BARs), describes its BARs (SetBAR, SetROM),
+// capabilities (AddCapability, AddExtendedCapability, AddMSI, AddMSIX) and
+// device-specific registers (DefineRegister, SetWriteHook) and then adds it
+// to a Bus (Add, AddAuto, AddFunction). From then on, or from the first
+// configuration write, the layout is fixed: set-up methods fail with
+// ErrBusy, and Reset returns to the configuration image of that moment.
+// When the guest enables decoding or moves a BAR, the Device re-registers
+// the BAR's range on the Bus's port I/O or MMIO devices.Space (Register,
+// Move, Unregister), so a Listener on the Space (the ioreq server)
+// follows. The device raises interrupts through INTx (an irq.Line) and
+// Interrupt (MSI-X, else MSI). Save and Restore carry the guest-visible
+// state. Package pcitest compares a function with QEMU's.
 //
 // # Threading
 //
