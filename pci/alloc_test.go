@@ -62,3 +62,31 @@ func BenchmarkConfigWrite(b *testing.B) {
 		r.cfgWrite(sbdf, RegCommand, 2, CommandMemory)
 	}
 }
+
+func BenchmarkMSIXInterrupt(b *testing.B) {
+	r := newRig(b)
+	d, sbdf := newMSIXDevice(b, r, nil)
+	r.cfgWrite(sbdf, uint32(d.msix.cap)+2, 2, msixEnable)
+	r.spaces.MMIO.Write(0xfe00200c, 4, 0, 0)
+	d.mu.Lock()
+	d.send = nopMSI{}
+	d.mu.Unlock()
+	b.ReportAllocs()
+	for b.Loop() {
+		d.Interrupt(0)
+	}
+}
+
+func BenchmarkBARRead(b *testing.B) {
+	r := newRig(b)
+	h := &memHandler{mem: make([]byte, 0x4000)}
+	newMSIXDevice(b, r, h)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = r.spaces.MMIO.Read(0xfe000010, 4, 0)
+	}
+}
+
+type nopMSI struct{}
+
+func (nopMSI) SendMSI(uint64, uint32) {}
