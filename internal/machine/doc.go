@@ -1,0 +1,14 @@
+// Package machine turns a machine description (Spec) into a running godm:
+// the xenfv base platform (i440FX host bridge, PIIX3 with interrupt link
+// routing and the 0xcf9 reset register, the PIIX4 power-management
+// function, the Xen platform device, 16550 COM ports, the i8042), wired to
+// Xen through an ioreq server, DM ops and hypercalls on a kernel.Kernel —
+// the real dom0 kernel or the simulated Xen.
+//
+// It is the wiring layer shared by cmd/godm, the benchmarks and tests: the
+// one place (with cmd/godm) that knows every concrete device type.
+//
+// Lifecycle: New builds everything and registers it with Xen; Serve runs
+// the ioreq server until the context ends; Close tears everything down
+// (idempotent), leaving nothing in the hypervisor.
+package machine

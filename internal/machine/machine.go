@@ -1,0 +1,299 @@
+package machine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"godm/devices"
+	"godm/devices/chardev"
+	"godm/devices/i440fx"
+	"godm/devices/i8042"
+	"godm/devices/piix3"
+	"godm/devices/piix4pm"
+	"godm/devices/testdev"
+	"godm/devices/uart"
+	"godm/devices/xenplatform"
+	"godm/hyp"
+	"godm/hyp/dm"
+	"godm/hyp/foreign"
+	"godm/hyp/hcall"
+	"godm/hyp/kernel"
+	"godm/hyp/privcmd"
+	"godm/hyp/xenabi"
+	"godm/ioreq"
+	"godm/memory"
+	"godm/pci"
+)
+
+// Spec describes the machine godm provides to one HVM domain.
+type Spec struct {
+	// Dom is the guest domain.
+	Dom hyp.DomID
+	// VCPUs is the number of vCPU slots to serve; zero asks Xen.
+	VCPUs int
+	// MemBytes is the guest's RAM size, as the host bridge reports it.
+	MemBytes uint64
+	// Serial holds the backends of COM1..COM4 (empty entries: no port).
+	Serial []chardev.Backend
+	// NoPS2 leaves out the i8042 keyboard controller.
+	NoPS2 bool
+	// NoPlatformDevice leaves out the Xen platform device (xen_platform_pci=0).
+	NoPlatformDevice bool
+	// TestDevice adds godm's test device (devices/testdev) at TestSlot.
+	TestDevice bool
+	TestSlot   uint8
+	// BufIOReq selects the buffered-request mode (default atomic).
+	BufIOReq ioreq.BufMode
+	// Workers and Worker tune the ioreq fast path (zero: defaults).
+	Workers int
+	Worker  ioreq.WorkerConfig
+	// Log receives the platform's log (the guest PV drivers' log channel,
+	// unplug requests); nil discards it.
+	Log *slog.Logger
+}
+
+// Slots of the xenfv platform's fixed functions on bus 0.
+const (
+	PlatformSlot = 3 // the Xen platform device (QEMU's xenfv places it after the VGA slot 2)
+	PMFunction   = 3 // PIIX4 PM is function 3 of the PIIX slot
+)
+
+// Machine is godm serving one domain.
+type Machine struct {
+	Spec   Spec
+	Spaces *devices.Bus
+	PCI    *pci.Bus
+	Server *ioreq.Server
+	Memory *memory.MapCache
+	DM     *dm.Client
+
+	HostBridge *i440fx.Device
+	ISABridge  *piix3.Device
+	PM         *piix4pm.Device
+	Platform   *xenplatform.Device
+	UARTs      []*uart.UART
+	PS2        *i8042.Controller
+	Test       *testdev.Device
+
+	priv    *privcmd.Handle
+	closers []io.Closer
+	closed  bool
+}
+
+// New builds the machine on kernel k and registers it with Xen. On error
+// everything built so far is released.
+func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
+	if spec.Log == nil {
+		spec.Log = slog.New(slog.DiscardHandler)
+	}
+	if len(spec.Serial) > 4 {
+		return nil, fmt.Errorf("machine: %d serial ports, at most 4 (COM1-COM4)", len(spec.Serial))
+	}
+	m := &Machine{Spec: spec}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	if m.priv, err = privcmd.Open(k); err != nil {
+		return nil, err
+	}
+	m.closers = append(m.closers, m.priv)
+	m.DM = dm.New(m.priv, spec.Dom)
+	hc := hcall.New(m.priv)
+	m.Memory, err = memory.NewMapCache(memory.MapperFunc(func(gfns []uint64, w bool) (memory.Mapping, error) {
+		return foreign.Map(m.priv, spec.Dom, w, gfns)
+	}), memory.MapCacheConfig{})
+	if err != nil {
+		return nil, err
+	}
+	m.closers = append(m.closers, closerFunc(func() error { m.Memory.Close(); return nil }))
+
+	// Devices first, then the ioreq server mirrors every range they
+	// registered, then it is enabled: the guest never sees a half-built bus.
+	m.Spaces = devices.NewBus()
+	if m.ISABridge, err = piix3.New(piix3.Config{Links: m.DM, INTx: m.DM, Shutdown: m.DM}); err != nil {
+		return nil, err
+	}
+	if m.PCI, err = pci.NewBus(pci.BusConfig{Spaces: m.Spaces, INTx: m.ISABridge, MSI: ioreq.NewMSI(m.DM)}); err != nil {
+		return nil, err
+	}
+	if m.HostBridge, err = i440fx.New(i440fx.Config{RAMSize: spec.MemBytes}); err != nil {
+		return nil, err
+	}
+	if _, err = m.HostBridge.Attach(m.PCI); err != nil {
+		return nil, fmt.Errorf("machine: host bridge: %w", err)
+	}
+	if _, err = m.ISABridge.Attach(m.PCI, m.Spaces.PIO); err != nil {
+		return nil, fmt.Errorf("machine: PIIX3: %w", err)
+	}
+	m.PM, err = piix4pm.New(piix4pm.Config{
+		SCI:      ioreq.NewISALine(m.DM, 9),
+		Shutdown: m.DM,
+		Suspend:  suspender{hc, spec.Dom},
+		Eject:    ejectLogger{spec.Log},
+		COM1:     len(spec.Serial) > 0 && spec.Serial[0] != nil,
+		COM2:     len(spec.Serial) > 1 && spec.Serial[1] != nil,
+		VCPUs:    spec.VCPUs,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err = m.PM.Attach(m.PCI, m.Spaces.PIO); err != nil {
+		return nil, fmt.Errorf("machine: PIIX4 PM: %w", err)
+	}
+	if !spec.NoPlatformDevice {
+		m.Platform, err = xenplatform.New(xenplatform.Config{
+			Unplug: unplugLogger{spec.Log},
+			ROM:    romLocker{m.DM},
+			Log:    platformLog{spec.Log},
+		})
+		if err != nil {
+			return nil, err
+		}
+		if _, err = m.Platform.AttachAt(m.PCI, m.Spaces.PIO, PlatformSlot); err != nil {
+			return nil, fmt.Errorf("machine: Xen platform device: %w", err)
+		}
+	}
+	for i, be := range spec.Serial {
+		if be == nil {
+			continue
+		}
+		place, err := uart.COM(i + 1)
+		if err != nil {
+			return nil, err
+		}
+		u := uart.New(uart.Config{IRQ: ioreq.NewISALine(m.DM, place.IRQ), Backend: be})
+		m.closers = append(m.closers, u)
+		if _, err := uart.RegisterCOM(m.Spaces.PIO, i+1, u); err != nil {
+			return nil, fmt.Errorf("machine: COM%d: %w", i+1, err)
+		}
+		m.UARTs = append(m.UARTs, u)
+	}
+	if !spec.NoPS2 {
+		m.PS2 = i8042.New(i8042.Config{
+			KeyboardIRQ: ioreq.NewISALine(m.DM, i8042.KeyboardIRQ),
+			MouseIRQ:    ioreq.NewISALine(m.DM, 12),
+			Reset:       resetter{m.DM, spec.Log},
+		})
+		if err = i8042.Register(m.Spaces.PIO, m.PS2); err != nil {
+			return nil, fmt.Errorf("machine: i8042: %w", err)
+		}
+	}
+	if spec.TestDevice {
+		if m.Test, err = testdev.New(m.Memory); err != nil {
+			return nil, err
+		}
+		m.closers = append(m.closers, m.Test)
+		if _, err = m.PCI.Add(m.Test.Function(), spec.TestSlot, 0); err != nil {
+			return nil, fmt.Errorf("machine: test device: %w", err)
+		}
+	}
+
+	m.Server, err = ioreq.NewServer(m.priv, k, ioreq.Config{
+		Dom:      spec.Dom,
+		VCPUs:    spec.VCPUs,
+		Workers:  spec.Workers,
+		BufIOReq: spec.BufIOReq,
+		Worker:   spec.Worker,
+		Bus:      m.Spaces,
+		Targets:  ioreq.Targets{Memory: m.Memory, Invalidate: m.Memory.Invalidate},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Serve serves the domain until ctx ends (nil) or the hypervisor fails.
+func (m *Machine) Serve(ctx context.Context) error {
+	err := m.Server.Serve(ctx)
+	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// Close tears the machine down: the ioreq server (disable, unbind,
+// destroy, unmap), the devices' goroutines, the map cache and the handles.
+// It is idempotent.
+func (m *Machine) Close() error {
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	var errs []error
+	if m.Server != nil {
+		errs = append(errs, m.Server.Close())
+	}
+	for i := len(m.closers) - 1; i >= 0; i-- {
+		errs = append(errs, m.closers[i].Close())
+	}
+	return errors.Join(errs...)
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// suspender enters S3 the way QEMU's Xen suspend notifier does: by setting
+// HVM_PARAM_ACPI_S_STATE to 3 (hw/i386/xen/xen-hvm.c).
+type suspender struct {
+	c   *hcall.Caller
+	dom hyp.DomID
+}
+
+func (s suspender) SuspendToRAM() error {
+	return s.c.SetHVMParam(s.dom, xenabi.HVM_PARAM_ACPI_S_STATE, 3)
+}
+
+// romLocker makes the legacy ROM area 0xc0000-0xfffff read-only or
+// writable again (XEN_DMOP_set_mem_type on gfns 0xc0-0xff).
+type romLocker struct{ c *dm.Client }
+
+func (r romLocker) SetROMLock(locked bool) error {
+	t := uint16(xenabi.HVMMEM_ram_rw)
+	if locked {
+		t = xenabi.HVMMEM_ram_ro
+	}
+	return r.c.SetMemType(t, 0xc0, 0x40)
+}
+
+// resetter reboots the domain for the i8042's reset line.
+type resetter struct {
+	c   *dm.Client
+	log *slog.Logger
+}
+
+func (r resetter) RequestReset() {
+	if err := r.c.RemoteShutdown(xenabi.SHUTDOWN_reboot); err != nil {
+		r.log.Error("i8042 reset: remote shutdown failed", "err", err)
+	}
+}
+
+// unplugLogger answers the PV drivers' unplug request. godm has no
+// emulated disks or NICs yet, so there is nothing to remove.
+type unplugLogger struct{ log *slog.Logger }
+
+func (u unplugLogger) Unplug(mask xenplatform.UnplugMask) error {
+	u.log.Info("xen platform: unplug request", "mask", fmt.Sprintf("%#x", uint16(mask)))
+	return nil
+}
+
+type platformLog struct{ log *slog.Logger }
+
+func (p platformLog) PlatformLog(line []byte) {
+	p.log.Info("guest PV driver", "msg", string(line))
+}
+
+// ejectLogger records ACPI hotplug eject requests (PCI hotplug arrives with
+// passthrough and the QMP drop-in).
+type ejectLogger struct{ log *slog.Logger }
+
+func (e ejectLogger) EjectPCISlot(slot uint8) error {
+	e.log.Info("ACPI eject request", "slot", slot)
+	return nil
+}

@@ -1,0 +1,187 @@
+package machine
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"godm/devices/chardev"
+	"godm/hyp/xenabi"
+	"godm/hyp/xensim"
+)
+
+type rig struct {
+	t   *testing.T
+	sim *xensim.Sim
+	dom *xensim.Domain
+	m   *Machine
+	v   *xensim.VCPU
+	out *bufio.Reader
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	sim := xensim.New(xensim.Config{})
+	t.Cleanup(func() { sim.Close() })
+	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 2, RAM: []xensim.Region{{GPA: 0, Size: 64 << 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { outR.Close() })
+	com1 := chardev.NewStream(nil, outW, chardev.Options{})
+	m, err := New(sim.Kernel(0), Spec{Dom: dom.ID(), VCPUs: 2, MemBytes: 64 << 20,
+		Serial: []chardev.Backend{com1}, TestDevice: true, TestSlot: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); com1.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return &rig{t: t, sim: sim, dom: dom, m: m, v: dom.VCPU(0), out: bufio.NewReader(outR)}
+}
+
+func (r *rig) in(port uint16, size int) uint64 {
+	r.t.Helper()
+	v, err := r.v.In(port, size)
+	if err != nil {
+		r.t.Fatalf("in %#x: %v", port, err)
+	}
+	return v
+}
+
+func (r *rig) outp(port uint16, size int, v uint64) {
+	r.t.Helper()
+	if err := r.v.Out(port, size, v); err != nil {
+		r.t.Fatalf("out %#x: %v", port, err)
+	}
+}
+
+func (r *rig) cfg(dev, fn uint8, reg uint32) uint64 {
+	r.t.Helper()
+	v, err := r.v.PCIConfigRead(uint32(dev)<<3|uint32(fn), reg, 4)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return v
+}
+
+func (r *rig) waitEvent(after uint64, kind xensim.EventKind) xensim.Event {
+	r.t.Helper()
+	ev, err := r.sim.WaitEvent(after, 5*time.Second, func(e xensim.Event) bool { return e.Kind == kind })
+	if err != nil {
+		r.t.Fatalf("waiting for %v: %v", kind, err)
+	}
+	return ev
+}
+
+func TestPlatformIDs(t *testing.T) {
+	r := newRig(t)
+	for _, tc := range []struct {
+		dev, fn uint8
+		want    uint64
+	}{
+		{0, 0, 0x12378086}, // i440FX
+		{1, 0, 0x70008086}, // PIIX3
+		{1, 3, 0x71138086}, // PIIX4 PM
+		{3, 0, 0x00015853}, // Xen platform device
+		{5, 0, 0x646d676f}, // godm test device
+		{2, 0, 0xffffffff}, // empty slot
+	} {
+		if got := r.cfg(tc.dev, tc.fn, 0); got != tc.want {
+			t.Errorf("00:%02x.%d IDs = %#x, want %#x", tc.dev, tc.fn, got, tc.want)
+		}
+	}
+	if got := r.cfg(3, 0, 8) >> 8; got != 0xff8000 {
+		t.Errorf("platform device class = %#x, want 0xff8000", got)
+	}
+}
+
+func TestLegacyDevices(t *testing.T) {
+	r := newRig(t)
+	// COM1: LSR after reset has THRE and TEMT; a byte written to THR
+	// reaches the backend.
+	if got := r.in(0x3fd, 1); got != 0x60 {
+		t.Errorf("COM1 LSR = %#x, want 0x60", got)
+	}
+	for _, c := range []byte("hi\n") {
+		r.outp(0x3f8, 1, uint64(c))
+	}
+	line, err := r.out.ReadString('\n')
+	if err != nil || line != "hi\n" {
+		t.Errorf("COM1 backend got %q, %v", line, err)
+	}
+	// i8042 controller self-test.
+	r.outp(0x64, 1, 0xaa)
+	if got := r.in(0x60, 1); got != 0x55 {
+		t.Errorf("i8042 self-test = %#x, want 0x55", got)
+	}
+	// Xen platform device magic on the fixed I/O port 0x10.
+	if got := r.in(0x10, 2); got != 0x49d2 {
+		t.Errorf("platform magic = %#x, want 0x49d2", got)
+	}
+}
+
+func TestInterruptRoutingAndShutdown(t *testing.T) {
+	r := newRig(t)
+	// PIIX3 PIRQ route register 0x60 (PIRQA) = IRQ 11.
+	seq := r.sim.LastSeq()
+	if err := r.v.PCIConfigWrite(1<<3, 0x60, 1, 11); err != nil {
+		t.Fatal(err)
+	}
+	if ev := r.waitEvent(seq, xensim.EventPCILinkRoute); ev.Link != 0 || ev.IRQ != 11 {
+		t.Errorf("link route event %v, want link 0 irq 11", ev)
+	}
+	// 0xcf9: a hard reset request reboots the domain.
+	seq = r.sim.LastSeq()
+	r.outp(0xcf9, 1, 0x06)
+	if ev := r.waitEvent(seq, xensim.EventShutdown); ev.Data != xenabi.SHUTDOWN_reboot {
+		t.Errorf("0xcf9 shutdown reason %d, want reboot", ev.Data)
+	}
+	// ACPI S5: SLP_TYP for S5 with SLP_EN in PM1a control powers off.
+	seq = r.sim.LastSeq()
+	r.outp(0xb004, 2, 1<<13|0<<10)
+	if ev := r.waitEvent(seq, xensim.EventShutdown); ev.Data != xenabi.SHUTDOWN_poweroff {
+		t.Errorf("PM1a S5 shutdown reason %d, want poweroff", ev.Data)
+	}
+}
+
+func TestTeardownLeavesNoServer(t *testing.T) {
+	r := newRig(t)
+	if err := r.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var created, destroyed int
+	for _, e := range r.sim.Events() {
+		if e.Kind == xensim.EventIOReqServer {
+			created += b2i(e.Detail == "create")
+			destroyed += b2i(e.Detail == "destroy")
+		}
+	}
+	if created != 1 || destroyed != 1 {
+		t.Errorf("servers created %d destroyed %d, want 1 and 1", created, destroyed)
+	}
+	// With the server gone the guest's accesses are unclaimed.
+	if got := r.in(0x3fd, 1); got != 0xff {
+		t.Errorf("COM1 LSR after teardown = %#x, want 0xff (unclaimed)", got)
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
