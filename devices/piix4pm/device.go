@@ -209,8 +209,12 @@ const (
 )
 
 // Handler returns the handler of port range i (0..4: PM1a control, GPE0,
-// PCI hotplug, processor presence, debug), for tests and tracing.
+// PCI hotplug, processor presence, debug), for tests and tracing; nil for
+// any other i.
 func (d *Device) Handler(i int) (base, size uint64, h devices.Handler) {
+	if i < 0 || i >= numKinds {
+		return 0, 0, nil
+	}
 	p := portRanges()[i]
 	return p.base, p.size, &d.regions[i]
 }
