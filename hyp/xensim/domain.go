@@ -72,7 +72,8 @@ type ramRegion struct {
 
 // p2mEntry overrides the default p2m for one gfn.
 type p2mEntry struct {
-	hole bool   // nothing mapped (relocated away)
+	hole bool   // nothing mapped (relocated away, decreased)
+	ram  bool   // guest RAM (moved or populated), as opposed to a special page
 	mem  *shmem // backing; nil with hole or for RAM relocated within ram
 	fd   int
 	off  int64
@@ -104,9 +105,13 @@ type Domain struct {
 	vram         *vramTracker
 	shutdown     int64 // -1 = running
 	dead         bool
-	intx         [32][4]bool
-	isaIRQ       [16]bool
-	links        [4]uint8
+	passthru     *passthrough
+	extraMem     []*shmem // populate_physmap backing
+	// mapcacheInvalidate is Xen's qemu_mapcache_invalidate flag.
+	mapcacheInvalidate bool
+	intx               [32][4]bool
+	isaIRQ             [16]bool
+	links              [4]uint8
 
 	cf8 uint32 // latched 0xcf8 (atomic)
 
@@ -240,6 +245,10 @@ func (d *Domain) destroy() error {
 		// Mappings the device model made of this RAM stay valid (they
 		// hold the memfd's pages), as foreign mappings keep pages alive.
 		errs = append(errs, d.ram.close())
+		for _, m := range d.extraMem {
+			errs = append(errs, m.close())
+		}
+		d.extraMem = nil
 		s.mu.Unlock()
 		d.closeErr = errors.Join(errs...)
 	})
@@ -292,7 +301,7 @@ func (d *Domain) ramBytes(gpa uint64) []byte {
 // isRAM reports whether gfn is populated guest RAM (not a special page).
 func (d *Domain) isRAM(gfn uint64) bool {
 	if e, found := d.overlay[gfn]; found {
-		return !e.hole && e.mem == d.ram
+		return !e.hole && e.ram
 	}
 	return d.region(gfn<<pageShift) != nil
 }

@@ -57,6 +57,34 @@ const (
 	// destroyed. Server, Detail ("create", "enable", "disable",
 	// "destroy").
 	EventIOReqServer
+	// EventMapPIRQ: PHYSDEVOP_map_pirq. Type (MAP_PIRQ_TYPE_*), Addr =
+	// index (GSI or MSI entry), Data = PIRQ, First = bus, Nr = devfn.
+	EventMapPIRQ
+	// EventUnmapPIRQ: PHYSDEVOP_unmap_pirq. Data = PIRQ.
+	EventUnmapPIRQ
+	// EventBindPtIRQ: XEN_DOMCTL_bind_pt_irq (Level true) or
+	// unbind_pt_irq (Level false). Type (PT_IRQ_TYPE_*), Data = machine
+	// IRQ (PIRQ); PCI: Link = bus, Dev, Pin = INTx; ISA: IRQ; MSI:
+	// First = guest vector, Nr = gflags, Addr = gtable.
+	EventBindPtIRQ
+	// EventMemoryMapping: XEN_DOMCTL_memory_mapping. First = gfn, Addr =
+	// mfn, Nr, Level = add.
+	EventMemoryMapping
+	// EventIOPortMapping: XEN_DOMCTL_ioport_mapping. First = guest port,
+	// Addr = machine port, Nr, Level = add.
+	EventIOPortMapping
+	// EventPermission: XEN_DOMCTL_{irq,iomem,ioport}_permission. Type =
+	// the domctl, First, Nr, Level = allow.
+	EventPermission
+	// EventPopulatePhysmap: one extent of XENMEM_populate_physmap. First
+	// = gfn, Nr = pages.
+	EventPopulatePhysmap
+	// EventDecreaseReservation: one extent of
+	// XENMEM_decrease_reservation. First = gfn, Nr = pages.
+	EventDecreaseReservation
+	// EventAddToPhysmap: XENMEM_add_to_physmap (gmfn, gmfn_range). First
+	// = source gfn, Addr = destination gfn, Nr.
+	EventAddToPhysmap
 )
 
 var kindNames = [...]string{
@@ -66,6 +94,10 @@ var kindNames = [...]string{
 	EventInjectEvent: "inject-event", EventMapMemType: "map-mem-type",
 	EventPinCacheAttr: "pin-cacheattr", EventRelocateMemory: "relocate-memory",
 	EventGuestNotify: "guest-notify", EventViolation: "violation", EventIOReqServer: "ioreq-server",
+	EventMapPIRQ: "map-pirq", EventUnmapPIRQ: "unmap-pirq", EventBindPtIRQ: "bind-pt-irq",
+	EventMemoryMapping: "memory-mapping", EventIOPortMapping: "ioport-mapping", EventPermission: "permission",
+	EventPopulatePhysmap: "populate-physmap", EventDecreaseReservation: "decrease-reservation",
+	EventAddToPhysmap: "add-to-physmap",
 }
 
 // String implements fmt.Stringer.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"godm/hyp"
 	"godm/hyp/kernel"
 	"godm/hyp/xenabi"
 
@@ -299,3 +300,5 @@ func (dm *fakeDM) setHook(f func(vcpu int)) {
 	dm.serveHook = f
 	dm.mu.Unlock()
 }
+
+func hypDom(d uint16) hyp.DomID { return hyp.DomID(d) }

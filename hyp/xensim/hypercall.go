@@ -36,10 +36,14 @@ func (s *Sim) hypercall(caller hyp.DomID, op uint64, a [5]uint64) (uintptr, erro
 		return s.xenVersion(a[0], a[1])
 	case xenabi.HYPERVISOR_hvm_op:
 		return s.hvmOp(caller, a[0], a[1])
-	case xenabi.HYPERVISOR_physdev_op, xenabi.HYPERVISOR_domctl:
-		// TODO: passthrough (physdev map_pirq, domctl bind_pt_irq,
-		// memory_mapping, ioport_mapping) once hyp/xenabi mirrors them.
-		return 0, unix.ENOSYS
+	case xenabi.HYPERVISOR_physdev_op:
+		return s.physdevOp(caller, a[0], a[1])
+	case xenabi.HYPERVISOR_domctl:
+		return s.domctl(caller, a[0])
+	case xenabi.HYPERVISOR_memory_op:
+		return s.memoryOp(caller, a[0], a[1])
+	case xenabi.HYPERVISOR_multicall:
+		return s.multicall(caller, a[0], a[1])
 	}
 	return 0, unix.ENOSYS
 }

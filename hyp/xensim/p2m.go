@@ -197,7 +197,11 @@ func (d *Domain) relocate(src, dst uint64, size uint32, u []byte, constOp *bool)
 		if !ok || !d.isRAM(s) {
 			break
 		}
-		d.overlay[t] = p2mEntry{mem: d.ram, fd: fd, off: off}
+		mem := d.ram
+		if e, ok := d.overlay[s]; ok {
+			mem = e.mem
+		}
+		d.overlay[t] = p2mEntry{mem: mem, fd: fd, off: off, ram: true}
 		d.overlay[s] = p2mEntry{hole: true}
 		if t > d.maxGPFN {
 			d.maxGPFN = t

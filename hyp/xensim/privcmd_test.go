@@ -160,8 +160,11 @@ func TestHypercalls(t *testing.T) {
 	if _, err := rawHypercall(pc, xenabi.HYPERVISOR_dm_op, uint64(d.ID()), 1, addr(buf[512:])); err != nil || le.Uint32(op[8:]) != 2 {
 		t.Errorf("dm_op hypercall nr_vcpus = %d, %v", le.Uint32(op[8:]), err)
 	}
-	if _, err := rawHypercall(pc, xenabi.HYPERVISOR_domctl, addr(buf)); !isErrno(err, unix.ENOSYS) {
-		t.Errorf("domctl: %v, want ENOSYS", err)
+	if _, err := rawHypercall(pc, xenabi.HYPERVISOR_domctl, addr(buf)); !isErrno(err, unix.EACCES) {
+		t.Errorf("domctl with a wrong interface version: %v, want EACCES", err)
+	}
+	if _, err := rawHypercall(pc, xenabi.HYPERVISOR_sysctl, addr(buf)); !isErrno(err, unix.ENOSYS) {
+		t.Errorf("sysctl: %v, want ENOSYS", err)
 	}
 	if _, err := pc.Ioctl(0x1234, unsafe.Pointer(&buf[0])); !isErrno(err, unix.ENOTTY) {
 		t.Errorf("unknown ioctl: %v, want ENOTTY", err)

@@ -341,6 +341,14 @@ func (v *VCPU) access(p *request) (uint64, error) {
 		s.mu.RUnlock()
 		return 0, fmt.Errorf("xensim: %v vcpu%d: %v: %w", d.id, v.id, p.describe(), hyp.ErrClosed)
 	}
+	if p.typ == xenabi.IOREQ_TYPE_PIO && d.hardwarePort(p.addr, uint64(p.size)) ||
+		p.typ == xenabi.IOREQ_TYPE_COPY && d.hardwareMMIO(p.addr>>pageShift) {
+		// Passed-through I/O goes to the physical device, which the
+		// simulator does not have: it behaves like nothing answering.
+		val := v.nullHandler(p)
+		s.mu.RUnlock()
+		return val, nil
+	}
 	var srv *server
 	if p.typ == xenabi.IOREQ_TYPE_COPY && p.dir == xenabi.IOREQ_WRITE && d.isRAM(p.addr>>pageShift) &&
 		d.memTypeOf(p.addr>>pageShift) == xenabi.HVMMEM_ioreq_server && d.memTypeSrv != nil {
@@ -419,8 +427,8 @@ func (v *VCPU) post(srv *server, p *request) ([]byte, error) {
 	atomic.StoreUint32(u32at(slot, 20), p.size)
 	// Waiting before READY is published: a fast device model may answer
 	// and notify before the next statement (dmNotified checks waiting).
-	v.gen.Add(1)
 	v.waiting.Store(true)
+	v.gen.Add(1) // after waiting changes, here and on completion
 	// The state word last, with release semantics (Go atomics are
 	// sequentially consistent).
 	atomic.StoreUint32(u32at(slot, xenabi.IoreqStateWordOffs),
