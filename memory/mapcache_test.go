@@ -223,7 +223,8 @@ func TestMapCache_ShortMapping(t *testing.T) {
 
 func TestMapCache_EvictionBound(t *testing.T) {
 	const buckets = 64
-	f := FromBytes(pattern(buckets << 14))
+	want := pattern(buckets << 14)
+	f := FromBytes(bytes.Clone(want))
 	c := small(t, f, 8, 2) // 4 sets of 2 ways
 	p := make([]byte, 8)
 	for round := range 3 {
@@ -232,7 +233,7 @@ func TestMapCache_EvictionBound(t *testing.T) {
 			if err := c.Read(gpa, p); err != nil {
 				t.Fatal(err)
 			}
-			if got, want := p[0], pattern(buckets << 14)[gpa]; got != want {
+			if got, want := p[0], want[gpa]; got != want {
 				t.Fatalf("round %d: Read(%#x) = %#x, want %#x", round, gpa, got, want)
 			}
 			if live := f.Live(); live > 8 {
