@@ -378,7 +378,9 @@ func (c *Controller) PutScancodes(codes []byte) {
 }
 
 // MouseEvent reports relative motion (dx right, dy down as a host reports
-// it; PS/2 counts up as positive), wheel steps dz and the button state
+// it; PS/2 counts up as positive), wheel steps dz (positive scrolls down,
+// as QEMU's wheel-down; sent only to IntelliMouse-mode guests) and the
+// button state
 // (bit 0 left, 1 right, 2 middle, 3 side, 4 extra). It is ignored while
 // the guest has not enabled reporting; in stream mode packets are queued
 // at once (several if the motion exceeds one packet's range).
