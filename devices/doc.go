@@ -9,13 +9,17 @@
 // registered, moved (PCI BAR relocation) and unregistered on the control
 // path while guest accesses are dispatched concurrently on the fast path.
 // A Listener (the ioreq server) mirrors every range into Xen so that Xen
-// forwards the matching guest accesses to this process.
+// forwards the matching guest accesses to this process; Attach installs one
+// and replays the ranges registered before it, atomically. Listener calls
+// run under the space's writer mutex, so they see changes in the order
+// they take effect and must not register into the same space.
 //
 // # Threading
 //
 // Space.Read/Write and ConfigSpace.Read/Write are lock-free and allocation
 // free: each space keeps an immutable sorted table of ranges behind an
-// atomic.Pointer. Writers (Register, Unregister, Move) serialise on a mutex,
+// atomic.Pointer, searched by binary search, plus a two-level direct index
+// for addresses below 64K (the port I/O space). Writers (Register, Unregister, Move) serialise on a mutex,
 // build a new table and publish it with a single atomic store, so a lookup
 // sees either the old or the new table and a moved device is never visible
 // at both places or at neither. A lookup that loaded the old table may still
