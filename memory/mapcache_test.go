@@ -441,3 +441,29 @@ func TestFakeMapper(t *testing.T) {
 		t.Errorf("Live() after double Close = %d, want 0", got)
 	}
 }
+
+// TestMapCache_RefOverflow checks that a bucket whose reference count is
+// saturated refuses new references instead of wrapping into the flags.
+func TestMapCache_RefOverflow(t *testing.T) {
+	c := small(t, FromBytes(pattern(32<<10)), 4, 2)
+	if err := c.Read(0, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	b := c.slots[0].Load()
+	if b == nil {
+		t.Fatal("bucket 0 not in way 0 of set 0")
+	}
+	saved := b.state.Load()
+	b.state.Store(saved | pinMask)
+	if _, err := c.Pin(0, 1); !errors.Is(err, ErrUnmapped) {
+		t.Errorf("Pin on a saturated bucket = %v, want ErrUnmapped", err)
+	}
+	b.state.Store(saved | copyMask)
+	if err := c.Read(0, make([]byte, 1)); !errors.Is(err, ErrUnmapped) {
+		t.Errorf("Read on a saturated bucket = %v, want ErrUnmapped", err)
+	}
+	b.state.Store(saved)
+	if err := c.Read(0, make([]byte, 1)); err != nil {
+		t.Errorf("Read after = %v", err)
+	}
+}
