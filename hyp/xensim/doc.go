@@ -37,13 +37,22 @@
 //     vCPU and the access.
 //
 // The kernel side follows Linux's drivers/xen/privcmd.c and evtchn.c:
-// privcmd (DM_OP with its buffer limits, HYPERCALL decoding dm_op,
-// xen_version and hvm_op get/set_param, MMAPBATCH_V2 with per-page
-// errors, MMAP_RESOURCE including the size query, RESTRICT), the
+// privcmd (DM_OP with its buffer limits, HYPERCALL, MMAPBATCH_V2 with
+// per-page errors, MMAP_RESOURCE including the size query, RESTRICT), the
 // hypercall-buffer device, and evtchn (ports delivered once and masked
 // until written back, the pending bit re-delivering on unmask, a real
 // eventfd readable exactly while the pending queue is non-empty, EAGAIN
 // for empty non-blocking reads, RESTRICT_DOMID).
+//
+// Hypercalls decoded: dm_op, xen_version, hvm_op get/set_param,
+// memory_op (populate_physmap, decrease_reservation with the map-cache
+// invalidation it owes, add_to_physmap gmfn/gmfn_range), multicall,
+// physdev_op map/unmap_pirq, and the domctls a device model and its
+// toolstack use for passthrough (getdomaininfo, bind/unbind_pt_irq,
+// memory_mapping, ioport_mapping, irq/iomem/ioport_permission; interface
+// version 0x15, anything else EACCES). Passed-through ports and frames no
+// longer reach ioreq servers; the simulator has no physical device behind
+// them, so they read all-ones. Other hypercalls answer ENOSYS.
 //
 // Foreign pages that are holes fail with -EINVAL per page, as Xen's
 // get_page_from_gfn path does (xen/arch/x86/mm.c:mod_l1_entry); the
@@ -51,10 +60,9 @@
 //
 // Not simulated (they answer like a kernel or Xen without them):
 // IOCTL_PRIVCMD_IRQFD/IOEVENTFD (ENOTTY, as Linux < 6.7), event-channel
-// VIRQs (ENOSYS), grant-table resources (EOPNOTSUPP), and the
-// passthrough hypercalls (physdev_op, domctl: ENOSYS, TODO until
-// hyp/xenabi mirrors them). Hypercall continuations are not modelled: ops
-// run to completion.
+// VIRQs (ENOSYS) and grant-table resources (EOPNOTSUPP). Hypercall
+// continuations are not modelled: ops run to completion (very large
+// requests are refused instead).
 //
 // # Observing the guest side
 //
