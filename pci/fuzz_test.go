@@ -16,16 +16,20 @@ func FuzzConfigWrites(f *testing.F) {
 	f.Fuzz(func(t *testing.T, script []byte) {
 		r := newRig(t)
 		h := &memHandler{mem: make([]byte, 0x4000)}
-		d := mustNew(t, Header{VendorID: 0x1234, DeviceID: 0x5678, InterruptPin: 2, Extended: len(script)%2 == 1})
-		must(t, d.SetBAR(0, BAR{Kind: BARMem32, Size: 0x4000, Handler: h}))
-		must(t, d.SetBAR(1, BAR{Kind: BARIO, Size: 0x40, Handler: h}))
-		must(t, d.SetBAR(2, BAR{Kind: BARMem64, Size: 0x1000, Prefetchable: true, Handler: h}))
-		must(t, d.SetROM(0x800, h))
-		must(t, d.DefineRegister(0x40, 4, 0x12345678, 0x00ff00ff, 0xff000000))
-		msiOff, err := d.AddMSI(MSIConfig{Vectors: 8, Addr64: true, PerVectorMask: true})
-		must(t, err)
-		_, err = d.AddMSIX(MSIXConfig{Vectors: 16, TableOffset: 0x2000, PBAOffset: 0x3000})
-		must(t, err)
+		build := func() (*Device, uint8) {
+			d := mustNew(t, Header{VendorID: 0x1234, DeviceID: 0x5678, InterruptPin: 2, Extended: len(script)%2 == 1})
+			must(t, d.SetBAR(0, BAR{Kind: BARMem32, Size: 0x4000, Handler: h}))
+			must(t, d.SetBAR(1, BAR{Kind: BARIO, Size: 0x40, Handler: h}))
+			must(t, d.SetBAR(2, BAR{Kind: BARMem64, Size: 0x1000, Prefetchable: true, Handler: h}))
+			must(t, d.SetROM(0x800, h))
+			must(t, d.DefineRegister(0x40, 4, 0x12345678, 0x00ff00ff, 0xff000000))
+			msiOff, err := d.AddMSI(MSIConfig{Vectors: 8, Addr64: true, PerVectorMask: true})
+			must(t, err)
+			_, err = d.AddMSIX(MSIXConfig{Vectors: 16, TableOffset: 0x2000, PBAOffset: 0x3000})
+			must(t, err)
+			return d, msiOff
+		}
+		d, msiOff := build()
 		sbdf, err := r.bus.Add(d, 5, 0)
 		must(t, err)
 		pendLo := uint32(msiOff) + uint32(d.msi.pending)
@@ -83,6 +87,20 @@ func FuzzConfigWrites(f *testing.F) {
 		// Identity registers survive any script.
 		if got := r.cfgRead(sbdf, 0, 4); got != 0x56781234 {
 			t.Fatalf("id = %#x", got)
+		}
+		// A twin restored from the saved state reads the same.
+		twin, _ := build()
+		r2 := newRig(t)
+		sbdf2, err := r2.bus.Add(twin, 5, 0)
+		must(t, err)
+		must(t, twin.Restore(d.Save()))
+		for reg := uint32(0); reg < n; reg += 4 {
+			if a, b := r.cfgRead(sbdf, reg, 4), r2.cfgRead(sbdf2, reg, 4); a != b {
+				t.Fatalf("restored twin: config[%#x] = %#x, original %#x", reg, b, a)
+			}
+		}
+		if a, b := r.spaces.MMIO.Ranges(), r2.spaces.MMIO.Ranges(); len(a) != len(b) {
+			t.Fatalf("restored twin maps %d MMIO ranges, original %d", len(b), len(a))
 		}
 		d.Reset()
 		must(t, r.bus.Remove(d))
