@@ -32,8 +32,9 @@
 // Xen (xen/arch/x86/hvm/pmtimer.c), so this package does not claim them.
 // Xen raises SCI for its PM1 events on the same ISA IRQ 9 and keeps one
 // level bit per ISA IRQ (hvm_isa_irq_assert, xen/arch/x86/hvm/irq.c), so a
-// GPE deassertion from here can lower Xen's own assertion; QEMU shares the
-// same limitation, and the guest's SCI handler rereads both blocks.
+// GPE deassertion from here can lower Xen's own assertion. QEMU drives the
+// line the same way (XEN_DMOP_set_isa_irq_level for IRQ 9) and has the
+// same exposure.
 // The registers are at their fixed hvmloader addresses; the function's
 // PMBA register (0x40) is stored but does not move them, as Xen's own half
 // of the block cannot move either.
