@@ -90,11 +90,12 @@ const (
 // bucket is one mapped run of 1<<shift bytes of guest memory. All fields
 // but state are immutable once the bucket is published.
 type bucket struct {
-	state atomic.Uint64
-	idx   uint64  // gpa >> shift
-	mem   []byte  // the mapping; shorter than the bucket only if all pages beyond are holes
-	holes []error // nil, or per page: nil if mapped, else the error to return
-	m     Mapping
+	state   atomic.Uint64
+	private bool    // never in the table (see getSlow); tracked in MapCache.privates
+	idx     uint64  // gpa >> shift
+	mem     []byte  // the mapping; shorter than the bucket only if all pages beyond are holes
+	holes   []error // nil, or per page: nil if mapped, else the error to return
+	m       Mapping
 }
 
 // acquire takes a reference of unit (copyUnit or pinUnit) unless the
@@ -144,6 +145,9 @@ type MapCache struct {
 	// step. It is never held during a copy or while waiting.
 	mu   sync.Mutex
 	hand uint // guarded by mu: the eviction clock hand
+	// privates are the private buckets still mapped, so that Invalidate
+	// also waits for copies through them. Guarded by mu.
+	privates map[*bucket]struct{}
 
 	// retireMu and retireCond let Invalidate wait for the copies in
 	// progress on retired buckets; releasers of retired buckets signal.
@@ -185,12 +189,13 @@ func NewMapCache(m Mapper, cfg MapCacheConfig) (*MapCache, error) {
 	}
 	sets := uint64(1) << (63 - bits.LeadingZeros64(buckets/uint64(cfg.Ways))) // power of two, rounded down
 	c := &MapCache{
-		mapper:  m,
-		shift:   cfg.BucketShift,
-		size:    size,
-		ways:    cfg.Ways,
-		setMask: sets - 1,
-		slots:   make([]atomic.Pointer[bucket], sets*uint64(cfg.Ways)),
+		mapper:   m,
+		shift:    cfg.BucketShift,
+		size:     size,
+		ways:     cfg.Ways,
+		setMask:  sets - 1,
+		slots:    make([]atomic.Pointer[bucket], sets*uint64(cfg.Ways)),
+		privates: make(map[*bucket]struct{}),
 	}
 	c.retireCond.L = &c.retireMu
 	return c, nil
@@ -266,6 +271,8 @@ func (c *MapCache) getSlow(idx, unit, mask uint64) (*bucket, error) {
 		// Every way holds a referenced bucket: serve this user from a
 		// bucket outside the table, unmapped at its release.
 		nb.state.Store(unit | retired)
+		nb.private = true
+		c.privates[nb] = struct{}{}
 		c.private.Add(1)
 	} else {
 		nb.state.Store(unit | accessed)
@@ -347,12 +354,18 @@ var (
 	errNilMapping   = errors.New("mapper returned no mapping and no error")
 )
 
-// unmap closes a dead bucket's mapping.
+// unmap closes a dead bucket's mapping. The caller holds no lock but
+// possibly invalMu.
 func (c *MapCache) unmap(b *bucket) {
 	if err := b.m.Close(); err != nil {
 		c.unmapErrors.Add(1)
 	}
 	c.live.Add(-1)
+	if b.private {
+		c.mu.Lock()
+		delete(c.privates, b)
+		c.mu.Unlock()
+	}
 }
 
 // put releases a reference of unit taken by get.
@@ -377,7 +390,8 @@ func (c *MapCache) putRetired(b *bucket, s uint64) {
 
 // Invalidate drops every mapping (IOREQ_TYPE_INVALIDATE): later accesses
 // map the guest's current p2m. It waits for the copies in progress on the
-// dropped buckets, unmaps every unreferenced bucket, and leaves pinned
+// dropped buckets (so none reads a stale mapping after Invalidate
+// returns), unmaps every unreferenced bucket, and leaves pinned
 // buckets mapped until their last Release (it never waits for pins; see
 // the package documentation for why).
 func (c *MapCache) Invalidate() {
@@ -392,6 +406,10 @@ func (c *MapCache) Invalidate() {
 		}
 		c.slots[i].Store(nil)
 		b.state.Or(retired)
+		c.retiring = append(c.retiring, b)
+	}
+	// Private buckets are retired already; wait for their copies too.
+	for b := range c.privates {
 		c.retiring = append(c.retiring, b)
 	}
 	c.mu.Unlock()
