@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // guestByte is the content of guest memory at gpa in the concurrency
@@ -186,5 +187,46 @@ func TestMapCache_InvalidateWithHeldPin(t *testing.T) {
 	<-released
 	if got := pm.live.Load(); got != 0 {
 		t.Errorf("%d mappings live after the pin's release, want 0", got)
+	}
+}
+
+// TestMapCache_InvalidateWaitsForCopy holds a copy reference (as a Read in
+// progress does) and checks that Invalidate retires the bucket at once but
+// unmaps it, and returns, only after the copy is done.
+func TestMapCache_InvalidateWaitsForCopy(t *testing.T) {
+	pm := newPoisonMapper(64)
+	c := small(t, pm, 8, 2)
+	b, err := c.get(0, copyUnit, copyMask) // a Read of bucket 0 in progress
+	if err != nil {
+		t.Fatal(err)
+	}
+	returned := make(chan struct{})
+	go func() {
+		c.Invalidate()
+		close(returned)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for b.state.Load()&retired == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("Invalidate did not retire the bucket within 10s")
+		}
+		runtime.Gosched()
+	}
+	select {
+	case <-returned:
+		t.Fatal("Invalidate returned while a copy was in progress")
+	default:
+	}
+	if err := pm.check(0, b.mem[:PageSize]); err != nil {
+		t.Fatalf("bucket unmapped under the copy: %v", err)
+	}
+	c.put(b, copyUnit) // the copy ends
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Invalidate did not return within 10s after the copy ended")
+	}
+	if got := pm.live.Load(); got != 0 {
+		t.Errorf("%d mappings live after Invalidate, want 0", got)
 	}
 }
