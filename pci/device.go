@@ -355,8 +355,9 @@ func (d *Device) writeLocked(off uint32, size uint8, v uint64) bool {
 
 // Reset implements devices.Resetter: configuration space returns to the
 // image it had when the device joined its bus or was first written (BARs
-// zero, decoding as created), MSI and MSI-X are disabled with every vector masked and nothing
-// pending, and INTx is deasserted. The BARs are unmapped.
+// zero, decoding as created), MSI and MSI-X are disabled with every vector
+// masked and nothing pending, and INTx is deasserted. The BARs are
+// unmapped.
 func (d *Device) Reset() {
 	d.mapMu.Lock()
 	d.mu.Lock()
@@ -374,8 +375,8 @@ func (d *Device) Reset() {
 // INTx returns the function's interrupt pin as an irq.Line: the device
 // asserts and deasserts its condition there; the level reaches the bus only
 // when it changes, while the command register's Interrupt Disable bit is
-// clear and while neither MSI nor MSI-X is enabled. The Interrupt Status bit follows the condition. The returned Line
-// does not allocate.
+// clear and while neither MSI nor MSI-X is enabled. The Interrupt Status
+// bit follows the condition. The returned Line does not allocate.
 func (d *Device) INTx() irq.Line { return &d.intxLine }
 
 // SetINTx sets the function's INTx condition (see INTx).
@@ -392,8 +393,9 @@ func (d *Device) updateINTxLocked() {
 		st |= statusINTx
 	}
 	put16(d.cfg, RegStatus, st)
-	// A function with MSI or MSI-X enabled must not use its INTx pin
-	// (PCI Local Bus 3.0 §6.8.1.3, §6.8.2.3).
+	// A function with MSI or MSI-X enabled must not use its INTx pin (PCI
+	// Local Bus 3.0, the MSI Enable and MSI-X Enable bits in §6.8.1.3 and
+	// §6.8.2.3).
 	out := d.intxLevel && d.hdr.InterruptPin != 0 && get16(d.cfg, RegCommand)&CommandINTxDisable == 0 &&
 		!d.msi.enabledLocked(d) && !d.msix.enabledLocked(d)
 	if out == d.intxOut {
