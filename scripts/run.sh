@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # godm's run command. On a Xen dom0 (when /dev/xen/privcmd exists) it runs
-# godm with the arguments given; elsewhere it runs the demo on the built-in
-# simulated Xen (godm sim).
+# godm with the arguments given (e.g. scripts/run.sh serve -domid 5).
+# Elsewhere it runs the demo on the built-in simulated Xen: godm sim, with
+# the arguments given; "-linux" boots a real Linux guest whose devices godm
+# serves (the kernel, busybox and the guest test driver are fetched and
+# built into .cache/guest first).
 #
 # Usage: scripts/run.sh [godm args...]
 set -euo pipefail
@@ -12,6 +15,22 @@ if [ -e /dev/xen/privcmd ] && [ $# -gt 0 ]; then
 	exec .cache/godm "$@"
 fi
 if [ ! -e /dev/xen/privcmd ]; then
-	echo "run.sh: no Xen here (/dev/xen/privcmd is missing): running the simulated-Xen demo" >&2
+	echo "run.sh: no Xen here (/dev/xen/privcmd is missing): running godm on the simulated Xen" >&2
 fi
+for a in "$@"; do
+	case "$a" in
+	-linux | --linux)
+		for p in $(sed 's/#.*//' scripts/test-packages.txt); do
+			dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="${need:-} $p"
+		done
+		if [ -n "${need:-}" ]; then
+			SUDO=""
+			[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+			$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
+		fi
+		GODM_GUEST_DIR=$(scripts/guest-assets.sh)
+		export GODM_GUEST_DIR
+		;;
+	esac
+done
 exec .cache/godm sim "$@"

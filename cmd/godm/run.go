@@ -1,30 +1,44 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
-
-	"godm/hyp/kernel"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
 )
 
-func run(args []string) error {
+// run dispatches the subcommand. Results go to out; usage text and logs go
+// to w. It returns errors for bad usage.
+func run(args []string, out, w io.Writer) error {
 	if len(args) == 0 {
-		return usage()
+		usage(w)
+		return errUsage
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	switch args[0] {
-	case "help", "-h", "--help":
-		return usage()
+	case "help", "-h", "-help", "--help":
+		usage(w)
+		return nil
+	case "serve":
+		return cmdServe(ctx, args[1:], w)
+	case "sim":
+		return cmdSim(ctx, args[1:], out, w)
 	}
-	if !(kernel.Host{}).Available(kernel.Privcmd) {
-		return errors.New("no Xen found (/dev/xen/privcmd is missing); try the simulated mode: godm sim")
-	}
+	usage(w)
 	return fmt.Errorf("unknown command %q", args[0])
 }
 
-func usage() error {
-	fmt.Println(`usage: godm <command> [flags]
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: godm <command> [flags]
 
 commands:
-  sim         run godm against the built-in simulated Xen`)
-	return nil
+  serve   serve an HVM domain on this Xen host (godm serve --domid N)
+  sim     run godm against the built-in simulated Xen with a guest workload;
+          --linux boots a real Linux guest (QEMU TCG as its CPU) instead
+
+Run 'godm <command> -h' for the command's flags.
+`)
 }
