@@ -277,3 +277,36 @@ func TestNewFunction(t *testing.T) {
 		t.Errorf("bad header: %v, want ErrInvalid", err)
 	}
 }
+
+// refusing is a Space listener that refuses ranges while refuse is set.
+type refusing struct{ refuse bool }
+
+func (r *refusing) RangeAdded(s *devices.Space, base, size uint64) error {
+	if r.refuse {
+		return errors.New("xen said no")
+	}
+	return nil
+}
+
+func (r *refusing) RangeRemoved(s *devices.Space, base, size uint64) {}
+
+func TestBAR_ListenerRefusal(t *testing.T) {
+	r := newRig(t)
+	l := &refusing{refuse: true}
+	r.spaces.MMIO.SetListener(l)
+	d := mustNew(t, testHeader)
+	must(t, d.SetBAR(0, BAR{Kind: BARMem32, Size: 0x1000}))
+	sbdf, err := r.bus.Add(d, 2, 0)
+	must(t, err)
+	r.cfgWrite(sbdf, RegBAR0, 4, 0xe0000000)
+	r.cfgWrite(sbdf, RegCommand, 2, CommandMemory)
+	if got := len(r.spaces.MMIO.Ranges()); got != 0 || d.Stats().MapErrors != 1 {
+		t.Errorf("ranges = %d, MapErrors = %d; want 0, 1", got, d.Stats().MapErrors)
+	}
+	// The next write that touches the BARs or the command retries.
+	l.refuse = false
+	r.cfgWrite(sbdf, RegCommand, 2, CommandMemory)
+	if got := r.spaces.MMIO.Ranges(); len(got) != 1 || got[0].Base != 0xe0000000 {
+		t.Errorf("ranges after retry = %+v", got)
+	}
+}
