@@ -36,6 +36,10 @@ type evPort struct {
 	// pending bit and Linux's per-port enabled flag.
 	pending bool
 	enabled bool
+
+	// ioev are privcmd ioeventfd handlers sharing the port's interrupt
+	// (guarded by Sim.mu).
+	ioev []ioevHook
 }
 
 // allocPortLocked allocates the lowest free port of d (get_free_port).
@@ -226,6 +230,12 @@ func (f *evtchnFile) deliver(p uint32, e *evPort) {
 		e.pending = true
 		return
 	}
+	// Shared handlers (privcmd ioeventfd) run before the port is queued
+	// for user space, so the device model never sees a request the
+	// kernel is completing.
+	if len(e.ioev) > 0 {
+		f.s.runIOEventFDs(p, e)
+	}
 	f.queueLocked(p, e)
 }
 
@@ -311,10 +321,11 @@ func (f *evtchnFile) Write(b []byte) (int, error) {
 		n = pageSize
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.closed {
+		f.mu.Unlock()
 		return 0, unix.EBADF
 	}
+	var redeliver []uint32
 	for i := 0; i < n; i += 4 {
 		p := binary.NativeEndian.Uint32(b[i:])
 		e := f.ports[p]
@@ -323,8 +334,26 @@ func (f *evtchnFile) Write(b []byte) (int, error) {
 		}
 		e.enabled = true
 		if e.pending {
-			f.queueLocked(p, e)
+			if len(e.ioev) == 0 {
+				f.queueLocked(p, e)
+				continue
+			}
+			e.pending = false
+			redeliver = append(redeliver, p)
 		}
+	}
+	f.mu.Unlock()
+	// Ports with shared handlers are redelivered through the full upcall
+	// path, which needs the hypervisor lock (taken before f.mu).
+	for _, p := range redeliver {
+		s := f.s
+		s.mu.RLock()
+		if d := s.domains[f.caller]; d != nil {
+			if e := d.port(p); e != nil && e.file == f {
+				f.deliver(p, e)
+			}
+		}
+		s.mu.RUnlock()
 	}
 	return n, nil
 }

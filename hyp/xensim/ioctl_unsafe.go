@@ -121,10 +121,18 @@ func (f *privcmdFile) Ioctl(req uint, arg unsafe.Pointer) (uintptr, error) {
 	case xenabi.IOCTL_PRIVCMD_RESTRICT:
 		return 0, f.restrictTo(*(*uint16)(arg))
 
-	case xenabi.IOCTL_PRIVCMD_IRQFD, xenabi.IOCTL_PRIVCMD_IOEVENTFD:
-		// TODO: irqfd/ioeventfd (Linux >= 6.7) are not simulated yet;
-		// ENOTTY is what an older kernel answers.
-		return 0, unix.ENOTTY
+	case xenabi.IOCTL_PRIVCMD_IRQFD:
+		if !f.s.cfg.EventFDs {
+			return 0, unix.ENOTTY // as Linux < 6.7
+		}
+		a := (*xenabi.PrivcmdIrqfd)(arg)
+		return 0, f.irqfdIoctl(a.DMOp, a.Size, a.Fd, a.Flags, a.Dom)
+
+	case xenabi.IOCTL_PRIVCMD_IOEVENTFD:
+		if !f.s.cfg.EventFDs {
+			return 0, unix.ENOTTY
+		}
+		return 0, f.ioeventfdIoctl((*xenabi.PrivcmdIoeventfd)(arg))
 	}
 	return 0, unix.ENOTTY
 }

@@ -16,8 +16,15 @@ type vma struct {
 	mem       []byte
 	addr      uintptr
 	prot      int
-	populated bool   // vm_private_data set: the first mapping was made
-	mapped    []bool // per page
+	populated bool      // vm_private_data set: the first mapping was made
+	mapped    []bool    // per page
+	src       []pageSrc // per mapped page: what backs it
+}
+
+// pageSrc is the memfd page behind a populated VMA page.
+type pageSrc struct {
+	fd  int
+	off int64
 }
 
 func (v *vma) end() uintptr { return v.addr + uintptr(len(v.mem)) }
@@ -87,7 +94,8 @@ func (f *privcmdFile) Mmap(offset int64, length int, prot int) ([]byte, error) {
 	t := &f.s.vmas
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	v := &vma{file: f, mem: mem, addr: sliceAddr(mem), prot: prot, mapped: make([]bool, length/pageSize)}
+	v := &vma{file: f, mem: mem, addr: sliceAddr(mem), prot: prot, mapped: make([]bool, length/pageSize),
+		src: make([]pageSrc, length/pageSize)}
 	t.m[v.addr] = v
 	return mem, nil
 }
@@ -212,6 +220,8 @@ func (f *privcmdFile) mmapBatch(dom uint16, addr uint64, gfns []uint64, errs []i
 			continue
 		}
 		v.mapped[first+i] = true
+		fd, off, _ := d.lookupGFN(gfns[i])
+		v.src[first+i] = pageSrc{fd, off}
 	}
 	return nil
 }
@@ -297,6 +307,7 @@ func (f *privcmdFile) mmapResource(dom uint16, typ, id, idx uint32, num uint64, 
 			return 0, err
 		}
 		v.mapped[first+int(i)] = true
+		v.src[first+int(i)] = pageSrc{srv.pages.fd, off}
 	}
 	return num, nil
 }

@@ -34,6 +34,10 @@ type Config struct {
 	EventCapacity int
 	// XenMajor and XenMinor are what xen_version reports; zero means 4.17.
 	XenMajor, XenMinor int
+	// EventFDs makes privcmd offer IOCTL_PRIVCMD_IRQFD and
+	// IOCTL_PRIVCMD_IOEVENTFD, as Linux >= 6.7 built with
+	// CONFIG_XEN_PRIVCMD_EVENTFD does. Without it they fail with ENOTTY.
+	EventFDs bool
 }
 
 // Opener opens a simulated device file for a process in domain caller. It
@@ -57,6 +61,7 @@ type Sim struct {
 
 	events eventLog
 	vmas   vmaTable
+	efds   eventFDs
 }
 
 type closer interface{ Close() error }
@@ -185,6 +190,7 @@ func (s *Sim) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	s.closeEventFDs()
 	s.vmas.closeAll()
 	s.events.close()
 	return errors.Join(errs...)
