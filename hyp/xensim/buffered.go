@@ -30,6 +30,7 @@ const (
 	Unclaimed
 )
 
+// String implements fmt.Stringer.
 func (r BufferedResult) String() string {
 	switch r {
 	case Buffered:

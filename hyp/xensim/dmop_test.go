@@ -96,10 +96,10 @@ func TestDMOpErrors(t *testing.T) {
 		if c.name == "info other emulator" || c.name == "destroy other emulator" {
 			// A stub domain that is the guest's DM may issue DM ops, but
 			// still may not touch dom0's server.
-			d.cfg.DeviceModel = stub.ID()
+			d.SetDeviceModel(stub.ID())
 		}
 		_, err := dmop(c.f, c.dom, c.op, c.u)
-		d.cfg.DeviceModel = 0
+		d.SetDeviceModel(0)
 		if !isErrno(err, c.want) {
 			t.Errorf("%s: err = %v, want %v", c.name, err, c.want)
 		}
@@ -204,7 +204,7 @@ func TestGetInfoLegacyGFNs(t *testing.T) {
 func TestResourceMapping(t *testing.T) {
 	s, d := newSim(t, Config{}, stdDomain())
 	stub, _ := s.CreateDomain(DomainConfig{VCPUs: 1, RAM: []Region{{0, 0x10000}}})
-	d.cfg.DeviceModel = stub.ID()
+	d.SetDeviceModel(stub.ID())
 	pc := mustOpen(t, s.Kernel(0), kernel.Privcmd, 0)
 	stubPC := mustOpen(t, s.Kernel(stub.ID()), kernel.Privcmd, 0)
 	dom := uint16(d.ID())

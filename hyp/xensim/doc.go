@@ -58,9 +58,15 @@
 // get_page_from_gfn path does (xen/arch/x86/mm.c:mod_l1_entry); the
 // simulator never pages memory out, so it never reports -ENOENT.
 //
+// IOCTL_PRIVCMD_IRQFD and IOEVENTFD follow Linux >= 6.7 when
+// Config.EventFDs is set (otherwise ENOTTY, as older kernels): an irqfd
+// issues its stored DM op whenever its eventfd is signalled; an
+// ioeventfd completes matching virtio-mmio QueueNotify writes in the
+// "kernel" (before the port is queued to user space, where Linux runs
+// both handlers of the shared interrupt in turn).
+//
 // Not simulated (they answer like a kernel or Xen without them):
-// IOCTL_PRIVCMD_IRQFD/IOEVENTFD (ENOTTY, as Linux < 6.7), event-channel
-// VIRQs (ENOSYS) and grant-table resources (EOPNOTSUPP). Hypercall
+// event-channel VIRQs (ENOSYS) and grant-table resources (EOPNOTSUPP). Hypercall
 // continuations are not modelled: ops run to completion (very large
 // requests are refused instead).
 //

@@ -402,3 +402,12 @@ func (d *Domain) LinkRoute(link uint8) uint8 {
 	}
 	return d.links[link]
 }
+
+// SetDeviceModel names the domain (besides dom0) allowed to act as this
+// guest's device model (DomainConfig.DeviceModel), e.g. a stub domain
+// created after the guest.
+func (d *Domain) SetDeviceModel(dm hyp.DomID) {
+	d.s.mu.Lock()
+	defer d.s.mu.Unlock()
+	d.cfg.DeviceModel = dm
+}

@@ -108,7 +108,7 @@ func TestPassthroughHypercalls(t *testing.T) {
 	if _, err := h.domctl(xenabi.XEN_DOMCTL_memory_mapping, dom, mm(0x10, 0xfe000, 1, 1)); !isErrno(err, unix.EBUSY) {
 		t.Errorf("memory_mapping over RAM: %v, want EBUSY", err)
 	}
-	d.cfg.DeviceModel = stub.ID()
+	d.SetDeviceModel(stub.ID())
 	if _, err := sh.domctl(xenabi.XEN_DOMCTL_memory_mapping, dom, mm(0xf1000, 0xfe100, 1, 1)); !isErrno(err, unix.EPERM) {
 		t.Errorf("stub DM without iomem permission: %v, want EPERM", err)
 	}
@@ -121,7 +121,7 @@ func TestPassthroughHypercalls(t *testing.T) {
 	if _, err := sh.domctl(xenabi.XEN_DOMCTL_iomem_permission, dom, union(uint64(0), uint64(1), uint8(1))); !isErrno(err, unix.EPERM) {
 		t.Errorf("permission domctl from the stub: %v, want EPERM", err)
 	}
-	d.cfg.DeviceModel = 0
+	d.SetDeviceModel(0)
 
 	// ioport_mapping.
 	if _, err := h.domctl(xenabi.XEN_DOMCTL_ioport_mapping, dom, union(uint32(0xc000), uint32(0xe000), uint32(0x20), uint32(1))); err != nil {
