@@ -16,26 +16,33 @@ var ErrClosed = errors.New("memory: map cache closed")
 const (
 	// DefaultBucketShift gives 1 MiB buckets: MCACHE_BUCKET_SHIFT of
 	// QEMU's hw/xen/xen-mapcache.c on 64-bit hosts. Measured with
-	// BenchmarkMapCache_BucketSize (MAP_POPULATE mmaps of a 256 MiB memfd
-	// standing in for foreign maps; a mix of sequential 64 KiB and random
-	// 2 KiB reads; 2 loaded cores, so +-30%):
+	//	go test -run XXX -bench BucketSize -benchtime 50000x ./memory
+	// (MAP_POPULATE mmaps of a 256 MiB memfd standing in for foreign
+	// maps; a mix of sequential 64 KiB and random 2 KiB reads; best of 2
+	// runs on 2 loaded cores):
 	//
-	//	bucket  warm (bound = guest)       thrashing (bound = guest/4)
-	//	64K     4.5 us/op, 0.082 maps/op   91 us/op, 0.82 maps/op
-	//	256K    4.4 us/op, 0.020 maps/op   47 us/op, 0.48 maps/op
-	//	1M      3.8 us/op, 0.005 maps/op   98 us/op, 0.40 maps/op
-	//	2M      3.1 us/op, 0.003 maps/op  163 us/op, 0.39 maps/op
-	//	4M      4.2 us/op, 0.001 maps/op  775 us/op, 0.39 maps/op
+	//	bucket  warm (bound = guest)   thrashing (bound = guest/4)
+	//	64K     3.5 us/op              20 us/op, 0.82 maps/op
+	//	256K    3.1 us/op              24 us/op, 0.48 maps/op
+	//	1M      2.9 us/op              75 us/op, 0.40 maps/op
+	//	2M      2.7 us/op             161 us/op, 0.39 maps/op
+	//	4M      2.8 us/op             293 us/op, 0.39 maps/op
 	//
-	// The default bound (32 GiB) exceeds most guests, so the cache runs
-	// warm, where 1 MiB and up are equally fast and 1 MiB maps 4x less
-	// often than 256 KiB; buckets above 1 MiB turn expensive once the
-	// bound is below the working set. Foreign maps cost more per page
-	// than this stand-in, which favours fewer, not larger, maps too.
+	// Warm, the size does not matter once the guest is mapped, and larger
+	// buckets need fewer maps to get there (a foreign map is a privcmd
+	// ioctl plus a hypercall batch, dearer than this stand-in). Thrashing
+	// favours small buckets, but each bucket is one VMA and Linux allows
+	// vm.max_map_count (65530 by default) per process: 32 GiB of 256 KiB
+	// buckets would need 131072. 1 MiB buckets keep a 32 GiB bound at
+	// 32768 VMAs, so the default stays QEMU's; set MaxBytes below the
+	// working set only with smaller buckets.
 	DefaultBucketShift = 20
 	// DefaultMaxBytes bounds the virtual address space the cache maps:
 	// 32 GiB, MCACHE_MAX_SIZE of QEMU on 64-bit hosts.
 	DefaultMaxBytes = 32 << 30
+	// DefaultMaxBuckets caps the number of buckets (VMAs) when MaxBytes is
+	// left zero, so that small buckets stay well within vm.max_map_count.
+	DefaultMaxBuckets = 32 << 10
 	// DefaultWays is the associativity of the bucket table.
 	DefaultWays = 4
 )
@@ -45,7 +52,7 @@ type MapCacheConfig struct {
 	// BucketShift is log2 of the bucket size, 12..30 (0: DefaultBucketShift).
 	BucketShift uint
 	// MaxBytes bounds the bytes mapped by the bucket table (0:
-	// DefaultMaxBytes). Pinned buckets dropped by Invalidate and buckets
+	// DefaultMaxBytes, or DefaultMaxBuckets buckets if fewer). Pinned buckets dropped by Invalidate and buckets
 	// of accesses that found no free slot are mapped in addition until
 	// released.
 	MaxBytes uint64
@@ -170,8 +177,8 @@ func NewMapCache(m Mapper, cfg MapCacheConfig) (*MapCache, error) {
 	if cfg.BucketShift == 0 {
 		cfg.BucketShift = DefaultBucketShift
 	}
-	if cfg.MaxBytes == 0 {
-		cfg.MaxBytes = DefaultMaxBytes
+	if cfg.MaxBytes == 0 && cfg.BucketShift <= 30 {
+		cfg.MaxBytes = min(uint64(DefaultMaxBytes), uint64(DefaultMaxBuckets)<<cfg.BucketShift)
 	}
 	if cfg.Ways == 0 {
 		cfg.Ways = DefaultWays

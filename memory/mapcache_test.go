@@ -39,6 +39,7 @@ func TestNewMapCache_Config(t *testing.T) {
 	}{
 		{"defaults", MapCacheConfig{}, false, 1 << 20, 32 << 10},
 		{"small", MapCacheConfig{BucketShift: 12, MaxBytes: 1 << 20, Ways: 2}, false, 4096, 256},
+		{"small buckets default bound", MapCacheConfig{BucketShift: 16}, false, 1 << 16, 32 << 10},
 		{"rounds sets down", MapCacheConfig{BucketShift: 12, MaxBytes: 12 << 12, Ways: 4}, false, 4096, 8},
 		{"shift too small", MapCacheConfig{BucketShift: 11}, true, 0, 0},
 		{"shift too big", MapCacheConfig{BucketShift: 31}, true, 0, 0},
