@@ -37,7 +37,15 @@ func bufEntry(typ Type, sizeCode uint32, addr uint32, data uint32) uint64 {
 func (w *ringWriter) send(typ Type, size uint32, addr uint32, data uint64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	code := map[uint32]uint32{1: 0, 2: 1, 4: 2, 8: 3}[size]
+	var code uint32
+	switch size {
+	case 2:
+		code = 1
+	case 4:
+		code = 2
+	case 8:
+		code = 3
+	}
 	qw := uint32(0)
 	if size == 8 {
 		qw = 1
