@@ -24,6 +24,15 @@ type Events interface {
 
 // DefaultSpin is the default upper bound of the polling window after the
 // last request. See WorkerConfig.Spin.
+//
+// Measured on xensim (2 CPUs, BenchmarkXenRoundTrip and
+// BenchmarkXenThroughput): a spinning worker answered a blocking vCPU in
+// tens of microseconds against well over a hundred when blocking in epoll,
+// and four vCPUs on one spinning worker ran at about 4 µs per access
+// against 60-100 µs blocking. A spinning worker yields to the Go
+// scheduler every spinCheck empty polls: goroutines its handlers wake
+// (device back ends, and xensim's vCPUs) are queued on the worker's P and
+// would otherwise wait for the window to close.
 const DefaultSpin = 50 * time.Microsecond
 
 // scratchSize is the per-slot scratch buffer for rep copies: one guest page,

@@ -906,3 +906,27 @@ func TestXenServeReturnsOnEventChannelError(t *testing.T) {
 		t.Fatal("Serve did not return after the event channel failed")
 	}
 }
+
+func TestXenBAROverlappingMove(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	bar := &dev{}
+	must(t, r.bus.MMIO.Register(0xf0000000, 0x1000, bar))
+	must(t, r.bus.MMIO.Move(0xf0000000, 0xf0000800))
+	v := r.dom.VCPU(0)
+	tests := []struct {
+		gpa  uint64
+		want uint64
+	}{
+		{0xf0000000, 0xffffffff},             // released
+		{0xf0000800, pattern(0xf0000800, 4)}, // claimed (was in both)
+		{0xf0001400, pattern(0xf0001400, 4)}, // claimed (new part)
+		{0xf0001800, 0xffffffff},             // past the end
+	}
+	for _, tt := range tests {
+		got, err := v.MMIORead(tt.gpa, 4)
+		must(t, err)
+		if got != tt.want {
+			t.Errorf("read %#x = %#x, want %#x", tt.gpa, got, tt.want)
+		}
+	}
+}
