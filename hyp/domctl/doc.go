@@ -12,9 +12,11 @@
 // run time. Open asks xen_version which Xen runs, maps it to its domctl
 // interface version, and, for an unknown Xen, probes the layouts it knows
 // with a harmless getdomaininfo, newest first, taking the first one Xen
-// does not refuse. Version 0x15 (Xen 4.17, checked byte for byte against
-// libxenctrl by the golden tests) is implemented; a new version is one more
-// entry in layouts() with its codec.
+// does not refuse. Versions 0x13 (Xen 4.15) to 0x18 (Xen 4.22) are
+// implemented (versions.go): 0x15 (Xen 4.17) is checked byte for byte
+// against libxenctrl by the golden tests, the others against the same
+// fixtures with the differences each release's public domctl.h makes; a new
+// version is one more entry in versionLayouts() with its codec.
 //
 // Lifecycle: Open (or OpenVersion) on an hcall.Caller; a Domctl needs no
 // closing and is immutable, so it is safe for concurrent use. Not hot path:

@@ -241,6 +241,9 @@ func (d *Domctl) IoportPermission(dom hyp.DomID, firstPort, nr uint32, allow boo
 // IRQPermission allows or denies dom access to PIRQ pirq
 // (XEN_DOMCTL_irq_permission).
 func (d *Domctl) IRQPermission(dom hyp.DomID, pirq uint32, allow bool) error {
+	if d.l.maxPIRQ != 0 && pirq > d.l.maxPIRQ {
+		return fmt.Errorf("domctl: irq_permission of %v: pirq %d does not fit interface version %#x: %w", dom, pirq, d.l.version, unix.EINVAL)
+	}
 	op, u := d.newOp(xenabi.XEN_DOMCTL_irq_permission, dom)
 	d.l.codec.putIRQPermission(u, pirq, allow)
 	return d.do("irq_permission", dom, op)

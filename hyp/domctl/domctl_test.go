@@ -121,10 +121,13 @@ func TestOpen(t *testing.T) {
 		wantErr       error
 	}{
 		{"Xen 4.17 by version", 17, 0x15, false, 0x15, 1, nil},
-		{"Xen 4.19 not implemented", 19, 0x17, false, 0, 1, hyp.ErrNotSupported},
-		{"unknown Xen probed", 99, 0x15, false, 0x15, 2, nil},
-		{"unknown Xen, no layout accepted", 99, 0x42, false, 0, 2, hyp.ErrNotSupported},
-		{"no xen_version, probed", 17, 0x15, true, 0x15, 2, nil},
+		{"Xen 4.19 by version", 19, 0x17, false, 0x17, 1, nil},
+		{"Xen 4.15 by version", 15, 0x13, false, 0x13, 1, nil},
+		// Probes go newest first: 0x18, 0x17, 0x16, 0x15, 0x14, 0x13.
+		{"unknown Xen probed", 99, 0x15, false, 0x15, 5, nil},
+		{"unknown Xen, newest probed first", 99, 0x18, false, 0x18, 2, nil},
+		{"unknown Xen, no layout accepted", 99, 0x42, false, 0, 7, hyp.ErrNotSupported},
+		{"no xen_version, probed", 17, 0x15, true, 0x15, 5, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -158,8 +161,8 @@ func TestOpenVersion(t *testing.T) {
 	if d, err := domctl.OpenVersion(c, 0x15); err != nil || d.InterfaceVersion() != 0x15 {
 		t.Errorf("OpenVersion(0x15) = %v, %v", d, err)
 	}
-	if _, err := domctl.OpenVersion(c, 0x16); !errors.Is(err, hyp.ErrNotSupported) {
-		t.Errorf("OpenVersion(0x16) err = %v, want ErrNotSupported", err)
+	if _, err := domctl.OpenVersion(c, 0x12); !errors.Is(err, hyp.ErrNotSupported) {
+		t.Errorf("OpenVersion(0x12) err = %v, want ErrNotSupported", err)
 	}
 }
 

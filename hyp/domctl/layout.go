@@ -23,13 +23,12 @@ type layout struct {
 	version uint32
 	size    int // sizeof(struct xen_domctl)
 	codec   codec
+	maxPIRQ uint32 // largest PIRQ irq_permission can carry; 0: any
 }
 
 // layouts returns the implemented interface versions, newest first.
 func layouts() []layout {
-	return []layout{
-		{version: xenabi.XEN_DOMCTL_INTERFACE_VERSION_4_17, size: xenabi.XenDomctlSize, codec: v15{}},
-	}
+	return versionLayouts()
 }
 
 // layoutFor returns the implemented layout of version v.
@@ -45,15 +44,7 @@ func layoutFor(v uint32) (layout, bool) {
 // xenDomctlVersions maps Xen releases to their domctl interface versions
 // (xen/include/public/domctl.h of each release).
 func xenDomctlVersion(major, minor int) (uint32, bool) {
-	switch {
-	case major == 4 && minor == 17:
-		return 0x15, true
-	case major == 4 && minor == 18:
-		return 0x16, true
-	case major == 4 && minor >= 19 && minor <= 21:
-		return 0x17, true
-	}
-	return 0, false
+	return releaseVersion(major, minor)
 }
 
 // header size of struct xen_domctl: cmd, interface_version, domain, _pad.
