@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 
 	"godm/devices"
 	"godm/devices/chardev"
@@ -80,7 +81,7 @@ type Machine struct {
 
 	priv    *privcmd.Handle
 	closers []io.Closer
-	closed  bool
+	closed  atomic.Bool
 }
 
 // New builds the machine on kernel k and registers it with Xen. On error
@@ -134,7 +135,7 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 		SCI:      ioreq.NewISALine(m.DM, 9),
 		Shutdown: m.DM,
 		Suspend:  suspender{hc, spec.Dom},
-		Eject:    ejectLogger{spec.Log},
+		Eject:    ejector{m: m},
 		COM1:     len(spec.Serial) > 0 && spec.Serial[0] != nil,
 		COM2:     len(spec.Serial) > 1 && spec.Serial[1] != nil,
 		VCPUs:    spec.VCPUs,
@@ -208,11 +209,15 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 	return m, nil
 }
 
-// Serve serves the domain until ctx ends (nil) or the hypervisor fails.
+// Serve serves the domain until ctx ends (nil), the machine is closed
+// (nil) or the hypervisor fails.
 func (m *Machine) Serve(ctx context.Context) error {
 	err := m.Server.Serve(ctx)
 	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 		return nil
+	}
+	if errors.Is(err, ioreq.ErrServing) && m.closed.Load() {
+		return nil // closed before it started
 	}
 	return err
 }
@@ -221,10 +226,9 @@ func (m *Machine) Serve(ctx context.Context) error {
 // destroy, unmap), the devices' goroutines, the map cache and the handles.
 // It is idempotent.
 func (m *Machine) Close() error {
-	if m.closed {
+	if m.closed.Swap(true) {
 		return nil
 	}
-	m.closed = true
 	var errs []error
 	if m.Server != nil {
 		errs = append(errs, m.Server.Close())
@@ -289,11 +293,21 @@ func (p platformLog) PlatformLog(line []byte) {
 	p.log.Info("guest PV driver", "msg", string(line))
 }
 
-// ejectLogger records ACPI hotplug eject requests (PCI hotplug arrives with
-// passthrough and the QMP drop-in).
-type ejectLogger struct{ log *slog.Logger }
+// ejector removes the functions of a slot on the guest's ACPI eject
+// request (B0EJ), as QEMU's PIIX4 hotplug does. The platform's own slots
+// are not removable.
+type ejector struct{ m *Machine }
 
-func (e ejectLogger) EjectPCISlot(slot uint8) error {
-	e.log.Info("ACPI eject request", "slot", slot)
-	return nil
+func (e ejector) EjectPCISlot(slot uint8) error {
+	if slot == 0 || slot == 1 || slot == PlatformSlot || slot >= 32 {
+		return fmt.Errorf("machine: slot %d is not hot-pluggable", slot)
+	}
+	var errs []error
+	for fn := uint8(0); fn < 8; fn++ {
+		if d := e.m.PCI.Lookup(slot, fn); d != nil {
+			errs = append(errs, e.m.PCI.Remove(d))
+		}
+	}
+	e.m.Spec.Log.Info("ACPI eject", "slot", slot)
+	return errors.Join(errs...)
 }

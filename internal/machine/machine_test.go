@@ -185,3 +185,21 @@ func b2i(b bool) int {
 	}
 	return 0
 }
+
+func TestACPIEjectRemovesSlot(t *testing.T) {
+	r := newRig(t)
+	if err := (ejector{r.m}).EjectPCISlot(5); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.cfg(5, 0, 0); got != 0xffffffff {
+		t.Errorf("test device still answers after eject: %#x", got)
+	}
+	for _, slot := range []uint8{0, 1, PlatformSlot} {
+		if err := (ejector{r.m}).EjectPCISlot(slot); err == nil {
+			t.Errorf("eject of platform slot %d succeeded", slot)
+		}
+	}
+	if got := r.cfg(0, 0, 0); got != 0x12378086 {
+		t.Errorf("host bridge gone after refused eject: %#x", got)
+	}
+}
