@@ -61,7 +61,7 @@ type Config struct {
 // one per vCPU up to half the usable CPUs (the other half is left to the
 // guest's vCPUs and to device back ends). On 2 CPUs that is one worker,
 // which BenchmarkXenThroughput measured fastest there (4 vCPUs: one
-// spinning worker about 4 µs per access; two or four workers 5-75 µs,
+// spinning worker about 4 µs per access; two 6-10 µs, four 25-35 µs,
 // competing with the vCPUs for the CPUs).
 func DefaultWorkers(vcpus int) int {
 	return max(1, min(vcpus, runtime.GOMAXPROCS(0)/2))

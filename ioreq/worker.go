@@ -26,10 +26,10 @@ type Events interface {
 // last request. See WorkerConfig.Spin.
 //
 // Measured on xensim (2 CPUs, BenchmarkXenRoundTrip and
-// BenchmarkXenThroughput): a spinning worker answered a blocking vCPU in
-// tens of microseconds against well over a hundred when blocking in epoll,
-// and four vCPUs on one spinning worker ran at about 4 µs per access
-// against 60-100 µs blocking. A spinning worker yields to the Go
+// BenchmarkXenThroughput, a loaded host): a spinning worker answered a
+// blocking vCPU in 10-13 µs against 50-190 µs when blocking in epoll, and
+// four vCPUs on one spinning worker ran at about 4 µs per access against
+// 20-35 µs blocking. A spinning worker yields to the Go
 // scheduler every spinCheck empty polls: goroutines its handlers wake
 // (device back ends, and xensim's vCPUs) are queued on the worker's P and
 // would otherwise wait for the window to close.
