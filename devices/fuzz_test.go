@@ -75,9 +75,45 @@ func FuzzSpace(f *testing.F) {
 	})
 }
 
+// xenModel is a listener that behaves like Xen's rangeset of one ioreq
+// server: it rejects an add that overlaps a range it holds (the test
+// fails: the Space must never ask for one) and refuses some ranges
+// outright, to exercise the failure paths.
+type xenModel struct {
+	t      *testing.T
+	ranges map[uint64]uint64 // base -> size
+}
+
+// refuses reports whether the model refuses [base, base+size).
+func refuses(base, size uint64) bool { return (base^size)&0x3f == 0x3f }
+
+func (x *xenModel) RangeAdded(_ *Space, base, size uint64) error {
+	for b, sz := range x.ranges {
+		if base <= b+sz-1 && b <= base+size-1 {
+			x.t.Fatalf("listener asked to add [%#x+%#x] overlapping held [%#x+%#x]", base, size, b, sz)
+		}
+	}
+	if refuses(base, size) {
+		return errRefused
+	}
+	x.ranges[base] = size
+	return nil
+}
+
+func (x *xenModel) RangeRemoved(_ *Space, base, size uint64) {
+	if got, ok := x.ranges[base]; !ok || got != size {
+		x.t.Fatalf("listener asked to remove [%#x+%#x], holds %#x (held: %v)", base, size, got, ok)
+	}
+	delete(x.ranges, base)
+}
+
 func runSpaceScript(t *testing.T, script []byte, direct bool) {
 	s := NewSpace("fuzz")
 	s.direct = direct
+	xen := &xenModel{t: t, ranges: map[uint64]uint64{}}
+	if err := s.Attach(xen); err != nil {
+		t.Fatal(err)
+	}
 	var m model
 	var misses Stats
 	devs := 0
@@ -104,6 +140,8 @@ func runSpaceScript(t *testing.T, script []byte, direct bool) {
 				want = ErrOverflow
 			case m.overlaps(a, last, -1):
 				want = ErrOverlap
+			case refuses(a, size):
+				want = ErrListener
 			}
 			if !errors.Is(err, want) || (err == nil) != (want == nil) {
 				t.Fatalf("Register(%#x, %#x) = %v, want %v", a, size, err, want)
@@ -139,6 +177,8 @@ func runSpaceScript(t *testing.T, script []byte, direct bool) {
 				want = ErrOverflow
 			case m.overlaps(a, last, i):
 				want = ErrOverlap
+			case refuses(a, r.last-r.base+1):
+				want = ErrListener
 			}
 			if !errors.Is(err, want) || (err == nil) != (want == nil) {
 				t.Fatalf("Move(%#x, %#x) = %v, want %v", r.base, a, err, want)
@@ -174,6 +214,14 @@ func runSpaceScript(t *testing.T, script []byte, direct bool) {
 		t.Fatalf("Stats() = %+v, want %+v", got, misses)
 	}
 	got := s.Ranges()
+	if len(xen.ranges) != len(got) {
+		t.Fatalf("listener holds %d ranges, space %d", len(xen.ranges), len(got))
+	}
+	for _, r := range got {
+		if xen.ranges[r.Base] != r.Size {
+			t.Fatalf("listener holds %#x for [%#x+%#x]", xen.ranges[r.Base], r.Base, r.Size)
+		}
+	}
 	if len(got) != len(m.ranges) {
 		t.Fatalf("Ranges() has %d ranges, model %d", len(got), len(m.ranges))
 	}
