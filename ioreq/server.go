@@ -394,7 +394,9 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // Close stops Serve (if running) and releases everything in the
 // hypervisor: it stops mirroring the bus, disables the server, unbinds its
-// event channels, destroys it and unmaps its pages. It is idempotent.
+// event channels, destroys it and unmaps its pages. A domain that no
+// longer exists (ESRCH) took its servers with it and is not an error.
+// Close is idempotent.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -416,7 +418,9 @@ func (s *Server) teardown(destroy bool) error {
 	s.detachBus()
 	var errs []error
 	if destroy {
-		if err := s.dmc.SetIOReqServerState(s.id, false); err != nil {
+		// ESRCH: the domain is gone, and Xen destroyed its servers with it
+		// (ioreq_server_destroy_all): nothing is left to disable.
+		if err := s.dmc.SetIOReqServerState(s.id, false); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, fmt.Errorf("ioreq: %v server %d: disable: %w", s.dom, s.id, err))
 		}
 	}
@@ -433,7 +437,7 @@ func (s *Server) teardown(destroy bool) error {
 	}
 	s.handles = nil
 	if destroy {
-		if err := s.dmc.DestroyIOReqServer(s.id); err != nil {
+		if err := s.dmc.DestroyIOReqServer(s.id); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, fmt.Errorf("ioreq: %v server %d: destroy: %w", s.dom, s.id, err))
 		}
 	}

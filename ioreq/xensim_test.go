@@ -930,3 +930,14 @@ func TestXenBAROverlappingMove(t *testing.T) {
 		}
 	}
 }
+
+func TestXenCloseAfterDomainDeath(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	must(t, r.bus.PIO.Register(0x510, 4, &counter{}))
+	must(t, r.dom.Close())
+	// The domain and its servers are gone: nothing is left to release,
+	// and Close says so without an error.
+	if err := r.srv.Close(); err != nil {
+		t.Fatalf("Close after the domain died: %v", err)
+	}
+}
