@@ -136,3 +136,26 @@ func BenchmarkSpace_Rebuild(b *testing.B) {
 		at, to = to, at
 	}
 }
+
+// BenchmarkSpaceParallel looks up from all CPUs at once (one ioreq worker
+// per vCPU): hits share only read-only cache lines; misses share the miss
+// counter.
+func BenchmarkSpaceParallel(b *testing.B) {
+	s := NewSpace("pio")
+	pcLayout(b, s)
+	for _, tc := range []struct {
+		name string
+		port uint64
+	}{{"hit", 0x3f8}, {"miss", 0x3000}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				var sum uint64
+				for pb.Next() {
+					sum += s.Read(tc.port, 1, 0)
+				}
+				_ = sum
+			})
+		})
+	}
+}
