@@ -342,3 +342,17 @@ func TestDispatchWithBus(t *testing.T) {
 		t.Fatalf("unclaimed port read = %#x, want 0xff", got)
 	}
 }
+
+func TestDispatchTinyScratch(t *testing.T) {
+	ram := memory.NewFlat(0, 0x1000)
+	mmio := &recSpace{base: 1}
+	d := NewDispatcher(Targets{MMIO: mmio, Memory: ram})
+	var st Stats
+	r := Request{Type: TypeCopy, Addr: 0x1000, Size: 8, Count: 3, Read: true, DataIsPtr: true, Data: 0x100}
+	d.Handle(&r, nil, &st)
+	for i := range 3 {
+		if got := binary.LittleEndian.Uint64(ram.Mem[0x100+8*i:]); got != uint64(1+i) {
+			t.Fatalf("element %d = %d, want %d", i, got, 1+i)
+		}
+	}
+}
