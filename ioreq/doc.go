@@ -17,13 +17,15 @@
 //     requests through a memory.Accessor, keeps the TIMEOFFSET sum and
 //     calls the map-cache invalidation hook for INVALIDATE. It never
 //     allocates.
-//   - Runtime. Worker serves a shard of vCPU slots (and optionally the
-//     buffered ring) on a locked OS thread, spinning briefly on the slots
-//     before blocking in epoll on its event-channel fd. Server binds all of
-//     this to Xen: it creates the ioreq server with DM ops, maps its frames,
-//     binds the event channels, mirrors the bus's ranges into Xen (it
-//     implements devices.Listener and devices.PCIListener), runs the
-//     workers and tears everything down again.
+//   - Runtime. A worker serves a shard of vCPU slots (and drains the
+//     buffered ring) on a locked OS thread: after a request it keeps
+//     polling its slots for an adaptive window (WorkerConfig.Spin), then
+//     reads and unmasks its pending event-channel ports and blocks in
+//     epoll on its event-channel fd. Server binds all of this to Xen: it
+//     creates the ioreq server with DM ops, maps its frames, binds the
+//     event channels (one event-channel handle per worker), mirrors the
+//     bus's ranges into Xen (it implements devices.Listener and
+//     devices.PCIListener), runs the workers and tears everything down.
 //
 // The interrupt backend (ISALine, PCIIntxLine, MSI) turns irq.Line and
 // irq.MSISender calls into DM ops, calling the hypervisor only when a level

@@ -456,7 +456,7 @@ func (s *Server) teardown(destroy bool) error {
 	return errors.Join(errs...)
 }
 
-// evAdapter adapts *evtchn.Handle to Events without allocating.
+// evAdapter adapts *evtchn.Handle to eventChannel without allocating.
 type evAdapter struct {
 	h   *evtchn.Handle
 	buf []evtchn.Port

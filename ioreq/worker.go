@@ -8,10 +8,10 @@ import (
 	"time"
 )
 
-// Events is the part of an event-channel handle a worker uses, with ports
-// as plain uint32. The Xen binding adapts *evtchn.Handle to it; tests may
-// supply fakes. Pending, Unmask and Notify must not allocate.
-type Events interface {
+// eventChannel is the part of an event-channel handle a worker uses, with
+// ports as plain uint32. The Xen binding adapts *evtchn.Handle to it;
+// tests supply fakes. Pending, Unmask and Notify must not allocate.
+type eventChannel interface {
 	// Pending reads the ports that fired (non-blocking); 0, nil when none.
 	Pending(buf []uint32) (int, error)
 	// Unmask re-enables delivery on a port read by Pending.
@@ -94,7 +94,7 @@ type workerSlot struct {
 // ring's event channel). Its run loop is the only code touching its slots.
 type worker struct {
 	d     *Dispatcher
-	ev    Events
+	ev    eventChannel
 	slots []workerSlot
 	ring  *Ring
 
@@ -110,7 +110,7 @@ type worker struct {
 	st          Stats
 }
 
-func newWorker(d *Dispatcher, ev Events, ring *Ring, cfg WorkerConfig) *worker {
+func newWorker(d *Dispatcher, ev eventChannel, ring *Ring, cfg WorkerConfig) *worker {
 	w := &worker{
 		d:           d,
 		ev:          ev,
