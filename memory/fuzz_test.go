@@ -127,3 +127,104 @@ func FuzzMapCache(f *testing.F) {
 		}
 	})
 }
+
+// FuzzMapCacheStale checks when p2m changes become visible: a bucket keeps
+// the holes it had when it was mapped until Invalidate. The cache is large
+// enough never to evict, so the model knows exactly when each bucket is
+// mapped (at the first access after an Invalidate, in address order, up to
+// the first failing bucket).
+func FuzzMapCacheStale(f *testing.F) {
+	f.Add([]byte{0, 0x10, 0x00, 0x20, 1, 0x05, 0, 0, 0x10, 0x00, 0x20, 2, 0, 0, 0, 0x10, 0x00, 0x20})
+	f.Add([]byte{3, 0x00, 0x00, 0xff, 1, 0x02, 0, 3, 0x00, 0x00, 0xff, 4, 0, 0, 2, 0, 0, 3, 0x00, 0x00, 0xff})
+	f.Fuzz(func(t *testing.T, script []byte) {
+		const (
+			shift   = 14
+			bpages  = 1 << (shift - 12)
+			memSize = 16 << shift // 16 buckets
+		)
+		mem := pattern(memSize)
+		fm := FromBytes(mem)
+		c := small(t, fm, 64, 4)             // 16 sets of 4 ways: no evictions here
+		holes := map[uint64]bool{}           // current p2m holes (gfn)
+		snap := map[uint64]map[uint64]bool{} // bucket -> holes when mapped
+		// touch mirrors the cache walking [gpa, gpa+n): it maps buckets
+		// in order and reports whether the access succeeds.
+		touch := func(gpa GPA, n int) bool {
+			if n == 0 {
+				return true
+			}
+			if gpa+uint64(n)-1 < gpa {
+				return false
+			}
+			for b := gpa >> shift; b <= (gpa+uint64(n)-1)>>shift; b++ {
+				h, ok := snap[b]
+				if !ok {
+					h = map[uint64]bool{}
+					for g := b * bpages; g < (b+1)*bpages; g++ {
+						if holes[g] || g >= memSize/PageSize {
+							h[g] = true
+						}
+					}
+					snap[b] = h
+				}
+				lo, hi := max(gpa, b<<shift), min(gpa+uint64(n)-1, (b+1)<<shift-1)
+				for g := lo / PageSize; g <= hi/PageSize; g++ {
+					if h[g] {
+						return false
+					}
+				}
+			}
+			return true
+		}
+		var pins []*Region
+		buf := make([]byte, 3<<shift)
+		for len(script) >= 4 {
+			op := script[0] % 5
+			a := uint64(binary.LittleEndian.Uint16(script[1:]))
+			n := int(script[3]) * 128
+			script = script[4:]
+			gpa := a * 4 % (memSize + 2<<shift) // a little beyond memory too
+			switch op {
+			case 0: // read
+				err := c.Read(gpa, buf[:n])
+				if want := touch(gpa, n); want != (err == nil) {
+					t.Fatalf("Read(%#x, %d) = %v, model says ok=%v", gpa, n, err, want)
+				}
+			case 1: // toggle a hole in the p2m (seen only after Invalidate)
+				g := a % (memSize / PageSize)
+				holes[g] = !holes[g]
+				fm.SetHole(g, holes[g], nil)
+			case 2:
+				c.Invalidate()
+				clear(snap)
+				// Pinned buckets are detached: not in the table any more.
+			case 3: // pin, at most 3 at a time (the ways stay free)
+				if len(pins) >= 3 || n == 0 {
+					continue
+				}
+				r, err := c.Pin(gpa, n)
+				if want := touch(gpa, n); want != (err == nil) {
+					t.Fatalf("Pin(%#x, %d) = %v, model says ok=%v", gpa, n, err, want)
+				}
+				if err == nil {
+					pins = append(pins, r)
+				}
+			case 4:
+				if len(pins) > 0 {
+					pins[0].Release()
+					pins = pins[1:]
+				}
+			}
+		}
+		for _, r := range pins {
+			r.Release()
+		}
+		if st := c.Stats(); st.Evictions != 0 || st.Private != 0 {
+			t.Fatalf("model assumption broken: %+v", st)
+		}
+		c.Invalidate()
+		if got := fm.Live(); got != 0 {
+			t.Fatalf("%d mappings live at the end", got)
+		}
+	})
+}
