@@ -137,8 +137,10 @@ type fakeMapping struct {
 	closed bool // guarded by f.mu
 }
 
+// Bytes implements Mapping.
 func (m *fakeMapping) Bytes() []byte { return m.b }
 
+// PageErr implements Mapping.
 func (m *fakeMapping) PageErr(i int) error {
 	if i < 0 || i >= len(m.errs) {
 		return ErrFakeHole
@@ -146,6 +148,7 @@ func (m *fakeMapping) PageErr(i int) error {
 	return m.errs[i]
 }
 
+// Close implements Mapping.
 func (m *fakeMapping) Close() error {
 	m.f.mu.Lock()
 	defer m.f.mu.Unlock()

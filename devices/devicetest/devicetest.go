@@ -91,6 +91,7 @@ func (a access) dev() devices.Access {
 	return devices.Access{Addr: a.off, Offset: a.off, Size: a.size, VCPU: uint32(a.off % 3)}
 }
 
+// String formats a for failure messages.
 func (a access) String() string { return fmt.Sprintf("[%#x size %d]", a.off, a.size) }
 
 // read performs one read, turning a panic into a test failure.
