@@ -2,6 +2,7 @@ package devicetest
 
 import (
 	"fmt"
+	"io"
 	"slices"
 	"testing"
 
@@ -16,7 +17,8 @@ var writeValues = [...]uint64{0, ^uint64(0), 0x5a5a_a5a5_0f0f_f0f0, 0x8000_0000_
 
 // Run checks newHandler's devices over a range of size bytes (offsets
 // 0..size-1; Access.Addr equals Access.Offset). newHandler must return a
-// fresh device on every call.
+// fresh device on every call; devices that implement io.Closer are closed
+// when the test ends.
 //
 // Checks:
 //   - no Read or Write panics, at any offset and size that fit in the range;
@@ -38,7 +40,7 @@ func Run(t *testing.T, newHandler func() devices.Handler, size uint64) {
 		checkReads(t, h, size, "after writes")
 	})
 	t.Run("reset", func(t *testing.T) {
-		if _, ok := newHandler().(devices.Resetter); !ok {
+		if _, ok := mustNew(t, newHandler).(devices.Resetter); !ok {
 			t.Skip("device does not implement devices.Resetter")
 		}
 		fresh := mustNew(t, newHandler)
@@ -59,11 +61,20 @@ func Run(t *testing.T, newHandler func() devices.Handler, size uint64) {
 	})
 }
 
+// mustNew makes a device and closes it at the end of the test if it is an
+// io.Closer (devices with worker goroutines).
 func mustNew(t *testing.T, newHandler func() devices.Handler) devices.Handler {
 	t.Helper()
 	h := newHandler()
 	if h == nil {
 		t.Fatal("newHandler returned nil")
+	}
+	if c, ok := h.(io.Closer); ok {
+		t.Cleanup(func() {
+			if err := c.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
 	}
 	return h
 }

@@ -34,6 +34,24 @@ func (d *regs) Write(a devices.Access, v uint64) {
 
 func (d *regs) Reset() { d.r = [16]byte{} }
 
+// closer counts Close calls.
+type closer struct {
+	regs
+	closed *int
+}
+
+func (c *closer) Close() error { *c.closed++; return nil }
+
+func TestRun_ClosesDevices(t *testing.T) {
+	n, closed := 0, 0
+	t.Run("run", func(t *testing.T) {
+		devicetest.Run(t, func() devices.Handler { n++; return &closer{closed: &closed} }, 4)
+	})
+	if n == 0 || closed != n {
+		t.Errorf("made %d devices, closed %d", n, closed)
+	}
+}
+
 func TestRun_GoodDevice(t *testing.T) {
 	devicetest.Run(t, func() devices.Handler { return &regs{} }, 16)
 	devicetest.Run(t, func() devices.Handler { return devices.Locked(&regs{}) }, 16)
