@@ -54,7 +54,7 @@ func CacheLineFloor(n int) Result {
 	}
 	elapsed := time.Since(start)
 	<-done
-	return Result{Name: "floor/cache-line", Ops: n, Elapsed: elapsed, Samples: samples, AllocsPerOp: -1}
+	return Result{Name: "floor/cache-line", Ops: n, Elapsed: elapsed, Samples: samples, AllocsPerReq: -1}
 }
 
 // EventfdFloor measures n round trips of two OS threads waking each other
@@ -110,7 +110,7 @@ func EventfdFloor(n int) (Result, error) {
 	if err := <-errc; err != nil {
 		return Result{}, err
 	}
-	return Result{Name: "floor/eventfd", Ops: n, Elapsed: elapsed, Samples: samples, AllocsPerOp: -1}, nil
+	return Result{Name: "floor/eventfd", Ops: n, Elapsed: elapsed, Samples: samples, AllocsPerReq: -1}, nil
 }
 
 // spinPause is called on every failed poll of a spin loop. It spins freely

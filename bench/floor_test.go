@@ -11,7 +11,7 @@ func TestSummarize(t *testing.T) {
 		s = append(s, time.Duration(i))
 	}
 	got := Result{Ops: 1000, Elapsed: time.Second, Samples: s}.Summarize()
-	want := Summary{Median: 500, P99: 990, P999: 999, Min: 1, Max: 1000, OpsPerSec: 1000}
+	want := Summary{Median: 500, P99: 990, P999: 999, Min: 1, Max: 1000, ReqPerSec: 1000}
 	if got != want {
 		t.Errorf("Summarize = %+v, want %+v", got, want)
 	}
@@ -32,17 +32,4 @@ func TestFloorsRun(t *testing.T) {
 	if e.Ops != 1000 || len(e.Samples) != 1000 || e.Summarize().Median <= 0 {
 		t.Errorf("EventfdFloor: ops %d samples %d median %v", e.Ops, len(e.Samples), e.Summarize().Median)
 	}
-}
-
-func BenchmarkCacheLineFloor(b *testing.B) {
-	r := CacheLineFloor(b.N)
-	b.ReportMetric(float64(r.Summarize().Median.Nanoseconds()), "median-ns")
-}
-
-func BenchmarkEventfdFloor(b *testing.B) {
-	r, err := EventfdFloor(b.N)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(r.Summarize().Median.Nanoseconds()), "median-ns")
 }

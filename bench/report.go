@@ -10,70 +10,143 @@ import (
 	"time"
 )
 
-// Row is one line of a report: a scenario's summary and its ratios against
-// the baselines measured in the same run.
+// Row is one line of a report: a scenario's pooled summary and its ratios
+// against the baselines measured in the same run.
 type Row struct {
-	Name        string  `json:"name"`
-	Ops         int     `json:"ops"`
-	MedianNS    float64 `json:"median_ns"`
-	P99NS       float64 `json:"p99_ns"`
-	P999NS      float64 `json:"p999_ns"`
-	OpsPerSec   float64 `json:"ops_per_sec"`
-	AllocsPerOp float64 `json:"allocs_per_op"`
-	// Baseline names the floor or loop this row is compared with, and
-	// Ratio is this row's median over the baseline's (0 if none).
-	Baseline string  `json:"baseline,omitempty"`
-	Ratio    float64 `json:"ratio,omitempty"`
-	// Spread is (max-min)/median of the per-trial medians, when the
-	// scenario ran several trials.
-	Spread float64 `json:"spread,omitempty"`
+	Name   string `json:"name"`
+	Doc    string `json:"doc,omitempty"`
+	Trials int    `json:"trials"`
+	// Ops is the number of operations measured over all trials.
+	Ops      int     `json:"ops"`
+	MedianNS float64 `json:"median_ns"`
+	P99NS    float64 `json:"p99_ns"`
+	P999NS   float64 `json:"p999_ns"`
+	// ReqPerSec is guest requests per second over all trials.
+	ReqPerSec float64 `json:"req_per_sec"`
+	// AllocsPerReq is process-wide heap allocations per request (-1: not
+	// measured).
+	AllocsPerReq float64 `json:"allocs_per_req"`
+	// Spread is (max-min)/median of the per-trial medians; RateSpread the
+	// same for the per-trial request rates.
+	Spread     float64 `json:"spread"`
+	RateSpread float64 `json:"rate_spread"`
+	// Floor names the physical floor, and VsFloor is this row's median
+	// over the floor's median (1.0 = at the floor).
+	Floor   string  `json:"floor,omitempty"`
+	VsFloor float64 `json:"vs_floor,omitempty"`
+	// Classic names the classic loop's row for the same workload, and
+	// VsClassic is this row's request rate over the classic loop's (2.0 =
+	// twice the classic loop's throughput).
+	Classic   string  `json:"classic,omitempty"`
+	VsClassic float64 `json:"vs_classic,omitempty"`
+}
+
+// Target is one of the goals the report tracks (not a gate).
+type Target struct {
+	Goal  string  `json:"goal"`
+	Row   string  `json:"row"`
+	Value float64 `json:"value"`
+	Unit  string  `json:"unit"`
+	Met   bool    `json:"met"`
 }
 
 // Report is a set of rows measured in one run.
 type Report struct {
 	When    time.Time `json:"when"`
 	Machine string    `json:"machine"`
+	Command string    `json:"command,omitempty"`
+	Trials  int       `json:"trials"`
+	Short   bool      `json:"short,omitempty"`
 	Rows    []Row     `json:"rows"`
+	Targets []Target  `json:"targets,omitempty"`
 }
 
-// RowOf summarises r, comparing it with baseline (if non-nil).
-func RowOf(r Result, baseline *Result) Row {
+// RowOf summarises r, comparing its median with floor's and its request
+// rate with classic's (either may be nil).
+func RowOf(r Result, floor, classic *Result) Row {
 	s := r.Summarize()
 	row := Row{
-		Name:        r.Name,
-		Ops:         r.Ops,
-		MedianNS:    float64(s.Median.Nanoseconds()),
-		P99NS:       float64(s.P99.Nanoseconds()),
-		P999NS:      float64(s.P999.Nanoseconds()),
-		OpsPerSec:   s.OpsPerSec,
-		AllocsPerOp: r.AllocsPerOp,
+		Name:         r.Name,
+		Trials:       max(len(r.Trials), 1),
+		Ops:          r.Ops,
+		MedianNS:     float64(s.Median.Nanoseconds()),
+		P99NS:        float64(s.P99.Nanoseconds()),
+		P999NS:       float64(s.P999.Nanoseconds()),
+		ReqPerSec:    s.ReqPerSec,
+		AllocsPerReq: r.AllocsPerReq,
 	}
-	if baseline != nil {
-		if b := baseline.Summarize().Median; b > 0 {
-			row.Baseline = baseline.Name
-			row.Ratio = float64(s.Median) / float64(b)
+	row.Spread, row.RateSpread = r.Spread()
+	if floor != nil {
+		if b := floor.Summarize().Median; b > 0 {
+			row.Floor = floor.Name
+			row.VsFloor = float64(s.Median) / float64(b)
+		}
+	}
+	if classic != nil {
+		if b := classic.Summarize().ReqPerSec; b > 0 {
+			row.Classic = classic.Name
+			row.VsClassic = s.ReqPerSec / b
 		}
 	}
 	return row
 }
 
-// WriteTable prints the report as an aligned table.
+// Row returns the row called name, or nil.
+func (rep *Report) Row(name string) *Row {
+	for i := range rep.Rows {
+		if rep.Rows[i].Name == name {
+			return &rep.Rows[i]
+		}
+	}
+	return nil
+}
+
+// WriteTable prints the report as an aligned table, followed by the
+// targets.
 func (rep *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tops\tmedian\tp99\tp999\treq/s\tallocs/op\tvs\tratio\t")
+	fmt.Fprintln(tw, "scenario\tops\tmedian\tp99\tp999\treq/s\tallocs/req\tspread\tvs floor\tvs classic\t")
 	for _, r := range rep.Rows {
 		allocs := "-"
-		if r.AllocsPerOp >= 0 {
-			allocs = fmt.Sprintf("%.2f", r.AllocsPerOp)
+		if r.AllocsPerReq >= 0 {
+			allocs = fmt.Sprintf("%.2f", r.AllocsPerReq)
 		}
-		ratio, vs := "-", "-"
-		if r.Baseline != "" {
-			ratio, vs = fmt.Sprintf("%.2fx", r.Ratio), r.Baseline
+		spread, floor, classic := "-", "-", "-"
+		if r.Trials > 1 {
+			spread = fmt.Sprintf("±%.0f%%", 50*r.Spread)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t\n", r.Name, r.Ops,
-			fmtNS(r.MedianNS), fmtNS(r.P99NS), fmtNS(r.P999NS), r.OpsPerSec, allocs, vs, ratio)
+		if r.Floor != "" {
+			floor = fmt.Sprintf("%.2fx", r.VsFloor)
+		}
+		if r.Classic != "" {
+			classic = fmt.Sprintf("%.2fx", r.VsClassic)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Name, r.Ops,
+			fmtNS(r.MedianNS), fmtNS(r.P99NS), fmtNS(r.P999NS), fmtRate(r.ReqPerSec), allocs, spread, floor, classic)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nvs floor: median latency over the floor's (lower is better; polled rows against floor/cache-line,\n"+
+		"blocking rows against floor/eventfd). vs classic: request rate over the classic loop's on the same\n"+
+		"workload and vCPU client (higher is better). spread: half the range of the %d trials' medians.\n"+
+		"allocs/req: whole process, simulator included.\n", rep.Trials)
+	if len(rep.Targets) > 0 {
+		fmt.Fprintln(w, "\ntargets (goals, not gates):")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, t := range rep.Targets {
+			met := "MISSED"
+			if t.Met {
+				met = "met"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%.2f%s\t%s\n", t.Goal, t.Row, t.Value, t.Unit, met)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "\n%s, %s\n", rep.Machine, rep.When.UTC().Format(time.RFC3339))
+	return nil
 }
 
 // WriteJSON writes the report as indented JSON.
@@ -81,6 +154,16 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(rep)
+}
+
+func fmtRate(r float64) string {
+	switch {
+	case r >= 1e6:
+		return fmt.Sprintf("%.2fM", r/1e6)
+	case r >= 1e3:
+		return fmt.Sprintf("%.1fk", r/1e3)
+	}
+	return fmt.Sprintf("%.0f", r)
 }
 
 func fmtNS(ns float64) string {

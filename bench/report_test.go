@@ -9,11 +9,14 @@ import (
 )
 
 func TestReport(t *testing.T) {
-	floor := Result{Name: "floor/x", Ops: 3, Elapsed: 3 * time.Microsecond, Samples: []time.Duration{100, 100, 100}, AllocsPerOp: -1}
-	godm := Result{Name: "godm/pio", Ops: 3, Elapsed: 6 * time.Microsecond, Samples: []time.Duration{150, 150, 160}, AllocsPerOp: 0}
-	rep := Report{Rows: []Row{RowOf(floor, nil), RowOf(godm, &floor)}}
-	if got, want := rep.Rows[1].Ratio, 1.5; got != want {
-		t.Errorf("ratio = %v, want %v", got, want)
+	floor := Result{Name: "floor/x", Ops: 3, Elapsed: 3 * time.Microsecond, Samples: []time.Duration{100, 100, 100}, AllocsPerReq: -1}
+	godm := Result{Name: "godm/pio", Ops: 3, Elapsed: 6 * time.Microsecond, Samples: []time.Duration{150, 150, 160}, AllocsPerReq: 0}
+	rep := Report{Trials: 1, Rows: []Row{RowOf(floor, nil, nil), RowOf(godm, &floor, &floor)}}
+	if got, want := rep.Rows[1].VsFloor, 1.5; got != want {
+		t.Errorf("VsFloor = %v, want %v", got, want)
+	}
+	if got, want := rep.Rows[1].VsClassic, 0.5; got != want {
+		t.Errorf("VsClassic = %v, want %v", got, want)
 	}
 	var tb bytes.Buffer
 	if err := rep.WriteTable(&tb); err != nil {

@@ -1,0 +1,254 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"godm/devices"
+	"godm/devices/testdev"
+	"godm/devices/uart"
+	"godm/hyp/foreign"
+	"godm/hyp/kernel"
+	"godm/hyp/privcmd"
+	"godm/hyp/xensim"
+	"godm/ioreq"
+	"godm/memory"
+	"godm/pci"
+)
+
+// The guest the scenarios run: RAM below the VGA hole and from 1 MiB to
+// ramTop, a UART per vCPU, godm's test device on PCI slot testSlot with its
+// register BAR at testMMIO and its I/O BAR at testIO.
+const (
+	ramTop   = 16 << 20
+	repBuf   = 0x200000 // page-aligned guest buffer of the rep scenario
+	testSlot = 4
+	testMMIO = 0xfebf0000
+	testIO   = 0xc000
+	// uartLSR is the line status register, the register a guest's 8250
+	// driver polls most.
+	uartLSR = 5
+	// uartSCR is the scratch register, the target of buffered writes.
+	uartSCR = 7
+)
+
+// uartBase returns the port base of the UART of vCPU i: COM1 for vCPU 0,
+// then private 8-port ranges, so that every vCPU has its own device.
+func uartBase(i int) uint16 {
+	if i == 0 {
+		return 0x3f8
+	}
+	return uint16(0x1000 + 0x10*i)
+}
+
+// design says which server answers the guest.
+type design uint8
+
+const (
+	// godmPoll is godm's ioreq.Server with its default adaptive polling.
+	godmPoll design = iota
+	// godmBlock is godm's ioreq.Server with polling disabled.
+	godmBlock
+	// classic is the single-threaded QEMU-style loop (see loop).
+	classic
+	// nullPoll and nullBlock answer without dispatching: the simulator's
+	// own cost (see loop).
+	nullPoll
+	nullBlock
+	// noServer leaves the accesses unclaimed: Xen's routing and null
+	// handler only.
+	noServer
+)
+
+func (d design) String() string {
+	return [...]string{"godm-poll", "godm-block", "classic", "null-poll", "null-block", "unclaimed"}[d]
+}
+
+// rig is one simulated guest with its devices and the server of one design.
+type rig struct {
+	sim   *xensim.Sim
+	dom   *xensim.Domain
+	k     kernel.Kernel
+	p     *privcmd.Handle
+	bus   *devices.Bus
+	pci   *pci.Bus
+	cache *memory.MapCache
+	uarts []*uart.UART
+	test  *testdev.Device
+	sbdf  devices.SBDF
+
+	srv  *ioreq.Server
+	loop *loop
+	// repLast is the last dword of the rep scenario's buffer.
+	repLast [4]byte
+
+	cancel context.CancelFunc
+	served chan error
+}
+
+// newRig builds a guest with vcpus vCPUs and starts the server of design d.
+func newRig(vcpus int, d design) (_ *rig, err error) {
+	r := &rig{sim: xensim.New(xensim.Config{IOReqTimeout: 30 * time.Second})}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, r.close())
+		}
+	}()
+	r.dom, err = r.sim.CreateDomain(xensim.DomainConfig{VCPUs: vcpus,
+		RAM: []xensim.Region{{GPA: 0, Size: 0xa0000}, {GPA: 0x100000, Size: ramTop - 0x100000}}})
+	if err != nil {
+		return nil, err
+	}
+	r.k = r.sim.Kernel(0)
+	if r.p, err = privcmd.Open(r.k); err != nil {
+		return nil, err
+	}
+	p, dom := r.p, r.dom.ID()
+	r.cache, err = memory.NewMapCache(memory.MapperFunc(func(gfns []uint64, w bool) (memory.Mapping, error) {
+		return foreign.Map(p, dom, w, gfns)
+	}), memory.MapCacheConfig{})
+	if err != nil {
+		return nil, err
+	}
+	if err := r.buildDevices(vcpus); err != nil {
+		return nil, err
+	}
+	targets := ioreq.Targets{Memory: r.cache, Invalidate: r.cache.Invalidate}
+	switch d {
+	case godmPoll, godmBlock:
+		wc := ioreq.WorkerConfig{}
+		if d == godmBlock {
+			wc.Spin = -1
+		}
+		r.srv, err = ioreq.NewServer(r.p, r.k, ioreq.Config{Dom: dom, VCPUs: vcpus, Bus: r.bus, Worker: wc, Targets: targets})
+	case classic, nullPoll, nullBlock:
+		r.loop, err = newLoop(r.p, r.k, dom, vcpus, r.bus, targets, d)
+	case noServer:
+		return r, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.served = make(chan error, 1)
+	go func() {
+		if r.srv != nil {
+			r.served <- r.srv.Serve(ctx)
+			return
+		}
+		r.served <- r.loop.serve(ctx)
+	}()
+	return r, nil
+}
+
+// buildDevices puts the guest's devices on a fresh bus: one UART per vCPU
+// and the test device with both BARs decoding.
+func (r *rig) buildDevices(vcpus int) error {
+	r.bus = devices.NewBus()
+	for i := range vcpus {
+		u := uart.New(uart.Config{})
+		r.uarts = append(r.uarts, u)
+		if err := r.bus.PIO.Register(uint64(uartBase(i)), uart.Size, u); err != nil {
+			return fmt.Errorf("bench: UART %d: %w", i, err)
+		}
+	}
+	var err error
+	if r.pci, err = pci.NewBus(pci.BusConfig{Spaces: r.bus}); err != nil {
+		return err
+	}
+	var mem memory.Accessor
+	if r.cache != nil {
+		mem = r.cache
+	}
+	if r.test, err = testdev.New(mem); err != nil {
+		return err
+	}
+	if r.sbdf, err = r.pci.Add(r.test.Function(), testSlot, 0); err != nil {
+		return err
+	}
+	// Program the BARs and enable decoding as firmware would.
+	r.bus.PCI.Write(r.sbdf, pci.RegBAR0, 4, 0, testMMIO)
+	r.bus.PCI.Write(r.sbdf, pci.RegBAR0+4, 4, 0, testIO)
+	r.bus.PCI.Write(r.sbdf, pci.RegCommand, 2, 0, pci.CommandIO|pci.CommandMemory)
+	if got := r.bus.MMIO.Read(testMMIO, 4, 0); got != testdev.Magic {
+		return fmt.Errorf("bench: test device BAR0 reads %#x, want the magic %#x", got, testdev.Magic)
+	}
+	return nil
+}
+
+// buildDevicesNoXen builds the devices of a one-vCPU guest without a
+// hypervisor, for host-side probes.
+func (r *rig) buildDevicesNoXen() error {
+	if err := r.buildDevices(1); err != nil {
+		r.closeDevices()
+		return err
+	}
+	return nil
+}
+
+// closeDevices releases the devices' goroutines and timers.
+func (r *rig) closeDevices() error {
+	var errs []error
+	if r.test != nil {
+		errs = append(errs, r.test.Close())
+		r.test = nil
+	}
+	for _, u := range r.uarts {
+		errs = append(errs, u.Close())
+	}
+	r.uarts = nil
+	return errors.Join(errs...)
+}
+
+// handled returns the number of synchronous requests the server answered.
+func (r *rig) handled() uint64 {
+	switch {
+	case r.srv != nil:
+		var c ioreq.Counters
+		r.srv.Stats(&c)
+		var n uint64
+		for _, x := range c.Sync {
+			n += x
+		}
+		return n
+	case r.loop != nil:
+		return r.loop.handled.Load()
+	}
+	return 0
+}
+
+// close stops the server and releases everything; it reports the server's
+// error and any protocol violation the simulator recorded.
+func (r *rig) close() error {
+	var errs []error
+	if r.cancel != nil {
+		r.cancel()
+		if err := <-r.served; err != nil {
+			errs = append(errs, err)
+		}
+		r.cancel = nil
+	}
+	if r.srv != nil {
+		errs = append(errs, r.srv.Close())
+	}
+	if r.loop != nil {
+		errs = append(errs, r.loop.close())
+	}
+	errs = append(errs, r.closeDevices())
+	if r.cache != nil {
+		r.cache.Close()
+	}
+	if r.p != nil {
+		errs = append(errs, r.p.Close())
+	}
+	if r.sim != nil {
+		for _, v := range r.sim.Violations() {
+			errs = append(errs, fmt.Errorf("bench: protocol violation: %v", v))
+		}
+		errs = append(errs, r.sim.Close())
+	}
+	return errors.Join(errs...)
+}

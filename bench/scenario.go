@@ -1,0 +1,342 @@
+package bench
+
+import (
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"godm/devices"
+	"godm/devices/testdev"
+	"godm/hyp/xenabi"
+	"godm/hyp/xensim"
+	"godm/ioreq"
+)
+
+// vcpuSpin is how often a polling vCPU re-reads its slot before it blocks:
+// enough never to block while a polling server answers.
+const vcpuSpin = 1 << 20
+
+// burstWrites is a full buffered ring of one-slot writes
+// (IOREQ_BUFFER_SLOT_NUM).
+const burstWrites = ioreq.RingSlots
+
+// repCount is the element count of the rep scenario: 4 KiB of dwords, one
+// request (a page-aligned buffer is not split).
+const repCount = 1024
+
+// Scenario is one measurement: a workload on simulated vCPUs against one
+// server design, a physical floor, or a host-side probe.
+type Scenario struct {
+	// Name identifies the scenario: group/workload/mode/design.
+	Name string
+	// Doc says what one operation is.
+	Doc string
+	// Ops is the number of operations per trial (all vCPUs together) of
+	// the full run; ShortOps of the CI-sized run.
+	Ops, ShortOps int
+	// Floor and Classic name the scenarios this one's median latency and
+	// throughput are compared with (empty: none).
+	Floor, Classic string
+	// Plot puts the scenario's latency histogram in the picture.
+	Plot bool
+
+	vcpus    int
+	design   design
+	vcpuSpin int
+	perOp    int // requests per operation (for the request rate)
+	// op performs operation i on vCPU v of r and checks its answer when
+	// the design dispatches to the devices.
+	op func(r *rig, v *xensim.VCPU, vi, i int, check bool) error
+	// probe runs a scenario that needs no rig (floors, bus dispatch).
+	probe func(n int) (Result, error)
+}
+
+// design names used in scenario names.
+const (
+	modePoll  = "poll"
+	modeBlock = "block"
+)
+
+// Scenarios returns every scenario in the order they run within a trial.
+func Scenarios() []*Scenario {
+	var s []*Scenario
+	add := func(x *Scenario) { s = append(s, x) }
+
+	// Physical limits.
+	add(&Scenario{Name: "floor/cache-line", Doc: "two threads ping-pong one cache line", Ops: 200000, ShortOps: 2000, Plot: true,
+		probe: func(n int) (Result, error) { return CacheLineFloor(n), nil }})
+	add(&Scenario{Name: "floor/eventfd", Doc: "two threads ping-pong through eventfds", Ops: 40000, ShortOps: 500, Plot: true,
+		probe: EventfdFloor})
+
+	// Bus dispatch, host side: lookup and handler call, no Xen.
+	add(&Scenario{Name: "bus/pio", Doc: "Space.Read of a UART register (1000 accesses per sample)", Ops: 2000, ShortOps: 20,
+		probe: func(n int) (Result, error) { return busProbe(n, "pio") }})
+	add(&Scenario{Name: "bus/mmio", Doc: "Space.Read of the test device's magic register", Ops: 2000, ShortOps: 20,
+		probe: func(n int) (Result, error) { return busProbe(n, "mmio") }})
+	add(&Scenario{Name: "bus/pci", Doc: "ConfigSpace.Read of the test device's IDs", Ops: 2000, ShortOps: 20,
+		probe: func(n int) (Result, error) { return busProbe(n, "pci") }})
+
+	// The simulator's own cost.
+	add(&Scenario{Name: "sim/unclaimed", Doc: "IN of a port no server claims (routing, null handler)", Ops: 100000, ShortOps: 500,
+		vcpus: 1, design: noServer, perOp: 1, op: opUnclaimed})
+	add(&Scenario{Name: "sim/pio/poll/null", Doc: "IN answered at once by a spinning responder, no dispatch", Ops: 50000, ShortOps: 300,
+		vcpus: 1, design: nullPoll, vcpuSpin: vcpuSpin, perOp: 1, op: opPIO, Floor: "floor/cache-line"})
+	add(&Scenario{Name: "sim/pio/block/null", Doc: "IN answered at once by a blocking responder, no dispatch", Ops: 20000, ShortOps: 200,
+		vcpus: 1, design: nullBlock, perOp: 1, op: opPIO, Floor: "floor/eventfd"})
+
+	// Single-vCPU round trips, polled (vCPU and godm spin) and blocking
+	// (both sleep between requests, as Xen's vCPUs do).
+	type workload struct {
+		name, doc string
+		ops       int
+		op        func(r *rig, v *xensim.VCPU, vi, i int, check bool) error
+	}
+	for _, w := range []workload{
+		{"pio", "IN of a UART's line status register", 50000, opPIO},
+		{"mmio", "32-bit MMIO read of the test device's magic register", 50000, opMMIO},
+		{"pci", "PCI configuration read (0xcf8/0xcfc) of the test device's IDs", 50000, opPCI},
+		{"rep", "REP OUTSD of 4 KiB from guest RAM (data_is_ptr) to the test device", 10000, opRep},
+	} {
+		for _, m := range []string{modePoll, modeBlock} {
+			spin, gd, floor, ops := vcpuSpin, godmPoll, "floor/cache-line", w.ops
+			if m == modeBlock {
+				spin, gd, floor, ops = 0, godmBlock, "floor/eventfd", w.ops/2
+			}
+			base := "rt/" + w.name + "/" + m + "/"
+			add(&Scenario{Name: base + "godm", Doc: w.doc, Ops: ops, ShortOps: 200, Floor: floor, Classic: base + "classic",
+				Plot: w.name == "pio", vcpus: 1, design: gd, vcpuSpin: spin, perOp: 1, op: w.op})
+			add(&Scenario{Name: base + "classic", Doc: w.doc + " (classic loop)", Ops: ops, ShortOps: 200, Floor: floor,
+				Plot: w.name == "pio", vcpus: 1, design: classic, vcpuSpin: spin, perOp: 1, op: w.op})
+		}
+	}
+
+	// Buffered burst: a full ring of writes, then a synchronous read that
+	// Xen's ordering makes wait for the ring to drain.
+	for _, d := range []design{godmPoll, godmBlock, classic} {
+		add(&Scenario{Name: "burst/ring/" + d.String(), Doc: "511 buffered UART writes, then a read of the register",
+			Ops: 1000, ShortOps: 10, Classic: classicOf(d, "burst/ring/classic"),
+			vcpus: 1, design: d, perOp: burstWrites + 1, op: opBurst})
+	}
+
+	// Throughput: n vCPUs, each reading its own UART back to back; vCPUs
+	// block as Xen's do.
+	for _, n := range []int{1, 2, 4, 8} {
+		for _, d := range []design{godmPoll, godmBlock, classic} {
+			base := fmt.Sprintf("tput/%dvcpu/", n)
+			add(&Scenario{Name: base + d.String(), Doc: fmt.Sprintf("%d vCPUs, each IN of its own UART back to back", n),
+				Ops: 40000, ShortOps: 16 * n, Classic: classicOf(d, base+"classic"),
+				vcpus: n, design: d, perOp: 1, op: opPIO})
+		}
+	}
+	return s
+}
+
+func classicOf(d design, name string) string {
+	if d == classic {
+		return ""
+	}
+	return name
+}
+
+func opUnclaimed(_ *rig, v *xensim.VCPU, _, _ int, _ bool) error {
+	got, err := v.In(0x600, 1)
+	if err == nil && got != 0xff {
+		err = fmt.Errorf("unclaimed IN = %#x, want 0xff", got)
+	}
+	return err
+}
+
+func opPIO(_ *rig, v *xensim.VCPU, vi, _ int, check bool) error {
+	got, err := v.In(uartBase(vi)+uartLSR, 1)
+	// Transmitter idle and holding register empty: THRE | TEMT.
+	if err == nil && check && got != 0x60 {
+		err = fmt.Errorf("UART %d LSR = %#x, want 0x60", vi, got)
+	}
+	return err
+}
+
+func opMMIO(_ *rig, v *xensim.VCPU, _, _ int, check bool) error {
+	got, err := v.MMIORead(testMMIO+testdev.RegMagic, 4)
+	if err == nil && check && got != testdev.Magic {
+		err = fmt.Errorf("test device magic = %#x, want %#x", got, testdev.Magic)
+	}
+	return err
+}
+
+func opPCI(_ *rig, v *xensim.VCPU, _, _ int, check bool) error {
+	got, err := v.PCIConfigRead(uint32(devices.NewSBDF(0, 0, testSlot, 0)), 0, 4)
+	if want := uint64(testdev.DeviceID)<<16 | testdev.VendorID; err == nil && check && got != want {
+		err = fmt.Errorf("test device IDs = %#x, want %#x", got, want)
+	}
+	return err
+}
+
+func opRep(r *rig, v *xensim.VCPU, _, i int, check bool) error {
+	if err := v.RepOuts(testIO, 4, repCount, repBuf, false); err != nil {
+		return err
+	}
+	if check && i == 0 {
+		// The scratch register holds the last dword of the buffer.
+		want := uint64(binary.LittleEndian.Uint32(r.repLast[:]))
+		if got, err := v.In(testIO, 4); err != nil || got != want {
+			return fmt.Errorf("test device scratch after rep = %#x, %v; want %#x", got, err, want)
+		}
+	}
+	return nil
+}
+
+func opBurst(_ *rig, v *xensim.VCPU, vi, i int, check bool) error {
+	port := uint64(uartBase(vi) + uartSCR)
+	for j := range burstWrites {
+		if _, err := v.BufferedWrite(xenabi.IOREQ_TYPE_PIO, port, 1, uint64(i+j)); err != nil {
+			return err
+		}
+	}
+	got, err := v.In(uint16(port), 1)
+	if want := uint64(byte(i + burstWrites - 1)); err == nil && check && got != want {
+		err = fmt.Errorf("UART scratch after burst = %#x, want %#x (buffered writes lost or reordered)", got, want)
+	}
+	return err
+}
+
+// runRig measures n operations of s (split over its vCPUs) on a fresh rig.
+func (s *Scenario) runRig(n int) (res Result, err error) {
+	r, err := newRig(s.vcpus, s.design)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: %w", s.Name, err)
+	}
+	defer func() {
+		if cerr := r.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("%s: %w", s.Name, cerr)
+		}
+	}()
+	if err := r.fillRepBuffer(); err != nil {
+		return Result{}, err
+	}
+	check := s.design != nullPoll && s.design != nullBlock && s.design != noServer
+	per := max(1, n/s.vcpus)
+	warm := min(max(per/10, 10), 1000)
+	samples := make([][]time.Duration, s.vcpus)
+	for i := range samples {
+		samples[i] = make([]time.Duration, per)
+	}
+	var (
+		warmed, done sync.WaitGroup
+		start        = make(chan struct{})
+		errs         = make([]error, s.vcpus)
+	)
+	warmed.Add(s.vcpus)
+	done.Add(s.vcpus)
+	for vi := range s.vcpus {
+		go func() {
+			defer done.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			v := r.dom.VCPU(vi)
+			v.SetSpin(s.vcpuSpin)
+			var err error
+			for i := 0; i < warm && err == nil; i++ {
+				err = s.op(r, v, vi, i, check)
+			}
+			warmed.Done()
+			<-start
+			if err != nil {
+				errs[vi] = err
+				return
+			}
+			out := samples[vi]
+			for i := range out {
+				t0 := time.Now()
+				if err := s.op(r, v, vi, i, check); err != nil {
+					errs[vi] = fmt.Errorf("vCPU %d op %d: %w", vi, i, err)
+					return
+				}
+				out[i] = time.Since(t0)
+			}
+		}()
+	}
+	warmed.Wait()
+	before := r.handled()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	t0 := time.Now()
+	close(start)
+	done.Wait()
+	elapsed := time.Since(t0)
+	runtime.ReadMemStats(&m1)
+	for _, e := range errs {
+		if e != nil {
+			return Result{}, fmt.Errorf("%s: %w", s.Name, e)
+		}
+	}
+	ops := per * s.vcpus
+	res = Result{Name: s.Name, Ops: ops, Requests: ops * s.perOp, Elapsed: elapsed,
+		AllocsPerReq: float64(m1.Mallocs-m0.Mallocs) / float64(ops*s.perOp)}
+	for _, x := range samples {
+		res.Samples = append(res.Samples, x...)
+	}
+	if check {
+		if got := r.handled() - before; got < uint64(ops) {
+			return Result{}, fmt.Errorf("%s: the server counted %d requests for %d operations", s.Name, got, ops)
+		}
+	}
+	return res, nil
+}
+
+// fillRepBuffer writes the rep scenario's source page and remembers its
+// last dword.
+func (r *rig) fillRepBuffer() error {
+	buf := make([]byte, 4*repCount)
+	for i := range repCount {
+		binary.LittleEndian.PutUint32(buf[4*i:], uint32(0x1000+i))
+	}
+	copy(r.repLast[:], buf[len(buf)-4:])
+	return r.dom.WriteRAM(repBuf, buf)
+}
+
+// busProbe times n samples of 1000 host-side accesses to one register
+// through the bus (no hypervisor): the dispatch cost godm adds per access.
+func busProbe(n int, kind string) (Result, error) {
+	r := &rig{bus: devices.NewBus()}
+	// The devices only: no Xen.
+	r.uarts = nil
+	if err := r.buildDevicesNoXen(); err != nil {
+		return Result{}, err
+	}
+	defer r.closeDevices()
+	const batch = 1000
+	var read func() uint64
+	var want uint64
+	sbdf := r.sbdf
+	switch kind {
+	case "pio":
+		read, want = func() uint64 { return r.bus.PIO.Read(uint64(uartBase(0)+uartLSR), 1, 0) }, 0x60
+	case "mmio":
+		read, want = func() uint64 { return r.bus.MMIO.Read(testMMIO, 4, 0) }, testdev.Magic
+	case "pci":
+		read, want = func() uint64 { return r.bus.PCI.Read(sbdf, 0, 4, 0) }, uint64(testdev.DeviceID)<<16|testdev.VendorID
+	}
+	if got := read(); got != want {
+		return Result{}, fmt.Errorf("bus/%s: read %#x, want %#x", kind, got, want)
+	}
+	for range batch {
+		read()
+	}
+	samples := make([]time.Duration, n)
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	start := time.Now()
+	for i := range samples {
+		t0 := time.Now()
+		for range batch {
+			read()
+		}
+		samples[i] = time.Since(t0) / batch
+	}
+	elapsed := time.Since(start)
+	runtime.ReadMemStats(&m1)
+	return Result{Name: "bus/" + kind, Ops: n * batch, Requests: n * batch, Elapsed: elapsed, Samples: samples,
+		AllocsPerReq: float64(m1.Mallocs-m0.Mallocs) / float64(n*batch)}, nil
+}

@@ -1,0 +1,135 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestShortRun is the CI smoke test: the short version of every scenario,
+// with real checks on what came out (counts, samples, report contents) and
+// none on timing. The scenarios themselves check every answer the guest
+// gets (UART status, test device IDs and magic, rep and buffered data
+// landing in the device) and that the server counted every request.
+func TestShortRun(t *testing.T) {
+	var progress bytes.Buffer
+	rep, plot, err := Run(context.Background(), Options{Short: true, Progress: &progress})
+	if err != nil {
+		t.Fatalf("Run: %v\nprogress:\n%s", err, progress.String())
+	}
+	all := Scenarios()
+	if got, want := len(rep.Rows), len(all); got != want {
+		t.Fatalf("%d rows, want %d (one per scenario)", got, want)
+	}
+	if got, want := strings.Count(progress.String(), "\n"), len(all); got != want {
+		t.Errorf("%d progress lines, want %d", got, want)
+	}
+	for i, s := range all {
+		r := rep.Rows[i]
+		if r.Name != s.Name {
+			t.Errorf("row %d is %q, want %q", i, r.Name, s.Name)
+			continue
+		}
+		if r.Ops < s.ShortOps/max(s.vcpus, 1)*max(s.vcpus, 1) || r.Ops == 0 {
+			t.Errorf("%s: %d ops, want %d", s.Name, r.Ops, s.ShortOps)
+		}
+		if r.MedianNS <= 0 || r.P99NS < r.MedianNS || r.P999NS < r.P99NS || r.ReqPerSec <= 0 {
+			t.Errorf("%s: implausible summary %+v", s.Name, r)
+		}
+		if (s.Floor != "") != (r.Floor != "") || (s.Classic != "") != (r.Classic != "") {
+			t.Errorf("%s: baselines %q/%q, want %q/%q", s.Name, r.Floor, r.Classic, s.Floor, s.Classic)
+		}
+		if r.Floor != "" && r.VsFloor <= 0 || r.Classic != "" && r.VsClassic <= 0 {
+			t.Errorf("%s: ratios %v %v", s.Name, r.VsFloor, r.VsClassic)
+		}
+		if s.probe == nil && r.AllocsPerReq < 0 {
+			t.Errorf("%s: allocations not measured", s.Name)
+		}
+	}
+	if len(rep.Targets) < 8 {
+		t.Errorf("%d targets evaluated, want every goal: %+v", len(rep.Targets), rep.Targets)
+	}
+
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"floor/cache-line", "rt/pio/poll/godm", "tput/8vcpu/classic", "burst/ring/godm-block",
+		"sim/unclaimed", "vs classic", "targets", "bus dispatch"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+	var js bytes.Buffer
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back.Rows) != len(all) || !back.Short {
+		t.Errorf("JSON round trip: %v, %d rows, short %v", err, len(back.Rows), back.Short)
+	}
+	var svg bytes.Buffer
+	if err := WriteSVG(&svg, plot); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(svg.String(), "<polyline"); got != len(plot) || got < 4 {
+		t.Errorf("SVG has %d curves for %d plotted scenarios", got, len(plot))
+	}
+}
+
+func TestSelected(t *testing.T) {
+	tests := []struct {
+		filter string
+		want   []string
+	}{
+		{"^rt/pio/block/godm$", []string{"floor/eventfd", "rt/pio/block/godm", "rt/pio/block/classic"}},
+		{"^tput/2vcpu/godm-poll$", []string{"tput/2vcpu/godm-poll", "tput/2vcpu/classic"}},
+		{"^bus/", []string{"bus/pio", "bus/mmio", "bus/pci"}},
+		{"nothing-matches", nil},
+	}
+	for _, tc := range tests {
+		var got []string
+		for _, s := range (Options{Filter: regexp.MustCompile(tc.filter)}).Selected() {
+			got = append(got, s.Name)
+		}
+		if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("Selected(%q) = %v, want %v", tc.filter, got, tc.want)
+		}
+	}
+	if _, _, err := Run(context.Background(), Options{Short: true, Filter: regexp.MustCompile("nothing-matches")}); err == nil {
+		t.Error("Run with an empty selection succeeded")
+	}
+}
+
+func TestScenarioNamesUnique(t *testing.T) {
+	seen := map[string]bool{}
+	for _, s := range Scenarios() {
+		if seen[s.Name] {
+			t.Errorf("duplicate scenario %q", s.Name)
+		}
+		seen[s.Name] = true
+		if s.Ops <= 0 || s.ShortOps <= 0 || s.Doc == "" {
+			t.Errorf("%s: ops %d short %d doc %q", s.Name, s.Ops, s.ShortOps, s.Doc)
+		}
+	}
+	for _, s := range Scenarios() {
+		for _, b := range []string{s.Floor, s.Classic} {
+			if b != "" && !seen[b] {
+				t.Errorf("%s compares with unknown scenario %q", s.Name, b)
+			}
+		}
+	}
+}
+
+// TestRunCancelled checks that a cancelled context stops the run between
+// scenarios.
+func TestRunCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := Run(ctx, Options{Short: true}); err != context.Canceled {
+		t.Errorf("Run on a cancelled context = %v, want context.Canceled", err)
+	}
+}
