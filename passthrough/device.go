@@ -1,0 +1,370 @@
+package passthrough
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"godm/devices"
+	"godm/hyp"
+)
+
+// Config describes one passed-through function.
+type Config struct {
+	// Dom is the guest.
+	Dom hyp.DomID
+	// Host is the host function (from OpenHost). The Device uses its
+	// configuration space and resources; it does not close it.
+	Host *HostDevice
+	// Xen issues the PIRQ, binding and mapping hypercalls (NewXen).
+	Xen Xen
+	// Slot is the guest device number on bus 0 (function 0).
+	Slot uint8
+	// Permissive lets guest writes to registers no rule covers reach the
+	// host (QEMU's permissive=on). Off by default: such writes are
+	// dropped, with a one-time hint in the log.
+	Permissive bool
+	// MSIXAllWrites says Xen advertises XENFEAT_dm_msix_all_writes: it
+	// forwards every write to the MSI-X table (mask bits included) and
+	// itself serves the PBA and the other registers on the table's pages.
+	MSIXAllWrites bool
+	// Log receives control-path messages; nil discards them.
+	Log *slog.Logger
+}
+
+// Stats counts what a Device refused or failed to do.
+type Stats struct {
+	// DroppedWrites are guest writes to bytes no rule lets through.
+	DroppedWrites uint64
+	// HostErrors are failed host configuration reads or writes.
+	HostErrors uint64
+	// MapErrors are failed mappings, PIRQ maps or bindings.
+	MapErrors uint64
+	// TrapMisses are MSI-X page accesses outside the table that godm
+	// cannot serve without /dev/mem.
+	TrapMisses uint64
+}
+
+// Device is a host PCI function passed through to a guest: its
+// configuration space, virtualised, is a devices.Handler; its BARs are
+// mapped into the guest's p2m while the guest decodes them; its INTx,
+// MSI and MSI-X are routed to the guest through PIRQs.
+type Device struct {
+	cfg  Config
+	sbdf devices.SBDF
+
+	mu      sync.Mutex
+	t       regTable
+	caps    []capInfo
+	bars    [6]bar
+	rom     romBAR
+	msi     *msiState
+	msix    *msixState
+	intx    intxState
+	bus     *devices.Bus
+	plugged bool
+	scratch [8]byte // host I/O buffer (under mu)
+
+	hinted        atomic.Bool
+	droppedWrites atomic.Uint64
+	hostErrors    atomic.Uint64
+	mapErrors     atomic.Uint64
+	trapMisses    atomic.Uint64
+	msixHinted    atomic.Bool
+}
+
+// New builds the virtualised function from the host's configuration space
+// (read once here for the layout; afterwards every access reads the
+// host's current value for the bits it shows). Nothing is mapped or bound
+// before Plug.
+func New(cfg Config) (*Device, error) {
+	if cfg.Host == nil || cfg.Host.Config == nil || cfg.Xen == nil {
+		return nil, errors.New("passthrough: Config needs Host and Xen")
+	}
+	if cfg.Slot > 31 {
+		return nil, fmt.Errorf("passthrough: guest slot %d out of range", cfg.Slot)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	d := &Device{cfg: cfg, sbdf: devices.NewSBDF(0, 0, cfg.Slot, 0)}
+	var hc [256]byte
+	if _, err := cfg.Host.Config.ReadAt(hc[:], 0); err != nil {
+		return nil, fmt.Errorf("passthrough: %v: reading config space: %w", cfg.Host.Addr, err)
+	}
+	hasIRQ := cfg.Host.GSI > 0 && hc[0x3d] >= 1 && hc[0x3d] <= 4
+	d.caps = buildTable(&d.t, &hc, hasIRQ)
+	if err := d.initBARs(&hc); err != nil {
+		return nil, err
+	}
+	for _, c := range d.caps {
+		switch c.id {
+		case capMSI:
+			d.msi = newMSI(&hc, c.off)
+		case capMSIX:
+			m, err := newMSIX(&hc, c.off, &d.bars, cfg.Host)
+			if err != nil {
+				cfg.Log.Warn("passthrough: MSI-X capability hidden", "host", cfg.Host.Addr, "err", err)
+				d.hideCap(c.off)
+				continue
+			}
+			d.msix = m
+		}
+	}
+	d.intx.pirq = -1
+	return d, nil
+}
+
+// hideCap takes the capability at off out of the emulated list (after
+// buildTable, when it turns out unusable).
+func (d *Device) hideCap(off int) {
+	for i, c := range d.caps {
+		if c.off != off {
+			continue
+		}
+		next := uint32(d.t.val[off+1])
+		if i == 0 {
+			d.t.set(0x34, 1, next)
+		} else {
+			d.t.set(d.caps[i-1].off+1, 1, next)
+		}
+		d.caps = append(d.caps[:i], d.caps[i+1:]...)
+		for o := off; o < off+4; o++ {
+			d.t.kind[o], d.t.emu[o], d.t.ro[o], d.t.hook[o] = kindHidden, 0, 0, hookNone
+		}
+		if len(d.caps) == 0 {
+			d.t.set(0x06, 2, 0)
+		}
+		return
+	}
+}
+
+// SBDF returns the guest address of the function.
+func (d *Device) SBDF() devices.SBDF { return d.sbdf }
+
+// Stats returns the counters.
+func (d *Device) Stats() Stats {
+	return Stats{DroppedWrites: d.droppedWrites.Load(), HostErrors: d.hostErrors.Load(),
+		MapErrors: d.mapErrors.Load(), TrapMisses: d.trapMisses.Load()}
+}
+
+// Plug makes the function visible on bus: its configuration space is
+// registered at SBDF (so an ioreq server attached to bus claims it), and
+// its INTx is mapped and bound. BARs, MSI and MSI-X follow the guest's
+// programming from then on. If INTx cannot be bound, the host's INTx is
+// disabled and the guest sees no interrupt pin (it can still use MSI).
+func (d *Device) Plug(bus *devices.Bus) error {
+	d.mu.Lock()
+	if d.plugged {
+		d.mu.Unlock()
+		return fmt.Errorf("passthrough: %v already plugged", d.sbdf)
+	}
+	d.bus, d.plugged = bus, true
+	d.setupINTx()
+	d.mu.Unlock()
+	if err := bus.PCI.Register(d.sbdf, d); err != nil {
+		uerr := d.teardown()
+		return errors.Join(fmt.Errorf("passthrough: plugging %v at %v: %w", d.cfg.Host.Addr, d.sbdf, err), uerr)
+	}
+	return nil
+}
+
+// Unplug removes the function from the guest and undoes everything done
+// in the hypervisor: MSI-X and MSI bindings and PIRQs, the INTx binding
+// and PIRQ, the BAR mappings and the trapped MSI-X and ROM ranges. It
+// goes on past errors and returns them all. Idempotent.
+func (d *Device) Unplug() error {
+	d.mu.Lock()
+	bus, plugged := d.bus, d.plugged
+	d.mu.Unlock()
+	if !plugged {
+		return nil
+	}
+	var errs []error
+	if err := bus.PCI.Unregister(d.sbdf); err != nil {
+		errs = append(errs, fmt.Errorf("passthrough: unregistering %v: %w", d.sbdf, err))
+	}
+	errs = append(errs, d.teardown())
+	return errors.Join(errs...)
+}
+
+func (d *Device) teardown() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	if d.msix != nil {
+		errs = append(errs, d.msixDisable())
+	}
+	if d.msi != nil {
+		errs = append(errs, d.msiDisable())
+	}
+	errs = append(errs, d.teardownINTx())
+	for i := range d.bars {
+		errs = append(errs, d.unmapBAR(i))
+	}
+	errs = append(errs, d.unmapROM())
+	d.plugged, d.bus = false, nil
+	return errors.Join(errs...)
+}
+
+// Read implements devices.Handler for the configuration space: a.Addr
+// is the register.
+func (d *Device) Read(a devices.Access) uint64 {
+	reg, size := int(a.Addr), int(a.Size)
+	if size < 1 || size > 8 || reg < 0 || reg+size > devices.ConfigSize {
+		return devices.SizeMask(a.Size)
+	}
+	if reg >= 256 { // extended space: not emulated, no extended capabilities
+		return 0
+	}
+	if reg+size > 256 {
+		size = 256 - reg
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cur := d.scratch[:size]
+	if d.needHost(reg, size) {
+		if _, err := d.cfg.Host.Config.ReadAt(cur, int64(reg)); err != nil {
+			d.hostErrors.Add(1)
+			for i := range cur {
+				cur[i] = 0xff
+			}
+		}
+	}
+	var v uint64
+	for i := 0; i < size; i++ {
+		o := reg + i
+		var b uint8
+		switch d.t.kind[o] {
+		case kindUncovered:
+			b = cur[i]
+		case kindCovered:
+			b = cur[i]&^d.t.emu[o] | d.t.val[o]&d.t.emu[o]
+		}
+		v |= uint64(b) << (8 * i)
+	}
+	return v
+}
+
+// needHost reports whether any byte of the access shows host bits.
+func (d *Device) needHost(reg, size int) bool {
+	for o := reg; o < reg+size; o++ {
+		switch d.t.kind[o] {
+		case kindUncovered:
+			return true
+		case kindCovered:
+			if d.t.emu[o] != 0xff {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Write implements devices.Handler for the configuration space.
+func (d *Device) Write(a devices.Access, v uint64) {
+	reg, size := int(a.Addr), int(a.Size)
+	if size < 1 || size > 8 || reg < 0 || reg+size > 256 {
+		d.droppedWrites.Add(1)
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	perm := d.cfg.Permissive
+	var th [8]uint8
+	anyHost, allHost, dropped := false, true, false
+	for i := 0; i < size; i++ {
+		th[i] = d.t.through(reg+i, perm)
+		if th[i] != 0 {
+			anyHost = true
+		} else {
+			allHost = false
+		}
+		if d.t.kind[reg+i] == kindUncovered && !perm {
+			dropped = true
+		}
+	}
+	cur := d.scratch[:size]
+	if anyHost {
+		if _, err := d.cfg.Host.Config.ReadAt(cur, int64(reg)); err != nil {
+			d.hostErrors.Add(1)
+			anyHost = false
+		}
+	}
+	var hooks hook
+	for i := 0; i < size; i++ {
+		o, b := reg+i, uint8(v>>(8*i))
+		if d.t.kind[o] == kindCovered {
+			w := d.t.emu[o] &^ d.t.ro[o]
+			d.t.val[o] = d.t.val[o]&^w | b&w
+			d.t.val[o] &^= d.t.rw1c[o] & d.t.emu[o] & b
+			hooks |= d.t.hook[o]
+		}
+		if th[i] != 0 {
+			rw1c := d.t.rw1c[o] &^ d.t.emu[o]
+			cur[i] = cur[i]&^th[i]&^rw1c | b&th[i] | cur[i]&d.t.or[o]
+		}
+	}
+	// INTx disable stays set on the host while INTx is not bound.
+	if anyHost && reg <= 5 && reg+size > 5 && d.intx.pirq < 0 && th[5-reg] != 0 {
+		cur[5-reg] |= cmdINTxDisable >> 8
+	}
+	if anyHost {
+		if allHost {
+			d.hostWrite(cur, reg)
+		} else {
+			for i := 0; i < size; i++ {
+				if th[i] != 0 {
+					d.hostWrite(cur[i:i+1], reg+i)
+				}
+			}
+		}
+	}
+	if dropped {
+		d.droppedWrites.Add(1)
+		if d.hinted.CompareAndSwap(false, true) {
+			d.cfg.Log.Warn("passthrough: guest write to a register godm does not virtualise was dropped; "+
+				"if the device misbehaves, try permissive mode", "host", d.cfg.Host.Addr, "reg", reg, "size", size)
+		}
+	}
+	if hooks != hookNone && d.plugged {
+		d.apply(hooks)
+	}
+}
+
+func (d *Device) hostWrite(p []byte, reg int) {
+	if _, err := d.cfg.Host.Config.WriteAt(p, int64(reg)); err != nil {
+		d.hostErrors.Add(1)
+	}
+}
+
+// apply re-derives the state the written registers control. Called with
+// mu held.
+func (d *Device) apply(h hook) {
+	if h&(hookBAR|hookCommand) != 0 {
+		d.normalizeBARs()
+		d.reconcileBARs()
+	}
+	if h&(hookROM|hookCommand) != 0 {
+		d.normalizeROM()
+		d.reconcileROM()
+	}
+	if h&hookMSI != 0 && d.msi != nil {
+		d.reconcileMSI()
+	}
+	if h&hookMSIX != 0 && d.msix != nil {
+		d.reconcileMSIX()
+	}
+}
+
+// command returns the guest's command register.
+func (d *Device) command() uint16 { return uint16(d.t.get(0x04, 2)) }
+
+// fail counts and logs a failed hypercall on the control path.
+func (d *Device) fail(what string, err error) error {
+	d.mapErrors.Add(1)
+	d.cfg.Log.Error("passthrough: "+what, "host", d.cfg.Host.Addr, "err", err)
+	return err
+}

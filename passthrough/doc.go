@@ -1,0 +1,53 @@
+// Package passthrough passes a host PCI function through to a Xen HVM
+// guest, as QEMU's hw/xen/xen_pt*.c do: the device model virtualises the
+// function's configuration space, maps its BARs into the guest's p2m
+// while the guest decodes them, and routes its INTx, MSI and MSI-X to the
+// guest through PIRQs; the device's own MMIO and port accesses never
+// reach the device model (Xen maps them straight to the hardware), except
+// the MSI-X table pages, which are trapped and emulated, and the
+// expansion ROM, served read-only from its sysfs image.
+//
+// # Host side
+//
+// OpenHost finds the function under an injectable sysfs root (u-root's
+// pkg/pci reads its identification, IRQ and resources; the configuration
+// space is the sysfs "config" file, read and written with pread/pwrite)
+// and refuses one that does not exist, is not bound to pciback (or the
+// configured stub driver) or is a bridge. Assignments (for instance
+// XenstoreAssignments) refuses a function the toolstack did not assign to
+// the domain, before anything is mapped.
+//
+// # Configuration space
+//
+// A per-byte rule table (see regs.go) over the header and the supported
+// capabilities (power management, MSI, MSI-X, PCI Express, vendor
+// specific) says which bits are emulated, read-only, read-write through,
+// write-1-to-clear, mirrored, merged or reserved; unsupported capabilities
+// are hidden by rewriting the next-pointer chain; bytes no rule covers
+// read from the host and are written only in permissive mode. Only the
+// 256-byte space is virtualised: the extended space reads 0.
+//
+// # Mappings and interrupts
+//
+// Each guest write that changes the command register, a BAR, the ROM BAR,
+// or the MSI or MSI-X control re-derives the wanted state and applies the
+// difference: XEN_DOMCTL_memory_mapping / ioport_mapping for BARs (never
+// the MSI-X table or PBA pages, which are registered on the bus's MMIO
+// space instead), PHYSDEVOP_map_pirq plus XEN_DOMCTL_bind_pt_irq for
+// interrupts. Unplug undoes all of it; so does Standalone on every exit.
+//
+// # Modes
+//
+// Standalone runs an ioreq server of its own for one function (godm
+// passthrough). Inside the full device model, a Device is plugged into
+// the machine's devices.Bus (Plug) and removed (Unplug) at run time.
+//
+// # Lifecycle and threading
+//
+// New builds a Device from an open HostDevice; Plug registers it; Unplug
+// tears it down (idempotent); the HostDevice is closed by its opener.
+// A Device is safe for concurrent use: configuration accesses and MSI-X
+// table accesses take its one mutex, which is also held while it issues
+// the hypercalls a write causes. Configuration reads and writes that
+// change no mapping or interrupt do not allocate.
+package passthrough

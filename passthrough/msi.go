@@ -1,0 +1,371 @@
+package passthrough
+
+import (
+	"errors"
+	"fmt"
+
+	"godm/devices"
+	"godm/hyp/domctl"
+	"godm/hyp/hcall"
+	"godm/hyp/xenabi"
+)
+
+// MSI address and data fields (Intel SDM vol. 3 §11.11): destination
+// ID in address bits 12-19, redirection hint bit 3, destination mode
+// bit 2; delivery mode in data bits 8-10, trigger mode bit 15.
+func msiGFlags(addr uint64, data uint32, unmasked bool) uint32 {
+	f := uint32(addr>>12) & xenabi.XEN_DOMCTL_VMSI_X86_DEST_ID_MASK
+	if addr&(1<<3) != 0 {
+		f |= xenabi.XEN_DOMCTL_VMSI_X86_RH_MASK
+	}
+	if addr&(1<<2) != 0 {
+		f |= xenabi.XEN_DOMCTL_VMSI_X86_DM_MASK
+	}
+	f |= (data >> 8 & 7) << 12 // XEN_DOMCTL_VMSI_X86_DELIV_MASK
+	if data&(1<<15) != 0 {
+		f |= xenabi.XEN_DOMCTL_VMSI_X86_TRIG_MASK
+	}
+	if unmasked {
+		f |= xenabi.XEN_DOMCTL_VMSI_X86_UNMASKED
+	}
+	return f
+}
+
+// msiPIRQ is the PIRQ to ask for: a guest that writes vector 0 is
+// PV-aware and names the PIRQ in the address (QEMU's
+// xen_pt_msi_addr2pirq: destination ID plus the upper address bits).
+func msiPIRQ(addr uint64, data uint32) int32 {
+	if data&0xff != 0 {
+		return -1
+	}
+	return int32(uint32(addr>>12)&0xff | uint32(addr>>32)&0xffffff00)
+}
+
+// mapReq is the PHYSDEVOP_map_pirq request for an MSI (entry 0, no
+// table) or MSI-X entry of the host function.
+func (d *Device) mapReq(entry int, table uint64, addr uint64, data uint32) hcall.MapPIRQRequest {
+	h := d.cfg.Host.Addr
+	r := hcall.MapPIRQRequest{Type: xenabi.MAP_PIRQ_TYPE_MSI, Index: -1, PIRQ: msiPIRQ(addr, data),
+		Bus: int32(h.Bus()), Devfn: int32(h.Dev())<<3 | int32(h.Fn()), EntryNr: int32(entry), TableBase: table}
+	if h.Seg() != 0 {
+		r.Type = xenabi.MAP_PIRQ_TYPE_MSI_SEG
+		r.Bus |= int32(h.Seg()) << 16
+	}
+	return r
+}
+
+// vector is a guest MSI or MSI-X vector routed through a PIRQ.
+type vector struct {
+	pirq  int // -1: none mapped
+	bound bool
+	b     domctl.IRQBinding
+}
+
+// route maps (if needed) and binds v to the guest's address and data.
+func (d *Device) route(v *vector, entry int, table, gtable, addr uint64, data uint32, unmasked bool) error {
+	if v.pirq < 0 {
+		pirq, err := d.cfg.Xen.MapPIRQ(d.cfg.Dom, d.mapReq(entry, table, addr, data))
+		if err != nil {
+			return d.fail(fmt.Sprintf("mapping MSI entry %d", entry), err)
+		}
+		v.pirq = pirq
+	}
+	b := domctl.IRQBinding{Kind: domctl.MSI, MachineIRQ: uint32(v.pirq), GVec: uint8(data),
+		GFlags: msiGFlags(addr, data, unmasked), GTable: gtable}
+	if err := d.cfg.Xen.BindPtIRQ(d.cfg.Dom, b); err != nil {
+		return d.fail(fmt.Sprintf("binding MSI entry %d (pirq %d)", entry, v.pirq), err)
+	}
+	v.bound, v.b = true, b
+	return nil
+}
+
+// unroute unbinds and unmaps v.
+func (d *Device) unroute(v *vector) error {
+	var errs []error
+	if v.bound {
+		if err := d.cfg.Xen.UnbindPtIRQ(d.cfg.Dom, v.b); err != nil {
+			errs = append(errs, d.fail("unbinding MSI", err))
+		}
+	}
+	if v.pirq >= 0 {
+		if err := d.cfg.Xen.UnmapPIRQ(d.cfg.Dom, v.pirq); err != nil {
+			errs = append(errs, d.fail("unmapping MSI pirq", err))
+		}
+	}
+	*v = vector{pirq: -1}
+	return errors.Join(errs...)
+}
+
+// msiState is the MSI capability (one vector).
+type msiState struct {
+	off     int
+	is64    bool
+	dataOff int
+	v       vector
+}
+
+func newMSI(hc *[256]byte, off int) *msiState {
+	m := &msiState{off: off, is64: hc[off+2]&0x80 != 0, dataOff: off + 8, v: vector{pirq: -1}}
+	if m.is64 {
+		m.dataOff = off + 12
+	}
+	return m
+}
+
+// reconcileMSI follows the guest's MSI control, address and data:
+// enabling maps and binds, a new address or data while enabled rebinds,
+// disabling unbinds and unmaps. Called with mu held.
+func (d *Device) reconcileMSI() {
+	m := d.msi
+	enabled := d.t.get(m.off+2, 2)&1 != 0
+	if !enabled {
+		_ = d.msiDisable()
+		return
+	}
+	addr := uint64(d.t.get(m.off+4, 4))
+	if m.is64 {
+		addr |= uint64(d.t.get(m.off+8, 4)) << 32
+	}
+	data := d.t.get(m.dataOff, 2)
+	want := domctl.IRQBinding{Kind: domctl.MSI, GVec: uint8(data), GFlags: msiGFlags(addr, data, true)}
+	if m.v.bound && m.v.b.GVec == want.GVec && m.v.b.GFlags == want.GFlags {
+		return
+	}
+	_ = d.route(&m.v, 0, 0, 0, addr, data, true)
+}
+
+func (d *Device) msiDisable() error { return d.unroute(&d.msi.v) }
+
+// msixState is the MSI-X capability and the guest's view of the table.
+type msixState struct {
+	off              int
+	n                int
+	bir, pbaBIR      int
+	tableOff, pbaOff uint64
+	hostTable        uint64 // machine address of the table
+	entries          []msixEntry
+	enabled, maskall bool
+}
+
+type msixEntry struct {
+	addr  uint64
+	data  uint32
+	ctrl  uint32
+	dirty bool // address or data changed since the binding
+	v     vector
+}
+
+func newMSIX(hc *[256]byte, off int, bars *[6]bar, h *HostDevice) (*msixState, error) {
+	le32 := func(o int) uint32 {
+		return uint32(hc[o]) | uint32(hc[o+1])<<8 | uint32(hc[o+2])<<16 | uint32(hc[o+3])<<24
+	}
+	ctrl := uint32(hc[off+2]) | uint32(hc[off+3])<<8
+	t, p := le32(off+4), le32(off+8)
+	m := &msixState{off: off, n: int(ctrl&0x7ff) + 1, bir: int(t & 7), tableOff: uint64(t &^ 7),
+		pbaBIR: int(p & 7), pbaOff: uint64(p &^ 7)}
+	for _, bi := range []int{m.bir, m.pbaBIR} {
+		if bi > 5 || (bars[bi].kind != barMem32 && bars[bi].kind != barMem64) {
+			return nil, fmt.Errorf("MSI-X table or PBA in BAR%d, which is not a memory BAR", bi)
+		}
+	}
+	if m.tableOff+uint64(m.n)*16 > bars[m.bir].size {
+		return nil, fmt.Errorf("MSI-X table (%d entries at %#x) outside BAR%d", m.n, m.tableOff, m.bir)
+	}
+	m.hostTable = h.Resources[m.bir].Start + m.tableOff
+	m.entries = make([]msixEntry, m.n)
+	for i := range m.entries {
+		m.entries[i] = msixEntry{ctrl: 1, v: vector{pirq: -1}}
+	}
+	return m, nil
+}
+
+// gtable is the guest address of the table, 0 while its BAR is not
+// decoded.
+func (d *Device) gtable() uint64 {
+	m := d.msix
+	if len(d.bars[m.bir].maps) == 0 && len(d.bars[m.bir].traps) == 0 {
+		return 0
+	}
+	return d.guestAddr(m.bir) + m.tableOff
+}
+
+// reconcileMSIX follows the control register. Called with mu held.
+func (d *Device) reconcileMSIX() {
+	m := d.msix
+	c := d.t.get(m.off+2, 2)
+	m.enabled, m.maskall = c&0x8000 != 0, c&0x4000 != 0
+	if !m.enabled {
+		_ = d.msixDisable()
+		return
+	}
+	if m.maskall {
+		return
+	}
+	for i := range m.entries {
+		d.msixUpdate(i)
+	}
+}
+
+// msixUpdate routes entry i if it is unmasked and not routed as the
+// guest programmed it (QEMU's xen_pt_msix_update_one).
+func (d *Device) msixUpdate(i int) {
+	m := d.msix
+	e := &m.entries[i]
+	if !m.enabled || m.maskall || e.ctrl&1 != 0 {
+		return
+	}
+	if e.v.bound && !e.dirty {
+		return
+	}
+	if e.data&0xff == 0 && e.addr == 0 {
+		return // never programmed
+	}
+	if d.route(&e.v, i, m.hostTable, d.gtable(), e.addr, e.data, true) == nil {
+		e.dirty = false
+	}
+}
+
+// msixDisable unbinds and unmaps every entry's PIRQ.
+func (d *Device) msixDisable() error {
+	var errs []error
+	for i := range d.msix.entries {
+		e := &d.msix.entries[i]
+		if e.v.pirq >= 0 || e.v.bound {
+			errs = append(errs, d.unroute(&e.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// msixTableMoved rebinds the bound entries with the table's new guest
+// address (QEMU's xen_pt_msix_update_remap).
+func (d *Device) msixTableMoved() {
+	m := d.msix
+	gt := d.gtable()
+	for i := range m.entries {
+		e := &m.entries[i]
+		if e.v.bound && e.v.b.GTable != gt && gt != 0 {
+			b := e.v.b
+			b.GTable = gt
+			if err := d.cfg.Xen.BindPtIRQ(d.cfg.Dom, b); err != nil {
+				_ = d.fail("rebinding MSI-X after the table moved", err)
+				continue
+			}
+			e.v.b = b
+		}
+	}
+}
+
+// msixTrap serves the trapped MSI-X pages of a BAR: the table is
+// emulated; the PBA and any other register on those pages cannot be
+// reached without /dev/mem, so they read 0 and drop writes (counted;
+// with XENFEAT_dm_msix_all_writes Xen serves them and they never come
+// here).
+type msixTrap struct {
+	d      *Device
+	barOff int64
+}
+
+// tableIndex returns the entry and dword of a BAR offset, or -1.
+func (m *msixState) tableIndex(off int64) (int, int) {
+	rel := off - int64(m.tableOff)
+	if rel < 0 || rel >= int64(m.n)*16 {
+		return -1, 0
+	}
+	return int(rel / 16), int(rel%16) / 4
+}
+
+func (t *msixTrap) Read(a devices.Access) uint64 {
+	d := t.d
+	off := t.barOff + int64(a.Offset)
+	if a.Size != 4 && a.Size != 8 || off&int64(a.Size-1) != 0 {
+		return devices.SizeMask(a.Size)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := d.msix
+	if m == nil {
+		return 0
+	}
+	var v uint64
+	for k := int64(0); k < int64(a.Size)/4; k++ {
+		i, w := m.tableIndex(off + 4*k)
+		if i < 0 {
+			t.miss()
+			continue
+		}
+		v |= uint64(m.entries[i].dword(w)) << (32 * k)
+	}
+	return v
+}
+
+func (t *msixTrap) Write(a devices.Access, v uint64) {
+	d := t.d
+	off := t.barOff + int64(a.Offset)
+	if a.Size != 4 && a.Size != 8 || off&int64(a.Size-1) != 0 {
+		d.droppedWrites.Add(1)
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := d.msix
+	if m == nil {
+		return
+	}
+	for k := int64(0); k < int64(a.Size)/4; k++ {
+		i, w := m.tableIndex(off + 4*k)
+		if i < 0 {
+			t.miss()
+			continue
+		}
+		d.msixWrite(i, w, uint32(v>>(32*k)))
+	}
+}
+
+func (t *msixTrap) miss() {
+	d := t.d
+	d.trapMisses.Add(1)
+	if d.msixHinted.CompareAndSwap(false, true) {
+		d.cfg.Log.Warn("passthrough: access to the MSI-X pages outside the table (PBA or device registers) "+
+			"cannot be served without /dev/mem; Xen with XENFEAT_dm_msix_all_writes serves them", "host", d.cfg.Host.Addr)
+	}
+}
+
+func (e *msixEntry) dword(w int) uint32 {
+	switch w {
+	case 0:
+		return uint32(e.addr)
+	case 1:
+		return uint32(e.addr >> 32)
+	case 2:
+		return e.data
+	}
+	return e.ctrl
+}
+
+// msixWrite is a guest write of dword w of entry i. Address and data
+// are latched (QEMU refuses them while the entry is unmasked under an
+// enabled function, as the PCI spec leaves that undefined); unmasking
+// routes the entry. Called with mu held.
+func (d *Device) msixWrite(i, w int, v uint32) {
+	m := d.msix
+	e := &m.entries[i]
+	if w < 3 {
+		if m.enabled && e.ctrl&1 == 0 && !m.maskall {
+			d.droppedWrites.Add(1)
+			return
+		}
+		switch w {
+		case 0:
+			e.addr = e.addr&^0xffffffff | uint64(v)
+		case 1:
+			e.addr = e.addr&0xffffffff | uint64(v)<<32
+		case 2:
+			e.data = v
+		}
+		e.dirty = true
+		return
+	}
+	e.ctrl = v & 1 // other bits reserved
+	d.msixUpdate(i)
+}

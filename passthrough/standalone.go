@@ -1,0 +1,134 @@
+package passthrough
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"godm/devices"
+	"godm/hyp"
+	"godm/hyp/domctl"
+	"godm/hyp/hcall"
+	"godm/hyp/kernel"
+	"godm/hyp/privcmd"
+	"godm/ioreq"
+)
+
+// Assignments says which host functions the toolstack assigned to a
+// domain; Standalone refuses a function the domain was not granted.
+type Assignments interface {
+	Assigned(ctx context.Context, dom hyp.DomID, host devices.SBDF) error
+}
+
+// XenstoreReader is the part of a xenstore client XenstoreAssignments
+// needs (hyp/xenstore.Client implements it).
+type XenstoreReader interface {
+	Directory(ctx context.Context, path string) ([]string, error)
+	Read(ctx context.Context, path string) ([]byte, error)
+}
+
+// XenstoreAssignments reads the assignments libxl records when it grants
+// a domain a function (I/O memory, ports and IRQ permissions, then the
+// pciback backend): /local/domain/0/backend/pci/<dom>/0/dev-<n> holds
+// each assigned function as "SSSS:BB:DD.F" (tools/libs/light/libxl_pci.c).
+type XenstoreAssignments struct{ XS XenstoreReader }
+
+// Assigned implements Assignments.
+func (a XenstoreAssignments) Assigned(ctx context.Context, dom hyp.DomID, host devices.SBDF) error {
+	dir := fmt.Sprintf("/local/domain/0/backend/pci/%d/0", dom)
+	names, err := a.XS.Directory(ctx, dir)
+	if err != nil {
+		return fmt.Errorf("passthrough: %v is not assigned to domain %d (reading %s: %v): %w", host, dom, dir, err, ErrNotGranted)
+	}
+	for _, n := range names {
+		if !strings.HasPrefix(n, "dev-") {
+			continue
+		}
+		v, err := a.XS.Read(ctx, dir+"/"+n)
+		if err != nil {
+			continue
+		}
+		if s, err := ParseSBDF(strings.TrimSpace(string(v))); err == nil && s == host {
+			return nil
+		}
+	}
+	return fmt.Errorf("passthrough: %v is not assigned to domain %d (xl pci-attach, or pci=[...] in the guest config): %w", host, dom, ErrNotGranted)
+}
+
+// StandaloneConfig configures Standalone.
+type StandaloneConfig struct {
+	// Dom is the guest.
+	Dom hyp.DomID
+	// Host is the host function.
+	Host devices.SBDF
+	// Slot is the guest device number on bus 0.
+	Slot uint8
+	// Permissive, see Config.
+	Permissive bool
+	// MSIXAllWrites, see Config.
+	MSIXAllWrites bool
+	// HostOptions locate the function in sysfs.
+	HostOptions HostOptions
+	// Assignments, if set, is checked before anything is mapped.
+	Assignments Assignments
+	// Log receives control-path messages; nil discards them.
+	Log *slog.Logger
+	// Ready, if set, is called with the device once it is plugged and
+	// the ioreq server runs.
+	Ready func(*Device)
+}
+
+// Standalone passes one host function through to a domain with an ioreq
+// server of its own that claims only that function's configuration space
+// and its trapped MSI-X pages, beside another device model or alone. It
+// serves until ctx ends (returning nil) or the server fails, and undoes
+// everything in the hypervisor on every way out.
+func Standalone(ctx context.Context, k kernel.Kernel, cfg StandaloneConfig) (err error) {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Assignments != nil {
+		if err := cfg.Assignments.Assigned(ctx, cfg.Dom, cfg.Host); err != nil {
+			return err
+		}
+	}
+	host, err := OpenHost(cfg.HostOptions, cfg.Host)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, host.Close()) }()
+	p, err := privcmd.Open(k)
+	if err != nil {
+		return fmt.Errorf("passthrough: %w", err)
+	}
+	defer func() { err = errors.Join(err, p.Close()) }()
+	c := hcall.New(p)
+	dc, err := domctl.Open(c)
+	if err != nil {
+		return fmt.Errorf("passthrough: %w", err)
+	}
+	dev, err := New(Config{Dom: cfg.Dom, Host: host, Xen: NewXen(c, dc), Slot: cfg.Slot,
+		Permissive: cfg.Permissive, MSIXAllWrites: cfg.MSIXAllWrites, Log: log})
+	if err != nil {
+		return err
+	}
+	bus := devices.NewBus()
+	srv, err := ioreq.NewServer(p, k, ioreq.Config{Dom: cfg.Dom, Bus: bus})
+	if err != nil {
+		return fmt.Errorf("passthrough: ioreq server: %w", err)
+	}
+	defer func() { err = errors.Join(err, srv.Close()) }()
+	if err := dev.Plug(bus); err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, dev.Unplug()) }()
+	log.Info("passthrough: serving", "host", cfg.Host, "guest", dev.SBDF(), "dom", cfg.Dom,
+		"domctl", fmt.Sprintf("%#x", dc.InterfaceVersion()))
+	if cfg.Ready != nil {
+		cfg.Ready(dev)
+	}
+	return srv.Serve(ctx)
+}
