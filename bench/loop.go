@@ -58,7 +58,7 @@ type loop struct {
 	bql     sync.Mutex // QEMU's global lock, held while handling
 	st      ioreq.Stats
 	handled atomic.Uint64 // synchronous requests answered
-	stopMu  sync.Mutex // guards stopFd against close
+	stopMu  sync.Mutex    // guards stopFd against close
 	stopFd  int
 }
 

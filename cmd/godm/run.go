@@ -26,6 +26,8 @@ func run(args []string, out, w io.Writer) error {
 		return cmdServe(ctx, args[1:], w)
 	case "sim":
 		return cmdSim(ctx, args[1:], out, w)
+	case "bench":
+		return cmdBench(ctx, args[1:], out, w)
 	}
 	usage(w)
 	return fmt.Errorf("unknown command %q", args[0])
@@ -38,6 +40,7 @@ commands:
   serve   serve an HVM domain on this Xen host (godm serve --domid N)
   sim     run godm against the built-in simulated Xen with a guest workload;
           --linux boots a real Linux guest (QEMU TCG as its CPU) instead
+  bench   measure godm's ioreq path on the simulated Xen against the machine's floors
 
 Run 'godm <command> -h' for the command's flags.
 `)
