@@ -108,4 +108,3 @@ func cpuModel(path string) string {
 	}
 	return ""
 }
-
