@@ -222,26 +222,27 @@ func (r regs) Write(a devices.Access, v uint64) {
 
 type ioRegs struct{ d *Device }
 
-// Read implements devices.Handler.
+// Read implements devices.Handler. Bytes 0-3 are the scratch register,
+// bytes 4-7 its inverse; any size and alignment inside the 8 bytes works.
 func (r ioRegs) Read(a devices.Access) uint64 {
 	r.d.mu.Lock()
 	defer r.d.mu.Unlock()
-	switch a.Offset {
-	case 0:
-		return uint64(r.d.ioScr) & devices.SizeMask(a.Size)
-	case 4:
-		return uint64(^r.d.ioScr) & devices.SizeMask(a.Size)
+	view := uint64(r.d.ioScr) | uint64(^r.d.ioScr)<<32
+	if a.Offset >= 8 {
+		return 0
 	}
-	return 0
+	return view >> (8 * a.Offset) & devices.SizeMask(a.Size)
 }
 
-// Write implements devices.Handler.
+// Write implements devices.Handler: only the scratch bytes 0-3 are
+// writable.
 func (r ioRegs) Write(a devices.Access, v uint64) {
-	if a.Offset != 0 {
-		return
-	}
 	r.d.mu.Lock()
 	defer r.d.mu.Unlock()
-	m := uint32(devices.SizeMask(a.Size))
-	r.d.ioScr = r.d.ioScr&^m | uint32(v)&m
+	for i := uint64(0); i < uint64(a.Size); i++ {
+		if o := a.Offset + i; o < 4 {
+			sh := 8 * o
+			r.d.ioScr = r.d.ioScr&^(0xff<<sh) | uint32(v>>(8*i)&0xff)<<sh
+		}
+	}
 }

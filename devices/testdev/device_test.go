@@ -182,3 +182,20 @@ func TestDMAFailuresAndINTx(t *testing.T) {
 		t.Errorf("STATUS = %d, want bad length", got)
 	}
 }
+
+func TestIOScratchBytewise(t *testing.T) {
+	r := newRig(t)
+	for i, b := range []uint64{0x78, 0x56, 0x34, 0x12} {
+		r.bus.PIO.Write(0xc000+uint64(i), 1, 0, b)
+	}
+	if got := r.bus.PIO.Read(0xc000, 4, 0); got != 0x12345678 {
+		t.Errorf("scratch = %#x, want 0x12345678", got)
+	}
+	if got := r.bus.PIO.Read(0xc005, 2, 0); got != 0xcba9 {
+		t.Errorf("inverted bytes 1-2 = %#x, want 0xcba9", got)
+	}
+	r.bus.PIO.Write(0xc004, 4, 0, 0) // read-only half
+	if got := r.bus.PIO.Read(0xc004, 4, 0); got != 0xedcba987 {
+		t.Errorf("inverse after write = %#x", got)
+	}
+}

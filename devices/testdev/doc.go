@@ -17,7 +17,8 @@
 //	0x24 STATUS    RO  0 ok, 1 DMA failed (guest memory not mapped), 2 bad length
 //	0x28 INTX      RW  1 asserts INTx, 0 deasserts (level test)
 //
-// BAR1 (16 bytes of I/O): 0x0 scratch (RW), 0x4 reads the scratch inverted.
+// BAR1 (16 bytes of I/O): 0x0 scratch (RW), 0x4 reads the scratch inverted;
+// any access size and alignment within those 8 bytes works.
 // BAR2 (4 KiB memory): MSI-X table (4 vectors) at 0, PBA at 0x800.
 // Without MSI-X enabled the completion interrupt is an INTx pulse held until
 // DONE is read.

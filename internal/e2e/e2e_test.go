@@ -30,7 +30,7 @@ func guestAssets(t *testing.T) (guest.Assets, []byte) {
 }
 
 // TestGuestDMAAndMSIX: Linux's driver for the godm test device maps its
-// BARs, enables MSI-X and bus mastering, and asks for a DMA fill; godm
+// BARs (the script also drives the I/O BAR through /dev/port), enables MSI-X and bus mastering, and asks for a DMA fill; godm
 // writes guest memory through its map cache over foreign mappings and
 // raises MSI-X vector 0 through XEN_DMOP_inject_msi; the guest's handler
 // runs and the data is there. Every access crosses xensim and the ioreq
@@ -59,6 +59,9 @@ insmod /godmtest.ko || exit 2
 d=/sys/bus/pci/devices/0000:00:06.0
 echo "DRIVER $(basename $(readlink $d/driver))"
 dmesg | grep -o "godmtest: MSI-X\|godmtest: INTx" | head -1
+io=$(awk 'NR==2{print $1}' $d/resource)
+printf '\170\126\064\022' | dd of=/dev/port bs=1 seek=$((io)) count=4 conv=notrunc 2>/dev/null
+echo "IOINV $(dd if=/dev/port bs=1 skip=$((io + 4)) count=4 2>/dev/null | od -An -tx1 | tr -d ' \n')"
 echo "4000 9" > $d/run && echo RUN-OK
 echo "1000 200" > $d/run && echo RUN2-OK
 echo "IRQS $(cat $d/irqs)"
@@ -82,7 +85,9 @@ grep godmtest /proc/interrupts
 		t.Errorf("data path: %v", e)
 	}
 	con := res.Console
-	for _, want := range []string{"DRIVER godmtest", "godmtest: MSI-X", "RUN-OK", "RUN2-OK", "CHECK ok 1000"} {
+	// IOINV: the guest wrote 0x12345678 byte by byte to the I/O BAR's
+	// scratch register and read back its inverse, 0xedcba987.
+	for _, want := range []string{"DRIVER godmtest", "godmtest: MSI-X", "IOINV 87a9cbed", "RUN-OK", "RUN2-OK", "CHECK ok 1000"} {
 		if !strings.Contains(con, want) {
 			t.Errorf("console lacks %q", want)
 		}
