@@ -941,3 +941,32 @@ func TestXenCloseAfterDomainDeath(t *testing.T) {
 		t.Fatalf("Close after the domain died: %v", err)
 	}
 }
+
+func TestXenServersForTwoDomains(t *testing.T) {
+	r := newRig(t, rigOpts{vcpus: 1})
+	d1 := &dev{}
+	must(t, r.bus.PIO.Register(0x510, 4, d1))
+	dom2, err := r.sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 1 << 20}}})
+	must(t, err)
+	bus2 := devices.NewBus()
+	d2 := &dev{}
+	must(t, bus2.PIO.Register(0x510, 4, d2))
+	s2, err := ioreq.NewServer(r.p, r.k, ioreq.Config{Dom: dom2.ID(), Bus: bus2})
+	must(t, err)
+	defer func() { must(t, s2.Close()) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s2.Serve(ctx)
+	must(t, r.dom.VCPU(0).Out(0x510, 1, 1))
+	must(t, dom2.VCPU(0).Out(0x510, 1, 2))
+	if got1, got2 := d1.log(), d2.log(); len(got1) != 1 || got1[0].Val != 1 || len(got2) != 1 || got2[0].Val != 2 {
+		t.Fatalf("domain 1 device saw %+v, domain 2 device %+v", got1, got2)
+	}
+	var c ioreq.Counters
+	if allocs := testing.AllocsPerRun(10, func() { s2.Stats(&c) }); allocs != 0 {
+		t.Fatalf("Stats: %v allocations, want 0", allocs)
+	}
+	if c.Sync[ioreq.KindPIO] != 1 {
+		t.Fatalf("server 2 counted %d PIO requests, want 1", c.Sync[ioreq.KindPIO])
+	}
+}
