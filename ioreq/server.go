@@ -350,6 +350,9 @@ func (s *Server) PCIRemoved(f devices.SBDF) {
 }
 
 func (s *Server) noteUnmapErr(err error) {
+	if errors.Is(err, unix.ESRCH) {
+		return // the domain is gone, and its claims with it
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.unmapErr == nil {

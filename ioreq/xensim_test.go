@@ -21,6 +21,8 @@ import (
 	"godm/hyp/xensim"
 	"godm/ioreq"
 	"godm/memory"
+
+	"golang.org/x/sys/unix"
 )
 
 const ramSize = 16 << 20
@@ -934,7 +936,15 @@ func TestXenBAROverlappingMove(t *testing.T) {
 func TestXenCloseAfterDomainDeath(t *testing.T) {
 	r := newRig(t, rigOpts{})
 	must(t, r.bus.PIO.Register(0x510, 4, &counter{}))
+	must(t, r.bus.PCI.Register(devices.NewSBDF(0, 0, 3, 0), &dev{}))
 	must(t, r.dom.Close())
+	// Claiming fails (the bus refuses the registration); releasing a claim
+	// of a dead domain is no error.
+	if err := r.bus.PIO.Register(0x600, 4, &counter{}); !errors.Is(err, devices.ErrListener) || !errors.Is(err, unix.ESRCH) {
+		t.Fatalf("Register on a dead domain: %v, want ErrListener and ESRCH", err)
+	}
+	must(t, r.bus.PIO.Unregister(0x510))
+	must(t, r.bus.PCI.Unregister(devices.NewSBDF(0, 0, 3, 0)))
 	// The domain and its servers are gone: nothing is left to release,
 	// and Close says so without an error.
 	if err := r.srv.Close(); err != nil {
