@@ -45,11 +45,10 @@ type State uint8
 
 // Slot states; xen/include/public/hvm/ioreq.h.
 const (
-	StateNone       State = xenabi.STATE_IOREQ_NONE
-	StateReady      State = xenabi.STATE_IOREQ_READY
-	StateInProcess  State = xenabi.STATE_IOREQ_INPROCESS
-	StateRespReady  State = xenabi.STATE_IORESP_READY
-	stateFieldWidth       = 4
+	StateNone      State = xenabi.STATE_IOREQ_NONE
+	StateReady     State = xenabi.STATE_IOREQ_READY
+	StateInProcess State = xenabi.STATE_IOREQ_INPROCESS
+	StateRespReady State = xenabi.STATE_IORESP_READY
 )
 
 func wordState(w uint32) State { return State(w >> flagsShift & xenabi.IoreqStateMask) }
