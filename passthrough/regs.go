@@ -279,7 +279,7 @@ func buildTable(t *regTable, cfg *[256]byte, hasIRQ bool) []capInfo {
 			// tags, no snoop and max read request through; max payload,
 			// phantom functions and aux power read-only; initiate FLR
 			// emulated (ignored, reads 0).
-			t.add(rule{off: o + 8, size: 2, emu: 0x8000, ro: 0x06e0})
+			t.add(rule{off: o + 8, size: 2, emu: 0x8000, ro: 0x86e0})
 			// Device status: error bits write-1-to-clear.
 			t.add(rule{off: o + 10, size: 2, ro: 0xfff0, rw1c: 0x000f})
 			// Link and slot registers, and version 2's: read-only.
