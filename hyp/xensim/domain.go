@@ -411,3 +411,12 @@ func (d *Domain) SetDeviceModel(dm hyp.DomID) {
 	defer d.s.mu.Unlock()
 	d.cfg.DeviceModel = dm
 }
+
+// Memory returns the guest's RAM as a memory.Accessor (guest view: writes
+// mark pages dirty for VRAM tracking), for tests that check DMA.
+func (d *Domain) Memory() memory.Accessor { return guestMemory{d} }
+
+type guestMemory struct{ d *Domain }
+
+func (m guestMemory) Read(gpa memory.GPA, p []byte) error  { return m.d.ReadRAM(gpa, p) }
+func (m guestMemory) Write(gpa memory.GPA, p []byte) error { return m.d.WriteRAM(gpa, p) }

@@ -109,6 +109,7 @@ func TestDestroyWhileWaiting(t *testing.T) {
 func TestBackwardsTransition(t *testing.T) {
 	s, d := newSim(t, Config{}, stdDomain())
 	dm := newFakeDM(t, s, d, xenabi.HVM_IOREQSRV_BUFIOREQ_OFF, nil)
+	dm.setHook(func(int) {}) // the DM must not touch the slot we forge
 	s.mu.RLock()
 	srv := d.servers[dm.id]
 	s.mu.RUnlock()
