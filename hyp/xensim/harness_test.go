@@ -252,6 +252,11 @@ func (dm *fakeDM) buffered() []bufEntry {
 // newSim returns a Sim closed at the end of the test, with one guest.
 func newSim(t testing.TB, cfg Config, dc DomainConfig) (*Sim, *Domain) {
 	t.Helper()
+	if cfg.IOReqTimeout == 0 {
+		// Generous: a loaded CI machine must not turn slowness into a
+		// failure; a real hang still fails the test.
+		cfg.IOReqTimeout = 30 * time.Second
+	}
 	s := New(cfg)
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {
