@@ -6,7 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"unsafe"
 
 	"godm/hyp/dm"
 	"godm/hyp/evtchn"
@@ -34,14 +33,6 @@ type device struct {
 	wg     sync.WaitGroup
 }
 
-func slotWord(page []byte, vcpu int) *uint32 {
-	return (*uint32)(unsafe.Pointer(&page[vcpu*32+28]))
-}
-
-func slotData(page []byte, vcpu int) *uint64 {
-	return (*uint64)(unsafe.Pointer(&page[vcpu*32+8]))
-}
-
 func newDevice(t testing.TB, s *xensim.Sim, d *xensim.Domain) *device {
 	t.Helper()
 	k := s.Kernel(0)
@@ -67,7 +58,7 @@ func newDevice(t testing.TB, s *xensim.Sim, d *xensim.Domain) *device {
 	}
 	page := dev.frames.Bytes()[4096:]
 	for i := 0; i < d.NumVCPUs(); i++ {
-		remote := atomic.LoadUint32((*uint32)(unsafe.Pointer(&page[i*32+24])))
+		remote := atomic.LoadUint32(slotPort(page, i))
 		p, err := dev.ev.BindInterdomain(d.ID(), evtchn.Port(remote))
 		if err != nil {
 			t.Fatal(err)

@@ -4,27 +4,12 @@ import (
 	"encoding/binary"
 	"testing"
 	"time"
-	"unsafe"
 
 	"godm/hyp/kernel"
 	"godm/hyp/xenabi"
 
 	"golang.org/x/sys/unix"
 )
-
-func irqfdIoctl(f kernel.File, dom uint16, fd int, op []byte, deassign bool) error {
-	a := &xenabi.PrivcmdIrqfd{DMOp: addr(op), Size: uint32(len(op)), Fd: uint32(fd), Dom: dom}
-	if deassign {
-		a.Flags = xenabi.PRIVCMD_IRQFD_FLAG_DEASSIGN
-	}
-	_, err := f.Ioctl(xenabi.IOCTL_PRIVCMD_IRQFD, unsafe.Pointer(a))
-	return err
-}
-
-func ioeventfdIoctl(f kernel.File, a *xenabi.PrivcmdIoeventfd) error {
-	_, err := f.Ioctl(xenabi.IOCTL_PRIVCMD_IOEVENTFD, unsafe.Pointer(a))
-	return err
-}
 
 func signal(t *testing.T, fd int) {
 	t.Helper()
@@ -113,7 +98,7 @@ func TestIOEventFD(t *testing.T) {
 	}
 	defer unix.Close(efd)
 	ports := append([]uint32(nil), dm.ports...)
-	a := &xenabi.PrivcmdIoeventfd{Ioreq: addr(page), Ports: uint64(uintptr(unsafe.Pointer(&ports[0]))), Addr: base,
+	a := &xenabi.PrivcmdIoeventfd{Ioreq: addr(page), Ports: addr32(ports), Addr: base,
 		AddrLen: 4, EventFd: uint32(efd), VCPUs: uint32(len(ports)), VQ: 1, Dom: dom}
 	if err := ioeventfdIoctl(dm.pc, a); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"testing"
-	"unsafe"
 
 	"godm/hyp"
 	"godm/hyp/kernel"
@@ -166,7 +165,7 @@ func TestHypercalls(t *testing.T) {
 	if _, err := rawHypercall(pc, xenabi.HYPERVISOR_sysctl, addr(buf)); !isErrno(err, unix.ENOSYS) {
 		t.Errorf("sysctl: %v, want ENOSYS", err)
 	}
-	if _, err := pc.Ioctl(0x1234, unsafe.Pointer(&buf[0])); !isErrno(err, unix.ENOTTY) {
+	if err := rawIoctl(pc, 0x1234, buf); !isErrno(err, unix.ENOTTY) {
 		t.Errorf("unknown ioctl: %v, want ENOTTY", err)
 	}
 	if err := hc.Munmap(buf); err != nil {

@@ -116,3 +116,25 @@ func ioctlDMOpRaw(f kernel.File, op *xenabi.PrivcmdDMOp) error {
 	_, err := f.Ioctl(xenabi.IOCTL_PRIVCMD_DM_OP, unsafe.Pointer(op))
 	return err
 }
+
+func irqfdIoctl(f kernel.File, dom uint16, fd int, op []byte, deassign bool) error {
+	a := &xenabi.PrivcmdIrqfd{DMOp: addr(op), Size: uint32(len(op)), Fd: uint32(fd), Dom: dom}
+	if deassign {
+		a.Flags = xenabi.PRIVCMD_IRQFD_FLAG_DEASSIGN
+	}
+	_, err := f.Ioctl(xenabi.IOCTL_PRIVCMD_IRQFD, unsafe.Pointer(a))
+	return err
+}
+
+func ioeventfdIoctl(f kernel.File, a *xenabi.PrivcmdIoeventfd) error {
+	_, err := f.Ioctl(xenabi.IOCTL_PRIVCMD_IOEVENTFD, unsafe.Pointer(a))
+	return err
+}
+
+
+func addr32(p []uint32) uint64 { return uint64(uintptr(unsafe.Pointer(&p[0]))) }
+
+func rawIoctl(f kernel.File, req uint, arg []byte) error {
+	_, err := f.Ioctl(req, unsafe.Pointer(&arg[0]))
+	return err
+}
