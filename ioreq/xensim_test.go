@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -978,5 +979,41 @@ func TestXenServersForTwoDomains(t *testing.T) {
 	}
 	if c.Sync[ioreq.KindPIO] != 1 {
 		t.Fatalf("server 2 counted %d PIO requests, want 1", c.Sync[ioreq.KindPIO])
+	}
+}
+
+// TestXenControlSequence checks the order of the control operations
+// against QEMU's xen_register_ioreq (XEN-FACTS.md §1.1): create, map, get
+// the buffered port, enable (Xen writes vp_eport), bind each vCPU's port
+// and the buffered one; and the teardown order: disable, unbind, destroy,
+// unmap.
+func TestXenControlSequence(t *testing.T) {
+	var mu sync.Mutex
+	var ops []string
+	rec := func(k kernel.Kernel) kernel.Kernel { return recKernel{k, &mu, &ops} }
+	r := newRig(t, rigOpts{vcpus: 2, kernel: rec, noServe: true})
+	must(t, r.bus.PIO.Register(0x510, 4, &counter{}))
+	must(t, r.srv.Close())
+	dmop := func(n int) string { return "dm:" + strconv.Itoa(n) }
+	want := []string{
+		dmop(xenabi.XEN_DMOP_nr_vcpus), // Config.VCPUs is 0: ask Xen
+		dmop(xenabi.XEN_DMOP_create_ioreq_server),
+		"map-resource",
+		dmop(xenabi.XEN_DMOP_get_ioreq_server_info),
+		dmop(xenabi.XEN_DMOP_set_ioreq_server_state),
+		"bind", "bind", "bind",
+		dmop(xenabi.XEN_DMOP_map_io_range_to_ioreq_server),
+		dmop(xenabi.XEN_DMOP_set_ioreq_server_state),
+		"unbind", "unbind", "unbind",
+		dmop(xenabi.XEN_DMOP_destroy_ioreq_server),
+		"munmap",
+	}
+	mu.Lock()
+	got := slices.Clone(ops)
+	mu.Unlock()
+	// Ignore the map cache's own mappings.
+	got = slices.DeleteFunc(got, func(s string) bool { return s == "map-gfns" })
+	if !slices.Equal(got, want) {
+		t.Fatalf("control sequence\n got %v\nwant %v", got, want)
 	}
 }
