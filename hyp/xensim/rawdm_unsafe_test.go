@@ -131,7 +131,6 @@ func ioeventfdIoctl(f kernel.File, a *xenabi.PrivcmdIoeventfd) error {
 	return err
 }
 
-
 func addr32(p []uint32) uint64 { return uint64(uintptr(unsafe.Pointer(&p[0]))) }
 
 func rawIoctl(f kernel.File, req uint, arg []byte) error {
