@@ -133,10 +133,9 @@ func (srv *server) allocPages() error {
 	if err != nil {
 		return unix.ENOMEM
 	}
+	// Like Xen (ioreq_server_alloc_mfn), a page allocated after the
+	// server was enabled stays clear: vp_eport is only written on enable.
 	srv.pages = m
-	if srv.enabled {
-		srv.updateEports()
-	}
 	return nil
 }
 

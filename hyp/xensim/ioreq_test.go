@@ -2,9 +2,13 @@ package xensim
 
 import (
 	"encoding/binary"
+	"strings"
 	"testing"
 
+	"godm/hyp/kernel"
 	"godm/hyp/xenabi"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestPIORoundTrip(t *testing.T) {
@@ -251,5 +255,40 @@ func TestBufferedPath(t *testing.T) {
 	}
 	if len(dm.requests()) != 0 {
 		t.Errorf("synchronous requests %+v, want none", dm.requests())
+	}
+}
+
+// TestEnableBeforeMapping: Xen writes vp_eport only when a server is
+// enabled with its ioreq page present; a page mapped afterwards stays
+// clear and requests are refused ("bad event channel").
+func TestEnableBeforeMapping(t *testing.T) {
+	s, d := newSim(t, Config{}, stdDomain())
+	pc := mustOpen(t, s.Kernel(0), kernel.Privcmd, 0)
+	dom := uint16(d.ID())
+	id := createServer(t, pc, dom, xenabi.HVM_IOREQSRV_BUFIOREQ_OFF)
+	if err := rangeOp(pc, dom, xenabi.XEN_DMOP_map_io_range_to_ioreq_server, id, xenabi.XEN_DMOP_IO_RANGE_PORT, 0x60, 0x60); err != nil {
+		t.Fatal(err)
+	}
+	if err := setState(pc, dom, id, true); err != nil {
+		t.Fatal(err)
+	}
+	page, _ := pc.Mmap(0, pageSize, unix.PROT_READ|unix.PROT_WRITE)
+	if _, err := rawMmapResource(pc, dom, 0, uint32(id), 1, 1, page); err != nil {
+		t.Fatal(err)
+	}
+	if p := binary.LittleEndian.Uint32(page[24:]); p != 0 {
+		t.Errorf("vp_eport = %d in a page mapped after enable, want 0", p)
+	}
+	if _, err := d.VCPU(0).In(0x60, 1); err == nil {
+		t.Error("request through a server without vp_eport succeeded")
+	}
+	if vs := s.Violations(); len(vs) != 1 || !strings.Contains(vs[0].Detail, "bad event channel") {
+		t.Errorf("violations %v", vs)
+	}
+	// Disable and enable again: now the ports are written.
+	setState(pc, dom, id, false)
+	setState(pc, dom, id, true)
+	if p := binary.LittleEndian.Uint32(page[24:]); p == 0 {
+		t.Error("vp_eport still 0 after re-enabling")
 	}
 }
