@@ -280,6 +280,18 @@ func (s *Server) detachBus() {
 	s.bus.PCI.SetListener(nil)
 }
 
+// SetEnabled enables or disables the server in Xen
+// (XEN_DMOP_set_ioreq_server_state). NewServer enables it; a disabled
+// server receives no requests (Xen routes its ranges to other servers or
+// its null handler), as QEMU does outside the RUNNING runstate. Its event
+// channels, pages and claims stay in place.
+func (s *Server) SetEnabled(on bool) error {
+	if err := s.dmc.SetIOReqServerState(s.id, on); err != nil {
+		return fmt.Errorf("ioreq: %v server %d: %w", s.dom, s.id, err)
+	}
+	return nil
+}
+
 // ID returns the server's id in Xen.
 func (s *Server) ID() dm.ServerID { return s.id }
 

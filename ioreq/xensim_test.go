@@ -1017,3 +1017,25 @@ func TestXenControlSequence(t *testing.T) {
 		t.Fatalf("control sequence\n got %v\nwant %v", got, want)
 	}
 }
+
+func TestXenSetEnabled(t *testing.T) {
+	r := newRig(t, rigOpts{vcpus: 1})
+	must(t, r.bus.PIO.Register(0x510, 4, &dev{}))
+	v := r.dom.VCPU(0)
+	for _, tt := range []struct {
+		on   bool
+		want uint64
+	}{
+		{false, 0xff},
+		{true, pattern(0x510, 1)},
+		{false, 0xff},
+		{true, pattern(0x510, 1)},
+	} {
+		must(t, r.srv.SetEnabled(tt.on))
+		got, err := v.In(0x510, 1)
+		must(t, err)
+		if got != tt.want {
+			t.Fatalf("enabled=%v: In = %#x, want %#x", tt.on, got, tt.want)
+		}
+	}
+}
