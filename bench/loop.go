@@ -228,7 +228,9 @@ func (l *loop) handle(v int) bool {
 	return true
 }
 
-// spin is nullPoll: poll every slot, never block.
+// spin is nullPoll: poll every slot, never block and never yield (on a
+// locked thread a yield is a futex hand-off; the least a responder can do
+// is spin).
 func (l *loop) spin(ctx context.Context) error {
 	for idle := 0; ; idle++ {
 		found := false
@@ -245,11 +247,8 @@ func (l *loop) spin(ctx context.Context) error {
 			idle = 0
 			continue
 		}
-		if idle%64 == 63 {
-			if ctx.Err() != nil {
-				return nil
-			}
-			runtime.Gosched()
+		if idle%4096 == 4095 && ctx.Err() != nil {
+			return nil
 		}
 	}
 }

@@ -39,6 +39,11 @@ type Row struct {
 	// twice the classic loop's throughput).
 	Classic   string  `json:"classic,omitempty"`
 	VsClassic float64 `json:"vs_classic,omitempty"`
+	// Sim names the simulator's own cost for the same access and mode (a
+	// responder that answers without dispatching), and VsSim is this
+	// row's median over it: how much of the round trip is the server's.
+	Sim   string  `json:"sim,omitempty"`
+	VsSim float64 `json:"vs_sim,omitempty"`
 }
 
 // Target is one of the goals the report tracks (not a gate).
@@ -105,13 +110,13 @@ func (rep *Report) Row(name string) *Row {
 // targets.
 func (rep *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tops\tmedian\tp99\tp999\treq/s\tallocs/req\tspread\tvs floor\tvs classic\t")
+	fmt.Fprintln(tw, "scenario\tops\tmedian\tp99\tp999\treq/s\tallocs/req\tspread\tvs floor\tvs sim\tvs classic\t")
 	for _, r := range rep.Rows {
 		allocs := "-"
 		if r.AllocsPerReq >= 0 {
 			allocs = fmt.Sprintf("%.2f", r.AllocsPerReq)
 		}
-		spread, floor, classic := "-", "-", "-"
+		spread, floor, sim, classic := "-", "-", "-", "-"
 		if r.Trials > 1 {
 			spread = fmt.Sprintf("±%.0f%%", 50*r.Spread)
 		}
@@ -121,16 +126,24 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		if r.Classic != "" {
 			classic = fmt.Sprintf("%.2fx", r.VsClassic)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Name, r.Ops,
-			fmtNS(r.MedianNS), fmtNS(r.P99NS), fmtNS(r.P999NS), fmtRate(r.ReqPerSec), allocs, spread, floor, classic)
+		if r.Sim != "" {
+			sim = fmt.Sprintf("%.2fx", r.VsSim)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Name, r.Ops,
+			fmtNS(r.MedianNS), fmtNS(r.P99NS), fmtNS(r.P999NS), fmtRate(r.ReqPerSec), allocs, spread, floor, sim, classic)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\nvs floor: median latency over the floor's (lower is better; polled rows against floor/cache-line,\n"+
-		"blocking rows against floor/eventfd). vs classic: request rate over the classic loop's on the same\n"+
-		"workload and vCPU client (higher is better). spread: half the range of the %d trials' medians.\n"+
-		"allocs/req: whole process, simulator included.\n", rep.Trials)
+	fmt.Fprintf(w, "\n"+
+		"vs floor:   median latency over the floor's (lower is better): polled rows against\n"+
+		"            floor/cache-line, blocking rows against floor/eventfd.\n"+
+		"vs sim:     median latency over the simulator's own round trip in the same mode\n"+
+		"            (sim/pio/*/null answers without dispatching): what the server adds.\n"+
+		"vs classic: request rate over the classic loop's, same workload and vCPU client\n"+
+		"            (higher is better).\n"+
+		"spread:     half the range of the %d trials' medians, relative to their median.\n"+
+		"allocs/req: heap allocations of the whole process (simulator included) per request.\n", rep.Trials)
 	if len(rep.Targets) > 0 {
 		fmt.Fprintln(w, "\ntargets (goals, not gates):")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

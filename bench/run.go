@@ -44,6 +44,9 @@ func (o Options) Selected() []*Scenario {
 			if s.Classic != "" {
 				want[s.Classic] = true
 			}
+			if s.Sim != "" {
+				want[s.Sim] = true
+			}
 		}
 	}
 	var sel []*Scenario
@@ -111,6 +114,12 @@ func Run(ctx context.Context, o Options) (*Report, []Result, error) {
 	}
 	for i, s := range sel {
 		row := RowOf(merged[i], byName[s.Floor], byName[s.Classic])
+		if b := byName[s.Sim]; b != nil {
+			if m := b.Summarize().Median; m > 0 {
+				row.Sim = s.Sim
+				row.VsSim = float64(merged[i].Summarize().Median) / float64(m)
+			}
+		}
 		row.Doc = s.Doc
 		rep.Rows = append(rep.Rows, row)
 	}

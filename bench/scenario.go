@@ -36,9 +36,10 @@ type Scenario struct {
 	// Ops is the number of operations per trial (all vCPUs together) of
 	// the full run; ShortOps of the CI-sized run.
 	Ops, ShortOps int
-	// Floor and Classic name the scenarios this one's median latency and
-	// throughput are compared with (empty: none).
-	Floor, Classic string
+	// Floor, Classic and Sim name the scenarios this one's median latency
+	// (Floor, Sim) and throughput (Classic) are compared with (empty:
+	// none).
+	Floor, Classic, Sim string
 	// Plot puts the scenario's latency histogram in the picture.
 	Plot bool
 
@@ -78,13 +79,21 @@ func Scenarios() []*Scenario {
 	add(&Scenario{Name: "bus/pci", Doc: "ConfigSpace.Read of the test device's IDs", Ops: 2000, ShortOps: 20,
 		probe: func(n int) (Result, error) { return busProbe(n, "pci") }})
 
+	// Go runtime costs the designs pay: a yield on an ordinary goroutine and
+	// on one locked to its OS thread (as ioreq workers and the classic loop
+	// are).
+	add(&Scenario{Name: "go/gosched", Doc: "runtime.Gosched on an unlocked goroutine", Ops: 20000, ShortOps: 100,
+		probe: func(n int) (Result, error) { return goschedProbe(n, false), nil }})
+	add(&Scenario{Name: "go/gosched-locked", Doc: "runtime.Gosched on a goroutine locked to its OS thread", Ops: 20000, ShortOps: 100,
+		probe: func(n int) (Result, error) { return goschedProbe(n, true), nil }})
+
 	// The simulator's own cost.
 	add(&Scenario{Name: "sim/unclaimed", Doc: "IN of a port no server claims (routing, null handler)", Ops: 100000, ShortOps: 500,
 		vcpus: 1, design: noServer, perOp: 1, op: opUnclaimed})
 	add(&Scenario{Name: "sim/pio/poll/null", Doc: "IN answered at once by a spinning responder, no dispatch", Ops: 50000, ShortOps: 300,
-		vcpus: 1, design: nullPoll, vcpuSpin: vcpuSpin, perOp: 1, op: opPIO, Floor: "floor/cache-line"})
+		Plot: true, vcpus: 1, design: nullPoll, vcpuSpin: vcpuSpin, perOp: 1, op: opPIO, Floor: "floor/cache-line"})
 	add(&Scenario{Name: "sim/pio/block/null", Doc: "IN answered at once by a blocking responder, no dispatch", Ops: 20000, ShortOps: 200,
-		vcpus: 1, design: nullBlock, perOp: 1, op: opPIO, Floor: "floor/eventfd"})
+		Plot: true, vcpus: 1, design: nullBlock, perOp: 1, op: opPIO, Floor: "floor/eventfd"})
 
 	// Single-vCPU round trips, polled (vCPU and godm spin) and blocking
 	// (both sleep between requests, as Xen's vCPUs do).
@@ -105,10 +114,14 @@ func Scenarios() []*Scenario {
 				spin, gd, floor, ops = 0, godmBlock, "floor/eventfd", w.ops/2
 			}
 			base := "rt/" + w.name + "/" + m + "/"
+			sim := ""
+			if w.name == "pio" {
+				sim = "sim/pio/" + m + "/null"
+			}
 			add(&Scenario{Name: base + "godm", Doc: w.doc, Ops: ops, ShortOps: 200, Floor: floor, Classic: base + "classic",
-				Plot: w.name == "pio", vcpus: 1, design: gd, vcpuSpin: spin, perOp: 1, op: w.op})
+				Sim: sim, Plot: w.name == "pio", vcpus: 1, design: gd, vcpuSpin: spin, perOp: 1, op: w.op})
 			add(&Scenario{Name: base + "classic", Doc: w.doc + " (classic loop)", Ops: ops, ShortOps: 200, Floor: floor,
-				Plot: w.name == "pio", vcpus: 1, design: classic, vcpuSpin: spin, perOp: 1, op: w.op})
+				Sim: sim, Plot: w.name == "pio", vcpus: 1, design: classic, vcpuSpin: spin, perOp: 1, op: w.op})
 		}
 	}
 
@@ -232,8 +245,17 @@ func (s *Scenario) runRig(n int) (res Result, err error) {
 	for vi := range s.vcpus {
 		go func() {
 			defer done.Done()
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
+			// A blocking vCPU gets its own OS thread. A polling one does
+			// not: xensim yields with runtime.Gosched between re-reads of
+			// the slot, and on a locked thread every yield is a futex
+			// hand-off between OS threads (go/gosched-locked measures it),
+			// which would make the simulator, not godm, the polled cost.
+			// Unlocked, it still has a P of its own while the server's
+			// thread spins on the other.
+			if s.vcpuSpin == 0 {
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+			}
 			v := r.dom.VCPU(vi)
 			v.SetSpin(s.vcpuSpin)
 			var err error
@@ -339,4 +361,27 @@ func busProbe(n int, kind string) (Result, error) {
 	runtime.ReadMemStats(&m1)
 	return Result{Name: "bus/" + kind, Ops: n * batch, Requests: n * batch, Elapsed: elapsed, Samples: samples,
 		AllocsPerReq: float64(m1.Mallocs-m0.Mallocs) / float64(n*batch)}, nil
+}
+
+// goschedProbe times n yields of a goroutine, locked to its OS thread or not.
+func goschedProbe(n int, locked bool) Result {
+	res := make(chan Result)
+	go func() {
+		if locked {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+		}
+		for range 100 {
+			runtime.Gosched()
+		}
+		samples := make([]time.Duration, n)
+		start := time.Now()
+		for i := range samples {
+			t0 := time.Now()
+			runtime.Gosched()
+			samples[i] = time.Since(t0)
+		}
+		res <- Result{Ops: n, Elapsed: time.Since(start), Samples: samples, AllocsPerReq: -1}
+	}()
+	return <-res
 }

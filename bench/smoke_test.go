@@ -85,7 +85,8 @@ func TestSelected(t *testing.T) {
 		filter string
 		want   []string
 	}{
-		{"^rt/pio/block/godm$", []string{"floor/eventfd", "rt/pio/block/godm", "rt/pio/block/classic"}},
+		{"^rt/pio/block/godm$", []string{"floor/eventfd", "sim/pio/block/null", "rt/pio/block/godm", "rt/pio/block/classic"}},
+		{"^rt/mmio/poll/godm$", []string{"floor/cache-line", "rt/mmio/poll/godm", "rt/mmio/poll/classic"}},
 		{"^tput/2vcpu/godm-poll$", []string{"tput/2vcpu/godm-poll", "tput/2vcpu/classic"}},
 		{"^bus/", []string{"bus/pio", "bus/mmio", "bus/pci"}},
 		{"nothing-matches", nil},

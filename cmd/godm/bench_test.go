@@ -23,7 +23,7 @@ func TestBenchShort(t *testing.T) {
 	if err := run(args, &out, &errw); err != nil {
 		t.Fatalf("godm bench: %v\n%s%s", err, out.String(), errw.String())
 	}
-	want := []string{"floor/cache-line", "floor/eventfd", "bus/pio", "rt/pio/poll/godm", "rt/pio/poll/classic",
+	want := []string{"floor/cache-line", "floor/eventfd", "bus/pio", "sim/pio/poll/null", "sim/pio/block/null", "rt/pio/poll/godm", "rt/pio/poll/classic",
 		"rt/pio/block/godm", "rt/pio/block/classic", "tput/2vcpu/godm-poll", "tput/2vcpu/classic"}
 	for _, name := range want {
 		if !strings.Contains(out.String(), name) {
