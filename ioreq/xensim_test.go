@@ -1039,3 +1039,15 @@ func TestXenSetEnabled(t *testing.T) {
 		}
 	}
 }
+
+func TestXenFullPageOfVCPUs(t *testing.T) {
+	r := newRig(t, rigOpts{vcpus: ioreq.MaxVCPUs, cfg: ioreq.Config{Workers: 3}})
+	must(t, r.bus.PIO.Register(0x510, 4, &dev{}))
+	for _, vi := range []int{0, 1, 63, 64, ioreq.MaxVCPUs - 1} {
+		got, err := r.dom.VCPU(vi).In(0x511, 1)
+		must(t, err)
+		if got != pattern(0x511, 1) {
+			t.Fatalf("vCPU %d: In = %#x", vi, got)
+		}
+	}
+}
