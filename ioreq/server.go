@@ -252,21 +252,21 @@ func NewServer(p *privcmd.Handle, k kernel.Kernel, cfg Config) (_ *Server, err e
 }
 
 // attachBus claims the bus's current ranges and listens for later ones.
+// Attach replays and subscribes atomically, so a range registered
+// concurrently is neither missed nor claimed twice (Xen would answer the
+// second claim with EEXIST). On failure the caller destroys the server,
+// which releases whatever was claimed.
 func (s *Server) attachBus() error {
-	s.bus.PIO.SetListener(s)
-	s.bus.MMIO.SetListener(s)
-	s.bus.PCI.SetListener(s)
-	for _, sp := range []*devices.Space{s.bus.PIO, s.bus.MMIO} {
-		for _, r := range sp.Ranges() {
-			if err := s.RangeAdded(sp, r.Base, r.Size); err != nil {
-				return err
-			}
-		}
+	if err := s.bus.PIO.Attach(s); err != nil {
+		return err
 	}
-	for _, f := range s.bus.PCI.Functions() {
-		if err := s.PCIAdded(f); err != nil {
-			return err
-		}
+	if err := s.bus.MMIO.Attach(s); err != nil {
+		s.detachBus()
+		return err
+	}
+	if err := s.bus.PCI.Attach(s); err != nil {
+		s.detachBus()
+		return err
 	}
 	return nil
 }
