@@ -87,6 +87,9 @@ func Scenarios() []*Scenario {
 	add(&Scenario{Name: "go/gosched-locked", Doc: "runtime.Gosched on a goroutine locked to its OS thread", Ops: 20000, ShortOps: 100,
 		probe: func(n int) (Result, error) { return goschedProbe(n, true), nil }})
 
+	add(&Scenario{Name: "go/chan-locked", Doc: "two goroutines locked to OS threads ping-pong through channels (how xensim wakes a blocked vCPU)",
+		Ops: 20000, ShortOps: 100, probe: func(n int) (Result, error) { return chanProbe(n), nil }})
+
 	// The simulator's own cost.
 	add(&Scenario{Name: "sim/unclaimed", Doc: "IN of a port no server claims (routing, null handler)", Ops: 100000, ShortOps: 500,
 		vcpus: 1, design: noServer, perOp: 1, op: opUnclaimed})
@@ -379,6 +382,36 @@ func goschedProbe(n int, locked bool) Result {
 		for i := range samples {
 			t0 := time.Now()
 			runtime.Gosched()
+			samples[i] = time.Since(t0)
+		}
+		res <- Result{Ops: n, Elapsed: time.Since(start), Samples: samples, AllocsPerReq: -1}
+	}()
+	return <-res
+}
+
+// chanProbe times n round trips of two goroutines, each locked to its OS
+// thread, waking each other through channels: the Go runtime's part of
+// xensim's blocking round trip (a blocked vCPU is woken through a channel).
+func chanProbe(n int) Result {
+	ping, pong := make(chan struct{}), make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for range ping {
+			pong <- struct{}{}
+		}
+	}()
+	res := make(chan Result)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer close(ping)
+		samples := make([]time.Duration, n)
+		start := time.Now()
+		for i := range samples {
+			t0 := time.Now()
+			ping <- struct{}{}
+			<-pong
 			samples[i] = time.Since(t0)
 		}
 		res <- Result{Ops: n, Elapsed: time.Since(start), Samples: samples, AllocsPerReq: -1}
