@@ -292,6 +292,20 @@ func (s *Server) SetEnabled(on bool) error {
 	return nil
 }
 
+// Restrict limits the server's event-channel handles to its domain
+// (IOCTL_EVTCHN_RESTRICT_DOMID), as xentoolcore_restrict_all does for a
+// deprivileged device model. Together with privcmd.Handle.Restrict on the
+// handle the server was created with, nothing the process holds can reach
+// another domain afterwards. It cannot be undone.
+func (s *Server) Restrict() error {
+	for _, h := range s.handles {
+		if err := h.RestrictDomain(s.dom); err != nil {
+			return fmt.Errorf("ioreq: %v server %d: %w", s.dom, s.id, err)
+		}
+	}
+	return nil
+}
+
 // ID returns the server's id in Xen.
 func (s *Server) ID() dm.ServerID { return s.id }
 

@@ -26,6 +26,7 @@ type machineFlags struct {
 	workers  int
 	spin     time.Duration
 	verbose  bool
+	restrict bool
 }
 
 type stringList []string
@@ -44,13 +45,14 @@ func (f *machineFlags) register(fs *flag.FlagSet, defaultVCPUs int) {
 	fs.IntVar(&f.workers, "workers", 0, "ioreq worker goroutines (0: default for the vCPU count)")
 	fs.DurationVar(&f.spin, "spin", 0, "how long a worker polls before blocking (0: default; negative: never poll)")
 	fs.BoolVar(&f.verbose, "v", false, "log platform events")
+	fs.BoolVar(&f.restrict, "restrict", false, "once set up, restrict the privcmd and event-channel handles to the guest domain (like QEMU's -xen-domid-restrict)")
 }
 
 // spec turns the flags into a machine description, opening the serial
 // backends (closed by the caller through the returned closers).
 func (f *machineFlags) spec(log *slog.Logger, w io.Writer) (machine.Spec, []chardev.Backend, error) {
 	s := machine.Spec{VCPUs: f.vcpus, MemBytes: f.memMB << 20, NoPS2: f.noPS2, NoPlatformDevice: f.noPlat,
-		Workers: f.workers, Worker: ioreq.WorkerConfig{Spin: f.spin}, Log: log}
+		Workers: f.workers, Worker: ioreq.WorkerConfig{Spin: f.spin}, Log: log, Restrict: f.restrict}
 	if f.vcpus < 0 || f.vcpus > ioreq.MaxVCPUs {
 		return s, nil, fmt.Errorf("-vcpus %d: want 0..%d", f.vcpus, ioreq.MaxVCPUs)
 	}

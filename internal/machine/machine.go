@@ -51,6 +51,10 @@ type Spec struct {
 	// Workers and Worker tune the ioreq fast path (zero: defaults).
 	Workers int
 	Worker  ioreq.WorkerConfig
+	// Restrict deprivileges the process once the machine is built: the
+	// privcmd and event-channel handles are restricted to Dom (what
+	// QEMU's -xen-domid-restrict does through xentoolcore_restrict_all).
+	Restrict bool
 	// Log receives the platform's log (the guest PV drivers' log channel,
 	// unplug requests); nil discards it.
 	Log *slog.Logger
@@ -205,6 +209,14 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if spec.Restrict {
+		if err := m.priv.Restrict(spec.Dom); err != nil {
+			return nil, fmt.Errorf("machine: restrict: %w", err)
+		}
+		if err := m.Server.Restrict(); err != nil {
+			return nil, fmt.Errorf("machine: restrict: %w", err)
+		}
 	}
 	return m, nil
 }

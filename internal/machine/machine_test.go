@@ -3,11 +3,15 @@ package machine
 import (
 	"bufio"
 	"context"
+	"errors"
 	"os"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"godm/devices/chardev"
+	"godm/hyp/dm"
 	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
 )
@@ -201,5 +205,35 @@ func TestACPIEjectRemovesSlot(t *testing.T) {
 	}
 	if got := r.cfg(0, 0, 0); got != 0x12378086 {
 		t.Errorf("host bridge gone after refused eject: %#x", got)
+	}
+}
+
+func TestRestrict(t *testing.T) {
+	sim := xensim.New(xensim.Config{})
+	defer sim.Close()
+	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(sim.Kernel(0), Spec{Dom: dom.ID(), VCPUs: 1, Restrict: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	// The guest is still served...
+	if v, err := dom.VCPU(0).In(0x10, 2); err != nil || v != 0x49d2 {
+		t.Errorf("platform magic after restrict = %#x, %v", v, err)
+	}
+	// ...and the restricted handle can no longer touch another domain.
+	if err := dm.New(m.priv, other.ID()).InjectMSI(0xfee00000, 0x30); !errors.Is(err, unix.EPERM) {
+		t.Errorf("DM op on another domain after restrict = %v, want EPERM", err)
 	}
 }
