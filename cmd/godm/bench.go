@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"runtime/debug"
 	"strings"
 
 	"godm/bench"
@@ -58,6 +59,7 @@ func cmdBench(ctx context.Context, args []string, out, w io.Writer) error {
 		return err
 	}
 	rep.Command = strings.TrimSpace("godm bench " + strings.Join(args, " "))
+	rep.Revision = revision()
 	if cpu := cpuModel("/proc/cpuinfo"); cpu != "" {
 		rep.Machine = cpu + ", " + rep.Machine
 	}
@@ -107,4 +109,28 @@ func cpuModel(path string) string {
 		}
 	}
 	return ""
+}
+
+// revision returns the VCS revision the binary was built from ("+dirty"
+// when the tree had changes), or "".
+func revision() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	if rev == "" {
+		return ""
+	}
+	return rev + dirty
 }

@@ -57,7 +57,7 @@ func simLinux(ctx context.Context, dir string, out io.Writer) error {
 	if _, err := m.PCI.Add(td.Function(), 6, 0); err != nil {
 		return err
 	}
-	pser, err := m.Proxy(ser.PCI, "5.0")
+	pser, err := m.Proxy(ser.PCI, "5.0", ser.UART)
 	if err != nil {
 		return err
 	}

@@ -121,8 +121,9 @@ func (r intxRouter) INTx(dev, fn, pin uint8) irq.Line {
 
 // Proxy returns the harness proxy serving fn (already on m.PCI) to the
 // guest at slot.function addr (e.g. "5.0"). Each proxy drives its own
-// simulated vCPU.
-func (m *Machine) Proxy(fn *pci.Device, addr string) (guest.Proxy, error) {
+// simulated vCPU. QEMU's DEVICE_RESET resets fn and then each of also (the
+// device behind the function).
+func (m *Machine) Proxy(fn *pci.Device, addr string, also ...devices.Resetter) (guest.Proxy, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.nextVCPU >= m.Dom.NumVCPUs() {
@@ -130,7 +131,7 @@ func (m *Machine) Proxy(fn *pci.Device, addr string) (guest.Proxy, error) {
 	}
 	v := m.Dom.VCPU(m.nextVCPU)
 	m.nextVCPU++
-	return guest.Proxy{Addr: addr, Dev: &proxy{m: m, fn: fn, vcpu: v, sbdf: uint32(fn.SBDF())}}, nil
+	return guest.Proxy{Addr: addr, Dev: &proxy{m: m, fn: fn, also: also, vcpu: v, sbdf: uint32(fn.SBDF())}}, nil
 }
 
 func (m *Machine) fail(err error) {
@@ -251,6 +252,7 @@ func (m *Machine) Close() error {
 type proxy struct {
 	m    *Machine
 	fn   *pci.Device
+	also []devices.Resetter
 	vcpu *xensim.VCPU
 	sbdf uint32
 }
@@ -301,7 +303,12 @@ func (p *proxy) BARWrite(addr uint64, val uint64, size int, mem bool) {
 	}
 }
 
-func (p *proxy) Reset() { p.fn.Reset() }
+func (p *proxy) Reset() {
+	p.fn.Reset()
+	for _, r := range p.also {
+		r.Reset()
+	}
+}
 
 // SyncSysmem: the guest's RAM is the domain's RAM already (QEMU maps the
 // domain's memfd), so the regions QEMU announces need no mapping here.

@@ -47,7 +47,7 @@ func TestGuestSerial(t *testing.T) {
 	if _, err := m.PCI.Add(d.PCI, 5, 0); err != nil {
 		t.Fatal(err)
 	}
-	px, err := m.Proxy(d.PCI, "5.0")
+	px, err := m.Proxy(d.PCI, "5.0", d.UART)
 	if err != nil {
 		t.Fatal(err)
 	}
