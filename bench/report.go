@@ -60,10 +60,12 @@ type Report struct {
 	When    time.Time `json:"when"`
 	Machine string    `json:"machine"`
 	Command string    `json:"command,omitempty"`
-	Trials  int       `json:"trials"`
-	Short   bool      `json:"short,omitempty"`
-	Rows    []Row     `json:"rows"`
-	Targets []Target  `json:"targets,omitempty"`
+	// Revision is the VCS revision of the binary that measured, if known.
+	Revision string   `json:"revision,omitempty"`
+	Trials   int      `json:"trials"`
+	Short    bool     `json:"short,omitempty"`
+	Rows     []Row    `json:"rows"`
+	Targets  []Target `json:"targets,omitempty"`
 }
 
 // RowOf summarises r, comparing its median with floor's and its request
@@ -194,8 +196,8 @@ func fmtNS(ns float64) string {
 // samples per bin.
 func WriteSVG(w io.Writer, results []Result) error {
 	const (
-		width, height = 900, 420
-		left, right   = 60, 220
+		width, height = 1000, 440
+		left, right   = 60, 300
 		top, bottom   = 20, 50
 		bins          = 60
 	)
@@ -243,9 +245,11 @@ func WriteSVG(w io.Writer, results []Result) error {
 	for d := lo; d <= hi; d++ {
 		x := float64(left) + (d-lo)/(hi-lo)*pw
 		fmt.Fprintf(&sb, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ccc"/>`+"\n", x, top, x, height-bottom)
-		fmt.Fprintf(&sb, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x, height-bottom+18, fmtNS(math.Pow(10, d)))
+		fmt.Fprintf(&sb, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x, height-bottom+18, fmtDecade(d))
 	}
-	fmt.Fprintf(&sb, `<text x="%d" y="%d" text-anchor="middle">round-trip latency (log scale)</text>`+"\n", left+int(pw/2), height-10)
+	fmt.Fprintf(&sb, `<text x="%d" y="%d" text-anchor="middle">latency per operation (log scale)</text>`+"\n", left+int(pw/2), height-10)
+	fmt.Fprintf(&sb, `<text x="%d" y="%d" text-anchor="middle" transform="rotate(-90 %d %d)">share of samples per bin</text>`+"\n",
+		16, top+int(ph/2), 16, top+int(ph/2))
 	colors := []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"}
 	for i, h := range hists {
 		c := colors[i%len(colors)]
@@ -256,11 +260,19 @@ func WriteSVG(w io.Writer, results []Result) error {
 		}
 		fmt.Fprintf(&sb, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", c, strings.TrimSpace(pts.String()))
 		fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/>`+"\n", width-right+10, top+18*i, c)
-		fmt.Fprintf(&sb, `<text x="%d" y="%d">%s</text>`+"\n", width-right+28, top+18*i+11, xmlEscape(results[i].Name))
+		fmt.Fprintf(&sb, `<text x="%d" y="%d">%s (median %s)</text>`+"\n", width-right+28, top+18*i+11,
+			xmlEscape(results[i].Name), fmtNS(float64(results[i].Summarize().Median.Nanoseconds())))
 	}
 	sb.WriteString("</svg>\n")
 	_, err := io.WriteString(w, sb.String())
 	return err
+}
+
+// fmtDecade names the power of ten 10^d nanoseconds: 1ns, 10ns, ..., 1s.
+func fmtDecade(d float64) string {
+	units := []string{"ns", "µs", "ms", "s"}
+	i := min(int(d)/3, len(units)-1)
+	return fmt.Sprintf("%.0f%s", math.Pow(10, d-float64(3*i)), units[i])
 }
 
 func xmlEscape(s string) string {
