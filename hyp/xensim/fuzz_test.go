@@ -1,7 +1,9 @@
 package xensim
 
 import (
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"godm/hyp/xenabi"
 )
@@ -35,6 +37,47 @@ func FuzzDMOp(f *testing.F) {
 		}
 		if _, err := d.VCPU(0).In(0x80, 1); err != nil {
 			t.Fatalf("vCPU unusable after DM ops: %v", err)
+		}
+	})
+}
+
+// FuzzDMResponses lets a device model answer requests with arbitrary
+// state changes, data and notifications: every vCPU access must end (an
+// answer, an error, or the timeout) without a panic, and the simulator
+// must close cleanly.
+func FuzzDMResponses(f *testing.F) {
+	f.Add([]byte{2, 3})       // INPROCESS, IORESP_READY: well behaved
+	f.Add([]byte{3})          // straight to IORESP_READY
+	f.Add([]byte{3, 1})       // answer, then scribble READY
+	f.Add([]byte{9})          // invalid state
+	f.Add([]byte{0})          // back to NONE
+	f.Add([]byte{0x82, 0x83}) // with the "no notify" bit
+	f.Fuzz(func(t *testing.T, script []byte) {
+		if len(script) > 16 {
+			return
+		}
+		// newSim closes the Sim after the device model (cleanups run in
+		// reverse): Close unmaps the DM's views.
+		_, d := newSim(t, Config{IOReqTimeout: 5 * time.Millisecond}, DomainConfig{VCPUs: 1, RAM: []Region{{0, 0x10000}}})
+		s := d.s
+		dm := newFakeDM(t, s, d, xenabi.HVM_IOREQSRV_BUFIOREQ_OFF, nil)
+		rangeOp(dm.pc, uint16(d.ID()), xenabi.XEN_DMOP_map_io_range_to_ioreq_server, dm.id, xenabi.XEN_DMOP_IO_RANGE_PORT, 0x60, 0x6f)
+		dm.setHook(func(v int) {
+			slot := dm.ioreq[v*32 : v*32+32]
+			word := u32at(slot, 28)
+			for _, b := range script {
+				w := atomic.LoadUint32(word)
+				atomic.StoreUint64(u64at(slot, 8), uint64(b)*0x0101010101010101)
+				atomic.StoreUint32(word, w&^(0xf<<16)|uint32(b&0xf)<<16)
+				if b&0x80 == 0 {
+					evNotify(dm.ev, notifyArg(dm.ports[v]))
+				}
+			}
+		})
+		v := d.VCPU(0)
+		for i := 0; i < 3; i++ {
+			v.In(0x60, 1)
+			v.Out(0x61, 2, 0x1234)
 		}
 	})
 }
