@@ -86,3 +86,11 @@ func userBytes(p uint64, n uint64) []byte {
 // of converting keeps vet's unsafeptr check and checkptr quiet: the
 // address was taken from a live pointer by the caller.
 func uptr(addr uintptr) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&addr)) }
+
+// replaceAnon replaces [addr, addr+length) by private anonymous memory
+// with protection prot, dropping what was mapped there.
+func replaceAnon(addr uintptr, length int, prot int) error {
+	_, err := unix.MmapPtr(-1, 0, uptr(addr), uintptr(length), prot,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED|unix.MAP_NORESERVE)
+	return err
+}

@@ -19,6 +19,7 @@ type vma struct {
 	populated bool      // vm_private_data set: the first mapping was made
 	mapped    []bool    // per page
 	src       []pageSrc // per mapped page: what backs it
+	released  bool      // Sim.Close replaced the contents
 }
 
 // pageSrc is the memfd page behind a populated VMA page.
@@ -48,12 +49,26 @@ func (t *vmaTable) find(addr uintptr) *vma {
 	return nil
 }
 
+// closeAll releases what every VMA maps (Sim.Close): the guest and
+// ioreq pages are replaced by anonymous zero pages, so that a device
+// model still touching its view reads zeros instead of faulting, and the
+// range itself goes away when its owner unmaps it.
 func (t *vmaTable) closeAll() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for a, v := range t.m {
-		unix.Munmap(v.mem)
-		delete(t.m, a)
+		if v.released {
+			continue
+		}
+		if err := replaceAnon(v.addr, len(v.mem), v.prot); err != nil {
+			unix.Munmap(v.mem)
+			delete(t.m, a)
+			continue
+		}
+		v.released = true
+		for i := range v.mapped {
+			v.mapped[i] = false
+		}
 	}
 }
 
@@ -101,9 +116,8 @@ func (f *privcmdFile) Mmap(offset int64, length int, prot int) ([]byte, error) {
 }
 
 // Munmap unmaps a region returned by Mmap (or part of one). Ranges the
-// simulator does not know — including mappings Sim.Close already
-// released — are left alone: unmapping blindly could hit memory that
-// was mapped at the same address since.
+// simulator does not know are left alone: unmapping blindly could hit
+// memory that was mapped at the same address since.
 func (f *privcmdFile) Munmap(b []byte) error {
 	if len(b) == 0 {
 		return unix.EINVAL
@@ -116,7 +130,7 @@ func (f *privcmdFile) Munmap(b []byte) error {
 		delete(t.m, a)
 		return unix.Munmap(v.mem)
 	}
-	if v := t.find(a); v != nil && a+uintptr(len(b)) <= v.end() {
+	if v := t.find(a); v != nil && a+uintptr(len(b)) <= v.end() && !v.released {
 		// A partial unmap: keep the reservation, drop the pages.
 		first := int(a-v.addr) / pageSize
 		for i := first; i < len(v.mapped) && i < first+(len(b)+pageSize-1)/pageSize; i++ {
@@ -168,7 +182,7 @@ func (f *privcmdFile) mmapBatch(dom uint16, addr uint64, gfns []uint64, errs []i
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	v := t.find(uintptr(addr))
-	if v == nil {
+	if v == nil || v.released {
 		return unix.EINVAL
 	}
 	a := uintptr(addr)
@@ -278,7 +292,7 @@ func (f *privcmdFile) mmapResource(dom uint16, typ, id, idx uint32, num uint64, 
 	}
 	v := t.find(uintptr(addr))
 	a := uintptr(addr) &^ (pageSize - 1)
-	if v == nil || a+uintptr(num)*pageSize > v.end() {
+	if v == nil || v.released || a+uintptr(num)*pageSize > v.end() {
 		return 0, unix.EINVAL
 	}
 	srv, err := d.getServer(f.caller, uint16(id))
@@ -351,8 +365,7 @@ func (h *hcallFile) Mmap(offset int64, length int, prot int) ([]byte, error) {
 	return b, nil
 }
 
-// Munmap unmaps a buffer returned by Mmap; unknown ranges (or buffers
-// Sim.Close already released) are left alone.
+// Munmap unmaps a buffer returned by Mmap; unknown ranges are left alone.
 func (h *hcallFile) Munmap(b []byte) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -380,12 +393,16 @@ func (h *hcallFile) Close() error {
 	return nil
 }
 
-// release unmaps every buffer still mapped (Sim.Close).
+// release frees every buffer still mapped (Sim.Close): the shared
+// memory is replaced by private zero pages, which the owner's Munmap
+// then removes.
 func (h *hcallFile) release() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for a, b := range h.maps {
-		unix.Munmap(b)
-		delete(h.maps, a)
+		if err := replaceAnon(a, len(b), unix.PROT_READ|unix.PROT_WRITE); err != nil {
+			unix.Munmap(b)
+			delete(h.maps, a)
+		}
 	}
 }

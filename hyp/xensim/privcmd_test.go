@@ -238,3 +238,29 @@ func TestCloseReleasesEverything(t *testing.T) {
 		t.Errorf("access after close: %v", err)
 	}
 }
+
+// TestMappingsAfterClose: after Sim.Close a device model's views read as
+// zeros (no fault) and can still be unmapped.
+func TestMappingsAfterClose(t *testing.T) {
+	s := New(Config{})
+	d, err := s.CreateDomain(stdDomain())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := mustOpen(t, s.Kernel(0), kernel.Privcmd, 0)
+	d.WriteRAM(0x1000, []byte{0xaa})
+	region, _ := pc.Mmap(0, pageSize, unix.PROT_READ|unix.PROT_WRITE)
+	if _, err := rawMmapBatch(pc, uint16(d.ID()), region, []uint64{1}); err != nil || region[0] != 0xaa {
+		t.Fatalf("map: %v, %#x", err, region[0])
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if region[0] != 0 {
+		t.Errorf("view after Close reads %#x, want 0", region[0])
+	}
+	region[1] = 1 // still writable, no fault
+	if err := pc.Munmap(region); err != nil {
+		t.Errorf("munmap after Close: %v", err)
+	}
+}

@@ -157,9 +157,10 @@ func (s *Sim) forgetFile(f closer) {
 }
 
 // Close destroys every domain and closes every file opened through the
-// Sim's kernels, releasing all fds and mappings — including the ones
-// made through privcmd and the hypercall device, so stop touching them
-// first (a real process would keep them until munmap). It is idempotent.
+// Sim's kernels, releasing all fds and guest memory. Mappings made
+// through privcmd and the hypercall device lose their contents (they read
+// as zeros) but stay reserved until their owner unmaps them, so a device
+// model that is still shutting down does not fault. It is idempotent.
 func (s *Sim) Close() error {
 	s.mu.Lock()
 	if s.closed {
