@@ -46,6 +46,8 @@ type Region struct {
 
 // DomainConfig describes a simulated HVM guest.
 type DomainConfig struct {
+	// ID is the domain id to use; zero picks the next free one.
+	ID hyp.DomID
 	// VCPUs is the number of vCPUs, 1..128 (one ioreq page).
 	VCPUs int
 	// RAM lists the populated ranges; everything else is a hole
@@ -185,6 +187,15 @@ func (s *Sim) CreateDomain(cfg DomainConfig) (*Domain, error) {
 	if s.closed {
 		d.ram.close()
 		return nil, fmt.Errorf("xensim: create domain: %w", hyp.ErrClosed)
+	}
+	if cfg.ID != 0 {
+		if cfg.ID >= xenabi.DOMID_FIRST_RESERVED || s.domains[cfg.ID] != nil {
+			d.ram.close()
+			return nil, fmt.Errorf("xensim: create domain: id %v unusable or taken: %w", cfg.ID, unix.EEXIST)
+		}
+		d.id = cfg.ID
+		s.domains[d.id] = d
+		return d, nil
 	}
 	for s.domains[s.nextDom] != nil || s.nextDom == 0 || s.nextDom >= xenabi.DOMID_FIRST_RESERVED {
 		s.nextDom++
