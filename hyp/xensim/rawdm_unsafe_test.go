@@ -137,3 +137,7 @@ func rawIoctl(f kernel.File, req uint, arg []byte) error {
 	_, err := f.Ioctl(req, unsafe.Pointer(&arg[0]))
 	return err
 }
+
+func rawIoctl2(f kernel.File, req uint, arg []byte) (uintptr, error) {
+	return f.Ioctl(req, unsafe.Pointer(&arg[0]))
+}
