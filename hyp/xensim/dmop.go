@@ -46,15 +46,16 @@ func (s *Sim) dmOp(caller hyp.DomID, domid uint16, bufs [][]byte) unix.Errno {
 	if len(bufs) > maxDMOpBufs {
 		return unix.E2BIG
 	}
-	// rcu_lock_remote_domain_by_id, is_hvm_domain, xsm_dm_op.
-	if hyp.DomID(domid) == caller || domid == xenabi.DOMID_SELF {
-		return unix.EPERM
-	}
+	// rcu_lock_remote_domain_by_id (no such domain, DOMID_SELF included:
+	// ESRCH; the caller's own: EPERM), is_hvm_domain, xsm_dm_op.
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := s.domains[hyp.DomID(domid)]
 	if d == nil || d.dead {
 		return unix.ESRCH
+	}
+	if d.id == caller {
+		return unix.EPERM
 	}
 	if !d.hvm {
 		return unix.EINVAL

@@ -87,6 +87,7 @@ func TestDMOpErrors(t *testing.T) {
 		{"set_irq_level (Arm)", pc, dom, xenabi.XEN_DMOP_set_irq_level, nil, unix.EOPNOTSUPP},
 		{"unknown op", pc, dom, 99, nil, unix.EOPNOTSUPP},
 		{"no such domain", pc, 77, xenabi.XEN_DMOP_nr_vcpus, nil, unix.ESRCH},
+		{"DOMID_SELF is not looked up", pc, 0x7ff0, xenabi.XEN_DMOP_nr_vcpus, nil, unix.ESRCH},
 		{"own domain", stubPC, uint16(stub.ID()), xenabi.XEN_DMOP_nr_vcpus, nil, unix.EPERM},
 		{"dom0 is not HVM", stubPC, 0, xenabi.XEN_DMOP_nr_vcpus, nil, unix.EINVAL},
 		{"stub not the DM", stubPC, dom, xenabi.XEN_DMOP_nr_vcpus, nil, unix.EPERM},

@@ -262,12 +262,12 @@ func (f *privcmdFile) mmapResource(dom uint16, typ, id, idx uint32, num uint64, 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// rcu_lock_remote_domain_by_id and the XSM check.
-	if hyp.DomID(dom) == f.caller || dom == xenabi.DOMID_SELF {
-		return 0, unix.EPERM
-	}
 	d := s.domains[hyp.DomID(dom)]
 	if d == nil || d.dead {
 		return 0, unix.ESRCH
+	}
+	if d.id == f.caller {
+		return 0, unix.EPERM
 	}
 	if f.caller != 0 && f.caller != d.cfg.DeviceModel {
 		return 0, unix.EPERM
