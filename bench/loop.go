@@ -200,15 +200,19 @@ func (l *loop) serve(ctx context.Context) error {
 			return fmt.Errorf("bench: loop: unmask: %w", err)
 		}
 		l.bql.Lock()
-		l.ring.Drain(l.disp, l.scratch, &l.st)
-		if int(p) < len(l.slotOf) && l.slotOf[p] > 0 {
-			l.handle(l.slotOf[p] - 1)
+		// A vCPU's port: its request (buffered writes first); the
+		// buffered port: the ring.
+		if v := l.slotOf[min(int(p), len(l.slotOf)-1)]; v == 0 || !l.handle(v-1) {
+			l.ring.Drain(l.disp, l.scratch, &l.st)
 		}
 		l.bql.Unlock()
 	}
 }
 
-// handle answers vCPU v's request, if it has one.
+// handle answers vCPU v's request, if it has one. As in QEMU's
+// cpu_handle_ioreq, the request is claimed before the buffered ring is
+// drained: every buffered write Xen queued before the request is then in
+// the ring, and is handled first.
 func (l *loop) handle(v int) bool {
 	s := l.sp.Slot(v)
 	var r ioreq.Request
@@ -216,6 +220,7 @@ func (l *loop) handle(v int) bool {
 	if !ok {
 		return false
 	}
+	l.ring.Drain(l.disp, l.scratch, &l.st) // at most a ring's worth: everything queued before r
 	data, writeData := ^uint64(0), false
 	if l.mode == classic {
 		data, writeData = l.disp.Handle(&r, l.scratch, &l.st)
