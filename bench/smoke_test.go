@@ -57,7 +57,7 @@ func TestShortRun(t *testing.T) {
 	if err := rep.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"floor/cache-line", "rt/pio/poll/godm", "tput/8vcpu/classic", "burst/ring/godm-block",
+	for _, want := range []string{"floor/cache-line", "rt/pio/poll/godm", "tput/8vcpu/block/classic", "burst/ring/godm-block",
 		"sim/unclaimed", "vs classic", "targets", "bus dispatch"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
@@ -87,7 +87,7 @@ func TestSelected(t *testing.T) {
 	}{
 		{"^rt/pio/block/godm$", []string{"floor/eventfd", "sim/pio/block/null", "rt/pio/block/godm", "rt/pio/block/classic"}},
 		{"^rt/mmio/poll/godm$", []string{"floor/cache-line", "rt/mmio/poll/godm", "rt/mmio/poll/classic"}},
-		{"^tput/2vcpu/godm-poll$", []string{"tput/2vcpu/godm-poll", "tput/2vcpu/classic"}},
+		{"^tput/2vcpu/poll/godm$", []string{"tput/2vcpu/poll/godm", "tput/2vcpu/poll/classic"}},
 		{"^bus/", []string{"bus/pio", "bus/mmio", "bus/pci"}},
 		{"nothing-matches", nil},
 	}

@@ -19,12 +19,12 @@ func TestBenchShort(t *testing.T) {
 	dir := t.TempDir()
 	js, svg := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.svg")
 	var out, errw bytes.Buffer
-	args := []string{"bench", "-short", "-scenarios", "^(rt/pio/|tput/2vcpu/godm-poll|bus/pio)", "-json", js, "-svg", svg}
+	args := []string{"bench", "-short", "-scenarios", "^(rt/pio/|tput/2vcpu/poll/godm|bus/pio)", "-json", js, "-svg", svg}
 	if err := run(args, &out, &errw); err != nil {
 		t.Fatalf("godm bench: %v\n%s%s", err, out.String(), errw.String())
 	}
 	want := []string{"floor/cache-line", "floor/eventfd", "bus/pio", "sim/pio/poll/null", "sim/pio/block/null", "rt/pio/poll/godm", "rt/pio/poll/classic",
-		"rt/pio/block/godm", "rt/pio/block/classic", "tput/2vcpu/godm-poll", "tput/2vcpu/classic"}
+		"rt/pio/block/godm", "rt/pio/block/classic", "tput/2vcpu/poll/godm", "tput/2vcpu/poll/classic"}
 	for _, name := range want {
 		if !strings.Contains(out.String(), name) {
 			t.Errorf("table lacks %q:\n%s", name, out.String())
