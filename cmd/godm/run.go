@@ -28,6 +28,8 @@ func run(args []string, out, w io.Writer) error {
 		return cmdSim(ctx, args[1:], out, w)
 	case "bench":
 		return cmdBench(ctx, args[1:], out, w)
+	case "passthrough":
+		return cmdPassthrough(ctx, args[1:], out, w)
 	}
 	usage(w)
 	return fmt.Errorf("unknown command %q", args[0])
@@ -41,6 +43,7 @@ commands:
   sim     run godm against the built-in simulated Xen with a guest workload;
           --linux boots a real Linux guest (QEMU TCG as its CPU) instead
   bench   measure godm's ioreq path on the simulated Xen against the machine's floors
+  passthrough  pass a host PCI function through to a domain (godm passthrough --domid N --bdf SSSS:BB:DD.F)
 
 Run 'godm <command> -h' for the command's flags.
 `)
