@@ -26,9 +26,11 @@ type Config struct {
 	// host (QEMU's permissive=on). Off by default: such writes are
 	// dropped, with a one-time hint in the log.
 	Permissive bool
-	// MSIXAllWrites says Xen advertises XENFEAT_dm_msix_all_writes: it
-	// forwards every write to the MSI-X table (mask bits included) and
-	// itself serves the PBA and the other registers on the table's pages.
+	// MSIXAllWrites says Xen advertises XENFEAT_dm_msix_all_writes
+	// (DetectMSIXAllWrites): it forwards every MSI-X vector-control write,
+	// masking ones included, so godm's view of the mask bits is exact.
+	// Without it Xen forwards only unmasking writes of bound entries (see
+	// msixWrite).
 	MSIXAllWrites bool
 	// Log receives control-path messages; nil discards them.
 	Log *slog.Logger

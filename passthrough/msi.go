@@ -344,14 +344,20 @@ func (e *msixEntry) dword(w int) uint32 {
 }
 
 // msixWrite is a guest write of dword w of entry i. Address and data
-// are latched (QEMU refuses them while the entry is unmasked under an
-// enabled function, as the PCI spec leaves that undefined); unmasking
-// routes the entry. Called with mu held.
+// are latched and applied when the entry is next unmasked. With
+// XENFEAT_dm_msix_all_writes every mask write comes here, so the mask
+// state is exact and, like QEMU, a change to an entry that is unmasked
+// under an enabled function (undefined by the PCI spec) is refused.
+// Without it, Xen handles the mask writes of bound entries itself and
+// forwards only unmasking ones, so an entry godm believes unmasked may be
+// masked: the change is latched and applied at the unmasking write Xen
+// will forward (QEMU reads the real mask bit through /dev/mem instead,
+// which godm never uses). Called with mu held.
 func (d *Device) msixWrite(i, w int, v uint32) {
 	m := d.msix
 	e := &m.entries[i]
 	if w < 3 {
-		if m.enabled && e.ctrl&1 == 0 && !m.maskall {
+		if d.cfg.MSIXAllWrites && m.enabled && e.ctrl&1 == 0 && !m.maskall {
 			d.droppedWrites.Add(1)
 			return
 		}

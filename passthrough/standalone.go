@@ -67,7 +67,8 @@ type StandaloneConfig struct {
 	Slot uint8
 	// Permissive, see Config.
 	Permissive bool
-	// MSIXAllWrites, see Config.
+	// MSIXAllWrites, see Config. When false, Standalone asks the
+	// hypervisor (DetectMSIXAllWrites).
 	MSIXAllWrites bool
 	// HostOptions locate the function in sysfs.
 	HostOptions HostOptions
@@ -109,6 +110,13 @@ func Standalone(ctx context.Context, k kernel.Kernel, cfg StandaloneConfig) (err
 	dc, err := domctl.Open(c)
 	if err != nil {
 		return fmt.Errorf("passthrough: %w", err)
+	}
+	if !cfg.MSIXAllWrites {
+		all, err := DetectMSIXAllWrites(p)
+		if err != nil {
+			log.Warn("passthrough: cannot read Xen's features; assuming no XENFEAT_dm_msix_all_writes", "err", err)
+		}
+		cfg.MSIXAllWrites = all
 	}
 	dev, err := New(Config{Dom: cfg.Dom, Host: host, Xen: NewXen(c, dc), Slot: cfg.Slot,
 		Permissive: cfg.Permissive, MSIXAllWrites: cfg.MSIXAllWrites, Log: log})

@@ -460,3 +460,78 @@ func TestHotplug(t *testing.T) {
 	}
 	_ = hyp.DomID(0)
 }
+
+// simXen returns the real hypervisor interface on the simulated Xen.
+func simXen(t *testing.T, r *simRig) (Xen, *privcmd.Handle) {
+	t.Helper()
+	p, err := privcmd.Open(r.sim.Kernel(0))
+	must(t, err)
+	t.Cleanup(func() { p.Close() })
+	c := hcall.New(p)
+	dc, err := domctl.Open(c)
+	must(t, err)
+	return NewXen(c, dc), p
+}
+
+func TestDetectMSIXAllWrites(t *testing.T) {
+	r := newSimRig(t)
+	_, p := simXen(t, r)
+	all, err := DetectMSIXAllWrites(p)
+	if err != nil || all {
+		t.Errorf("DetectMSIXAllWrites on xensim (no feature bits) = %v, %v; want false, nil", all, err)
+	}
+}
+
+// TestSharedGSI: two functions on one host interrupt line share its PIRQ;
+// only the last user unmaps it.
+func TestSharedGSI(t *testing.T) {
+	r := newSimRig(t)
+	x, _ := simXen(t, r)
+	req := hcall.MapPIRQRequest{Type: xenabi.MAP_PIRQ_TYPE_GSI, Index: 17, PIRQ: 17}
+	for i := 0; i < 2; i++ {
+		if p, err := x.MapPIRQ(r.dom.ID(), req); err != nil || p != 17 {
+			t.Fatalf("MapPIRQ #%d = %d, %v", i, p, err)
+		}
+	}
+	mark := r.sim.LastSeq()
+	must(t, x.UnmapPIRQ(r.dom.ID(), 17))
+	if ev := kinds(r.sim.EventsSince(mark), xensim.EventUnmapPIRQ); len(ev) != 0 {
+		t.Errorf("first user's unmap reached Xen: %v", ev)
+	}
+	must(t, x.UnmapPIRQ(r.dom.ID(), 17))
+	if ev := kinds(r.sim.EventsSince(mark), xensim.EventUnmapPIRQ); len(ev) != 1 {
+		t.Errorf("last user's unmap: events %v, want one", ev)
+	}
+}
+
+// TestBAROverRAM: Xen refuses to map a BAR over guest RAM (EBUSY); the
+// failure is counted and nothing is left behind.
+func TestBAROverRAM(t *testing.T) {
+	r := newSimRig(t)
+	x, _ := simXen(t, r)
+	addr, _ := ParseSBDF("0000:03:00.0")
+	host, err := OpenHost(HostOptions{SysfsRoot: r.root}, addr)
+	must(t, err)
+	defer host.Close()
+	dev, err := New(Config{Dom: r.dom.ID(), Host: host, Xen: x, Slot: 9})
+	must(t, err)
+	bus := devices.NewBus()
+	must(t, dev.Plug(bus))
+	c := cfgIO{dev}
+	c.w(0x10, 4, 0x01000000) // inside the guest's 256 MiB of RAM
+	c.w(0x04, 2, 0x0002)
+	if got := dev.Stats().MapErrors; got != 1 {
+		t.Errorf("MapErrors = %d, want 1", got)
+	}
+	if got := dev.Mappings(); len(got) != 0 {
+		t.Errorf("Mappings = %+v, want none", got)
+	}
+	c.w(0x10, 4, 0xe0000000) // moved out of RAM: mapped now
+	if got := dev.Mappings(); len(got) != 1 || got[0].Guest != 0xe0000 {
+		t.Errorf("Mappings after the move = %+v", got)
+	}
+	must(t, dev.Unplug())
+	if err := replay(r.sim.Events()).clean(); err != nil {
+		t.Error(err)
+	}
+}
