@@ -1,0 +1,96 @@
+package passthrough
+
+import (
+	"context"
+	"testing"
+
+	"godm/devices"
+	"godm/ioreq"
+)
+
+func TestParseDeviceOption(t *testing.T) {
+	h := devices.NewSBDF(0, 3, 0, 0)
+	tests := []struct {
+		in   string
+		want DeviceSpec
+		ok   bool
+	}{
+		{"xen-pci-passthrough,id=pci-pt-03_00.0,hostaddr=0000:03:00.0", DeviceSpec{ID: "pci-pt-03_00.0", HostAddr: h, Slot: -1}, true},
+		{"xen-pci-passthrough,hostaddr=0000:03:00.0,addr=0a.0,permissive=on", DeviceSpec{ID: "pci-pt-03_00.0", HostAddr: h, Slot: 10, Permissive: true}, true},
+		{"xen-pci-passthrough,hostaddr=0000:03:00.0,addr=5", DeviceSpec{ID: "pci-pt-03_00.0", HostAddr: h, Slot: 5}, true},
+		{"xen-pci-passthrough,hostaddr=0000:03:00.0,addr=5.1", DeviceSpec{}, false},
+		{"xen-pci-passthrough,hostaddr=0000:03:00.0,addr=20.0", DeviceSpec{}, false},
+		{"xen-pci-passthrough,hostaddr=0000:03:00.0,permissive=maybe", DeviceSpec{}, false},
+		{"xen-pci-passthrough,id=x", DeviceSpec{}, false},
+		{"e1000,hostaddr=0000:03:00.0", DeviceSpec{}, false},
+		{"xen-pci-passthrough,hostaddr", DeviceSpec{}, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseDeviceOption(tt.in)
+		if (err == nil) != tt.ok || (tt.ok && got != tt.want) {
+			t.Errorf("ParseDeviceOption(%q) = %+v, %v; want %+v, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+	// QMP arguments: permissive as a JSON boolean.
+	got, err := DeviceSpecFromArgs(map[string]any{"driver": DriverName, "id": "pci-pt-03_00.0",
+		"hostaddr": "0000:03:00.0", "permissive": true})
+	if err != nil || !got.Permissive || got.Slot != -1 {
+		t.Errorf("DeviceSpecFromArgs = %+v, %v", got, err)
+	}
+	if _, err := DeviceSpecFromArgs(map[string]any{"driver": DriverName, "hostaddr": 3}); err == nil {
+		t.Errorf("numeric hostaddr accepted")
+	}
+}
+
+// TestManagerOnXensim adds two functions at run time to a served bus,
+// refuses duplicates, removes them and checks nothing is left.
+func TestManagerOnXensim(t *testing.T) {
+	r := newSimRig(t)
+	x, p := simXen(t, r)
+	bus := devices.NewBus()
+	srv, err := ioreq.NewServer(p, r.sim.Kernel(0), ioreq.Config{Dom: r.dom.ID(), Bus: bus})
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	m := NewManager(ManagerConfig{Dom: r.dom.ID(), Bus: bus, Xen: x, HostOptions: HostOptions{SysfsRoot: r.root}})
+	a, err := m.Add(DeviceSpec{ID: "a", HostAddr: devices.NewSBDF(0, 3, 0, 0), Slot: -1})
+	must(t, err)
+	b, err := m.Add(DeviceSpec{ID: "b", HostAddr: devices.NewSBDF(0, 0, 3, 0), Slot: -1})
+	must(t, err)
+	if a.SBDF != devices.NewSBDF(0, 0, 1, 0) || b.SBDF != devices.NewSBDF(0, 0, 2, 0) {
+		t.Errorf("auto slots = %v, %v; want 00:01.0, 00:02.0", a.SBDF, b.SBDF)
+	}
+	v := r.dom.VCPU(0)
+	if got, err := v.PCIConfigRead(uint32(b.SBDF), 0, 4); err != nil || got != 0x10411af4 {
+		t.Errorf("second function reads %#x, %v", got, err)
+	}
+	for _, bad := range []DeviceSpec{
+		{ID: "a", HostAddr: devices.NewSBDF(0, 0, 4, 0), Slot: -1},     // id in use
+		{ID: "c", HostAddr: devices.NewSBDF(0, 3, 0, 0), Slot: -1},     // host in use
+		{ID: "d", HostAddr: devices.NewSBDF(0, 9, 0, 0), Slot: -1},     // no such function
+		{ID: "e", HostAddr: devices.NewSBDF(0, 0, 3, 0) + 1, Slot: 1}, // slot taken (and no such function)
+	} {
+		if _, err := m.Add(bad); err == nil {
+			t.Errorf("Add(%+v) accepted", bad)
+		}
+	}
+	if got := m.List(); len(got) != 2 || got[0].ID != "a" || got[1].ID != "b" {
+		t.Errorf("List = %+v", got)
+	}
+	must(t, m.Remove("a"))
+	if err := m.Remove("a"); err == nil {
+		t.Errorf("second Remove accepted")
+	}
+	if got, _ := v.PCIConfigRead(uint32(a.SBDF), 0, 4); got != 0xffffffff {
+		t.Errorf("removed function reads %#x", got)
+	}
+	must(t, m.Close())
+	must(t, m.Close())
+	cancel()
+	must(t, <-served)
+	must(t, srv.Close())
+	if err := replay(r.sim.Events()).clean(); err != nil {
+		t.Error(err)
+	}
+}
