@@ -66,9 +66,9 @@ func TestManagerOnXensim(t *testing.T) {
 		t.Errorf("second function reads %#x, %v", got, err)
 	}
 	for _, bad := range []DeviceSpec{
-		{ID: "a", HostAddr: devices.NewSBDF(0, 0, 4, 0), Slot: -1},     // id in use
-		{ID: "c", HostAddr: devices.NewSBDF(0, 3, 0, 0), Slot: -1},     // host in use
-		{ID: "d", HostAddr: devices.NewSBDF(0, 9, 0, 0), Slot: -1},     // no such function
+		{ID: "a", HostAddr: devices.NewSBDF(0, 0, 4, 0), Slot: -1},    // id in use
+		{ID: "c", HostAddr: devices.NewSBDF(0, 3, 0, 0), Slot: -1},    // host in use
+		{ID: "d", HostAddr: devices.NewSBDF(0, 9, 0, 0), Slot: -1},    // no such function
 		{ID: "e", HostAddr: devices.NewSBDF(0, 0, 3, 0) + 1, Slot: 1}, // slot taken (and no such function)
 	} {
 		if _, err := m.Add(bad); err == nil {
