@@ -612,3 +612,43 @@ func TestMSIMapFailure(t *testing.T) {
 		t.Errorf("%d bindings after the retry, want 2", bound)
 	}
 }
+
+// TestMSIXInIOBARHidden: an MSI-X table the device model cannot trap (in
+// an I/O BAR) hides the capability instead of exposing a broken one.
+func TestMSIXInIOBARHidden(t *testing.T) {
+	s := synthetic()
+	s.config = append([]byte(nil), s.config...)
+	s.config[0xa4] = 0x02 // table in BAR2, the I/O BAR
+	dev, _, _, _ := plugged(t, s, false)
+	c := cfgIO{dev}
+	if got := c.r(0x61, 1); got != 0xb0 {
+		t.Errorf("PCIe next = %#x, want 0xb0 (MSI-X skipped)", got)
+	}
+	if got := c.r(0xa0, 4); got != 0 {
+		t.Errorf("hidden MSI-X reads %#x", got)
+	}
+	if dev.msix != nil {
+		t.Errorf("MSI-X state kept")
+	}
+}
+
+// TestMSIXTableAccessNoAlloc: mask and unmask of a bound vector (frequent
+// in guests' interrupt handling) and table reads do not allocate.
+func TestMSIXTableAccessNoAlloc(t *testing.T) {
+	dev, _, bus, _ := plugged(t, synthetic(), false)
+	c := cfgIO{dev}
+	c.w(0x1c, 4, 0xe0100000)
+	c.w(0x04, 2, 0x0002)
+	bus.MMIO.Write(0xe0100000, 4, 0, 0xfee00000)
+	bus.MMIO.Write(0xe0100008, 4, 0, 0x51)
+	bus.MMIO.Write(0xe010000c, 4, 0, 0)
+	c.w(0xa2, 2, 0x8000)
+	n := testing.AllocsPerRun(100, func() {
+		bus.MMIO.Write(0xe010000c, 4, 0, 1)
+		bus.MMIO.Write(0xe010000c, 4, 0, 0)
+		_ = bus.MMIO.Read(0xe0100008, 4, 0)
+	})
+	if n != 0 {
+		t.Errorf("%v allocations per mask/unmask/read", n)
+	}
+}
