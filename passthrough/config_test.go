@@ -33,7 +33,8 @@ func TestConfigReads(t *testing.T) {
 		{"interrupt pin", 0x3d, 1, 1},
 		{"hidden VPD header", 0x40, 2, 0},
 		{"PM: next MSI, PME support hidden", 0xc8, 4, 0x0023d001},
-		{"MSI: next PCIe, 64-bit maskable, disabled", 0xd0, 4, 0x01806005},
+		{"MSI: next PCIe, 64-bit, masking hidden, disabled", 0xd0, 4, 0x00806005},
+		{"MSI mask bits hidden", 0xe0, 4, 0},
 		{"PCIe: next MSI-X", 0x60, 2, 0xa010},
 		{"PCIe: FLR capability hidden", 0x64, 4, 0x00008cc1},
 		{"MSI-X: next vendor, disabled, 5 entries", 0xa0, 4, 0x0004b011},
@@ -78,10 +79,13 @@ func TestConfigWrites(t *testing.T) {
 		}, 0x06, 2, 0x0100, 0x06, 2, 0x0110, 0x0110, 0},
 		{"command: bus master through, decode merged", false, nil, 0x04, 2, 0x0003, 0x04, 2, 0x0003, 0x0003, 0},
 		{"command: reserved bits kept", false, nil, 0x04, 2, 0xf800, 0x04, 2, 0x0002, 0x0000, 0},
-		{"PMCSR power state through, PME emulated", false, nil, 0xcc, 2, 0x8103, 0xcc, 2, 0x000b, 0x010b, 0},
+		{"PMCSR power state emulated, PME hidden", false, nil, 0xcc, 2, 0x8103, 0xcc, 2, 0x0008, 0x000b, 0},
+		{"PMCSR data select through", false, nil, 0xcc, 2, 0x0200, 0xcc, 2, 0x0208, 0x0208, 0},
+		{"PCIe device control emulated", false, nil, 0x68, 2, 0x0817, 0x68, 2, 0x2810, 0x0817, 0},
 		{"PCIe devctl FLR never reaches the host", false, nil, 0x68, 2, 0xa810, 0x68, 2, 0x2810, 0x2810, 0},
 		{"MSI address emulated", false, nil, 0xd4, 4, 0xfee01003, 0xd4, 4, 0, 0xfee01000, 0},
-		{"MSI mask bits through", false, nil, 0xe0, 4, 0x1, 0xe0, 4, 0x1, 0x1, 0},
+		{"MSI mask bits hidden", false, nil, 0xe0, 4, 0x1, 0xe0, 4, 0, 0, 0},
+		{"MSI enable mirrored", false, nil, 0xd2, 2, 0x1, 0xd2, 2, 0x0181, 0x0081, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -298,8 +302,8 @@ func TestMSI(t *testing.T) {
 			t.Errorf("map_pirq request = %+v", r)
 		}
 	}
-	if got := c.r(0xd2, 2); got != 0x0181 {
-		t.Errorf("MSI control = %#x, want 0x181", got)
+	if got := c.r(0xd2, 2); got != 0x0081 {
+		t.Errorf("MSI control = %#x, want 0x81", got)
 	}
 	// New vector while enabled: rebind, same PIRQ.
 	mark = x.count()
@@ -650,5 +654,65 @@ func TestMSIXTableAccessNoAlloc(t *testing.T) {
 	})
 	if n != 0 {
 		t.Errorf("%v allocations per mask/unmask/read", n)
+	}
+}
+
+// TestHostMSIXQuiescedAtPlug: the real virtio sample was captured with
+// MSI-X enabled by its host driver; plugging turns it off on the host.
+func TestHostMSIXQuiescedAtPlug(t *testing.T) {
+	s := loadSample(t, "0000_00_03.0")
+	if s.config[0x9b]&0x80 == 0 {
+		t.Fatalf("sample has MSI-X disabled; the test needs it enabled")
+	}
+	dev, _, _, h := plugged(t, s, false)
+	if got := hostCfg(t, h, 0x9a, 2); got&0x8000 != 0 {
+		t.Errorf("host MSI-X control = %#x after Plug, want enable clear", got)
+	}
+	if got := (cfgIO{dev}).r(0x9a, 2); got != 0x0002 {
+		t.Errorf("guest MSI-X control = %#x, want 0x2 (3 entries, disabled)", got)
+	}
+}
+
+// TestMSIEnableOrder: QEMU's order: the vector is routed before the
+// device's MSI enable is set, and torn down before it is cleared.
+func TestMSIEnableOrder(t *testing.T) {
+	h, m := fuzzHost(false)
+	x := newFakeXen()
+	var enabledAtBind, enabledAtUnbind []bool
+	x.fail = func(op string) error {
+		en := m.b[0xd2]&1 != 0
+		switch op {
+		case "bind":
+			enabledAtBind = append(enabledAtBind, en)
+		case "unbind":
+			enabledAtUnbind = append(enabledAtUnbind, en)
+		}
+		return nil
+	}
+	dev, err := New(Config{Dom: 5, Host: h, Xen: x, Slot: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Plug(devices.NewBus()); err != nil {
+		t.Fatal(err)
+	}
+	c := cfgIO{dev}
+	c.w(0xd4, 4, 0xfee00000)
+	c.w(0xdc, 2, 0x41)
+	c.w(0xd2, 2, 1)
+	if m.b[0xd2]&1 == 0 {
+		t.Errorf("MSI not enabled on the host")
+	}
+	c.w(0xd2, 2, 0)
+	if m.b[0xd2]&1 != 0 {
+		t.Errorf("MSI still enabled on the host")
+	}
+	_ = dev.Unplug()
+	// bind #0 is INTx.
+	if len(enabledAtBind) != 2 || enabledAtBind[1] {
+		t.Errorf("host MSI enable at the MSI binding: %v, want off", enabledAtBind)
+	}
+	if len(enabledAtUnbind) < 1 || !enabledAtUnbind[0] {
+		t.Errorf("host MSI enable at the MSI unbinding: %v, want still on", enabledAtUnbind)
 	}
 }

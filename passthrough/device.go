@@ -143,6 +143,38 @@ func (d *Device) hideCap(off int) {
 	}
 }
 
+// quiesceHost turns off MSI and MSI-X on the host if a previous user
+// left them on (QEMU's xen_pt_msgctrl_reg_init and msixctrl_reg_init):
+// the guest starts with both disabled. Called with mu held.
+func (d *Device) quiesceHost() {
+	for _, c := range d.caps {
+		var bit uint8
+		switch c.id {
+		case capMSI:
+			bit = 0x01 // enable, low byte of control
+		case capMSIX:
+			bit = 0x80 // enable, high byte of control
+		default:
+			continue
+		}
+		off := int64(c.off + 2)
+		if c.id == capMSIX {
+			off++
+		}
+		var b [1]byte
+		if _, err := d.cfg.Host.Config.ReadAt(b[:], off); err != nil {
+			d.hostErrors.Add(1)
+			continue
+		}
+		if b[0]&bit != 0 {
+			b[0] &^= bit
+			if _, err := d.cfg.Host.Config.WriteAt(b[:], off); err != nil {
+				d.hostErrors.Add(1)
+			}
+		}
+	}
+}
+
 // SBDF returns the guest address of the function.
 func (d *Device) SBDF() devices.SBDF { return d.sbdf }
 
@@ -164,6 +196,7 @@ func (d *Device) Plug(bus *devices.Bus) error {
 		return fmt.Errorf("passthrough: %v already plugged", d.sbdf)
 	}
 	d.bus, d.plugged = bus, true
+	d.quiesceHost()
 	d.setupINTx()
 	d.mu.Unlock()
 	if err := bus.PCI.Register(d.sbdf, d); err != nil {
@@ -313,6 +346,12 @@ func (d *Device) Write(a devices.Access, v uint64) {
 	if anyHost && reg <= 5 && reg+size > 5 && d.intx.pirq < 0 && th[5-reg] != 0 {
 		cur[5-reg] |= cmdINTxDisable >> 8
 	}
+	// Mappings and interrupts follow first, so that (as in QEMU) an
+	// MSI or MSI-X enable reaches the device only once its vectors are
+	// routed, and a disable only after they are torn down.
+	if hooks != hookNone && d.plugged {
+		d.apply(hooks)
+	}
 	if anyHost {
 		if allHost {
 			d.hostWrite(cur, reg)
@@ -330,9 +369,6 @@ func (d *Device) Write(a devices.Access, v uint64) {
 			d.cfg.Log.Warn("passthrough: guest write to a register godm does not virtualise was dropped; "+
 				"if the device misbehaves, try permissive mode", "host", d.cfg.Host.Addr, "reg", reg, "size", size)
 		}
-	}
-	if hooks != hookNone && d.plugged {
-		d.apply(hooks)
 	}
 }
 

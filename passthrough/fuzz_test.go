@@ -78,11 +78,10 @@ func fuzzHost(permissive bool) (*HostDevice, *memConfig) {
 	m.allow(0x06, 2, 0xf900) // status error bits, write-1-to-clear
 	m.rw1c[0x07] = 0xf9
 	m.rw1c[0x06] = 0x00
-	m.allow(0xcc, 2, 0x0003)     // PMCSR power state
-	m.allow(0xe0, 4, 0xffffffff) // MSI mask bits
-	m.allow(0xa2, 2, 0xc000)     // MSI-X enable, function mask
-	m.allow(0x68, 2, 0x791f)     // PCIe device control without FLR, MPS, phantom, aux
-	m.allow(0x6a, 2, 0x000f)     // PCIe device status, write-1-to-clear
+	m.allow(0xcc, 2, 0x1e00) // PMCSR data select (power state stays emulated)
+	m.allow(0xd2, 2, 0x0001) // MSI enable
+	m.allow(0xa2, 2, 0xc000) // MSI-X enable, function mask
+	m.allow(0x6a, 2, 0x000f) // PCIe device status, write-1-to-clear
 	m.rw1c[0x6a] = 0x0f
 	if permissive {
 		// Bytes of no capability or header register.
@@ -202,6 +201,8 @@ func TestMemConfigChecker(t *testing.T) {
 		{"clear memory decoding", 0x04, []byte{0x04}, true},
 		{"clear one status bit", 0x07, []byte{0x01}, false},
 		{"FLR", 0x69, []byte{0xa8}, true},
+		{"power state", 0xcc, []byte{0x0b}, true},
+		{"MSI enable", 0xd2, []byte{0x81}, false},
 		{"uncovered", 0xf0, []byte{0x12}, true},
 		{"unchanged rewrite", 0x00, []byte{0x86}, false},
 	}

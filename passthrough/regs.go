@@ -230,21 +230,30 @@ func buildTable(t *regTable, cfg *[256]byte, hasIRQ bool) []capInfo {
 		t.add(rule{off: o, size: 2, emu: 0xffff, ro: 0xffff}) // ID, next (set below)
 		switch c.id {
 		case capPM:
-			// PMC: PME support hidden (PME is not delivered to the guest).
-			t.add(rule{off: o + 2, size: 2, emu: 0xf800, ro: 0xffff})
-			t.set(o+2, 2, le16(o+2)&^0xf800)
-			// PMCSR: power state through, PME enable and status emulated
-			// (status write-1-to-clear), the rest read-only.
-			t.add(rule{off: o + 4, size: 2, emu: 0x8100, ro: 0x7efc, rw1c: 0x8000})
+			// The masks follow QEMU's xen_pt_emu_reg_pm (hw/xen/
+			// xen_pt_config_init.c). PMC: PME support, D1/D2-independent
+			// bits and aux current hidden (PME is not delivered to the
+			// guest).
+			t.add(rule{off: o + 2, size: 2, emu: 0xf9c8, ro: 0xffff})
+			t.set(o+2, 2, 0)
+			// PMCSR: the power state is emulated (a D3 transition would
+			// reset the function behind pciback's back); No_Soft_Reset
+			// from the host; PME enable and status emulated read-only 0;
+			// data select through; the reserved bits reserved.
+			t.add(rule{off: o + 4, size: 2, emu: 0x810b, ro: 0xe10c, res: 0x00f0})
+			t.set(o+4, 2, le16(o+4)&0x0008)
 			t.add(rule{off: o + 6, size: 2, ro: 0xffff})
 		case capMSI:
 			ctrl := le16(o + 2)
 			is64, maskable := ctrl&0x80 != 0, ctrl&0x100 != 0
-			// Control: enable emulated (Xen enables the host's MSI when
-			// the PIRQ is mapped); one vector only (MMC, MME read 0);
-			// 64-bit and per-vector masking from the host.
-			t.add(rule{off: o + 2, size: 2, emu: 0xfe7f, ro: 0xfffe, hook: hookMSI})
-			t.set(o+2, 2, ctrl&0x0180)
+			// Control (QEMU's xen_pt_emu_reg_msi): one vector only (MMC
+			// reads 0, MME is kept but only one vector is routed);
+			// per-vector masking hidden; 64-bit from the host. Enable is
+			// emulated and mirrored: since Xen 4.x's split-brain model
+			// the hardware domain enables MSI on the device once the
+			// PIRQ is mapped (xen/arch/x86/msi.c:msi_capability_init).
+			t.add(rule{off: o + 2, size: 2, emu: 0x017f, ro: 0xff8e, mir: 0x0001, hook: hookMSI})
+			t.set(o+2, 2, 0)
 			t.add(rule{off: o + 4, size: 4, emu: 0xffffffff, ro: 0x3, hook: hookMSI}) // address
 			d := o + 8
 			if is64 {
@@ -254,20 +263,28 @@ func buildTable(t *regTable, cfg *[256]byte, hasIRQ bool) []capInfo {
 			t.add(rule{off: d, size: 2, emu: 0xffff, hook: hookMSI})  // data
 			t.add(rule{off: d + 2, size: 2, emu: 0xffff, ro: 0xffff}) // extended data: not supported
 			if maskable {
-				t.add(rule{off: d + 4, size: 4})                 // mask bits: through
-				t.add(rule{off: d + 8, size: 4, ro: 0xffffffff}) // pending bits
+				// Mask and pending bits: emulated read-only 0, as the
+				// guest is told there is no per-vector masking.
+				t.add(rule{off: d + 4, size: 4, emu: 0xffffffff, ro: 0xffffffff})
+				t.add(rule{off: d + 8, size: 4, emu: 0xffffffff, ro: 0xffffffff})
 			}
 		case capMSIX:
 			// Control: table size from the host; enable and function mask
-			// emulated and mirrored to the host.
+			// emulated and mirrored to the host (QEMU passes them
+			// through; Xen's intercept of the hardware domain's writes
+			// keeps its own host mask-all state).
 			t.add(rule{off: o + 2, size: 2, emu: 0xc000, ro: 0x3fff, mir: 0xc000, hook: hookMSIX})
 			t.set(o+2, 2, 0)
 			t.add(rule{off: o + 4, size: 4, ro: 0xffffffff})
 			t.add(rule{off: o + 8, size: 4, ro: 0xffffffff})
 		case capPCIe:
+			// QEMU's xen_pt_emu_reg_pcie: the control registers are
+			// emulated, never written to the device (their settings
+			// belong to the host's fabric configuration).
 			flags := le16(o + 2)
+			v2 := flags&0xf >= 2
 			n := 0x24
-			if flags&0xf >= 2 {
+			if v2 {
 				n = 0x3c
 			}
 			t.add(rule{off: o + 2, size: 2, ro: 0xffff})
@@ -275,16 +292,27 @@ func buildTable(t *regTable, cfg *[256]byte, hasIRQ bool) []capInfo {
 			// belong to pciback).
 			t.add(rule{off: o + 4, size: 4, emu: 1 << 28, ro: 0xffffffff})
 			t.set(o+4, 4, 0)
-			// Device control: error reporting, relaxed ordering, extended
-			// tags, no snoop and max read request through; max payload,
-			// phantom functions and aux power read-only; initiate FLR
-			// emulated (ignored, reads 0).
-			t.add(rule{off: o + 8, size: 2, emu: 0x8000, ro: 0x86e0})
-			// Device status: error bits write-1-to-clear.
+			// Device control: emulated; initiate FLR and aux power
+			// read-only.
+			t.add(rule{off: o + 8, size: 2, emu: 0xffff, ro: 0x8400})
+			t.set(o+8, 2, le16(o+8)&^0x8000)
+			// Device status: error bits write-1-to-clear on the host.
 			t.add(rule{off: o + 10, size: 2, ro: 0xfff0, rw1c: 0x000f})
-			// Link and slot registers, and version 2's: read-only.
-			for r := o + 12; r < o+n; r += 4 {
-				t.add(rule{off: r, size: 4, ro: 0xffffffff})
+			t.add(rule{off: o + 12, size: 4, ro: 0xffffffff}) // link capabilities
+			// Link control: emulated.
+			t.add(rule{off: o + 16, size: 2, emu: 0xffff, ro: 0xfc34})
+			t.set(o+16, 2, le16(o+16))
+			t.add(rule{off: o + 18, size: 2, ro: 0xffff}) // link status
+			if v2 {
+				// Device control 2 and link control 2: emulated.
+				t.add(rule{off: o + 0x28, size: 2, emu: 0xffff, ro: 0xffe0})
+				t.set(o+0x28, 2, le16(o+0x28))
+				t.add(rule{off: o + 0x30, size: 2, emu: 0xffff, ro: 0xe040})
+				t.set(o+0x30, 2, le16(o+0x30))
+			}
+			// Slot and root registers, the rest of version 2's: read-only.
+			for r := o + 20; r < o+n; r += 2 {
+				t.add(rule{off: r, size: 2, ro: 0xffff})
 			}
 		case capVendor:
 			n := int(cfg[o+2])
