@@ -84,6 +84,7 @@ func fuzzHost(permissive bool) (*HostDevice, *memConfig) {
 	m.allow(0x6a, 2, 0x000f) // PCIe device status, write-1-to-clear
 	m.rw1c[0x6a] = 0x0f
 	if permissive {
+		m.allow(0xcc, 1, 0xf0) // PMCSR reserved bits
 		// Bytes of no capability or header register.
 		covered := func(o int) bool {
 			switch {
