@@ -716,3 +716,44 @@ func TestMSIEnableOrder(t *testing.T) {
 		t.Errorf("host MSI enable at the MSI unbinding: %v, want still on", enabledAtUnbind)
 	}
 }
+
+// TestLateAccessAfterUnplug: a guest access that raced with Unplug (the
+// bus may still complete it on the old handler) reaches neither the host
+// nor the hypervisor.
+func TestLateAccessAfterUnplug(t *testing.T) {
+	h, m := fuzzHost(false)
+	x := newFakeXen()
+	dev, err := New(Config{Dom: 5, Host: h, Xen: x, Slot: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus := devices.NewBus()
+	if err := dev.Plug(bus); err != nil {
+		t.Fatal(err)
+	}
+	c := cfgIO{dev}
+	c.w(0x1c, 4, 0xe0100000)
+	c.w(0x04, 2, 0x0002)
+	var trap devices.Handler
+	for _, r := range bus.MMIO.Ranges() {
+		trap = r.Handler
+	}
+	if trap == nil {
+		t.Fatal("no MSI-X trap registered")
+	}
+	if err := dev.Unplug(); err != nil {
+		t.Fatal(err)
+	}
+	writes, calls := m.writes, x.count()
+	c.w(0x04, 2, 0x0007)
+	c.w(0xd2, 2, 1)
+	trap.Write(devices.Access{Offset: 8, Size: 4}, 0x51)
+	trap.Write(devices.Access{Offset: 12, Size: 4}, 0)
+	if got := c.r(0, 4); got != 0xffffffff {
+		t.Errorf("late read = %#x, want all-ones", got)
+	}
+	if m.writes != writes || x.count() != calls {
+		t.Errorf("late accesses made %d host writes and %d hypercalls", m.writes-writes, x.count()-calls)
+	}
+	x.leftovers(t)
+}

@@ -259,6 +259,9 @@ func (d *Device) Read(a devices.Access) uint64 {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.plugged { // a late access after Unplug
+		return devices.SizeMask(a.Size)
+	}
 	cur := d.scratch[:size]
 	if d.needHost(reg, size) {
 		if _, err := d.cfg.Host.Config.ReadAt(cur, int64(reg)); err != nil {
@@ -307,6 +310,10 @@ func (d *Device) Write(a devices.Access, v uint64) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.plugged { // a late access after Unplug: nothing may reach the host
+		d.droppedWrites.Add(1)
+		return
+	}
 	perm := d.cfg.Permissive
 	var th [8]uint8
 	anyHost, allHost, dropped := false, true, false
@@ -349,7 +356,7 @@ func (d *Device) Write(a devices.Access, v uint64) {
 	// Mappings and interrupts follow first, so that (as in QEMU) an
 	// MSI or MSI-X enable reaches the device only once its vectors are
 	// routed, and a disable only after they are torn down.
-	if hooks != hookNone && d.plugged {
+	if hooks != hookNone {
 		d.apply(hooks)
 	}
 	if anyHost {

@@ -284,8 +284,8 @@ func (t *msixTrap) Read(a devices.Access) uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	m := d.msix
-	if m == nil {
-		return 0
+	if m == nil || !d.plugged {
+		return devices.SizeMask(a.Size)
 	}
 	var v uint64
 	for k := int64(0); k < int64(a.Size)/4; k++ {
@@ -309,7 +309,8 @@ func (t *msixTrap) Write(a devices.Access, v uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	m := d.msix
-	if m == nil {
+	if m == nil || !d.plugged { // a late access after Unplug
+		d.droppedWrites.Add(1)
 		return
 	}
 	for k := int64(0); k < int64(a.Size)/4; k++ {
