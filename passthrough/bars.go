@@ -259,6 +259,7 @@ func (d *Device) mapBAR(i int, maps []Mapping, traps []trapRange) {
 	b := &d.bars[i]
 	dom := d.cfg.Dom
 	for _, m := range maps {
+		d.warnOverlap(i, m)
 		var err error
 		if m.IO {
 			err = d.cfg.Xen.IoportMapping(dom, uint32(m.Guest), uint32(m.Host), uint32(m.Nr), true)
@@ -281,6 +282,26 @@ func (d *Device) mapBAR(i int, maps []Mapping, traps []trapRange) {
 			continue
 		}
 		b.traps = append(b.traps, tr)
+	}
+}
+
+// warnOverlap logs a mapping that hides an emulated device's range
+// (QEMU's xen_pt_region_update warns the same way): Xen's p2m entry wins,
+// so the emulated device becomes unreachable there.
+func (d *Device) warnOverlap(i int, m Mapping) {
+	if d.bus == nil {
+		return
+	}
+	sp, first, last := d.bus.MMIO, m.Guest*pageSize, (m.Guest+m.Nr)*pageSize-1
+	if m.IO {
+		sp, first, last = d.bus.PIO, m.Guest, m.Guest+m.Nr-1
+	}
+	for _, r := range sp.Ranges() {
+		if r.Base <= last && first <= r.Base+r.Size-1 {
+			d.cfg.Log.Warn("passthrough: BAR placed over an emulated device's range, which it hides",
+				"host", d.cfg.Host.Addr, "bar", i, "guest", first, "emulated", r.Base, "size", r.Size)
+			return
+		}
 	}
 }
 

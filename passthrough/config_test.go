@@ -2,7 +2,9 @@ package passthrough
 
 import (
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 
 	"godm/devices"
@@ -756,4 +758,33 @@ func TestLateAccessAfterUnplug(t *testing.T) {
 		t.Errorf("late accesses made %d host writes and %d hypercalls", m.writes-writes, x.count()-calls)
 	}
 	x.leftovers(t)
+}
+
+// TestOverlapWarning: a BAR placed over an emulated device's range is
+// mapped (the guest asked for it) with a warning.
+func TestOverlapWarning(t *testing.T) {
+	h := openHost(t, synthetic())
+	var log strings.Builder
+	x := newFakeXen()
+	dev, err := New(Config{Dom: 5, Host: h, Xen: x, Slot: 4, Log: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus := devices.NewBus()
+	if err := bus.MMIO.Register(0xe0001000, 0x100, romHandler{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Plug(bus); err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Unplug()
+	c := cfgIO{dev}
+	c.w(0x10, 4, 0xe0000000)
+	c.w(0x04, 2, 0x0002)
+	if !strings.Contains(log.String(), "hides") {
+		t.Errorf("no overlap warning; log: %q", log.String())
+	}
+	if got := dev.Mappings(); len(got) != 1 {
+		t.Errorf("Mappings = %+v", got)
+	}
 }
