@@ -134,3 +134,22 @@ func TestRunCancelled(t *testing.T) {
 		t.Errorf("Run on a cancelled context = %v, want context.Canceled", err)
 	}
 }
+
+// TestBurstOrdering runs more bursts than the smoke run: each burst's final
+// read must see the burst's last buffered write, for every design (the
+// classic loop once answered before draining the ring).
+func TestBurstOrdering(t *testing.T) {
+	const bursts = 1000
+	for _, s := range Scenarios() {
+		if !strings.HasPrefix(s.Name, "burst/") {
+			continue
+		}
+		r, err := s.Run(bursts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Ops != bursts || r.Requests != bursts*(burstWrites+1) || len(r.Samples) != bursts {
+			t.Errorf("%s: ops %d requests %d samples %d", s.Name, r.Ops, r.Requests, len(r.Samples))
+		}
+	}
+}
