@@ -215,3 +215,18 @@ func TestMemConfigChecker(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigAccessNoAllocSysfs: the same through a real file (the sysfs
+// config file's pread/pwrite path).
+func TestConfigAccessNoAllocSysfs(t *testing.T) {
+	dev, _, _, _ := plugged(t, synthetic(), false)
+	c := cfgIO{dev}
+	for name, fn := range map[string]func(){
+		"read":  func() { _ = c.r(0, 4) },
+		"write": func() { c.w(0x06, 2, 0x0100) },
+	} {
+		if n := testing.AllocsPerRun(100, fn); n != 0 {
+			t.Errorf("%s: %v allocations", name, n)
+		}
+	}
+}
