@@ -407,14 +407,11 @@ func (f *evtchnFile) ioctl(req uint, arg []byte) (uintptr, error) {
 			return 0, unix.EFAULT
 		}
 		p := binary.NativeEndian.Uint32(arg)
-		if p >= maxPorts {
-			return 0, unix.EINVAL
-		}
 		f.mu.Lock()
 		e := f.ports[p]
 		f.mu.Unlock()
 		if e == nil {
-			return 0, unix.ENOTCONN
+			return 0, unix.ENOTCONN // find_evtchn found nothing
 		}
 		s.mu.RLock()
 		defer s.mu.RUnlock()
@@ -524,9 +521,9 @@ func (f *evtchnFile) ioctl(req uint, arg []byte) (uintptr, error) {
 		f.restrict = int32(dom)
 		return 0, nil
 	case xenabi.IOCTL_EVTCHN_BIND_VIRQ:
-		return 0, unix.ENOSYS // TODO: VIRQs are not simulated
+		return 0, unix.ENOSYS // VIRQs are not simulated
 	}
-	return 0, unix.ENOTTY
+	return 0, unix.ENOSYS // what Linux's evtchn answers unknown requests
 }
 
 // AllocUnboundPort allocates a port of the guest that domain remote may
