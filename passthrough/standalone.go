@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 
 	"godm/devices"
@@ -29,18 +30,27 @@ type XenstoreReader interface {
 	Read(ctx context.Context, path string) ([]byte, error)
 }
 
-// XenstoreAssignments reads the assignments libxl records when it grants
-// a domain a function (I/O memory, ports and IRQ permissions, then the
-// pciback backend): /local/domain/0/backend/pci/<dom>/0/dev-<n> holds
-// each assigned function as "SSSS:BB:DD.F" (tools/libs/light/libxl_pci.c).
+// XenstoreAssignments reads the assignments libxl records in xenstore
+// (tools/libs/light/libxl_pci.c, Xen 4.15 to 4.22): before it asks the
+// device model to add a function it writes the guest's id to
+// /libxl/pci/SSSS-BB-DD-F/domid; after the device model is done it grants
+// the I/O memory, port and IRQ permissions and lists the function under
+// /local/domain/0/backend/pci/<dom>/0/dev-<n> as "SSSS:BB:DD.F". Either
+// record counts.
 type XenstoreAssignments struct{ XS XenstoreReader }
 
 // Assigned implements Assignments.
 func (a XenstoreAssignments) Assigned(ctx context.Context, dom hyp.DomID, host devices.SBDF) error {
+	info := fmt.Sprintf("/libxl/pci/%04x-%02x-%02x-%01x/domid", host.Seg(), host.Bus(), host.Dev(), host.Fn())
+	if v, err := a.XS.Read(ctx, info); err == nil {
+		if id, err := strconv.ParseUint(strings.TrimSpace(string(v)), 10, 16); err == nil && hyp.DomID(id) == dom {
+			return nil
+		}
+	}
 	dir := fmt.Sprintf("/local/domain/0/backend/pci/%d/0", dom)
 	names, err := a.XS.Directory(ctx, dir)
 	if err != nil {
-		return fmt.Errorf("passthrough: %v is not assigned to domain %d (reading %s: %v): %w", host, dom, dir, err, ErrNotGranted)
+		names = nil
 	}
 	for _, n := range names {
 		if !strings.HasPrefix(n, "dev-") {
@@ -54,7 +64,8 @@ func (a XenstoreAssignments) Assigned(ctx context.Context, dom hyp.DomID, host d
 			return nil
 		}
 	}
-	return fmt.Errorf("passthrough: %v is not assigned to domain %d (xl pci-attach, or pci=[...] in the guest config): %w", host, dom, ErrNotGranted)
+	return fmt.Errorf("passthrough: %v is not assigned to domain %d (neither %s nor %s names it; "+
+		"assign it with xl pci-attach or pci=[...] in the guest's configuration): %w", host, dom, info, dir, ErrNotGranted)
 }
 
 // StandaloneConfig configures Standalone.

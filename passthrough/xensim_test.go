@@ -371,21 +371,44 @@ func TestStandaloneRefusals(t *testing.T) {
 	}
 }
 
-// fakeXS is a xenstore holding one assignment to domain 99.
+// fakeXS is a xenstore in which libxl assigned 0000:03:00.0 to domain 99
+// (backend entry) and 0000:05:00.0 to domain 98 (info node only, as
+// while the device model is being asked).
 type fakeXS struct{}
 
+var fakeXSData = map[string]string{
+	"/local/domain/0/backend/pci/99/0/num_devs": "1",
+	"/local/domain/0/backend/pci/99/0/dev-0":    "0000:03:00.0",
+	"/libxl/pci/0000-05-00-0/domid":             "98",
+}
+
 func (fakeXS) Directory(_ context.Context, p string) ([]string, error) {
-	if p == "/local/domain/0/backend/pci/99/0" {
-		return []string{"num_devs", "dev-0"}, nil
+	var out []string
+	for k := range fakeXSData {
+		if dir, name, _ := cutLast(k); dir == p {
+			out = append(out, name)
+		}
+	}
+	if out == nil {
+		return nil, errors.New("ENOENT")
+	}
+	return out, nil
+}
+
+func (fakeXS) Read(_ context.Context, p string) ([]byte, error) {
+	if v, ok := fakeXSData[p]; ok {
+		return []byte(v), nil
 	}
 	return nil, errors.New("ENOENT")
 }
 
-func (fakeXS) Read(_ context.Context, p string) ([]byte, error) {
-	if p == "/local/domain/0/backend/pci/99/0/dev-0" {
-		return []byte("0000:03:00.0"), nil
+func cutLast(p string) (string, string, bool) {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '/' {
+			return p[:i], p[i+1:], true
+		}
 	}
-	return nil, errors.New("ENOENT")
+	return "", p, false
 }
 
 func TestXenstoreAssignments(t *testing.T) {
@@ -399,6 +422,12 @@ func TestXenstoreAssignments(t *testing.T) {
 	}
 	if err := a.Assigned(ctx, 2, devices.NewSBDF(0, 3, 0, 0)); !errors.Is(err, ErrNotGranted) {
 		t.Errorf("other domain: err = %v", err)
+	}
+	if err := a.Assigned(ctx, 98, devices.NewSBDF(0, 5, 0, 0)); err != nil {
+		t.Errorf("function named by /libxl/pci only: %v", err)
+	}
+	if err := a.Assigned(ctx, 99, devices.NewSBDF(0, 5, 0, 0)); !errors.Is(err, ErrNotGranted) {
+		t.Errorf("function libxl assigns to another domain: err = %v", err)
 	}
 }
 
