@@ -191,21 +191,32 @@ func fmtNS(ns float64) string {
 	return fmt.Sprintf("%.0fns", ns)
 }
 
-// WriteSVG draws the latency distributions of results as a log-scale
-// histogram: one polyline per result, x = latency (log10 ns), y = share of
-// samples per bin.
-func WriteSVG(w io.Writer, results []Result) error {
+// Panel is one histogram of a picture: a title and the results drawn in it.
+type Panel struct {
+	Title   string
+	Results []Result
+}
+
+// WriteSVG draws the latency distributions of the panels' results as
+// log-scale histograms, one panel above the other on a shared x axis: one
+// polyline per result, x = latency (log10 ns), y = share of the result's
+// samples per bin (each panel scaled to its highest bin).
+func WriteSVG(w io.Writer, panels ...Panel) error {
 	const (
-		width, height = 1000, 440
-		left, right   = 60, 300
-		top, bottom   = 20, 50
-		bins          = 60
+		width       = 1000
+		panelHeight = 300
+		left, right = 60, 320
+		top, gap    = 30, 40
+		bottom      = 50
+		bins        = 60
 	)
 	lo, hi := math.Inf(1), math.Inf(-1)
-	for _, r := range results {
-		for _, d := range r.Samples {
-			v := math.Log10(math.Max(float64(d.Nanoseconds()), 1))
-			lo, hi = math.Min(lo, v), math.Max(hi, v)
+	for _, p := range panels {
+		for _, r := range p.Results {
+			for _, d := range r.Samples {
+				v := math.Log10(math.Max(float64(d.Nanoseconds()), 1))
+				lo, hi = math.Min(lo, v), math.Max(hi, v)
+			}
 		}
 	}
 	if math.IsInf(lo, 0) {
@@ -215,54 +226,58 @@ func WriteSVG(w io.Writer, results []Result) error {
 	if hi <= lo {
 		hi = lo + 1
 	}
-	hists := make([][]float64, len(results))
-	maxY := 0.0
-	for i, r := range results {
-		h := make([]float64, bins)
-		for _, d := range r.Samples {
-			v := math.Log10(math.Max(float64(d.Nanoseconds()), 1))
-			b := int((v - lo) / (hi - lo) * bins)
-			b = min(max(b, 0), bins-1)
-			h[b]++
-		}
-		for b := range h {
-			if n := len(r.Samples); n > 0 {
-				h[b] /= float64(n)
-			}
-			maxY = math.Max(maxY, h[b])
-		}
-		hists[i] = h
-	}
-	if maxY == 0 {
-		maxY = 1
-	}
-	pw, ph := float64(width-left-right), float64(height-top-bottom)
+	height := top + len(panels)*(panelHeight+gap) - gap + bottom
+	pw := float64(width - left - right)
 	var sb strings.Builder
 	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", width, height)
 	fmt.Fprintf(&sb, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&sb, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", left, height-bottom, width-right, height-bottom)
-	fmt.Fprintf(&sb, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", left, top, left, height-bottom)
-	for d := lo; d <= hi; d++ {
-		x := float64(left) + (d-lo)/(hi-lo)*pw
-		fmt.Fprintf(&sb, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ccc"/>`+"\n", x, top, x, height-bottom)
-		fmt.Fprintf(&sb, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x, height-bottom+18, fmtDecade(d))
-	}
-	fmt.Fprintf(&sb, `<text x="%d" y="%d" text-anchor="middle">latency per operation (log scale)</text>`+"\n", left+int(pw/2), height-10)
-	fmt.Fprintf(&sb, `<text x="%d" y="%d" text-anchor="middle" transform="rotate(-90 %d %d)">share of samples per bin</text>`+"\n",
-		16, top+int(ph/2), 16, top+int(ph/2))
 	colors := []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"}
-	for i, h := range hists {
-		c := colors[i%len(colors)]
-		var pts strings.Builder
-		for b, y := range h {
-			x := float64(left) + (float64(b)+0.5)/bins*pw
-			fmt.Fprintf(&pts, "%.1f,%.1f ", x, float64(height-bottom)-y/maxY*ph)
+	for pi, p := range panels {
+		y0 := top + pi*(panelHeight+gap) // top of the plot area
+		y1 := y0 + panelHeight           // its x axis
+		hists := make([][]float64, len(p.Results))
+		maxY := 0.0
+		for i, r := range p.Results {
+			h := make([]float64, bins)
+			for _, d := range r.Samples {
+				v := math.Log10(math.Max(float64(d.Nanoseconds()), 1))
+				h[min(max(int((v-lo)/(hi-lo)*bins), 0), bins-1)]++
+			}
+			for b := range h {
+				if n := len(r.Samples); n > 0 {
+					h[b] /= float64(n)
+				}
+				maxY = math.Max(maxY, h[b])
+			}
+			hists[i] = h
 		}
-		fmt.Fprintf(&sb, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", c, strings.TrimSpace(pts.String()))
-		fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/>`+"\n", width-right+10, top+18*i, c)
-		fmt.Fprintf(&sb, `<text x="%d" y="%d">%s (median %s)</text>`+"\n", width-right+28, top+18*i+11,
-			xmlEscape(results[i].Name), fmtNS(float64(results[i].Summarize().Median.Nanoseconds())))
+		if maxY == 0 {
+			maxY = 1
+		}
+		fmt.Fprintf(&sb, `<text x="%d" y="%d" font-weight="bold">%s</text>`+"\n", left, y0-8, xmlEscape(p.Title))
+		fmt.Fprintf(&sb, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", left, y1, width-right, y1)
+		fmt.Fprintf(&sb, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", left, y0, left, y1)
+		for d := lo; d <= hi; d++ {
+			x := float64(left) + (d-lo)/(hi-lo)*pw
+			fmt.Fprintf(&sb, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ccc"/>`+"\n", x, y0, x, y1)
+			fmt.Fprintf(&sb, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x, y1+16, fmtDecade(d))
+		}
+		fmt.Fprintf(&sb, `<text x="%d" y="%d" text-anchor="middle" transform="rotate(-90 %d %d)">share of samples</text>`+"\n",
+			20, y0+panelHeight/2, 20, y0+panelHeight/2)
+		for i, h := range hists {
+			c := colors[i%len(colors)]
+			var pts strings.Builder
+			for b, y := range h {
+				x := float64(left) + (float64(b)+0.5)/bins*pw
+				fmt.Fprintf(&pts, "%.1f,%.1f ", x, float64(y1)-y/maxY*panelHeight)
+			}
+			fmt.Fprintf(&sb, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", c, strings.TrimSpace(pts.String()))
+			fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/>`+"\n", width-right+10, y0+18*i, c)
+			fmt.Fprintf(&sb, `<text x="%d" y="%d">%s (median %s)</text>`+"\n", width-right+28, y0+18*i+11,
+				xmlEscape(p.Results[i].Name), fmtNS(float64(p.Results[i].Summarize().Median.Nanoseconds())))
+		}
 	}
+	fmt.Fprintf(&sb, `<text x="%d" y="%d" text-anchor="middle">latency per operation (log scale)</text>`+"\n", left+int(pw/2), height-12)
 	sb.WriteString("</svg>\n")
 	_, err := io.WriteString(w, sb.String())
 	return err

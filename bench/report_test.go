@@ -36,7 +36,7 @@ func TestReport(t *testing.T) {
 		t.Errorf("JSON round trip: %v %+v", err, back)
 	}
 	var sb bytes.Buffer
-	if err := WriteSVG(&sb, []Result{floor, godm}); err != nil {
+	if err := WriteSVG(&sb, Panel{Title: "p", Results: []Result{floor, godm}}); err != nil {
 		t.Fatal(err)
 	}
 	if s := sb.String(); !strings.HasPrefix(s, "<svg") || strings.Count(s, "<polyline") != 2 || !strings.Contains(s, "godm/pio") {

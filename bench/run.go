@@ -6,6 +6,7 @@ import (
 	"io"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -60,9 +61,9 @@ func (o Options) Selected() []*Scenario {
 
 // Run measures the selected scenarios: every trial runs each of them once,
 // in order, so that the baselines and the scenarios compared with them see
-// the same machine conditions. It returns the report and the merged
-// results (for WriteSVG).
-func Run(ctx context.Context, o Options) (*Report, []Result, error) {
+// the same machine conditions. It returns the report and the latency
+// histograms to draw (for WriteSVG).
+func Run(ctx context.Context, o Options) (*Report, []Panel, error) {
 	trials := o.Trials
 	if trials <= 0 {
 		trials = DefaultTrials
@@ -124,13 +125,19 @@ func Run(ctx context.Context, o Options) (*Report, []Result, error) {
 		rep.Rows = append(rep.Rows, row)
 	}
 	rep.Targets = targets(rep)
-	var plot []Result
+	var panels []Panel
 	for i, s := range sel {
-		if s.Plot {
-			plot = append(plot, merged[i])
+		if s.Plot == "" {
+			continue
 		}
+		j := slices.IndexFunc(panels, func(p Panel) bool { return p.Title == s.Plot })
+		if j < 0 {
+			panels = append(panels, Panel{Title: s.Plot})
+			j = len(panels) - 1
+		}
+		panels[j].Results = append(panels[j].Results, merged[i])
 	}
-	return rep, plot, nil
+	return rep, panels, nil
 }
 
 // Run measures one trial of n operations.

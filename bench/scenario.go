@@ -40,8 +40,9 @@ type Scenario struct {
 	// (Floor, Sim) and throughput (Classic) are compared with (empty:
 	// none).
 	Floor, Classic, Sim string
-	// Plot puts the scenario's latency histogram in the picture.
-	Plot bool
+	// Plot names the panel of the picture the scenario's latency
+	// histogram is drawn in (empty: not drawn).
+	Plot string
 
 	vcpus    int
 	design   design
@@ -54,10 +55,12 @@ type Scenario struct {
 	probe func(n int) (Result, error)
 }
 
-// design names used in scenario names.
+// Modes used in scenario names, and the picture's panels.
 const (
-	modePoll  = "poll"
-	modeBlock = "block"
+	modePoll   = "poll"
+	modeBlock  = "block"
+	panelPoll  = "polled: one vCPU's UART read against the cache-line floor"
+	panelBlock = "blocking: one vCPU's UART read against the eventfd floor"
 )
 
 // Scenarios returns every scenario in the order they run within a trial.
@@ -66,9 +69,9 @@ func Scenarios() []*Scenario {
 	add := func(x *Scenario) { s = append(s, x) }
 
 	// Physical limits.
-	add(&Scenario{Name: "floor/cache-line", Doc: "two threads ping-pong one cache line", Ops: 200000, ShortOps: 2000, Plot: true,
+	add(&Scenario{Name: "floor/cache-line", Doc: "two threads ping-pong one cache line", Ops: 200000, ShortOps: 2000, Plot: panelPoll,
 		probe: func(n int) (Result, error) { return CacheLineFloor(n), nil }})
-	add(&Scenario{Name: "floor/eventfd", Doc: "two threads ping-pong through eventfds", Ops: 40000, ShortOps: 500, Plot: true,
+	add(&Scenario{Name: "floor/eventfd", Doc: "two threads ping-pong through eventfds", Ops: 40000, ShortOps: 500, Plot: panelBlock,
 		probe: EventfdFloor})
 
 	// Bus dispatch, host side: lookup and handler call, no Xen.
@@ -94,9 +97,9 @@ func Scenarios() []*Scenario {
 	add(&Scenario{Name: "sim/unclaimed", Doc: "IN of a port no server claims (routing, null handler)", Ops: 100000, ShortOps: 500,
 		vcpus: 1, design: noServer, perOp: 1, op: opUnclaimed})
 	add(&Scenario{Name: "sim/pio/poll/null", Doc: "IN answered at once by a spinning responder, no dispatch", Ops: 50000, ShortOps: 300,
-		Plot: true, vcpus: 1, design: nullPoll, vcpuSpin: vcpuSpin, perOp: 1, op: opPIO, Floor: "floor/cache-line"})
+		Plot: panelPoll, vcpus: 1, design: nullPoll, vcpuSpin: vcpuSpin, perOp: 1, op: opPIO, Floor: "floor/cache-line"})
 	add(&Scenario{Name: "sim/pio/block/null", Doc: "IN answered at once by a blocking responder, no dispatch", Ops: 20000, ShortOps: 200,
-		Plot: true, vcpus: 1, design: nullBlock, perOp: 1, op: opPIO, Floor: "floor/eventfd"})
+		Plot: panelBlock, vcpus: 1, design: nullBlock, perOp: 1, op: opPIO, Floor: "floor/eventfd"})
 
 	// Single-vCPU round trips, polled (vCPU and godm spin) and blocking
 	// (both sleep between requests, as Xen's vCPUs do).
@@ -117,14 +120,17 @@ func Scenarios() []*Scenario {
 				spin, gd, floor, ops = 0, godmBlock, "floor/eventfd", w.ops/2
 			}
 			base := "rt/" + w.name + "/" + m + "/"
-			sim := ""
+			sim, plot := "", ""
 			if w.name == "pio" {
-				sim = "sim/pio/" + m + "/null"
+				sim, plot = "sim/pio/"+m+"/null", panelPoll
+				if m == modeBlock {
+					plot = panelBlock
+				}
 			}
 			add(&Scenario{Name: base + "godm", Doc: w.doc, Ops: ops, ShortOps: 200, Floor: floor, Classic: base + "classic",
-				Sim: sim, Plot: w.name == "pio", vcpus: 1, design: gd, vcpuSpin: spin, perOp: 1, op: w.op})
+				Sim: sim, Plot: plot, vcpus: 1, design: gd, vcpuSpin: spin, perOp: 1, op: w.op})
 			add(&Scenario{Name: base + "classic", Doc: w.doc + " (classic loop)", Ops: ops, ShortOps: 200, Floor: floor,
-				Sim: sim, Plot: w.name == "pio", vcpus: 1, design: classic, vcpuSpin: spin, perOp: 1, op: w.op})
+				Sim: sim, Plot: plot, vcpus: 1, design: classic, vcpuSpin: spin, perOp: 1, op: w.op})
 		}
 	}
 

@@ -72,11 +72,20 @@ func TestShortRun(t *testing.T) {
 		t.Errorf("JSON round trip: %v, %d rows, short %v", err, len(back.Rows), back.Short)
 	}
 	var svg bytes.Buffer
-	if err := WriteSVG(&svg, plot); err != nil {
+	if err := WriteSVG(&svg, plot...); err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Count(svg.String(), "<polyline"); got != len(plot) || got < 4 {
-		t.Errorf("SVG has %d curves for %d plotted scenarios", got, len(plot))
+	curves := 0
+	for _, p := range plot {
+		curves += len(p.Results)
+	}
+	if got := strings.Count(svg.String(), "<polyline"); len(plot) != 2 || got != curves || got != 8 {
+		t.Errorf("SVG has %d curves for %d plotted scenarios in %d panels, want 8 in 2", got, curves, len(plot))
+	}
+	for _, want := range []string{panelPoll, panelBlock, "rt/pio/block/classic (median"} {
+		if !strings.Contains(svg.String(), want) {
+			t.Errorf("SVG lacks %q", want)
+		}
 	}
 }
 

@@ -72,7 +72,7 @@ func cmdBench(ctx context.Context, args []string, out, w io.Writer) error {
 		}
 	}
 	if *svgFile != "" {
-		if err := writeFile(*svgFile, func(f io.Writer) error { return bench.WriteSVG(f, plot) }); err != nil {
+		if err := writeFile(*svgFile, func(f io.Writer) error { return bench.WriteSVG(f, plot...) }); err != nil {
 			return err
 		}
 	}
