@@ -38,7 +38,6 @@ import (
 // (QEMU arms a 100 ms timer when the buffered port fires instead of draining
 // at once; the loop drains at once, which favours it.)
 type loop struct {
-	dom     hyp.DomID
 	dmc     *dm.Client
 	id      dm.ServerID
 	exists  bool
@@ -47,7 +46,6 @@ type loop struct {
 	ring    *ioreq.Ring
 	disp    *ioreq.Dispatcher
 	h       *evtchn.Handle
-	bus     *devices.Bus
 	mode    design
 	bufPort evtchn.Port
 	// slotOf maps a local port to its vCPU slot index + 1 (0: none).
@@ -75,7 +73,7 @@ func (l *loop) wake() {
 // newLoop creates, maps, enables and binds an ioreq server for dom with
 // vcpus slots and claims the bus's ranges.
 func newLoop(p *privcmd.Handle, k kernel.Kernel, dom hyp.DomID, vcpus int, bus *devices.Bus, t ioreq.Targets, mode design) (_ *loop, err error) {
-	l := &loop{dom: dom, dmc: dm.New(p, dom), bus: bus, mode: mode, scratch: make([]byte, 4096), stopFd: -1}
+	l := &loop{dmc: dm.New(p, dom), mode: mode, scratch: make([]byte, 4096), stopFd: -1}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, l.close())
