@@ -24,11 +24,11 @@
 //   - A buffered-ring burst: a full ring of writes followed by a read that
 //     Xen's ordering makes wait for the drain.
 //   - Throughput with 1, 2, 4 and 8 vCPUs, each reading its own UART back to
-//     back, against godm polling, godm blocking and the classic loop.
+//     back, polled and blocking, against godm and the classic loop.
 //
 // The classic loop (see loop) is the design QEMU uses — one thread blocked
 // on the event-channel fd, one port per wake-up, unmask, global lock,
-// handle, notify — built from godm's own slots, dispatcher, bus and devices,
+// claim, drain the buffered ring, handle, notify — built from godm's own slots, dispatcher, bus and devices,
 // so that only the design differs.
 //
 // # Method

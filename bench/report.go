@@ -13,11 +13,15 @@ import (
 // Row is one line of a report: a scenario's pooled summary and its ratios
 // against the baselines measured in the same run.
 type Row struct {
-	Name   string `json:"name"`
-	Doc    string `json:"doc,omitempty"`
-	Trials int    `json:"trials"`
+	// Name is the scenario's name and Doc what one operation is.
+	Name string `json:"name"`
+	Doc  string `json:"doc,omitempty"`
+	// Trials is the number of trials pooled.
+	Trials int `json:"trials"`
 	// Ops is the number of operations measured over all trials.
-	Ops      int     `json:"ops"`
+	Ops int `json:"ops"`
+	// MedianNS, P99NS and P999NS are latency percentiles of one
+	// operation, in nanoseconds, over the pooled samples.
 	MedianNS float64 `json:"median_ns"`
 	P99NS    float64 `json:"p99_ns"`
 	P999NS   float64 `json:"p999_ns"`
@@ -48,24 +52,34 @@ type Row struct {
 
 // Target is one of the goals the report tracks (not a gate).
 type Target struct {
-	Goal  string  `json:"goal"`
-	Row   string  `json:"row"`
+	// Goal states the target.
+	Goal string `json:"goal"`
+	// Row names the row it is evaluated on.
+	Row string `json:"row"`
+	// Value is the measured figure, in Unit ("x" for ratios).
 	Value float64 `json:"value"`
 	Unit  string  `json:"unit"`
-	Met   bool    `json:"met"`
+	// Met says whether the goal was reached in this run.
+	Met bool `json:"met"`
 }
 
 // Report is a set of rows measured in one run.
 type Report struct {
+	// When the run ended, and on what machine.
 	When    time.Time `json:"when"`
 	Machine string    `json:"machine"`
-	Command string    `json:"command,omitempty"`
+	// Command is the command line that produced the report, if known.
+	Command string `json:"command,omitempty"`
 	// Revision is the VCS revision of the binary that measured, if known.
-	Revision string   `json:"revision,omitempty"`
-	Trials   int      `json:"trials"`
-	Short    bool     `json:"short,omitempty"`
-	Rows     []Row    `json:"rows"`
-	Targets  []Target `json:"targets,omitempty"`
+	Revision string `json:"revision,omitempty"`
+	// Trials is the number of trials per scenario; Short says the
+	// CI-sized counts were used.
+	Trials int  `json:"trials"`
+	Short  bool `json:"short,omitempty"`
+	// Rows holds one row per scenario, in run order, and Targets the
+	// goals evaluated on them.
+	Rows    []Row    `json:"rows"`
+	Targets []Target `json:"targets,omitempty"`
 }
 
 // RowOf summarises r, comparing its median with floor's and its request
