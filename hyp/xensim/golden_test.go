@@ -88,6 +88,12 @@ func replayDMOp(t *testing.T, pc kernel.File, e *golden.Event) error {
 // it reaches, patching the pointer fields with the new addresses, and
 // issues it. It returns the ioctl result and the rebuilt buffers.
 func replayIoctl(t *testing.T, f kernel.File, e *golden.Event) (uintptr, []byte, [][]byte, error) {
+	return replayIoctlAt(t, f, e, nil)
+}
+
+// replayIoctlAt is replayIoctl with pointers into a device mapping
+// ("mmap" region) aimed at mapping.
+func replayIoctlAt(t *testing.T, f kernel.File, e *golden.Event, mapping []byte) (uintptr, []byte, [][]byte, error) {
 	t.Helper()
 	bufs := make([][]byte, len(e.Buffers))
 	for i, b := range e.Buffers {
@@ -97,7 +103,10 @@ func replayIoctl(t *testing.T, f kernel.File, e *golden.Event) (uintptr, []byte,
 	arg := append([]byte(nil), e.Arg.Bytes()...)
 	patch := func(dst []byte, b *golden.Buffer) {
 		for _, p := range b.Ptrs {
-			if p.Buf >= 0 && p.Buf < len(bufs) {
+			switch {
+			case p.Region == golden.RegionMmap && mapping != nil:
+				le.PutUint64(dst[p.Off:], addr(mapping))
+			case p.Buf >= 0 && p.Buf < len(bufs):
 				le.PutUint64(dst[p.Off:], addr(bufs[p.Buf][:cap(bufs[p.Buf])]))
 			}
 		}
@@ -203,3 +212,49 @@ func TestGoldenEvtchn(t *testing.T) {
 }
 
 func bytesEqual(a, b []byte) bool { return string(a) == string(b) }
+
+// TestGoldenForeignMemory replays libxenforeignmemory's mappings: the
+// mmap of privcmd, then MMAPBATCH_V2 or MMAP_RESOURCE into it.
+func TestGoldenForeignMemory(t *testing.T) {
+	cases := []struct {
+		name string
+		want unix.Errno
+		errs []int32 // per-page errors of a batch
+	}{
+		// gfn 0xdead is a hole: -EINVAL for that page, as the fixture.
+		{"fmem_map", 0, []int32{0, -int32(unix.EINVAL), 0}},
+		// 0xfeff0 is a hole too (no ioreq page mapped the legacy way).
+		{"fmem_map_ro", 0, []int32{-int32(unix.EINVAL)}},
+		// Frames ioreq(0) and ioreq(1): with <= 128 vCPUs Xen has only
+		// frames 0 and 1, so the range is refused.
+		{"fmem_map_resource", unix.EINVAL, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s, _ := newSim(t, Config{}, DomainConfig{ID: 7, VCPUs: 1, RAM: []Region{{0, 0x200000}}})
+			pc := mustOpen(t, s.Kernel(0), kernel.Privcmd, 0)
+			for i := 0; i < 2; i++ {
+				createServer(t, pc, 7, xenabi.HVM_IOREQSRV_BUFIOREQ_ATOMIC)
+			}
+			f := golden.Load(t, c.name)
+			mm := f.Find("mmap")[0]
+			mapping, err := pc.Mmap(mm.Offset, int(mm.Length), int(mm.Prot))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := f.Find("ioctl")[0]
+			_, _, bufs, err := replayIoctlAt(t, pc, e, mapping)
+			if !isErrno(err, c.want) {
+				t.Fatalf("%s: %v, want %v", f.Call, err, c.want)
+			}
+			if c.errs != nil {
+				errs := bufs[1]
+				for i, w := range c.errs {
+					if got := int32(le.Uint32(errs[4*i:])); got != w {
+						t.Errorf("%s: page %d error %d, want %d (fixture result %q)", f.Call, i, got, w, f.Result)
+					}
+				}
+			}
+		})
+	}
+}
