@@ -85,11 +85,20 @@ type StandaloneConfig struct {
 	HostOptions HostOptions
 	// Assignments, if set, is checked before anything is mapped.
 	Assignments Assignments
+	// Grant does the toolstack's part itself (Grant): permissions and
+	// IOMMU assignment, undone on exit. For a host without a toolstack
+	// that assigns the function (no QMP-capable device model yet).
+	Grant bool
+	// GrantFlags are the assign_device flags (0, or domctl.RDMRelaxed).
+	GrantFlags uint32
 	// Log receives control-path messages; nil discards them.
 	Log *slog.Logger
 	// Ready, if set, is called with the device once it is plugged and
 	// the ioreq server runs.
 	Ready func(*Device)
+
+	// toolstack, if set, wraps the Toolstack Grant uses (tests).
+	toolstack func(Toolstack) Toolstack
 }
 
 // Standalone passes one host function through to a domain with an ioreq
@@ -122,6 +131,18 @@ func Standalone(ctx context.Context, k kernel.Kernel, cfg StandaloneConfig) (err
 	if err != nil {
 		return fmt.Errorf("passthrough: %w", err)
 	}
+	x := NewXen(c, dc)
+	if cfg.Grant {
+		var ts Toolstack = dc
+		if cfg.toolstack != nil {
+			ts = cfg.toolstack(ts)
+		}
+		revoke, err := Grant(ts, x, cfg.Dom, host, cfg.GrantFlags)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, revoke()) }()
+	}
 	if !cfg.MSIXAllWrites {
 		all, err := DetectMSIXAllWrites(p)
 		if err != nil {
@@ -129,7 +150,7 @@ func Standalone(ctx context.Context, k kernel.Kernel, cfg StandaloneConfig) (err
 		}
 		cfg.MSIXAllWrites = all
 	}
-	dev, err := New(Config{Dom: cfg.Dom, Host: host, Xen: NewXen(c, dc), Slot: cfg.Slot,
+	dev, err := New(Config{Dom: cfg.Dom, Host: host, Xen: x, Slot: cfg.Slot,
 		Permissive: cfg.Permissive, MSIXAllWrites: cfg.MSIXAllWrites, Log: log})
 	if err != nil {
 		return err

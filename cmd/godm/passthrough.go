@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"godm/hyp"
+	"godm/hyp/domctl"
 	"godm/hyp/kernel"
 	"godm/hyp/xenstore"
 	"godm/passthrough"
@@ -28,6 +29,8 @@ func cmdPassthrough(ctx context.Context, args []string, out, w io.Writer) error 
 	sysfs := fs.String("sysfs", "/sys", "sysfs mount point")
 	stubs := fs.String("stub-driver", passthrough.DefaultStubDriver, "comma-separated drivers a passed-through function may be bound to")
 	noCheck := fs.Bool("no-assign-check", false, "do not check in xenstore that the toolstack assigned the function to the domain")
+	grant := fs.Bool("grant", false, "do the toolstack's part too: grant the function's memory, ports and IRQ and assign it in the IOMMU (undone on exit); implies -no-assign-check")
+	rdmRelaxed := fs.Bool("rdm-relaxed", false, "with -grant: assign even if the function's reserved device memory conflicts (XEN_DOMCTL_DEV_RDM_RELAXED)")
 	devDir := fs.String("xen-dev", kernel.DefaultDevDir, "directory of the Xen device files")
 	verbose := fs.Bool("v", false, "log to stderr")
 	if err := fs.Parse(args); err != nil {
@@ -58,12 +61,16 @@ func cmdPassthrough(ctx context.Context, args []string, out, w io.Writer) error 
 	cfg := passthrough.StandaloneConfig{
 		Dom: hyp.DomID(*domid), Host: addr, Slot: uint8(s), Permissive: *permissive, MSIXAllWrites: *msixAll,
 		HostOptions: passthrough.HostOptions{SysfsRoot: *sysfs, StubDrivers: strings.Split(*stubs, ",")},
+		Grant:       *grant,
 		Log:         log,
 		Ready: func(d *passthrough.Device) {
 			fmt.Fprintf(out, "godm: %v passed through to %v as %v\n", addr, hyp.DomID(*domid), d.SBDF())
 		},
 	}
-	if !*noCheck {
+	if *rdmRelaxed {
+		cfg.GrantFlags = domctl.RDMRelaxed
+	}
+	if !*noCheck && !*grant {
 		xs, err := xenstore.Open(ctx, xenstore.Config{Getenv: os.Getenv, Kernel: host})
 		if err != nil {
 			return fmt.Errorf("passthrough: xenstore (for the assignment check; -no-assign-check skips it): %w", err)
