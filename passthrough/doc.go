@@ -15,7 +15,9 @@
 // and refuses one that does not exist, is not bound to pciback (or the
 // configured stub driver) or is a bridge. Assignments (for instance
 // XenstoreAssignments) refuses a function the toolstack did not assign to
-// the domain, before anything is mapped.
+// the domain, before anything is mapped. Where no toolstack does its part
+// (permissions for the function's memory, ports and IRQ, and the IOMMU
+// assignment), Grant does it and returns its undo.
 //
 // # Configuration space
 //
@@ -39,13 +41,17 @@
 // # Modes
 //
 // Standalone runs an ioreq server of its own for one function (godm
-// passthrough). Inside the full device model, a Device is plugged into
-// the machine's devices.Bus (Plug) and removed (Unplug) at run time.
+// passthrough). Inside the full device model, a Manager adds
+// xen-pci-passthrough devices (DeviceSpec, from QMP device_add arguments
+// or a -device string) to the machine's devices.Bus and removes them at
+// run time; a Device can also be plugged (Plug) and removed (Unplug)
+// directly.
 //
 // # Lifecycle and threading
 //
 // New builds a Device from an open HostDevice; Plug registers it; Unplug
 // tears it down (idempotent); the HostDevice is closed by its opener.
+// After Unplug, accesses still in flight are dropped (reads all-ones).
 // A Device is safe for concurrent use: configuration accesses and MSI-X
 // table accesses take its one mutex, which is also held while it issues
 // the hypercalls a write causes. Configuration reads and writes that
