@@ -100,7 +100,13 @@ func setState(pc kernel.File, dom uint16, id uint16, on bool) error {
 // newFakeDM sets up a server on d with bufMode and starts its loop.
 func newFakeDM(t testing.TB, s *Sim, d *Domain, bufMode uint8, handle func(reqView) uint64) *fakeDM {
 	t.Helper()
-	k := s.Kernel(0)
+	return newFakeDMIn(t, s, 0, d, bufMode, handle)
+}
+
+// newFakeDMIn is newFakeDM for a device model running in domain dmDom.
+func newFakeDMIn(t testing.TB, s *Sim, dmDom hyp.DomID, d *Domain, bufMode uint8, handle func(reqView) uint64) *fakeDM {
+	t.Helper()
+	k := s.Kernel(dmDom)
 	dm := &fakeDM{t: t, s: s, d: d, handle: handle, done: make(chan struct{}), bufCh: make(chan struct{}, 1)}
 	dm.pc = mustOpen(t, k, kernel.Privcmd, 0)
 	dm.ev = mustOpen(t, k, kernel.Evtchn, 0)

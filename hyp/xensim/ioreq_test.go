@@ -292,3 +292,31 @@ func TestEnableBeforeMapping(t *testing.T) {
 		t.Error("vp_eport still 0 after re-enabling")
 	}
 }
+
+// TestStubDomainDM runs the device model in a stub domain: it may drive
+// its guest (DeviceModel), owns the server, and binds the ports from its
+// own event-channel table; dom0 may not touch the stub's server.
+func TestStubDomainDM(t *testing.T) {
+	s, d := newSim(t, Config{}, stdDomain())
+	stub, err := s.CreateDomain(DomainConfig{VCPUs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.SetDeviceModel(stub.ID())
+	dm := newFakeDMIn(t, s, stub.ID(), d, xenabi.HVM_IOREQSRV_BUFIOREQ_ATOMIC, func(reqView) uint64 { return 0x5a })
+	dom := uint16(d.ID())
+	if err := rangeOp(dm.pc, dom, xenabi.XEN_DMOP_map_io_range_to_ioreq_server, dm.id, xenabi.XEN_DMOP_IO_RANGE_PORT, 0x70, 0x71); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.VCPU(0).In(0x71, 1); err != nil || got != 0x5a {
+		t.Errorf("In through the stub DM = %#x, %v", got, err)
+	}
+	pc0 := mustOpen(t, s.Kernel(0), kernel.Privcmd, 0)
+	if err := setState(pc0, dom, dm.id, false); !isErrno(err, unix.EPERM) {
+		t.Errorf("dom0 disabling the stub's server: %v, want EPERM", err)
+	}
+	region, _ := pc0.Mmap(0, pageSize, unix.PROT_READ)
+	if _, err := rawMmapResource(pc0, dom, 0, uint32(dm.id), 1, 1, region); !isErrno(err, unix.EPERM) {
+		t.Errorf("dom0 mapping the stub's ioreq page: %v, want EPERM", err)
+	}
+}
