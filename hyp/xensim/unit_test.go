@@ -168,3 +168,24 @@ func TestVCPUBusyAndSizes(t *testing.T) {
 		t.Errorf("zero-count rep: %v", err)
 	}
 }
+
+func TestRAMFile(t *testing.T) {
+	_, d := newSim(t, Config{}, stdDomain())
+	d.WriteRAM(0x100010, []byte("shared"))
+	f, regs, err := d.RAMFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if len(regs) != 2 || regs[1].GPA != 0x100000 || regs[1].Offset != 0xa0000 {
+		t.Fatalf("regions %+v", regs)
+	}
+	b := make([]byte, 6)
+	if _, err := f.ReadAt(b, regs[1].Offset+0x10); err != nil || string(b) != "shared" {
+		t.Errorf("RAM file reads %q, %v", b, err)
+	}
+	d.Close()
+	if _, _, err := d.RAMFile(); err == nil {
+		t.Error("RAMFile of a closed domain succeeded")
+	}
+}
