@@ -74,6 +74,9 @@ func TestConfigWrites(t *testing.T) {
 		{"hidden never written", true, nil, 0x40, 2, 0xffff, 0x40, 2, 0xc803, 0, 0},
 		{"reserved header bytes", true, nil, 0x35, 1, 0xff, 0x35, 1, 0, 0, 0},
 		{"cache line emulated", false, nil, 0x0c, 1, 0x10, 0x0c, 1, 0, 0x10, 0},
+		{"vendor capability length read-only", true, nil, 0xb2, 1, 0x20, 0xb2, 1, 0x08, 0x08, 0},
+		{"vendor capability body dropped", false, nil, 0xb4, 1, 0x12, 0xb4, 1, 0x5a, 0x5a, 1},
+		{"vendor capability body permissive", true, nil, 0xb4, 1, 0x12, 0xb4, 1, 0x12, 0x12, 0},
 		// The fake config file keeps what was written: a 1 only in the
 		// bit the guest clears, 0 in the other status bits.
 		{"status write-1-to-clear one bit", false, func(h *HostDevice) {

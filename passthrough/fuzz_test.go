@@ -88,7 +88,7 @@ func fuzzHost(permissive bool) (*HostDevice, *memConfig) {
 		// Bytes of no capability or header register.
 		covered := func(o int) bool {
 			switch {
-			case o < 0x40, o >= 0x60 && o < 0x9c, o >= 0xa0 && o < 0xac, o >= 0xb0 && o < 0xb8,
+			case o < 0x40, o >= 0x60 && o < 0x9c, o >= 0xa0 && o < 0xac, o >= 0xb0 && o < 0xb3,
 				o >= 0xc8 && o < 0xe8, o == 0x40 || o == 0x41:
 				return true
 			}

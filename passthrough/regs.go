@@ -315,13 +315,11 @@ func buildTable(t *regTable, cfg *[256]byte, hasIRQ bool) []capInfo {
 				t.add(rule{off: r, size: 2, ro: 0xffff})
 			}
 		case capVendor:
-			n := int(cfg[o+2])
-			if n < 3 {
-				n = 3
-			}
-			for r := o + 2; r < o+n; r++ {
-				t.add(rule{off: r, size: 1, ro: 0xff})
-			}
+			// Only the list pointers and the length are virtualised
+			// (QEMU's xen_pt_emu_reg_vendor); the body is the device's
+			// own: read from the host, written in permissive mode only
+			// (e.g. virtio's PCI configuration access window).
+			t.add(rule{off: o + 2, size: 1, ro: 0xff})
 		}
 	}
 	// The emulated list: 0x34 and each next pointer skip what is hidden.
