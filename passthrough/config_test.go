@@ -791,3 +791,35 @@ func TestOverlapWarning(t *testing.T) {
 		t.Errorf("Mappings = %+v", got)
 	}
 }
+
+// TestReplugStartsClean: a Device plugged again after Unplug shows the
+// guest a function in its power-on state, with nothing mapped.
+func TestReplugStartsClean(t *testing.T) {
+	dev, x, bus, _ := plugged(t, synthetic(), false)
+	c := cfgIO{dev}
+	c.w(0x10, 4, 0xe0000000)
+	c.w(0x04, 2, 0x0002)
+	c.w(0x3c, 1, 11)
+	if err := dev.Unplug(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Plug(bus); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.r(0x10, 4); got != 0 {
+		t.Errorf("BAR0 after re-plug = %#x, want 0", got)
+	}
+	if got := c.r(0x04, 2)&cmdMemory; got != 0 {
+		t.Errorf("memory decoding after re-plug")
+	}
+	if got := c.r(0x3c, 1); got != 0 {
+		t.Errorf("interrupt line after re-plug = %d", got)
+	}
+	if got := dev.Mappings(); len(got) != 0 {
+		t.Errorf("Mappings after re-plug = %+v", got)
+	}
+	if err := dev.Unplug(); err != nil {
+		t.Fatal(err)
+	}
+	x.leftovers(t)
+}

@@ -59,6 +59,7 @@ type Device struct {
 
 	mu      sync.Mutex
 	t       regTable
+	reset   regTable // t as built, restored by Unplug
 	caps    []capInfo
 	bars    [6]bar
 	rom     romBAR
@@ -116,6 +117,7 @@ func New(cfg Config) (*Device, error) {
 		}
 	}
 	d.intx.pirq = -1
+	d.reset = d.t
 	return d, nil
 }
 
@@ -240,6 +242,14 @@ func (d *Device) teardown() error {
 		errs = append(errs, d.unmapBAR(i))
 	}
 	errs = append(errs, d.unmapROM())
+	// Back to the power-on view, so that a later Plug starts clean.
+	d.t = d.reset
+	if d.msix != nil {
+		for i := range d.msix.entries {
+			d.msix.entries[i] = msixEntry{ctrl: 1, v: vector{pirq: -1}}
+		}
+		d.msix.enabled, d.msix.maskall = false, false
+	}
 	d.plugged, d.bus = false, nil
 	return errors.Join(errs...)
 }
