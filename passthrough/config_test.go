@@ -809,7 +809,7 @@ func TestReplugStartsClean(t *testing.T) {
 	if got := c.r(0x10, 4); got != 0 {
 		t.Errorf("BAR0 after re-plug = %#x, want 0", got)
 	}
-	if got := c.r(0x04, 2)&cmdMemory; got != 0 {
+	if got := c.r(0x04, 2) & cmdMemory; got != 0 {
 		t.Errorf("memory decoding after re-plug")
 	}
 	if got := c.r(0x3c, 1); got != 0 {
