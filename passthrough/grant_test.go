@@ -72,6 +72,7 @@ func hex(v uint64) string {
 // function's resources as libxl would, and revokes everything on exit.
 func TestStandaloneGrant(t *testing.T) {
 	r := newSimRig(t)
+	r.revokeLikeLibxl(t) // no toolstack here
 	stub := &stubAssign{assigned: map[uint32]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *Device, 1)
@@ -115,6 +116,7 @@ func TestStandaloneGrant(t *testing.T) {
 // the PIRQ, and Standalone stops before serving.
 func TestGrantFailureUndone(t *testing.T) {
 	r := newSimRig(t)
+	r.revokeLikeLibxl(t)
 	stub := &stubAssign{assigned: map[uint32]bool{}, failOn: "assign"}
 	err := Standalone(context.Background(), r.sim.Kernel(0), StandaloneConfig{Dom: r.dom.ID(), Host: devices.NewSBDF(0, 3, 0, 0),
 		Slot: 5, HostOptions: HostOptions{SysfsRoot: r.root}, Grant: true,
@@ -130,5 +132,26 @@ func TestGrantFailureUndone(t *testing.T) {
 	}
 	if err := replay(r.sim.Events()).clean(); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestUngrantedMappingDetected: the replay check catches a BAR mapped
+// without the guest's iomem permission, which real Xen refuses.
+func TestUngrantedMappingDetected(t *testing.T) {
+	r := newSimRig(t)
+	r.revokeLikeLibxl(t)
+	x, _ := simXen(t, r)
+	host, err := OpenHost(HostOptions{SysfsRoot: r.root}, devices.NewSBDF(0, 3, 0, 0))
+	must(t, err)
+	defer host.Close()
+	dev, err := New(Config{Dom: r.dom.ID(), Host: host, Xen: x, Slot: 9})
+	must(t, err)
+	must(t, dev.Plug(devices.NewBus()))
+	defer dev.Unplug()
+	c := cfgIO{dev}
+	c.w(0x10, 4, 0xe0000000)
+	c.w(0x04, 2, 0x0002)
+	if st := replay(r.sim.Events()); len(st.ungranted) != 1 {
+		t.Errorf("ungranted mappings = %v, want the BAR0 mapping", st.ungranted)
 	}
 }

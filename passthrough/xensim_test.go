@@ -33,7 +33,53 @@ func newSimRig(t *testing.T) *simRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &simRig{sim: sim, dom: dom, root: tree(t, synthetic(), loadSample(t, "0000_00_03.0"))}
+	r := &simRig{sim: sim, dom: dom, root: tree(t, synthetic(), loadSample(t, "0000_00_03.0"))}
+	r.grantLikeLibxl(t)
+	return r
+}
+
+// grantLikeLibxl gives the guest what libxl's pci_add_dm_done grants for
+// both functions of the tree: their I/O memory and ports
+// (tools/libs/light/libxl_pci.c).
+func (r *simRig) grantLikeLibxl(t *testing.T) {
+	t.Helper()
+	p, err := privcmd.Open(r.sim.Kernel(0))
+	must(t, err)
+	defer p.Close()
+	dc, err := domctl.Open(hcall.New(p))
+	must(t, err)
+	for _, d := range []sysfsDevice{synthetic(), loadSample(t, "0000_00_03.0")} {
+		for _, res := range d.resources {
+			switch {
+			case res.Start == 0:
+			case res.IO():
+				must(t, dc.IoportPermission(r.dom.ID(), uint32(res.Start), uint32(res.Size()), true))
+			default:
+				must(t, dc.IomemPermission(r.dom.ID(), res.Start/pageSize, (res.Size()+pageSize-1)/pageSize, true))
+			}
+		}
+	}
+}
+
+// revokeLikeLibxl takes the grants back (libxl's do_pci_remove).
+func (r *simRig) revokeLikeLibxl(t *testing.T) {
+	t.Helper()
+	p, err := privcmd.Open(r.sim.Kernel(0))
+	must(t, err)
+	defer p.Close()
+	dc, err := domctl.Open(hcall.New(p))
+	must(t, err)
+	for _, d := range []sysfsDevice{synthetic(), loadSample(t, "0000_00_03.0")} {
+		for _, res := range d.resources {
+			switch {
+			case res.Start == 0:
+			case res.IO():
+				must(t, dc.IoportPermission(r.dom.ID(), uint32(res.Start), uint32(res.Size()), false))
+			default:
+				must(t, dc.IomemPermission(r.dom.ID(), res.Start/pageSize, (res.Size()+pageSize-1)/pageSize, false))
+			}
+		}
+	}
 }
 
 // standalone runs Standalone for host in a goroutine and returns the
@@ -82,10 +128,18 @@ type hvState struct {
 	frames   map[uint64]uint64
 	ports    map[uint64]uint64
 	servers  int
+	// iomem is the machine frames the guest may access, and ungranted the
+	// memory_mapping adds of frames it was not granted: real Xen refuses
+	// them (xen/common/domctl.c checks the target domain's
+	// iomem_access_permitted as well as the caller's); the simulator only
+	// checks the caller, so replay checks the rest.
+	iomem     map[uint64]bool
+	ungranted []xensim.Event
 }
 
 func replay(evs []xensim.Event) hvState {
-	s := hvState{pirqs: map[uint64]bool{}, bindings: map[uint64]bool{}, frames: map[uint64]uint64{}, ports: map[uint64]uint64{}}
+	s := hvState{pirqs: map[uint64]bool{}, bindings: map[uint64]bool{}, frames: map[uint64]uint64{}, ports: map[uint64]uint64{},
+		iomem: map[uint64]bool{}}
 	for _, e := range evs {
 		switch e.Kind {
 		case xensim.EventMapPIRQ:
@@ -98,7 +152,23 @@ func replay(evs []xensim.Event) hvState {
 			} else {
 				delete(s.bindings, e.Data)
 			}
+		case xensim.EventPermission:
+			if e.Type == xenabi.XEN_DOMCTL_iomem_permission {
+				for i := uint64(0); i < e.Nr; i++ {
+					if e.Level {
+						s.iomem[e.First+i] = true
+					} else {
+						delete(s.iomem, e.First+i)
+					}
+				}
+			}
 		case xensim.EventMemoryMapping:
+			for i := uint64(0); e.Level && i < e.Nr; i++ {
+				if !s.iomem[e.Addr+i] {
+					s.ungranted = append(s.ungranted, e)
+					break
+				}
+			}
 			for i := uint64(0); i < e.Nr; i++ {
 				if e.Level {
 					s.frames[e.First+i] = e.Addr + i
@@ -127,6 +197,9 @@ func replay(evs []xensim.Event) hvState {
 }
 
 func (s hvState) clean() error {
+	if len(s.ungranted) != 0 {
+		return fmt.Errorf("memory_mapping of frames the guest was not granted (real Xen: EPERM): %v", s.ungranted)
+	}
 	if len(s.pirqs)+len(s.bindings)+len(s.frames)+len(s.ports)+s.servers != 0 {
 		return fmt.Errorf("left in the hypervisor: pirqs %v, bindings %v, %d frames, %d ports, %d ioreq servers",
 			s.pirqs, s.bindings, len(s.frames), len(s.ports), s.servers)
