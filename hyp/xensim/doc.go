@@ -36,6 +36,12 @@
 //     unanswered for Config.IOReqTimeout fails with ErrTimeout, naming the
 //     vCPU and the access.
 //
+// The guest side is driven from tests: VCPU accesses (port and MMIO I/O,
+// REP string I/O with data_is_ptr, PCI configuration through 0xcf8/0xcfc,
+// buffered writes, map-cache invalidation), guest RAM (Domain.ReadRAM,
+// WriteRAM, Memory, RAMFile) and guest event channels
+// (Domain.AllocUnboundPort, BindInterdomain, Notify).
+//
 // The kernel side follows Linux's drivers/xen/privcmd.c and evtchn.c:
 // privcmd (DM_OP with its buffer limits, HYPERCALL, MMAPBATCH_V2 with
 // per-page errors, MMAP_RESOURCE including the size query, RESTRICT), the
@@ -66,9 +72,9 @@
 // both handlers of the shared interrupt in turn).
 //
 // Not simulated (they answer like a kernel or Xen without them):
-// event-channel VIRQs (ENOSYS) and grant-table resources (EOPNOTSUPP). Hypercall
-// continuations are not modelled: ops run to completion (very large
-// requests are refused instead).
+// event-channel VIRQs (ENOSYS) and grant-table resources (EOPNOTSUPP).
+// Hypercall continuations are not modelled: ops run to completion (very
+// large requests are refused instead).
 //
 // # Observing the guest side
 //
@@ -85,7 +91,9 @@
 // Kernel(caller) returns the device files as a process in domain caller
 // sees them; SetDevice plugs in other simulated devices (xenstored).
 // Domain.Close destroys a guest; Sim.Close closes every file, destroys
-// every domain and releases every fd and mapping. Both are idempotent.
+// every domain and releases every fd and all guest memory (device-model
+// views made through privcmd read as zeros until their owner unmaps
+// them). Both are idempotent.
 //
 // # Threading
 //
