@@ -118,9 +118,9 @@ func (d *Device) initBARs(hc *[256]byte) error {
 	return nil
 }
 
-// normalizeBARs applies the size masks and type bits to what the guest
+// normalizeBARsLocked applies the size masks and type bits to what the guest
 // wrote (a BAR reads back its size on all-ones).
-func (d *Device) normalizeBARs() {
+func (d *Device) normalizeBARsLocked() {
 	for i := 0; i < 6; i++ {
 		b := &d.bars[i]
 		off := 0x10 + 4*i
@@ -163,10 +163,10 @@ func validMem(base, size uint64, is64 bool) bool {
 	return is64 || last < 0xffffffff
 }
 
-// wanted returns BAR i's mappings and traps for the current guest state.
-func (d *Device) wanted(i int) ([]Mapping, []trapRange) {
+// wantedLocked returns BAR i's mappings and traps for the current guest state.
+func (d *Device) wantedLocked(i int) ([]Mapping, []trapRange) {
 	b := &d.bars[i]
-	cmd := d.command()
+	cmd := d.commandLocked()
 	base := d.guestAddr(i)
 	switch b.kind {
 	case barIO:
@@ -233,33 +233,33 @@ func pageSpan(off, n uint64) [2]uint64 {
 	return [2]uint64{off / pageSize, (off + n + pageSize - 1) / pageSize}
 }
 
-// reconcileBARs brings the mappings in line with the guest's BARs and
-// command register: a BAR that moved or stopped decoding is unmapped
+// reconcileBARsLocked brings the mappings in line with the guest's BARs and
+// commandLocked register: a BAR that moved or stopped decoding is unmapped
 // first, then mapped at its new place.
-func (d *Device) reconcileBARs() {
+func (d *Device) reconcileBARsLocked() {
 	moved := false
 	for i := range d.bars {
-		maps, traps := d.wanted(i)
+		maps, traps := d.wantedLocked(i)
 		b := &d.bars[i]
 		if slices.Equal(maps, b.maps) && slices.Equal(traps, b.traps) {
 			continue
 		}
-		_ = d.unmapBAR(i)
-		d.mapBAR(i, maps, traps)
+		_ = d.unmapBARLocked(i)
+		d.mapBARLocked(i, maps, traps)
 		if d.msix != nil && d.msix.bir == i {
 			moved = true
 		}
 	}
 	if moved {
-		d.msixTableMoved()
+		d.msixTableMovedLocked()
 	}
 }
 
-func (d *Device) mapBAR(i int, maps []Mapping, traps []trapRange) {
+func (d *Device) mapBARLocked(i int, maps []Mapping, traps []trapRange) {
 	b := &d.bars[i]
 	dom := d.cfg.Dom
 	for _, m := range maps {
-		d.warnOverlap(i, m)
+		d.warnOverlapLocked(i, m)
 		var err error
 		if m.IO {
 			err = d.cfg.Xen.IoportMapping(dom, uint32(m.Guest), uint32(m.Host), uint32(m.Nr), true)
@@ -285,10 +285,10 @@ func (d *Device) mapBAR(i int, maps []Mapping, traps []trapRange) {
 	}
 }
 
-// warnOverlap logs a mapping that hides an emulated device's range
+// warnOverlapLocked logs a mapping that hides an emulated device's range
 // (QEMU's xen_pt_region_update warns the same way): Xen's p2m entry wins,
 // so the emulated device becomes unreachable there.
-func (d *Device) warnOverlap(i int, m Mapping) {
+func (d *Device) warnOverlapLocked(i int, m Mapping) {
 	if d.bus == nil {
 		return
 	}
@@ -305,8 +305,8 @@ func (d *Device) warnOverlap(i int, m Mapping) {
 	}
 }
 
-// unmapBAR undoes BAR i's mappings and traps.
-func (d *Device) unmapBAR(i int) error {
+// unmapBARLocked undoes BAR i's mappings and traps.
+func (d *Device) unmapBARLocked(i int) error {
 	b := &d.bars[i]
 	var errs []error
 	for _, m := range b.maps {
@@ -352,7 +352,7 @@ type romBAR struct {
 	mapped uint64 // guest base registered, 0 if none
 }
 
-func (d *Device) normalizeROM() {
+func (d *Device) normalizeROMLocked() {
 	v := d.t.get(0x30, 4)
 	if d.rom.size == 0 {
 		v = 0
@@ -363,17 +363,17 @@ func (d *Device) normalizeROM() {
 	d.t.set(0x30, 4, v)
 }
 
-func (d *Device) reconcileROM() {
+func (d *Device) reconcileROMLocked() {
 	v := d.t.get(0x30, 4)
 	want := uint64(0)
-	if base := uint64(v &^ 0x7ff); d.rom.size != 0 && v&1 != 0 && d.command()&cmdMemory != 0 &&
+	if base := uint64(v &^ 0x7ff); d.rom.size != 0 && v&1 != 0 && d.commandLocked()&cmdMemory != 0 &&
 		validMem(base, d.rom.size, false) && d.rom.image != nil {
 		want = base
 	}
 	if want == d.rom.mapped {
 		return
 	}
-	_ = d.unmapROM()
+	_ = d.unmapROMLocked()
 	if want != 0 && d.bus != nil {
 		if err := d.bus.MMIO.Register(want, d.rom.size, romHandler{image: d.rom.image}); err != nil {
 			_ = d.fail("placing the expansion ROM", err)
@@ -383,7 +383,7 @@ func (d *Device) reconcileROM() {
 	}
 }
 
-func (d *Device) unmapROM() error {
+func (d *Device) unmapROMLocked() error {
 	if d.rom.mapped == 0 || d.bus == nil {
 		d.rom.mapped = 0
 		return nil

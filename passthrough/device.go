@@ -145,10 +145,10 @@ func (d *Device) hideCap(off int) {
 	}
 }
 
-// quiesceHost turns off MSI and MSI-X on the host if a previous user
+// quiesceHostLocked turns off MSI and MSI-X on the host if a previous user
 // left them on (QEMU's xen_pt_msgctrl_reg_init and msixctrl_reg_init):
 // the guest starts with both disabled. Called with mu held.
-func (d *Device) quiesceHost() {
+func (d *Device) quiesceHostLocked() {
 	for _, c := range d.caps {
 		var bit uint8
 		switch c.id {
@@ -198,8 +198,8 @@ func (d *Device) Plug(bus *devices.Bus) error {
 		return fmt.Errorf("passthrough: %v already plugged", d.sbdf)
 	}
 	d.bus, d.plugged = bus, true
-	d.quiesceHost()
-	d.setupINTx()
+	d.quiesceHostLocked()
+	d.setupINTxLocked()
 	d.mu.Unlock()
 	if err := bus.PCI.Register(d.sbdf, d); err != nil {
 		uerr := d.teardown()
@@ -232,16 +232,16 @@ func (d *Device) teardown() error {
 	defer d.mu.Unlock()
 	var errs []error
 	if d.msix != nil {
-		errs = append(errs, d.msixDisable())
+		errs = append(errs, d.msixDisableLocked())
 	}
 	if d.msi != nil {
-		errs = append(errs, d.msiDisable())
+		errs = append(errs, d.msiDisableLocked())
 	}
-	errs = append(errs, d.teardownINTx())
+	errs = append(errs, d.teardownINTxLocked())
 	for i := range d.bars {
-		errs = append(errs, d.unmapBAR(i))
+		errs = append(errs, d.unmapBARLocked(i))
 	}
-	errs = append(errs, d.unmapROM())
+	errs = append(errs, d.unmapROMLocked())
 	// Back to the power-on view, so that a later Plug starts clean.
 	d.t = d.reset
 	if d.msix != nil {
@@ -273,7 +273,7 @@ func (d *Device) Read(a devices.Access) uint64 {
 		return devices.SizeMask(a.Size)
 	}
 	cur := d.scratch[:size]
-	if d.needHost(reg, size) {
+	if d.needHostLocked(reg, size) {
 		if _, err := d.cfg.Host.Config.ReadAt(cur, int64(reg)); err != nil {
 			d.hostErrors.Add(1)
 			for i := range cur {
@@ -296,8 +296,8 @@ func (d *Device) Read(a devices.Access) uint64 {
 	return v
 }
 
-// needHost reports whether any byte of the access shows host bits.
-func (d *Device) needHost(reg, size int) bool {
+// needHostLocked reports whether any byte of the access shows host bits.
+func (d *Device) needHostLocked(reg, size int) bool {
 	for o := reg; o < reg+size; o++ {
 		switch d.t.kind[o] {
 		case kindUncovered:
@@ -367,15 +367,15 @@ func (d *Device) Write(a devices.Access, v uint64) {
 	// MSI or MSI-X enable reaches the device only once its vectors are
 	// routed, and a disable only after they are torn down.
 	if hooks != hookNone {
-		d.apply(hooks)
+		d.applyLocked(hooks)
 	}
 	if anyHost {
 		if allHost {
-			d.hostWrite(cur, reg)
+			d.hostWriteLocked(cur, reg)
 		} else {
 			for i := 0; i < size; i++ {
 				if th[i] != 0 {
-					d.hostWrite(cur[i:i+1], reg+i)
+					d.hostWriteLocked(cur[i:i+1], reg+i)
 				}
 			}
 		}
@@ -389,33 +389,33 @@ func (d *Device) Write(a devices.Access, v uint64) {
 	}
 }
 
-func (d *Device) hostWrite(p []byte, reg int) {
+func (d *Device) hostWriteLocked(p []byte, reg int) {
 	if _, err := d.cfg.Host.Config.WriteAt(p, int64(reg)); err != nil {
 		d.hostErrors.Add(1)
 	}
 }
 
-// apply re-derives the state the written registers control. Called with
+// applyLocked re-derives the state the written registers control. Called with
 // mu held.
-func (d *Device) apply(h hook) {
+func (d *Device) applyLocked(h hook) {
 	if h&(hookBAR|hookCommand) != 0 {
-		d.normalizeBARs()
-		d.reconcileBARs()
+		d.normalizeBARsLocked()
+		d.reconcileBARsLocked()
 	}
 	if h&(hookROM|hookCommand) != 0 {
-		d.normalizeROM()
-		d.reconcileROM()
+		d.normalizeROMLocked()
+		d.reconcileROMLocked()
 	}
 	if h&hookMSI != 0 && d.msi != nil {
-		d.reconcileMSI()
+		d.reconcileMSILocked()
 	}
 	if h&hookMSIX != 0 && d.msix != nil {
-		d.reconcileMSIX()
+		d.reconcileMSIXLocked()
 	}
 }
 
-// command returns the guest's command register.
-func (d *Device) command() uint16 { return uint16(d.t.get(0x04, 2)) }
+// commandLocked returns the guest's command register.
+func (d *Device) commandLocked() uint16 { return uint16(d.t.get(0x04, 2)) }
 
 // fail counts and logs a failed hypercall on the control path.
 func (d *Device) fail(what string, err error) error {

@@ -16,20 +16,20 @@ type intxState struct {
 	bound domctl.IRQBinding
 }
 
-// setupINTx maps the host GSI and binds it to the guest pin. On failure
+// setupINTxLocked maps the host GSI and binds it to the guest pin. On failure
 // the host's INTx is disabled (the device can still use MSI) and the
 // guest sees no pin. Called with mu held.
-func (d *Device) setupINTx() {
+func (d *Device) setupINTxLocked() {
 	pin := d.t.get(0x3d, 1)
 	if pin < 1 || pin > 4 {
-		d.disableHostINTx()
+		d.disableHostINTxLocked()
 		return
 	}
 	gsi := d.cfg.Host.GSI
 	pirq, err := d.cfg.Xen.MapPIRQ(d.cfg.Dom, hcall.MapPIRQRequest{Type: xenabi.MAP_PIRQ_TYPE_GSI, Index: int32(gsi), PIRQ: int32(gsi)})
 	if err != nil {
 		_ = d.fail(fmt.Sprintf("mapping GSI %d; INTx disabled", gsi), err)
-		d.noINTx()
+		d.noINTxLocked()
 		return
 	}
 	b := domctl.IRQBinding{Kind: domctl.PCI, MachineIRQ: uint32(pirq), Bus: 0, Device: d.cfg.Slot, Intx: uint8(pin - 1)}
@@ -38,19 +38,19 @@ func (d *Device) setupINTx() {
 		if uerr := d.cfg.Xen.UnmapPIRQ(d.cfg.Dom, pirq); uerr != nil {
 			_ = d.fail("unmapping the INTx pirq", uerr)
 		}
-		d.noINTx()
+		d.noINTxLocked()
 		return
 	}
 	d.intx = intxState{pirq: pirq, bound: b}
 }
 
-// noINTx hides the pin from the guest and disables INTx on the host.
-func (d *Device) noINTx() {
+// noINTxLocked hides the pin from the guest and disables INTx on the host.
+func (d *Device) noINTxLocked() {
 	d.t.set(0x3d, 1, 0)
-	d.disableHostINTx()
+	d.disableHostINTxLocked()
 }
 
-func (d *Device) disableHostINTx() {
+func (d *Device) disableHostINTxLocked() {
 	var c [2]byte
 	if _, err := d.cfg.Host.Config.ReadAt(c[:], 0x04); err != nil {
 		d.hostErrors.Add(1)
@@ -65,8 +65,8 @@ func (d *Device) disableHostINTx() {
 	}
 }
 
-// teardownINTx unbinds and unmaps the INTx PIRQ. Called with mu held.
-func (d *Device) teardownINTx() error {
+// teardownINTxLocked unbinds and unmaps the INTx PIRQ. Called with mu held.
+func (d *Device) teardownINTxLocked() error {
 	if d.intx.pirq < 0 {
 		return nil
 	}

@@ -61,8 +61,8 @@ type vector struct {
 	b     domctl.IRQBinding
 }
 
-// route maps (if needed) and binds v to the guest's address and data.
-func (d *Device) route(v *vector, entry int, table, gtable, addr uint64, data uint32, unmasked bool) error {
+// routeLocked maps (if needed) and binds v to the guest's address and data.
+func (d *Device) routeLocked(v *vector, entry int, table, gtable, addr uint64, data uint32, unmasked bool) error {
 	if v.pirq < 0 {
 		pirq, err := d.cfg.Xen.MapPIRQ(d.cfg.Dom, d.mapReq(entry, table, addr, data))
 		if err != nil {
@@ -79,8 +79,8 @@ func (d *Device) route(v *vector, entry int, table, gtable, addr uint64, data ui
 	return nil
 }
 
-// unroute unbinds and unmaps v.
-func (d *Device) unroute(v *vector) error {
+// unrouteLocked unbinds and unmaps v.
+func (d *Device) unrouteLocked(v *vector) error {
 	var errs []error
 	if v.bound {
 		if err := d.cfg.Xen.UnbindPtIRQ(d.cfg.Dom, v.b); err != nil {
@@ -112,14 +112,14 @@ func newMSI(hc *[256]byte, off int) *msiState {
 	return m
 }
 
-// reconcileMSI follows the guest's MSI control, address and data:
+// reconcileMSILocked follows the guest's MSI control, address and data:
 // enabling maps and binds, a new address or data while enabled rebinds,
 // disabling unbinds and unmaps. Called with mu held.
-func (d *Device) reconcileMSI() {
+func (d *Device) reconcileMSILocked() {
 	m := d.msi
 	enabled := d.t.get(m.off+2, 2)&1 != 0
 	if !enabled {
-		_ = d.msiDisable()
+		_ = d.msiDisableLocked()
 		return
 	}
 	addr := uint64(d.t.get(m.off+4, 4))
@@ -131,10 +131,10 @@ func (d *Device) reconcileMSI() {
 	if m.v.bound && m.v.b.GVec == want.GVec && m.v.b.GFlags == want.GFlags {
 		return
 	}
-	_ = d.route(&m.v, 0, 0, 0, addr, data, true)
+	_ = d.routeLocked(&m.v, 0, 0, 0, addr, data, true)
 }
 
-func (d *Device) msiDisable() error { return d.unroute(&d.msi.v) }
+func (d *Device) msiDisableLocked() error { return d.unrouteLocked(&d.msi.v) }
 
 // msixState is the MSI-X capability and the guest's view of the table.
 type msixState struct {
@@ -179,9 +179,9 @@ func newMSIX(hc *[256]byte, off int, bars *[6]bar, h *HostDevice) (*msixState, e
 	return m, nil
 }
 
-// gtable is the guest address of the table, 0 while its BAR is not
+// gtableLocked is the guest address of the table, 0 while its BAR is not
 // decoded.
-func (d *Device) gtable() uint64 {
+func (d *Device) gtableLocked() uint64 {
 	m := d.msix
 	if len(d.bars[m.bir].maps) == 0 && len(d.bars[m.bir].traps) == 0 {
 		return 0
@@ -189,26 +189,26 @@ func (d *Device) gtable() uint64 {
 	return d.guestAddr(m.bir) + m.tableOff
 }
 
-// reconcileMSIX follows the control register. Called with mu held.
-func (d *Device) reconcileMSIX() {
+// reconcileMSIXLocked follows the control register. Called with mu held.
+func (d *Device) reconcileMSIXLocked() {
 	m := d.msix
 	c := d.t.get(m.off+2, 2)
 	m.enabled, m.maskall = c&0x8000 != 0, c&0x4000 != 0
 	if !m.enabled {
-		_ = d.msixDisable()
+		_ = d.msixDisableLocked()
 		return
 	}
 	if m.maskall {
 		return
 	}
 	for i := range m.entries {
-		d.msixUpdate(i)
+		d.msixUpdateLocked(i)
 	}
 }
 
-// msixUpdate routes entry i if it is unmasked and not routed as the
+// msixUpdateLocked routes entry i if it is unmasked and not routed as the
 // guest programmed it (QEMU's xen_pt_msix_update_one).
-func (d *Device) msixUpdate(i int) {
+func (d *Device) msixUpdateLocked(i int) {
 	m := d.msix
 	e := &m.entries[i]
 	if !m.enabled || m.maskall || e.ctrl&1 != 0 {
@@ -220,28 +220,28 @@ func (d *Device) msixUpdate(i int) {
 	if e.data&0xff == 0 && e.addr == 0 {
 		return // never programmed
 	}
-	if d.route(&e.v, i, m.hostTable, d.gtable(), e.addr, e.data, true) == nil {
+	if d.routeLocked(&e.v, i, m.hostTable, d.gtableLocked(), e.addr, e.data, true) == nil {
 		e.dirty = false
 	}
 }
 
-// msixDisable unbinds and unmaps every entry's PIRQ.
-func (d *Device) msixDisable() error {
+// msixDisableLocked unbinds and unmaps every entry's PIRQ.
+func (d *Device) msixDisableLocked() error {
 	var errs []error
 	for i := range d.msix.entries {
 		e := &d.msix.entries[i]
 		if e.v.pirq >= 0 || e.v.bound {
-			errs = append(errs, d.unroute(&e.v))
+			errs = append(errs, d.unrouteLocked(&e.v))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// msixTableMoved rebinds the bound entries with the table's new guest
+// msixTableMovedLocked rebinds the bound entries with the table's new guest
 // address (QEMU's xen_pt_msix_update_remap).
-func (d *Device) msixTableMoved() {
+func (d *Device) msixTableMovedLocked() {
 	m := d.msix
-	gt := d.gtable()
+	gt := d.gtableLocked()
 	for i := range m.entries {
 		e := &m.entries[i]
 		if e.v.bound && e.v.b.GTable != gt && gt != 0 {
@@ -319,7 +319,7 @@ func (t *msixTrap) Write(a devices.Access, v uint64) {
 			t.miss()
 			continue
 		}
-		d.msixWrite(i, w, uint32(v>>(32*k)))
+		d.msixWriteLocked(i, w, uint32(v>>(32*k)))
 	}
 }
 
@@ -344,7 +344,7 @@ func (e *msixEntry) dword(w int) uint32 {
 	return e.ctrl
 }
 
-// msixWrite is a guest write of dword w of entry i. Address and data
+// msixWriteLocked is a guest write of dword w of entry i. Address and data
 // are latched and applied when the entry is next unmasked. With
 // XENFEAT_dm_msix_all_writes every mask write comes here, so the mask
 // state is exact and, like QEMU, a change to an entry that is unmasked
@@ -354,7 +354,7 @@ func (e *msixEntry) dword(w int) uint32 {
 // masked: the change is latched and applied at the unmasking write Xen
 // will forward (QEMU reads the real mask bit through /dev/mem instead,
 // which godm never uses). Called with mu held.
-func (d *Device) msixWrite(i, w int, v uint32) {
+func (d *Device) msixWriteLocked(i, w int, v uint32) {
 	m := d.msix
 	e := &m.entries[i]
 	if w < 3 {
@@ -374,5 +374,5 @@ func (d *Device) msixWrite(i, w int, v uint32) {
 		return
 	}
 	e.ctrl = v & 1 // other bits reserved
-	d.msixUpdate(i)
+	d.msixUpdateLocked(i)
 }
