@@ -58,17 +58,17 @@ type Device struct {
 	sbdf devices.SBDF
 
 	mu      sync.Mutex
-	t       regTable
-	reset   regTable // t as built, restored by Unplug
-	caps    []capInfo
-	bars    [6]bar
-	rom     romBAR
-	msi     *msiState
-	msix    *msixState
-	intx    intxState
-	bus     *devices.Bus
-	plugged bool
-	scratch [8]byte // host I/O buffer (under mu)
+	t       regTable     // +checklocks:mu
+	reset   regTable     // t as built, restored by Unplug; +checklocks:mu
+	caps    []capInfo    // +checklocks:mu
+	bars    [6]bar       // +checklocks:mu
+	rom     romBAR       // +checklocks:mu
+	msi     *msiState    // +checklocks:mu
+	msix    *msixState   // +checklocks:mu
+	intx    intxState    // +checklocks:mu
+	bus     *devices.Bus // +checklocks:mu
+	plugged bool         // +checklocks:mu
+	scratch [8]byte      // host I/O buffer; +checklocks:mu
 
 	hinted        atomic.Bool
 	droppedWrites atomic.Uint64
