@@ -6,10 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"godm/hyp"
+	"godm/hyp/domctl"
+	"godm/hyp/hcall"
 	"godm/hyp/kernel"
 	"godm/internal/machine"
+	"godm/passthrough"
 )
 
 // cmdServe serves one domain on a real Xen host until interrupted.
@@ -19,6 +23,9 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 	var mf machineFlags
 	mf.register(fs, 0)
 	domid := fs.Int("domid", -1, "the HVM domain to serve (required)")
+	var ptDevs stringList
+	fs.Var(&ptDevs, "device", "a device to add (repeatable); supported: xen-pci-passthrough,hostaddr=SSSS:BB:DD.F[,addr=S.F][,permissive=on][,id=ID]")
+	sysfs := fs.String("sysfs", "/sys", "sysfs mount point (host PCI functions for passthrough)")
 	devDir := fs.String("xen-dev", kernel.DefaultDevDir, "directory of the Xen device files")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -28,6 +35,14 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 	}
 	if *domid <= 0 || *domid >= 0x7ff0 {
 		return fmt.Errorf("serve: -domid %d: want a guest domain id in 1..32751", *domid)
+	}
+	var pts []passthrough.DeviceSpec
+	for _, d := range ptDevs {
+		spec, err := passthrough.ParseDeviceOption(d)
+		if err != nil {
+			return fmt.Errorf("serve: -device %q: %w", d, err)
+		}
+		pts = append(pts, spec)
 	}
 	host := kernel.Host{DevDir: *devDir}
 	if !host.Available(kernel.Privcmd) {
@@ -49,9 +64,46 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 		return fmt.Errorf("serve %v: %w", spec.Dom, err)
 	}
 	defer m.Close()
+	if len(pts) > 0 {
+		mgr, err := passthroughManager(m, *sysfs, log)
+		if err != nil {
+			return fmt.Errorf("serve %v: passthrough: %w", spec.Dom, err)
+		}
+		defer mgr.Close() // before the machine: unbind and unmap first
+		for _, p := range pts {
+			pl, err := mgr.Add(p)
+			if err != nil {
+				return fmt.Errorf("serve %v: passthrough %v: %w", spec.Dom, p.HostAddr, err)
+			}
+			fmt.Fprintf(w, "godm: passing %v through as %v (id %s)\n", p.HostAddr, pl.SBDF, pl.ID)
+		}
+	}
 	fmt.Fprintf(w, "godm: serving %v as ioreq server %d\n", spec.Dom, m.Server.ID())
 	if err := m.Serve(ctx); err != nil {
 		return err
 	}
 	return m.Close()
+}
+
+// passthroughManager composes PCI passthrough on top of the machine: a
+// Manager adding xen-pci-passthrough functions to the machine's bus (its
+// ioreq server claims them), through the machine's privcmd handle.
+func passthroughManager(m *machine.Machine, sysfs string, log *slog.Logger) (*passthrough.Manager, error) {
+	c := hcall.New(m.Privcmd())
+	dc, err := domctl.Open(c)
+	if err != nil {
+		return nil, err
+	}
+	all, err := passthrough.DetectMSIXAllWrites(m.Privcmd())
+	if err != nil {
+		log.Warn("cannot read Xen's features; assuming no XENFEAT_dm_msix_all_writes", "err", err)
+	}
+	return passthrough.NewManager(passthrough.ManagerConfig{
+		Dom:           m.Spec.Dom,
+		Bus:           m.Spaces,
+		Xen:           passthrough.NewXen(c, dc),
+		HostOptions:   passthrough.HostOptions{SysfsRoot: sysfs},
+		MSIXAllWrites: all,
+		Log:           log,
+	}), nil
 }

@@ -221,6 +221,10 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 	return m, nil
 }
 
+// Privcmd returns the machine's privcmd handle, for components composed on
+// top of the machine (PCI passthrough in cmd/godm). The machine owns it.
+func (m *Machine) Privcmd() *privcmd.Handle { return m.priv }
+
 // Serve serves the domain until ctx ends (nil), the machine is closed
 // (nil) or the hypervisor fails.
 func (m *Machine) Serve(ctx context.Context) error {
