@@ -127,6 +127,12 @@ func (srv *server) sendBuffered(p *request) bufStatus {
 	defer srv.bufMu.Unlock()
 	rp := atomic.LoadUint32(u32at(pg, 0))
 	wp := atomic.LoadUint32(u32at(pg, 4))
+	if wp-rp > xenabi.IOREQ_BUFFER_SLOT_NUM {
+		// read_pointer ran past write_pointer: the device model moved it
+		// without an atomic add (or scribbled on it). Xen sees a full
+		// ring.
+		srv.d.s.violation(srv.d.id, 0, "buffered ring of server %d: read pointer %d past write pointer %d", srv.id, rp, wp)
+	}
 	if wp-rp >= xenabi.IOREQ_BUFFER_SLOT_NUM-qw {
 		return bufUnhandled // full: the synchronous path takes it
 	}

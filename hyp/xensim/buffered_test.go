@@ -1,6 +1,7 @@
 package xensim
 
 import (
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -12,8 +13,7 @@ import (
 
 func TestBufferedRingFullFallsBack(t *testing.T) {
 	s, d := newSim(t, Config{}, stdDomain())
-	dm := newFakeDM(t, s, d, xenabi.HVM_IOREQSRV_BUFIOREQ_LEGACY, nil)
-	dm.noDrain.Store(true)
+	dm := newFakeDM(t, s, d, xenabi.HVM_IOREQSRV_BUFIOREQ_LEGACY, nil, noDrain)
 	dom := uint16(d.ID())
 	if err := rangeOp(dm.pc, dom, xenabi.XEN_DMOP_map_io_range_to_ioreq_server, dm.id, xenabi.XEN_DMOP_IO_RANGE_MEMORY, 0xa0000, 0xbffff); err != nil {
 		t.Fatal(err)
@@ -50,8 +50,7 @@ func TestBufferedRingFullFallsBack(t *testing.T) {
 func TestBufferedPointerCanonicalisation(t *testing.T) {
 	for _, mode := range []uint8{xenabi.HVM_IOREQSRV_BUFIOREQ_LEGACY, xenabi.HVM_IOREQSRV_BUFIOREQ_ATOMIC} {
 		s, d := newSim(t, Config{}, stdDomain())
-		dm := newFakeDM(t, s, d, mode, nil)
-		dm.noDrain.Store(true)
+		dm := newFakeDM(t, s, d, mode, nil, noDrain)
 		rangeOp(dm.pc, uint16(d.ID()), xenabi.XEN_DMOP_map_io_range_to_ioreq_server, dm.id, xenabi.XEN_DMOP_IO_RANGE_PORT, 0x3c0, 0x3df)
 		// The DM has consumed 600 entries.
 		atomic.StoreUint64(u64at(dm.bufpg, 0), 600|600<<32)
@@ -169,5 +168,21 @@ func TestGuestEventChannels(t *testing.T) {
 	}
 	if _, err := d.BindInterdomain(0, off); err == nil {
 		t.Error("binding an already bound port succeeded")
+	}
+}
+
+// TestBufferedPointerScribble: a read pointer past the write pointer (a
+// device model that stored it instead of adding) makes the ring look
+// full: writes fall back to the synchronous path, and it is reported.
+func TestBufferedPointerScribble(t *testing.T) {
+	s, d := newSim(t, Config{}, stdDomain())
+	dm := newFakeDM(t, s, d, xenabi.HVM_IOREQSRV_BUFIOREQ_ATOMIC, nil, noDrain)
+	rangeOp(dm.pc, uint16(d.ID()), xenabi.XEN_DMOP_map_io_range_to_ioreq_server, dm.id, xenabi.XEN_DMOP_IO_RANGE_PORT, 0x3c0, 0x3df)
+	atomic.StoreUint64(u64at(dm.bufpg, 0), 601|90<<32)
+	if r, err := d.VCPU(0).BufferedWrite(xenabi.IOREQ_TYPE_PIO, 0x3c4, 1, 1); err != nil || r != Synchronous {
+		t.Errorf("write with scribbled pointers: %v, %v; want synchronous", r, err)
+	}
+	if vs := s.Violations(); len(vs) != 1 || !strings.Contains(vs[0].Detail, "past write pointer") {
+		t.Errorf("violations %v", vs)
 	}
 }

@@ -98,13 +98,18 @@ func setState(pc kernel.File, dom uint16, id uint16, on bool) error {
 }
 
 // newFakeDM sets up a server on d with bufMode and starts its loop.
-func newFakeDM(t testing.TB, s *Sim, d *Domain, bufMode uint8, handle func(reqView) uint64) *fakeDM {
+func newFakeDM(t testing.TB, s *Sim, d *Domain, bufMode uint8, handle func(reqView) uint64, opts ...func(*fakeDM)) *fakeDM {
 	t.Helper()
-	return newFakeDMIn(t, s, 0, d, bufMode, handle)
+	return newFakeDMIn(t, s, 0, d, bufMode, handle, opts...)
 }
 
+// noDrain makes the DM leave the buffered ring alone (ring-full tests).
+// It must be set before the loop starts: a drain already under way would
+// race with the test's writes.
+func noDrain(dm *fakeDM) { dm.noDrain.Store(true) }
+
 // newFakeDMIn is newFakeDM for a device model running in domain dmDom.
-func newFakeDMIn(t testing.TB, s *Sim, dmDom hyp.DomID, d *Domain, bufMode uint8, handle func(reqView) uint64) *fakeDM {
+func newFakeDMIn(t testing.TB, s *Sim, dmDom hyp.DomID, d *Domain, bufMode uint8, handle func(reqView) uint64, opts ...func(*fakeDM)) *fakeDM {
 	t.Helper()
 	k := s.Kernel(dmDom)
 	dm := &fakeDM{t: t, s: s, d: d, handle: handle, done: make(chan struct{}), bufCh: make(chan struct{}, 1)}
@@ -149,6 +154,23 @@ func newFakeDMIn(t testing.TB, s *Sim, dmDom hyp.DomID, d *Domain, bufMode uint8
 		if err != nil {
 			t.Fatalf("bind buffered port: %v", err)
 		}
+	}
+	// Consume the pending-on-bind events now, so that the loop starts
+	// with nothing spurious queued and tests may change its behaviour
+	// before their first access.
+	want := len(dm.ports)
+	if dm.bufPort != 0 {
+		want++
+	}
+	pb := make([]byte, 4)
+	for i := 0; i < want; i++ {
+		if n, err := dm.ev.Read(pb); err != nil || n != 4 {
+			t.Fatalf("pending-on-bind event %d: %d, %v", i, n, err)
+		}
+		dm.ev.Write(pb)
+	}
+	for _, o := range opts {
+		o(dm)
 	}
 	go dm.loop()
 	t.Cleanup(dm.close)
@@ -199,9 +221,12 @@ func (dm *fakeDM) loop() {
 func (dm *fakeDM) drainBuffered() {
 	pg := dm.bufpg
 	for {
-		rp := atomic.LoadUint32(u32at(pg, 0))
-		wp := atomic.LoadUint32(u32at(pg, 4))
-		if rp == wp {
+		// Both pointers in one read, and read_pointer advanced with an
+		// atomic add: Xen canonicalises them with a 64-bit cmpxchg at any
+		// time (ATOMIC mode), which a plain store would undo.
+		ptrs := atomic.LoadUint64(u64at(pg, 0))
+		rp, wp := uint32(ptrs), uint32(ptrs>>32)
+		if rp == wp || wp-rp > xenabi.IOREQ_BUFFER_SLOT_NUM {
 			return
 		}
 		o := 8 + int(rp%xenabi.IOREQ_BUFFER_SLOT_NUM)*8
@@ -215,7 +240,7 @@ func (dm *fakeDM) drainBuffered() {
 		case dm.bufCh <- struct{}{}:
 		default:
 		}
-		atomic.StoreUint32(u32at(pg, 0), rp+1)
+		atomic.AddUint32(u32at(pg, 0), 1)
 	}
 }
 
