@@ -58,7 +58,9 @@
 // memory_mapping, ioport_mapping, irq/iomem/ioport_permission; interface
 // version 0x15, anything else EACCES). Passed-through ports and frames no
 // longer reach ioreq servers; the simulator has no physical device behind
-// them, so they read all-ones. Other hypercalls answer ENOSYS.
+// them, so they read all-ones. As in Xen, memory_mapping over guest RAM is
+// not refused: the RAM pages leave the p2m. Other hypercalls answer
+// ENOSYS.
 //
 // Foreign pages that are holes fail with -EINVAL per page, as Xen's
 // get_page_from_gfn path does (xen/arch/x86/mm.c:mod_l1_entry); the

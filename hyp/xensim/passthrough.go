@@ -148,12 +148,21 @@ func (s *Sim) domctl(caller hyp.DomID, arg uint64) (uintptr, error) {
 			return 0, unix.E2BIG // the simulator does not do continuations
 		}
 		if add == xenabi.DPCI_ADD_MAPPING {
+			// xen/arch/x86/mm/p2m.c:set_typed_p2m_entry: a different
+			// direct-MMIO mapping already there is refused (and Xen
+			// crashes the domain); the same one is accepted again; a RAM
+			// page there is dropped from the p2m, without complaint.
 			for i := uint64(0); i < nr; i++ {
-				if d.isRAM(gfn + i) {
-					return 0, unix.EBUSY
+				if old, ok := pt.mmio[gfn+i]; ok && old != mfn+i {
+					s.violation(d.id, 0, "memory_mapping of gfn %#x to mfn %#x over mfn %#x (Xen crashes the domain)", gfn+i, mfn+i, old)
+					return 0, unix.EPERM
 				}
 			}
 			for i := uint64(0); i < nr; i++ {
+				if d.isRAM(gfn + i) {
+					d.overlay[gfn+i] = p2mEntry{hole: true}
+					delete(d.memType, gfn+i)
+				}
 				pt.mmio[gfn+i] = mfn + i
 			}
 		} else {
