@@ -606,8 +606,9 @@ func TestSharedGSI(t *testing.T) {
 	}
 }
 
-// TestBAROverRAM: Xen refuses to map a BAR over guest RAM (EBUSY); the
-// failure is counted and nothing is left behind.
+// TestBAROverRAM: a BAR the guest places over its own RAM is mapped (as
+// Xen accepts it), follows the guest when moved, and nothing is left
+// behind.
 func TestBAROverRAM(t *testing.T) {
 	r := newSimRig(t)
 	x, _ := simXen(t, r)
@@ -622,13 +623,17 @@ func TestBAROverRAM(t *testing.T) {
 	c := cfgIO{dev}
 	c.w(0x10, 4, 0x01000000) // inside the guest's 256 MiB of RAM
 	c.w(0x04, 2, 0x0002)
-	if got := dev.Stats().MapErrors; got != 1 {
-		t.Errorf("MapErrors = %d, want 1", got)
+	// Xen accepts a BAR mapped over the guest's own RAM: set_typed_p2m_entry
+	// (xen/arch/x86/mm/p2m.c) replaces the RAM entries and only invalidates
+	// their m2p. The guest hurts nobody but itself, and QEMU's xen_pt does
+	// not refuse it either, so godm maps it like any other placement.
+	if got := dev.Stats().MapErrors; got != 0 {
+		t.Errorf("MapErrors = %d, want 0", got)
 	}
-	if got := dev.Mappings(); len(got) != 0 {
-		t.Errorf("Mappings = %+v, want none", got)
+	if got := dev.Mappings(); len(got) != 1 || got[0].Guest != 0x1000 {
+		t.Errorf("Mappings over RAM = %+v, want one at gfn 0x1000", got)
 	}
-	c.w(0x10, 4, 0xe0000000) // moved out of RAM: mapped now
+	c.w(0x10, 4, 0xe0000000) // moved out of RAM: remapped
 	if got := dev.Mappings(); len(got) != 1 || got[0].Guest != 0xe0000 {
 		t.Errorf("Mappings after the move = %+v", got)
 	}

@@ -182,8 +182,8 @@ func (h *Handle) Pending(buf []Port) (int, error) {
 	return n / portSize, nil
 }
 
-// Reset unbinds every port bound through the handle
-// (IOCTL_EVTCHN_RESET).
+// Reset empties the handle's ring of pending ports and clears its overflow
+// flag (IOCTL_EVTCHN_RESET; drivers/xen/evtchn.c). Bound ports stay bound.
 func (h *Handle) Reset() error {
 	if h.closed.Load() {
 		return fmt.Errorf("evtchn: reset: %w", hyp.ErrClosed)
