@@ -145,6 +145,12 @@ func TestGoldenHypercalls(t *testing.T) {
 			for _, p := range []int32{9, 55} {
 				d.pt().pirqs[p] = pirqMap{typ: xenabi.MAP_PIRQ_TYPE_GSI, index: p}
 			}
+			// ...and the I/O memory the memory_mapping fixtures map,
+			// granted to the guest as libxl does before (Xen checks the
+			// target's iomem permission too).
+			if err := d.pt().iomemPerm.add(0xfe000, 0xfe0ff); err != nil {
+				t.Fatal(err)
+			}
 			s.mu.Unlock()
 			pc := mustOpen(t, s.Kernel(0), kernel.Privcmd, 0)
 			for _, e := range evs {

@@ -141,7 +141,10 @@ func (s *Sim) domctl(caller hyp.DomID, arg uint64) (uintptr, error) {
 		if nr == 0 || end < mfn || end>>(52-pageShift) != 0 || gfn+nr-1 < gfn {
 			return 0, unix.EINVAL
 		}
-		if !s.iomemPermitted(caller, mfn, end) {
+		// xen/common/domctl.c (4.17): both the caller and the target
+		// domain must have been granted the frames
+		// (iomem_access_permitted(current->domain, ...) and (d, ...)).
+		if !s.iomemPermitted(caller, mfn, end) || !pt.iomemPerm.contains(mfn, end) {
 			return 0, unix.EPERM
 		}
 		if nr > 1<<20 {
