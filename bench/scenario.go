@@ -51,6 +51,9 @@ type Scenario struct {
 	// op performs operation i on vCPU v of r and checks its answer when
 	// the design dispatches to the devices.
 	op func(r *rig, v *xensim.VCPU, vi, i int, check bool) error
+	// verify, if set, checks the devices' state after the measurement
+	// (when the design dispatches).
+	verify func(r *rig) error
 	// probe runs a scenario that needs no rig (floors, bus dispatch).
 	probe func(n int) (Result, error)
 }
@@ -107,12 +110,13 @@ func Scenarios() []*Scenario {
 		name, doc string
 		ops       int
 		op        func(r *rig, v *xensim.VCPU, vi, i int, check bool) error
+		verify    func(r *rig) error
 	}
 	for _, w := range []workload{
-		{"pio", "IN of a UART's line status register", 50000, opPIO},
-		{"mmio", "32-bit MMIO read of the test device's magic register", 50000, opMMIO},
-		{"pci", "PCI configuration read (0xcf8/0xcfc) of the test device's IDs", 50000, opPCI},
-		{"rep", "REP OUTSD of 4 KiB from guest RAM (data_is_ptr) to the test device", 10000, opRep},
+		{"pio", "IN of a UART's line status register", 50000, opPIO, nil},
+		{"mmio", "32-bit MMIO read of the test device's magic register", 50000, opMMIO, nil},
+		{"pci", "PCI configuration read (0xcf8/0xcfc) of the test device's IDs", 50000, opPCI, nil},
+		{"rep", "REP OUTSD of 4 KiB from guest RAM (data_is_ptr) to the test device", 10000, opRep, verifyRep},
 	} {
 		for _, m := range []string{modePoll, modeBlock} {
 			spin, gd, floor, ops := vcpuSpin, godmPoll, "floor/cache-line", w.ops
@@ -128,9 +132,9 @@ func Scenarios() []*Scenario {
 				}
 			}
 			add(&Scenario{Name: base + "godm", Doc: w.doc, Ops: ops, ShortOps: 200, Floor: floor, Classic: base + "classic",
-				Sim: sim, Plot: plot, vcpus: 1, design: gd, vcpuSpin: spin, perOp: 1, op: w.op})
+				Sim: sim, Plot: plot, vcpus: 1, design: gd, vcpuSpin: spin, perOp: 1, op: w.op, verify: w.verify})
 			add(&Scenario{Name: base + "classic", Doc: w.doc + " (classic loop)", Ops: ops, ShortOps: 200, Floor: floor,
-				Sim: sim, Plot: plot, vcpus: 1, design: classic, vcpuSpin: spin, perOp: 1, op: w.op})
+				Sim: sim, Plot: plot, vcpus: 1, design: classic, vcpuSpin: spin, perOp: 1, op: w.op, verify: w.verify})
 		}
 	}
 
@@ -202,16 +206,16 @@ func opPCI(_ *rig, v *xensim.VCPU, _, _ int, check bool) error {
 	return err
 }
 
-func opRep(r *rig, v *xensim.VCPU, _, i int, check bool) error {
-	if err := v.RepOuts(testIO, 4, repCount, repBuf, false); err != nil {
-		return err
-	}
-	if check && i == 0 {
-		// The scratch register holds the last dword of the buffer.
-		want := uint64(binary.LittleEndian.Uint32(r.repLast[:]))
-		if got, err := v.In(testIO, 4); err != nil || got != want {
-			return fmt.Errorf("test device scratch after rep = %#x, %v; want %#x", got, err, want)
-		}
+func opRep(_ *rig, v *xensim.VCPU, _, _ int, _ bool) error {
+	return v.RepOuts(testIO, 4, repCount, repBuf, false)
+}
+
+// verifyRep checks that the rep's elements reached the device in order:
+// its scratch register holds the buffer's last dword.
+func verifyRep(r *rig) error {
+	want := uint64(binary.LittleEndian.Uint32(r.repLast[:]))
+	if got := r.bus.PIO.Read(testIO, 4, 0); got != want {
+		return fmt.Errorf("test device scratch after rep = %#x, want %#x", got, want)
 	}
 	return nil
 }
@@ -318,6 +322,11 @@ func (s *Scenario) runRig(n int) (res Result, err error) {
 	if check {
 		if got := r.handled() - before; got < uint64(ops) {
 			return Result{}, fmt.Errorf("%s: the server counted %d requests for %d operations", s.Name, got, ops)
+		}
+		if s.verify != nil {
+			if err := s.verify(r); err != nil {
+				return Result{}, fmt.Errorf("%s: %w", s.Name, err)
+			}
 		}
 	}
 	return res, nil

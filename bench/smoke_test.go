@@ -162,3 +162,29 @@ func TestBurstOrdering(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyRep checks that the rep scenario's check can fail: before any
+// rep, the test device's scratch register is not the buffer's last dword.
+func TestVerifyRep(t *testing.T) {
+	r, err := newRig(1, godmBlock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := r.close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if err := r.fillRepBuffer(); err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyRep(r); err == nil {
+		t.Error("verifyRep passed before the rep")
+	}
+	if err := opRep(r, r.dom.VCPU(0), 0, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyRep(r); err != nil {
+		t.Error(err)
+	}
+}
