@@ -70,6 +70,9 @@ type Report struct {
 	Machine string    `json:"machine"`
 	// Command is the command line that produced the report, if known.
 	Command string `json:"command,omitempty"`
+	// Load is the host's load average before and after the run, if known
+	// (other processes' load makes the figures noisier).
+	Load string `json:"load,omitempty"`
 	// Revision is the VCS revision of the binary that measured, if known.
 	Revision string `json:"revision,omitempty"`
 	// Trials is the number of trials per scenario; Short says the
@@ -174,7 +177,11 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			return err
 		}
 	}
-	fmt.Fprintf(w, "\n%s, %s\n", rep.Machine, rep.When.UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "\n%s, %s", rep.Machine, rep.When.UTC().Format(time.RFC3339))
+	if rep.Load != "" {
+		fmt.Fprintf(w, ", load average %s", rep.Load)
+	}
+	fmt.Fprintln(w)
 	return nil
 }
 

@@ -54,9 +54,13 @@ func cmdBench(ctx context.Context, args []string, out, w io.Writer) error {
 		}
 		return nil
 	}
+	load := loadAverage("/proc/loadavg")
 	rep, plot, err := bench.Run(ctx, o)
 	if err != nil {
 		return err
+	}
+	if after := loadAverage("/proc/loadavg"); load != "" && after != "" {
+		rep.Load = load + " before, " + after + " after"
 	}
 	rep.Command = strings.TrimSpace("godm bench " + strings.Join(args, " "))
 	rep.Revision = revision()
@@ -92,6 +96,19 @@ func writeFile(name string, write func(io.Writer) error) error {
 		return fmt.Errorf("bench: %w", err)
 	}
 	return nil
+}
+
+// loadAverage returns the 1-minute load average of a loadavg file, or "".
+func loadAverage(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
 }
 
 // cpuModel returns the first "model name" of a cpuinfo file, or "".
