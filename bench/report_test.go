@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -41,5 +42,40 @@ func TestReport(t *testing.T) {
 	}
 	if s := sb.String(); !strings.HasPrefix(s, "<svg") || strings.Count(s, "<polyline") != 2 || !strings.Contains(s, "godm/pio") {
 		t.Errorf("SVG malformed:\n%s", s)
+	}
+}
+
+// TestLatestReport checks the committed full report (bench/README.md shows
+// it): a full run, every row a known scenario, targets evaluated.
+func TestLatestReport(t *testing.T) {
+	b, err := os.ReadFile("testdata/latest.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Short || rep.Trials < 3 || len(rep.Rows) == 0 || len(rep.Targets) == 0 || rep.Command == "" {
+		t.Errorf("latest.json: short %v, %d trials, %d rows, %d targets, command %q", rep.Short, rep.Trials, len(rep.Rows), len(rep.Targets), rep.Command)
+	}
+	known := map[string]bool{}
+	for _, s := range Scenarios() {
+		known[s.Name] = true
+	}
+	for _, r := range rep.Rows {
+		if !known[r.Name] {
+			t.Errorf("latest.json has row %q, which is no scenario: regenerate it (see README.md)", r.Name)
+		}
+		if r.Ops == 0 || r.MedianNS <= 0 {
+			t.Errorf("latest.json row %s: ops %d median %v", r.Name, r.Ops, r.MedianNS)
+		}
+	}
+	svg, err := os.ReadFile("testdata/latest.svg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(svg, []byte("<svg")) || !bytes.Contains(svg, []byte("rt/pio/poll/godm")) {
+		t.Errorf("latest.svg is not the report's picture")
 	}
 }
