@@ -6,13 +6,28 @@
 # serves (the kernel, busybox and the guest test driver are fetched and
 # built into .cache/guest first).
 #
+# A godm subcommand given first (sim, bench, serve, passthrough, help) is
+# run as given, e.g. scripts/run.sh bench.
+#
 # Usage: scripts/run.sh [godm args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .cache
 CGO_ENABLED=0 go build -o .cache/godm ./cmd/godm
-if [ -e /dev/xen/privcmd ] && [ $# -gt 0 ]; then
-	exec .cache/godm "$@"
+cmd=sim
+case "${1:-}" in
+sim | bench | serve | passthrough | help | -h | -help | --help)
+	cmd=$1
+	shift
+	;;
+*)
+	if [ -e /dev/xen/privcmd ] && [ $# -gt 0 ]; then
+		exec .cache/godm "$@"
+	fi
+	;;
+esac
+if [ "$cmd" != sim ]; then
+	exec .cache/godm "$cmd" "$@"
 fi
 if [ ! -e /dev/xen/privcmd ]; then
 	echo "run.sh: no Xen here (/dev/xen/privcmd is missing): running godm on the simulated Xen" >&2
