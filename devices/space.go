@@ -35,6 +35,14 @@ var (
 // must not call Register, Unregister, Move or SetListener on the same
 // space (lookups are fine). They are serialised per space, so the listener
 // sees ranges in the order they take effect.
+//
+// A Move to a place overlapping the old one is reported piecewise, so that
+// the shared part is claimed throughout: RangeAdded for the part of the new
+// range outside the old one (before publishing), RangeRemoved for the part
+// of the old range outside the new one (after). Added and removed pieces
+// are therefore not always whole registered ranges; a listener mirroring
+// them into something that merges adjacent ranges (Xen's rangesets) sees
+// exactly the registered layout.
 type Listener interface {
 	// RangeAdded is called before the table holding the new range is
 	// published. If it returns an error the registration fails and
@@ -367,21 +375,33 @@ func (s *Space) Move(oldBase, newBase uint64) error {
 	entries[i].base, entries[i].last = newBase, newLast
 	nt := newTable(entries, s.direct)
 	intersect := newBase <= e.last && e.base <= newLast
-	if l := s.listener; l != nil {
-		if intersect {
-			l.RangeRemoved(s, e.base, size)
+	// The listener sees the move so that the range is claimed in exactly
+	// one place at every moment. Disjoint: claim the new range, publish,
+	// release the old one. Overlapping: claim only the part of the new
+	// range the old one does not cover, publish, release only the part of
+	// the old range the new one does not cover. Xen's rangesets merge
+	// adjacent claims and split on release (xen/common/rangeset.c), and
+	// refuse a claim that overlaps one already held (-EEXIST,
+	// xen/common/ioreq.c), which is why the shared part is never claimed
+	// twice.
+	addBase, addSize, delBase, delSize := newBase, size, e.base, size
+	if intersect {
+		if newBase < e.base { // moving down: new head, old tail
+			addBase, addSize = newBase, e.base-newBase
+			delBase, delSize = newLast+1, e.last-newLast
+		} else { // moving up: new tail, old head
+			addBase, addSize = e.last+1, newLast-e.last
+			delBase, delSize = e.base, newBase-e.base
 		}
-		if err := l.RangeAdded(s, newBase, size); err != nil {
-			if intersect {
-				// Best effort: put the old range back where it was.
-				_ = l.RangeAdded(s, e.base, size)
-			}
+	}
+	if l := s.listener; l != nil {
+		if err := l.RangeAdded(s, addBase, addSize); err != nil {
 			return fmt.Errorf("devices: %s: move [%#x+%#x] to %#x: %w: %w", s.name, oldBase, size, newBase, ErrListener, err)
 		}
 	}
 	s.table.Store(nt)
-	if l := s.listener; l != nil && !intersect {
-		l.RangeRemoved(s, e.base, size)
+	if l := s.listener; l != nil {
+		l.RangeRemoved(s, delBase, delSize)
 	}
 	return nil
 }
