@@ -1,8 +1,11 @@
 package devices
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 )
 
@@ -76,41 +79,86 @@ func FuzzSpace(f *testing.F) {
 }
 
 // xenModel is a listener that behaves like Xen's rangeset of one ioreq
-// server: it rejects an add that overlaps a range it holds (the test
-// fails: the Space must never ask for one) and refuses some ranges
-// outright, to exercise the failure paths.
+// server (xen/common/rangeset.c, xen/common/ioreq.c): a claim that
+// overlaps a held address is rejected (the test fails: the Space must
+// never ask for one), adjacent claims merge, a release must lie inside
+// one held interval (Xen answers ENOENT otherwise: the test fails) and
+// splits it. Some claims are refused outright, to exercise the failure
+// paths.
 type xenModel struct {
-	t      *testing.T
-	ranges map[uint64]uint64 // base -> size
+	t   *testing.T
+	ivs []interval // sorted, disjoint, non-adjacent
 }
+
+type interval struct{ s, e uint64 } // inclusive
 
 // refuses reports whether the model refuses [base, base+size).
 func refuses(base, size uint64) bool { return (base^size)&0x3f == 0x3f }
 
 func (x *xenModel) RangeAdded(_ *Space, base, size uint64) error {
-	for b, sz := range x.ranges {
-		if base <= b+sz-1 && b <= base+size-1 {
-			x.t.Fatalf("listener asked to add [%#x+%#x] overlapping held [%#x+%#x]", base, size, b, sz)
+	e := base + size - 1
+	for _, iv := range x.ivs {
+		if base <= iv.e && iv.s <= e {
+			x.t.Fatalf("listener asked to add [%#x+%#x] overlapping held [%#x-%#x]", base, size, iv.s, iv.e)
 		}
 	}
 	if refuses(base, size) {
 		return errRefused
 	}
-	x.ranges[base] = size
+	x.ivs = mergeIntervals(append(x.ivs, interval{base, e}))
 	return nil
 }
 
 func (x *xenModel) RangeRemoved(_ *Space, base, size uint64) {
-	if got, ok := x.ranges[base]; !ok || got != size {
-		x.t.Fatalf("listener asked to remove [%#x+%#x], holds %#x (held: %v)", base, size, got, ok)
+	e := base + size - 1
+	for i, iv := range x.ivs {
+		if iv.s <= base && e <= iv.e {
+			var rest []interval
+			if iv.s < base {
+				rest = append(rest, interval{iv.s, base - 1})
+			}
+			if e < iv.e {
+				rest = append(rest, interval{e + 1, iv.e})
+			}
+			x.ivs = append(x.ivs[:i:i], append(rest, x.ivs[i+1:]...)...)
+			return
+		}
 	}
-	delete(x.ranges, base)
+	x.t.Fatalf("listener asked to remove [%#x+%#x], not inside one held interval (held: %#x)", base, size, x.ivs)
+}
+
+// claimedByMove is the part of [newBase, newLast] a move from [oldBase,
+// oldLast] claims: all of it, or only the part outside the old range when
+// they overlap.
+func claimedByMove(oldBase, oldLast, newBase, newLast uint64) (base, size uint64) {
+	switch {
+	case newBase > oldLast || newLast < oldBase:
+		return newBase, newLast - newBase + 1
+	case newBase < oldBase:
+		return newBase, oldBase - newBase
+	default:
+		return oldLast + 1, newLast - oldLast
+	}
+}
+
+// mergeIntervals sorts intervals and merges overlapping or adjacent ones.
+func mergeIntervals(ivs []interval) []interval {
+	slices.SortFunc(ivs, func(a, b interval) int { return cmp.Compare(a.s, b.s) })
+	var out []interval
+	for _, iv := range ivs {
+		if n := len(out); n > 0 && (out[n-1].e == ^uint64(0) || iv.s <= out[n-1].e+1) {
+			out[n-1].e = max(out[n-1].e, iv.e)
+			continue
+		}
+		out = append(out, iv)
+	}
+	return out
 }
 
 func runSpaceScript(t *testing.T, script []byte, direct bool) {
 	s := NewSpace("fuzz")
 	s.direct = direct
-	xen := &xenModel{t: t, ranges: map[uint64]uint64{}}
+	xen := &xenModel{t: t}
 	if err := s.Attach(xen); err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +225,7 @@ func runSpaceScript(t *testing.T, script []byte, direct bool) {
 				want = ErrOverflow
 			case m.overlaps(a, last, i):
 				want = ErrOverlap
-			case refuses(a, r.last-r.base+1):
+			case refuses(claimedByMove(r.base, r.last, a, last)):
 				want = ErrListener
 			}
 			if !errors.Is(err, want) || (err == nil) != (want == nil) {
@@ -214,13 +262,14 @@ func runSpaceScript(t *testing.T, script []byte, direct bool) {
 		t.Fatalf("Stats() = %+v, want %+v", got, misses)
 	}
 	got := s.Ranges()
-	if len(xen.ranges) != len(got) {
-		t.Fatalf("listener holds %d ranges, space %d", len(xen.ranges), len(got))
-	}
+	// What Xen holds is exactly what is registered (adjacent ranges merge
+	// in a rangeset).
+	var want []interval
 	for _, r := range got {
-		if xen.ranges[r.Base] != r.Size {
-			t.Fatalf("listener holds %#x for [%#x+%#x]", xen.ranges[r.Base], r.Base, r.Size)
-		}
+		want = append(want, interval{r.Base, r.Base + r.Size - 1})
+	}
+	if want = mergeIntervals(want); fmt.Sprint(xen.ivs) != fmt.Sprint(want) {
+		t.Fatalf("listener holds %#x, space has %#x", xen.ivs, want)
 	}
 	if len(got) != len(m.ranges) {
 		t.Fatalf("Ranges() has %d ranges, model %d", len(got), len(m.ranges))
