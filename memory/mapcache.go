@@ -455,32 +455,15 @@ func span(gpa GPA, n int) error {
 
 // Read implements Accessor: it copies len(p) bytes of guest memory at gpa
 // into p. On a hit it takes no lock and does not allocate.
-func (c *MapCache) Read(gpa GPA, p []byte) error {
-	if err := span(gpa, len(p)); err != nil {
-		return err
-	}
-	for len(p) > 0 {
-		b, err := c.get(gpa>>c.shift, copyUnit, copyMask)
-		if err != nil {
-			return err
-		}
-		off := gpa & (c.size - 1)
-		n := min(uint64(len(p)), c.size-off)
-		if err := b.check(off, n); err != nil {
-			c.put(b, copyUnit)
-			return err
-		}
-		copy(p[:n], b.mem[off:])
-		c.put(b, copyUnit)
-		p = p[n:]
-		gpa += n
-	}
-	return nil
-}
+func (c *MapCache) Read(gpa GPA, p []byte) error { return c.copyAt(gpa, p, false) }
 
 // Write implements Accessor: it copies p into guest memory at gpa. On a
 // hit it takes no lock and does not allocate.
-func (c *MapCache) Write(gpa GPA, p []byte) error {
+func (c *MapCache) Write(gpa GPA, p []byte) error { return c.copyAt(gpa, p, true) }
+
+// copyAt copies between p and guest memory at gpa, bucket by bucket,
+// holding each bucket only for the copy.
+func (c *MapCache) copyAt(gpa GPA, p []byte, write bool) error {
 	if err := span(gpa, len(p)); err != nil {
 		return err
 	}
@@ -495,7 +478,11 @@ func (c *MapCache) Write(gpa GPA, p []byte) error {
 			c.put(b, copyUnit)
 			return err
 		}
-		copy(b.mem[off:], p[:n])
+		if write {
+			copy(b.mem[off:], p[:n])
+		} else {
+			copy(p[:n], b.mem[off:])
+		}
 		c.put(b, copyUnit)
 		p = p[n:]
 		gpa += n

@@ -49,8 +49,17 @@ func (f *machineFlags) register(fs *flag.FlagSet, defaultVCPUs int) {
 }
 
 // spec turns the flags into a machine description, opening the serial
-// backends (closed by the caller through the returned closers).
-func (f *machineFlags) spec(log *slog.Logger, w io.Writer) (machine.Spec, []chardev.Backend, error) {
+// backends; the caller closes them with the returned function.
+func (f *machineFlags) spec(log *slog.Logger, w io.Writer) (machine.Spec, func(), error) {
+	s, opened, err := f.specBackends(log, w)
+	return s, func() {
+		for _, b := range opened {
+			b.Close()
+		}
+	}, err
+}
+
+func (f *machineFlags) specBackends(log *slog.Logger, w io.Writer) (machine.Spec, []chardev.Backend, error) {
 	s := machine.Spec{VCPUs: f.vcpus, MemBytes: f.memMB << 20, NoPS2: f.noPS2, NoPlatformDevice: f.noPlat,
 		Workers: f.workers, Worker: ioreq.WorkerConfig{Spin: f.spin}, Log: log, Restrict: f.restrict}
 	if f.vcpus < 0 || f.vcpus > ioreq.MaxVCPUs {

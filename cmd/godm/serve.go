@@ -49,15 +49,11 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 		return errors.New("no Xen found (" + *devDir + "/privcmd is missing or not accessible); try the simulated mode: godm sim")
 	}
 	log := newLogger(w, mf.verbose)
-	spec, backends, err := mf.spec(log, w)
+	spec, closeBackends, err := mf.spec(log, w)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, b := range backends {
-			b.Close()
-		}
-	}()
+	defer closeBackends()
 	spec.Dom = hyp.DomID(*domid)
 	m, err := machine.New(host, spec)
 	if err != nil {

@@ -48,15 +48,11 @@ func cmdSim(ctx context.Context, args []string, out, w io.Writer) error {
 		mf.testSlot = 5
 	}
 	log := newLogger(w, mf.verbose)
-	spec, backends, err := mf.spec(log, w)
+	spec, closeBackends, err := mf.spec(log, w)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, b := range backends {
-			b.Close()
-		}
-	}()
+	defer closeBackends()
 
 	sim := xensim.New(xensim.Config{})
 	defer sim.Close()
