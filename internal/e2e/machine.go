@@ -9,22 +9,24 @@ import (
 
 	"godm/devices"
 	"godm/hyp/dm"
-	"godm/hyp/foreign"
-	"godm/hyp/privcmd"
 	"godm/hyp/xensim"
 	"godm/internal/guest"
+	"godm/internal/machine"
 	"godm/internal/mpqemu"
 	"godm/internal/qtest"
 	"godm/ioreq"
-	"godm/irq"
 	"godm/memory"
 	"godm/pci"
 )
 
-// Machine is godm serving one simulated HVM domain.
+// Machine is godm serving one simulated HVM domain: an internal/machine
+// without PS/2 or platform device (the guest sees only the proxied
+// functions), plus the harness's proxies and interrupt forwarding.
 type Machine struct {
-	Sim    *xensim.Sim
-	Dom    *xensim.Domain
+	Sim *xensim.Sim
+	Dom *xensim.Domain
+	// M is godm's machine; the fields below are shortcuts into it.
+	M      *machine.Machine
 	Spaces *devices.Bus
 	PCI    *pci.Bus
 	Server *ioreq.Server
@@ -32,7 +34,6 @@ type Machine struct {
 	Memory *memory.MapCache
 
 	memMB int
-	priv  *privcmd.Handle
 
 	serveCancel context.CancelFunc
 	serveDone   chan error
@@ -52,8 +53,8 @@ type Config struct {
 	VCPUs int
 }
 
-// NewMachine creates the simulated domain and godm's ioreq server for it,
-// and starts serving.
+// NewMachine creates the simulated domain and godm's machine for it, and
+// starts serving.
 func NewMachine(cfg Config) (_ *Machine, err error) {
 	if cfg.MemMB == 0 {
 		cfg.MemMB = 256
@@ -74,49 +75,19 @@ func NewMachine(cfg Config) (_ *Machine, err error) {
 	if err != nil {
 		return nil, err
 	}
-	k := m.Sim.Kernel(0)
-	if m.priv, err = privcmd.Open(k); err != nil {
-		return nil, err
-	}
-	m.DM = dm.New(m.priv, m.Dom.ID())
-	m.Memory, err = memory.NewMapCache(memory.MapperFunc(func(gfns []uint64, w bool) (memory.Mapping, error) {
-		return foreign.Map(m.priv, m.Dom.ID(), w, gfns)
-	}), memory.MapCacheConfig{})
-	if err != nil {
-		return nil, err
-	}
-	m.Spaces = devices.NewBus()
-	m.PCI, err = pci.NewBus(pci.BusConfig{
-		Spaces: m.Spaces,
-		INTx:   intxRouter{m.DM},
-		MSI:    ioreq.NewMSI(m.DM),
+	m.M, err = machine.New(m.Sim.Kernel(0), machine.Spec{
+		Dom: m.Dom.ID(), VCPUs: cfg.VCPUs, MemBytes: uint64(cfg.MemMB) << 20,
+		NoPS2: true, NoPlatformDevice: true,
 	})
 	if err != nil {
 		return nil, err
 	}
-	m.Server, err = ioreq.NewServer(m.priv, k, ioreq.Config{
-		Dom:     m.Dom.ID(),
-		VCPUs:   cfg.VCPUs,
-		Bus:     m.Spaces,
-		Targets: ioreq.Targets{Memory: m.Memory, Invalidate: m.Memory.Invalidate},
-	})
-	if err != nil {
-		return nil, err
-	}
+	m.Spaces, m.PCI, m.Server, m.DM, m.Memory = m.M.Spaces, m.M.PCI, m.M.Server, m.M.DM, m.M.Memory
 	ctx, cancel := context.WithCancel(context.Background())
 	m.serveCancel = cancel
 	m.serveDone = make(chan error, 1)
-	go func() { m.serveDone <- m.Server.Serve(ctx) }()
+	go func() { m.serveDone <- m.M.Serve(ctx) }()
 	return m, nil
-}
-
-// intxRouter wires a function's pin to Xen's (device, INTx) level, as Xen
-// expects for bus 0 (XEN_DMOP_set_pci_intx_level; Xen applies the PIIX
-// swizzle and link routing itself).
-type intxRouter struct{ c *dm.Client }
-
-func (r intxRouter) INTx(dev, fn, pin uint8) irq.Line {
-	return ioreq.NewPCIIntxLine(r.c, devices.NewSBDF(0, 0, dev, fn), pin-1)
 }
 
 // Proxy returns the harness proxy serving fn (already on m.PCI) to the
@@ -231,18 +202,10 @@ func (m *Machine) Close() error {
 	var errs []error
 	if m.serveCancel != nil {
 		m.serveCancel()
-		if err := <-m.serveDone; err != nil && !errors.Is(err, context.Canceled) {
-			errs = append(errs, err)
-		}
+		errs = append(errs, <-m.serveDone)
 	}
-	if m.Server != nil {
-		errs = append(errs, m.Server.Close())
-	}
-	if m.Memory != nil {
-		m.Memory.Close()
-	}
-	if m.priv != nil {
-		errs = append(errs, m.priv.Close())
+	if m.M != nil {
+		errs = append(errs, m.M.Close())
 	}
 	errs = append(errs, m.Sim.Close())
 	return errors.Join(errs...)
