@@ -7,6 +7,8 @@ import (
 	"slices"
 
 	"godm/devices"
+
+	"golang.org/x/sys/unix"
 )
 
 const pageSize = 4096
@@ -47,6 +49,10 @@ type bar struct {
 	// In effect:
 	maps  []Mapping
 	traps []trapRange
+	// refused is the placement Xen refused to map: it stays unmapped
+	// (and its MSI-X pages untrapped) until the guest places or enables
+	// the BAR differently.
+	refused []Mapping
 }
 
 func (b *bar) flags() uint32 {
@@ -166,6 +172,9 @@ func validMem(base, size uint64, is64 bool) bool {
 // wantedLocked returns BAR i's mappings and traps for the current guest state.
 func (d *Device) wantedLocked(i int) ([]Mapping, []trapRange) {
 	b := &d.bars[i]
+	if !d.usable {
+		return nil, nil
+	}
 	cmd := d.commandLocked()
 	base := d.guestAddr(i)
 	switch b.kind {
@@ -241,6 +250,12 @@ func (d *Device) reconcileBARsLocked() {
 	for i := range d.bars {
 		maps, traps := d.wantedLocked(i)
 		b := &d.bars[i]
+		if b.refused != nil {
+			if slices.Equal(maps, b.refused) {
+				continue // refused as it stands: no retry on unrelated writes
+			}
+			b.refused = nil
+		}
 		if slices.Equal(maps, b.maps) && slices.Equal(traps, b.traps) {
 			continue
 		}
@@ -255,6 +270,13 @@ func (d *Device) reconcileBARsLocked() {
 	}
 }
 
+// mapBARLocked maps BAR i's pieces and traps its MSI-X pages. A BAR is
+// mapped whole or not at all: if Xen refuses a piece, the pieces already
+// mapped are unmapped again and the placement is remembered as refused,
+// so the guest's accesses to the BAR decode nowhere (reads all-ones)
+// until it moves or re-enables it. Xen has no query for a domain's I/O
+// memory or port permissions, so a refused mapping (EPERM: the toolstack
+// did not grant the domain that memory) is the first sign of one.
 func (d *Device) mapBARLocked(i int, maps []Mapping, traps []trapRange) {
 	b := &d.bars[i]
 	dom := d.cfg.Dom
@@ -267,8 +289,21 @@ func (d *Device) mapBARLocked(i int, maps []Mapping, traps []trapRange) {
 			err = d.cfg.Xen.MemoryMapping(dom, m.Guest, m.Host, m.Nr, true)
 		}
 		if err != nil {
-			_ = d.fail(fmt.Sprintf("mapping BAR%d", i), err)
-			continue
+			what := "memory"
+			first, last := m.Host*pageSize, (m.Host+m.Nr)*pageSize-1
+			if m.IO {
+				what, first, last = "ports", m.Host, m.Host+m.Nr-1
+			}
+			why := "Xen failed to map it"
+			if errors.Is(err, unix.EPERM) {
+				why = "Xen refused: the domain was not granted this " + what + " (the toolstack grants it when it assigns the function)"
+			}
+			_ = d.fail(fmt.Sprintf("BAR%d left unmapped (guest accesses to it are not decoded): %s; host %s %#x-%#x",
+				i, why, what, first, last), err)
+			d.refusedBARs.Add(1)
+			_ = d.unmapBARLocked(i)
+			b.refused = maps
+			return
 		}
 		b.maps = append(b.maps, m)
 	}

@@ -32,6 +32,13 @@ type Config struct {
 	// Without it Xen forwards only unmasking writes of bound entries (see
 	// msixWrite).
 	MSIXAllWrites bool
+	// Assign, if set, is asked (XEN_DOMCTL_test_assign_device, see
+	// AssignQuery) before the guest's first use of the function: until
+	// Xen confirms that a guest has the function in its IOMMU context,
+	// nothing is mapped or bound and bus mastering stays off on the host
+	// (a function still in dom0's or quarantine's IOMMU context would
+	// let the guest's DMA reach them). nil skips the check.
+	Assign AssignQuery
 	// Log receives control-path messages; nil discards them.
 	Log *slog.Logger
 }
@@ -47,6 +54,15 @@ type Stats struct {
 	// TrapMisses are MSI-X page accesses outside the table that godm
 	// cannot serve without /dev/mem.
 	TrapMisses uint64
+	// RefusedBARs are BAR placements left unmapped because Xen refused
+	// a mapping (EPERM: the domain was not granted the memory or ports).
+	RefusedBARs uint64
+	// Unassigned are guest enables refused because Xen had not assigned
+	// the function to a guest (Config.Assign).
+	Unassigned uint64
+	// MultiMessage are guest writes asking for more than one MSI vector
+	// (Multiple Message Enable), which godm does not offer.
+	MultiMessage uint64
 }
 
 // Device is a host PCI function passed through to a guest: its
@@ -68,6 +84,10 @@ type Device struct {
 	intx    intxState    // +checklocks:mu
 	bus     *devices.Bus // +checklocks:mu
 	plugged bool         // +checklocks:mu
+	// usable: the guest may use the function (Config.Assign confirmed,
+	// or no check); assignOK caches a confirmation until Unplug.
+	usable   bool // +checklocks:mu
+	assignOK bool // +checklocks:mu
 	scratch [8]byte      // host I/O buffer; +checklocks:mu
 
 	hinted        atomic.Bool
@@ -75,7 +95,12 @@ type Device struct {
 	hostErrors    atomic.Uint64
 	mapErrors     atomic.Uint64
 	trapMisses    atomic.Uint64
+	refusedBARs   atomic.Uint64
+	unassigned    atomic.Uint64
+	multiMessage  atomic.Uint64
 	msixHinted    atomic.Bool
+	assignHinted  atomic.Bool
+	mmeHinted     atomic.Bool
 }
 
 // New builds the virtualised function from the host's configuration space
@@ -183,7 +208,8 @@ func (d *Device) SBDF() devices.SBDF { return d.sbdf }
 // Stats returns the counters.
 func (d *Device) Stats() Stats {
 	return Stats{DroppedWrites: d.droppedWrites.Load(), HostErrors: d.hostErrors.Load(),
-		MapErrors: d.mapErrors.Load(), TrapMisses: d.trapMisses.Load()}
+		MapErrors: d.mapErrors.Load(), TrapMisses: d.trapMisses.Load(), RefusedBARs: d.refusedBARs.Load(),
+		Unassigned: d.unassigned.Load(), MultiMessage: d.multiMessage.Load()}
 }
 
 // Plug makes the function visible on bus: its configuration space is
@@ -251,6 +277,10 @@ func (d *Device) teardown() error {
 		d.msix.enabled, d.msix.maskall = false, false
 	}
 	d.plugged, d.bus = false, nil
+	d.usable, d.assignOK = false, false
+	for i := range d.bars {
+		d.bars[i].refused = nil
+	}
 	return errors.Join(errs...)
 }
 
@@ -369,6 +399,17 @@ func (d *Device) Write(a devices.Access, v uint64) {
 	if hooks != hookNone {
 		d.applyLocked(hooks)
 	}
+	// Bus mastering reaches the host only for a function Xen has in a
+	// guest's IOMMU context (Config.Assign).
+	if anyHost && reg <= 4 && reg+size > 4 && !d.usable {
+		cur[4-reg] &^= cmdBusMaster
+	}
+	// MSI enable reaches the host only with its vector routed.
+	if anyHost && d.msi != nil && hooks&hookMSI != 0 {
+		if o := d.msi.off + 2; reg <= o && reg+size > o && !d.msi.v.bound {
+			cur[o-reg] &^= 0x01
+		}
+	}
 	if anyHost {
 		if allHost {
 			d.hostWriteLocked(cur, reg)
@@ -398,6 +439,7 @@ func (d *Device) hostWriteLocked(p []byte, reg int) {
 // applyLocked re-derives the state the written registers control. Called with
 // mu held.
 func (d *Device) applyLocked(h hook) {
+	d.usable = d.usableLocked()
 	if h&(hookBAR|hookCommand) != 0 {
 		d.normalizeBARsLocked()
 		d.reconcileBARsLocked()
@@ -412,6 +454,45 @@ func (d *Device) applyLocked(h hook) {
 	if h&hookMSIX != 0 && d.msix != nil {
 		d.reconcileMSIXLocked()
 	}
+}
+
+// usableLocked reports whether the guest may use the function now: it
+// asks Config.Assign (once confirmed, never again until Unplug) when the
+// guest enables decoding, bus mastering, MSI or MSI-X.
+func (d *Device) usableLocked() bool {
+	if d.cfg.Assign == nil || d.assignOK {
+		return true
+	}
+	enabling := d.commandLocked()&(cmdIO|cmdMemory|cmdBusMaster) != 0 ||
+		(d.msi != nil && d.t.get(d.msi.off+2, 2)&1 != 0) ||
+		(d.msix != nil && d.t.get(d.msix.off+2, 2)&0x8000 != 0)
+	if !enabling {
+		return false // nothing to gate yet; ask when the guest enables something
+	}
+	a, err := QueryAssignment(d.cfg.Assign, d.cfg.Dom, d.cfg.Host.Addr)
+	switch a {
+	case AssignGuest:
+		d.assignOK = true
+		return true
+	case AssignUnknown:
+		// Without the answer, Xen's own checks (per-domain I/O memory
+		// and IRQ permissions) are all that guard the mappings.
+		if d.assignHinted.CompareAndSwap(false, true) {
+			d.cfg.Log.Warn("passthrough: cannot ask Xen whether the function is assigned; relying on Xen's mapping checks",
+				"host", d.cfg.Host.Addr, "err", err)
+		}
+		d.assignOK = true
+		return true
+	}
+	d.unassigned.Add(1)
+	what := "no guest has it in its IOMMU context (test_assign_device: free)"
+	if a == AssignNoIOMMU {
+		what = "the domain has no IOMMU context"
+	}
+	d.cfg.Log.Error("passthrough: guest enabled a function Xen has not assigned to it: nothing mapped or bound, "+
+		"bus mastering kept off; assign it with xl pci-attach (or let libxl finish) and have the guest enable it again",
+		"host", d.cfg.Host.Addr, "dom", d.cfg.Dom, "why", what)
+	return false
 }
 
 // commandLocked returns the guest's command register.

@@ -63,6 +63,9 @@ type vector struct {
 
 // routeLocked maps (if needed) and binds v to the guest's address and data.
 func (d *Device) routeLocked(v *vector, entry int, table, gtable, addr uint64, data uint32, unmasked bool) error {
+	if !d.usable {
+		return errUnassigned
+	}
 	if v.pirq < 0 {
 		pirq, err := d.cfg.Xen.MapPIRQ(d.cfg.Dom, d.mapReq(entry, table, addr, data))
 		if err != nil {
@@ -78,6 +81,9 @@ func (d *Device) routeLocked(v *vector, entry int, table, gtable, addr uint64, d
 	v.bound, v.b = true, b
 	return nil
 }
+
+// errUnassigned: the function may not be used yet (Config.Assign).
+var errUnassigned = errors.New("passthrough: function not assigned to a guest")
 
 // unrouteLocked unbinds and unmaps v.
 func (d *Device) unrouteLocked(v *vector) error {

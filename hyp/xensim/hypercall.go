@@ -39,7 +39,7 @@ func (s *Sim) hypercall(caller hyp.DomID, op uint64, a [5]uint64) (uintptr, erro
 	case xenabi.HYPERVISOR_physdev_op:
 		return s.physdevOp(caller, a[0], a[1])
 	case xenabi.HYPERVISOR_domctl:
-		return s.domctl(caller, a[0])
+		return s.domctlAssign(caller, a[0]) // assignment domctls, then s.domctl
 	case xenabi.HYPERVISOR_memory_op:
 		return s.memoryOp(caller, a[0], a[1])
 	case xenabi.HYPERVISOR_multicall:

@@ -62,6 +62,8 @@ type Sim struct {
 	events eventLog
 	vmas   vmaTable
 	efds   eventFDs
+
+	assigned assignTable // PCI functions assigned to guests (assign_query.go)
 }
 
 type closer interface{ Close() error }
