@@ -43,6 +43,9 @@ func TestBadUsage(t *testing.T) {
 		{[]string{"serve"}, "-domid -1: want a guest domain id"},
 		{[]string{"serve", "-domid", "70000"}, "want a guest domain id"},
 		{[]string{"serve", "-domid", "5", "-xen-dev", "/nonexistent"}, "no Xen found"},
+		// Flags are checked before Xen is looked for.
+		{[]string{"serve", "-domid", "5", "-xen-dev", "/nonexistent", "-serial", "tcp:1"}, "want stdio, null"},
+		{[]string{"serve", "-domid", "5", "-xen-dev", "/nonexistent", "-bufioreq", "x"}, `-bufioreq "x"`},
 		{[]string{"sim", "-vcpus", "0"}, "needs at least 1"},
 		{[]string{"sim", "-vcpus", "500"}, "-vcpus 500: want 0..128"},
 		{[]string{"sim", "-bufioreq", "sometimes"}, `-bufioreq "sometimes": want atomic or off`},

@@ -44,16 +44,18 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 		}
 		pts = append(pts, spec)
 	}
-	host := kernel.Host{DevDir: *devDir}
-	if !host.Available(kernel.Privcmd) {
-		return errors.New("no Xen found (" + *devDir + "/privcmd is missing or not accessible); try the simulated mode: godm sim")
-	}
+	// Every flag is checked (and the serial backends opened) before
+	// looking for Xen, so that a bad command line is reported as such.
 	log := newLogger(w, mf.verbose)
 	spec, closeBackends, err := mf.spec(log, w)
 	if err != nil {
 		return err
 	}
 	defer closeBackends()
+	host := kernel.Host{DevDir: *devDir}
+	if !host.Available(kernel.Privcmd) {
+		return errors.New("no Xen found (" + *devDir + "/privcmd is missing or not accessible); try the simulated mode: godm sim")
+	}
 	spec.Dom = hyp.DomID(*domid)
 	m, err := machine.New(host, spec)
 	if err != nil {
