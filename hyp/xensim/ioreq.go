@@ -39,6 +39,8 @@ type server struct {
 
 	bufMu sync.Mutex // bufioreq_lock
 	last  []slotCopy // what each idle vCPU's slot held when it went idle
+
+	use pageUse // vCPUs reading the ioreq page without the lock (wake.go)
 }
 
 type slotCopy struct {
@@ -256,8 +258,9 @@ func (d *Domain) destroyServerLocked(srv *server) error {
 		d.memTypeSrv = nil
 		d.memTypeFlags = 0
 	}
-	// Mappings the device model made stay valid until it unmaps them.
-	err := srv.pages.close()
+	// Mappings the device model made stay valid until it unmaps them;
+	// the simulator's own goes when no vCPU waits on it any more.
+	err := srv.use.retire(srv.pages)
 	srv.pages = nil
 	d.s.record(Event{Kind: EventIOReqServer, Dom: d.id, Server: srv.id, Detail: "destroy"})
 	// Wake vCPUs that wait on this server: they see it gone.
