@@ -114,7 +114,36 @@ type ManagerConfig struct {
 	Xen           Xen
 	HostOptions   HostOptions
 	MSIXAllWrites bool
-	Log           *slog.Logger
+	// Assign, if set, is Config.Assign of every device: Xen must confirm
+	// the function is in a guest's IOMMU context before the guest's
+	// first use maps or binds anything (NewAssignQuery).
+	Assign AssignQuery
+	// Slots, if set, is the guest bus's slot registry (a *pci.Bus): a
+	// passed-through function's slot is reserved there, so that emulated
+	// devices placed automatically never take it, and released on
+	// removal. Without it, slots are found free in Bus.PCI only.
+	Slots SlotRegistry
+	Log   *slog.Logger
+}
+
+// SlotRegistry is the guest PCI bus's slot bookkeeping (pci.Bus
+// implements it): Reserve claims function 0 of slot dev for a function
+// registered outside the registry; ReserveAuto claims the lowest free slot
+// from 1; Release frees it.
+type SlotRegistry interface {
+	Reserve(dev uint8) error
+	ReserveAuto() (uint8, error)
+	Release(dev uint8) error
+}
+
+// AddOptions modify one Add.
+type AddOptions struct {
+	// RequireAssigned refuses, before anything is mapped, a function Xen
+	// does not have in a guest's IOMMU context (CheckAssigned with
+	// ManagerConfig.Assign): for functions named on the command line,
+	// which the toolstack must have assigned already. Never for libxl's
+	// QMP device_add, after which libxl assigns.
+	RequireAssigned bool
 }
 
 // Manager adds and removes passed-through functions of one domain at run
@@ -149,7 +178,10 @@ func NewManager(cfg ManagerConfig) *Manager {
 
 // Add opens the host function, checks it and plugs it at the wanted or
 // the lowest free guest slot. On error nothing is left plugged or mapped.
-func (m *Manager) Add(spec DeviceSpec) (Plugged, error) {
+func (m *Manager) Add(spec DeviceSpec) (Plugged, error) { return m.AddWith(spec, AddOptions{}) }
+
+// AddWith is Add with options.
+func (m *Manager) AddWith(spec DeviceSpec, opts AddOptions) (_ Plugged, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, dup := m.devs[spec.ID]; dup {
@@ -160,28 +192,68 @@ func (m *Manager) Add(spec DeviceSpec) (Plugged, error) {
 			return Plugged{}, fmt.Errorf("passthrough: %v already passed through as %q", spec.HostAddr, d.spec.ID)
 		}
 	}
-	slot := spec.Slot
-	if slot < 0 {
-		slot = m.freeSlot()
-		if slot < 0 {
-			return Plugged{}, errors.New("passthrough: no free guest PCI slot")
-		}
-	}
 	host, err := OpenHost(m.cfg.HostOptions, spec.HostAddr)
 	if err != nil {
 		return Plugged{}, err
 	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, host.Close())
+		}
+	}()
+	if opts.RequireAssigned {
+		if m.cfg.Assign == nil {
+			return Plugged{}, errors.New("passthrough: RequireAssigned needs ManagerConfig.Assign")
+		}
+		if err := CheckAssigned(m.cfg.Assign, m.cfg.Dom, spec.HostAddr); err != nil {
+			return Plugged{}, err
+		}
+	}
+	slot, err := m.reserveSlot(spec.Slot)
+	if err != nil {
+		return Plugged{}, err
+	}
 	dev, err := New(Config{Dom: m.cfg.Dom, Host: host, Xen: m.cfg.Xen, Slot: uint8(slot),
-		Permissive: spec.Permissive, MSIXAllWrites: m.cfg.MSIXAllWrites, Log: m.cfg.Log})
+		Permissive: spec.Permissive, MSIXAllWrites: m.cfg.MSIXAllWrites, Assign: m.cfg.Assign, Log: m.cfg.Log})
 	if err == nil {
 		err = dev.Plug(m.cfg.Bus)
 	}
 	if err != nil {
-		return Plugged{}, errors.Join(err, host.Close())
+		return Plugged{}, errors.Join(err, m.releaseSlot(slot))
 	}
 	spec.Slot = slot
 	m.devs[spec.ID] = &managed{spec: spec, host: host, dev: dev}
 	return Plugged{ID: spec.ID, Host: spec.HostAddr, SBDF: dev.SBDF()}, nil
+}
+
+// reserveSlot claims slot (or, if negative, the lowest free one).
+func (m *Manager) reserveSlot(slot int) (int, error) {
+	if m.cfg.Slots != nil {
+		if slot < 0 {
+			s, err := m.cfg.Slots.ReserveAuto()
+			if err != nil {
+				return -1, fmt.Errorf("passthrough: no free guest PCI slot: %w", err)
+			}
+			return int(s), nil
+		}
+		if err := m.cfg.Slots.Reserve(uint8(slot)); err != nil {
+			return -1, fmt.Errorf("passthrough: guest slot %d: %w", slot, err)
+		}
+		return slot, nil
+	}
+	if slot < 0 {
+		if slot = m.freeSlot(); slot < 0 {
+			return -1, errors.New("passthrough: no free guest PCI slot")
+		}
+	}
+	return slot, nil
+}
+
+func (m *Manager) releaseSlot(slot int) error {
+	if m.cfg.Slots == nil {
+		return nil
+	}
+	return m.cfg.Slots.Release(uint8(slot))
 }
 
 // freeSlot returns the lowest guest slot from 1 with no function
@@ -205,7 +277,25 @@ func (m *Manager) Remove(id string) error {
 	if !ok {
 		return fmt.Errorf("passthrough: no device %q", id)
 	}
-	return errors.Join(d.dev.Unplug(), d.host.Close())
+	return errors.Join(d.dev.Unplug(), m.releaseSlot(d.spec.Slot), d.host.Close())
+}
+
+// RemoveSlot removes the device at guest slot dev, if the Manager has
+// one there (the guest's ACPI eject of that slot); ok reports whether it
+// had.
+func (m *Manager) RemoveSlot(dev uint8) (ok bool, err error) {
+	m.mu.Lock()
+	id := ""
+	for k, d := range m.devs {
+		if d.spec.Slot == int(dev) {
+			id = k
+		}
+	}
+	m.mu.Unlock()
+	if id == "" {
+		return false, nil
+	}
+	return true, m.Remove(id)
 }
 
 // List returns the plugged devices, ordered by guest address.

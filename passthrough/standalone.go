@@ -83,8 +83,13 @@ type StandaloneConfig struct {
 	MSIXAllWrites bool
 	// HostOptions locate the function in sysfs.
 	HostOptions HostOptions
-	// Assignments, if set, is checked before anything is mapped.
+	// Assignments, if set, is checked before anything is mapped: it says
+	// whether the toolstack assigned the function to this domain.
 	Assignments Assignments
+	// RequireAssigned refuses up front a function Xen has in no guest's
+	// IOMMU context (CheckAssigned). Whether or not it is set, nothing is
+	// mapped or bound before Xen confirms the assignment (Config.Assign).
+	RequireAssigned bool
 	// Grant does the toolstack's part itself (Grant): permissions and
 	// IOMMU assignment, undone on exit. For a host without a toolstack
 	// that assigns the function (no QMP-capable device model yet).
@@ -99,6 +104,11 @@ type StandaloneConfig struct {
 
 	// toolstack, if set, wraps the Toolstack Grant uses (tests).
 	toolstack func(Toolstack) Toolstack
+	// assign, if set, wraps the AssignQuery (tests).
+	assign func(AssignQuery) AssignQuery
+	// afterPlug, if set, runs once the device is plugged, before serving;
+	// an error ends Standalone (tests of the exit paths).
+	afterPlug func() error
 }
 
 // Standalone passes one host function through to a domain with an ioreq
@@ -132,6 +142,10 @@ func Standalone(ctx context.Context, k kernel.Kernel, cfg StandaloneConfig) (err
 		return fmt.Errorf("passthrough: %w", err)
 	}
 	x := NewXen(c, dc)
+	aq := NewAssignQuery(c, dc)
+	if cfg.assign != nil {
+		aq = cfg.assign(aq)
+	}
 	if cfg.Grant {
 		var ts Toolstack = dc
 		if cfg.toolstack != nil {
@@ -143,6 +157,11 @@ func Standalone(ctx context.Context, k kernel.Kernel, cfg StandaloneConfig) (err
 		}
 		defer func() { err = errors.Join(err, revoke()) }()
 	}
+	if cfg.RequireAssigned {
+		if err := CheckAssigned(aq, cfg.Dom, cfg.Host); err != nil {
+			return err
+		}
+	}
 	if !cfg.MSIXAllWrites {
 		all, err := DetectMSIXAllWrites(p)
 		if err != nil {
@@ -151,7 +170,7 @@ func Standalone(ctx context.Context, k kernel.Kernel, cfg StandaloneConfig) (err
 		cfg.MSIXAllWrites = all
 	}
 	dev, err := New(Config{Dom: cfg.Dom, Host: host, Xen: x, Slot: cfg.Slot,
-		Permissive: cfg.Permissive, MSIXAllWrites: cfg.MSIXAllWrites, Log: log})
+		Permissive: cfg.Permissive, MSIXAllWrites: cfg.MSIXAllWrites, Assign: aq, Log: log})
 	if err != nil {
 		return err
 	}
@@ -167,6 +186,11 @@ func Standalone(ctx context.Context, k kernel.Kernel, cfg StandaloneConfig) (err
 	defer func() { err = errors.Join(err, dev.Unplug()) }()
 	log.Info("passthrough: serving", "host", cfg.Host, "guest", dev.SBDF(), "dom", cfg.Dom,
 		"domctl", fmt.Sprintf("%#x", dc.InterfaceVersion()))
+	if cfg.afterPlug != nil {
+		if err := cfg.afterPlug(); err != nil {
+			return err
+		}
+	}
 	if cfg.Ready != nil {
 		cfg.Ready(dev)
 	}

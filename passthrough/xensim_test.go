@@ -39,8 +39,8 @@ func newSimRig(t *testing.T) *simRig {
 }
 
 // grantLikeLibxl gives the guest what libxl's pci_add_dm_done grants for
-// both functions of the tree: their I/O memory and ports
-// (tools/libs/light/libxl_pci.c).
+// both functions of the tree: their I/O memory and ports, and the
+// functions themselves in the IOMMU (tools/libs/light/libxl_pci.c).
 func (r *simRig) grantLikeLibxl(t *testing.T) {
 	t.Helper()
 	p, err := privcmd.Open(r.sim.Kernel(0))
@@ -49,6 +49,9 @@ func (r *simRig) grantLikeLibxl(t *testing.T) {
 	dc, err := domctl.Open(hcall.New(p))
 	must(t, err)
 	for _, d := range []sysfsDevice{synthetic(), loadSample(t, "0000_00_03.0")} {
+		addr, err := ParseSBDF(d.addr)
+		must(t, err)
+		must(t, dc.AssignDevice(r.dom.ID(), uint32(addr), 0))
 		for _, res := range d.resources {
 			switch {
 			case res.Start == 0:
@@ -70,6 +73,9 @@ func (r *simRig) revokeLikeLibxl(t *testing.T) {
 	dc, err := domctl.Open(hcall.New(p))
 	must(t, err)
 	for _, d := range []sysfsDevice{synthetic(), loadSample(t, "0000_00_03.0")} {
+		addr, err := ParseSBDF(d.addr)
+		must(t, err)
+		must(t, dc.DeassignDevice(r.dom.ID(), uint32(addr)))
 		for _, res := range d.resources {
 			switch {
 			case res.Start == 0:

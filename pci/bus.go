@@ -54,6 +54,10 @@ type Bus struct {
 
 	mu    sync.Mutex
 	slots [NumSlots][NumFunctions]*Device // guarded by mu
+	// reserved marks slots held by functions registered in the
+	// configuration space outside the registry (PCI passthrough, see
+	// Reserve). Guarded by mu.
+	reserved [NumSlots]bool
 }
 
 // NewBus returns an empty bus.
@@ -74,16 +78,89 @@ func (b *Bus) Add(d *Device, dev, fn uint8) (devices.SBDF, error) {
 	return b.addLocked(d, dev, fn)
 }
 
-// AddAuto places d at function 0 of the lowest free slot.
+// AddAuto places d at function 0 of the lowest free slot: one with no
+// function of the registry, not reserved, and with nothing registered in
+// the configuration space by anyone else.
 func (b *Bus) AddAuto(d *Device) (devices.SBDF, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	foreign := b.foreignSlots()
 	for dev := range uint8(NumSlots) {
-		if b.slotEmptyLocked(dev) {
+		if b.slotEmptyLocked(dev) && !foreign[dev] {
 			return b.addLocked(d, dev, 0)
 		}
 	}
 	return 0, fmt.Errorf("pci: add %04x:%04x: %w", d.hdr.VendorID, d.hdr.DeviceID, ErrBusFull)
+}
+
+// foreignSlots returns the slots of bus 0 in which the configuration space
+// holds a function the registry did not place.
+func (b *Bus) foreignSlots() [NumSlots]bool {
+	var out [NumSlots]bool
+	for _, f := range b.cfg.Spaces.PCI.Functions() {
+		if f.Seg() == 0 && f.Bus() == 0 {
+			out[f.Dev()] = true
+		}
+	}
+	return out
+}
+
+// Reserve claims slot dev for functions registered in the configuration
+// space outside the registry (a passed-through function registers its own
+// handler): AddAuto and AddFunction skip it and Add refuses it until
+// Release. It fails with ErrSlotInUse if the slot holds a function or is
+// reserved already.
+func (b *Bus) Reserve(dev uint8) error {
+	if dev >= NumSlots {
+		return fmt.Errorf("pci: reserve %02x: %w", dev, ErrInvalid)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.slotEmptyLocked(dev) || b.foreignSlots()[dev] {
+		return fmt.Errorf("pci: reserve %02x: %w", dev, ErrSlotInUse)
+	}
+	b.reserved[dev] = true
+	return nil
+}
+
+// ReserveAuto reserves the lowest free slot from 1 (slot 0 is the host
+// bridge's) and returns it.
+func (b *Bus) ReserveAuto() (uint8, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	foreign := b.foreignSlots()
+	for dev := uint8(1); dev < NumSlots; dev++ {
+		if b.slotEmptyLocked(dev) && !foreign[dev] {
+			b.reserved[dev] = true
+			return dev, nil
+		}
+	}
+	return 0, fmt.Errorf("pci: reserve: %w", ErrBusFull)
+}
+
+// Release frees a slot Reserve or ReserveAuto claimed. It fails with
+// ErrNotOnBus if the slot is not reserved.
+func (b *Bus) Release(dev uint8) error {
+	if dev >= NumSlots {
+		return fmt.Errorf("pci: release %02x: %w", dev, ErrInvalid)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.reserved[dev] {
+		return fmt.Errorf("pci: release %02x: %w", dev, ErrNotOnBus)
+	}
+	b.reserved[dev] = false
+	return nil
+}
+
+// Reserved reports whether slot dev is reserved.
+func (b *Bus) Reserved(dev uint8) bool {
+	if dev >= NumSlots {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.reserved[dev]
 }
 
 // AddFunction places d at the lowest free function of slot dev; function 0
@@ -95,6 +172,9 @@ func (b *Bus) AddFunction(d *Device, dev uint8) (devices.SBDF, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.reserved[dev] {
+		return 0, fmt.Errorf("pci: add %02x: %w", dev, ErrSlotInUse)
+	}
 	if b.slots[dev][0] == nil {
 		return b.addLocked(d, dev, 0)
 	}
@@ -107,6 +187,9 @@ func (b *Bus) AddFunction(d *Device, dev uint8) (devices.SBDF, error) {
 }
 
 func (b *Bus) slotEmptyLocked(dev uint8) bool {
+	if b.reserved[dev] {
+		return false
+	}
 	for _, f := range b.slots[dev] {
 		if f != nil {
 			return false
@@ -117,7 +200,7 @@ func (b *Bus) slotEmptyLocked(dev uint8) bool {
 
 func (b *Bus) addLocked(d *Device, dev, fn uint8) (devices.SBDF, error) {
 	sbdf := devices.NewSBDF(0, 0, dev, fn)
-	if b.slots[dev][fn] != nil {
+	if b.slots[dev][fn] != nil || b.reserved[dev] {
 		return 0, fmt.Errorf("pci: add %v: %w", sbdf, ErrSlotInUse)
 	}
 	d.mapMu.Lock()

@@ -12,7 +12,11 @@
 // a header and a few BARs), describes its BARs (SetBAR, SetROM),
 // capabilities (AddCapability, AddExtendedCapability, AddMSI, AddMSIX) and
 // device-specific registers (DefineRegister, SetWriteHook) and then adds it
-// to a Bus (Add, AddAuto, AddFunction). From then on, or from the first
+// to a Bus (Add, AddAuto, AddFunction). Functions that register their own
+// configuration-space handler (PCI passthrough) claim their slot with
+// Reserve or ReserveAuto and free it with Release; AddAuto never places a
+// function in a reserved slot, nor in one whose configuration space holds
+// a handler the registry did not place. From then on, or from the first
 // configuration write, the layout is fixed: set-up methods fail with
 // ErrBusy, and Reset returns to the configuration image of that moment.
 // When the guest enables decoding or moves a BAR, the Device re-registers
