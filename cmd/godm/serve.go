@@ -77,7 +77,10 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 		}
 	}
 	fmt.Fprintf(w, "godm: serving %v as ioreq server %d\n", spec.Dom, m.Server.ID())
-	if err := m.Serve(ctx); err != nil {
+	if err := m.Serve(ctx); errors.Is(err, machine.ErrDomainGone) {
+		// Not a failure: the guest is gone, and with it the work.
+		fmt.Fprintf(w, "godm: %v was destroyed; exiting\n", spec.Dom)
+	} else if err != nil {
 		return err
 	}
 	return m.Close()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"godm/devices"
 	"godm/devices/chardev"
@@ -27,6 +28,8 @@ import (
 	"godm/ioreq"
 	"godm/memory"
 	"godm/pci"
+
+	"golang.org/x/sys/unix"
 )
 
 // Spec describes the machine godm provides to one HVM domain.
@@ -58,7 +61,18 @@ type Spec struct {
 	// Log receives the platform's log (the guest PV drivers' log channel,
 	// unplug requests); nil discards it.
 	Log *slog.Logger
+	// DeathPoll is how often Serve checks that the domain still exists
+	// (zero: DefaultDeathPoll; negative: never).
+	DeathPoll time.Duration
 }
+
+// DefaultDeathPoll is how often Serve checks, by default, that the
+// domain still exists.
+const DefaultDeathPoll = time.Second
+
+// ErrDomainGone is returned (wrapped) by Serve when the domain was
+// destroyed under it.
+var ErrDomainGone = errors.New("domain destroyed")
 
 // Slots of the xenfv platform's fixed functions on bus 0.
 const (
@@ -227,9 +241,37 @@ func (m *Machine) Privcmd() *privcmd.Handle { return m.priv }
 
 // Serve serves the domain until ctx ends (nil), the machine is closed
 // (nil) or the hypervisor fails.
+//
+// Serve also ends, with an error wrapping ErrDomainGone, when the domain
+// is destroyed: Xen then tears the ioreq server down itself
+// (hvm_domain_relinquish_resources), and nothing would ever reach the
+// workers again. A device model normally learns it from the toolstack
+// (libxl stops QEMU), but a standalone godm has nobody to tell it, so
+// Serve polls with a cheap DM op, which fails with ESRCH once the
+// domain is gone (xen/arch/x86/hvm/dm.c: rcu_lock_remote_domain_by_id).
 func (m *Machine) Serve(ctx context.Context) error {
+	outer := ctx
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if m.Spec.DeathPoll >= 0 && m.DM != nil {
+		every := m.Spec.DeathPoll
+		if every == 0 {
+			every = DefaultDeathPoll
+		}
+		done := make(chan struct{})
+		defer func() { cancel(nil); <-done }()
+		go func() {
+			defer close(done)
+			if err := WatchDomain(ctx, m.DM, every); err != nil {
+				cancel(err)
+			}
+		}()
+	}
 	err := m.Server.Serve(ctx)
-	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+	if cause := context.Cause(ctx); errors.Is(cause, ErrDomainGone) {
+		return cause
+	}
+	if errors.Is(err, context.Canceled) || outer.Err() != nil {
 		return nil
 	}
 	if errors.Is(err, ioreq.ErrServing) && m.closed.Load() {
@@ -326,4 +368,23 @@ func (e ejector) EjectPCISlot(slot uint8) error {
 	}
 	e.m.Spec.Log.Info("ACPI eject", "slot", slot)
 	return errors.Join(errs...)
+}
+
+// WatchDomain returns an error wrapping ErrDomainGone once the domain of
+// c no longer exists, checking every interval, or nil when ctx ends.
+// Errors other than ESRCH (a transient failure, EPERM after a restrict
+// that does not cover the op) do not end the watch.
+func WatchDomain(ctx context.Context, c *dm.Client, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if _, err := c.NrVCPUs(); errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("%v: %w", c.Dom(), ErrDomainGone)
+		}
+	}
 }

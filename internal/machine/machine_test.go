@@ -237,3 +237,38 @@ func TestRestrict(t *testing.T) {
 		t.Errorf("DM op on another domain after restrict = %v, want EPERM", err)
 	}
 }
+
+// When the domain is destroyed under a serving machine, Serve ends with
+// ErrDomainGone, and Close still releases what the process holds.
+func TestServeEndsWhenDomainDies(t *testing.T) {
+	sim := xensim.New(xensim.Config{})
+	t.Cleanup(func() { sim.Close() })
+	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(sim.Kernel(0), Spec{Dom: dom.ID(), VCPUs: 1, DeathPoll: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(context.Background()) }()
+	// The machine answers while the domain lives.
+	if got, err := dom.VCPU(0).In(0x3fd, 1); err != nil || got&0x60 != 0x60 {
+		t.Fatalf("COM1 LSR = %#x, %v; want THR and TSR empty", got, err)
+	}
+	if err := dom.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrDomainGone) {
+			t.Fatalf("Serve after the domain died = %v, want ErrDomainGone", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve still running 10 s after the domain was destroyed")
+	}
+	if err := m.Close(); err != nil {
+		t.Errorf("Close after the domain died: %v", err)
+	}
+}
