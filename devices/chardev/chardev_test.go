@@ -323,6 +323,93 @@ func TestStdio(t *testing.T) {
 	}
 }
 
+// Stdio must not switch the caller's open file descriptions (the shell's
+// terminal) to non-blocking mode, for pipes, terminals and sockets alike,
+// neither while it runs nor after Close.
+func TestStdioLeavesCallerBlocking(t *testing.T) {
+	flags := func(f *os.File) int {
+		t.Helper()
+		rc, err := f.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fl int
+		rc.Control(func(fd uintptr) { fl, err = unix.FcntlInt(fd, unix.F_GETFL, 0) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fl
+	}
+	blocking := func(fd int) *os.File {
+		f := os.NewFile(uintptr(fd), "test")
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	// os.Pipe gives non-blocking fds; the caller's stdio is blocking.
+	if err := unix.SetNonblock(int(pr.Fd()), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetNonblock(int(pw.Fd()), false); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, sb := blocking(sp[0]), blocking(sp[1])
+	cases := []struct {
+		name    string
+		in, out *os.File
+	}{
+		{"pipe", pr, pw},
+		{"socket", sa, sb},
+	}
+	if pty, err := OpenPTY("/dev/ptmx", Options{}); err == nil {
+		defer pty.Close()
+		tty, err := os.OpenFile(pty.Path(), os.O_RDWR|unix.O_NOCTTY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tty.Close()
+		if err := unix.SetNonblock(int(tty.Fd()), false); err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, struct {
+			name    string
+			in, out *os.File
+		}{"terminal", tty, tty})
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Stdio(tc.in, tc.out, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.name != "socket" { // a socket shares its description while open
+				for _, f := range []*os.File{tc.in, tc.out} {
+					if flags(f)&unix.O_NONBLOCK != 0 {
+						t.Errorf("caller's %s is non-blocking while the backend runs", f.Name())
+					}
+				}
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []*os.File{tc.in, tc.out} {
+				if flags(f)&unix.O_NONBLOCK != 0 {
+					t.Errorf("caller's %s is non-blocking after Close", f.Name())
+				}
+			}
+		})
+	}
+}
+
 func TestPTY(t *testing.T) {
 	const ptmx = "/dev/ptmx"
 	if _, err := os.Stat(ptmx); err != nil {

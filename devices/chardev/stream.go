@@ -23,6 +23,9 @@ type Stream struct {
 	// EOF and closure (a pty master reads EIO while no one holds the
 	// slave open).
 	eioRetry bool
+	// onClose runs after the files are closed (Stdio puts back the flags
+	// of descriptions it shares with the caller).
+	onClose []func()
 }
 
 var _ Backend = (*Stream)(nil)
@@ -114,6 +117,9 @@ func (s *Stream) close() error {
 		if err := f.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 			errs = append(errs, fmt.Errorf("chardev: close %s: %w", f.Name(), err))
 		}
+	}
+	for _, f := range s.onClose {
+		f()
 	}
 	return errors.Join(errs...)
 }
