@@ -28,7 +28,7 @@ func cmdPassthrough(ctx context.Context, args []string, out, w io.Writer) error 
 	msixAll := fs.Bool("msix-all-writes", false, "Xen advertises XENFEAT_dm_msix_all_writes (Xen serves the PBA and the MSI-X pages' other registers)")
 	sysfs := fs.String("sysfs", "/sys", "sysfs mount point")
 	stubs := fs.String("stub-driver", passthrough.DefaultStubDriver, "comma-separated drivers a passed-through function may be bound to")
-	noCheck := fs.Bool("no-assign-check", false, "do not check in xenstore that the toolstack assigned the function to the domain")
+	noCheck := fs.Bool("no-assign-check", false, "do not check up front (in xenstore and with Xen's test_assign_device) that the toolstack assigned the function to the domain; Xen's confirmation is still awaited before anything is mapped")
 	grant := fs.Bool("grant", false, "do the toolstack's part too: grant the function's memory, ports and IRQ and assign it in the IOMMU (undone on exit); implies -no-assign-check")
 	rdmRelaxed := fs.Bool("rdm-relaxed", false, "with -grant: assign even if the function's reserved device memory conflicts (XEN_DOMCTL_DEV_RDM_RELAXED)")
 	devDir := fs.String("xen-dev", kernel.DefaultDevDir, "directory of the Xen device files")
@@ -60,9 +60,10 @@ func cmdPassthrough(ctx context.Context, args []string, out, w io.Writer) error 
 	log := newLogger(w, *verbose)
 	cfg := passthrough.StandaloneConfig{
 		Dom: hyp.DomID(*domid), Host: addr, Slot: uint8(s), Permissive: *permissive, MSIXAllWrites: *msixAll,
-		HostOptions: passthrough.HostOptions{SysfsRoot: *sysfs, StubDrivers: strings.Split(*stubs, ",")},
-		Grant:       *grant,
-		Log:         log,
+		HostOptions:     passthrough.HostOptions{SysfsRoot: *sysfs, StubDrivers: strings.Split(*stubs, ",")},
+		Grant:           *grant,
+		RequireAssigned: !*noCheck && !*grant,
+		Log:             log,
 		Ready: func(d *passthrough.Device) {
 			fmt.Fprintf(out, "godm: %v passed through to %v as %v\n", addr, hyp.DomID(*domid), d.SBDF())
 		},

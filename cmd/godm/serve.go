@@ -69,7 +69,8 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 		}
 		defer mgr.Close() // before the machine: unbind and unmap first
 		for _, p := range pts {
-			pl, err := mgr.Add(p)
+			// Named on the command line: the toolstack assigned it already.
+			pl, err := mgr.AddWith(p, passthrough.AddOptions{RequireAssigned: true})
 			if err != nil {
 				return fmt.Errorf("serve %v: passthrough %v: %w", spec.Dom, p.HostAddr, err)
 			}
@@ -88,7 +89,9 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 
 // passthroughManager composes PCI passthrough on top of the machine: a
 // Manager adding xen-pci-passthrough functions to the machine's bus (its
-// ioreq server claims them), through the machine's privcmd handle.
+// ioreq server claims them) in slots it reserves on the machine's PCI
+// registry, through the machine's privcmd handle; the guest's ACPI eject
+// of such a slot removes the function.
 func passthroughManager(m *machine.Machine, sysfs string, log *slog.Logger) (*passthrough.Manager, error) {
 	c := hcall.New(m.Privcmd())
 	dc, err := domctl.Open(c)
@@ -99,12 +102,16 @@ func passthroughManager(m *machine.Machine, sysfs string, log *slog.Logger) (*pa
 	if err != nil {
 		log.Warn("cannot read Xen's features; assuming no XENFEAT_dm_msix_all_writes", "err", err)
 	}
-	return passthrough.NewManager(passthrough.ManagerConfig{
+	mgr := passthrough.NewManager(passthrough.ManagerConfig{
 		Dom:           m.Spec.Dom,
 		Bus:           m.Spaces,
 		Xen:           passthrough.NewXen(c, dc),
 		HostOptions:   passthrough.HostOptions{SysfsRoot: sysfs},
 		MSIXAllWrites: all,
+		Assign:        passthrough.NewAssignQuery(c, dc),
+		Slots:         m.PCI,
 		Log:           log,
-	}), nil
+	})
+	m.SetEjectHook(mgr.RemoveSlot)
+	return mgr, nil
 }

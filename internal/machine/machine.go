@@ -100,6 +100,23 @@ type Machine struct {
 	priv    *privcmd.Handle
 	closers []io.Closer
 	closed  atomic.Bool
+	eject   atomic.Pointer[EjectHook]
+}
+
+// EjectHook removes the function a component composed on top of the
+// machine placed in a slot (PCI passthrough, which reserves its slots on
+// PCI), on the guest's ACPI eject of that slot. It reports whether it had
+// a function there.
+type EjectHook func(slot uint8) (bool, error)
+
+// SetEjectHook installs h (nil removes it); the guest's ACPI eject of a
+// slot asks it before the machine's own functions.
+func (m *Machine) SetEjectHook(h EjectHook) {
+	if h == nil {
+		m.eject.Store(nil)
+		return
+	}
+	m.eject.Store(&h)
 }
 
 // New builds the machine on kernel k and registers it with Xen. On error
@@ -361,6 +378,12 @@ func (e ejector) EjectPCISlot(slot uint8) error {
 		return fmt.Errorf("machine: slot %d is not hot-pluggable", slot)
 	}
 	var errs []error
+	if h := e.m.eject.Load(); h != nil {
+		if ok, err := (*h)(slot); ok {
+			e.m.Spec.Log.Info("ACPI eject", "slot", slot)
+			return err
+		}
+	}
 	for fn := uint8(0); fn < 8; fn++ {
 		if d := e.m.PCI.Lookup(slot, fn); d != nil {
 			errs = append(errs, e.m.PCI.Remove(d))

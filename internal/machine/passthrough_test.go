@@ -1,0 +1,161 @@
+package machine
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"godm/devices"
+	"godm/hyp/domctl"
+	"godm/hyp/hcall"
+	"godm/hyp/privcmd"
+	"godm/hyp/xensim"
+	"godm/passthrough"
+	"godm/pci"
+)
+
+// sampleTree writes a fake sysfs tree holding this machine's virtio-net
+// function (its real configuration space, captured in
+// passthrough/testdata/devices), bound to pciback, at host address
+// 0000:00:03.0.
+func sampleTree(t *testing.T) string {
+	t.Helper()
+	src := filepath.Join("..", "..", "passthrough", "testdata", "devices", "0000_00_03.0")
+	root := t.TempDir()
+	dir := filepath.Join(root, "bus", "pci", "devices", "0000:00:03.0")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"config", "resource", "vendor", "device", "class", "irq"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drv := filepath.Join(root, "bus", "pci", "drivers", "pciback")
+	if err := os.MkdirAll(drv, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(drv, filepath.Join(dir, "driver")); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// TestPassthroughSlots: a passed-through function's slot is reserved in
+// the machine's PCI registry, so emulated functions placed automatically
+// go around it (in both orders of plugging); the guest's ACPI eject of the
+// slot removes the function, undoes everything in Xen and frees the slot.
+func TestPassthroughSlots(t *testing.T) {
+	r := newRig(t)
+	p, err := privcmd.Open(r.sim.Kernel(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c := hcall.New(p)
+	dc, err := domctl.Open(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := devices.NewSBDF(0, 0, 3, 0)
+	if err := dc.AssignDevice(r.dom.ID(), uint32(host), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.IomemPermission(r.dom.ID(), 0x4000100, 0x80, true); err != nil {
+		t.Fatal(err)
+	}
+	mgr := passthrough.NewManager(passthrough.ManagerConfig{
+		Dom: r.dom.ID(), Bus: r.m.Spaces, Xen: passthrough.NewXen(c, dc),
+		HostOptions: passthrough.HostOptions{SysfsRoot: sampleTree(t)},
+		Assign:      passthrough.NewAssignQuery(c, dc), Slots: r.m.PCI,
+	})
+	defer mgr.Close()
+	r.m.SetEjectHook(mgr.RemoveSlot)
+	defer r.m.SetEjectHook(nil)
+
+	// The machine holds slots 0 (host bridge), 1 (PIIX), 3 (platform) and
+	// 5 (test device): the passed-through function gets 2.
+	pl, err := mgr.AddWith(passthrough.DeviceSpec{ID: "pt", HostAddr: host, Slot: -1},
+		passthrough.AddOptions{RequireAssigned: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl.SBDF.Dev() != 2 || !r.m.PCI.Reserved(2) {
+		t.Fatalf("passed through at %v (reserved %v), want slot 2", pl.SBDF, r.m.PCI.Reserved(2))
+	}
+	if got := r.cfg(2, 0, 0); got != 0x10411af4 {
+		t.Errorf("guest reads %#x at 00:02.0, want the virtio-net IDs", got)
+	}
+	// Emulated functions placed afterwards go around it.
+	f, err := pci.NewFunction(pci.Header{VendorID: 0x1b36, DeviceID: 0x0005, Class: 0xff0000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbdf, err := r.m.PCI.AddAuto(f)
+	if err != nil || sbdf.Dev() != 4 {
+		t.Errorf("AddAuto after passthrough = %v, %v; want slot 4", sbdf, err)
+	}
+	// A fixed slot an emulated function holds is refused, nothing left.
+	mark := r.sim.LastSeq()
+	if _, err := mgr.Add(passthrough.DeviceSpec{ID: "pt2", HostAddr: host, Slot: 4}); err == nil {
+		t.Error("passthrough into an emulated function's slot succeeded")
+	}
+	if ev := r.sim.EventsSince(mark); len(ev) != 0 {
+		t.Errorf("refused Add reached Xen: %v", ev)
+	}
+
+	// The guest enables the function, then ejects its slot.
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := uint32(pl.SBDF)
+	must(r.v.PCIConfigWrite(s, 0x10, 4, 0xe000000c))
+	must(r.v.PCIConfigWrite(s, 0x14, 4, 0))
+	must(r.v.PCIConfigWrite(s, 0x04, 2, 0x0006))
+	if n := len(kindsOf(r.sim.Events(), xensim.EventMemoryMapping)); n == 0 {
+		t.Fatal("BAR0 not mapped")
+	}
+	must((ejector{r.m}).EjectPCISlot(2))
+	if got := r.cfg(2, 0, 0); got != 0xffffffff {
+		t.Errorf("ejected function still answers: %#x", got)
+	}
+	if r.m.PCI.Reserved(2) || len(mgr.List()) != 0 {
+		t.Errorf("after eject: reserved %v, devices %v", r.m.PCI.Reserved(2), mgr.List())
+	}
+	frames := map[uint64]bool{}
+	for _, e := range kindsOf(r.sim.Events(), xensim.EventMemoryMapping) {
+		for i := uint64(0); i < e.Nr; i++ {
+			if e.Level {
+				frames[e.First+i] = true
+			} else {
+				delete(frames, e.First+i)
+			}
+		}
+	}
+	if len(frames) != 0 {
+		t.Errorf("frames left mapped after eject: %d", len(frames))
+	}
+	// The freed slot takes an emulated function.
+	f2, err := pci.NewFunction(pci.Header{VendorID: 0x1b36, DeviceID: 0x0005, Class: 0xff0000})
+	must(err)
+	if sbdf, err := r.m.PCI.AddAuto(f2); err != nil || sbdf.Dev() != 2 {
+		t.Errorf("AddAuto after eject = %v, %v; want slot 2", sbdf, err)
+	}
+}
+
+func kindsOf(evs []xensim.Event, k xensim.EventKind) []xensim.Event {
+	var out []xensim.Event
+	for _, e := range evs {
+		if e.Kind == k {
+			out = append(out, e)
+		}
+	}
+	return out
+}
