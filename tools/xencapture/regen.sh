@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates godm's golden ABI fixtures from the reference C libraries
 # (Debian libxen-dev): hyp/testdata/golden/{dm,fmem,evtchn,xc}_*.json and
-# hyp/xenabi/testdata/layout.json. Everything is built in a temporary
+# hyp/xenabi/testdata/layout.json, then the per-release domctl layouts
+# (domctl-layouts.sh: hyp/domctl/testdata/layout). Everything is built in a temporary
 # directory; nothing built is committed.
 #
 # Usage: tools/xencapture/regen.sh [--check]
@@ -62,6 +63,9 @@ else
 	cp "$work/golden"/*.json "$golden/"
 	cp "$work/layout.json" "$layout"
 fi
+
+# The domctl layouts of each Xen release (hyp/domctl/testdata/layout).
+"$src/domctl-layouts.sh" "$@"
 
 if [ -x "$src/xenstore/regen.sh" ]; then
 	"$src/xenstore/regen.sh" "$@"
