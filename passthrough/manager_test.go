@@ -2,6 +2,7 @@ package passthrough
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"godm/devices"
@@ -90,6 +91,87 @@ func TestManagerOnXensim(t *testing.T) {
 	cancel()
 	must(t, <-served)
 	must(t, srv.Close())
+	if err := replay(r.sim.Events()).clean(); err != nil {
+		t.Error(err)
+	}
+}
+
+// fakeSlots is a slot registry with slot 1 held by an emulated function.
+type fakeSlots struct{ reserved [32]bool }
+
+func (f *fakeSlots) Reserve(dev uint8) error {
+	if dev == 1 || f.reserved[dev] {
+		return errors.New("slot in use")
+	}
+	f.reserved[dev] = true
+	return nil
+}
+
+func (f *fakeSlots) ReserveAuto() (uint8, error) {
+	for d := uint8(1); d < 32; d++ {
+		if f.Reserve(d) == nil {
+			return d, nil
+		}
+	}
+	return 0, errors.New("full")
+}
+
+func (f *fakeSlots) Release(dev uint8) error {
+	if !f.reserved[dev] {
+		return errors.New("not reserved")
+	}
+	f.reserved[dev] = false
+	return nil
+}
+
+// TestManagerRequireAssigned: a function Xen has in no guest's IOMMU
+// context is refused up front when RequireAssigned (nothing reaches Xen,
+// no slot stays reserved), accepted without it (libxl's QMP order: it
+// assigns after device_add), and either way nothing is mapped before Xen
+// confirms the assignment.
+func TestManagerRequireAssigned(t *testing.T) {
+	r := newSimRig(t)
+	c, dc := simDomctl(t, r)
+	host := devices.NewSBDF(0, 3, 0, 0)
+	must(t, dc.DeassignDevice(r.dom.ID(), uint32(host)))
+	slots := &fakeSlots{}
+	m := NewManager(ManagerConfig{Dom: r.dom.ID(), Bus: devices.NewBus(), Xen: NewXen(c, dc),
+		HostOptions: HostOptions{SysfsRoot: r.root}, Assign: NewAssignQuery(c, dc), Slots: slots})
+	defer m.Close()
+	mark := r.sim.LastSeq()
+	_, err := m.AddWith(DeviceSpec{ID: "a", HostAddr: host, Slot: -1}, AddOptions{RequireAssigned: true})
+	if !errors.Is(err, ErrNotGranted) {
+		t.Fatalf("AddWith(RequireAssigned) of a free function: %v, want ErrNotGranted", err)
+	}
+	if ev := r.sim.EventsSince(mark); len(ev) != 0 || slots.reserved != [32]bool{} {
+		t.Errorf("refused Add left events %v, slots %v", ev, slots.reserved)
+	}
+	// libxl's order: device_add first, assignment after.
+	pl, err := m.Add(DeviceSpec{ID: "a", HostAddr: host, Slot: -1})
+	must(t, err)
+	if pl.SBDF.Dev() != 2 || !slots.reserved[2] {
+		t.Errorf("placed at %v, reserved %v; want slot 2 reserved", pl.SBDF, slots.reserved[2])
+	}
+	d := m.devs["a"].dev
+	c2 := cfgIO{d}
+	c2.w(0x10, 4, 0xe0000000)
+	c2.w(0x04, 2, 0x0002)
+	if got := d.Mappings(); len(got) != 0 {
+		t.Errorf("mapped before Xen confirmed the assignment: %+v", got)
+	}
+	must(t, dc.AssignDevice(r.dom.ID(), uint32(host), 0)) // libxl's pci_add_dm_done
+	c2.w(0x04, 2, 0x0002)
+	if got := d.Mappings(); len(got) != 1 {
+		t.Errorf("after the assignment: mappings %+v, want BAR0", got)
+	}
+	// A fixed slot the registry refuses is refused, and frees nothing.
+	if _, err := m.Add(DeviceSpec{ID: "b", HostAddr: devices.NewSBDF(0, 0, 3, 0), Slot: 1}); err == nil {
+		t.Error("Add into a slot the registry holds succeeded")
+	}
+	must(t, m.Remove("a"))
+	if slots.reserved != [32]bool{} {
+		t.Errorf("slots still reserved after Remove: %v", slots.reserved)
+	}
 	if err := replay(r.sim.Events()).clean(); err != nil {
 		t.Error(err)
 	}
