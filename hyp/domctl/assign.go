@@ -10,9 +10,10 @@ import (
 // of PCI passthrough, which libxl does for each function
 // (tools/libs/light/libxl_pci.c, pci_add_dm_done).
 const (
-	domctlAssignDevice   = 37 // XEN_DOMCTL_assign_device
-	domctlDeassignDevice = 47 // XEN_DOMCTL_deassign_device
-	devPCI               = 0  // XEN_DOMCTL_DEV_PCI
+	domctlAssignDevice     = 37 // XEN_DOMCTL_assign_device
+	domctlTestAssignDevice = 45 // XEN_DOMCTL_test_assign_device
+	domctlDeassignDevice   = 47 // XEN_DOMCTL_deassign_device
+	devPCI                 = 0  // XEN_DOMCTL_DEV_PCI
 )
 
 // RDMRelaxed is XEN_DOMCTL_DEV_RDM_RELAXED: assign even if the
@@ -46,4 +47,16 @@ func (d *Domctl) DeassignDevice(dom hyp.DomID, sbdf uint32) error {
 	op, u := d.newOp(domctlDeassignDevice, dom)
 	putAssignDevice(u, sbdf, 0)
 	return d.do("deassign_device", dom, op)
+}
+
+// TestAssignDevice asks whether the PCI function sbdf could be assigned
+// (XEN_DOMCTL_test_assign_device; flags must be 0). Xen answers nil when
+// no guest has it (it belongs to the hardware domain or is quarantined),
+// and EINVAL when it is assigned to a guest, hidden by Xen or unknown
+// (xen/drivers/passthrough/pci.c, iommu_do_pci_domctl). dom names the
+// guest asking (or DOMID_INVALID for none).
+func (d *Domctl) TestAssignDevice(dom hyp.DomID, sbdf uint32) error {
+	op, u := d.newOp(domctlTestAssignDevice, dom)
+	putAssignDevice(u, sbdf, 0)
+	return d.do("test_assign_device", dom, op)
 }

@@ -24,6 +24,7 @@ func TestAssignDevice(t *testing.T) {
 		{"assign", func(d *domctl.Domctl) error { return d.AssignDevice(dom, 0x00030008, 0) }, 37, 0},
 		{"assign relaxed", func(d *domctl.Domctl) error { return d.AssignDevice(dom, 0x00030008, domctl.RDMRelaxed) }, 37, 1},
 		{"deassign", func(d *domctl.Domctl) error { return d.DeassignDevice(dom, 0x00030008) }, 47, 0},
+		{"test_assign", func(d *domctl.Domctl) error { return d.TestAssignDevice(dom, 0x00030008) }, 45, 0},
 	}
 	for _, v := range []uint32{domctl.Version4_15, domctl.Version4_17, domctl.Version4_22} {
 		for _, tt := range tests {

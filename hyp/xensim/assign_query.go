@@ -45,7 +45,7 @@ func (s *Sim) domctlAssign(caller hyp.DomID, arg uint64) (uintptr, error) {
 	default:
 		return s.domctl(caller, arg)
 	}
-	if le.Uint32(b[4:]) != xenabi.XEN_DOMCTL_INTERFACE_VERSION_4_17 {
+	if abi, ok := s.domctlABI(); !ok || le.Uint32(b[4:]) != abi.version { // the simulated release's (domctl_abi.go)
 		return 0, unix.EACCES
 	}
 	domid := hyp.DomID(le.Uint16(b[8:]))
