@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -72,6 +73,9 @@ type Stats struct {
 type Device struct {
 	cfg  Config
 	sbdf devices.SBDF
+	// pcie: the guest sees a PCI Express capability, so the function
+	// has an extended configuration space (set by New, then fixed).
+	pcie bool
 
 	mu      sync.Mutex
 	t       regTable     // +checklocks:mu
@@ -86,9 +90,9 @@ type Device struct {
 	plugged bool         // +checklocks:mu
 	// usable: the guest may use the function (Config.Assign confirmed,
 	// or no check); assignOK caches a confirmation until Unplug.
-	usable   bool // +checklocks:mu
-	assignOK bool // +checklocks:mu
-	scratch [8]byte      // host I/O buffer; +checklocks:mu
+	usable   bool    // +checklocks:mu
+	assignOK bool    // +checklocks:mu
+	scratch  [8]byte // host I/O buffer; +checklocks:mu
 
 	hinted        atomic.Bool
 	droppedWrites atomic.Uint64
@@ -141,6 +145,7 @@ func New(cfg Config) (*Device, error) {
 			d.msix = m
 		}
 	}
+	d.pcie = slices.ContainsFunc(d.caps, func(c capInfo) bool { return c.id == capPCIe })
 	d.intx.pirq = -1
 	d.reset = d.t
 	return d, nil
@@ -291,16 +296,29 @@ func (d *Device) Read(a devices.Access) uint64 {
 	if size < 1 || size > 8 || reg < 0 || reg+size > devices.ConfigSize {
 		return devices.SizeMask(a.Size)
 	}
-	if reg >= 256 { // extended space: not emulated, no extended capabilities
-		return 0
-	}
-	if reg+size > 256 {
-		size = 256 - reg
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.plugged { // a late access after Unplug
 		return devices.SizeMask(a.Size)
+	}
+	// The extended space (0x100-0xfff) is never read from the host:
+	// godm virtualises none of its capabilities (AER, SR-IOV, ACS...),
+	// and their registers would expose and let the guest probe host
+	// state. A PCI Express function shows an empty extended capability
+	// list: the header at 0x100 reads 0, "no extended capabilities"
+	// (PCI Express Base Specification 3.0, §7.9.1), and so does the rest.
+	// A conventional function has no extended space: all-ones, as an
+	// unsupported request completes (QEMU's xen_pt refuses offsets past
+	// 0xff the same way).
+	var ext uint64
+	if !d.pcie {
+		ext = ^uint64(0)
+	}
+	if reg >= 256 {
+		return ext & devices.SizeMask(a.Size)
+	}
+	if reg+size > 256 {
+		size = 256 - reg
 	}
 	cur := d.scratch[:size]
 	if d.needHostLocked(reg, size) {
@@ -322,6 +340,9 @@ func (d *Device) Read(a devices.Access) uint64 {
 			b = cur[i]&^d.t.emu[o] | d.t.val[o]&d.t.emu[o]
 		}
 		v |= uint64(b) << (8 * i)
+	}
+	if size < int(a.Size) { // straddles 0x100: the rest is extended space
+		v |= ext << (8 * size) & devices.SizeMask(a.Size)
 	}
 	return v
 }
@@ -353,6 +374,17 @@ func (d *Device) Write(a devices.Access, v uint64) {
 	if !d.plugged { // a late access after Unplug: nothing may reach the host
 		d.droppedWrites.Add(1)
 		return
+	}
+	if m := d.msi; m != nil {
+		// Multiple Message Enable: godm offers one vector (Multiple
+		// Message Capable reads 0) and ignores a request for more.
+		if o := m.off + 2; reg <= o && o < reg+size && uint8(v>>(8*(o-reg)))&0x70 != 0 {
+			d.multiMessage.Add(1)
+			if d.mmeHinted.CompareAndSwap(false, true) {
+				d.cfg.Log.Warn("passthrough: guest asked for more than one MSI vector; only one is offered and routed",
+					"host", d.cfg.Host.Addr)
+			}
+		}
 	}
 	perm := d.cfg.Permissive
 	var th [8]uint8

@@ -27,7 +27,22 @@
 // write-1-to-clear, mirrored, merged or reserved; unsupported capabilities
 // are hidden by rewriting the next-pointer chain; bytes no rule covers
 // read from the host and are written only in permissive mode. Only the
-// 256-byte space is virtualised: the extended space reads 0.
+// 256-byte space is virtualised: the extended space (0x100-0xfff) is
+// never read from or written to the host; a PCI Express function shows
+// an empty extended capability list there (reads 0), a conventional one
+// none (all-ones). MSI offers one vector (Multiple Message Capable 0).
+//
+// # Assignment
+//
+// Xen has no query for a domain's I/O memory or port permissions, and its
+// only assignment query, XEN_DOMCTL_test_assign_device, says whether some
+// guest has the function in its IOMMU context, not which. So: with
+// Config.Assign, nothing is mapped or bound and bus mastering stays off on
+// the host until Xen says a guest has the function (libxl assigns it only
+// after the device model added it); a BAR mapping Xen refuses (EPERM: the
+// domain was not granted that memory) leaves the whole BAR unmapped,
+// logged and counted; CheckAssigned is the up-front refusal for functions
+// the toolstack must have assigned before (command-line devices).
 //
 // # Mappings and interrupts
 //

@@ -246,13 +246,19 @@ func buildTable(t *regTable, cfg *[256]byte, hasIRQ bool) []capInfo {
 		case capMSI:
 			ctrl := le16(o + 2)
 			is64, maskable := ctrl&0x80 != 0, ctrl&0x100 != 0
-			// Control (QEMU's xen_pt_emu_reg_msi): one vector only (MMC
-			// reads 0, MME is kept but only one vector is routed);
-			// per-vector masking hidden; 64-bit from the host. Enable is
-			// emulated and mirrored: since Xen 4.x's split-brain model
-			// the hardware domain enables MSI on the device once the
-			// PIRQ is mapped (xen/arch/x86/msi.c:msi_capability_init).
-			t.add(rule{off: o + 2, size: 2, emu: 0x017f, ro: 0xff8e, mir: 0x0001, hook: hookMSI})
+			// Control (QEMU's xen_pt_emu_reg_msi): one vector only:
+			// Multiple Message Capable and Enable read 0 and ignore
+			// writes (Device.Write counts a request for more). Xen
+			// could map a block of PIRQs (MAP_PIRQ_TYPE_MULTI_MSI, only
+			// with interrupt remapping: xen/arch/x86/irq.c) and bind
+			// each, but QEMU never offers it and a guest told of
+			// several vectors could not be given fewer once it enabled
+			// them. Per-vector masking hidden; 64-bit from the host.
+			// Enable is emulated and mirrored: since Xen 4.x's
+			// split-brain model the hardware domain enables MSI on the
+			// device once the PIRQ is mapped
+			// (xen/arch/x86/msi.c:msi_capability_init).
+			t.add(rule{off: o + 2, size: 2, emu: 0x017f, ro: 0xfffe, mir: 0x0001, hook: hookMSI})
 			t.set(o+2, 2, 0)
 			t.add(rule{off: o + 4, size: 4, emu: 0xffffffff, ro: 0x3, hook: hookMSI}) // address
 			d := o + 8
