@@ -32,7 +32,10 @@ type Config struct {
 	// EventCapacity is how many recorded events are retained; older ones
 	// are dropped. Zero means DefaultEventCapacity.
 	EventCapacity int
-	// XenMajor and XenMinor are what xen_version reports; zero means 4.17.
+	// XenMajor and XenMinor are the Xen release simulated; zero means
+	// 4.17. xen_version reports it, and the domctl handler accepts that
+	// release's interface version and layouts (4.15 to 4.22; any other
+	// release accepts no domctl), see domctl_abi.go.
 	XenMajor, XenMinor int
 	// EventFDs makes privcmd offer IOCTL_PRIVCMD_IRQFD and
 	// IOCTL_PRIVCMD_IOEVENTFD, as Linux >= 6.7 built with
