@@ -12,7 +12,7 @@ import (
 )
 
 // stubAssign forwards permissions to the simulated Xen and records
-// assignments, which the simulator does not model (ENOSYS).
+// assignments instead of making them, or fails them (failOn).
 type stubAssign struct {
 	Toolstack
 	assigned map[uint32]bool
@@ -69,19 +69,19 @@ func hex(v uint64) string {
 }
 
 // TestStandaloneGrant: with Grant, the standalone server grants the
-// function's resources as libxl would, and revokes everything on exit.
+// function's resources and assigns it as libxl would, and revokes
+// everything on exit.
 func TestStandaloneGrant(t *testing.T) {
 	r := newSimRig(t)
 	r.revokeLikeLibxl(t) // no toolstack here
-	stub := &stubAssign{assigned: map[uint32]bool{}}
+	sbdf := uint32(devices.NewSBDF(0, 3, 0, 0))
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *Device, 1)
 	done := make(chan error, 1)
 	go func() {
 		done <- Standalone(ctx, r.sim.Kernel(0), StandaloneConfig{Dom: r.dom.ID(), Host: devices.NewSBDF(0, 3, 0, 0), Slot: 5,
-			HostOptions: HostOptions{SysfsRoot: r.root}, Grant: true,
-			toolstack: func(ts Toolstack) Toolstack { stub.Toolstack = ts; return stub },
-			Ready:     func(d *Device) { ready <- d }})
+			HostOptions: HostOptions{SysfsRoot: r.root}, Grant: true, RequireAssigned: true,
+			Ready: func(d *Device) { ready <- d }})
 	}()
 	select {
 	case <-ready:
@@ -94,8 +94,8 @@ func TestStandaloneGrant(t *testing.T) {
 			t.Errorf("permission %q not granted; have %v", want, got)
 		}
 	}
-	if !stub.assigned[uint32(devices.NewSBDF(0, 3, 0, 0))] {
-		t.Errorf("function not assigned")
+	if dom, ok := r.sim.AssignedTo(sbdf); !ok || dom != r.dom.ID() {
+		t.Errorf("function assigned to %v (%v), want %v", dom, ok, r.dom.ID())
 	}
 	cancel()
 	if err := wait(t, done); err != nil {
@@ -104,8 +104,8 @@ func TestStandaloneGrant(t *testing.T) {
 	if got := permState(r.sim.Events()); len(got) != 0 {
 		t.Errorf("permissions left: %v", got)
 	}
-	if len(stub.assigned) != 0 {
-		t.Errorf("still assigned: %v", stub.assigned)
+	if dom, ok := r.sim.AssignedTo(sbdf); ok {
+		t.Errorf("still assigned to %v", dom)
 	}
 	if err := replay(r.sim.Events()).clean(); err != nil {
 		t.Error(err)
