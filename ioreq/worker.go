@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/metrics"
 	"time"
 )
 
@@ -29,10 +30,8 @@ type eventChannel interface {
 // BenchmarkXenThroughput, a loaded host): a spinning worker answered a
 // blocking vCPU in 10-13 µs against 50-190 µs when blocking in epoll, and
 // four vCPUs on one spinning worker ran at about 4 µs per access against
-// 20-35 µs blocking. A spinning worker yields to the Go
-// scheduler every spinCheck empty polls: goroutines its handlers wake
-// (device back ends, and xensim's vCPUs) are queued on the worker's P and
-// would otherwise wait for the window to close.
+// 20-35 µs blocking. A spinning worker keeps its P; it gives it up only
+// when other goroutines wait for one (see lookEvery).
 const DefaultSpin = 50 * time.Microsecond
 
 // scratchSize is the per-slot scratch buffer for rep copies: one guest page,
@@ -41,12 +40,27 @@ const DefaultSpin = 50 * time.Microsecond
 const scratchSize = 4096
 
 // spinCheck is how many empty polls a spinning worker makes between two
-// looks at the clock and two yields of its P. (On the bench package's
-// xensim scenarios, yielding this often beat yielding every 10 µs and
-// yielding once after every answered request, both in round-trip median
-// and in throughput, despite the thread hand-offs a locked thread's yield
-// costs.)
+// looks at the clock.
 const spinCheck = 32
+
+// A worker runs on a locked OS thread, where a yield of its P
+// (runtime.Gosched) is a hand-off between threads of several
+// microseconds: yielding on a fixed rhythm while spinning puts that delay
+// in front of every request that lands during one (it was the polled
+// p999). But goroutines its handlers ready (device back ends) are queued
+// on the worker's P, and if every other P is busy they wait until the
+// worker yields (or is preempted, after 10 ms). So a worker that has been
+// running for lookEvery looks whether any goroutine waits for a P (the
+// runtime's runnable count, about 50 ns to read) and yields only then, or
+// when it has not yielded for maxNoYield (timers queued on its P run
+// when it enters the scheduler).
+const (
+	lookEvery  = 10 * time.Microsecond
+	maxNoYield = time.Millisecond
+)
+
+// runnableMetric counts the goroutines ready to run but not running.
+const runnableMetric = "/sched/goroutines/runnable:goroutines"
 
 // maxPending bounds the ports read per Pending call.
 const maxPending = 64
@@ -112,6 +126,12 @@ type worker struct {
 	pending     []uint32
 	ringScratch []byte
 	st          Stats
+
+	// lastLook and lastYield are when the worker last looked for waiting
+	// goroutines and last left its P (yield or block); runnable is the
+	// metric it reads (see lookEvery).
+	lastLook, lastYield time.Time
+	runnable            []metrics.Sample
 }
 
 func newWorker(d *Dispatcher, ev eventChannel, ring *Ring, cfg WorkerConfig) *worker {
@@ -123,6 +143,7 @@ func newWorker(d *Dispatcher, ev eventChannel, ring *Ring, cfg WorkerConfig) *wo
 		sampleEvery: cfg.latencyEvery(),
 		pending:     make([]uint32, maxPending),
 		ringScratch: make([]byte, scratchSize),
+		runnable:    []metrics.Sample{{Name: runnableMetric}},
 	}
 	w.spin = w.spinMax
 	return w
@@ -224,6 +245,29 @@ func (w *worker) adapt(gap time.Duration) {
 	}
 }
 
+// schedPoint gives the worker's P to waiting goroutines, if the worker
+// has run for lookEvery and some wait, or if it has kept its P for
+// maxNoYield. now is the time of the caller's last look at the clock.
+func (w *worker) schedPoint(now time.Time) {
+	if now.Sub(w.lastLook) < lookEvery {
+		return
+	}
+	w.lastLook = now
+	if now.Sub(w.lastYield) < maxNoYield && !w.othersRunnable() {
+		return
+	}
+	runtime.Gosched()
+	w.lastYield = time.Now()
+	w.lastLook = w.lastYield
+}
+
+// othersRunnable reports whether goroutines wait for a P.
+func (w *worker) othersRunnable() bool {
+	metrics.Read(w.runnable)
+	v := w.runnable[0].Value
+	return v.Kind() == metrics.KindUint64 && v.Uint64() > 0
+}
+
 // errStopped is returned internally when a worker's waiter is stopped.
 var errStopped = errors.New("ioreq: worker stopped")
 
@@ -242,6 +286,7 @@ func (w *worker) run(ctx context.Context) error {
 	defer stop()
 
 	w.last = time.Now()
+	w.lastLook, w.lastYield = w.last, w.last
 	idle := 0        // empty polls since the last request
 	blocked := false // blocked since the last request
 	for {
@@ -254,17 +299,21 @@ func (w *worker) run(ctx context.Context) error {
 				w.adapt(now.Sub(w.last))
 			}
 			w.last, idle, blocked = now, 0, false
+			w.schedPoint(now)
 			continue
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
 		idle++
-		if w.spin > 0 && !blocked && (idle%spinCheck != 0 || time.Since(w.last) < w.spin) {
-			if idle%spinCheck == 0 {
-				runtime.Gosched() // let goroutines our handlers readied run
+		if w.spin > 0 && !blocked {
+			if idle%spinCheck != 0 {
+				continue // keep polling: the next request is probably close
 			}
-			continue // keep polling: the next request is probably close
+			if now := time.Now(); now.Sub(w.last) < w.spin {
+				w.schedPoint(now)
+				continue
+			}
 		}
 		// Block. Read and unmask every pending port first: a request that
 		// lands after the last poll then fires an unmasked port (or is
@@ -284,5 +333,6 @@ func (w *worker) run(ctx context.Context) error {
 			return fmt.Errorf("ioreq worker: waiting for events: %w", err)
 		}
 		w.st.wakeups.Add(1)
+		w.lastYield = time.Now()
 	}
 }
