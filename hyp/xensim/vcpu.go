@@ -441,9 +441,12 @@ func (v *VCPU) post(srv *server, p *request) ([]byte, error) {
 }
 
 // await waits for the device model's answer (hvm_wait_for_io). Every
-// decision is made by check, under the lock; in between, the vCPU waits
-// without the lock for the state word to move or the server to go (see
-// wake.go), which is all that can change check's answer.
+// decision is made by check, under the lock. In between, the vCPU waits
+// without the lock for what can change check's answer: the state word
+// moving or the server going away (see wake.go). One move needs no
+// decision: READY to INPROCESS (the device model claimed the request),
+// for which check would only remember the new state, so the vCPU
+// remembers it itself.
 func (v *VCPU) await(srv *server, slot []byte, p *request) (uint64, error) {
 	d := v.d
 	s := d.s
@@ -453,52 +456,58 @@ func (v *VCPU) await(srv *server, slot []byte, p *request) (uint64, error) {
 		srv.use.release()
 	}()
 	word := u32at(slot, xenabi.IoreqStateWordOffs)
-	prev := uint32(xenabi.STATE_IOREQ_READY)
+	// post published READY and the server was alive: what check would
+	// find, had nothing happened since.
+	st := uint32(xenabi.STATE_IOREQ_READY)
 	spin := v.spin.Load()
 	var deadline time.Time
 	polls := int64(0)
 	for {
-		val, st, done, err := v.check(srv, slot, p, prev)
+		// Wait for a change, spinning first if asked to.
+		changed := false
+		for ; spin > 0; polls++ {
+			spin--
+			if now := stateOf(word); now != st {
+				if st == xenabi.STATE_IOREQ_READY && now == xenabi.STATE_IOREQ_INPROCESS {
+					st = now
+					continue
+				}
+				changed = true
+				break
+			}
+			if polls%64 == 63 && srv.use.retired() {
+				changed = true
+				break
+			}
+			pause(polls)
+		}
+		if !changed {
+			if deadline.IsZero() {
+				deadline = time.Now().Add(s.cfg.IOReqTimeout)
+			}
+			v.wake.sleeping.Store(true)
+			seq := v.wake.seq.Load()
+			if stateOf(word) == st && !srv.use.retired() {
+				left := time.Until(deadline)
+				if left <= 0 {
+					v.wake.sleeping.Store(false)
+					return 0, fmt.Errorf("xensim: %v vcpu%d: no response to %v within %v (slot state %d): %w",
+						d.id, v.id, p.describe(), s.cfg.IOReqTimeout, st, ErrTimeout)
+				}
+				futexWait(&v.wake.seq, seq, left)
+			}
+			v.wake.sleeping.Store(false)
+			select {
+			case <-d.dying:
+				return 0, fmt.Errorf("xensim: %v vcpu%d: %v: %w", d.id, v.id, p.describe(), hyp.ErrClosed)
+			default:
+			}
+		}
+		val, now, done, err := v.check(srv, slot, p, st)
 		if done {
 			return val, err
 		}
-		prev = st
-		if spin > 0 {
-			changed := false
-			for ; spin > 0; polls++ {
-				spin--
-				if stateOf(word) != st || polls%64 == 63 && srv.use.retired() {
-					changed = true
-					break
-				}
-				pause(polls)
-			}
-			if changed {
-				continue
-			}
-		}
-		if deadline.IsZero() {
-			deadline = time.Now().Add(s.cfg.IOReqTimeout)
-		}
-		v.wake.sleeping.Store(true)
-		seq := v.wake.seq.Load()
-		if stateOf(word) != st || srv.use.retired() {
-			v.wake.sleeping.Store(false)
-			continue
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			v.wake.sleeping.Store(false)
-			return 0, fmt.Errorf("xensim: %v vcpu%d: no response to %v within %v (slot state %d): %w",
-				d.id, v.id, p.describe(), s.cfg.IOReqTimeout, st, ErrTimeout)
-		}
-		futexWait(&v.wake.seq, seq, left)
-		v.wake.sleeping.Store(false)
-		select {
-		case <-d.dying:
-			return 0, fmt.Errorf("xensim: %v vcpu%d: %v: %w", d.id, v.id, p.describe(), hyp.ErrClosed)
-		default:
-		}
+		st = now
 	}
 }
 
