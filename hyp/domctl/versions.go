@@ -29,7 +29,9 @@ const (
 //     gsi_permission, llc colours, get_domain_state).
 //
 // struct xen_domctl is 16 bytes of header plus a 128-byte union in all
-// of them.
+// of them. testdata/layout/xen-4.NN.json holds what the C compiler makes
+// of each release's headers (tools/xencapture/domctl-layouts.sh);
+// TestHeaderLayouts checks every codec against it.
 
 // versionLayouts returns every implemented layout, newest first.
 func versionLayouts() []layout {
