@@ -56,6 +56,7 @@ func TestBadUsage(t *testing.T) {
 		{[]string{"sim", "extra"}, `unexpected argument "extra"`},
 		{[]string{"serve", "-domid", "5", "-device", "e1000,mac=00:16:3e:00:00:01"}, `-device "e1000`},
 		{[]string{"serve", "-domid", "5", "-device", "xen-pci-passthrough"}, `-device "xen-pci-passthrough"`},
+		{[]string{"serve", "-domid", "5", "-pt-grant"}, "-pt-grant needs a -device xen-pci-passthrough"},
 	} {
 		var out, errw bytes.Buffer
 		err := run(tc.args, &out, &errw)

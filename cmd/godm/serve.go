@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 
+	"godm/devices"
 	"godm/hyp"
 	"godm/hyp/domctl"
 	"godm/hyp/hcall"
@@ -26,6 +27,7 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 	var ptDevs stringList
 	fs.Var(&ptDevs, "device", "a device to add (repeatable); supported: xen-pci-passthrough,hostaddr=SSSS:BB:DD.F[,addr=S.F][,permissive=on][,id=ID]")
 	sysfs := fs.String("sysfs", "/sys", "sysfs mount point (host PCI functions for passthrough)")
+	ptGrant := fs.Bool("pt-grant", false, "for -device xen-pci-passthrough: do the toolstack's part too (grant the functions' memory, ports and IRQ, assign them in the IOMMU), undone on exit")
 	devDir := fs.String("xen-dev", kernel.DefaultDevDir, "directory of the Xen device files")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -43,6 +45,9 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 			return fmt.Errorf("serve: -device %q: %w", d, err)
 		}
 		pts = append(pts, spec)
+	}
+	if *ptGrant && len(pts) == 0 {
+		return errors.New("serve: -pt-grant needs a -device xen-pci-passthrough")
 	}
 	// Every flag is checked (and the serial backends opened) before
 	// looking for Xen, so that a bad command line is reported as such.
@@ -62,20 +67,14 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 		return fmt.Errorf("serve %v: %w", spec.Dom, err)
 	}
 	defer m.Close()
+	closePT := func() {}
+	defer func() { closePT() }()
 	if len(pts) > 0 {
-		mgr, err := passthroughManager(m, *sysfs, log)
+		c, err := addPassthrough(m, pts, *sysfs, *ptGrant, log, w)
 		if err != nil {
-			return fmt.Errorf("serve %v: passthrough: %w", spec.Dom, err)
+			return fmt.Errorf("serve %v: %w", spec.Dom, err)
 		}
-		defer mgr.Close() // before the machine: unbind and unmap first
-		for _, p := range pts {
-			// Named on the command line: the toolstack assigned it already.
-			pl, err := mgr.AddWith(p, passthrough.AddOptions{RequireAssigned: true})
-			if err != nil {
-				return fmt.Errorf("serve %v: passthrough %v: %w", spec.Dom, p.HostAddr, err)
-			}
-			fmt.Fprintf(w, "godm: passing %v through as %v (id %s)\n", p.HostAddr, pl.SBDF, pl.ID)
-		}
+		closePT = c
 	}
 	fmt.Fprintf(w, "godm: serving %v as ioreq server %d\n", spec.Dom, m.Server.ID())
 	if err := m.Serve(ctx); errors.Is(err, machine.ErrDomainGone) {
@@ -84,7 +83,76 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 	} else if err != nil {
 		return err
 	}
+	closePT() // while the machine's privcmd handle is still open
 	return m.Close()
+}
+
+// addPassthrough passes the -device functions through on the machine
+// (passthroughManager), each checked to be assigned to the domain (with
+// grant, after doing the toolstack's part itself). The returned close,
+// to be called before the machine closes (its privcmd handle carries the
+// hypercalls), removes them, then revokes what grant granted: Xen refuses
+// to unmap memory the domain may no longer map. On error, everything done
+// is undone.
+func addPassthrough(m *machine.Machine, pts []passthrough.DeviceSpec, sysfs string, grant bool,
+	log *slog.Logger, w io.Writer) (func(), error) {
+	mgr, pt, err := passthroughManager(m, sysfs, log)
+	if err != nil {
+		return nil, fmt.Errorf("passthrough: %w", err)
+	}
+	var revokes []func() error
+	closed := false
+	closePT := func() {
+		if closed {
+			return
+		}
+		closed = true
+		m.SetEjectHook(nil)
+		if err := mgr.Close(); err != nil {
+			log.Error("passthrough: removing devices", "err", err)
+		}
+		for i := len(revokes) - 1; i >= 0; i-- {
+			if err := revokes[i](); err != nil {
+				log.Error("passthrough: revoking grants", "err", err)
+			}
+		}
+	}
+	for _, p := range pts {
+		if grant {
+			revoke, err := pt.grant(m.Spec.Dom, p.HostAddr)
+			if err != nil {
+				closePT()
+				return nil, fmt.Errorf("passthrough %v: %w", p.HostAddr, err)
+			}
+			revokes = append(revokes, revoke)
+		}
+		// Named on the command line: the toolstack assigned it already.
+		pl, err := mgr.AddWith(p, passthrough.AddOptions{RequireAssigned: true})
+		if err != nil {
+			closePT()
+			return nil, fmt.Errorf("passthrough %v: %w", p.HostAddr, err)
+		}
+		fmt.Fprintf(w, "godm: passing %v through as %v (id %s)\n", p.HostAddr, pl.SBDF, pl.ID)
+	}
+	return closePT, nil
+}
+
+// ptHost is what the passthrough composition uses of the hypervisor.
+type ptHost struct {
+	xen   passthrough.Xen
+	dc    *domctl.Domctl
+	sysfs passthrough.HostOptions
+}
+
+// grant does the toolstack's part for host (passthrough.Grant) and
+// returns its undo.
+func (p ptHost) grant(dom hyp.DomID, host devices.SBDF) (func() error, error) {
+	h, err := passthrough.OpenHost(p.sysfs, host)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	return passthrough.Grant(p.dc, p.xen, dom, h, 0)
 }
 
 // passthroughManager composes PCI passthrough on top of the machine: a
@@ -92,12 +160,13 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 // ioreq server claims them) in slots it reserves on the machine's PCI
 // registry, through the machine's privcmd handle; the guest's ACPI eject
 // of such a slot removes the function.
-func passthroughManager(m *machine.Machine, sysfs string, log *slog.Logger) (*passthrough.Manager, error) {
+func passthroughManager(m *machine.Machine, sysfs string, log *slog.Logger) (*passthrough.Manager, ptHost, error) {
 	c := hcall.New(m.Privcmd())
 	dc, err := domctl.Open(c)
 	if err != nil {
-		return nil, err
+		return nil, ptHost{}, err
 	}
+	pt := ptHost{xen: passthrough.NewXen(c, dc), dc: dc, sysfs: passthrough.HostOptions{SysfsRoot: sysfs}}
 	all, err := passthrough.DetectMSIXAllWrites(m.Privcmd())
 	if err != nil {
 		log.Warn("cannot read Xen's features; assuming no XENFEAT_dm_msix_all_writes", "err", err)
@@ -105,13 +174,13 @@ func passthroughManager(m *machine.Machine, sysfs string, log *slog.Logger) (*pa
 	mgr := passthrough.NewManager(passthrough.ManagerConfig{
 		Dom:           m.Spec.Dom,
 		Bus:           m.Spaces,
-		Xen:           passthrough.NewXen(c, dc),
-		HostOptions:   passthrough.HostOptions{SysfsRoot: sysfs},
+		Xen:           pt.xen,
+		HostOptions:   pt.sysfs,
 		MSIXAllWrites: all,
 		Assign:        passthrough.NewAssignQuery(c, dc),
 		Slots:         m.PCI,
 		Log:           log,
 	})
 	m.SetEjectHook(mgr.RemoveSlot)
-	return mgr, nil
+	return mgr, pt, nil
 }
