@@ -55,8 +55,10 @@
 // invalidation it owes, add_to_physmap gmfn/gmfn_range), multicall,
 // physdev_op map/unmap_pirq, and the domctls a device model and its
 // toolstack use for passthrough (getdomaininfo, bind/unbind_pt_irq,
-// memory_mapping, ioport_mapping, irq/iomem/ioport_permission; interface
-// version 0x15, anything else EACCES). Passed-through ports and frames no
+// memory_mapping, ioport_mapping, irq/iomem/ioport_permission,
+// assign/deassign/test_assign_device) in the interface version and layouts
+// of the Xen release Config names (4.15 to 4.22; any other version is
+// EACCES, see domctl_abi.go). Passed-through ports and frames no
 // longer reach ioreq servers; the simulator has no physical device behind
 // them, so they read all-ones. As in Xen, memory_mapping over guest RAM is
 // not refused: the RAM pages leave the p2m. Other hypercalls answer
