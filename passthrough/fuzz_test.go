@@ -109,19 +109,32 @@ func fuzzHost(permissive bool) (*HostDevice, *memConfig) {
 // FuzzConfigWrites runs random scripts of guest configuration and MSI-X
 // table writes and checks that no host write ever changes a bit outside
 // the allowed mask, and that unplugging leaves nothing in the hypervisor.
+// The first byte picks permissive mode (bit 0) and a function Xen has not
+// assigned (bit 1: Config.Assign answers "free"), for which bus mastering
+// and MSI enable must never reach the host and nothing may be mapped or
+// bound but the INTx set up at plug.
 func FuzzConfigWrites(f *testing.F) {
 	f.Add([]byte{0, 0x04, 2, 7, 0, 0, 0, 0x10, 4, 0, 0, 0, 0xe0})
 	f.Add([]byte{1, 0x06, 2, 0xff, 0xff, 0, 0, 0xf0, 1, 0x12, 0, 0, 0})
 	f.Add([]byte{0, 0x1c, 4, 0, 0, 0x10, 0xe0, 0x04, 2, 6, 0, 0, 0, 0xa2, 2, 0, 0x80, 0, 0, 0xff, 4, 0, 0, 0, 0})
 	f.Add([]byte{0, 0xd4, 4, 0, 0, 0xe0, 0xfe, 0xdc, 2, 0x41, 0, 0, 0, 0xd2, 2, 1, 0, 0, 0, 0x68, 2, 0xff, 0xff, 0, 0})
+	f.Add([]byte{2, 0x04, 2, 7, 0, 0, 0, 0x10, 4, 0, 0, 0, 0xe0, 0xd2, 2, 1, 0, 0, 0, 0xa2, 2, 0, 0x80, 0, 0})
 	f.Fuzz(func(t *testing.T, script []byte) {
 		if len(script) == 0 {
 			return
 		}
 		permissive := script[0]&1 != 0
+		unassigned := script[0]&2 != 0
 		h, m := fuzzHost(permissive)
+		var assign AssignQuery
+		if unassigned {
+			assign = &fakeAssign{} // test_assign_device: free
+			m.b[0x04] &^= cmdBusMaster
+			m.allowed[0x04] &^= cmdBusMaster
+			m.allowed[0xd2] &^= 0x01
+		}
 		x := newFakeXen()
-		dev, err := New(Config{Dom: 5, Host: h, Xen: x, Slot: 4, Permissive: permissive})
+		dev, err := New(Config{Dom: 5, Host: h, Xen: x, Slot: 4, Permissive: permissive, Assign: assign})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,6 +159,11 @@ func FuzzConfigWrites(f *testing.F) {
 			}
 			c.w(reg, size, v)
 			_ = c.r(reg, size)
+		}
+		if unassigned {
+			for _, c := range x.since(2) { // after INTx's map and bind
+				t.Errorf("unassigned function reached Xen: %v", c)
+			}
 		}
 		if err := dev.Unplug(); err != nil {
 			t.Fatalf("Unplug: %v", err)
@@ -181,6 +199,9 @@ func TestConfigAccessNoAlloc(t *testing.T) {
 		{"write status", func() { c.w(0x06, 2, 0x0100) }},
 		{"write MSI mask", func() { c.w(0xe0, 4, 1) }},
 		{"write uncovered", func() { c.w(0xf0, 1, 1) }},
+		{"read extended", func() { _ = c.r(0x100, 4) }},
+		{"read straddling", func() { _ = c.r(0xfe, 4) }},
+		{"write extended", func() { c.w(0x104, 4, 1) }},
 	}
 	for _, tt := range tests {
 		if n := testing.AllocsPerRun(100, tt.fn); n != 0 {
