@@ -21,6 +21,10 @@ if [ ${#need[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# A second Xen release's public headers (Debian trixie, Xen 4.20) for the
+# domctl layout check (cached in .cache/xen-headers).
+scripts/xen-headers.sh >/dev/null
+
 # Golden ABI fixtures: regenerate from the reference C libraries and fail on
 # any difference from the committed ones.
 if [ -x tools/xencapture/regen.sh ]; then
