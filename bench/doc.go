@@ -12,8 +12,7 @@
 //   - Bus dispatch: host-side Space/ConfigSpace reads of real device
 //     registers, no hypervisor.
 //   - Go runtime costs the designs pay: a yield on an unlocked and on a
-//     locked goroutine, and a channel ping-pong between locked goroutines
-//     (how xensim wakes a blocked vCPU).
+//     locked goroutine, and a channel ping-pong between locked goroutines.
 //   - The simulator's own cost: an access no server claims, and round trips
 //     answered by responders that do not dispatch (sim/...).
 //   - Round trips of one vCPU (rt/...): a UART register IN, an MMIO read and a
@@ -21,6 +20,8 @@
 //     data_is_ptr; each polled (vCPU and server spin) and blocking (both
 //     sleep between requests), each against godm's ioreq.Server and the
 //     classic loop.
+//   - A goroutine a handler readies (a device back end), with every other
+//     P busy: how long it waits for the server thread to let go of its P.
 //   - A buffered-ring burst: a full ring of writes followed by a read that
 //     Xen's ordering makes wait for the drain.
 //   - Throughput with 1, 2, 4 and 8 vCPUs, each reading its own UART back to
@@ -37,14 +38,19 @@
 // Every trial runs each selected scenario once, in order, on a fresh
 // simulated guest, after a warm-up; trials are pooled for the percentiles,
 // and the spread of the per-trial medians is reported. Every operation is
-// timed on its vCPU's thread. Allocations are runtime.MemStats deltas over
+// timed on its vCPU's thread. Every simulated vCPU runs on its own locked
+// OS thread, and GOMAXPROCS is raised by the number of vCPUs while a
+// scenario runs: the vCPUs stand for the guest's CPUs, which are not the
+// device model's threads, so they must not take its Ps; they share the
+// cores with it through the OS scheduler, as Xen's vCPUs share physical
+// CPUs with dom0. Allocations are runtime.MemStats deltas over
 // the measured part: process-wide, simulator included. The scenarios check
 // every answer the guest gets, so a smoke run also tests the path.
 //
 // # Threading
 //
 // Run and Scenario.Run must not run concurrently with each other (they
-// measure the whole process). Blocking vCPUs and every server run on their
-// own locked OS threads; polling vCPUs are not locked (see runRig).
+// measure the whole process). Every vCPU and every server runs on its own
+// locked OS thread (see runRig).
 // Nothing in the product imports this package.
 package bench

@@ -76,6 +76,7 @@ type rig struct {
 	pci   *pci.Bus
 	cache *memory.MapCache
 	uarts []*uart.UART
+	back  *backend
 	test  *testdev.Device
 	sbdf  devices.SBDF
 
@@ -122,7 +123,10 @@ func newRig(vcpus int, d design) (_ *rig, err error) {
 		if d == godmBlock {
 			wc.Spin = -1
 		}
-		r.srv, err = ioreq.NewServer(r.p, r.k, ioreq.Config{Dom: dom, VCPUs: vcpus, Bus: r.bus, Worker: wc, Targets: targets})
+		// The default worker count of the machine, not of the raised
+		// GOMAXPROCS the vCPUs run under (see runRig).
+		r.srv, err = ioreq.NewServer(r.p, r.k, ioreq.Config{Dom: dom, VCPUs: vcpus, Bus: r.bus, Worker: wc, Targets: targets,
+			Workers: ioreq.DefaultWorkers(vcpus)})
 	case classic, nullPoll, nullBlock:
 		r.loop, err = newLoop(r.p, r.k, dom, vcpus, r.bus, targets, d)
 	case noServer:
@@ -154,6 +158,10 @@ func (r *rig) buildDevices(vcpus int) error {
 		if err := r.bus.PIO.Register(uint64(uartBase(i)), uart.Size, u); err != nil {
 			return fmt.Errorf("bench: UART %d: %w", i, err)
 		}
+	}
+	r.back = newBackend()
+	if err := r.bus.PIO.Register(backendPort, 1, r.back); err != nil {
+		return fmt.Errorf("bench: back-end device: %w", err)
 	}
 	var err error
 	if r.pci, err = pci.NewBus(pci.BusConfig{Spaces: r.bus}); err != nil {
@@ -200,7 +208,22 @@ func (r *rig) closeDevices() error {
 		errs = append(errs, u.Close())
 	}
 	r.uarts = nil
+	if r.back != nil {
+		r.back.close()
+		r.back = nil
+	}
 	return errors.Join(errs...)
+}
+
+// serverThreads returns how many OS threads the rig's server runs on.
+func (r *rig) serverThreads(vcpus int) int {
+	switch {
+	case r.srv != nil:
+		return ioreq.DefaultWorkers(vcpus)
+	case r.loop != nil:
+		return 1
+	}
+	return 0
 }
 
 // handled returns the number of synchronous requests the server answered.

@@ -15,8 +15,11 @@ import (
 )
 
 // vcpuSpin is how often a polling vCPU re-reads its slot before it blocks:
-// enough never to block while a polling server answers.
-const vcpuSpin = 1 << 20
+// tens of microseconds of back-to-back reads, longer than a polling server
+// takes to answer, about as long as its polling window (ioreq.DefaultSpin),
+// and short enough that vCPUs waiting behind others (more vCPUs than
+// cores) go to sleep and leave the cores to the ones being served.
+const vcpuSpin = 1 << 12
 
 // burstWrites is a full buffered ring of one-slot writes
 // (IOREQ_BUFFER_SLOT_NUM).
@@ -48,6 +51,9 @@ type Scenario struct {
 	design   design
 	vcpuSpin int
 	perOp    int // requests per operation (for the request rate)
+	// occupy keeps every P that is neither a vCPU's nor the server's
+	// busy during the measurement (see occupy).
+	occupy bool
 	// op performs operation i on vCPU v of r and checks its answer when
 	// the design dispatches to the devices.
 	op func(r *rig, v *xensim.VCPU, vi, i int, check bool) error
@@ -93,7 +99,7 @@ func Scenarios() []*Scenario {
 	add(&Scenario{Name: "go/gosched-locked", Doc: "runtime.Gosched on a goroutine locked to its OS thread", Ops: 20000, ShortOps: 100,
 		probe: func(n int) (Result, error) { return goschedProbe(n, true), nil }})
 
-	add(&Scenario{Name: "go/chan-locked", Doc: "two goroutines locked to OS threads ping-pong through channels (how xensim wakes a blocked vCPU)",
+	add(&Scenario{Name: "go/chan-locked", Doc: "two goroutines locked to OS threads ping-pong through channels (what a Go channel wake-up costs; xensim's vCPUs sleep on a futex instead)",
 		Ops: 20000, ShortOps: 100, probe: func(n int) (Result, error) { return chanProbe(n), nil }})
 
 	// The simulator's own cost.
@@ -136,6 +142,18 @@ func Scenarios() []*Scenario {
 			add(&Scenario{Name: base + "classic", Doc: w.doc + " (classic loop)", Ops: ops, ShortOps: 200, Floor: floor,
 				Sim: sim, Plot: plot, vcpus: 1, design: classic, vcpuSpin: spin, perOp: 1, op: w.op, verify: w.verify})
 		}
+	}
+
+	// A goroutine a handler readies, with every other P busy: it runs when
+	// the server thread lets go of its P (see backend).
+	for _, m := range []string{modePoll, modeBlock} {
+		spin, gd := vcpuSpin, godmPoll
+		if m == modeBlock {
+			spin, gd = 0, godmBlock
+		}
+		add(&Scenario{Name: "rt/backend/" + m + "/godm",
+			Doc: "OUT to a device whose back-end goroutine completes it, then IN until it has; every other P busy",
+			Ops: 4000, ShortOps: 40, vcpus: 1, design: gd, vcpuSpin: spin, perOp: 2, op: opBackend, occupy: true})
 	}
 
 	// Buffered burst: a full ring of writes, then a synchronous read that
@@ -240,6 +258,14 @@ func (s *Scenario) runRig(n int) (res Result, err error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", s.Name, err)
 	}
+	// The simulated vCPUs stand for a guest's execution contexts, which on
+	// Xen are not the device model's threads: each gets a P of its own on
+	// top of the device model's, so that a spinning vCPU never holds a P
+	// a server thread needs. They still share the cores with the server,
+	// through the OS scheduler, as Xen shares physical CPUs with dom0.
+	procs := runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(procs + s.vcpus)
+	defer runtime.GOMAXPROCS(procs)
 	defer func() {
 		if cerr := r.close(); cerr != nil && err == nil {
 			err = fmt.Errorf("%s: %w", s.Name, cerr)
@@ -265,17 +291,10 @@ func (s *Scenario) runRig(n int) (res Result, err error) {
 	for vi := range s.vcpus {
 		go func() {
 			defer done.Done()
-			// A blocking vCPU gets its own OS thread. A polling one does
-			// not: xensim yields with runtime.Gosched between re-reads of
-			// the slot, and on a locked thread every yield is a futex
-			// hand-off between OS threads (go/gosched-locked measures it),
-			// which would make the simulator, not godm, the polled cost.
-			// Unlocked, it still has a P of its own while the server's
-			// thread spins on the other.
-			if s.vcpuSpin == 0 {
-				runtime.LockOSThread()
-				defer runtime.UnlockOSThread()
-			}
+			// Every vCPU runs on its own OS thread, as a real one is
+			// its own execution context.
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
 			v := r.dom.VCPU(vi)
 			v.SetSpin(s.vcpuSpin)
 			var err error
@@ -298,6 +317,15 @@ func (s *Scenario) runRig(n int) (res Result, err error) {
 				out[i] = time.Since(t0)
 			}
 		}()
+	}
+	if s.occupy {
+		stop := make(chan struct{})
+		busy, err := occupy(runtime.GOMAXPROCS(0)-s.vcpus-r.serverThreads(s.vcpus), stop)
+		defer busy.Wait()
+		defer close(stop)
+		if err != nil {
+			return Result{}, fmt.Errorf("%s: %w", s.Name, err)
+		}
 	}
 	warmed.Wait()
 	before := r.handled()

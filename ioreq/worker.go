@@ -326,6 +326,11 @@ func (w *worker) run(ctx context.Context) error {
 			continue
 		}
 		blocked = true
+		if w.othersRunnable() {
+			// A goroutine a handler readied would wait on our P until the
+			// runtime noticed the thread blocked.
+			runtime.Gosched()
+		}
 		if err := wt.wait(); err != nil {
 			if errors.Is(err, errStopped) {
 				return nil

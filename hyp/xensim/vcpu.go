@@ -3,6 +3,7 @@ package xensim
 import (
 	"errors"
 	"fmt"
+	"runtime/metrics"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -99,10 +100,13 @@ type VCPU struct {
 	// gen counts posts and completions, so dmNotified can tell a
 	// consistent snapshot of waiting and the slot state from a racy one.
 	gen atomic.Uint64
+	// runnable is the scheduler metric a spinning vCPU reads (see pause).
+	runnable [1]metrics.Sample
 }
 
 func newVCPU(d *Domain, id uint32) *VCPU {
 	v := &VCPU{d: d, id: id}
+	v.runnable[0].Name = runnableMetric
 	v.spin.Store(int64(d.s.cfg.Spin))
 	return v
 }
@@ -111,9 +115,8 @@ func newVCPU(d *Domain, id uint32) *VCPU {
 func (v *VCPU) ID() uint32 { return v.id }
 
 // SetSpin sets how many times the vCPU re-reads its slot before blocking
-// on its event channel (0 blocks at once, as Xen does). The first few
-// thousand re-reads are back to back; later ones give the CPU to other
-// threads in between.
+// on its event channel (0 blocks at once, as Xen does). The re-reads are
+// back to back, a few nanoseconds each.
 func (v *VCPU) SetSpin(n int) { v.spin.Store(int64(n)) }
 
 func (v *VCPU) kick() { v.wake.kick() }
@@ -479,7 +482,7 @@ func (v *VCPU) await(srv *server, slot []byte, p *request) (uint64, error) {
 				changed = true
 				break
 			}
-			pause(polls)
+			v.pause(polls)
 		}
 		if !changed {
 			if deadline.IsZero() {

@@ -2,6 +2,7 @@ package xensim
 
 import (
 	"runtime"
+	"runtime/metrics"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -10,38 +11,48 @@ import (
 // How a vCPU waits for the device model (VCPU.await). It re-reads the
 // state word of its slot without the hypervisor lock, which a pageUse
 // makes safe, and takes the lock again only to act on a change. It spins
-// first if asked to (VCPU.SetSpin): tightPolls back-to-back reads, then a
-// pause between reads; then it sleeps on a futex (a waker) until the
-// device model's notify, the server's destruction or the timeout.
+// first if asked to (VCPU.SetSpin), then sleeps on a futex (a waker)
+// until the device model's notify, the server's destruction or the
+// timeout.
+//
+// A spinning vCPU makes tightPolls re-reads back to back (longer than a
+// polling device model takes to answer), then gives its CPU to other
+// runnable OS threads between re-reads (sched_yield(2): with more spinning
+// threads than CPUs, the one it waits for may be among them). That does
+// not involve the Go scheduler. Every lookEvery re-reads it also looks
+// whether goroutines wait for a P (the runtime's runnable count, about
+// 50 ns to read) and yields its P if so: on an ordinary goroutine, a
+// device model goroutine may need it. It never yields its P otherwise: on
+// a goroutine locked to its OS thread that is a hand-off between threads
+// of several microseconds.
 
-// tightPolls is how many re-reads a spinning vCPU makes back to back
-// before it pauses between them: a few microseconds, longer than a
-// polling device model takes to answer.
-const tightPolls = 1 << 12
+// tightPolls is how many re-reads a spinning vCPU makes back to back: a
+// microsecond or two.
+const tightPolls = 1 << 10
 
-// goschedEvery is how many pauses in a row give the CPU to other OS
-// threads (sched_yield) before one gives the goroutine's P to other
-// goroutines (runtime.Gosched). On a thread-locked goroutine a Gosched is
-// a hand-off between OS threads (several microseconds), so it is rare; on
-// an ordinary goroutine it keeps a spinning vCPU from holding a P that a
-// device model goroutine needs.
-const goschedEvery = 256
+// lookEvery is how many re-reads a spinning vCPU makes between two looks
+// for goroutines waiting for a P.
+const lookEvery = 1 << 10
 
-// pause runs between re-read i and i+1 of a spinning vCPU.
-func pause(i int64) {
-	if i < tightPolls {
-		return
+// runnableMetric counts the goroutines ready to run but not running.
+const runnableMetric = "/sched/goroutines/runnable:goroutines"
+
+// pause runs after the unanswered re-read i of a spinning vCPU.
+func (v *VCPU) pause(i int64) {
+	if i%lookEvery == lookEvery-1 {
+		metrics.Read(v.runnable[:])
+		if r := v.runnable[0].Value; r.Kind() == metrics.KindUint64 && r.Uint64() > 0 {
+			runtime.Gosched()
+			return
+		}
 	}
-	if (i-tightPolls)%goschedEvery == goschedEvery-1 {
-		runtime.Gosched()
-		return
+	if i >= tightPolls {
+		osYield()
 	}
-	osYield()
 }
 
 // osYield gives the CPU to another runnable OS thread, if the kernel has
-// one (sched_yield(2)). It does not involve the Go scheduler: on a
-// thread-locked goroutine it costs a system call, not a thread hand-off.
+// one (sched_yield(2)). It does not involve the Go scheduler.
 func osYield() {
 	unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 }
