@@ -114,10 +114,13 @@ func EventfdFloor(n int) (Result, error) {
 }
 
 // spinPause is called on every failed poll of a spin loop. It spins freely
-// for a while, then yields now and again: with more runnable threads than
-// cores, a pure busy loop can starve its peer for a whole scheduler quantum.
+// for a while, then gives the CPU to other threads between polls
+// (sched_yield, which does not involve the Go scheduler): with more
+// runnable threads than cores, a pure busy loop can starve its peer for a
+// whole scheduler quantum. It is the pause of xensim's spinning vCPUs, so
+// that the floor and the simulated round trips spin alike.
 func spinPause(spins int) {
-	if spins > 1000 && spins%64 == 0 {
-		runtime.Gosched()
+	if spins >= 1024 {
+		unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 	}
 }

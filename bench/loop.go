@@ -231,9 +231,10 @@ func (l *loop) handle(v int) bool {
 	return true
 }
 
-// spin is nullPoll: poll every slot, never block, and yield only after a
-// long idle stretch (on a locked thread a yield is a futex hand-off; the
-// least a responder can do is spin).
+// spin is nullPoll: poll every slot, never block; after a short idle
+// stretch, give the CPU to other threads between polls as the spinning
+// vCPUs and the floor do (spinPause), and yield the P after a long one (on
+// a locked thread that is a hand-off between threads, so it is rare).
 func (l *loop) spin(ctx context.Context) error {
 	for idle := 0; ; idle++ {
 		found := false
@@ -250,13 +251,12 @@ func (l *loop) spin(ctx context.Context) error {
 			idle = 0
 			continue
 		}
+		spinPause(idle)
 		if idle%4096 == 4095 {
 			if ctx.Err() != nil {
 				return nil
 			}
 			if idle >= 1<<16 {
-				// Idle for long (tens of µs): let others run, in case
-				// there are fewer cores than spinning threads.
 				runtime.Gosched()
 			}
 		}

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // eventChannel is the part of an event-channel handle a worker uses, with
@@ -58,6 +60,20 @@ const (
 	lookEvery  = 10 * time.Microsecond
 	maxNoYield = time.Millisecond
 )
+
+// osYieldAfter is how long a spinning worker polls without a request
+// before it offers its CPU to other threads between looks at the clock
+// (sched_yield: a system call when no other thread wants the CPU, and no
+// Go scheduler involvement). When there are more runnable threads than
+// CPUs — the vCPU it waits for may be one — it lets them run instead of
+// spinning through a whole scheduler quantum.
+const osYieldAfter = 2 * time.Microsecond
+
+// osYield gives the CPU to another runnable OS thread, if the kernel has
+// one (sched_yield(2)).
+func osYield() {
+	unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+}
 
 // runnableMetric counts the goroutines ready to run but not running.
 const runnableMetric = "/sched/goroutines/runnable:goroutines"
@@ -311,6 +327,9 @@ func (w *worker) run(ctx context.Context) error {
 				continue // keep polling: the next request is probably close
 			}
 			if now := time.Now(); now.Sub(w.last) < w.spin {
+				if now.Sub(w.last) >= osYieldAfter {
+					osYield()
+				}
 				w.schedPoint(now)
 				continue
 			}

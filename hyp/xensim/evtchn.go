@@ -227,7 +227,9 @@ func (f *evtchnFile) deliver(p uint32, e *evPort) {
 		return
 	}
 	if !e.enabled {
-		e.pending = true
+		if !e.pending { // a masked port stays pending: no write, no cache-line transfer
+			e.pending = true
+		}
 		return
 	}
 	// Shared handlers (privcmd ioeventfd) run before the port is queued
@@ -407,17 +409,19 @@ func (f *evtchnFile) ioctl(req uint, arg []byte) (uintptr, error) {
 			return 0, unix.EFAULT
 		}
 		p := binary.NativeEndian.Uint32(arg)
-		f.mu.Lock()
-		e := f.ports[p]
-		f.mu.Unlock()
-		if e == nil {
-			return 0, unix.ENOTCONN // find_evtchn found nothing
-		}
+		// The port is the file's while the caller's domain has it bound
+		// to the file (bindLocked and closePortLocked change both under
+		// the exclusive lock), so the shared lock is enough to find it:
+		// the notify, which wakes vCPUs, does not take the file's lock
+		// the vCPUs' own notifications take.
 		s.mu.RLock()
 		defer s.mu.RUnlock()
 		d := s.domains[f.caller]
-		if d == nil || d.port(p) != e {
+		if d == nil {
 			return 0, unix.ENOTCONN
+		}
+		if e := d.port(p); e == nil || e.file != f {
+			return 0, unix.ENOTCONN // find_evtchn found nothing
 		}
 		return 0, s.send(d, p)
 	case xenabi.IOCTL_EVTCHN_BIND_INTERDOMAIN:
