@@ -118,6 +118,9 @@ func (u *pageUse) retired() bool { return u.n.Load()&retiredBit != 0 }
 // it (reporting the error), or leaves it to the last waiter. Called with
 // Sim.mu held exclusively.
 func (u *pageUse) retire(m *shmem) error {
+	if u.retired() {
+		return nil // already handed over; only the exclusive lock's holder retires
+	}
 	u.m = m
 	if u.n.Or(retiredBit) == 0 {
 		u.m = nil

@@ -42,6 +42,9 @@ func TestPageUse(t *testing.T) {
 			if err := u.retire(m); err != nil {
 				t.Fatalf("retire: %v", err)
 			}
+			if err := u.retire(nil); err != nil { // a second retire changes nothing
+				t.Fatalf("second retire: %v", err)
+			}
 			if !u.retired() {
 				t.Error("retired() = false after retire")
 			}
@@ -190,6 +193,65 @@ func TestLockedVCPUsRoundTrips(t *testing.T) {
 			}
 			if vs := s.Violations(); len(vs) != 0 {
 				t.Errorf("violations %v", vs)
+			}
+		})
+	}
+}
+
+// TestCloseUnderLoad destroys the domain while every vCPU, each on its
+// own locked thread, issues requests back to back (spinning or blocking):
+// every vCPU stops with ErrClosed, and the server's page is unmapped once
+// they all have.
+func TestCloseUnderLoad(t *testing.T) {
+	for _, spin := range []int{0, 1 << 14} {
+		t.Run(fmt.Sprintf("spin%d", spin), func(t *testing.T) {
+			s, d := newSim(t, Config{Spin: spin}, DomainConfig{VCPUs: 4, RAM: []Region{{0, 1 << 20}}})
+			dm := newFakeDM(t, s, d, xenabi.HVM_IOREQSRV_BUFIOREQ_OFF, func(r reqView) uint64 { return 1 })
+			if err := rangeOp(dm.pc, uint16(d.ID()), xenabi.XEN_DMOP_map_io_range_to_ioreq_server, dm.id, xenabi.XEN_DMOP_IO_RANGE_PORT, 0x100, 0x1ff); err != nil {
+				t.Fatal(err)
+			}
+			s.mu.RLock()
+			pages := d.servers[dm.id].pages
+			s.mu.RUnlock()
+			var wg sync.WaitGroup
+			started := make(chan struct{}, d.NumVCPUs())
+			errs := make(chan error, d.NumVCPUs())
+			for i := range d.NumVCPUs() {
+				v := d.VCPU(i)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					runtime.LockOSThread()
+					defer runtime.UnlockOSThread()
+					for j := 0; ; j++ {
+						if j == 10 {
+							started <- struct{}{}
+						}
+						if _, err := v.In(0x100, 1); err != nil {
+							if j < 10 {
+								started <- struct{}{} // failed early: reported below
+							}
+							errs <- err
+							return
+						}
+					}
+				}()
+			}
+			for range d.NumVCPUs() {
+				<-started
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if !errors.Is(err, hyp.ErrClosed) {
+					t.Errorf("vCPU stopped with %v, want ErrClosed", err)
+				}
+			}
+			if pages.fd >= 0 {
+				t.Error("the server's page is still mapped after every vCPU returned")
 			}
 		})
 	}
