@@ -1,18 +1,17 @@
 package passthrough
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 
 	"godm/devices"
 	"godm/hyp"
 	"godm/hyp/domctl"
-	"godm/hyp/hcall"
-	"godm/hyp/xenabi"
 
 	"golang.org/x/sys/unix"
 )
+
+var _ AssignQuery = (*domctl.Domctl)(nil)
 
 // AssignQuery asks the hypervisor about a host function's IOMMU
 // assignment: XEN_DOMCTL_test_assign_device. Its answer, in every Xen
@@ -27,40 +26,10 @@ import (
 //     passthrough), so nothing can be assigned to it;
 //   - EPERM: the caller is not the control domain (XSM_PRIV).
 //
-// NewAssignQuery implements it on hcall; tests use xensim or a fake.
+// *domctl.Domctl implements it (TestAssignDevice); tests use xensim or a
+// fake.
 type AssignQuery interface {
 	TestAssignDevice(dom hyp.DomID, sbdf uint32) error
-}
-
-// domctlTestAssignDevice is XEN_DOMCTL_test_assign_device
-// (xen/include/public/domctl.h).
-const domctlTestAssignDevice = 45
-
-// NewAssignQuery returns the AssignQuery of c, in the domctl interface
-// version d selected. (It belongs in hyp/domctl beside AssignDevice; it
-// lives here until that package has it. struct xen_domctl_assign_device
-// has the same layout in every release 4.15-4.22, see hyp/domctl/assign.go.)
-func NewAssignQuery(c *hcall.Caller, d *domctl.Domctl) AssignQuery {
-	return assignQuery{c: c, version: d.InterfaceVersion()}
-}
-
-type assignQuery struct {
-	c       *hcall.Caller
-	version uint32
-}
-
-func (q assignQuery) TestAssignDevice(dom hyp.DomID, sbdf uint32) error {
-	op := make([]byte, xenabi.XenDomctlSize)
-	le := binary.LittleEndian
-	le.PutUint32(op[0:], domctlTestAssignDevice)
-	le.PutUint32(op[4:], q.version)
-	le.PutUint16(op[8:], uint16(dom))
-	// union at 16: dev = XEN_DOMCTL_DEV_PCI (0), flags = 0, machine_sbdf at 8.
-	le.PutUint32(op[16+8:], sbdf)
-	if err := q.c.Domctl(op); err != nil {
-		return fmt.Errorf("domctl: test_assign_device %#x for %v: %w", sbdf, dom, err)
-	}
-	return nil
 }
 
 // Assignment is what an AssignQuery says of a function.

@@ -38,8 +38,8 @@ func simDomctl(t *testing.T, r *simRig) (*hcall.Caller, *domctl.Domctl) {
 // deassigned; and how each answer is classified.
 func TestAssignQuery(t *testing.T) {
 	r := newSimRig(t) // assigns 0000:03:00.0 and 0000:00:03.0 to the guest
-	c, dc := simDomctl(t, r)
-	q := NewAssignQuery(c, dc)
+	_, dc := simDomctl(t, r)
+	q := dc
 	dom := r.dom.ID()
 	a := devices.NewSBDF(0, 3, 0, 0)
 	b := devices.NewSBDF(0, 7, 0, 0) // never assigned
@@ -145,7 +145,7 @@ func simDevice(t *testing.T, r *simRig) (*Device, *devices.Bus, *syncBuffer) {
 	t.Cleanup(func() { host.Close() })
 	logs := newSyncBuffer()
 	dev, err := New(Config{Dom: r.dom.ID(), Host: host, Xen: NewXen(c, dc), Slot: 4,
-		Assign: NewAssignQuery(c, dc), Log: slog.New(slog.NewTextHandler(logs, nil))})
+		Assign: dc, Log: slog.New(slog.NewTextHandler(logs, nil))})
 	must(t, err)
 	bus := devices.NewBus()
 	must(t, dev.Plug(bus))

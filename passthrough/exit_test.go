@@ -136,7 +136,7 @@ func TestExitPathsLeaveNothing(t *testing.T) {
 			served := make(chan error, 1)
 			go func() { served <- srv.Serve(ctx) }()
 			m := NewManager(ManagerConfig{Dom: r.dom.ID(), Bus: bus, Xen: NewXen(c, dc),
-				HostOptions: HostOptions{SysfsRoot: r.root}, Assign: NewAssignQuery(c, dc)})
+				HostOptions: HostOptions{SysfsRoot: r.root}, Assign: dc})
 			_, err = m.Add(DeviceSpec{ID: "a", HostAddr: host, Slot: 5})
 			must(t, err)
 			enableAll(t, r.dom.VCPU(0), 5)

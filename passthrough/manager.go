@@ -116,7 +116,7 @@ type ManagerConfig struct {
 	MSIXAllWrites bool
 	// Assign, if set, is Config.Assign of every device: Xen must confirm
 	// the function is in a guest's IOMMU context before the guest's
-	// first use maps or binds anything (NewAssignQuery).
+	// first use maps or binds anything (a *domctl.Domctl).
 	Assign AssignQuery
 	// Slots, if set, is the guest bus's slot registry (a *pci.Bus): a
 	// passed-through function's slot is reserved there, so that emulated

@@ -136,7 +136,7 @@ func TestManagerRequireAssigned(t *testing.T) {
 	must(t, dc.DeassignDevice(r.dom.ID(), uint32(host)))
 	slots := &fakeSlots{}
 	m := NewManager(ManagerConfig{Dom: r.dom.ID(), Bus: devices.NewBus(), Xen: NewXen(c, dc),
-		HostOptions: HostOptions{SysfsRoot: r.root}, Assign: NewAssignQuery(c, dc), Slots: slots})
+		HostOptions: HostOptions{SysfsRoot: r.root}, Assign: dc, Slots: slots})
 	defer m.Close()
 	mark := r.sim.LastSeq()
 	_, err := m.AddWith(DeviceSpec{ID: "a", HostAddr: host, Slot: -1}, AddOptions{RequireAssigned: true})

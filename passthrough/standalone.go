@@ -142,7 +142,7 @@ func Standalone(ctx context.Context, k kernel.Kernel, cfg StandaloneConfig) (err
 		return fmt.Errorf("passthrough: %w", err)
 	}
 	x := NewXen(c, dc)
-	aq := NewAssignQuery(c, dc)
+	var aq AssignQuery = dc
 	if cfg.assign != nil {
 		aq = cfg.assign(aq)
 	}

@@ -177,7 +177,7 @@ func passthroughManager(m *machine.Machine, sysfs string, log *slog.Logger) (*pa
 		Xen:           pt.xen,
 		HostOptions:   pt.sysfs,
 		MSIXAllWrites: all,
-		Assign:        passthrough.NewAssignQuery(c, dc),
+		Assign:        dc,
 		Slots:         m.PCI,
 		Log:           log,
 	})

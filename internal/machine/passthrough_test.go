@@ -71,7 +71,7 @@ func TestPassthroughSlots(t *testing.T) {
 	mgr := passthrough.NewManager(passthrough.ManagerConfig{
 		Dom: r.dom.ID(), Bus: r.m.Spaces, Xen: passthrough.NewXen(c, dc),
 		HostOptions: passthrough.HostOptions{SysfsRoot: sampleTree(t)},
-		Assign:      passthrough.NewAssignQuery(c, dc), Slots: r.m.PCI,
+		Assign:      dc, Slots: r.m.PCI,
 	})
 	defer mgr.Close()
 	r.m.SetEjectHook(mgr.RemoveSlot)
