@@ -1,10 +1,3 @@
-// Package irq is godm's interrupt vocabulary: level-triggered lines (ISA
-// IRQs, PCI INTx pins) and MSI messages. Devices raise interrupts only
-// through these interfaces; the Xen backend (package ioreq) turns them into
-// DM ops, and Recorder records them for tests.
-//
-// Implementations must be safe for concurrent use and must not block: they
-// are called from device handlers on the ioreq fast path.
 package irq
 
 // Line is a level-triggered interrupt line (an ISA IRQ or a PCI INTx pin).
