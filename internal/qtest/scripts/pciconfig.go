@@ -1,0 +1,76 @@
+package scripts
+
+import (
+	"fmt"
+
+	"godm/internal/qtest"
+)
+
+// PCI configuration mechanism #1 ports.
+const (
+	ConfigAddress = 0xcf8
+	ConfigData    = 0xcfc
+)
+
+// Deviation is a documented difference of a configuration register from
+// QEMU's: the bits of the dword at Reg that may differ, and why.
+type Deviation struct {
+	Reg  uint32
+	Mask uint32
+	Why  string
+}
+
+// ConfigRead returns the two steps of a guest's dword configuration read
+// of register reg of bus 0, devfn: the address to 0xcf8, the data from
+// 0xcfc.
+func ConfigRead(devfn uint8, reg uint32) []qtest.Step {
+	return []qtest.Step{
+		{Write: true, Port: ConfigAddress, Size: 4, Value: configAddress(devfn, reg)},
+		{Port: ConfigData, Size: 4, Why: fmt.Sprintf("00:%02x.%d config[%#02x]", devfn>>3, devfn&7, reg&0xfc)},
+	}
+}
+
+// ConfigWrite returns the two steps of a guest's dword configuration
+// write of v to register reg of bus 0, devfn.
+func ConfigWrite(devfn uint8, reg uint32, v uint32) []qtest.Step {
+	return []qtest.Step{
+		{Write: true, Port: ConfigAddress, Size: 4, Value: configAddress(devfn, reg)},
+		{Write: true, Port: ConfigData, Size: 4, Value: uint64(v)},
+	}
+}
+
+func configAddress(devfn uint8, reg uint32) uint64 {
+	return uint64(0x80000000 | uint32(devfn)<<8 | reg&0xfc)
+}
+
+// PCIConfig returns the configuration-space check of function devfn on
+// bus 0, through 0xcf8/0xcfc as firmware does it: every dword of the
+// 256-byte space at reset, then an all-ones write to every dword except
+// the BARs (0x10-0x27) and the expansion ROM BAR (0x30), which shows the
+// writable masks, then every dword again. A Deviation's bits are not
+// compared at its register (Why names it on a mismatch).
+func PCIConfig(devfn uint8, dev ...Deviation) []qtest.Step {
+	readAll := func(when string) []qtest.Step {
+		var s []qtest.Step
+		for reg := uint32(0); reg < 0x100; reg += 4 {
+			r := ConfigRead(devfn, reg)
+			r[1].Why += " " + when
+			for _, d := range dev {
+				if d.Reg&0xfc == reg {
+					r[1].Ignore |= uint64(d.Mask)
+					r[1].Why += "; differs on purpose in " + fmt.Sprintf("%#08x", d.Mask) + ": " + d.Why
+				}
+			}
+			s = append(s, r...)
+		}
+		return s
+	}
+	s := readAll("at reset")
+	for reg := uint32(0); reg < 0x100; reg += 4 {
+		if (reg >= 0x10 && reg < 0x28) || reg == 0x30 {
+			continue
+		}
+		s = append(s, ConfigWrite(devfn, reg, 0xffffffff)...)
+	}
+	return append(s, readAll("after all-ones writes")...)
+}
