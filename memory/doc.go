@@ -17,22 +17,47 @@
 // and does not allocate. Pages Xen could not map (holes) are remembered per
 // bucket; an access touching one fails with an error wrapping ErrUnmapped.
 //
-// # Invalidation and the deadlock rule
+// # Invalidation: what holds
 //
 // Xen sends IOREQ_TYPE_INVALIDATE after it changed the guest's p2m
-// (decrease_reservation, PoD); the ioreq server then calls
-// MapCache.Invalidate, which drops every mapping so that later accesses
-// map the new p2m. Invalidate waits only for copies in progress (Read
-// and Write), which never block on anything but the cache's own short
-// critical sections, and Invalidate holds no lock while
-// it waits. It never waits for pinned regions: a bucket pinned at
-// Invalidate is detached from the cache at once (new accesses map afresh)
-// and unmapped when its last pin is released. So a DMA that holds a pin
-// while it waits on the ioreq path (for the goroutine that is running
-// Invalidate) cannot deadlock with it. The rule for users: never block
-// while inside a Read or Write (they do not call back), and release pins
-// promptly; a pinned region may show pages the guest no longer owns after
-// an Invalidate, as QEMU's locked mapcache entries do.
+// (decrease_reservation, PoD; XEN-FACTS.md §0); the ioreq server then
+// calls MapCache.Invalidate. The in-flight users of a mapping are the
+// copies in progress (Read and Write: every device DMA in godm goes
+// through them) and the pinned regions (Pin). Invalidate:
+//
+//  1. retires every bucket at once: no new reference can be taken on it,
+//     so any access that starts after Invalidate returns maps the guest's
+//     current p2m afresh (a new page, or ErrUnmapped for a hole) and never
+//     sees a page mapped before;
+//  2. waits for every copy in progress on a retired bucket, holding no
+//     lock while it waits (copies never block on anything but the cache's
+//     own short critical sections, so this wait is bounded);
+//  3. unmaps every retired bucket that is not pinned before it returns;
+//  4. does not wait for pinned regions: a pinned bucket leaves the cache
+//     (it serves no later access) but stays mapped, so the pinned user's
+//     view stays valid — never unmapped under it — until its Release,
+//     which unmaps it. The view shows the page that was mapped at Pin,
+//     which after the p2m change may no longer be the guest's: writes to
+//     it are lost to the guest, reads may be stale. The memory is not
+//     handed to anyone else meanwhile, because a foreign mapping holds a
+//     reference on the page in Xen (xen/arch/x86/mm.c get_page_from_l1e),
+//     so the page is freed only at the unmap.
+//
+// Why pins are not waited for (not even for a bounded time): a pin holder
+// is any device goroutine, and it may be waiting for a guest access that
+// the very worker running Invalidate would serve (sharded workers serve
+// several vCPUs; the vCPU that sent INVALIDATE is stalled until the
+// answer), so an unbounded wait can deadlock and a bounded one stalls
+// every vCPU of that worker for the bound on every INVALIDATE (balloon
+// drivers cause one per decrease_reservation batch) while buying nothing:
+// the pinned DMA lands in the same old page either way. QEMU behaves alike
+// where it matters: xen_invalidate_map_cache (hw/xen/xen-mapcache.c)
+// drains the block layer's AIO (bdrv_drain_all, which it can do because
+// block completions never wait for ioreqs), then unmaps only unlocked
+// buckets and leaves locked DMA mappings in place ("Locked DMA mapping
+// while invalidating mapcache"). The rule for users: never block while
+// inside a Read or Write (they do not call back), and release pins
+// promptly.
 //
 // # Threading
 //
