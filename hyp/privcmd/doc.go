@@ -27,6 +27,10 @@
 //
 // Errors from the kernel are wrapped with the operation and stay
 // errors.Is-able to their unix.Errno. Requests the running kernel does not
-// know (ENOTTY, or EINVAL/ENOSYS/EOPNOTSUPP where that is how older kernels
-// answer) additionally wrap hyp.ErrNotSupported.
+// know (ENOTTY, ENOSYS, EOPNOTSUPP; for the DM_OP probe at Open, EINVAL
+// too) additionally wrap hyp.ErrNotSupported.
+// EINVAL is ambiguous for irqfd and ioeventfd (a kernel offering them gives
+// it for bad arguments): there a probe that only an offering kernel
+// answers with EBADF or EPERM decides, once per Handle
+// (IRQFDSupported, IOEventFDSupported).
 package privcmd

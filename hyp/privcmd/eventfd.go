@@ -3,8 +3,10 @@ package privcmd
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"godm/hyp"
+	"godm/hyp/xenabi"
 
 	"golang.org/x/sys/unix"
 )
@@ -54,7 +56,8 @@ func (h *Handle) irqfd(c IRQFD, deassign bool) error {
 		return fmt.Errorf("privcmd: irqfd %s %v: %w", what, c.Dom, hyp.ErrClosed)
 	}
 	if err := ioctlIRQFD(h.f, c, deassign); err != nil {
-		return fmt.Errorf("privcmd: irqfd %s %v fd %d: %w", what, c.Dom, c.Fd, eventfdNotSupported(err))
+		return fmt.Errorf("privcmd: irqfd %s %v fd %d: %w", what, c.Dom, c.Fd,
+			h.eventfdErr(&h.irqfdProbe, xenabi.IOCTL_PRIVCMD_IRQFD, "irqfd", err))
 	}
 	return nil
 }
@@ -83,18 +86,78 @@ func (h *Handle) ioeventfd(c IOEventFD, deassign bool) error {
 		return fmt.Errorf("privcmd: ioeventfd %s %v: %w", what, c.Dom, hyp.ErrClosed)
 	}
 	if err := ioctlIOEventFD(h.f, c, deassign); err != nil {
-		return fmt.Errorf("privcmd: ioeventfd %s %v addr %#x: %w", what, c.Dom, c.Addr, eventfdNotSupported(err))
+		return fmt.Errorf("privcmd: ioeventfd %s %v addr %#x: %w", what, c.Dom, c.Addr,
+			h.eventfdErr(&h.ioeventfdProbe, xenabi.IOCTL_PRIVCMD_IOEVENTFD, "ioeventfd", err))
 	}
 	return nil
 }
 
-// eventfdNotSupported adds hyp.ErrNotSupported to the answers of kernels
-// without irqfd/ioeventfd: ENOTTY (unknown request), EOPNOTSUPP (built
-// without CONFIG_XEN_PRIVCMD_EVENTFD) and EINVAL (arguments were checked
-// above, so EINVAL most likely means the request is unknown).
-func eventfdNotSupported(err error) error {
+// eventfdProbe remembers, per request, what probeEventFD found: err is
+// nil when the kernel offers the request, and otherwise wraps
+// hyp.ErrNotSupported (and the probe's errno) or, for an answer no kernel
+// is known to give, the plain errno.
+type eventfdProbe struct {
+	once sync.Once
+	err  error
+}
+
+// IRQFDSupported reports whether the kernel offers IOCTL_PRIVCMD_IRQFD:
+// nil if it does, an error wrapping hyp.ErrNotSupported if it does not. The
+// kernel is asked once per Handle (see probeEventFD); later calls return
+// the remembered answer.
+func (h *Handle) IRQFDSupported() error {
+	return h.eventfdSupported(&h.irqfdProbe, xenabi.IOCTL_PRIVCMD_IRQFD, "irqfd")
+}
+
+// IOEventFDSupported reports whether the kernel offers
+// IOCTL_PRIVCMD_IOEVENTFD, like IRQFDSupported. Linux merged irqfd one
+// release before ioeventfd, so the two are probed separately.
+func (h *Handle) IOEventFDSupported() error {
+	return h.eventfdSupported(&h.ioeventfdProbe, xenabi.IOCTL_PRIVCMD_IOEVENTFD, "ioeventfd")
+}
+
+// eventfdSupported runs the probe of req once. The probe is a deassign of
+// eventfd -1, which changes nothing in any kernel. In Linux's
+// privcmd_ioctl_irqfd and privcmd_ioctl_ioeventfd (drivers/xen/privcmd.c,
+// Linux >= 6.6/6.7) the checks come in this order: copy_from_user (EFAULT),
+// unknown flags (EINVAL; the probe sets only DEASSIGN), a restricted
+// handle's domain (EPERM), then the deassign looks the eventfd up
+// (eventfd_ctx_fdget(-1): EBADF). A kernel that offers the request
+// therefore answers EBADF, EPERM or (if it skips the lookup) 0. A kernel
+// without it answers ENOTTY (privcmd_ioctl's default), EOPNOTSUPP (built
+// without CONFIG_XEN_PRIVCMD_EVENTFD) or ENOSYS (other privcmd drivers);
+// EINVAL, which an offering kernel cannot give to this probe, is counted
+// with them.
+func (h *Handle) eventfdSupported(p *eventfdProbe, req uint, what string) error {
+	if h.closed.Load() {
+		return fmt.Errorf("privcmd: %s probe: %w", what, hyp.ErrClosed)
+	}
+	p.once.Do(func() {
+		err := probeEventFD(h.f, req == xenabi.IOCTL_PRIVCMD_IRQFD)
+		switch {
+		case err == nil, errors.Is(err, unix.EBADF), errors.Is(err, unix.EPERM):
+			p.err = nil
+		case errors.Is(err, unix.ENOTTY), errors.Is(err, unix.EOPNOTSUPP),
+			errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EINVAL):
+			p.err = fmt.Errorf("privcmd: %s: %w (probe: %w)", what, hyp.ErrNotSupported, err)
+		default:
+			p.err = fmt.Errorf("privcmd: %s probe: %w", what, err)
+		}
+	})
+	return p.err
+}
+
+// eventfdErr classifies the error of an irqfd or ioeventfd request. ENOTTY,
+// ENOSYS and EOPNOTSUPP only ever mean "unknown request" here, and
+// additionally wrap hyp.ErrNotSupported. EINVAL is ambiguous: an offering
+// kernel gives it for a bad argument (a DM op it cannot copy, a
+// configuration that contradicts an earlier one), so the probe decides.
+func (h *Handle) eventfdErr(p *eventfdProbe, req uint, what string, err error) error {
 	if errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("%w (%w)", hyp.ErrNotSupported, err)
+		if perr := h.eventfdSupported(p, req, what); errors.Is(perr, hyp.ErrNotSupported) {
+			return fmt.Errorf("%w (%w)", hyp.ErrNotSupported, err)
+		}
+		return err
 	}
 	return notSupported(err)
 }

@@ -257,26 +257,134 @@ func TestIOEventFD(t *testing.T) {
 	}
 }
 
+// isEventFDProbe reports whether c is the support probe: a deassign of
+// eventfd -1 (IRQFD: fd at 12, flags at 16; IOEVENTFD: fd at 28, flags at
+// 40) for DOMID_INVALID.
+func isEventFDProbe(c *kerneltest.Call) bool {
+	fd, flags, dom := 12, 16, 20
+	if c.Req == xenabi.IOCTL_PRIVCMD_IOEVENTFD {
+		fd, flags, dom = 28, 40, 44
+	}
+	return binary.LittleEndian.Uint32(c.Arg[fd:]) == 0xffffffff &&
+		binary.LittleEndian.Uint32(c.Arg[flags:]) == 1 &&
+		binary.LittleEndian.Uint16(c.Arg[dom:]) == xenabi.DOMID_INVALID
+}
+
+// TestEventFDNotSupported checks which failures of irqfd and ioeventfd say
+// hyp.ErrNotSupported: the unambiguous "unknown request" answers always;
+// EINVAL only when the probe (a deassign of eventfd -1) says the kernel
+// does not offer the request, so that a supporting kernel's own EINVAL is
+// reported as itself.
 func TestEventFDNotSupported(t *testing.T) {
-	for _, errno := range []unix.Errno{unix.ENOTTY, unix.EINVAL, unix.EOPNOTSUPP} {
+	tests := []struct {
+		name        string
+		call, probe error // the kernel's answers to the request and to the probe
+		wantNotSupp bool
+		wantProbes  int // probes issued per request over two failing calls
+	}{
+		{"ENOTTY", unix.ENOTTY, nil, true, 0},
+		{"EOPNOTSUPP (built without eventfd)", unix.EOPNOTSUPP, nil, true, 0},
+		{"ENOSYS", unix.ENOSYS, nil, true, 0},
+		{"EINVAL, probe ENOTTY (Linux < 6.6)", unix.EINVAL, unix.ENOTTY, true, 1},
+		{"EINVAL, probe EOPNOTSUPP", unix.EINVAL, unix.EOPNOTSUPP, true, 1},
+		{"EINVAL, probe EINVAL", unix.EINVAL, unix.EINVAL, true, 1},
+		{"EINVAL, probe EBADF (supported: a real EINVAL)", unix.EINVAL, unix.EBADF, false, 1},
+		{"EINVAL, probe EPERM (supported, restricted handle)", unix.EINVAL, unix.EPERM, false, 1},
+		{"EINVAL, probe 0 (supported)", unix.EINVAL, nil, false, 1},
+		{"EBADF", unix.EBADF, nil, false, 0},
+		{"EBUSY", unix.EBUSY, nil, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k := kerneltest.New()
+			h := open(t, k)
+			page := mapRegion(t, h, 1)
+			probes := map[uint]int{}
+			k.Script = func(c *kerneltest.Call) (uintptr, error) {
+				if isEventFDProbe(c) {
+					probes[c.Req]++
+					return 0, tt.probe
+				}
+				return 0, tt.call
+			}
+			for i := 0; i < 2; i++ {
+				errs := map[string]error{
+					"AssignIRQFD":       h.AssignIRQFD(IRQFD{Dom: 7, Fd: 3, DMOp: make([]byte, DMOpSize)}),
+					"AssignIOEventFD":   h.AssignIOEventFD(IOEventFD{Dom: 7, IOReqPage: page, Ports: []uint32{1}, AddrLen: 4, EventFd: 3}),
+					"DeassignIRQFD":     h.DeassignIRQFD(IRQFD{Dom: 7, Fd: 3}),
+					"DeassignIOEventFD": h.DeassignIOEventFD(IOEventFD{Dom: 7, IOReqPage: page, Ports: []uint32{1}, AddrLen: 4, EventFd: 3}),
+				}
+				for name, err := range errs {
+					if got := errors.Is(err, hyp.ErrNotSupported); got != tt.wantNotSupp || !errors.Is(err, tt.call) {
+						t.Errorf("%s = %v; ErrNotSupported %v, want %v, and %v", name, err, got, tt.wantNotSupp, tt.call)
+					}
+				}
+			}
+			for _, req := range []uint{xenabi.IOCTL_PRIVCMD_IRQFD, xenabi.IOCTL_PRIVCMD_IOEVENTFD} {
+				if probes[req] != tt.wantProbes {
+					t.Errorf("request %#x probed %d times, want %d", req, probes[req], tt.wantProbes)
+				}
+			}
+		})
+	}
+}
+
+// TestEventFDSupported checks IRQFDSupported and IOEventFDSupported: each
+// asks the kernel once, with the probe's exact bytes, and classifies the
+// answer.
+func TestEventFDSupported(t *testing.T) {
+	tests := []struct {
+		probe       error
+		wantOK      bool
+		wantNotSupp bool
+	}{
+		{nil, true, false},
+		{unix.EBADF, true, false},
+		{unix.EPERM, true, false},
+		{unix.ENOTTY, false, true},
+		{unix.EOPNOTSUPP, false, true},
+		{unix.ENOSYS, false, true},
+		{unix.EINVAL, false, true},
+		{unix.EFAULT, false, false}, // no kernel answers so: reported as is
+	}
+	for _, tt := range tests {
 		k := kerneltest.New()
 		h := open(t, k)
-		k.Script = func(c *kerneltest.Call) (uintptr, error) { return 0, errno }
-		err := h.AssignIRQFD(IRQFD{Dom: 7, Fd: 3, DMOp: make([]byte, DMOpSize)})
-		if !errors.Is(err, hyp.ErrNotSupported) || !errors.Is(err, errno) {
-			t.Errorf("AssignIRQFD with %v = %v, want ErrNotSupported and the errno", errno, err)
-		}
-		page := mapRegion(t, h, 1)
-		err = h.AssignIOEventFD(IOEventFD{Dom: 7, IOReqPage: page, Ports: []uint32{1}, AddrLen: 4, EventFd: 3})
-		if !errors.Is(err, hyp.ErrNotSupported) || !errors.Is(err, errno) {
-			t.Errorf("AssignIOEventFD with %v = %v, want ErrNotSupported and the errno", errno, err)
+		k.Reset()
+		k.Script = func(c *kerneltest.Call) (uintptr, error) { return 0, tt.probe }
+		for _, p := range []struct {
+			name string
+			req  uint
+			f    func() error
+			want string // the probe's argument struct
+		}{
+			//                                        dm_op ptr         size     fd       flags    dom+pad
+			{"IRQFDSupported", xenabi.IOCTL_PRIVCMD_IRQFD, h.IRQFDSupported, "00000000 00000000 00000000 ffffffff 01000000 f47f0000"},
+			//                                                  ioreq ptr         ports ptr         addr              len      fd       vcpus    vq       flags    dom+pad
+			{"IOEventFDSupported", xenabi.IOCTL_PRIVCMD_IOEVENTFD, h.IOEventFDSupported, "00000000 00000000 00000000 00000000 00000000 00000000 00000000 ffffffff 00000000 00000000 01000000 f47f0000"},
+		} {
+			for i := 0; i < 2; i++ {
+				err := p.f()
+				if (err == nil) != tt.wantOK || errors.Is(err, hyp.ErrNotSupported) != tt.wantNotSupp {
+					t.Errorf("%s with probe answer %v = %v; want ok %v, ErrNotSupported %v", p.name, tt.probe, err, tt.wantOK, tt.wantNotSupp)
+				}
+				if tt.probe != nil && !tt.wantOK && !errors.Is(err, tt.probe) {
+					t.Errorf("%s = %v, want it to wrap %v", p.name, err, tt.probe)
+				}
+			}
+			evs := k.Ioctls(p.req)
+			if len(evs) != 1 {
+				t.Fatalf("%s: %d probes, want 1", p.name, len(evs))
+			}
+			if got := hexBytes(evs[0].Arg.In); got != p.want {
+				t.Errorf("%s probe =\n%s, want\n%s", p.name, got, p.want)
+			}
 		}
 	}
-	k := kerneltest.New()
-	h := open(t, k)
-	k.Script = func(c *kerneltest.Call) (uintptr, error) { return 0, unix.EBADF }
-	if err := h.AssignIRQFD(IRQFD{Dom: 7, Fd: 3, DMOp: make([]byte, 8)}); errors.Is(err, hyp.ErrNotSupported) || !errors.Is(err, unix.EBADF) {
-		t.Errorf("AssignIRQFD with EBADF = %v, want EBADF only", err)
+	h := open(t, kerneltest.New())
+	h.Close()
+	if err := h.IRQFDSupported(); !errors.Is(err, hyp.ErrClosed) {
+		t.Errorf("IRQFDSupported on a closed handle = %v, want ErrClosed", err)
 	}
 }
 

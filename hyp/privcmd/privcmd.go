@@ -25,6 +25,8 @@ type Handle struct {
 	bufs   *BufferPool
 	closed atomic.Bool
 	noDMOp error // non-nil when the DM_OP probe at Open said the kernel lacks DM_OP
+
+	irqfdProbe, ioeventfdProbe eventfdProbe // run on first need (eventfd.go)
 }
 
 // Open opens /dev/xen/privcmd through k and, like libxendevicemodel,

@@ -175,3 +175,18 @@ func ioctlIOEventFD(f kernel.File, c IOEventFD, deassign bool) error {
 	runtime.KeepAlive(a)
 	return err
 }
+
+// probeEventFD issues IOCTL_PRIVCMD_IRQFD (irqfd) or
+// IOCTL_PRIVCMD_IOEVENTFD as a deassign of eventfd -1 for DOMID_INVALID:
+// no kernel changes anything for it (see Handle.eventfdSupported for the
+// answers).
+func probeEventFD(f kernel.File, irqfd bool) error {
+	if irqfd {
+		a := &xenabi.PrivcmdIrqfd{Fd: ^uint32(0), Flags: xenabi.PRIVCMD_IRQFD_FLAG_DEASSIGN, Dom: xenabi.DOMID_INVALID}
+		_, err := f.Ioctl(xenabi.IOCTL_PRIVCMD_IRQFD, unsafe.Pointer(a))
+		return err
+	}
+	a := &xenabi.PrivcmdIoeventfd{EventFd: ^uint32(0), Flags: xenabi.PRIVCMD_IOEVENTFD_FLAG_DEASSIGN, Dom: xenabi.DOMID_INVALID}
+	_, err := f.Ioctl(xenabi.IOCTL_PRIVCMD_IOEVENTFD, unsafe.Pointer(a))
+	return err
+}
