@@ -206,7 +206,7 @@ func (d *Device) wantedLocked(i int) ([]Mapping, []trapRange) {
 			holes = append(holes, pageSpan(base%pageSize+m.tableOff, uint64(m.n)*16))
 		}
 		if m.pbaBIR == i {
-			holes = append(holes, pageSpan(base%pageSize+m.pbaOff, (uint64(m.n)+63)/64*8))
+			holes = append(holes, pageSpan(base%pageSize+m.pbaOff, pbaLen(m.n)))
 		}
 	}
 	slices.SortFunc(holes, func(a, b [2]uint64) int { return int(a[0]) - int(b[0]) })
@@ -311,7 +311,7 @@ func (d *Device) mapBARLocked(i int, maps []Mapping, traps []trapRange) {
 		if d.bus == nil {
 			break
 		}
-		h := &msixTrap{d: d, barOff: tr.barOff}
+		h := &msixTrap{d: d, bar: i, barOff: tr.barOff}
 		if err := d.bus.MMIO.Register(tr.base, tr.size, h); err != nil {
 			_ = d.fail(fmt.Sprintf("trapping the MSI-X pages of BAR%d", i), err)
 			continue

@@ -52,9 +52,15 @@ type Stats struct {
 	HostErrors uint64
 	// MapErrors are failed mappings, PIRQ maps or bindings.
 	MapErrors uint64
-	// TrapMisses are MSI-X page accesses outside the table that godm
-	// cannot serve without /dev/mem.
+	// TrapMisses are guest reads of the trapped MSI-X pages outside the
+	// table (the PBA, or a register beside the table) that read 0
+	// because the BAR's sysfs resource file could not be mapped.
 	TrapMisses uint64
+	// TrapWrites are guest writes to the trapped MSI-X pages that were
+	// dropped: to the PBA (read-only), to other registers on those
+	// pages, outside the BAR, or of a size or alignment the table does
+	// not accept.
+	TrapWrites uint64
 	// RefusedBARs are BAR placements left unmapped because Xen refused
 	// a mapping (EPERM: the domain was not granted the memory or ports).
 	RefusedBARs uint64
@@ -93,12 +99,16 @@ type Device struct {
 	usable   bool    // +checklocks:mu
 	assignOK bool    // +checklocks:mu
 	scratch  [8]byte // host I/O buffer; +checklocks:mu
+	// windows map the host pages of the MSI-X traps read-only while
+	// plugged (window.go). +checklocks:mu
+	windows []hostWindow
 
 	hinted        atomic.Bool
 	droppedWrites atomic.Uint64
 	hostErrors    atomic.Uint64
 	mapErrors     atomic.Uint64
 	trapMisses    atomic.Uint64
+	trapWrites    atomic.Uint64
 	refusedBARs   atomic.Uint64
 	unassigned    atomic.Uint64
 	multiMessage  atomic.Uint64
@@ -213,7 +223,7 @@ func (d *Device) SBDF() devices.SBDF { return d.sbdf }
 // Stats returns the counters.
 func (d *Device) Stats() Stats {
 	return Stats{DroppedWrites: d.droppedWrites.Load(), HostErrors: d.hostErrors.Load(),
-		MapErrors: d.mapErrors.Load(), TrapMisses: d.trapMisses.Load(), RefusedBARs: d.refusedBARs.Load(),
+		MapErrors: d.mapErrors.Load(), TrapMisses: d.trapMisses.Load(), TrapWrites: d.trapWrites.Load(), RefusedBARs: d.refusedBARs.Load(),
 		Unassigned: d.unassigned.Load(), MultiMessage: d.multiMessage.Load()}
 }
 
@@ -230,6 +240,10 @@ func (d *Device) Plug(bus *devices.Bus) error {
 	}
 	d.bus, d.plugged = bus, true
 	d.quiesceHostLocked()
+	if err := d.mapWindowsLocked(); err != nil {
+		d.cfg.Log.Warn("passthrough: cannot map the MSI-X pages of the device read-only; guest reads of its PBA "+
+			"and of registers beside the MSI-X table will read 0", "host", d.cfg.Host.Addr, "err", err)
+	}
 	d.setupINTxLocked()
 	d.mu.Unlock()
 	if err := bus.PCI.Register(d.sbdf, d); err != nil {
@@ -241,7 +255,8 @@ func (d *Device) Plug(bus *devices.Bus) error {
 
 // Unplug removes the function from the guest and undoes everything done
 // in the hypervisor: MSI-X and MSI bindings and PIRQs, the INTx binding
-// and PIRQ, the BAR mappings and the trapped MSI-X and ROM ranges. It
+// and PIRQ, the BAR mappings, the trapped MSI-X and ROM ranges and the
+// read-only mapping of the MSI-X pages of the host BARs. It
 // goes on past errors and returns them all. Idempotent.
 func (d *Device) Unplug() error {
 	d.mu.Lock()
@@ -273,6 +288,7 @@ func (d *Device) teardown() error {
 		errs = append(errs, d.unmapBARLocked(i))
 	}
 	errs = append(errs, d.unmapROMLocked())
+	errs = append(errs, d.unmapWindowsLocked())
 	// Back to the power-on view, so that a later Plug starts clean.
 	d.t = d.reset
 	if d.msix != nil {

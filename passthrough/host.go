@@ -87,6 +87,12 @@ type HostDevice struct {
 	// ROM is the expansion ROM image (sysfs "rom"), nil if there is none
 	// or it could not be read.
 	ROM []byte
+	// Dir is the function's sysfs directory (under HostOptions.SysfsRoot;
+	// OpenHost sets it). A plugged Device maps the "resourceN" file of
+	// the BARs holding the MSI-X table and PBA read-only, to read the PBA
+	// (and any other register on those pages) from the device. Empty: no
+	// such mapping; those reads return 0 (Stats.TrapMisses).
+	Dir string
 
 	closer io.Closer
 }
@@ -154,7 +160,7 @@ func OpenHost(opts HostOptions, addr devices.SBDF) (_ *HostDevice, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("passthrough: %v: reading sysfs: %w", addr, err)
 	}
-	h := &HostDevice{Addr: addr, Vendor: p.Vendor, Device: p.Device, Class: p.Class, GSI: int(p.IRQLine)}
+	h := &HostDevice{Addr: addr, Vendor: p.Vendor, Device: p.Device, Class: p.Class, GSI: int(p.IRQLine), Dir: dir}
 	stubs := opts.StubDrivers
 	if stubs == nil {
 		stubs = []string{DefaultStubDriver}

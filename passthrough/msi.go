@@ -177,6 +177,9 @@ func newMSIX(hc *[256]byte, off int, bars *[6]bar, h *HostDevice) (*msixState, e
 	if m.tableOff+uint64(m.n)*16 > bars[m.bir].size {
 		return nil, fmt.Errorf("MSI-X table (%d entries at %#x) outside BAR%d", m.n, m.tableOff, m.bir)
 	}
+	if m.pbaOff+pbaLen(m.n) > bars[m.pbaBIR].size {
+		return nil, fmt.Errorf("MSI-X PBA (%d entries at %#x) outside BAR%d", m.n, m.pbaOff, m.pbaBIR)
+	}
 	m.hostTable = h.Resources[m.bir].Start + m.tableOff
 	m.entries = make([]msixEntry, m.n)
 	for i := range m.entries {
@@ -262,13 +265,27 @@ func (d *Device) msixTableMovedLocked() {
 	}
 }
 
-// msixTrap serves the trapped MSI-X pages of a BAR: the table is
-// emulated; the PBA and any other register on those pages cannot be
-// reached without /dev/mem, so they read 0 and drop writes (counted;
-// with XENFEAT_dm_msix_all_writes Xen serves them and they never come
-// here).
+// msixTrap serves the trapped MSI-X pages of BAR bar (see msixTrapRead
+// and msixTrapWrite for what each offset answers).
+//
+// What reaches it depends on Xen (xen/arch/x86/hvm/vmsi.c): Xen itself
+// intercepts a page only while some vector of the function is bound
+// (msixtbl_pt_register, called by XEN_DOMCTL_bind_pt_irq with the
+// table's guest address), and then only the pages the table spans. Of
+// those it serves reads of bound entries it shadows and, from Xen 4.19
+// on, accesses beside the table on its first and last page ("adjacent"
+// access, xen commit b2cd07a044: reads from the device, writes to it
+// unless the PBA shares that page). Every other access on the trapped
+// pages comes here: all of them before the first binding, a PBA on a
+// page of its own always (Xen never serves it), and, before 4.19, the
+// registers beside the table too. From 4.19 on, every aligned write Xen
+// intercepts, adjacent ones included, is also forwarded here after Xen
+// has done it (_msixtbl_write returns X86EMUL_UNHANDLEABLE, xen commit
+// 64b21662b1, advertised as XENFEAT_dm_msix_all_writes), so a write
+// outside the table must not be repeated here.
 type msixTrap struct {
 	d      *Device
+	bar    int
 	barOff int64
 }
 
@@ -281,10 +298,44 @@ func (m *msixState) tableIndex(off int64) (int, int) {
 	return int(rel / 16), int(rel%16) / 4
 }
 
+// trapPlace says where a trapped access lands.
+type trapPlace uint8
+
+const (
+	placeTable   trapPlace = iota // the MSI-X table: emulated
+	placePBA                      // the PBA: read from the device, read-only
+	placeDevice                   // another register of the BAR on a trapped page
+	placeOutside                  // outside the BAR (a BAR smaller than a page)
+)
+
+// placeLocked classifies an aligned access of size bytes at BAR offset
+// off. The table and PBA start QWORD aligned and are whole QWORDs long,
+// so an aligned access is wholly in or out of each. Called with mu held.
+func (t *msixTrap) placeLocked(m *msixState, off int64, size uint8) trapPlace {
+	switch {
+	case off < 0 || uint64(off)+uint64(size) > t.d.bars[t.bar].size:
+		return placeOutside
+	case t.bar == m.bir && off >= int64(m.tableOff) && off < int64(m.tableOff)+int64(m.n)*16:
+		return placeTable
+	case t.bar == m.pbaBIR && off >= int64(m.pbaOff) && uint64(off) < m.pbaOff+pbaLen(m.n):
+		return placePBA
+	}
+	return placeDevice
+}
+
+// Read serves a guest read of the trapped pages: the table from the
+// emulated entries (DWORD or QWORD accesses only, as the PCI spec
+// allows; others read all-ones); the PBA and any other register of the
+// BAR on those pages from the device, through the read-only mapping of
+// its sysfs resource file (QEMU's pci_msix_read reads them from the
+// device too, hw/xen/xen_pt_msi.c), or 0 if there is none (counted in
+// Stats.TrapMisses, with a one-time hint); bytes of the page outside a
+// BAR smaller than a page, all-ones (nothing decodes them). Does not
+// allocate.
 func (t *msixTrap) Read(a devices.Access) uint64 {
 	d := t.d
 	off := t.barOff + int64(a.Offset)
-	if a.Size != 4 && a.Size != 8 || off&int64(a.Size-1) != 0 {
+	if a.Size != 1 && a.Size != 2 && a.Size != 4 && a.Size != 8 || off&int64(a.Size-1) != 0 {
 		return devices.SizeMask(a.Size)
 	}
 	d.mu.Lock()
@@ -293,48 +344,72 @@ func (t *msixTrap) Read(a devices.Access) uint64 {
 	if m == nil || !d.plugged {
 		return devices.SizeMask(a.Size)
 	}
-	var v uint64
-	for k := int64(0); k < int64(a.Size)/4; k++ {
-		i, w := m.tableIndex(off + 4*k)
-		if i < 0 {
-			t.miss()
-			continue
+	switch t.placeLocked(m, off, a.Size) {
+	case placeOutside:
+		return devices.SizeMask(a.Size)
+	case placeTable:
+		if a.Size < 4 {
+			return devices.SizeMask(a.Size)
 		}
-		v |= uint64(m.entries[i].dword(w)) << (32 * k)
+		var v uint64
+		for k := int64(0); k < int64(a.Size)/4; k++ {
+			i, w := m.tableIndex(off + 4*k)
+			v |= uint64(m.entries[i].dword(w)) << (32 * k)
+		}
+		return v
 	}
-	return v
+	for i := range d.windows {
+		if v, ok := d.windows[i].read(t.bar, off, a.Size); ok {
+			return v
+		}
+	}
+	t.miss()
+	return 0
 }
 
+// Write serves a guest write of the trapped pages: table writes update
+// the emulated entries (DWORD or QWORD accesses only); every other
+// write is dropped and counted (Stats.TrapWrites). The PBA is read-only
+// (PCI Local Bus Specification 3.0, §6.8.2.10: writes are ignored).
+// Another register on these pages (which the PCI spec forbids there, but
+// some devices have) is not written either, as QEMU's pci_msix_write
+// drops writes past the table: the host maps these pages read-only
+// while the function uses MSI-X, and from Xen 4.19 on Xen has already
+// written the registers beside the table when such a write arrives
+// here (see msixTrap). Does not allocate.
 func (t *msixTrap) Write(a devices.Access, v uint64) {
 	d := t.d
 	off := t.barOff + int64(a.Offset)
-	if a.Size != 4 && a.Size != 8 || off&int64(a.Size-1) != 0 {
-		d.droppedWrites.Add(1)
+	if a.Size != 1 && a.Size != 2 && a.Size != 4 && a.Size != 8 || off&int64(a.Size-1) != 0 {
+		d.trapWrites.Add(1)
 		return
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	m := d.msix
 	if m == nil || !d.plugged { // a late access after Unplug
-		d.droppedWrites.Add(1)
+		d.trapWrites.Add(1)
+		return
+	}
+	if t.placeLocked(m, off, a.Size) != placeTable || a.Size < 4 {
+		d.trapWrites.Add(1)
 		return
 	}
 	for k := int64(0); k < int64(a.Size)/4; k++ {
 		i, w := m.tableIndex(off + 4*k)
-		if i < 0 {
-			t.miss()
-			continue
-		}
 		d.msixWriteLocked(i, w, uint32(v>>(32*k)))
 	}
 }
 
+// miss counts a read outside the table that no mapping of the device
+// serves, with a one-time hint.
 func (t *msixTrap) miss() {
 	d := t.d
 	d.trapMisses.Add(1)
 	if d.msixHinted.CompareAndSwap(false, true) {
-		d.cfg.Log.Warn("passthrough: access to the MSI-X pages outside the table (PBA or device registers) "+
-			"cannot be served without /dev/mem; Xen with XENFEAT_dm_msix_all_writes serves them", "host", d.cfg.Host.Addr)
+		d.cfg.Log.Warn("passthrough: guest read of the MSI-X PBA or of a register beside the MSI-X table reads 0: "+
+			"the BAR's sysfs resource file could not be mapped (see the warning at plug time)",
+			"host", d.cfg.Host.Addr, "bar", t.bar)
 	}
 }
 
