@@ -3,8 +3,10 @@ package guest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -73,6 +75,27 @@ type Config struct {
 	WorkDir string
 	// QEMU is the qemu-system-x86_64 binary (default from PATH).
 	QEMU string
+	// Reboot lets a guest reset reboot the guest in place: QEMU resets
+	// its devices (each proxy gets DEVICE_RESET) and boots the same kernel
+	// and initramfs again. By default QEMU runs with -no-reboot, and a
+	// guest reset ends the run like a power-off (Result.Shutdown is then
+	// "guest-reset").
+	Reboot bool
+	// OnEvent, if set, is called for each QMP event QEMU reports, in
+	// order, from the goroutine that reads them; while it runs no further
+	// event is read.
+	OnEvent func(Event)
+}
+
+// Event is one QMP event QEMU reported (qapi/run-state.json).
+type Event struct {
+	// Name is the event, e.g. "SHUTDOWN", "RESET", "STOP".
+	Name string
+	// Guest is true when the guest caused it.
+	Guest bool
+	// Reason is the ShutdownCause, e.g. "guest-shutdown", "guest-reset",
+	// "host-signal", "guest-panic".
+	Reason string
 }
 
 // Result is what a run produced.
@@ -83,6 +106,20 @@ type Result struct {
 	ExitStatus int
 	// QTestSocket is the path of QEMU's qtest socket, for interrupts.
 	QTestSocket string
+	// Events are the QMP events QEMU reported, in order.
+	Events []Event
+	// Shutdown is the reason of QEMU's SHUTDOWN event ("guest-shutdown"
+	// for a guest power-off), or "" if it reported none.
+	Shutdown string
+	// Resets counts the resets the guest caused (RESET events with
+	// guest set): each rebooted the guest in place (Config.Reboot).
+	Resets int
+	// Boots counts the times the guest's init started.
+	Boots int
+	// PID is QEMU's process id; Process is its state once reaped (nil if
+	// it never started).
+	PID     int
+	Process *os.ProcessState
 }
 
 // ErrTimeout is wrapped when the guest did not power off in time.
@@ -135,7 +172,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}()
 	args := []string{
 		"-accel", "tcg", "-m", fmt.Sprint(cfg.MemMB), "-nodefaults", "-display", "none",
-		"-serial", "stdio", "-no-reboot", "-monitor", "none",
+		"-serial", "stdio", "-monitor", "none",
 		"-machine", "pc,memory-backend=mem",
 		"-kernel", cfg.Assets.Kernel, "-initrd", initrdPath,
 		"-append", strings.TrimSpace("console=ttyS0 quiet panic=-1 " + cfg.Append),
@@ -162,6 +199,26 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	} else {
 		args = append(args, "-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", cfg.MemMB))
 	}
+	if !cfg.Reboot {
+		args = append(args, "-no-reboot")
+	}
+	// QMP on a socketpair QEMU inherits: its events say why the guest
+	// stopped (a SHUTDOWN's reason) and when it reset.
+	qfds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("guest: QMP socketpair: %w", err)
+	}
+	// Non-blocking, so the runtime poller serves it and Close ends a read.
+	if err := unix.SetNonblock(qfds[0], true); err != nil {
+		unix.Close(qfds[0])
+		unix.Close(qfds[1])
+		return nil, fmt.Errorf("guest: QMP socketpair: %w", err)
+	}
+	qmpFile := os.NewFile(uintptr(qfds[0]), "godm-qmp")
+	defer qmpFile.Close()
+	args = append(args, "-chardev", fmt.Sprintf("socket,id=qmp,fd=%d", 3+len(extra)), "-mon", "chardev=qmp,mode=control")
+	extra = append(extra, os.NewFile(uintptr(qfds[1]), "qemu-qmp"))
+
 	qtestSock := filepath.Join(dir, "qtest.sock")
 	args = append(args, "-qtest", "unix:"+qtestSock+",server=on,wait=off", "-qtest-log", "none")
 
@@ -178,6 +235,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer wg.Wait()
 	defer cancel()
 
+	var (
+		qmpEvents []Event
+		qmpDone   = make(chan struct{})
+	)
+	go func() {
+		defer close(qmpDone)
+		qmpEvents = readQMP(qmpFile, cfg.OnEvent)
+	}()
+	defer func() { qmpFile.Close(); <-qmpDone }()
+
 	var console bytes.Buffer
 	cmd := exec.CommandContext(ctx, cfg.QEMU, args...)
 	cmd.Stdout = &console
@@ -192,7 +259,22 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	extra = nil
 
-	res := &Result{Console: console.String(), ExitStatus: -1, QTestSocket: qtestSock}
+	// QEMU has exited: its end of the QMP pair is closed, so the reader
+	// sees EOF once it has read every event.
+	<-qmpDone
+	res := &Result{Console: console.String(), ExitStatus: -1, QTestSocket: qtestSock, Events: qmpEvents}
+	if cmd.Process != nil {
+		res.PID, res.Process = cmd.Process.Pid, cmd.ProcessState
+	}
+	for _, e := range qmpEvents {
+		switch {
+		case e.Name == "SHUTDOWN":
+			res.Shutdown = e.Reason
+		case e.Name == "RESET" && e.Guest:
+			res.Resets++
+		}
+	}
+	res.Boots = strings.Count(res.Console, "GODM-GUEST-UP")
 	if i := strings.LastIndex(res.Console, "GODM-GUEST-EXIT "); i >= 0 {
 		fmt.Sscanf(res.Console[i+len("GODM-GUEST-EXIT "):], "%d", &res.ExitStatus)
 	}
@@ -210,4 +292,39 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// readQMP enters QMP's command mode and collects QEMU's events until the
+// connection ends (QEMU exited or c was closed).
+func readQMP(c *os.File, onEvent func(Event)) []Event {
+	var events []Event
+	dec := json.NewDecoder(c)
+	var greeting map[string]any
+	if err := dec.Decode(&greeting); err != nil {
+		return nil
+	}
+	// Events are only sent once capabilities are negotiated.
+	if _, err := io.WriteString(c, `{"execute":"qmp_capabilities"}`+"\n"); err != nil {
+		return nil
+	}
+	for {
+		var msg struct {
+			Event string
+			Data  struct {
+				Guest  bool
+				Reason string
+			}
+		}
+		if err := dec.Decode(&msg); err != nil {
+			return events
+		}
+		if msg.Event == "" {
+			continue // a command's return
+		}
+		e := Event{Name: msg.Event, Guest: msg.Data.Guest, Reason: msg.Data.Reason}
+		events = append(events, e)
+		if onEvent != nil {
+			onEvent(e)
+		}
+	}
 }

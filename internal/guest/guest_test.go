@@ -22,6 +22,7 @@ type testFn struct {
 	regs    map[uint64]uint64
 	sysmem  int
 	touched bool
+	resets  int
 }
 
 func newTestFn() *testFn {
@@ -71,7 +72,14 @@ func (f *testFn) BARWrite(addr uint64, val uint64, size int, memory bool) {
 	f.regs[addr-uint64(f.bar0)] = val
 }
 
-func (f *testFn) Reset() {}
+func (f *testFn) Reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.resets++
+	f.bar0 = 0
+	f.cfg[4], f.cfg[5] = 0, 0
+	clear(f.regs)
+}
 
 func (f *testFn) SyncSysmem(r []mpqemu.Region) {
 	f.mu.Lock()
@@ -126,5 +134,55 @@ echo "READBACK $(devmem $((base + 8)) 32)"
 	}
 	if fn.sysmem == 0 {
 		t.Errorf("no SYNC_SYSMEM received")
+	}
+	if res.Shutdown != "guest-shutdown" || res.Boots != 1 || res.Resets != 0 {
+		t.Errorf("shutdown %q, boots %d, resets %d; want guest-shutdown, 1, 0", res.Shutdown, res.Boots, res.Resets)
+	}
+	if res.Process == nil || !res.Process.Exited() || res.Process.ExitCode() != 0 {
+		t.Errorf("QEMU process state %v, want exited with status 0", res.Process)
+	}
+}
+
+// TestGuestRebootResetsProxy: with Config.Reboot a guest reset reboots the
+// guest in place; QEMU resets its devices, so the proxied function gets
+// DEVICE_RESET, and the second boot sees it at its reset values. The
+// first boot leaves a mark in CMOS RAM (kept across QEMU's reset) so the
+// script knows which boot it is.
+func TestGuestRebootResetsProxy(t *testing.T) {
+	a := assets(t)
+	fn := newTestFn()
+	res, err := Run(context.Background(), Config{
+		Assets:  a,
+		Script:  RebootOnce("echo FIRST; devmem $(( $(awk 'NR==1{print $1}' /sys/bus/pci/devices/0000:00:05.0/resource) + 8 )) 32 0x12345678", "echo SECOND"),
+		Proxies: []Proxy{{Addr: "5.0", Dev: fn}},
+		Reboot:  true,
+		Timeout: 90 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("Run: %v\nconsole:\n%s", err, res.Console)
+	}
+	for _, want := range []string{"FIRST", "SECOND"} {
+		if !strings.Contains(res.Console, want) {
+			t.Errorf("console lacks %q", want)
+		}
+	}
+	t.Logf("QMP events: %+v", res.Events)
+	// Linux's reboot may try several reset methods (ACPI reset register,
+	// keyboard controller, ...) before the CPU is reset; QEMU resets the
+	// machine for each request it sees.
+	if res.Boots != 2 || res.Resets < 1 || res.Shutdown != "guest-shutdown" || res.ExitStatus != 0 {
+		t.Errorf("boots %d, resets %d, shutdown %q, exit %d; want 2, >= 1, guest-shutdown, 0", res.Boots, res.Resets, res.Shutdown, res.ExitStatus)
+	}
+	fn.mu.Lock()
+	defer fn.mu.Unlock()
+	// One DEVICE_RESET at QEMU's start-up system reset, one per guest reset.
+	if fn.resets != 1+res.Resets {
+		t.Errorf("DEVICE_RESET received %d times, want %d (start-up and %d guest resets)", fn.resets, 1+res.Resets, res.Resets)
+	}
+	if fn.regs[8] != 0 {
+		t.Errorf("register 8 = %#x after the reset, want 0", fn.regs[8])
+	}
+	if t.Failed() {
+		t.Logf("QMP events: %+v\nconsole:\n%s", res.Events, res.Console)
 	}
 }

@@ -64,3 +64,33 @@ func BuildInitramfs(busyboxPath, script string, extra map[string][]byte) ([]byte
 	}
 	return buf.Bytes(), nil
 }
+
+// cmosBootMark is the CMOS RAM byte RebootOnce uses (an index SeaBIOS and
+// QEMU leave alone; CMOS RAM survives a system reset).
+const cmosBootMark = 0x6e
+
+// RebootOnce returns a test script that runs first, then reboots the guest
+// (reboot -f: the kernel's reset, which QEMU turns into a system reset),
+// and runs second in the next boot; the exit status of second is the
+// script's. The boot is told apart by a mark in CMOS RAM, so it needs
+// Config.Reboot.
+func RebootOnce(first, second string) string {
+	return fmt.Sprintf(`
+cmos() { printf "\\$(printf %%o %d)" | dd of=/dev/port bs=1 seek=112 count=1 2>/dev/null; }
+cmos; mark=$(dd if=/dev/port bs=1 skip=113 count=1 2>/dev/null | od -An -tu1 | tr -d ' ')
+if [ "$mark" != 71 ]; then
+	echo "GODM-BOOT 1"
+	(
+%s
+	)
+	cmos; printf '\107' | dd of=/dev/port bs=1 seek=113 count=1 conv=notrunc 2>/dev/null
+	echo GODM-REBOOT
+	reboot -f
+	sleep 30
+	exit 99
+fi
+echo "GODM-BOOT 2"
+cmos; printf '\000' | dd of=/dev/port bs=1 seek=113 count=1 conv=notrunc 2>/dev/null
+%s
+`, cmosBootMark, first, second)
+}
