@@ -125,3 +125,34 @@ func TestConfigCheckerCatches(t *testing.T) {
 		})
 	}
 }
+
+func TestStepsRoundTrip(t *testing.T) {
+	in := []Step{
+		{Op: 1, Off: 0x104, Size: 4, Val: 0xdeadbeef},
+		{Op: 0xff, Off: 0x8003, Size: 8, Val: 1},
+		{Op: 2, Off: 7, Size: 3, Val: 0},
+		{Op: 3, Off: 0x3c, Size: 1, Val: 0x0b},
+	}
+	var got []Step
+	for s := range Steps(append(Encode(in...), 1, 2, 3)) {
+		got = append(got, s)
+	}
+	if len(got) != len(in) {
+		t.Fatalf("decoded %d steps, want %d", len(got), len(in))
+	}
+	for i := range in {
+		want := in[i]
+		want.Val |= (want.Val ^ 0xa5a5a5a5) << 32
+		if got[i] != want {
+			t.Errorf("step %d = %+v, want %+v", i, got[i], want)
+		}
+	}
+	for _, tc := range []struct {
+		off  uint16
+		want uint32
+	}{{0, 0}, {0x107, 0x107}, {0x108, 0}, {0x8000, 0xff8}, {0x800f, 0x1007}} {
+		if got := (Step{Off: tc.off}).ConfigOffset(); got != tc.want {
+			t.Errorf("ConfigOffset(%#x) = %#x, want %#x", tc.off, got, tc.want)
+		}
+	}
+}
