@@ -74,3 +74,35 @@ func PCIConfig(devfn uint8, dev ...Deviation) []qtest.Step {
 	}
 	return append(s, readAll("after all-ones writes")...)
 }
+
+// ConfigMechanism returns the checks of configuration mechanism #1
+// itself: the address register reads back what a dword write stored
+// (SeaBIOS's pci_probe_host and Linux's pci_check_type1 require it, or
+// they decide the machine has no PCI), data cycles with the enable bit
+// clear or for a bus that does not exist read all-ones, and the byte at
+// 0xcf9 is PIIX3's reset control register, not part of the address.
+// readback documents a deviation of the address readback steps
+// (empty: none; Ignore then covers the whole value).
+func ConfigMechanism(readback string) []qtest.Step {
+	rb := func(size uint8) qtest.Step {
+		s := qtest.Step{Port: ConfigAddress, Size: size, Why: "CONFIG_ADDRESS readback"}
+		if readback != "" {
+			s.Why += "; " + readback
+			s.Ignore = 1<<(8*uint(size)) - 1
+		}
+		return s
+	}
+	return []qtest.Step{
+		{Write: true, Port: ConfigAddress, Size: 4, Value: 0x80000000}, rb(4),
+		{Write: true, Port: ConfigAddress, Size: 4, Value: 0x8000083c}, rb(4), rb(1),
+		{Port: ConfigData, Size: 4, Why: "00:01.0 config[0x3c]"},
+		{Port: ConfigData + 2, Size: 2, Why: "00:01.0 config[0x3e]"},
+		{Port: ConfigAddress + 1, Size: 1, Why: "PIIX3 reset control register"},
+		{Write: true, Port: ConfigAddress, Size: 4, Value: 0x0000083c},
+		{Port: ConfigData, Size: 4, Why: "enable bit clear: no config cycle"},
+		{Write: true, Port: ConfigAddress, Size: 4, Value: 0x80010000},
+		{Port: ConfigData, Size: 4, Why: "bus 1 does not exist"},
+		{Write: true, Port: ConfigAddress, Size: 4, Value: 0x80000000},
+		{Port: ConfigData, Size: 4, Why: "00:00.0 IDs"},
+	}
+}
