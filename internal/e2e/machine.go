@@ -1,14 +1,19 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
 	"godm/devices"
+	"godm/devices/piix3"
+	"godm/devices/piix4pm"
 	"godm/hyp/dm"
+	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
 	"godm/internal/guest"
 	"godm/internal/machine"
@@ -33,23 +38,45 @@ type Machine struct {
 	DM     *dm.Client
 	Memory *memory.MapCache
 
-	memMB int
+	// Log is godm's log (machine.Spec.Log) and the harness's own: what it
+	// relayed, what the toolstack did. LogText returns it.
+	Log *slog.Logger
+
+	memMB  int
+	logBuf lockedBuffer
+	// relay is the vCPU the harness uses for the guest's chipset writes
+	// that QEMU took (power-off, reset); proxies never get it.
+	relayVCPU *xensim.VCPU
 
 	serveCancel context.CancelFunc
-	serveDone   chan error
+	served      chan struct{} // closed when Serve returned
+	serveErr    error         // Serve's result, set before served closes
 
 	mu       sync.Mutex
 	nextVCPU int
 	errs     []error
+	resets   []Reset
+	console  string
 	closed   bool
 }
+
+// Timeouts of the harness's toolstack.
+const (
+	// deathPoll is how often godm checks that its domain still exists
+	// (machine.Spec.DeathPoll): short, so Serve ends soon after the
+	// toolstack destroys the domain.
+	deathPoll = 10 * time.Millisecond
+	// toolstackWait bounds each wait of the toolstack: for godm's
+	// remote shutdown and for Serve to end after the domain is destroyed.
+	toolstackWait = 10 * time.Second
+)
 
 // Config sizes a Machine.
 type Config struct {
 	// MemMB is the guest RAM (default 256).
 	MemMB int
 	// VCPUs is the number of simulated vCPUs: one per proxied function
-	// plus spares (default 4).
+	// plus one the harness keeps for the writes it relays (default 4).
 	VCPUs int
 }
 
@@ -62,7 +89,11 @@ func NewMachine(cfg Config) (_ *Machine, err error) {
 	if cfg.VCPUs == 0 {
 		cfg.VCPUs = 4
 	}
+	if cfg.VCPUs < 2 {
+		return nil, fmt.Errorf("e2e: %d vCPUs, need one for a proxy and one for the harness", cfg.VCPUs)
+	}
 	m := &Machine{memMB: cfg.MemMB, Sim: xensim.New(xensim.Config{})}
+	m.Log = slog.New(slog.NewTextHandler(&m.logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	defer func() {
 		if err != nil {
 			m.Close()
@@ -78,16 +109,74 @@ func NewMachine(cfg Config) (_ *Machine, err error) {
 	m.M, err = machine.New(m.Sim.Kernel(0), machine.Spec{
 		Dom: m.Dom.ID(), VCPUs: cfg.VCPUs, MemBytes: uint64(cfg.MemMB) << 20,
 		NoPS2: true, NoPlatformDevice: true,
+		Log: m.Log, DeathPoll: deathPoll,
 	})
 	if err != nil {
 		return nil, err
 	}
+	m.relayVCPU = m.Dom.VCPU(cfg.VCPUs - 1)
 	m.Spaces, m.PCI, m.Server, m.DM, m.Memory = m.M.Spaces, m.M.PCI, m.M.Server, m.M.DM, m.M.Memory
 	ctx, cancel := context.WithCancel(context.Background())
 	m.serveCancel = cancel
-	m.serveDone = make(chan error, 1)
-	go func() { m.serveDone <- m.M.Serve(ctx) }()
+	m.served = make(chan struct{})
+	go func() {
+		defer close(m.served)
+		m.serveErr = m.M.Serve(ctx)
+		m.Log.Info("e2e: godm's Serve returned", "err", m.serveErr)
+	}()
 	return m, nil
+}
+
+// Served is closed once godm's Serve has returned; ServeErr is then its
+// result.
+func (m *Machine) Served() <-chan struct{} { return m.served }
+
+// ServeErr returns what godm's Serve returned, or nil while it runs.
+func (m *Machine) ServeErr() error {
+	select {
+	case <-m.served:
+		return m.serveErr
+	default:
+		return nil
+	}
+}
+
+// LogText returns godm's log and the harness's so far.
+func (m *Machine) LogText() string { return m.logBuf.String() }
+
+// Console returns the console of the last Run.
+func (m *Machine) Console() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.console
+}
+
+// Reset is one DEVICE_RESET QEMU sent a proxy, with the function's
+// configuration as read through the simulated vCPU just before godm reset
+// it and just after.
+type Reset struct {
+	Addr          string
+	Before, After ConfigState
+}
+
+// ConfigState is what the harness reads of a function's configuration
+// space around a reset.
+type ConfigState struct {
+	Command uint16 // 0x04
+	BAR0    uint32 // 0x10
+	IRQLine uint8  // 0x3c
+}
+
+// String formats c for test messages.
+func (c ConfigState) String() string {
+	return fmt.Sprintf("cmd %#04x bar0 %#08x line %d", c.Command, c.BAR0, c.IRQLine)
+}
+
+// Resets returns the DEVICE_RESETs the proxies handled so far, in order.
+func (m *Machine) Resets() []Reset {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Reset(nil), m.resets...)
 }
 
 // Proxy returns the harness proxy serving fn (already on m.PCI) to the
@@ -97,12 +186,12 @@ func NewMachine(cfg Config) (_ *Machine, err error) {
 func (m *Machine) Proxy(fn *pci.Device, addr string, also ...devices.Resetter) (guest.Proxy, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.nextVCPU >= m.Dom.NumVCPUs() {
+	if m.nextVCPU >= m.Dom.NumVCPUs()-1 {
 		return guest.Proxy{}, errors.New("e2e: no free vCPU for another proxy")
 	}
 	v := m.Dom.VCPU(m.nextVCPU)
 	m.nextVCPU++
-	return guest.Proxy{Addr: addr, Dev: &proxy{m: m, fn: fn, also: also, vcpu: v, sbdf: uint32(fn.SBDF())}}, nil
+	return guest.Proxy{Addr: addr, Dev: &proxy{m: m, addr: addr, fn: fn, also: also, vcpu: v, sbdf: uint32(fn.SBDF())}}, nil
 }
 
 func (m *Machine) fail(err error) {
@@ -122,7 +211,29 @@ func (m *Machine) Errors() []error {
 }
 
 // Run boots the guest with cfg (its RAM is the domain's), forwarding
-// godm's interrupts into it, and returns when the guest has powered off.
+// godm's interrupts into it, and returns when QEMU has exited. It then
+// does what Xen and the toolstack do when a guest stops:
+//
+// QEMU owns the guest's chipset in this harness (PIIX4 PM, the reset
+// control register), so the guest's power-off (ACPI S5: SLP_EN with
+// SLP_TYP 0, the \_S5 value of both QEMU's and Xen's DSDT) and its reset
+// land in QEMU. The harness relays each as the write the guest makes
+// under Xen — PM1a_CNT at 0xb004, RST_CPU at 0xcf9 — on a simulated vCPU
+// of its own, so godm's PIIX4 PM or PIIX3 asks Xen to shut the domain
+// down (XEN_DMOP_remote_shutdown, recorded by xensim).
+//
+// After a power-off (QMP SHUTDOWN "guest-shutdown"), or a reset under
+// -no-reboot (QEMU exits: "guest-reset"), the toolstack destroys the
+// domain, as libxl does for a domain that shut down (for a reboot libxl
+// would then build a new domain and device model; the harness does not).
+// Run waits, bounded, until godm's Serve has ended by itself (it should
+// with machine.ErrDomainGone); the test then checks the teardown.
+//
+// With cfg.Reboot the guest reboots in place instead: QEMU resets its
+// devices (DEVICE_RESET on every proxy) and boots the guest again in the
+// same domain, served by the same godm. The reset is still relayed to
+// godm's PIIX3 (the remote shutdown is recorded), but the toolstack keeps
+// the domain: a QEMU-style reboot, not libxl's destroy and re-create.
 func (m *Machine) Run(ctx context.Context, cfg guest.Config) (*guest.Result, error) {
 	ram, _, err := m.Dom.RAMFile()
 	if err != nil {
@@ -141,10 +252,103 @@ func (m *Machine) Run(ctx context.Context, cfg guest.Config) (*guest.Result, err
 		defer close(fwdDone)
 		m.forwardIRQs(ctx, cfg.WorkDir+"/qtest.sock")
 	}()
+	var relayErrs []error
+	onEvent := cfg.OnEvent
+	cfg.OnEvent = func(e guest.Event) {
+		m.Log.Info("e2e: QEMU event", "event", e.Name, "guest", e.Guest, "reason", e.Reason)
+		if e.Name == "RESET" && e.Guest {
+			if err := m.relayReset(); err != nil {
+				relayErrs = append(relayErrs, err)
+			}
+		}
+		if onEvent != nil {
+			onEvent(e)
+		}
+	}
 	res, err := guest.Run(ctx, cfg)
 	cancel()
 	<-fwdDone
+	if res != nil {
+		m.mu.Lock()
+		m.console = res.Console
+		m.mu.Unlock()
+	}
+	if err != nil {
+		return res, err
+	}
+	err = errors.Join(relayErrs...)
+	switch res.Shutdown {
+	case "guest-shutdown":
+		err = errors.Join(err, m.toolstackStop(relayPowerOff()))
+	case "guest-reset":
+		err = errors.Join(err, m.toolstackStop(relayReboot()))
+	default:
+		m.Log.Warn("e2e: QEMU exited without a guest shutdown; the domain is left to Close", "reason", res.Shutdown)
+	}
 	return res, err
+}
+
+// A relayed chipset write: the port, size and value the guest writes under
+// Xen, and the SHUTDOWN_* reason godm should then give Xen.
+type relayed struct {
+	name   string
+	port   uint16
+	size   int
+	val    uint64
+	reason uint64
+}
+
+// relayPowerOff is ACPI S5: SLP_EN (bit 13) with SLP_TYP 0 and SCI_EN
+// kept, as Linux's acpi_enter_sleep_state writes it
+// (drivers/acpi/acpica/hwsleep.c).
+func relayPowerOff() relayed {
+	return relayed{"power-off", piix4pm.PM1aControlPort, 2, 1<<13 | 1, xenabi.SHUTDOWN_poweroff}
+}
+
+// relayReboot is SYS_RST|RST_CPU, Linux's reboot=pci write
+// (arch/x86/kernel/reboot.c).
+func relayReboot() relayed {
+	return relayed{"reset", piix3.ResetControlPort, 1, 0x6, xenabi.SHUTDOWN_reboot}
+}
+
+// relay writes r on the harness's vCPU and waits for godm's remote
+// shutdown with r's reason.
+func (m *Machine) relay(r relayed) error {
+	seq := m.Sim.LastSeq()
+	m.Log.Info("e2e: relaying the guest's "+r.name+" to godm", "port", fmt.Sprintf("%#x", r.port), "value", fmt.Sprintf("%#x", r.val))
+	if err := m.relayVCPU.Out(r.port, r.size, r.val); err != nil {
+		return fmt.Errorf("e2e: relay %s: %w", r.name, err)
+	}
+	ev, err := m.Sim.WaitEvent(seq, toolstackWait, func(e xensim.Event) bool {
+		return e.Dom == m.Dom.ID() && e.Kind == xensim.EventShutdown
+	})
+	if err != nil {
+		return fmt.Errorf("e2e: godm did not shut the domain down after the guest's %s: %w", r.name, err)
+	}
+	if ev.Data != r.reason {
+		return fmt.Errorf("e2e: godm shut the domain down with reason %d after the guest's %s, want %d", ev.Data, r.name, r.reason)
+	}
+	return nil
+}
+
+func (m *Machine) relayReset() error { return m.relay(relayReboot()) }
+
+// toolstackStop relays r and then does libxl's part for a domain that shut
+// down: destroy it; godm's Serve must then end by itself.
+func (m *Machine) toolstackStop(r relayed) error {
+	if err := m.relay(r); err != nil {
+		return err
+	}
+	m.Log.Info("e2e: toolstack: domain shut down, destroying it", "dom", m.Dom.ID(), "reason", r.reason)
+	if err := m.Dom.Close(); err != nil {
+		return fmt.Errorf("e2e: destroy domain: %w", err)
+	}
+	select {
+	case <-m.served:
+		return nil
+	case <-time.After(toolstackWait):
+		return fmt.Errorf("e2e: godm still serving %v after the domain was destroyed", toolstackWait)
+	}
 }
 
 // forwardIRQs relays INTx levels and MSIs that godm injected (as recorded
@@ -202,7 +406,10 @@ func (m *Machine) Close() error {
 	var errs []error
 	if m.serveCancel != nil {
 		m.serveCancel()
-		errs = append(errs, <-m.serveDone)
+		<-m.served
+		if !errors.Is(m.serveErr, machine.ErrDomainGone) {
+			errs = append(errs, m.serveErr)
+		}
 	}
 	if m.M != nil {
 		errs = append(errs, m.M.Close())
@@ -214,6 +421,7 @@ func (m *Machine) Close() error {
 // proxy turns QEMU's proxied accesses into simulated-vCPU accesses.
 type proxy struct {
 	m    *Machine
+	addr string
 	fn   *pci.Device
 	also []devices.Resetter
 	vcpu *xensim.VCPU
@@ -266,10 +474,26 @@ func (p *proxy) BARWrite(addr uint64, val uint64, size int, mem bool) {
 	}
 }
 
+// Reset handles QEMU's DEVICE_RESET: the function and the device behind it
+// return to their reset state. The configuration around it is read through
+// the vCPU, for the tests.
 func (p *proxy) Reset() {
+	r := Reset{Addr: p.addr, Before: p.state()}
 	p.fn.Reset()
-	for _, r := range p.also {
-		r.Reset()
+	for _, d := range p.also {
+		d.Reset()
+	}
+	r.After = p.state()
+	p.m.mu.Lock()
+	p.m.resets = append(p.m.resets, r)
+	p.m.mu.Unlock()
+}
+
+func (p *proxy) state() ConfigState {
+	return ConfigState{
+		Command: uint16(p.ConfigRead(0x04, 2)),
+		BAR0:    p.ConfigRead(0x10, 4),
+		IRQLine: uint8(p.ConfigRead(0x3c, 1)),
 	}
 }
 
@@ -279,4 +503,23 @@ func (p *proxy) SyncSysmem(regions []mpqemu.Region) {
 	for _, r := range regions {
 		r.File.Close()
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers (the log's
+// handler writes from godm's goroutines).
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
