@@ -26,6 +26,9 @@ type sysfsDevice struct {
 	vendor    uint16
 	device    uint16
 	rom       []byte
+	// bars are the contents of the "resourceN" files (the BARs' bytes,
+	// as a read-only mmap of the real file shows them), by BAR.
+	bars map[int][]byte
 }
 
 // loadSample reads a real function's files, copied from this machine's
@@ -143,6 +146,9 @@ func tree(t testing.TB, devs ...sysfsDevice) string {
 		}
 		if d.rom != nil {
 			files["rom"] = string(d.rom)
+		}
+		for i, b := range d.bars {
+			files[fmt.Sprintf("resource%d", i)] = string(b)
 		}
 		for n, v := range files {
 			if err := os.WriteFile(filepath.Join(dir, n), []byte(v), 0o644); err != nil {
