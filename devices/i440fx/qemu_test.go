@@ -1,17 +1,28 @@
 package i440fx
 
 import (
+	"errors"
+	"os/exec"
 	"testing"
 
 	"godm/devices"
+	"godm/internal/qtest"
+	"godm/internal/qtest/scripts"
 	"godm/pci"
-	"godm/pci/pcitest"
 )
 
 // TestQEMUParity compares 00:00.0 with QEMU's i440FX (128 MiB of RAM, the
-// qtest default), at reset and after all-ones writes.
+// qtest default), at reset and after all-ones writes, through 0xcf8/0xcfc
+// with the script internal/machine also runs through xensim vCPUs.
 func TestQEMUParity(t *testing.T) {
-	q := pcitest.StartQEMU(t, "-m", "128")
+	if _, err := qtest.Find(qtest.Options{}); errors.Is(err, exec.ErrNotFound) {
+		t.Skipf("qemu-system-x86_64 not installed: %v", err)
+	}
+	c, err := qtest.Start(qtest.Options{Args: []string{"-m", "128"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
 	spaces := devices.NewBus()
 	b, err := pci.NewBus(pci.BusConfig{Spaces: spaces})
 	if err != nil {
@@ -25,5 +36,12 @@ func TestQEMUParity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pcitest.CompareQEMU(t, q, 0, spaces.PCI, s, nil)
+	if want := devices.NewSBDF(0, 0, 0, 0); s != want {
+		t.Fatalf("host bridge at %v, want %v", s, want)
+	}
+	got, err := qtest.NewConfigTarget(spaces.PCI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qtest.Diff(t, scripts.PCIConfig(0), &qtest.QEMUTarget{C: c}, got)
 }

@@ -70,3 +70,15 @@ func decode(cf8 uint32, a devices.Access) (devices.SBDF, uint32, bool) {
 	devfn := uint8(cf8 >> 8)
 	return devices.NewSBDF(0, 0, devfn>>3, devfn&7), cf8&0xfc | off, true
 }
+
+// NewConfigTarget returns a SpaceTarget whose port space holds only
+// configuration mechanism #1 (ConfigPorts at 0xcf8-0xcff) in front of
+// cfg: the guest's 0xcf8/0xcfc script steps reach cfg's functions on bus
+// 0 as they would through a host bridge.
+func NewConfigTarget(cfg *devices.ConfigSpace) (*SpaceTarget, error) {
+	pio := devices.NewSpace("pci-config-ports")
+	if err := pio.Register(0xcf8, 8, &ConfigPorts{Config: cfg}); err != nil {
+		return nil, err
+	}
+	return NewSpaceTarget(pio), nil
+}
