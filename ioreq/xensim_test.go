@@ -454,49 +454,106 @@ func TestXenInvalidateWithDMAInFlight(t *testing.T) {
 	}
 }
 
+// TestXenBARRelocationUnderLoad moves a BAR back and forth between two
+// disjoint bases while another vCPU reads both. From the io-range DM ops
+// the hypervisor accepted, every move claims the new range before it
+// releases the old one (so Xen never routes neither); after each move a
+// read at the new base reaches the device and a read at the old base is
+// all-ones; at the end, with the load stopped, a read at the old base does
+// not even reach godm (Xen answers it: the range is released).
 func TestXenBARRelocationUnderLoad(t *testing.T) {
-	r := newRig(t, rigOpts{vcpus: 2})
+	log := &rangeLog{}
+	r := newRig(t, rigOpts{vcpus: 2, kernel: func(k kernel.Kernel) kernel.Kernel { return rangeKernel{k, log} }})
 	bar := &dev{}
-	const a, b = 0xf0000000, 0xf1000000
-	must(t, r.bus.MMIO.Register(a, 0x1000, bar))
+	const a, b, size = 0xf0000000, 0xf1000000, 0x1000
+	must(t, r.bus.MMIO.Register(a, size, bar))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	load := make(chan error, 1)
+	var served [2]atomic.Int64 // device values seen at a and at b
 	go func() {
 		v := r.dom.VCPU(1)
 		for ctx.Err() == nil {
-			for _, base := range []uint64{a, b} {
+			for i, base := range []uint64{a, b} {
 				got, err := v.MMIORead(base+0x10, 4)
 				if err != nil {
 					load <- err
 					return
 				}
-				// Either the device (claimed) or Xen's null handler.
-				if got != pattern(base+0x10, 4) && got != 0xffffffff {
-					load <- errors.New("read returned neither the device's value nor all-ones")
+				switch got {
+				case pattern(base+0x10, 4):
+					served[i].Add(1)
+				case 0xffffffff: // the other base is the BAR's now
+				default:
+					load <- fmt.Errorf("read at %#x = %#x: neither the device's value nor all-ones", base+0x10, got)
 					return
 				}
 			}
 		}
 		load <- nil
 	}()
+	v := r.dom.VCPU(0)
+	mark := len(log.snapshot())
 	cur, next := uint64(a), uint64(b)
-	for range 100 {
+	const moves = 100
+	for i := range moves {
 		must(t, r.bus.MMIO.Move(cur, next))
 		cur, next = next, cur
+		for _, c := range []struct {
+			gpa  uint64
+			want uint64
+		}{
+			{cur + 0x20, pattern(cur+0x20, 4)}, // the new base: the device
+			{next + 0x20, 0xffffffff},          // the old base: released
+		} {
+			got, err := v.MMIORead(c.gpa, 4)
+			must(t, err)
+			if got != c.want {
+				t.Fatalf("move %d: read at %#x after the move = %#x, want %#x", i, c.gpa, got, c.want)
+			}
+		}
 	}
 	cancel()
 	must(t, <-load)
-	v := r.dom.VCPU(0)
-	got, err := v.MMIORead(cur+4, 4)
+
+	// The hypervisor's view: per move, map the new range, then unmap the
+	// old one, nothing in between.
+	ops := log.snapshot()[mark:]
+	if len(ops) != 2*moves {
+		t.Fatalf("%d io-range ops for %d moves, want %d: %+v", len(ops), moves, 2*moves, ops)
+	}
+	from, to := uint64(a), uint64(b)
+	for i := range moves {
+		want := []rangeOp{
+			{Map: true, Kind: xenabi.XEN_DMOP_IO_RANGE_MEMORY, Start: to, End: to + size - 1},
+			{Map: false, Kind: xenabi.XEN_DMOP_IO_RANGE_MEMORY, Start: from, End: from + size - 1},
+		}
+		if got := ops[2*i : 2*i+2]; !slices.Equal(got, want) {
+			t.Fatalf("move %d (%#x -> %#x): hypervisor saw %+v, want %+v (claim the new range before releasing the old)", i, from, to, got, want)
+		}
+		from, to = to, from
+	}
+	if served[0].Load() == 0 || served[1].Load() == 0 {
+		t.Errorf("the load saw the device %d times at %#x and %d at %#x; want both placements served under load",
+			served[0].Load(), a, served[1].Load(), b)
+	}
+
+	// With the load stopped: the final base reaches the device; the old
+	// base is answered by Xen without a request to godm.
+	before, missesBefore := r.counters().Sync[ioreq.KindMMIO], r.bus.MMIO.Stats().ReadMisses
+	got, err := v.MMIORead(next+4, 4)
+	must(t, err)
+	if got != 0xffffffff {
+		t.Fatalf("read at the old BAR = %#x, want all-ones", got)
+	}
+	if after, misses := r.counters().Sync[ioreq.KindMMIO], r.bus.MMIO.Stats().ReadMisses; after != before || misses != missesBefore {
+		t.Fatalf("read at the old BAR reached godm (MMIO requests %d -> %d, misses %d -> %d): still claimed in Xen",
+			before, after, missesBefore, misses)
+	}
+	got, err = v.MMIORead(cur+4, 4)
 	must(t, err)
 	if got != pattern(cur+4, 4) {
 		t.Fatalf("read at the final BAR = %#x, want the device", got)
-	}
-	got, err = v.MMIORead(next+4, 4)
-	must(t, err)
-	if got != 0xffffffff {
-		t.Fatalf("read at the old BAR = %#x, want all-ones (released in Xen)", got)
 	}
 }
 
