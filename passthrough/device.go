@@ -30,8 +30,10 @@ type Config struct {
 	// MSIXAllWrites says Xen advertises XENFEAT_dm_msix_all_writes
 	// (DetectMSIXAllWrites): it forwards every MSI-X vector-control write,
 	// masking ones included, so godm's view of the mask bits is exact.
-	// Without it Xen forwards only unmasking writes of bound entries (see
-	// msixWrite).
+	// Without it Xen keeps the vector-control writes of bound entries to
+	// itself, except an unmasking one after the entry's address or data
+	// was written (see msixWriteLocked). It changes nothing about the PBA
+	// and the other registers on the MSI-X pages (see msixTrap).
 	MSIXAllWrites bool
 	// Assign, if set, is asked (XEN_DOMCTL_test_assign_device, see
 	// AssignQuery) before the guest's first use of the function: until

@@ -4,8 +4,8 @@
 // while the guest decodes them, and routes its INTx, MSI and MSI-X to the
 // guest through PIRQs; the device's own MMIO and port accesses never
 // reach the device model (Xen maps them straight to the hardware), except
-// the MSI-X table pages, which are trapped and emulated, and the
-// expansion ROM, served read-only from its sysfs image.
+// the pages holding the MSI-X table and PBA, which are trapped (see
+// below), and the expansion ROM, served read-only from its sysfs image.
 //
 // # Host side
 //
@@ -52,6 +52,35 @@
 // the MSI-X table or PBA pages, which are registered on the bus's MMIO
 // space instead), PHYSDEVOP_map_pirq plus XEN_DOMCTL_bind_pt_irq for
 // interrupts. Unplug undoes all of it; so does Standalone on every exit.
+//
+// # The MSI-X pages
+//
+// The pages the MSI-X table and the PBA span are never mapped into the
+// guest; they are registered on the bus's MMIO space. The table is
+// emulated. Everything else on those pages (the PBA, and registers a
+// device keeps beside the table although the PCI spec forbids it) is
+// read from the device through a read-only mmap of the function's sysfs
+// resourceN file, made at Plug and undone by Unplug (never /dev/mem);
+// writes there are dropped: the PBA is read-only, and the host maps
+// these pages read-only while the function uses MSI-X (Xen's
+// mmio_ro_ranges, xen/arch/x86/msi.c). If the file cannot be mapped
+// (kernel lockdown, a missing or short file), those reads return 0,
+// counted, with a one-time hint.
+//
+// What Xen leaves to the device model there (xen/arch/x86/hvm/vmsi.c):
+// while no vector of the function is bound, every access; a PBA on a
+// page of its own, always (Xen never serves it; QEMU maps it into the
+// guest instead, read-only through the same mmio_ro_ranges). Once a
+// vector is bound, Xen intercepts the pages the table spans: it serves
+// reads of the bound entries it shadows, and from Xen 4.19 on accesses
+// beside the table on its first and last page (reads from the device,
+// writes to it unless the PBA shares the page); before 4.19 those come
+// here. XENFEAT_dm_msix_all_writes (xen/include/public/features.h, also
+// 4.19) announces only that Xen forwards every vector-control write, not
+// just unmasking ones; from 4.19 Xen forwards every write it intercepts
+// on those pages, adjacent ones included, after doing it, which is one
+// more reason to never repeat one. The adjacent-access handling has no
+// feature flag of its own.
 //
 // # Modes
 //

@@ -9,9 +9,15 @@ import (
 )
 
 // xenfeatDMMSIXAllWrites is XENFEAT_dm_msix_all_writes
-// (xen/include/public/features.h, Xen 4.19 and later): Xen forwards every
-// MSI-X vector-control write to the device model, not only unmasking
-// ones.
+// (xen/include/public/features.h, Xen 4.19 and later, xen commit
+// 64b21662b1): Xen forwards every MSI-X vector-control write to the
+// device model, not only unmasking ones. That is all it announces: it
+// says nothing about the PBA or other registers on the MSI-X pages. Xen
+// 4.19 also serves accesses beside the table on the table's first and
+// last page once a vector is bound (xen/arch/x86/hvm/vmsi.c, commit
+// b2cd07a044), without a flag of its own, and never a PBA on a page of
+// its own; godm serves what reaches it from the device either way (see
+// msixTrap).
 const xenfeatDMMSIXAllWrites = 20
 
 // DetectMSIXAllWrites asks the hypervisor (XENVER_get_features, submap

@@ -430,11 +430,13 @@ func (e *msixEntry) dword(w int) uint32 {
 // XENFEAT_dm_msix_all_writes every mask write comes here, so the mask
 // state is exact and, like QEMU, a change to an entry that is unmasked
 // under an enabled function (undefined by the PCI spec) is refused.
-// Without it, Xen handles the mask writes of bound entries itself and
-// forwards only unmasking ones, so an entry godm believes unmasked may be
-// masked: the change is latched and applied at the unmasking write Xen
-// will forward (QEMU reads the real mask bit through /dev/mem instead,
-// which godm never uses). Called with mu held.
+// Without it (Xen before 4.19, xen/arch/x86/hvm/vmsi.c msixtbl_write),
+// Xen handles the vector-control writes of bound entries itself and
+// forwards an unmasking one only if the entry's address or data was
+// written since, so an entry godm believes unmasked may be masked: the
+// change is latched and applied at the unmasking write Xen will then
+// forward (QEMU reads the real mask bit through /dev/mem instead, which
+// godm never uses). Called with mu held.
 func (d *Device) msixWriteLocked(i, w int, v uint32) {
 	m := d.msix
 	e := &m.entries[i]

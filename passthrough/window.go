@@ -17,7 +17,8 @@ import (
 // the MSI-X table and PBA pages read-only for every domain, dom0
 // included, while the host function uses MSI-X (mmio_ro_ranges,
 // xen/arch/x86/msi.c msix_capability_init), so a write through a dom0
-// mapping would fault.
+// mapping could not reach the device; a writable mapping would only
+// risk a fault in godm.
 type hostWindow struct {
 	bar   int
 	start int64  // BAR offset of mem[0]; negative when the BAR does not start its page
@@ -70,7 +71,8 @@ func windowSpans(m *msixState, h *HostDevice) []windowSpan {
 
 // mapWindowsLocked maps the host pages the MSI-X traps cover (Plug). A
 // window that cannot be made (no resource file, a file too short, mmap
-// refused, for instance under kernel lockdown) is left out: reads it
+// refused: Linux's pci_mmap_resource, drivers/pci/pci-sysfs.c, refuses
+// under kernel lockdown and for an exclusive region) is left out: reads it
 // would serve return 0 (Stats.TrapMisses). Called with mu held.
 func (d *Device) mapWindowsLocked() error {
 	m, h := d.msix, d.cfg.Host
