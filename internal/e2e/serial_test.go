@@ -11,6 +11,7 @@ import (
 	"godm/devices/chardev"
 	"godm/devices/uart"
 	"godm/devices/uart/pciserial"
+	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
 	"godm/internal/guest"
 )
@@ -21,11 +22,8 @@ import (
 // interrupt driven: its INTx travels as XEN_DMOP_set_pci_intx_level.
 func TestGuestSerial(t *testing.T) {
 	a, _ := guestAssets(t)
-	m, err := NewMachine(Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	before := goroutines()
+	m := newMachine(t, Config{})
 
 	inR, inW, err := os.Pipe()
 	if err != nil {
@@ -111,7 +109,5 @@ grep -i "irq" /proc/tty/driver/serial | grep -v unknown | tail -1
 	if raised == 0 {
 		t.Errorf("the UART never raised INTx through set_pci_intx_level")
 	}
-	if t.Failed() {
-		t.Logf("console:\n%s", res.Console)
-	}
+	checkTeardown(t, m, res, xenabi.SHUTDOWN_poweroff, before, d, be)
 }

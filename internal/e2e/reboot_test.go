@@ -1,0 +1,176 @@
+package e2e
+
+import (
+	"bufio"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"godm/devices/chardev"
+	"godm/devices/testdev"
+	"godm/devices/uart"
+	"godm/devices/uart/pciserial"
+	"godm/hyp/xenabi"
+	"godm/internal/guest"
+)
+
+// TestGuestReboot: the guest reboots in place (reboot -f). QEMU resets its
+// devices, so each proxy gets DEVICE_RESET and godm resets the function
+// and the device behind it: the configuration read back through the vCPU
+// after the reset is at reset values (command 0, BAR addresses cleared)
+// where before it was the guest's. The guest boots a second time on the
+// same godm: the firmware places the BARs again, Linux's drivers bind
+// again (8250_pci to the UART, godmtest to the test device), DMA, MSI-X
+// and the UART work. Each reset is relayed to godm's PIIX3 (a remote
+// SHUTDOWN_reboot); the second boot powers off and the domain is torn
+// down as after any power-off.
+func TestGuestReboot(t *testing.T) {
+	a, ko := guestAssets(t)
+	before := goroutines()
+	m := newMachine(t, Config{})
+
+	dev, err := testdev.New(m.Memory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if _, err := m.PCI.Add(dev.Function(), 6, 0); err != nil {
+		t.Fatal(err)
+	}
+	devPx, err := m.Proxy(dev.Function(), "6.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inW.Close()
+	defer outR.Close()
+	be := chardev.NewStream(inR, outW, chardev.Options{})
+	defer be.Close()
+	ser, err := pciserial.New(uart.Config{Backend: be})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ser.Close()
+	if _, err := m.PCI.Add(ser.PCI, 5, 0); err != nil {
+		t.Fatal(err)
+	}
+	serPx, err := m.Proxy(ser.PCI, "5.0", ser.UART)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the guest's tty sent, line by line, as godm's backend got it.
+	var (
+		linesMu sync.Mutex
+		lines   []string
+	)
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		sc := bufio.NewScanner(outR)
+		for sc.Scan() {
+			linesMu.Lock()
+			lines = append(lines, strings.TrimSpace(sc.Text()))
+			linesMu.Unlock()
+		}
+	}()
+
+	// Both boots: bind the drivers, run a DMA command, write a line on
+	// the UART.
+	boot := func(n string) string {
+		return `
+insmod /godmtest.ko || exit 2
+d=/sys/bus/pci/devices/0000:00:06.0
+s=/sys/bus/pci/devices/0000:00:05.0
+echo "B` + n + `-DRIVERS $(basename $(readlink $d/driver)) $(basename $(readlink $s/driver))"
+echo "4000 9" > $d/run && echo B` + n + `-RUN-OK
+echo "B` + n + `-CHECK $(cat $d/check)"
+tty=$(ls $s/tty 2>/dev/null | head -1)
+[ -n "$tty" ] || exit 3
+stty -F /dev/$tty raw -echo 115200
+echo GODM-UART-B` + n + ` > /dev/$tty
+`
+	}
+	res, err := m.Run(t.Context(), guest.Config{
+		Assets:  a,
+		Script:  guest.RebootOnce(boot("1"), boot("2")),
+		Files:   map[string][]byte{"godmtest.ko": ko},
+		Proxies: []guest.Proxy{devPx, serPx},
+		Reboot:  true,
+		Timeout: 60 * time.Second,
+		WorkDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatalf("guest: %v", err)
+	}
+	t.Logf("QMP events: %+v", res.Events)
+	for _, e := range m.Errors() {
+		t.Errorf("data path: %v", e)
+	}
+	for _, want := range []string{
+		"B1-DRIVERS godmtest serial", "B1-RUN-OK", "B1-CHECK ok 4000", "GODM-REBOOT",
+		"GODM-BOOT 2", "B2-DRIVERS godmtest serial", "B2-RUN-OK", "B2-CHECK ok 4000",
+	} {
+		if !strings.Contains(res.Console, want) {
+			t.Errorf("console lacks %q", want)
+		}
+	}
+	if res.Boots != 2 || res.Resets < 1 || res.ExitStatus != 0 || res.Shutdown != "guest-shutdown" {
+		t.Errorf("boots %d, guest resets %d, exit %d, QEMU stopped for %q; want 2, >= 1, 0, guest-shutdown",
+			res.Boots, res.Resets, res.ExitStatus, res.Shutdown)
+	}
+	if got := dev.Done(); got != 2 {
+		t.Errorf("test device completed %d DMA commands, want 2 (one per boot)", got)
+	}
+	if got := m.M.ISABridge.Stats().Reboots; got != uint64(res.Resets) {
+		t.Errorf("godm's PIIX3 saw %d reboot requests, want one per guest reset (%d)", got, res.Resets)
+	}
+
+	// DEVICE_RESET: one per proxy at QEMU's start-up reset and one per
+	// guest reset; after each, the function is at its reset values.
+	resets := m.Resets()
+	for _, addr := range []string{"5.0", "6.0"} {
+		var n, changed int
+		for _, r := range resets {
+			if r.Addr != addr {
+				continue
+			}
+			n++
+			if r.After.Command != 0 || r.After.BAR0&^0xf != 0 {
+				t.Errorf("%s after DEVICE_RESET: %v, want command 0 and no BAR0 address", addr, r.After)
+			}
+			if r.Before != r.After {
+				changed++
+			}
+		}
+		if n != 1+res.Resets {
+			t.Errorf("%s got %d DEVICE_RESETs, want %d (start-up and %d guest resets)", addr, n, 1+res.Resets, res.Resets)
+		}
+		if changed == 0 {
+			t.Errorf("%s: no DEVICE_RESET found the guest's configuration to undo: %+v", addr, resets)
+		}
+	}
+
+	if res.Shutdown == "guest-shutdown" {
+		checkTeardown(t, m, res, xenabi.SHUTDOWN_poweroff, before, dev, ser, be)
+	}
+	outW.Close()
+	<-readDone
+	linesMu.Lock()
+	defer linesMu.Unlock()
+	got := strings.Join(lines, "|")
+	for _, want := range []string{"GODM-UART-B1", "GODM-UART-B2"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("godm's backend got %q, lacks %q", got, want)
+		}
+	}
+}
