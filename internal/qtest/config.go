@@ -14,9 +14,10 @@ import (
 // device model IOREQ_TYPE_PCI_CONFIG requests (xen/arch/x86/hvm/ioreq.c);
 // the same scripts then run through xensim (internal/qtest/simtarget).
 //
-// As QEMU's host bridge (hw/pci/pci_host.c): only dword accesses reach the
-// address register, data cycles with the enable bit clear read all-ones
-// and are dropped when written. Only bus 0 (segment 0) exists.
+// As QEMU's host bridge (hw/pci/pci_host.c): only dword writes at 0xcf8
+// change the address register, reads of 0xcf8-0xcfb of any width return
+// it (masked to the width), data cycles with the enable bit clear read
+// all-ones and are dropped when written. Only bus 0 (segment 0) exists.
 type ConfigPorts struct {
 	// Config is the configuration space behind the ports.
 	Config *devices.ConfigSpace
@@ -31,10 +32,7 @@ func (c *ConfigPorts) Read(a devices.Access) uint64 {
 	cf8 := c.cf8
 	c.mu.Unlock()
 	if a.Offset < 4 {
-		if a.Offset == 0 && a.Size == 4 {
-			return uint64(cf8)
-		}
-		return 1<<(8*uint(a.Size)) - 1
+		return uint64(cf8) & (1<<(8*uint(a.Size)) - 1)
 	}
 	sbdf, reg, ok := decode(cf8, a)
 	if !ok {
