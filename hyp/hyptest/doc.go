@@ -9,9 +9,10 @@
 // hvm_op's errors; XEN_DOMCTL_getdomaininfo of the test domain with the
 // layout picked for the running Xen; guest-memory mapping with
 // MMAPBATCH_V2 (a RAM frame, a batch with the VGA hole as a per-page
-// EINVAL); an event-channel round trip with the guest (bind marks the new
-// port pending, notify reaches the guest, the guest's notify makes the
-// port readable, unmask, unbind); a xenstore read of the guest's name; the
+// EINVAL); event channels, first between two handles of this process's
+// own domain (DOMID_SELF; needs no peer), then with the guest (bind marks
+// the new port pending, notify reaches the guest, the guest's notify makes
+// the port readable, unmask, unbind); a xenstore read of the guest's name; the
 // life of an ioreq server (create, map its pages, bind its vCPU channels,
 // claim and release ranges and a PCI function, destroy); error answers.
 //
