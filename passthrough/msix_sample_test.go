@@ -196,8 +196,8 @@ func TestRealSampleMSIX(t *testing.T) {
 		t.Errorf("mask/reprogram/unmask events = %v, want one rebind of pirq %d to 0x71", ev, pirq0)
 	}
 
-	// The PBA is on a trapped page but cannot be read without /dev/mem:
-	// 0, counted.
+	// The PBA is on a trapped page; this tree has no resource0 file to
+	// map, so it reads 0, counted (TestRealSamplePBA has one).
 	misses := dev.Stats().TrapMisses
 	if got := mr(0x8_0004_8000, 4); got != 0 {
 		t.Errorf("PBA read = %#x, want 0", got)
