@@ -388,6 +388,36 @@ func TestEventFDSupported(t *testing.T) {
 	}
 }
 
+// TestEventFDSupportedConcurrent checks that concurrent first calls share
+// one probe per request and agree on its answer.
+func TestEventFDSupportedConcurrent(t *testing.T) {
+	k := kerneltest.New()
+	h := open(t, k)
+	k.Reset()
+	k.Script = func(c *kerneltest.Call) (uintptr, error) {
+		if c.Req == xenabi.IOCTL_PRIVCMD_IRQFD {
+			return 0, unix.EBADF // offered
+		}
+		return 0, unix.ENOTTY // ioeventfd unknown
+	}
+	const n = 8
+	errs := make(chan [2]error, n)
+	for i := 0; i < n; i++ {
+		go func() { errs <- [2]error{h.IRQFDSupported(), h.IOEventFDSupported()} }()
+	}
+	for i := 0; i < n; i++ {
+		e := <-errs
+		if e[0] != nil || !errors.Is(e[1], hyp.ErrNotSupported) {
+			t.Errorf("IRQFDSupported, IOEventFDSupported = %v, %v; want nil, ErrNotSupported", e[0], e[1])
+		}
+	}
+	for _, req := range []uint{xenabi.IOCTL_PRIVCMD_IRQFD, xenabi.IOCTL_PRIVCMD_IOEVENTFD} {
+		if got := len(k.Ioctls(req)); got != 1 {
+			t.Errorf("request %#x: %d probes, want 1", req, got)
+		}
+	}
+}
+
 func TestEventFDBadArgs(t *testing.T) {
 	k := kerneltest.New()
 	h := open(t, k)
