@@ -172,11 +172,11 @@ func TestQEMUDiffXen_UART(t *testing.T) {
 }
 
 func TestQEMUDiffXen_UARTRandom(t *testing.T) {
-	for seed := uint64(1); seed <= 2; seed++ {
+	for seed := uint64(1); seed <= 4; seed++ {
 		t.Run("seed", func(t *testing.T) {
 			t.Parallel()
 			want, got := uartTargets(t)
-			qtest.Diff(t, scripts.UARTRandom(rand.New(rand.NewPCG(seed, 0x16550)), scripts.COM1, 1000), want, got)
+			qtest.Diff(t, scripts.UARTRandom(rand.New(rand.NewPCG(seed, 0x16550)), scripts.COM1, 1500), want, got)
 		})
 	}
 }
@@ -201,11 +201,11 @@ func TestQEMUDiffXen_I8042(t *testing.T) {
 }
 
 func TestQEMUDiffXen_I8042Random(t *testing.T) {
-	for seed := uint64(1); seed <= 2; seed++ {
+	for seed := uint64(1); seed <= 4; seed++ {
 		t.Run("seed", func(t *testing.T) {
 			t.Parallel()
 			want, got := i8042Targets(t)
-			qtest.Diff(t, scripts.I8042Random(rand.New(rand.NewPCG(seed, 0x8042)), 1000), want, got)
+			qtest.Diff(t, scripts.I8042Random(rand.New(rand.NewPCG(seed, 0x8042)), 1500), want, got)
 		})
 	}
 }
