@@ -265,8 +265,8 @@ func (d *Device) msixTableMovedLocked() {
 	}
 }
 
-// msixTrap serves the trapped MSI-X pages of BAR bar (see msixTrapRead
-// and msixTrapWrite for what each offset answers).
+// msixTrap serves the trapped MSI-X pages of BAR bar (its Read and Write
+// say what each offset answers).
 //
 // What reaches it depends on Xen (xen/arch/x86/hvm/vmsi.c): Xen itself
 // intercepts a page only while some vector of the function is bound
@@ -370,7 +370,8 @@ func (t *msixTrap) Read(a devices.Access) uint64 {
 // Write serves a guest write of the trapped pages: table writes update
 // the emulated entries (DWORD or QWORD accesses only); every other
 // write is dropped and counted (Stats.TrapWrites). The PBA is read-only
-// (PCI Local Bus Specification 3.0, §6.8.2.10: writes are ignored).
+// (PCI Local Bus Specification 3.0, §6.8.2, Pending Bits: writes are
+// ignored).
 // Another register on these pages (which the PCI spec forbids there, but
 // some devices have) is not written either, as QEMU's pci_msix_write
 // drops writes past the table: the host maps these pages read-only

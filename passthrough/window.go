@@ -39,7 +39,7 @@ func (w *hostWindow) read(bar int, off int64, size uint8) (uint64, bool) {
 }
 
 // pbaLen is the size of the PBA of n vectors: one bit each, in QWORDs
-// (PCI Local Bus Specification 3.0, §6.8.2.10).
+// (PCI Local Bus Specification 3.0, §6.8.2, Pending Bits).
 func pbaLen(n int) uint64 { return (uint64(n) + 63) / 64 * 8 }
 
 // windowSpan is a run of host pages of a BAR, counted from the page that
