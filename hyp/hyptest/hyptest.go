@@ -135,6 +135,7 @@ func Run(t *testing.T, tg Target) {
 	t.Run("event channel round trip", func(t *testing.T) { testEventChannel(t, tg) })
 	t.Run("xenstore", func(t *testing.T) { testXenStore(t, tg) })
 	t.Run("ioreq server lifecycle", func(t *testing.T) { testIOReqServer(t, p, c, tg) })
+	t.Run("restrict", func(t *testing.T) { testRestrict(t, tg) })
 
 	t.Run("errors", func(t *testing.T) {
 		if _, err := c.GetIOReqServerInfo(0x7fff, true); !errors.Is(err, unix.ENOENT) {
@@ -568,5 +569,76 @@ func testIOReqServer(t *testing.T, p *privcmd.Handle, c *dm.Client, tg Target) {
 	destroyed = true
 	if err := c.DestroyIOReqServer(id); !errors.Is(err, unix.ENOENT) {
 		t.Errorf("destroy again = %v, want ENOENT", err)
+	}
+}
+
+// testRestrict restricts fresh privcmd and event-channel handles to the
+// test domain, as godm does once set up (xentoolcore_restrict_all), and
+// checks what the kernel then refuses: drivers/xen/privcmd.c answers EPERM
+// for another domain's DM op or mapping and for raw hypercalls, EINVAL for
+// a second restriction to another domain; drivers/xen/evtchn.c answers
+// EACCES for binding another domain's port, any unbound port, and a second
+// restriction.
+func testRestrict(t *testing.T, tg Target) {
+	p, err := privcmd.Open(tg.Kernel)
+	if err != nil {
+		t.Fatalf("privcmd: %v", err)
+	}
+	defer p.Close()
+	if err := p.Restrict(tg.Dom); err != nil {
+		t.Fatalf("privcmd restrict to %v: %v", tg.Dom, err)
+	}
+	if n, err := dm.New(p, tg.Dom).NrVCPUs(); err != nil || n == 0 {
+		t.Errorf("restricted: NrVCPUs of %v = %d, %v; want it allowed", tg.Dom, n, err)
+	}
+	m, err := foreign.Map(p, tg.Dom, false, []uint64{RAMGFN})
+	if err != nil || m.PageErr(0) != nil {
+		t.Errorf("restricted: map gfn %#x of %v: %v; want it allowed", RAMGFN, tg.Dom, err)
+	}
+	if m != nil {
+		m.Close()
+	}
+	_, missingErr := dm.New(p, missingDom).NrVCPUs()
+	_, _, hcErr := hcall.New(p).XenVersion()
+	_, mapErr := foreign.Map(p, missingDom, false, []uint64{RAMGFN})
+	privcmdTests := []struct {
+		name string
+		err  error
+		want unix.Errno
+	}{
+		{"DM op on another domain", missingErr, unix.EPERM},
+		{"hypercall", hcErr, unix.EPERM},
+		{"map another domain", mapErr, unix.EPERM},
+		{"restrict again, same domain", p.Restrict(tg.Dom), 0},
+		{"restrict again, another domain", p.Restrict(missingDom), unix.EINVAL},
+	}
+	for _, tt := range privcmdTests {
+		if (tt.want == 0 && tt.err != nil) || (tt.want != 0 && !errors.Is(tt.err, tt.want)) {
+			t.Errorf("restricted privcmd: %s = %v, want %v", tt.name, tt.err, tt.want)
+		}
+	}
+
+	ev, err := evtchn.Open(tg.Kernel)
+	if err != nil {
+		t.Fatalf("evtchn: %v", err)
+	}
+	defer ev.Close()
+	if err := ev.RestrictDomain(tg.Dom); err != nil {
+		t.Fatalf("evtchn restrict to %v: %v", tg.Dom, err)
+	}
+	_, unboundErr := ev.BindUnboundPort(tg.Dom)
+	_, otherErr := ev.BindInterdomain(missingDom, 1)
+	evtchnTests := []struct {
+		name string
+		err  error
+	}{
+		{"bind unbound port", unboundErr},
+		{"bind another domain's port", otherErr},
+		{"restrict again", ev.RestrictDomain(tg.Dom)},
+	}
+	for _, tt := range evtchnTests {
+		if !errors.Is(tt.err, unix.EACCES) {
+			t.Errorf("restricted evtchn: %s = %v, want EACCES", tt.name, tt.err)
+		}
 	}
 }
