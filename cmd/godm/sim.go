@@ -71,24 +71,48 @@ func cmdSim(ctx context.Context, args []string, out, w io.Writer) error {
 	go func() { served <- m.Serve(sctx) }()
 
 	fmt.Fprintf(out, "godm: serving simulated %v (%d vCPUs, %d MiB) as ioreq server %d\n\n", dom.ID(), mf.vcpus, mf.memMB, m.Server.ID())
-	werr := workload(ctx, out, sim, dom, m)
+	// The workload runs until done or until a signal (ctx) interrupts
+	// it. Interrupted, it may be inside a vCPU access that nobody will
+	// answer once serving stops: tearing the machine down destroys the
+	// ioreq server, which fails that access at once.
+	worked := make(chan error, 1)
+	go func() { worked <- workload(ctx, out, sim, dom, m) }()
+	var werr error
+	select {
+	case werr = <-worked:
+	case <-ctx.Done():
+	}
 	cancel()
 	if err := <-served; err != nil {
 		return err
 	}
 	var c ioreq.Counters
 	m.Server.Stats(&c)
-	if err := m.Close(); err != nil {
-		return err
+	cerr := m.Close()
+	if ctx.Err() != nil {
+		<-worked // fails or ends now that the server is gone
+		werr = nil
+		fmt.Fprintf(out, "\ngodm: interrupted: %v\n", context.Cause(ctx))
+	}
+	if cerr != nil {
+		return cerr
 	}
 	fmt.Fprintf(out, "\nioreq server: %d requests (%d PIO, %d MMIO, %d PCI config), %d rep elements, %d buffered; service time p50 %v p99 %v\n",
 		c.Total(), c.Sync[ioreq.KindPIO], c.Sync[ioreq.KindMMIO], c.Sync[ioreq.KindPCIConfig], c.Reps, bufTotal(&c),
 		c.LatencyQuantile(0.5), c.LatencyQuantile(0.99))
-	destroyed := 0
+	created, destroyed := 0, 0
 	for _, e := range sim.Events() {
-		if e.Kind == xensim.EventIOReqServer && e.Detail == "destroy" {
-			destroyed++
+		if e.Kind == xensim.EventIOReqServer && e.Dom == dom.ID() {
+			switch e.Detail {
+			case "create":
+				created++
+			case "destroy":
+				destroyed++
+			}
 		}
+	}
+	if left := created - destroyed; left != 0 {
+		return fmt.Errorf("sim: teardown left %d of %d ioreq servers in the hypervisor", left, created)
 	}
 	fmt.Fprintf(out, "teardown: %d ioreq server destroyed, nothing left in the hypervisor\n", destroyed)
 	return werr
@@ -133,6 +157,9 @@ func workload(ctx context.Context, out io.Writer, sim *xensim.Sim, dom *xensim.D
 	}
 
 	// 2. COM1: the string goes out through the UART to its backend.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	step("writing to COM1 (0x3f8), byte by byte:")
 	for _, c := range []byte("  Hello from a simulated HVM guest, served by godm\r\n") {
 		if err := v.Out(0x3f8, 1, uint64(c)); err != nil {
@@ -146,7 +173,11 @@ func workload(ctx context.Context, out io.Writer, sim *xensim.Sim, dom *xensim.D
 	if err := v.RepOuts(0x3f8, 1, uint32(len(msg)), 0x30000, false); err != nil {
 		return err
 	}
-	time.Sleep(50 * time.Millisecond) // let the backend flush before we print more
+	select { // let the backend flush before we print more
+	case <-time.After(50 * time.Millisecond):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	lsr, _ := v.In(0x3fd, 1)
 	step("COM1 LSR = %#02x (THR empty, transmitter idle)", lsr)
 
@@ -158,6 +189,9 @@ func workload(ctx context.Context, out io.Writer, sim *xensim.Sim, dom *xensim.D
 	step("i8042 self-test answer = %#02x", st)
 
 	// 4. The test device: BARs, MSI-X, a DMA into guest RAM.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	const slot = 5
 	sbdf := uint32(slot << 3)
 	if id, _ := v.PCIConfigRead(sbdf, 0, 4); id == 0x646d676f {
@@ -180,6 +214,9 @@ func workload(ctx context.Context, out io.Writer, sim *xensim.Sim, dom *xensim.D
 			if _, err := v.In(0x3ff, 1); err != nil {
 				return err
 			}
+			if i%1024 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
 		}
 		step("%d COM1 scratch-register reads, vCPU %s: %v per round trip (simulated vCPU → ioreq page → godm → back)",
 			n, mode.name, time.Since(start)/n)
@@ -187,6 +224,9 @@ func workload(ctx context.Context, out io.Writer, sim *xensim.Sim, dom *xensim.D
 	v.SetSpin(0)
 
 	// 6. ACPI S5 through the PM1a control register.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	seq := sim.LastSeq()
 	if err := v.Out(xenabi.ACPI_PM1A_CNT_BLK_ADDRESS_V1, 2, 1<<13); err != nil {
 		return err
