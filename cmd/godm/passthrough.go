@@ -25,7 +25,7 @@ func cmdPassthrough(ctx context.Context, args []string, out, w io.Writer) error 
 	bdf := fs.String("bdf", "", "the host function, SSSS:BB:DD.F (required; bound to pciback: xl pci-assignable-add)")
 	slot := fs.Int("guest-slot", -1, "guest device number on bus 0 (default: the host's device number)")
 	permissive := fs.Bool("permissive", false, "let guest writes to registers godm does not virtualise reach the device")
-	msixAll := fs.Bool("msix-all-writes", false, "Xen advertises XENFEAT_dm_msix_all_writes (Xen serves the PBA and the MSI-X pages' other registers)")
+	msixAll := fs.Bool("msix-all-writes", false, "Xen advertises XENFEAT_dm_msix_all_writes (it forwards every MSI-X vector-control write, masking ones included; normally asked of Xen)")
 	sysfs := fs.String("sysfs", "/sys", "sysfs mount point")
 	stubs := fs.String("stub-driver", passthrough.DefaultStubDriver, "comma-separated drivers a passed-through function may be bound to")
 	noCheck := fs.Bool("no-assign-check", false, "do not check up front (in xenstore and with Xen's test_assign_device) that the toolstack assigned the function to the domain; Xen's confirmation is still awaited before anything is mapped")
