@@ -8,6 +8,13 @@
 // The assets (vmlinux, static busybox) are prepared by scripts/guest-assets.sh,
 // which the test command runs; GODM_GUEST_DIR names their directory.
 //
+// QEMU's QMP monitor is on a socketpair the harness reads: its events
+// (SHUTDOWN with the cause, RESET) say why the guest stopped and how often
+// it reset; Result carries them with the reaped process state. By default
+// QEMU runs with -no-reboot (a guest reset ends the run); Config.Reboot
+// lets the guest reboot in place, with RebootOnce's script telling the
+// boots apart by a mark in CMOS RAM.
+//
 // A Run is bounded in time: QEMU is killed when the context ends or the
 // timeout passes, and every goroutine it started is stopped before Run
 // returns.
