@@ -15,7 +15,8 @@
 // the port readable, unmask, unbind); a xenstore read of the guest's name; the
 // life of an ioreq server (create, map its pages, bind its vCPU channels,
 // claim and release ranges and a PCI function, destroy); handles
-// restricted to the test domain and what they refuse; error answers.
+// restricted to the test domain and what they refuse; the irqfd and
+// ioeventfd support probes (offered or not, nothing else); error answers.
 //
 // Safety on a real, live test domain (GODM_XEN_TEST_DOMID): the suite only
 // reads the guest's memory (read-only mappings of frame 0, 1 and the VGA

@@ -136,6 +136,21 @@ func Run(t *testing.T, tg Target) {
 	t.Run("xenstore", func(t *testing.T) { testXenStore(t, tg) })
 	t.Run("ioreq server lifecycle", func(t *testing.T) { testIOReqServer(t, p, c, tg) })
 	t.Run("restrict", func(t *testing.T) { testRestrict(t, tg) })
+	t.Run("irqfd and ioeventfd support", func(t *testing.T) {
+		// The probe is a deassign of eventfd -1, which changes nothing;
+		// the kernel either offers the request or says it does not know
+		// it, any other answer is one the probe does not understand.
+		for name, f := range map[string]func() error{"irqfd": p.IRQFDSupported, "ioeventfd": p.IOEventFDSupported} {
+			switch err := f(); {
+			case err == nil:
+				t.Logf("%s: offered", name)
+			case errors.Is(err, hyp.ErrNotSupported):
+				t.Logf("%s: not offered (%v)", name, err)
+			default:
+				t.Errorf("%s support probe: %v", name, err)
+			}
+		}
+	})
 
 	t.Run("errors", func(t *testing.T) {
 		if _, err := c.GetIOReqServerInfo(0x7fff, true); !errors.Is(err, unix.ENOENT) {
