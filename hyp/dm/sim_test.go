@@ -123,3 +123,17 @@ func TestSimulatedRestrict(t *testing.T) {
 		t.Errorf("DM op for another domain after Restrict = %v, want EPERM", err)
 	}
 }
+
+// TestSimulatedSetIRQLevel checks that x86 Xen refuses the Arm-only
+// set_irq_level: xen/arch/x86/hvm/dm.c has no case for it, so dm_op's
+// default answers EOPNOTSUPP, and nothing is recorded.
+func TestSimulatedSetIRQLevel(t *testing.T) {
+	c, sim, _ := simClient(t)
+	mark := sim.LastSeq()
+	if err := c.SetIRQLevel(40, true); !errors.Is(err, unix.EOPNOTSUPP) {
+		t.Errorf("SetIRQLevel on x86 = %v, want EOPNOTSUPP", err)
+	}
+	if evs := sim.EventsSince(mark); len(evs) != 0 {
+		t.Errorf("events %v, want none", evs)
+	}
+}
