@@ -295,3 +295,42 @@ func TestWorkerAdaptiveSpin(t *testing.T) {
 		t.Fatalf("blocking mode spin %v, want 0", b.spin)
 	}
 }
+
+// TestWorkerSchedPoint checks when a worker looks for goroutines waiting
+// for a P and when it yields its own: not before lookEvery has passed
+// since its last look, and at the latest maxNoYield after its last yield.
+func TestWorkerSchedPoint(t *testing.T) {
+	base := time.Now()
+	tests := []struct {
+		name                string
+		sinceLook, sinceYld time.Duration
+		wantLook, wantYield bool // wantYield: certainly yields (a look may yield too)
+	}{
+		{"looked just now", time.Microsecond, time.Microsecond, false, false},
+		{"looked just now, long without a yield", time.Microsecond, time.Second, false, false},
+		{"time to look", lookEvery, time.Microsecond, true, false},
+		{"time to look, long without a yield", lookEvery, maxNoYield, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorker(NewDispatcher(Targets{}), &nopEvents{}, nil, WorkerConfig{})
+			w.lastLook, w.lastYield = base.Add(-tt.sinceLook), base.Add(-tt.sinceYld)
+			look, yield := w.lastLook, w.lastYield
+			w.schedPoint(base)
+			if looked := w.lastLook != look; looked != tt.wantLook {
+				t.Errorf("looked = %v, want %v", looked, tt.wantLook)
+			}
+			yielded := w.lastYield != yield
+			if !tt.wantLook && yielded || tt.wantYield && !yielded {
+				t.Errorf("yielded = %v, want %v", yielded, tt.wantYield)
+			}
+			if yielded && w.lastYield.Before(base) {
+				t.Errorf("lastYield %v is before the call (%v)", w.lastYield, base)
+			}
+		})
+	}
+	w := newWorker(NewDispatcher(Targets{}), &nopEvents{}, nil, WorkerConfig{})
+	if a := testing.AllocsPerRun(100, func() { w.othersRunnable() }); a != 0 {
+		t.Errorf("reading the runnable count allocates %v times", a)
+	}
+}
