@@ -325,3 +325,13 @@ func TestXenI8042ResetPulse(t *testing.T) {
 		}
 	}
 }
+
+// TestQEMUDiffXen_PMIO programs 00:01.3 as hvmloader does and compares
+// the PM I/O registers the device model owns under Xen (PM1a_CNT without
+// SLP_EN, GPE0, the PCI hotplug block) and the SCI (IRQ 9).
+func TestQEMUDiffXen_PMIO(t *testing.T) {
+	skipWithoutQEMU(t)
+	want := startQEMU(t, scripts.SCI)
+	s := startSimMachine(t)
+	qtest.Diff(t, scripts.PIIX4PMIO(), want, s.target(scripts.SCI))
+}

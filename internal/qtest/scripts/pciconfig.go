@@ -33,9 +33,16 @@ func ConfigRead(devfn uint8, reg uint32) []qtest.Step {
 // ConfigWrite returns the two steps of a guest's dword configuration
 // write of v to register reg of bus 0, devfn.
 func ConfigWrite(devfn uint8, reg uint32, v uint32) []qtest.Step {
+	return ConfigWriteN(devfn, reg, 4, v)
+}
+
+// ConfigWriteN returns the two steps of a guest's configuration write of
+// size bytes (1, 2 or 4, not crossing a dword) of v to register reg of bus
+// 0, devfn: the dword address to 0xcf8, the data to 0xcfc+(reg&3).
+func ConfigWriteN(devfn uint8, reg uint32, size uint8, v uint32) []qtest.Step {
 	return []qtest.Step{
 		{Write: true, Port: ConfigAddress, Size: 4, Value: configAddress(devfn, reg)},
-		{Write: true, Port: ConfigData, Size: 4, Value: uint64(v)},
+		{Write: true, Port: ConfigData + uint16(reg&3), Size: size, Value: uint64(v) & (1<<(8*uint(size)) - 1)},
 	}
 }
 

@@ -52,6 +52,7 @@ func TestScriptsWellFormed(t *testing.T) {
 	checkSteps(t, "i8042 random", I8042Random(r, 500), I8042Data, I8042Status)
 	checkSteps(t, "config", PCIConfig(0x0b, PIIX4PMDeviations()...), ConfigAddress, ConfigData+3)
 	checkSteps(t, "config mechanism", ConfigMechanism("why"), ConfigAddress, ConfigData+3)
+	checkSteps(t, "PM I/O", PIIX4PMIO(), ConfigAddress, PMTimer+3)
 }
 
 func TestPCIConfig(t *testing.T) {
