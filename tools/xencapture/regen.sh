@@ -67,6 +67,10 @@ fi
 # The domctl layouts of each Xen release (hyp/domctl/testdata/layout).
 "$src/domctl-layouts.sh" "$@"
 
+# privcmd's irqfd/ioeventfd layouts from Linux's uapi header
+# (hyp/privcmd/testdata/eventfd_layout.json).
+"$src/eventfd-layout.sh" "$@"
+
 if [ -x "$src/xenstore/regen.sh" ]; then
 	"$src/xenstore/regen.sh" "$@"
 fi
