@@ -13,7 +13,8 @@ import (
 type Target struct {
 	sim    *xensim.Sim
 	dom    *xensim.Domain
-	vcpu   *xensim.VCPU
+	vcpus  []*xensim.VCPU
+	next   int
 	watch  []int
 	levels map[int]bool
 	seq    uint64
@@ -23,11 +24,23 @@ type Target struct {
 // IRQs in watch. Events recorded before New are not reported; the
 // current levels are the starting point.
 func New(sim *xensim.Sim, dom *xensim.Domain, v *xensim.VCPU, watch ...int) *Target {
-	t := &Target{sim: sim, dom: dom, vcpu: v, watch: watch, levels: map[int]bool{}, seq: sim.LastSeq()}
+	t := &Target{sim: sim, dom: dom, vcpus: []*xensim.VCPU{v}, watch: watch, levels: map[int]bool{}, seq: sim.LastSeq()}
 	for _, n := range watch {
 		t.levels[n] = dom.ISAIRQLevel(uint8(n))
 	}
 	return t
+}
+
+// RoundRobin makes the steps run on vcpus in turn (the first step on
+// vcpus[0]) instead of on the vCPU given to New: a device's answers must
+// not depend on which vCPU asks, and Xen latches 0xcf8 per domain, so a
+// configuration access whose two halves run on different vCPUs still
+// works. An empty list changes nothing.
+func (t *Target) RoundRobin(vcpus ...*xensim.VCPU) {
+	if len(vcpus) > 0 {
+		t.vcpus = vcpus
+		t.next = 0
+	}
 }
 
 // Run implements qtest.Target.
@@ -36,15 +49,17 @@ func (t *Target) Run(s qtest.Step) (qtest.Result, error) {
 	if size == 0 {
 		size = 1
 	}
+	v := t.vcpus[t.next%len(t.vcpus)]
+	t.next++
 	var r qtest.Result
 	var err error
 	if s.Write {
-		err = t.vcpu.Out(s.Port, size, s.Value)
+		err = v.Out(s.Port, size, s.Value)
 	} else {
-		r.Value, err = t.vcpu.In(s.Port, size)
+		r.Value, err = v.In(s.Port, size)
 	}
 	if err != nil {
-		return r, fmt.Errorf("simtarget: vcpu%d %s: %w", t.vcpu.ID(), s, err)
+		return r, fmt.Errorf("simtarget: vcpu%d %s: %w", v.ID(), s, err)
 	}
 	// The device model sets IRQ levels while it handles the request,
 	// before it answers it, so the step's events are recorded by now.

@@ -17,12 +17,12 @@ import (
 func TestTarget(t *testing.T) {
 	sim := xensim.New(xensim.Config{})
 	t.Cleanup(func() { sim.Close() })
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
+	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 2, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	be := chardev.NewNull()
-	m, err := machine.New(sim.Kernel(0), machine.Spec{Dom: dom.ID(), VCPUs: 1, MemBytes: 16 << 20,
+	m, err := machine.New(sim.Kernel(0), machine.Spec{Dom: dom.ID(), VCPUs: 2, MemBytes: 16 << 20,
 		Serial: []chardev.Backend{be}, DeathPoll: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +71,22 @@ func TestTarget(t *testing.T) {
 		}
 		if got := dom.ISAIRQLevel(1); got != tc.irq1 {
 			t.Errorf("step %d %s: IRQ 1 level %v, want %v (unwatched lines are left out, not changed)", i, tc.step, got, tc.irq1)
+		}
+	}
+
+	// Round robin: the address goes out on vCPU 0 and the data cycle
+	// comes from vCPU 1 (Xen's 0xcf8 latch is per domain).
+	tgt.RoundRobin(dom.VCPU(0), dom.VCPU(1))
+	for _, st := range []qtest.Step{
+		{Write: true, Port: 0xcf8, Size: 4, Value: 0x80000000},
+		{Port: 0xcfc, Size: 4},
+	} {
+		r, err := tgt.Run(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !st.Write && r.Value != 0x12378086 {
+			t.Errorf("00:00.0 IDs through two vCPUs = %#x, want 0x12378086", r.Value)
 		}
 	}
 }
