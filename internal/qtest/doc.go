@@ -2,7 +2,14 @@
 // can be compared with QEMU's own: the same port-I/O script is run against
 // a godm devices.Space and against a qemu-system-x86_64 started with
 // "-machine pc -accel tcg -S -qtest unix:PATH", and every read value and
-// every interrupt edge is compared (Diff).
+// every interrupt edge is compared (Diff). A step may document a
+// deliberate difference (Step.Why, Step.Ignore).
+//
+// Targets: QEMUTarget (QEMU through qtest), SpaceTarget (a bare godm port
+// space; with ConfigPorts or NewConfigTarget, the guest's 0xcf8/0xcfc
+// configuration accesses reach a godm ConfigSpace) and, in package
+// internal/qtest/simtarget, the vCPUs of a simulated Xen domain served by
+// the whole godm machine. The shared scripts are in internal/qtest/scripts.
 //
 // The protocol is line based (QEMU docs/devel/qtest.rst, softmmu/qtest.c):
 // the client sends "outb 0x3f8 0x41", QEMU answers "OK" or "OK 0x0041"
