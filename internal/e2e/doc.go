@@ -28,7 +28,8 @@
 // Lifecycle: NewMachine starts serving; Proxy hands out functions (each
 // with its own vCPU; the last vCPU is the harness's); Run boots the guest
 // once and tears the domain down when it stops; Close releases everything
-// and is idempotent. Machine methods are safe for concurrent use.
+// and is idempotent. Run boots one guest at a time; the other methods are
+// safe for concurrent use.
 //
 // This package is test infrastructure; the product never imports it.
 package e2e

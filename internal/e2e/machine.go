@@ -339,6 +339,11 @@ func (m *Machine) toolstackStop(r relayed) error {
 	if err := m.relay(r); err != nil {
 		return err
 	}
+	// libxl learns of the shutdown from the domain's state
+	// (XEN_DOMINF_shutdown with the reason), then destroys it.
+	if got := m.Dom.ShutdownReason(); got != int64(r.reason) {
+		return fmt.Errorf("e2e: domain's shutdown reason is %d after the guest's %s, want %d", got, r.name, r.reason)
+	}
 	m.Log.Info("e2e: toolstack: domain shut down, destroying it", "dom", m.Dom.ID(), "reason", r.reason)
 	if err := m.Dom.Close(); err != nil {
 		return fmt.Errorf("e2e: destroy domain: %w", err)
