@@ -188,6 +188,9 @@ func startProcess(t *testing.T, sim *xensim.Sim, dom hyp.DomID, tag uint64, port
 	k := sim.Kernel(0) // a separate set of device files, as another process opens
 	p, err := privcmd.Open(k)
 	must(t, err)
+	// A device model restricts its privcmd handle to its guest
+	// (IOCTL_PRIVCMD_RESTRICT), as QEMU does.
+	must(t, p.Restrict(dom))
 	pr := &process{p: p, bus: devices.NewBus(), pio: &tagDev{tag: tag}, cfg: &tagDev{tag: tag}, mmio: &tagDev{tag: tag}}
 	pr.cache, err = memory.NewMapCache(memory.MapperFunc(func(gfns []uint64, w bool) (memory.Mapping, error) {
 		return foreign.Map(p, dom, w, gfns)
@@ -460,4 +463,74 @@ func TestXenRepZeroAllocRealComponents(t *testing.T) {
 	if c := r.counters(); c.MemFaults != 0 || c.Reps == 0 {
 		t.Fatalf("server counters: %d mem faults, %d rep elements; want 0 and > 0", c.MemFaults, c.Reps)
 	}
+}
+
+// TestXenInvalidateOrderingUnderDMA: one vCPU keeps reading a guest page
+// by rep outsb while another moves a new page under it (relocate_memory)
+// and sends INVALIDATE, generation after generation, with two workers so
+// that the DMA and the invalidation run in parallel. A DMA that starts
+// after an INVALIDATE completed never shows a page older than the one
+// that INVALIDATE announced.
+func TestXenInvalidateOrderingUnderDMA(t *testing.T) {
+	r := newRig(t, rigOpts{vcpus: 2, cfg: ioreq.Config{Workers: 2}})
+	d := &dev{}
+	must(t, r.bus.PIO.Register(0x510, 1, d))
+	const x = 0x200000    // the page the DMA reads
+	const pool = 0x300000 // fresh pages, one per generation
+	page := func(g byte) []byte { return bytes.Repeat([]byte{g}, 4096) }
+	must(t, r.dom.WriteRAM(x, page(1)))
+	c := dm.New(r.p, r.dom.ID())
+	var published atomic.Uint32
+	published.Store(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	load := make(chan error, 1)
+	var dmas atomic.Int64
+	go func() {
+		v := r.dom.VCPU(1)
+		for n := 0; ctx.Err() == nil; n++ {
+			floor := byte(published.Load())
+			before := len(d.log())
+			if err := v.RepOuts(0x510, 1, 8, x+uint64(n%64)*8, false); err != nil {
+				load <- err
+				return
+			}
+			for _, w := range d.log()[before:] {
+				if byte(w.Val) < floor {
+					load <- fmt.Errorf("DMA %d saw generation %d after the INVALIDATE of generation %d completed", n, w.Val, floor)
+					return
+				}
+			}
+			dmas.Add(1)
+		}
+		load <- nil
+	}()
+	v := r.dom.VCPU(0)
+	const gens = 60
+	for g := byte(2); g < 2+gens; g++ {
+		src := uint64(pool) + uint64(g)*4096
+		must(t, r.dom.WriteRAM(src, page(g)))
+		must(t, c.RelocateMemory(1, src>>12, x>>12))
+		must(t, v.InvalidateMapCache())
+		published.Store(uint32(g))
+		select {
+		case err := <-load:
+			t.Fatal(err)
+		default:
+		}
+	}
+	// Let the load see the last generation.
+	for at := dmas.Load(); dmas.Load() < at+10; {
+		select {
+		case err := <-load:
+			t.Fatalf("load stopped: %v", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	cancel()
+	must(t, <-load)
+	if n := r.counters().Sync[ioreq.KindInvalidate]; n != gens {
+		t.Fatalf("%d INVALIDATE requests, want %d", n, gens)
+	}
+	t.Logf("%d DMAs overlapped %d generations", dmas.Load(), gens)
 }
