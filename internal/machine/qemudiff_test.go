@@ -45,7 +45,17 @@ func skipWithoutQEMU(t *testing.T) {
 // target watching the ISA IRQs in watch.
 func startQEMU(t *testing.T, watch ...int) *qtest.QEMUTarget {
 	t.Helper()
-	c, err := qtest.Start(qtest.Options{Args: []string{"-m", "128", "-serial", "null"}})
+	return startQEMUSerial(t, 1, watch...)
+}
+
+// startQEMUSerial is startQEMU with n null serial ports (COM1..COMn).
+func startQEMUSerial(t *testing.T, n int, watch ...int) *qtest.QEMUTarget {
+	t.Helper()
+	args := []string{"-m", "128"}
+	for range n {
+		args = append(args, "-serial", "null")
+	}
+	c, err := qtest.Start(qtest.Options{Args: args})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,19 +78,34 @@ type simMachine struct {
 // the test ends.
 func startSimMachine(t *testing.T) *simMachine {
 	t.Helper()
+	return startSimMachineSerial(t, 1)
+}
+
+// startSimMachineSerial is startSimMachine with n serial ports
+// (COM1..COMn, null backends).
+func startSimMachineSerial(t *testing.T, n int) *simMachine {
+	t.Helper()
 	sim := xensim.New(xensim.Config{})
 	t.Cleanup(func() { sim.Close() })
 	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 2, RAM: []xensim.Region{{GPA: 0, Size: diffMemBytes}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	com1 := chardev.NewNull()
+	serial := make([]chardev.Backend, n)
+	for i := range serial {
+		serial[i] = chardev.NewNull()
+	}
 	m, err := New(sim.Kernel(0), Spec{Dom: dom.ID(), VCPUs: 2, MemBytes: diffMemBytes,
-		Serial: []chardev.Backend{com1}, DeathPoll: -1})
+		Serial: serial, DeathPoll: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { m.Close(); com1.Close() })
+	t.Cleanup(func() {
+		m.Close()
+		for _, be := range serial {
+			be.Close()
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Serve(ctx) }()
@@ -104,7 +129,7 @@ func (s *simMachine) spread(t *simtarget.Target) *simtarget.Target {
 	return t
 }
 
-// freezeCOM1 replaces the machine's COM1 UART by one whose clock never
+// freezeCOM replaces the machine's COMn UART by one whose clock never
 // moves, wired exactly as New wires it (ISA IRQ 4 through
 // set_isa_irq_level, a null backend). QEMU runs with -S, so its virtual
 // clock stands still and its character-timeout interrupt never fires;
@@ -112,9 +137,9 @@ func (s *simMachine) spread(t *simtarget.Target) *simtarget.Target {
 // whenever a slow step leaves received bytes in the FIFO for four
 // character times. The replacement goes through the port space as any
 // run-time change does (the ioreq server unmaps and maps the range).
-func (s *simMachine) freezeCOM1(t *testing.T) {
+func (s *simMachine) freezeCOM(t *testing.T, n int) {
 	t.Helper()
-	place, err := uart.COM(1)
+	place, err := uart.COM(n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +149,7 @@ func (s *simMachine) freezeCOM1(t *testing.T) {
 	be := chardev.NewNull()
 	u := uart.New(uart.Config{IRQ: ioreq.NewISALine(s.m.DM, place.IRQ), Backend: be, Clock: frozenClock{}})
 	t.Cleanup(func() { u.Close(); be.Close() })
-	if _, err := uart.RegisterCOM(s.m.Spaces.PIO, 1, u); err != nil {
+	if _, err := uart.RegisterCOM(s.m.Spaces.PIO, n, u); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -163,7 +188,7 @@ func uartTargets(t *testing.T, spread bool) (want, got qtest.Target) {
 	skipWithoutQEMU(t)
 	want = startQEMU(t, 4)
 	s := startSimMachine(t)
-	s.freezeCOM1(t)
+	s.freezeCOM(t, 1)
 	if spread {
 		return want, s.spread(s.target(4))
 	}
@@ -229,19 +254,22 @@ func TestQEMUDiffXen_I8042Random(t *testing.T) {
 
 func TestQEMUDiffXen_PCIConfig(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		devfn uint8
-		dev   []scripts.Deviation
+		name   string
+		devfn  uint8
+		serial int // COM ports on both machines (PIIX4's decode registers show them)
+		dev    []scripts.Deviation
 	}{
-		{"i440FX 00:00.0", 0, nil},
-		{"PIIX3 00:01.0", 1 << 3, nil},
-		{"PIIX4 PM 00:01.3", 1<<3 | PMFunction, scripts.PIIX4PMDeviations()},
+		{"i440FX 00:00.0", 0, 1, nil},
+		{"PIIX3 00:01.0", 1 << 3, 1, nil},
+		{"PIIX4 PM 00:01.3", 1<<3 | PMFunction, 1, scripts.PIIX4PMDeviations()},
+		{"PIIX4 PM 00:01.3 without serial ports", 1<<3 | PMFunction, 0, scripts.PIIX4PMDeviations()},
+		{"PIIX4 PM 00:01.3 with COM1 and COM2", 1<<3 | PMFunction, 2, scripts.PIIX4PMDeviations()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			skipWithoutQEMU(t)
-			want := startQEMU(t)
-			s := startSimMachine(t)
+			want := startQEMUSerial(t, tc.serial)
+			s := startSimMachineSerial(t, tc.serial)
 			// Address writes on vCPU 0, data cycles on vCPU 1: Xen
 			// latches 0xcf8 per domain.
 			qtest.Diff(t, scripts.PCIConfig(tc.devfn, tc.dev...), want, s.spread(s.target()))
@@ -353,4 +381,20 @@ func TestQEMUDiffXen_PMIO(t *testing.T) {
 	want := startQEMU(t, scripts.SCI)
 	s := startSimMachine(t)
 	qtest.Diff(t, scripts.PIIX4PMIO(), want, s.target(scripts.SCI))
+}
+
+// TestQEMUDiffXen_COM2 runs the UART scripts on the second serial port
+// (0x2f8, IRQ 3) of machines with two, through both vCPUs.
+func TestQEMUDiffXen_COM2(t *testing.T) {
+	const com2, irq = 0x2f8, 3
+	for name, script := range scripts.UART(com2) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			skipWithoutQEMU(t)
+			want := startQEMUSerial(t, 2, irq)
+			s := startSimMachineSerial(t, 2)
+			s.freezeCOM(t, 2)
+			qtest.Diff(t, script, want, s.spread(s.target(irq)))
+		})
+	}
 }
