@@ -130,7 +130,7 @@ func (s *simMachine) spread(t *simtarget.Target) *simtarget.Target {
 }
 
 // freezeCOM replaces the machine's COMn UART by one whose clock never
-// moves, wired exactly as New wires it (ISA IRQ 4 through
+// moves, wired exactly as New wires it (the port's ISA IRQ through
 // set_isa_irq_level, a null backend). QEMU runs with -S, so its virtual
 // clock stands still and its character-timeout interrupt never fires;
 // godm's UART times it on the host clock, which would fire it (IIR 0xcc)
@@ -201,6 +201,27 @@ func TestQEMUDiffXen_UART(t *testing.T) {
 			t.Parallel()
 			want, got := uartTargets(t, false)
 			qtest.Diff(t, script, want, got)
+		})
+	}
+}
+
+// TestQEMUDiffXen_UARTUnfrozen runs the scripts that receive nothing (so
+// no character timeout can arm) on the machine's own COM1, as New built
+// it, host clock included.
+func TestQEMUDiffXen_UARTUnfrozen(t *testing.T) {
+	all := scripts.UART(scripts.COM1)
+	for _, name := range []string{"defaults", "scratch and LCR", "divisor latch", "IER masks and THRE",
+		"FIFO enable and reset bits", "wide accesses", "MSR deltas outside loopback"} {
+		script, ok := all[name]
+		if !ok {
+			t.Fatalf("no UART script %q", name)
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			skipWithoutQEMU(t)
+			want := startQEMU(t, 4)
+			s := startSimMachine(t)
+			qtest.Diff(t, script, want, s.target(4))
 		})
 	}
 }
