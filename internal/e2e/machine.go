@@ -56,6 +56,7 @@ type Machine struct {
 	nextVCPU int
 	errs     []error
 	resets   []Reset
+	probes   map[string]func() string
 	console  string
 	closed   bool
 }
@@ -157,6 +158,21 @@ func (m *Machine) Console() string {
 type Reset struct {
 	Addr          string
 	Before, After ConfigState
+	// DevBefore and DevAfter are what the probe set with SetProbe for
+	// Addr returned around the reset ("" without one).
+	DevBefore, DevAfter string
+}
+
+// SetProbe has the proxy at addr call probe just before and just after
+// each DEVICE_RESET, to record device state the configuration space does
+// not show (Reset.DevBefore, DevAfter). Set it before Run.
+func (m *Machine) SetProbe(addr string, probe func() string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.probes == nil {
+		m.probes = make(map[string]func() string)
+	}
+	m.probes[addr] = probe
 }
 
 // ConfigState is what the harness reads of a function's configuration
@@ -483,12 +499,21 @@ func (p *proxy) BARWrite(addr uint64, val uint64, size int, mem bool) {
 // return to their reset state. The configuration around it is read through
 // the vCPU, for the tests.
 func (p *proxy) Reset() {
+	p.m.mu.Lock()
+	probe := p.m.probes[p.addr]
+	p.m.mu.Unlock()
 	r := Reset{Addr: p.addr, Before: p.state()}
+	if probe != nil {
+		r.DevBefore = probe()
+	}
 	p.fn.Reset()
 	for _, d := range p.also {
 		d.Reset()
 	}
 	r.After = p.state()
+	if probe != nil {
+		r.DevAfter = probe()
+	}
 	p.m.mu.Lock()
 	p.m.resets = append(p.m.resets, r)
 	p.m.mu.Unlock()
