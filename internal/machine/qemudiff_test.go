@@ -303,10 +303,12 @@ func TestQEMUDiffXen_PCIConfig(t *testing.T) {
 // it for its own decoding of 0xcfc but forwards the access,
 // xen/arch/x86/hvm/ioreq.c hvm_access_cf8) a read of 0xcf8 finds no
 // ioreq server and gets all-ones. QEMU's host bridge answers it
-// (hw/pci/pci_host.c pci_host_config_read).
+// (hw/pci/pci_host.c pci_host_config_read). Linux probes mechanism #1
+// exactly so (arch/x86/pci/direct.c pci_check_type1: outl 0x80000000,
+// inl must read it back) and, failing that and mechanism #2, finds no
+// PCI at all on an HVM guest (no MCFG in Xen's ACPI tables).
 const cf8Readback = "KNOWN BUG: godm does not claim port 0xcf8, reads return all-ones " +
-	"(SeaBIOS pci_probe_host and Linux pci_check_type1 then find no PCI); " +
-	"drop this deviation once the platform latches CONFIG_ADDRESS"
+	"(Linux's pci_check_type1 then finds no PCI); drop this deviation once the platform latches CONFIG_ADDRESS"
 
 func TestQEMUDiffXen_ConfigMechanism(t *testing.T) {
 	skipWithoutQEMU(t)

@@ -84,8 +84,8 @@ func PCIConfig(devfn uint8, dev ...Deviation) []qtest.Step {
 
 // ConfigMechanism returns the checks of configuration mechanism #1
 // itself: the address register reads back what a dword write stored
-// (SeaBIOS's pci_probe_host and Linux's pci_check_type1 require it, or
-// they decide the machine has no PCI), data cycles with the enable bit
+// (Linux's arch/x86/pci/direct.c pci_check_type1 and SeaBIOS's
+// pci_probe_host require it, or they decide the machine has no PCI), data cycles with the enable bit
 // clear or for a bus that does not exist read all-ones, and the byte at
 // 0xcf9 is PIIX3's reset control register, not part of the address.
 // readback documents a deviation of the address readback steps
