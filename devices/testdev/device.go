@@ -131,14 +131,18 @@ func (d *Device) worker() {
 				st = StatusDMAErr
 			}
 		}
+		// Completion and its interrupt are one step under mu, the lock a
+		// DONE read takes to acknowledge INTx: otherwise a DONE read
+		// between the two could acknowledge before the level rose and
+		// leave INTx asserted with nothing to acknowledge.
+		d.mu.Lock()
 		d.status.Store(st)
 		d.done.Add(1)
 		if !d.fn.Interrupt(int(vec % Vectors)) {
-			d.mu.Lock()
 			d.intx = true
-			d.mu.Unlock()
 			d.fn.SetINTx(true)
 		}
+		d.mu.Unlock()
 	}
 }
 
