@@ -65,8 +65,9 @@ func BuildInitramfs(busyboxPath, script string, extra map[string][]byte) ([]byte
 	return buf.Bytes(), nil
 }
 
-// cmosBootMark is the CMOS RAM byte RebootOnce uses (an index SeaBIOS and
-// QEMU leave alone; CMOS RAM survives a system reset).
+// cmosBootMark is the CMOS RAM byte RebootOnce uses: one that QEMU's pc
+// machine (hw/i386/pc.c fills 0x0f-0x3d and 0x5b-0x5f for the firmware)
+// does not assign. QEMU's RTC keeps its RAM across a system reset.
 const cmosBootMark = 0x6e
 
 // RebootOnce returns a test script that runs first, then reboots the guest
