@@ -2,6 +2,7 @@ package i440fx
 
 import (
 	"errors"
+	"math/rand/v2"
 	"os/exec"
 	"testing"
 
@@ -11,10 +12,10 @@ import (
 	"godm/pci"
 )
 
-// TestQEMUParity compares 00:00.0 with QEMU's i440FX (128 MiB of RAM, the
-// qtest default), at reset and after all-ones writes, through 0xcf8/0xcfc
-// with the script internal/machine also runs through xensim vCPUs.
-func TestQEMUParity(t *testing.T) {
+// diffTargets starts QEMU with 128 MiB of RAM (the qtest default) and
+// builds 00:00.0 with the same, behind configuration mechanism #1.
+func diffTargets(t *testing.T) (want, got qtest.Target) {
+	t.Helper()
 	if _, err := qtest.Find(qtest.Options{}); errors.Is(err, exec.ErrNotFound) {
 		t.Skipf("qemu-system-x86_64 not installed: %v", err)
 	}
@@ -39,9 +40,24 @@ func TestQEMUParity(t *testing.T) {
 	if want := devices.NewSBDF(0, 0, 0, 0); s != want {
 		t.Fatalf("host bridge at %v, want %v", s, want)
 	}
-	got, err := qtest.NewConfigTarget(spaces.PCI)
+	st, err := qtest.NewConfigTarget(spaces.PCI)
 	if err != nil {
 		t.Fatal(err)
 	}
-	qtest.Diff(t, scripts.PCIConfig(0), &qtest.QEMUTarget{C: c}, got)
+	return &qtest.QEMUTarget{C: c}, st
+}
+
+// TestQEMUParity compares 00:00.0 with QEMU's i440FX, at reset and after
+// all-ones writes, through 0xcf8/0xcfc with the script internal/machine
+// also runs through xensim vCPUs.
+func TestQEMUParity(t *testing.T) {
+	want, got := diffTargets(t)
+	qtest.Diff(t, scripts.PCIConfig(0), want, got)
+}
+
+// TestQEMUDiff_ConfigRandom runs random configuration reads and writes of
+// every width (BARs aside), PAM and SMRAM included.
+func TestQEMUDiff_ConfigRandom(t *testing.T) {
+	want, got := diffTargets(t)
+	qtest.Diff(t, scripts.PCIConfigRandom(rand.New(rand.NewPCG(1, 0xcf8)), 3000, []uint8{0}, nil), want, got)
 }

@@ -421,3 +421,25 @@ func TestQEMUDiffXen_COM2(t *testing.T) {
 		})
 	}
 }
+
+// TestQEMUDiffXen_PCIConfigRandom runs random configuration reads and
+// writes of every width on the three platform functions at once (the
+// devices' own tests run them one function at a time); seed 2 alternates
+// the vCPUs.
+func TestQEMUDiffXen_PCIConfigRandom(t *testing.T) {
+	for seed := uint64(1); seed <= 2; seed++ {
+		t.Run("seed", func(t *testing.T) {
+			t.Parallel()
+			skipWithoutQEMU(t)
+			want := startQEMU(t)
+			s := startSimMachine(t)
+			got := s.target()
+			if seed == 2 {
+				s.spread(got)
+			}
+			script := scripts.PCIConfigRandom(rand.New(rand.NewPCG(seed, 0xcf8)), 3000, []uint8{0, 1 << 3, 1<<3 | PMFunction},
+				map[uint8][]scripts.Deviation{1<<3 | PMFunction: scripts.PIIX4PMDeviations()})
+			qtest.Diff(t, script, want, got)
+		})
+	}
+}

@@ -2,6 +2,7 @@ package scripts
 
 import (
 	"fmt"
+	"math/rand/v2"
 
 	"godm/internal/qtest"
 )
@@ -27,6 +28,16 @@ func ConfigRead(devfn uint8, reg uint32) []qtest.Step {
 	return []qtest.Step{
 		{Write: true, Port: ConfigAddress, Size: 4, Value: configAddress(devfn, reg)},
 		{Port: ConfigData, Size: 4, Why: fmt.Sprintf("00:%02x.%d config[%#02x]", devfn>>3, devfn&7, reg&0xfc)},
+	}
+}
+
+// ConfigReadN returns the two steps of a guest's configuration read of
+// size bytes (1, 2 or 4, not crossing a dword) of register reg of bus 0,
+// devfn: the dword address to 0xcf8, the data from 0xcfc+(reg&3).
+func ConfigReadN(devfn uint8, reg uint32, size uint8) []qtest.Step {
+	return []qtest.Step{
+		{Write: true, Port: ConfigAddress, Size: 4, Value: configAddress(devfn, reg)},
+		{Port: ConfigData + uint16(reg&3), Size: size, Why: fmt.Sprintf("00:%02x.%d config[%#02x]/%d", devfn>>3, devfn&7, reg, size)},
 	}
 }
 
@@ -121,4 +132,44 @@ func ConfigMechanism(readback string) []qtest.Step {
 func PIIX4PMDeviations() []Deviation {
 	return []Deviation{{Reg: 0x58, Mask: 0xff000000,
 		Why: "QEMU's TCG pc machine has SMM and leaves 0x5b at 0; under Xen there is no SMM and QEMU sets 0x02, as godm does"}}
+}
+
+// PCIConfigRandom returns a random configuration script of at least n
+// steps for the functions devfns on bus 0: reads and writes of 1, 2 and
+// 4 bytes (naturally aligned) anywhere in the 256-byte space except the
+// BARs and the expansion ROM BAR, through 0xcf8/0xcfc, with values biased
+// to all-zeros, all-ones and bit patterns. dev holds each function's
+// deviations; they apply to the reads of their dword as in PCIConfig (a
+// narrower read ignores the corresponding bytes of the mask).
+func PCIConfigRandom(r *rand.Rand, n int, devfns []uint8, dev map[uint8][]Deviation) []qtest.Step {
+	values := [...]uint32{0, 0xffffffff, 0x55555555, 0xaaaaaaaa, 0x01010101, 0x80808080}
+	var s []qtest.Step
+	for len(s) < n {
+		devfn := devfns[r.IntN(len(devfns))]
+		size := uint8(1) << r.IntN(3)
+		var reg uint32
+		for {
+			reg = uint32(r.IntN(0x100)) &^ uint32(size-1)
+			if !(reg >= 0x10 && reg < 0x28) && reg&^3 != 0x30 {
+				break
+			}
+		}
+		if r.IntN(2) == 0 {
+			v := values[r.IntN(len(values))]
+			if r.IntN(3) == 0 {
+				v = r.Uint32()
+			}
+			s = append(s, ConfigWriteN(devfn, reg, size, v>>(8*(reg&3)))...)
+			continue
+		}
+		st := ConfigReadN(devfn, reg, size)
+		for _, d := range dev[devfn] {
+			if d.Reg&^3 == reg&^3 {
+				st[1].Ignore |= uint64(d.Mask>>(8*(reg&3))) & (1<<(8*uint(size)) - 1)
+				st[1].Why += "; differs on purpose: " + d.Why
+			}
+		}
+		s = append(s, st...)
+	}
+	return s
 }

@@ -53,6 +53,8 @@ func TestScriptsWellFormed(t *testing.T) {
 	checkSteps(t, "config", PCIConfig(0x0b, PIIX4PMDeviations()...), ConfigAddress, ConfigData+3)
 	checkSteps(t, "config mechanism", ConfigMechanism("why"), ConfigAddress, ConfigData+3)
 	checkSteps(t, "PM I/O", PIIX4PMIO(), ConfigAddress, PMTimer+3)
+	checkSteps(t, "config random", PCIConfigRandom(r, 500, []uint8{0, 8, 11}, map[uint8][]Deviation{11: PIIX4PMDeviations()}),
+		ConfigAddress, ConfigData+3)
 }
 
 func TestPCIConfig(t *testing.T) {
@@ -81,5 +83,39 @@ func TestPCIConfig(t *testing.T) {
 	}
 	if len(ignored) != 2 || !strings.Contains(ignored[0], "SMM") {
 		t.Errorf("deviation applied to %q, want the reset and the after-writes read of 0x58", ignored)
+	}
+}
+
+func TestPCIConfigRandom(t *testing.T) {
+	s := PCIConfigRandom(rand.New(rand.NewPCG(3, 4)), 4000, []uint8{0, 11}, map[uint8][]Deviation{11: PIIX4PMDeviations()})
+	sizes := map[uint8]int{}
+	for i := 0; i < len(s); i += 2 {
+		addr, data := s[i], s[i+1]
+		if !addr.Write || addr.Port != ConfigAddress || addr.Size != 4 {
+			t.Fatalf("step %d (%s) is not an address write", i, addr)
+		}
+		devfn, reg := uint8(addr.Value>>8), uint32(addr.Value&0xfc)|uint32(data.Port-ConfigData)
+		if devfn != 0 && devfn != 11 {
+			t.Fatalf("step %d addresses devfn %#x", i, devfn)
+		}
+		if reg%uint32(data.Size) != 0 || reg&3+uint32(data.Size) > 4 {
+			t.Errorf("step %d (%s): unaligned register %#x", i+1, data, reg)
+		}
+		if dw := reg &^ 3; dw >= 0x10 && dw < 0x28 || dw == 0x30 {
+			t.Errorf("step %d (%s) touches BAR %#x", i+1, data, dw)
+		}
+		sizes[data.Size]++
+		wantIgnore := uint64(0)
+		if !data.Write && devfn == 11 && reg&^3 == 0x58 {
+			wantIgnore = uint64(0xff000000>>(8*(reg&3))) & (1<<(8*uint(data.Size)) - 1)
+		}
+		if data.Ignore != wantIgnore {
+			t.Errorf("step %d (%s, devfn %#x reg %#x): ignores %#x, want %#x", i+1, data, devfn, reg, data.Ignore, wantIgnore)
+		}
+	}
+	for _, size := range []uint8{1, 2, 4} {
+		if sizes[size] == 0 {
+			t.Errorf("no %d-byte accesses", size)
+		}
 	}
 }
