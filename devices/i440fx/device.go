@@ -49,7 +49,8 @@ type Config struct {
 
 // Device is the host bridge.
 type Device struct {
-	fn *pci.Device
+	fn   *pci.Device
+	addr configAddress
 }
 
 // New returns a host bridge in its reset state. The device-specific
@@ -99,5 +100,8 @@ func (d *Device) PAM(i int) uint8 {
 // SMRAM returns the SMRAM control register.
 func (d *Device) SMRAM() uint8 { return uint8(d.fn.ConfigRead(RegSMRAM, 1)) }
 
-// Reset returns the bridge to its reset state.
-func (d *Device) Reset() { d.fn.Reset() }
+// Reset returns the bridge to its reset state (CONFIG_ADDRESS included).
+func (d *Device) Reset() {
+	d.fn.Reset()
+	d.addr.v.Store(0)
+}

@@ -137,11 +137,16 @@ func (d *Device) Function() *pci.Device { return d.fn }
 func (d *Device) ResetControl() devices.Handler { return &d.rcr }
 
 // Attach places the bridge at 00:01.0 and registers the reset control
-// register in pio.
+// register in pio. With pio nil the caller routes ResetControl itself: on
+// a PC the host bridge's CONFIG_ADDRESS block 0xcf8..0xcfb covers 0xcf9
+// (i440fx.Device.AttachPorts).
 func (d *Device) Attach(b *pci.Bus, pio *devices.Space) (devices.SBDF, error) {
 	s, err := b.Add(d.fn, Slot, 0)
 	if err != nil {
 		return 0, fmt.Errorf("piix3: attach: %w", err)
+	}
+	if pio == nil {
+		return s, nil
 	}
 	if err := pio.Register(ResetControlPort, 1, &d.rcr); err != nil {
 		_ = b.Remove(d.fn)

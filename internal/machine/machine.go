@@ -163,8 +163,13 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 	if _, err = m.HostBridge.Attach(m.PCI); err != nil {
 		return nil, fmt.Errorf("machine: host bridge: %w", err)
 	}
-	if _, err = m.ISABridge.Attach(m.PCI, m.Spaces.PIO); err != nil {
+	// PIIX3's reset control register (0xcf9) is served inside the host
+	// bridge's 0xcf8..0xcfb block.
+	if _, err = m.ISABridge.Attach(m.PCI, nil); err != nil {
 		return nil, fmt.Errorf("machine: PIIX3: %w", err)
+	}
+	if err = m.HostBridge.AttachPorts(m.Spaces.PIO, m.ISABridge.ResetControl()); err != nil {
+		return nil, fmt.Errorf("machine: host bridge: %w", err)
 	}
 	m.PM, err = piix4pm.New(piix4pm.Config{
 		SCI:      ioreq.NewISALine(m.DM, 9),
