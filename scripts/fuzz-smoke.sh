@@ -24,7 +24,20 @@ targets="
 ./pci FuzzMSIX
 ./passthrough FuzzConfigWrites
 ./devices/uart FuzzUART
+./devices/uart FuzzBackend
 ./devices/i8042 FuzzController
+./devices/i8042 FuzzScript
+./devices/i440fx FuzzConfig
+./devices/i440fx FuzzConfigScript
+./devices/piix3 FuzzConfig
+./devices/piix3 FuzzINTxWiredOR
+./devices/piix3 FuzzScript
+./devices/piix4pm FuzzPorts
+./devices/piix4pm FuzzScript
+./devices/xenplatform FuzzFixedPorts
+./devices/xenplatform FuzzScript
+./devices/uart/pciserial FuzzScript
+./devices/testdev FuzzScript
 "
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
