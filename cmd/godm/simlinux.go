@@ -61,7 +61,7 @@ func simLinux(ctx context.Context, dir string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ptd, err := m.Proxy(td.Function(), "6.0")
+	ptd, err := m.Proxy(td.Function(), "6.0", td)
 	if err != nil {
 		return err
 	}

@@ -49,7 +49,8 @@ type Device struct {
 	seed    uint32
 	vector  uint32
 	ioScr   uint32
-	intx    bool // INTx asserted by a completion (no MSI-X)
+	intx    bool   // INTx asserted by a completion (no MSI-X)
+	gen     uint64 // bumped by Reset: a fill started before completes silently
 
 	done   atomic.Uint32
 	status atomic.Uint32
@@ -114,7 +115,7 @@ func (d *Device) worker() {
 		case <-d.kick:
 		}
 		d.mu.Lock()
-		addr, n, seed, vec := d.dmaAddr, d.dmaLen, d.seed, d.vector
+		addr, n, seed, vec, gen := d.dmaAddr, d.dmaLen, d.seed, d.vector, d.gen
 		d.mu.Unlock()
 		st := uint32(StatusOK)
 		if n == 0 || n > MaxDMA {
@@ -136,6 +137,10 @@ func (d *Device) worker() {
 		// between the two could acknowledge before the level rose and
 		// leave INTx asserted with nothing to acknowledge.
 		d.mu.Lock()
+		if d.gen != gen { // reset while filling: no completion, no interrupt
+			d.mu.Unlock()
+			continue
+		}
 		d.status.Store(st)
 		d.done.Add(1)
 		if !d.fn.Interrupt(int(vec % Vectors)) {
@@ -144,6 +149,28 @@ func (d *Device) worker() {
 		}
 		d.mu.Unlock()
 	}
+}
+
+// Reset returns the device's registers to their power-on values, as a
+// PCI reset does: a doorbell not yet taken is dropped, and a fill already
+// under way completes without touching the registers or interrupting.
+// The PCI function itself (config space, MSI-X) is reset by its owner
+// (pci.Device.Reset).
+func (d *Device) Reset() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	select {
+	case <-d.kick:
+	default:
+	}
+	d.gen++
+	d.scratch, d.dmaAddr, d.dmaLen, d.seed, d.vector, d.ioScr = 0, 0, 0, 0, 0, 0
+	if d.intx {
+		d.intx = false
+		d.fn.SetINTx(false)
+	}
+	d.done.Store(0)
+	d.status.Store(StatusOK)
 }
 
 type regs struct{ d *Device }

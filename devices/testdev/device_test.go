@@ -199,3 +199,36 @@ func TestIOScratchBytewise(t *testing.T) {
 		t.Errorf("inverse after write = %#x", got)
 	}
 }
+
+func TestReset(t *testing.T) {
+	r := newRig(t)
+	d := r.dev
+	w := func(off, v uint64) { regs{d}.Write(devices.Access{Offset: off, Size: 4}, v) }
+	rd := func(off uint64) uint64 { return regs{d}.Read(devices.Access{Offset: off, Size: 4}) }
+	w(RegScratch, 0x1234)
+	w(RegDMALo, 0x100)
+	w(RegDMAHi, 1)
+	w(RegDMALen, 16)
+	w(RegSeed, 7)
+	w(RegVector, 2)
+	w(RegINTx, 1)
+	if r.cfgr(0x06, 2)&0x08 == 0 {
+		t.Fatal("INTx status not set before reset")
+	}
+	ioRegs{d}.Write(devices.Access{Offset: 0, Size: 4}, 0xa5a5a5a5)
+	d.Reset()
+	for _, off := range []uint64{RegScratch, RegDMALo, RegDMAHi, RegDMALen, RegSeed, RegVector, RegDone, RegStatus, RegINTx} {
+		if got := rd(off); got != 0 {
+			t.Errorf("register %#x after reset = %#x, want 0", off, got)
+		}
+	}
+	if got := rd(RegMagic); got != Magic {
+		t.Errorf("magic after reset = %#x", got)
+	}
+	if got := (ioRegs{d}).Read(devices.Access{Offset: 0, Size: 4}); got != 0 {
+		t.Errorf("I/O scratch after reset = %#x, want 0", got)
+	}
+	if r.cfgr(0x06, 2)&0x08 != 0 {
+		t.Error("INTx status still set after reset")
+	}
+}

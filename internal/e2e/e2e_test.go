@@ -49,7 +49,7 @@ func TestGuestDMAAndMSIX(t *testing.T) {
 	if _, err := m.PCI.Add(dev.Function(), 6, 0); err != nil {
 		t.Fatal(err)
 	}
-	px, err := m.Proxy(dev.Function(), "6.0")
+	px, err := m.Proxy(dev.Function(), "6.0", dev)
 	if err != nil {
 		t.Fatal(err)
 	}
