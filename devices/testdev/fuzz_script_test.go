@@ -181,14 +181,16 @@ func msixCapOf(tb testing.TB, fn *pci.Device) uint32 {
 // FuzzScript interleaves configuration accesses (checked against the
 // learned masks), register accesses of any size and alignment to the three
 // BARs wherever they decode, DMA commands (inside and outside guest RAM,
-// zero and oversized lengths), MSI-X programming and function resets. It
+// zero and oversized lengths), MSI-X programming and resets of the device
+// and its function. It
 // waits for each command with a bounded deadline and then checks: every
 // BAR0/BAR1 read against a model of the register file, the DMA status and
 // the bytes written, that an MSI is sent only while MSI-X is enabled and
 // not masked and carries an unmasked table entry, that the INTx level
 // equals the Interrupt Status bit unless Interrupt Disable or MSI-X turns
 // the pin off and is never sent twice, that Interrupt Status follows the
-// INTX register, and that Close stops the DMA worker within a bound.
+// INTX register, that a reset brings every register to its power-on
+// value, and that Close stops the DMA worker within a bound.
 func FuzzScript(f *testing.F) {
 	for _, s := range testdevSeeds() {
 		f.Add(s)
@@ -225,7 +227,6 @@ func FuzzScript(f *testing.F) {
 		c := pcitest.NewConfigChecker(t, spaces.PCI, sbdf, fn, masks, pcitest.StatusINTx)
 		capMSIX := msixCapOf(t, fn)
 		model := &regModel{}
-		intxSynced := true // Interrupt Status follows INTX (a function reset drops the level, not INTX)
 		msixOn := func() bool { return fn.ConfigRead(capMSIX+2, 2)&0x8000 != 0 }
 		// wait waits for the worker to finish command n: DONE counts it
 		// first, then a register access (under the lock the worker
@@ -242,7 +243,6 @@ func FuzzScript(f *testing.F) {
 		}
 		doorbell := func() {
 			model.complete(msixOn())
-			intxSynced = intxSynced || !msixOn()
 			wait(model.done)
 		}
 		for st := range pcitest.Steps(script) {
@@ -272,9 +272,6 @@ func FuzzScript(f *testing.F) {
 				if st.Op%11 == 3 {
 					spaces.MMIO.Write(b+off, st.Size, 0, st.Val)
 					if inside && st.Size == 4 {
-						if off == RegINTx {
-							intxSynced = true
-						}
 						model.write(off, uint32(st.Val))
 						if off == RegDoorbell && uint32(st.Val) == 1 {
 							doorbell()
@@ -287,7 +284,7 @@ func FuzzScript(f *testing.F) {
 				if inside && st.Size == 4 {
 					want = model.read(off)
 					if off == RegDone && model.intx {
-						model.intx, intxSynced = false, true
+						model.intx = false
 					}
 				}
 				// Past the end is BAR2 (placed right after BAR0); with
@@ -367,12 +364,16 @@ func FuzzScript(f *testing.F) {
 						}
 					}
 				}
-			case 8:
-				fn.Reset()
-				c.CheckReset(t)
-				if model.intx {
-					intxSynced = false
+			case 8: // a machine reset resets the device and its function, in either order
+				if st.Val&1 == 0 {
+					d.Reset()
+					fn.Reset()
+				} else {
+					fn.Reset()
+					d.Reset()
 				}
+				c.CheckReset(t)
+				*model = regModel{}
 			case 9:
 				c.SetW1C(t, st.Val)
 			case 10: // MSI-X control: enable and function mask
@@ -388,7 +389,7 @@ func FuzzScript(f *testing.F) {
 			if want := status && cmd&pci.CommandINTxDisable == 0 && !msixOn(); level != want {
 				t.Fatalf("step %+v: INTx %v, Interrupt Status %v, command %#x, MSI-X on %v", st, level, status, cmd, msixOn())
 			}
-			if intxSynced && status != model.intx {
+			if status != model.intx {
 				t.Fatalf("step %+v: Interrupt Status %v, INTX register %v", st, status, model.intx)
 			}
 			if len(msis) > 0 {
