@@ -80,6 +80,11 @@ grep godmtest /proc/interrupts
 		t.Fatalf("guest: %v\nconsole:\n%s", err, res.Console)
 	}
 	t.Logf("guest ran %v", time.Since(start))
+	// QEMU announced the guest's RAM to the proxy, and it is the
+	// domain's (checkSysmem reports a mismatch as a data-path error).
+	if m.SysmemRegions() == 0 {
+		t.Error("no SYNC_SYSMEM region reached the proxy")
+	}
 	for _, e := range m.Errors() {
 		t.Errorf("data path: %v", e)
 	}

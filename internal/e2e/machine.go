@@ -22,6 +22,8 @@ import (
 	"godm/ioreq"
 	"godm/memory"
 	"godm/pci"
+
+	"golang.org/x/sys/unix"
 )
 
 // Machine is godm serving one simulated HVM domain: an internal/machine
@@ -55,10 +57,15 @@ type Machine struct {
 	mu       sync.Mutex
 	nextVCPU int
 	errs     []error
-	resets   []Reset
-	probes   map[string]func() string
-	console  string
-	closed   bool
+	// ramIno identifies the domain's RAM memfd and ram is where each of
+	// its regions lives in it: what every SYNC_SYSMEM region must be.
+	ramDev, ramIno uint64
+	ram            []xensim.RAMBacking
+	sysmem         int // SYNC_SYSMEM regions checked
+	resets         []Reset
+	probes         map[string]func() string
+	console        string
+	closed         bool
 }
 
 // Timeouts of the harness's toolstack.
@@ -251,11 +258,18 @@ func (m *Machine) Errors() []error {
 // godm's PIIX3 (the remote shutdown is recorded), but the toolstack keeps
 // the domain: a QEMU-style reboot, not libxl's destroy and re-create.
 func (m *Machine) Run(ctx context.Context, cfg guest.Config) (*guest.Result, error) {
-	ram, _, err := m.Dom.RAMFile()
+	ram, backing, err := m.Dom.RAMFile()
 	if err != nil {
 		return nil, err
 	}
 	defer ram.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(ram.Fd()), &st); err != nil {
+		return nil, fmt.Errorf("e2e: stat the domain's RAM: %w", err)
+	}
+	m.mu.Lock()
+	m.ramDev, m.ramIno, m.ram = st.Dev, st.Ino, backing
+	m.mu.Unlock()
 	cfg.RAM = ram
 	cfg.MemMB = m.memMB
 	if cfg.WorkDir == "" {
@@ -528,11 +542,47 @@ func (p *proxy) state() ConfigState {
 }
 
 // SyncSysmem: the guest's RAM is the domain's RAM already (QEMU maps the
-// domain's memfd), so the regions QEMU announces need no mapping here.
+// domain's memfd, so godm's foreign mappings see the guest's own memory);
+// the regions QEMU announces need no mapping here, but each must be that
+// memfd at the offset the domain's p2m gives its guest address, or the
+// guest and godm would not share memory: a mismatch is a data-path error.
 func (p *proxy) SyncSysmem(regions []mpqemu.Region) {
 	for _, r := range regions {
+		if err := p.m.checkSysmem(r); err != nil {
+			p.m.fail(fmt.Errorf("e2e: %s: SYNC_SYSMEM: %w", p.addr, err))
+		}
 		r.File.Close()
 	}
+}
+
+func (m *Machine) checkSysmem(r mpqemu.Region) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(r.File.Fd()), &st); err != nil {
+		return fmt.Errorf("region at %#x: %w", r.GPA, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if st.Dev != m.ramDev || st.Ino != m.ramIno {
+		return fmt.Errorf("region %#x+%#x is not backed by the domain's RAM memfd", r.GPA, r.Size)
+	}
+	for _, b := range m.ram {
+		if r.GPA >= b.GPA && r.GPA+r.Size <= b.GPA+b.Size {
+			if want := uint64(b.Offset) + (r.GPA - b.GPA); r.Offset != want {
+				return fmt.Errorf("region %#x+%#x at memfd offset %#x, the domain has it at %#x", r.GPA, r.Size, r.Offset, want)
+			}
+			m.sysmem++
+			return nil
+		}
+	}
+	return fmt.Errorf("region %#x+%#x is not RAM of the domain", r.GPA, r.Size)
+}
+
+// SysmemRegions returns how many SYNC_SYSMEM regions were checked against
+// the domain's RAM.
+func (m *Machine) SysmemRegions() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sysmem
 }
 
 // lockedBuffer is a bytes.Buffer safe for concurrent writers (the log's
