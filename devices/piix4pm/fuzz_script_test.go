@@ -151,8 +151,9 @@ func pmSeeds() [][]byte {
 // FuzzScript interleaves configuration accesses (checked against the
 // learned masks), accesses of any size and alignment to the five port
 // ranges (also straddling their ends), host events (PCI plug and unplug
-// requests, processors added and removed) and resets. Every port read is
-// compared with a model of the ACPI registers; every call the device makes
+// requests, processors added and removed) and resets. Every port read, and
+// after every step every register byte, is compared with a model of the
+// ACPI registers; every call the device makes
 // (power off, S3, eject, SCI) is compared with the model's; SCI must be
 // (GPE0_STS & GPE0_EN) != 0 after every step, changing only then; a reset
 // restores the reset image.
@@ -210,8 +211,11 @@ func FuzzScript(f *testing.F) {
 					t.Fatalf("read %#x/%d = %#x, want %#x", p.base+off, st.Size, got, wantV)
 				}
 			case 4:
-				slot := uint8(st.Off)
-				switch st.Off >> 8 % 3 {
+				slot := uint8(st.Off) & 31 // a valid slot, unless bit 15 is set
+				if st.Off&0x8000 != 0 {
+					slot = uint8(st.Off)
+				}
+				switch st.Off >> 8 & 0x7f % 3 {
 				case 0:
 					m.dev.PCIPlugged(slot)
 					if slot < 32 {
@@ -245,6 +249,15 @@ func FuzzScript(f *testing.F) {
 				c.SetW1C(t, st.Val)
 			}
 			c.Check(t)
+			// Every register byte, not only the ones the script read.
+			for kind, p := range ports {
+				_, _, h := m.dev.Handler(kind)
+				for off := range p.size {
+					if got, want := byte(h.Read(devices.Access{Addr: p.base + off, Offset: off, Size: 1})), model.byteAt(kind, off); got != want {
+						t.Fatalf("step %+v: port %#x = %#02x, want %#02x", st, p.base+off, got, want)
+					}
+				}
+			}
 			level := model.sts&model.en != 0
 			if level != sci {
 				want = append(want, fmt.Sprintf("sci %v", level))
