@@ -264,7 +264,16 @@ func FuzzScript(f *testing.F) {
 				c.Write(t, pci.RegCommand, 2, uint64(pci.CommandIO|pci.CommandMemory|pci.CommandMaster))
 			case 3, 4:
 				b, ok := base(0, fuzzBAR0)
-				off := uint64(st.Off) % 0x34
+				// Mostly the registers as drivers use them (aligned
+				// dwords); bit 7 of Op keeps the script's size, bit 14
+				// of Off any offset, bit 15 the BAR's end.
+				off := uint64(st.Off&0xff) % 0x34 &^ 3
+				if st.Op&0x80 == 0 {
+					st.Size = 4
+				}
+				if st.Off&0x4000 != 0 {
+					off = uint64(st.Off) % 0x34
+				}
 				if st.Off&0x8000 != 0 {
 					off = 0x1000 - 8 + uint64(st.Off)%16 // straddling the end
 				}
@@ -339,11 +348,11 @@ func FuzzScript(f *testing.F) {
 				if st.Val&0x80000000 != 0 {
 					n = MaxDMA + 1
 				}
-				seed := uint32(st.Val >> 8)
+				seed, vec := uint32(st.Val>>8), uint32(st.Val>>24)&7 // vectors 4..7 do not exist
 				for _, r := range []struct {
 					off uint64
 					v   uint32
-				}{{RegDMALo, uint32(addr)}, {RegDMAHi, uint32(addr >> 32)}, {RegDMALen, n}, {RegSeed, seed}, {RegDoorbell, 1}} {
+				}{{RegDMALo, uint32(addr)}, {RegDMAHi, uint32(addr >> 32)}, {RegDMALen, n}, {RegSeed, seed}, {RegVector, vec}, {RegDoorbell, 1}} {
 					spaces.MMIO.Write(b+r.off, 4, 0, uint64(r.v))
 					if ok {
 						model.write(r.off, r.v)
