@@ -179,6 +179,10 @@ func (c *ConfigChecker) Read(tb testing.TB, off uint32, size uint8) uint64 {
 		}
 		return got
 	}
+	// The function itself, not only the bus, answers within the size.
+	if raw := c.fn.Read(devices.Access{Addr: uint64(off), Offset: uint64(off), Size: size}); raw != got {
+		tb.Fatalf("read %#x/%d: function answers %#x, bus %#x", off, size, raw, got)
+	}
 	for i := range uint32(size) {
 		o, b := off+i, byte(got>>(8*i))
 		want, dyn := byte(0xff), byte(0)
