@@ -1,16 +1,12 @@
 package bench
 
 import (
-	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 
 	"godm/devices"
 	"godm/hyp/xensim"
-
-	"golang.org/x/sys/unix"
 )
 
 // backendPort is the port of the back-end device (see backend).
@@ -22,8 +18,8 @@ const backendPort = 0x2000
 // back-end goroutine, on the worker's P), reading it returns the last
 // value the back end completed. A guest that writes and then polls until
 // its value comes back measures how long a goroutine a handler readied
-// waits to run: with every other P busy, that is until the server thread
-// lets go of its P.
+// waits to run: with no P to spare (the scenario runs with a P per vCPU
+// and per server thread only), that is until a thread lets go of its P.
 type backend struct {
 	reqs chan uint64
 	done atomic.Uint64
@@ -78,44 +74,4 @@ func opBackend(_ *rig, v *xensim.VCPU, _, i int, check bool) error {
 		}
 	}
 	return fmt.Errorf("back end never completed %#x", want)
-}
-
-// occupy keeps n Ps busy until stop is closed, without taking CPU time
-// from anyone: each goroutine stays in Go code on a thread of its own
-// scheduled SCHED_IDLE (it runs only on a CPU nothing else wants), so its
-// P never becomes free for another goroutine. This is the "every other P
-// busy" condition under which a goroutine queued on the server thread's P
-// runs only when that thread yields (or after the runtime's 10 ms
-// preemption). It returns when every goroutine has started.
-func occupy(n int, stop <-chan struct{}) (*sync.WaitGroup, error) {
-	var wg sync.WaitGroup
-	started := make(chan error, n)
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Never unlocked: the thread, whose policy was changed, exits
-			// with the goroutine instead of going back to the runtime.
-			runtime.LockOSThread()
-			if err := unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}, 0); err != nil {
-				started <- fmt.Errorf("bench: SCHED_IDLE: %w", err)
-				return
-			}
-			started <- nil
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-			}
-		}()
-	}
-	var errs []error
-	for range n {
-		if err := <-started; err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return &wg, errors.Join(errs...)
 }

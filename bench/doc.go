@@ -20,8 +20,8 @@
 //     data_is_ptr; each polled (vCPU and server spin) and blocking (both
 //     sleep between requests), each against godm's ioreq.Server and the
 //     classic loop.
-//   - A goroutine a handler readies (a device back end), with every other
-//     P busy: how long it waits for the server thread to let go of its P.
+//   - A goroutine a handler readies (a device back end), with no P to
+//     spare: how long it waits for a thread to let go of its P.
 //   - A buffered-ring burst: a full ring of writes followed by a read that
 //     Xen's ordering makes wait for the drain.
 //   - Throughput with 1, 2, 4 and 8 vCPUs, each reading its own UART back to

@@ -51,9 +51,10 @@ type Scenario struct {
 	design   design
 	vcpuSpin int
 	perOp    int // requests per operation (for the request rate)
-	// occupy keeps every P that is neither a vCPU's nor the server's
-	// busy during the measurement (see occupy).
-	occupy bool
+	// noSpareP runs the scenario with a P for each vCPU and each server
+	// thread and none to spare, so that a goroutine a handler readies runs
+	// only when a thread lets go of its P (see backend).
+	noSpareP bool
 	// op performs operation i on vCPU v of r and checks its answer when
 	// the design dispatches to the devices.
 	op func(r *rig, v *xensim.VCPU, vi, i int, check bool) error
@@ -144,16 +145,16 @@ func Scenarios() []*Scenario {
 		}
 	}
 
-	// A goroutine a handler readies, with every other P busy: it runs when
-	// the server thread lets go of its P (see backend).
+	// A goroutine a handler readies, with no P to spare: it runs when a
+	// thread lets go of its P (see backend).
 	for _, m := range []string{modePoll, modeBlock} {
 		spin, gd := vcpuSpin, godmPoll
 		if m == modeBlock {
 			spin, gd = 0, godmBlock
 		}
 		add(&Scenario{Name: "rt/backend/" + m + "/godm",
-			Doc: "OUT to a device whose back-end goroutine completes it, then IN until it has; every other P busy",
-			Ops: 4000, ShortOps: 40, vcpus: 1, design: gd, vcpuSpin: spin, perOp: 2, op: opBackend, occupy: true})
+			Doc: "OUT to a device whose back-end goroutine completes it, then IN until it has; no P to spare",
+			Ops: 4000, ShortOps: 40, vcpus: 1, design: gd, vcpuSpin: spin, perOp: 2, op: opBackend, noSpareP: true})
 	}
 
 	// Buffered burst: a full ring of writes, then a synchronous read that
@@ -264,7 +265,11 @@ func (s *Scenario) runRig(n int) (res Result, err error) {
 	// a server thread needs. They still share the cores with the server,
 	// through the OS scheduler, as Xen shares physical CPUs with dom0.
 	procs := runtime.GOMAXPROCS(0)
-	runtime.GOMAXPROCS(procs + s.vcpus)
+	if s.noSpareP {
+		runtime.GOMAXPROCS(s.vcpus + r.serverThreads(s.vcpus))
+	} else {
+		runtime.GOMAXPROCS(procs + s.vcpus)
+	}
 	defer runtime.GOMAXPROCS(procs)
 	defer func() {
 		if cerr := r.close(); cerr != nil && err == nil {
@@ -317,15 +322,6 @@ func (s *Scenario) runRig(n int) (res Result, err error) {
 				out[i] = time.Since(t0)
 			}
 		}()
-	}
-	if s.occupy {
-		stop := make(chan struct{})
-		busy, err := occupy(runtime.GOMAXPROCS(0)-s.vcpus-r.serverThreads(s.vcpus), stop)
-		defer busy.Wait()
-		defer close(stop)
-		if err != nil {
-			return Result{}, fmt.Errorf("%s: %w", s.Name, err)
-		}
 	}
 	warmed.Wait()
 	before := r.handled()
