@@ -321,9 +321,7 @@ func TestXenSeveralProcessesOnOneDomain(t *testing.T) {
 
 	// Xen broadcasts INVALIDATE to every server: each process drops its
 	// own mappings.
-	invalFrom := sim.LastSeq()
 	must(t, v.InvalidateMapCache())
-	invalTo := sim.LastSeq()
 	for i, pr := range procs {
 		if c := pr.counters(); c.Sync[ioreq.KindInvalidate] != 1 {
 			t.Errorf("process %d saw %d INVALIDATE requests, want 1", i, c.Sync[ioreq.KindInvalidate])
@@ -387,16 +385,6 @@ func TestXenSeveralProcessesOnOneDomain(t *testing.T) {
 	procs[1].exit(t)
 	check("after both exited", []bool{false, false})
 	for _, e := range sim.Violations() {
-		// A known false positive of xensim (reported): its INVALIDATE
-		// broadcast awaits the servers one after the other and marks the
-		// vCPU idle after the first answer, so the older server's
-		// notification, if it comes late, finds an "idle" vCPU whose slot
-		// holds that server's (correct) answer. Only that report, for the
-		// server awaited second and during the broadcast, is excused.
-		if e.Seq > invalFrom && e.Seq <= invalTo &&
-			e.Detail == fmt.Sprintf("device model set state 3 in the slot of idle vCPU 0 (server %d)", procs[0].srv.ID()) {
-			continue
-		}
 		t.Errorf("protocol violation: %v", e)
 	}
 }

@@ -1,9 +1,11 @@
 package xensim
 
 import (
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"godm/hyp/kernel"
 	"godm/hyp/xenabi"
@@ -184,5 +186,40 @@ func TestBufferedPointerScribble(t *testing.T) {
 	}
 	if vs := s.Violations(); len(vs) != 1 || !strings.Contains(vs[0].Detail, "past write pointer") {
 		t.Errorf("violations %v", vs)
+	}
+}
+
+// An INVALIDATE broadcast waits for every server; a server answering after
+// another one already did is answering a vCPU that still waits for it, not
+// an idle one: no protocol violation.
+func TestInvalidateBroadcastLateAnswer(t *testing.T) {
+	s, d := newSim(t, Config{}, stdDomain())
+	var late *fakeDM
+	// Created first, so awaited last (servers are scanned newest first).
+	late = newFakeDM(t, s, d, xenabi.HVM_IOREQSRV_BUFIOREQ_OFF, func(r reqView) uint64 {
+		// Answer only once the vCPU has taken the other server's answer
+		// (its slot back to NONE) and waits for this one alone.
+		other := s.Domain(d.ID()).servers[late.id+1]
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if st := (atomic.LoadUint32(u32at(other.slot(uint32(r.vcpu)), xenabi.IoreqStateWordOffs)) >> 16) & xenabi.IoreqStateMask; st == xenabi.STATE_IOREQ_NONE {
+				break
+			}
+			runtime.Gosched()
+		}
+		return 0
+	})
+	early := newFakeDM(t, s, d, xenabi.HVM_IOREQSRV_BUFIOREQ_OFF, nil)
+	if early.id != late.id+1 {
+		t.Fatalf("server ids %d, %d: want consecutive", late.id, early.id)
+	}
+	if err := d.VCPU(0).InvalidateMapCache(); err != nil {
+		t.Fatal(err)
+	}
+	if len(late.requests()) != 1 || len(early.requests()) != 1 {
+		t.Fatalf("requests: late %+v, early %+v; want one each", late.requests(), early.requests())
+	}
+	if v := s.Violations(); len(v) != 0 {
+		t.Errorf("violations: %+v", v)
 	}
 }

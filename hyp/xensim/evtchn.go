@@ -176,7 +176,7 @@ func (s *Sim) xenNotify(d *Domain, p uint32) {
 
 // dmNotified runs when the device model notifies this vCPU's ioreq port.
 func (v *VCPU) dmNotified(srv *server) {
-	if g := v.gen.Load(); !v.waiting.Load() && srv != nil && srv.pages != nil && int(v.id) < len(srv.last) {
+	if g := v.gen.Load(); srv != nil && int(v.id) < len(srv.waiting) && !srv.waiting[v.id].Load() && srv.pages != nil {
 		slot := srv.slot(v.id)
 		// Only a snapshot no post or completion raced with counts.
 		if st := (loadStateWord(slot) >> 16) & xenabi.IoreqStateMask; st != xenabi.STATE_IOREQ_NONE && v.gen.Load() == g {

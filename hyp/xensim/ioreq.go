@@ -39,6 +39,10 @@ type server struct {
 
 	bufMu sync.Mutex // bufioreq_lock
 	last  []slotCopy // what each idle vCPU's slot held when it went idle
+	// waiting[v] is set while vCPU v waits for this server's answer (a
+	// vCPU waits on several servers at once during an INVALIDATE
+	// broadcast, and is idle for a server that already answered).
+	waiting []atomic.Bool
 
 	use pageUse // vCPUs reading the ioreq page without the lock (wake.go)
 }
@@ -85,7 +89,8 @@ func (d *Domain) createServer(caller hyp.DomID, bufMode uint8) (uint16, error) {
 	}
 	srv := &server{id: uint16(id), d: d, emulator: caller, bufMode: bufMode,
 		ioreqGFN: invalidGFN, bufGFN: invalidGFN,
-		vcpuPort: make([]uint32, len(d.vcpus)), last: make([]slotCopy, len(d.vcpus))}
+		vcpuPort: make([]uint32, len(d.vcpus)), last: make([]slotCopy, len(d.vcpus)),
+		waiting: make([]atomic.Bool, len(d.vcpus))}
 	s := d.s
 	for i, v := range d.vcpus {
 		p, err := s.allocXenPort(d, caller, v, srv)

@@ -95,10 +95,9 @@ type VCPU struct {
 	spin atomic.Int64
 	wake waker // kicked by the DM's notify on this vCPU's port
 	busy atomic.Bool
-	// waiting is set while the vCPU waits for a response.
-	waiting atomic.Bool
 	// gen counts posts and completions, so dmNotified can tell a
-	// consistent snapshot of waiting and the slot state from a racy one.
+	// consistent snapshot of server.waiting and the slot state from a
+	// racy one.
 	gen atomic.Uint64
 	// runnable is the scheduler metric a spinning vCPU reads (see pause).
 	runnable [1]metrics.Sample
@@ -433,7 +432,7 @@ func (v *VCPU) post(srv *server, p *request) ([]byte, error) {
 	atomic.StoreUint32(u32at(slot, 20), p.size)
 	// Waiting before READY is published: a fast device model may answer
 	// and notify before the next statement (dmNotified checks waiting).
-	v.waiting.Store(true)
+	srv.waiting[v.id].Store(true)
 	v.gen.Add(1) // after waiting changes, here and on completion
 	// The state word last, with release semantics (Go atomics are
 	// sequentially consistent).
@@ -454,7 +453,7 @@ func (v *VCPU) await(srv *server, slot []byte, p *request) (uint64, error) {
 	d := v.d
 	s := d.s
 	defer func() {
-		v.waiting.Store(false)
+		srv.waiting[v.id].Store(false)
 		v.gen.Add(1)
 		srv.use.release()
 	}()
