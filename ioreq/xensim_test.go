@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -493,10 +494,20 @@ func TestXenBARRelocationUnderLoad(t *testing.T) {
 		load <- nil
 	}()
 	v := r.dom.VCPU(0)
+	// Under CPU contention the load may not have run yet: start moving
+	// once it has seen the device (bounded), and keep moving past
+	// minMoves until it has seen both placements (bounded), so that the
+	// moves really happen under load.
+	deadline := time.Now().Add(20 * time.Second)
+	for served[0].Load() == 0 && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
 	mark := len(log.snapshot())
 	cur, next := uint64(a), uint64(b)
-	const moves = 100
-	for i := range moves {
+	const minMoves = 100
+	moves := 0
+	for ; moves < minMoves || (served[0].Load() == 0 || served[1].Load() == 0) && time.Now().Before(deadline); moves++ {
+		i := moves
 		must(t, r.bus.MMIO.Move(cur, next))
 		cur, next = next, cur
 		for _, c := range []struct {
@@ -523,7 +534,7 @@ func TestXenBARRelocationUnderLoad(t *testing.T) {
 		t.Fatalf("%d io-range ops for %d moves, want %d: %+v", len(ops), moves, 2*moves, ops)
 	}
 	from, to := uint64(a), uint64(b)
-	for i := range moves {
+	for i := 0; i < moves; i++ {
 		want := []rangeOp{
 			{Map: true, Kind: xenabi.XEN_DMOP_IO_RANGE_MEMORY, Start: to, End: to + size - 1},
 			{Map: false, Kind: xenabi.XEN_DMOP_IO_RANGE_MEMORY, Start: from, End: from + size - 1},
