@@ -3,17 +3,13 @@ package e2e
 import (
 	"bufio"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"godm/devices"
-	"godm/devices/chardev"
 	"godm/devices/testdev"
-	"godm/devices/uart"
-	"godm/devices/uart/pciserial"
 	"godm/hyp/xenabi"
 	"godm/internal/guest"
 )
@@ -46,30 +42,8 @@ func TestGuestReboot(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	inR, inW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inW.Close()
-	defer outR.Close()
-	be := chardev.NewStream(inR, outW, chardev.Options{})
-	defer be.Close()
-	ser, err := pciserial.New(uart.Config{Backend: be})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ser.Close()
-	if _, err := m.PCI.Add(ser.PCI, 5, 0); err != nil {
-		t.Fatal(err)
-	}
-	serPx, err := m.Proxy(ser.PCI, "5.0", ser.UART)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gs := newGuestSerial(t, m)
+	ser, be, serPx, outR, outW := gs.dev, gs.be, gs.px, gs.out, gs.outW
 	// The UART's line control, interrupt enable and modem control
 	// registers (its BAR is unplaced after a reset, so they are read from
 	// the device itself; none of these reads has a side effect).

@@ -3,14 +3,10 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"godm/devices/chardev"
-	"godm/devices/uart"
-	"godm/devices/uart/pciserial"
 	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
 	"godm/internal/guest"
@@ -25,30 +21,8 @@ func TestGuestSerial(t *testing.T) {
 	before := goroutines()
 	m := newMachine(t, Config{})
 
-	inR, inW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inW.Close()
-	defer outR.Close()
-	be := chardev.NewStream(inR, outW, chardev.Options{})
-	defer be.Close()
-	d, err := pciserial.New(uart.Config{Backend: be})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if _, err := m.PCI.Add(d.PCI, 5, 0); err != nil {
-		t.Fatal(err)
-	}
-	px, err := m.Proxy(d.PCI, "5.0", d.UART)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newGuestSerial(t, m)
+	d, be, px, inW, outR := s.dev, s.be, s.px, s.in, s.out
 
 	// The host end of the line: answer the guest's ping.
 	gotPing := make(chan struct{})
