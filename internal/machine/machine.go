@@ -38,8 +38,13 @@ type Spec struct {
 	Dom hyp.DomID
 	// VCPUs is the number of vCPU slots to serve; zero asks Xen.
 	VCPUs int
-	// MemBytes is the guest's RAM size, as the host bridge reports it.
+	// MemBytes is the guest's RAM size, as the host bridge reports it
+	// (zero: not told).
 	MemBytes uint64
+	// MaxRAMBelow4G is where the PCI hole below 4 GiB starts, as QEMU's
+	// -machine xenfv,max-ram-below-4g= (libxl passes it for mmio_hole);
+	// zero: Xen's default. See Layout.
+	MaxRAMBelow4G uint64
 	// Serial holds the backends of COM1..COM4 (empty entries: no port).
 	Serial []chardev.Backend
 	// NoPS2 leaves out the i8042 keyboard controller.
@@ -127,6 +132,9 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 	}
 	if len(spec.Serial) > 4 {
 		return nil, fmt.Errorf("machine: %d serial ports, at most 4 (COM1-COM4)", len(spec.Serial))
+	}
+	if _, err := spec.Layout(); err != nil {
+		return nil, fmt.Errorf("machine: %w", err)
 	}
 	m := &Machine{Spec: spec}
 	defer func() {
