@@ -123,13 +123,3 @@ func (s *Stream) close() error {
 	}
 	return errors.Join(errs...)
 }
-
-// OpenFile returns an output-only backend writing to the file at path,
-// created with mode 0o644 and truncated (as QEMU's "file:" chardev does).
-func OpenFile(path string, opt Options) (*Stream, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("chardev: open %s: %w", path, err)
-	}
-	return NewStream(nil, f, opt), nil
-}
