@@ -117,29 +117,43 @@ type HostOptions struct {
 	StubDrivers []string
 }
 
-// ParseSBDF parses a PCI address "SSSS:BB:DD.F" (or "BB:DD.F", segment 0).
+// ParseSBDF parses a PCI address "SSSS:BB:DD.F" (or "BB:DD.F", segment 0),
+// all fields hexadecimal. An error names the field that is wrong and why.
 func ParseSBDF(s string) (devices.SBDF, error) {
-	seg := uint64(0)
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("passthrough: PCI address %q: %s", s, fmt.Sprintf(format, a...))
+	}
 	rest := s
+	seg := uint64(0)
 	if strings.Count(s, ":") == 2 {
-		i := strings.IndexByte(s, ':')
-		v, err := strconv.ParseUint(s[:i], 16, 16)
+		segStr, r, _ := strings.Cut(s, ":")
+		v, err := strconv.ParseUint(segStr, 16, 16)
 		if err != nil {
-			return 0, fmt.Errorf("passthrough: bad PCI address %q: segment: %w", s, err)
+			return 0, bad("segment %q: want 0..ffff (hexadecimal)", segStr)
 		}
-		seg, rest = v, s[i+1:]
+		seg, rest = v, r
 	}
 	bus, devfn, ok := strings.Cut(rest, ":")
 	dev, fn, ok2 := strings.Cut(devfn, ".")
-	if !ok || !ok2 {
-		return 0, fmt.Errorf("passthrough: bad PCI address %q, want SSSS:BB:DD.F", s)
+	if !ok || !ok2 || strings.Contains(devfn, ":") {
+		return 0, bad("want SSSS:BB:DD.F (segment, bus, device, function in hexadecimal)")
 	}
-	b, err1 := strconv.ParseUint(bus, 16, 8)
-	d, err2 := strconv.ParseUint(dev, 16, 8)
-	f, err3 := strconv.ParseUint(fn, 16, 8)
-	if err := errors.Join(err1, err2, err3); err != nil || d > 31 || f > 7 {
-		return 0, fmt.Errorf("passthrough: bad PCI address %q: %v", s, err)
+	// PCI: 256 buses, 32 devices per bus, 8 functions per device.
+	for _, f := range []struct {
+		name, v string
+		max     uint64
+	}{{"bus", bus, 0xff}, {"device", dev, 0x1f}, {"function", fn, 7}} {
+		n, err := strconv.ParseUint(f.v, 16, 64)
+		if err != nil || f.v == "" {
+			return 0, bad("%s %q is not a hexadecimal number", f.name, f.v)
+		}
+		if n > f.max {
+			return 0, bad("%s %#x is out of range: a PCI %s is 0..%#x", f.name, n, f.name, f.max)
+		}
 	}
+	b, _ := strconv.ParseUint(bus, 16, 8)
+	d, _ := strconv.ParseUint(dev, 16, 8)
+	f, _ := strconv.ParseUint(fn, 16, 8)
 	return devices.NewSBDF(uint16(seg), uint8(b), uint8(d), uint8(f)), nil
 }
 

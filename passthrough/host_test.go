@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"godm/devices"
@@ -28,6 +29,26 @@ func TestParseSBDF(t *testing.T) {
 		got, err := ParseSBDF(tt.in)
 		if (err == nil) != tt.ok || got != tt.want {
 			t.Errorf("ParseSBDF(%q) = %v, %v; want %v, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+// TestParseSBDFMessages: a bad address is refused with a message that
+// names the field and what is wrong with it.
+func TestParseSBDFMessages(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"0000:03:00.9", `PCI address "0000:03:00.9": function 0x9 is out of range: a PCI function is 0..0x7`},
+		{"0000:03:20.0", "device 0x20 is out of range: a PCI device is 0..0x1f"},
+		{"0000:100:00.0", "bus 0x100 is out of range: a PCI bus is 0..0xff"},
+		{"10000:03:00.0", `segment "10000": want 0..ffff`},
+		{"0000:03:zz.0", `device "zz" is not a hexadecimal number`},
+		{"0000:03:00.", `function "" is not a hexadecimal number`},
+		{"03-00.0", "want SSSS:BB:DD.F"},
+		{"", "want SSSS:BB:DD.F"},
+	} {
+		_, err := ParseSBDF(tc.in)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "<nil>") {
+			t.Errorf("ParseSBDF(%q) = %v, want an error containing %q", tc.in, err, tc.want)
 		}
 	}
 }
