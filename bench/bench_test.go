@@ -9,7 +9,7 @@ import (
 // the measured part per operation, all vCPUs together (set-up and warm-up
 // excluded); it also reports the median and p99 latency, the request rate
 // and process-wide allocations per request. For the side-by-side report
-// with ratios, use godm bench.
+// with ratios, use godm-lab bench.
 func BenchmarkScenarios(b *testing.B) {
 	for _, s := range Scenarios() {
 		b.Run(s.Name, func(b *testing.B) {

@@ -2,7 +2,7 @@
 // hyp/xensim) against the machine's physical limits and against a classic,
 // QEMU-style device-model loop, all in one run, so that the report is made
 // of ratios measured side by side rather than absolute figures. It backs
-// "godm bench" and the Go benchmarks of this package.
+// "godm-lab bench" and the Go benchmarks of this package.
 //
 // # What is measured
 //

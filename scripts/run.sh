@@ -1,23 +1,35 @@
 #!/usr/bin/env bash
 # godm's run command. On a Xen dom0 (when /dev/xen/privcmd exists) it runs
-# godm with the arguments given (e.g. scripts/run.sh serve -domid 5).
-# Elsewhere it runs the demo on the built-in simulated Xen: godm sim, with
-# the arguments given; "-linux" boots a real Linux guest whose devices godm
-# serves (the kernel, busybox and the guest test driver are fetched and
-# built into .cache/guest first).
+# godm, the device model, with the arguments given (e.g. scripts/run.sh
+# serve -domid 5). Elsewhere, or without arguments, it runs the demo on the
+# built-in simulated Xen: godm-lab sim, with the arguments given; "-linux"
+# boots a real Linux guest whose devices godm serves (the kernel, busybox
+# and the guest test driver are fetched and built into .cache/guest first).
 #
-# A godm subcommand given first (sim, bench, serve, passthrough, help) is
-# run as given, e.g. scripts/run.sh bench.
+# A subcommand given first is run by the binary that has it: serve and
+# passthrough by godm, sim and bench by godm-lab (e.g. scripts/run.sh
+# bench); help prints both binaries' usage.
 #
-# Usage: scripts/run.sh [godm args...]
+# Usage: scripts/run.sh [command] [args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .cache
 CGO_ENABLED=0 go build -o .cache/godm ./cmd/godm
+CGO_ENABLED=0 go build -o .cache/godm-lab ./cmd/godm-lab
 cmd=sim
 case "${1:-}" in
-sim | bench | serve | passthrough | help | -h | -help | --help)
-	cmd=$1
+serve | passthrough)
+	exec .cache/godm "$@"
+	;;
+bench)
+	exec .cache/godm-lab "$@"
+	;;
+help | -h | -help | --help)
+	.cache/godm help
+	echo
+	exec .cache/godm-lab help
+	;;
+sim)
 	shift
 	;;
 *)
@@ -26,11 +38,8 @@ sim | bench | serve | passthrough | help | -h | -help | --help)
 	fi
 	;;
 esac
-if [ "$cmd" != sim ]; then
-	exec .cache/godm "$cmd" "$@"
-fi
 if [ ! -e /dev/xen/privcmd ]; then
-	echo "run.sh: no Xen here (/dev/xen/privcmd is missing): running godm on the simulated Xen" >&2
+	echo "run.sh: no Xen here (/dev/xen/privcmd is missing): running godm on the simulated Xen (godm-lab sim)" >&2
 fi
 for a in "$@"; do
 	case "$a" in
@@ -48,4 +57,4 @@ for a in "$@"; do
 		;;
 	esac
 done
-exec .cache/godm sim "$@"
+exec .cache/godm-lab "$cmd" "$@"

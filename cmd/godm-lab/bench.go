@@ -28,7 +28,7 @@ func cmdBench(ctx context.Context, args []string, out, w io.Writer) error {
 	svgFile := fs.String("svg", "", "also write the latency histograms as SVG to this file")
 	list := fs.Bool("list", false, "list the scenarios and exit")
 	fs.Usage = func() {
-		fmt.Fprintln(w, "usage: godm bench [flags]\n\nMeasures godm's ioreq path on the simulated Xen against the machine's floors and a classic loop.")
+		fmt.Fprintln(w, "usage: godm-lab bench [flags]\n\nMeasures godm's ioreq path on the simulated Xen against the machine's floors and a classic loop.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -36,6 +36,17 @@ func cmdBench(ctx context.Context, args []string, out, w io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench: unexpected argument %q", fs.Arg(0))
+	}
+	if *list {
+		var extra []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name != "list" && f.Name != "scenarios" {
+				extra = append(extra, "-"+f.Name)
+			}
+		})
+		if len(extra) > 0 {
+			return fmt.Errorf("bench: -list only lists the scenarios: %s does not apply", strings.Join(extra, ", "))
+		}
 	}
 	if *trials < 0 {
 		return fmt.Errorf("bench: -trials %d: want 0 or more", *trials)
@@ -62,7 +73,7 @@ func cmdBench(ctx context.Context, args []string, out, w io.Writer) error {
 	if after := loadAverage("/proc/loadavg"); load != "" && after != "" {
 		rep.Load = load + " before, " + after + " after"
 	}
-	rep.Command = strings.TrimSpace("godm bench " + strings.Join(args, " "))
+	rep.Command = strings.TrimSpace("godm-lab bench " + strings.Join(args, " "))
 	rep.Revision = revision()
 	if cpu := cpuModel("/proc/cpuinfo"); cpu != "" {
 		rep.Machine = cpu + ", " + rep.Machine

@@ -12,7 +12,7 @@ import (
 	"godm/bench"
 )
 
-// TestBenchShort runs godm bench -short on a subset of scenarios (the
+// TestBenchShort runs godm-lab bench -short on a subset of scenarios (the
 // bench package's own smoke test runs all of them) and checks the table,
 // the JSON and the SVG it writes.
 func TestBenchShort(t *testing.T) {
@@ -21,7 +21,7 @@ func TestBenchShort(t *testing.T) {
 	var out, errw bytes.Buffer
 	args := []string{"bench", "-short", "-scenarios", "^(rt/pio/|tput/2vcpu/poll/godm|bus/pio)", "-json", js, "-svg", svg}
 	if err := run(args, &out, &errw); err != nil {
-		t.Fatalf("godm bench: %v\n%s%s", err, out.String(), errw.String())
+		t.Fatalf("godm-lab bench: %v\n%s%s", err, out.String(), errw.String())
 	}
 	want := []string{"floor/cache-line", "floor/eventfd", "bus/pio", "sim/pio/poll/null", "sim/pio/block/null", "rt/pio/poll/godm", "rt/pio/poll/classic",
 		"rt/pio/block/godm", "rt/pio/block/classic", "tput/2vcpu/poll/godm", "tput/2vcpu/poll/classic"}
@@ -41,7 +41,7 @@ func TestBenchShort(t *testing.T) {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Rows) != len(want) || !rep.Short || rep.Trials != 1 || !strings.HasPrefix(rep.Command, "godm bench -short") {
+	if len(rep.Rows) != len(want) || !rep.Short || rep.Trials != 1 || !strings.HasPrefix(rep.Command, "godm-lab bench -short") {
 		t.Errorf("JSON report: %d rows (want %d), short %v, trials %d, command %q", len(rep.Rows), len(want), rep.Short, rep.Trials, rep.Command)
 	}
 	for _, r := range rep.Rows {
@@ -64,7 +64,7 @@ func TestBenchList(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := strings.Count(out.String(), "\n"); got != 3 || !strings.Contains(out.String(), "bus/mmio") {
-		t.Errorf("godm bench -list -scenarios ^bus/ printed:\n%s", out.String())
+		t.Errorf("godm-lab bench -list -scenarios ^bus/ printed:\n%s", out.String())
 	}
 }
 
@@ -78,11 +78,12 @@ func TestBenchBadUsage(t *testing.T) {
 		{[]string{"bench", "extra"}, `unexpected argument "extra"`},
 		{[]string{"bench", "-scenarios", "nothing-matches"}, "no scenario matches"},
 		{[]string{"bench", "-short", "-scenarios", "^bus/pio$", "-json", "/nonexistent/dir/r.json"}, "no such file"},
+		{[]string{"bench", "-list", "-json", "r.json"}, "-list only lists the scenarios: -json does not apply"},
 	} {
 		var out, errw bytes.Buffer
 		err := run(tc.args, &out, &errw)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("godm %v = %v, want error containing %q", tc.args, err, tc.want)
+			t.Errorf("godm-lab %v = %v, want error containing %q", tc.args, err, tc.want)
 		}
 	}
 	var out, errw bytes.Buffer

@@ -12,6 +12,7 @@ import (
 	"godm/devices/testdev"
 	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
+	"godm/internal/cli"
 	"godm/internal/machine"
 	"godm/ioreq"
 )
@@ -22,8 +23,8 @@ import (
 func cmdSim(ctx context.Context, args []string, out, w io.Writer) error {
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.SetOutput(w)
-	var mf machineFlags
-	mf.register(fs, 2)
+	var mf cli.MachineFlags
+	mf.Register(fs, 2)
 	linux := fs.Bool("linux", false, "boot a real Linux guest (QEMU TCG as its CPU) whose PCI devices godm serves")
 	guestDir := fs.String("guest-dir", os.Getenv("GODM_GUEST_DIR"), "guest kernel and busybox (from scripts/guest-assets.sh), for -linux")
 	if err := fs.Parse(args); err != nil {
@@ -32,31 +33,54 @@ func cmdSim(ctx context.Context, args []string, out, w io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("sim: unexpected argument %q", fs.Arg(0))
 	}
+	set := map[string]bool{}
+	for _, name := range setFlags(fs) {
+		set[name] = true
+	}
 	if *linux {
+		// The Linux demo's machine is fixed (internal/e2e's): a machine
+		// flag would be ignored, so it is refused.
+		for _, name := range setFlags(fs) {
+			if name != "linux" && name != "guest-dir" {
+				return fmt.Errorf("sim -linux: -%s does not apply: the Linux demo runs a fixed machine (a PCI serial port and the test device, proxied into QEMU)", name)
+			}
+		}
 		return simLinux(ctx, *guestDir, out)
 	}
-	if mf.vcpus < 1 {
-		return fmt.Errorf("sim: -vcpus %d: the simulated domain needs at least 1", mf.vcpus)
+	if set["guest-dir"] {
+		return errors.New("sim: -guest-dir only applies with -linux")
 	}
-	if mf.memMB == 0 {
-		mf.memMB = 64
+	if mf.VCPUs < 1 {
+		return fmt.Errorf("sim: -vcpus %d: the simulated domain needs at least 1", mf.VCPUs)
 	}
-	if len(mf.serial) == 0 {
-		mf.serial = stringList{"stdio"}
+	if mf.MemMiB == 0 {
+		if set["mem"] {
+			return errors.New("sim: -mem 0: the simulated domain needs RAM (1 MiB or more)")
+		}
+		mf.MemMiB = 64
 	}
-	if mf.testSlot < 0 {
-		mf.testSlot = 5
+	if len(mf.Serial) == 0 {
+		mf.Serial = cli.StringList{"stdio"}
 	}
-	log := newLogger(w, mf.verbose)
-	spec, closeBackends, err := mf.spec(log, w)
+	if mf.TestSlot < 0 && !set["test-device"] {
+		mf.TestSlot = 5
+	}
+	log := cli.NewLogger(w, mf.Verbose)
+	spec, backends, err := mf.Spec(log, w)
 	if err != nil {
 		return err
 	}
-	defer closeBackends()
+	defer backends.Close()
+	ram, err := spec.Layout()
+	if err != nil {
+		return err
+	}
 
 	sim := xensim.New(xensim.Config{})
 	defer sim.Close()
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: mf.vcpus, RAM: []xensim.Region{{GPA: 0, Size: mf.memMB << 20}}})
+	// The domain's RAM where Xen's toolstack puts it: below the PCI hole
+	// and from 4 GiB up (memory/layout).
+	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: mf.VCPUs, RAM: xensim.LayoutRAM(ram)})
 	if err != nil {
 		return err
 	}
@@ -66,17 +90,20 @@ func cmdSim(ctx context.Context, args []string, out, w io.Writer) error {
 		return err
 	}
 	defer m.Close()
+	if err := backends.Start(); err != nil {
+		return err
+	}
 	sctx, cancel := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- m.Serve(sctx) }()
 
-	fmt.Fprintf(out, "godm: serving simulated %v (%d vCPUs, %d MiB) as ioreq server %d\n\n", dom.ID(), mf.vcpus, mf.memMB, m.Server.ID())
+	fmt.Fprintf(out, "godm: serving simulated %v (%d vCPUs, %v) as ioreq server %d\n\n", dom.ID(), mf.VCPUs, ram, m.Server.ID())
 	// The workload runs until done or until a signal (ctx) interrupts
 	// it. Interrupted, it may be inside a vCPU access that nobody will
 	// answer once serving stops: tearing the machine down destroys the
 	// ioreq server, which fails that access at once.
 	worked := make(chan error, 1)
-	go func() { worked <- workload(ctx, out, sim, dom, m) }()
+	go func() { worked <- workload(ctx, out, sim, dom, mf.TestSlot) }()
 	var werr error
 	select {
 	case werr = <-worked:
@@ -127,7 +154,8 @@ func bufTotal(c *ioreq.Counters) uint64 {
 }
 
 // workload is the simulated guest: what firmware and a driver would do.
-func workload(ctx context.Context, out io.Writer, sim *xensim.Sim, dom *xensim.Domain, m *machine.Machine) error {
+// testSlot is the test device's slot (negative: none).
+func workload(ctx context.Context, out io.Writer, sim *xensim.Sim, dom *xensim.Domain, testSlot int) error {
 	v := dom.VCPU(0)
 	step := func(format string, a ...any) { fmt.Fprintf(out, "guest: "+format+"\n", a...) }
 
@@ -192,9 +220,11 @@ func workload(ctx context.Context, out io.Writer, sim *xensim.Sim, dom *xensim.D
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	const slot = 5
-	sbdf := uint32(slot << 3)
-	if id, _ := v.PCIConfigRead(sbdf, 0, 4); id == 0x646d676f {
+	if testSlot >= 0 {
+		sbdf := uint32(testSlot << 3)
+		if id, _ := v.PCIConfigRead(sbdf, 0, 4); id != 0x646d676f {
+			return fmt.Errorf("no test device at 00:%02x.0 (reads %#x)", testSlot, id)
+		}
 		if err := testDeviceDMA(out, sim, dom, v, sbdf); err != nil {
 			return err
 		}
@@ -298,4 +328,12 @@ func pciName(vendor, device uint16) string {
 		return "PCI 16550 UART"
 	}
 	return ""
+}
+
+// setFlags returns the names of the flags given on the command line, in
+// lexical order.
+func setFlags(fs *flag.FlagSet) []string {
+	var names []string
+	fs.Visit(func(f *flag.Flag) { names = append(names, f.Name) })
+	return names
 }

@@ -8,60 +8,77 @@ import (
 	"testing"
 )
 
-func TestSimWorkload(t *testing.T) {
-	com1 := filepath.Join(t.TempDir(), "com1")
-	var out, errw bytes.Buffer
-	if err := run([]string{"sim", "-serial", "file:" + com1}, &out, &errw); err != nil {
-		t.Fatalf("godm sim: %v\n%s%s", err, out.String(), errw.String())
-	}
-	for _, want := range []string{
-		"00:00.0  8086:1237", "00:01.0  8086:7000", "00:01.3  8086:7113", "00:03.0  5853:0001",
-		"00:05.0  676f:646d", "magic at port 0x10 = 0x49d2", "self-test answer = 0x55",
-		`DMA'd "ABCDEFGHIJKLMNOP"`, "remote_shutdown(reason 0", "1 ioreq server destroyed",
-	} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("output lacks %q:\n%s", want, out.String())
-		}
-	}
-	got, err := os.ReadFile(com1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"Hello from a simulated HVM guest", "one rep outsb"} {
-		if !strings.Contains(string(got), want) {
-			t.Errorf("COM1 backend got %q, lacks %q", got, want)
-		}
-	}
-}
-
 func TestBadUsage(t *testing.T) {
+	nox := []string{"serve", "-domid", "5", "-xen-dev", "/nonexistent"}
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"frob"}, `unknown command "frob"`},
+		// The simulator and the benchmarks are not in the product.
+		{[]string{"sim"}, `unknown command "sim"`},
+		{[]string{"bench"}, `unknown command "bench"`},
 		{[]string{"serve"}, "-domid -1: want a guest domain id"},
 		{[]string{"serve", "-domid", "70000"}, "want a guest domain id"},
-		{[]string{"serve", "-domid", "5", "-xen-dev", "/nonexistent"}, "no Xen found"},
+		{nox, "no Xen found"},
 		// Flags are checked before Xen is looked for.
-		{[]string{"serve", "-domid", "5", "-xen-dev", "/nonexistent", "-serial", "tcp:1"}, "want stdio, null"},
-		{[]string{"serve", "-domid", "5", "-xen-dev", "/nonexistent", "-bufioreq", "x"}, `-bufioreq "x"`},
-		{[]string{"sim", "-vcpus", "0"}, "needs at least 1"},
-		{[]string{"sim", "-vcpus", "500"}, "-vcpus 500: want 0..128"},
-		{[]string{"sim", "-bufioreq", "sometimes"}, `-bufioreq "sometimes": want atomic or off`},
-		{[]string{"sim", "-serial", "tcp:1234"}, `want stdio, null, file:PATH, pty or unix:PATH`},
-		{[]string{"sim", "-serial", "file:"}, "file needs a path"},
-		{[]string{"sim", "-test-device", "3"}, "-test-device 3: want a free slot"},
-		{[]string{"sim", "-linux", "-guest-dir", ""}, "assets not prepared"},
-		{[]string{"sim", "extra"}, `unexpected argument "extra"`},
+		{append(nox, "-serial", "tcp:1"), "want stdio, null"},
+		{append(nox, "-bufioreq", "x"), `-bufioreq "x"`},
+		{append(nox, "-vcpus", "500"), "-vcpus 500: want 0..128"},
+		{append(nox, "-serial", "file:"), "file needs a path"},
+		{append(nox, "-test-device", "3"), "-test-device 3: want a free slot"},
+		{append(nox, "-test-device", "-2"), "-test-device -2: want a slot in 2..31, or -1 for none"},
+		// RAM: no overflow (2^44 MiB is 2^64 bytes), Xen's 16 TiB limit,
+		// the PCI hole's range.
+		{append(nox, "-mem", "17592186044417"), "-mem 17592186044417: want 1..16777215 MiB"},
+		{append(nox, "-mem", "16777216"), "-mem 16777216: want 1..16777215 MiB"},
+		{append(nox, "-mem", "-1"), `invalid value "-1" for flag -mem`},
+		{append(nox, "-max-ram-below-4g", "4G"), "-max-ram-below-4g: RAM below 4 GiB 0x100000000: want a page multiple in 0x10000000..0xf0000000"},
+		{append(nox, "-max-ram-below-4g", "128M"), "-max-ram-below-4g: RAM below 4 GiB 0x8000000"},
+		{append(nox, "-max-ram-below-4g", "99999999999G"), `"99999999999G": too large`},
+		{append(nox, "-max-ram-below-4g", "lots"), `"lots": want a byte count`},
+		{append(nox, "-sysfs", "/tmp"), "-sysfs is only used by -device xen-pci-passthrough"},
+		{[]string{"serve", "extra"}, `unexpected argument "extra"`},
 		{[]string{"serve", "-domid", "5", "-device", "e1000,mac=00:16:3e:00:00:01"}, `-device "e1000`},
 		{[]string{"serve", "-domid", "5", "-device", "xen-pci-passthrough"}, `-device "xen-pci-passthrough"`},
 		{[]string{"serve", "-domid", "5", "-pt-grant"}, "-pt-grant needs a -device xen-pci-passthrough"},
+		{[]string{"passthrough", "-domid", "5", "-bdf", "0000:03:00.9"},
+			`-bdf: passthrough: PCI address "0000:03:00.9": function 0x9 is out of range: a PCI function is 0..0x7`},
+		{[]string{"passthrough", "-domid", "5", "-bdf", "0000:03:00.0", "-rdm-relaxed"}, "-rdm-relaxed only applies with -grant"},
 	} {
 		var out, errw bytes.Buffer
 		err := run(tc.args, &out, &errw)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("godm %v = %v, want error containing %q", tc.args, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("godm %v: error spans lines: %q", tc.args, err)
+		}
+	}
+}
+
+// TestFailedStartKeepsSerialLog: a start that fails — on a bad flag
+// checked after -serial, or for want of Xen once every flag is good —
+// leaves the previous run's serial log as it was, and creates none.
+func TestFailedStartKeepsSerialLog(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "com1.log")
+	const old = "the guest's last boot log\n"
+	if err := os.WriteFile(log, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fresh := filepath.Join(dir, "com2.log")
+	base := []string{"serve", "-domid", "5", "-xen-dev", filepath.Join(dir, "no-xen"), "-serial", "file:" + log, "-serial", "file:" + fresh}
+	for _, extra := range [][]string{nil, {"-bufioreq", "bogus"}, {"-serial", "tcp:1"}} {
+		var out, errw bytes.Buffer
+		if err := run(append(append([]string(nil), base...), extra...), &out, &errw); err == nil {
+			t.Fatalf("godm serve %v without Xen succeeded", extra)
+		}
+		if got, err := os.ReadFile(log); err != nil || string(got) != old {
+			t.Errorf("after a failed start (%v) the log holds %q (%v), want %q", extra, got, err, old)
+		}
+		if _, err := os.Stat(fresh); !os.IsNotExist(err) {
+			t.Errorf("a failed start (%v) left a new, empty log behind: %v", extra, err)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"godm/hyp/domctl"
 	"godm/hyp/kernel"
 	"godm/hyp/xenstore"
+	"godm/internal/cli"
 	"godm/passthrough"
 )
 
@@ -32,7 +33,7 @@ func cmdPassthrough(ctx context.Context, args []string, out, w io.Writer) error 
 	grant := fs.Bool("grant", false, "do the toolstack's part too: grant the function's memory, ports and IRQ and assign it in the IOMMU (undone on exit); implies -no-assign-check")
 	rdmRelaxed := fs.Bool("rdm-relaxed", false, "with -grant: assign even if the function's reserved device memory conflicts (XEN_DOMCTL_DEV_RDM_RELAXED)")
 	devDir := fs.String("xen-dev", kernel.DefaultDevDir, "directory of the Xen device files")
-	verbose := fs.Bool("v", false, "log to stderr")
+	verbose := fs.Bool("v", false, "log debug detail too (warnings and errors are always logged)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -44,7 +45,10 @@ func cmdPassthrough(ctx context.Context, args []string, out, w io.Writer) error 
 	}
 	addr, err := passthrough.ParseSBDF(*bdf)
 	if err != nil {
-		return fmt.Errorf("passthrough: -bdf: %w", err)
+		return fmt.Errorf("-bdf: %w", err)
+	}
+	if *rdmRelaxed && !*grant {
+		return errors.New("passthrough: -rdm-relaxed only applies with -grant (it is a flag of the IOMMU assignment -grant does)")
 	}
 	s := *slot
 	if s < 0 {
@@ -57,7 +61,7 @@ func cmdPassthrough(ctx context.Context, args []string, out, w io.Writer) error 
 	if !host.Available(kernel.Privcmd) {
 		return errors.New("passthrough: no Xen found (" + *devDir + "/privcmd is missing or not accessible)")
 	}
-	log := newLogger(w, *verbose)
+	log := cli.NewLogger(w, *verbose)
 	cfg := passthrough.StandaloneConfig{
 		Dom: hyp.DomID(*domid), Host: addr, Slot: uint8(s), Permissive: *permissive, MSIXAllWrites: *msixAll,
 		HostOptions:     passthrough.HostOptions{SysfsRoot: *sysfs, StubDrivers: strings.Split(*stubs, ",")},

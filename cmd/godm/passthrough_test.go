@@ -12,6 +12,7 @@ import (
 	"godm/devices"
 	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
+	"godm/internal/cli"
 	"godm/internal/machine"
 	"godm/passthrough"
 )
@@ -140,5 +141,44 @@ func TestServePassthrough(t *testing.T) {
 				t.Error("slot 6 still reserved")
 			}
 		})
+	}
+}
+
+// TestRevokeFailureLogged: without -v, a failure to revoke what -pt-grant
+// granted (here: the domain vanished first) still reaches stderr as a
+// structured error line, and the debug detail does not.
+func TestRevokeFailureLogged(t *testing.T) {
+	sim := xensim.New(xensim.Config{})
+	defer sim.Close()
+	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 64 << 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := machine.New(sim.Kernel(0), machine.Spec{Dom: dom.ID(), VCPUs: 1, MemBytes: 64 << 20, NoPS2: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	spec, err := passthrough.ParseDeviceOption("xen-pci-passthrough,hostaddr=0000:00:03.0,addr=6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	log := cli.NewLogger(&stderr, false)
+	closePT, err := addPassthrough(m, []passthrough.DeviceSpec{spec}, sampleSysfs(t), true, log, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Debug("detail only -v shows")
+	if err := dom.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closePT()
+	got := stderr.String()
+	if !strings.Contains(got, `level=ERROR msg="passthrough: revoking grants"`) {
+		t.Errorf("stderr lacks the revocation failure as a structured line:\n%s", got)
+	}
+	if strings.Contains(got, "detail only -v shows") {
+		t.Errorf("debug detail logged without -v:\n%s", got)
 	}
 }

@@ -24,10 +24,6 @@ func run(args []string, out, w io.Writer) error {
 		return nil
 	case "serve":
 		return cmdServe(ctx, args[1:], w)
-	case "sim":
-		return cmdSim(ctx, args[1:], out, w)
-	case "bench":
-		return cmdBench(ctx, args[1:], out, w)
 	case "passthrough":
 		return cmdPassthrough(ctx, args[1:], out, w)
 	}
@@ -40,11 +36,9 @@ func usage(w io.Writer) {
 
 commands:
   serve   serve an HVM domain on this Xen host (godm serve --domid N)
-  sim     run godm against the built-in simulated Xen with a guest workload;
-          --linux boots a real Linux guest (QEMU TCG as its CPU) instead
-  bench   measure godm's ioreq path on the simulated Xen against the machine's floors
   passthrough  pass a host PCI function through to a domain (godm passthrough --domid N --bdf SSSS:BB:DD.F)
 
-Run 'godm <command> -h' for the command's flags.
+Run 'godm <command> -h' for the command's flags. The simulated-Xen demo and
+the benchmarks are in a separate command, godm-lab (go run ./cmd/godm-lab).
 `)
 }

@@ -13,6 +13,7 @@ import (
 	"godm/hyp/domctl"
 	"godm/hyp/hcall"
 	"godm/hyp/kernel"
+	"godm/internal/cli"
 	"godm/internal/machine"
 	"godm/passthrough"
 )
@@ -21,10 +22,10 @@ import (
 func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(w)
-	var mf machineFlags
-	mf.register(fs, 0)
+	var mf cli.MachineFlags
+	mf.Register(fs, 0)
 	domid := fs.Int("domid", -1, "the HVM domain to serve (required)")
-	var ptDevs stringList
+	var ptDevs cli.StringList
 	fs.Var(&ptDevs, "device", "a device to add (repeatable); supported: xen-pci-passthrough,hostaddr=SSSS:BB:DD.F[,addr=S.F][,permissive=on][,id=ID]")
 	sysfs := fs.String("sysfs", "/sys", "sysfs mount point (host PCI functions for passthrough)")
 	ptGrant := fs.Bool("pt-grant", false, "for -device xen-pci-passthrough: do the toolstack's part too (grant the functions' memory, ports and IRQ, assign them in the IOMMU), undone on exit")
@@ -49,19 +50,24 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 	if *ptGrant && len(pts) == 0 {
 		return errors.New("serve: -pt-grant needs a -device xen-pci-passthrough")
 	}
+	if len(pts) == 0 && flagSet(fs, "sysfs") {
+		return errors.New("serve: -sysfs is only used by -device xen-pci-passthrough")
+	}
 	// Every flag is checked (and the serial backends opened) before
 	// looking for Xen, so that a bad command line is reported as such.
-	log := newLogger(w, mf.verbose)
-	spec, closeBackends, err := mf.spec(log, w)
+	log := cli.NewLogger(w, mf.Verbose)
+	spec, backends, err := mf.Spec(log, w)
 	if err != nil {
 		return err
 	}
-	defer closeBackends()
+	defer backends.Close()
 	host := kernel.Host{DevDir: *devDir}
 	if !host.Available(kernel.Privcmd) {
-		return errors.New("no Xen found (" + *devDir + "/privcmd is missing or not accessible); try the simulated mode: godm sim")
+		return errors.New("no Xen found (" + *devDir + "/privcmd is missing or not accessible); the simulated-Xen demo is godm-lab sim")
 	}
 	spec.Dom = hyp.DomID(*domid)
+	l, _ := spec.Layout() // checked by mf.Spec
+	log.Debug("guest RAM layout", "dom", spec.Dom, "layout", l)
 	m, err := machine.New(host, spec)
 	if err != nil {
 		return fmt.Errorf("serve %v: %w", spec.Dom, err)
@@ -75,6 +81,10 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 			return fmt.Errorf("serve %v: %w", spec.Dom, err)
 		}
 		closePT = c
+	}
+	// Started: from here on a file: serial log is this run's.
+	if err := backends.Start(); err != nil {
+		return fmt.Errorf("serve %v: %w", spec.Dom, err)
 	}
 	fmt.Fprintf(w, "godm: serving %v as ioreq server %d\n", spec.Dom, m.Server.ID())
 	if err := m.Serve(ctx); errors.Is(err, machine.ErrDomainGone) {
@@ -183,4 +193,11 @@ func passthroughManager(m *machine.Machine, sysfs string, log *slog.Logger) (*pa
 	})
 	m.SetEjectHook(mgr.RemoveSlot)
 	return mgr, pt, nil
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

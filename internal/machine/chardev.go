@@ -12,9 +12,11 @@ import (
 //
 //	stdio        the process's standard input and output
 //	null         discards output, never receives input
-//	file:PATH    appends output to PATH
+//	file:PATH    writes output to PATH, replacing its contents once started
+//	             (chardev.File: a failed start leaves them)
 //	pty          a new pseudo-terminal (its path is returned as desc)
-//	unix:PATH    a Unix socket server at PATH (one client at a time)
+//	unix:PATH    a Unix socket server at PATH (one client at a time;
+//	             replaces a stale socket a dead process left there)
 func OpenChardev(spec string) (be chardev.Backend, desc string, err error) {
 	kind, arg, _ := strings.Cut(spec, ":")
 	switch kind {

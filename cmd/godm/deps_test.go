@@ -1,0 +1,76 @@
+package main
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// forbidden are the package families the product binary must not link:
+// the simulated Xen, the benchmark rig, the QEMU test harnesses and
+// anything built for tests. A family is the package and everything under
+// it.
+var forbidden = []string{
+	"godm/hyp/xensim",          // the simulated dom0 kernel and hypervisor (and xensim/xenstored)
+	"godm/hyp/hyptest",         // the dom0-interface conformance suite
+	"godm/hyp/internal/golden", // golden ABI fixtures
+	"godm/hyp/internal/kerneltest",
+	"godm/bench",              // the benchmark rig
+	"godm/internal/qtest",     // QEMU qtest client, scripts, simtarget
+	"godm/internal/mpqemu",    // QEMU's multi-process proxy protocol
+	"godm/internal/guest",     // a Linux guest under QEMU TCG
+	"godm/internal/e2e",       // the real-guest harness
+	"godm/devices/devicetest", // device conformance suite
+	"godm/pci/pcitest",        // configuration-space checker of the fuzz targets
+	"godm/cmd/godm-lab",       // the lab command itself
+	"testing",                 // the standard test framework, and testing/*
+}
+
+// allowed are product packages whose path contains "sim" or "test", with
+// the reason each belongs in the product.
+var allowed = map[string]string{
+	// A guest-visible PCI function the -test-device flag adds so that a
+	// guest's own driver (tools/guestdrv) can exercise DMA, BARs and
+	// MSI-X on a real Xen host: a device of the platform, not a harness.
+	"godm/devices/testdev": "the -test-device PCI function",
+}
+
+// TestProductLinksNoLab: godm, the binary a toolstack runs, links no
+// simulator, benchmark rig or QEMU test harness (go list -deps on the
+// command, as the linker sees it with CGO_ENABLED=0). Beyond the explicit
+// list, any package of this module whose path contains "sim" or "test"
+// fails the test unless it is on the allow-list above.
+func TestProductLinksNoLab(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", ".")
+	cmd.Env = append(cmd.Environ(), "CGO_ENABLED=0")
+	b, err := cmd.Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			t.Fatalf("go list -deps: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatalf("go list -deps: %v", err)
+	}
+	deps := strings.Fields(string(b))
+	if len(deps) < 10 || !slices.Contains(deps, "godm/cmd/godm") || !slices.Contains(deps, "godm/internal/machine") {
+		t.Fatalf("go list -deps printed an implausible list:\n%s", b)
+	}
+	for _, p := range deps {
+		for _, f := range forbidden {
+			if p == f || strings.HasPrefix(p, f+"/") {
+				t.Errorf("godm links %s (forbidden family %s)", p, f)
+			}
+		}
+		if !strings.HasPrefix(p, "godm/") {
+			continue
+		}
+		if _, ok := allowed[p]; !ok && (strings.Contains(p, "sim") || strings.Contains(p, "test")) {
+			t.Errorf("godm links %s: its path names a simulator or a test; move it out of the product or allow it with a reason", p)
+		}
+	}
+	for p := range allowed {
+		if !slices.Contains(deps, p) {
+			t.Errorf("allow-list names %s, which godm no longer links: drop it", p)
+		}
+	}
+}
