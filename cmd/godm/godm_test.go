@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,5 +81,29 @@ func TestFailedStartKeepsSerialLog(t *testing.T) {
 		if _, err := os.Stat(fresh); !os.IsNotExist(err) {
 			t.Errorf("a failed start (%v) left a new, empty log behind: %v", extra, err)
 		}
+	}
+}
+
+// TestSerialSocketStaleOrLive: -serial unix:PATH over a socket file a
+// dead godm left behind is taken over (the start goes on to look for
+// Xen); over one a live process listens on it is refused in one line.
+func TestSerialSocketStaleOrLive(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "com1.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"serve", "-domid", "5", "-xen-dev", filepath.Join(dir, "no-xen"), "-serial", "unix:" + path}
+	var out, errw bytes.Buffer
+	err = run(args, &out, &errw)
+	if err == nil || !strings.Contains(err.Error(), "-serial (COM1): chardev: listen "+path+": in use: a running process accepts connections on it") {
+		t.Errorf("with a live listener: %v", err)
+	}
+	ln.SetUnlinkOnClose(false) // dies without cleaning up, as a killed godm does
+	ln.Close()
+	err = run(args, &out, &errw)
+	if err == nil || !strings.Contains(err.Error(), "no Xen found") {
+		t.Errorf("over a stale socket: %v, want the start to get as far as looking for Xen", err)
 	}
 }
