@@ -45,7 +45,17 @@ func OpenFile(path string, opt Options) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chardev: open %s: %w", path, err)
 	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("chardev: open %s: %w", path, err)
+	}
 	b := &File{core: newCore(opt), f: f, path: path, created: created, opt: opt}
+	if !fi.Mode().IsRegular() {
+		// A terminal, FIFO or device (file:/dev/tty): nothing to
+		// truncate, as open(2) ignores O_TRUNC on them.
+		b.commitOnce.Do(func() { b.committed = true })
+	}
 	b.startWriter(b.out, func() {
 		_ = f.SetWriteDeadline(time.Now().Add(opt.flushTimeout()))
 	})
@@ -56,7 +66,8 @@ func OpenFile(path string, opt Options) (*File, error) {
 func (b *File) Path() string { return b.path }
 
 // Commit truncates the file to empty, once: the device model has started
-// and this run's output replaces the last one's. Later calls do nothing.
+// and this run's output replaces the last one's. Later calls, and calls on
+// a file that is not a regular file, do nothing.
 func (b *File) Commit() error {
 	b.commitOnce.Do(func() {
 		b.committed = true

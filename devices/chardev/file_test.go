@@ -155,3 +155,25 @@ func TestListen_StaleSocket(t *testing.T) {
 		t.Errorf("regular file disturbed: %q %v", got, err)
 	}
 }
+
+// TestFile_Device: a device node (file:/dev/null) is written, never
+// truncated, and not removed.
+func TestFile_Device(t *testing.T) {
+	b, err := OpenFile(os.DevNull, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(); err != nil {
+		t.Errorf("Commit on %s: %v", os.DevNull, err)
+	}
+	b.Write([]byte("x"))
+	if err := b.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, err := os.Stat(os.DevNull); err != nil {
+		t.Fatalf("%s gone: %v", os.DevNull, err)
+	}
+	if s := b.Stats(); s.Written != 1 || s.Dropped != 0 {
+		t.Errorf("stats %+v, want 1 byte written", s)
+	}
+}
