@@ -82,7 +82,7 @@ func benchWorkload(b *testing.B, m Mapper, shift uint, guest, bound uint64) {
 		} else {
 			gpa, n = rng.Uint64N(guest-2048), 2048
 		}
-		if err := c.Read(gpa, buf[:n]); err != nil {
+		if err := c.Read(GPA(gpa), buf[:n]); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -19,7 +19,7 @@ type Flat struct {
 func NewFlat(base GPA, size int) *Flat { return &Flat{Base: base, Mem: make([]byte, size)} }
 
 func (f *Flat) span(gpa GPA, n int) (int, error) {
-	if gpa < f.Base || gpa-f.Base > uint64(len(f.Mem)) || uint64(len(f.Mem))-(gpa-f.Base) < uint64(n) {
+	if gpa < f.Base || uint64(gpa-f.Base) > uint64(len(f.Mem)) || uint64(len(f.Mem))-uint64(gpa-f.Base) < uint64(n) {
 		return 0, fmt.Errorf("flat [%#x+%d]: %w", gpa, n, ErrUnmapped)
 	}
 	return int(gpa - f.Base), nil

@@ -447,7 +447,7 @@ func (c *MapCache) Close() error {
 
 // span checks that [gpa, gpa+n) does not wrap.
 func span(gpa GPA, n int) error {
-	if n > 0 && gpa+uint64(n)-1 < gpa {
+	if n > 0 && gpa+GPA(n)-1 < gpa {
 		return fmt.Errorf("memory: map cache: [%#x+%d] wraps: %w", gpa, n, ErrUnmapped)
 	}
 	return nil
@@ -463,10 +463,11 @@ func (c *MapCache) Write(gpa GPA, p []byte) error { return c.copyAt(gpa, p, true
 
 // copyAt copies between p and guest memory at gpa, bucket by bucket,
 // holding each bucket only for the copy.
-func (c *MapCache) copyAt(gpa GPA, p []byte, write bool) error {
-	if err := span(gpa, len(p)); err != nil {
+func (c *MapCache) copyAt(g GPA, p []byte, write bool) error {
+	if err := span(g, len(p)); err != nil {
 		return err
 	}
+	gpa := uint64(g)
 	for len(p) > 0 {
 		b, err := c.get(gpa>>c.shift, copyUnit, copyMask)
 		if err != nil {
@@ -513,9 +514,9 @@ func (c *MapCache) Pin(gpa GPA, n int) (*Region, error) {
 	if err := span(gpa, n); err != nil {
 		return nil, err
 	}
-	first, last := gpa>>c.shift, (gpa+uint64(n)-1)>>c.shift
+	first, last := uint64(gpa)>>c.shift, (uint64(gpa)+uint64(n)-1)>>c.shift
 	r := &Region{c: c, gpa: gpa, n: n, buckets: make([]*bucket, 0, last-first+1), segs: make([][]byte, 0, last-first+1)}
-	for rest, a := uint64(n), gpa; rest > 0; {
+	for rest, a := uint64(n), uint64(gpa); rest > 0; {
 		// Pins are not waited for by Invalidate, so take the pin
 		// reference directly: no window in which Invalidate waits on a
 		// half-built Region.
