@@ -10,6 +10,8 @@ import (
 type Flat struct {
 	// Base is the guest-physical address of Mem[0].
 	Base GPA
+	// Dirty, if set, records every Write (see DirtyLog).
+	Dirty *DirtyLog
 
 	mu  sync.RWMutex
 	Mem []byte // guarded by mu once shared
@@ -46,5 +48,6 @@ func (f *Flat) Write(gpa GPA, p []byte) error {
 		return err
 	}
 	copy(f.Mem[off:], p)
+	f.Dirty.Mark(gpa, uint64(len(p)))
 	return nil
 }
