@@ -58,7 +58,16 @@ var (
 	errRingRange    = fmt.Errorf("memory: region: ring index outside the region: %w", ErrUnmapped)
 	errRingAlign    = fmt.Errorf("memory: region: %w: %w", ErrMisaligned, ErrUnmapped)
 	errRingReleased = fmt.Errorf("memory: region: released: %w", ErrUnmapped)
+	// errRingContended: the guest kept changing the other half of a
+	// 16-bit value's word through every attempt (see Store16).
+	errRingContended = fmt.Errorf("memory: region: ring word changed by the guest through %d store attempts: %w", ringCASAttempts, ErrUnmapped)
 )
+
+// ringCASAttempts bounds Store16's compare-and-swap loop, so that a guest
+// rewriting the neighbouring half-word without pause cannot hold a device
+// goroutine: a lost race needs a guest write between the load and the CAS,
+// a few nanoseconds, so an honest guest never comes near the bound.
+const ringCASAttempts = 1 << 12
 
 // word returns the bucket memory of the region's bytes [off, off+size)
 // rounded out to the aligned word of wsize bytes containing them (wsize >=
@@ -99,21 +108,24 @@ func (r *Region) Load16(off int) (uint16, error) {
 }
 
 // Store16 atomically stores v little-endian at offset off of the region
-// (a release; see above) and marks it dirty.
+// (a release; see above) and marks it dirty. If the guest changes the
+// other half of the containing word through every one of a bounded number
+// of attempts, Store16 gives up with an error wrapping ErrUnmapped and
+// stores nothing.
 func (r *Region) Store16(off int, v uint16) error {
 	m, sh, err := r.word(off, 2, 4)
 	if err != nil {
 		return err
 	}
 	mask := uint32(0xffff) << (8 * sh)
-	for {
+	for range ringCASAttempts {
 		old := atomicLoad32(m)
 		if atomicCAS32(m, old, old&^mask|uint32(v)<<(8*sh)) {
-			break
+			r.c.dirty.Mark(r.gpa+GPA(off), 2)
+			return nil
 		}
 	}
-	r.c.dirty.Mark(r.gpa+GPA(off), 2)
-	return nil
+	return errRingContended
 }
 
 // Load32 atomically loads the little-endian 32-bit value at offset off.
