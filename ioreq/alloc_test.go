@@ -22,7 +22,7 @@ func (m *sliceMem) span(gpa uint64, n int) (int, bool) {
 }
 
 func (m *sliceMem) Read(gpa memory.GPA, p []byte) error {
-	off, ok := m.span(gpa, len(p))
+	off, ok := m.span(uint64(gpa), len(p))
 	if !ok {
 		return memory.ErrUnmapped
 	}
@@ -31,7 +31,7 @@ func (m *sliceMem) Read(gpa memory.GPA, p []byte) error {
 }
 
 func (m *sliceMem) Write(gpa memory.GPA, p []byte) error {
-	off, ok := m.span(gpa, len(p))
+	off, ok := m.span(uint64(gpa), len(p))
 	if !ok {
 		return memory.ErrUnmapped
 	}

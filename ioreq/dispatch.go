@@ -217,13 +217,13 @@ func (d *Dispatcher) copyRep(r *Request, scratch []byte, st *Stats) {
 				putLE(buf[chunkOff(j, k, size, r.DF):], size, d.devRead(r, devAddr))
 				devAddr += devStep
 			}
-			if !whole || d.mem.Write(lo, buf) != nil {
+			if !whole || d.mem.Write(memory.GPA(lo), buf) != nil {
 				for j := range k {
 					d.writeElem(r, elemAddr(r, i+j), buf[chunkOff(j, k, size, r.DF):][:size], st)
 				}
 			}
 		} else {
-			if !whole || d.mem.Read(lo, buf) != nil {
+			if !whole || d.mem.Read(memory.GPA(lo), buf) != nil {
 				for j := range k {
 					d.readElem(r, elemAddr(r, i+j), buf[chunkOff(j, k, size, r.DF):][:size], st)
 				}
@@ -255,7 +255,7 @@ func chunkOff(j, k, size uint64, df bool) uint64 {
 }
 
 func (d *Dispatcher) writeElem(r *Request, gpa uint64, b []byte, st *Stats) {
-	if d.mem.Write(gpa, b) == nil {
+	if d.mem.Write(memory.GPA(gpa), b) == nil {
 		return
 	}
 	st.memFaults.Add(1)
@@ -264,7 +264,7 @@ func (d *Dispatcher) writeElem(r *Request, gpa uint64, b []byte, st *Stats) {
 }
 
 func (d *Dispatcher) readElem(r *Request, gpa uint64, b []byte, st *Stats) {
-	if d.mem.Read(gpa, b) == nil {
+	if d.mem.Read(memory.GPA(gpa), b) == nil {
 		return
 	}
 	st.memFaults.Add(1)

@@ -356,3 +356,36 @@ func TestDispatchTinyScratch(t *testing.T) {
 		}
 	}
 }
+
+// TestDispatchRepMarksDirty: a rep INS (and a MOVS from MMIO) that
+// writes guest RAM for the guest's string instruction is a device-model
+// write to guest memory: it reaches the dirty log; a rep OUTS does not.
+func TestDispatchRepMarksDirty(t *testing.T) {
+	log, err := memory.NewDirtyLog(0x10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ram := memory.NewFlat(0x1000, 0x4000)
+	ram.Dirty = log
+	d := NewDispatcher(Targets{PIO: &recSpace{base: 0x10}, MMIO: &recSpace{base: 0x20}, Memory: ram})
+	var st Stats
+	collect := func() (runs [][2]uint64) {
+		log.Collect(func(g, n uint64) { runs = append(runs, [2]uint64{g, n}) })
+		return runs
+	}
+	for _, tc := range []struct {
+		name string
+		req  Request
+		want [][2]uint64
+	}{
+		{"rep outsw", Request{Type: TypePIO, Addr: 0x1f0, Size: 2, Count: 8, DataIsPtr: true, Data: 0x1ff8}, nil},
+		{"rep insw across a page", Request{Type: TypePIO, Addr: 0x1f0, Size: 2, Count: 8, Read: true, DataIsPtr: true, Data: 0x1ff8}, [][2]uint64{{1, 2}}},
+		{"movsd MMIO to RAM df", Request{Type: TypeCopy, Addr: 0xfe000000, Size: 4, Count: 4, Read: true, DataIsPtr: true, DF: true, Data: 0x3000}, [][2]uint64{{2, 2}}},
+	} {
+		r := tc.req
+		d.Handle(&r, make([]byte, 4096), &st)
+		if got := collect(); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: dirty runs %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -58,6 +58,22 @@ func BenchmarkMapCache_Hit(b *testing.B) {
 			r.Release()
 		}
 	})
+	log, err := NewDirtyLog(8 << 20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cd, err := NewMapCache(FromBytes(pattern(8<<20)), MapCacheConfig{Dirty: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("write/8/dirty-log", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := cd.Write(0x100040, buf[:8]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // benchWorkload runs a DMA-like workload over guest memory: a mix of
@@ -82,7 +98,7 @@ func benchWorkload(b *testing.B, m Mapper, shift uint, guest, bound uint64) {
 		} else {
 			gpa, n = rng.Uint64N(guest-2048), 2048
 		}
-		if err := c.Read(gpa, buf[:n]); err != nil {
+		if err := c.Read(GPA(gpa), buf[:n]); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -106,7 +106,7 @@ func TestMapCache_ConcurrentInvalidate(t *testing.T) {
 					n = int(memPages*PageSize - gpa)
 				}
 				if rng.IntN(4) == 0 {
-					r, err := c.Pin(gpa, n)
+					r, err := c.Pin(GPA(gpa), n)
 					if err != nil {
 						errs <- fmt.Errorf("Pin(%#x, %d): %w", gpa, n, err)
 						return
@@ -122,7 +122,7 @@ func TestMapCache_ConcurrentInvalidate(t *testing.T) {
 					r.Release()
 					continue
 				}
-				if err := c.Read(gpa, buf[:n]); err != nil {
+				if err := c.Read(GPA(gpa), buf[:n]); err != nil {
 					errs <- fmt.Errorf("Read(%#x, %d): %w", gpa, n, err)
 					return
 				}

@@ -8,6 +8,22 @@
 // the reader. Accessors copy; they never hand out pointers into guest
 // memory except through explicitly pinned regions (MapCache.Pin).
 //
+// # Rings and the dirty log
+//
+// Ring devices (virtio queues, AHCI command lists, NVMe queues) pin their
+// rings once (MapCache.Pin) and then use the Region's atomic little-endian
+// index accesses (Load16/Store16, 32, 64: sequentially consistent, so
+// every load is an acquire and every store a release, as virtio 1.2 §2.7
+// requires of avail idx and used idx; see ring.go) and its copies
+// (ReadAt/WriteAt), none of which allocates or takes a lock.
+//
+// Every write the device model makes to guest RAM is recorded in a
+// DirtyLog when the cache (or Flat) has one: MapCache.Write, Region
+// WriteAt and stores, MarkDirty after writes through WritableSegments,
+// and Release of a region written that way. Collect takes and clears the
+// record in runs of pages, the extents of XEN_DMOP_modified_memory for
+// live migration's log-dirty.
+//
 // # Map cache
 //
 // MapCache maps guest memory in buckets (1 MiB by default, as QEMU's

@@ -10,6 +10,8 @@ import (
 type Flat struct {
 	// Base is the guest-physical address of Mem[0].
 	Base GPA
+	// Dirty, if set, records every Write (see DirtyLog).
+	Dirty *DirtyLog
 
 	mu  sync.RWMutex
 	Mem []byte // guarded by mu once shared
@@ -19,7 +21,7 @@ type Flat struct {
 func NewFlat(base GPA, size int) *Flat { return &Flat{Base: base, Mem: make([]byte, size)} }
 
 func (f *Flat) span(gpa GPA, n int) (int, error) {
-	if gpa < f.Base || gpa-f.Base > uint64(len(f.Mem)) || uint64(len(f.Mem))-(gpa-f.Base) < uint64(n) {
+	if gpa < f.Base || uint64(gpa-f.Base) > uint64(len(f.Mem)) || uint64(len(f.Mem))-uint64(gpa-f.Base) < uint64(n) {
 		return 0, fmt.Errorf("flat [%#x+%d]: %w", gpa, n, ErrUnmapped)
 	}
 	return int(gpa - f.Base), nil
@@ -46,5 +48,6 @@ func (f *Flat) Write(gpa GPA, p []byte) error {
 		return err
 	}
 	copy(f.Mem[off:], p)
+	f.Dirty.Mark(gpa, uint64(len(p)))
 	return nil
 }

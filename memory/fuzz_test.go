@@ -34,7 +34,8 @@ func FuzzMapCache(f *testing.F) {
 		ways := 1 + int(script[0]&3)
 		c := small(t, fm, ways*(1+int(script[0]>>2&3)), ways)
 		script = script[2:]
-		okRange := func(gpa GPA, n int) bool {
+		okRange := func(g GPA, n int) bool {
+			gpa := uint64(g)
 			if n == 0 {
 				return true
 			}
@@ -55,14 +56,14 @@ func FuzzMapCache(f *testing.F) {
 			a := binary.LittleEndian.Uint16(script[1:])
 			n := int(binary.LittleEndian.Uint16(script[3:])) % len(buf)
 			script = script[5:]
-			gpa := GPA(a) * 4 // 0..256 KiB: inside and beyond memory
+			gpa := uint64(a) * 4 // 0..256 KiB: inside and beyond memory
 			if a == 0xffff {
 				gpa = ^uint64(0) - 7 // wrapping
 			}
 			switch op {
 			case 0: // read
-				err := c.Read(gpa, buf[:n])
-				if ok := okRange(gpa, n); ok != (err == nil) {
+				err := c.Read(GPA(gpa), buf[:n])
+				if ok := okRange(GPA(gpa), n); ok != (err == nil) {
 					t.Fatalf("Read(%#x, %d) = %v, model says ok=%v", gpa, n, err, ok)
 				}
 				if err == nil && n > 0 && !bytes.Equal(buf[:n], ref[gpa:gpa+uint64(n)]) {
@@ -75,8 +76,8 @@ func FuzzMapCache(f *testing.F) {
 				for i := range buf[:n] {
 					buf[i] = byte(a) + byte(i)
 				}
-				err := c.Write(gpa, buf[:n])
-				ok := okRange(gpa, n)
+				err := c.Write(GPA(gpa), buf[:n])
+				ok := okRange(GPA(gpa), n)
 				if ok != (err == nil) {
 					t.Fatalf("Write(%#x, %d) = %v, model says ok=%v", gpa, n, err, ok)
 				}
@@ -91,8 +92,8 @@ func FuzzMapCache(f *testing.F) {
 					t.Fatalf("Write(%#x, %d) changed memory outside its range", gpa, n)
 				}
 			case 2: // pin
-				r, err := c.Pin(gpa, n)
-				if ok := okRange(gpa, n) && n > 0; ok != (err == nil) {
+				r, err := c.Pin(GPA(gpa), n)
+				if ok := okRange(GPA(gpa), n) && n > 0; ok != (err == nil) {
 					t.Fatalf("Pin(%#x, %d) = %v, model says ok=%v", gpa, n, err, ok)
 				}
 				if err == nil {
@@ -149,7 +150,8 @@ func FuzzMapCacheStale(f *testing.F) {
 		snap := map[uint64]map[uint64]bool{} // bucket -> holes when mapped
 		// touch mirrors the cache walking [gpa, gpa+n): it maps buckets
 		// in order and reports whether the access succeeds.
-		touch := func(gpa GPA, n int) bool {
+		touch := func(g GPA, n int) bool {
+			gpa := uint64(g)
 			if n == 0 {
 				return true
 			}
@@ -186,8 +188,8 @@ func FuzzMapCacheStale(f *testing.F) {
 			gpa := a * 4 % (memSize + 2<<shift) // a little beyond memory too
 			switch op {
 			case 0: // read
-				err := c.Read(gpa, buf[:n])
-				if want := touch(gpa, n); want != (err == nil) {
+				err := c.Read(GPA(gpa), buf[:n])
+				if want := touch(GPA(gpa), n); want != (err == nil) {
 					t.Fatalf("Read(%#x, %d) = %v, model says ok=%v", gpa, n, err, want)
 				}
 			case 1: // toggle a hole in the p2m (seen only after Invalidate)
@@ -202,8 +204,8 @@ func FuzzMapCacheStale(f *testing.F) {
 				if len(pins) >= 3 || n == 0 {
 					continue
 				}
-				r, err := c.Pin(gpa, n)
-				if want := touch(gpa, n); want != (err == nil) {
+				r, err := c.Pin(GPA(gpa), n)
+				if want := touch(GPA(gpa), n); want != (err == nil) {
 					t.Fatalf("Pin(%#x, %d) = %v, model says ok=%v", gpa, n, err, want)
 				}
 				if err == nil {

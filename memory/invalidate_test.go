@@ -114,21 +114,21 @@ func TestMapCache_InvalidateSeesNewP2M(t *testing.T) {
 			m := newP2MMapper(32, 1)
 			c := small(t, m, 8, 2)
 			buf := make([]byte, 64)
-			if err := c.Read(gpa, buf); err != nil || !allEqual(buf, 1) {
+			if err := c.Read(GPA(gpa), buf); err != nil || !allEqual(buf, 1) {
 				t.Fatalf("Read before the change = %v, %v; want frame 1", buf[:4], err)
 			}
-			pin, err := c.Pin(gpa, 64)
+			pin, err := c.Pin(GPA(gpa), 64)
 			if err != nil {
 				t.Fatal(err)
 			}
 			m.set(gpa/PageSize, 1, tc.frame)
-			if err := c.Read(gpa, buf); err != nil || !allEqual(buf, 1) {
+			if err := c.Read(GPA(gpa), buf); err != nil || !allEqual(buf, 1) {
 				t.Fatalf("Read before Invalidate = %v, %v; want the old frame (Xen has not asked yet)", buf[:4], err)
 			}
 
 			c.Invalidate()
 
-			err = c.Read(gpa, buf)
+			err = c.Read(GPA(gpa), buf)
 			if tc.wantErr {
 				if !errors.Is(err, ErrUnmapped) || !errors.Is(err, errP2MHole) {
 					t.Errorf("Read after Invalidate = %v, want ErrUnmapped wrapping the hole", err)
@@ -137,7 +137,7 @@ func TestMapCache_InvalidateSeesNewP2M(t *testing.T) {
 				t.Errorf("Read after Invalidate = %v, %v; want frame %d, never the stale 1", buf[:4], err, tc.frame)
 			}
 			// A page of the same bucket that did not change: remapped too.
-			if err := c.Read(gpa+PageSize, buf); err != nil || !allEqual(buf, 1) {
+			if err := c.Read(GPA(gpa)+PageSize, buf); err != nil || !allEqual(buf, 1) {
 				t.Errorf("Read of an unchanged page after Invalidate = %v, %v", buf[:4], err)
 			}
 			if got := c.Stats().Maps; got != 2 {
@@ -197,7 +197,7 @@ func TestMapCache_InvalidateOrdering(t *testing.T) {
 				gpa := uint64((i*7+w*13)%(pages-3)) * PageSize
 				floor := byte(published.Load())
 				if w == 0 {
-					r, err := c.Pin(gpa, len(buf))
+					r, err := c.Pin(GPA(gpa), len(buf))
 					if err != nil {
 						errs <- fmt.Errorf("Pin(%#x): %w", gpa, err)
 						return
@@ -219,7 +219,7 @@ func TestMapCache_InvalidateOrdering(t *testing.T) {
 					r.Release()
 					continue
 				}
-				if err := c.Read(gpa, buf); err != nil {
+				if err := c.Read(GPA(gpa), buf); err != nil {
 					errs <- fmt.Errorf("Read(%#x): %w", gpa, err)
 					return
 				}

@@ -59,6 +59,9 @@ type MapCacheConfig struct {
 	// Ways is the number of buckets that may share a table set (0:
 	// DefaultWays); more ways mean fewer conflicts and slower misses.
 	Ways int
+	// Dirty, if set, records every write the cache makes to guest
+	// memory (Write, and every write through a Region): see DirtyLog.
+	Dirty *DirtyLog
 }
 
 // MapCacheStats are a MapCache's counters.
@@ -144,6 +147,7 @@ type MapCache struct {
 	slots   []atomic.Pointer[bucket] // set s occupies [s*ways, (s+1)*ways)
 
 	closed atomic.Bool
+	dirty  *DirtyLog // nil: writes are not logged
 
 	maps, mapErrors, evictions, private, invalidations, unmapErrors atomic.Uint64
 	live                                                            atomic.Int64
@@ -203,10 +207,14 @@ func NewMapCache(m Mapper, cfg MapCacheConfig) (*MapCache, error) {
 		setMask:  sets - 1,
 		slots:    make([]atomic.Pointer[bucket], sets*uint64(cfg.Ways)),
 		privates: make(map[*bucket]struct{}),
+		dirty:    cfg.Dirty,
 	}
 	c.retireCond.L = &c.retireMu
 	return c, nil
 }
+
+// DirtyLog returns the log the cache records its writes in (nil if none).
+func (c *MapCache) DirtyLog() *DirtyLog { return c.dirty }
 
 // BucketSize returns the bucket size in bytes.
 func (c *MapCache) BucketSize() uint64 { return c.size }
@@ -447,7 +455,7 @@ func (c *MapCache) Close() error {
 
 // span checks that [gpa, gpa+n) does not wrap.
 func span(gpa GPA, n int) error {
-	if n > 0 && gpa+uint64(n)-1 < gpa {
+	if n > 0 && gpa+GPA(n)-1 < gpa {
 		return fmt.Errorf("memory: map cache: [%#x+%d] wraps: %w", gpa, n, ErrUnmapped)
 	}
 	return nil
@@ -463,10 +471,11 @@ func (c *MapCache) Write(gpa GPA, p []byte) error { return c.copyAt(gpa, p, true
 
 // copyAt copies between p and guest memory at gpa, bucket by bucket,
 // holding each bucket only for the copy.
-func (c *MapCache) copyAt(gpa GPA, p []byte, write bool) error {
-	if err := span(gpa, len(p)); err != nil {
+func (c *MapCache) copyAt(g GPA, p []byte, write bool) error {
+	if err := span(g, len(p)); err != nil {
 		return err
 	}
+	gpa := uint64(g)
 	for len(p) > 0 {
 		b, err := c.get(gpa>>c.shift, copyUnit, copyMask)
 		if err != nil {
@@ -480,6 +489,10 @@ func (c *MapCache) copyAt(gpa GPA, p []byte, write bool) error {
 		}
 		if write {
 			copy(b.mem[off:], p[:n])
+			// Marked after the copy and before the reference is
+			// dropped: a Collect that misses this mark runs before
+			// the copy is complete, and the next one reports it.
+			c.dirty.Mark(GPA(gpa), n)
 		} else {
 			copy(p[:n], b.mem[off:])
 		}
@@ -490,16 +503,23 @@ func (c *MapCache) copyAt(gpa GPA, p []byte, write bool) error {
 	return nil
 }
 
-// Region is a pinned range of guest memory, for DMA that must not copy
+// Region is a pinned range of guest memory: descriptor rings (virtio
+// queues, AHCI command lists, NVMe queues) and DMA that must not copy
 // (readv/writev straight into guest RAM). Its mappings stay valid until
-// Release, even across Invalidate. A Region is not safe for concurrent
-// Release; its other methods may be called concurrently.
+// Release, even across Invalidate. Every write through it is recorded in
+// the cache's DirtyLog: WriteAt and the atomic stores mark the bytes they
+// wrote; a caller writing through WritableSegments marks with MarkDirty,
+// and Release marks the whole region once more as a backstop. A Region is
+// not safe for concurrent Release; its other methods may be called
+// concurrently, and none of them allocates.
 type Region struct {
 	c        *MapCache
 	gpa      GPA
 	n        int
+	first    uint64 // offset of the region's first byte in buckets[0]
 	buckets  []*bucket
 	segs     [][]byte
+	written  atomic.Bool // WritableSegments was called: Release marks the whole region dirty
 	released atomic.Bool
 }
 
@@ -513,9 +533,9 @@ func (c *MapCache) Pin(gpa GPA, n int) (*Region, error) {
 	if err := span(gpa, n); err != nil {
 		return nil, err
 	}
-	first, last := gpa>>c.shift, (gpa+uint64(n)-1)>>c.shift
-	r := &Region{c: c, gpa: gpa, n: n, buckets: make([]*bucket, 0, last-first+1), segs: make([][]byte, 0, last-first+1)}
-	for rest, a := uint64(n), gpa; rest > 0; {
+	first, last := uint64(gpa)>>c.shift, (uint64(gpa)+uint64(n)-1)>>c.shift
+	r := &Region{c: c, gpa: gpa, n: n, first: uint64(gpa) & (c.size - 1), buckets: make([]*bucket, 0, last-first+1), segs: make([][]byte, 0, last-first+1)}
+	for rest, a := uint64(n), uint64(gpa); rest > 0; {
 		// Pins are not waited for by Invalidate, so take the pin
 		// reference directly: no window in which Invalidate waits on a
 		// half-built Region.
@@ -544,10 +564,30 @@ func (r *Region) GPA() GPA { return r.gpa }
 // Len returns the length of the region in bytes.
 func (r *Region) Len() int { return r.n }
 
-// Segments returns the region as slices of mapped guest memory, in order;
-// their lengths add up to Len. The guest may change the bytes at any time.
-// The slices must not be used after Release.
+// Segments returns the region as slices of mapped guest memory, in order,
+// for reading; their lengths add up to Len. The guest may change the bytes
+// at any time. The slices must not be written (use WritableSegments) and
+// must not be used after Release.
 func (r *Region) Segments() [][]byte { return r.segs }
+
+// WritableSegments returns the segments as Segments does, for writing
+// (readv into guest RAM). The caller reports what it wrote with MarkDirty
+// once the bytes are in place; Release marks the whole region dirty again,
+// so nothing written before Release can be missed by a Collect after it.
+func (r *Region) WritableSegments() [][]byte {
+	r.written.Store(true)
+	return r.segs
+}
+
+// MarkDirty records in the cache's DirtyLog that the region's bytes
+// [off, off+n) were written through WritableSegments. Out-of-range parts
+// are ignored.
+func (r *Region) MarkDirty(off, n int) {
+	if off < 0 || n <= 0 || off >= r.n {
+		return
+	}
+	r.c.dirty.Mark(r.gpa+GPA(off), uint64(min(n, r.n-off)))
+}
 
 // ReadAt copies bytes of the region at offset off into p (io.ReaderAt).
 func (r *Region) ReadAt(p []byte, off int64) (int, error) {
@@ -566,6 +606,7 @@ func (r *Region) xfer(p []byte, off int64, write bool) (int, error) {
 	if off < 0 || off > int64(r.n) {
 		return 0, fmt.Errorf("memory: region: offset %d outside %d bytes", off, r.n)
 	}
+	start := off // region offset of p[0]
 	done := 0
 	for _, s := range r.segs {
 		if off >= int64(len(s)) {
@@ -581,8 +622,14 @@ func (r *Region) xfer(p []byte, off int64, write bool) (int, error) {
 		done += k
 		off = 0
 		if done == len(p) {
-			return done, nil
+			break
 		}
+	}
+	if write {
+		r.c.dirty.Mark(r.gpa+GPA(start), uint64(done))
+	}
+	if done == len(p) {
+		return done, nil
 	}
 	if write {
 		return done, io.ErrShortWrite
@@ -590,10 +637,14 @@ func (r *Region) xfer(p []byte, off int64, write bool) (int, error) {
 	return done, io.EOF
 }
 
-// Release drops the pin. It is idempotent.
+// Release drops the pin. It is idempotent. If the region's segments were
+// handed out for writing, the whole region is marked dirty first.
 func (r *Region) Release() {
 	if r.released.Swap(true) {
 		return
+	}
+	if r.written.Load() {
+		r.c.dirty.Mark(r.gpa, uint64(r.n))
 	}
 	for _, b := range r.buckets {
 		r.c.put(b, pinUnit)

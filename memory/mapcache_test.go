@@ -92,7 +92,7 @@ func TestMapCache_ReadWrite(t *testing.T) {
 			if err := c.Read(tc.gpa, got); err != nil {
 				t.Fatalf("Read(%#x, %d) = %v", tc.gpa, tc.n, err)
 			}
-			if w := want[tc.gpa : tc.gpa+uint64(tc.n)]; !bytes.Equal(got, w) {
+			if w := want[tc.gpa : tc.gpa+GPA(tc.n)]; !bytes.Equal(got, w) {
 				t.Fatalf("Read(%#x, %d) returned wrong bytes", tc.gpa, tc.n)
 			}
 			data := bytes.Repeat([]byte{byte(tc.n)}, tc.n)
@@ -130,7 +130,7 @@ func TestMapCache_Holes(t *testing.T) {
 		{"beyond memory", 64 << 10, 1, ErrFakeHole},
 		{"straddling the end", 64<<10 - 4, 8, ErrFakeHole},
 		{"far beyond", 1 << 40, 8, ErrFakeHole},
-		{"wrapping", ^uint64(0) - 3, 8, nil},
+		{"wrapping", ^GPA(0) - 3, 8, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := make([]byte, tc.n)
@@ -340,7 +340,7 @@ func TestMapCache_PinErrors(t *testing.T) {
 		{0x1000, -1},
 		{0x5000, 0x2000}, // hole at 0x6000
 		{0x3000, 0x5000}, // crosses into the bucket with the hole
-		{^uint64(0), 2},
+		{^GPA(0), 2},
 		{32 << 10, 1},
 	} {
 		if r, err := c.Pin(tc.gpa, tc.n); !errors.Is(err, ErrUnmapped) {

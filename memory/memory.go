@@ -3,7 +3,7 @@ package memory
 import "errors"
 
 // GPA is a guest-physical address.
-type GPA = uint64
+type GPA uint64
 
 // PageSize is the size of a guest page frame.
 const PageSize = 4096

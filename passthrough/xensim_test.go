@@ -141,11 +141,17 @@ type hvState struct {
 	// checks the caller, so replay checks the rest.
 	iomem     map[uint64]bool
 	ungranted []xensim.Event
+	// lost counts the first events xensim's ring no longer held: a
+	// replay without them cannot tell what is left, so clean fails.
+	lost uint64
 }
 
 func replay(evs []xensim.Event) hvState {
 	s := hvState{pirqs: map[uint64]bool{}, bindings: map[uint64]bool{}, frames: map[uint64]uint64{}, ports: map[uint64]uint64{},
 		iomem: map[uint64]bool{}}
+	if len(evs) > 0 {
+		s.lost = evs[0].Seq - 1
+	}
 	for _, e := range evs {
 		switch e.Kind {
 		case xensim.EventMapPIRQ:
@@ -203,6 +209,9 @@ func replay(evs []xensim.Event) hvState {
 }
 
 func (s hvState) clean() error {
+	if s.lost != 0 {
+		return fmt.Errorf("xensim's event ring dropped the first %d events: the replay cannot check what is left", s.lost)
+	}
 	if len(s.ungranted) != 0 {
 		return fmt.Errorf("memory_mapping of frames the guest was not granted (real Xen: EPERM): %v", s.ungranted)
 	}

@@ -20,6 +20,7 @@ targets="
 ./hyp/xensim FuzzDMOp
 ./devices FuzzSpace
 ./memory FuzzMapCache
+./memory FuzzRegionRing
 ./pci FuzzConfigWrites
 ./pci FuzzMSIX
 ./passthrough FuzzConfigWrites

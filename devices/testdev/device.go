@@ -128,7 +128,7 @@ func (d *Device) worker() {
 			for i := range b {
 				b[i] = byte(seed + uint32(i))
 			}
-			if err := d.mem.Write(addr, b); err != nil {
+			if err := d.mem.Write(memory.GPA(addr), b); err != nil {
 				st = StatusDMAErr
 			}
 		}

@@ -364,7 +364,7 @@ func FuzzScript(f *testing.F) {
 				doorbell()
 				if model.status == StatusOK {
 					buf := make([]byte, n)
-					if err := mem.Read(addr, buf); err != nil {
+					if err := mem.Read(memory.GPA(addr), buf); err != nil {
 						t.Fatal(err)
 					}
 					for i, x := range buf {

@@ -17,7 +17,8 @@ type Config struct {
 	// Backend carries the serial line to the host; nil means a null
 	// backend. The UART attaches itself as the backend's Sink.
 	Backend chardev.Backend
-	// Clock drives the character timeout; nil means SystemClock.
+	// Clock drives the character timeout and the pace of reception; nil
+	// means SystemClock.
 	Clock Clock
 	// BaudBase is the input clock divided by 16; zero means
 	// DefaultBaudBase.
@@ -34,6 +35,9 @@ type Stats struct {
 	Received uint64
 	// Overruns counts receive overruns (LSR.OE events).
 	Overruns uint64
+	// RxPaced counts offers of input refused because the line had not
+	// yet carried the next character (see Receive).
+	RxPaced uint64
 }
 
 // UART is one 16550A. It implements devices.Handler (offsets 0..7, any
@@ -60,7 +64,10 @@ type UART struct {
 	timer           Timer
 	timeoutArmed    bool
 	timeoutAt       time.Duration
-	modemIn         uint8 // host-driven CTS/DSR/RI/DCD (MSR bits 4-7)
+	rxTimer         Timer         // opens the next receive slot: backend.Ready
+	rxNextAt        time.Duration // earliest clock time the next character may arrive
+	rxWaiting       bool          // input was refused for pace; rxTimer will call Ready
+	modemIn         uint8         // host-driven CTS/DSR/RI/DCD (MSR bits 4-7)
 	txByte          [1]byte
 	stats           Stats
 	closed          bool
@@ -92,6 +99,8 @@ func New(cfg Config) *UART {
 	}
 	u.timer = u.clock.AfterFunc(time.Hour, u.timeoutFired)
 	u.timer.Stop()
+	u.rxTimer = u.clock.AfterFunc(time.Hour, u.rxSlotOpen)
+	u.rxTimer.Stop()
 	u.mu.Lock()
 	u.resetLocked()
 	u.mu.Unlock()
@@ -109,6 +118,8 @@ func (u *UART) Close() error {
 	u.closed = true
 	u.timer.Stop()
 	u.timeoutArmed = false
+	u.rxTimer.Stop()
+	u.rxWaiting = false
 	return nil
 }
 
@@ -133,6 +144,8 @@ func (u *UART) resetLocked() {
 	u.thrIPending, u.timeoutIPending = false, false
 	u.timer.Stop()
 	u.timeoutArmed = false
+	u.rxTimer.Stop()
+	u.rxWaiting, u.rxNextAt = false, 0
 	// QEMU's serial_reset assumes 8N1 frames (10 bits) at the reset
 	// divisor until the guest writes LCR or the divisor.
 	u.charTime = time.Second / time.Duration(u.baudBase/resetDivisor) * 10
@@ -406,7 +419,22 @@ func (u *UART) setIRQLocked(high bool) {
 // Receive implements chardev.Sink: it moves input into the receiver,
 // taking no more than QEMU's serial_can_receive would (up to the trigger
 // level, then one byte at a time) so that the guest sees trigger-level
-// interrupts rather than a FIFO filled in one go.
+// interrupts rather than a FIFO filled in one go, and no faster than the
+// line carries characters.
+//
+// The pace: on a real 16550 a character arrives one frame time (start,
+// data, parity and stop bits at the divisor's bit rate: the charTime that
+// QEMU's serial.c computes as char_transmit_time for its timeout) after
+// the previous one, however much the far end has queued. Without it a
+// host flood refills the FIFO the moment the guest reads RBR, so a guest
+// whose register accesses are slow (each one an ioreq round trip) never
+// sees the receiver empty and stays in its interrupt handler (Linux
+// reported soft lockups). So a character is taken only when its slot on
+// the line has come; otherwise Receive refuses it and a timer calls the
+// backend's Ready when the slot comes. After an idle line the first
+// character is taken at once; a late timer lets at most one more through
+// at once to catch up, so the average rate never exceeds the line's.
+// Loopback (MCR bit 4) stays instant, as in QEMU.
 func (u *UART) Receive(p []byte) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -414,11 +442,40 @@ func (u *UART) Receive(p []byte) int {
 		return 0 // loopback disconnects the serial input
 	}
 	n := 0
+	now := u.clock.Now()
 	for n < len(p) && u.canReceiveLocked() > 0 {
+		if now < u.rxNextAt {
+			u.stats.RxPaced++
+			if !u.rxWaiting {
+				u.rxWaiting = true
+				u.rxTimer.Reset(u.rxNextAt - now)
+			}
+			break
+		}
+		if u.rxNextAt+u.charTime < now {
+			u.rxNextAt = now // the line was idle: no credit for it
+		}
+		u.rxNextAt += u.charTime
 		u.receiveByteLocked(p[n])
 		n++
 	}
 	return n
+}
+
+// rxSlotOpen runs when the line can carry the next character: the backend
+// offers its input again.
+func (u *UART) rxSlotOpen() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.rxWaiting || u.closed {
+		return
+	}
+	if now := u.clock.Now(); now < u.rxNextAt {
+		u.rxTimer.Reset(u.rxNextAt - now) // stale firing of an earlier arming
+		return
+	}
+	u.rxWaiting = false
+	u.backend.Ready()
 }
 
 // +checklocks:u.mu

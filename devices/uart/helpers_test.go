@@ -59,7 +59,8 @@ func (t *fakeTimer) Reset(d time.Duration) bool {
 func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.now += d
-	var due []func()
+	var buf [4]func() // no allocation for the usual few timers
+	due := buf[:0]
 	for _, t := range c.timers {
 		if t.active && t.at <= c.now {
 			t.active = false
@@ -112,6 +113,9 @@ type fakeBackend struct {
 	limit  int // max buffered output; 0 = unlimited
 	sink   chardev.Sink
 	readys int
+	// wire, if set, lets feed model the serial line: it moves time to
+	// the receiver's next character slot and reports whether it did.
+	wire func() bool
 }
 
 func (b *fakeBackend) Write(p []byte) int {
@@ -140,15 +144,41 @@ func (b *fakeBackend) Ready() {
 func (b *fakeBackend) Stats() chardev.Stats { return chardev.Stats{} }
 func (b *fakeBackend) Close() error         { return nil }
 
-// feed offers p to the attached sink and returns how much it took.
+// feed offers p to the attached sink and returns how much it took. With
+// a wire it models the line carrying p: when the receiver refuses input
+// only because the next character's slot has not come, time moves to that
+// slot and the rest is offered again, so feed takes what the receiver has
+// room for, at the line's pace.
 func (b *fakeBackend) feed(p []byte) int {
 	b.mu.Lock()
-	s := b.sink
+	s, wire := b.sink, b.wire
 	b.mu.Unlock()
 	if s == nil {
 		return 0
 	}
-	return s.Receive(p)
+	n := s.Receive(p)
+	for n < len(p) && wire != nil && wire() {
+		n += s.Receive(p[n:])
+	}
+	return n
+}
+
+// toNextSlot advances c to u's next receive slot if u refused input for
+// the line's pace (its slot timer then offers Ready), and reports whether
+// it did.
+func toNextSlot(u *UART, c *fakeClock) bool {
+	u.mu.Lock()
+	waiting, at := u.rxWaiting, u.rxNextAt
+	u.mu.Unlock()
+	if !waiting {
+		return false
+	}
+	if now := c.Now(); at > now {
+		c.Advance(at - now)
+	} else {
+		c.Advance(0)
+	}
+	return true
 }
 
 func (b *fakeBackend) output() string {
@@ -169,6 +199,7 @@ type rig struct {
 func newRig(t *testing.T) *rig {
 	r := &rig{t: t, line: &lineRecorder{}, be: &fakeBackend{}, clock: &fakeClock{}}
 	r.u = New(Config{IRQ: r.line, Backend: r.be, Clock: r.clock})
+	r.be.wire = func() bool { return toNextSlot(r.u, r.clock) }
 	t.Cleanup(func() { r.u.Close() })
 	return r
 }

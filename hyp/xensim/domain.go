@@ -429,5 +429,5 @@ func (d *Domain) Memory() memory.Accessor { return guestMemory{d} }
 
 type guestMemory struct{ d *Domain }
 
-func (m guestMemory) Read(gpa memory.GPA, p []byte) error  { return m.d.ReadRAM(gpa, p) }
-func (m guestMemory) Write(gpa memory.GPA, p []byte) error { return m.d.WriteRAM(gpa, p) }
+func (m guestMemory) Read(gpa memory.GPA, p []byte) error  { return m.d.ReadRAM(uint64(gpa), p) }
+func (m guestMemory) Write(gpa memory.GPA, p []byte) error { return m.d.WriteRAM(uint64(gpa), p) }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"godm/hyp"
@@ -139,19 +140,46 @@ func (e Event) String() string {
 var ErrTimeout = errors.New("xensim: timed out")
 
 // eventLog is a fixed-capacity ring of events. Recording allocates
-// nothing, so DM-op fast paths stay allocation-free under the simulator.
+// nothing (but the first event of a domain, which creates its counters),
+// so DM-op fast paths stay allocation-free under the simulator.
+//
+// The ring keeps the latest events only: a long run wraps it, and a check
+// that counts events from the start by walking it would count only the
+// retained ones. Beside the ring the log therefore keeps what such checks
+// need, for the whole run: per domain, the number of events of each kind
+// (ioreq-server events also per detail) and the latest event of each kind;
+// the protocol violations (up to maxViolations); and the tallies of
+// NewTally.
 type eventLog struct {
-	mu      sync.Mutex
-	ring    []Event
-	next    uint64 // Seq of the next event
-	waiters map[chan struct{}]struct{}
-	closed  bool
+	mu         sync.Mutex
+	ring       []Event
+	next       uint64 // Seq of the next event
+	waiters    map[chan struct{}]struct{}
+	closed     bool
+	doms       map[hyp.DomID]*domEvents
+	violations []Event // the first maxViolations
+	nviolation uint64
+	tallies    []*Tally
 }
+
+// maxViolations bounds the violations kept beside the ring.
+const maxViolations = 1024
+
+// domEvents are one domain's cumulative event records.
+type domEvents struct {
+	count  [len(kindNames)]uint64
+	server [len(serverDetails)]uint64 // EventIOReqServer by Detail
+	last   [len(kindNames)]Event
+}
+
+// serverDetails are the Details of EventIOReqServer.
+var serverDetails = [...]string{"create", "enable", "disable", "destroy"}
 
 func (l *eventLog) init(capacity int) {
 	l.ring = make([]Event, capacity)
 	l.next = 1
 	l.waiters = make(map[chan struct{}]struct{})
+	l.doms = make(map[hyp.DomID]*domEvents)
 }
 
 func (l *eventLog) record(e *Event) {
@@ -159,6 +187,33 @@ func (l *eventLog) record(e *Event) {
 	e.Seq = l.next
 	l.ring[l.next%uint64(len(l.ring))] = *e
 	l.next++
+	if int(e.Kind) < len(kindNames) {
+		d := l.doms[e.Dom]
+		if d == nil {
+			d = new(domEvents)
+			l.doms[e.Dom] = d
+		}
+		d.count[e.Kind]++
+		d.last[e.Kind] = *e
+		if e.Kind == EventIOReqServer {
+			for i, s := range serverDetails {
+				if e.Detail == s {
+					d.server[i]++
+				}
+			}
+		}
+	}
+	if e.Kind == EventViolation {
+		l.nviolation++
+		if len(l.violations) < maxViolations {
+			l.violations = append(l.violations, *e)
+		}
+	}
+	for _, t := range l.tallies {
+		if t.match(*e) {
+			t.n.Add(1)
+		}
+	}
 	for w := range l.waiters {
 		select {
 		case w <- struct{}{}:
@@ -204,7 +259,10 @@ func (l *eventLog) sinceLocked(after uint64) []Event {
 
 func (s *Sim) record(e Event) { s.events.record(&e) }
 
-// Events returns the retained recorded events, oldest first.
+// Events returns the retained recorded events, oldest first: the latest
+// EventCapacity of them. A check over the whole run uses Count, LastEvent,
+// Violations or a Tally instead; a walk can tell that events were dropped
+// when the first one's Seq is not 1.
 func (s *Sim) Events() []Event { return s.events.since(0) }
 
 // EventsSince returns the retained events with Seq > after, oldest first.
@@ -256,15 +314,92 @@ func (s *Sim) WaitEvent(after uint64, timeout time.Duration, match func(Event) b
 	}
 }
 
-// Violations returns the recorded protocol violations, oldest first.
+// Violations returns the protocol violations recorded since the Sim
+// started, oldest first, however many events the ring dropped since: the
+// first 1024 of them (ViolationCount tells whether there were more).
 func (s *Sim) Violations() []Event {
-	var out []Event
-	for _, e := range s.Events() {
-		if e.Kind == EventViolation {
-			out = append(out, e)
+	s.events.mu.Lock()
+	defer s.events.mu.Unlock()
+	return append([]Event(nil), s.events.violations...)
+}
+
+// ViolationCount returns the number of protocol violations recorded since
+// the Sim started.
+func (s *Sim) ViolationCount() uint64 {
+	s.events.mu.Lock()
+	defer s.events.mu.Unlock()
+	return s.events.nviolation
+}
+
+// Count returns the number of events of kind recorded for dom since the
+// Sim started, however many the event ring dropped since. For
+// EventIOReqServer, detail selects "create", "enable", "disable" or
+// "destroy"; for every kind, detail "" counts all.
+func (s *Sim) Count(dom hyp.DomID, kind EventKind, detail string) uint64 {
+	s.events.mu.Lock()
+	defer s.events.mu.Unlock()
+	d := s.events.doms[dom]
+	if d == nil || int(kind) >= len(kindNames) {
+		return 0
+	}
+	if detail == "" {
+		return d.count[kind]
+	}
+	if kind == EventIOReqServer {
+		for i, sd := range serverDetails {
+			if detail == sd {
+				return d.server[i]
+			}
 		}
 	}
-	return out
+	return 0
+}
+
+// LastEvent returns the latest event of kind recorded for dom since the
+// Sim started, and false if there was none.
+func (s *Sim) LastEvent(dom hyp.DomID, kind EventKind) (Event, bool) {
+	s.events.mu.Lock()
+	defer s.events.mu.Unlock()
+	d := s.events.doms[dom]
+	if d == nil || int(kind) >= len(kindNames) || d.count[kind] == 0 {
+		return Event{}, false
+	}
+	return d.last[kind], true
+}
+
+// Tally counts the events recorded from its creation on that its match
+// function accepts, whatever the ring drops. Make one with NewTally.
+type Tally struct {
+	s     *Sim
+	match func(Event) bool
+	n     atomic.Uint64
+}
+
+// NewTally starts counting the events for which match returns true. match
+// runs under the event log's lock for every later event: it must be quick
+// and must not call the Sim.
+func (s *Sim) NewTally(match func(Event) bool) *Tally {
+	t := &Tally{s: s, match: match}
+	s.events.mu.Lock()
+	s.events.tallies = append(s.events.tallies, t)
+	s.events.mu.Unlock()
+	return t
+}
+
+// N returns the number of matching events so far.
+func (t *Tally) N() uint64 { return t.n.Load() }
+
+// Stop stops counting; N keeps its value.
+func (t *Tally) Stop() {
+	l := &t.s.events
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, o := range l.tallies {
+		if o == t {
+			l.tallies = append(l.tallies[:i:i], l.tallies[i+1:]...)
+			return
+		}
+	}
 }
 
 func (s *Sim) violation(d hyp.DomID, vcpu uint32, format string, args ...any) {

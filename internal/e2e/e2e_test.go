@@ -107,13 +107,7 @@ grep godmtest /proc/interrupts
 	if got := dev.Done(); got < 2 {
 		t.Errorf("device completed %d DMA commands, want >= 2", got)
 	}
-	msis := 0
-	for _, e := range m.Sim.Events() {
-		if e.Kind == xensim.EventMSI {
-			msis++
-		}
-	}
-	if msis < 2 {
+	if msis := m.Sim.Count(m.Dom.ID(), xensim.EventMSI, ""); msis < 2 {
 		t.Errorf("xensim recorded %d inject_msi, want >= 2", msis)
 	}
 	if res.Shutdown != "guest-shutdown" {

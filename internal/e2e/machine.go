@@ -66,6 +66,25 @@ type Machine struct {
 	probes         map[string]func() string
 	console        string
 	closed         bool
+
+	irqStats IRQStats // guarded by mu
+}
+
+// IRQStats count what the IRQ forwarder did.
+type IRQStats struct {
+	// Relayed counts qtest commands sent (INTx levels and MSIs);
+	// Coalesced the INTx level changes not sent because a later change
+	// in the same batch or QEMU's current level made them moot.
+	Relayed, Coalesced int
+	// Busy is the time spent in qtest commands.
+	Busy time.Duration
+}
+
+// IRQStats returns the IRQ forwarder's counters.
+func (m *Machine) IRQStats() IRQStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.irqStats
 }
 
 // Timeouts of the harness's toolstack.
@@ -388,6 +407,19 @@ func (m *Machine) toolstackStop(r relayed) error {
 
 // forwardIRQs relays INTx levels and MSIs that godm injected (as recorded
 // by xensim) into QEMU until ctx ends.
+//
+// Each relayed change is one synchronous qtest command, which QEMU serves
+// from its main loop between TCG slices (milliseconds under load), while
+// godm's UART changes its INTx level twice per transmitted byte (THR write:
+// THRE cleared, then set again as the byte leaves; QEMU's serial.c does
+// the same). Relayed one by one, the changes queued up behind the guest,
+// so its THRE interrupts came late and guest→host serial ran at ~440 B/s.
+// The forwarder therefore takes every event recorded since it last looked
+// and relays, per INTx line, only the level the line has at the end of
+// the batch, and only if QEMU does not have it already: INTx lines are
+// level-triggered, so a low-high pulse that ends where it began changes
+// nothing a level-triggered I/O APIC pin would act on. An MSI (an edge)
+// is relayed in order: the INTx levels before it are flushed first.
 func (m *Machine) forwardIRQs(ctx context.Context, sock string) {
 	var c *qtest.Client
 	for c == nil {
@@ -401,31 +433,101 @@ func (m *Machine) forwardIRQs(ctx context.Context, sock string) {
 		}
 	}
 	defer c.Close()
+	f := irqForwarder{m: m, c: c, told: map[int]bool{}}
 	seq := m.Sim.LastSeq()
 	for ctx.Err() == nil {
-		ev, err := m.Sim.WaitEvent(seq, 50*time.Millisecond, func(e xensim.Event) bool {
-			return e.Dom == m.Dom.ID() && (e.Kind == xensim.EventPCIIntx || e.Kind == xensim.EventMSI)
-		})
-		if err != nil {
+		if _, err := m.Sim.WaitEvent(seq, 50*time.Millisecond, f.relevant); err != nil {
 			continue // timeout: look at ctx again
 		}
-		seq = ev.Seq
-		switch ev.Kind {
-		case xensim.EventMSI:
-			_, err = c.WriteMem(ev.Addr, 4, ev.Data)
-		case xensim.EventPCIIntx:
-			fn := m.PCI.Lookup(ev.Dev, 0)
-			if fn == nil {
-				err = fmt.Errorf("INTx from empty slot %d", ev.Dev)
-				break
-			}
-			gsi := int(fn.ConfigRead(0x3c, 1))
-			_, err = c.SetIRQIn("ioapic", "unnamed-gpio-in", gsi, ev.Level)
+		evs := m.Sim.EventsSince(seq)
+		if len(evs) > 0 && evs[0].Seq != seq+1 {
+			m.fail(fmt.Errorf("e2e: xensim's event ring dropped events %d-%d before the IRQ forwarder saw them", seq+1, evs[0].Seq-1))
 		}
-		if err != nil && ctx.Err() == nil {
-			m.fail(fmt.Errorf("e2e: forward %v: %w", ev, err))
+		for _, ev := range evs {
+			seq = ev.Seq
+			if !f.relevant(ev) {
+				continue
+			}
+			var err error
+			switch ev.Kind {
+			case xensim.EventMSI:
+				if err = f.flush(); err == nil {
+					t := time.Now()
+					_, err = c.WriteMem(ev.Addr, 4, ev.Data)
+					f.st.Busy += time.Since(t)
+					f.st.Relayed++
+				}
+			case xensim.EventPCIIntx:
+				err = f.note(ev)
+			}
+			if err != nil && ctx.Err() == nil {
+				m.fail(fmt.Errorf("e2e: forward %v: %w", ev, err))
+			}
+		}
+		if err := f.flush(); err != nil && ctx.Err() == nil {
+			m.fail(fmt.Errorf("e2e: forward INTx levels: %w", err))
+		}
+		m.mu.Lock()
+		m.irqStats = f.st
+		m.mu.Unlock()
+	}
+}
+
+// irqForwarder holds the INTx levels of one batch not yet relayed and the
+// ones QEMU was last told.
+type irqForwarder struct {
+	m       *Machine
+	c       *qtest.Client
+	pending []gsiLevel   // in order of first change in the batch
+	told    map[int]bool // GSI -> level QEMU has
+	st      IRQStats
+}
+
+type gsiLevel struct {
+	gsi   int
+	level bool
+}
+
+func (f *irqForwarder) relevant(e xensim.Event) bool {
+	return e.Dom == f.m.Dom.ID() && (e.Kind == xensim.EventPCIIntx || e.Kind == xensim.EventMSI)
+}
+
+// note records an INTx level change of the batch.
+func (f *irqForwarder) note(ev xensim.Event) error {
+	fn := f.m.PCI.Lookup(ev.Dev, 0)
+	if fn == nil {
+		return fmt.Errorf("INTx from empty slot %d", ev.Dev)
+	}
+	gsi := int(fn.ConfigRead(0x3c, 1))
+	for i := range f.pending {
+		if f.pending[i].gsi == gsi {
+			f.pending[i].level = ev.Level
+			f.st.Coalesced++
+			return nil
 		}
 	}
+	f.pending = append(f.pending, gsiLevel{gsi, ev.Level})
+	return nil
+}
+
+// flush relays the batch's final INTx levels that QEMU does not have.
+func (f *irqForwarder) flush() error {
+	defer func() { f.pending = f.pending[:0] }()
+	for _, p := range f.pending {
+		if told, ok := f.told[p.gsi]; ok && told == p.level {
+			f.st.Coalesced++
+			continue
+		}
+		t := time.Now()
+		_, err := f.c.SetIRQIn("ioapic", "unnamed-gpio-in", p.gsi, p.level)
+		f.st.Busy += time.Since(t)
+		if err != nil {
+			return err
+		}
+		f.told[p.gsi] = p.level
+		f.st.Relayed++
+	}
+	return nil
 }
 
 // Close stops serving, tears the ioreq server down and destroys the

@@ -167,13 +167,9 @@ func TestTeardownLeavesNoServer(t *testing.T) {
 	if err := r.m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var created, destroyed int
-	for _, e := range r.sim.Events() {
-		if e.Kind == xensim.EventIOReqServer {
-			created += b2i(e.Detail == "create")
-			destroyed += b2i(e.Detail == "destroy")
-		}
-	}
+	dom := r.m.Spec.Dom
+	created := r.sim.Count(dom, xensim.EventIOReqServer, "create")
+	destroyed := r.sim.Count(dom, xensim.EventIOReqServer, "destroy")
 	if created != 1 || destroyed != 1 {
 		t.Errorf("servers created %d destroyed %d, want 1 and 1", created, destroyed)
 	}
