@@ -39,6 +39,9 @@ targets="
 ./devices/xenplatform FuzzScript
 ./devices/uart/pciserial FuzzScript
 ./devices/testdev FuzzScript
+./internal/qemuopts FuzzParse
+./internal/qemuopts FuzzParseSize
+./internal/qmp FuzzDecoder
 "
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
