@@ -133,3 +133,17 @@ func pciAddr(p Props) (slot, fn uint8, ok bool, err error) {
 	}
 	return uint8(sl), uint8(f), true, nil
 }
+
+// ParseEntry parses "DRIVER[,k=v...]" (a -device argument in the board's
+// small syntax; see ParseProps).
+func ParseEntry(s string) (Entry, error) {
+	driver, rest, _ := strings.Cut(s, ",")
+	if driver == "" {
+		return Entry{}, fmt.Errorf("device %q: no driver", s)
+	}
+	p, err := ParseProps(rest)
+	if err != nil {
+		return Entry{}, fmt.Errorf("device %q: %w", s, err)
+	}
+	return Entry{Driver: driver, Props: p.m}, nil
+}
