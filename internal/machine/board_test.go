@@ -418,4 +418,5 @@ func (c *ioreqCounters) read(m *Machine) {
 		c.buffered += st.Buffered[i]
 	}
 }
+
 type ioreqStats = ioreq.Counters
