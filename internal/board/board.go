@@ -10,9 +10,9 @@ import (
 
 	"godm/devices"
 	"godm/devices/chardev"
+	"godm/devices/uart"
 	"godm/irq"
 	"godm/memory"
-	"godm/passthrough"
 	"godm/pci"
 )
 
@@ -33,6 +33,10 @@ type Env struct {
 	Chardevs map[string]chardev.Backend
 	// Log is the machine's log.
 	Log *slog.Logger
+	// UARTClock times the serial ports' character timeout; nil: the
+	// system clock (tests freeze it, as QEMU's clock stands still under
+	// qtest).
+	UARTClock uart.Clock
 
 	// RAMSize is the guest's RAM in bytes (host bridge), VCPUs its
 	// number of vCPUs (PIIX4 PM's processor bits).
@@ -49,9 +53,9 @@ type Env struct {
 	ROM         ROMLocker
 	PVUnplug    PVUnplugger
 	PlatformLog PlatformLogSink
-	// Passthrough returns the passthrough Manager of the machine (made
-	// on first use); nil when the machine cannot pass functions through.
-	Passthrough func() (*passthrough.Manager, error)
+	// Passthrough returns the machine's PCI passthrough (made on first
+	// use); nil when the machine cannot pass functions through.
+	Passthrough func() (PCIPassthrough, error)
 }
 
 // Plugged is one device on the board: what its driver built, and how to

@@ -682,7 +682,8 @@ func deviceRecords(t *testing.T, s *boardRig) map[string][]byte {
 
 // A board reset mid-workload puts every device's state (all its snapshot
 // holds: registers, FIFOs, queues, PCI configuration and MSI-X) back to
-// what a freshly built machine has.
+// what a freshly built machine has, but for the registers QEMU's system
+// reset keeps too.
 func TestResetMatchesPowerOn(t *testing.T) {
 	ops := snapshotWorkload()
 	fresh := deviceRecords(t, newBoardRig(t, snapSpec()))
@@ -696,6 +697,12 @@ func TestResetMatchesPowerOn(t *testing.T) {
 		s.m.Board.Reset()
 		got := deviceRecords(t, s)
 		for id, rec := range fresh {
+			if strings.HasPrefix(id, "i440FX") {
+				// The workload writes PAM0, which a system reset keeps,
+				// as QEMU's does (TestQEMUDiffXen_SystemReset compares
+				// the kept registers with QEMU).
+				continue
+			}
 			if !bytes.Equal(got[id], rec) {
 				t.Errorf("after %d steps and a reset, %s differs from power-on:\n%x\n%x", k, id, got[id], rec)
 			}
