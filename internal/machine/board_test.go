@@ -3,9 +3,14 @@ package machine
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -715,5 +720,122 @@ func TestResetMatchesPowerOn(t *testing.T) {
 		if v, _ := s.v.In(0x3ff, 1); v != 0 {
 			t.Errorf("COM1 scratch after reset = %#x", v)
 		}
+	}
+}
+
+// The cross-process test hands the helper process its work through
+// these environment variables.
+const (
+	snapDirEnv   = "GODM_TEST_SNAPSHOT_DIR"
+	snapSplitEnv = "GODM_TEST_SNAPSHOT_SPLIT"
+)
+
+// A snapshot taken mid-workload (a fill queued in the test device) is
+// restored into a fresh machine in a new process, which continues the
+// workload with the uninterrupted run's results.
+func TestSnapshotRestoreCrossProcess(t *testing.T) {
+	ops := snapshotWorkload()
+	var want guestResult
+	{
+		s := newBoardRig(t, snapSpec())
+		runOps(t, s, ops, &want)
+		finish(t, s, &want)
+	}
+	k := -1
+	for i, op := range ops {
+		if strings.Contains(op.name, fmt.Sprintf("%#x", testdevBase+testdev.RegDoorbell)) {
+			k = i + 1 // the second doorbell
+			if i > len(ops)/3 {
+				break
+			}
+		}
+	}
+	a := newBoardRig(t, snapSpec())
+	var got guestResult
+	runOps(t, a, ops[:k-1], &got)
+	a.m.Test.Pause() // the doorbell's fill stays queued in the snapshot
+	runOps(t, a, ops[k-1:k], &got)
+	a.m.Board.Pause()
+	snap, err := a.m.Board.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ram := make([]byte, simRAM)
+	if err := a.dom.ReadRAM(0, ram); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "snapshot"), snap, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ram"), ram, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	prefix, err := json.Marshal(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "prefix.json"), prefix, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSnapshotHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), snapDirEnv+"="+dir, snapSplitEnv+"="+fmt.Sprint(k))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("helper process: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "result.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = guestResult{}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Reads, want.Reads) {
+		t.Errorf("reads differ from the uninterrupted run:\n%s\nwant\n%s", strings.Join(got.Reads, "\n"), strings.Join(want.Reads, "\n"))
+	}
+	if !bytes.Equal(got.RAM, want.RAM) || got.INTx != want.INTx || got.IRQ4 != want.IRQ4 {
+		t.Error("DMA buffers or lines differ from the uninterrupted run")
+	}
+}
+
+// TestSnapshotHelperProcess is the new process of
+// TestSnapshotRestoreCrossProcess: it builds a fresh machine, loads the
+// guest's RAM and the snapshot, and runs the rest of the workload.
+func TestSnapshotHelperProcess(t *testing.T) {
+	dir := os.Getenv(snapDirEnv)
+	if dir == "" {
+		t.Skip("runs only as TestSnapshotRestoreCrossProcess's helper process (" + snapDirEnv + " unset)")
+	}
+	k, err := strconv.Atoi(os.Getenv(snapSplitEnv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	var res guestResult
+	if err := json.Unmarshal(read("prefix.json"), &res); err != nil {
+		t.Fatal(err)
+	}
+	s := newBoardRig(t, snapSpec())
+	if err := s.dom.WriteRAM(0, read("ram")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.m.Board.Restore(read("snapshot")); err != nil {
+		t.Fatal(err)
+	}
+	runOps(t, s, snapshotWorkload()[k:], &res)
+	finish(t, s, &res)
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "result.json"), b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
