@@ -38,6 +38,7 @@ targets="
 ./devices/xenplatform FuzzScript
 ./devices/uart/pciserial FuzzScript
 ./devices/testdev FuzzScript
+./internal/board FuzzRestore
 "
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

@@ -140,6 +140,14 @@ func New(env Env) (*Board, error) {
 // Env returns the board's environment.
 func (b *Board) Env() *Env { return &b.env }
 
+// SetPassthrough sets the machine's PCI passthrough (Env.Passthrough),
+// for a machine that gets one after the board is built.
+func (b *Board) SetPassthrough(f func() (PCIPassthrough, error)) {
+	b.mu.Lock()
+	b.env.Passthrough = f
+	b.mu.Unlock()
+}
+
 // SetIOPauser sets the ioreq server the board pauses first and resumes
 // last.
 func (b *Board) SetIOPauser(p IOPauser) {
@@ -416,8 +424,12 @@ func (ir *intxRouter) set(r pci.INTxRouter) {
 	ir.r.Store(&routerBox{r})
 }
 
-// INTx implements pci.INTxRouter.
+// INTx implements pci.INTxRouter: the router's own line once it is
+// plugged, a line resolving on first use before that.
 func (ir *intxRouter) INTx(dev, fn, pin uint8) irq.Line {
+	if rb := ir.r.Load(); rb != nil {
+		return rb.r.INTx(dev, fn, pin)
+	}
 	return &lazyLine{ir: ir, dev: dev, fn: fn, pin: pin}
 }
 

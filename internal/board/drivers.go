@@ -496,7 +496,10 @@ type Passthrough struct {
 }
 
 func newPassthrough(b *Board, p Props, pl *Plugged) error {
-	if b.env.Passthrough == nil {
+	b.mu.Lock()
+	newPT := b.env.Passthrough
+	b.mu.Unlock()
+	if newPT == nil {
 		return errors.New("this machine cannot pass PCI functions through")
 	}
 	args := map[string]any{"driver": PassthroughDriver, "id": pl.ID}
@@ -505,7 +508,7 @@ func newPassthrough(b *Board, p Props, pl *Plugged) error {
 			args[k] = v
 		}
 	}
-	pt, err := b.env.Passthrough()
+	pt, err := newPT()
 	if err != nil {
 		return err
 	}

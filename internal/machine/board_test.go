@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -625,6 +626,13 @@ func TestSnapshotRestoreContinues(t *testing.T) {
 		} else if i%7 == 3 {
 			splits = append(splits, split{i + 1, false})
 		}
+	}
+	// And random points (the seed is logged to replay a failure).
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("random split points: seed %d", seed)
+	rnd := rand.New(rand.NewPCG(seed, 0x5a7e))
+	for range 4 {
+		splits = append(splits, split{1 + rnd.IntN(len(ops)-1), false})
 	}
 	for _, sp := range splits {
 		k := sp.k

@@ -92,7 +92,7 @@ func TestPassthroughThroughBoard(t *testing.T) {
 		Assign:      dc, Slots: m.PCI,
 	})
 	defer mgr.Close()
-	m.Board.Env().Passthrough = func() (board.PCIPassthrough, error) { return Adapter{mgr}, nil }
+	m.Board.SetPassthrough(func() (board.PCIPassthrough, error) { return Adapter{mgr}, nil })
 
 	before, _ := dom.IOReqRanges(uint16(m.Server.ID()))
 	pl, err := m.Board.Plug(board.PassthroughDriver, "pt0", board.NewProps(map[string]string{"hostaddr": "0000:00:03.0", "addr": "07"}))
