@@ -244,6 +244,11 @@ func (b *Board) Plug(driver, id string, props Props) (_ *Plugged, err error) {
 	defer b.mu.Unlock()
 	b.byID[id] = p
 	b.devs = append(b.devs, p)
+	if pa, ok := p.Dev.(devices.Pauser); ok && b.paused {
+		// Plugged into a paused machine: it starts paused.
+		pa.Pause()
+		b.pausers = append(b.pausers, pa)
+	}
 	return p, nil
 }
 
