@@ -266,6 +266,17 @@ func dmaWorkers() int {
 	return strings.Count(string(buf[:n]), "testdev.(*Device).worker")
 }
 
+// waitDMAWorkers waits (a bounded while) until ok(dmaWorkers()) holds.
+func waitDMAWorkers(t *testing.T, ok func(int) bool, what string) {
+	t.Helper()
+	for i := 0; !ok(dmaWorkers()); i++ {
+		if i == 5000 {
+			t.Fatalf("the test device's DMA goroutine has not %s (%d running)", what, dmaWorkers())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // Unplugging a device at run time leaves nothing: its ranges and PCI
 // function are gone from Xen's records of the ioreq server (as before it
 // was plugged), the guest finds the slot empty, its DMA goroutine ends.
@@ -276,9 +287,10 @@ func TestUnplugLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := p.Dev.(*testdev.Device); !ok || dmaWorkers() == 0 {
-		t.Fatalf("plugged %T; DMA goroutines running: %d", p.Dev, dmaWorkers())
+	if _, ok := p.Dev.(*testdev.Device); !ok {
+		t.Fatalf("plugged %T", p.Dev)
 	}
+	waitDMAWorkers(t, func(n int) bool { return n > 0 }, "started")
 	if got, err := s.v.PCIConfigRead(6<<3, 0, 4); err != nil || got != testdev.DeviceID<<16|testdev.VendorID {
 		t.Fatalf("hot-plugged test device IDs = %#x, %v", got, err)
 	}
@@ -306,12 +318,7 @@ func TestUnplugLeavesNothing(t *testing.T) {
 	}
 	// The DMA goroutine has ended (it may still be returning from its
 	// last frame when Unplug returns).
-	for i := 0; dmaWorkers() > 0; i++ {
-		if i == 1000 {
-			t.Fatal("the test device's DMA goroutine still runs after unplug")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitDMAWorkers(t, func(n int) bool { return n == 0 }, "ended after unplug")
 	if s.m.Board.Device("td") != nil {
 		t.Error("board still lists the device")
 	}
