@@ -11,6 +11,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"godm/display"
@@ -61,6 +62,8 @@ type Server struct {
 	lns      []net.Listener
 	closed   bool
 	nextID   uint64
+
+	rectsRaw, rectsZRLE, updates atomic.Uint64
 
 	kick chan struct{} // wakes the pump
 	done chan struct{}
@@ -248,6 +251,16 @@ func (s *Server) pump() {
 	}
 }
 
+// Stats are the server's counters.
+type Stats struct {
+	Updates, RectsRaw, RectsZRLE uint64
+}
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	return Stats{Updates: s.updates.Load(), RectsRaw: s.rectsRaw.Load(), RectsZRLE: s.rectsZRLE.Load()}
+}
+
 // ClientInfo describes a connected client (query-vnc's VncClientInfo).
 type ClientInfo struct {
 	Host, Service, Family string
@@ -344,7 +357,7 @@ type conn struct {
 
 func newConn(s *Server, nc net.Conn, id uint64) *conn {
 	return &conn{s: s, nc: nc, id: id, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 64<<10),
-		log: s.log.With("vnc-client", nc.RemoteAddr().String()),
+		log:  s.log.With("vnc-client", nc.RemoteAddr().String()),
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 

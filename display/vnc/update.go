@@ -113,6 +113,12 @@ func (c *conn) sendUpdate(e *encoder) error {
 	if resize {
 		c.bw.Write(rectHeader(display.Rect{W: min(m.Width, 65535), H: min(m.Height, 65535)}, encDesktopSize))
 	}
+	c.s.updates.Add(1)
+	if zrle {
+		c.s.rectsZRLE.Add(uint64(len(rects)))
+	} else {
+		c.s.rectsRaw.Add(uint64(len(rects)))
+	}
 	for _, r := range rects {
 		out := e.encode(src, m, r, f, zrle)
 		if _, err := c.bw.Write(out); err != nil {
