@@ -43,6 +43,8 @@ targets="
 ./internal/qemuopts FuzzParseSize
 ./internal/qmp FuzzDecoder
 ./internal/board FuzzRestore
+./display/vnc FuzzClientMessages
+./display/vnc FuzzZRLE
 "
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
