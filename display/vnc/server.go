@@ -325,8 +325,11 @@ func QueryVNC(s *Server) map[string]any {
 		clients = append(clients, map[string]any{"host": c.Host, "service": c.Service,
 			"family": c.Family, "websocket": false})
 	}
-	return map[string]any{"enabled": true, "host": inf.Host, "service": inf.Service,
-		"family": inf.Family, "auth": inf.Auth, "clients": clients}
+	q := map[string]any{"enabled": true, "auth": inf.Auth, "clients": clients}
+	if inf.Service != "" { // not before Serve has its listener
+		q["host"], q["service"], q["family"] = inf.Host, inf.Service, inf.Family
+	}
+	return q
 }
 
 // conn is one client.
@@ -480,13 +483,11 @@ func (c *conn) handshake() error {
 	binary.BigEndian.PutUint32(si[20:], uint32(len(c.s.cfg.Name)))
 	c.bw.Write(si[:])
 	c.bw.WriteString(c.s.cfg.Name)
-	if err := c.flushDeadline(); err != nil {
-		return err
-	}
+	// Listed from here on (before the client can see ServerInit).
 	c.s.mu.Lock()
 	c.ready = true
 	c.s.mu.Unlock()
-	return nil
+	return c.flushDeadline()
 }
 
 // fail reports a security failure: in 3.8 SecurityResult 1 and a reason,

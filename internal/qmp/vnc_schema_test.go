@@ -29,7 +29,16 @@ func TestQEMUSchemaQueryVNC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if q := vnc.QueryVNC(srv); q["host"] != nil {
+		t.Fatalf("query-vnc names a listener before Serve: %v", q)
+	}
 	go srv.Serve(ln)
+	for deadline := time.Now().Add(20 * time.Second); vnc.QueryVNC(srv)["host"] == nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("Serve never registered its listener")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	for _, tc := range []struct {
 		v  any
 		ok bool
