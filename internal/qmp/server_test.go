@@ -30,7 +30,16 @@ type testClient struct {
 
 func dial(t *testing.T, path string) *testClient {
 	t.Helper()
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	// A QEMU monitor's socket file appears at bind, a moment before
+	// listen: "connection refused" then is retried for a while.
+	var c *net.UnixConn
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		c, err = net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+		if err == nil || !errors.Is(err, unix.ECONNREFUSED) || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
