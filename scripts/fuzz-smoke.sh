@@ -45,6 +45,7 @@ targets="
 ./internal/board FuzzRestore
 ./display/vnc FuzzClientMessages
 ./display/vnc FuzzZRLE
+./devices/vga FuzzDISPI
 "
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
