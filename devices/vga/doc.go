@@ -7,6 +7,9 @@
 // Semantics follow QEMU 7.2's hw/display/vga.c (vbe_ioport_write_data,
 // vbe_fixup_regs, vbe_ioport_read_data) and hw/display/vga-pci.c (the MMIO
 // window); the registers are checked against QEMU through qtest
-// (qemu_test.go). Not yet here: the legacy VGA registers and memory
-// window, VRAM in the p2m with track_dirty_vram, the display.Source.
+// (qemu_test.go). Scanout shows the linear framebuffer (15/16/24/32 bpp)
+// as a display.Source, finding dirty tiles by hash comparison for now.
+// Not yet here: the legacy VGA registers, memory window and text mode,
+// palette modes, VRAM in the p2m with track_dirty_vram, the PCI function
+// and its BAR, the board driver.
 package vga

@@ -1,0 +1,154 @@
+package vga
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"sync"
+
+	"godm/display"
+)
+
+// Scanout presents the VBE linear framebuffer in vram as a display.Source.
+// 32-, 16- and 15-bpp modes are shown in their own format, 24-bpp modes
+// as XRGB8888 (converted on Read); palette modes (4/8 bpp) and the legacy
+// VGA modes are not emulated yet and show black.
+//
+// Until VRAM lives in the p2m with Xen's track_dirty_vram, CollectDirty
+// finds changed tiles by comparing a hash of each tile with the previous
+// call's (a full read of the visible frame per refresh).
+type Scanout struct {
+	vbe  *VBE
+	vram []byte
+
+	mu     sync.Mutex
+	mode   display.Mode
+	vmode  Mode // the VBE mode mode was built from
+	seed   maphash.Seed
+	hashes []uint64 // per tile, for the mode in mode.Serial
+	tile   []byte
+}
+
+// rgb555 is the 15-bpp Bochs VBE layout.
+var rgb555 = display.PixelFormat{BPP: 16, Depth: 15, TrueColour: true,
+	RedMax: 31, GreenMax: 31, BlueMax: 31, RedShift: 10, GreenShift: 5}
+
+// NewScanout shows vram (the VGA's whole VRAM) as programmed through v.
+func NewScanout(v *VBE, vram []byte) *Scanout {
+	return &Scanout{vbe: v, vram: vram, seed: maphash.MakeSeed()}
+}
+
+// blank is what a disabled or palette mode shows.
+const blankW, blankH = 640, 480
+
+// Mode implements display.Source.
+func (s *Scanout) Mode() display.Mode {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.modeLocked()
+}
+
+func (s *Scanout) modeLocked() display.Mode {
+	vm := s.vbe.Mode()
+	if vm == s.vmode && s.mode.Serial != 0 {
+		return s.mode
+	}
+	s.vmode = vm
+	m := display.Mode{Width: blankW, Height: blankH, Stride: blankW * 4, Format: display.XRGB8888}
+	if vm.Enabled {
+		switch vm.BPP {
+		case 32, 24:
+			m = display.Mode{Width: vm.XRes, Height: vm.YRes, Stride: vm.XRes * 4, Format: display.XRGB8888}
+		case 16:
+			m = display.Mode{Width: vm.XRes, Height: vm.YRes, Stride: int(vm.LineLength), Format: display.RGB565}
+		case 15:
+			m = display.Mode{Width: vm.XRes, Height: vm.YRes, Stride: int(vm.LineLength), Format: rgb555}
+		}
+	}
+	m.Serial = s.mode.Serial + 1
+	s.mode = m
+	s.hashes = nil
+	return m
+}
+
+// Read implements display.Source.
+func (s *Scanout) Read(dst []byte, m display.Mode, r display.Rect) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.modeLocked() != m || r.Empty() || r.Intersect(m.Bounds()) != r {
+		return false
+	}
+	s.readLocked(dst, r)
+	return true
+}
+
+// readLocked copies r of the current mode; bytes outside VRAM read as 0.
+func (s *Scanout) readLocked(dst []byte, r display.Rect) {
+	vm := s.vmode
+	bpp := s.mode.Format.BytesPerPixel()
+	row := r.W * bpp
+	if !vm.Enabled || (vm.BPP != 32 && vm.BPP != 24 && vm.BPP != 16 && vm.BPP != 15) {
+		clear(dst[:r.H*row])
+		return
+	}
+	srcBpp := (vm.BPP + 1) / 8
+	for y := 0; y < r.H; y++ {
+		out := dst[y*row : (y+1)*row]
+		off := uint64(vm.Start) + uint64(r.Y+y)*uint64(vm.LineLength) + uint64(r.X*srcBpp)
+		end := off + uint64(r.W*srcBpp)
+		if end > uint64(len(s.vram)) {
+			clear(out)
+			continue
+		}
+		src := s.vram[off:end]
+		if vm.BPP != 24 {
+			copy(out, src)
+			continue
+		}
+		for x := 0; x < r.W; x++ { // B, G, R bytes → 0x00RRGGBB
+			binary.LittleEndian.PutUint32(out[4*x:], uint32(src[3*x])|uint32(src[3*x+1])<<8|uint32(src[3*x+2])<<16)
+		}
+	}
+}
+
+// CollectDirty implements display.Source by comparing tile hashes.
+func (s *Scanout) CollectDirty(t *display.Tiles) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.modeLocked()
+	cols, rows := t.Size()
+	if wc, wr := (m.Width+display.TileSize-1)/display.TileSize, (m.Height+display.TileSize-1)/display.TileSize; wc != cols || wr != rows {
+		t.MarkAll()
+		return
+	}
+	first := s.hashes == nil
+	if first {
+		s.hashes = make([]uint64, cols*rows)
+	}
+	bpp := m.Format.BytesPerPixel()
+	for cy := range rows {
+		for cx := range cols {
+			r := display.Rect{X: cx * display.TileSize, Y: cy * display.TileSize, W: display.TileSize, H: display.TileSize}.Intersect(m.Bounds())
+			n := r.W * r.H * bpp
+			if cap(s.tile) < n {
+				s.tile = make([]byte, display.TileSize*display.TileSize*4)
+			}
+			s.readLocked(s.tile[:n], r)
+			h := maphash.Bytes(s.seed, s.tile[:n])
+			if first || h != s.hashes[cy*cols+cx] {
+				s.hashes[cy*cols+cx] = h
+				t.Set(cx, cy)
+			}
+		}
+	}
+}
+
+// WriteVRAM stores b at VRAM offset off (clipped to VRAM): the path of a
+// device model's own writes (the legacy window, tests).
+func (s *Scanout) WriteVRAM(off int, b []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if off < 0 || off >= len(s.vram) {
+		return
+	}
+	copy(s.vram[off:], b)
+}
