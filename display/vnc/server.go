@@ -347,6 +347,7 @@ type conn struct {
 	zrle      bool
 	deskSize  bool
 	pending   bool         // a FramebufferUpdateRequest waits
+	force     bool         // ... and one of them was non-incremental: answer even if empty
 	req       display.Rect // union of the waiting requests
 	dirty     display.Tiles
 	serial    uint64 // mode the client's bitmap and size belong to
@@ -627,10 +628,10 @@ func (c *conn) reader() error {
 			if _, err := io.ReadFull(c.br, b[:5]); err != nil {
 				return err
 			}
-			if in := c.s.cfg.Input; in != nil {
-				c.mu.Lock()
-				w, h := c.w, c.h
-				c.mu.Unlock()
+			c.mu.Lock()
+			w, h := c.w, c.h
+			c.mu.Unlock()
+			if in := c.s.cfg.Input; in != nil && w > 0 && h > 0 {
 				x := min(int(binary.BigEndian.Uint16(b[1:])), w-1)
 				y := min(int(binary.BigEndian.Uint16(b[3:])), h-1)
 				in.PointerEvent(x, y, w, h, b[0])
@@ -659,6 +660,7 @@ func (c *conn) request(r display.Rect, incremental bool) {
 	r = r.Intersect(display.Rect{W: c.w, H: c.h})
 	if !incremental {
 		c.dirty.MarkRect(r)
+		c.force = true
 	}
 	if c.pending {
 		c.req = c.req.Union(r)

@@ -477,3 +477,26 @@ func TestSlowClientDoesNotBlockOthers(t *testing.T) {
 	}
 	sameImage(t, fast.fb, want(t, src, fast.format), 512)
 }
+
+// A non-incremental request for an area outside the screen is answered
+// with an empty update (the client is not left waiting).
+func TestEmptyNonIncremental(t *testing.T) {
+	src := newPattern(t, 64, 64)
+	_, addr := startServer(t, Config{Source: src})
+	c, err := dialRFB(t, addr, 8, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.request(false, display.Rect{X: 100, Y: 100, W: 10, H: 10})
+	rects, err := c.update()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rects) != 0 {
+		t.Fatalf("rects %v for an area outside the screen", rects)
+	}
+	c.request(false, display.Rect{W: 0, H: 0})
+	if rects, err := c.update(); err != nil || len(rects) != 0 {
+		t.Fatalf("empty request: %v %v", rects, err)
+	}
+}

@@ -88,10 +88,13 @@ func (c *conn) plan(m display.Mode) (rects []display.Rect, resize bool, f displa
 		rects = append(rects[:0], box)
 	}
 	resize = c.resize
-	if len(rects) == 0 && !resize {
+	if len(rects) == 0 && !resize && !c.force {
 		return nil, false, f, false
 	}
-	c.pending, c.resize = false, false
+	if rects == nil {
+		rects = []display.Rect{} // an empty update answers a non-incremental request
+	}
+	c.pending, c.resize, c.force = false, false, false
 	return rects, resize, c.format, c.zrle
 }
 
