@@ -214,3 +214,37 @@ func TestSet2TranslatesToSet1(t *testing.T) {
 		}
 	}
 }
+
+// Keys and pointer events through PS2Input into a real i8042 model.
+func TestPS2Input(t *testing.T) {
+	c := i8042.New(i8042.Config{})
+	out := func(port uint64, v uint8) { c.Write(devices.Access{Addr: port, Size: 1}, uint64(v)) }
+	in := func(port uint64) uint8 { return uint8(c.Read(devices.Access{Addr: port, Size: 1})) }
+	drain := func() []byte {
+		var b []byte
+		for in(i8042.StatusPort)&1 != 0 {
+			b = append(b, in(i8042.DataPort))
+		}
+		return b
+	}
+	p := &display.PS2Input{Keyboard: c, Mouse: c}
+	km, _ := display.LookupKeymap("en-us")
+	p.KeyEvent(km.Key('a'), true)
+	p.KeyEvent(km.Key('a'), false)
+	p.KeyEvent(km.Key(0xff52), true) // Up
+	if got, want := drain(), []byte{0x1c, 0xf0, 0x1c, 0xe0, 0x75}; !bytes.Equal(got, want) {
+		t.Errorf("keyboard bytes % x, want % x", got, want)
+	}
+	out(i8042.StatusPort, 0xd4)
+	out(i8042.DataPort, 0xf4) // mouse: enable reporting
+	drain()
+	p.PointerEvent(100, 100, 640, 480, 0) // origin
+	p.PointerEvent(103, 98, 640, 480, 1)  // right 3, up 2, left button
+	p.PointerEvent(103, 98, 640, 480, 4)  // right button (RFB bit 2)
+	got := drain()
+	// The first event moves nothing: a packet with no motion and no button.
+	want := []byte{0x08, 0, 0, 0x09, 0x03, 0x02, 0x0a, 0, 0} // up is positive in PS/2
+	if !bytes.Equal(got, want) {
+		t.Errorf("mouse packets % x, want % x", got, want)
+	}
+}
