@@ -235,7 +235,17 @@ func (p *promptWriter) Write(b []byte) (int, error) {
 	p.buf.Write(b)
 	if !p.answered && strings.Contains(p.buf.String(), p.prompt) {
 		p.answered = true
-		go p.w.Write([]byte(p.answer))
+		// The client turns echo off after printing the prompt, flushing
+		// input that arrived first (TCSAFLUSH); so the answer is repeated
+		// a few times. Lines after the one read stay unread.
+		go func() {
+			for range 10 {
+				if _, err := p.w.Write([]byte(p.answer)); err != nil {
+					return
+				}
+				time.Sleep(300 * time.Millisecond)
+			}
+		}()
 	}
 	return len(b), nil
 }
