@@ -593,14 +593,20 @@ func (c *conn) reader() error {
 				return err
 			}
 			n := int(binary.BigEndian.Uint16(b[1:3]))
-			zrle, desk := false, false
+			// The first encoding godm knows in the client's order of
+			// preference wins (RFC 6143 §7.5.2); Raw is always allowed.
+			zrle, desk, chosen := false, false, false
 			for range n {
 				if _, err := io.ReadFull(c.br, b[:4]); err != nil {
 					return err
 				}
 				switch int32(binary.BigEndian.Uint32(b[:4])) {
 				case encZRLE:
-					zrle = true
+					if !chosen {
+						zrle, chosen = true, true
+					}
+				case encRaw:
+					chosen = true
 				case encDesktopSize:
 					desk = true
 				}

@@ -500,3 +500,29 @@ func TestEmptyNonIncremental(t *testing.T) {
 		t.Fatalf("empty request: %v %v", rects, err)
 	}
 }
+
+// The client's order of preference chooses between Raw and ZRLE.
+func TestEncodingPreference(t *testing.T) {
+	src := newPattern(t, 64, 64)
+	s, addr := startServer(t, Config{Source: src})
+	for _, tc := range []struct {
+		encs []int32
+		zrle bool
+	}{{[]int32{encRaw, encZRLE}, false}, {[]int32{7, encZRLE, encRaw}, true}, {[]int32{encDesktopSize}, false}, {nil, false}} {
+		before := s.Stats()
+		c, err := dialRFB(t, addr, 8, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.setEncodings(tc.encs...)
+		c.request(false, display.Rect{W: 64, H: 64})
+		if _, err := c.update(); err != nil {
+			t.Fatal(err)
+		}
+		after := s.Stats()
+		if got := after.RectsZRLE > before.RectsZRLE; got != tc.zrle {
+			t.Errorf("encodings %v: ZRLE used = %v", tc.encs, got)
+		}
+		c.nc.Close()
+	}
+}
