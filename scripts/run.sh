@@ -6,6 +6,10 @@
 # serves (the kernel, busybox and the guest test driver are fetched and
 # built into .cache/guest first).
 #
+# "-xen" boots real Xen in a box instead (Xen 4.17 and a Debian dom0 under
+# QEMU's TCG; the packages are fetched into .cache/xenbox first) and shows
+# an HVM guest created by xl whose device model is godm.
+#
 # A godm subcommand given first (sim, bench, serve, passthrough, help) is
 # run as given, e.g. scripts/run.sh bench.
 #
@@ -14,6 +18,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .cache
 CGO_ENABLED=0 go build -o .cache/godm ./cmd/godm
+if [ "${1:-}" = "-xen" ] || [ "${1:-}" = "--xen" ]; then
+	shift
+	command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: -xen needs qemu-system-x86 (see scripts/test-packages.txt)" >&2; exit 1; }
+	echo "xenbox: fetching Xen 4.17, a dom0 kernel and tools (Debian packages, cached in .cache/xenbox)"
+	dir=$(scripts/xenbox.sh)
+	exec go run ./internal/xenbox/demo -assets "$dir" "$@"
+fi
 cmd=sim
 case "${1:-}" in
 sim | bench | serve | passthrough | help | -h | -help | --help)

@@ -35,6 +35,11 @@ fi
 GODM_GUEST_DIR=$(scripts/guest-assets.sh)
 export GODM_GUEST_DIR
 
+# Real Xen in a box (internal/xenbox): Debian's Xen 4.17, a dom0 kernel
+# and tools, unpacked (not installed) in .cache/xenbox.
+GODM_XENBOX_DIR=$(scripts/xenbox.sh -q)
+export GODM_XENBOX_DIR
+
 if [ $# -eq 0 ]; then
 	set -- ./...
 fi
