@@ -128,8 +128,8 @@ func Probes() []Probe {
 // off through PM1a control; the spin firmware prints "FW SPIN" and
 // halts with interrupts on, forever.
 const (
-	pm1aCnt        = 0xb004
-	slpEn          = 0x2000 // SLP_EN with SLP_TYP 0: \_S5 (piix4pm)
+	pm1aCnt = 0xb004
+	slpEn   = 0x2000 // SLP_EN with SLP_TYP 0: \_S5 (piix4pm)
 )
 
 // FirmwareSource returns the test firmware in freestanding 32-bit C: Xen
