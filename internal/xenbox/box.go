@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -158,6 +159,9 @@ func Boot(ctx context.Context, c Config) (*Outcome, error) {
 	}
 	cmd := exec.Command(q, c.Args()...)
 	cmd.Stdin = nil
+	// Killed with this process even when it dies without returning here
+	// (a test binary's timeout panic).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

@@ -106,8 +106,11 @@ waitfor() {
 `)
 	for _, s := range scenarios {
 		fmt.Fprintf(&b, "echo 'XENBOX-BEGIN name=%s'\n", s.Name)
-		fmt.Fprintf(&b, "( %s\n) >/tmp/%s.out 2>&1\nrc=$?\n", s.Script, s.Name)
-		fmt.Fprintf(&b, "sed 's/^/[%s] /' /tmp/%s.out\n", s.Name, s.Name)
+		// The output goes to the console as it comes (prefixed) and to a
+		// file for the facts; the exit status through a file, as a
+		// pipeline's status is its last command's.
+		fmt.Fprintf(&b, "( ( %s\n) 2>&1; echo $? >/tmp/%s.rc ) | tee /tmp/%s.out | sed 's/^/[%s] /'\n", s.Script, s.Name, s.Name, s.Name)
+		fmt.Fprintf(&b, "rc=$(cat /tmp/%s.rc 2>/dev/null || echo 255)\n", s.Name)
 		fmt.Fprintf(&b, "facts=$(sed -n 's/^XENBOX-FACT //p' /tmp/%s.out | tr '\\n' ' ')\n", s.Name)
 		fmt.Fprintf(&b, "if [ $rc -eq 0 ]; then st=pass; else st=fail; fi\n")
 		fmt.Fprintf(&b, "echo \"XENBOX-RESULT name=%s status=$st rc=$rc $facts\"\n", s.Name)

@@ -104,9 +104,15 @@ func TestRealXen(t *testing.T) {
 		failed = failed || !ok
 	}
 	check("hyptest", func(t *testing.T, _ Result) {
-		pass := o.LinesWith("[hyptest] --- PASS: TestRealXen")
-		if len(pass) == 0 {
-			t.Errorf("hyptest.test did not report TestRealXen passing")
+		for _, want := range []string{"--- PASS: TestRealXen ", "--- PASS: TestRealXen/ioreq_server_lifecycle ",
+			"--- PASS: TestRealXen/getdomaininfo ", "--- PASS: TestRealXen/xenstore "} {
+			found := false
+			for _, l := range o.Lines {
+				found = found || strings.Contains(l.Text, "[hyptest] ") && strings.Contains(l.Text, want)
+			}
+			if !found {
+				t.Errorf("hyptest.test did not report %q", strings.TrimSpace(want))
+			}
 		}
 	})
 	check("firmware", func(t *testing.T, r Result) { checkFirmware(t, o, r, probes) })
