@@ -2,7 +2,8 @@
 # godm's test command: installs the system packages the tests need when
 # they are missing (Debian; run as root, or with sudo available), builds the
 # reference-library capture tools, regenerates and checks the golden ABI
-# fixtures when libxen-dev is present, and runs the whole suite with -race.
+# fixtures when libxen-dev is present, fetches the real-Xen box's packages
+# (.cache/xenbox, for internal/xenbox), and runs the whole suite with -race.
 #
 # Usage: scripts/test.sh [go test args...]   (default: ./...)
 set -euo pipefail
