@@ -171,10 +171,18 @@ func checkFirmware(t *testing.T, o *Outcome, r Result, probes []Probe) {
 			got[i] = v
 		}
 	}
+	// godm ends by itself when the powered-off domain is destroyed
+	// (dmwrap keeps libxl's SIGHUP from it), and cleanly.
+	noticed, clean := false, false
 	for _, l := range o.Lines {
 		if strings.Contains(l.Text, "(XEN) d"+dom+"v0 Triple fault") {
 			t.Errorf("the guest crashed: %s", l.Text)
 		}
+		noticed = noticed || strings.Contains(l.Text, "xenbox-dm["+dom+"] godm: dom"+dom+" was destroyed; exiting")
+		clean = clean || strings.Contains(l.Text, "xenbox-dm["+dom+"] godm exited: <nil>")
+	}
+	if !noticed || !clean {
+		t.Errorf("godm did not notice the domain's end and exit cleanly (noticed %v, exit status 0 %v)", noticed, clean)
 	}
 	want := simAnswers(t, probes)
 	reads := 0
