@@ -187,6 +187,17 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 	if err = m.HostBridge.AttachPorts(m.Spaces.PIO, m.ISABridge.ResetControl()); err != nil {
 		return nil, fmt.Errorf("machine: host bridge: %w", err)
 	}
+	// The CPUs present at start (PRST, which the DSDT's PRSC method
+	// reads): with no count given, Xen's (as the ioreq server takes it);
+	// zero would tell the guest's ACPI it has no processor.
+	present := spec.VCPUs
+	if present == 0 {
+		n, err := m.DM.NrVCPUs()
+		if err != nil {
+			return nil, fmt.Errorf("machine: %w", err)
+		}
+		present = int(min(n, piix4pm.CPUPresentLen*8))
+	}
 	m.PM, err = piix4pm.New(piix4pm.Config{
 		SCI:      ioreq.NewISALine(m.DM, 9),
 		Shutdown: m.DM,
@@ -194,7 +205,7 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 		Eject:    ejector{m: m},
 		COM1:     len(spec.Serial) > 0 && spec.Serial[0] != nil,
 		COM2:     len(spec.Serial) > 1 && spec.Serial[1] != nil,
-		VCPUs:    spec.VCPUs,
+		VCPUs:    present,
 	})
 	if err != nil {
 		return nil, err
