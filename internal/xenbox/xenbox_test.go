@@ -57,7 +57,7 @@ func TestRealXen(t *testing.T) {
 	if extra[SpinFWPath], err = BuildFirmware(tmp, "spin", nil, true); err != nil {
 		t.Fatal(err)
 	}
-	scen := []Scenario{HyptestScenario(), FirmwareScenario(), DestroyScenario()}
+	scen := []Scenario{HyptestScenario(), FirmwareScenario(), DestroyScenario(), QEMUFirmwareScenario()}
 	img, err := WriteDom0(a, tmp, extra, scen)
 	if err != nil {
 		t.Fatal(err)
@@ -117,6 +117,10 @@ func TestRealXen(t *testing.T) {
 	})
 	check("firmware", func(t *testing.T, r Result) { checkFirmware(t, o, r, probes) })
 	check("destroy", nil)
+	check("qemu", func(t *testing.T, r Result) {
+		fr, _ := o.Result("firmware")
+		compareWithQEMU(t, o, probes, fr.Fields["domid"], r.Fields["domid"])
+	})
 	if failed {
 		dumpTail(t, logPath, 150)
 	}
@@ -142,21 +146,20 @@ func dumpTail(t *testing.T, path string, n int) {
 	t.Logf("last %d console lines:\n%s", len(l), strings.Join(l, "\n"))
 }
 
-var fwLine = regexp.MustCompile(`xenbox-dm\[(\d+)\] FW ((?:\S+ \S+ ?)+)$`)
+var fwLine = regexp.MustCompile(`(xenbox-dm|qemu-dm)\[(\d+)\] FW ((?:\S+ \S+ ?)+)$`)
 
-// checkFirmware compares what the firmware read through real Xen with
-// what the same accesses read from godm on xensim, and with the fixed
-// facts among them.
-func checkFirmware(t *testing.T, o *Outcome, r Result, probes []Probe) {
-	dom := r.Fields["domid"]
+// firmwareAnswers collects the probe firmware's answers relayed by the
+// device model dm ("xenbox-dm" or "qemu-dm") of domain dom, and the
+// count of its END line (-1: none).
+func firmwareAnswers(t *testing.T, o *Outcome, dm, dom string) (map[int]uint64, int) {
 	got := map[int]uint64{}
 	end := -1
 	for _, l := range o.Lines {
 		m := fwLine.FindStringSubmatch(strings.TrimSpace(l.Text))
-		if m == nil || m[1] != dom {
+		if m == nil || m[1] != dm || m[2] != dom {
 			continue
 		}
-		f := strings.Fields(m[2])
+		f := strings.Fields(m[3])
 		if f[0] == "END" {
 			end, _ = strconv.Atoi(f[1])
 			continue
@@ -171,6 +174,48 @@ func checkFirmware(t *testing.T, o *Outcome, r Result, probes []Probe) {
 			got[i] = v
 		}
 	}
+	return got, end
+}
+
+// compareWithQEMU checks that the firmware ran to its end under QEMU's
+// Xen device model too, and reports (without failing: the differences
+// are not yet each explained) where QEMU's answers differ from godm's.
+func compareWithQEMU(t *testing.T, o *Outcome, probes []Probe, godmDom, qemuDom string) {
+	g, _ := firmwareAnswers(t, o, "xenbox-dm", godmDom)
+	q, end := firmwareAnswers(t, o, "qemu-dm", qemuDom)
+	reads := 0
+	for _, p := range probes {
+		if !p.Step.Write {
+			reads++
+		}
+	}
+	if end != reads || len(q) != reads {
+		t.Fatalf("under QEMU the firmware reported %d of %d reads (END %d)", len(q), reads, end)
+	}
+	diffs := 0
+	for i, p := range probes {
+		if p.Step.Write {
+			continue
+		}
+		if g[i] != q[i] {
+			diffs++
+			what := p.Step.String()
+			if i > 0 && probes[i-1].Step.Port == 0xcf8 {
+				a := probes[i-1].Step.Value
+				what = fmt.Sprintf("config %02x.%d reg %#02x size %d", a>>11&31, a>>8&7, a&0xfc|uint64(p.Step.Port&3), p.Step.Size)
+			}
+			t.Logf("differs: probe %d (%s): godm %#x, QEMU %#x", i, what, g[i], q[i])
+		}
+	}
+	t.Logf("godm and QEMU-xen differ in %d of %d reads (reported, not gating)", diffs, reads)
+}
+
+// checkFirmware compares what the firmware read through real Xen with
+// what the same accesses read from godm on xensim, and with the fixed
+// facts among them.
+func checkFirmware(t *testing.T, o *Outcome, r Result, probes []Probe) {
+	dom := r.Fields["domid"]
+	got, end := firmwareAnswers(t, o, "xenbox-dm", dom)
 	// godm ends by itself when the powered-off domain is destroyed
 	// (dmwrap keeps libxl's SIGHUP from it), and cleanly.
 	noticed, clean := false, false
