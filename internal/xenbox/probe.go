@@ -58,14 +58,14 @@ func Probes() []Probe {
 		{5, 0}: 0xffffffff, // nothing there
 	}
 	// Slot 2 is empty under godm (no VGA) but holds QEMU-xen's platform
-	// device: read its identity and class for the comparison.
+	// device: read its header for the comparison.
 	for _, id := range []fnID{{0, 0}, {1, 0}, {1, 3}, {2, 0}, {3, 0}, {5, 0}} {
 		end := 256
 		switch id.dev {
 		case 5:
 			end = 4 // an empty slot: all-ones, once is enough
 		case 2:
-			end = 12
+			end = 64
 		}
 		for reg := 0; reg < end; reg += 4 {
 			p := cfgRead(id.dev, id.fn, uint8(reg), 4)

@@ -177,9 +177,58 @@ func firmwareAnswers(t *testing.T, o *Outcome, dm, dom string) (map[int]uint64, 
 	return got, end
 }
 
+// qemuDeviation is a known difference between godm's and QEMU-xen's
+// answers: the reads it covers and why they differ.
+type qemuDeviation struct {
+	covers func(where probeSite) bool
+	why    string
+}
+
+// probeSite locates a read: a configuration register (slot, function,
+// register) or a port.
+type probeSite struct {
+	cfg           bool
+	slot, fn, reg uint8
+	port          uint16
+}
+
+func siteOf(probes []Probe, i int) probeSite {
+	p := probes[i].Step
+	if i > 0 && probes[i-1].Step.Port == 0xcf8 && p.Port&^3 == 0xcfc {
+		a := probes[i-1].Step.Value
+		return probeSite{cfg: true, slot: uint8(a >> 11 & 31), fn: uint8(a >> 8 & 7), reg: uint8(a&0xfc) | uint8(p.Port&3)}
+	}
+	return probeSite{port: p.Port}
+}
+
+func (w probeSite) String() string {
+	if w.cfg {
+		return fmt.Sprintf("config 00:%02x.%d reg %#02x", w.slot, w.fn, w.reg)
+	}
+	return fmt.Sprintf("port %#x", w.port)
+}
+
+// qemuDeviations are the differences seen so far, each with its reason
+// (open ones say so). Any other difference fails the test.
+var qemuDeviations = []qemuDeviation{
+	{func(w probeSite) bool { return w.cfg && (w.slot == 2 || w.slot == 3) },
+		"slot layout: QEMU-xen 7.2 under libxl 4.17 creates the Xen platform device with the machine, at " +
+			"00:02.0, before libxl's -device cirrus-vga (00:03.0); godm has it at 00:03.0 " +
+			"(open: which to follow; the platform device's own registers are compared across the slots below)"},
+	{func(w probeSite) bool { return !w.cfg && w.port == 0xb004 },
+		"PM1a control: godm reads SCI_EN as 1 (no SMI to enable ACPI, piix4pm), QEMU 0 until the guest enables it"},
+	{func(w probeSite) bool { return !w.cfg && w.port == 0xb044 },
+		"DG1 debug port: declared by Xen's DSDT, kept by godm, not emulated by QEMU-xen (all-ones)"},
+	{func(w probeSite) bool { return !w.cfg && w.port == 0xae0c },
+		"hotplug RMV mask: QEMU marks slots 2 and 4-31 removable (0xfffffff4), godm none (open)"},
+	{func(w probeSite) bool { return w.cfg && w.slot == 0 && w.fn == 0 && w.reg == 0x54 },
+		"i440FX 0x57 (DRAMC): QEMU 0x03, godm 0 (open)"},
+}
+
 // compareWithQEMU checks that the firmware ran to its end under QEMU's
-// Xen device model too, and reports (without failing: the differences
-// are not yet each explained) where QEMU's answers differ from godm's.
+// Xen device model too, and that its answers equal godm's except where a
+// qemuDeviation explains them; the platform device is compared across
+// its two slots (godm 00:03.0, QEMU 00:02.0).
 func compareWithQEMU(t *testing.T, o *Outcome, probes []Probe, godmDom, qemuDom string) {
 	g, _ := firmwareAnswers(t, o, "xenbox-dm", godmDom)
 	q, end := firmwareAnswers(t, o, "qemu-dm", qemuDom)
@@ -192,22 +241,60 @@ func compareWithQEMU(t *testing.T, o *Outcome, probes []Probe, godmDom, qemuDom 
 	if end != reads || len(q) != reads {
 		t.Fatalf("under QEMU the firmware reported %d of %d reads (END %d)", len(q), reads, end)
 	}
-	diffs := 0
+	used := make([]int, len(qemuDeviations))
+	same := 0
+	bySite := map[probeSite]int{} // first read of each configuration register
 	for i, p := range probes {
 		if p.Step.Write {
 			continue
 		}
-		if g[i] != q[i] {
-			diffs++
-			what := p.Step.String()
-			if i > 0 && probes[i-1].Step.Port == 0xcf8 {
-				a := probes[i-1].Step.Value
-				what = fmt.Sprintf("config %02x.%d reg %#02x size %d", a>>11&31, a>>8&7, a&0xfc|uint64(p.Step.Port&3), p.Step.Size)
+		w := siteOf(probes, i)
+		if _, ok := bySite[w]; !ok && w.cfg {
+			bySite[w] = i
+		}
+		if g[i] == q[i] {
+			same++
+			continue
+		}
+		explained := false
+		for k, d := range qemuDeviations {
+			if d.covers(w) {
+				used[k]++
+				explained = true
+				break
 			}
-			t.Logf("differs: probe %d (%s): godm %#x, QEMU %#x", i, what, g[i], q[i])
+		}
+		if !explained {
+			t.Errorf("probe %d (%s, %s): godm %#x, QEMU-xen %#x", i, w, p.Step, g[i], q[i])
 		}
 	}
-	t.Logf("godm and QEMU-xen differ in %d of %d reads (reported, not gating)", diffs, reads)
+	// The platform device itself: godm's 00:03.0 against QEMU's 00:02.0
+	// (the registers the firmware read in both slots).
+	cross := 0
+	for w, i := range bySite {
+		if w.slot != 2 {
+			continue
+		}
+		w3 := w
+		w3.slot = 3
+		j, ok := bySite[w3]
+		if !ok {
+			continue
+		}
+		cross++
+		if g[j] != q[i] {
+			t.Errorf("platform device %s: godm (00:03.0) %#x, QEMU-xen (00:02.0) %#x", w3, g[j], q[i])
+		}
+	}
+	if cross == 0 {
+		t.Errorf("no platform-device register read in both slots")
+	}
+	for k, d := range qemuDeviations {
+		if used[k] > 0 {
+			t.Logf("%d reads differ: %s", used[k], d.why)
+		}
+	}
+	t.Logf("godm and QEMU-xen agree on %d of %d reads; the platform device on %d registers across its slots", same, reads, cross)
 }
 
 // checkFirmware compares what the firmware read through real Xen with
