@@ -63,6 +63,10 @@ type Scenario struct {
 	// spare and the competing load it names (competeCPU, competeGo; see
 	// competitor).
 	compete int
+	// think is the guest's own work between two operations (not timed):
+	// the box's guest reads the TSC around each access, and Xen traps
+	// each read.
+	think time.Duration
 	// op performs operation i on vCPU v of r and checks its answer when
 	// the design dispatches to the devices.
 	op func(r *rig, v *xensim.VCPU, vi, i int, check bool) error
@@ -198,6 +202,22 @@ func Scenarios() []*Scenario {
 			add(&Scenario{Name: base + name, Doc: "IN of a UART's LSR on a shared host (a busy thread, a busy goroutine, no spare P)",
 				Ops: 20000, ShortOps: 100, Floor: floor, Classic: cl, vcpus: 1, design: d, vcpuSpin: spin, perOp: 1, op: opPIO,
 				compete: competeCPU | competeGo, Dist: true})
+		}
+	}
+
+	// The same with the guest working between accesses (think), as the
+	// box's guest does: a polling worker's window must span the gap to
+	// catch the next access.
+	for _, think := range []time.Duration{20 * time.Microsecond, 80 * time.Microsecond} {
+		base := fmt.Sprintf("shared/pio/think%dus/", think/time.Microsecond)
+		for _, d := range []design{godmPoll, godmBlock, classic} {
+			name, cl := d.String(), base+"classic"
+			if d == classic {
+				cl = ""
+			}
+			add(&Scenario{Name: base + name, Doc: fmt.Sprintf("IN of a UART's LSR after %v of guest work, on a shared host", think),
+				Ops: 10000, ShortOps: 50, Classic: cl, vcpus: 1, design: d, perOp: 1, op: opPIO,
+				compete: competeCPU | competeGo, think: think, Dist: true})
 		}
 	}
 
@@ -361,6 +381,7 @@ func (s *Scenario) runRig(n int) (res Result, err error) {
 			v.SetHoldP(s.compete != 0)
 			var err error
 			for i := 0; i < warm && err == nil; i++ {
+				spinFor(s.think)
 				err = s.op(r, v, vi, i, check)
 			}
 			warmed.Done()
@@ -371,6 +392,9 @@ func (s *Scenario) runRig(n int) (res Result, err error) {
 			}
 			out := samples[vi]
 			for i := range out {
+				if s.think > 0 {
+					spinFor(s.think)
+				}
 				t0 := time.Now()
 				if err := s.op(r, v, vi, i, check); err != nil {
 					errs[vi] = fmt.Errorf("vCPU %d op %d: %w", vi, i, err)

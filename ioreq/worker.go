@@ -105,11 +105,12 @@ type WorkerConfig struct {
 	// Zero or negative (the default) always waits through the scheduler.
 	//
 	// Measured on xensim (godm-lab bench, shared/pio/block/godm-held
-	// against shared/pio/block/godm, 2 CPUs): holding the P made the
-	// blocking round trip's p90 and p99 several times worse, because
-	// every other goroutine then waits for the worker to yield (a
-	// hand-off between locked threads) instead of taking the idle P; so
-	// it is off until a host shows the opposite.
+	// against shared/pio/block/godm, 2 CPUs, a loaded host): holding the
+	// P was never clearly faster at the median and made the blocking
+	// round trip's p90 worse in 6 runs of 9, because the device model's
+	// other goroutines then wait for the worker to yield (a hand-off
+	// between locked threads) instead of taking its P while it sleeps;
+	// so it is off until a host shows the opposite.
 	KeepP time.Duration
 }
 
