@@ -338,6 +338,18 @@ func (b *Board) Reset() {
 	}
 }
 
+// SystemReset is QMP's system_reset: the machine is paused (no request
+// half-served against a resetting device), reset, and resumed if it was
+// running. Not for device handlers (Pause waits for the ioreq workers);
+// a guest-triggered reset under Xen is a domain reboot anyway.
+func (b *Board) SystemReset() {
+	if !b.Paused() {
+		b.Pause()
+		defer b.Resume()
+	}
+	b.Reset()
+}
+
 // Pause stops the machine: first the ioreq server (no worker takes a
 // request once it returns), then every device with goroutines of its own
 // (devices.Pauser). Once Pause returns nothing on the board touches guest

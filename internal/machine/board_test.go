@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -258,6 +259,24 @@ func mmioR(t *testing.T, s *boardRig, off uint64) uint64 {
 	return v
 }
 
+// dmaWorkers counts the running test-device DMA goroutines.
+func dmaWorkers() int {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	return strings.Count(string(buf[:n]), "testdev.(*Device).worker")
+}
+
+// waitDMAWorkers waits (a bounded while) until ok(dmaWorkers()) holds.
+func waitDMAWorkers(t *testing.T, ok func(int) bool, what string) {
+	t.Helper()
+	for i := 0; !ok(dmaWorkers()); i++ {
+		if i == 5000 {
+			t.Fatalf("the test device's DMA goroutine has not %s (%d running)", what, dmaWorkers())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // Unplugging a device at run time leaves nothing: its ranges and PCI
 // function are gone from Xen's records of the ioreq server (as before it
 // was plugged), the guest finds the slot empty, its DMA goroutine ends.
@@ -268,7 +287,10 @@ func TestUnplugLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	td := p.Dev.(*testdev.Device)
+	if _, ok := p.Dev.(*testdev.Device); !ok {
+		t.Fatalf("plugged %T", p.Dev)
+	}
+	waitDMAWorkers(t, func(n int) bool { return n > 0 }, "started")
 	if got, err := s.v.PCIConfigRead(6<<3, 0, 4); err != nil || got != testdev.DeviceID<<16|testdev.VendorID {
 		t.Fatalf("hot-plugged test device IDs = %#x, %v", got, err)
 	}
@@ -294,10 +316,9 @@ func TestUnplugLeavesNothing(t *testing.T) {
 	if got, _ := s.v.MMIORead(testdevBase, 4); got != 0xffffffff {
 		t.Errorf("BAR0 after unplug answers %#x", got)
 	}
-	// The DMA goroutine has ended: Close (idempotent) returns at once.
-	done := make(chan struct{})
-	go func() { td.Close(); close(done) }()
-	<-done
+	// The DMA goroutine has ended (it may still be returning from its
+	// last frame when Unplug returns).
+	waitDMAWorkers(t, func(n int) bool { return n == 0 }, "ended after unplug")
 	if s.m.Board.Device("td") != nil {
 		t.Error("board still lists the device")
 	}

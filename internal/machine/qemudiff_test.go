@@ -452,6 +452,6 @@ func TestQEMUDiffXen_SystemReset(t *testing.T) {
 	want := startQEMU(t, scripts.KeyboardIRQ, 4, scripts.SCI, scripts.MouseIRQ)
 	s := startSimMachineSpec(t, 1, frozenClock{})
 	got := s.target(scripts.KeyboardIRQ, 4, scripts.SCI, scripts.MouseIRQ)
-	got.OnReset = s.m.Board.Reset
+	got.OnReset = s.m.Board.SystemReset
 	qtest.Diff(t, scripts.SystemReset(map[uint8][]scripts.Deviation{scripts.PMDevfn: scripts.PIIX4PMDeviations()}), want, got)
 }

@@ -2,9 +2,11 @@ package ptdriver
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"godm/devices"
@@ -105,6 +107,11 @@ func TestPassthroughThroughBoard(t *testing.T) {
 	v := dom.VCPU(0)
 	if got, err := v.PCIConfigRead(7<<3, 0, 4); err != nil || got != 0x10411af4 {
 		t.Errorf("guest 00:07.0 IDs = %#x, %v; want the host's virtio-net 1af4:1041", got, err)
+	}
+	// A passed-through function's state is the host's: the board refuses
+	// to snapshot it, naming it.
+	if _, err := m.Board.Snapshot(); !errors.Is(err, board.ErrNotSavable) || !strings.Contains(err.Error(), "'pt0'") {
+		t.Errorf("snapshot with a passed-through function: %v", err)
 	}
 	if err := m.Board.Unplug("pt0"); err != nil {
 		t.Fatal(err)

@@ -6,11 +6,12 @@ import "godm/internal/qtest"
 // and QEMU machines share gets guest-written state (COM1's registers
 // with loopback data in its FIFO, the i8042's command byte and a
 // self-test reply waiting, the three platform functions' configuration
-// registers, CONFIG_ADDRESS, PM1a_CNT and GPE0 enable), then the
-// machine resets (QEMU's system_reset), then everything is read back:
-// CONFIG_ADDRESS first (configuration reads overwrite it), COM1, the
-// i8042, every configuration dword of 00:00.0, 00:01.0 and 00:01.3, and
-// the PM registers after hvmloader's programming of 00:01.3 (a reset
+// registers, CONFIG_ADDRESS, PIIX3's reset control, PM1a_CNT and GPE0
+// enable), then the machine resets (QEMU's system_reset), then
+// everything is read back: CONFIG_ADDRESS first (configuration reads
+// overwrite it), COM1, the i8042 and its command byte, PIIX3's reset
+// control, every configuration dword of 00:00.0, 00:01.0 and 00:01.3,
+// and the PM registers after hvmloader's programming of 00:01.3 (a reset
 // clears PMBA, and firmware places the block again). dev holds the
 // configuration deviations by devfn; watch IRQ 1, 4, 9 and 12.
 func SystemReset(dev map[uint8][]Deviation) []qtest.Step {
@@ -61,19 +62,21 @@ func SystemReset(dev map[uint8][]Deviation) []qtest.Step {
 			u.out(4, 0x1b), u.out(2, 0x01), u.out(0, 0x41), u.out(0, 0x42),
 			u.out(1, 0x0f), u.out(7, 0xa5),
 			cmd(0x60), data(0x47), cmd(0xaa),
+			out(0xcf9, 1, 0x02), // PIIX3 reset control: SYS_RST, no reset yet
 			out(PM1aCnt, 2, 0x1c01), out(GPE0+2, 2, 0xffff),
 			{Write: true, Port: ConfigAddress, Size: 4, Value: 0x8000_1234},
 			{Reset: true, Why: "system_reset"},
 			in(ConfigAddress, 4),
 		},
 		u.readAll(), u.readAll(),
-		[]qtest.Step{st(), rd(), st()},
+		[]qtest.Step{st(), rd(), st(), cmd(0x20), st(), rd(), in(0xcf9, 1)},
 		readConfig(0), readConfig(1<<3), readConfig(PMDevfn),
 		hvmloaderPM,
 		[]qtest.Step{
 			ignore(in(PM1aCnt, 2), 1, "SCI_EN after reset: QEMU sets it only without SMM (hw/acpi/core.c "+
 				"acpi_pm1_cnt_reset), which is the Xen case; the TCG pc machine has SMM"),
 			in(GPE0, 4),
+			in(PCIHotplug, 4), in(PCIHotplug+4, 4),
 		},
 	)
 }
