@@ -11,7 +11,7 @@ func TestSummarize(t *testing.T) {
 		s = append(s, time.Duration(i))
 	}
 	got := Result{Ops: 1000, Elapsed: time.Second, Samples: s}.Summarize()
-	want := Summary{Median: 500, P99: 990, P999: 999, Min: 1, Max: 1000, ReqPerSec: 1000}
+	want := Summary{Median: 500, P99: 990, P999: 999, Min: 1, Max: 1000, P25: 250, P75: 750, P90: 900, ReqPerSec: 1000}
 	if got != want {
 		t.Errorf("Summarize = %+v, want %+v", got, want)
 	}

@@ -25,6 +25,13 @@ type Row struct {
 	MedianNS float64 `json:"median_ns"`
 	P99NS    float64 `json:"p99_ns"`
 	P999NS   float64 `json:"p999_ns"`
+	// MinNS, P25NS, P75NS and P90NS complete the distribution.
+	MinNS float64 `json:"min_ns"`
+	P25NS float64 `json:"p25_ns"`
+	P75NS float64 `json:"p75_ns"`
+	P90NS float64 `json:"p90_ns"`
+	// Dist marks the rows whose distribution the table prints in full.
+	Dist bool `json:"dist,omitempty"`
 	// ReqPerSec is guest requests per second over all trials.
 	ReqPerSec float64 `json:"req_per_sec"`
 	// AllocsPerReq is process-wide heap allocations per request (-1: not
@@ -96,6 +103,10 @@ func RowOf(r Result, floor, classic *Result) Row {
 		MedianNS:     float64(s.Median.Nanoseconds()),
 		P99NS:        float64(s.P99.Nanoseconds()),
 		P999NS:       float64(s.P999.Nanoseconds()),
+		MinNS:        float64(s.Min.Nanoseconds()),
+		P25NS:        float64(s.P25.Nanoseconds()),
+		P75NS:        float64(s.P75.Nanoseconds()),
+		P90NS:        float64(s.P90.Nanoseconds()),
 		ReqPerSec:    s.ReqPerSec,
 		AllocsPerReq: r.AllocsPerReq,
 	}
@@ -154,6 +165,9 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := rep.writeDist(w); err != nil {
+		return err
+	}
 	fmt.Fprintf(w, "\n"+
 		"vs floor:   median latency over the floor's (lower is better): polled rows against\n"+
 		"            floor/cache-line, blocking rows against floor/eventfd.\n"+
@@ -183,6 +197,51 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintln(w)
 	return nil
+}
+
+// writeDist prints the full distribution of the rows marked Dist, each
+// percentile also as a ratio to the same percentile of the row's floor and
+// classic loop when they were measured.
+func (rep *Report) writeDist(w io.Writer) error {
+	any := false
+	for _, r := range rep.Rows {
+		any = any || r.Dist
+	}
+	if !any {
+		return nil
+	}
+	fmt.Fprintln(w, "\ndistribution (latency; then over the floor's and the classic loop's same percentile):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tmin\tp25\tmedian\tp75\tp90\tp99\t")
+	pct := func(r *Row) []float64 { return []float64{r.MinNS, r.P25NS, r.MedianNS, r.P75NS, r.P90NS, r.P99NS} }
+	for i := range rep.Rows {
+		r := &rep.Rows[i]
+		if !r.Dist {
+			continue
+		}
+		v := pct(r)
+		fmt.Fprintf(tw, "%s\t", r.Name)
+		for _, x := range v {
+			fmt.Fprintf(tw, "%s\t", fmtNS(x))
+		}
+		fmt.Fprintln(tw)
+		for _, base := range []string{r.Floor, r.Classic} {
+			b := rep.Row(base)
+			if b == nil {
+				continue
+			}
+			fmt.Fprintf(tw, "  vs %s\t", base)
+			for j, x := range pct(b) {
+				if x > 0 {
+					fmt.Fprintf(tw, "%.2fx\t", v[j]/x)
+				} else {
+					fmt.Fprint(tw, "-\t")
+				}
+			}
+			fmt.Fprintln(tw)
+		}
+	}
+	return tw.Flush()
 }
 
 // WriteJSON writes the report as indented JSON.

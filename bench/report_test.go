@@ -28,6 +28,24 @@ func TestReport(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, tb.String())
 		}
 	}
+	if strings.Contains(tb.String(), "distribution") {
+		t.Errorf("table has a distribution section with no Dist row:\n%s", tb.String())
+	}
+	// A Dist row gets its percentiles, and their ratios to its floor's.
+	rep.Rows[1].Dist = true
+	tb.Reset()
+	if err := rep.WriteTable(&tb); err != nil {
+		t.Fatal(err)
+	}
+	_, dist, ok := strings.Cut(tb.String(), "distribution")
+	if !ok {
+		t.Fatalf("table lacks the distribution section:\n%s", tb.String())
+	}
+	for _, want := range []string{"p25", "p90", "vs floor/x", "1.50x", "1.60x"} {
+		if !strings.Contains(dist, want) {
+			t.Errorf("distribution lacks %q:\n%s", want, dist)
+		}
+	}
 	var jb bytes.Buffer
 	if err := rep.WriteJSON(&jb); err != nil {
 		t.Fatal(err)

@@ -60,10 +60,13 @@ const (
 	// noServer leaves the accesses unclaimed: Xen's routing and null
 	// handler only.
 	noServer
+	// godmBlockHeld is godmBlock with the worker keeping its P while it
+	// sleeps (ioreq.WorkerConfig.KeepP).
+	godmBlockHeld
 )
 
 func (d design) String() string {
-	return [...]string{"godm-poll", "godm-block", "classic", "null-poll", "null-block", "unclaimed"}[d]
+	return [...]string{"godm-poll", "godm-block", "classic", "null-poll", "null-block", "unclaimed", "godm-block-held"}[d]
 }
 
 // rig is one simulated guest with its devices and the server of one design.
@@ -118,10 +121,13 @@ func newRig(vcpus int, d design) (_ *rig, err error) {
 	}
 	targets := ioreq.Targets{Memory: r.cache, Invalidate: r.cache.Invalidate}
 	switch d {
-	case godmPoll, godmBlock:
+	case godmPoll, godmBlock, godmBlockHeld:
 		wc := ioreq.WorkerConfig{}
-		if d == godmBlock {
+		if d != godmPoll {
 			wc.Spin = -1
+		}
+		if d == godmBlockHeld {
+			wc.KeepP = 2 * time.Millisecond
 		}
 		// The default worker count of the machine, not of the raised
 		// GOMAXPROCS the vCPUs run under (see runRig).

@@ -122,6 +122,7 @@ func Run(ctx context.Context, o Options) (*Report, []Panel, error) {
 			}
 		}
 		row.Doc = s.Doc
+		row.Dist = s.Dist
 		rep.Rows = append(rep.Rows, row)
 	}
 	rep.Targets = targets(rep)

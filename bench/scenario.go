@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	"godm/devices"
@@ -43,6 +44,9 @@ type Scenario struct {
 	// (Floor, Sim) and throughput (Classic) are compared with (empty:
 	// none).
 	Floor, Classic, Sim string
+	// Dist asks for the row's full distribution (min, p25, median, p75,
+	// p90, p99) in the report's distribution table.
+	Dist bool
 	// Plot names the panel of the picture the scenario's latency
 	// histogram is drawn in (empty: not drawn).
 	Plot string
@@ -55,6 +59,14 @@ type Scenario struct {
 	// thread and none to spare, so that a goroutine a handler readies runs
 	// only when a thread lets go of its P (see backend).
 	noSpareP bool
+	// compete, if not zero, runs the scenario on a shared host: no P to
+	// spare and the competing load it names (competeCPU, competeGo; see
+	// competitor).
+	compete int
+	// think is the guest's own work between two operations (not timed):
+	// the box's guest reads the TSC around each access, and Xen traps
+	// each read.
+	think time.Duration
 	// op performs operation i on vCPU v of r and checks its answer when
 	// the design dispatches to the devices.
 	op func(r *rig, v *xensim.VCPU, vi, i int, check bool) error
@@ -99,6 +111,18 @@ func Scenarios() []*Scenario {
 		probe: func(n int) (Result, error) { return goschedProbe(n, false), nil }})
 	add(&Scenario{Name: "go/gosched-locked", Doc: "runtime.Gosched on a goroutine locked to its OS thread", Ops: 20000, ShortOps: 100,
 		probe: func(n int) (Result, error) { return goschedProbe(n, true), nil }})
+
+	// What one system call and one clock read cost, and what the Go
+	// scheduler's bookkeeping around a system call adds (syscall.Syscall
+	// tells the scheduler the thread may block, RawSyscall does not):
+	// per-request costs of the ioreq path that multiply on a nested or
+	// emulated host (run it in the Xen box's dom0).
+	add(&Scenario{Name: "go/syscall", Doc: "getpid(2) through syscall.Syscall (1000 per sample)", Ops: 2000, ShortOps: 20,
+		probe: func(n int) (Result, error) { return batchProbe(n, sysGetpid), nil }})
+	add(&Scenario{Name: "go/rawsyscall", Doc: "getpid(2) through syscall.RawSyscall (1000 per sample)", Ops: 2000, ShortOps: 20,
+		probe: func(n int) (Result, error) { return batchProbe(n, rawGetpid), nil }})
+	add(&Scenario{Name: "go/clock", Doc: "time.Now (1000 per sample)", Ops: 2000, ShortOps: 20,
+		probe: func(n int) (Result, error) { return batchProbe(n, func() { time.Now() }), nil }})
 
 	add(&Scenario{Name: "go/chan-locked", Doc: "two goroutines locked to OS threads ping-pong through channels (what a Go channel wake-up costs; xensim's vCPUs sleep on a futex instead)",
 		Ops: 20000, ShortOps: 100, probe: func(n int) (Result, error) { return chanProbe(n), nil }})
@@ -155,6 +179,46 @@ func Scenarios() []*Scenario {
 		add(&Scenario{Name: "rt/backend/" + m + "/godm",
 			Doc: "OUT to a device whose back-end goroutine completes it, then IN until it has; no P to spare",
 			Ops: 4000, ShortOps: 40, vcpus: 1, design: gd, vcpuSpin: spin, perOp: 2, op: opBackend, noSpareP: true})
+	}
+
+	// A shared host: the round trip with no P to spare, a thread keeping
+	// one core busy and a goroutine of the device model's own competing
+	// for the Ps (see competitor). godm-held is the blocking worker keeping
+	// its P while it sleeps (ioreq.WorkerConfig.KeepP).
+	for _, m := range []string{modePoll, modeBlock} {
+		spin, designs, floor := vcpuSpin, []design{godmPoll, classic}, "floor/cache-line"
+		if m == modeBlock {
+			spin, designs, floor = 0, []design{godmBlock, godmBlockHeld, classic}, "floor/eventfd"
+		}
+		base := "shared/pio/" + m + "/"
+		for _, d := range designs {
+			name, cl := "godm", base+"classic"
+			switch d {
+			case godmBlockHeld:
+				name = "godm-held"
+			case classic:
+				name, cl = "classic", ""
+			}
+			add(&Scenario{Name: base + name, Doc: "IN of a UART's LSR on a shared host (a busy thread, a busy goroutine, no spare P)",
+				Ops: 20000, ShortOps: 100, Floor: floor, Classic: cl, vcpus: 1, design: d, vcpuSpin: spin, perOp: 1, op: opPIO,
+				compete: competeCPU | competeGo, Dist: true})
+		}
+	}
+
+	// The same with the guest working between accesses (think), as the
+	// box's guest does: a polling worker's window must span the gap to
+	// catch the next access.
+	for _, think := range []time.Duration{20 * time.Microsecond, 80 * time.Microsecond} {
+		base := fmt.Sprintf("shared/pio/think%dus/", think/time.Microsecond)
+		for _, d := range []design{godmPoll, godmBlock, classic} {
+			name, cl := d.String(), base+"classic"
+			if d == classic {
+				cl = ""
+			}
+			add(&Scenario{Name: base + name, Doc: fmt.Sprintf("IN of a UART's LSR after %v of guest work, on a shared host", think),
+				Ops: 10000, ShortOps: 50, Classic: cl, vcpus: 1, design: d, perOp: 1, op: opPIO,
+				compete: competeCPU | competeGo, think: think, Dist: true})
+		}
 	}
 
 	// Buffered burst: a full ring of writes, then a synchronous read that
@@ -265,9 +329,18 @@ func (s *Scenario) runRig(n int) (res Result, err error) {
 	// a server thread needs. They still share the cores with the server,
 	// through the OS scheduler, as Xen shares physical CPUs with dom0.
 	procs := runtime.GOMAXPROCS(0)
-	if s.noSpareP {
+	switch {
+	case s.compete != 0:
+		n := s.vcpus + r.serverThreads(s.vcpus)
+		if s.compete&competeCPU != 0 {
+			n++
+		}
+		runtime.GOMAXPROCS(n)
+		c := startCompetitor(s.compete)
+		defer c.close()
+	case s.noSpareP:
 		runtime.GOMAXPROCS(s.vcpus + r.serverThreads(s.vcpus))
-	} else {
+	default:
 		runtime.GOMAXPROCS(procs + s.vcpus)
 	}
 	defer runtime.GOMAXPROCS(procs)
@@ -302,8 +375,13 @@ func (s *Scenario) runRig(n int) (res Result, err error) {
 			defer runtime.UnlockOSThread()
 			v := r.dom.VCPU(vi)
 			v.SetSpin(s.vcpuSpin)
+			// On a shared host the competing goroutine must not take
+			// the vCPU's P while it sleeps: a real vCPU is not one of
+			// the device model's threads.
+			v.SetHoldP(s.compete != 0)
 			var err error
 			for i := 0; i < warm && err == nil; i++ {
+				spinFor(s.think)
 				err = s.op(r, v, vi, i, check)
 			}
 			warmed.Done()
@@ -314,6 +392,9 @@ func (s *Scenario) runRig(n int) (res Result, err error) {
 			}
 			out := samples[vi]
 			for i := range out {
+				if s.think > 0 {
+					spinFor(s.think)
+				}
 				t0 := time.Now()
 				if err := s.op(r, v, vi, i, check); err != nil {
 					errs[vi] = fmt.Errorf("vCPU %d op %d: %w", vi, i, err)
@@ -410,6 +491,27 @@ func busProbe(n int, kind string) (Result, error) {
 	runtime.ReadMemStats(&m1)
 	return Result{Name: "bus/" + kind, Ops: n * batch, Requests: n * batch, Elapsed: elapsed, Samples: samples,
 		AllocsPerReq: float64(m1.Mallocs-m0.Mallocs) / float64(n*batch)}, nil
+}
+
+func sysGetpid() { syscall.Syscall(syscall.SYS_GETPID, 0, 0, 0) }
+func rawGetpid() { syscall.RawSyscall(syscall.SYS_GETPID, 0, 0, 0) }
+
+// batchProbe times n samples of 1000 calls of f, per call.
+func batchProbe(n int, f func()) Result {
+	const batch = 1000
+	for range batch {
+		f()
+	}
+	samples := make([]time.Duration, n)
+	start := time.Now()
+	for i := range samples {
+		t0 := time.Now()
+		for range batch {
+			f()
+		}
+		samples[i] = time.Since(t0) / batch
+	}
+	return Result{Ops: n * batch, Elapsed: time.Since(start), Samples: samples, AllocsPerReq: -1}
 }
 
 // goschedProbe times n yields of a goroutine, locked to its OS thread or not.

@@ -38,6 +38,8 @@ type Trial struct {
 // Summary is a latency distribution summary.
 type Summary struct {
 	Median, P99, P999, Min, Max time.Duration
+	// P25, P75 and P90 are the other quartiles and the 90th percentile.
+	P25, P75, P90 time.Duration
 	// ReqPerSec is Requests/Elapsed.
 	ReqPerSec float64
 }
@@ -63,6 +65,9 @@ func (r Result) Summarize() Summary {
 	slices.Sort(d)
 	s.Min, s.Max = d[0], d[len(d)-1]
 	s.Median = quantile(d, 0.5)
+	s.P25 = quantile(d, 0.25)
+	s.P75 = quantile(d, 0.75)
+	s.P90 = quantile(d, 0.90)
 	s.P99 = quantile(d, 0.99)
 	s.P999 = quantile(d, 0.999)
 	return s

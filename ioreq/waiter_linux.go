@@ -58,6 +58,29 @@ func (w *waiter) wait() error {
 		if err != nil {
 			return err
 		}
+		return w.result(n)
+	}
+}
+
+// waitHeld is wait for at most msec milliseconds, without letting go of
+// the goroutine's P (epollWaitHeld); errTimedOut if nothing happened. An
+// interrupted wait (EINTR: the runtime asking the goroutine to stop)
+// reports errTimedOut early, so that the caller reaches a preemption
+// point.
+func (w *waiter) waitHeld(msec int) error {
+	n, errno := epollWaitHeld(w.epfd, w.events[:], msec)
+	switch {
+	case errno == unix.EINTR || (errno == 0 && n == 0):
+		return errTimedOut
+	case errno != 0:
+		return errno
+	}
+	return w.result(n)
+}
+
+// result interprets n events returned by epoll.
+func (w *waiter) result(n int) error {
+	{
 		nudged := false
 		for _, e := range w.events[:n] {
 			switch int(e.Fd) {

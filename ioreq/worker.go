@@ -95,6 +95,27 @@ type WorkerConfig struct {
 	// on some hosts, as much as handling a simple request). Zero means
 	// DefaultLatencyEvery; 1 times every request; negative disables it.
 	LatencyEvery int
+	// KeepP is how long after its last request a worker that blocks
+	// keeps its P: it waits in a raw epoll_wait the Go scheduler does not
+	// see, so that a request wakes the thread straight into its handler.
+	// Waiting through the scheduler (syscall.Syscall) lets sysmon hand the
+	// P to another thread while the worker sleeps, and the worker then
+	// needs a P back before it can answer — from the idle list, or, with
+	// none free, through another thread that must run and hand it over.
+	// Zero or negative (the default) always waits through the scheduler.
+	//
+	// Measured on xensim (godm-lab bench, shared/pio/block/godm-held
+	// against shared/pio/block/godm, 2 CPUs, a loaded host): holding the
+	// P was never clearly faster at the median and made the blocking
+	// round trip's p90 worse in 6 runs of 9, because the device model's
+	// other goroutines then wait for the worker to yield (a hand-off
+	// between locked threads) instead of taking its P while it sleeps;
+	// so it is off until a host shows the opposite.
+	KeepP time.Duration
+}
+
+func (c WorkerConfig) keepP() time.Duration {
+	return max(c.KeepP, 0)
 }
 
 // DefaultLatencyEvery is the default latency sampling interval.
@@ -136,6 +157,7 @@ type worker struct {
 
 	spinMax time.Duration
 	spin    time.Duration
+	keepP   time.Duration
 	last    time.Time
 
 	sampleEvery uint32 // time one request in sampleEvery (0: none)
@@ -163,6 +185,7 @@ func newWorker(d *Dispatcher, ev eventChannel, ring *Ring, cfg WorkerConfig) *wo
 		ev:          ev,
 		ring:        ring,
 		spinMax:     cfg.spinMax(),
+		keepP:       cfg.keepP(),
 		sampleEvery: cfg.latencyEvery(),
 		pending:     make([]uint32, maxPending),
 		ringScratch: make([]byte, scratchSize),
@@ -297,6 +320,10 @@ var errStopped = errors.New("ioreq: worker stopped")
 // errNudged is returned internally when a worker's waiter is nudged.
 var errNudged = errors.New("ioreq: worker nudged")
 
+// errTimedOut is returned internally when a worker's held wait ends
+// without an event (timeout or signal).
+var errTimedOut = errors.New("ioreq: wait timed out")
+
 // pauseGate stops a server's workers between two requests (Server.Pause).
 // A worker checks paused (one atomic load) before each poll; a paused
 // worker parks until Resume or the end of its run.
@@ -379,6 +406,14 @@ func (w *worker) run(ctx context.Context) error {
 	w.lastLook, w.lastYield = w.last, w.last
 	idle := 0        // empty polls since the last request
 	blocked := false // blocked since the last request
+	// drained: the last step read every pending port and unmasked it, and
+	// nothing has been served since; a request after that fires an
+	// unmasked port, so an empty poll may block without reading again.
+	drained := false
+	// woke: the worker left its P in its last wait; the next request's
+	// clock reading stands for the time it got it back (one clock read
+	// fewer per blocking round trip).
+	woke := false
 	for {
 		if w.gate != nil && w.gate.paused.Load() {
 			w.gate.park(ctx)
@@ -389,7 +424,11 @@ func (w *worker) run(ctx context.Context) error {
 			idle, blocked = 0, false
 		}
 		if w.poll() {
+			drained = false
 			now := time.Now()
+			if woke {
+				w.lastYield, woke = now, false
+			}
 			if idle > 0 {
 				if !blocked {
 					w.st.spinHits.Add(1)
@@ -419,29 +458,44 @@ func (w *worker) run(ctx context.Context) error {
 		// Block. Read and unmask every pending port first: a request that
 		// lands after the last poll then fires an unmasked port (or is
 		// re-raised by the unmask) and makes the fd readable.
-		n, err := w.events()
-		if err != nil {
-			return fmt.Errorf("ioreq worker: reading events: %w", err)
+		if !drained {
+			n, err := w.events()
+			if err != nil {
+				return fmt.Errorf("ioreq worker: reading events: %w", err)
+			}
+			if n > 0 {
+				drained = true
+				continue
+			}
 		}
-		if n > 0 {
-			continue
-		}
+		drained = false
 		blocked = true
 		if w.othersRunnable() {
 			// A goroutine a handler readied would wait on our P until the
-			// runtime noticed the thread blocked.
+			// runtime noticed the thread blocked (or, in a held wait,
+			// until we woke).
 			runtime.Gosched()
 		}
-		if err := wt.wait(); err != nil {
-			if errors.Is(err, errStopped) {
-				return nil
+		held := false
+		if w.keepP > 0 {
+			if left := w.keepP - time.Since(w.last); left > 0 {
+				held = true
+				err = wt.waitHeld(int((left + time.Millisecond - 1) / time.Millisecond))
 			}
-			if errors.Is(err, errNudged) {
+		}
+		if !held {
+			err = wt.wait()
+		}
+		if err != nil {
+			switch {
+			case errors.Is(err, errStopped):
+				return nil
+			case errors.Is(err, errNudged), errors.Is(err, errTimedOut):
 				continue
 			}
 			return fmt.Errorf("ioreq worker: waiting for events: %w", err)
 		}
 		w.st.wakeups.Add(1)
-		w.lastYield = time.Now()
+		woke = woke || !held
 	}
 }

@@ -3,6 +3,7 @@ package ioreq
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ type fakeEvents struct {
 	masked   map[uint32]bool
 	again    map[uint32]bool
 	failRead error
+	reads    int // Pending calls (read(2) on the real device)
 
 	notified chan uint32
 }
@@ -57,6 +59,7 @@ func (e *fakeEvents) fireLocked(port uint32) {
 func (e *fakeEvents) Pending(buf []uint32) (int, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.reads++
 	if e.failRead != nil {
 		return 0, e.failRead
 	}
@@ -170,6 +173,56 @@ func TestWorkerBlockingMode(t *testing.T) {
 	r.w.st.Snapshot(&c)
 	if c.Sync[KindPIO] != 200 || c.Wakeups == 0 {
 		t.Fatalf("PIO %d wakeups %d; want 200 and > 0", c.Sync[KindPIO], c.Wakeups)
+	}
+}
+
+// A blocking worker reads the event channel once per request: after the
+// read that drained and unmasked the ports, an empty poll blocks without a
+// second read (which on Xen is a system call that finds nothing).
+func TestWorkerBlockingReadsOncePerRequest(t *testing.T) {
+	const n = 200
+	r := startWorker(t, 1, WorkerConfig{Spin: -1})
+	for range n {
+		r.roundTrip(t, 0, true)
+	}
+	if err := r.shutdown(t); err != nil {
+		t.Fatalf("run returned %v", err)
+	}
+	r.ev.mu.Lock()
+	reads := r.ev.reads
+	r.ev.mu.Unlock()
+	// One read per wake-up, plus the reads before the first block.
+	if reads > n+2 {
+		t.Fatalf("%d event-channel reads for %d blocking round trips, want at most %d", reads, n, n+2)
+	}
+}
+
+// A worker that keeps its P while it sleeps (KeepP) serves requests,
+// lets a garbage collection stop the world while it sleeps (the runtime's
+// signal interrupts the raw wait), and stops when cancelled.
+func TestWorkerKeepP(t *testing.T) {
+	r := startWorker(t, 1, WorkerConfig{Spin: -1, KeepP: time.Hour})
+	for range 50 {
+		r.roundTrip(t, 0, true)
+	}
+	gc := make(chan struct{})
+	go func() {
+		runtime.GC()
+		close(gc)
+	}()
+	select {
+	case <-gc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a garbage collection did not complete while the worker slept holding its P")
+	}
+	r.roundTrip(t, 0, true)
+	if err := r.shutdown(t); err != nil {
+		t.Fatalf("run returned %v", err)
+	}
+	var c Counters
+	r.w.st.Snapshot(&c)
+	if c.Sync[KindPIO] != 51 {
+		t.Fatalf("PIO %d, want 51", c.Sync[KindPIO])
 	}
 }
 

@@ -97,7 +97,7 @@ func TestSerialSocketStaleOrLive(t *testing.T) {
 	args := []string{"serve", "-domid", "5", "-xen-dev", filepath.Join(dir, "no-xen"), "-serial", "unix:" + path}
 	var out, errw bytes.Buffer
 	err = run(args, &out, &errw)
-	if err == nil || !strings.Contains(err.Error(), "-serial (COM1): chardev: listen "+path+": in use: a running process accepts connections on it") {
+	if err == nil || !strings.Contains(err.Error(), "-serial (COM1): chardev: listen on "+path+": a running process is serving on this socket") {
 		t.Errorf("with a live listener: %v", err)
 	}
 	ln.SetUnlinkOnClose(false) // dies without cleaning up, as a killed godm does

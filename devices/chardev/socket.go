@@ -3,14 +3,12 @@ package chardev
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"godm/internal/unixsock"
 )
 
 // Socket is a backend that listens on a Unix stream socket and serves one
@@ -33,25 +31,16 @@ var _ Backend = (*Socket)(nil)
 
 // ErrSocketInUse reports that a process still accepts connections on the
 // socket path given to Listen.
-var ErrSocketInUse = errors.New("in use: a running process accepts connections on it")
+var ErrSocketInUse = unixsock.ErrInUse
 
 // Listen creates a Unix socket at path and starts serving. The socket file
-// is removed on Close.
-//
-// A socket file left at path by a process that died without removing it
-// is replaced; one a live process still listens on is not (ErrSocketInUse).
-// Which is which is found by connecting: the kernel refuses a connection
-// (ECONNREFUSED) to a socket nobody listens on. Anything at path that is
-// not a socket is left alone and refused.
+// is removed on Close. A socket file left at path by a process that died
+// without removing it is replaced; one a live process still listens on is
+// not (ErrSocketInUse); anything else at path is refused (unixsock.Listen).
 func Listen(path string, opt Options) (*Socket, error) {
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if errors.Is(err, unix.EADDRINUSE) {
-		if err = removeStale(path); err == nil {
-			ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-		}
-	}
+	ln, err := unixsock.Listen(path)
 	if err != nil {
-		return nil, fmt.Errorf("chardev: listen %s: %w", path, err)
+		return nil, fmt.Errorf("chardev: %w", err)
 	}
 	s := &Socket{core: newCore(opt), ln: ln, opt: opt}
 	s.startWriter(s.out, func() {
@@ -62,27 +51,6 @@ func Listen(path string, opt Options) (*Socket, error) {
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
-}
-
-// removeStale removes the socket file at path if no process listens on
-// it.
-func removeStale(path string) error {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return err
-	}
-	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("%s exists and is not a socket (%v): %w", path, fi.Mode().Type(), unix.EADDRINUSE)
-	}
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		c.Close()
-		return ErrSocketInUse
-	}
-	if !errors.Is(err, unix.ECONNREFUSED) {
-		return fmt.Errorf("%s: cannot tell whether a process listens on it: %w", path, err)
-	}
-	return os.Remove(path)
 }
 
 // Addr returns the socket path.

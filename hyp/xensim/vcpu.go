@@ -93,8 +93,10 @@ type VCPU struct {
 	d    *Domain
 	id   uint32
 	spin atomic.Int64
-	wake waker // kicked by the DM's notify on this vCPU's port
-	busy atomic.Bool
+	// holdP: sleep without telling the Go scheduler (see SetHoldP).
+	holdP atomic.Bool
+	wake  waker // kicked by the DM's notify on this vCPU's port
+	busy  atomic.Bool
 	// gen counts posts and completions, so dmNotified can tell a
 	// consistent snapshot of server.waiting and the slot state from a
 	// racy one.
@@ -117,6 +119,19 @@ func (v *VCPU) ID() uint32 { return v.id }
 // on its event channel (0 blocks at once, as Xen does). The re-reads are
 // back to back, a few nanoseconds each.
 func (v *VCPU) SetSpin(n int) { v.spin.Store(int64(n)) }
+
+// SetHoldP makes the vCPU sleep in a raw futex wait that the Go scheduler
+// does not see, so that its goroutine keeps its P while it waits: a real
+// vCPU is not one of the device model's threads, and must neither lend
+// the device model a P while it waits nor need one back to resume. Use it
+// only on a goroutine that has a P to itself (a benchmark's vCPU thread
+// with GOMAXPROCS raised for it): any other goroutine could wait for that
+// P for as long as the vCPU sleeps (each sleep lasts at most
+// heldSleepMax, and a garbage collection's stop interrupts it).
+func (v *VCPU) SetHoldP(on bool) { v.holdP.Store(on) }
+
+// heldSleepMax bounds one held sleep (SetHoldP).
+const heldSleepMax = 10 * time.Millisecond
 
 func (v *VCPU) kick() { v.wake.kick() }
 
@@ -496,7 +511,11 @@ func (v *VCPU) await(srv *server, slot []byte, p *request) (uint64, error) {
 					return 0, fmt.Errorf("xensim: %v vcpu%d: no response to %v within %v (slot state %d): %w",
 						d.id, v.id, p.describe(), s.cfg.IOReqTimeout, st, ErrTimeout)
 				}
-				futexWait(&v.wake.seq, seq, left)
+				if v.holdP.Load() {
+					futexWaitHeld(&v.wake.seq, seq, min(left, heldSleepMax))
+				} else {
+					futexWait(&v.wake.seq, seq, left)
+				}
 			}
 			v.wake.sleeping.Store(false)
 			select {

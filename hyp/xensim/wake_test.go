@@ -154,11 +154,41 @@ func lockedIn(v *VCPU, port uint16) (uint64, error) {
 
 // TestLockedVCPUsRoundTrips runs vCPUs on locked OS threads against one
 // device model, blocking and spinning, more vCPUs than CPUs included, and
-// checks every answer.
+// checks every answer. The held case sleeps holding each vCPU's P
+// (SetHoldP, each vCPU with a P of its own) while garbage collections stop
+// the world.
 func TestLockedVCPUsRoundTrips(t *testing.T) {
-	for _, spin := range []int{0, 1 << 14} {
-		t.Run(fmt.Sprintf("spin%d", spin), func(t *testing.T) {
+	for _, tc := range []struct {
+		spin int
+		held bool
+	}{{0, false}, {1 << 14, false}, {0, true}} {
+		spin := tc.spin
+		t.Run(fmt.Sprintf("spin%d/held=%v", spin, tc.held), func(t *testing.T) {
 			s, d := newSim(t, Config{Spin: spin}, DomainConfig{VCPUs: 4, RAM: []Region{{0, 1 << 20}}})
+			if tc.held {
+				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + d.NumVCPUs()))
+				stop := make(chan struct{})
+				gcDone := make(chan int)
+				go func() {
+					n := 0
+					for {
+						select {
+						case <-stop:
+							gcDone <- n
+							return
+						default:
+						}
+						runtime.GC()
+						n++
+					}
+				}()
+				defer func() {
+					close(stop)
+					if n := <-gcDone; n == 0 {
+						t.Error("no garbage collection completed while the vCPUs slept holding their Ps")
+					}
+				}()
+			}
 			dm := newFakeDM(t, s, d, xenabi.HVM_IOREQSRV_BUFIOREQ_OFF, func(r reqView) uint64 { return r.addr + uint64(r.vcpu) })
 			if err := rangeOp(dm.pc, uint16(d.ID()), xenabi.XEN_DMOP_map_io_range_to_ioreq_server, dm.id, xenabi.XEN_DMOP_IO_RANGE_PORT, 0x100, 0x1ff); err != nil {
 				t.Fatal(err)
@@ -173,6 +203,7 @@ func TestLockedVCPUsRoundTrips(t *testing.T) {
 					defer wg.Done()
 					runtime.LockOSThread()
 					defer runtime.UnlockOSThread()
+					v.SetHoldP(tc.held)
 					for j := range n {
 						port := uint16(0x100 + j%0x100)
 						got, err := v.In(port, 1)

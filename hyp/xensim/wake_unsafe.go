@@ -26,6 +26,15 @@ func futexWait(w *atomic.Uint32, old uint32, d time.Duration) {
 		uintptr(unsafe.Pointer(&ts)), 0, 0)
 }
 
+// futexWaitHeld is futexWait as a raw system call: the Go scheduler is not
+// told the thread sleeps, so its goroutine keeps its P (VCPU.SetHoldP). A
+// signal — the runtime's preemption request — ends it early.
+func futexWaitHeld(w *atomic.Uint32, old uint32, d time.Duration) {
+	ts := unix.NsecToTimespec(int64(d))
+	unix.RawSyscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWaitPrivate, uintptr(old),
+		uintptr(unsafe.Pointer(&ts)), 0, 0)
+}
+
 // futexWake wakes the thread blocked in futexWait on w, if any.
 func futexWake(w *atomic.Uint32) {
 	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWakePrivate, 1, 0, 0, 0)

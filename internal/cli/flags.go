@@ -32,6 +32,7 @@ type MachineFlags struct {
 	BufIOReq string
 	Workers  int
 	Spin     time.Duration
+	KeepP    time.Duration
 	Verbose  bool
 	Restrict bool
 }
@@ -97,6 +98,7 @@ func (f *MachineFlags) Register(fs *flag.FlagSet, defaultVCPUs int) {
 	fs.StringVar(&f.BufIOReq, "bufioreq", "atomic", "buffered ioreqs: atomic or off")
 	fs.IntVar(&f.Workers, "workers", 0, "ioreq worker goroutines (0: default for the vCPU count)")
 	fs.DurationVar(&f.Spin, "spin", 0, "how long a worker polls before blocking (0: default; negative: never poll)")
+	fs.DurationVar(&f.KeepP, "keep-p", 0, "how long after its last request a blocked worker keeps its Go scheduler P (0: never; a measurement knob, see bench/README.md)")
 	fs.BoolVar(&f.Verbose, "v", false, "log debug detail too (warnings and errors are always logged)")
 	fs.BoolVar(&f.Restrict, "restrict", false, "once set up, restrict the privcmd and event-channel handles to the guest domain (like QEMU's -xen-domid-restrict)")
 }
@@ -133,7 +135,10 @@ func (b Backends) Close() {
 // naming the flag.
 func (f *MachineFlags) Spec(log *slog.Logger, w io.Writer) (machine.Spec, Backends, error) {
 	s := machine.Spec{VCPUs: f.VCPUs, NoPS2: f.NoPS2, NoPlatformDevice: f.NoPlat,
-		Workers: f.Workers, Worker: ioreq.WorkerConfig{Spin: f.Spin}, Log: log, Restrict: f.Restrict}
+		Workers: f.Workers, Worker: ioreq.WorkerConfig{Spin: f.Spin, KeepP: f.KeepP}, Log: log, Restrict: f.Restrict}
+	if f.KeepP < 0 {
+		return s, nil, fmt.Errorf("-keep-p %v: want 0 or more", f.KeepP)
+	}
 	if f.VCPUs < 0 || f.VCPUs > ioreq.MaxVCPUs {
 		return s, nil, fmt.Errorf("-vcpus %d: want 0..%d", f.VCPUs, ioreq.MaxVCPUs)
 	}

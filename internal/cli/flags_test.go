@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNewLogger(t *testing.T) {
@@ -87,5 +88,34 @@ func TestSpecLayoutAndStart(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(path); len(got) != 0 {
 		t.Errorf("log after Start = %q, want it replaced", got)
+	}
+}
+
+func TestSpecKeepP(t *testing.T) {
+	for _, tc := range []struct {
+		arg  string
+		want time.Duration
+		bad  bool
+	}{{"2ms", 2 * time.Millisecond, false}, {"0", 0, false}, {"-1ms", 0, true}} {
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		var mf MachineFlags
+		mf.Register(fs, 1)
+		if err := fs.Parse([]string{"-mem", "32", "-keep-p", tc.arg}); err != nil {
+			t.Fatal(err)
+		}
+		spec, be, err := mf.Spec(NewLogger(io.Discard, false), io.Discard)
+		if tc.bad {
+			if err == nil || !strings.Contains(err.Error(), "-keep-p") || strings.Contains(err.Error(), "\n") {
+				t.Errorf("-keep-p %s: error %v, want one line naming the flag", tc.arg, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("-keep-p %s: %v", tc.arg, err)
+		}
+		be.Close()
+		if spec.Worker.KeepP != tc.want {
+			t.Errorf("-keep-p %s: KeepP %v, want %v", tc.arg, spec.Worker.KeepP, tc.want)
+		}
 	}
 }

@@ -15,6 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// ErrInUse reports that a live process accepts connections on the socket
+// path given to Listen.
+var ErrInUse = errors.New("a running process is serving on this socket")
+
 // Listen listens on a Unix stream socket at path. If path already exists
 // and is a socket nobody accepts on (connect answers ECONNREFUSED: its
 // process is gone), it is removed and replaced; a socket a live process
@@ -39,7 +43,7 @@ func Listen(path string) (*net.UnixListener, error) {
 	c, derr := net.DialUnix("unix", nil, addr)
 	if derr == nil {
 		c.Close()
-		return nil, fmt.Errorf("listen on %s: a running process is serving on this socket", path)
+		return nil, fmt.Errorf("listen on %s: %w", path, ErrInUse)
 	}
 	if !errors.Is(derr, syscall.ECONNREFUSED) {
 		return nil, fmt.Errorf("listen on %s: the socket exists and probing it failed: %w", path, derr)
