@@ -38,6 +38,8 @@ targets="
 ./devices/xenplatform FuzzScript
 ./devices/uart/pciserial FuzzScript
 ./devices/testdev FuzzScript
+./internal/qemuopts FuzzParse
+./internal/qemuopts FuzzParseSize
 "
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
