@@ -34,3 +34,22 @@ func SizeMask(size uint8) uint64 {
 	}
 	return 1<<(8*uint64(size)) - 1
 }
+
+// Pauser is implemented by devices with goroutines of their own (DMA
+// engines, timers that raise interrupts). Once Pause returns, none of
+// them touches guest memory or raises an interrupt until Resume; work
+// already queued waits and continues on Resume. Pause and Resume are
+// called in pairs by one owner.
+type Pauser interface {
+	Pause()
+	Resume()
+}
+
+// Snapshotter is implemented by devices whose state can be saved and
+// loaded. Snapshot is taken with the device quiet (its machine paused);
+// Restore loads a snapshot into a device built the same way, refusing,
+// with an error, a record it cannot read (another version or layout).
+type Snapshotter interface {
+	Snapshot() ([]byte, error)
+	Restore(b []byte) error
+}

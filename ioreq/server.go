@@ -84,6 +84,7 @@ type Server struct {
 	handles []*evtchn.Handle
 	bound   []boundPort
 	workers []*worker
+	gate    *pauseGate
 
 	serving  atomic.Bool
 	mu       sync.Mutex // guards cancel, done, closed, unmapErr
@@ -106,7 +107,7 @@ type boundPort struct {
 // event-channel device (one handle per worker). On failure everything done
 // so far is undone.
 func NewServer(p *privcmd.Handle, k kernel.Kernel, cfg Config) (_ *Server, err error) {
-	s := &Server{dom: cfg.Dom, dmc: dm.New(p, cfg.Dom), bus: cfg.Bus}
+	s := &Server{dom: cfg.Dom, dmc: dm.New(p, cfg.Dom), bus: cfg.Bus, gate: newPauseGate()}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.teardown(s.exists))
@@ -223,7 +224,9 @@ func NewServer(p *privcmd.Handle, k kernel.Kernel, cfg Config) (_ *Server, err e
 			return nil, fmt.Errorf("ioreq: %v server %d: %w", cfg.Dom, id, err)
 		}
 		s.handles = append(s.handles, h)
-		s.workers = append(s.workers, newWorker(s.disp, newEvAdapter(h), s.ring, cfg.Worker))
+		w := newWorker(s.disp, newEvAdapter(h), s.ring, cfg.Worker)
+		w.gate = s.gate
+		s.workers = append(s.workers, w)
 	}
 	for v := range vcpus {
 		slot := s.sp.Slot(v)
@@ -304,6 +307,28 @@ func (s *Server) Restrict() error {
 		}
 	}
 	return nil
+}
+
+// Pause stops the workers between requests: once it returns no worker
+// takes a request (synchronous or buffered) until Resume. A request a
+// worker was handling completes first. Requests arriving meanwhile wait
+// in their slots (the vCPU stays blocked) and are served on Resume.
+// Pausing a server that does not serve only makes its workers park as
+// soon as they start. Pause and Resume do not nest.
+func (s *Server) Pause() {
+	s.gate.paused.Store(true)
+	for _, w := range s.workers {
+		if wt := w.wt.Load(); wt != nil {
+			wt.nudge()
+		}
+	}
+	s.gate.waitParked()
+}
+
+// Resume lets the workers take requests again.
+func (s *Server) Resume() {
+	s.gate.paused.Store(false)
+	s.gate.broadcast()
 }
 
 // ID returns the server's id in Xen.

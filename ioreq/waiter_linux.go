@@ -10,9 +10,10 @@ import (
 // waiter blocks a worker's thread in epoll on its event-channel fd and a
 // private eventfd used to stop it.
 type waiter struct {
-	epfd   int
-	stopFd int
-	events [2]unix.EpollEvent
+	epfd    int
+	stopFd  int
+	nudgeFd int
+	events  [3]unix.EpollEvent
 
 	mu     sync.Mutex
 	closed bool
@@ -29,8 +30,14 @@ func newWaiter(evFd int) (*waiter, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	w := &waiter{epfd: epfd, stopFd: stopFd}
-	for _, fd := range []int{evFd, stopFd} {
+	nudgeFd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		unix.Close(stopFd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	w := &waiter{epfd: epfd, stopFd: stopFd, nudgeFd: nudgeFd}
+	for _, fd := range []int{evFd, stopFd, nudgeFd} {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
 		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 			w.close()
@@ -40,8 +47,8 @@ func newWaiter(evFd int) (*waiter, error) {
 	return w, nil
 }
 
-// wait blocks until the event fd is readable (nil) or wake was called
-// (errStopped).
+// wait blocks until the event fd is readable (nil), wake was called
+// (errStopped) or nudge was (errNudged, once per nudge).
 func (w *waiter) wait() error {
 	for {
 		n, err := unix.EpollWait(w.epfd, w.events[:], -1)
@@ -51,10 +58,19 @@ func (w *waiter) wait() error {
 		if err != nil {
 			return err
 		}
+		nudged := false
 		for _, e := range w.events[:n] {
-			if int(e.Fd) == w.stopFd {
+			switch int(e.Fd) {
+			case w.stopFd:
 				return errStopped
+			case w.nudgeFd:
+				nudged = true
 			}
+		}
+		if nudged {
+			var b [8]byte
+			unix.Read(w.nudgeFd, b[:])
+			return errNudged
 		}
 		return nil
 	}
@@ -72,6 +88,18 @@ func (w *waiter) wake() {
 	unix.Write(w.stopFd, one[:])
 }
 
+// nudge makes the current or next wait return errNudged (a worker's
+// pause check).
+func (w *waiter) nudge() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	one := [8]byte{1}
+	unix.Write(w.nudgeFd, one[:])
+}
+
 func (w *waiter) close() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -81,4 +109,5 @@ func (w *waiter) close() {
 	w.closed = true
 	unix.Close(w.epfd)
 	unix.Close(w.stopFd)
+	unix.Close(w.nudgeFd)
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/metrics"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -148,6 +150,11 @@ type worker struct {
 	// metric it reads (see lookEvery).
 	lastLook, lastYield time.Time
 	runnable            []metrics.Sample
+
+	// gate holds the worker while its server is paused; wt is its
+	// waiter while it runs (Pause nudges it).
+	gate *pauseGate
+	wt   atomic.Pointer[waiter]
 }
 
 func newWorker(d *Dispatcher, ev eventChannel, ring *Ring, cfg WorkerConfig) *worker {
@@ -287,6 +294,65 @@ func (w *worker) othersRunnable() bool {
 // errStopped is returned internally when a worker's waiter is stopped.
 var errStopped = errors.New("ioreq: worker stopped")
 
+// errNudged is returned internally when a worker's waiter is nudged.
+var errNudged = errors.New("ioreq: worker nudged")
+
+// pauseGate stops a server's workers between two requests (Server.Pause).
+// A worker checks paused (one atomic load) before each poll; a paused
+// worker parks until Resume or the end of its run.
+type pauseGate struct {
+	paused atomic.Bool
+	mu     sync.Mutex
+	cond   sync.Cond // on mu: active changed, or paused cleared
+	active int       // workers running and not parked; guarded by mu
+}
+
+func newPauseGate() *pauseGate {
+	g := &pauseGate{}
+	g.cond.L = &g.mu
+	return g
+}
+
+func (g *pauseGate) enter() {
+	g.mu.Lock()
+	g.active++
+	g.mu.Unlock()
+}
+
+func (g *pauseGate) leave() {
+	g.mu.Lock()
+	g.active--
+	g.cond.Broadcast()
+	g.mu.Unlock()
+}
+
+func (g *pauseGate) broadcast() {
+	g.mu.Lock()
+	g.cond.Broadcast()
+	g.mu.Unlock()
+}
+
+// park holds the calling worker while the gate is paused and ctx runs.
+func (g *pauseGate) park(ctx context.Context) {
+	g.mu.Lock()
+	g.active--
+	g.cond.Broadcast()
+	for g.paused.Load() && ctx.Err() == nil {
+		g.cond.Wait()
+	}
+	g.active++
+	g.mu.Unlock()
+}
+
+// waitParked returns once no worker is active.
+func (g *pauseGate) waitParked() {
+	g.mu.Lock()
+	for g.active > 0 {
+		g.cond.Wait()
+	}
+	g.mu.Unlock()
+}
+
 // run serves until ctx is cancelled (nil) or the event channel fails. It
 // runs on a locked OS thread: the thread spins and blocks on behalf of its
 // vCPUs only.
@@ -300,12 +366,28 @@ func (w *worker) run(ctx context.Context) error {
 	defer wt.close()
 	stop := context.AfterFunc(ctx, wt.wake)
 	defer stop()
+	if w.gate != nil {
+		w.gate.enter()
+		defer w.gate.leave()
+		unpark := context.AfterFunc(ctx, w.gate.broadcast)
+		defer unpark()
+	}
+	w.wt.Store(wt)
+	defer w.wt.Store(nil)
 
 	w.last = time.Now()
 	w.lastLook, w.lastYield = w.last, w.last
 	idle := 0        // empty polls since the last request
 	blocked := false // blocked since the last request
 	for {
+		if w.gate != nil && w.gate.paused.Load() {
+			w.gate.park(ctx)
+			if ctx.Err() != nil {
+				return nil
+			}
+			w.last = time.Now()
+			idle, blocked = 0, false
+		}
 		if w.poll() {
 			now := time.Now()
 			if idle > 0 {
@@ -353,6 +435,9 @@ func (w *worker) run(ctx context.Context) error {
 		if err := wt.wait(); err != nil {
 			if errors.Is(err, errStopped) {
 				return nil
+			}
+			if errors.Is(err, errNudged) {
+				continue
 			}
 			return fmt.Errorf("ioreq worker: waiting for events: %w", err)
 		}

@@ -3,6 +3,7 @@ package pci
 import (
 	"errors"
 	"fmt"
+	"godm/devices/savestate"
 	"slices"
 )
 
@@ -80,4 +81,46 @@ func (d *Device) Restore(s State) error {
 	d.mu.Unlock()
 	d.updateMappings()
 	return nil
+}
+
+// maxStateBytes bounds the configuration and MSI-X images a state record
+// may carry (4 KiB extended configuration space; 2048 MSI-X vectors).
+const maxStateBytes = 2048 * msixEntrySize
+
+// WriteState appends the function's state (Save) to w.
+func (d *Device) WriteState(w *savestate.Writer) {
+	s := d.Save()
+	w.U32(uint32(s.Version))
+	w.Bytes(s.Config)
+	w.Bytes(s.MSIXTable)
+	w.U32(uint32(len(s.MSIXPending)))
+	for _, p := range s.MSIXPending {
+		w.U64(p)
+	}
+	w.Bool(s.INTx)
+}
+
+// ReadState reads a state WriteState wrote and restores it (Restore: a
+// state of another layout is refused with ErrState, and read-only bits
+// keep this function's identity).
+func (d *Device) ReadState(r *savestate.Reader) error {
+	var s State
+	s.Version = int(r.U32())
+	s.Config = r.Bytes(ExtendedConfigSize)
+	s.MSIXTable = r.Bytes(maxStateBytes)
+	n := r.U32()
+	if n > maxStateBytes/64 {
+		r.Fail(savestate.ErrFormat)
+	}
+	if r.Err() == nil {
+		s.MSIXPending = make([]uint64, n)
+		for i := range s.MSIXPending {
+			s.MSIXPending[i] = r.U64()
+		}
+	}
+	s.INTx = r.Bool()
+	if err := r.Err(); err != nil {
+		return fmt.Errorf("pci: state: %w", err)
+	}
+	return d.Restore(s)
 }

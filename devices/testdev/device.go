@@ -51,6 +51,7 @@ type Device struct {
 	ioScr   uint32
 	intx    bool   // INTx asserted by a completion (no MSI-X)
 	gen     uint64 // bumped by Reset: a fill started before completes silently
+	pending bool   // a doorbell rang and its fill has not started
 
 	done   atomic.Uint32
 	status atomic.Uint32
@@ -60,6 +61,13 @@ type Device struct {
 	stopped chan struct{}
 	once    sync.Once
 	buf     []byte // DMA staging, owned by the worker
+
+	// run is held by the worker for a whole fill and by Pause until
+	// Resume: a paused device neither writes guest memory nor
+	// interrupts. paused says whether Pause holds it.
+	run    sync.Mutex
+	pmu    sync.Mutex
+	paused bool
 }
 
 // New returns the device; mem is the guest memory its DMA writes to.
@@ -99,8 +107,10 @@ func (d *Device) Function() *pci.Device { return d.fn }
 // Done returns the number of completed commands.
 func (d *Device) Done() uint32 { return d.done.Load() }
 
-// Close stops the DMA worker. It is idempotent.
+// Close stops the DMA worker (resuming it first if paused). It is
+// idempotent.
 func (d *Device) Close() error {
+	d.Resume()
 	d.once.Do(func() { close(d.stop) })
 	<-d.stopped
 	return nil
@@ -114,41 +124,74 @@ func (d *Device) worker() {
 			return
 		case <-d.kick:
 		}
-		d.mu.Lock()
-		addr, n, seed, vec, gen := d.dmaAddr, d.dmaLen, d.seed, d.vector, d.gen
-		d.mu.Unlock()
-		st := uint32(StatusOK)
-		if n == 0 || n > MaxDMA {
-			st = StatusBadLen
-		} else {
-			if cap(d.buf) < int(n) {
-				d.buf = make([]byte, n)
-			}
-			b := d.buf[:n]
-			for i := range b {
-				b[i] = byte(seed + uint32(i))
-			}
-			if err := d.mem.Write(addr, b); err != nil {
-				st = StatusDMAErr
-			}
-		}
-		// Completion and its interrupt are one step under mu, the lock a
-		// DONE read takes to acknowledge INTx: otherwise a DONE read
-		// between the two could acknowledge before the level rose and
-		// leave INTx asserted with nothing to acknowledge.
-		d.mu.Lock()
-		if d.gen != gen { // reset while filling: no completion, no interrupt
-			d.mu.Unlock()
-			continue
-		}
-		d.status.Store(st)
-		d.done.Add(1)
-		if !d.fn.Interrupt(int(vec % Vectors)) {
-			d.intx = true
-			d.fn.SetINTx(true)
-		}
-		d.mu.Unlock()
+		d.fill()
 	}
+}
+
+// Pause implements devices.Pauser: it waits for a fill under way to
+// complete and holds the next one until Resume.
+func (d *Device) Pause() {
+	d.pmu.Lock()
+	defer d.pmu.Unlock()
+	if !d.paused {
+		d.run.Lock()
+		d.paused = true
+	}
+}
+
+// Resume implements devices.Pauser.
+func (d *Device) Resume() {
+	d.pmu.Lock()
+	defer d.pmu.Unlock()
+	if d.paused {
+		d.paused = false
+		d.run.Unlock()
+	}
+}
+
+// fill runs the pending doorbell's fill, if one is still pending.
+func (d *Device) fill() {
+	d.run.Lock()
+	defer d.run.Unlock()
+	d.mu.Lock()
+	if !d.pending {
+		d.mu.Unlock()
+		return
+	}
+	d.pending = false
+	addr, n, seed, vec, gen := d.dmaAddr, d.dmaLen, d.seed, d.vector, d.gen
+	d.mu.Unlock()
+	st := uint32(StatusOK)
+	if n == 0 || n > MaxDMA {
+		st = StatusBadLen
+	} else {
+		if cap(d.buf) < int(n) {
+			d.buf = make([]byte, n)
+		}
+		b := d.buf[:n]
+		for i := range b {
+			b[i] = byte(seed + uint32(i))
+		}
+		if err := d.mem.Write(addr, b); err != nil {
+			st = StatusDMAErr
+		}
+	}
+	// Completion and its interrupt are one step under mu, the lock a
+	// DONE read takes to acknowledge INTx: otherwise a DONE read
+	// between the two could acknowledge before the level rose and
+	// leave INTx asserted with nothing to acknowledge.
+	d.mu.Lock()
+	if d.gen != gen { // reset while filling: no completion, no interrupt
+		d.mu.Unlock()
+		return
+	}
+	d.status.Store(st)
+	d.done.Add(1)
+	if !d.fn.Interrupt(int(vec % Vectors)) {
+		d.intx = true
+		d.fn.SetINTx(true)
+	}
+	d.mu.Unlock()
 }
 
 // Reset returns the device's registers to their power-on values, as a
@@ -164,6 +207,7 @@ func (d *Device) Reset() {
 	default:
 	}
 	d.gen++
+	d.pending = false
 	d.scratch, d.dmaAddr, d.dmaLen, d.seed, d.vector, d.ioScr = 0, 0, 0, 0, 0, 0
 	if d.intx {
 		d.intx = false
@@ -240,6 +284,7 @@ func (r regs) Write(a devices.Access, v uint64) {
 		d.vector = val
 	case RegDoorbell:
 		if val == 1 {
+			d.pending = true
 			select { // never blocks: one pending kick is enough
 			case d.kick <- struct{}{}:
 			default:

@@ -431,3 +431,24 @@ type guestMemory struct{ d *Domain }
 
 func (m guestMemory) Read(gpa memory.GPA, p []byte) error  { return m.d.ReadRAM(gpa, p) }
 func (m guestMemory) Write(gpa memory.GPA, p []byte) error { return m.d.WriteRAM(gpa, p) }
+
+// IORange is one claimed range of an ioreq server, inclusive.
+type IORange struct{ Start, End uint64 }
+
+// IOReqRanges returns the ranges ioreq server id claims, by kind
+// (XEN_DMOP_IO_RANGE_PORT, _MEMORY, _PCI: the PCI ones as SBDF config
+// addresses), merged as Xen's rangesets keep them; ok is false when the
+// server does not exist.
+func (d *Domain) IOReqRanges(id uint16) (ranges [3][]IORange, ok bool) {
+	d.s.mu.RLock()
+	defer d.s.mu.RUnlock()
+	if int(id) >= maxIOReqServers || d.servers[id] == nil {
+		return ranges, false
+	}
+	for k, rs := range d.servers[id].ranges {
+		for _, r := range rs.r {
+			ranges[k] = append(ranges[k], IORange{r.s, r.e})
+		}
+	}
+	return ranges, true
+}

@@ -1,6 +1,7 @@
 package machine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,7 +26,9 @@ import (
 	"godm/hyp/kernel"
 	"godm/hyp/privcmd"
 	"godm/hyp/xenabi"
+	"godm/internal/board"
 	"godm/ioreq"
+	"godm/irq"
 	"godm/memory"
 	"godm/pci"
 
@@ -63,6 +66,12 @@ type Spec struct {
 	// privcmd and event-channel handles are restricted to Dom (what
 	// QEMU's -xen-domid-restrict does through xentoolcore_restrict_all).
 	Restrict bool
+	// Devices, if not nil, is the machine's device list (-device
+	// entries), used instead of the one the fields above describe
+	// (Entries). Serial back-ends are chardevs "serial0".."serial3".
+	Devices []board.Entry
+	// Chardevs are more character back-ends by id, for Devices.
+	Chardevs map[string]chardev.Backend
 	// Log receives the platform's log (the guest PV drivers' log channel,
 	// unplug requests); nil discards it.
 	Log *slog.Logger
@@ -101,6 +110,9 @@ type Machine struct {
 	UARTs      []*uart.UART
 	PS2        *i8042.Controller
 	Test       *testdev.Device
+	// Board holds the devices (in plug order, by id) and drives their
+	// lifecycle; the fields above name the first device of each kind.
+	Board *board.Board
 
 	priv    *privcmd.Handle
 	closers []io.Closer
@@ -130,7 +142,7 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 	if spec.Log == nil {
 		spec.Log = slog.New(slog.DiscardHandler)
 	}
-	if len(spec.Serial) > 4 {
+	if len(spec.Serial) > 4 && spec.Devices == nil {
 		return nil, fmt.Errorf("machine: %d serial ports, at most 4 (COM1-COM4)", len(spec.Serial))
 	}
 	if _, err := spec.Layout(); err != nil {
@@ -159,88 +171,47 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 	// Devices first, then the ioreq server mirrors every range they
 	// registered, then it is enabled: the guest never sees a half-built bus.
 	m.Spaces = devices.NewBus()
-	if m.ISABridge, err = piix3.New(piix3.Config{Links: m.DM, INTx: m.DM, Shutdown: m.DM}); err != nil {
-		return nil, err
+	chardevs := map[string]chardev.Backend{}
+	for k, v := range spec.Chardevs {
+		chardevs[k] = v
 	}
-	if m.PCI, err = pci.NewBus(pci.BusConfig{Spaces: m.Spaces, INTx: m.ISABridge, MSI: ioreq.NewMSI(m.DM)}); err != nil {
-		return nil, err
+	for i, be := range spec.Serial {
+		if be != nil {
+			chardevs[serialID(i)] = be
+		}
 	}
-	if m.HostBridge, err = i440fx.New(i440fx.Config{RAMSize: spec.MemBytes}); err != nil {
-		return nil, err
-	}
-	if _, err = m.HostBridge.Attach(m.PCI); err != nil {
-		return nil, fmt.Errorf("machine: host bridge: %w", err)
-	}
-	// PIIX3's reset control register (0xcf9) is served inside the host
-	// bridge's 0xcf8..0xcfb block.
-	if _, err = m.ISABridge.Attach(m.PCI, nil); err != nil {
-		return nil, fmt.Errorf("machine: PIIX3: %w", err)
-	}
-	if err = m.HostBridge.AttachPorts(m.Spaces.PIO, m.ISABridge.ResetControl()); err != nil {
-		return nil, fmt.Errorf("machine: host bridge: %w", err)
-	}
-	m.PM, err = piix4pm.New(piix4pm.Config{
-		SCI:      ioreq.NewISALine(m.DM, 9),
-		Shutdown: m.DM,
-		Suspend:  suspender{hc, spec.Dom},
-		Eject:    ejector{m: m},
-		COM1:     len(spec.Serial) > 0 && spec.Serial[0] != nil,
-		COM2:     len(spec.Serial) > 1 && spec.Serial[1] != nil,
-		VCPUs:    spec.VCPUs,
+	m.Board, err = board.New(board.Env{
+		Spaces:      m.Spaces,
+		Memory:      m.Memory,
+		MSI:         ioreq.NewMSI(m.DM),
+		ISA:         func(n uint8) irq.Line { return ioreq.NewISALine(m.DM, n) },
+		Chardevs:    chardevs,
+		Log:         spec.Log,
+		RAMSize:     spec.MemBytes,
+		VCPUs:       spec.VCPUs,
+		Links:       m.DM,
+		INTx:        m.DM,
+		Shutdown:    m.DM,
+		Suspend:     suspender{hc, spec.Dom},
+		Eject:       ejector{m: m},
+		CPUReset:    resetter{m.DM, spec.Log},
+		ROM:         romLocker{m.DM},
+		PVUnplug:    unplugLogger{spec.Log},
+		PlatformLog: platformLog{spec.Log},
 	})
 	if err != nil {
 		return nil, err
 	}
-	if _, err = m.PM.Attach(m.PCI, m.Spaces.PIO); err != nil {
-		return nil, fmt.Errorf("machine: PIIX4 PM: %w", err)
+	m.PCI = m.Board.PCI
+	m.closers = append(m.closers, m.Board)
+	entries := spec.Devices
+	if entries == nil {
+		entries = spec.Entries()
 	}
-	if !spec.NoPlatformDevice {
-		m.Platform, err = xenplatform.New(xenplatform.Config{
-			Unplug: unplugLogger{spec.Log},
-			ROM:    romLocker{m.DM},
-			Log:    platformLog{spec.Log},
-		})
-		if err != nil {
-			return nil, err
-		}
-		if _, err = m.Platform.AttachAt(m.PCI, m.Spaces.PIO, PlatformSlot); err != nil {
-			return nil, fmt.Errorf("machine: Xen platform device: %w", err)
-		}
+	if err = m.Board.Build(entries); err != nil {
+		return nil, fmt.Errorf("machine: %w", err)
 	}
-	for i, be := range spec.Serial {
-		if be == nil {
-			continue
-		}
-		place, err := uart.COM(i + 1)
-		if err != nil {
-			return nil, err
-		}
-		u := uart.New(uart.Config{IRQ: ioreq.NewISALine(m.DM, place.IRQ), Backend: be})
-		m.closers = append(m.closers, u)
-		if _, err := uart.RegisterCOM(m.Spaces.PIO, i+1, u); err != nil {
-			return nil, fmt.Errorf("machine: COM%d: %w", i+1, err)
-		}
-		m.UARTs = append(m.UARTs, u)
-	}
-	if !spec.NoPS2 {
-		m.PS2 = i8042.New(i8042.Config{
-			KeyboardIRQ: ioreq.NewISALine(m.DM, i8042.KeyboardIRQ),
-			MouseIRQ:    ioreq.NewISALine(m.DM, 12),
-			Reset:       resetter{m.DM, spec.Log},
-		})
-		if err = i8042.Register(m.Spaces.PIO, m.PS2); err != nil {
-			return nil, fmt.Errorf("machine: i8042: %w", err)
-		}
-	}
-	if spec.TestDevice {
-		if m.Test, err = testdev.New(m.Memory); err != nil {
-			return nil, err
-		}
-		m.closers = append(m.closers, m.Test)
-		if _, err = m.PCI.Add(m.Test.Function(), spec.TestSlot, 0); err != nil {
-			return nil, fmt.Errorf("machine: test device: %w", err)
-		}
-	}
+	m.pickDevices()
 
 	m.Server, err = ioreq.NewServer(m.priv, k, ioreq.Config{
 		Dom:      spec.Dom,
@@ -254,6 +225,7 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 	if err != nil {
 		return nil, err
 	}
+	m.Board.SetIOPauser(m.Server)
 	if spec.Restrict {
 		if err := m.priv.Restrict(spec.Dom); err != nil {
 			return nil, fmt.Errorf("machine: restrict: %w", err)
@@ -397,6 +369,13 @@ func (e ejector) EjectPCISlot(slot uint8) error {
 			return err
 		}
 	}
+	// Devices of the board in the slot are unplugged (goroutines ended);
+	// a function put there some other way is just taken off the bus.
+	for _, p := range e.m.Board.Devices() {
+		if p.PCI != nil && p.PCI.SBDF().Dev() == slot {
+			errs = append(errs, e.m.Board.Unplug(p.ID))
+		}
+	}
 	for fn := uint8(0); fn < 8; fn++ {
 		if d := e.m.PCI.Lookup(slot, fn); d != nil {
 			errs = append(errs, e.m.PCI.Remove(d))
@@ -421,6 +400,59 @@ func WatchDomain(ctx context.Context, c *dm.Client, every time.Duration) error {
 		}
 		if _, err := c.NrVCPUs(); errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("%v: %w", c.Dom(), ErrDomainGone)
+		}
+	}
+}
+
+// serialID is the chardev id of Spec.Serial[i].
+func serialID(i int) string { return fmt.Sprintf("serial%d", i) }
+
+// Entries translates the spec's device fields into the board's device
+// list: the xenfv platform as QEMU's xenfv machine builds it
+// (hw/i386/pc_piix.c), then the optional devices.
+func (s Spec) Entries() []board.Entry {
+	e := []board.Entry{
+		{Driver: "i440FX"},
+		{Driver: "PIIX3"},
+		{Driver: "piix4-pm"},
+	}
+	if !s.NoPlatformDevice {
+		e = append(e, board.Entry{Driver: "xen-platform", Props: map[string]string{"addr": fmt.Sprintf("%02x.0", PlatformSlot)}})
+	}
+	for i, be := range s.Serial {
+		if be != nil {
+			e = append(e, board.Entry{Driver: "isa-serial", Props: map[string]string{
+				"chardev": serialID(i), "index": fmt.Sprint(i)}})
+		}
+	}
+	if !s.NoPS2 {
+		e = append(e, board.Entry{Driver: "i8042"})
+	}
+	if s.TestDevice {
+		e = append(e, board.Entry{Driver: board.TestDevice, Props: map[string]string{"addr": fmt.Sprintf("%02x.0", s.TestSlot)}})
+	}
+	return e
+}
+
+// pickDevices names the first device of each kind in the Machine's
+// fields.
+func (m *Machine) pickDevices() {
+	for _, p := range m.Board.Devices() {
+		switch d := p.Dev.(type) {
+		case *i440fx.Device:
+			m.HostBridge = cmp.Or(m.HostBridge, d)
+		case *piix3.Device:
+			m.ISABridge = cmp.Or(m.ISABridge, d)
+		case *piix4pm.Device:
+			m.PM = cmp.Or(m.PM, d)
+		case *xenplatform.Device:
+			m.Platform = cmp.Or(m.Platform, d)
+		case *board.ISASerial:
+			m.UARTs = append(m.UARTs, d.UART)
+		case *i8042.Controller:
+			m.PS2 = cmp.Or(m.PS2, d)
+		case *testdev.Device:
+			m.Test = cmp.Or(m.Test, d)
 		}
 	}
 }

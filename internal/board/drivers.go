@@ -1,0 +1,517 @@
+package board
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"godm/devices"
+	"godm/devices/i440fx"
+	"godm/devices/i8042"
+	"godm/devices/piix3"
+	"godm/devices/piix4pm"
+	"godm/devices/testdev"
+	"godm/devices/uart"
+	"godm/devices/xenplatform"
+	"godm/passthrough"
+	"godm/pci"
+)
+
+// Platform services a driver may need, as the devices define them.
+type (
+	LinkRouter      = piix3.LinkRouter
+	INTxSink        = piix3.INTxSink
+	Shutdowner      = piix3.Shutdowner
+	Suspender       = piix4pm.Suspender
+	Ejector         = piix4pm.Ejector
+	ResetRequester  = i8042.ResetRequester
+	ROMLocker       = xenplatform.ROMLocker
+	PVUnplugger     = xenplatform.Unplugger
+	PlatformLogSink = xenplatform.LogSink
+)
+
+// Driver is one entry of the driver table: a QEMU device name and the
+// constructor that builds and plugs such a device.
+type Driver struct {
+	// Name is the QEMU driver name (-device NAME).
+	Name string
+	// Bus is where the device plugs ("PCI", "ISA"), as -device help says.
+	Bus string
+	// Category groups -device help ("Controller/Bridge/Hub devices", ...).
+	Category string
+	// Desc is a one-line description.
+	Desc string
+	// Hotpluggable says whether device_del may remove it at run time.
+	Hotpluggable bool
+	// Props are the properties the constructor reads.
+	Props []Prop
+	// New builds the device from props on board b and plugs it,
+	// recording in pl the device and the steps that unplug it.
+	New func(b *Board, props Props, pl *Plugged) error
+}
+
+// Prop describes one property of a driver.
+type Prop struct {
+	Name, Type, Desc, Default string
+}
+
+// Driver names of godm's devices that QEMU does not have.
+const (
+	// TestDevice is godm's test device (devices/testdev).
+	TestDevice = "godm-testdev"
+)
+
+// pciAddrProp is the "addr" property of PCI devices.
+var pciAddrProp = Prop{Name: "addr", Type: "int32", Desc: "Slot and optional function number, example: 06.0 or 06"}
+
+// drivers is the driver table, in the order -device help lists them
+// inside a category. It is the whole list: nothing registers itself.
+var drivers = []*Driver{
+	{Name: "i440FX", Bus: "PCI", Category: "Controller/Bridge/Hub devices", Desc: "Host bridge (at 00.0)",
+		New: newI440FX},
+	{Name: "PIIX3", Bus: "PCI", Category: "Controller/Bridge/Hub devices", Desc: "ISA bridge, PCI interrupt router, reset control 0xcf9 (at 01.0)",
+		Props: []Prop{pciAddrProp}, New: newPIIX3},
+	{Name: "piix4-pm", Bus: "PCI", Category: "Controller/Bridge/Hub devices", Desc: "PM (ACPI PM1a control, GPE0, PCI hotplug; at 01.3)",
+		Props: []Prop{pciAddrProp}, New: newPIIX4PM},
+	{Name: "xen-platform", Bus: "PCI", Category: "Misc devices", Desc: "Xen platform device (PV drivers' unplug, log, ROM lock)",
+		Props: []Prop{pciAddrProp}, New: newXenPlatform},
+	{Name: "isa-serial", Bus: "ISA", Category: "Input devices", Desc: "16550A serial port",
+		Props: []Prop{
+			{Name: "chardev", Type: "str", Desc: "ID of a chardev to use as a backend"},
+			{Name: "index", Type: "uint32", Desc: "COM port number - 1 (0..3)", Default: "first free"},
+			{Name: "iobase", Type: "uint32", Default: "the index's COM base"},
+			{Name: "irq", Type: "uint32", Default: "the index's COM IRQ"},
+		}, New: newISASerial},
+	{Name: "i8042", Bus: "ISA", Category: "Input devices", Desc: "PS/2 keyboard and mouse controller",
+		Props: []Prop{
+			{Name: "kbd-irq", Type: "uint8", Default: "1"},
+			{Name: "mouse-irq", Type: "uint8", Default: "12"},
+		}, New: newI8042},
+	{Name: TestDevice, Bus: "PCI", Category: "Misc devices", Desc: "godm's test device (DMA, MSI-X, INTx)", Hotpluggable: true,
+		Props: []Prop{pciAddrProp}, New: newTestDev},
+	{Name: passthrough.DriverName, Bus: "PCI", Category: "Misc devices", Desc: "a host PCI function passed through", Hotpluggable: true,
+		Props: []Prop{
+			{Name: "hostaddr", Type: "str", Desc: "host function, SSSS:BB:DD.F"},
+			pciAddrProp,
+			{Name: "permissive", Type: "bool", Default: "false"},
+		}, New: newPassthrough},
+}
+
+// Drivers returns the driver table.
+func Drivers() []*Driver { return drivers }
+
+// LookupDriver returns the driver called name, or nil.
+func LookupDriver(name string) *Driver {
+	for _, d := range drivers {
+		if d.Name == name {
+			return d
+		}
+	}
+	return nil
+}
+
+// Help writes the driver list as QEMU's -device help does: by category,
+// one `name "...", bus ..., desc "..."` line per driver.
+func Help(w io.Writer) error {
+	cats := map[string][]*Driver{}
+	var order []string
+	for _, d := range drivers {
+		if cats[d.Category] == nil {
+			order = append(order, d.Category)
+		}
+		cats[d.Category] = append(cats[d.Category], d)
+	}
+	sort.Strings(order)
+	var sb strings.Builder
+	for i, c := range order {
+		if i > 0 {
+			sb.WriteString("\n")
+		}
+		fmt.Fprintf(&sb, "%s:\n", c)
+		for _, d := range cats[c] {
+			fmt.Fprintf(&sb, "name %q, bus %s, desc %q\n", d.Name, d.Bus, d.Desc)
+		}
+	}
+	_, err := io.WriteString(w, sb.String())
+	return err
+}
+
+// DriverHelp writes driver's properties as QEMU's -device DRIVER,help
+// does, or an error for an unknown driver.
+func DriverHelp(w io.Writer, driver string) error {
+	d := LookupDriver(driver)
+	if d == nil {
+		return fmt.Errorf("'%s' is not a valid device model name", driver)
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%s options:\n", d.Name)
+	if len(d.Props) == 0 {
+		sb.Reset()
+		fmt.Fprintf(&sb, "There are no options for %s.\n", d.Name)
+	}
+	for _, p := range d.Props {
+		line := fmt.Sprintf("  %s=<%s>", p.Name, p.Type)
+		if p.Desc != "" || p.Default != "" {
+			line = fmt.Sprintf("%-24s -", line)
+			if p.Desc != "" {
+				line += " " + p.Desc
+			}
+			if p.Default != "" {
+				line += fmt.Sprintf(" (default: %s)", p.Default)
+			}
+		}
+		sb.WriteString(line + "\n")
+	}
+	_, err := io.WriteString(w, sb.String())
+	return err
+}
+
+// --- plumbing shared by the constructors
+
+// addPCI places fn at slot.f (or, with auto, the lowest free slot) and
+// records its removal.
+func (b *Board) addPCI(pl *Plugged, fn *pci.Device, slot, f uint8, auto bool) error {
+	var err error
+	if auto {
+		_, err = b.PCI.AddAuto(fn)
+	} else {
+		_, err = b.PCI.Add(fn, slot, f)
+	}
+	if err != nil {
+		return err
+	}
+	pl.PCI = fn
+	pl.onUnplug(func() error { return b.PCI.Remove(fn) })
+	return nil
+}
+
+// registerPIO routes ports [base, base+size) to h and records the
+// unregistration.
+func (b *Board) registerPIO(pl *Plugged, base, size uint64, h devices.Handler) error {
+	pio := b.env.Spaces.PIO
+	if err := pio.Register(base, size, h); err != nil {
+		return err
+	}
+	pl.onUnplug(func() error { return pio.Unregister(base) })
+	return nil
+}
+
+// fixedPCIAddr reads "addr" for a function whose place is fixed.
+func fixedPCIAddr(p Props, slot, fn uint8) error {
+	s, f, ok, err := pciAddr(p)
+	if err != nil {
+		return err
+	}
+	if ok && (s != slot || f != fn) {
+		return fmt.Errorf("property 'addr': this function lives at %02x.%x", slot, fn)
+	}
+	return nil
+}
+
+// resetWith sets the device reset: its PCI function (if any), then its
+// own registers.
+func (pl *Plugged) resetWith(fn *pci.Device, own func()) {
+	pl.reset = func() {
+		if fn != nil {
+			fn.Reset()
+		}
+		if own != nil {
+			own()
+		}
+	}
+}
+
+// --- constructors
+
+func newI440FX(b *Board, p Props, pl *Plugged) error {
+	d, err := i440fx.New(i440fx.Config{RAMSize: b.env.RAMSize})
+	if err != nil {
+		return err
+	}
+	pl.Dev = d
+	if err := b.addPCI(pl, d.Function(), i440fx.Slot, 0, false); err != nil {
+		return err
+	}
+	// The CONFIG_ADDRESS block covers PIIX3's reset control register
+	// 0xcf9; the board's share hands that byte to the PIIX3 once plugged.
+	if err := d.AttachPorts(b.env.Spaces.PIO, &b.rcr); err != nil {
+		return err
+	}
+	pl.onUnplug(func() error { return b.env.Spaces.PIO.Unregister(i440fx.ConfigAddressPort) })
+	pl.reset = d.Reset // function and CONFIG_ADDRESS
+	return nil
+}
+
+func newPIIX3(b *Board, p Props, pl *Plugged) error {
+	if err := fixedPCIAddr(p, piix3.Slot, 0); err != nil {
+		return err
+	}
+	if b.router.r.Load() != nil {
+		return errors.New("the board has an interrupt router already")
+	}
+	d, err := piix3.New(piix3.Config{Links: b.env.Links, INTx: b.env.INTx, Shutdown: b.env.Shutdown})
+	if err != nil {
+		return err
+	}
+	pl.Dev = d
+	b.router.set(d)
+	pl.onUnplug(func() error { b.router.set(nil); return nil })
+	if err := b.addPCI(pl, d.Function(), piix3.Slot, 0, false); err != nil {
+		return err
+	}
+	b.rcr.set(d.ResetControl())
+	pl.onUnplug(func() error { b.rcr.set(nil); return nil })
+	pl.reset = d.Reset
+	return nil
+}
+
+func newPIIX4PM(b *Board, p Props, pl *Plugged) error {
+	if err := fixedPCIAddr(p, piix4pm.Slot, piix4pm.Function); err != nil {
+		return err
+	}
+	if b.env.ISA == nil {
+		return errors.New("the machine has no ISA interrupts")
+	}
+	com := func(base uint64) bool {
+		return b.planned("isa-serial", func(q Props) bool {
+			io, _, err := serialPlace(q, -1)
+			return err == nil && io == base
+		}) || b.hasSerialAt(base)
+	}
+	d, err := piix4pm.New(piix4pm.Config{
+		SCI:      b.env.ISA(9), // acpi_pm1_evt / SCI_INT: ISA IRQ 9 (hw/acpi/piix4.c)
+		Shutdown: b.env.Shutdown,
+		Suspend:  b.env.Suspend,
+		Eject:    b.env.Eject,
+		COM1:     com(0x3f8),
+		COM2:     com(0x2f8),
+		VCPUs:    b.env.VCPUs,
+	})
+	if err != nil {
+		return err
+	}
+	pl.Dev = d
+	if err := b.addPCI(pl, d.Function(), piix4pm.Slot, piix4pm.Function, false); err != nil {
+		return err
+	}
+	for i := 0; ; i++ {
+		base, size, h := d.Handler(i)
+		if h == nil {
+			break
+		}
+		if err := b.registerPIO(pl, base, size, h); err != nil {
+			return err
+		}
+	}
+	pl.reset = d.Reset
+	return nil
+}
+
+func newXenPlatform(b *Board, p Props, pl *Plugged) error {
+	slot, fn, ok, err := pciAddr(p)
+	if err != nil {
+		return err
+	}
+	if ok && fn != 0 {
+		return errors.New("property 'addr': the platform device is function 0")
+	}
+	d, err := xenplatform.New(xenplatform.Config{Unplug: b.env.PVUnplug, ROM: b.env.ROM, Log: b.env.PlatformLog})
+	if err != nil {
+		return err
+	}
+	pl.Dev = d
+	if err := b.addPCI(pl, d.Function(), slot, 0, !ok); err != nil {
+		return err
+	}
+	if err := b.registerPIO(pl, xenplatform.FixedPort, xenplatform.FixedLen, d.FixedPorts()); err != nil {
+		return err
+	}
+	pl.reset = d.Reset
+	return nil
+}
+
+// serialPlace resolves isa-serial's index, iobase and irq properties as
+// QEMU's serial_isa_realizefn does: the index defaults to next (-1: 0),
+// iobase and irq to that COM port's.
+func serialPlace(p Props, next int) (iobase uint64, irq uint8, err error) {
+	def := uint64(max(next, 0))
+	idx, err := p.Uint("index", def)
+	if err != nil {
+		return 0, 0, err
+	}
+	if idx >= 4 {
+		return 0, 0, errors.New("Max. supported number of ISA serial ports is 4.")
+	}
+	place, err := uart.COM(int(idx) + 1)
+	if err != nil {
+		return 0, 0, err
+	}
+	io, err := p.Uint("iobase", place.Base)
+	if err != nil {
+		return 0, 0, err
+	}
+	if io > 0xffff-uart.Size+1 {
+		return 0, 0, fmt.Errorf("property 'iobase': %#x is not a port", io)
+	}
+	n, err := p.Uint("irq", uint64(place.IRQ))
+	if err != nil {
+		return 0, 0, err
+	}
+	if n >= 16 {
+		return 0, 0, fmt.Errorf("property 'irq': %d is not an ISA IRQ (0..15)", n)
+	}
+	return io, uint8(n), nil
+}
+
+// hasSerialAt reports whether an isa-serial device is plugged at base.
+func (b *Board) hasSerialAt(base uint64) bool {
+	for _, p := range b.Devices() {
+		if s, ok := p.Dev.(*ISASerial); ok && s.IOBase == base {
+			return true
+		}
+	}
+	return false
+}
+
+// ISASerial is an isa-serial device: the UART and where it is.
+type ISASerial struct {
+	*uart.UART
+	Index  int
+	IOBase uint64
+	IRQ    uint8
+}
+
+func newISASerial(b *Board, p Props, pl *Plugged) error {
+	if b.env.ISA == nil {
+		return errors.New("the machine has no ISA interrupts")
+	}
+	// QEMU numbers ports in creation order (isa_serial_index).
+	used := map[int]bool{}
+	for _, q := range b.Devices() {
+		if s, ok := q.Dev.(*ISASerial); ok {
+			used[s.Index] = true
+		}
+	}
+	next := 0
+	for used[next] {
+		next++
+	}
+	idx, err := p.Uint("index", uint64(next))
+	if err != nil {
+		return err
+	}
+	io, irqn, err := serialPlace(p, int(idx))
+	if err != nil {
+		return err
+	}
+	id := p.String("chardev", "")
+	be := b.env.Chardevs[id]
+	if id != "" && be == nil {
+		return fmt.Errorf("Property 'isa-serial.chardev' can't find value '%s'", id)
+	}
+	u := uart.New(uart.Config{IRQ: b.env.ISA(irqn), Backend: be})
+	pl.Dev = &ISASerial{UART: u, Index: int(idx), IOBase: io, IRQ: irqn}
+	pl.onUnplug(u.Close)
+	if err := b.registerPIO(pl, io, uart.Size, u); err != nil {
+		return err
+	}
+	pl.reset = u.Reset
+	return nil
+}
+
+func newI8042(b *Board, p Props, pl *Plugged) error {
+	if b.env.ISA == nil {
+		return errors.New("the machine has no ISA interrupts")
+	}
+	kbd, err := p.Uint("kbd-irq", i8042.KeyboardIRQ)
+	if err != nil {
+		return err
+	}
+	mouse, err := p.Uint("mouse-irq", 12)
+	if err != nil {
+		return err
+	}
+	if kbd >= 16 || mouse >= 16 {
+		return errors.New("property 'kbd-irq'/'mouse-irq': not an ISA IRQ (0..15)")
+	}
+	c := i8042.New(i8042.Config{
+		KeyboardIRQ: b.env.ISA(uint8(kbd)),
+		MouseIRQ:    b.env.ISA(uint8(mouse)),
+		Reset:       b.env.CPUReset,
+	})
+	pl.Dev = c
+	if err := b.registerPIO(pl, i8042.DataPort, 1, c); err != nil {
+		return err
+	}
+	if err := b.registerPIO(pl, i8042.StatusPort, 1, c); err != nil {
+		return err
+	}
+	pl.reset = c.Reset
+	return nil
+}
+
+func newTestDev(b *Board, p Props, pl *Plugged) error {
+	slot, fn, ok, err := pciAddr(p)
+	if err != nil {
+		return err
+	}
+	if b.env.Memory == nil {
+		return errors.New("the machine has no guest memory access")
+	}
+	d, err := testdev.New(b.env.Memory)
+	if err != nil {
+		return err
+	}
+	pl.Dev = d
+	pl.onUnplug(d.Close)
+	if err := b.addPCI(pl, d.Function(), slot, fn, !ok); err != nil {
+		return err
+	}
+	pl.resetWith(d.Function(), d.Reset)
+	return nil
+}
+
+// Passthrough is a xen-pci-passthrough device: one function the
+// machine's passthrough Manager plugged.
+type Passthrough struct {
+	passthrough.Plugged
+}
+
+func newPassthrough(b *Board, p Props, pl *Plugged) error {
+	if b.env.Passthrough == nil {
+		return errors.New("this machine cannot pass PCI functions through")
+	}
+	args := map[string]any{"driver": passthrough.DriverName, "id": pl.ID}
+	for _, k := range []string{"hostaddr", "addr", "permissive"} {
+		if v := p.String(k, ""); v != "" {
+			args[k] = v
+		}
+	}
+	spec, err := passthrough.DeviceSpecFromArgs(args)
+	if err != nil {
+		return err
+	}
+	mgr, err := b.env.Passthrough()
+	if err != nil {
+		return err
+	}
+	// Functions on the command line (a board built before it runs) must
+	// be assigned by the toolstack already; a run-time device_add is
+	// assigned by libxl afterwards.
+	pld, err := mgr.AddWith(spec, passthrough.AddOptions{RequireAssigned: b.building()})
+	if err != nil {
+		return err
+	}
+	pl.Dev = &Passthrough{pld}
+	pl.onUnplug(func() error { return mgr.Remove(spec.ID) })
+	return nil
+}
+
+// building reports whether Build is running.
+func (b *Board) building() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.plan != nil
+}
