@@ -467,14 +467,21 @@ func (s *Server) Close() error {
 	return s.teardown(true)
 }
 
+// serverGone reports whether a DM op on the server failed because Xen
+// destroyed it with its domain (ESRCH: domain gone; ENOENT: dying).
+func serverGone(err error) bool { return errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) }
+
 // teardown undoes NewServer; destroy says a server exists in Xen.
 func (s *Server) teardown(destroy bool) error {
 	s.detachBus()
 	var errs []error
 	if destroy {
 		// ESRCH: the domain is gone, and Xen destroyed its servers with it
-		// (ioreq_server_destroy_all): nothing is left to disable.
-		if err := s.dmc.SetIOReqServerState(s.id, false); err != nil && !errors.Is(err, unix.ESRCH) {
+		// (ioreq_server_destroy_all): nothing is left to disable. ENOENT:
+		// the domain is dying and that already happened (domain_kill
+		// relinquishes its resources while this process's mappings keep
+		// the domain itself alive).
+		if err := s.dmc.SetIOReqServerState(s.id, false); err != nil && !serverGone(err) {
 			errs = append(errs, fmt.Errorf("ioreq: %v server %d: disable: %w", s.dom, s.id, err))
 		}
 	}
@@ -491,7 +498,7 @@ func (s *Server) teardown(destroy bool) error {
 	}
 	s.handles = nil
 	if destroy {
-		if err := s.dmc.DestroyIOReqServer(s.id); err != nil && !errors.Is(err, unix.ESRCH) {
+		if err := s.dmc.DestroyIOReqServer(s.id); err != nil && !serverGone(err) {
 			errs = append(errs, fmt.Errorf("ioreq: %v server %d: destroy: %w", s.dom, s.id, err))
 		}
 	}

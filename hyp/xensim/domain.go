@@ -117,7 +117,10 @@ type Domain struct {
 
 	cf8 uint32 // latched 0xcf8 (atomic)
 
-	dying     chan struct{}
+	dying chan struct{}
+	// zombie: destroyed by the toolstack but still referenced (Kill);
+	// getdomaininfo reports XEN_DOMINF_dying, everything else still works.
+	zombie    bool
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -221,6 +224,28 @@ func (d *Domain) VCPU(i int) *VCPU {
 		return nil
 	}
 	return d.vcpus[i]
+}
+
+// Kill models xl destroy while a device model still holds foreign
+// mappings of the domain: Xen marks it dying (domain_kill; getdomaininfo
+// reports XEN_DOMINF_dying), tears down its ioreq servers
+// (hvm_domain_relinquish_resources) but keeps the domain and answers DM
+// ops on it until the last reference goes, so a device model that only
+// waits for ESRCH never sees one and keeps the zombie alive. Close
+// completes the destruction.
+func (d *Domain) Kill() error {
+	s := d.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d.zombie = true
+	var errs []error
+	for id, srv := range d.servers {
+		if srv != nil {
+			errs = append(errs, d.destroyServerLocked(srv))
+			d.servers[id] = nil
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Close destroys the domain: its ioreq servers, event channels and RAM.

@@ -267,6 +267,9 @@ func (s *Sim) getDomainInfo(abi domctlABI, caller hyp.DomID, domid hyp.DomID, op
 		flags |= xenabi.XEN_DOMINF_hvm_guest | xenabi.XEN_DOMINF_hap
 		f.emulFlags.put(u, simHVMEmuFlags)
 	}
+	if d.zombie {
+		flags = flags&^xenabi.XEN_DOMINF_running | xenabi.XEN_DOMINF_dying
+	}
 	if d.shutdown >= 0 {
 		flags |= xenabi.XEN_DOMINF_shutdown | uint32(d.shutdown&xenabi.XEN_DOMINF_shutdownmask)<<xenabi.XEN_DOMINF_shutdownshift
 	}

@@ -21,6 +21,7 @@ import (
 	"godm/devices/xenplatform"
 	"godm/hyp"
 	"godm/hyp/dm"
+	"godm/hyp/domctl"
 	"godm/hyp/foreign"
 	"godm/hyp/hcall"
 	"godm/hyp/kernel"
@@ -115,6 +116,7 @@ type Machine struct {
 	Board *board.Board
 
 	priv    *privcmd.Handle
+	domctl  *domctl.Domctl // for WatchDomain; nil when Xen's domctl version is unknown
 	closers []io.Closer
 	closed  atomic.Bool
 	eject   atomic.Pointer[EjectHook]
@@ -171,6 +173,15 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 	// Devices first, then the ioreq server mirrors every range they
 	// registered, then it is enabled: the guest never sees a half-built bus.
 	m.Spaces = devices.NewBus()
+	if spec.DeathPoll >= 0 && !spec.Restrict {
+		// For WatchDomain's dying check; a restricted handle may not
+		// issue domctls, and an unknown Xen leaves the ESRCH check.
+		if dc, err := domctl.Open(hc); err == nil {
+			m.domctl = dc
+		} else {
+			spec.Log.Warn("domain watch: no getdomaininfo; only a vanished domain is noticed", "err", err)
+		}
+	}
 	chardevs := map[string]chardev.Backend{}
 	for k, v := range spec.Chardevs {
 		chardevs[k] = v
@@ -249,8 +260,12 @@ func (m *Machine) Privcmd() *privcmd.Handle { return m.priv }
 // (hvm_domain_relinquish_resources), and nothing would ever reach the
 // workers again. A device model normally learns it from the toolstack
 // (libxl stops QEMU), but a standalone godm has nobody to tell it, so
-// Serve polls with a cheap DM op, which fails with ESRCH once the
-// domain is gone (xen/arch/x86/hvm/dm.c: rcu_lock_remote_domain_by_id).
+// Serve polls (WatchDomain). The domain's dying flag is what counts: a
+// DM op only fails with ESRCH once the domain is gone
+// (xen/arch/x86/hvm/dm.c: rcu_lock_remote_domain_by_id), and it is not
+// gone while godm's own foreign mappings still reference its pages, so
+// waiting for ESRCH alone would keep it a zombie for ever (seen on Xen
+// 4.17 after xl destroy).
 func (m *Machine) Serve(ctx context.Context) error {
 	outer := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -264,7 +279,7 @@ func (m *Machine) Serve(ctx context.Context) error {
 		defer func() { cancel(nil); <-done }()
 		go func() {
 			defer close(done)
-			if err := WatchDomain(ctx, m.DM, every); err != nil {
+			if err := WatchDomain(ctx, m.DM, m.domctl, every); err != nil {
 				cancel(err)
 			}
 		}()
@@ -386,10 +401,14 @@ func (e ejector) EjectPCISlot(slot uint8) error {
 }
 
 // WatchDomain returns an error wrapping ErrDomainGone once the domain of
-// c no longer exists, checking every interval, or nil when ctx ends.
-// Errors other than ESRCH (a transient failure, EPERM after a restrict
-// that does not cover the op) do not end the watch.
-func WatchDomain(ctx context.Context, c *dm.Client, every time.Duration) error {
+// c is dying or no longer exists, checking every interval, or nil when
+// ctx ends. Dying is XEN_DOMINF_dying in getdomaininfo (dc; nil, or a
+// handle restricted to the guest, leaves only the ESRCH check): the
+// toolstack destroyed the domain, and it cannot go away before this
+// process drops its mappings (QEMU watches the same flag). Errors other
+// than ESRCH (a transient failure, EPERM after a restrict that does not
+// cover the op) do not end the watch.
+func WatchDomain(ctx context.Context, c *dm.Client, dc *domctl.Domctl, every time.Duration) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -400,6 +419,15 @@ func WatchDomain(ctx context.Context, c *dm.Client, every time.Duration) error {
 		}
 		if _, err := c.NrVCPUs(); errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("%v: %w", c.Dom(), ErrDomainGone)
+		}
+		if dc == nil {
+			continue
+		}
+		switch info, err := dc.GetDomainInfo(c.Dom()); {
+		case errors.Is(err, unix.ESRCH):
+			return fmt.Errorf("%v: %w", c.Dom(), ErrDomainGone)
+		case err == nil && info.Dying():
+			return fmt.Errorf("%v is dying: %w", c.Dom(), ErrDomainGone)
 		}
 	}
 }

@@ -272,3 +272,47 @@ func TestServeEndsWhenDomainDies(t *testing.T) {
 		t.Errorf("Close after the domain died: %v", err)
 	}
 }
+
+// xl destroy while godm serves: Xen marks the domain dying but keeps it,
+// and keeps answering DM ops, while godm's foreign mappings reference it
+// (found on real Xen 4.17 in internal/xenbox). Serve must end on the
+// dying flag, and Close must release everything though Xen already
+// destroyed the ioreq server.
+func TestServeEndsWhenDomainIsDying(t *testing.T) {
+	sim := xensim.New(xensim.Config{})
+	t.Cleanup(func() { sim.Close() })
+	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(sim.Kernel(0), Spec{Dom: dom.ID(), VCPUs: 1, DeathPoll: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(context.Background()) }()
+	if got, err := dom.VCPU(0).In(0x3fd, 1); err != nil || got&0x60 != 0x60 {
+		t.Fatalf("COM1 LSR = %#x, %v; want THR and TSR empty", got, err)
+	}
+	if err := dom.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// The zombie still answers DM ops: an ESRCH watch alone never ends.
+	if _, err := m.DM.NrVCPUs(); err != nil {
+		t.Fatalf("NrVCPUs on the dying domain = %v; the simulator should still answer", err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrDomainGone) {
+			t.Fatalf("Serve after the domain was killed = %v, want ErrDomainGone", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve still running 10 s after the domain was killed")
+	}
+	if err := m.Close(); err != nil {
+		t.Errorf("Close on the dying domain: %v", err)
+	}
+	if err := dom.Close(); err != nil {
+		t.Errorf("final destruction: %v", err)
+	}
+}
