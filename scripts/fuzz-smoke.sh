@@ -40,6 +40,7 @@ targets="
 ./devices/testdev FuzzScript
 ./internal/qemuopts FuzzParse
 ./internal/qemuopts FuzzParseSize
+./internal/qmp FuzzDecoder
 "
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
