@@ -23,6 +23,7 @@ import (
 	"godm/internal/qemuopts"
 	"godm/internal/qmp"
 	"godm/internal/unixsock"
+	"godm/passthrough"
 )
 
 // qemuEnv is what the qemu-xen entry point takes from the process; tests
@@ -129,6 +130,25 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 			m.Board.Pause()
 		}
 		host = &machineHost{m: m}
+		if !cfg.Restrict {
+			// xl pci-attach: libxl's device_add xen-pci-passthrough goes
+			// through the board to the passthrough Manager, made on first
+			// use. (Under -xen-domid-restrict the handles may not issue
+			// the domctls passthrough needs: libxl documents passthrough
+			// with dm_restrict as unsupported, and the driver then
+			// fails the device_add.)
+			var mgr *passthrough.Manager
+			m.Board.Env().Passthrough = func() (*passthrough.Manager, error) {
+				if mgr == nil {
+					mg, _, err := passthroughManager(m, "/sys", log)
+					if err != nil {
+						return nil, err
+					}
+					mgr = mg
+				}
+				return mgr, nil
+			}
+		}
 	}
 
 	var xs *xenstore.Client

@@ -293,6 +293,17 @@ func TestLibxlDefault(t *testing.T) {
 		t.Errorf("device_add cirrus-vga: %q", e)
 	}
 
+	// xl pci-attach reaches the passthrough Manager: a function the host
+	// does not have is refused with its reason, and nothing is plugged.
+	_, e = q.do("device_add", map[string]any{"driver": "xen-pci-passthrough", "id": "pci-pt-07_00.0", "hostaddr": "0000:07:00.0"})
+	t.Logf("device_add xen-pci-passthrough: %s", e)
+	if !strings.HasPrefix(e, "GenericError: ") || !strings.Contains(e, "0000:07:00.0") {
+		t.Errorf("device_add xen-pci-passthrough of a missing function: %q", e)
+	}
+	if _, e := q.do("device_del", map[string]any{"id": "pci-pt-07_00.0"}); !strings.HasPrefix(e, "DeviceNotFound") {
+		t.Errorf("device_del after a failed add: %q", e)
+	}
+
 	// libxl's destroy: SIGHUP.
 	r.stop()
 	if err := r.wait(); err != nil {

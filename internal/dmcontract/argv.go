@@ -43,7 +43,8 @@ type Config struct {
 	// NoPlatform is -machine pc,accel=xen (xl.cfg xen_platform_pci=0).
 	NoPlatform bool
 	// Serial are the -serial backends, in godm's chardev syntax
-	// (machine.OpenChardev), COM1 first; "" is a port left out.
+	// (machine.OpenChardev), COM1 first (QEMU's chardev serialN is
+	// Serial[N]).
 	Serial []string
 	// TestSlots are -device godm-testdev slots (godm's own test device).
 	TestSlots []int
@@ -307,6 +308,11 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 			if err != nil {
 				return nil, err
 			}
+			if s == "none" {
+				// QEMU serial_parse: "none" takes no port number; the
+				// next -serial is the same COM port.
+				continue
+			}
 			if len(c.Serial) == 4 {
 				return nil, refuse(a, "at most 4 serial ports (COM1..COM4): shorten serial=[...]")
 			}
@@ -533,10 +539,7 @@ func serialSpec(a qemuopts.Arg) (string, error) {
 	switch kind {
 	case "none", "null":
 		if arg == "" {
-			if kind == "none" {
-				return "", nil
-			}
-			return "null", nil
+			return kind, nil
 		}
 	case "pty", "stdio":
 		if arg == "" {
