@@ -10,12 +10,23 @@
 # passthrough by godm, sim and bench by godm-lab (e.g. scripts/run.sh
 # bench); help prints both binaries' usage.
 #
+# "-xen" boots real Xen in a box instead (Xen 4.17 and a Debian dom0 under
+# QEMU's TCG; the packages are fetched into .cache/xenbox first) and shows
+# an HVM guest created by xl whose device model is godm.
+#
 # Usage: scripts/run.sh [command] [args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .cache
 CGO_ENABLED=0 go build -o .cache/godm ./cmd/godm
 CGO_ENABLED=0 go build -o .cache/godm-lab ./cmd/godm-lab
+if [ "${1:-}" = "-xen" ] || [ "${1:-}" = "--xen" ]; then
+	shift
+	command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: -xen needs qemu-system-x86 (see scripts/test-packages.txt)" >&2; exit 1; }
+	echo "xenbox: fetching Xen 4.17, a dom0 kernel and tools (Debian packages, cached in .cache/xenbox)"
+	dir=$(scripts/xenbox.sh)
+	exec go run ./internal/xenbox/demo -assets "$dir" "$@"
+fi
 cmd=sim
 case "${1:-}" in
 serve | passthrough)

@@ -2,7 +2,8 @@
 # godm's test command: installs the system packages the tests need when
 # they are missing (Debian; run as root, or with sudo available), builds the
 # reference-library capture tools, regenerates and checks the golden ABI
-# fixtures when libxen-dev is present, and runs the whole suite with -race.
+# fixtures when libxen-dev is present, fetches the real-Xen box's packages
+# (.cache/xenbox, for internal/xenbox), and runs the whole suite with -race.
 #
 # Usage: scripts/test.sh [go test args...]   (default: ./...)
 set -euo pipefail
@@ -34,6 +35,11 @@ fi
 # Real-guest harness assets (Debian kernel, busybox), cached in .cache/guest.
 GODM_GUEST_DIR=$(scripts/guest-assets.sh)
 export GODM_GUEST_DIR
+
+# Real Xen in a box (internal/xenbox): Debian's Xen 4.17, a dom0 kernel
+# and tools, unpacked (not installed) in .cache/xenbox.
+GODM_XENBOX_DIR=$(scripts/xenbox.sh -q)
+export GODM_XENBOX_DIR
 
 if [ $# -eq 0 ]; then
 	set -- ./...

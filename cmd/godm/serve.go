@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"time"
 
 	"godm/devices"
 	"godm/hyp"
 	"godm/hyp/domctl"
 	"godm/hyp/hcall"
 	"godm/hyp/kernel"
+	"godm/hyp/xenstore"
 	"godm/internal/cli"
 	"godm/internal/machine"
 	"godm/passthrough"
@@ -68,6 +71,9 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 	spec.Dom = hyp.DomID(*domid)
 	l, _ := spec.Layout() // checked by mf.Spec
 	log.Debug("guest RAM layout", "dom", spec.Dom, "layout", l)
+	hint, stopHint := releaseDomainHint(ctx, host, log)
+	defer stopHint()
+	spec.DeathHint = hint
 	m, err := machine.New(host, spec)
 	if err != nil {
 		return fmt.Errorf("serve %v: %w", spec.Dom, err)
@@ -95,6 +101,39 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 	}
 	closePT() // while the machine's privcmd handle is still open
 	return m.Close()
+}
+
+// releaseDomainHint watches xenstore's @releaseDomain (fired when a
+// domain dies or is destroyed; QEMU watches it too) so that the machine
+// checks its domain at once instead of at its next poll. Without a
+// xenstore (none running, no permission) it returns a nil channel: the
+// poll alone notices, within machine.DefaultDeathPoll.
+func releaseDomainHint(ctx context.Context, host kernel.Host, log *slog.Logger) (<-chan struct{}, func()) {
+	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := xenstore.Open(octx, xenstore.Config{Getenv: os.Getenv, Kernel: host})
+	if err != nil {
+		log.Debug("no xenstore; the domain's death is noticed by polling", "err", err)
+		return nil, func() {}
+	}
+	w, err := c.Watch(octx, "@releaseDomain", "")
+	if err != nil {
+		c.Close()
+		log.Debug("no @releaseDomain watch; the domain's death is noticed by polling", "err", err)
+		return nil, func() {}
+	}
+	hint := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range w.Events() {
+			select {
+			case hint <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return hint, func() { c.Close(); <-done }
 }
 
 // addPassthrough passes the -device functions through on the machine

@@ -79,6 +79,11 @@ type Spec struct {
 	// DeathPoll is how often Serve checks that the domain still exists
 	// (zero: DefaultDeathPoll; negative: never).
 	DeathPoll time.Duration
+	// DeathHint, when set, makes Serve check at once on each receive:
+	// the caller feeds it xenstore's @releaseDomain watch (fired when any
+	// domain dies or is destroyed), as QEMU does. The poll stays as the
+	// fallback.
+	DeathHint <-chan struct{}
 }
 
 // DefaultDeathPoll is how often Serve checks, by default, that the
@@ -279,7 +284,7 @@ func (m *Machine) Serve(ctx context.Context) error {
 		defer func() { cancel(nil); <-done }()
 		go func() {
 			defer close(done)
-			if err := WatchDomain(ctx, m.DM, m.domctl, every); err != nil {
+			if err := watchDomain(ctx, m.DM, m.domctl, every, m.Spec.DeathHint); err != nil {
 				cancel(err)
 			}
 		}()
@@ -418,6 +423,12 @@ func (e ejector) EjectPCISlot(slot uint8) error {
 // than ESRCH (a transient failure, EPERM after a restrict that does not
 // cover the op) do not end the watch.
 func WatchDomain(ctx context.Context, c *dm.Client, dc *domctl.Domctl, every time.Duration) error {
+	return watchDomain(ctx, c, dc, every, nil)
+}
+
+// watchDomain is WatchDomain that also checks on each receive from hint
+// (nil: never; a closed hint is ignored from then on).
+func watchDomain(ctx context.Context, c *dm.Client, dc *domctl.Domctl, every time.Duration, hint <-chan struct{}) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -425,6 +436,10 @@ func WatchDomain(ctx context.Context, c *dm.Client, dc *domctl.Domctl, every tim
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case _, ok := <-hint:
+			if !ok {
+				hint = nil
+			}
 		}
 		if _, err := c.NrVCPUs(); errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("%v: %w", c.Dom(), ErrDomainGone)

@@ -316,3 +316,35 @@ func TestServeEndsWhenDomainIsDying(t *testing.T) {
 		t.Errorf("final destruction: %v", err)
 	}
 }
+
+// With a poll that would not fire for an hour, a DeathHint receive (what
+// serve feeds from xenstore's @releaseDomain) makes Serve check the
+// domain at once.
+func TestServeChecksOnDeathHint(t *testing.T) {
+	sim := xensim.New(xensim.Config{})
+	t.Cleanup(func() { sim.Close() })
+	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hint := make(chan struct{}) // unbuffered: a send returns once the watch took it
+	m, err := New(sim.Kernel(0), Spec{Dom: dom.ID(), VCPUs: 1, DeathPoll: time.Hour, DeathHint: hint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); dom.Close() })
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(context.Background()) }()
+	if err := dom.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	hint <- struct{}{}
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrDomainGone) {
+			t.Fatalf("Serve = %v, want ErrDomainGone", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve still running 10 s after the hint")
+	}
+}

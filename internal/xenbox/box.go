@@ -1,0 +1,260 @@
+package xenbox
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// EnvDir names the directory of the box's assets (scripts/xenbox.sh
+// prints it; scripts/test.sh exports it).
+const EnvDir = "GODM_XENBOX_DIR"
+
+// Assets are the unpacked Debian packages of the box (scripts/xenbox.sh).
+type Assets struct{ Dir string }
+
+// XenELF is the hypervisor as an ELF32 (QEMU's multiboot loader).
+func (a Assets) XenELF() string { return filepath.Join(a.Dir, "xen.elf") }
+
+// Vmlinux is the dom0 kernel's uncompressed ELF image.
+func (a Assets) Vmlinux() string { return filepath.Join(a.Dir, "vmlinux") }
+
+// Root is the tree the packages were unpacked into.
+func (a Assets) Root() string { return filepath.Join(a.Dir, "root") }
+
+// Modules holds the dom0 kernel's Xen modules.
+func (a Assets) Modules() string { return filepath.Join(a.Dir, "modules") }
+
+// Check reports the first asset that is missing.
+func (a Assets) Check() error {
+	for _, p := range []string{a.XenELF(), a.Vmlinux(), a.Root(), a.Modules(),
+		filepath.Join(a.Root(), XenBin, "xl"), filepath.Join(a.Root(), "bin/busybox")} {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("xenbox: asset missing (run scripts/xenbox.sh): %w", err)
+		}
+	}
+	return nil
+}
+
+// XenBin is where Debian's Xen 4.17 tools live.
+const XenBin = "usr/lib/xen-4.17/bin"
+
+// Config is one boot of the box.
+type Config struct {
+	Assets    Assets
+	Initramfs string // the dom0 root file system (cpio)
+	MemMB     int    // the box's RAM (default 2048)
+	CPUs      int    // its CPUs (default 2)
+	QEMU      string // default qemu-system-x86_64
+	// Log receives every console line with its time since QEMU started.
+	Log io.Writer
+}
+
+// Line is one console line (the Xen console, dom0's console on it, the
+// device models' relayed output) with its time since QEMU started.
+type Line struct {
+	T    time.Duration
+	Text string
+}
+
+// Result is a scenario's outcome as dom0's /init reported it
+// ("XENBOX-RESULT name=N status=pass|fail key=value ..."), with the
+// times (since QEMU started) of its begin and result lines.
+type Result struct {
+	Name       string
+	Status     string
+	Fields     map[string]string
+	Begin, End time.Duration
+}
+
+// Passed reports whether dom0 saw the scenario pass.
+func (r Result) Passed() bool { return r.Status == "pass" }
+
+// Outcome is what one boot produced.
+type Outcome struct {
+	Lines   []Line
+	Results []Result
+	Up      time.Duration // the toolstack came up (XENBOX-UP); 0: never
+	Done    bool          // /init finished its scenarios (XENBOX-DONE)
+	Total   time.Duration
+}
+
+// Result returns the named scenario's result.
+func (o *Outcome) Result(name string) (Result, bool) {
+	for _, r := range o.Results {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return Result{}, false
+}
+
+// LinesWith returns the text of the lines that start with prefix, with
+// the prefix removed.
+func (o *Outcome) LinesWith(prefix string) []string {
+	var out []string
+	for _, l := range o.Lines {
+		if s, ok := strings.CutPrefix(l.Text, prefix); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Markers dom0's /init prints.
+const (
+	markUp     = "XENBOX-UP"
+	markBegin  = "XENBOX-BEGIN "
+	markResult = "XENBOX-RESULT "
+	markDone   = "XENBOX-DONE"
+)
+
+// maxLines bounds what a boot keeps of the console.
+const maxLines = 500000
+
+// Args returns QEMU's command line for the box (REAL-XEN: multiboot Xen,
+// the dom0 kernel and initramfs as modules, an SVM CPU with nested
+// paging, which TCG emulates).
+func (c Config) Args() []string {
+	mem, cpus := c.MemMB, c.CPUs
+	if mem == 0 {
+		mem = 2048
+	}
+	if cpus == 0 {
+		cpus = 2
+	}
+	return []string{"-machine", "pc", "-accel", "tcg", "-cpu", "qemu64,+svm,+npt",
+		"-m", fmt.Sprint(mem), "-smp", fmt.Sprint(cpus),
+		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", "none",
+		"-kernel", c.Assets.XenELF(),
+		"-append", "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all noreboot",
+		// Multiboot modules are comma-separated; each one's command
+		// line follows its file name.
+		"-initrd", c.Assets.Vmlinux() + " console=hvc0 earlyprintk=xen rdinit=/init loglevel=6," + c.Initramfs,
+	}
+}
+
+// Boot runs the box until dom0's /init reports it is done, ctx ends or
+// QEMU exits. QEMU is killed on every path. The outcome holds what was
+// seen even when an error is returned.
+func Boot(ctx context.Context, c Config) (*Outcome, error) {
+	if err := c.Assets.Check(); err != nil {
+		return nil, err
+	}
+	if strings.ContainsAny(c.Initramfs+c.Assets.Vmlinux(), ", ") {
+		return nil, errors.New("xenbox: asset paths must not contain commas or spaces (QEMU's -initrd list)")
+	}
+	q := c.QEMU
+	if q == "" {
+		q = "qemu-system-x86_64"
+	}
+	cmd := exec.Command(q, c.Args()...)
+	cmd.Stdin = nil
+	// Killed with this process even when it dies without returning here
+	// (a test binary's timeout panic).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &limitedWriter{w: &stderr, n: 64 << 10}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("xenbox: %w", err)
+	}
+	var once sync.Once
+	kill := func() { once.Do(func() { cmd.Process.Kill() }) }
+	defer func() { kill(); cmd.Wait() }()
+	stop := context.AfterFunc(ctx, kill)
+	defer stop()
+
+	o := &Outcome{}
+	open := map[string]time.Duration{}
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		t := time.Since(start)
+		text := strings.TrimRight(strings.ReplaceAll(sc.Text(), "\r", ""), " ")
+		if len(o.Lines) < maxLines {
+			o.Lines = append(o.Lines, Line{T: t, Text: text})
+		}
+		if c.Log != nil {
+			fmt.Fprintf(c.Log, "[%8.3f] %s\n", t.Seconds(), text)
+		}
+		// Markers may follow other output on the same line (the Xen
+		// console interleaves); look for them anywhere.
+		switch {
+		case strings.Contains(text, markUp) && o.Up == 0:
+			o.Up = t
+		case strings.Contains(text, markBegin):
+			f := fields(text[strings.Index(text, markBegin)+len(markBegin):])
+			open[f["name"]] = t
+		case strings.Contains(text, markResult):
+			f := fields(text[strings.Index(text, markResult)+len(markResult):])
+			r := Result{Name: f["name"], Status: f["status"], Fields: f, Begin: open[f["name"]], End: t}
+			o.Results = append(o.Results, r)
+		case strings.Contains(text, markDone):
+			o.Done = true
+		}
+		if o.Done {
+			break
+		}
+	}
+	o.Total = time.Since(start)
+	if o.Done {
+		return o, nil
+	}
+	kill()
+	werr := cmd.Wait()
+	if ctx.Err() != nil {
+		return o, fmt.Errorf("xenbox: the box did not finish in time: %w", ctx.Err())
+	}
+	return o, fmt.Errorf("xenbox: QEMU exited before the scenarios finished (%v): %s", werr, lastLines(stderr.String(), 5))
+}
+
+// fields parses "key=value key=value" (values without spaces).
+func fields(s string) map[string]string {
+	m := map[string]string{}
+	for _, kv := range strings.Fields(s) {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, " | ")
+}
+
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if l.n <= 0 {
+		return len(p), nil
+	}
+	q := p
+	if len(q) > l.n {
+		q = q[:l.n]
+	}
+	l.n -= len(q)
+	l.w.Write(q)
+	return len(p), nil
+}

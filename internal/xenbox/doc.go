@@ -1,0 +1,32 @@
+// Package xenbox is the real-Xen test harness: Debian's Xen 4.17
+// hypervisor, a Debian dom0 (its 6.1 kernel, xenstored, xl) and HVM
+// guests nested in QEMU's software CPU (qemu-system-x86_64 -accel tcg
+// -cpu qemu64,+svm,+npt: TCG emulates AMD SVM with nested paging), with
+// godm as the guests' device model. It is the ground truth the simulated
+// Xen (hyp/xensim) is held to.
+//
+// scripts/xenbox.sh fetches the packages with apt-get download (cached in
+// .cache/xenbox, checksummed by apt) and unpacks them without installing
+// anything; it prints the directory, which scripts/test.sh exports as
+// GODM_XENBOX_DIR. Dom0 builds the dom0 initramfs (busybox, the Xen tools
+// and firmware with their shared-library closure, the Xen kernel modules,
+// static Go test binaries and an /init that starts xenstored,
+// xen-init-dom0 and xenconsoled, then runs a list of Scenarios); Boot
+// runs QEMU on it, streams every console line (the Xen console, dom0's
+// console on it, and each guest's device-model output relayed by
+// dmwrap) with its time to a log, and returns a Result per scenario from
+// the marker lines /init prints. QEMU is killed on every exit path; the
+// host is not touched beyond the caller's temporary directory.
+//
+// The scenarios of TestRealXen (one boot): hyp/hyptest against real Xen;
+// an HVM guest created by real xl whose device model is godm (through
+// dmwrap, which does libxl's launch handshake) and whose firmware
+// (firmware_override, built at test time from Probes) reads every xenfv
+// device and powers off; the answers must equal godm's on xensim for the
+// same accesses, and the platform's fixed facts; xl destroy while a godm
+// started by hand serves: godm must exit and the domain must vanish.
+//
+// Facts: the design notes REAL-XEN.md (measured command lines,
+// packages, -cpu choices) and XEN-FACTS.md §2 (libxl and the device
+// model).
+package xenbox

@@ -1,0 +1,312 @@
+package xenbox
+
+import (
+	"context"
+	"debug/elf"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"godm/devices/chardev"
+	"godm/hyp/xensim"
+	"godm/internal/machine"
+	"godm/internal/qtest/simtarget"
+)
+
+// buildGo is GoBinary for a test.
+func buildGo(t *testing.T, dir, name, pkg string, test bool) string {
+	t.Helper()
+	p, err := GoBinary(dir, name, pkg, test)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestRealXen boots Xen 4.17 with a Debian dom0 under QEMU's TCG (one
+// boot) and runs the scenarios there: hyp/hyptest against real Xen, an
+// HVM guest created by xl whose device model is godm and whose firmware
+// probes every xenfv device (its answers must equal godm's on xensim, and
+// the platform's fixed facts), and xl destroy under a serving godm.
+func TestRealXen(t *testing.T) {
+	dir := os.Getenv(EnvDir)
+	if dir == "" {
+		t.Skip("box assets not fetched; run scripts/test.sh (" + EnvDir + " is unset)")
+	}
+	a := Assets{Dir: dir}
+	if err := a.Check(); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	t0 := time.Now()
+	extra := map[string]string{
+		GodmPath:    buildGo(t, tmp, "godm", "godm/cmd/godm", false),
+		DMWrapPath:  buildGo(t, tmp, "dmwrap", "godm/internal/xenbox/dmwrap", false),
+		HyptestPath: buildGo(t, tmp, "hyptest.test", "godm/hyp/hyptest", true),
+	}
+	probes := Probes()
+	var err error
+	if extra[ProbeFWPath], err = BuildFirmware(tmp, "probe", probes, false); err != nil {
+		t.Fatal(err)
+	}
+	if extra[SpinFWPath], err = BuildFirmware(tmp, "spin", nil, true); err != nil {
+		t.Fatal(err)
+	}
+	scen := []Scenario{HyptestScenario(), FirmwareScenario(), DestroyScenario()}
+	img, err := WriteDom0(a, tmp, extra, scen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("built godm, dmwrap, hyptest.test, the firmware and the dom0 initramfs in %v", time.Since(t0).Round(time.Millisecond))
+
+	logPath := os.Getenv("GODM_XENBOX_LOG")
+	if logPath == "" {
+		logPath = filepath.Join(tmp, "console.log")
+	}
+	lf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	limit := 15 * time.Minute
+	if d, ok := t.Deadline(); ok && time.Until(d)-30*time.Second < limit {
+		limit = time.Until(d) - 30*time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	o, err := Boot(ctx, Config{Assets: a, Initramfs: img, Log: lf})
+	if o != nil {
+		report(t, o)
+	}
+	if err != nil {
+		dumpTail(t, logPath, 150)
+		t.Fatal(err)
+	}
+	failed := false
+	check := func(name string, f func(t *testing.T, r Result)) {
+		r, ok := o.Result(name)
+		ok = t.Run(name, func(t *testing.T) {
+			if !ok {
+				t.Fatalf("no result from dom0 for %s", name)
+			}
+			if !r.Passed() {
+				t.Errorf("dom0 reports %s: %v", r.Status, r.Fields)
+			}
+			if f != nil {
+				f(t, r)
+			}
+		})
+		failed = failed || !ok
+	}
+	check("hyptest", func(t *testing.T, _ Result) {
+		for _, want := range []string{"--- PASS: TestRealXen ", "--- PASS: TestRealXen/ioreq_server_lifecycle ",
+			"--- PASS: TestRealXen/getdomaininfo ", "--- PASS: TestRealXen/xenstore "} {
+			found := false
+			for _, l := range o.Lines {
+				found = found || strings.Contains(l.Text, "[hyptest] ") && strings.Contains(l.Text, want)
+			}
+			if !found {
+				t.Errorf("hyptest.test did not report %q", strings.TrimSpace(want))
+			}
+		}
+	})
+	check("firmware", func(t *testing.T, r Result) { checkFirmware(t, o, r, probes) })
+	check("destroy", nil)
+	if failed {
+		dumpTail(t, logPath, 150)
+	}
+	t.Logf("console log: %s", logPath)
+}
+
+func report(t *testing.T, o *Outcome) {
+	t.Logf("toolstack up after %.1f s; total %.1f s", o.Up.Seconds(), o.Total.Seconds())
+	for _, r := range o.Results {
+		t.Logf("scenario %-9s %-4s %6.1f s  %v", r.Name, r.Status, (r.End - r.Begin).Seconds(), r.Fields)
+	}
+}
+
+func dumpTail(t *testing.T, path string, n int) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	l := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	t.Logf("last %d console lines:\n%s", len(l), strings.Join(l, "\n"))
+}
+
+var fwLine = regexp.MustCompile(`xenbox-dm\[(\d+)\] FW ((?:\S+ \S+ ?)+)$`)
+
+// checkFirmware compares what the firmware read through real Xen with
+// what the same accesses read from godm on xensim, and with the fixed
+// facts among them.
+func checkFirmware(t *testing.T, o *Outcome, r Result, probes []Probe) {
+	dom := r.Fields["domid"]
+	got := map[int]uint64{}
+	end := -1
+	for _, l := range o.Lines {
+		m := fwLine.FindStringSubmatch(strings.TrimSpace(l.Text))
+		if m == nil || m[1] != dom {
+			continue
+		}
+		f := strings.Fields(m[2])
+		if f[0] == "END" {
+			end, _ = strconv.Atoi(f[1])
+			continue
+		}
+		for j := 0; j+1 < len(f); j += 2 {
+			i, err1 := strconv.Atoi(f[j])
+			v, err2 := strconv.ParseUint(f[j+1], 16, 32)
+			if err1 != nil || err2 != nil {
+				t.Errorf("firmware line %q: bad pair %q %q", l.Text, f[j], f[j+1])
+				continue
+			}
+			got[i] = v
+		}
+	}
+	// godm ends by itself when the powered-off domain is destroyed
+	// (dmwrap keeps libxl's SIGHUP from it), and cleanly.
+	noticed, clean := false, false
+	for _, l := range o.Lines {
+		if strings.Contains(l.Text, "(XEN) d"+dom+"v0 Triple fault") {
+			t.Errorf("the guest crashed: %s", l.Text)
+		}
+		noticed = noticed || strings.Contains(l.Text, "xenbox-dm["+dom+"] godm: dom"+dom+" was destroyed; exiting")
+		clean = clean || strings.Contains(l.Text, "xenbox-dm["+dom+"] godm exited: <nil>")
+	}
+	if !noticed || !clean {
+		t.Errorf("godm did not notice the domain's end and exit cleanly (noticed %v, exit status 0 %v)", noticed, clean)
+	}
+	want := simAnswers(t, probes)
+	reads := 0
+	for i, p := range probes {
+		if p.Step.Write {
+			continue
+		}
+		reads++
+		g, ok := got[i]
+		if !ok {
+			t.Errorf("probe %d (%s): no answer from the firmware", i, p.Step)
+			continue
+		}
+		if g != want[i] {
+			t.Errorf("probe %d (%s): real Xen %#x, xensim %#x", i, p.Step, g, want[i])
+		}
+		if p.Known != nil && g != *p.Known {
+			t.Errorf("probe %d (%s): %#x, want %#x (%s)", i, p.Step, g, *p.Known, p.Why)
+		}
+	}
+	if end != reads {
+		t.Errorf("firmware END line says %d reads (-1: none seen), the probe list has %d", end, reads)
+	}
+	t.Logf("%d reads compared (%d with fixed answers)", len(got), countKnown(probes))
+}
+
+func countKnown(ps []Probe) int {
+	n := 0
+	for _, p := range ps {
+		if p.Known != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// simAnswers runs the probes through a vCPU of a simulated domain on the
+// machine godm serve builds (COM1 only, vCPUs from Xen, RAM size not
+// given) and returns each read's value.
+func simAnswers(t *testing.T, probes []Probe) map[int]uint64 {
+	sim := xensim.New(xensim.Config{})
+	defer sim.Close()
+	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 32 << 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := chardev.NewNull()
+	defer be.Close()
+	m, err := machine.New(sim.Kernel(0), machine.Spec{Dom: dom.ID(), Serial: []chardev.Backend{be}, DeathPoll: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	tgt := simtarget.New(sim, dom, dom.VCPU(0))
+	out := map[int]uint64{}
+	for i, p := range probes {
+		res, err := tgt.Run(p.Step)
+		if err != nil {
+			t.Fatalf("xensim probe %d: %v", i, err)
+		}
+		if !p.Step.Write {
+			out[i] = res.Value
+		}
+	}
+	return out
+}
+
+// TestProbesOnXensim runs the firmware's accesses on godm over xensim
+// (the expected answers of TestRealXen) and checks the platform's fixed
+// facts among them, so a wrong expectation shows without the box.
+func TestProbesOnXensim(t *testing.T) {
+	probes := Probes()
+	got := simAnswers(t, probes)
+	n := 0
+	for i, p := range probes {
+		if p.Known == nil {
+			continue
+		}
+		n++
+		if got[i] != *p.Known {
+			t.Errorf("probe %d (%s): %#x, want %#x (%s)", i, p.Step, got[i], *p.Known, p.Why)
+		}
+	}
+	if n < 10 {
+		t.Errorf("only %d probes with fixed answers", n)
+	}
+}
+
+// TestFirmwareBuilds compiles both firmwares with the host's tools and
+// checks they are 32-bit x86 executables entered at _start.
+func TestFirmwareBuilds(t *testing.T) {
+	dir := t.TempDir()
+	for _, spin := range []bool{false, true} {
+		p, err := BuildFirmware(dir, fmt.Sprintf("fw%v", spin), Probes(), spin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := elf.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Class != elf.ELFCLASS32 || f.Machine != elf.EM_386 || f.Type != elf.ET_EXEC {
+			t.Errorf("%s: class %v machine %v type %v, want a 32-bit x86 executable", p, f.Class, f.Machine, f.Type)
+		}
+		syms, _ := f.Symbols()
+		for _, s := range syms {
+			if s.Name == "_start" && s.Value != f.Entry {
+				t.Errorf("%s: entry %#x, _start at %#x", p, f.Entry, s.Value)
+			}
+			// Code must not land in .bss (a top-level asm leaving the
+			// compiler in the wrong section did that once).
+			if elf.ST_TYPE(s.Info) == elf.STT_FUNC && int(s.Section) < len(f.Sections) && f.Sections[s.Section].Name != ".text" {
+				t.Errorf("%s: function %s in %s", p, s.Name, f.Sections[s.Section].Name)
+			}
+		}
+		f.Close()
+	}
+}
