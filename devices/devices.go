@@ -27,6 +27,14 @@ type Resetter interface {
 	Reset()
 }
 
+// ResetKeeper is implemented by devices whose Reset leaves some bytes of
+// their range as the guest wrote them (registers a system reset does not
+// touch, as in QEMU).
+type ResetKeeper interface {
+	// KeptOnReset reports whether Reset leaves the byte at off alone.
+	KeptOnReset(off uint64) bool
+}
+
 // SizeMask returns the mask of the low size bytes (size 1, 2, 4 or 8).
 func SizeMask(size uint8) uint64 {
 	if size >= 8 {

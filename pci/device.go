@@ -102,6 +102,10 @@ type Device struct {
 
 	onWrite func(off uint32, size uint8)
 
+	// keep marks the device-specific bytes Reset leaves as they are (nil:
+	// none); set up with KeepOnReset, then read-only.
+	keep []bool
+
 	mapErrors  atomic.Uint64
 	msiDropped atomic.Uint64
 }
@@ -222,6 +226,37 @@ func (d *Device) DefineRegister(off uint32, size uint8, reset, wmask, w1c uint32
 		d.w1c[off+i] = byte(w1c >> (8 * i))
 	}
 	return nil
+}
+
+// KeepOnReset makes Reset leave the n bytes at off (device-specific
+// registers, 0x40 up) as the guest last wrote them. QEMU's system reset
+// touches only the standard header (hw/pci/pci.c pci_do_device_reset) and
+// the registers a device's own reset handler names, so a device following
+// QEMU keeps the rest. Bus.Remove still returns them to their reset
+// values (a card plugged again starts from power-on).
+func (d *Device) KeepOnReset(off, n uint32) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.setupCheck("keep on reset"); err != nil {
+		return err
+	}
+	if off < headerSize || off+n > uint32(len(d.cfg)) || off+n < off {
+		return fmt.Errorf("pci: keep on reset [%#x+%d]: %w", off, n, ErrInvalid)
+	}
+	if d.keep == nil {
+		d.keep = make([]bool, len(d.cfg))
+	}
+	for i := off; i < off+n; i++ {
+		d.keep[i] = true
+	}
+	return nil
+}
+
+// KeptOnReset implements devices.ResetKeeper (see KeepOnReset).
+func (d *Device) KeptOnReset(off uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.keep != nil && off < uint64(len(d.keep)) && d.keep[off]
 }
 
 // SetWriteHook installs fn, called after every guest configuration write
@@ -355,14 +390,18 @@ func (d *Device) writeLocked(off uint32, size uint8, v uint64) bool {
 
 // Reset implements devices.Resetter: configuration space returns to the
 // image it had when the device joined its bus or was first written (BARs
-// zero, decoding as created), MSI and MSI-X are disabled with every vector
+// zero, decoding as created; bytes marked with KeepOnReset excepted), MSI and MSI-X are disabled with every vector
 // masked and nothing pending, and INTx is deasserted. The BARs are
 // unmapped.
 func (d *Device) Reset() {
 	d.mapMu.Lock()
 	d.mu.Lock()
 	if d.resetImage != nil {
-		copy(d.cfg, d.resetImage)
+		for i := range d.cfg {
+			if d.keep == nil || !d.keep[i] {
+				d.cfg[i] = d.resetImage[i]
+			}
+		}
 	}
 	d.msixResetLocked()
 	d.intxLevel = false

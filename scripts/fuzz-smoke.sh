@@ -41,6 +41,7 @@ targets="
 ./internal/qemuopts FuzzParse
 ./internal/qemuopts FuzzParseSize
 ./internal/qmp FuzzDecoder
+./internal/board FuzzRestore
 "
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

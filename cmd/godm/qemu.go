@@ -17,6 +17,7 @@ import (
 	"godm/hyp/kernel"
 	"godm/hyp/xenstore"
 	"godm/internal/board"
+	"godm/internal/board/ptdriver"
 	"godm/internal/cli"
 	"godm/internal/dmcontract"
 	"godm/internal/machine"
@@ -138,7 +139,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 			// with dm_restrict as unsupported, and the driver then
 			// fails the device_add.)
 			var mgr *passthrough.Manager
-			m.Board.Env().Passthrough = func() (*passthrough.Manager, error) {
+			m.Board.Env().Passthrough = func() (board.PCIPassthrough, error) {
 				if mgr == nil {
 					mg, _, err := passthroughManager(m, "/sys", log)
 					if err != nil {
@@ -146,7 +147,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 					}
 					mgr = mg
 				}
-				return mgr, nil
+				return ptdriver.Adapter{M: mgr}, nil
 			}
 		}
 	}

@@ -74,6 +74,13 @@ func New(c Config) (*Device, error) {
 			return nil, fmt.Errorf("i440fx: %w", err)
 		}
 	}
+	// QEMU's i440FX has no reset handler of its own: a system reset
+	// resets the standard header only (hw/pci/pci.c
+	// pci_do_device_reset), so PAM, SMRAM and the rest keep the guest's
+	// values.
+	if err := fn.KeepOnReset(0x40, pci.ConfigSize-0x40); err != nil {
+		return nil, fmt.Errorf("i440fx: %w", err)
+	}
 	return &Device{fn: fn}, nil
 }
 
@@ -100,8 +107,10 @@ func (d *Device) PAM(i int) uint8 {
 // SMRAM returns the SMRAM control register.
 func (d *Device) SMRAM() uint8 { return uint8(d.fn.ConfigRead(RegSMRAM, 1)) }
 
-// Reset returns the bridge to its reset state (CONFIG_ADDRESS included).
+// Reset is a system reset of the bridge as QEMU does it: the standard
+// header resets; the device-specific registers and CONFIG_ADDRESS keep
+// their values (QEMU resets neither: no i440FX reset handler, and
+// hw/pci/pci_host.c never clears config_reg).
 func (d *Device) Reset() {
 	d.fn.Reset()
-	d.addr.v.Store(0)
 }

@@ -63,8 +63,7 @@ func FuzzConfigScript(f *testing.F) {
 			case 1:
 				c.Read(t, st.ConfigOffset(), st.Size)
 			case 2:
-				d.Reset()
-				c.CheckReset(t)
+				c.Reset(t, d.Reset)
 			case 3:
 				c.SetW1C(t, st.Val)
 			}
@@ -84,7 +83,6 @@ func FuzzConfigScript(f *testing.F) {
 		if got := spaces.PCI.Read(s, 8, 4, 0); got != Class<<8|Revision {
 			t.Fatalf("class/revision = %#x", got)
 		}
-		d.Reset()
-		c.CheckReset(t)
+		c.Reset(t, d.Reset)
 	})
 }

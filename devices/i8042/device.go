@@ -58,6 +58,7 @@ type Controller struct {
 	mouse                 mouse
 	kbdLevel, mouseLevel  bool
 	stats                 Stats
+	paused                bool // Pause: lines hold their levels, host input is dropped
 }
 
 var (
@@ -164,13 +165,13 @@ func (c *Controller) updateLinesLocked() {
 	}
 	if kbd != c.kbdLevel {
 		c.kbdLevel = kbd
-		if c.kbdLine != nil {
+		if c.kbdLine != nil && !c.paused {
 			c.kbdLine.SetLevel(kbd)
 		}
 	}
 	if aux != c.mouseLevel {
 		c.mouseLevel = aux
-		if c.mouseLine != nil {
+		if c.mouseLine != nil && !c.paused {
 			c.mouseLine.SetLevel(aux)
 		}
 	}
@@ -369,7 +370,7 @@ func (c *Controller) requestResetLocked() {
 func (c *Controller) PutScancodes(codes []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.kbd.scanEnabled {
+	if !c.kbd.scanEnabled || c.paused {
 		return
 	}
 	for _, b := range codes {
@@ -388,7 +389,7 @@ func (c *Controller) MouseEvent(dx, dy, dz int, buttons uint8) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := &c.mouse
-	if m.status&mouseEnabled == 0 {
+	if m.status&mouseEnabled == 0 || c.paused {
 		return
 	}
 	m.dx += dx

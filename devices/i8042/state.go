@@ -124,3 +124,32 @@ func (c *Controller) Restore(b []byte) error {
 	c.updateLinesLocked()
 	return nil
 }
+
+var _ devices.Pauser = (*Controller)(nil)
+
+// Pause implements devices.Pauser: host keyboard and mouse input is
+// dropped while paused, as QEMU drops input events outside the running
+// state (ui/input.c qemu_input_event_send), and the interrupt lines hold
+// their levels.
+func (c *Controller) Pause() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.paused = true
+}
+
+// Resume implements devices.Pauser: the lines take the levels the state
+// calls for.
+func (c *Controller) Resume() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.paused {
+		return
+	}
+	c.paused = false
+	if c.kbdLine != nil {
+		c.kbdLine.SetLevel(c.kbdLevel)
+	}
+	if c.mouseLine != nil {
+		c.mouseLine.SetLevel(c.mouseLevel)
+	}
+}

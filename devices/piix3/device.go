@@ -121,6 +121,20 @@ func New(c Config) (*Device, error) {
 			return nil, fmt.Errorf("piix3: %w", err)
 		}
 	}
+	// A system reset sets only the registers QEMU's piix_reset names
+	// (hw/isa/piix.c); the other device-specific bytes keep the guest's
+	// values.
+	resetByQEMU := map[uint32]bool{0x4c: true, 0x4e: true, 0x4f: true, 0x60: true, 0x61: true, 0x62: true,
+		0x63: true, 0x69: true, 0x70: true, 0x76: true, 0x77: true, 0x78: true, 0x79: true, 0x80: true,
+		0x82: true, 0xa0: true, 0xa2: true, 0xa3: true, 0xa4: true, 0xa5: true, 0xa6: true, 0xa7: true,
+		0xa8: true, 0xaa: true, 0xab: true, 0xac: true, 0xae: true}
+	for off := uint32(0x40); off < pci.ConfigSize; off++ {
+		if !resetByQEMU[off] {
+			if err := fn.KeepOnReset(off, 1); err != nil {
+				return nil, fmt.Errorf("piix3: %w", err)
+			}
+		}
+	}
 	d := &Device{cfg: c, fn: fn}
 	d.rcr.d = d
 	if err := fn.SetWriteHook(d.configWritten); err != nil {

@@ -150,9 +150,8 @@ func FuzzScript(f *testing.F) {
 					}
 				}
 			case 4:
-				m.dev.Reset()
+				c.Reset(t, m.dev.Reset)
 				rcr = 0
-				c.CheckReset(t)
 				if got := m.sink.take(); len(got) != 0 {
 					t.Fatalf("reset sent %q", got)
 				}

@@ -174,6 +174,16 @@ func New(c Config) (*Device, error) {
 			return nil, fmt.Errorf("piix4pm: %w", err)
 		}
 	}
+	// A system reset sets only what QEMU's piix4_pm_reset sets (PMBA's
+	// low byte, 0x58-0x5b, PMREGMISC 0x80; hw/acpi/piix4.c); the other
+	// device-specific bytes keep the guest's values.
+	for off := uint32(0x41); off < pci.ConfigSize; off++ {
+		if (off < 0x58 || off > 0x5b) && off != 0x80 {
+			if err := fn.KeepOnReset(off, 1); err != nil {
+				return nil, fmt.Errorf("piix4pm: %w", err)
+			}
+		}
+	}
 	if c.VCPUs < 0 || c.VCPUs > CPUPresentLen*8 {
 		return nil, fmt.Errorf("piix4pm: %d vcpus: %w", c.VCPUs, pci.ErrInvalid)
 	}

@@ -103,9 +103,23 @@ func TestConfigRegisters(t *testing.T) {
 			}
 		})
 	}
+	// A system reset sets what QEMU's piix4_pm_reset sets (PMBA's low
+	// byte, 0x58-0x5b, PMREGMISC) and keeps the rest (hw/acpi/piix4.c).
 	m.dev.Reset()
-	if got := cfg.Read(m.sbdf, RegSMBHSTCFG, 1, 0); got != 0x09 {
-		t.Errorf("SMBHSTCFG after reset = %#x, want 0x09", got)
+	for _, tc := range []struct {
+		what string
+		reg  uint32
+		size uint8
+		want uint64
+	}{
+		{"SMBHSTCFG kept", RegSMBHSTCFG, 1, 0},
+		{"PMBA low byte reset, high kept", RegPMBA, 4, 0xb001},
+		{"PMREGMISC reset", RegPMRegMisc, 1, 0},
+		{"0x5b reset", 0x5b, 1, 0x02},
+	} {
+		if got := cfg.Read(m.sbdf, tc.reg, tc.size, 0); got != tc.want {
+			t.Errorf("%s: %#x after reset = %#x, want %#x", tc.what, tc.reg, got, tc.want)
+		}
 	}
 	cfg.Write(m.sbdf, RegPMBA, 4, 0, 0xffffffff)
 	if got := cfg.Read(m.sbdf, RegPMBA, 4, 0); got != 0xffffffff {

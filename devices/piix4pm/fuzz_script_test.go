@@ -242,9 +242,8 @@ func FuzzScript(f *testing.F) {
 					}
 				}
 			case 5:
-				m.dev.Reset()
+				c.Reset(t, m.dev.Reset)
 				model.reset()
-				c.CheckReset(t)
 			case 6:
 				c.SetW1C(t, st.Val)
 			}

@@ -64,6 +64,7 @@ type UART struct {
 	txByte          [1]byte
 	stats           Stats
 	closed          bool
+	paused          bool // Pause: the line holds its level, input waits
 }
 
 var (
@@ -398,7 +399,7 @@ func (u *UART) setIRQLocked(high bool) {
 		return
 	}
 	u.irqLevel = high
-	if u.line != nil {
+	if u.line != nil && !u.paused {
 		u.line.SetLevel(high)
 	}
 }
@@ -410,8 +411,8 @@ func (u *UART) setIRQLocked(high bool) {
 func (u *UART) Receive(p []byte) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.closed || u.mcr&mcrLoop != 0 {
-		return 0 // loopback disconnects the serial input
+	if u.closed || u.paused || u.mcr&mcrLoop != 0 {
+		return 0 // loopback disconnects the serial input; Resume asks again
 	}
 	n := 0
 	for n < len(p) && u.canReceiveLocked() > 0 {

@@ -80,3 +80,29 @@ func (u *UART) Restore(b []byte) error {
 	u.updateIRQLocked()
 	return nil
 }
+
+var _ devices.Pauser = (*UART)(nil)
+
+// Pause implements devices.Pauser: the interrupt line keeps its level
+// (changes wait for Resume) and the backend's input waits, so no host
+// input or timeout interrupts a paused machine.
+func (u *UART) Pause() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.paused = true
+}
+
+// Resume implements devices.Pauser: the line takes the level the state
+// calls for and input flows again.
+func (u *UART) Resume() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.paused {
+		return
+	}
+	u.paused = false
+	if u.line != nil {
+		u.line.SetLevel(u.irqLevel)
+	}
+	u.backend.Ready()
+}

@@ -10,9 +10,9 @@ import (
 
 	"godm/devices"
 	"godm/devices/chardev"
+	"godm/devices/uart"
 	"godm/irq"
 	"godm/memory"
-	"godm/passthrough"
 	"godm/pci"
 )
 
@@ -33,6 +33,10 @@ type Env struct {
 	Chardevs map[string]chardev.Backend
 	// Log is the machine's log.
 	Log *slog.Logger
+	// UARTClock times the serial ports' character timeout; nil: the
+	// system clock (tests freeze it, as QEMU's clock stands still under
+	// qtest).
+	UARTClock uart.Clock
 
 	// RAMSize is the guest's RAM in bytes (host bridge), VCPUs its
 	// number of vCPUs (PIIX4 PM's processor bits).
@@ -49,9 +53,9 @@ type Env struct {
 	ROM         ROMLocker
 	PVUnplug    PVUnplugger
 	PlatformLog PlatformLogSink
-	// Passthrough returns the passthrough Manager of the machine (made
-	// on first use); nil when the machine cannot pass functions through.
-	Passthrough func() (*passthrough.Manager, error)
+	// Passthrough returns the machine's PCI passthrough (made on first
+	// use); nil when the machine cannot pass functions through.
+	Passthrough func() (PCIPassthrough, error)
 }
 
 // Plugged is one device on the board: what its driver built, and how to
@@ -135,6 +139,14 @@ func New(env Env) (*Board, error) {
 
 // Env returns the board's environment.
 func (b *Board) Env() *Env { return &b.env }
+
+// SetPassthrough sets the machine's PCI passthrough (Env.Passthrough),
+// for a machine that gets one after the board is built.
+func (b *Board) SetPassthrough(f func() (PCIPassthrough, error)) {
+	b.mu.Lock()
+	b.env.Passthrough = f
+	b.mu.Unlock()
+}
 
 // SetIOPauser sets the ioreq server the board pauses first and resumes
 // last.
@@ -232,6 +244,11 @@ func (b *Board) Plug(driver, id string, props Props) (_ *Plugged, err error) {
 	defer b.mu.Unlock()
 	b.byID[id] = p
 	b.devs = append(b.devs, p)
+	if pa, ok := p.Dev.(devices.Pauser); ok && b.paused {
+		// Plugged into a paused machine: it starts paused.
+		pa.Pause()
+		b.pausers = append(b.pausers, pa)
+	}
 	return p, nil
 }
 
@@ -319,6 +336,18 @@ func (b *Board) Reset() {
 			p.reset()
 		}
 	}
+}
+
+// SystemReset is QMP's system_reset: the machine is paused (no request
+// half-served against a resetting device), reset, and resumed if it was
+// running. Not for device handlers (Pause waits for the ioreq workers);
+// a guest-triggered reset under Xen is a domain reboot anyway.
+func (b *Board) SystemReset() {
+	if !b.Paused() {
+		b.Pause()
+		defer b.Resume()
+	}
+	b.Reset()
 }
 
 // Pause stops the machine: first the ioreq server (no worker takes a
@@ -412,8 +441,12 @@ func (ir *intxRouter) set(r pci.INTxRouter) {
 	ir.r.Store(&routerBox{r})
 }
 
-// INTx implements pci.INTxRouter.
+// INTx implements pci.INTxRouter: the router's own line once it is
+// plugged, a line resolving on first use before that.
 func (ir *intxRouter) INTx(dev, fn, pin uint8) irq.Line {
+	if rb := ir.r.Load(); rb != nil {
+		return rb.r.INTx(dev, fn, pin)
+	}
 	return &lazyLine{ir: ir, dev: dev, fn: fn, pin: pin}
 }
 

@@ -159,3 +159,22 @@ func FuzzRestore(f *testing.F) {
 		}
 	})
 }
+
+// A device plugged into a paused board starts paused and resumes with
+// the board.
+func TestPlugWhilePaused(t *testing.T) {
+	b := newTestBoard(t)
+	b.Pause()
+	p, err := b.Plug("isa-serial", "com2", NewProps(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := p.Dev.(*ISASerial).UART
+	if n := u.Receive([]byte("x")); n != 0 {
+		t.Errorf("UART plugged into a paused board took %d bytes", n)
+	}
+	b.Resume()
+	if n := u.Receive([]byte("x")); n != 1 {
+		t.Errorf("UART after Resume took %d bytes", n)
+	}
+}

@@ -15,7 +15,6 @@ import (
 	"godm/devices/testdev"
 	"godm/devices/uart"
 	"godm/devices/xenplatform"
-	"godm/passthrough"
 	"godm/pci"
 )
 
@@ -61,6 +60,9 @@ type Prop struct {
 const (
 	// TestDevice is godm's test device (devices/testdev).
 	TestDevice = "godm-testdev"
+	// PassthroughDriver is QEMU's name of a passed-through host function
+	// (passthrough.DriverName).
+	PassthroughDriver = "xen-pci-passthrough"
 )
 
 // pciAddrProp is the "addr" property of PCI devices.
@@ -91,7 +93,7 @@ var drivers = []*Driver{
 		}, New: newI8042},
 	{Name: TestDevice, Bus: "PCI", Category: "Misc devices", Desc: "godm's test device (DMA, MSI-X, INTx)", Hotpluggable: true,
 		Props: []Prop{pciAddrProp}, New: newTestDev},
-	{Name: passthrough.DriverName, Bus: "PCI", Category: "Misc devices", Desc: "a host PCI function passed through", Hotpluggable: true,
+	{Name: PassthroughDriver, Bus: "PCI", Category: "Misc devices", Desc: "a host PCI function passed through", Hotpluggable: true,
 		Props: []Prop{
 			{Name: "hostaddr", Type: "str", Desc: "host function, SSSS:BB:DD.F"},
 			pciAddrProp,
@@ -411,7 +413,7 @@ func newISASerial(b *Board, p Props, pl *Plugged) error {
 	if id != "" && be == nil {
 		return fmt.Errorf("Property 'isa-serial.chardev' can't find value '%s'", id)
 	}
-	u := uart.New(uart.Config{IRQ: b.env.ISA(irqn), Backend: be})
+	u := uart.New(uart.Config{IRQ: b.env.ISA(irqn), Backend: be, Clock: b.env.UARTClock})
 	pl.Dev = &ISASerial{UART: u, Index: int(idx), IOBase: io, IRQ: irqn}
 	pl.onUnplug(u.Close)
 	if err := b.registerPIO(pl, io, uart.Size, u); err != nil {
@@ -473,39 +475,53 @@ func newTestDev(b *Board, p Props, pl *Plugged) error {
 	return nil
 }
 
-// Passthrough is a xen-pci-passthrough device: one function the
-// machine's passthrough Manager plugged.
+// PCIPassthrough passes host PCI functions through to the guest: the
+// machine's passthrough Manager behind an adapter (internal/board/ptdriver
+// makes one; the board does not import package passthrough, whose tests
+// build whole machines).
+type PCIPassthrough interface {
+	// Add passes through the function a QMP device_add / -device
+	// dictionary describes (driver, id, hostaddr, addr, permissive);
+	// requireAssigned refuses a function the toolstack has not assigned
+	// to the domain yet (those named at start-up).
+	Add(args map[string]any, requireAssigned bool) (guest devices.SBDF, err error)
+	// Remove unplugs the function added under id.
+	Remove(id string) error
+}
+
+// Passthrough is a xen-pci-passthrough device on the board.
 type Passthrough struct {
-	passthrough.Plugged
+	// Guest is its address on the guest's bus.
+	Guest devices.SBDF
 }
 
 func newPassthrough(b *Board, p Props, pl *Plugged) error {
-	if b.env.Passthrough == nil {
+	b.mu.Lock()
+	newPT := b.env.Passthrough
+	b.mu.Unlock()
+	if newPT == nil {
 		return errors.New("this machine cannot pass PCI functions through")
 	}
-	args := map[string]any{"driver": passthrough.DriverName, "id": pl.ID}
+	args := map[string]any{"driver": PassthroughDriver, "id": pl.ID}
 	for _, k := range []string{"hostaddr", "addr", "permissive"} {
 		if v := p.String(k, ""); v != "" {
 			args[k] = v
 		}
 	}
-	spec, err := passthrough.DeviceSpecFromArgs(args)
+	pt, err := newPT()
 	if err != nil {
 		return err
 	}
-	mgr, err := b.env.Passthrough()
-	if err != nil {
-		return err
-	}
-	// Functions on the command line (a board built before it runs) must
-	// be assigned by the toolstack already; a run-time device_add is
+	// Functions on the command line (a board being built) must be
+	// assigned by the toolstack already; a run-time device_add is
 	// assigned by libxl afterwards.
-	pld, err := mgr.AddWith(spec, passthrough.AddOptions{RequireAssigned: b.building()})
+	guest, err := pt.Add(args, b.building())
 	if err != nil {
 		return err
 	}
-	pl.Dev = &Passthrough{pld}
-	pl.onUnplug(func() error { return mgr.Remove(spec.ID) })
+	pl.Dev = &Passthrough{Guest: guest}
+	id := pl.ID
+	pl.onUnplug(func() error { return pt.Remove(id) })
 	return nil
 }
 

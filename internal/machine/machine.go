@@ -73,6 +73,9 @@ type Spec struct {
 	Devices []board.Entry
 	// Chardevs are more character back-ends by id, for Devices.
 	Chardevs map[string]chardev.Backend
+	// SerialClock times the serial ports' character timeout; nil means
+	// the system clock (tests stop it).
+	SerialClock uart.Clock
 	// Log receives the platform's log (the guest PV drivers' log channel,
 	// unplug requests); nil discards it.
 	Log *slog.Logger
@@ -203,6 +206,7 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 		ISA:         func(n uint8) irq.Line { return ioreq.NewISALine(m.DM, n) },
 		Chardevs:    chardevs,
 		Log:         spec.Log,
+		UARTClock:   spec.SerialClock,
 		RAMSize:     spec.MemBytes,
 		VCPUs:       spec.VCPUs,
 		Links:       m.DM,

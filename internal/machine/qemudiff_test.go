@@ -85,6 +85,13 @@ func startSimMachine(t *testing.T) *simMachine {
 // (COM1..COMn, null backends).
 func startSimMachineSerial(t *testing.T, n int) *simMachine {
 	t.Helper()
+	return startSimMachineSpec(t, n, nil)
+}
+
+// startSimMachineSpec is startSimMachineSerial with the serial ports'
+// clock.
+func startSimMachineSpec(t *testing.T, n int, clock uart.Clock) *simMachine {
+	t.Helper()
 	sim := xensim.New(xensim.Config{})
 	t.Cleanup(func() { sim.Close() })
 	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 2, RAM: []xensim.Region{{GPA: 0, Size: diffMemBytes}}})
@@ -96,7 +103,7 @@ func startSimMachineSerial(t *testing.T, n int) *simMachine {
 		serial[i] = chardev.NewNull()
 	}
 	m, err := New(sim.Kernel(0), Spec{Dom: dom.ID(), VCPUs: 2, MemBytes: diffMemBytes,
-		Serial: serial, DeathPoll: -1})
+		Serial: serial, SerialClock: clock, DeathPoll: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,4 +442,16 @@ func TestQEMUDiffXen_PCIConfigRandom(t *testing.T) {
 			qtest.Diff(t, script, want, got)
 		})
 	}
+}
+
+// TestQEMUDiffXen_SystemReset dirties every shared device, resets both
+// machines (QEMU's system_reset; godm's board reset) and compares every
+// register afterwards.
+func TestQEMUDiffXen_SystemReset(t *testing.T) {
+	skipWithoutQEMU(t)
+	want := startQEMU(t, scripts.KeyboardIRQ, 4, scripts.SCI, scripts.MouseIRQ)
+	s := startSimMachineSpec(t, 1, frozenClock{})
+	got := s.target(scripts.KeyboardIRQ, 4, scripts.SCI, scripts.MouseIRQ)
+	got.OnReset = s.m.Board.SystemReset
+	qtest.Diff(t, scripts.SystemReset(map[uint8][]scripts.Deviation{scripts.PMDevfn: scripts.PIIX4PMDeviations()}), want, got)
 }

@@ -22,6 +22,10 @@ type Step struct {
 	Value uint64
 	// Why, when set, documents the step; Diff prints it on a mismatch.
 	Why string
+	// Reset makes the step a machine reset instead of a port access
+	// (the other fields but Why are unused): QEMU's system reset on the
+	// reference, the machine's board reset on godm.
+	Reset bool
 	// Ignore holds the bits of the read value that may differ between
 	// the reference and godm (a documented deviation: Why says why). Diff
 	// compares the value with these bits cleared; interrupt edges are
@@ -37,6 +41,9 @@ func In(port uint16) Step { return Step{Port: port, Size: 1} }
 
 // String formats the step as a qtest command.
 func (s Step) String() string {
+	if s.Reset {
+		return "system_reset"
+	}
 	size := s.Size
 	if size == 0 {
 		size = 1
@@ -79,7 +86,9 @@ func (q *QEMUTarget) Run(s Step) (Result, error) {
 	var r Result
 	var ev []IRQEvent
 	var err error
-	if s.Write {
+	if s.Reset {
+		ev, err = q.resetQEMU()
+	} else if s.Write {
 		ev, err = q.C.Out(s.Port, size, s.Value)
 	} else {
 		r.Value, ev, err = q.C.In(s.Port, size)
@@ -90,6 +99,22 @@ func (q *QEMUTarget) Run(s Step) (Result, error) {
 		}
 	}
 	return r, err
+}
+
+// resetQEMU resets QEMU's machine the way a guest does: SYS_RST|RST_CPU
+// in PIIX3's reset control register 0xcf9 requests the same
+// qemu_system_reset as QMP's system_reset (hw/isa/piix.c rcr_write:
+// qemu_system_reset_request). QEMU carries the request out in its main
+// loop after the command that raised it, before reading the next one, so
+// a read of an unassigned port follows to collect the reset's interrupt
+// edges and to be sure it happened.
+func (q *QEMUTarget) resetQEMU() ([]IRQEvent, error) {
+	ev, err := q.C.Out(0xcf9, 1, 0x06)
+	if err != nil {
+		return ev, err
+	}
+	_, more, err := q.C.In(0x80, 1)
+	return append(ev, more...), err
 }
 
 // SpaceTarget runs steps on a godm port I/O space. Lines hands out the
@@ -127,6 +152,9 @@ func (t *SpaceTarget) Run(s Step) (Result, error) {
 		size = 1
 	}
 	var r Result
+	if s.Reset {
+		return r, fmt.Errorf("qtest: a port space cannot reset")
+	}
 	if s.Write {
 		t.Space.Write(uint64(s.Port), size, 0, s.Value)
 	} else {

@@ -210,15 +210,36 @@ func (c *ConfigChecker) Check(tb testing.TB) {
 }
 
 // CheckReset fails unless configuration space equals the reset image
-// (but for dynamic bits); call it after resetting the device.
+// (but for dynamic bits and the bytes the function keeps over a reset,
+// pci.Device.KeepOnReset); call it after resetting the device. Reset
+// checks the kept bytes too.
 func (c *ConfigChecker) CheckReset(tb testing.TB) {
 	tb.Helper()
 	now := c.fn.Save().Config
 	for o := range uint32(len(now)) {
+		if c.fn.KeptOnReset(uint64(o)) {
+			continue
+		}
 		if d := (now[o] ^ c.reset[o]) &^ c.dynamic(o); d != 0 {
 			tb.Fatalf("after reset config[%#x] = %#02x, reset image %#02x", o, now[o], c.reset[o])
 		}
 	}
+}
+
+// Reset runs reset (the device's Reset) and checks the result: the bytes
+// the function keeps over a reset are unchanged, the others are the reset
+// image (CheckReset).
+func (c *ConfigChecker) Reset(tb testing.TB, reset func()) {
+	tb.Helper()
+	before := c.fn.Save().Config
+	reset()
+	now := c.fn.Save().Config
+	for o := range uint32(len(now)) {
+		if c.fn.KeptOnReset(uint64(o)) && (now[o]^before[o])&^c.dynamic(o) != 0 {
+			tb.Fatalf("reset changed kept config[%#x]: %#02x, before %#02x", o, now[o], before[o])
+		}
+	}
+	c.CheckReset(tb)
 }
 
 // SetW1C restores the function's saved state with the write-1-to-clear

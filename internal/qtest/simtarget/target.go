@@ -18,6 +18,10 @@ type Target struct {
 	watch  []int
 	levels map[int]bool
 	seq    uint64
+
+	// OnReset carries out a Reset step (the machine's board reset);
+	// without it such a step fails.
+	OnReset func()
 }
 
 // New returns a target driving vCPU v of dom, reporting edges of the ISA
@@ -53,6 +57,14 @@ func (t *Target) Run(s qtest.Step) (qtest.Result, error) {
 	t.next++
 	var r qtest.Result
 	var err error
+	if s.Reset {
+		if t.OnReset == nil {
+			return r, fmt.Errorf("simtarget: %s: no reset hook", s)
+		}
+		t.OnReset()
+		r.IRQs, err = t.edges()
+		return r, err
+	}
 	if s.Write {
 		err = v.Out(s.Port, size, s.Value)
 	} else {

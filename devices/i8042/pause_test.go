@@ -1,0 +1,33 @@
+package i8042
+
+import (
+	"testing"
+
+	"godm/devices"
+	"godm/irq"
+)
+
+// A paused controller drops host input and holds its lines; a guest
+// access that would raise IRQ 1 raises it only on Resume.
+func TestPauseDropsInputHoldsLines(t *testing.T) {
+	var edges []bool
+	c := New(Config{KeyboardIRQ: irq.LineFunc(func(high bool) { edges = append(edges, high) })})
+	out := func(port uint64, v uint64) { c.Write(devices.Access{Addr: port, Size: 1}, v) }
+	in := func(port uint64) uint64 { return c.Read(devices.Access{Addr: port, Size: 1}) }
+	c.Pause()
+	c.PutScancodes([]byte{0x1c})
+	out(StatusPort, 0xaa) // self-test: its reply would raise IRQ 1
+	if len(edges) != 0 {
+		t.Errorf("lines moved while paused: %v", edges)
+	}
+	c.Resume()
+	if len(edges) != 1 || !edges[0] {
+		t.Fatalf("Resume: edges %v, want one rise", edges)
+	}
+	if got := in(DataPort); got != 0x55 {
+		t.Errorf("data = %#x, want the self-test's 0x55", got)
+	}
+	if got := in(StatusPort); got&1 != 0 {
+		t.Errorf("status %#x: the scancode given while paused was queued", got)
+	}
+}

@@ -1,0 +1,128 @@
+package ptdriver
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"godm/devices"
+	"godm/hyp/domctl"
+	"godm/hyp/hcall"
+	"godm/hyp/privcmd"
+	"godm/hyp/xensim"
+	"godm/internal/board"
+	"godm/internal/machine"
+	"godm/passthrough"
+)
+
+// sampleTree writes a fake sysfs tree holding a virtio-net function (the
+// real configuration space in passthrough/testdata/devices), bound to
+// pciback, at host address 0000:00:03.0.
+func sampleTree(t *testing.T) string {
+	t.Helper()
+	src := filepath.Join("..", "..", "..", "passthrough", "testdata", "devices", "0000_00_03.0")
+	root := t.TempDir()
+	dir := filepath.Join(root, "bus", "pci", "devices", "0000:00:03.0")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"config", "resource", "vendor", "device", "class", "irq"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drv := filepath.Join(root, "bus", "pci", "drivers", "pciback")
+	if err := os.MkdirAll(drv, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(drv, filepath.Join(dir, "driver")); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// A xen-pci-passthrough device plugged through the board's driver table
+// shows the host function to the guest at the slot asked for; unplugging
+// it leaves Xen's records of the ioreq server as they were.
+func TestPassthroughThroughBoard(t *testing.T) {
+	if passthrough.DriverName != board.PassthroughDriver {
+		t.Fatalf("driver names differ: %q, %q", passthrough.DriverName, board.PassthroughDriver)
+	}
+	sim := xensim.New(xensim.Config{})
+	defer sim.Close()
+	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := machine.New(sim.Kernel(0), machine.Spec{Dom: dom.ID(), VCPUs: 1, MemBytes: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	p, err := privcmd.Open(sim.Kernel(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c := hcall.New(p)
+	dc, err := domctl.Open(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.AssignDevice(dom.ID(), uint32(devices.NewSBDF(0, 0, 3, 0)), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.IomemPermission(dom.ID(), 0x4000100, 0x80, true); err != nil {
+		t.Fatal(err)
+	}
+	mgr := passthrough.NewManager(passthrough.ManagerConfig{
+		Dom: dom.ID(), Bus: m.Spaces, Xen: passthrough.NewXen(c, dc),
+		HostOptions: passthrough.HostOptions{SysfsRoot: sampleTree(t)},
+		Assign:      dc, Slots: m.PCI,
+	})
+	defer mgr.Close()
+	m.Board.SetPassthrough(func() (board.PCIPassthrough, error) { return Adapter{mgr}, nil })
+
+	before, _ := dom.IOReqRanges(uint16(m.Server.ID()))
+	pl, err := m.Board.Plug(board.PassthroughDriver, "pt0", board.NewProps(map[string]string{"hostaddr": "0000:00:03.0", "addr": "07"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := pl.Dev.(*board.Passthrough).Guest; g.Dev() != 7 {
+		t.Errorf("passed through at %v, want slot 7", g)
+	}
+	v := dom.VCPU(0)
+	if got, err := v.PCIConfigRead(7<<3, 0, 4); err != nil || got != 0x10411af4 {
+		t.Errorf("guest 00:07.0 IDs = %#x, %v; want the host's virtio-net 1af4:1041", got, err)
+	}
+	// A passed-through function's state is the host's: the board refuses
+	// to snapshot it, naming it.
+	if _, err := m.Board.Snapshot(); !errors.Is(err, board.ErrNotSavable) || !strings.Contains(err.Error(), "'pt0'") {
+		t.Errorf("snapshot with a passed-through function: %v", err)
+	}
+	if err := m.Board.Unplug("pt0"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := v.PCIConfigRead(7<<3, 0, 4); got != 0xffffffff {
+		t.Errorf("slot 7 after unplug answers %#x", got)
+	}
+	if after, _ := dom.IOReqRanges(uint16(m.Server.ID())); !reflect.DeepEqual(after, before) {
+		t.Errorf("Xen claims after unplug %v, before %v", after, before)
+	}
+	if len(mgr.List()) != 0 {
+		t.Errorf("manager still lists %v", mgr.List())
+	}
+}
