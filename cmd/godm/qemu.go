@@ -92,13 +92,46 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		chardevs = append(chardevs, dmcontract.Chardev{Label: m.ID, Filename: name})
 	}
 
+	var deathHint <-chan struct{}
+	var xs *xenstore.Client
+	if !cfg.Probe && !cfg.Restrict {
+		// Under -xen-domid-restrict QEMU's xenstore handle is closed
+		// (xentoolcore_restrict_all), and libxl asks query-status
+		// instead; so godm opens none.
+		xctx, xcancel := context.WithTimeout(ctx, 10*time.Second)
+		xs, err = xenstore.Open(xctx, xenstore.Config{Getenv: env.Getenv, Kernel: env.Kernel})
+		xcancel()
+		if err != nil {
+			// One line (Open joins the socket's and the device's errors).
+			return fmt.Errorf("xenstore (for device-model/%d/state): %s", cfg.Dom, strings.ReplaceAll(err.Error(), "\n", "; "))
+		}
+		defer xs.Close()
+		// QEMU watches @releaseDomain to notice the domain's death at
+		// once (xen_be_init); the machine's poll stays the fallback.
+		w, err := xs.Watch(ctx, "@releaseDomain", "godm")
+		if err != nil {
+			return fmt.Errorf("xenstore: watch @releaseDomain: %w", err)
+		}
+		hint := make(chan struct{}, 1)
+		go func() {
+			for range w.Events() {
+				select {
+				case hint <- struct{}{}:
+				default:
+				}
+			}
+		}()
+		deathHint = hint
+	}
+
 	var host *machineHost
 	var backends cli.Backends
 	defer func() { backends.Close() }()
 	var m *machine.Machine
 	if !cfg.Probe {
 		spec := machine.Spec{Dom: hyp.DomID(cfg.Dom), VCPUs: cfg.VCPUs, MemBytes: cfg.MemMiB << 20,
-			MaxRAMBelow4G: cfg.Below4G, NoPlatformDevice: cfg.NoPlatform, Restrict: cfg.Restrict, Log: log}
+			MaxRAMBelow4G: cfg.Below4G, NoPlatformDevice: cfg.NoPlatform, Restrict: cfg.Restrict, Log: log,
+			DeathHint: deathHint}
 		if _, err := spec.Layout(); err != nil {
 			return fmt.Errorf("-m/-machine max-ram-below-4g: %w", err)
 		}
@@ -150,21 +183,6 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 				return ptdriver.Adapter{M: mgr}, nil
 			}
 		}
-	}
-
-	var xs *xenstore.Client
-	if !cfg.Probe && !cfg.Restrict {
-		// Under -xen-domid-restrict QEMU's xenstore handle is closed
-		// (xentoolcore_restrict_all), and libxl asks query-status
-		// instead; so godm opens none.
-		xctx, xcancel := context.WithTimeout(ctx, 10*time.Second)
-		xs, err = xenstore.Open(xctx, xenstore.Config{Getenv: env.Getenv, Kernel: env.Kernel})
-		xcancel()
-		if err != nil {
-			// One line (Open joins the socket's and the device's errors).
-			return fmt.Errorf("xenstore (for device-model/%d/state): %s", cfg.Dom, strings.ReplaceAll(err.Error(), "\n", "; "))
-		}
-		defer xs.Close()
 	}
 
 	quit := make(chan struct{})

@@ -141,6 +141,9 @@ func newDMRig(t *testing.T) *dmRig {
 	}
 	r.xs = xenstored.New(xenstored.Config{})
 	t.Cleanup(func() { r.xs.Close() })
+	if err := r.xs.IntroduceDomain(r.dom.ID()); err != nil {
+		t.Fatal(err)
+	}
 	sock := filepath.Join(r.dir, "xenstored")
 	if err := r.xs.Listen(sock); err != nil {
 		t.Fatal(err)
@@ -429,5 +432,31 @@ func TestLibxlRefused(t *testing.T) {
 	err := run(strings.Fields(argv), &out, &errw)
 	if err == nil || err.Error() != `-device cirrus-vga,vgamem_mb=8: no display device yet: set vga="none" and vnc=0 in the domain's config` {
 		t.Errorf("godm %s = %v", argv, err)
+	}
+}
+
+// TestLibxlDomainDies: the domain is destroyed under godm (xl destroy, or
+// the guest powered off); godm notices (the @releaseDomain watch, then
+// the dying flag) and exits cleanly.
+func TestLibxlDomainDies(t *testing.T) {
+	r := newDMRig(t)
+	dom := int(r.dom.ID())
+	r.start(t, strings.Replace(libxlArgv(dom, r.dir), "-serial pty", "-serial null", 1), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := r.xs.WaitValue(ctx, fmt.Sprintf("/local/domain/0/device-model/%d/state", dom), []byte("running")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.dom.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.xs.ReleaseDomain(r.dom.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.wait(); err != nil {
+		t.Fatalf("godm after the domain died: %v", err)
+	}
+	if !strings.Contains(r.log.String(), "was destroyed; exiting") {
+		t.Errorf("log: %s", r.log.String())
 	}
 }
