@@ -57,7 +57,7 @@ func TestRealXen(t *testing.T) {
 	if extra[SpinFWPath], err = BuildFirmware(tmp, "spin", nil, true); err != nil {
 		t.Fatal(err)
 	}
-	scen := []Scenario{HyptestScenario(), FirmwareScenario(), DestroyScenario()}
+	scen := []Scenario{HyptestScenario(), FirmwareScenario(), DestroyScenario(), LibxlScenario(), LibxlRefusedScenario()}
 	img, err := WriteDom0(a, tmp, extra, scen)
 	if err != nil {
 		t.Fatal(err)
@@ -117,6 +117,14 @@ func TestRealXen(t *testing.T) {
 	})
 	check("firmware", func(t *testing.T, r Result) { checkFirmware(t, o, r, probes) })
 	check("destroy", nil)
+	check("libxl", func(t *testing.T, r Result) {
+		// libxl's handshake passed (xl create -p returned), and
+		// human-monitor-command reached godm's QMP.
+		if st := r.Fields["hmp_status"]; st != "VM_status:_running" {
+			t.Errorf("xl qemu-monitor-command lx 'info status' = %q", st)
+		}
+	})
+	check("libxl-refused", nil)
 	if failed {
 		dumpTail(t, logPath, 150)
 	}
