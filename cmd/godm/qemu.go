@@ -235,7 +235,9 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 	go func() { serveErr <- m.Serve(ctx) }()
 	fmt.Fprintf(w, "godm: serving %v as ioreq server %d (%s)\n", m.Spec.Dom, m.Server.ID(), st.Status())
 
-	// Readiness: QEMU records "running" once the VM runs.
+	// Readiness: QEMU records "running" once the VM runs. If it cannot,
+	// libxl would wait out its timeout: godm gives up at once instead.
+	readyErr := make(chan error, 1)
 	go func() {
 		select {
 		case <-st.Started():
@@ -247,7 +249,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		}
 		p := fmt.Sprintf("/local/domain/0/device-model/%d/state", cfg.Dom)
 		if err := xs.Write(ctx, p, []byte("running")); err != nil && ctx.Err() == nil {
-			log.Error("cannot report readiness", "path", p, "err", err)
+			readyErr <- fmt.Errorf("reporting readiness at %s: %w", p, err)
 			cancel()
 		}
 	}()
@@ -256,12 +258,20 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		cancel()
 		<-serveErr
 		fmt.Fprintf(w, "godm: quit\n")
+	case err := <-readyErr:
+		<-serveErr
+		return err
 	case err := <-serveErr:
 		if errors.Is(err, machine.ErrDomainGone) {
 			fmt.Fprintf(w, "godm: %v was destroyed; exiting\n", m.Spec.Dom)
 		} else if err != nil {
 			return err
 		}
+	}
+	select {
+	case err := <-readyErr: // Serve ended because readiness failed
+		return err
+	default:
 	}
 	srv.Close()
 	return m.Close()
