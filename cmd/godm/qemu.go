@@ -262,10 +262,14 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		<-serveErr
 		return err
 	case err := <-serveErr:
-		if errors.Is(err, machine.ErrDomainGone) {
+		switch {
+		case errors.Is(err, machine.ErrDomainGone):
 			fmt.Fprintf(w, "godm: %v was destroyed; exiting\n", m.Spec.Dom)
-		} else if err != nil {
+		case err != nil:
 			return err
+		case ctx.Err() != nil && len(readyErr) == 0:
+			// libxl's SIGHUP/SIGTERM at xl destroy.
+			fmt.Fprintf(w, "godm: signalled; exiting\n")
 		}
 	}
 	select {

@@ -312,6 +312,9 @@ func TestLibxlDefault(t *testing.T) {
 	if err := r.wait(); err != nil {
 		t.Errorf("godm after SIGHUP: %v", err)
 	}
+	if !strings.Contains(r.log.String(), "godm: signalled; exiting") {
+		t.Errorf("log after SIGHUP: %s", r.log.String())
+	}
 	for _, p := range []string{"qmp-libxl", "qmp-libxenstat"} {
 		if _, err := os.Stat(filepath.Join(r.dir, fmt.Sprintf("%s-%d", p, dom))); !os.IsNotExist(err) {
 			t.Errorf("%s socket left behind: %v", p, err)

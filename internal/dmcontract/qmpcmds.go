@@ -245,7 +245,7 @@ func (s *State) Commands() map[string]qmp.Handler {
 			out := make([]map[string]any, 0, s.vcpus)
 			for i := 0; i < s.vcpus; i++ {
 				// QEMU 7.2 CpuInfoFast; godm runs no vCPU threads (Xen
-				// does), so thread-id is godm's own pid's 0.
+				// does), so thread-id is 0.
 				out = append(out, map[string]any{"cpu-index": i, "qom-path": fmt.Sprintf("/machine/unattached/device[%d]", i),
 					"thread-id": 0, "target": "x86_64",
 					"props": map[string]any{"core-id": 0, "thread-id": 0, "socket-id": i}})

@@ -174,3 +174,43 @@ grep -q 'godm: -device cirrus-vga,vgamem_mb=8: no display device yet: set vga="n
 gone lxr 30 || { echo "libxl left the domain after the failed create"; xl list; exit 1; }
 exit 0`}
 }
+
+// LibxlRestrictScenario is dm_restrict=1 with godm itself as the device
+// model, a pty serial port and xen_platform_pci=0: libxl pre-opens the
+// QMP socket, passes -S, -xen-domid-restrict, -chroot and -runas, and
+// requires query-status to answer "prelaunch"; its post-configuration
+// writes serial/0/tty from query-chardev. The guest's COM1 output is
+// read from that pty; godm must run as the qemu user inside the chroot.
+func LibxlRestrictScenario() Scenario {
+	cfg := LibxlConfig("lxs", SpinFWPath, `vga = "none"
+serial = "pty"
+xen_platform_pci = 0
+dm_restrict = 1
+`)
+	return Scenario{Name: "libxl-restrict", Script: fmt.Sprintf("cat > /tmp/lxs.cfg <<'EOF'\n%sEOF\n", cfg) + `
+log=/var/log/xen/qemu-dm-lxs.log
+fail() { echo "$1"; echo "--- $log"; cat $log; xl list; exit 1; }
+# libxl runs a restricted device model as a qemu user (xl.cfg(5)).
+grep -q '^xen-qemuuser-shared:' /etc/passwd 2>/dev/null || echo 'xen-qemuuser-shared:x:997:997:godm:/:/bin/false' >> /etc/passwd
+xl create -p /tmp/lxs.cfg || fail "xl create -p failed"
+d=$(xl domid lxs)
+echo "XENBOX-FACT domid=$d"
+tty=$(xenstore-read /local/domain/$d/serial/0/tty) || fail "no serial/0/tty"
+echo "XENBOX-FACT tty=$tty"
+pid=$(pidof godm) || fail "no godm process"
+echo "XENBOX-FACT uid=$(awk '/^Uid:/{print $2}' /proc/$pid/status)"
+echo "XENBOX-FACT root=$(readlink /proc/$pid/root)"
+cat $tty > /tmp/lxs-com1.log 2>&1 &
+catpid=$!
+xl unpause $d || fail "xl unpause failed"
+waitfor /tmp/lxs-com1.log "FW SPIN" 60 || fail "no FW SPIN on the pty $tty"
+xl destroy $d || fail "xl destroy failed"
+kill $catpid 2>/dev/null
+gone $d 30 || fail "domain $d still listed after xl destroy"
+i=0
+while pidof godm >/dev/null; do
+	i=$((i+1)); [ $i -gt 50 ] && fail "godm still runs after xl destroy"; sleep 0.2
+done
+echo "--- $log"; cat $log
+exit 0`}
+}
