@@ -57,7 +57,7 @@ func TestRealXen(t *testing.T) {
 	if extra[SpinFWPath], err = BuildFirmware(tmp, "spin", nil, true); err != nil {
 		t.Fatal(err)
 	}
-	scen := []Scenario{HyptestScenario(), FirmwareScenario(), DestroyScenario(), LibxlScenario(), LibxlRefusedScenario()}
+	scen := []Scenario{HyptestScenario(), FirmwareScenario(), DestroyScenario(), LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario()}
 	img, err := WriteDom0(a, tmp, extra, scen)
 	if err != nil {
 		t.Fatal(err)
@@ -125,6 +125,16 @@ func TestRealXen(t *testing.T) {
 		}
 	})
 	check("libxl-refused", nil)
+	check("libxl-restrict", func(t *testing.T, r Result) {
+		// libxl's serial/0/tty came from query-chardev; godm runs as
+		// the qemu user in libxl's chroot.
+		if !strings.HasPrefix(r.Fields["tty"], "/dev/pts/") {
+			t.Errorf("serial/0/tty = %q", r.Fields["tty"])
+		}
+		if r.Fields["uid"] != "997" || !strings.Contains(r.Fields["root"], "/qemu-root-") {
+			t.Errorf("godm runs as uid %q in %q, want xen-qemuuser-shared (997) in the chroot", r.Fields["uid"], r.Fields["root"])
+		}
+	})
 	if failed {
 		dumpTail(t, logPath, 150)
 	}
