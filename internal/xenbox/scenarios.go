@@ -140,9 +140,15 @@ serial = "file:/tmp/lx-com1.log"
 	return Scenario{Name: "libxl", Script: fmt.Sprintf("cat > /tmp/lx.cfg <<'EOF'\n%sEOF\n", cfg) + `
 log=/var/log/xen/qemu-dm-lx.log
 fail() { echo "$1"; echo "--- $log"; cat $log; xl list; exit 1; }
+t0=$(cut -d' ' -f1 /proc/uptime)
 xl create -p /tmp/lx.cfg || fail "xl create -p failed"
+t1=$(cut -d' ' -f1 /proc/uptime)
 d=$(xl domid lx)
 echo "XENBOX-FACT domid=$d"
+# xl create -p includes libxl's spawn of godm and its readiness wait.
+echo "XENBOX-FACT xl_create_p=$(awk "BEGIN{print $t1-$t0}")s"
+pid=$(pidof godm) || fail "no godm process"
+echo "XENBOX-FACT godm_rss=$(awk '/^VmRSS:/{print $2 $3}' /proc/$pid/status)"
 xl list lx || fail "xl list lx failed"
 st=$(xl qemu-monitor-command lx "info status") || fail "xl qemu-monitor-command failed"
 echo "XENBOX-FACT hmp_status=$(echo $st | tr -d '\r' | tr ' ' '_')"
