@@ -412,6 +412,9 @@ func pciInfo(f PCIFunction) map[string]any {
 			"subsystem-vendor": int(h.SubsystemVendorID), "subsystem": int(h.SubsystemID)},
 		"qdev_id": f.QdevID,
 		"regions": regions,
+		// QEMU 7.2 hw/pci/pci.c qmp_query_pci_device: irq_pin always,
+		// irq (the line register) when there is a pin.
+		"irq_pin": int(h.InterruptPin),
 	}
 	if h.InterruptPin != 0 {
 		info["irq"] = int(f.Dev.ConfigRead(0x3c, 1))

@@ -304,7 +304,7 @@ func TestQueryPCI(t *testing.T) {
 		t.Fatal(e)
 	}
 	b, _ := json.Marshal(ret)
-	want := `[{"bus":0,"devices":[{"bus":0,"class_info":{"class":65408},"function":0,"id":{"device":1,"subsystem":1,"subsystem-vendor":22611,"vendor":22611},"irq":0,"qdev_id":"pci-pt-03_00.0","regions":[],"slot":3}]}]`
+	want := `[{"bus":0,"devices":[{"bus":0,"class_info":{"class":65408},"function":0,"id":{"device":1,"subsystem":1,"subsystem-vendor":22611,"vendor":22611},"irq":0,"irq_pin":1,"qdev_id":"pci-pt-03_00.0","regions":[],"slot":3}]}]`
 	if string(b) != want {
 		t.Errorf("query-pci =\n%s\nwant\n%s", b, want)
 	}
