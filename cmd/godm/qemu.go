@@ -199,7 +199,13 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 	}
 	if host != nil {
 		stCfg.Host = host
-		stCfg.VCPUs = m.Spec.VCPUs
+		// QEMU lists the vCPUs present (-smp's cpus), not the slots.
+		stCfg.VCPUs = cfg.OnlineVCPUs
+		if stCfg.VCPUs == 0 {
+			// No -smp: libxl writes none for one vCPU (libxl_dm.c), and
+			// QEMU's default is one.
+			stCfg.VCPUs = 1
+		}
 	}
 	st = dmcontract.NewState(stCfg)
 	srv, err = qmp.NewServer(qmp.Config{Commands: st.Commands(), Log: log})

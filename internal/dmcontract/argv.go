@@ -38,8 +38,9 @@ type Config struct {
 	// Xen's default hole).
 	MemMiB, Below4G uint64
 	// VCPUs is the vCPU slots to serve: -smp's maxcpus (else cpus), 0
-	// when -smp is absent (ask Xen).
-	VCPUs int
+	// when -smp is absent (ask Xen). OnlineVCPUs is -smp's cpus, those
+	// online at start (libxl's avail_vcpus; query-cpus-fast lists them).
+	VCPUs, OnlineVCPUs int
 	// NoPlatform is -machine pc,accel=xen (xl.cfg xen_platform_pci=0).
 	NoPlatform bool
 	// Serial are the -serial backends, in godm's chardev syntax
@@ -267,7 +268,10 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 			if maxc == 0 || maxc > 128 || cpus > maxc {
 				return nil, fmt.Errorf("-smp %s: want 1..128 vCPUs with cpus <= maxcpus", a.Value)
 			}
-			c.VCPUs = int(maxc)
+			c.VCPUs, c.OnlineVCPUs = int(maxc), int(cpus)
+			if cpus == 0 {
+				c.OnlineVCPUs = int(maxc)
+			}
 		case "boot":
 			o, err := qemuopts.ParseArg(a)
 			if err != nil {

@@ -57,7 +57,7 @@ func TestParseServed(t *testing.T) {
 		{"xen_platform_pci=0, mmio_hole, smp, two serials, none",
 			strings.Replace(served, "-machine xenfv,suppress-vmdesc=on -m 56",
 				"-smp 2,maxcpus=4 -serial file:/var/log/xen/com2.log -serial none -serial unix:/run/s4,server=on,wait=off -machine pc,accel=xen,suppress-vmdesc=on,max-ram-below-4g=3221225472 -m 1024", 1),
-			Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 1024, VCPUs: 4, NoPlatform: true, Below4G: 3 << 30,
+			Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 1024, VCPUs: 4, OnlineVCPUs: 2, NoPlatform: true, Below4G: 3 << 30,
 				Serial: []string{"pty", "file:/var/log/xen/com2.log", "unix:/run/s4"}}},
 		{"old-style flags, test device", "-xen-domid 3 -chardev socket,id=m,path=/tmp/q,server,nowait -mon chardev=m,mode=control -machine xenfv -m 128 -vga none -nographic -parallel none -device godm-testdev,addr=0x5",
 			Config{Dom: 3, Monitors: []Monitor{{ID: "m", Path: "/tmp/q", FD: -1}}, MemMiB: 128, TestSlots: []int{5}}},
