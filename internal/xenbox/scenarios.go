@@ -1,6 +1,9 @@
 package xenbox
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Paths inside dom0.
 const (
@@ -217,6 +220,38 @@ i=0
 while pidof godm >/dev/null; do
 	i=$((i+1)); [ $i -gt 50 ] && fail "godm still runs after xl destroy"; sleep 0.2
 done
+echo "--- $log"; cat $log
+exit 0`}
+}
+
+// QEMUReferenceScenario is the libxl scenario's config with libxl's
+// default device model, QEMU-xen 7.2 (qemu-system-xen), instead of
+// godm: the same xl create -p time (spawn + readiness) and the device
+// model's RSS, for comparison with godm's.
+func QEMUReferenceScenario() Scenario {
+	cfg := strings.Replace(LibxlConfig("lq", SpinFWPath, `vga = "none"
+serial = "file:/tmp/lq-com1.log"
+`), "device_model_override = \""+GodmPath+"\"\n", "", 1)
+	return Scenario{Name: "qemu-ref", Script: fmt.Sprintf("cat > /tmp/lq.cfg <<'EOF'\n%sEOF\n", cfg) + `
+log=/var/log/xen/qemu-dm-lq.log
+fail() { echo "$1"; echo "--- $log"; cat $log; xl list; exit 1; }
+[ -x /usr/libexec/xen-qemu-system-i386 ] || fail "no QEMU-xen in dom0 (qemu-system-xen)"
+# QEMU loads the VNC keymap even with -vnc none; the box leaves out
+# qemu-system-data, so an empty en-us (no key mappings) stands in.
+mkdir -p /usr/share/qemu/keymaps
+[ -f /usr/share/qemu/keymaps/en-us ] || : > /usr/share/qemu/keymaps/en-us
+t0=$(cut -d' ' -f1 /proc/uptime)
+xl create -p /tmp/lq.cfg || fail "xl create -p failed"
+t1=$(cut -d' ' -f1 /proc/uptime)
+d=$(xl domid lq)
+echo "XENBOX-FACT domid=$d"
+echo "XENBOX-FACT xl_create_p=$(awk "BEGIN{print $t1-$t0}")s"
+pid=$(pidof xen-qemu-system-i386) || fail "no QEMU process"
+echo "XENBOX-FACT qemu_rss=$(awk '/^VmRSS:/{print $2 $3}' /proc/$pid/status)"
+xl unpause $d || fail "xl unpause failed"
+waitfor /tmp/lq-com1.log "FW SPIN" 60 || fail "no FW SPIN on COM1"
+xl destroy $d || fail "xl destroy failed"
+gone $d 30 || fail "domain $d still listed after xl destroy"
 echo "--- $log"; cat $log
 exit 0`}
 }
