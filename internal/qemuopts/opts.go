@@ -331,21 +331,33 @@ func (o *Opts) Uint(key string, def uint64) (uint64, error) {
 // Size returns key's value as a byte count with QEMU's size syntax
 // (ParseSize, no suffix meaning bytes), or def if key was not given.
 func (o *Opts) Size(key string, def uint64) (uint64, error) {
-	return o.size(key, def, 'B')
-}
-
-// SizeMiB is Size where a number without a suffix counts MiB, as for
-// QEMU's -m (qemu_strtosz_MiB).
-func (o *Opts) SizeMiB(key string, def uint64) (uint64, error) {
-	return o.size(key, def, 'M')
-}
-
-func (o *Opts) size(key string, def uint64, unit byte) (uint64, error) {
 	v, ok := o.take(key)
 	if !ok {
 		return def, nil
 	}
-	n, err := ParseSize(v, unit)
+	return o.sizeOf(key, v, def, false)
+}
+
+// SizeMiB is Size with QEMU's rule for -m (softmmu/vl.c
+// parse_memory_options): a value whose last character is a digit counts
+// MiB ("56", "0x10"), any other is a size as written ("2G", "0x1A" bytes);
+// the product must fit in 64 bits.
+func (o *Opts) SizeMiB(key string, def uint64) (uint64, error) {
+	v, ok := o.take(key)
+	if !ok {
+		return def, nil
+	}
+	return o.sizeOf(key, v, def, v != "" && isDigit(v[len(v)-1]))
+}
+
+func (o *Opts) sizeOf(key, v string, def uint64, mib bool) (uint64, error) {
+	n, err := ParseSize(v, 'B')
+	if err == nil && mib {
+		if n > math.MaxUint64>>20 {
+			err = ErrRange
+		}
+		n <<= 20
+	}
 	switch {
 	case errors.Is(err, ErrRange):
 		return def, fmt.Errorf("%s: value '%s' is out of range for %s '%s'", o.prefix(), v, o.noun, key)

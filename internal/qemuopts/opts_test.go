@@ -310,3 +310,30 @@ func TestQuoteRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// SizeMiB follows QEMU 7.2's -m (checked by hand with qemu-system-x86_64:
+// "-m 1.5" is refused, "-m 0x1A" is 26 bytes, "-m 17592186044416" overflows).
+func TestSizeMiB(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want uint64
+		err  string
+	}{
+		{"56", 56 << 20, ""},
+		{"0x10", 16 << 20, ""},
+		{"0x1A", 26, ""},
+		{"2G", 2 << 30, ""},
+		{"1.5G", 3 << 29, ""},
+		{"512k", 512 << 10, ""},
+		{"17592186044415", (1<<44 - 1) << 20, ""},
+		{"17592186044416", 0, "-m 17592186044416: value '17592186044416' is out of range for parameter 'size'"},
+		{"1.5", 0, `-m 1.5: parameter 'size' expects a non-negative number below 2^64 with an optional suffix k, M, G, T, P or E, not "1.5"`},
+		{"16E", 0, "-m 16E: value '16E' is out of range for parameter 'size'"},
+	} {
+		o := mustParse(t, "-m", tc.in, "size")
+		got, err := o.SizeMiB("size", 0)
+		if tc.err == "" && (err != nil || got != tc.want) || tc.err != "" && (err == nil || err.Error() != tc.err) {
+			t.Errorf("-m %s = %d, %v; want %d, %q", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}

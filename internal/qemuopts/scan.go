@@ -1,6 +1,7 @@
 package qemuopts
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 )
@@ -103,8 +104,22 @@ var Implied = map[string]string{
 
 // ParseArg parses the value of a scanned option as a QemuOpts list, with
 // the option's implied key from Implied and "-name" as the option in
-// messages.
+// messages. For -device and -object a value starting with '{' is a JSON
+// object, as QEMU accepts since 6.2 and 6.0 (it is read as FromJSON reads
+// a QMP dictionary).
 func ParseArg(a Arg) (*Opts, error) {
+	if (a.Name == "device" || a.Name == "object") && strings.HasPrefix(a.Value, "{") {
+		d := json.NewDecoder(strings.NewReader(a.Value))
+		d.UseNumber()
+		var obj map[string]any
+		if err := d.Decode(&obj); err != nil {
+			return nil, fmt.Errorf("-%s: invalid JSON: %v", a.Name, err)
+		}
+		if d.More() {
+			return nil, fmt.Errorf("-%s: invalid JSON: more than one value", a.Name)
+		}
+		return FromJSON("-"+a.Name, obj)
+	}
 	return Parse("-"+a.Name, a.Value, Implied[a.Name])
 }
 

@@ -80,3 +80,32 @@ func TestScanErrors(t *testing.T) {
 		t.Errorf("Scan(--name '' --S) = %+v, %v", args, err)
 	}
 }
+
+func TestParseArgJSON(t *testing.T) {
+	o, err := ParseArg(Arg{Name: "device", Value: `{"driver":"isa-serial","id":"com1","chardev":"s0","index":0}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.String("driver", "") != "isa-serial" || o.ID() != "com1" || o.String("chardev", "") != "s0" {
+		t.Errorf("JSON -device: %v", o.Keys())
+	}
+	if n, err := o.Uint("index", 9); err != nil || n != 0 {
+		t.Errorf("index %d %v", n, err)
+	}
+	if err := o.CheckUnused(); err != nil {
+		t.Error(err)
+	}
+	for _, tc := range []struct{ v, want string }{
+		{`{"driver":`, "-device: invalid JSON: unexpected EOF"},
+		{`{"driver":"a"} {}`, "-device: invalid JSON: more than one value"},
+		{`{"driver":"a","bus":{}}`, "-device a: property 'bus' must be a string, a number or a boolean"},
+	} {
+		if _, err := ParseArg(Arg{Name: "device", Value: tc.v}); err == nil || err.Error() != tc.want {
+			t.Errorf("ParseArg(%s) = %v, want %q", tc.v, err, tc.want)
+		}
+	}
+	// Other options keep the key=value syntax even for a leading '{'.
+	if o, err := ParseArg(Arg{Name: "drive", Value: "{x"}); err != nil || !o.Has("{x") {
+		t.Errorf("-drive {x: %v", err)
+	}
+}

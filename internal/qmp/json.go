@@ -153,7 +153,10 @@ func (f *framer) flush(emit func(frame []byte, err error)) {
 // decode parses one framed value into the types QMP handlers see: objects
 // as map[string]any, arrays as []any, numbers as json.Number (so 64-bit
 // integers keep every digit), strings, booleans and nil. As QEMU's parser
-// (qobject/json-parser.c) it refuses duplicate keys and "\u0000".
+// (qobject/json-parser.c) it refuses duplicate keys; unlike QEMU 7.2 it
+// also refuses "\u0000" in strings (an id or path with a NUL is never
+// meaningful, and C consumers truncate it) and single-quoted strings (a
+// QEMU extension; libxl sends standard JSON).
 func decode(frame []byte) (any, error) {
 	if !utf8.Valid(frame) {
 		return nil, errors.New("JSON parse error, invalid UTF-8 sequence")

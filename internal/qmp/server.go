@@ -64,9 +64,16 @@ func (r *Request) TakeFD() *os.File {
 	return f
 }
 
-// AfterReply arranges for fn to run once the reply has been written to the
-// client (or the client is gone): "quit" replies, then ends the process.
+// AfterReply arranges for fn to run, on a goroutine of its own, once the
+// reply has been written to the client (or the client is gone): "quit"
+// replies, then ends the process. fn may call Server.Close.
 func (r *Request) AfterReply(fn func()) { r.after = append(r.after, fn) }
+
+func runAfter(fns []func()) {
+	for _, fn := range fns {
+		go fn()
+	}
+}
 
 // Config configures a Server. Zero fields take the defaults.
 type Config struct {
@@ -253,9 +260,7 @@ func (c *client) writer() {
 				c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 			}
 			_, err := c.conn.Write(m.data)
-			for _, fn := range m.after {
-				fn()
-			}
+			runAfter(m.after)
 			if err != nil || m.last {
 				c.close()
 				return
@@ -265,9 +270,7 @@ func (c *client) writer() {
 			for {
 				select {
 				case m := <-c.out:
-					for _, fn := range m.after {
-						fn()
-					}
+					runAfter(m.after)
 				default:
 					return
 				}
@@ -282,9 +285,7 @@ func (c *client) send(m outMsg) {
 	select {
 	case c.out <- m:
 	case <-c.done:
-		for _, fn := range m.after {
-			fn()
-		}
+		runAfter(m.after)
 	}
 }
 

@@ -510,11 +510,14 @@ func TestFDPassing(t *testing.T) {
 
 func TestAfterReply(t *testing.T) {
 	ran := make(chan struct{})
+	var sp atomic.Pointer[Server]
 	cmds := map[string]Handler{"quit": func(r *Request) (any, error) {
-		r.AfterReply(func() { close(ran) })
+		// What quit does: reply, then shut the server down.
+		r.AfterReply(func() { sp.Load().Close(); close(ran) })
 		return nil, nil
 	}}
-	_, paths := newServer(t, Config{Commands: cmds}, "m")
+	s, paths := newServer(t, Config{Commands: cmds}, "m")
+	sp.Store(s)
 	c := dial(t, paths["m"])
 	c.negotiate()
 	c.send(`{"execute":"quit","id":1}`)
@@ -524,7 +527,10 @@ func TestAfterReply(t *testing.T) {
 	select {
 	case <-ran:
 	case <-time.After(30 * time.Second):
-		t.Fatal("AfterReply function did not run")
+		t.Fatal("AfterReply function did not run (or Close deadlocked in it)")
+	}
+	if _, err := os.Lstat(paths["m"]); !os.IsNotExist(err) {
+		t.Errorf("socket still there after Close from AfterReply: %v", err)
 	}
 }
 
