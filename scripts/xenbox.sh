@@ -26,10 +26,9 @@ if [ -z "$kpkg" ]; then
 	kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
 fi
 # Xen 4.17 (bookworm), its tools and their libraries; hvmloader is in
-# xen-utils-4.17, SeaBIOS's bios-256k.bin in seabios; busybox for dom0;
-# qemu-system-xen is QEMU-xen (libxl's default device model), the
-# reference godm is measured against (its libraries come from the host's
-# qemu-system-x86).
+# xen-utils-4.17, SeaBIOS's bios-256k.bin and VGA BIOSes in seabios;
+# busybox for dom0; QEMU's own Xen device model (qemu-system-xen), the
+# reference beside godm (its libraries are the host's qemu-system-x86's).
 pkgs=(xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-utils
 	libyajl2 libxenmisc4.17 libxenstore4 libxencall1 libxenevtchn1
 	libxenforeignmemory1 libxengnttab1 libxentoollog1 libxenhypfs1

@@ -199,6 +199,17 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 			chardevs[serialID(i)] = be
 		}
 	}
+	// The CPUs present at start (PRST, which the DSDT's PRSC method
+	// reads): with no count given, Xen's (as the ioreq server takes it);
+	// zero would tell the guest's ACPI it has no processor.
+	present := spec.VCPUs
+	if present == 0 {
+		n, err := m.DM.NrVCPUs()
+		if err != nil {
+			return nil, fmt.Errorf("machine: %w", err)
+		}
+		present = int(min(n, piix4pm.CPUPresentLen*8))
+	}
 	m.Board, err = board.New(board.Env{
 		Spaces:      m.Spaces,
 		Memory:      m.Memory,
@@ -208,7 +219,7 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 		Log:         spec.Log,
 		UARTClock:   spec.SerialClock,
 		RAMSize:     spec.MemBytes,
-		VCPUs:       spec.VCPUs,
+		VCPUs:       present,
 		Links:       m.DM,
 		INTx:        m.DM,
 		Shutdown:    m.DM,

@@ -348,3 +348,28 @@ func TestServeChecksOnDeathHint(t *testing.T) {
 		t.Fatal("Serve still running 10 s after the hint")
 	}
 }
+
+// Without a vCPU count (godm serve's default) the PM function's CPU
+// presence bitmap (PRST, 0xaf00) comes from Xen's count, as the ioreq
+// server's does: an empty one tells the guest's ACPI it has no CPU
+// (found against QEMU-xen in internal/xenbox).
+func TestPresentCPUsFromXen(t *testing.T) {
+	sim := xensim.New(xensim.Config{})
+	t.Cleanup(func() { sim.Close() })
+	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 3, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(sim.Kernel(0), Spec{Dom: dom.ID(), DeathPoll: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); dom.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	if got, err := dom.VCPU(0).In(0xaf00, 1); err != nil || got != 0x07 {
+		t.Errorf("PRST = %#x, %v; want 0x7 (three vCPUs)", got, err)
+	}
+}

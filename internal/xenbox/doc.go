@@ -24,7 +24,10 @@
 // (firmware_override, built at test time from Probes) reads every xenfv
 // device and powers off; the answers must equal godm's on xensim for the
 // same accesses, and the platform's fixed facts; xl destroy while a godm
-// started by hand serves: godm must exit and the domain must vanish.
+// started by hand serves: godm must exit and the domain must vanish; the
+// same probe firmware under QEMU's own Xen device model (qemu-system-xen),
+// whose answers are compared with godm's (differences reported, not yet
+// gating).
 //
 // Facts: the design notes REAL-XEN.md (measured command lines,
 // packages, -cpu choices) and XEN-FACTS.md §2 (libxl and the device

@@ -46,6 +46,12 @@ func Dom0(a Assets, extra map[string]string, scenarios []Scenario, hostLibDirs [
 			break
 		}
 	}
+	// qemu-system-xen reads a keymap even with -vnc none; the host's
+	// qemu-system-data (a dependency of qemu-system-x86, which runs the
+	// box) has it.
+	if p := "/usr/share/qemu/keymaps/en-us"; fileExists(p) {
+		f.File(p, p, 0o644)
+	}
 	if err := f.AddLibraryClosure(hostLibDirs); err != nil {
 		return nil, err
 	}

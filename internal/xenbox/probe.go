@@ -57,15 +57,20 @@ func Probes() []Probe {
 		{3, 0}: 0x00015853, // Xen platform device
 		{5, 0}: 0xffffffff, // nothing there
 	}
-	for _, id := range []fnID{{0, 0}, {1, 0}, {1, 3}, {3, 0}, {5, 0}} {
+	// Slot 2 is empty under godm (no VGA) but holds QEMU-xen's platform
+	// device: read its header for the comparison.
+	for _, id := range []fnID{{0, 0}, {1, 0}, {1, 3}, {2, 0}, {3, 0}, {5, 0}} {
 		end := 256
-		if id.dev == 5 {
+		switch id.dev {
+		case 5:
 			end = 4 // an empty slot: all-ones, once is enough
+		case 2:
+			end = 64
 		}
 		for reg := 0; reg < end; reg += 4 {
 			p := cfgRead(id.dev, id.fn, uint8(reg), 4)
-			if reg == 0 {
-				p[1].Known = known(ids[id])
+			if v, ok := ids[id]; ok && reg == 0 {
+				p[1].Known = known(v)
 				p[1].Why = fmt.Sprintf("vendor:device of 00:%02x.%d", id.dev, id.fn)
 			}
 			ps = append(ps, p...)

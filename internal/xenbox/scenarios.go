@@ -12,6 +12,8 @@ const (
 	HyptestPath = "/xenbox/bin/hyptest.test"
 	ProbeFWPath = "/xenbox/fw/probe.elf"
 	SpinFWPath  = "/xenbox/fw/spin.elf"
+	// QEMUXenPath is Debian's qemu-system-xen.
+	QEMUXenPath = "/usr/libexec/xen-qemu-system-i386"
 )
 
 // GuestConfig is an xl configuration of a small HVM guest whose firmware
@@ -106,6 +108,40 @@ else
 fi
 gone $d 30 || { echo "domain $d still in Xen"; xl list; rc=1; }
 cat /tmp/dest-godm.log
+exit $rc`}
+}
+
+// QEMUFirmwareScenario runs the probe firmware with QEMU's own Xen device
+// model (qemu-system-xen, started by libxl natively; -L finds the Cirrus
+// VGA BIOS libxl's default display asks for in SeaBIOS's directory). The
+// guest's COM1 goes to a file, relayed afterwards prefixed
+// "qemu-dm[<domid>] ". It passes when the guest powers itself off.
+func QEMUFirmwareScenario() Scenario {
+	cfg := fmt.Sprintf(`name = "qfw"
+type = "hvm"
+memory = 32
+vcpus = 1
+firmware_override = "%s"
+device_model_version = "qemu-xen"
+device_model_override = "%s"
+device_model_args = [ "-L", "/usr/share/seabios" ]
+serial = "file:/tmp/qfw.serial"
+vkb_device = 0
+vnc = 0
+sdl = 0
+on_poweroff = "destroy"
+on_reboot = "preserve"
+on_crash = "preserve"
+`, ProbeFWPath, QEMUXenPath)
+	return Scenario{Name: "qemu", Script: "cat > /tmp/qfw.cfg <<'EOF'\n" + cfg + `EOF
+xl create -p /tmp/qfw.cfg || { cat /var/log/xen/qemu-dm-qfw.log; exit 1; }
+d=$(xl domid qfw)
+echo "XENBOX-FACT domid=$d"
+xl unpause $d || exit 1
+rc=0
+gone $d 180 || { echo "the guest did not power off under QEMU"; xl list; xl destroy $d; rc=1; }
+sed "s/^/qemu-dm[$d] /" /tmp/qfw.serial
+sed 's/^/qemu-dm-log: /' /var/log/xen/qemu-dm-qfw.log
 exit $rc`}
 }
 
