@@ -7,6 +7,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"godm/hyp/kernel"
+	"godm/internal/dmcontract"
 )
 
 // run dispatches the subcommand. Results go to out; usage text and logs go
@@ -15,6 +18,17 @@ func run(args []string, out, w io.Writer) error {
 	if len(args) == 0 {
 		usage(w)
 		return errUsage
+	}
+	if dmcontract.IsQEMUArgv(args) {
+		// libxl's device model: it ends it with SIGHUP or SIGTERM
+		// (libxl__kill, libxl_dm.c kill_device_model).
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+		defer stop()
+		return cmdQEMU(ctx, args, w, qemuEnv{
+			Kernel:         kernel.Host{DevDir: kernel.DefaultDevDir},
+			Getenv:         os.Getenv,
+			DropPrivileges: dropPrivileges,
+		})
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -33,6 +47,7 @@ func run(args []string, out, w io.Writer) error {
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: godm <command> [flags]
+       godm -xen-domid N ... (qemu-xen's command line: godm as libxl's device_model_override)
 
 commands:
   serve   serve an HVM domain on this Xen host (godm serve --domid N)

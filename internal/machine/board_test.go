@@ -72,19 +72,19 @@ func newBoardRig(t *testing.T, spec Spec) *boardRig {
 	return &boardRig{sim: sim, dom: dom, m: m, v: dom.VCPU(0), stop: stop}
 }
 
-// platformView is what the guest and Xen see of a machine's platform: every
+// platformLayout is what the guest and Xen see of a machine's platform: every
 // PCI function's configuration space, the port and MMIO ranges with the
 // type of their handlers, and the ranges the ioreq server claims in Xen.
-type platformView struct {
+type platformLayout struct {
 	Config map[string][]byte
 	PIO    []string
 	MMIO   []string
 	Xen    [3][]xensim.IORange
 }
 
-func layoutOf(t *testing.T, s *boardRig) platformView {
+func layoutOf(t *testing.T, s *boardRig) platformLayout {
 	t.Helper()
-	l := platformView{Config: map[string][]byte{}}
+	l := platformLayout{Config: map[string][]byte{}}
 	for dev := uint8(0); dev < pci.NumSlots; dev++ {
 		for fn := uint8(0); fn < pci.NumFunctions; fn++ {
 			f := s.m.PCI.Lookup(dev, fn)

@@ -394,8 +394,17 @@ func (p platformLog) PlatformLog(line []byte) {
 type ejector struct{ m *Machine }
 
 func (e ejector) EjectPCISlot(slot uint8) error {
-	if slot == 0 || slot == 1 || slot == PlatformSlot || slot >= 32 {
+	if slot == 0 || slot == 1 || slot >= 32 {
 		return fmt.Errorf("machine: slot %d is not hot-pluggable", slot)
+	}
+	// The platform's own devices (the Xen platform device, wherever the
+	// layout put it) stay.
+	for _, p := range e.m.Board.Devices() {
+		if p.PCI != nil && p.PCI.SBDF().Dev() == slot {
+			if d := board.LookupDriver(p.Driver); d == nil || !d.Hotpluggable {
+				return fmt.Errorf("machine: slot %d is not hot-pluggable", slot)
+			}
+		}
 	}
 	var errs []error
 	if h := e.m.eject.Load(); h != nil {

@@ -1,6 +1,9 @@
 package xenbox
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Paths inside dom0.
 const (
@@ -140,4 +143,151 @@ gone $d 180 || { echo "the guest did not power off under QEMU"; xl list; xl dest
 sed "s/^/qemu-dm[$d] /" /tmp/qfw.serial
 sed 's/^/qemu-dm-log: /' /var/log/xen/qemu-dm-qfw.log
 exit $rc`}
+}
+
+// LibxlConfig is an xl configuration whose device model is godm itself
+// (no dmwrap): libxl runs it with qemu-xen's command line and does its
+// own handshake with it (issue 12, docs/xl.md). extra is appended.
+func LibxlConfig(name, fw, extra string) string {
+	return fmt.Sprintf(`name = "%s"
+type = "hvm"
+memory = 32
+vcpus = 1
+firmware_override = "%s"
+device_model_version = "qemu-xen"
+device_model_override = "%s"
+vkb_device = 0
+vnc = 0
+sdl = 0
+on_poweroff = "destroy"
+on_reboot = "preserve"
+on_crash = "preserve"
+%s`, name, fw, GodmPath, extra)
+}
+
+// LibxlScenario runs the xl life cycle with godm as libxl's device model
+// (device_model_override = godm, vga="none", COM1 to a file): xl create
+// -p (libxl waits for device-model/<domid>/state = running, then
+// query-chardev), xl list, xl qemu-monitor-command (human-monitor-command
+// through QMP), xl unpause (the spin firmware's "FW SPIN" on COM1 through
+// godm's UART), xl pause and unpause (the domain; godm keeps running),
+// xl destroy (libxl's SIGHUP; godm exits, the domain is gone).
+func LibxlScenario() Scenario {
+	cfg := LibxlConfig("lx", SpinFWPath, `vga = "none"
+serial = "file:/tmp/lx-com1.log"
+`)
+	return Scenario{Name: "libxl", Script: fmt.Sprintf("cat > /tmp/lx.cfg <<'EOF'\n%sEOF\n", cfg) + `
+log=/var/log/xen/qemu-dm-lx.log
+fail() { echo "$1"; echo "--- $log"; cat $log; xl list; exit 1; }
+t0=$(cut -d' ' -f1 /proc/uptime)
+xl create -p /tmp/lx.cfg || fail "xl create -p failed"
+t1=$(cut -d' ' -f1 /proc/uptime)
+d=$(xl domid lx)
+echo "XENBOX-FACT domid=$d"
+# xl create -p includes libxl's spawn of godm and its readiness wait.
+echo "XENBOX-FACT xl_create_p=$(awk "BEGIN{print $t1-$t0}")s"
+pid=$(pidof godm) || fail "no godm process"
+echo "XENBOX-FACT godm_rss=$(awk '/^VmRSS:/{print $2 $3}' /proc/$pid/status)"
+xl list lx || fail "xl list lx failed"
+st=$(xl qemu-monitor-command lx "info status") || fail "xl qemu-monitor-command failed"
+echo "XENBOX-FACT hmp_status=$(echo $st | tr -d '\r' | tr ' ' '_')"
+xl unpause $d || fail "xl unpause failed"
+waitfor /tmp/lx-com1.log "FW SPIN" 60 || fail "no FW SPIN on COM1 (the serial file:)"
+xl pause $d || fail "xl pause failed"
+xl unpause $d || fail "xl unpause after pause failed"
+xl destroy $d || fail "xl destroy failed"
+gone $d 30 || fail "domain $d still listed after xl destroy"
+i=0
+while pidof godm >/dev/null; do
+	i=$((i+1)); [ $i -gt 50 ] && fail "godm still runs after xl destroy"; sleep 0.2
+done
+echo "--- $log"; cat $log
+exit 0`}
+}
+
+// LibxlRefusedScenario is a config godm cannot serve yet (the default
+// VGA, cirrus): xl create must fail, and the device model's log must hold
+// godm's one line naming the xl.cfg key to change.
+func LibxlRefusedScenario() Scenario {
+	cfg := LibxlConfig("lxr", SpinFWPath, "")
+	return Scenario{Name: "libxl-refused", Script: fmt.Sprintf("cat > /tmp/lxr.cfg <<'EOF'\n%sEOF\n", cfg) + `
+log=/var/log/xen/qemu-dm-lxr.log
+if xl create -p /tmp/lxr.cfg; then
+	echo "xl create succeeded with a cirrus VGA"; xl destroy lxr; exit 1
+fi
+grep -q 'godm: -device cirrus-vga,vgamem_mb=8: no display device yet: set vga="none"' $log || { echo "no refusal line in $log:"; cat $log; exit 1; }
+gone lxr 30 || { echo "libxl left the domain after the failed create"; xl list; exit 1; }
+exit 0`}
+}
+
+// LibxlRestrictScenario is dm_restrict=1 with godm itself as the device
+// model, a pty serial port and xen_platform_pci=0: libxl pre-opens the
+// QMP socket, passes -S, -xen-domid-restrict, -chroot and -runas, and
+// requires query-status to answer "prelaunch"; its post-configuration
+// writes serial/0/tty from query-chardev. The guest's COM1 output is
+// read from that pty; godm must run as the qemu user inside the chroot.
+func LibxlRestrictScenario() Scenario {
+	cfg := LibxlConfig("lxs", SpinFWPath, `vga = "none"
+serial = "pty"
+xen_platform_pci = 0
+dm_restrict = 1
+`)
+	return Scenario{Name: "libxl-restrict", Script: fmt.Sprintf("cat > /tmp/lxs.cfg <<'EOF'\n%sEOF\n", cfg) + `
+log=/var/log/xen/qemu-dm-lxs.log
+fail() { echo "$1"; echo "--- $log"; cat $log; xl list; exit 1; }
+# libxl runs a restricted device model as a qemu user (xl.cfg(5)).
+grep -q '^xen-qemuuser-shared:' /etc/passwd 2>/dev/null || echo 'xen-qemuuser-shared:x:997:997:godm:/:/bin/false' >> /etc/passwd
+xl create -p /tmp/lxs.cfg || fail "xl create -p failed"
+d=$(xl domid lxs)
+echo "XENBOX-FACT domid=$d"
+tty=$(xenstore-read /local/domain/$d/serial/0/tty) || fail "no serial/0/tty"
+echo "XENBOX-FACT tty=$tty"
+pid=$(pidof godm) || fail "no godm process"
+echo "XENBOX-FACT uid=$(awk '/^Uid:/{print $2}' /proc/$pid/status)"
+echo "XENBOX-FACT root=$(readlink /proc/$pid/root)"
+cat $tty > /tmp/lxs-com1.log 2>&1 &
+catpid=$!
+xl unpause $d || fail "xl unpause failed"
+waitfor /tmp/lxs-com1.log "FW SPIN" 60 || fail "no FW SPIN on the pty $tty"
+xl destroy $d || fail "xl destroy failed"
+kill $catpid 2>/dev/null
+gone $d 30 || fail "domain $d still listed after xl destroy"
+i=0
+while pidof godm >/dev/null; do
+	i=$((i+1)); [ $i -gt 50 ] && fail "godm still runs after xl destroy"; sleep 0.2
+done
+echo "--- $log"; cat $log
+exit 0`}
+}
+
+// QEMUReferenceScenario is the libxl scenario's config with libxl's
+// default device model, QEMU-xen 7.2 (qemu-system-xen), instead of
+// godm: the same xl create -p time (spawn + readiness) and the device
+// model's RSS, for comparison with godm's.
+func QEMUReferenceScenario() Scenario {
+	cfg := strings.Replace(LibxlConfig("lq", SpinFWPath, `vga = "none"
+serial = "file:/tmp/lq-com1.log"
+`), "device_model_override = \""+GodmPath+"\"\n", "", 1)
+	return Scenario{Name: "qemu-ref", Script: fmt.Sprintf("cat > /tmp/lq.cfg <<'EOF'\n%sEOF\n", cfg) + `
+log=/var/log/xen/qemu-dm-lq.log
+fail() { echo "$1"; echo "--- $log"; cat $log; xl list; exit 1; }
+[ -x /usr/libexec/xen-qemu-system-i386 ] || fail "no QEMU-xen in dom0 (qemu-system-xen)"
+# QEMU loads the VNC keymap even with -vnc none; the box leaves out
+# qemu-system-data, so an empty en-us (no key mappings) stands in.
+mkdir -p /usr/share/qemu/keymaps
+[ -f /usr/share/qemu/keymaps/en-us ] || : > /usr/share/qemu/keymaps/en-us
+t0=$(cut -d' ' -f1 /proc/uptime)
+xl create -p /tmp/lq.cfg || fail "xl create -p failed"
+t1=$(cut -d' ' -f1 /proc/uptime)
+d=$(xl domid lq)
+echo "XENBOX-FACT domid=$d"
+echo "XENBOX-FACT xl_create_p=$(awk "BEGIN{print $t1-$t0}")s"
+pid=$(pidof xen-qemu-system-i386) || fail "no QEMU process"
+echo "XENBOX-FACT qemu_rss=$(awk '/^VmRSS:/{print $2 $3}' /proc/$pid/status)"
+xl unpause $d || fail "xl unpause failed"
+waitfor /tmp/lq-com1.log "FW SPIN" 60 || fail "no FW SPIN on COM1"
+xl destroy $d || fail "xl destroy failed"
+gone $d 30 || fail "domain $d still listed after xl destroy"
+echo "--- $log"; cat $log
+exit 0`}
 }

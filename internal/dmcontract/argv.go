@@ -1,0 +1,575 @@
+package dmcontract
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"godm/internal/qemuopts"
+)
+
+// Monitor is one QMP monitor libxl asked for: a -chardev socket and the
+// -mon that puts it in control mode.
+type Monitor struct {
+	ID   string // the chardev id: "libxl-cmd", "libxenstat-cmd"
+	Path string // the socket path, or "" with FD
+	FD   int    // a listening socket libxl pre-opened (dm_restrict), or -1
+}
+
+// Config is what a qemu-xen command line asks of godm.
+type Config struct {
+	// Dom is -xen-domid (0 only for the probe).
+	Dom int
+	// Name is -name's guest name ("" if absent).
+	Name string
+	// Probe is -machine none: libxl's command-line probe, which only
+	// asks query-command-line-options and quits.
+	Probe bool
+	// Prelaunch is -S: the guest's devices wait for QMP's cont.
+	Prelaunch bool
+	// Monitors are the QMP monitors, in command-line order.
+	Monitors []Monitor
+	// Restrict is -xen-domid-restrict: every Xen handle limited to Dom.
+	Restrict bool
+	// Chroot and User are -chroot/-runas or -run-with chroot=,user=:
+	// where and as whom godm runs once its handles are open.
+	Chroot, User string
+	// MemMiB is -m (MiB); Below4G is -machine's max-ram-below-4g (0:
+	// Xen's default hole).
+	MemMiB, Below4G uint64
+	// VCPUs is the vCPU slots to serve: -smp's maxcpus (else cpus), 0
+	// when -smp is absent (ask Xen). OnlineVCPUs is -smp's cpus, those
+	// online at start (libxl's avail_vcpus; query-cpus-fast lists them).
+	VCPUs, OnlineVCPUs int
+	// NoPlatform is -machine pc,accel=xen (xl.cfg xen_platform_pci=0).
+	NoPlatform bool
+	// Serial are the -serial backends, in godm's chardev syntax
+	// (machine.OpenChardev), COM1 first (QEMU's chardev serialN is
+	// Serial[N]).
+	Serial []string
+	// TestSlots are -device godm-testdev slots (godm's own test device).
+	TestSlots []int
+	// Version is -version: print the version and exit.
+	Version bool
+}
+
+// Refusal is a command-line option godm does not serve: one line
+// naming the option and the xl.cfg setting that produced it.
+type Refusal struct {
+	Option string // as given: "-device cirrus-vga,vgamem_mb=8"
+	Why    string // "no display device yet: set vga=\"none\" in the domain's config"
+}
+
+func (r *Refusal) Error() string { return r.Option + ": " + r.Why }
+
+func refuse(a qemuopts.Arg, why string, args ...any) error {
+	opt := "-" + a.Name
+	if a.HasValue {
+		opt += " " + a.Value
+	}
+	return &Refusal{Option: opt, Why: fmt.Sprintf(why, args...)}
+}
+
+// IsQEMUArgv reports whether args (without the program name) is a QEMU
+// command line rather than one of godm's subcommands: libxl's argv
+// starts with an option ("-xen-domid", or "-S" for the probe).
+func IsQEMUArgv(args []string) bool {
+	if len(args) == 0 || len(args[0]) < 2 || args[0][0] != '-' {
+		return false
+	}
+	switch strings.TrimLeft(args[0], "-") {
+	case "h", "help":
+		return false
+	}
+	return true
+}
+
+// Refusals for options by the device class (or xl.cfg setting) behind
+// them; the reasons name what the admin changes in the domain's config.
+const (
+	whyDisplay = `no display device yet: set vga="none" and vnc=0 in the domain's config`
+	whyDisk    = `no emulated disk controller yet: remove the disk=[...] entries (or use a stubdomain-free PV setup once PV disks land)`
+	whyNIC     = `no emulated NIC yet: give each vif=[...] entry type=vif (PV only), or remove it`
+	whyUSB     = `no USB controller yet: remove usb=, usbversion=, usbdevice= and usbctrl=`
+	whySound   = `no sound device yet: remove soundhw=`
+	whySpice   = `spice is not supported: remove spice=1`
+	whyRestore = `restoring device state is not supported yet (xl restore, xl migrate, COLO)`
+	whyChannel = `no channel support yet: remove channel=[...]`
+)
+
+// Parse reads a qemu-xen command line as libxl 4.15 to 4.20 writes it
+// (tools/libs/light/libxl_dm.c libxl__build_device_model_args_new and the
+// -machine none probe; XEN-FACTS §2.2-2.3). getenv is os.Getenv (libxl
+// sets XEN_DOMAIN_ID). Every option is either taken into the Config or
+// refused with a *Refusal naming it and the xl.cfg setting behind it;
+// nothing is ignored silently. Every error is one line.
+func Parse(argv []string, getenv func(string) string) (*Config, error) {
+	args, err := qemuopts.Scan(argv, qemuopts.LibxlOptions)
+	if err != nil {
+		return nil, err
+	}
+	c := &Config{Dom: -1}
+	chardevs := map[string]Monitor{} // socket chardevs not yet used by a -mon
+	var chardevOrder []string
+	seen := map[string]bool{}
+	machineSeen := false
+	for _, a := range args {
+		// Options libxl writes at most once; a repeat is a mistake.
+		switch a.Name {
+		case "xen-domid", "name", "machine", "M", "m", "smp", "boot", "chroot", "runas", "S", "xen-domid-restrict":
+			if seen[a.Name] {
+				return nil, fmt.Errorf("-%s given twice", a.Name)
+			}
+			seen[a.Name] = true
+		}
+		switch a.Name {
+		case "xen-domid":
+			n, err := strconv.Atoi(a.Value)
+			if err != nil || n <= 0 || n >= 0x7ff0 {
+				return nil, fmt.Errorf("-xen-domid %q: want a guest domain id in 1..32751", a.Value)
+			}
+			c.Dom = n
+		case "xen-attach":
+			return nil, refuse(a, "godm serves HVM domains only (the PV backend QEMU of type=pv domains is qemu-xen's)")
+		case "xen-domid-restrict":
+			c.Restrict = true
+		case "no-shutdown":
+			// QEMU's -no-shutdown keeps the process when the guest powers
+			// off; godm never exits on the guest's request either (it asks
+			// Xen to shut the domain down, and exits when the domain dies
+			// or libxl signals it).
+		case "S":
+			c.Prelaunch = true
+		case "nodefaults", "no-user-config":
+			// godm has no default devices beyond the machine's and reads
+			// no configuration files: both hold already.
+		case "nographic":
+			// No display: godm has none (and does not take stdio unless a
+			// -serial says so).
+		case "name":
+			o, err := qemuopts.ParseArg(a)
+			if err != nil {
+				return nil, err
+			}
+			c.Name = o.String("guest", "")
+			if err := o.CheckUnused(); err != nil {
+				return nil, err
+			}
+		case "chardev":
+			m, err := parseChardev(a)
+			if err != nil {
+				return nil, err
+			}
+			if _, dup := chardevs[m.ID]; dup {
+				return nil, fmt.Errorf("-chardev id=%s given twice", m.ID)
+			}
+			chardevs[m.ID] = m
+			chardevOrder = append(chardevOrder, m.ID)
+		case "mon":
+			o, err := qemuopts.ParseArg(a)
+			if err != nil {
+				return nil, err
+			}
+			id := o.String("chardev", "")
+			mode := o.String("mode", "readline")
+			pretty, err := o.Bool("pretty", false)
+			if err != nil {
+				return nil, err
+			}
+			if err := o.CheckUnused(); err != nil {
+				return nil, err
+			}
+			if mode != "control" {
+				return nil, refuse(a, "only QMP monitors (mode=control) are served; the human monitor is reached through QMP's human-monitor-command")
+			}
+			if pretty {
+				return nil, refuse(a, "pretty-printed QMP is not served")
+			}
+			m, ok := chardevs[id]
+			if !ok {
+				return nil, refuse(a, "no -chardev socket with id=%s before it", id)
+			}
+			delete(chardevs, id)
+			c.Monitors = append(c.Monitors, m)
+		case "qmp", "monitor":
+			return nil, refuse(a, "give QMP monitors as -chardev socket,...,server=on,wait=off -mon chardev=ID,mode=control, as libxl does")
+		case "run-with":
+			o, err := qemuopts.Parse("-run-with", a.Value, "")
+			if err != nil {
+				return nil, err
+			}
+			// libxl writes one -run-with per key (chroot=, user=).
+			if o.Has("chroot") && c.Chroot != "" || o.Has("user") && c.User != "" {
+				return nil, fmt.Errorf("-run-with %s: chroot or user given twice", a.Value)
+			}
+			c.Chroot = o.String("chroot", c.Chroot)
+			c.User = o.String("user", c.User)
+			if err := o.CheckUnused(); err != nil {
+				return nil, err
+			}
+		case "chroot":
+			c.Chroot = a.Value
+		case "runas":
+			c.User = a.Value
+		case "incoming":
+			return nil, refuse(a, whyRestore)
+		case "pidfile", "daemonize":
+			return nil, refuse(a, "libxl records the device model's pid itself; godm writes no pidfile and does not daemonize")
+		case "machine", "M":
+			machineSeen = true
+			if err := c.parseMachine(a); err != nil {
+				return nil, err
+			}
+		case "accel":
+			o, err := qemuopts.ParseArg(a)
+			if err != nil {
+				return nil, err
+			}
+			if acc := o.String("accel", ""); acc != "xen" {
+				return nil, refuse(a, "godm is a Xen device model: the only accelerator is xen")
+			}
+			if err := o.CheckUnused(); err != nil {
+				return nil, err
+			}
+		case "m":
+			o, err := qemuopts.ParseArg(a)
+			if err != nil {
+				return nil, err
+			}
+			n, err := o.SizeMiB("size", 0)
+			if err != nil {
+				return nil, err
+			}
+			if err := o.CheckUnused(); err != nil {
+				return nil, err
+			}
+			if n == 0 || n%(1<<20) != 0 {
+				return nil, fmt.Errorf("-m %s: want a whole, non-zero number of MiB", a.Value)
+			}
+			c.MemMiB = n >> 20
+		case "smp":
+			o, err := qemuopts.ParseArg(a)
+			if err != nil {
+				return nil, err
+			}
+			cpus, err := o.Uint("cpus", 0)
+			if err != nil {
+				return nil, err
+			}
+			maxc, err := o.Uint("maxcpus", cpus)
+			if err != nil {
+				return nil, err
+			}
+			if err := o.CheckUnused(); err != nil {
+				return nil, err
+			}
+			// libxl: "-smp <avail>,maxcpus=<max>"; godm serves every slot
+			// a vCPU may be hot-plugged into.
+			if maxc == 0 || maxc > 128 || cpus > maxc {
+				return nil, fmt.Errorf("-smp %s: want 1..128 vCPUs with cpus <= maxcpus", a.Value)
+			}
+			c.VCPUs, c.OnlineVCPUs = int(maxc), int(cpus)
+			if cpus == 0 {
+				c.OnlineVCPUs = int(maxc)
+			}
+		case "boot":
+			o, err := qemuopts.ParseArg(a)
+			if err != nil {
+				return nil, err
+			}
+			// The boot order (xl.cfg boot=) is the firmware's business:
+			// under Xen hvmloader and SeaBIOS read it from the NVRAM-free
+			// BIOS boot menu and the disks they find, and QEMU's fw_cfg
+			// boot order does not exist on xenfv (no fw_cfg). So QEMU-xen
+			// ignores it too; godm checks its syntax and takes it.
+			ord := o.String("order", "")
+			if err := o.CheckUnused(); err != nil {
+				return nil, err
+			}
+			if strings.Trim(ord, "acdn") != "" {
+				return nil, fmt.Errorf("-boot %s: order wants drive letters a, c, d, n", a.Value)
+			}
+		case "no-acpi":
+			return nil, refuse(a, "godm's machine always has the PIIX4 ACPI device: remove acpi=0 (and acpi_s3/acpi_s4 overrides)")
+		case "global", "object":
+			return nil, refuse(a, "not part of a configuration godm serves: remove the device_model_args that add it")
+		case "kernel", "initrd", "append":
+			return nil, refuse(a, "direct kernel boot of an HVM guest is not supported: remove kernel=, ramdisk= and cmdline= (boot through firmware)")
+		case "device":
+			if err := c.parseDevice(a); err != nil {
+				return nil, err
+			}
+		case "drive":
+			return nil, refuse(a, whyDisk)
+		case "netdev":
+			return nil, refuse(a, whyNIC)
+		case "net":
+			if a.Value != "none" {
+				return nil, refuse(a, whyNIC)
+			}
+		case "serial":
+			s, err := serialSpec(a)
+			if err != nil {
+				return nil, err
+			}
+			if s == "none" {
+				// QEMU serial_parse: "none" takes no port number; the
+				// next -serial is the same COM port.
+				continue
+			}
+			if len(c.Serial) == 4 {
+				return nil, refuse(a, "at most 4 serial ports (COM1..COM4): shorten serial=[...]")
+			}
+			c.Serial = append(c.Serial, s)
+		case "parallel":
+			if a.Value != "none" {
+				return nil, refuse(a, "no parallel port: remove it from device_model_args")
+			}
+		case "usb", "usbdevice":
+			return nil, refuse(a, whyUSB)
+		case "soundhw", "audiodev":
+			return nil, refuse(a, whySound)
+		case "vga":
+			if a.Value != "none" {
+				return nil, refuse(a, whyDisplay)
+			}
+		case "vnc":
+			if a.Value != "none" {
+				return nil, refuse(a, "no VNC server yet: set vnc=0 in the domain's config")
+			}
+		case "display":
+			o, err := qemuopts.ParseArg(a)
+			if err != nil {
+				return nil, err
+			}
+			if o.String("type", "") != "none" {
+				return nil, refuse(a, "no display yet: set sdl=0 in the domain's config")
+			}
+			if err := o.CheckUnused(); err != nil {
+				return nil, err
+			}
+		case "spice":
+			return nil, refuse(a, whySpice)
+		case "k":
+			return nil, refuse(a, "no display yet, so no keymap: remove keymap=")
+		case "version":
+			c.Version = true
+		case "h", "help":
+			return nil, refuse(a, "run godm help for godm's commands")
+		default:
+			// LibxlOptions and this switch list the same options.
+			return nil, fmt.Errorf("-%s: not handled", a.Name)
+		}
+	}
+	if c.Version {
+		return c, nil
+	}
+	for _, id := range chardevOrder {
+		if _, unused := chardevs[id]; unused {
+			if strings.HasPrefix(id, "libxl-channel") {
+				return nil, &Refusal{Option: "-chardev id=" + id, Why: whyChannel}
+			}
+			return nil, &Refusal{Option: "-chardev id=" + id, Why: "a socket chardev only serves as a QMP monitor (-mon chardev=" + id + ",mode=control)"}
+		}
+	}
+	if c.Probe {
+		if c.Dom != -1 {
+			return nil, fmt.Errorf("-machine none (the probe) takes no -xen-domid")
+		}
+		c.Dom = 0
+		return c, nil
+	}
+	if c.Dom == -1 {
+		return nil, fmt.Errorf("-xen-domid: missing: a qemu-xen command line names the domain to serve")
+	}
+	if !machineSeen {
+		return nil, fmt.Errorf("-machine: missing: want xenfv or pc,accel=xen")
+	}
+	if env := getenv("XEN_DOMAIN_ID"); env != "" && env != strconv.Itoa(c.Dom) {
+		return nil, fmt.Errorf("XEN_DOMAIN_ID=%s in the environment but -xen-domid %d", env, c.Dom)
+	}
+	return c, nil
+}
+
+// parseChardev takes a -chardev socket for a QMP monitor; a pty chardev
+// is libxl's channel (refused where the -mon check does not use it).
+func parseChardev(a qemuopts.Arg) (Monitor, error) {
+	o, err := qemuopts.ParseArg(a)
+	if err != nil {
+		return Monitor{}, err
+	}
+	m := Monitor{ID: o.ID(), FD: -1}
+	if m.ID == "" {
+		return m, refuse(a, "a chardev needs an id")
+	}
+	switch be := o.String("backend", ""); be {
+	case "socket":
+	case "pty":
+		if strings.HasPrefix(m.ID, "libxl-channel") {
+			return m, refuse(a, whyChannel)
+		}
+		return m, refuse(a, "a pty chardev has no user here: give serial ports with -serial pty")
+	default:
+		return m, refuse(a, "chardev backend %q: only socket (for QMP monitors) is served", be)
+	}
+	m.Path = o.String("path", "")
+	fd := o.String("fd", "")
+	server, err := o.Bool("server", false)
+	if err != nil {
+		return m, err
+	}
+	wait, err := o.Bool("wait", true)
+	if err != nil {
+		return m, err
+	}
+	if err := o.CheckUnused(); err != nil {
+		return m, err
+	}
+	if !server || wait {
+		return m, refuse(a, "a monitor socket must be server=on,wait=off, as libxl writes it")
+	}
+	switch {
+	case m.Path != "" && fd != "":
+		return m, refuse(a, "path= and fd= together")
+	case fd != "":
+		n, err := strconv.Atoi(fd)
+		if err != nil || n < 3 {
+			return m, refuse(a, "fd=%s: want a descriptor number of 3 or more, opened by the parent", fd)
+		}
+		m.FD = n
+	case m.Path == "":
+		return m, refuse(a, "a socket chardev needs path= or fd=")
+	}
+	return m, nil
+}
+
+// parseMachine takes -machine xenfv or pc,accel=xen (xen_platform_pci=0),
+// with suppress-vmdesc and max-ram-below-4g, or none (the probe).
+func (c *Config) parseMachine(a qemuopts.Arg) error {
+	o, err := qemuopts.ParseArg(a)
+	if err != nil {
+		return err
+	}
+	typ := o.String("type", "")
+	accel := o.String("accel", "")
+	switch {
+	case typ == "none":
+		c.Probe = true
+	case typ == "xenfv" && (accel == "" || accel == "xen"):
+	case typ == "pc" && accel == "xen":
+		c.NoPlatform = true
+	case strings.HasPrefix(typ, "xenfv-") || strings.HasPrefix(typ, "pc-i440fx-"):
+		return refuse(a, "versioned machine types are not served: remove the device_model_args that choose one")
+	default:
+		return refuse(a, "godm's machine is xenfv (or pc,accel=xen with xen_platform_pci=0)")
+	}
+	// suppress-vmdesc only shapes QEMU's migration stream, which godm
+	// does not write.
+	if _, err := o.Bool("suppress-vmdesc", false); err != nil {
+		return err
+	}
+	if c.Below4G, err = o.Size("max-ram-below-4g", 0); err != nil {
+		return err
+	}
+	igd, err := o.Bool("igd-passthru", false)
+	if err != nil {
+		return err
+	}
+	if igd {
+		return refuse(a, "IGD passthrough is not supported: remove gfx_passthru=")
+	}
+	return o.CheckUnused()
+}
+
+// parseDevice takes the -device forms libxl writes, each refused by the
+// device class (and xl.cfg key) it belongs to, and godm's own test device.
+func (c *Config) parseDevice(a qemuopts.Arg) error {
+	o, err := qemuopts.ParseArg(a)
+	if err != nil {
+		return err
+	}
+	drv := o.String("driver", "")
+	switch drv {
+	case "cirrus-vga", "VGA", "qxl-vga", "qxl", "vmware-svga", "virtio-vga", "bochs-display":
+		return refuse(a, whyDisplay)
+	case "rtl8139", "e1000", "e1000e", "ne2k_pci", "pcnet", "virtio-net-pci", "vmxnet3", "i82551", "i82557b", "i82559er":
+		return refuse(a, whyNIC)
+	case "ahci", "ide-hd", "ide-cd", "scsi-hd", "scsi-cd", "lsi53c895a", "virtio-blk-pci", "nvme":
+		return refuse(a, whyDisk)
+	case "piix3-usb-uhci", "piix4-usb-uhci", "ich9-usb-ehci1", "ich9-usb-uhci1", "ich9-usb-uhci2", "ich9-usb-uhci3",
+		"nec-usb-xhci", "qemu-xhci", "usb-tablet", "usb-mouse", "usb-kbd", "usb-host", "usb-redir", "usb-hub":
+		return refuse(a, whyUSB)
+	case "intel-hda", "hda-duplex", "hda-output", "hda-micro", "AC97", "ac97", "sb16", "es1370", "adlib", "cs4231a", "gus":
+		return refuse(a, whySound)
+	case "virtio-serial", "virtio-serial-pci", "virtserialport", "spicevmc":
+		return refuse(a, whySpice)
+	case "xen-pvdevice":
+		return refuse(a, `the XenServer vendor device is not supported: remove xen_vendor_device= (or set it to "none")`)
+	case "xen-pci-passthrough":
+		return refuse(a, "libxl passes pci=[...] devices through QMP device_add once godm runs, not on the command line")
+	case "i440FX", "PIIX3", "piix4-pm", "xen-platform", "i8042", "isa-serial":
+		return refuse(a, "part of godm's xenfv machine already (serial ports come from -serial)")
+	case "godm-testdev":
+		// godm's own test device (device_model_args_hvm), at a free slot.
+		addr := o.String("addr", "")
+		if err := o.CheckUnused(); err != nil {
+			return err
+		}
+		slot, err := qemuopts.ParseUint(strings.TrimSuffix(addr, ".0"))
+		if addr == "" || err != nil || slot < 4 || slot > 31 {
+			return refuse(a, "addr=: want a free slot in 0x4..0x1f (SLOT or SLOT.0)")
+		}
+		for _, s := range c.TestSlots {
+			if s == int(slot) {
+				return refuse(a, "slot %#x used twice", slot)
+			}
+		}
+		c.TestSlots = append(c.TestSlots, int(slot))
+		return nil
+	case "":
+		if o.Help {
+			return refuse(a, "device help is godm-lab's (godm-lab devices)")
+		}
+		return refuse(a, "no driver named")
+	}
+	return refuse(a, "godm has no device %q", drv)
+}
+
+// serialSpec turns -serial's argument into godm's chardev syntax.
+// libxl writes serial= entries as they are (xl.cfg serial=["pty"]).
+func serialSpec(a qemuopts.Arg) (string, error) {
+	v := a.Value
+	kind, arg, _ := strings.Cut(v, ":")
+	switch kind {
+	case "none", "null":
+		if arg == "" {
+			return kind, nil
+		}
+	case "pty", "stdio":
+		if arg == "" {
+			return kind, nil
+		}
+	case "file":
+		if arg != "" {
+			return v, nil
+		}
+	case "unix":
+		// QEMU: unix:PATH[,server=on][,wait=off]; godm listens (server).
+		path, opts, _ := strings.Cut(arg, ",")
+		if path == "" {
+			break
+		}
+		for _, kv := range strings.Split(opts, ",") {
+			switch kv {
+			case "", "server", "server=on", "nowait", "wait=off":
+			default:
+				return "", refuse(a, "godm's unix: serial listens (server=on,wait=off); %q is not served", kv)
+			}
+		}
+		return "unix:" + path, nil
+	}
+	if strings.HasPrefix(v, "/dev/") {
+		return "", refuse(a, "a host serial device is not served: use serial=\"pty\" (stubdomain consoles are not supported)")
+	}
+	return "", refuse(a, "want pty, none, null, stdio, file:PATH or unix:PATH in serial=")
+}

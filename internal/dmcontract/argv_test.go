@@ -1,0 +1,179 @@
+package dmcontract
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// debian4177 is the argv Debian's xl 4.17.7 wrote for a default HVM
+// config with device_model_override (issue 12, measured in the box).
+const debian4177 = `-xen-domid 7 -no-shutdown -chardev socket,id=libxl-cmd,path=/var/run/xen/qmp-libxl-7,server=on,wait=off ` +
+	`-mon chardev=libxl-cmd,mode=control -chardev socket,id=libxenstat-cmd,path=/var/run/xen/qmp-libxenstat-7,server=on,wait=off ` +
+	`-mon chardev=libxenstat-cmd,mode=control -nodefaults -no-user-config -name godmtest -vnc none ` +
+	`-display none -serial pty -device cirrus-vga,vgamem_mb=8 -boot order=cda -net none ` +
+	`-machine xenfv,suppress-vmdesc=on -m 56`
+
+// served is the same with vga="none" (no -device cirrus-vga).
+var served = strings.Replace(debian4177, "-device cirrus-vga,vgamem_mb=8 ", "", 1)
+
+// restricted is the dm_restrict=1 form (XEN-FACTS §2.3, §2.9): the
+// pre-opened QMP fd and -S, -xen-domid-restrict, -chroot and -runas with
+// libxl's uid:gid of the per-domain user.
+var restricted = strings.Replace(served,
+	"-chardev socket,id=libxl-cmd,path=/var/run/xen/qmp-libxl-7,server=on,wait=off",
+	"-chardev socket,id=libxl-cmd,fd=5,server=on,wait=off -S", 1) +
+	" -xen-domid-restrict -chroot /var/run/xen/qemu-root-7 -runas 131079:0"
+
+const probe = "-S -no-user-config -nodefaults -nographic -machine none,accel=xen -chardev socket,id=libxl-cmd,fd=4,server=on,wait=off -mon chardev=libxl-cmd,mode=control"
+
+func env7(k string) string {
+	if k == "XEN_DOMAIN_ID" {
+		return "7"
+	}
+	return ""
+}
+
+func TestParseServed(t *testing.T) {
+	mons := []Monitor{
+		{ID: "libxl-cmd", Path: "/var/run/xen/qmp-libxl-7", FD: -1},
+		{ID: "libxenstat-cmd", Path: "/var/run/xen/qmp-libxenstat-7", FD: -1},
+	}
+	for _, tc := range []struct {
+		name, argv string
+		want       Config
+	}{
+		{"default vga=none", served, Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"}}},
+		{"dm_restrict", restricted, Config{Dom: 7, Name: "godmtest", Prelaunch: true, Restrict: true,
+			Chroot: "/var/run/xen/qemu-root-7", User: "131079:0",
+			Monitors: []Monitor{{ID: "libxl-cmd", FD: 5}, mons[1]}, MemMiB: 56, Serial: []string{"pty"}}},
+		{"run-with (QEMU 9.1+ libxl)", strings.Replace(restricted, "-chroot /var/run/xen/qemu-root-7 -runas 131079:0",
+			"-run-with chroot=/var/run/xen/qemu-root-7 -run-with user=131079:0", 1),
+			Config{Dom: 7, Name: "godmtest", Prelaunch: true, Restrict: true,
+				Chroot: "/var/run/xen/qemu-root-7", User: "131079:0",
+				Monitors: []Monitor{{ID: "libxl-cmd", FD: 5}, mons[1]}, MemMiB: 56, Serial: []string{"pty"}}},
+		{"probe", probe, Config{Dom: 0, Probe: true, Prelaunch: true, Monitors: []Monitor{{ID: "libxl-cmd", FD: 4}}}},
+		{"xen_platform_pci=0, mmio_hole, smp, two serials, none",
+			strings.Replace(served, "-machine xenfv,suppress-vmdesc=on -m 56",
+				"-smp 2,maxcpus=4 -serial file:/var/log/xen/com2.log -serial none -serial unix:/run/s4,server=on,wait=off -machine pc,accel=xen,suppress-vmdesc=on,max-ram-below-4g=3221225472 -m 1024", 1),
+			Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 1024, VCPUs: 4, OnlineVCPUs: 2, NoPlatform: true, Below4G: 3 << 30,
+				Serial: []string{"pty", "file:/var/log/xen/com2.log", "unix:/run/s4"}}},
+		{"old-style flags, test device", "-xen-domid 3 -chardev socket,id=m,path=/tmp/q,server,nowait -mon chardev=m,mode=control -machine xenfv -m 128 -vga none -nographic -parallel none -device godm-testdev,addr=0x5",
+			Config{Dom: 3, Monitors: []Monitor{{ID: "m", Path: "/tmp/q", FD: -1}}, MemMiB: 128, TestSlots: []int{5}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := env7
+			if tc.want.Dom != 7 {
+				env = func(string) string { return "" }
+			}
+			got, err := Parse(strings.Fields(tc.argv), env)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if !reflect.DeepEqual(*got, tc.want) {
+				t.Errorf("Parse =\n%+v\nwant\n%+v", *got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseRefused(t *testing.T) {
+	// Each line is a change to the served argv and the one-line error.
+	tail := func(extra string) string { return served + " " + extra }
+	for _, tc := range []struct{ argv, want string }{
+		{debian4177, `-device cirrus-vga,vgamem_mb=8: no display device yet: set vga="none"`},
+		{tail("-device VGA,vgamem_mb=16"), `-device VGA,vgamem_mb=16: no display device yet`},
+		{tail("-device qxl-vga,vram_size_mb=64,ram_size_mb=64"), `no display device yet`},
+		{strings.Replace(served, "-vnc none", "-vnc 127.0.0.1:0,to=99", 1), `-vnc 127.0.0.1:0,to=99: no VNC server yet: set vnc=0`},
+		{strings.Replace(served, "-display none", "-display sdl", 1), `-display sdl: no display yet: set sdl=0`},
+		{tail("-k en-us"), `-k en-us: no display yet, so no keymap: remove keymap=`},
+		{tail("-spice port=6000,tls-port=0,addr=127.0.0.1,disable-ticketing=on"), `spice is not supported: remove spice=1`},
+		{tail("-device virtio-serial -chardev spicevmc,id=vdagent,name=vdagent"), `spice is not supported`},
+		{tail("-usb -usbdevice tablet"), `-usb: no USB controller yet: remove usb=`},
+		{tail("-device piix3-usb-uhci,id=usb"), `-device piix3-usb-uhci,id=usb: no USB controller yet`},
+		{tail("-device ich9-usb-ehci1,id=usb,addr=0x1d.0x7,multifunction=on"), `no USB controller yet`},
+		{tail("-device nec-usb-xhci,id=usb"), `no USB controller yet`},
+		{tail("-device intel-hda -device hda-duplex"), `-device intel-hda: no sound device yet: remove soundhw=`},
+		{tail("-no-acpi"), `-no-acpi: godm's machine always has the PIIX4 ACPI device: remove acpi=0`},
+		{strings.Replace(served, "-net none", "-device rtl8139,id=nic0,netdev=net0,mac=00:16:3e:00:00:01 -netdev type=tap,id=net0,ifname=vif7.0-emu,br=xenbr0,script=no,downscript=no", 1),
+			`-device rtl8139,id=nic0,netdev=net0,mac=00:16:3e:00:00:01: no emulated NIC yet: give each vif=[...] entry type=vif`},
+		{tail("-drive file=/var/lib/xen/d.img,if=ide,index=0,media=disk,format=raw,cache=writeback"), `-drive file=/var/lib/xen/d.img,if=ide,index=0,media=disk,format=raw,cache=writeback: no emulated disk controller yet: remove the disk=[...] entries`},
+		{tail("-drive if=none,readonly=on,id=ide-5632 -device ide-cd,drive=ide-5632,bus=ide.1,unit=0"), `no emulated disk controller yet`},
+		{tail("-device ahci,id=ahci0"), `no emulated disk controller yet`},
+		{tail("-device lsi53c895a"), `no emulated disk controller yet`},
+		{tail("-device xen-pvdevice,device-id=0xc000"), `remove xen_vendor_device=`},
+		{tail("-device xen-pci-passthrough,hostaddr=0000:03:00.0"), `through QMP device_add`},
+		{tail("-device isa-serial,chardev=s"), `part of godm's xenfv machine already`},
+		{tail("-device e1001"), `godm has no device "e1001"`},
+		{tail("-incoming fd:9"), `-incoming fd:9: restoring device state is not supported yet`},
+		{tail("-kernel /boot/vmlinuz"), `direct kernel boot of an HVM guest is not supported: remove kernel=`},
+		{tail("-chardev pty,id=libxl-channel0"), `-chardev pty,id=libxl-channel0: no channel support yet: remove channel=[...]`},
+		{tail("-chardev socket,id=libxl-channel1,path=/tmp/ch,server=on,wait=off"), `-chardev id=libxl-channel1: no channel support yet`},
+		{tail("-xen-attach"), `-xen-attach: godm serves HVM domains only`},
+		{tail("-serial /dev/hvc0"), `-serial /dev/hvc0: a host serial device is not served`},
+		{tail("-serial tcp:1.2.3.4:5"), `want pty, none, null, stdio, file:PATH or unix:PATH in serial=`},
+		{tail("-serial pty -serial pty -serial pty -serial pty"), `at most 4 serial ports`},
+		{strings.Replace(served, "xenfv,suppress-vmdesc=on", "xenfv,suppress-vmdesc=on,igd-passthru=on", 1), `IGD passthrough is not supported: remove gfx_passthru=`},
+		{strings.Replace(served, "xenfv,suppress-vmdesc=on", "q35", 1), `godm's machine is xenfv`},
+		{strings.Replace(served, "xenfv,suppress-vmdesc=on", "xenfv,frobs=1", 1), `frobs`},
+		{strings.Replace(served, "mode=control", "mode=readline", 1), `only QMP monitors (mode=control) are served`},
+		{strings.Replace(served, "server=on,wait=off", "server=on,wait=on", 1), `must be server=on,wait=off`},
+		{tail("-global isa-fdc.fdtypeA=none"), `-global isa-fdc.fdtypeA=none: not part of a configuration godm serves`},
+		{tail("-name again"), `-name given twice`},
+		{strings.Replace(served, "-m 56", "-m 0", 1), `-m 0: want a whole, non-zero number of MiB`},
+		{strings.Replace(served, "-xen-domid 7", "-xen-domid 0", 1), `-xen-domid "0": want a guest domain id`},
+		{strings.Replace(served, "-xen-domid 7 ", "", 1), `-xen-domid: missing`},
+		{strings.Replace(served, "-machine xenfv,suppress-vmdesc=on ", "", 1), `-machine: missing`},
+		{strings.Replace(served, "-boot order=cda", "-boot order=cdz", 1), `-boot order=cdz: order wants drive letters`},
+		{tail("-smp 4,maxcpus=2"), `-smp 4,maxcpus=2: want 1..128 vCPUs with cpus <= maxcpus`},
+		{tail("-frob"), `unknown option -frob`},
+		{tail("disk.img"), `unexpected "disk.img"`},
+		{strings.Replace(probe, "-machine none,accel=xen", "-machine none,accel=xen -xen-domid 4", 1), `the probe) takes no -xen-domid`},
+	} {
+		env := env7
+		_, err := Parse(strings.Fields(tc.argv), env)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(...%s) = %v, want error containing %q", lastDiff(tc.argv), err, tc.want)
+			continue
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("error spans lines: %q", err)
+		}
+	}
+	// XEN_DOMAIN_ID must agree with -xen-domid.
+	_, err := Parse(strings.Fields(served), func(string) string { return "8" })
+	if err == nil || !strings.Contains(err.Error(), "XEN_DOMAIN_ID=8 in the environment but -xen-domid 7") {
+		t.Errorf("mismatched XEN_DOMAIN_ID: %v", err)
+	}
+	var r *Refusal
+	if _, err := Parse(strings.Fields(debian4177), env7); !errors.As(err, &r) || r.Option != "-device cirrus-vga,vgamem_mb=8" {
+		t.Errorf("cirrus refusal = %#v", err)
+	}
+}
+
+func lastDiff(s string) string {
+	if len(s) > 60 {
+		return s[len(s)-60:]
+	}
+	return s
+}
+
+func TestIsQEMUArgv(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"-xen-domid", "1"}, true},
+		{[]string{"-S"}, true},
+		{[]string{"serve"}, false},
+		{[]string{"-h"}, false},
+		{[]string{"--help"}, false},
+		{nil, false},
+		{[]string{"-"}, false},
+	} {
+		if got := IsQEMUArgv(tc.args); got != tc.want {
+			t.Errorf("IsQEMUArgv(%q) = %v", tc.args, got)
+		}
+	}
+}

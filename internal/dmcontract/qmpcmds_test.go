@@ -1,0 +1,311 @@
+package dmcontract
+
+import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+
+	"godm/devices"
+	"godm/internal/qmp"
+	"godm/internal/unixsock"
+	"godm/pci"
+)
+
+// fakeHost records what the commands did to the machine.
+type fakeHost struct {
+	mu    sync.Mutex
+	calls []string
+	funcs []PCIFunction
+}
+
+func (h *fakeHost) rec(s string) { h.mu.Lock(); h.calls = append(h.calls, s); h.mu.Unlock() }
+func (h *fakeHost) Pause()       { h.rec("pause") }
+func (h *fakeHost) Resume()      { h.rec("resume") }
+func (h *fakeHost) Reset()       { h.rec("reset") }
+func (h *fakeHost) PCI() []PCIFunction {
+	return h.funcs
+}
+func (h *fakeHost) DeviceAdd(args map[string]any) error {
+	h.rec("add " + args["driver"].(string))
+	return qmp.Errorf("no passthrough here")
+}
+func (h *fakeHost) DeviceDel(id string) error {
+	h.rec("del " + id)
+	if id == "pci-pt-03_00.0" {
+		return nil
+	}
+	return qmp.NewError(qmp.ClassDeviceNotFound, "Device '%s' not found", id)
+}
+func (h *fakeHost) Calls() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.calls...)
+}
+
+// client is a QMP client as libxl's: read the greeting, negotiate, then
+// one command at a time, events collected on the side.
+type client struct {
+	t      *testing.T
+	c      net.Conn
+	r      *bufio.Reader
+	id     int
+	events []string
+}
+
+func dial(t *testing.T, path string) *client {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	cl := &client{t: t, c: c, r: bufio.NewReader(c)}
+	g := cl.read()
+	if _, ok := g["QMP"]; !ok {
+		t.Fatalf("greeting = %v", g)
+	}
+	if ret, _ := cl.do("qmp_capabilities", nil); ret == nil {
+		t.Fatal("qmp_capabilities failed")
+	}
+	return cl
+}
+
+func (c *client) read() map[string]any {
+	c.t.Helper()
+	line, err := c.r.ReadString('\n')
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(line), &m); err != nil {
+		c.t.Fatalf("reply %q: %v", line, err)
+	}
+	return m
+}
+
+// do runs a command and returns its return value or its error.
+func (c *client) do(cmd string, args map[string]any) (ret any, errClass string) {
+	c.t.Helper()
+	c.id++
+	msg := map[string]any{"execute": cmd, "id": c.id}
+	if args != nil {
+		msg["arguments"] = args
+	}
+	b, _ := json.Marshal(msg)
+	if _, err := c.c.Write(append(b, '\r', '\n')); err != nil {
+		c.t.Fatal(err)
+	}
+	for {
+		m := c.read()
+		if ev, ok := m["event"].(string); ok {
+			c.events = append(c.events, ev)
+			continue
+		}
+		if id, _ := m["id"].(float64); int(id) != c.id {
+			c.t.Fatalf("%s: reply id %v, want %d", cmd, m["id"], c.id)
+		}
+		if e, ok := m["error"].(map[string]any); ok {
+			return nil, e["class"].(string) + ": " + e["desc"].(string)
+		}
+		return m["return"], ""
+	}
+}
+
+func serve(t *testing.T, st *State) string {
+	t.Helper()
+	srv, err := qmp.NewServer(qmp.Config{Commands: st.Commands()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.emit = func(ev string, data any) { srv.Emit(ev, data) }
+	path := filepath.Join(t.TempDir(), "qmp")
+	ln, err := unixsock.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve("libxl-cmd", ln); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return path
+}
+
+func TestPrelaunchContStop(t *testing.T) {
+	h := &fakeHost{}
+	quit := make(chan struct{})
+	st := NewState(StateConfig{Prelaunch: true, Host: h, Quit: func() { close(quit) }, VCPUs: 2,
+		Chardevs: []Chardev{{"libxl-cmd", "unix:/run/q,server=on"}, {"serial0", "pty:/dev/pts/9"}}})
+	c := dial(t, serve(t, st))
+	status := func(want string, running bool) {
+		t.Helper()
+		ret, e := c.do("query-status", nil)
+		if want := map[string]any{"running": running, "singlestep": false, "status": want}; e != "" || !reflect.DeepEqual(ret, want) {
+			t.Errorf("query-status = %v %s, want %v", ret, e, want)
+		}
+	}
+	// libxl with a pre-opened fd requires prelaunch (XEN-FACTS §2.4).
+	status("prelaunch", false)
+	select {
+	case <-st.Started():
+		t.Fatal("started before cont")
+	default:
+	}
+	// stop in prelaunch changes nothing (QEMU do_vm_stop).
+	if _, e := c.do("stop", nil); e != "" {
+		t.Fatal(e)
+	}
+	status("prelaunch", false)
+	ret, e := c.do("query-chardev", nil)
+	want := []any{
+		map[string]any{"label": "libxl-cmd", "filename": "unix:/run/q,server=on", "frontend-open": true},
+		map[string]any{"label": "serial0", "filename": "pty:/dev/pts/9", "frontend-open": true},
+	}
+	if e != "" || !reflect.DeepEqual(ret, want) {
+		t.Errorf("query-chardev = %v %s", ret, e)
+	}
+	if _, e := c.do("cont", nil); e != "" {
+		t.Fatal(e)
+	}
+	<-st.Started()
+	status("running", true)
+	if _, e := c.do("cont", nil); e != "" { // running: nothing happens
+		t.Fatal(e)
+	}
+	if _, e := c.do("stop", nil); e != "" {
+		t.Fatal(e)
+	}
+	status("paused", false)
+	if _, e := c.do("cont", nil); e != "" {
+		t.Fatal(e)
+	}
+	if _, e := c.do("system_reset", nil); e != "" {
+		t.Fatal(e)
+	}
+	if _, e := c.do("cont", map[string]any{"x": 1}); !strings.Contains(e, "GenericError: Parameter 'x' is unexpected") {
+		t.Errorf("cont with an argument: %q", e)
+	}
+	if got, want := h.Calls(), []string{"resume", "pause", "resume", "reset"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("host calls %v, want %v", got, want)
+	}
+	ret, _ = c.do("query-cpus-fast", nil)
+	if l, _ := ret.([]any); len(l) != 2 || l[1].(map[string]any)["cpu-index"] != 1.0 {
+		t.Errorf("query-cpus-fast = %v", ret)
+	}
+	for _, cmd := range []string{"query-hotpluggable-cpus", "cpu-add", "xen-save-devices-state", "add-fd", "eject", "frobnicate"} {
+		if _, e := c.do(cmd, nil); !strings.HasPrefix(e, "CommandNotFound") {
+			t.Errorf("%s: %q, want CommandNotFound", cmd, e)
+		}
+	}
+	if _, e := c.do("xen-set-global-dirty-log", map[string]any{"enable": true}); !strings.HasPrefix(e, "GenericError: dirty logging") {
+		t.Errorf("dirty log: %q", e)
+	}
+	if _, e := c.do("xen-set-global-dirty-log", map[string]any{"enable": "yes"}); !strings.Contains(e, "Invalid parameter type for 'enable', expected: boolean") {
+		t.Errorf("dirty log bad type: %q", e)
+	}
+	ret, _ = c.do("human-monitor-command", map[string]any{"command-line": "info status"})
+	if ret != "VM status: running\r\n" {
+		t.Errorf("info status = %q", ret)
+	}
+	ret, _ = c.do("human-monitor-command", map[string]any{"command-line": "info chardev"})
+	if !strings.Contains(ret.(string), "serial0: filename=pty:/dev/pts/9") {
+		t.Errorf("info chardev = %q", ret)
+	}
+	ret, _ = c.do("human-monitor-command", map[string]any{"command-line": "savevm x"})
+	if ret != "unknown command: 'savevm'\r\n" {
+		t.Errorf("hmp savevm = %q", ret)
+	}
+	ret, _ = c.do("query-version", nil)
+	if v := ret.(map[string]any)["qemu"].(map[string]any); v["major"] != 7.0 || v["minor"] != 2.0 {
+		t.Errorf("query-version = %v", ret)
+	}
+	if _, e := c.do("device_del", map[string]any{"id": "pci-pt-03_00.0"}); e != "" {
+		t.Fatal(e)
+	}
+	if _, e := c.do("device_del", map[string]any{"id": "nope"}); e != "DeviceNotFound: Device 'nope' not found" {
+		t.Errorf("device_del nope: %q", e)
+	}
+	if _, e := c.do("device_add", map[string]any{"driver": "xen-pci-passthrough", "id": "pci-pt-03_00.0", "hostaddr": "0000:03:00.0"}); e != "GenericError: no passthrough here" {
+		t.Errorf("device_add: %q", e)
+	}
+	if _, e := c.do("quit", nil); e != "" {
+		t.Fatal(e)
+	}
+	<-quit
+	// Events in order: cont, stop, cont, reset, device_del, quit.
+	if want := []string{"RESUME", "STOP", "RESUME", "RESET", "DEVICE_DELETED", "SHUTDOWN"}; !reflect.DeepEqual(c.events, want) {
+		t.Errorf("events %v, want %v", c.events, want)
+	}
+}
+
+func TestProbe(t *testing.T) {
+	quit := make(chan struct{})
+	for _, drop := range []bool{false, true} {
+		st := NewState(StateConfig{Prelaunch: true, DropPrivileges: drop, Quit: func() {
+			if drop {
+				close(quit)
+			}
+		}})
+		c := dial(t, serve(t, st))
+		ret, e := c.do("query-command-line-options", nil)
+		if e != "" {
+			t.Fatal(e)
+		}
+		found := false
+		for _, o := range ret.([]any) {
+			o := o.(map[string]any)
+			if o["option"] == "run-with" {
+				found = true
+				var names []string
+				for _, p := range o["parameters"].([]any) {
+					names = append(names, p.(map[string]any)["name"].(string))
+				}
+				if !reflect.DeepEqual(names, []string{"chroot", "user"}) {
+					t.Errorf("run-with parameters %v", names)
+				}
+			}
+		}
+		if found != drop {
+			t.Errorf("drop privileges %v: run-with reported %v", drop, found)
+		}
+		if _, e := c.do("query-command-line-options", map[string]any{"option": "spice"}); e != "GenericError: Invalid parameter 'option'" {
+			t.Errorf("option spice: %q", e)
+		}
+		if _, e := c.do("query-pci", nil); !strings.Contains(e, "the machine is 'none'") {
+			t.Errorf("query-pci on the probe: %q", e)
+		}
+		if drop {
+			c.do("quit", nil)
+			<-quit
+		}
+	}
+}
+
+func TestQueryPCI(t *testing.T) {
+	bus, err := pci.NewBus(pci.BusConfig{Spaces: devices.NewBus()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := pci.New(pci.Header{VendorID: 0x5853, DeviceID: 0x0001, Class: 0xff8000, SubsystemVendorID: 0x5853, SubsystemID: 1, InterruptPin: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.Add(d, 3, 0); err != nil {
+		t.Fatal(err)
+	}
+	h := &fakeHost{funcs: []PCIFunction{{QdevID: "pci-pt-03_00.0", Dev: d}}}
+	c := dial(t, serve(t, NewState(StateConfig{Host: h})))
+	ret, e := c.do("query-pci", nil)
+	if e != "" {
+		t.Fatal(e)
+	}
+	b, _ := json.Marshal(ret)
+	want := `[{"bus":0,"devices":[{"bus":0,"class_info":{"class":65408},"function":0,"id":{"device":1,"subsystem":1,"subsystem-vendor":22611,"vendor":22611},"irq":0,"irq_pin":1,"qdev_id":"pci-pt-03_00.0","regions":[],"slot":3}]}]`
+	if string(b) != want {
+		t.Errorf("query-pci =\n%s\nwant\n%s", b, want)
+	}
+}
