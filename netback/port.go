@@ -120,13 +120,14 @@ func (p *Port) Transmit(f *Frame) {
 	if !p.offloads {
 		f.Hdr = VnetHdr{}
 	}
+	n := f.n // f is the back-end's once pushed
 	if !p.tx.Push(f) {
 		p.stats.TxDropped.Add(1)
 		f.Release()
 		return
 	}
 	p.stats.TxFrames.Add(1)
-	p.stats.TxBytes.Add(uint64(f.n))
+	p.stats.TxBytes.Add(uint64(n))
 }
 
 func (p *Port) SetNotify(rx, tx func()) {
