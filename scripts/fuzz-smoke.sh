@@ -43,6 +43,9 @@ targets="
 ./internal/qemuopts FuzzParseSize
 ./internal/qmp FuzzDecoder
 ./internal/board FuzzRestore
+./netback FuzzPortFrames
+./netback/usernet FuzzDHCP
+./netback/usernet FuzzGuestFrame
 "
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

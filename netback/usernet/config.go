@@ -38,6 +38,20 @@ type HostFwd struct {
 	Guest netip.AddrPort // guest address unspecified: the first DHCP address
 }
 
+// parseDefaults fills c's network fields with QEMU's defaults.
+func parseDefaults(c Config) (Config, error) {
+	o, err := qemuopts.Parse("-netdev", "user,id=defaults", "type")
+	if err != nil {
+		return c, err
+	}
+	d, err := Parse(o)
+	if err != nil {
+		return c, err
+	}
+	d.Resolver, d.Depth, d.MaxFlows, d.Restrict = c.Resolver, c.Depth, c.MaxFlows, c.Restrict
+	return d, nil
+}
+
 // Parse reads a "-netdev user" option.
 func Parse(o *qemuopts.Opts) (Config, error) {
 	c := Config{MAC: [6]byte{0x52, 0x55, 0x0a, 0x00, 0x02, 0x02}}

@@ -143,6 +143,16 @@ func startGuest(t testing.TB, b netback.Backend, addr, gw netip.Addr, bits int) 
 	g.s.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber,
 		AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom4(addr.As4()), PrefixLen: bits}}, stack.AddressProperties{})
 	g.s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, Gateway: tcpip.AddrFrom4(gw.As4()), NIC: 1}})
+	rxc, txc := make(chan struct{}, 1), make(chan struct{}, 1)
+	kick := func(c chan struct{}) func() {
+		return func() {
+			select {
+			case c <- struct{}{}:
+			default:
+			}
+		}
+	}
+	b.SetNotify(kick(rxc), kick(txc))
 	// Guest → back-end.
 	go func() {
 		for {
@@ -151,7 +161,19 @@ func startGuest(t testing.TB, b netback.Backend, addr, gw netip.Addr, bits int) 
 				return
 			}
 			v := pkt.ToView()
-			sendFrame(b, v.AsSlice())
+			for f := b.TxFrame(); ; f = b.TxFrame() {
+				if f != nil {
+					f.SetLen(copy(f.Buf(), v.AsSlice()))
+					b.Transmit(f)
+					break
+				}
+				select {
+				case <-txc:
+				case <-time.After(time.Millisecond):
+				case <-g.stop:
+					return
+				}
+			}
 			v.Release()
 			pkt.DecRef()
 		}
@@ -170,7 +192,12 @@ func startGuest(t testing.TB, b netback.Backend, addr, gw netip.Addr, bits int) 
 			}
 			f := b.RxPop()
 			if f == nil {
-				time.Sleep(200 * time.Microsecond)
+				select {
+				case <-rxc:
+				case <-time.After(time.Millisecond):
+				case <-g.stop:
+					return
+				}
 				continue
 			}
 			pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(f.Bytes())})
