@@ -282,3 +282,36 @@ func TestTapPeerFloodBounded(t *testing.T) {
 		}
 	})
 }
+
+// fd=: a tap the toolstack opened is adopted as it is (its vnet header
+// setting read back from the kernel); an fd that is no tap is refused.
+func TestTapPreopenedFD(t *testing.T) {
+	inNetns(t, func() {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		ifr, _ := unix.NewIfreq("pre0")
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			t.Error(err)
+			return
+		}
+		tap, err := OpenTap(TapConfig{ID: "n", FD: fd})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if tap.Name() != "pre0" || !tap.Offloads() || tap.MaxLen() != MaxGSOFrame {
+			t.Errorf("adopted %s offloads %v maxlen %d", tap.Name(), tap.Offloads(), tap.MaxLen())
+		}
+		tap.Close()
+		null, _ := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		defer unix.Close(null)
+		_, err = OpenTap(TapConfig{ID: "n", FD: null})
+		if err == nil || !strings.Contains(err.Error(), "not a tap") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("/dev/null as a tap: %v", err)
+		}
+	})
+}
