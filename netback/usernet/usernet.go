@@ -54,7 +54,20 @@ type User struct {
 	hostAddrs          []net.Addr // bound hostfwd listeners, in HostFwd order
 	ctx                context.Context
 	cancel             context.CancelFunc
+	closing            bool // under mu: no new goroutine joins wg
 	wg                 sync.WaitGroup
+}
+
+// begin counts one more goroutine Close must wait for; false once Close
+// has started.
+func (u *User) begin() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closing {
+		return false
+	}
+	u.wg.Add(1)
+	return true
 }
 
 // linkEP is the gVisor link endpoint of the guest's wire: what the stack
@@ -259,7 +272,11 @@ func (u *User) forwardTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true) // too many flows: refused, not queued
 		return
 	}
-	u.wg.Add(1)
+	if !u.begin() {
+		<-u.tcpSlots
+		r.Complete(true)
+		return
+	}
 	go func() {
 		defer u.wg.Done()
 		defer func() { <-u.tcpSlots }()
@@ -344,7 +361,11 @@ func (u *User) forwardUDP(r *udp.ForwarderRequest) bool {
 		return true
 	}
 	gc := gonet.NewUDPConn(&wq, ep)
-	u.wg.Add(1)
+	if !u.begin() {
+		<-u.udpSlots
+		gc.Close()
+		return true
+	}
 	go func() {
 		defer u.wg.Done()
 		defer func() { <-u.udpSlots }()
@@ -401,7 +422,9 @@ func (u *User) startDHCP() error {
 	}
 	conn := gonet.NewUDPConn(&wq, ep)
 	u.track(conn)
-	u.wg.Add(1)
+	if !u.begin() {
+		return errors.New("closed")
+	}
 	go func() {
 		defer u.wg.Done()
 		in := make([]byte, 1500)
@@ -446,7 +469,9 @@ func (u *User) startHostFwd(h HostFwd) error {
 	}
 	remote := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(guest.As4()), Port: h.Guest.Port()}
 	local := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(u.cfg.Host.As4())}
-	u.wg.Add(1)
+	if !u.begin() {
+		return errors.New("closed")
+	}
 	go func() {
 		defer u.wg.Done()
 		for {
@@ -460,7 +485,11 @@ func (u *User) startHostFwd(h HostFwd) error {
 				hc.Close()
 				continue
 			}
-			u.wg.Add(1)
+			if !u.begin() {
+				<-u.tcpSlots
+				hc.Close()
+				return
+			}
 			go func() {
 				defer u.wg.Done()
 				defer func() { <-u.tcpSlots }()
@@ -484,6 +513,7 @@ func (u *User) Close() error {
 	if u.cancel != nil {
 		u.cancel()
 	}
+	u.closing = true
 	cs := u.closers
 	u.closers = nil
 	u.mu.Unlock()

@@ -1,0 +1,80 @@
+package usernet
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+)
+
+// echoFrame is an ICMP echo request from the guest to dst via the
+// gateway's MAC.
+func echoFrame(u *User, dst [4]byte, id uint16) []byte {
+	f := make([]byte, 14+20+8+16)
+	copy(f, u.cfg.MAC[:])
+	copy(f[6:], guestMAC[:])
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := header.IPv4(f[14:])
+	ip.Encode(&header.IPv4Fields{TotalLength: 20 + 8 + 16, TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
+		SrcAddr: tcpip.AddrFrom4(u.cfg.DHCPStart.As4()), DstAddr: tcpip.AddrFrom4(dst)})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	ic := header.ICMPv4(f[34:])
+	ic.SetType(header.ICMPv4Echo)
+	ic.SetIdent(id)
+	ic.SetSequence(1)
+	ic.SetChecksum(header.ICMPv4Checksum(ic, 0))
+	return f
+}
+
+// waitEchoReply reports whether an echo reply with id comes back within d.
+func waitEchoReply(u *User, id uint16, d time.Duration) (src [4]byte, ok bool) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		f := u.RxPop()
+		if f == nil {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		b := f.Bytes()
+		if len(b) >= 42 && binary.BigEndian.Uint16(b[12:]) == 0x0800 && b[23] == 1 && b[34] == 0 && binary.BigEndian.Uint16(b[38:]) == id {
+			copy(src[:], b[26:30])
+			f.Release()
+			return src, true
+		}
+		f.Release()
+	}
+	return src, false
+}
+
+// ICMP echo: the gateway and DNS addresses answer; an address beyond
+// them is not answered by the stack in their place (a guest must not
+// see every host as alive: there is no ICMP NAT yet).
+func TestEchoOnlyFromGatewayAddresses(t *testing.T) {
+	u := newUser(t, "user,id=e", nil)
+	u.stack.AddStaticNeighbor(nicID, ipv4.ProtocolNumber, tcpip.AddrFrom4(u.cfg.DHCPStart.As4()), tcpip.LinkAddress(guestMAC[:]))
+	for i, c := range []struct {
+		dst    [4]byte
+		answer bool
+	}{
+		{[4]byte{10, 0, 2, 2}, true},
+		{[4]byte{10, 0, 2, 3}, true},
+		{[4]byte{192, 0, 2, 1}, false}, // TEST-NET-1: nothing leaves loopback either way
+		{[4]byte{10, 0, 2, 99}, false},
+	} {
+		id := uint16(0x100 + i)
+		if !sendFrame(u, echoFrame(u, c.dst, id)) {
+			t.Fatal("no room")
+		}
+		wait := 10 * time.Second
+		if !c.answer {
+			wait = 300 * time.Millisecond
+		}
+		src, ok := waitEchoReply(u, id, wait)
+		if ok != c.answer || (ok && src != c.dst) {
+			t.Errorf("echo to %v: reply %v from %v", c.dst, ok, src)
+		}
+	}
+}
