@@ -2,6 +2,7 @@ package netback
 
 import (
 	"testing"
+	"time"
 )
 
 func TestVnetHdrRoundTrip(t *testing.T) {
@@ -206,4 +207,45 @@ func FuzzPortFrames(f *testing.F) {
 			t.Fatalf("leaked a buffer")
 		}
 	})
+}
+
+// The wake-ups that carry back-pressure: rx when a frame waits for the
+// guest, tx when a full transmit queue has room again.
+func TestPortWakeups(t *testing.T) {
+	p := NewPort(PortConfig{Depth: 2})
+	defer p.Shutdown()
+	rx, tx := make(chan struct{}, 8), make(chan struct{}, 8)
+	p.SetNotify(func() { rx <- struct{}{} }, func() { tx <- struct{}{} })
+	f := p.Pool().Get()
+	f.SetLen(MinFrame)
+	p.Deliver(f)
+	select {
+	case <-rx:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no rx wake-up for a delivered frame")
+	}
+	for i := 0; i < 2; i++ {
+		g := p.TxFrame()
+		g.SetLen(MinFrame)
+		p.Transmit(g)
+	}
+	if p.TxFrame() != nil {
+		t.Fatal("room in a full transmit queue")
+	}
+	select {
+	case <-tx:
+		t.Fatal("tx wake-up before any room")
+	default:
+	}
+	p.TxQueue().Pop().Release()
+	select {
+	case <-tx:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no tx wake-up once the full queue had room")
+	}
+	if g := p.TxFrame(); g == nil {
+		t.Fatal("no frame after the wake-up")
+	} else {
+		g.Release()
+	}
 }
