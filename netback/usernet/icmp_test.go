@@ -2,6 +2,7 @@ package usernet
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -75,6 +76,28 @@ func TestEchoOnlyFromGatewayAddresses(t *testing.T) {
 		src, ok := waitEchoReply(u, id, wait)
 		if ok != c.answer || (ok && src != c.dst) {
 			t.Errorf("echo to %v: reply %v from %v", c.dst, ok, src)
+		}
+	}
+}
+
+func TestHostTargets(t *testing.T) {
+	u := newUser(t, "user,id=t", nil)
+	for a, want := range map[string]string{
+		"10.0.2.2:80":        "127.0.0.1:80", // the gateway is the host's loopback
+		"10.0.2.3:53":        "",             // DNS is UDP through the resolver only
+		"10.0.2.16:80":       "",             // the guest's own network
+		"192.0.2.7:443":      "192.0.2.7:443",
+		"127.0.0.1:22":       "", // loopback only through the gateway
+		"224.0.0.251:5353":   "",
+		"255.255.255.255:9":  "",
+		"169.254.169.254:80": "",
+		"0.0.0.0:80":         "",
+		"198.51.100.1:0":     "",
+	} {
+		ap := netip.MustParseAddrPort(a)
+		got, ok := u.hostTarget(tcpip.AddrFrom4(ap.Addr().As4()), ap.Port())
+		if ok != (want != "") || got != want {
+			t.Errorf("%s → %q %v, want %q", a, got, ok, want)
 		}
 	}
 }

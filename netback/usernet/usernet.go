@@ -256,6 +256,13 @@ func (u *User) hostTarget(a tcpip.Address, port uint16) (string, bool) {
 	if u.cfg.Net.Contains(ip) {
 		return "", false // the guest's own network: nothing there
 	}
+	// Only unicast beyond the host: no broadcast or multicast sent on the
+	// host's networks in the guest's name, no loopback other than through
+	// the gateway address, no link-local (169.254/16: a cloud's metadata
+	// service is not the guest's to reach).
+	if !ip.IsGlobalUnicast() || port == 0 {
+		return "", false
+	}
 	return netip.AddrPortFrom(ip, port).String(), true
 }
 
