@@ -58,7 +58,7 @@ func TestParseTapAsLibxlWritesIt(t *testing.T) {
 // inNetns runs fn on a goroutine locked to a thread moved into a new
 // network namespace; the thread is discarded after (never unlocked).
 // It skips the test, saying why, when the namespace cannot be made.
-func inNetns(t *testing.T, fn func()) {
+func inNetns(t testing.TB, fn func()) {
 	t.Helper()
 	skip := make(chan string, 1)
 	done := make(chan struct{})
