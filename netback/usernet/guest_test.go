@@ -463,6 +463,7 @@ func TestFloodsBounded(t *testing.T) {
 	// guest still takes nothing: dropped and counted past the queue.
 	pc, _ := net.ListenPacket("udp", "127.0.0.1:0")
 	defer pc.Close()
+	stopFlood := make(chan struct{}) // (on a failure, pc.Close ends the flood)
 	go func() {
 		buf := make([]byte, 16)
 		_, a, err := pc.ReadFrom(buf)
@@ -470,8 +471,15 @@ func TestFloodsBounded(t *testing.T) {
 			return
 		}
 		d := make([]byte, 1000)
-		for i := 0; i < 3000; i++ {
-			pc.WriteTo(d, a)
+		for {
+			select {
+			case <-stopFlood:
+				return
+			default:
+			}
+			if _, err := pc.WriteTo(d, a); err != nil {
+				return
+			}
 		}
 	}()
 	uc, err := gonet.DialUDP(g.s, nil, &tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(gw.As4()), Port: uint16(pc.LocalAddr().(*net.UDPAddr).Port)}, ipv4.ProtocolNumber)
@@ -490,6 +498,7 @@ func TestFloodsBounded(t *testing.T) {
 	if u.Stats().RxDropped.Load() < 100 || u.RxQueue().Len() != 32 {
 		t.Fatalf("paused guest under a UDP flood: queue %d, dropped %d", u.RxQueue().Len(), u.Stats().RxDropped.Load())
 	}
+	close(stopFlood)
 	if free := u.Pool().Free(); free < u.Pool().Size()-32-32-4 {
 		t.Fatalf("pool: %d of %d free", free, u.Pool().Size())
 	}
