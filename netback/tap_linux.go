@@ -224,12 +224,13 @@ func (t *Tap) reader() {
 			if errors.Is(err, os.ErrClosed) {
 				return
 			}
+			// A persistent error (the interface deleted under us: EBADFD,
+			// EIO) must not spin: wait a little before the next try.
 			select {
 			case <-t.Stopping():
 				return
-			default:
+			case <-time.After(10 * time.Millisecond):
 			}
-			// EIO while the link is down: wait for the next try.
 			continue
 		}
 		if t.vnet {

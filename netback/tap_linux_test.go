@@ -435,3 +435,40 @@ func TestTapVnetChecksumOffload(t *testing.T) {
 		t.Error("no second frame toward the guest")
 	})
 }
+
+// The interface deleted under the back-end (an administrator, a script):
+// frames from the guest are dropped and counted, and Close still ends
+// every goroutine.
+func TestTapInterfaceDeleted(t *testing.T) {
+	inNetns(t, func() {
+		o, _ := qemuopts.Parse("-netdev", "tap,id=n,ifname=tapgone,script=no,downscript=no", "type")
+		c, _ := ParseTap(o)
+		tap, err := OpenTap(c)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		l, _ := netlink.LinkByName("tapgone")
+		if err := netlink.LinkDel(l); err != nil {
+			t.Error(err)
+			tap.Close()
+			return
+		}
+		frame := icmpEcho(net.HardwareAddr{2, 0, 0, 0, 0, 1}, net.HardwareAddr{2, 0, 0, 0, 0, 2}, net.IPv4(10, 0, 0, 2), net.IPv4(10, 0, 0, 1), 1, nil)
+		transmit(t, tap, frame, VnetHdr{})
+		deadline := time.Now().Add(10 * time.Second)
+		for tap.Stats().TxDropped.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if tap.Stats().TxDropped.Load() != 1 {
+			t.Errorf("write to a deleted tap: %d dropped", tap.Stats().TxDropped.Load())
+		}
+		done := make(chan struct{})
+		go func() { tap.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("Close hung after the interface was deleted")
+		}
+	})
+}
