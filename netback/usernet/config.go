@@ -28,7 +28,7 @@ type Config struct {
 	// Depth is each frame queue's depth (netback.DefaultDepth when 0).
 	Depth int
 	// MaxFlows bounds the NAT's concurrent TCP connections and UDP flows
-	// each (256 when 0).
+	// each (128 when 0).
 	MaxFlows int
 }
 

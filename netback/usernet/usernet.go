@@ -39,6 +39,9 @@ import (
 
 const nicID = 1
 
+// tcpBuf is each NAT connection's gVisor send and receive buffer.
+const tcpBuf = 256 << 10
+
 // User is a user-mode network back-end: a netback.Backend whose far side
 // is a gVisor stack.
 type User struct {
@@ -109,7 +112,7 @@ func (l *linkEP) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 // New starts a user-mode network.
 func New(c Config) (*User, error) {
 	if c.MaxFlows <= 0 {
-		c.MaxFlows = 256
+		c.MaxFlows = 128
 	}
 	if c.Resolver == "" && !c.Restrict {
 		c.Resolver = hostResolver()
@@ -127,6 +130,11 @@ func New(c Config) (*User, error) {
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
 	})
 	u.stack = s
+	// Per-connection memory: gVisor's defaults let each TCP buffer grow
+	// to 4 MiB; a guest opening MaxFlows connections must not make that
+	// hundreds of MiB. tcpBuf each way per connection.
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &tcpip.TCPReceiveBufferSizeRangeOption{Min: 4096, Default: tcpBuf, Max: tcpBuf})
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &tcpip.TCPSendBufferSizeRangeOption{Min: 4096, Default: tcpBuf, Max: tcpBuf})
 	u.link = &linkEP{Endpoint: channel.New(1, 1500, tcpip.LinkAddress(c.MAC[:])), port: u.Port}
 	if err := s.CreateNIC(nicID, ethernet.New(u.link)); err != nil {
 		u.Close()
