@@ -1,8 +1,13 @@
 package usernet
 
 import (
+	"context"
 	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,5 +104,64 @@ func TestHostTargets(t *testing.T) {
 		if ok != (want != "") || got != want {
 			t.Errorf("%s → %q %v, want %q", a, got, ok, want)
 		}
+	}
+}
+
+// A guest opening more NAT connections than MaxFlows is refused past the
+// cap (a RST, not a queue), and gets room again when one closes.
+func TestNATFlowCap(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { // open until the guest's side ends
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+	u := newUser(t, "user,id=cap", func(c *Config) { c.MaxFlows = 3 })
+	g := startGuest(t, u, u.cfg.DHCPStart, u.cfg.Host, u.cfg.Net.Bits())
+	target := fmt.Sprintf("10.0.2.2:%d", ln.Addr().(*net.TCPAddr).Port)
+	var conns []net.Conn
+	for i := 0; i < 3; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		c, err := g.dial(ctx, target)
+		cancel()
+		if err != nil {
+			t.Fatalf("connection %d under the cap: %v", i, err)
+		}
+		conns = append(conns, c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	_, err = g.dial(ctx, target)
+	cancel()
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("connection past the cap: %v, want refused", err)
+	}
+	conns[0].Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		c, err := g.dial(ctx, target)
+		cancel()
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no room after a connection closed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, c := range conns[1:] {
+		c.Close()
 	}
 }
