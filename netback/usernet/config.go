@@ -32,8 +32,9 @@ type Config struct {
 	MaxFlows int
 }
 
-// HostFwd is one "hostfwd=tcp:HOSTADDR:HOSTPORT-GUESTADDR:GUESTPORT".
+// HostFwd is one "hostfwd=[tcp|udp]:HOSTADDR:HOSTPORT-GUESTADDR:GUESTPORT".
 type HostFwd struct {
+	UDP   bool
 	Host  netip.AddrPort
 	Guest netip.AddrPort // guest address unspecified: the first DHCP address
 }
@@ -113,15 +114,19 @@ func Parse(o *qemuopts.Opts) (Config, error) {
 }
 
 // parseHostFwd reads QEMU's "[tcp]:[hostaddr]:hostport-[guestaddr]:guestport"
-// (net/slirp.c slirp_hostfwd). Only tcp is served so far.
+// (net/slirp.c slirp_hostfwd; tcp when the protocol is empty).
 func parseHostFwd(s string) (HostFwd, error) {
 	var h HostFwd
 	proto, rest, ok := strings.Cut(s, ":")
 	if !ok {
 		return h, fmt.Errorf("expected [tcp]:[hostaddr]:hostport-[guestaddr]:guestport")
 	}
-	if proto != "" && proto != "tcp" {
-		return h, fmt.Errorf("protocol %q: only tcp forwarding is supported", proto)
+	switch proto {
+	case "", "tcp":
+	case "udp":
+		h.UDP = true
+	default:
+		return h, fmt.Errorf("protocol %q: tcp or udp", proto)
 	}
 	hs, gs, ok := strings.Cut(rest, "-")
 	if !ok {

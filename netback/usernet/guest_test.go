@@ -523,7 +523,7 @@ func TestParseUser(t *testing.T) {
 	}
 	for _, bad := range []string{
 		"user,id=u,net=10.0.2.0/31", "user,id=u,net=fe80::/64", "user,id=u,host=10.0.3.2",
-		"user,id=u,hostfwd=udp::53-:53", "user,id=u,hostfwd=tcp:127.0.0.1:x-:22", "user,id=u,hostfwd=tcp::22",
+		"user,id=u,hostfwd=sctp::53-:53", "user,id=u,hostfwd=tcp:127.0.0.1:x-:22", "user,id=u,hostfwd=tcp::22",
 		"user,id=u,hostfwd=tcp::2222-:0", "user,id=u,dhcpstart=10.0.2.250", "user,id=u,smb=/tmp", "user,id=u,restrict=maybe",
 		"tap,id=u",
 	} {

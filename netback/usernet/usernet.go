@@ -470,6 +470,9 @@ func (u *User) startDHCP() error {
 // startHostFwd listens on the host and connects each accepted connection
 // to the guest.
 func (u *User) startHostFwd(h HostFwd) error {
+	if h.UDP {
+		return u.startHostFwdUDP(h)
+	}
 	ln, err := net.Listen("tcp", h.Host.String())
 	if err != nil {
 		return err
@@ -517,6 +520,84 @@ func (u *User) startHostFwd(h HostFwd) error {
 				}
 				u.splice(gc, hc)
 			}()
+		}
+	}()
+	return nil
+}
+
+// startHostFwdUDP binds the host port; each host peer (address and
+// port) gets its own flow to the guest, from the gateway address, ended
+// after udpIdle without traffic; at most MaxFlows peers at once.
+func (u *User) startHostFwdUDP(h HostFwd) error {
+	pc, err := net.ListenPacket("udp", h.Host.String())
+	if err != nil {
+		return err
+	}
+	u.mu.Lock()
+	u.hostAddrs = append(u.hostAddrs, pc.LocalAddr())
+	u.mu.Unlock()
+	u.track(pc)
+	guest := h.Guest.Addr()
+	if guest.IsUnspecified() {
+		guest = u.cfg.DHCPStart
+	}
+	remote := &tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(guest.As4()), Port: h.Guest.Port()}
+	local := &tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFrom4(u.cfg.Host.As4())}
+	if !u.begin() {
+		return errors.New("closed")
+	}
+	go func() {
+		defer u.wg.Done()
+		var fmu sync.Mutex
+		flows := map[netip.AddrPort]*gonet.UDPConn{}
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			peer := from.(*net.UDPAddr).AddrPort()
+			fmu.Lock()
+			gc := flows[peer]
+			fmu.Unlock()
+			if gc == nil {
+				select {
+				case u.udpSlots <- struct{}{}:
+				default:
+					continue // too many peers: dropped
+				}
+				gc, err = gonet.DialUDP(u.stack, local, remote, ipv4.ProtocolNumber)
+				if err != nil || !u.begin() {
+					if err == nil {
+						gc.Close()
+					}
+					<-u.udpSlots
+					continue
+				}
+				u.track(gc)
+				fmu.Lock()
+				flows[peer] = gc
+				fmu.Unlock()
+				go func(gc *gonet.UDPConn) {
+					defer u.wg.Done()
+					defer func() { <-u.udpSlots }()
+					rb := make([]byte, 65536)
+					for {
+						gc.SetReadDeadline(time.Now().Add(udpIdle))
+						m, err := gc.Read(rb)
+						if err != nil {
+							break
+						}
+						pc.WriteTo(rb[:m], net.UDPAddrFromAddrPort(peer))
+					}
+					fmu.Lock()
+					delete(flows, peer)
+					fmu.Unlock()
+					u.untrack(gc)
+					gc.Close()
+				}(gc)
+			}
+			gc.Write(buf[:n])
 		}
 	}()
 	return nil

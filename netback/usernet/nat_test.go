@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 )
@@ -163,5 +164,44 @@ func TestNATFlowCap(t *testing.T) {
 	}
 	for _, c := range conns[1:] {
 		c.Close()
+	}
+}
+
+// hostfwd=udp: a host peer's datagrams reach the guest's socket and its
+// answers come back to that peer.
+func TestHostFwdUDP(t *testing.T) {
+	u := newUser(t, "user,id=uf,hostfwd=udp:127.0.0.1:0-:5353", nil)
+	g := startGuest(t, u, u.cfg.DHCPStart, u.cfg.Host, u.cfg.Net.Bits())
+	gc, err := gonet.DialUDP(g.s, &tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(u.cfg.DHCPStart.As4()), Port: 5353}, nil, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gc.Close()
+	go func() {
+		buf := make([]byte, 100)
+		for {
+			n, from, err := gc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			gc.WriteTo(append([]byte("guest:"), buf[:n]...), from)
+		}
+	}()
+	c, err := net.Dial("udp", u.HostFwdAddr(0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var got string
+	for try := 0; try < 20 && got == ""; try++ {
+		c.Write([]byte("ping"))
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		buf := make([]byte, 100)
+		if n, err := c.Read(buf); err == nil {
+			got = string(buf[:n])
+		}
+	}
+	if got != "guest:ping" {
+		t.Fatalf("through udp hostfwd: %q", got)
 	}
 }
