@@ -46,6 +46,9 @@ targets="
 ./display/vnc FuzzClientMessages
 ./display/vnc FuzzZRLE
 ./devices/vga FuzzDISPI
+./netback FuzzPortFrames
+./netback/usernet FuzzDHCP
+./netback/usernet FuzzGuestFrame
 "
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
