@@ -47,10 +47,10 @@ func ParseCache(s string) (Cache, error) {
 	return 0, fmt.Errorf("block: invalid cache mode %q (want writeback, none, unsafe, directsync or writethrough)", s)
 }
 
-func (c Cache) direct() bool    { return c == CacheNone || c == CacheDirectSync }
-func (c Cache) dsync() bool     { return c == CacheDirectSync || c == CacheWritethrough }
-func (c Cache) noFlush() bool   { return c == CacheUnsafe }
-func (c Cache) barriers() bool  { return c == CacheWriteback || c == CacheNone }
+func (c Cache) direct() bool     { return c == CacheNone || c == CacheDirectSync }
+func (c Cache) dsync() bool      { return c == CacheDirectSync || c == CacheWritethrough }
+func (c Cache) noFlush() bool    { return c == CacheUnsafe }
+func (c Cache) barriers() bool   { return c == CacheWriteback || c == CacheNone }
 func (c Cache) writeCache() bool { return !c.dsync() }
 
 // hostFile is one open image file or block device: positioned I/O that

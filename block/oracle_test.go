@@ -178,4 +178,3 @@ func indexOf(s, sub string) int {
 	}
 	return -1
 }
-

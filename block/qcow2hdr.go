@@ -83,7 +83,7 @@ type qcowHeader struct {
 }
 
 func (h *qcowHeader) clusterSize() uint64 { return 1 << h.clusterBits }
-func (h *qcowHeader) extL2() bool        { return h.incompat&incExtL2 != 0 }
+func (h *qcowHeader) extL2() bool         { return h.incompat&incExtL2 != 0 }
 
 // l2Entries is the number of entries of one L2 table.
 func (h *qcowHeader) l2Entries() uint64 {
