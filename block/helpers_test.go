@@ -148,3 +148,8 @@ func tinyQcow2(size uint64, cbits uint32, version uint32) []byte {
 	}
 	return img
 }
+
+func execOut(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	return string(out), err
+}
