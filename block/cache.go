@@ -13,9 +13,12 @@ type tableCache struct {
 
 func newTableCache(slots int, size int) *tableCache {
 	c := &tableCache{off: make([]int64, slots), data: make([][]byte, slots), ref: make([]bool, slots), idx: make(map[int64]int, slots)}
+	// One arena: large allocations come from fresh, lazily-zeroed pages,
+	// so slots cost memory only once used.
+	arena := alignedBuf(slots*size, 4096)
 	for i := range c.off {
 		c.off[i] = -1
-		c.data[i] = alignedBuf(size, 4096)
+		c.data[i] = arena[i*size : (i+1)*size : (i+1)*size]
 	}
 	return c
 }

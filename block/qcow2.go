@@ -378,6 +378,12 @@ func (q *qcow2Image) inPlace(off int64) (int64, bool, error) {
 	if q.metaOverlap(base, q.cs) {
 		return 0, false, corrupt("data cluster at %#x overlaps metadata", base)
 	}
+	if base >= q.next {
+		// Allocated clusters lie inside the file (reads of a hostile
+		// offset beyond it see zeros, as in QEMU; writes are refused
+		// rather than growing the file to it).
+		return 0, false, corrupt("data cluster at %#x beyond the end of the image", base)
+	}
 	return host, true, nil
 }
 

@@ -43,6 +43,9 @@ targets="
 ./internal/qemuopts FuzzParseSize
 ./internal/qmp FuzzDecoder
 ./internal/board FuzzRestore
+./block FuzzQcowHeader
+./block FuzzQcowTables
+./block FuzzRefcount
 "
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
