@@ -105,10 +105,11 @@ func openQcow2(h *hostFile, writable bool, depth int, opener func(name, format s
 	for i := range q.rt {
 		q.rt[i] = be.Uint64(rtraw[i*8:])
 	}
+	// Never more slots than tables the image can have.
 	slots := max(4, cacheBytes/int(q.cs))
-	q.l2c = newTableCache(slots, int(q.cs))
+	q.l2c = newTableCache(min(slots, max(len(q.l1), 1)), int(q.cs))
 	if writable {
-		q.rbc = newTableCache(slots, int(q.cs))
+		q.rbc = newTableCache(min(slots, len(q.rt)), int(q.cs))
 		q.cow = alignedBuf(int(q.cs), 4096)
 		q.l2nb = alignedBuf(int(q.cs), 4096)
 		q.next = (fsize + q.cs - 1) &^ (q.cs - 1)
@@ -676,20 +677,22 @@ func (q *qcow2Image) newRefBlock(c int64, depth int) ([]byte, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	self := (nb>>q.cbits)>>q.rbbits == ri
+	if !self {
+		// Counted by another block (before the slot below is taken: this
+		// may use the cache).
+		if err := q.addRefDepth(nb, 1, depth+1); err != nil {
+			return nil, 0, err
+		}
+	}
 	i := q.rbc.victim()
 	t := q.rbc.data[i]
 	clear(t)
-	self := (nb>>q.cbits)>>q.rbbits == ri
 	if self {
 		putRef(t, uint64((nb>>q.cbits)&(1<<q.rbbits-1)), q.rbits, 1)
 	}
 	if err := q.h.writeAt(t, nb); err != nil {
 		return nil, 0, err
-	}
-	if !self {
-		if err := q.addRefDepth(nb, 1, depth+1); err != nil {
-			return nil, 0, err
-		}
 	}
 	if err := q.h.barrier(); err != nil {
 		return nil, 0, err
