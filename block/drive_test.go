@@ -223,14 +223,21 @@ func TestQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	q := NewQueue(d, 4, 2)
+	// One worker, held in the first request's completion: the slot of a
+	// completed request is free while its Done runs, the next four wait
+	// in the queue and a sixth finds it full.
+	q := NewQueue(d, 4, 1)
 	block := make(chan struct{})
+	entered := make(chan struct{}, 1)
 	var done atomic.Int32
-	reqs := make([]Request, 5)
+	reqs := make([]Request, 6)
 	var wg sync.WaitGroup
 	for i := range reqs {
 		buf := bytes.Repeat([]byte{byte(i + 1)}, 4096)
 		reqs[i] = Request{Op: OpWrite, Off: int64(i) * 65536, Bufs: [][]byte{buf}, Done: func(r *Request) {
+			if r.Tag == 0 {
+				entered <- struct{}{}
+			}
 			<-block
 			if r.Err != nil {
 				t.Errorf("request %d: %v", r.Tag, r.Err)
@@ -239,23 +246,27 @@ func TestQueue(t *testing.T) {
 			wg.Done()
 		}, Tag: uint64(i)}
 	}
-	for i := range 4 {
-		wg.Add(1)
+	wg.Add(5)
+	if err := q.Submit(&reqs[0]); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	for i := 1; i < 5; i++ {
 		if err := q.Submit(&reqs[i]); err != nil {
-			t.Fatal(err)
+			t.Fatalf("request %d: %v", i, err)
 		}
 	}
-	if err := q.Submit(&reqs[4]); err != ErrQueueFull {
-		t.Fatalf("fifth request at depth 4: %v", err)
+	if err := q.Submit(&reqs[5]); err != ErrQueueFull {
+		t.Fatalf("sixth request at depth 4: %v", err)
 	}
 	close(block)
 	wg.Wait()
 	q.Drain()
-	if done.Load() != 4 {
+	if done.Load() != 5 {
 		t.Fatalf("%d completions", done.Load())
 	}
 	got := make([]byte, 4096)
-	for i := range 4 {
+	for i := range 5 {
 		if err := d.ReadAt(got, int64(i)*65536); err != nil || got[0] != byte(i+1) || got[4095] != byte(i+1) {
 			t.Fatalf("request %d data: %v %d", i, err, got[0])
 		}

@@ -40,7 +40,8 @@ type Queue struct {
 	d       *Drive
 	depth   int64
 	ch      chan *Request
-	pending atomic.Int64
+	slots   atomic.Int64 // requests submitted and not yet completed (the depth bound)
+	pending atomic.Int64 // requests submitted whose Done has not returned (Drain)
 	closed  atomic.Bool
 	idle    chan struct{}
 	stop    chan struct{}
@@ -68,11 +69,13 @@ func (q *Queue) Depth() int { return int(q.depth) }
 // requests are in flight and ErrClosed after Close; r.Done is then not
 // called.
 func (q *Queue) Submit(r *Request) error {
-	if q.pending.Add(1) > q.depth {
-		q.done1()
+	if q.slots.Add(1) > q.depth {
+		q.slots.Add(-1)
 		return ErrQueueFull
 	}
+	q.pending.Add(1)
 	if q.closed.Load() {
+		q.slots.Add(-1)
 		q.done1()
 		return ErrClosed
 	}
@@ -95,6 +98,9 @@ func (q *Queue) worker() {
 		select {
 		case r := <-q.ch:
 			r.Err = q.run(r)
+			// The slot is free before Done runs: a controller may submit
+			// its next request from the completion.
+			q.slots.Add(-1)
 			r.Done(r)
 			q.done1()
 		case <-q.stop:
