@@ -178,3 +178,39 @@ func indexOf(s, sub string) int {
 	}
 	return -1
 }
+
+// Images that outgrow their refcount table (512-byte clusters: one table
+// cluster covers 8 MiB at 16-bit refcounts, 2 MiB at 64-bit) get a larger
+// table; qemu-img check accepts the result and reads the same data.
+func TestRefcountTableGrowth(t *testing.T) {
+	needQemuImg(t)
+	for _, bits := range []string{"16", "64"} {
+		img := filepath.Join(t.TempDir(), "g.qcow2")
+		const size = 24 << 20
+		qemu(t, "qemu-img", "create", "-f", "qcow2", "-o", "cluster_size=512,refcount_bits="+bits, img, fmt.Sprint(size))
+		d, err := Open(img, Options{Format: "qcow2", Cache: CacheUnsafe})
+		if err != nil {
+			t.Fatal(err)
+		}
+		model := make([]byte, size)
+		r := rand.New(rand.NewPCG(7, 7))
+		buf := make([]byte, 64<<10)
+		for off := int64(0); off < size; off += int64(len(buf)) * 3 / 2 {
+			for i := range buf {
+				buf[i] = byte(r.Uint32())
+			}
+			n := min(int64(len(buf)), size-off)
+			if err := d.WriteAt(buf[:n], off); err != nil {
+				t.Fatalf("refcount_bits=%s write at %#x: %v", bits, off, err)
+			}
+			copy(model[off:], buf[:n])
+		}
+		q := d.img.(*qcow2Image)
+		if q.hdr.rtClusters < 2 {
+			t.Fatalf("refcount_bits=%s: table did not grow (%d clusters)", bits, q.hdr.rtClusters)
+		}
+		d.Close()
+		qemuCheck(t, img, false)
+		sameBytes(t, "refcount_bits="+bits, qemuRaw(t, img, "qcow2"), model)
+	}
+}

@@ -671,7 +671,12 @@ func (q *qcow2Image) addRefDepth(c int64, delta int, depth int) error {
 func (q *qcow2Image) newRefBlock(c int64, depth int) ([]byte, int64, error) {
 	ri := (c >> q.cbits) >> q.rbbits
 	if ri >= int64(len(q.rt)) {
-		return nil, 0, unsupported("refcount table full (%d blocks): growing it is not implemented", len(q.rt))
+		if err := q.growRefTable(ri); err != nil {
+			return nil, 0, err
+		}
+		if t, rb, err := q.refBlock(c); t != nil || err != nil {
+			return t, rb, err // the growth created it
+		}
 	}
 	nb, err := q.allocCluster()
 	if err != nil {
@@ -764,4 +769,97 @@ func (q *qcow2Image) zeroCluster(base int64) error {
 func (q *qcow2Image) discard(off, n int64) error { return q.zeroRange(off, n, false) }
 func (q *qcow2Image) writeZeroes(off, n int64, unmap bool) error {
 	return q.zeroRange(off, n, true)
+}
+
+// growRefTable replaces the refcount table by a larger one covering
+// refcount table index ri: the new table (old entries copied) and any
+// refcount blocks it needs for itself are written at the end of the file,
+// their refcounts set, then — after a barrier — the header is switched to
+// it with one write, then the old table's clusters are freed. A crash
+// before the switch leaves unreferenced or leaked clusters only.
+func (q *qcow2Image) growRefTable(ri int64) error {
+	entries := max(int64(len(q.rt))*2, ri+1+16)
+	per := q.cs / 8
+	tc := (entries + per - 1) / per
+	if tc*q.cs > maxRefTableBytes {
+		return unsupported("refcount table would exceed %d bytes", maxRefTableBytes)
+	}
+	entries = tc * per
+	nt := make([]uint64, entries)
+	copy(nt, q.rt)
+	// The table's clusters, then the blocks they need, at the end.
+	start := q.next
+	for c := start; c < start+tc*q.cs; c += q.cs {
+		if r, err := q.refcount(c); err != nil || r != 0 {
+			if err == nil {
+				err = corrupt("refcounts claim clusters beyond the end of the file")
+			}
+			return err
+		}
+	}
+	end := start + tc*q.cs
+	newBlocks := map[int64][]byte{} // refcount table index → block contents
+	var order []int64
+	need := []int64{}
+	for c := start; c < end; c += q.cs {
+		need = append(need, c)
+	}
+	for i := 0; i < len(need); i++ {
+		c := need[i]
+		bi := (c >> q.cbits) >> q.rbbits
+		if bi >= entries {
+			return unsupported("refcount table growth does not cover its own blocks")
+		}
+		if bi < int64(len(q.rt)) && q.rt[bi] != 0 {
+			if err := q.addRef(c, 1); err != nil {
+				return err
+			}
+			continue
+		}
+		blk, ok := newBlocks[bi]
+		if !ok {
+			blk = alignedBuf(int(q.cs), 4096)
+			newBlocks[bi] = blk
+			order = append(order, bi)
+			nt[bi] = uint64(end)
+			need = append(need, end)
+			end += q.cs
+		}
+		j := uint64((c >> q.cbits) & (1<<q.rbbits - 1))
+		putRef(blk, j, q.rbits, getRef(blk, j, q.rbits)+1)
+	}
+	q.next = end
+	for _, bi := range order {
+		if err := q.h.writeAt(newBlocks[bi], int64(nt[bi])); err != nil {
+			return err
+		}
+	}
+	raw := alignedBuf(int(tc*q.cs), 4096)
+	for i, e := range nt {
+		binary.BigEndian.PutUint64(raw[i*8:], e)
+	}
+	if err := q.h.writeAt(raw, start); err != nil {
+		return err
+	}
+	if err := q.h.barrier(); err != nil {
+		return err
+	}
+	var hb [12]byte
+	binary.BigEndian.PutUint64(hb[:], uint64(start))
+	binary.BigEndian.PutUint32(hb[8:], uint32(tc))
+	if err := q.h.writeAt(hb[:], 48); err != nil {
+		return err
+	}
+	if err := q.h.barrier(); err != nil {
+		return err
+	}
+	oldOff, oldClusters := int64(q.hdr.rtOff), int64(q.hdr.rtClusters)
+	q.rt = nt
+	q.hdr.rtOff, q.hdr.rtClusters = uint64(start), uint32(tc)
+	for c := oldOff; c < oldOff+oldClusters*q.cs; c += q.cs {
+		if err := q.addRef(c, -1); err != nil {
+			return err
+		}
+	}
+	return nil
 }
