@@ -41,6 +41,7 @@ type qcow2Image struct {
 	next int64  // allocation cursor (cluster aligned)
 	cow  []byte // one cluster, for allocating writes (under mu)
 	l2nb []byte // one cluster, a new L2 table (under mu)
+	olds [maxRun]uint64
 
 	zmu   sync.Mutex // compressed clusters
 	zin   []byte
@@ -357,7 +358,11 @@ func (q *qcow2Image) writeAt(p []byte, off int64) error {
 			err = q.h.writeAt(p[:n], host)
 		} else {
 			q.mu.Lock()
-			err = q.allocWrite(p[:n], off)
+			if off&(q.cs-1) == 0 && int64(len(p)) >= 2*q.cs {
+				n, err = q.allocRun(p, off)
+			} else {
+				err = q.allocWrite(p[:n], off)
+			}
 			q.mu.Unlock()
 		}
 		if err != nil {
@@ -512,6 +517,81 @@ func (q *qcow2Image) setEntry(base, l2off int64, newE, old uint64) error {
 		be.PutUint64(t[l2i*8:], newE)
 	}
 	return q.free(old)
+}
+
+// maxRun bounds the clusters one allocating run covers.
+const maxRun = 256
+
+// allocRun writes whole clusters from p at cluster-aligned guest off into
+// newly allocated, contiguous host clusters: one data write, their
+// refcounts, one barrier, one write of their L2 entries, then the old
+// clusters freed. It returns the bytes written; when a run is not
+// possible it writes one cluster through allocWrite (mu held).
+func (q *qcow2Image) allocRun(p []byte, off int64) (int64, error) {
+	l1i := off >> (q.cbits + q.l2bits)
+	l2off, err := q.l2For(l1i)
+	if err != nil {
+		return 0, err
+	}
+	l2i := (off >> q.cbits) & (1<<q.l2bits - 1)
+	m := min(int64(len(p))>>q.cbits, 1<<q.l2bits-l2i, maxRun)
+	if l2off == 0 || q.esz != 8 || m < 2 {
+		return q.cs, q.allocWrite(p[:q.cs], off)
+	}
+	t, err := q.l2Table(l2off)
+	if err != nil {
+		return 0, err
+	}
+	// Clusters not written in place, and free host clusters at the end.
+	var k int64
+	for k = 0; k < m; k++ {
+		e := binary.BigEndian.Uint64(t[(l2i+k)*8:])
+		if e&oflagCompr == 0 && e&oflagZero == 0 && e&l2OffsetMask != 0 && e&oflagCopied != 0 {
+			break // allocated and owned: in place
+		}
+		if uint64(q.next+(k+1)*q.cs) >= 1<<56 {
+			break
+		}
+		if r, err := q.refcount(q.next + k*q.cs); err != nil || r != 0 {
+			if err != nil {
+				return 0, err
+			}
+			break
+		}
+		q.olds[k] = e
+	}
+	if k < 2 {
+		return q.cs, q.allocWrite(p[:q.cs], off)
+	}
+	start := q.next
+	q.next += k * q.cs
+	if err := q.h.writeAt(p[:k*q.cs], start); err != nil {
+		return 0, err
+	}
+	for i := int64(0); i < k; i++ {
+		if err := q.addRef(start+i*q.cs, 1); err != nil {
+			return 0, err
+		}
+	}
+	if err := q.h.barrier(); err != nil {
+		return 0, err
+	}
+	if t, err = q.l2Table(l2off); err != nil {
+		return 0, err
+	}
+	for i := int64(0); i < k; i++ {
+		binary.BigEndian.PutUint64(t[(l2i+i)*8:], uint64(start+i*q.cs)|oflagCopied)
+	}
+	if err := q.h.writeAt(t[l2i*8:(l2i+k)*8], l2off+l2i*8); err != nil {
+		q.l2c.drop(l2off) // the cached copy no longer matches the file
+		return 0, err
+	}
+	for i := int64(0); i < k; i++ {
+		if err := q.free(q.olds[i]); err != nil {
+			return 0, err
+		}
+	}
+	return k * q.cs, nil
 }
 
 // free drops the references of an L2 entry that is no longer used.
