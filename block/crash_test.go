@@ -69,6 +69,7 @@ func TestCrashConsistency(t *testing.T) {
 		{"cluster_size=65536", "writeback"},
 		{"cluster_size=4096,refcount_bits=2", "unsafe"},
 		{"cluster_size=512,refcount_bits=64", "unsafe"}, // the refcount table grows
+		{"extended_l2=on,cluster_size=32768", "unsafe"},
 	}
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 	for i, c := range cases {

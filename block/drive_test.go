@@ -387,9 +387,9 @@ func TestHostileImages(t *testing.T) {
 	}
 	// Features refused for writing only.
 	for name, img := range map[string][]byte{
-		"dirty":   mut(func(b []byte) { be.PutUint64(b[72:], incDirty) }),
-		"corrupt": mut(func(b []byte) { be.PutUint64(b[72:], incCorrupt) }),
-		"ext L2":  mut(func(b []byte) { be.PutUint64(b[72:], incExtL2) }),
+		"dirty":     mut(func(b []byte) { be.PutUint64(b[72:], incDirty) }),
+		"corrupt":   mut(func(b []byte) { be.PutUint64(b[72:], incCorrupt) }),
+		"snapshots": mut(func(b []byte) { be.PutUint32(b[60:], 1); be.PutUint64(b[64:], 3*4096) }),
 	} {
 		p := filepath.Join(t.TempDir(), "h.qcow2")
 		os.WriteFile(p, img, 0o644)

@@ -23,7 +23,7 @@ func FuzzQcowHeader(f *testing.F) {
 		if h.l1Size > 0 && h.l1Off+uint64(h.l1Size)*8 > uint64(fileSize) {
 			t.Fatalf("L1 beyond the file accepted: %+v", h)
 		}
-		if writable && h.incompat&(incDirty|incCorrupt|incExtL2|incDataFile) != 0 {
+		if writable && (h.incompat&(incDirty|incCorrupt|incDataFile) != 0 || h.nbSnapshots != 0) {
 			t.Fatalf("writable with incompatible features %#x", h.incompat)
 		}
 	})

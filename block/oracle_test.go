@@ -60,6 +60,30 @@ func TestQemuBackingChainReads(t *testing.T) {
 	qemu(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x44 4k 2k", "-c", "write -z 128k 2048", "-c", "write -P 0x55 1M 512", "-c", "write -P 0x66 2M 100k", top)
 	sameBytes(t, "top", godmRead(t, top, Options{Format: "qcow2", ReadOnly: true}), qemuRaw(t, top, "qcow2"))
 	sameBytes(t, "mid", godmRead(t, mid, Options{Format: "qcow2", ReadOnly: true}), qemuRaw(t, mid, "qcow2"))
+	// godm writes over QEMU's partially allocated subclusters (and zero
+	// ones, and the backing data), qemu-img checks and reads the result.
+	model := qemuRaw(t, top, "qcow2")
+	d, err := Open(top, Options{Format: "qcow2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range [][2]int64{{4096 + 100, 300}, {5000, 3000}, {128<<10 + 10, 100}, {1<<20 - 7, 20}, {2<<20 + 50<<10, 70 << 10}, {3<<20 - 2000, 2000}} {
+		buf := make([]byte, w[1])
+		for j := range buf {
+			buf[j] = byte(i*31 + j)
+		}
+		if err := d.WriteAt(buf, w[0]); err != nil {
+			t.Fatalf("write %#x+%d: %v", w[0], w[1], err)
+		}
+		copy(model[w[0]:], buf)
+	}
+	if err := d.WriteZeroes(192<<10, 64<<10, true); err != nil {
+		t.Fatal(err)
+	}
+	clear(model[192<<10 : 256<<10])
+	d.Close()
+	qemuCheck(t, top, false)
+	sameBytes(t, "top after godm's writes", qemuRaw(t, top, "qcow2"), model)
 }
 
 // Images godm writes (v2 and v3, cluster sizes 512 B to 64 KiB, over a
@@ -81,6 +105,10 @@ func TestGodmWritesPassQemuCheck(t *testing.T) {
 		{"v3-64k-compressed", "compat=1.1", false, true},
 		{"v3-4k-refcount1", "cluster_size=4096,refcount_bits=1", false, false},
 		{"v3-8k-refcount64", "cluster_size=8192,refcount_bits=64", false, true},
+		{"v3-extl2-64k-backing", "extended_l2=on", true, false},
+		{"v3-extl2-16k", "extended_l2=on,cluster_size=16384", false, false},
+		{"v3-extl2-32k-compressed", "extended_l2=on,cluster_size=32768", false, true},
+		{"v3-lazy-refcounts", "lazy_refcounts=on,cluster_size=4096", true, false}, // written eagerly: never dirty
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()

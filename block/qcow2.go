@@ -349,7 +349,7 @@ func (q *qcow2Image) writeAt(p []byte, off int64) error {
 	for len(p) > 0 {
 		n := min(int64(len(p)), q.cs-off&(q.cs-1))
 		q.mu.Lock()
-		host, ok, err := q.inPlace(off)
+		host, ok, err := q.inPlace(off, n)
 		q.mu.Unlock()
 		if err != nil {
 			return err
@@ -358,7 +358,9 @@ func (q *qcow2Image) writeAt(p []byte, off int64) error {
 			err = q.h.writeAt(p[:n], host)
 		} else {
 			q.mu.Lock()
-			if off&(q.cs-1) == 0 && int64(len(p)) >= 2*q.cs {
+			if q.esz == 16 {
+				err = q.subWrite(p[:n], off)
+			} else if off&(q.cs-1) == 0 && int64(len(p)) >= 2*q.cs {
 				n, err = q.allocRun(p, off)
 			} else {
 				err = q.allocWrite(p[:n], off)
@@ -375,9 +377,9 @@ func (q *qcow2Image) writeAt(p []byte, off int64) error {
 
 // inPlace returns the host offset for guest off if its cluster can be
 // written in place (mu held).
-func (q *qcow2Image) inPlace(off int64) (int64, bool, error) {
-	kind, host, e, _, err := q.lookup(off, 1)
-	if err != nil || kind != extData || e&oflagCopied == 0 {
+func (q *qcow2Image) inPlace(off, n int64) (int64, bool, error) {
+	kind, host, e, run, err := q.lookup(off, n)
+	if err != nil || kind != extData || e&oflagCopied == 0 || run < n {
 		return 0, false, err
 	}
 	base := host &^ (q.cs - 1)
@@ -410,7 +412,7 @@ func (q *qcow2Image) l2For(l1i int64) (int64, error) {
 // allocWrite writes p (inside one cluster) at guest off into a newly
 // allocated cluster holding the old contents around it (mu held).
 func (q *qcow2Image) allocWrite(p []byte, off int64) error {
-	host, ok, err := q.inPlace(off) // another writer may have allocated it meanwhile
+	host, ok, err := q.inPlace(off, int64(len(p))) // another writer may have allocated it meanwhile
 	if err != nil {
 		return err
 	}
@@ -472,6 +474,15 @@ func (q *qcow2Image) installCluster(base int64, data []byte, old uint64) error {
 // L2 table if l2off is 0), then frees what old referenced (mu held). The
 // new entry's data and refcounts are already written.
 func (q *qcow2Image) setEntry(base, l2off int64, newE, old uint64) error {
+	return q.setEntryBm(base, l2off, newE, allAlloc, old)
+}
+
+// allAlloc is the subcluster bitmap of a fully allocated cluster.
+const allAlloc = 0xffffffff
+
+// setEntryBm is setEntry with the subcluster bitmap of extended L2
+// entries (ignored for 8-byte entries).
+func (q *qcow2Image) setEntryBm(base, l2off int64, newE, bm, old uint64) error {
 	l1i := base >> (q.cbits + q.l2bits)
 	l2i := (base >> q.cbits) & (1<<q.l2bits - 1)
 	be := binary.BigEndian
@@ -481,7 +492,10 @@ func (q *qcow2Image) setEntry(base, l2off int64, newE, old uint64) error {
 			return err
 		}
 		clear(q.l2nb)
-		be.PutUint64(q.l2nb[l2i*8:], newE)
+		be.PutUint64(q.l2nb[l2i*q.esz:], newE)
+		if q.esz == 16 {
+			be.PutUint64(q.l2nb[l2i*16+8:], bm)
+		}
 		if err := q.h.writeAt(q.l2nb, nt); err != nil {
 			return err
 		}
@@ -509,12 +523,14 @@ func (q *qcow2Image) setEntry(base, l2off int64, newE, old uint64) error {
 		if err := q.h.barrier(); err != nil {
 			return err
 		}
-		var b [8]byte
+		var b [16]byte
 		be.PutUint64(b[:], newE)
-		if err := q.h.writeAt(b[:], l2off+l2i*8); err != nil {
+		be.PutUint64(b[8:], bm)
+		if err := q.h.writeAt(b[:q.esz], l2off+l2i*q.esz); err != nil {
+			q.l2c.drop(l2off)
 			return err
 		}
-		be.PutUint64(t[l2i*8:], newE)
+		copy(t[l2i*q.esz:], b[:q.esz])
 	}
 	return q.free(old)
 }
@@ -832,7 +848,7 @@ func (q *qcow2Image) zeroCluster(base int64) error {
 	if err != nil {
 		return err
 	}
-	if kind == extZero && old&l2OffsetMask == 0 || kind == extBacking && q.backing == nil && old == 0 {
+	if q.esz == 8 && (kind == extZero && old&l2OffsetMask == 0 || kind == extBacking && q.backing == nil && old == 0) {
 		return nil // already reads as zeros, nothing allocated
 	}
 	l2off, err := q.l2For(base >> (q.cbits + q.l2bits))
@@ -840,6 +856,9 @@ func (q *qcow2Image) zeroCluster(base int64) error {
 		return err
 	}
 	var newE uint64
+	if q.esz == 16 {
+		return q.setEntryBm(base, l2off, 0, allAlloc<<32, old) // every subcluster reads as zeros
+	}
 	if q.hdr.version == 3 {
 		newE = oflagZero
 	}
@@ -942,4 +961,102 @@ func (q *qcow2Image) growRefTable(ri int64) error {
 		}
 	}
 	return nil
+}
+
+// subWrite writes p (inside one cluster) at guest off in an image with
+// extended L2 entries (mu held). A compressed cluster is rewritten whole;
+// otherwise only the touched subclusters are written — into the
+// cluster's host cluster, allocated now if it has none — with the parts
+// of partially covered, unallocated subclusters filled from their old
+// contents (zeros or the backing file); then, after a barrier, their
+// allocation bits are set and zero bits cleared (qcow2.txt, "Extended L2
+// Entries"). Allocated partial subclusters are not read back: only the
+// new bytes are written there.
+func (q *qcow2Image) subWrite(p []byte, off int64) error {
+	n := int64(len(p))
+	if host, ok, err := q.inPlace(off, n); err != nil || ok {
+		if err != nil {
+			return err
+		}
+		return q.h.writeAt(p, host)
+	}
+	base := off &^ (q.cs - 1)
+	in := off - base
+	l1i := base >> (q.cbits + q.l2bits)
+	l2i := (base >> q.cbits) & (1<<q.l2bits - 1)
+	l2off, err := q.l2For(l1i)
+	if err != nil {
+		return err
+	}
+	var e, bm uint64
+	if l2off != 0 {
+		t, err := q.l2Table(l2off)
+		if err != nil {
+			return err
+		}
+		e, bm = binary.BigEndian.Uint64(t[l2i*16:]), binary.BigEndian.Uint64(t[l2i*16+8:])
+	}
+	if e&oflagCompr != 0 {
+		return q.allocWrite(p, off)
+	}
+	if e&oflagCopied == 0 && e&l2OffsetMask != 0 {
+		return unsupported("writing to a shared cluster (L2 entry %#x without COPIED)", e)
+	}
+	alloc, zero := uint32(bm), uint32(bm>>32)
+	if alloc&zero != 0 {
+		return corrupt("subcluster bitmap %#x", bm)
+	}
+	host := int64(e & l2OffsetMask)
+	fresh := host == 0
+	if fresh {
+		if alloc != 0 {
+			return corrupt("subcluster bitmap %#x of an unallocated cluster", bm)
+		}
+		if host, err = q.allocCluster(); err != nil {
+			return err
+		}
+	} else if q.metaOverlap(host, q.cs) || host >= q.next {
+		return corrupt("data cluster at %#x overlaps metadata or lies beyond the image", host)
+	}
+	scs := int64(1) << q.sbits
+	first, last := uint(in>>q.sbits), uint((in+n-1)>>q.sbits)
+	start, end := in, in+n
+	if alloc&(1<<first) == 0 {
+		start = int64(first) * scs
+	}
+	if alloc&(1<<last) == 0 {
+		end = int64(last+1) * scs
+	}
+	fill := func(from, to int64, sc uint) error {
+		if from >= to {
+			return nil
+		}
+		if zero&(1<<sc) != 0 {
+			clear(q.cow[from:to])
+			return nil
+		}
+		return q.readBacking(q.cow[from:to], base+from)
+	}
+	if err := fill(start, in, first); err != nil {
+		return err
+	}
+	if err := fill(in+n, end, last); err != nil {
+		return err
+	}
+	copy(q.cow[in:], p)
+	if err := q.h.writeAt(q.cow[start:end], host+start); err != nil {
+		return err
+	}
+	if fresh {
+		if err := q.addRef(host, 1); err != nil {
+			return err
+		}
+	}
+	var bits uint32
+	for i := first; i <= last; i++ {
+		bits |= 1 << i
+	}
+	alloc |= bits
+	zero &^= bits
+	return q.setEntryBm(base, l2off, uint64(host)|oflagCopied, uint64(zero)<<32|uint64(alloc), 0)
 }

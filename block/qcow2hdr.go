@@ -175,8 +175,6 @@ func parseQcowHeader(buf []byte, fileSize int64, writable bool) (*qcowHeader, er
 			return nil, fmt.Errorf("%w: the corrupt bit is set; repair it with qemu-img check -r all, or open read-only", ErrCorrupt)
 		case h.incompat&incDirty != 0:
 			return nil, unsupported("the image is dirty (lazy refcounts not written back); repair it with qemu-img check -r all, or open read-only")
-		case h.extL2():
-			return nil, unsupported("writing images with extended L2 entries (subclusters); open read-only")
 		case h.nbSnapshots != 0:
 			return nil, unsupported("writing images with internal snapshots (%d); open read-only", h.nbSnapshots)
 		}
