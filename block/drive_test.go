@@ -290,6 +290,9 @@ func TestQueue(t *testing.T) {
 			t.Fatalf("op %d: %v", op, err)
 		}
 	}
+	if err := q.Submit(&Request{Op: OpRead}); err != ErrBadRequest {
+		t.Fatalf("request without Done: %v", err)
+	}
 	q.Close()
 	if err := q.Submit(&r); err != ErrClosed {
 		t.Fatalf("submit after close: %v", err)

@@ -66,9 +66,12 @@ func NewQueue(d *Drive, depth, workers int) *Queue {
 func (q *Queue) Depth() int { return int(q.depth) }
 
 // Submit queues r without blocking. It fails with ErrQueueFull when Depth
-// requests are in flight and ErrClosed after Close; r.Done is then not
-// called.
+// requests are in flight, ErrClosed after Close and ErrBadRequest without
+// a Done; r.Done is then not called.
 func (q *Queue) Submit(r *Request) error {
+	if r == nil || r.Done == nil {
+		return ErrBadRequest
+	}
 	if q.slots.Add(1) > q.depth {
 		q.slots.Add(-1)
 		return ErrQueueFull
