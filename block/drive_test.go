@@ -495,3 +495,26 @@ func TestRefcountOverflow(t *testing.T) {
 		d.Close()
 	}
 }
+
+// cache=none with clusters smaller than the direct-I/O alignment is
+// refused for writing (a metadata read-modify-write could race with a
+// data write in the same block); otherwise it opens.
+func TestDirectSmallClusters(t *testing.T) {
+	p := newTiny(t, 1<<20, 9, 3)
+	d, err := Open(p, Options{Format: "qcow2", Cache: CacheNone})
+	h, herr := openHost(p, true, CacheNone)
+	if herr != nil {
+		t.Fatal(herr)
+	}
+	defer h.close()
+	if h.offAlign > 512 {
+		if err == nil || !strings.Contains(err.Error(), "alignment") {
+			t.Fatalf("alignment %d: %v", h.offAlign, err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("alignment %d: %v", h.offAlign, err)
+	}
+	d.Close()
+}

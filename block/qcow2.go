@@ -70,6 +70,12 @@ func openQcow2(h *hostFile, writable bool, depth int, opener func(name, format s
 		return nil, fmt.Errorf("%s: %w", h.path, err)
 	}
 	q := &qcow2Image{h: h, hdr: hdr, cbits: uint(hdr.clusterBits), cs: int64(hdr.clusterSize()), size: int64(hdr.size)}
+	if writable && h.cache.direct() && q.cs < h.offAlign {
+		// An O_DIRECT metadata update is a read-modify-write of an aligned
+		// block; a cluster smaller than that block would share it with a
+		// data cluster written concurrently outside the metadata lock.
+		return nil, unsupported("cache=%s with %d-byte clusters: the file's direct-I/O alignment is %d bytes", h.cache, q.cs, h.offAlign)
+	}
 	q.esz = 8
 	if hdr.extL2() {
 		q.esz = 16
