@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -96,9 +98,8 @@ func TestImageLocking(t *testing.T) {
 	}
 }
 
-// godm's locks are QEMU's: qemu-io cannot open for writing an image godm
-// writes, and godm cannot open one qemu-io holds... checked from godm's
-// side with qemu-img's view of the lock.
+// godm's locks are QEMU's: qemu-io cannot open an image godm writes, and
+// godm cannot open one qemu-io writes.
 func TestLockInteropWithQemu(t *testing.T) {
 	needQemuImg(t)
 	p := newTiny(t, 1<<20, 16, 3)
@@ -106,10 +107,43 @@ func TestLockInteropWithQemu(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
 	out, err := execOut("qemu-io", "-f", "qcow2", "-c", "read 0 512", p)
 	if err == nil || !strings.Contains(out, `Failed to get "write" lock`) {
 		t.Fatalf("qemu-io beside godm's writer: err %v, %s", err, out)
+	}
+	d.Close()
+	// And the other way: qemu-io holds the image open for writing (its
+	// interactive prompt waits on stdin) and godm is refused.
+	cmd := exec.Command("qemu-io", "-f", "qcow2", p)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	// Wait for the image to be open: qemu-io answers a command.
+	fmt.Fprintln(stdin, "read 0 512")
+	var got []byte
+	for !strings.Contains(string(got), "read 512/512") {
+		line := make([]byte, 256)
+		n, err := stdout.Read(line)
+		got = append(got, line[:n]...)
+		if err != nil || len(got) > 4096 {
+			t.Fatalf("qemu-io: %q %v", got, err)
+		}
+	}
+	if _, err := Open(p, Options{Format: "qcow2"}); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), `Failed to get "write" lock`) {
+		t.Fatalf("godm beside qemu-io's writer: %v", err)
+	}
+	if _, err := Open(p, Options{Format: "qcow2", ReadOnly: true}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("godm reader beside qemu-io's writer: %v", err)
 	}
 }
 
