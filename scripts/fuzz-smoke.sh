@@ -49,6 +49,9 @@ targets="
 ./netback FuzzPortFrames
 ./netback/usernet FuzzDHCP
 ./netback/usernet FuzzGuestFrame
+./block FuzzQcowHeader
+./block FuzzQcowTables
+./block FuzzRefcount
 "
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
