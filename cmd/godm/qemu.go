@@ -38,6 +38,9 @@ type qemuEnv struct {
 	// when godm cannot (query-command-line-options then leaves run-with
 	// out, and such a command line is refused).
 	DropPrivileges func(chroot, user string) error
+	// Stdout receives what QEMU prints on its standard output (-version,
+	// -device help); nil: the log writer.
+	Stdout io.Writer
 }
 
 // cmdQEMU serves a domain as libxl's device model, from the qemu-xen
@@ -51,10 +54,20 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 	if err != nil {
 		return err
 	}
+	stdout := env.Stdout
+	if stdout == nil {
+		stdout = w
+	}
 	if cfg.Version {
 		v := qmp.DefaultVersion
-		fmt.Fprintf(w, "godm: a Xen device model speaking qemu-xen's command line and QMP (reported as QEMU %d.%d.%d)\n", v.Major, v.Minor, v.Micro)
+		fmt.Fprintf(stdout, "godm: a Xen device model speaking qemu-xen's command line and QMP (reported as QEMU %d.%d.%d)\n", v.Major, v.Minor, v.Micro)
 		return nil
+	}
+	if cfg.DeviceHelp {
+		if cfg.HelpDriver == "" {
+			return board.Help(stdout)
+		}
+		return board.DriverHelp(stdout, cfg.HelpDriver)
 	}
 	if (cfg.Chroot != "" || cfg.User != "") && env.DropPrivileges == nil {
 		return errors.New("-chroot/-runas/-run-with: godm cannot drop privileges here: remove dm_restrict=1 and device_model_user=")

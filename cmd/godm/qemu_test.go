@@ -463,3 +463,37 @@ func TestLibxlDomainDies(t *testing.T) {
 		t.Errorf("log: %s", r.log.String())
 	}
 }
+
+// TestDeviceHelp: -device help and -device DRIVER,help print what QEMU's
+// do (the driver list by category; one driver's properties) and exit
+// without touching Xen; an unknown driver is one error line.
+func TestDeviceHelp(t *testing.T) {
+	for _, tc := range []struct {
+		arg  string
+		want []string
+		err  string
+	}{
+		{"help", []string{"Controller/Bridge/Hub devices:", `name "i440FX", bus PCI`, `name "isa-serial", bus ISA`, `name "xen-pci-passthrough", bus PCI`}, ""},
+		{"?", []string{`name "piix4-pm", bus PCI`}, ""},
+		{"isa-serial,help", []string{"isa-serial options:", "  chardev=<str>", "  index=<uint32>"}, ""},
+		{"nosuch,help", nil, "'nosuch' is not a valid device model name"},
+	} {
+		var out, errw bytes.Buffer
+		err := run([]string{"-device", tc.arg}, &out, &errw)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("-device %s: err %v, want %q", tc.arg, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("-device %s: %v", tc.arg, err)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("-device %s: output lacks %q:\n%s", tc.arg, w, out.String())
+			}
+		}
+	}
+}

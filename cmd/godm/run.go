@@ -28,6 +28,7 @@ func run(args []string, out, w io.Writer) error {
 			Kernel:         kernel.Host{DevDir: kernel.DefaultDevDir},
 			Getenv:         os.Getenv,
 			DropPrivileges: dropPrivileges,
+			Stdout:         out,
 		})
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -51,6 +51,11 @@ type Config struct {
 	TestSlots []int
 	// Version is -version: print the version and exit.
 	Version bool
+	// DeviceHelp is set by -device help (list the drivers) or
+	// -device DRIVER,help (that driver's properties; HelpDriver names
+	// it): print it and exit, as QEMU does.
+	DeviceHelp bool
+	HelpDriver string
 }
 
 // Refusal is a command-line option godm does not serve: one line
@@ -361,7 +366,7 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 			return nil, fmt.Errorf("-%s: not handled", a.Name)
 		}
 	}
-	if c.Version {
+	if c.Version || c.DeviceHelp {
 		return c, nil
 	}
 	for _, id := range chardevOrder {
@@ -489,6 +494,10 @@ func (c *Config) parseDevice(a qemuopts.Arg) error {
 		return err
 	}
 	drv := o.String("driver", "")
+	if o.Help {
+		c.DeviceHelp, c.HelpDriver = true, drv
+		return nil
+	}
 	switch drv {
 	case "cirrus-vga", "VGA", "qxl-vga", "qxl", "vmware-svga", "virtio-vga", "bochs-display":
 		return refuse(a, whyDisplay)
@@ -527,9 +536,6 @@ func (c *Config) parseDevice(a qemuopts.Arg) error {
 		c.TestSlots = append(c.TestSlots, int(slot))
 		return nil
 	case "":
-		if o.Help {
-			return refuse(a, "device help is godm-lab's (godm-lab devices)")
-		}
 		return refuse(a, "no driver named")
 	}
 	return refuse(a, "godm has no device %q", drv)
