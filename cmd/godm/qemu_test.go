@@ -296,6 +296,13 @@ func TestLibxlDefault(t *testing.T) {
 		t.Errorf("device_add cirrus-vga: %q", e)
 	}
 
+	// log-dirty switches the machine's dirty log (sized by -m).
+	for _, on := range []bool{true, false} {
+		if _, e := q.do("xen-set-global-dirty-log", map[string]any{"enable": on}); e != "" {
+			t.Errorf("xen-set-global-dirty-log %v: %q", on, e)
+		}
+	}
+
 	// xl pci-attach reaches the passthrough Manager: a function the host
 	// does not have is refused with its reason, and nothing is plugged.
 	_, e = q.do("device_add", map[string]any{"driver": "xen-pci-passthrough", "id": "pci-pt-07_00.0", "hostaddr": "0000:07:00.0"})
