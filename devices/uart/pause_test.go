@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"godm/devices"
+	"godm/internal/testfake"
 	"godm/irq"
 )
 
@@ -15,7 +16,7 @@ import (
 func TestPauseHoldsInputAndInterrupts(t *testing.T) {
 	var mu sync.Mutex
 	var edges []bool
-	clk := &fakeClock{}
+	clk := &testfake.Clock{}
 	u := New(Config{Clock: clk, IRQ: irq.LineFunc(func(high bool) {
 		mu.Lock()
 		edges = append(edges, high)
