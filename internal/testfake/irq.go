@@ -170,3 +170,10 @@ func Until(timeout time.Duration, cond func() bool) bool {
 	}
 	return true
 }
+
+// AllPins is a PCI INTx router that wires every pin of every function to
+// Line.
+type AllPins struct{ Line irq.Line }
+
+// INTx returns Line.
+func (a AllPins) INTx(dev, fn, pin uint8) irq.Line { return a.Line }
