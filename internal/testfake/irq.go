@@ -111,6 +111,24 @@ func (r *Recorder) Repeated() bool {
 	return r.repeated
 }
 
+// Levels returns every level sent since the last TakeLevels.
+func (r *Recorder) Levels() []bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.levels)
+}
+
+// Grow makes room for levels more levels (and edges) and msis more
+// messages, so that recording them does not allocate (for AllocsPerRun
+// tests).
+func (r *Recorder) Grow(levels, msis int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.levels = slices.Grow(r.levels, levels)
+	r.edges = slices.Grow(r.edges, levels)
+	r.msis = slices.Grow(r.msis, msis)
+}
+
 // TakeLevels returns every level sent since the last call, and clears
 // them.
 func (r *Recorder) TakeLevels() []bool {

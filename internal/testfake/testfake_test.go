@@ -48,6 +48,9 @@ func TestRecorder(t *testing.T) {
 	if r.Calls() != 5 || r.Rises() != 2 || !r.Repeated() || r.Level() {
 		t.Errorf("calls %d rises %d repeated %v level %v", r.Calls(), r.Rises(), r.Repeated(), r.Level())
 	}
+	if got := r.Levels(); !slices.Equal(got, []bool{true, true, false, true, false}) {
+		t.Errorf("Levels %v", got)
+	}
 	if got := r.TakeLevels(); !slices.Equal(got, []bool{true, true, false, true, false}) {
 		t.Errorf("levels %v", got)
 	}
@@ -57,6 +60,13 @@ func TestRecorder(t *testing.T) {
 	if r.TakeEdges() != nil || r.TakeLevels() != nil {
 		t.Error("Take did not clear")
 	}
+	r.Grow(16, 8) // AllocsPerRun(4) calls f five times
+	if n := testing.AllocsPerRun(4, func() { r.SetLevel(true); r.SetLevel(false); r.SendMSI(1, 2) }); n != 0 {
+		t.Errorf("recording after Grow: %v allocs", n)
+	}
+	r.TakeLevels()
+	r.TakeEdges()
+	r.TakeMSIs()
 	go r.SendMSI(0xfee00000, 0x41)
 	WaitFor(t, 10*time.Second, "the MSI", func() bool { return len(r.MSIs()) == 1 })
 	if got := r.TakeMSIs(); !slices.Equal(got, []MSI{{0xfee00000, 0x41}}) {
