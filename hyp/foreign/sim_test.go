@@ -14,13 +14,9 @@ import (
 )
 
 func TestSimulatedGuestMemory(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	defer sim.Close()
 	// RAM at gfns 0x00-0x0f; gfn 0x20 is a hole.
-	d, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 16 * foreign.PageSize}}})
-	if err != nil {
-		t.Fatalf("CreateDomain: %v", err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, 16*foreign.PageSize))
+	sim, d := xen.Sim, xen.Dom
 	p, err := privcmd.Open(sim.Kernel(0))
 	if err != nil {
 		t.Fatalf("privcmd.Open: %v", err)
