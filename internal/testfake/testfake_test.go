@@ -86,6 +86,18 @@ func TestXen(t *testing.T) {
 	if x.VCPU(1) == nil || x.Dom.ID() == 0 {
 		t.Fatalf("domain %d, vCPU 1 %v", x.Dom.ID(), x.VCPU(1))
 	}
+	var closed bool
+	t.Run("cleanup", func(t *testing.T) {
+		s := NewSim(t, xensimConfig())
+		t.Cleanup(func() {
+			// Registered after NewSim's: runs first, the sim still open.
+			_, err := s.CreateDomain(RAM(1, 1<<20))
+			closed = err != nil
+		})
+	})
+	if closed {
+		t.Error("the sim was closed before the test's later cleanups")
+	}
 }
 
 func xensimConfig() xensim.Config { return xensim.Config{} }

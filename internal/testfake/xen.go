@@ -12,13 +12,20 @@ type Xen struct {
 	Dom *xensim.Domain
 }
 
-// NewXen starts a simulated hypervisor configured by sim, creates a
-// domain configured by dom in it (failing t if it cannot), and closes the
-// simulator when t's test ends.
+// NewSim starts a simulated hypervisor configured by cfg, with no
+// domain, and closes it when t's test ends.
+func NewSim(t testing.TB, cfg xensim.Config) *xensim.Sim {
+	s := xensim.New(cfg)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// NewXen starts a simulated hypervisor configured by sim (NewSim),
+// creates a domain configured by dom in it (failing t if it cannot), and
+// closes the simulator when t's test ends.
 func NewXen(t testing.TB, sim xensim.Config, dom xensim.DomainConfig) *Xen {
 	t.Helper()
-	s := xensim.New(sim)
-	t.Cleanup(func() { s.Close() })
+	s := NewSim(t, sim)
 	d, err := s.CreateDomain(dom)
 	if err != nil {
 		t.Fatal(err)
