@@ -16,8 +16,7 @@ import (
 )
 
 func TestSimulatedXen(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	defer sim.Close()
+	sim := testfake.NewSim(t, xensim.Config{})
 	p, err := privcmd.Open(sim.Kernel(0))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
