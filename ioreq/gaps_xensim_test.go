@@ -17,6 +17,7 @@ import (
 	"godm/hyp/privcmd"
 	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
+	"godm/internal/testfake"
 	"godm/ioreq"
 	"godm/memory"
 )
@@ -248,10 +249,9 @@ func (pr *process) counters() ioreq.Counters {
 // load the other keeps serving while the departed one's ranges go back to
 // Xen.
 func TestXenSeveralProcessesOnOneDomain(t *testing.T) {
-	sim := xensim.New(xensim.Config{IOReqTimeout: 20 * time.Second})
-	t.Cleanup(func() { sim.Close() })
-	domain, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 2, RAM: []xensim.Region{{GPA: 0, Size: 0xa0000}, {GPA: 0x100000, Size: ramSize - 0x100000}}})
-	must(t, err)
+	xen := testfake.NewXen(t, xensim.Config{IOReqTimeout: 20 * time.Second},
+		xensim.DomainConfig{VCPUs: 2, RAM: []xensim.Region{{GPA: 0, Size: 0xa0000}, {GPA: 0x100000, Size: ramSize - 0x100000}}})
+	sim, domain := xen.Sim, xen.Dom
 	dom := domain.ID()
 	type placement struct {
 		tag  uint64

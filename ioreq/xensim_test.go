@@ -22,6 +22,7 @@ import (
 	"godm/hyp/privcmd"
 	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
+	"godm/internal/testfake"
 	"godm/ioreq"
 	"godm/memory"
 
@@ -95,12 +96,8 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	if o.vcpus == 0 {
 		o.vcpus = 2
 	}
-	sim := xensim.New(xensim.Config{IOReqTimeout: 20 * time.Second})
-	t.Cleanup(func() { sim.Close() })
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: o.vcpus, RAM: []xensim.Region{{GPA: 0, Size: 0xa0000}, {GPA: 0x100000, Size: ramSize - 0x100000}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{IOReqTimeout: 20 * time.Second}, xensim.DomainConfig{VCPUs: o.vcpus, RAM: []xensim.Region{{GPA: 0, Size: 0xa0000}, {GPA: 0x100000, Size: ramSize - 0x100000}}})
+	sim, dom := xen.Sim, xen.Dom
 	k := sim.Kernel(0)
 	if o.kernel != nil {
 		k = o.kernel(k)
@@ -803,12 +800,8 @@ func BenchmarkXenRoundTrip(b *testing.B) {
 	}
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
-			sim := xensim.New(xensim.Config{IOReqTimeout: 20 * time.Second, Spin: m.vcpuSpin})
-			defer sim.Close()
-			dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 1 << 20}}})
-			if err != nil {
-				b.Fatal(err)
-			}
+			xen := testfake.NewXen(b, xensim.Config{IOReqTimeout: 20 * time.Second, Spin: m.vcpuSpin}, testfake.RAM(1, 1<<20))
+			sim, dom := xen.Sim, xen.Dom
 			k := sim.Kernel(0)
 			p, err := privcmd.Open(k)
 			if err != nil {
@@ -853,12 +846,8 @@ func BenchmarkXenThroughput(b *testing.B) {
 				name = "spin"
 			}
 			b.Run(strings.Repeat("w", workers)+"/"+name, func(b *testing.B) {
-				sim := xensim.New(xensim.Config{IOReqTimeout: 20 * time.Second})
-				defer sim.Close()
-				dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 4, RAM: []xensim.Region{{GPA: 0, Size: 1 << 20}}})
-				if err != nil {
-					b.Fatal(err)
-				}
+				xen := testfake.NewXen(b, xensim.Config{IOReqTimeout: 20 * time.Second}, testfake.RAM(4, 1<<20))
+				sim, dom := xen.Sim, xen.Dom
 				k := sim.Kernel(0)
 				p, err := privcmd.Open(k)
 				if err != nil {

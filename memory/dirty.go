@@ -29,6 +29,7 @@ type DirtyLog struct {
 	words  []atomic.Uint64 // bit g%64 of word g/64: gfn g written since the last Collect
 	pages  uint64
 	beyond atomic.Uint64 // writes that touched a page at or beyond pages
+	off    atomic.Bool   // logging is switched off: Mark records nothing
 }
 
 // NewDirtyLog returns an empty log covering guest-physical addresses
@@ -42,14 +43,24 @@ func NewDirtyLog(limit GPA) (*DirtyLog, error) {
 	return &DirtyLog{words: make([]atomic.Uint64, (pages+63)/64), pages: pages}, nil
 }
 
+// SetEnabled switches logging on or off (a new log is on). While it is
+// off Mark records nothing, at the cost of one atomic load; what was
+// marked before stays until Collect takes it. A device model switches it
+// with log-dirty (QEMU's xen-set-global-dirty-log).
+func (l *DirtyLog) SetEnabled(on bool) { l.off.Store(!on) }
+
+// Enabled reports whether Mark records writes.
+func (l *DirtyLog) Enabled() bool { return !l.off.Load() }
+
 // Pages returns the number of guest pages the log covers.
 func (l *DirtyLog) Pages() uint64 { return l.pages }
 
 // Mark records that [gpa, gpa+n) was written. It does not allocate and
 // takes no lock: one atomic load per page already marked, one atomic OR
-// per word otherwise. n == 0 marks nothing. A nil log marks nothing.
+// per word otherwise. n == 0 marks nothing. A nil log, or one switched
+// off, marks nothing.
 func (l *DirtyLog) Mark(gpa GPA, n uint64) {
-	if l == nil || n == 0 {
+	if l == nil || n == 0 || l.off.Load() {
 		return
 	}
 	first := uint64(gpa) / PageSize

@@ -80,6 +80,31 @@ func TestDirtyLog_Limits(t *testing.T) {
 	}
 }
 
+// TestDirtyLog_SetEnabled: a log switched off records nothing (neither
+// pages nor writes beyond it), keeps what it had, and records again once
+// switched back on.
+func TestDirtyLog_SetEnabled(t *testing.T) {
+	l := newLog(t, 16*PageSize)
+	if !l.Enabled() {
+		t.Fatal("a new log is off")
+	}
+	l.Mark(1*PageSize, 1)
+	l.SetEnabled(false)
+	if l.Enabled() {
+		t.Fatal("Enabled after SetEnabled(false)")
+	}
+	l.Mark(3*PageSize, 1)
+	l.Mark(1<<40, 1)
+	if got, beyond := collect(l); !slices.Equal(got, []run{{1, 1}}) || beyond != 0 {
+		t.Errorf("off: Collect = %v, beyond %d; want [{1 1}] (marked before), 0", got, beyond)
+	}
+	l.SetEnabled(true)
+	l.Mark(5*PageSize, PageSize+1)
+	if got, _ := collect(l); !slices.Equal(got, []run{{5, 2}}) {
+		t.Errorf("on again: Collect = %v, want [{5 2}]", got)
+	}
+}
+
 // TestDirtyLog_ConcurrentCollect marks pages from several goroutines while
 // another collects: every marked page is reported exactly once or more,
 // none is lost.
@@ -291,6 +316,14 @@ func BenchmarkDirtyLog(b *testing.B) {
 	})
 	b.Run("mark/already-dirty", func(b *testing.B) {
 		b.ReportAllocs()
+		for b.Loop() {
+			log.Mark(0x5000, 8)
+		}
+	})
+	b.Run("mark/off", func(b *testing.B) {
+		b.ReportAllocs()
+		log.SetEnabled(false)
+		defer log.SetEnabled(true)
 		for b.Loop() {
 			log.Mark(0x5000, 8)
 		}

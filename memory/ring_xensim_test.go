@@ -8,6 +8,7 @@ import (
 	"godm/hyp/foreign"
 	"godm/hyp/privcmd"
 	"godm/hyp/xensim"
+	"godm/internal/testfake"
 	"godm/memory"
 )
 
@@ -16,12 +17,8 @@ import (
 // INVALIDATE, the guest sees the device's stores, the dirty log has them,
 // and releasing the pin after the INVALIDATE unmaps every mapping made.
 func TestRing_XensimInvalidate(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	defer sim.Close()
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 8 << 20}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, 8<<20))
+	sim, dom := xen.Sim, xen.Dom
 	p, err := privcmd.Open(sim.Kernel(0))
 	if err != nil {
 		t.Fatal(err)

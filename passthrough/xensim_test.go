@@ -14,6 +14,7 @@ import (
 	"godm/hyp/privcmd"
 	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
+	"godm/internal/testfake"
 	"godm/ioreq"
 )
 
@@ -27,12 +28,8 @@ type simRig struct {
 
 func newSimRig(t *testing.T) *simRig {
 	t.Helper()
-	sim := xensim.New(xensim.Config{IOReqTimeout: 20 * time.Second})
-	t.Cleanup(func() { sim.Close() })
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 256 << 20}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{IOReqTimeout: 20 * time.Second}, testfake.RAM(1, 256<<20))
+	sim, dom := xen.Sim, xen.Dom
 	r := &simRig{sim: sim, dom: dom, root: tree(t, synthetic(), loadSample(t, "0000_00_03.0"))}
 	r.grantLikeLibxl(t)
 	return r

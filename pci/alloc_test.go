@@ -11,7 +11,7 @@ func TestConfigAccess_ZeroAlloc(t *testing.T) {
 		t.Skip("coverage instrumentation allocates")
 	}
 	r := newRig(t)
-	r.msis = make([]msiMsg, 0, 4096)
+	r.irq.Grow(0, 4096)
 	d, sbdf := newMSIXDevice(t, r, nil)
 	c := uint32(d.msix.cap)
 	r.cfgWrite(sbdf, c+2, 2, msixEnable)

@@ -174,12 +174,12 @@ func TestINTx_LevelTracking(t *testing.T) {
 	r.cfgWrite(sbdf, RegCommand, 2, 0) // unmask: asserted again
 	line.SetLevel(false)
 	key := [3]uint8{6, 0, 1}
-	if got, want := r.levels[key], []bool{true, false, true, false}; !slices.Equal(got, want) {
+	if got, want := r.levels(key[0], key[1], key[2]), []bool{true, false, true, false}; !slices.Equal(got, want) {
 		t.Errorf("levels = %v, want %v", got, want)
 	}
 	line.SetLevel(true)
 	must(t, r.bus.Remove(d)) // removal deasserts
-	if got, want := r.levels[key], []bool{true, false, true, false, true, false}; !slices.Equal(got, want) {
+	if got, want := r.levels(key[0], key[1], key[2]), []bool{true, false, true, false, true, false}; !slices.Equal(got, want) {
 		t.Errorf("levels after remove = %v, want %v", got, want)
 	}
 }

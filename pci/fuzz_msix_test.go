@@ -3,6 +3,8 @@ package pci
 import (
 	"encoding/binary"
 	"testing"
+
+	"godm/internal/testfake"
 )
 
 // FuzzMSIX drives the MSI-X table, PBA, control bits and interrupts in
@@ -50,7 +52,7 @@ func FuzzMSIX(f *testing.F) {
 				r.takeMSIs()
 				d.Interrupt(vec)
 				got := r.takeMSIs()
-				if deliver && (len(got) != 1 || got[0] != (msiMsg{addr, data})) {
+				if deliver && (len(got) != 1 || got[0] != (testfake.MSI{Addr: addr, Data: data})) {
 					t.Fatalf("vector %d: sent %v, want one {%#x %#x}", vec, got, addr, data)
 				}
 				if !deliver && len(got) != 0 {

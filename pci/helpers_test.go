@@ -5,51 +5,25 @@ import (
 	"testing"
 
 	"godm/devices"
-	"godm/irq"
+	"godm/internal/testfake"
 )
-
-type msiMsg struct {
-	addr uint64
-	data uint32
-}
 
 // rig is a bus with recording interrupt sinks.
 type rig struct {
 	spaces *devices.Bus
 	bus    *Bus
-
-	mu     sync.Mutex
-	msis   []msiMsg
-	levels map[[3]uint8][]bool // (dev, fn, pin) -> levels sent
+	irq    *testfake.Recorder // MSIs, and the INTx pins as irq.Pin(dev, fn, pin)
 }
 
-func (r *rig) INTx(dev, fn, pin uint8) irq.Line {
-	key := [3]uint8{dev, fn, pin}
-	return irq.LineFunc(func(high bool) {
-		r.mu.Lock()
-		r.levels[key] = append(r.levels[key], high)
-		r.mu.Unlock()
-	})
-}
+// levels returns the levels sent on INTx pin (dev, fn, pin).
+func (r *rig) levels(dev, fn, pin uint8) []bool { return r.irq.Pin(dev, fn, pin).Levels() }
 
-func (r *rig) SendMSI(addr uint64, data uint32) {
-	r.mu.Lock()
-	r.msis = append(r.msis, msiMsg{addr, data})
-	r.mu.Unlock()
-}
-
-func (r *rig) takeMSIs() []msiMsg {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	m := r.msis
-	r.msis = nil
-	return m
-}
+func (r *rig) takeMSIs() []testfake.MSI { return r.irq.TakeMSIs() }
 
 func newRig(t testing.TB) *rig {
 	t.Helper()
-	r := &rig{spaces: devices.NewBus(), levels: map[[3]uint8][]bool{}}
-	b, err := NewBus(BusConfig{Spaces: r.spaces, INTx: r, MSI: r})
+	r := &rig{spaces: devices.NewBus(), irq: &testfake.Recorder{}}
+	b, err := NewBus(BusConfig{Spaces: r.spaces, INTx: r.irq, MSI: r.irq})
 	if err != nil {
 		t.Fatalf("NewBus: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"godm/devices"
+	"godm/internal/testfake"
 )
 
 func TestMSI_Layouts(t *testing.T) {
@@ -81,7 +82,7 @@ func TestMSI_Delivery(t *testing.T) {
 	if got := r.cfgRead(sbdf, c+20, 4); got != 0 {
 		t.Errorf("pending after unmask = %#x, want 0", got)
 	}
-	want := []msiMsg{{0x1_fee01000, 0x4143}, {0x1_fee01000, 0x4141}}
+	want := []testfake.MSI{{Addr: 0x1_fee01000, Data: 0x4143}, {Addr: 0x1_fee01000, Data: 0x4141}}
 	if got := r.takeMSIs(); !slices.Equal(got, want) {
 		t.Errorf("messages = %#v, want %#v", got, want)
 	}
@@ -178,11 +179,11 @@ func TestMSIX_Delivery(t *testing.T) {
 	if got := mm.Read(entry(65)+12, 4, 0); got != 0 {
 		t.Errorf("vector control = %#x, want 0", got)
 	}
-	if got, want := r.takeMSIs(), []msiMsg{{0xfee00000, 0x65}}; !slices.Equal(got, want) {
+	if got, want := r.takeMSIs(), []testfake.MSI{{Addr: 0xfee00000, Data: 0x65}}; !slices.Equal(got, want) {
 		t.Errorf("messages after unmask = %v, want %v", got, want)
 	}
 	d.Interrupt(65)
-	if got, want := r.takeMSIs(), []msiMsg{{0xfee00000, 0x65}}; !slices.Equal(got, want) {
+	if got, want := r.takeMSIs(), []testfake.MSI{{Addr: 0xfee00000, Data: 0x65}}; !slices.Equal(got, want) {
 		t.Errorf("direct messages = %v, want %v", got, want)
 	}
 	d.Interrupt(70)
@@ -196,7 +197,7 @@ func TestMSIX_Delivery(t *testing.T) {
 		t.Errorf("messages under function mask: %v", got)
 	}
 	r.cfgWrite(sbdf, c+2, 2, msixEnable)
-	if got, want := r.takeMSIs(), []msiMsg{{0xfee01000, 0x30}}; !slices.Equal(got, want) {
+	if got, want := r.takeMSIs(), []testfake.MSI{{Addr: 0xfee01000, Data: 0x30}}; !slices.Equal(got, want) {
 		t.Errorf("messages after function unmask = %v, want %v", got, want)
 	}
 	// The rest of the BAR goes to the device's handler.
@@ -255,7 +256,7 @@ func TestINTxSilencedByMSI(t *testing.T) {
 	r.cfgWrite(sbdf, uint32(off)+2, 2, msiEnable) // MSI on: INTx drops
 	r.cfgWrite(sbdf, uint32(off)+2, 2, 0)         // MSI off: the condition shows again
 	key := [3]uint8{7, 0, 1}
-	if got, want := r.levels[key], []bool{true, false, true}; !slices.Equal(got, want) {
+	if got, want := r.levels(key[0], key[1], key[2]), []bool{true, false, true}; !slices.Equal(got, want) {
 		t.Errorf("levels = %v, want %v", got, want)
 	}
 }
@@ -268,7 +269,7 @@ func TestINTxSilencedByMSIX(t *testing.T) {
 	r.cfgWrite(sbdf, c+2, 2, msixEnable|msixFunctionMask)
 	r.cfgWrite(sbdf, c+2, 2, 0)
 	key := [3]uint8{4, 0, 1}
-	if got, want := r.levels[key], []bool{true, false, true}; !slices.Equal(got, want) {
+	if got, want := r.levels(key[0], key[1], key[2]), []bool{true, false, true}; !slices.Equal(got, want) {
 		t.Errorf("levels = %v, want %v", got, want)
 	}
 }

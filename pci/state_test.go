@@ -4,6 +4,8 @@ import (
 	"errors"
 	"slices"
 	"testing"
+
+	"godm/internal/testfake"
 )
 
 func TestSaveRestore(t *testing.T) {
@@ -40,11 +42,11 @@ func TestSaveRestore(t *testing.T) {
 		t.Errorf("pending vector 0 lost")
 	}
 	// MSI-X is enabled, so INTx stays quiet even with the condition set.
-	if got := dst.levels[[3]uint8{4, 0, 1}]; len(got) != 0 {
+	if got := dst.levels(4, 0, 1); len(got) != 0 {
 		t.Errorf("INTx levels = %v, want none", got)
 	}
 	dst.spaces.MMIO.Write(0xfe00200c, 4, 0, 0) // unmask: the pending message goes out
-	if got, want := dst.takeMSIs(), []msiMsg{{0xfee00000, 0x51}}; !slices.Equal(got, want) {
+	if got, want := dst.takeMSIs(), []testfake.MSI{{Addr: 0xfee00000, Data: 0x51}}; !slices.Equal(got, want) {
 		t.Errorf("messages = %v, want %v", got, want)
 	}
 	bad := a.Save()

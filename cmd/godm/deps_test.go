@@ -23,6 +23,7 @@ var forbidden = []string{
 	"godm/internal/e2e",       // the real-guest harness
 	"godm/devices/devicetest", // device conformance suite
 	"godm/pci/pcitest",        // configuration-space checker of the fuzz targets
+	"godm/internal/testfake",  // the shared test fakes (clock, interrupt recorder, Xen fixture)
 	"godm/cmd/godm-lab",       // the lab command itself
 	"testing",                 // the standard test framework, and testing/*
 }

@@ -14,6 +14,7 @@ import (
 	"godm/hyp/xensim"
 	"godm/internal/cli"
 	"godm/internal/machine"
+	"godm/internal/testfake"
 	"godm/passthrough"
 )
 
@@ -55,12 +56,8 @@ func TestServePassthrough(t *testing.T) {
 	host := devices.NewSBDF(0, 0, 3, 0)
 	for _, grant := range []bool{false, true} {
 		t.Run(map[bool]string{false: "not assigned", true: "pt-grant"}[grant], func(t *testing.T) {
-			sim := xensim.New(xensim.Config{})
-			defer sim.Close()
-			dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 64 << 20}}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, 64<<20))
+			sim, dom := xen.Sim, xen.Dom
 			m, err := machine.New(sim.Kernel(0), machine.Spec{Dom: dom.ID(), VCPUs: 1, MemBytes: 64 << 20, NoPS2: true})
 			if err != nil {
 				t.Fatal(err)
@@ -148,12 +145,8 @@ func TestServePassthrough(t *testing.T) {
 // granted (here: the domain vanished first) still reaches stderr as a
 // structured error line, and the debug detail does not.
 func TestRevokeFailureLogged(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	defer sim.Close()
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 64 << 20}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, 64<<20))
+	sim, dom := xen.Sim, xen.Dom
 	m, err := machine.New(sim.Kernel(0), machine.Spec{Dom: dom.ID(), VCPUs: 1, MemBytes: 64 << 20, NoPS2: true})
 	if err != nil {
 		t.Fatal(err)

@@ -307,6 +307,15 @@ func (h *machineHost) Pause()  { h.m.Board.Pause() }
 func (h *machineHost) Resume() { h.m.Board.Resume() }
 func (h *machineHost) Reset()  { h.m.Board.Reset() }
 
+func (h *machineHost) SetDirtyLog(on bool) error {
+	l := h.m.Dirty()
+	if l == nil {
+		return qmp.Errorf("dirty logging needs the guest's RAM size (-m)")
+	}
+	l.SetEnabled(on)
+	return nil
+}
+
 // builtin are the xenfv machine's own functions, which QEMU lists in
 // query-pci without a qdev id.
 var builtin = map[string]bool{"i440FX": true, "PIIX3": true, "piix4-pm": true, "xen-platform": true}

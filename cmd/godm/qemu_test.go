@@ -18,6 +18,7 @@ import (
 	"godm/hyp/kernel"
 	"godm/hyp/xensim"
 	"godm/hyp/xensim/xenstored"
+	"godm/internal/testfake"
 	"godm/memory/layout"
 	"golang.org/x/sys/unix"
 )
@@ -130,15 +131,12 @@ const rigMiB = 56
 func newDMRig(t *testing.T) *dmRig {
 	t.Helper()
 	r := &dmRig{dir: t.TempDir(), done: make(chan error, 1)}
-	r.sim = xensim.New(xensim.Config{})
-	t.Cleanup(func() { r.sim.Close() })
 	ram, err := layout.New(rigMiB<<20, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.dom, err = r.sim.CreateDomain(xensim.DomainConfig{VCPUs: 2, RAM: xensim.LayoutRAM(ram)}); err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, xensim.DomainConfig{VCPUs: 2, RAM: xensim.LayoutRAM(ram)})
+	r.sim, r.dom = xen.Sim, xen.Dom
 	r.xs = xenstored.New(xenstored.Config{})
 	t.Cleanup(func() { r.xs.Close() })
 	if err := r.xs.IntroduceDomain(r.dom.ID()); err != nil {
@@ -294,6 +292,13 @@ func TestLibxlDefault(t *testing.T) {
 	}
 	if _, e := q.do("device_add", map[string]any{"driver": "cirrus-vga"}); e != "GenericError: 'cirrus-vga' is not a valid device model name" {
 		t.Errorf("device_add cirrus-vga: %q", e)
+	}
+
+	// log-dirty switches the machine's dirty log (sized by -m).
+	for _, on := range []bool{true, false} {
+		if _, e := q.do("xen-set-global-dirty-log", map[string]any{"enable": on}); e != "" {
+			t.Errorf("xen-set-global-dirty-log %v: %q", on, e)
+		}
 	}
 
 	// xl pci-attach reaches the passthrough Manager: a function the host

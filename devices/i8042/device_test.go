@@ -1,30 +1,22 @@
 package i8042
 
 import (
-	"sync"
 	"testing"
 
 	"godm/devices"
 	"godm/devices/devicetest"
+	"godm/internal/testfake"
 )
-
-type line struct {
-	mu    sync.Mutex
-	level bool
-}
-
-func (l *line) SetLevel(high bool) { l.mu.Lock(); l.level = high; l.mu.Unlock() }
-func (l *line) get() bool          { l.mu.Lock(); defer l.mu.Unlock(); return l.level }
 
 type rig struct {
 	t          *testing.T
 	c          *Controller
-	kbd, mouse *line
+	kbd, mouse *testfake.Recorder
 	resets     int
 }
 
 func newRig(t *testing.T) *rig {
-	r := &rig{t: t, kbd: &line{}, mouse: &line{}}
+	r := &rig{t: t, kbd: &testfake.Recorder{}, mouse: &testfake.Recorder{}}
 	r.c = New(Config{KeyboardIRQ: r.kbd, MouseIRQ: r.mouse, Reset: ResetFunc(func() { r.resets++ })})
 	return r
 }
@@ -122,17 +114,17 @@ func TestController_KeyboardCommands(t *testing.T) {
 func TestController_IRQs(t *testing.T) {
 	r := newRig(t)
 	r.out(StatusPort, 0xaa)
-	if !r.kbd.get() || r.mouse.get() {
-		t.Errorf("after self test: kbd %v mouse %v, want true false", r.kbd.get(), r.mouse.get())
+	if !r.kbd.Level() || r.mouse.Level() {
+		t.Errorf("after self test: kbd %v mouse %v, want true false", r.kbd.Level(), r.mouse.Level())
 	}
 	r.in(DataPort)
-	if r.kbd.get() {
+	if r.kbd.Level() {
 		t.Error("IRQ 1 still high after reading the reply")
 	}
 	r.out(StatusPort, 0xd4)
 	r.out(DataPort, 0xf2)
-	if r.kbd.get() || !r.mouse.get() {
-		t.Errorf("after mouse command: kbd %v mouse %v, want false true", r.kbd.get(), r.mouse.get())
+	if r.kbd.Level() || !r.mouse.Level() {
+		t.Errorf("after mouse command: kbd %v mouse %v, want false true", r.kbd.Level(), r.mouse.Level())
 	}
 	if got, want := r.in(StatusPort), uint8(0x3d); got != want {
 		t.Errorf("status = %#x, want %#x (mouse OBF)", got, want)
@@ -140,13 +132,13 @@ func TestController_IRQs(t *testing.T) {
 	// Clearing the mouse interrupt enable drops IRQ 12 at once.
 	r.out(StatusPort, 0x60)
 	r.out(DataPort, 0x01)
-	if r.mouse.get() {
+	if r.mouse.Level() {
 		t.Error("IRQ 12 high with the mouse interrupt disabled")
 	}
 	r.in(DataPort)
 	r.in(DataPort)
 	r.c.Reset()
-	if r.kbd.get() || r.mouse.get() {
+	if r.kbd.Level() || r.mouse.Level() {
 		t.Error("lines high after Reset")
 	}
 }

@@ -1,31 +1,12 @@
 package i8042
 
 import (
-	"sync"
 	"testing"
 
 	"godm/devices"
+	"godm/internal/testfake"
 	"godm/pci/pcitest"
 )
-
-// levelLine records an interrupt line and flags a level sent twice.
-type levelLine struct {
-	mu              sync.Mutex
-	level, repeated bool
-}
-
-func (l *levelLine) SetLevel(high bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.repeated = l.repeated || high == l.level
-	l.level = high
-}
-
-func (l *levelLine) get() (level, repeated bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.level, l.repeated
-}
 
 func i8042Seeds() [][]byte {
 	cmd := func(v uint64) pcitest.Step { return pcitest.Step{Op: 0, Off: 4, Size: 1, Val: v} }
@@ -66,7 +47,7 @@ func FuzzScript(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, script []byte) {
-		kbd, aux := &levelLine{}, &levelLine{}
+		kbd, aux := &testfake.Recorder{}, &testfake.Recorder{}
 		resets := uint64(0)
 		c := New(Config{KeyboardIRQ: kbd, MouseIRQ: aux, Reset: ResetFunc(func() { resets++ })})
 		pio := devices.NewSpace("pio")
@@ -107,10 +88,10 @@ func FuzzScript(f *testing.F) {
 				if got := statusNow(); got != resetStatus {
 					t.Fatalf("step %d: status after reset = %#x, want %#x", i, got, resetStatus)
 				}
-				if k, _ := kbd.get(); k {
+				if kbd.Level() {
 					t.Fatalf("step %d: IRQ 1 high after reset", i)
 				}
-				if m, _ := aux.get(); m {
+				if aux.Level() {
 					t.Fatalf("step %d: IRQ 12 high after reset", i)
 				}
 				pio.Write(StatusPort, 1, 0, 0x20)
@@ -119,8 +100,8 @@ func FuzzScript(f *testing.F) {
 				}
 			}
 			checkInvariants(t, c, i)
-			k, kRep := kbd.get()
-			m, mRep := aux.get()
+			k, kRep := kbd.Level(), kbd.Repeated()
+			m, mRep := aux.Level(), aux.Repeated()
 			if kRep || mRep {
 				t.Fatalf("step %d: a line was sent its level twice (kbd %v, mouse %v)", i, kRep, mRep)
 			}

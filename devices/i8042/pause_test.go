@@ -4,24 +4,24 @@ import (
 	"testing"
 
 	"godm/devices"
-	"godm/irq"
+	"godm/internal/testfake"
 )
 
 // A paused controller drops host input and holds its lines; a guest
 // access that would raise IRQ 1 raises it only on Resume.
 func TestPauseDropsInputHoldsLines(t *testing.T) {
-	var edges []bool
-	c := New(Config{KeyboardIRQ: irq.LineFunc(func(high bool) { edges = append(edges, high) })})
+	kbd := &testfake.Recorder{}
+	c := New(Config{KeyboardIRQ: kbd})
 	out := func(port uint64, v uint64) { c.Write(devices.Access{Addr: port, Size: 1}, v) }
 	in := func(port uint64) uint64 { return c.Read(devices.Access{Addr: port, Size: 1}) }
 	c.Pause()
 	c.PutScancodes([]byte{0x1c})
 	out(StatusPort, 0xaa) // self-test: its reply would raise IRQ 1
-	if len(edges) != 0 {
+	if edges := kbd.Levels(); len(edges) != 0 {
 		t.Errorf("lines moved while paused: %v", edges)
 	}
 	c.Resume()
-	if len(edges) != 1 || !edges[0] {
+	if edges := kbd.Levels(); len(edges) != 1 || !edges[0] {
 		t.Fatalf("Resume: edges %v, want one rise", edges)
 	}
 	if got := in(DataPort); got != 0x55 {

@@ -5,12 +5,10 @@ import (
 	"time"
 
 	"godm/devices"
-	"godm/irq"
+	"godm/internal/testfake"
 	"godm/memory"
 	"godm/pci"
 )
-
-type msi struct{ addr, data uint64 }
 
 type rig struct {
 	t    *testing.T
@@ -18,24 +16,17 @@ type rig struct {
 	sbdf devices.SBDF
 	dev  *Device
 	mem  *memory.Flat
-	msis chan msi
-	intx chan bool
-}
-
-type router struct{ c chan bool }
-
-func (r router) INTx(dev, fn, pin uint8) irq.Line {
-	return irq.LineFunc(func(high bool) { r.c <- high })
+	irq  *testfake.Recorder // INTx (every pin) and MSIs
 }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
 	r := &rig{t: t, bus: devices.NewBus(), mem: memory.NewFlat(0x100000, 1<<20),
-		msis: make(chan msi, 16), intx: make(chan bool, 16)}
+		irq: &testfake.Recorder{}}
 	pb, err := pci.NewBus(pci.BusConfig{
 		Spaces: r.bus,
-		INTx:   router{r.intx},
-		MSI:    irq.MSIFunc(func(a uint64, d uint32) { r.msis <- msi{a, uint64(d)} }),
+		INTx:   testfake.AllPins{Line: r.irq},
+		MSI:    r.irq,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -126,13 +117,9 @@ func TestDMAWithMSIX(t *testing.T) {
 
 	r.fire(0x100100, 300, 7)
 	r.waitDone(1)
-	select {
-	case m := <-r.msis:
-		if m.addr != 0xfee00000 || m.data != 0x41 {
-			t.Errorf("MSI = %+v", m)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no MSI-X")
+	testfake.WaitFor(t, 5*time.Second, "the MSI-X message", func() bool { return len(r.irq.MSIs()) > 0 })
+	if m := r.irq.TakeMSIs()[0]; m.Addr != 0xfee00000 || m.Data != 0x41 {
+		t.Errorf("MSI = %+v", m)
 	}
 	buf := make([]byte, 302)
 	r.mem.Read(0x1000ff, buf)
@@ -157,24 +144,16 @@ func TestDMAFailuresAndINTx(t *testing.T) {
 		t.Errorf("STATUS = %d, want DMA error", got)
 	}
 	// Without MSI-X the completion is an INTx level held until DONE is read.
-	select {
-	case lvl := <-r.intx:
-		if !lvl {
-			t.Errorf("INTx went low first")
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no INTx")
+	testfake.WaitFor(t, 5*time.Second, "INTx", func() bool { return r.irq.Calls() >= 1 })
+	if !r.irq.TakeLevels()[0] {
+		t.Errorf("INTx went low first")
 	}
 	if got := r.mmr(RegDone); got != 1 {
 		t.Errorf("DONE = %d", got)
 	}
-	select {
-	case lvl := <-r.intx:
-		if lvl {
-			t.Errorf("INTx not deasserted by reading DONE")
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("INTx not deasserted")
+	testfake.WaitFor(t, 5*time.Second, "INTx deasserted", func() bool { return r.irq.Calls() >= 2 })
+	if r.irq.TakeLevels()[0] {
+		t.Errorf("INTx not deasserted by reading DONE")
 	}
 	r.fire(0x100000, MaxDMA+1, 0)
 	r.waitDone(2)

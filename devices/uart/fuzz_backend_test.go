@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"godm/devices/chardev"
+	"godm/internal/testfake"
 )
 
 // hostEnd is the host side of a chardev.Stream over two pipes: it writes
@@ -119,7 +120,7 @@ func FuzzBackend(f *testing.F) {
 		}
 		base := runtime.NumGoroutine()
 		host, be := newHostEnd(t)
-		r := &rig{t: t, line: &lineRecorder{}, clock: &fakeClock{}}
+		r := &rig{t: t, line: &testfake.Recorder{}, clock: &testfake.Clock{}}
 		r.u = New(Config{IRQ: r.line, Backend: be, Clock: r.clock})
 		var sent, input, got []byte
 		dlab, loop, loopSeen := false, false, false

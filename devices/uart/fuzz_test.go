@@ -6,11 +6,12 @@ import (
 
 	"godm/devices"
 	"godm/devices/devicetest"
+	"godm/internal/testfake"
 )
 
 func TestUART_Conformance(t *testing.T) {
 	devicetest.Run(t, func() devices.Handler {
-		return New(Config{Clock: &fakeClock{}, Backend: &fakeBackend{}})
+		return New(Config{Clock: &testfake.Clock{}, Backend: &fakeBackend{}})
 	}, Size)
 }
 

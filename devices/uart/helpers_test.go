@@ -3,108 +3,11 @@ package uart
 import (
 	"sync"
 	"testing"
-	"time"
 
 	"godm/devices"
 	"godm/devices/chardev"
+	"godm/internal/testfake"
 )
-
-// fakeClock is a manual Clock: timers fire only from Advance, on the
-// caller's goroutine.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Duration
-	timers []*fakeTimer
-}
-
-type fakeTimer struct {
-	c      *fakeClock
-	at     time.Duration
-	active bool
-	f      func()
-}
-
-func (c *fakeClock) Now() time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{c: c, at: c.now + d, active: true, f: f}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.active
-	t.active = false
-	return was
-}
-
-func (t *fakeTimer) Reset(d time.Duration) bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.active
-	t.at = t.c.now + d
-	t.active = true
-	return was
-}
-
-// Advance moves time forward and runs the timers that became due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now += d
-	var buf [4]func() // no allocation for the usual few timers
-	due := buf[:0]
-	for _, t := range c.timers {
-		if t.active && t.at <= c.now {
-			t.active = false
-			due = append(due, t.f)
-		}
-	}
-	c.mu.Unlock()
-	for _, f := range due {
-		f()
-	}
-}
-
-// lineRecorder records every level change handed to an irq.Line.
-type lineRecorder struct {
-	mu     sync.Mutex
-	level  bool
-	edges  []bool
-	events int
-}
-
-func (r *lineRecorder) SetLevel(high bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events++
-	if high != r.level {
-		r.level = high
-		r.edges = append(r.edges, high)
-	}
-}
-
-func (r *lineRecorder) Level() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.level
-}
-
-// takeEdges returns and clears the recorded edges.
-func (r *lineRecorder) takeEdges() []bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e := r.edges
-	r.edges = nil
-	return e
-}
 
 // fakeBackend records output and lets the test feed input.
 type fakeBackend struct {
@@ -166,7 +69,7 @@ func (b *fakeBackend) feed(p []byte) int {
 // toNextSlot advances c to u's next receive slot if u refused input for
 // the line's pace (its slot timer then offers Ready), and reports whether
 // it did.
-func toNextSlot(u *UART, c *fakeClock) bool {
+func toNextSlot(u *UART, c *testfake.Clock) bool {
 	u.mu.Lock()
 	waiting, at := u.rxWaiting, u.rxNextAt
 	u.mu.Unlock()
@@ -191,13 +94,13 @@ func (b *fakeBackend) output() string {
 type rig struct {
 	t     *testing.T
 	u     *UART
-	line  *lineRecorder
+	line  *testfake.Recorder
 	be    *fakeBackend
-	clock *fakeClock
+	clock *testfake.Clock
 }
 
 func newRig(t *testing.T) *rig {
-	r := &rig{t: t, line: &lineRecorder{}, be: &fakeBackend{}, clock: &fakeClock{}}
+	r := &rig{t: t, line: &testfake.Recorder{}, be: &fakeBackend{}, clock: &testfake.Clock{}}
 	r.u = New(Config{IRQ: r.line, Backend: r.be, Clock: r.clock})
 	r.be.wire = func() bool { return toNextSlot(r.u, r.clock) }
 	t.Cleanup(func() { r.u.Close() })

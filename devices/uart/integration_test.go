@@ -10,6 +10,7 @@ import (
 
 	"godm/devices"
 	"godm/devices/chardev"
+	"godm/internal/testfake"
 )
 
 // TestUART_WithStreamBackend runs a guest-side polling driver against a
@@ -28,7 +29,7 @@ func TestUART_WithStreamBackend(t *testing.T) {
 	defer outR.Close()
 	be := chardev.NewStream(inR, outW, chardev.Options{})
 	defer be.Close()
-	clock := &fakeClock{}
+	clock := &testfake.Clock{}
 	u := New(Config{Backend: be, Clock: clock})
 	defer u.Close()
 	acc := func(off uint64) devices.Access { return devices.Access{Offset: off, Size: 1} }
@@ -71,7 +72,7 @@ func TestUART_WithStreamBackend(t *testing.T) {
 }
 
 func BenchmarkUART_THRWrite(b *testing.B) {
-	u := New(Config{Backend: chardev.NewNull(), Clock: &fakeClock{}})
+	u := New(Config{Backend: chardev.NewNull(), Clock: &testfake.Clock{}})
 	a := devices.Access{Offset: regRBR, Size: 1}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -80,7 +81,7 @@ func BenchmarkUART_THRWrite(b *testing.B) {
 }
 
 func BenchmarkUART_LSRRead(b *testing.B) {
-	u := New(Config{Backend: chardev.NewNull(), Clock: &fakeClock{}})
+	u := New(Config{Backend: chardev.NewNull(), Clock: &testfake.Clock{}})
 	a := devices.Access{Offset: regLSR, Size: 1}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -125,7 +126,7 @@ func TestUART_Concurrent(t *testing.T) {
 	defer inW.Close()
 	be := chardev.NewStream(inR, nil, chardev.Options{})
 	defer be.Close()
-	u := New(Config{Backend: be, IRQ: &lineRecorder{}})
+	u := New(Config{Backend: be, IRQ: &testfake.Recorder{}})
 	defer u.Close()
 	go inW.Write(bytes.Repeat([]byte{'i'}, 4096))
 	done := make(chan struct{})

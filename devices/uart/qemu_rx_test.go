@@ -11,6 +11,7 @@ import (
 	"godm/devices"
 	"godm/devices/chardev"
 	"godm/internal/qtest"
+	"godm/internal/testfake"
 )
 
 // rxSide is one UART (QEMU's or godm's) fed from a host socket.
@@ -71,7 +72,7 @@ func TestQEMUDiff_UARTReceive(t *testing.T) {
 	// one, which makes the line infinitely fast as seen by the polling
 	// guest, as QEMU's is, while never letting four character times pass
 	// without a character (no spurious timeout interrupt).
-	clock := &fakeClock{}
+	clock := &testfake.Clock{}
 	u := New(Config{Backend: be, Clock: clock})
 	defer u.Close()
 	ghost, err := net.Dial("unix", gsock)

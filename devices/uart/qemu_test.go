@@ -9,6 +9,7 @@ import (
 	"godm/devices"
 	"godm/internal/qtest"
 	"godm/internal/qtest/scripts"
+	"godm/internal/testfake"
 )
 
 const com1 = 0x3f8
@@ -31,7 +32,7 @@ func diffTargets(t *testing.T) (want, got qtest.Target) {
 	}
 	pio := devices.NewSpace("pio")
 	st := qtest.NewSpaceTarget(pio)
-	u := New(Config{IRQ: st.Line(4), Clock: &fakeClock{}})
+	u := New(Config{IRQ: st.Line(4), Clock: &testfake.Clock{}})
 	t.Cleanup(func() { u.Close() })
 	if _, err := RegisterCOM(pio, 1, u); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"godm/devices"
 	"godm/devices/devicetest"
+	"godm/internal/testfake"
 	"godm/pci"
 )
 
@@ -49,36 +50,19 @@ func (r *recorder) take() ([]string, []string) {
 	return e, l
 }
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 type machine struct {
 	spaces *devices.Bus
 	dev    *Device
 	rec    *recorder
-	clock  *fakeClock
+	clock  *testfake.Clock
 	sbdf   devices.SBDF
 }
 
 func newMachine(t testing.TB) *machine {
 	t.Helper()
-	m := &machine{spaces: devices.NewBus(), rec: &recorder{}, clock: &fakeClock{now: time.Unix(1000, 0)}}
+	m := &machine{spaces: devices.NewBus(), rec: &recorder{}, clock: &testfake.Clock{}}
 	var err error
-	m.dev, err = New(Config{Unplug: m.rec, ROM: m.rec, Log: m.rec, Clock: m.clock, LogBurst: 2, LogInterval: time.Second})
+	m.dev, err = New(Config{Unplug: m.rec, ROM: m.rec, Log: m.rec, Clock: m.clock.Wall(time.Unix(1000, 0)), LogBurst: 2, LogInterval: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,13 +222,13 @@ func TestLog(t *testing.T) {
 		}
 	}
 	say("one\ntwo\x1b[0m\nthree\n") // burst of 2: the third is dropped
-	m.clock.advance(time.Second)
+	m.clock.Advance(time.Second)
 	say("four\n")
-	m.clock.advance(time.Second)
+	m.clock.Advance(time.Second)
 	// A full buffer flushes without a newline; the byte that found it
 	// full is lost (log_writeb in xen_platform.c).
 	say(strings.Repeat("x", 5000))
-	m.clock.advance(10 * time.Second)
+	m.clock.Advance(10 * time.Second)
 	say("\n")
 	_, lines := m.rec.take()
 	want := []string{"one", "two.[0m", "four", strings.Repeat("x", logBufferSize-1), strings.Repeat("x", 5000-logBufferSize)}
@@ -258,7 +242,7 @@ func TestLog(t *testing.T) {
 
 func TestConformance(t *testing.T) {
 	newDev := func() *Device {
-		d, err := New(Config{Unplug: &recorder{}, ROM: &recorder{}, Log: &recorder{}, Clock: &fakeClock{}})
+		d, err := New(Config{Unplug: &recorder{}, ROM: &recorder{}, Log: &recorder{}, Clock: (&testfake.Clock{}).Wall(time.Time{})})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -307,7 +291,7 @@ func FuzzFixedPorts(f *testing.F) {
 				continue
 			}
 			pio.Write(FixedPort+off, size, 0, v)
-			m.clock.advance(time.Millisecond)
+			m.clock.Advance(time.Millisecond)
 		}
 		if got := pio.Read(0x10, 2, 0); got != Magic {
 			t.Fatalf("magic = %#x", got)

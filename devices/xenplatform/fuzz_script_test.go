@@ -257,7 +257,7 @@ func FuzzScript(f *testing.F) {
 				model.line = model.line[:0]
 				c.CheckReset(t)
 			case 8:
-				m.clock.advance(time.Duration(st.Val%4000) * time.Millisecond)
+				m.clock.Advance(time.Duration(st.Val%4000) * time.Millisecond)
 			}
 			c.Check(t)
 			checkPlatform(t, m, model, mmio)

@@ -12,7 +12,7 @@ import (
 	"godm/devices/piix3"
 	"godm/devices/piix4pm"
 	"godm/devices/xenplatform"
-	"godm/irq"
+	"godm/internal/testfake"
 	"godm/pci"
 )
 
@@ -287,11 +287,11 @@ func TestHotplugCycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sci []bool
+	sci := &testfake.Recorder{}
 	pm, err := piix4pm.New(piix4pm.Config{
 		Eject:          ejector{bus},
 		RemovableSlots: 0xfffffff8,
-		SCI:            irq.LineFunc(func(h bool) { sci = append(sci, h) }),
+		SCI:            sci,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -330,7 +330,7 @@ func TestHotplugCycle(t *testing.T) {
 	if x.ranges["pio 0xc100+0x20"] {
 		t.Errorf("BAR still mapped after eject: %v", x.mapped())
 	}
-	if got, want := sci, []bool{true, false, true}; !slices.Equal(got, want) {
+	if got, want := sci.Levels(), []bool{true, false, true}; !slices.Equal(got, want) {
 		t.Errorf("SCI = %v, want %v", got, want)
 	}
 	if got := pm.Stats(); got.Ejects != 1 || got.Errors != 0 {

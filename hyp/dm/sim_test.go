@@ -8,6 +8,7 @@ import (
 	"godm/hyp/privcmd"
 	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
+	"godm/internal/testfake"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,12 +17,8 @@ import (
 // same kernel seam the real host uses.
 func simClient(t testing.TB) (*dm.Client, *xensim.Sim, *xensim.Domain) {
 	t.Helper()
-	sim := xensim.New(xensim.Config{})
-	t.Cleanup(func() { sim.Close() })
-	d, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 2, RAM: []xensim.Region{{GPA: 0, Size: 1 << 20}}})
-	if err != nil {
-		t.Fatalf("CreateDomain: %v", err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(2, 1<<20))
+	sim, d := xen.Sim, xen.Dom
 	p, err := privcmd.Open(sim.Kernel(0))
 	if err != nil {
 		t.Fatalf("privcmd.Open: %v", err)
@@ -104,12 +101,8 @@ func TestSimulatedXen(t *testing.T) {
 }
 
 func TestSimulatedRestrict(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	defer sim.Close()
-	d, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 1 << 20}}})
-	if err != nil {
-		t.Fatalf("CreateDomain: %v", err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, 1<<20))
+	sim, d := xen.Sim, xen.Dom
 	p, err := privcmd.Open(sim.Kernel(0))
 	if err != nil {
 		t.Fatalf("privcmd.Open: %v", err)

@@ -11,6 +11,7 @@ import (
 	"godm/hyp/privcmd"
 	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
+	"godm/internal/testfake"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,12 +27,8 @@ import (
 // RAM), and dom0's hypercall caller.
 func simRelease(t *testing.T, minor int) (*xensim.Sim, *xensim.Domain, *hcall.Caller) {
 	t.Helper()
-	s := xensim.New(xensim.Config{XenMajor: 4, XenMinor: minor})
-	t.Cleanup(func() { s.Close() })
-	d, err := s.CreateDomain(xensim.DomainConfig{VCPUs: 2, RAM: []xensim.Region{{GPA: 0, Size: 1 << 20}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{XenMajor: 4, XenMinor: minor}, testfake.RAM(2, 1<<20))
+	s, d := xen.Sim, xen.Dom
 	p, err := privcmd.Open(s.Kernel(0))
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"godm/hyp/evtchn"
 	"godm/hyp/internal/kerneltest"
 	"godm/hyp/xensim"
+	"godm/internal/testfake"
 )
 
 func BenchmarkNotify(b *testing.B) {
@@ -25,12 +26,8 @@ func BenchmarkNotify(b *testing.B) {
 		}
 	})
 	b.Run("xensim", func(b *testing.B) {
-		sim := xensim.New(xensim.Config{})
-		defer sim.Close()
-		d, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 1 << 20}}})
-		if err != nil {
-			b.Fatal(err)
-		}
+		xen := testfake.NewXen(b, xensim.Config{}, testfake.RAM(1, 1<<20))
+		sim, d := xen.Sim, xen.Dom
 		h, err := evtchn.Open(sim.Kernel(0))
 		if err != nil {
 			b.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"godm/hyp/privcmd"
 	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
+	"godm/internal/testfake"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,12 +19,8 @@ import (
 // Xen: the vCPU's request arrives as a pending port on the evtchn fd, the
 // answer goes back through the shared ioreq slot and Notify.
 func TestSimulatedPIORoundTrip(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	defer sim.Close()
-	d, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 1 << 20}}})
-	if err != nil {
-		t.Fatalf("CreateDomain: %v", err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, 1<<20))
+	sim, d := xen.Sim, xen.Dom
 	p, err := privcmd.Open(sim.Kernel(0))
 	if err != nil {
 		t.Fatalf("privcmd.Open: %v", err)

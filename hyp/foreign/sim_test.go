@@ -10,16 +10,13 @@ import (
 	"godm/hyp/privcmd"
 	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
+	"godm/internal/testfake"
 )
 
 func TestSimulatedGuestMemory(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	defer sim.Close()
 	// RAM at gfns 0x00-0x0f; gfn 0x20 is a hole.
-	d, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 16 * foreign.PageSize}}})
-	if err != nil {
-		t.Fatalf("CreateDomain: %v", err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, 16*foreign.PageSize))
+	sim, d := xen.Sim, xen.Dom
 	p, err := privcmd.Open(sim.Kernel(0))
 	if err != nil {
 		t.Fatalf("privcmd.Open: %v", err)
@@ -53,12 +50,8 @@ func TestSimulatedGuestMemory(t *testing.T) {
 }
 
 func TestSimulatedIOReqPages(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	defer sim.Close()
-	d, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 2, RAM: []xensim.Region{{GPA: 0, Size: 1 << 20}}})
-	if err != nil {
-		t.Fatalf("CreateDomain: %v", err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(2, 1<<20))
+	sim, d := xen.Sim, xen.Dom
 	p, err := privcmd.Open(sim.Kernel(0))
 	if err != nil {
 		t.Fatalf("privcmd.Open: %v", err)

@@ -10,13 +10,13 @@ import (
 	"godm/hyp/privcmd"
 	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
+	"godm/internal/testfake"
 
 	"golang.org/x/sys/unix"
 )
 
 func TestSimulatedXen(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	defer sim.Close()
+	sim := testfake.NewSim(t, xensim.Config{})
 	p, err := privcmd.Open(sim.Kernel(0))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -52,12 +52,8 @@ func TestSimulatedEventFDSupport(t *testing.T) {
 	for _, tt := range []struct {
 		eventFDs bool
 	}{{false}, {true}} {
-		sim := xensim.New(xensim.Config{EventFDs: tt.eventFDs})
-		defer sim.Close()
-		d, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 1 << 20}}})
-		if err != nil {
-			t.Fatalf("CreateDomain: %v", err)
-		}
+		xen := testfake.NewXen(t, xensim.Config{EventFDs: tt.eventFDs}, testfake.RAM(1, 1<<20))
+		sim, d := xen.Sim, xen.Dom
 		p, err := privcmd.Open(sim.Kernel(0))
 		if err != nil {
 			t.Fatalf("Open: %v", err)

@@ -33,6 +33,10 @@ type Host interface {
 	// unplugs one by id. Either may fail with a *qmp.Error.
 	DeviceAdd(args map[string]any) error
 	DeviceDel(id string) error
+	// SetDirtyLog switches the log of the guest pages the devices write
+	// on or off (log-dirty); it fails with a *qmp.Error when the machine
+	// keeps no log.
+	SetDirtyLog(enable bool) error
 }
 
 // PCIFunction is one function of query-pci.
@@ -293,15 +297,20 @@ func (s *State) Commands() map[string]qmp.Handler {
 		},
 		"xen-set-global-dirty-log": func(r *qmp.Request) (any, error) {
 			a := qmp.ArgsOf(r.Args)
-			if _, err := a.Bool("enable"); err != nil {
+			on, err := a.Bool("enable")
+			if err != nil {
 				return nil, err
 			}
 			if err := a.Check(); err != nil {
 				return nil, err
 			}
-			// godm does not yet keep a log of the guest pages its devices
-			// write, which live migration needs.
-			return nil, qmp.Errorf("dirty logging is not supported by this device model")
+			if err := s.needHost(r); err != nil {
+				return nil, err
+			}
+			// QEMU hw/xen: qmp_xen_set_global_dirty_log starts or stops
+			// the global dirty log of guest memory; godm's is the
+			// machine's memory.DirtyLog.
+			return nil, s.host.SetDirtyLog(on)
 		},
 		"human-monitor-command": func(r *qmp.Request) (any, error) {
 			a := qmp.ArgsOf(r.Args)

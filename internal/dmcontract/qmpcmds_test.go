@@ -3,6 +3,7 @@ package dmcontract
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"net"
 	"path/filepath"
 	"reflect"
@@ -21,6 +22,7 @@ type fakeHost struct {
 	mu    sync.Mutex
 	calls []string
 	funcs []PCIFunction
+	noLog bool // SetDirtyLog fails
 }
 
 func (h *fakeHost) rec(s string) { h.mu.Lock(); h.calls = append(h.calls, s); h.mu.Unlock() }
@@ -40,6 +42,13 @@ func (h *fakeHost) DeviceDel(id string) error {
 		return nil
 	}
 	return qmp.NewError(qmp.ClassDeviceNotFound, "Device '%s' not found", id)
+}
+func (h *fakeHost) SetDirtyLog(on bool) error {
+	h.rec(fmt.Sprint("dirty-log ", on))
+	if h.noLog {
+		return qmp.Errorf("no log")
+	}
+	return nil
 }
 func (h *fakeHost) Calls() []string {
 	h.mu.Lock()
@@ -201,8 +210,22 @@ func TestPrelaunchContStop(t *testing.T) {
 			t.Errorf("%s: %q, want CommandNotFound", cmd, e)
 		}
 	}
-	if _, e := c.do("xen-set-global-dirty-log", map[string]any{"enable": true}); !strings.HasPrefix(e, "GenericError: dirty logging") {
-		t.Errorf("dirty log: %q", e)
+	// log-dirty reaches the machine's dirty log; a machine without one
+	// refuses it.
+	n := len(h.Calls())
+	for _, on := range []bool{true, false} {
+		if ret, e := c.do("xen-set-global-dirty-log", map[string]any{"enable": on}); e != "" || !reflect.DeepEqual(ret, map[string]any{}) {
+			t.Errorf("dirty log %v: %v %q", on, ret, e)
+		}
+	}
+	if got, want := h.Calls()[n:], []string{"dirty-log true", "dirty-log false"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("dirty log: host calls %v, want %v", got, want)
+	}
+	h.mu.Lock()
+	h.noLog = true
+	h.mu.Unlock()
+	if _, e := c.do("xen-set-global-dirty-log", map[string]any{"enable": true}); e != "GenericError: no log" {
+		t.Errorf("dirty log without a log: %q", e)
 	}
 	if _, e := c.do("xen-set-global-dirty-log", map[string]any{"enable": "yes"}); !strings.Contains(e, "Invalid parameter type for 'enable', expected: boolean") {
 		t.Errorf("dirty log bad type: %q", e)

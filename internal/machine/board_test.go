@@ -21,6 +21,7 @@ import (
 	"godm/devices/testdev"
 	"godm/hyp/xensim"
 	"godm/internal/board"
+	"godm/internal/testfake"
 	"godm/ioreq"
 	"godm/pci"
 )
@@ -39,12 +40,8 @@ const simRAM = 16 << 20
 
 func newBoardRig(t *testing.T, spec Spec) *boardRig {
 	t.Helper()
-	sim := xensim.New(xensim.Config{})
-	t.Cleanup(func() { sim.Close() })
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: simRAM}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, simRAM))
+	sim, dom := xen.Sim, xen.Dom
 	spec.Dom, spec.VCPUs, spec.MemBytes = dom.ID(), 1, simRAM
 	m, err := New(sim.Kernel(0), spec)
 	if err != nil {
@@ -160,12 +157,8 @@ func TestDeviceListBuildsSamePlatform(t *testing.T) {
 
 // A bad -device list is refused with one error naming the device.
 func TestDeviceListErrors(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	defer sim.Close()
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: simRAM}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, simRAM))
+	sim, dom := xen.Sim, xen.Dom
 	for _, tc := range []struct{ list, want string }{
 		{"e1000", "'e1000' is not a valid device model name"},
 		{"i8042,iobase=0x60", "property 'iobase' not found"},

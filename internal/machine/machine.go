@@ -123,12 +123,20 @@ type Machine struct {
 	// lifecycle; the fields above name the first device of each kind.
 	Board *board.Board
 
+	dirty   *memory.DirtyLog // nil when the RAM size is not known
 	priv    *privcmd.Handle
 	domctl  *domctl.Domctl // for WatchDomain; nil when Xen's domctl version is unknown
 	closers []io.Closer
 	closed  atomic.Bool
 	eject   atomic.Pointer[EjectHook]
 }
+
+// Dirty returns the log of the guest pages the machine's devices wrote
+// (every write through Memory), or nil when the guest's RAM size was not
+// given (Spec.MemBytes zero). It covers guest-physical addresses up to the
+// end of the highest RAM range of Spec.Layout and starts switched off:
+// log-dirty (QMP xen-set-global-dirty-log) switches it with SetEnabled.
+func (m *Machine) Dirty() *memory.DirtyLog { return m.dirty }
 
 // EjectHook removes the function a component composed on top of the
 // machine placed in a slot (PCI passthrough, which reserves its slots on
@@ -155,7 +163,8 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 	if len(spec.Serial) > 4 && spec.Devices == nil {
 		return nil, fmt.Errorf("machine: %d serial ports, at most 4 (COM1-COM4)", len(spec.Serial))
 	}
-	if _, err := spec.Layout(); err != nil {
+	lay, err := spec.Layout()
+	if err != nil {
 		return nil, fmt.Errorf("machine: %w", err)
 	}
 	m := &Machine{Spec: spec}
@@ -170,9 +179,12 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 	m.closers = append(m.closers, m.priv)
 	m.DM = dm.New(m.priv, spec.Dom)
 	hc := hcall.New(m.priv)
+	if m.dirty, err = newDirtyLog(lay); err != nil {
+		return nil, fmt.Errorf("machine: %w", err)
+	}
 	m.Memory, err = memory.NewMapCache(memory.MapperFunc(func(gfns []uint64, w bool) (memory.Mapping, error) {
 		return foreign.Map(m.priv, spec.Dom, w, gfns)
-	}), memory.MapCacheConfig{})
+	}), memory.MapCacheConfig{Dirty: m.dirty})
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"godm/hyp/dm"
 	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
+	"godm/internal/testfake"
 )
 
 type rig struct {
@@ -27,12 +28,8 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	sim := xensim.New(xensim.Config{})
-	t.Cleanup(func() { sim.Close() })
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 2, RAM: []xensim.Region{{GPA: 0, Size: 64 << 20}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(2, 64<<20))
+	sim, dom := xen.Sim, xen.Dom
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -205,12 +202,8 @@ func TestACPIEjectRemovesSlot(t *testing.T) {
 }
 
 func TestRestrict(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	defer sim.Close()
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, 16<<20))
+	sim, dom := xen.Sim, xen.Dom
 	other, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
 	if err != nil {
 		t.Fatal(err)
@@ -237,12 +230,8 @@ func TestRestrict(t *testing.T) {
 // When the domain is destroyed under a serving machine, Serve ends with
 // ErrDomainGone, and Close still releases what the process holds.
 func TestServeEndsWhenDomainDies(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	t.Cleanup(func() { sim.Close() })
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, 16<<20))
+	sim, dom := xen.Sim, xen.Dom
 	m, err := New(sim.Kernel(0), Spec{Dom: dom.ID(), VCPUs: 1, DeathPoll: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -275,12 +264,8 @@ func TestServeEndsWhenDomainDies(t *testing.T) {
 // dying flag, and Close must release everything though Xen already
 // destroyed the ioreq server.
 func TestServeEndsWhenDomainIsDying(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	t.Cleanup(func() { sim.Close() })
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, 16<<20))
+	sim, dom := xen.Sim, xen.Dom
 	m, err := New(sim.Kernel(0), Spec{Dom: dom.ID(), VCPUs: 1, DeathPoll: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -317,12 +302,8 @@ func TestServeEndsWhenDomainIsDying(t *testing.T) {
 // serve feeds from xenstore's @releaseDomain) makes Serve check the
 // domain at once.
 func TestServeChecksOnDeathHint(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	t.Cleanup(func() { sim.Close() })
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, 16<<20))
+	sim, dom := xen.Sim, xen.Dom
 	hint := make(chan struct{}) // unbuffered: a send returns once the watch took it
 	m, err := New(sim.Kernel(0), Spec{Dom: dom.ID(), VCPUs: 1, DeathPoll: time.Hour, DeathHint: hint})
 	if err != nil {
@@ -350,12 +331,8 @@ func TestServeChecksOnDeathHint(t *testing.T) {
 // server's does: an empty one tells the guest's ACPI it has no CPU
 // (found against QEMU-xen in internal/xenbox).
 func TestPresentCPUsFromXen(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	t.Cleanup(func() { sim.Close() })
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 3, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(3, 16<<20))
+	sim, dom := xen.Sim, xen.Dom
 	m, err := New(sim.Kernel(0), Spec{Dom: dom.ID(), DeathPoll: -1})
 	if err != nil {
 		t.Fatal(err)

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os/exec"
-	"sync"
 	"testing"
-	"time"
 
 	"godm/devices/chardev"
 	"godm/devices/uart"
@@ -16,6 +14,7 @@ import (
 	"godm/internal/qtest"
 	"godm/internal/qtest/scripts"
 	"godm/internal/qtest/simtarget"
+	"godm/internal/testfake"
 	"godm/ioreq"
 )
 
@@ -92,12 +91,8 @@ func startSimMachineSerial(t *testing.T, n int) *simMachine {
 // clock.
 func startSimMachineSpec(t *testing.T, n int, clock uart.Clock) *simMachine {
 	t.Helper()
-	sim := xensim.New(xensim.Config{})
-	t.Cleanup(func() { sim.Close() })
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 2, RAM: []xensim.Region{{GPA: 0, Size: diffMemBytes}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(2, diffMemBytes))
+	sim, dom := xen.Sim, xen.Dom
 	serial := make([]chardev.Backend, n)
 	for i := range serial {
 		serial[i] = chardev.NewNull()
@@ -154,38 +149,11 @@ func (s *simMachine) freezeCOM(t *testing.T, n int) {
 		t.Fatal(err)
 	}
 	be := chardev.NewNull()
-	u := uart.New(uart.Config{IRQ: ioreq.NewISALine(s.m.DM, place.IRQ), Backend: be, Clock: frozenClock{}})
+	u := uart.New(uart.Config{IRQ: ioreq.NewISALine(s.m.DM, place.IRQ), Backend: be, Clock: &testfake.Clock{}}) // never advanced: frozen, as QEMU's clock under qtest
 	t.Cleanup(func() { u.Close(); be.Close() })
 	if _, err := uart.RegisterCOM(s.m.Spaces.PIO, n, u); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// frozenClock is a uart.Clock at time 0 whose timers never fire.
-type frozenClock struct{}
-
-func (frozenClock) Now() time.Duration                         { return 0 }
-func (frozenClock) AfterFunc(time.Duration, func()) uart.Timer { return &frozenTimer{pending: true} }
-
-type frozenTimer struct {
-	mu      sync.Mutex
-	pending bool
-}
-
-func (f *frozenTimer) Stop() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	was := f.pending
-	f.pending = false
-	return was
-}
-
-func (f *frozenTimer) Reset(time.Duration) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	was := f.pending
-	f.pending = true
-	return was
 }
 
 // uartTargets returns QEMU and the godm machine (COM1 with a frozen
@@ -450,7 +418,7 @@ func TestQEMUDiffXen_PCIConfigRandom(t *testing.T) {
 func TestQEMUDiffXen_SystemReset(t *testing.T) {
 	skipWithoutQEMU(t)
 	want := startQEMU(t, scripts.KeyboardIRQ, 4, scripts.SCI, scripts.MouseIRQ)
-	s := startSimMachineSpec(t, 1, frozenClock{})
+	s := startSimMachineSpec(t, 1, &testfake.Clock{})
 	got := s.target(scripts.KeyboardIRQ, 4, scripts.SCI, scripts.MouseIRQ)
 	got.OnReset = s.m.Board.SystemReset
 	qtest.Diff(t, scripts.SystemReset(map[uint8][]scripts.Deviation{scripts.PMDevfn: scripts.PIIX4PMDeviations()}), want, got)

@@ -16,6 +16,7 @@ import (
 	"godm/hyp/xensim"
 	"godm/internal/machine"
 	"godm/internal/qtest/simtarget"
+	"godm/internal/testfake"
 )
 
 // buildGo is GoBinary for a test.
@@ -381,12 +382,8 @@ func countKnown(ps []Probe) int {
 // machine godm serve builds (COM1 only, vCPUs from Xen, RAM size not
 // given) and returns each read's value.
 func simAnswers(t *testing.T, probes []Probe) map[int]uint64 {
-	sim := xensim.New(xensim.Config{})
-	defer sim.Close()
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 32 << 20}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, 32<<20))
+	sim, dom := xen.Sim, xen.Dom
 	be := chardev.NewNull()
 	defer be.Close()
 	m, err := machine.New(sim.Kernel(0), machine.Spec{Dom: dom.ID(), Serial: []chardev.Backend{be}, DeathPoll: -1})

@@ -8,23 +8,15 @@ import (
 	"godm/devices"
 	"godm/devices/uart"
 	"godm/internal/qtest"
-	"godm/irq"
+	"godm/internal/testfake"
 	"godm/pci"
 )
 
-type level struct{ high bool }
-
-func (l *level) SetLevel(h bool) { l.high = h }
-
-type router struct{ l *level }
-
-func (r router) INTx(dev, fn, pin uint8) irq.Line { return r.l }
-
-func newBus(t *testing.T) (*devices.Bus, *Device, devices.SBDF, *level) {
+func newBus(t *testing.T) (*devices.Bus, *Device, devices.SBDF, *testfake.Recorder) {
 	t.Helper()
 	spaces := devices.NewBus()
-	l := &level{}
-	bus, err := pci.NewBus(pci.BusConfig{Spaces: spaces, INTx: router{l}})
+	l := &testfake.Recorder{}
+	bus, err := pci.NewBus(pci.BusConfig{Spaces: spaces, INTx: testfake.AllPins{Line: l}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,14 +63,14 @@ func TestPCISerial_BARAndINTx(t *testing.T) {
 		t.Errorf("LSR through BAR0 = %#x, want %#x", got, want)
 	}
 	spaces.PIO.Write(0xc001, 1, 0, 0x02) // IER = THRE
-	if !l.high {
+	if !l.Level() {
 		t.Error("INTx low with THRE interrupt pending")
 	}
 	if got := spaces.PCI.Read(sbdf, 0x04, 4, 0) >> 16; got&0x08 == 0 {
 		t.Errorf("status = %#x, want interrupt status bit set", got)
 	}
 	spaces.PIO.Read(0xc002, 1, 0) // IIR read clears THRE
-	if l.high {
+	if l.Level() {
 		t.Error("INTx high after the IIR read cleared THRE")
 	}
 }

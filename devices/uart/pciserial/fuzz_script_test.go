@@ -9,71 +9,10 @@ import (
 	"godm/devices"
 	"godm/devices/chardev"
 	"godm/devices/uart"
-	"godm/irq"
+	"godm/internal/testfake"
 	"godm/pci"
 	"godm/pci/pcitest"
 )
-
-// manualClock is a uart.Clock whose timers fire only from advance, on the
-// caller's goroutine, so a script is deterministic.
-type manualClock struct {
-	mu     sync.Mutex
-	now    time.Duration
-	timers []*manualTimer
-}
-
-type manualTimer struct {
-	c      *manualClock
-	at     time.Duration
-	active bool
-	f      func()
-}
-
-func (c *manualClock) Now() time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *manualClock) AfterFunc(d time.Duration, f func()) uart.Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &manualTimer{c: c, at: c.now + d, active: true, f: f}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-func (t *manualTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.active
-	t.active = false
-	return was
-}
-
-func (t *manualTimer) Reset(d time.Duration) bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.active
-	t.at, t.active = t.c.now+d, true
-	return was
-}
-
-func (c *manualClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now += d
-	var due []func()
-	for _, t := range c.timers {
-		if t.active && t.at <= c.now {
-			t.active = false
-			due = append(due, t.f)
-		}
-	}
-	c.mu.Unlock()
-	for _, f := range due {
-		f()
-	}
-}
 
 // memBackend is a chardev.Backend that keeps output and lets the script
 // offer input.
@@ -109,25 +48,6 @@ func (b *memBackend) feed(p []byte) int {
 	}
 	return s.Receive(p)
 }
-
-// edgeLine is the slot's INTx wire; it fails the script when a level is
-// sent twice in a row (the PCI layer must forward changes only).
-type edgeLine struct {
-	level, repeated bool
-	changes         int
-}
-
-func (l *edgeLine) SetLevel(high bool) {
-	if high == l.level {
-		l.repeated = true
-	}
-	l.level = high
-	l.changes++
-}
-
-type edgeRouter struct{ l *edgeLine }
-
-func (r edgeRouter) INTx(dev, fn, pin uint8) irq.Line { return r.l }
 
 // UART registers (PC16550D datasheet).
 const (
@@ -192,7 +112,7 @@ func FuzzScript(f *testing.F) {
 		f.Add(s)
 	}
 	masks := pcitest.LearnMasks(f, func() (*pci.Device, func()) {
-		d, err := New(uart.Config{Clock: &manualClock{}, Backend: &memBackend{}})
+		d, err := New(uart.Config{Clock: &testfake.Clock{}, Backend: &memBackend{}})
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -200,12 +120,14 @@ func FuzzScript(f *testing.F) {
 	})
 	f.Fuzz(func(t *testing.T, script []byte) {
 		spaces := devices.NewBus()
-		line := &edgeLine{}
-		bus, err := pci.NewBus(pci.BusConfig{Spaces: spaces, INTx: edgeRouter{line}})
+		// The slot's INTx wire; the script fails when a level is sent
+		// twice in a row (the PCI layer must forward changes only).
+		line := &testfake.Recorder{}
+		bus, err := pci.NewBus(pci.BusConfig{Spaces: spaces, INTx: testfake.AllPins{Line: line}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		clock, be := &manualClock{}, &memBackend{}
+		clock, be := &testfake.Clock{}, &memBackend{}
 		d, err := New(uart.Config{Clock: clock, Backend: be})
 		if err != nil {
 			t.Fatal(err)
@@ -262,7 +184,7 @@ func FuzzScript(f *testing.F) {
 			case 6:
 				be.feed([]byte{byte(st.Val), byte(st.Val >> 8), byte(st.Val >> 16)}[:st.Off%4])
 			case 7:
-				clock.advance(time.Duration(st.Val%100) * time.Millisecond)
+				clock.Advance(time.Duration(st.Val%100) * time.Millisecond)
 			case 8:
 				if st.Val&1 == 0 {
 					d.PCI.Reset()
@@ -272,8 +194,8 @@ func FuzzScript(f *testing.F) {
 					d.PCI.Reset()
 				}
 				c.CheckReset(t)
-				if line.level || status() {
-					t.Fatalf("after reset: INTx %v, Interrupt Status %v", line.level, status())
+				if line.Level() || status() {
+					t.Fatalf("after reset: INTx %v, Interrupt Status %v", line.Level(), status())
 				}
 				for _, r := range []struct {
 					off  uint64
@@ -292,12 +214,12 @@ func FuzzScript(f *testing.F) {
 				// half of the steps end with this check.
 				checkIIR(t, d, status)
 			}
-			if line.repeated {
+			if line.Repeated() {
 				t.Fatalf("step %+v: INTx level sent twice in a row", st)
 			}
 			cmd := d.PCI.ConfigRead(pci.RegCommand, 2)
-			if want := status() && cmd&pci.CommandINTxDisable == 0; line.level != want {
-				t.Fatalf("step %+v: INTx %v, Interrupt Status %v, command %#x", st, line.level, status(), cmd)
+			if want := status() && cmd&pci.CommandINTxDisable == 0; line.Level() != want {
+				t.Fatalf("step %+v: INTx %v, Interrupt Status %v, command %#x", st, line.Level(), status(), cmd)
 			}
 			if lsr := uint8(d.UART.Read(devices.Access{Offset: regLSR, Size: 1})); lsr&(lsrTHRE|lsrTEMT) != lsrTHRE|lsrTEMT {
 				t.Fatalf("step %+v: LSR = %#x, transmitter not empty", st, lsr)

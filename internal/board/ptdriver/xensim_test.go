@@ -16,6 +16,7 @@ import (
 	"godm/hyp/xensim"
 	"godm/internal/board"
 	"godm/internal/machine"
+	"godm/internal/testfake"
 	"godm/passthrough"
 )
 
@@ -56,12 +57,8 @@ func TestPassthroughThroughBoard(t *testing.T) {
 	if passthrough.DriverName != board.PassthroughDriver {
 		t.Fatalf("driver names differ: %q, %q", passthrough.DriverName, board.PassthroughDriver)
 	}
-	sim := xensim.New(xensim.Config{})
-	defer sim.Close()
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, 16<<20))
+	sim, dom := xen.Sim, xen.Dom
 	m, err := machine.New(sim.Kernel(0), machine.Spec{Dom: dom.ID(), VCPUs: 1, MemBytes: 16 << 20})
 	if err != nil {
 		t.Fatal(err)

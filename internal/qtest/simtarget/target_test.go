@@ -10,17 +10,14 @@ import (
 	"godm/internal/machine"
 	"godm/internal/qtest"
 	"godm/internal/qtest/simtarget"
+	"godm/internal/testfake"
 )
 
 // TestTarget drives the machine's COM1 and i8042 through a vCPU and checks
 // the values and the edges of the watched IRQ (4) only.
 func TestTarget(t *testing.T) {
-	sim := xensim.New(xensim.Config{})
-	t.Cleanup(func() { sim.Close() })
-	dom, err := sim.CreateDomain(xensim.DomainConfig{VCPUs: 2, RAM: []xensim.Region{{GPA: 0, Size: 16 << 20}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(2, 16<<20))
+	sim, dom := xen.Sim, xen.Dom
 	be := chardev.NewNull()
 	m, err := machine.New(sim.Kernel(0), machine.Spec{Dom: dom.ID(), VCPUs: 2, MemBytes: 16 << 20,
 		Serial: []chardev.Backend{be}, DeathPoll: -1})
