@@ -16,7 +16,7 @@ func TestSimWorkload(t *testing.T) {
 	}
 	for _, want := range []string{
 		"64 MiB RAM: 64 MiB below the PCI hole at 0xf0000000, 0 MiB from 4 GiB",
-		"00:00.0  8086:1237", "00:01.0  8086:7000", "00:01.3  8086:7113", "00:03.0  5853:0001",
+		"00:00.0  8086:1237", "00:01.0  8086:7000", "00:01.3  8086:7113", "00:02.0  5853:0001",
 		"00:05.0  676f:646d", "magic at port 0x10 = 0x49d2", "self-test answer = 0x55",
 		`DMA'd "ABCDEFGHIJKLMNOP"`, "remote_shutdown(reason 0", "1 ioreq server destroyed",
 	} {
@@ -46,7 +46,7 @@ func TestSimHonoursFlags(t *testing.T) {
 		want, lack []string
 	}{
 		{[]string{"-test-device", "4"}, []string{"00:04.0  676f:646d", `DMA'd "ABCDEFGHIJKLMNOP"`}, []string{"00:05.0"}},
-		{[]string{"-test-device", "-1"}, []string{"00:03.0  5853:0001"}, []string{"676f:646d", "DMA'd"}},
+		{[]string{"-test-device", "-1"}, []string{"00:02.0  5853:0001"}, []string{"676f:646d", "DMA'd"}},
 		{[]string{"-mem", "4096"}, []string{"4096 MiB RAM: 3840 MiB below the PCI hole at 0xf0000000, 256 MiB from 4 GiB", `DMA'd "ABCDEFGHIJKLMNOP"`}, nil},
 		{[]string{"-mem", "4096", "-max-ram-below-4g", "2G"}, []string{"4096 MiB RAM: 2048 MiB below the PCI hole at 0x80000000, 2048 MiB from 4 GiB", `DMA'd`}, nil},
 		{[]string{"-mem", "1"}, []string{"1 MiB RAM", `DMA'd`}, nil},
@@ -81,7 +81,7 @@ func TestSimBadUsage(t *testing.T) {
 		{[]string{"sim", "-bufioreq", "sometimes"}, `-bufioreq "sometimes": want atomic or off`},
 		{[]string{"sim", "-serial", "tcp:1234"}, `want stdio, null, file:PATH, pty or unix:PATH`},
 		{[]string{"sim", "-serial", "file:"}, "file needs a path"},
-		{[]string{"sim", "-test-device", "3"}, "-test-device 3: want a free slot"},
+		{[]string{"sim", "-test-device", "2"}, "-test-device 2: want a free slot"},
 		{[]string{"sim", "-mem", "0"}, "-mem 0: the simulated domain needs RAM"},
 		{[]string{"sim", "-mem", "17592186044417"}, "-mem 17592186044417: want 1..16777215 MiB"},
 		{[]string{"sim", "-max-ram-below-4g", "0xf0001000"}, "-max-ram-below-4g: RAM below 4 GiB 0xf0001000"},

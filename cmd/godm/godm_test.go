@@ -27,7 +27,7 @@ func TestBadUsage(t *testing.T) {
 		{append(nox, "-bufioreq", "x"), `-bufioreq "x"`},
 		{append(nox, "-vcpus", "500"), "-vcpus 500: want 0..128"},
 		{append(nox, "-serial", "file:"), "file needs a path"},
-		{append(nox, "-test-device", "3"), "-test-device 3: want a free slot"},
+		{append(nox, "-test-device", "2"), "-test-device 2: want a free slot"},
 		{append(nox, "-test-device", "-2"), "-test-device -2: want a slot in 2..31, or -1 for none"},
 		// RAM: no overflow (2^44 MiB is 2^64 bytes), Xen's 16 TiB limit,
 		// the PCI hole's range.

@@ -380,18 +380,11 @@ func (h *machineHost) DeviceDel(id string) error {
 }
 
 // qemuLayout is the board for a qemu-xen command line: the machine's
-// devices where QEMU-xen puts them for the same argv. godm has no VGA
-// (a -device VGA is refused), and QEMU's xenfv then creates the Xen
-// platform device in the first free slot, 2 (hw/i386/pc_piix.c
-// pc_xen_hvm_init_pci after pc_vga_init; measured in the real-Xen box
-// with vga="none": 00:02.0). godm test devices follow.
+// devices where QEMU-xen puts them for the same argv (spec.Entries: the
+// Xen platform device at machine.PlatformSlot, 00:02.0), then godm's test
+// devices.
 func qemuLayout(spec machine.Spec, testSlots []int) []board.Entry {
 	e := spec.Entries()
-	for i := range e {
-		if e[i].Driver == "xen-platform" {
-			e[i].Props = map[string]string{"addr": "02.0"}
-		}
-	}
 	for _, slot := range testSlots {
 		e = append(e, board.Entry{Driver: board.TestDevice, Props: map[string]string{"addr": fmt.Sprintf("%02x.0", slot)}})
 	}

@@ -182,8 +182,9 @@ func (d *Device) Attach(b *pci.Bus, pio *devices.Space) (devices.SBDF, error) {
 }
 
 // AttachAt places the function at slot dev and registers the fixed ports.
-// QEMU's xenfv machine adds it after the VGA adapter, so it is at 00:03.0
-// when there is one (hw/i386/pc_piix.c).
+// QEMU's xenfv machine creates it during machine init in the first free
+// slot after PIIX3, before any -device (QEMU 7.2 hw/i386/pc_piix.c
+// pc_xen_hvm_init); under libxl, whose VGA is a -device, that is 00:02.0.
 func (d *Device) AttachAt(b *pci.Bus, pio *devices.Space, dev uint8) (devices.SBDF, error) {
 	return d.attach(b, pio, func() (devices.SBDF, error) { return b.Add(d.fn, dev, 0) })
 }

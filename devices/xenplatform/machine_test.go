@@ -212,7 +212,7 @@ func TestXenfvBoot(t *testing.T) {
 	if _, err := pm.Attach(bus, spaces.PIO); err != nil {
 		t.Fatal(err)
 	}
-	sbdf, err := plat.AttachAt(bus, spaces.PIO, 3)
+	sbdf, err := plat.AttachAt(bus, spaces.PIO, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,9 +237,9 @@ func TestXenfvBoot(t *testing.T) {
 		t.Errorf("ranges in Xen:\n got %q\nwant %q", got, want)
 	}
 	cfg := spaces.PCI
-	// Barber pole: slot 3 INTA -> link (0+3)&3 = 3 -> IRQ 5.
-	if got := cfg.Read(sbdf, pci.RegInterruptLine, 1, 0); got != 5 {
-		t.Errorf("platform interrupt line = %d, want 5", got)
+	// Barber pole: slot 2 INTA -> link (0+2)&3 = 2 -> IRQ 11.
+	if got := cfg.Read(sbdf, pci.RegInterruptLine, 1, 0); got != 11 {
+		t.Errorf("platform interrupt line = %d, want 11", got)
 	}
 	if got := cfg.Read(devices.NewSBDF(0, 0, 1, 3), pci.RegInterruptLine, 1, 0); got != 10 {
 		t.Errorf("PM interrupt line = %d, want 10 (INTA of slot 1 -> link 1)", got)
@@ -256,7 +256,7 @@ func TestXenfvBoot(t *testing.T) {
 		t.Errorf("flags = %#x", got)
 	}
 	plat.Function().INTx().SetLevel(true)
-	if got := x.intx; !slices.Equal(got, []string{"3.0=true"}) {
+	if got := x.intx; !slices.Equal(got, []string{"2.0=true"}) {
 		t.Errorf("intx = %v", got)
 	}
 }

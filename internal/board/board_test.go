@@ -28,7 +28,7 @@ func testEnv() Env {
 
 var defaultList = []Entry{
 	{Driver: "i440FX"}, {Driver: "PIIX3"}, {Driver: "piix4-pm"},
-	{Driver: "xen-platform", Props: map[string]string{"addr": "03"}},
+	{Driver: "xen-platform", Props: map[string]string{"addr": "02"}},
 	{Driver: "isa-serial", Props: map[string]string{"chardev": "c0"}},
 	{Driver: "i8042"},
 	{Driver: TestDevice, Props: map[string]string{"addr": "05", "id": "td"}},

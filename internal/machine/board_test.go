@@ -122,7 +122,7 @@ func TestDeviceListBuildsSamePlatform(t *testing.T) {
 		"PIIX3,addr=01.0",
 		"i8042,id=ps2",
 		"piix4-pm,id=pm",
-		"xen-platform,addr=03",
+		"xen-platform,addr=02",
 		"godm-testdev,addr=05.0,id=td",
 		"isa-serial,chardev=c2,index=2",
 		"isa-serial,chardev=c0,id=com1",

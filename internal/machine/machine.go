@@ -99,7 +99,14 @@ var ErrDomainGone = errors.New("domain destroyed")
 
 // Slots of the xenfv platform's fixed functions on bus 0.
 const (
-	PlatformSlot = 3 // the Xen platform device (QEMU's xenfv places it after the VGA slot 2)
+	// PlatformSlot is the Xen platform device's slot. QEMU's xenfv machine
+	// creates it with the machine, in the first free slot after PIIX3
+	// (QEMU 7.2 hw/i386/pc_piix.c pc_xen_hvm_init: pc_xen_hvm_init_pci,
+	// then pci_create_simple(bus, -1, "xen-platform")); libxl starts
+	// QEMU-xen with -nodefaults and gives the VGA as a -device, created
+	// later, so libxl's guests see the platform device at 00:02.0 (and a
+	// Cirrus VGA at 00:03.0), as measured in the real-Xen box.
+	PlatformSlot = 2
 	PMFunction   = 3 // PIIX4 PM is function 3 of the PIIX slot
 )
 

@@ -97,15 +97,15 @@ func TestPlatformIDs(t *testing.T) {
 		{0, 0, 0x12378086}, // i440FX
 		{1, 0, 0x70008086}, // PIIX3
 		{1, 3, 0x71138086}, // PIIX4 PM
-		{3, 0, 0x00015853}, // Xen platform device
+		{2, 0, 0x00015853}, // Xen platform device
 		{5, 0, 0x646d676f}, // godm test device
-		{2, 0, 0xffffffff}, // empty slot
+		{3, 0, 0xffffffff}, // empty slot
 	} {
 		if got := r.cfg(tc.dev, tc.fn, 0); got != tc.want {
 			t.Errorf("00:%02x.%d IDs = %#x, want %#x", tc.dev, tc.fn, got, tc.want)
 		}
 	}
-	if got := r.cfg(3, 0, 8) >> 8; got != 0xff8000 {
+	if got := r.cfg(PlatformSlot, 0, 8) >> 8; got != 0xff8000 {
 		t.Errorf("platform device class = %#x, want 0xff8000", got)
 	}
 }

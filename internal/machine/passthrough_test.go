@@ -77,18 +77,18 @@ func TestPassthroughSlots(t *testing.T) {
 	r.m.SetEjectHook(mgr.RemoveSlot)
 	defer r.m.SetEjectHook(nil)
 
-	// The machine holds slots 0 (host bridge), 1 (PIIX), 3 (platform) and
-	// 5 (test device): the passed-through function gets 2.
+	// The machine holds slots 0 (host bridge), 1 (PIIX), 2 (platform) and
+	// 5 (test device): the passed-through function gets 3.
 	pl, err := mgr.AddWith(passthrough.DeviceSpec{ID: "pt", HostAddr: host, Slot: -1},
 		passthrough.AddOptions{RequireAssigned: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pl.SBDF.Dev() != 2 || !r.m.PCI.Reserved(2) {
-		t.Fatalf("passed through at %v (reserved %v), want slot 2", pl.SBDF, r.m.PCI.Reserved(2))
+	if pl.SBDF.Dev() != 3 || !r.m.PCI.Reserved(3) {
+		t.Fatalf("passed through at %v (reserved %v), want slot 3", pl.SBDF, r.m.PCI.Reserved(3))
 	}
-	if got := r.cfg(2, 0, 0); got != 0x10411af4 {
-		t.Errorf("guest reads %#x at 00:02.0, want the virtio-net IDs", got)
+	if got := r.cfg(3, 0, 0); got != 0x10411af4 {
+		t.Errorf("guest reads %#x at 00:03.0, want the virtio-net IDs", got)
 	}
 	// Emulated functions placed afterwards go around it.
 	f, err := pci.NewFunction(pci.Header{VendorID: 0x1b36, DeviceID: 0x0005, Class: 0xff0000})
@@ -122,11 +122,11 @@ func TestPassthroughSlots(t *testing.T) {
 	if n := len(kindsOf(r.sim.Events(), xensim.EventMemoryMapping)); n == 0 {
 		t.Fatal("BAR0 not mapped")
 	}
-	must((ejector{r.m}).EjectPCISlot(2))
-	if got := r.cfg(2, 0, 0); got != 0xffffffff {
+	must((ejector{r.m}).EjectPCISlot(3))
+	if got := r.cfg(3, 0, 0); got != 0xffffffff {
 		t.Errorf("ejected function still answers: %#x", got)
 	}
-	if r.m.PCI.Reserved(2) || len(mgr.List()) != 0 {
+	if r.m.PCI.Reserved(3) || len(mgr.List()) != 0 {
 		t.Errorf("after eject: reserved %v, devices %v", r.m.PCI.Reserved(2), mgr.List())
 	}
 	frames := map[uint64]bool{}
@@ -145,8 +145,8 @@ func TestPassthroughSlots(t *testing.T) {
 	// The freed slot takes an emulated function.
 	f2, err := pci.NewFunction(pci.Header{VendorID: 0x1b36, DeviceID: 0x0005, Class: 0xff0000})
 	must(err)
-	if sbdf, err := r.m.PCI.AddAuto(f2); err != nil || sbdf.Dev() != 2 {
-		t.Errorf("AddAuto after eject = %v, %v; want slot 2", sbdf, err)
+	if sbdf, err := r.m.PCI.AddAuto(f2); err != nil || sbdf.Dev() != 3 {
+		t.Errorf("AddAuto after eject = %v, %v; want slot 3", sbdf, err)
 	}
 }
 

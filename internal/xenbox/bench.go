@@ -1,0 +1,336 @@
+package xenbox
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The benchmark row "godm vs QEMU on real Xen": a firmware that times
+// round trips through Xen to the device model with rdtsc, run with godm
+// and with qemu-system-xen in turn in the same boot.
+
+// EnvBench turns TestRealXen's benchmark scenario on (it adds a few
+// minutes to the boot, so CI does not run it).
+const EnvBench = "GODM_XENBOX_BENCH"
+
+// BenchFWPath is the timing firmware inside dom0.
+const BenchFWPath = "/xenbox/fw/bench.elf"
+
+// BenchKind is one timed access of the benchmark firmware.
+type BenchKind struct {
+	Name string
+	What string // for the report
+	C    string // the C statement timed (may set v, checked against Want)
+	Want int64  // the value v must read; -1: not checked
+	DM   bool   // the device model answers it (false: Xen itself, or nothing)
+}
+
+// platBAR1 is where the firmware puts the platform device's MMIO BAR
+// (00:02.0 BAR1, 16 MiB) in the PCI hole, above the guest's 32 MiB.
+const platBAR1 = 0xf0000000
+
+// BenchKinds are the accesses timed, in order.
+var BenchKinds = []BenchKind{
+	{"tsc", "two rdtsc, nothing between (the timing's own cost)", "", -1, false},
+	{"xen", "`inb 0x61` (Xen answers it itself: hvm/i8254.c, the PIT's speaker port)", "v = in(0x61, 1); ", -1, false},
+	{"lsr", "COM1 LSR read (`inb 0x3fd`)", "v = in(0x3fd, 1); ", 0x60, true},
+	{"scr", "COM1 SCR write (`outb 0x3ff`)", "out(0x3ff, 1, 0x5a); ", -1, true},
+	{"cfg", "`0xcf8` write + `0xcfc` read (i440FX ID)", "out(0xcf8, 4, 0x80000000); v = in(0xcfc, 4); ", 0x12378086, true},
+	{"cfcw", "`inw 0xcfc` (address latched: i440FX vendor)", "v = in(0xcfc, 2); ", 0x8086, true},
+	{"mmio", "32-bit MMIO read of the platform device's BAR1 (both answer 0)", "v = *(volatile u32 *)0xf0000000; ", 0, true},
+}
+
+// BenchSamples is how many times the firmware times each kind.
+const BenchSamples = 200
+
+// BenchFirmwareSource is the timing firmware: for each BenchKind, a
+// warm-up, then BenchSamples samples of rdtsc; access; rdtsc, sorted, and
+// one line "BENCH <kind> <n> <min> <p25> <p50> <p75> <p90> <p99> <max>
+// <bad>" in TSC ticks (bad: reads that were not the expected value), then
+// "BENCH END" and a power-off. Before timing it points the platform
+// device's BAR1 at platBAR1 and turns memory decoding on, so that both
+// device models claim the range from Xen.
+func BenchFirmwareSource() string {
+	var b strings.Builder
+	b.WriteString(fwPrelude)
+	fmt.Fprintf(&b, `
+#define N %d
+static u32 s[N];
+static inline u32 tsc(void) { u32 lo, hi; __asm__ volatile("lfence; rdtsc" : "=a"(lo), "=d"(hi) :: "memory"); return lo; }
+static void sort(u32 *a, int n) {
+	for (int i = 1; i < n; i++) { u32 x = a[i]; int j = i; while (j > 0 && a[j-1] > x) { a[j] = a[j-1]; j--; } a[j] = x; }
+}
+static void report(const char *name, u32 bad) {
+	sort(s, N);
+	puts_("BENCH "); puts_(name); putc_(' '); putdec(N);
+	static const int pct[] = {0, 25, 50, 75, 90, 99, 100};
+	for (int k = 0; k < 7; k++) { int i = pct[k] * (N - 1) / 100; putc_(' '); putdec(s[i]); }
+	putc_(' '); putdec(bad); puts_("\n");
+}
+void fwmain(void) {
+	u32 v = 0;
+	puts_("\nBENCH START\n");
+	/* 00:%02x.0 BAR1 at %#x, memory decoding on. */
+	out(0xcf8, 4, 0x80000000 | (%d << 11) | 0x14); out(0xcfc, 4, %#x);
+	out(0xcf8, 4, 0x80000000 | (%d << 11) | 0x04); out(0xcfc, 2, 0x0002);
+`, BenchSamples, 2, platBAR1, 2, platBAR1, 2)
+	for _, k := range BenchKinds {
+		check := "0"
+		if k.Want >= 0 {
+			check = fmt.Sprintf("(v != %#xu)", k.Want)
+		}
+		fmt.Fprintf(&b, "\t{ u32 bad = 0; out(0xcf8, 4, 0x80000000);\n")
+		fmt.Fprintf(&b, "\t  for (int i = 0; i < 50; i++) { %s}\n", k.C)
+		fmt.Fprintf(&b, "\t  for (int i = 0; i < N; i++) { u32 t0 = tsc(); %su32 t1 = tsc(); s[i] = t1 - t0; bad += %s; }\n", k.C, check)
+		fmt.Fprintf(&b, "\t  report(%q, bad); }\n", k.Name)
+	}
+	b.WriteString("\t(void)v;\n\tputs_(\"BENCH END\\n\");\n")
+	fmt.Fprintf(&b, "\tout(%d, 2, %d);\n\tfor (;;) __asm__ volatile(\"sti; hlt\");\n}\n", pm1aCnt, slpEn)
+	b.WriteString(fwStart)
+	return b.String()
+}
+
+// BuildBenchFirmware compiles BenchFirmwareSource into dir/name.elf.
+func BuildBenchFirmware(dir, name string) (string, error) {
+	return compileFirmware(dir, name, BenchFirmwareSource())
+}
+
+// BenchScenario runs the timing firmware pairs times with godm (through
+// dmwrap) and with qemu-system-xen, alternating, each guest created
+// alone. For every run it prints "BENCH-DM dm=<godm|qemu> pair=<i>
+// domid=<d> first_line_ms=<xl create to the firmware's first COM1 line>
+// rss_kb= hwm_kb= threads= [wrap_rss_kb=]" (the device model's
+// /proc/<pid>/status once the firmware has started; for godm also its
+// dmwrap's RSS). QEMU's COM1 file is relayed afterwards prefixed
+// "qemu-dm[<domid>] "; godm's reaches the console through dmwrap.
+func BenchScenario(pairs int) Scenario {
+	qcfg := fmt.Sprintf(`name = "bq"
+type = "hvm"
+memory = 32
+vcpus = 1
+firmware_override = "%s"
+device_model_version = "qemu-xen"
+device_model_override = "%s"
+device_model_args = [ "-L", "/usr/share/seabios" ]
+serial = "file:/tmp/bq.serial"
+vkb_device = 0
+vnc = 0
+sdl = 0
+on_poweroff = "destroy"
+on_reboot = "preserve"
+on_crash = "preserve"
+`, BenchFWPath, QEMUXenPath)
+	return Scenario{Name: "bench", Script: writeCfg("bg", BenchFWPath, "serve") + "cat > /tmp/bq.cfg <<'EOF'\n" + qcfg + `EOF
+ms() { awk '{printf "%d", $1*1000}' /proc/uptime; }
+st() { awk -v k="$2" '$1==k":" {print $2}' /proc/$1/status; }
+# diag NAME OUTFILE: what there is to see when a run fails.
+diag() {
+	xl list
+	sed 's/^/serial: /' $2 2>/dev/null | tail -20
+	sed 's/^/dm-log: /' /var/log/xen/qemu-dm-$1.log 2>/dev/null | tail -20
+}
+# run DM CFG NAME OUTFILE PAIR
+run() {
+	rm -f $4
+	t0=$(ms)
+	xl create /tmp/$2.cfg >/tmp/$3.create 2>&1 || { cat /tmp/$3.create; diag $3 $4; return 1; }
+	while ! grep -q "BENCH START" $4 2>/dev/null; do
+		[ $(($(ms)-t0)) -gt 120000 ] && { echo "no output from the $1 guest in 120 s"; diag $3 $4; xl destroy $3; return 1; }
+		sleep 0.01
+	done
+	t1=$(ms)
+	d=$(xl domid $3)
+	# libxl records the pid of the device model it spawned (dmwrap for godm).
+	dmpid=$(xenstore-read /local/domain/$d/image/device-model-pid)
+	extra=""
+	if [ $1 = godm ]; then pid=$(pidof godm); extra="wrap_rss_kb=$(st $dmpid VmRSS)"; else pid=$dmpid; fi
+	[ -n "$pid" ] || { echo "no $1 process found"; diag $3 $4; xl destroy $d; return 1; }
+	echo "BENCH-DM dm=$1 pair=$5 domid=$d first_line_ms=$((t1-t0)) rss_kb=$(st $pid VmRSS) hwm_kb=$(st $pid VmHWM) threads=$(st $pid Threads) $extra"
+	gone $d 300 || { echo "the $1 guest did not power off in 300 s"; diag $3 $4; xl destroy $d; return 1; }
+	i=0
+	while [ -d /proc/$pid ]; do
+		i=$((i+1)); [ $i -gt 100 ] && { echo "$1 still runs after its guest ended"; return 1; }; sleep 0.1
+	done
+	[ $1 = qemu ] && sed "s/^/qemu-dm[$d] /" $4
+	return 0
+}
+n=1
+while [ $n -le ` + strconv.Itoa(pairs) + ` ]; do
+	run godm bg bg /var/log/xen/qemu-dm-bg.log $n || exit 1
+	run qemu bq bq /tmp/bq.serial $n || exit 1
+	n=$((n+1))
+done
+exit 0`}
+}
+
+// BenchRun is what one run of the timing firmware reported.
+type BenchRun struct {
+	DM    string
+	Pair  int
+	Dom   string
+	Facts map[string]int64          // first_line_ms, rss_kb, hwm_kb, threads, wrap_rss_kb
+	Kinds map[string]BenchQuantiles // by BenchKind name
+	End   bool
+}
+
+// BenchQuantiles are a kind's sample count, min, p25, p50, p75, p90,
+// p99 and max in TSC ticks, and the count of wrong reads.
+type BenchQuantiles struct {
+	N   int64
+	Q   [7]int64
+	Bad int64
+}
+
+var (
+	benchDMLine = regexp.MustCompile(`\[bench\] BENCH-DM dm=(\w+) pair=(\d+) domid=(\d+) (.*)$`)
+	benchLine   = regexp.MustCompile(`(xenbox-dm|qemu-dm)\[(\d+)\] BENCH (\S+)((?: \d+)*)\s*$`)
+)
+
+// ParseBench collects the runs from the console lines, in order.
+func ParseBench(lines []Line) ([]*BenchRun, error) {
+	var runs []*BenchRun
+	byDom := map[string]*BenchRun{}
+	for _, l := range lines {
+		if m := benchDMLine.FindStringSubmatch(l.Text); m != nil {
+			r := &BenchRun{DM: m[1], Dom: m[3], Facts: map[string]int64{}, Kinds: map[string]BenchQuantiles{}}
+			r.Pair, _ = strconv.Atoi(m[2])
+			for _, kv := range strings.Fields(m[4]) {
+				k, v, ok := strings.Cut(kv, "=")
+				n, err := strconv.ParseInt(v, 10, 64)
+				if !ok || err != nil {
+					return nil, fmt.Errorf("bench: bad fact %q in %q", kv, l.Text)
+				}
+				r.Facts[k] = n
+			}
+			runs = append(runs, r)
+			byDom[r.Dom] = r
+		}
+	}
+	for _, l := range lines {
+		m := benchLine.FindStringSubmatch(strings.TrimSpace(l.Text))
+		if m == nil {
+			continue
+		}
+		r := byDom[m[2]]
+		if r == nil || (m[1] == "qemu-dm") != (r.DM == "qemu") {
+			continue
+		}
+		if m[3] == "END" {
+			r.End = true
+			continue
+		}
+		if m[3] == "START" {
+			continue
+		}
+		f := strings.Fields(m[4])
+		if len(f) != 9 {
+			return nil, fmt.Errorf("bench: %d numbers in %q, want 9", len(f), l.Text)
+		}
+		var q BenchQuantiles
+		var err error
+		vals := make([]int64, 9)
+		for i, s := range f {
+			if vals[i], err = strconv.ParseInt(s, 10, 64); err != nil {
+				return nil, fmt.Errorf("bench: %q: %v", l.Text, err)
+			}
+		}
+		q.N, q.Bad = vals[0], vals[8]
+		copy(q.Q[:], vals[1:8])
+		r.Kinds[m[3]] = q
+	}
+	return runs, nil
+}
+
+// medianF is the median of xs (the mean of the middle two for an even
+// count).
+func medianF(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n == 0 {
+		return 0
+	}
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// BenchTable is the report: for each kind, godm's min, p25, p50, p75 and
+// p90 as ratios to QEMU's in the same pair (median over pairs), QEMU's
+// median in ticks, then the per-run facts as godm/QEMU ratios.
+func BenchTable(runs []*BenchRun) string {
+	type pair struct{ g, q *BenchRun }
+	pairs := map[int]*pair{}
+	var order []int
+	for _, r := range runs {
+		p := pairs[r.Pair]
+		if p == nil {
+			p = &pair{}
+			pairs[r.Pair] = p
+			order = append(order, r.Pair)
+		}
+		if r.DM == "godm" {
+			p.g = r
+		} else {
+			p.q = r
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "| round trip | min | p25 | median | p75 | p90 | QEMU median (ticks) | godm median (ticks) |\n|---|---|---|---|---|---|---|---|\n")
+	for _, k := range BenchKinds {
+		var rat [5][]float64
+		var qm, gm []float64
+		for _, n := range order {
+			p := pairs[n]
+			if p.g == nil || p.q == nil {
+				continue
+			}
+			g, q := p.g.Kinds[k.Name], p.q.Kinds[k.Name]
+			for i := range 5 {
+				if q.Q[i] > 0 {
+					rat[i] = append(rat[i], float64(g.Q[i])/float64(q.Q[i]))
+				}
+			}
+			qm, gm = append(qm, float64(q.Q[2])), append(gm, float64(g.Q[2]))
+		}
+		fmt.Fprintf(&b, "| %s |", k.What)
+		for i := range 5 {
+			fmt.Fprintf(&b, " %.2f |", medianF(rat[i]))
+		}
+		fmt.Fprintf(&b, " %.0f | %.0f |\n", medianF(qm), medianF(gm))
+	}
+	facts := []struct{ key, what string }{
+		{"first_line_ms", "`xl create` → first COM1 line (ms)"},
+		{"rss_kb", "device model RSS (kB)"},
+		{"hwm_kb", "device model peak RSS (kB)"},
+		{"threads", "device model threads"},
+	}
+	fmt.Fprintf(&b, "\n| per run (median of pairs) | godm | QEMU | godm/QEMU |\n|---|---|---|---|\n")
+	for _, f := range facts {
+		var gv, qv, rv []float64
+		for _, n := range order {
+			p := pairs[n]
+			if p.g == nil || p.q == nil {
+				continue
+			}
+			g, q := float64(p.g.Facts[f.key]), float64(p.q.Facts[f.key])
+			gv, qv = append(gv, g), append(qv, q)
+			if q > 0 {
+				rv = append(rv, g/q)
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.2f |\n", f.what, medianF(gv), medianF(qv), medianF(rv))
+	}
+	var wv []float64
+	for _, r := range runs {
+		if r.DM == "godm" {
+			wv = append(wv, float64(r.Facts["wrap_rss_kb"]))
+		}
+	}
+	fmt.Fprintf(&b, "| dmwrap (test handshake wrapper) RSS (kB), not counted above | %.0f | | |\n", medianF(wv))
+	return b.String()
+}
