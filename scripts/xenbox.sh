@@ -30,8 +30,10 @@ say() { [ $quiet -eq 1 ] || echo "xenbox: $*" >&2; }
 # system's Debian archive, suite trixie, signed by the Debian archive
 # keyring; nothing of the system's apt configuration changes), cached in
 # debs/. trixie's Xen tools need trixie's glibc and libraries, so those
-# come from trixie too; the dom0 kernel (vmlinux, modules), busybox-static
-# and seabios are bookworm's, from the 4.17 box. Two fixes to the
+# come from trixie too; the dom0 kernel (vmlinux, modules), busybox-static,
+# seabios and qemu-system-xen (QEMU-xen 7.2, the reference device model;
+# its libraries come from the host as in the 4.17 box) are bookworm's,
+# from the 4.17 box. Two fixes to the
 # unpacked root: gconv goes (its modules need libraries the box does not
 # carry), and trixie's loader is a real file at lib64/ (the interpreter
 # path of its binaries; else the dom0 closure takes the host's bookworm
@@ -76,7 +78,7 @@ xenbox420() {
 		rm -rf "$dir/apt"
 	fi
 	local bw=()
-	for p in busybox-static seabios; do
+	for p in busybox-static seabios qemu-system-xen; do
 		bw+=("$(ls "$base/debs/${p}"_*.deb | head -1)")
 	done
 	stamp=$( (printf '%s\n' "${pkgs[@]}"; ls "$dir/debs"; basename -a "${bw[@]}"; cat "$base/stamp") | sha256sum | cut -c1-16)

@@ -20,8 +20,8 @@
 // host is not touched beyond the caller's temporary directory.
 //
 // The scenarios of TestRealXen (one boot per release, the same godm
-// binary in each; the QEMU ones only where the box has qemu-system-xen,
-// which the 4.20 box does not): hyp/hyptest against real Xen;
+// binary in each; the QEMU ones where the box has qemu-system-xen, which
+// both carry: bookworm's QEMU-xen 7.2): hyp/hyptest against real Xen;
 // an HVM guest created by real xl whose device model is godm (through
 // dmwrap, which does libxl's launch handshake) and whose firmware
 // (firmware_override, built at test time from Probes) reads every xenfv

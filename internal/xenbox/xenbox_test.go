@@ -88,9 +88,9 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 	}
 	tmp := t.TempDir()
 	t0 := time.Now()
-	// QEMU's own device model is in the 4.17 box only (bookworm's
-	// qemu-system-xen; the 4.20 box carries none): its scenarios, the
-	// reference beside godm, run where it is.
+	// QEMU's own device model (bookworm's qemu-system-xen, in both
+	// boxes scripts/xenbox.sh builds): its scenarios, the reference
+	// beside godm, run where it is.
 	qemu := a.HasQEMUXen()
 	scen := []Scenario{HyptestScenario(), FirmwareScenario(), DestroyScenario()}
 	if qemu {
@@ -167,7 +167,7 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 	check("destroy", nil)
 	noQEMU := func(name string) {
 		t.Run(name, func(t *testing.T) {
-			t.Skip("no qemu-system-xen in this release's box (the 4.20 box carries none)")
+			t.Skip("no qemu-system-xen (" + QEMUXenPath + ") in this box's root")
 		})
 	}
 	if !qemu {
