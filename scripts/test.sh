@@ -37,9 +37,12 @@ GODM_GUEST_DIR=$(scripts/guest-assets.sh)
 export GODM_GUEST_DIR
 
 # Real Xen in a box (internal/xenbox): Debian's Xen 4.17, a dom0 kernel
-# and tools, unpacked (not installed) in .cache/xenbox.
+# and tools, unpacked (not installed) in .cache/xenbox; and Debian
+# trixie's Xen 4.20 with its tools in .cache/xenbox-4.20 (the same
+# scenarios, the same godm binary).
 GODM_XENBOX_DIR=$(scripts/xenbox.sh -q)
-export GODM_XENBOX_DIR
+GODM_XENBOX_DIR_420=$(scripts/xenbox.sh -q 4.20)
+export GODM_XENBOX_DIR GODM_XENBOX_DIR_420
 
 if [ $# -eq 0 ]; then
 	set -- ./...

@@ -9,13 +9,114 @@
 #   vmlinux      the dom0 kernel's ELF vmlinux (Xen would spend ~24 s under
 #                TCG decompressing the bzImage)
 #   modules/     the dom0 kernel's Xen modules (xenfs, privcmd, evtchn, ...)
+#   release      the Xen release ("4.17"); the harness takes the tools'
+#                directory (usr/lib/xen-<release>/bin) from it
 # Idempotent: a stamp names the package set the unpacked tree came from.
 # Progress goes to stderr; -q silences it.
+#
+# Usage: scripts/xenbox.sh [-q] [4.17|4.20]
+#   4.20 builds the second box in .cache/xenbox-4.20 (see xenbox420 below):
+#   Debian trixie's Xen 4.20 and its libraries beside the 4.17 box's dom0
+#   kernel, busybox and SeaBIOS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quiet=0
-[ "${1:-}" = "-q" ] && quiet=1
+[ "${1:-}" = "-q" ] && quiet=1 && shift
+release=${1:-4.17}
 say() { [ $quiet -eq 1 ] || echo "xenbox: $*" >&2; }
+
+# xenbox420 builds .cache/xenbox-4.20 and prints it. The packages come
+# through apt with a private state (as in scripts/xen-headers.sh: the
+# system's Debian archive, suite trixie, signed by the Debian archive
+# keyring; nothing of the system's apt configuration changes), cached in
+# debs/. trixie's Xen tools need trixie's glibc and libraries, so those
+# come from trixie too; the dom0 kernel (vmlinux, modules), busybox-static,
+# seabios and qemu-system-xen (QEMU-xen 7.2, the reference device model;
+# its libraries come from the host as in the 4.17 box) are bookworm's,
+# from the 4.17 box. Two fixes to the
+# unpacked root: gconv goes (its modules need libraries the box does not
+# carry), and trixie's loader is a real file at lib64/ (the interpreter
+# path of its binaries; else the dom0 closure takes the host's bookworm
+# loader, which trixie's libc rejects: xenstored fails on
+# __tunable_is_initialized).
+xenbox420() {
+	local base dir pkgs missing p deb stamp archive keyring apt
+	base=$(scripts/xenbox.sh -q 4.17)
+	dir=.cache/xenbox-4.20
+	mkdir -p "$dir/debs"
+	pkgs=(xen-hypervisor-4.20-amd64 xen-utils-4.20 xen-utils-common xenstore-utils
+		libxenmisc4.20 libxenstore4 libxencall1 libxenevtchn1 libxenforeignmemory1
+		libxengnttab1 libxentoollog1 libxenhypfs1 libxentoolcore1 libxendevicemodel1
+		libc6 libgcc-s1 libyajl2 libncurses6 libtinfo6 libext2fs2t64 liblzma5 libuuid1
+		libzstd1 zlib1g libcom-err2 libblkid1)
+	missing=()
+	for p in "${pkgs[@]}"; do
+		ls "$dir/debs/${p}"_*.deb >/dev/null 2>&1 || missing+=("$p")
+	done
+	if [ ${#missing[@]} -gt 0 ]; then
+		archive=${XEN_HEADERS_ARCHIVE:-}
+		if [ -z "$archive" ]; then
+			archive=$(apt-cache policy 2>/dev/null | awk '$2 ~ /^https?:/ && $3 ~ /^[a-z]+\/main$/ {print $2; exit}')
+		fi
+		[ -n "$archive" ] || { echo "xenbox: no Debian archive in the system's apt sources (set XEN_HEADERS_ARCHIVE)" >&2; exit 1; }
+		keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+		[ -r "$keyring" ] || { echo "xenbox: no $keyring to verify trixie's signature" >&2; exit 1; }
+		rm -rf "$dir/apt"
+		mkdir -p "$dir/apt/lists/partial" "$dir/apt/cache/archives/partial" "$dir/apt/etc/preferences.d" "$dir/apt/etc/sources.list.d"
+		chmod -R 755 "$dir/apt"
+		local a=$PWD/$dir/apt
+		echo "deb [signed-by=$keyring] $archive trixie main" >"$a/etc/sources.list"
+		apt=(-o "Dir::Etc::SourceList=$a/etc/sources.list" -o "Dir::Etc::SourceParts=$a/etc/sources.list.d"
+			-o "Dir::Etc::Preferences=$a/etc/preferences" -o "Dir::Etc::PreferencesParts=$a/etc/preferences.d"
+			-o "Dir::State::Lists=$a/lists" -o "Dir::Cache=$a/cache" -o "Dir::State::Status=/dev/null"
+			-o "APT::Sandbox::User=root" -o "Acquire::Languages=none" -o "APT::Architecture=amd64"
+			-o "Debug::NoLocking=1")
+		say "downloading ${#missing[@]} Debian trixie packages (${missing[*]})"
+		apt-get "${apt[@]}" -qq update >&2
+		ls "$a"/lists/*_dists_trixie_main_binary-amd64_Packages* >/dev/null 2>&1 || { echo "xenbox: no trixie package index" >&2; exit 1; }
+		(cd "$dir/debs" && apt-get "${apt[@]}" download "${missing[@]}" >&2)
+		rm -rf "$dir/apt"
+	fi
+	local bw=()
+	for p in busybox-static seabios qemu-system-xen; do
+		bw+=("$(ls "$base/debs/${p}"_*.deb | head -1)")
+	done
+	stamp=$( (printf '%s\n' "${pkgs[@]}"; ls "$dir/debs"; basename -a "${bw[@]}"; cat "$base/stamp") | sha256sum | cut -c1-16)
+	if [ "$(cat "$dir/stamp" 2>/dev/null)" != "$stamp" ]; then
+		say "unpacking Xen 4.20"
+		rm -rf "$dir/root" "$dir/modules" "$dir/xen.elf" "$dir/vmlinux" "$dir/stamp" "$dir/release"
+		mkdir -p "$dir/root"
+		for p in "${pkgs[@]}"; do
+			dpkg-deb -x "$(ls "$dir/debs/${p}"_*.deb | head -1)" "$dir/root"
+		done
+		for deb in "${bw[@]}"; do
+			dpkg-deb -x "$deb" "$dir/root"
+		done
+		find "$dir/root" -type d -name gconv -prune -exec rm -rf {} +
+		rm -f "$dir/root/lib64/ld-linux-x86-64.so.2"
+		mkdir -p "$dir/root/lib64"
+		cp "$dir/root/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" "$dir/root/lib64/"
+		cp -r "$base/modules" "$dir/modules"
+		cp "$base/vmlinux" "$dir/vmlinux"
+		zcat "$dir/root/boot/xen-4.20-amd64.gz" >"$dir/xen.elf"
+		echo 4.20 >"$dir/release"
+		echo "$stamp" >"$dir/stamp"
+	fi
+	say "assets ready in $dir"
+	echo "$PWD/$dir"
+}
+
+case $release in
+4.17) ;;
+4.20)
+	xenbox420
+	exit 0
+	;;
+*)
+	echo "xenbox: unknown release $release (4.17 or 4.20)" >&2
+	exit 1
+	;;
+esac
 
 dir=.cache/xenbox
 mkdir -p "$dir/debs"
@@ -74,5 +175,6 @@ if [ "$(cat "$dir/stamp" 2>/dev/null)" != "$stamp" ]; then
 	zcat "$xen" >"$dir/xen.elf"
 	echo "$stamp" >"$dir/stamp"
 fi
+echo 4.17 >"$dir/release"
 say "assets ready in $dir"
 echo "$PWD/$dir"

@@ -19,8 +19,41 @@ import (
 // prints it; scripts/test.sh exports it).
 const EnvDir = "GODM_XENBOX_DIR"
 
+// EnvDir420 names the asset directory of the Xen 4.20 box (Debian
+// trixie's packages; scripts/xenbox.sh 4.20 prints it). TestRealXen runs
+// the same scenarios with the same godm binary on every release set.
+const EnvDir420 = "GODM_XENBOX_DIR_420"
+
 // Assets are the unpacked Debian packages of the box (scripts/xenbox.sh).
 type Assets struct{ Dir string }
+
+// Release is the Xen release of the assets ("4.17", "4.20"): the
+// "release" file scripts/xenbox.sh writes, else the one usr/lib/xen-X.Y
+// of the root that holds xl.
+func (a Assets) Release() (string, error) {
+	if b, err := os.ReadFile(filepath.Join(a.Dir, "release")); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	m, _ := filepath.Glob(filepath.Join(a.Root(), "usr/lib/xen-*/bin/xl"))
+	if len(m) != 1 {
+		return "", fmt.Errorf("xenbox: %d Xen tool directories with xl in %s (run scripts/xenbox.sh)", len(m), a.Root())
+	}
+	return strings.TrimPrefix(filepath.Base(filepath.Dir(filepath.Dir(m[0]))), "xen-"), nil
+}
+
+// XenBin is where Debian's Xen tools of the assets' release live
+// (usr/lib/xen-X.Y/bin, relative to the root).
+func (a Assets) XenBin() (string, error) {
+	r, err := a.Release()
+	if err != nil {
+		return "", err
+	}
+	return "usr/lib/xen-" + r + "/bin", nil
+}
+
+// HasQEMUXen reports whether the assets carry QEMU's own Xen device
+// model (qemu-system-xen, at QEMUXenPath).
+func (a Assets) HasQEMUXen() bool { return fileExists(filepath.Join(a.Root(), QEMUXenPath)) }
 
 // XenELF is the hypervisor as an ELF32 (QEMU's multiboot loader).
 func (a Assets) XenELF() string { return filepath.Join(a.Dir, "xen.elf") }
@@ -36,17 +69,18 @@ func (a Assets) Modules() string { return filepath.Join(a.Dir, "modules") }
 
 // Check reports the first asset that is missing.
 func (a Assets) Check() error {
+	bin, err := a.XenBin()
+	if err != nil {
+		return err
+	}
 	for _, p := range []string{a.XenELF(), a.Vmlinux(), a.Root(), a.Modules(),
-		filepath.Join(a.Root(), XenBin, "xl"), filepath.Join(a.Root(), "bin/busybox")} {
+		filepath.Join(a.Root(), bin, "xl"), filepath.Join(a.Root(), "bin/busybox")} {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("xenbox: asset missing (run scripts/xenbox.sh): %w", err)
 		}
 	}
 	return nil
 }
-
-// XenBin is where Debian's Xen 4.17 tools live.
-const XenBin = "usr/lib/xen-4.17/bin"
 
 // Config is one boot of the box.
 type Config struct {

@@ -1,5 +1,6 @@
 // Package xenbox is the real-Xen test harness: Debian's Xen 4.17
-// hypervisor, a Debian dom0 (its 6.1 kernel, xenstored, xl) and HVM
+// (bookworm) and 4.20 (trixie; scripts/xenbox.sh 4.20, GODM_XENBOX_DIR_420)
+// hypervisors, a Debian dom0 (its 6.1 kernel, xenstored, xl) and HVM
 // guests nested in QEMU's software CPU (qemu-system-x86_64 -accel tcg
 // -cpu qemu64,+svm,+npt: TCG emulates AMD SVM with nested paging), with
 // godm as the guests' device model. It is the ground truth the simulated
@@ -18,7 +19,9 @@
 // the marker lines /init prints. QEMU is killed on every exit path; the
 // host is not touched beyond the caller's temporary directory.
 //
-// The scenarios of TestRealXen (one boot): hyp/hyptest against real Xen;
+// The scenarios of TestRealXen (one boot per release, the same godm
+// binary in each; the QEMU ones where the box has qemu-system-xen, which
+// both carry: bookworm's QEMU-xen 7.2): hyp/hyptest against real Xen;
 // an HVM guest created by real xl whose device model is godm (through
 // dmwrap, which does libxl's launch handshake) and whose firmware
 // (firmware_override, built at test time from Probes) reads every xenfv

@@ -16,7 +16,7 @@ type Scenario struct {
 	Script string
 }
 
-// Dom0 builds the dom0 root file system: busybox, Debian's Xen 4.17 tools
+// Dom0 builds the dom0 root file system: busybox, Debian's Xen tools (4.17 or 4.20)
 // and firmware (the unpacked packages, without documentation) with their
 // shared-library closure from the host, the dom0 kernel's Xen modules,
 // the files in extra (archive path -> host path, e.g. static test
@@ -59,18 +59,23 @@ func Dom0(a Assets, extra map[string]string, scenarios []Scenario, hostLibDirs [
 		f.Dir(d)
 	}
 	f.Symlink("var/run", "/run")
-	f.Bytes("init", []byte(InitScript(scenarios)), 0o755)
+	bin, err := a.XenBin()
+	if err != nil {
+		return nil, err
+	}
+	f.Bytes("init", []byte(InitScript(bin, scenarios)), 0o755)
 	return f, nil
 }
 
 // InitScript is dom0's /init: mounts, the Xen modules, xenstored,
 // xen-init-dom0 and xenconsoled (REAL-XEN), then the scenarios, each
 // between XENBOX-BEGIN and XENBOX-RESULT markers, then XENBOX-DONE.
-func InitScript(scenarios []Scenario) string {
+// xenBin is the release's tool directory (Assets.XenBin).
+func InitScript(xenBin string, scenarios []Scenario) string {
 	var b strings.Builder
 	b.WriteString(`#!/bin/busybox sh
 /bin/busybox --install -s
-export PATH=/xenbox/bin:/` + XenBin + `:/bin:/sbin:/usr/bin:/usr/sbin
+export PATH=/xenbox/bin:/` + xenBin + `:/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev

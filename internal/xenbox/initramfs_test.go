@@ -116,9 +116,10 @@ func elfNeeding(t *testing.T) []byte {
 }
 
 func TestInitScript(t *testing.T) {
-	s := InitScript([]Scenario{{Name: "one", Script: "echo XENBOX-FACT k=v; exit 3"}})
+	s := InitScript("usr/lib/xen-4.17/bin", []Scenario{{Name: "one", Script: "echo XENBOX-FACT k=v; exit 3"}})
 	for _, want := range []string{"xenstored", "xen-init-dom0", "xenconsoled", "echo XENBOX-UP",
-		"XENBOX-BEGIN name=one", "XENBOX-RESULT name=one", "XENBOX-DONE", "insmod /lib/modules/$m.ko"} {
+		"XENBOX-BEGIN name=one", "XENBOX-RESULT name=one", "XENBOX-DONE", "insmod /lib/modules/$m.ko",
+		"export PATH=/xenbox/bin:/usr/lib/xen-4.17/bin:"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("init script lacks %q", want)
 		}
