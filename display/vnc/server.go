@@ -65,6 +65,9 @@ type Server struct {
 
 	rectsRaw, rectsZRLE, updates atomic.Uint64
 
+	// serial is the source mode the pump last saw (guarded by mu).
+	serial uint64
+
 	kick chan struct{} // wakes the pump
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -159,6 +162,13 @@ func (s *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			continue
 		}
+		if len(s.clients) == 0 {
+			// What changed while nobody watched is of no use to a client
+			// that starts with a full picture: drop it now, before the
+			// client's first update, so the pump does not send it again.
+			var discard display.Tiles
+			s.collectLocked(&discard)
+		}
 		s.nextID++
 		c := newConn(s, nc, s.nextID)
 		s.clients[c] = struct{}{}
@@ -204,7 +214,6 @@ func (s *Server) pump() {
 	t := time.NewTimer(interval)
 	defer t.Stop()
 	var tiles display.Tiles
-	var serial uint64
 	for {
 		select {
 		case <-s.done:
@@ -217,6 +226,10 @@ func (s *Server) pump() {
 		cs := make([]*conn, 0, len(s.clients))
 		for c := range s.clients {
 			cs = append(cs, c)
+		}
+		var m display.Mode
+		if len(cs) > 0 {
+			m = s.collectLocked(&tiles)
 		}
 		s.mu.Unlock()
 		if len(cs) == 0 {
@@ -231,15 +244,7 @@ func (s *Server) pump() {
 			t.Reset(interval)
 			continue
 		}
-		m := s.cfg.Source.Mode()
-		tiles.Reset(m.Width, m.Height)
-		s.cfg.Source.CollectDirty(&tiles)
-		if m.Serial != serial {
-			serial = m.Serial
-			tiles.MarkAll()
-		}
-		changed := !tiles.Empty()
-		if changed {
+		if changed := !tiles.Empty(); changed {
 			for _, c := range cs {
 				c.addDirty(&tiles, m)
 			}
@@ -249,6 +254,19 @@ func (s *Server) pump() {
 		}
 		t.Reset(interval)
 	}
+}
+
+// collectLocked takes the source's dirty tiles into t (all of them on a
+// mode change) and returns the mode. s.mu is held.
+func (s *Server) collectLocked(t *display.Tiles) display.Mode {
+	m := s.cfg.Source.Mode()
+	t.Reset(m.Width, m.Height)
+	s.cfg.Source.CollectDirty(t)
+	if m.Serial != s.serial {
+		s.serial = m.Serial
+		t.MarkAll()
+	}
+	return m
 }
 
 // Stats are the server's counters.
