@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -16,36 +14,8 @@ import (
 	"godm/internal/machine"
 	"godm/internal/testfake"
 	"godm/passthrough"
+	"godm/passthrough/pttest"
 )
-
-// sampleSysfs writes a fake sysfs tree with this machine's virtio-net
-// function (its real configuration space, passthrough/testdata) bound to
-// pciback at 0000:00:03.0.
-func sampleSysfs(t *testing.T) string {
-	t.Helper()
-	src := filepath.Join("..", "..", "passthrough", "testdata", "devices", "0000_00_03.0")
-	root := t.TempDir()
-	dir := filepath.Join(root, "bus", "pci", "devices", "0000:00:03.0")
-	drv := filepath.Join(root, "bus", "pci", "drivers", "pciback")
-	for _, d := range []string{dir, drv} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, f := range []string{"config", "resource", "vendor", "device", "class", "irq"} {
-		b, err := os.ReadFile(filepath.Join(src, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Symlink(drv, filepath.Join(dir, "driver")); err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
 
 // TestServePassthrough: godm serve's passthrough composition on the
 // simulated Xen. A -device function nobody assigned is refused with
@@ -69,7 +39,7 @@ func TestServePassthrough(t *testing.T) {
 			}
 			mark := sim.LastSeq()
 			var out bytes.Buffer
-			closePT, err := addPassthrough(m, []passthrough.DeviceSpec{spec}, sampleSysfs(t), grant,
+			closePT, err := addPassthrough(m, []passthrough.DeviceSpec{spec}, pttest.SampleSysfs(t), grant,
 				slog.New(slog.DiscardHandler), &out)
 			if !grant {
 				if !errors.Is(err, passthrough.ErrNotGranted) {
@@ -158,7 +128,7 @@ func TestRevokeFailureLogged(t *testing.T) {
 	}
 	var stderr bytes.Buffer
 	log := cli.NewLogger(&stderr, false)
-	closePT, err := addPassthrough(m, []passthrough.DeviceSpec{spec}, sampleSysfs(t), true, log, &stderr)
+	closePT, err := addPassthrough(m, []passthrough.DeviceSpec{spec}, pttest.SampleSysfs(t), true, log, &stderr)
 	if err != nil {
 		t.Fatal(err)
 	}

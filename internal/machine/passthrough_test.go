@@ -1,8 +1,6 @@
 package machine
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	"godm/devices"
@@ -11,39 +9,9 @@ import (
 	"godm/hyp/privcmd"
 	"godm/hyp/xensim"
 	"godm/passthrough"
+	"godm/passthrough/pttest"
 	"godm/pci"
 )
-
-// sampleTree writes a fake sysfs tree holding this machine's virtio-net
-// function (its real configuration space, captured in
-// passthrough/testdata/devices), bound to pciback, at host address
-// 0000:00:03.0.
-func sampleTree(t *testing.T) string {
-	t.Helper()
-	src := filepath.Join("..", "..", "passthrough", "testdata", "devices", "0000_00_03.0")
-	root := t.TempDir()
-	dir := filepath.Join(root, "bus", "pci", "devices", "0000:00:03.0")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"config", "resource", "vendor", "device", "class", "irq"} {
-		b, err := os.ReadFile(filepath.Join(src, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	drv := filepath.Join(root, "bus", "pci", "drivers", "pciback")
-	if err := os.MkdirAll(drv, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(drv, filepath.Join(dir, "driver")); err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
 
 // TestPassthroughSlots: a passed-through function's slot is reserved in
 // the machine's PCI registry, so emulated functions placed automatically
@@ -70,7 +38,7 @@ func TestPassthroughSlots(t *testing.T) {
 	}
 	mgr := passthrough.NewManager(passthrough.ManagerConfig{
 		Dom: r.dom.ID(), Bus: r.m.Spaces, Xen: passthrough.NewXen(c, dc),
-		HostOptions: passthrough.HostOptions{SysfsRoot: sampleTree(t)},
+		HostOptions: passthrough.HostOptions{SysfsRoot: pttest.SampleSysfs(t)},
 		Assign:      dc, Slots: r.m.PCI,
 	})
 	defer mgr.Close()

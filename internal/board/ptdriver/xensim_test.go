@@ -3,8 +3,6 @@ package ptdriver
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -18,37 +16,8 @@ import (
 	"godm/internal/machine"
 	"godm/internal/testfake"
 	"godm/passthrough"
+	"godm/passthrough/pttest"
 )
-
-// sampleTree writes a fake sysfs tree holding a virtio-net function (the
-// real configuration space in passthrough/testdata/devices), bound to
-// pciback, at host address 0000:00:03.0.
-func sampleTree(t *testing.T) string {
-	t.Helper()
-	src := filepath.Join("..", "..", "..", "passthrough", "testdata", "devices", "0000_00_03.0")
-	root := t.TempDir()
-	dir := filepath.Join(root, "bus", "pci", "devices", "0000:00:03.0")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"config", "resource", "vendor", "device", "class", "irq"} {
-		b, err := os.ReadFile(filepath.Join(src, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	drv := filepath.Join(root, "bus", "pci", "drivers", "pciback")
-	if err := os.MkdirAll(drv, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(drv, filepath.Join(dir, "driver")); err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
 
 // A xen-pci-passthrough device plugged through the board's driver table
 // shows the host function to the guest at the slot asked for; unplugging
@@ -87,7 +56,7 @@ func TestPassthroughThroughBoard(t *testing.T) {
 	}
 	mgr := passthrough.NewManager(passthrough.ManagerConfig{
 		Dom: dom.ID(), Bus: m.Spaces, Xen: passthrough.NewXen(c, dc),
-		HostOptions: passthrough.HostOptions{SysfsRoot: sampleTree(t)},
+		HostOptions: passthrough.HostOptions{SysfsRoot: pttest.SampleSysfs(t)},
 		Assign:      dc, Slots: m.PCI,
 	})
 	defer mgr.Close()
