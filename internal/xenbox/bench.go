@@ -88,6 +88,14 @@ void fwmain(void) {
 		fmt.Fprintf(&b, "\t  report(%q, bad); }\n", k.Name)
 	}
 	b.WriteString("\t(void)v;\n\tputs_(\"BENCH END\\n\");\n")
+	// Power off as the probe firmware does: PIIX4 PM's I/O space at
+	// Xen's PM1a block first (what hvmloader writes: PMBA 0xb001,
+	// PMREGMISC 1). QEMU's PIIX4 decodes PM1a control only then
+	// (hw/acpi/piix4.c pm_io_space_update); without it QEMU's guest halted
+	// with its power-off write dropped and the run waited out its
+	// 300-s limit, which read as a box that hung.
+	fmt.Fprintf(&b, "\tout(0xcf8, 4, 0x80000000 | (1 << 11) | (3 << 8) | 0x40); out(0xcfc, 4, 0xb001);\n")
+	fmt.Fprintf(&b, "\tout(0xcf8, 4, 0x80000000 | (1 << 11) | (3 << 8) | 0x80); out(0xcfc, 1, 0x01);\n")
 	fmt.Fprintf(&b, "\tout(%d, 2, %d);\n\tfor (;;) __asm__ volatile(\"sti; hlt\");\n}\n", pm1aCnt, slpEn)
 	b.WriteString(fwStart)
 	return b.String()
@@ -98,32 +106,22 @@ func BuildBenchFirmware(dir, name string) (string, error) {
 	return compileFirmware(dir, name, BenchFirmwareSource())
 }
 
-// BenchScenario runs the timing firmware pairs times with godm (through
-// dmwrap) and with qemu-system-xen, alternating, each guest created
-// alone. For every run it prints "BENCH-DM dm=<godm|qemu> pair=<i>
-// domid=<d> first_line_ms=<xl create to the firmware's first COM1 line>
-// rss_kb= hwm_kb= threads= [wrap_rss_kb=]" (the device model's
-// /proc/<pid>/status once the firmware has started; for godm also its
-// dmwrap's RSS). QEMU's COM1 file is relayed afterwards prefixed
-// "qemu-dm[<domid>] "; godm's reaches the console through dmwrap.
+// BenchScenario runs the timing firmware pairs times with godm and with
+// qemu-system-xen, alternating, each guest created alone from the same
+// domain config but for device_model_override (both launched by libxl
+// itself, vga="none", COM1 to a file, xl create -p then unpause). For
+// every run it prints "BENCH-DM dm=<godm|qemu> pair=<i> domid=<d>
+// first_line_ms=<xl create to the firmware's first COM1 line> rss_kb=
+// hwm_kb= threads=" (the device model's /proc/<pid>/status once the
+// firmware has started). Each COM1 file is relayed afterwards prefixed
+// "<dm>-dm[<domid>] " (xenbox-dm for godm, qemu-dm for QEMU).
 func BenchScenario(pairs int) Scenario {
-	qcfg := fmt.Sprintf(`name = "bq"
-type = "hvm"
-memory = 32
-vcpus = 1
-firmware_override = "%s"
-device_model_version = "qemu-xen"
-device_model_override = "%s"
-device_model_args = [ "-L", "/usr/share/seabios" ]
-serial = "file:/tmp/bq.serial"
-vkb_device = 0
-vnc = 0
-sdl = 0
-on_poweroff = "destroy"
-on_reboot = "preserve"
-on_crash = "preserve"
-`, BenchFWPath, QEMUXenPath)
-	return Scenario{Name: "bench", Script: writeCfg("bg", BenchFWPath, "serve") + "cat > /tmp/bq.cfg <<'EOF'\n" + qcfg + `EOF
+	cfg := func(name, dm, extra string) string {
+		return fmt.Sprintf("cat > /tmp/%s.cfg <<'EOF'\n%sEOF\n", name, LibxlConfig(name, BenchFWPath, "vga = \"none\"\nserial = \"file:/tmp/"+name+".serial\"\n"+extra))
+	}
+	qemu := cfg("bq", QEMUXenPath, "device_model_args = [ \"-L\", \"/usr/share/seabios\" ]\n")
+	qemu = strings.Replace(qemu, GodmPath, QEMUXenPath, 1)
+	return Scenario{Name: "bench", Script: cfg("bg", GodmPath, "") + qemu + `
 ms() { awk '{printf "%d", $1*1000}' /proc/uptime; }
 st() { awk -v k="$2" '$1==k":" {print $2}' /proc/$1/status; }
 # diag NAME OUTFILE: what there is to see when a run fails.
@@ -132,35 +130,36 @@ diag() {
 	sed 's/^/serial: /' $2 2>/dev/null | tail -20
 	sed 's/^/dm-log: /' /var/log/xen/qemu-dm-$1.log 2>/dev/null | tail -20
 }
-# run DM CFG NAME OUTFILE PAIR
+# run DM NAME PAIR PREFIX
 run() {
-	rm -f $4
+	out=/tmp/$2.serial
+	rm -f $out
 	t0=$(ms)
-	xl create /tmp/$2.cfg >/tmp/$3.create 2>&1 || { cat /tmp/$3.create; diag $3 $4; return 1; }
-	while ! grep -q "BENCH START" $4 2>/dev/null; do
-		[ $(($(ms)-t0)) -gt 120000 ] && { echo "no output from the $1 guest in 120 s"; diag $3 $4; xl destroy $3; return 1; }
-		sleep 0.01
+	xl create -p /tmp/$2.cfg >/tmp/$2.create 2>&1 || { cat /tmp/$2.create; diag $2 $out; return 1; }
+	d=$(xl domid $2)
+	# libxl records the pid of the device model it spawned.
+	pid=$(xenstore-read /local/domain/$d/image/device-model-pid)
+	[ -n "$pid" ] || { echo "no $1 process found"; diag $2 $out; xl destroy $d; return 1; }
+	xl unpause $d || { diag $2 $out; xl destroy $d; return 1; }
+	# Poll gently: dom0's two vCPUs are also the device model's.
+	while ! grep -q "BENCH START" $out 2>/dev/null; do
+		[ $(($(ms)-t0)) -gt 120000 ] && { echo "no output from the $1 guest in 120 s"; diag $2 $out; xl destroy $d; return 1; }
+		sleep 0.05
 	done
 	t1=$(ms)
-	d=$(xl domid $3)
-	# libxl records the pid of the device model it spawned (dmwrap for godm).
-	dmpid=$(xenstore-read /local/domain/$d/image/device-model-pid)
-	extra=""
-	if [ $1 = godm ]; then pid=$(pidof godm); extra="wrap_rss_kb=$(st $dmpid VmRSS)"; else pid=$dmpid; fi
-	[ -n "$pid" ] || { echo "no $1 process found"; diag $3 $4; xl destroy $d; return 1; }
-	echo "BENCH-DM dm=$1 pair=$5 domid=$d first_line_ms=$((t1-t0)) rss_kb=$(st $pid VmRSS) hwm_kb=$(st $pid VmHWM) threads=$(st $pid Threads) $extra"
-	gone $d 300 || { echo "the $1 guest did not power off in 300 s"; diag $3 $4; xl destroy $d; return 1; }
+	echo "BENCH-DM dm=$1 pair=$3 domid=$d first_line_ms=$((t1-t0)) rss_kb=$(st $pid VmRSS) hwm_kb=$(st $pid VmHWM) threads=$(st $pid Threads)"
+	gone $d 300 || { echo "the $1 guest did not power off in 300 s"; diag $2 $out; xl destroy $d; return 1; }
 	i=0
 	while [ -d /proc/$pid ]; do
 		i=$((i+1)); [ $i -gt 100 ] && { echo "$1 still runs after its guest ended"; return 1; }; sleep 0.1
 	done
-	[ $1 = qemu ] && sed "s/^/qemu-dm[$d] /" $4
+	sed "s/^/$4[$d] /" $out
 	return 0
 }
 n=1
 while [ $n -le ` + strconv.Itoa(pairs) + ` ]; do
-	run godm bg bg /var/log/xen/qemu-dm-bg.log $n || exit 1
-	run qemu bq bq /tmp/bq.serial $n || exit 1
+	run godm bg $n xenbox-dm || exit 1
+	run qemu bq $n qemu-dm || exit 1
 	n=$((n+1))
 done
 exit 0`}
@@ -171,7 +170,7 @@ type BenchRun struct {
 	DM    string
 	Pair  int
 	Dom   string
-	Facts map[string]int64          // first_line_ms, rss_kb, hwm_kb, threads, wrap_rss_kb
+	Facts map[string]int64          // first_line_ms, rss_kb, hwm_kb, threads
 	Kinds map[string]BenchQuantiles // by BenchKind name
 	End   bool
 }
@@ -325,12 +324,5 @@ func BenchTable(runs []*BenchRun) string {
 		}
 		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.2f |\n", f.what, medianF(gv), medianF(qv), medianF(rv))
 	}
-	var wv []float64
-	for _, r := range runs {
-		if r.DM == "godm" {
-			wv = append(wv, float64(r.Facts["wrap_rss_kb"]))
-		}
-	}
-	fmt.Fprintf(&b, "| dmwrap (test handshake wrapper) RSS (kB), not counted above | %.0f | | |\n", medianF(wv))
 	return b.String()
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -91,7 +92,21 @@ type Config struct {
 	QEMU      string // default qemu-system-x86_64
 	// Log receives every console line with its time since QEMU started.
 	Log io.Writer
+	// Stall is how long the console may stay silent once the toolstack
+	// is up before the box asks Xen what its CPUs are doing (default
+	// 60 s; negative: never).
+	Stall time.Duration
 }
+
+// stallKeys switch the box's serial input from dom0 to Xen (three
+// Ctrl-A), press Xen's debug keys and switch back (xen/drivers/char/
+// console.c: switch_code 'A'; common/keyhandler.c: 'd' registers and
+// stacks of every CPU, 'q' every domain's vCPUs with their pending
+// events, 'r' the scheduler's run queues).
+const stallKeys = "\x01\x01\x01dqr\x01\x01\x01"
+
+// maxStallDumps bounds how often a silent box is asked.
+const maxStallDumps = 2
 
 // Line is one console line (the Xen console, dom0's console on it, the
 // device models' relayed output) with its time since QEMU started.
@@ -192,7 +207,10 @@ func Boot(ctx context.Context, c Config) (*Outcome, error) {
 		q = "qemu-system-x86_64"
 	}
 	cmd := exec.Command(q, c.Args()...)
-	cmd.Stdin = nil
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
 	// Killed with this process even when it dies without returning here
 	// (a test binary's timeout panic).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -211,6 +229,16 @@ func Boot(ctx context.Context, c Config) (*Outcome, error) {
 	defer func() { kill(); cmd.Wait() }()
 	stop := context.AfterFunc(ctx, kill)
 	defer stop()
+	stall := c.Stall
+	if stall == 0 {
+		stall = 60 * time.Second
+	}
+	var last atomic.Int64 // console time of the last line, ns since start; 0 until the toolstack is up
+	if stall > 0 {
+		done := make(chan struct{})
+		defer close(done)
+		go watchStall(stdin, &last, start, stall, done)
+	}
 
 	o := &Outcome{}
 	open := map[string]time.Duration{}
@@ -230,6 +258,7 @@ func Boot(ctx context.Context, c Config) (*Outcome, error) {
 		switch {
 		case strings.Contains(text, markUp) && o.Up == 0:
 			o.Up = t
+			last.Store(int64(t))
 		case strings.Contains(text, markBegin):
 			f := fields(text[strings.Index(text, markBegin)+len(markBegin):])
 			open[f["name"]] = t
@@ -239,6 +268,9 @@ func Boot(ctx context.Context, c Config) (*Outcome, error) {
 			o.Results = append(o.Results, r)
 		case strings.Contains(text, markDone):
 			o.Done = true
+		}
+		if o.Up != 0 {
+			last.Store(int64(t))
 		}
 		if o.Done {
 			break
@@ -254,6 +286,34 @@ func Boot(ctx context.Context, c Config) (*Outcome, error) {
 		return o, fmt.Errorf("xenbox: the box did not finish in time: %w", ctx.Err())
 	}
 	return o, fmt.Errorf("xenbox: QEMU exited before the scenarios finished (%v): %s", werr, lastLines(stderr.String(), 5))
+}
+
+// watchStall presses Xen's debug keys when the console has been silent
+// for stall since the toolstack came up (a box that stops making
+// progress then says where its CPUs are), at most maxStallDumps times.
+func watchStall(w io.WriteCloser, last *atomic.Int64, start time.Time, stall time.Duration, done <-chan struct{}) {
+	defer w.Close()
+	tick := time.NewTicker(stall / 4)
+	defer tick.Stop()
+	dumps := 0
+	var dumped int64
+	for dumps < maxStallDumps {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		}
+		l := last.Load()
+		if l == 0 || l == dumped || time.Since(start)-time.Duration(l) < stall {
+			continue
+		}
+		dumped = l
+		dumps++
+		if _, err := io.WriteString(w, stallKeys); err != nil {
+			return
+		}
+	}
+	<-done
 }
 
 // fields parses "key=value key=value" (values without spaces).

@@ -32,9 +32,17 @@
 // whose answers must equal godm's but for the listed deviations, each
 // with its reason (the platform device at 00:02.0 in both). With
 // GODM_XENBOX_BENCH set, the same boot also runs the timing firmware
-// (BenchFirmwareSource) with godm and with QEMU-xen in alternation and
-// logs the "godm vs QEMU on real Xen" table (bench/README.md; its QEMU
-// runs hang the box today, so the mode does not pass yet).
+// (BenchFirmwareSource) with godm and with QEMU-xen in alternation, both
+// launched by libxl from the same config, and logs the "godm vs QEMU on
+// real Xen" table (bench/README.md). GODM_XENBOX_ONLY=a,b runs only the
+// named scenarios (a developer's shorter boot).
+//
+// A box whose console stays silent for Config.Stall (60 s) once the
+// toolstack is up gets Xen's debug keys on its serial input ('d', 'q',
+// 'r': every CPU's registers, every vCPU's state, the run queues), so a
+// stall says in the log whether the box is stuck or merely waiting: the
+// dump is how the "QEMU hangs the box" of the first benchmark runs was
+// found to be a guest halted with its power-off write dropped.
 //
 // Facts: the design notes REAL-XEN.md (measured command lines,
 // packages, -cpu choices) and XEN-FACTS.md §2 (libxl and the device

@@ -106,6 +106,14 @@ gone() {
 	done
 	return 0
 }
+# godmgone SECONDS: wait until no godm process runs.
+godmgone() {
+	i=0
+	while pidof godm >/dev/null; do
+		i=$((i+1)); [ $i -gt $(($1*5)) ] && return 1; sleep 0.2
+	done
+	return 0
+}
 # waitfor FILE PATTERN SECONDS
 waitfor() {
 	i=0

@@ -70,10 +70,7 @@ d=$(xl domid fw)
 echo "XENBOX-FACT domid=$d"
 xl unpause $d || exit 1
 gone $d 180 || { echo "the guest did not power off"; xl list; xl destroy $d; exit 1; }
-i=0
-while pidof godm >/dev/null; do
-	i=$((i+1)); [ $i -gt 50 ] && { echo "godm still runs after the guest ended"; exit 1; }; sleep 0.2
-done
+godmgone 10 || { echo "godm still runs after the guest ended"; exit 1; }
 exit 0`}
 }
 
@@ -197,10 +194,7 @@ xl pause $d || fail "xl pause failed"
 xl unpause $d || fail "xl unpause after pause failed"
 xl destroy $d || fail "xl destroy failed"
 gone $d 30 || fail "domain $d still listed after xl destroy"
-i=0
-while pidof godm >/dev/null; do
-	i=$((i+1)); [ $i -gt 50 ] && fail "godm still runs after xl destroy"; sleep 0.2
-done
+godmgone 10 || fail "godm still runs after xl destroy"
 echo "--- $log"; cat $log
 exit 0`}
 }
@@ -252,10 +246,7 @@ waitfor /tmp/lxs-com1.log "FW SPIN" 60 || fail "no FW SPIN on the pty $tty"
 xl destroy $d || fail "xl destroy failed"
 kill $catpid 2>/dev/null
 gone $d 30 || fail "domain $d still listed after xl destroy"
-i=0
-while pidof godm >/dev/null; do
-	i=$((i+1)); [ $i -gt 50 ] && fail "godm still runs after xl destroy"; sleep 0.2
-done
+godmgone 10 || fail "godm still runs after xl destroy"
 echo "--- $log"; cat $log
 exit 0`}
 }
