@@ -43,6 +43,7 @@ targets="
 ./internal/qemuopts FuzzParseSize
 ./internal/qmp FuzzDecoder
 ./internal/board FuzzRestore
+./internal/devstate FuzzRead
 ./display/vnc FuzzClientMessages
 ./display/vnc FuzzZRLE
 ./devices/vga FuzzDISPI

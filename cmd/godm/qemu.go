@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -177,6 +178,16 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 			m.Board.Pause()
 		}
 		host = &machineHost{m: m}
+		if in := cfg.Incoming; in != nil {
+			// xl restore / migrate: the devices' state libxl saved
+			// (xen-save-devices-state) comes back before anything is
+			// served; a stream for another machine ends godm with one
+			// line, which libxl shows from the device model's log.
+			if err := loadIncoming(m, in); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "godm: device state restored from %s\n", incomingName(in))
+		}
 		if !cfg.Restrict {
 			// xl pci-attach: libxl's device_add xen-pci-passthrough goes
 			// through the board to the passthrough Manager, made on first
@@ -209,6 +220,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		Chardevs:       chardevs,
 		VCPUs:          cfg.VCPUs,
 		DropPrivileges: env.DropPrivileges != nil,
+		Restored:       cfg.Incoming != nil,
 	}
 	if host != nil {
 		stCfg.Host = host
@@ -308,11 +320,43 @@ func (h *machineHost) Resume() { h.m.Board.Resume() }
 func (h *machineHost) Reset()  { h.m.Board.Reset() }
 
 func (h *machineHost) SetDirtyLog(on bool) error {
-	l := h.m.Dirty()
-	if l == nil {
+	if h.m.Dirty() == nil {
 		return qmp.Errorf("dirty logging needs the guest's RAM size (-m)")
 	}
-	l.SetEnabled(on)
+	if err := h.m.SetDirtyLog(on); err != nil {
+		return qmp.Errorf("%v", err)
+	}
+	return nil
+}
+
+// SaveState and LoadState are xen-save-devices-state's and
+// xen-load-devices-state's.
+func (h *machineHost) SaveState(w io.Writer) error { return h.m.SaveState(w) }
+func (h *machineHost) LoadState(r io.Reader) error { return h.m.LoadState(r) }
+
+func incomingName(in *dmcontract.Incoming) string {
+	if in.Path != "" {
+		return "file:" + in.Path
+	}
+	return "fd:" + strconv.Itoa(in.FD)
+}
+
+// loadIncoming restores the machine's devices from -incoming's source
+// and closes it.
+func loadIncoming(m *machine.Machine, in *dmcontract.Incoming) error {
+	var f *os.File
+	if in.Path != "" {
+		var err error
+		if f, err = os.Open(in.Path); err != nil {
+			return fmt.Errorf("-incoming %s: %w", incomingName(in), err)
+		}
+	} else if f = os.NewFile(uintptr(in.FD), "incoming"); f == nil {
+		return fmt.Errorf("-incoming %s: not an open descriptor", incomingName(in))
+	}
+	defer f.Close()
+	if err := m.LoadState(f); err != nil {
+		return fmt.Errorf("-incoming %s: %w", incomingName(in), err)
+	}
 	return nil
 }
 

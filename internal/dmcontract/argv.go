@@ -27,6 +27,9 @@ type Config struct {
 	Probe bool
 	// Prelaunch is -S: the guest's devices wait for QMP's cont.
 	Prelaunch bool
+	// Incoming is -incoming's source of device state to restore before
+	// serving (xl restore, migrate); nil without -incoming.
+	Incoming *Incoming
 	// Monitors are the QMP monitors, in command-line order.
 	Monitors []Monitor
 	// Restrict is -xen-domid-restrict: every Xen handle limited to Dom.
@@ -56,6 +59,13 @@ type Config struct {
 	// it): print it and exit, as QEMU does.
 	DeviceHelp bool
 	HelpDriver string
+}
+
+// Incoming is where -incoming's device state comes from: a descriptor
+// libxl opened (FD, -1 for none) or a file (Path).
+type Incoming struct {
+	FD   int
+	Path string
 }
 
 // Refusal is a command-line option godm does not serve: one line
@@ -98,7 +108,6 @@ const (
 	whyUSB     = `no USB controller yet: remove usb=, usbversion=, usbdevice= and usbctrl=`
 	whySound   = `no sound device yet: remove soundhw=`
 	whySpice   = `spice is not supported: remove spice=1`
-	whyRestore = `restoring device state is not supported yet (xl restore, xl migrate, COLO)`
 	whyChannel = `no channel support yet: remove channel=[...]`
 )
 
@@ -217,7 +226,29 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 		case "runas":
 			c.User = a.Value
 		case "incoming":
-			return nil, refuse(a, whyRestore)
+			if seen["incoming"] {
+				return nil, fmt.Errorf("-incoming given twice")
+			}
+			seen["incoming"] = true
+			// libxl_dm.c: "-incoming fd:N", N the opened
+			// /var/lib/xen/qemu-resume.<domid> (QEMU's URI syntax;
+			// file: for a developer's restore by hand).
+			kind, arg, _ := strings.Cut(a.Value, ":")
+			switch kind {
+			case "fd":
+				fd, err := strconv.Atoi(arg)
+				if err != nil || fd < 0 {
+					return nil, refuse(a, "fd:N wants a descriptor number")
+				}
+				c.Incoming = &Incoming{FD: fd}
+			case "file":
+				if arg == "" {
+					return nil, refuse(a, "file:PATH wants a path")
+				}
+				c.Incoming = &Incoming{FD: -1, Path: arg}
+			default:
+				return nil, refuse(a, "godm restores device state from fd:N (as libxl passes it) or file:PATH, not from %q", kind+":")
+			}
 		case "pidfile", "daemonize":
 			return nil, refuse(a, "libxl records the device model's pid itself; godm writes no pidfile and does not daemonize")
 		case "machine", "M":

@@ -62,7 +62,9 @@ type State struct {
 	chardevs []Chardev
 	vcpus    int
 	started  chan struct{} // closed on the first transition to running
+	running  bool          // started is closed
 	dropPriv bool
+	openFile OpenFunc
 }
 
 // StateConfig configures a State.
@@ -84,16 +86,29 @@ type StateConfig struct {
 	// (query-command-line-options reports them then, so that libxl
 	// 4.19+ passes -run-with; older libxl passes -chroot/-runas).
 	DropPrivileges bool
+	// Restored says the devices' state was loaded from -incoming: with
+	// Prelaunch the run state is then "paused" rather than "prelaunch"
+	// (QEMU after an incoming migration without autostart), which is
+	// what libxl's restore asks query-status for.
+	Restored bool
+	// OpenFile opens the files QMP commands name (xen-save-devices-state's
+	// filename, "/dev/fdset/N" included); nil: os.OpenFile.
+	OpenFile OpenFunc
 }
 
 // NewState returns the run state for cfg.
 func NewState(cfg StateConfig) *State {
 	s := &State{status: StatusRunning, host: cfg.Host, emit: cfg.Emit, quit: cfg.Quit,
-		chardevs: cfg.Chardevs, vcpus: cfg.VCPUs, started: make(chan struct{}), dropPriv: cfg.DropPrivileges}
-	if cfg.Prelaunch {
+		chardevs: cfg.Chardevs, vcpus: cfg.VCPUs, started: make(chan struct{}), dropPriv: cfg.DropPrivileges,
+		openFile: cfg.OpenFile}
+	switch {
+	case cfg.Prelaunch && cfg.Restored:
+		s.status = StatusPaused
+	case cfg.Prelaunch:
 		s.status = StatusPrelaunch
-	} else {
+	default:
 		close(s.started)
+		s.running = true
 	}
 	if s.emit == nil {
 		s.emit = func(string, any) {}
@@ -126,8 +141,9 @@ func (s *State) Cont() {
 	if s.host != nil {
 		s.host.Resume()
 	}
-	if s.status == StatusPrelaunch {
+	if !s.running {
 		close(s.started)
+		s.running = true
 	}
 	s.status = StatusRunning
 	s.emit("RESUME", nil)
@@ -165,6 +181,12 @@ func (s *State) needHost(r *qmp.Request) error {
 // absent, so the server answers them with CommandNotFound, as a QEMU
 // built without the feature does.
 func (s *State) Commands() map[string]qmp.Handler {
+	m := s.commands()
+	s.stateCommands(m)
+	return m
+}
+
+func (s *State) commands() map[string]qmp.Handler {
 	return map[string]qmp.Handler{
 		"query-status": func(r *qmp.Request) (any, error) {
 			if err := noArgs(r); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -191,7 +192,8 @@ func TestRepliesConformToQEMUSchema(t *testing.T) {
 	if _, err := bus.Add(d, 2, 0); err != nil {
 		t.Fatal(err)
 	}
-	h := &fakeHost{funcs: []PCIFunction{{Dev: d}, {QdevID: "pci-pt-03_00.0", Dev: d}}}
+	h := &saverHost{fakeHost: fakeHost{funcs: []PCIFunction{{Dev: d}, {QdevID: "pci-pt-03_00.0", Dev: d}}}, state: "state"}
+	statePath := filepath.Join(t.TempDir(), "qemu-save")
 	st := NewState(StateConfig{Prelaunch: true, Host: h, VCPUs: 2, DropPrivileges: true,
 		Chardevs: []Chardev{{"libxl-cmd", "unix:/run/q,server=on"}, {"serial0", "pty:/dev/pts/3"}}})
 	cmds := st.Commands()
@@ -203,7 +205,9 @@ func TestRepliesConformToQEMUSchema(t *testing.T) {
 		{"query-cpus-fast", nil}, {"query-command-line-options", nil},
 		{"query-command-line-options", map[string]any{"option": "run-with"}}, {"query-vnc", nil},
 		{"human-monitor-command", map[string]any{"command-line": "info status"}},
-		{"cont", nil}, {"query-status", nil}, {"stop", nil}, {"query-status", nil}, {"system_reset", nil},
+		{"cont", nil}, {"query-status", nil}, {"stop", nil}, {"query-status", nil},
+		{"xen-save-devices-state", map[string]any{"filename": statePath, "live": true}},
+		{"xen-load-devices-state", map[string]any{"filename": statePath}}, {"system_reset", nil},
 		{"device_del", map[string]any{"id": "pci-pt-03_00.0"}},
 		{"xen-set-global-dirty-log", map[string]any{"enable": true}},
 	}

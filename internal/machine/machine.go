@@ -130,12 +130,13 @@ type Machine struct {
 	// lifecycle; the fields above name the first device of each kind.
 	Board *board.Board
 
-	dirty   *memory.DirtyLog // nil when the RAM size is not known
-	priv    *privcmd.Handle
-	domctl  *domctl.Domctl // for WatchDomain; nil when Xen's domctl version is unknown
-	closers []io.Closer
-	closed  atomic.Bool
-	eject   atomic.Pointer[EjectHook]
+	dirty    *memory.DirtyLog // nil when the RAM size is not known
+	reporter dirtyReporter    // reports dirty to Xen while log-dirty is on
+	priv     *privcmd.Handle
+	domctl   *domctl.Domctl // for WatchDomain; nil when Xen's domctl version is unknown
+	closers  []io.Closer
+	closed   atomic.Bool
+	eject    atomic.Pointer[EjectHook]
 }
 
 // Dirty returns the log of the guest pages the machine's devices wrote
@@ -344,6 +345,20 @@ func (m *Machine) Close() error {
 		return nil
 	}
 	var errs []error
+	if m.dirty != nil {
+		// Stop the reporting goroutine (the domain is going away: what
+		// is left in the log no longer matters to anyone).
+		m.reporter.mu.Lock()
+		if m.reporter.on {
+			close(m.reporter.stop)
+			done := m.reporter.done
+			m.reporter.on = false
+			m.reporter.mu.Unlock()
+			<-done
+		} else {
+			m.reporter.mu.Unlock()
+		}
+	}
 	if m.Server != nil {
 		errs = append(errs, m.Server.Close())
 	}

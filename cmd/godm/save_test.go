@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// waitRunning waits for godm's readiness in xenstore, as libxl does.
+func waitRunning(t *testing.T, r *dmRig) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p := fmt.Sprintf("/local/domain/0/device-model/%d/state", int(r.dom.ID()))
+	waited := make(chan error, 1)
+	go func() { waited <- r.xs.WaitValue(ctx, p, []byte("running")) }()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("waiting for %s: %v (log: %s)", p, err, r.log.String())
+		}
+	case err := <-r.done:
+		r.once.Do(func() { r.result = err })
+		t.Fatalf("godm ended early: %v (log: %s)", err, r.log.String())
+	}
+}
+
+// openForGodm opens path read-only as a raw descriptor, as libxl opens
+// /var/lib/xen/qemu-resume.<domid> for "-incoming fd:N" (no *os.File:
+// godm owns and closes the number).
+func openForGodm(t *testing.T, path string) int {
+	t.Helper()
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
+
+// xl save then xl restore, as libxl drives the device model: stop and
+// xen-save-devices-state on the first godm, then a second godm started
+// with -incoming fd:N on the saved state, whose devices read back what
+// the guest had set. A damaged or foreign state file ends the second
+// godm with one line naming -incoming.
+func TestLibxlSaveRestore(t *testing.T) {
+	needPTY(t)
+	a := newDMRig(t)
+	a.start(t, libxlArgv(int(a.dom.ID()), a.dir), nil)
+	waitRunning(t, a)
+	v := a.dom.VCPU(0)
+	// The guest sets PIIX3's PIRQ routes and the host bridge's PAM
+	// registers (as SeaBIOS does).
+	const pirq, pam = 0x0b0a0509, 0x00331100
+	if err := v.PCIConfigWrite(1<<3, 0x60, 4, pirq); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.PCIConfigWrite(0, 0x58, 4, pam); err != nil {
+		t.Fatal(err)
+	}
+	q := qmpDial(t, filepath.Join(a.dir, fmt.Sprintf("qmp-libxl-%d", int(a.dom.ID()))))
+	if _, e := q.do("stop", nil); e != "" {
+		t.Fatal(e)
+	}
+	saved := filepath.Join(a.dir, "qemu-save")
+	if _, e := q.do("xen-save-devices-state", map[string]any{"filename": saved, "live": false}); e != "" {
+		t.Fatal(e)
+	}
+	a.stop()
+	if err := a.wait(); err != nil {
+		t.Fatalf("first godm: %v", err)
+	}
+
+	b := newDMRig(t)
+	fd := openForGodm(t, saved)
+	b.start(t, libxlArgv(int(b.dom.ID()), b.dir)+fmt.Sprintf(" -incoming fd:%d", fd), nil)
+	waitRunning(t, b)
+	vb := b.dom.VCPU(0)
+	for _, c := range []struct {
+		sbdf, reg uint32
+		want      uint64
+	}{{1 << 3, 0x60, pirq}, {0, 0x58, pam}} {
+		if got, err := vb.PCIConfigRead(c.sbdf, c.reg, 4); err != nil || got != c.want {
+			t.Errorf("restored machine: config %#x reg %#x = %#x, %v; saved %#x", c.sbdf, c.reg, got, err, c.want)
+		}
+	}
+	if !strings.Contains(b.log.String(), "device state restored") {
+		t.Errorf("log: %s", b.log.String())
+	}
+
+	// A damaged state file: godm refuses it with one line.
+	st, err := os.ReadFile(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st[len(st)-1] ^= 0xff
+	bad := filepath.Join(b.dir, "bad")
+	if err := os.WriteFile(bad, st, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := newDMRig(t)
+	fd = openForGodm(t, bad)
+	c.start(t, libxlArgv(int(c.dom.ID()), c.dir)+fmt.Sprintf(" -incoming fd:%d", fd), nil)
+	err = c.wait()
+	if err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("-incoming fd:%d: ", fd)) || !strings.Contains(err.Error(), "checksum") ||
+		strings.Contains(err.Error(), "\n") {
+		t.Errorf("godm on a damaged state file: %v", err)
+	}
+}
