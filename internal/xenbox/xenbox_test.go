@@ -64,6 +64,9 @@ func TestRealXen(t *testing.T) {
 	if extra[SpinFWPath], err = BuildFirmware(tmp, "spin", nil, true); err != nil {
 		t.Fatal(err)
 	}
+	if extra[SaveRestoreFWPath], err = BuildSaveRestoreFirmware(tmp, "saverestore"); err != nil {
+		t.Fatal(err)
+	}
 	pairs := benchPairs(t)
 	if pairs > 0 {
 		if extra[BenchFWPath], err = BuildBenchFirmware(tmp, "bench"); err != nil {
@@ -96,7 +99,7 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 	if qemu {
 		scen = append(scen, QEMUFirmwareScenario())
 	}
-	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario())
+	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), SaveRestoreScenario())
 	if qemu {
 		scen = append(scen, QEMUReferenceScenario())
 	}
@@ -218,6 +221,21 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 		if r.Fields["uid"] != "997" || !strings.Contains(r.Fields["root"], "/qemu-root-") {
 			t.Errorf("godm runs as uid %q in %q, want xen-qemuuser-shared (997) in the chroot", r.Fields["uid"], r.Fields["root"])
 		}
+	})
+	check("save-restore", func(t *testing.T, r Result) {
+		// xl save and xl restore: the firmware's rounds go on from where
+		// they were, and the device registers it set read the same.
+		before, after, bad := SaveRestoreRounds(o.Lines)
+		if before == 0 || after == 0 {
+			t.Fatalf("ticks: last before the save %d, first after the restore %d", before, after)
+		}
+		if after <= before || after > before+64*8 {
+			t.Errorf("first tick after the restore is round %d, last before the save %d: the guest did not go on where it was", after, before)
+		}
+		for _, b := range bad {
+			t.Errorf("the firmware read a device register changed across save/restore: %s", b)
+		}
+		t.Logf("rounds %d before the save, %d after the restore; save file %s bytes", before, after, r.Fields["save_bytes"])
 	})
 	if pairs > 0 && !qemu {
 		noQEMU("bench")
@@ -654,5 +672,25 @@ func TestParseBench(t *testing.T) {
 	}
 	if _, err := ParseBench([]Line{{Text: "[bench] BENCH-DM dm=godm pair=1 domid=3 rss_kb=x"}}); err == nil {
 		t.Error("a bad fact was accepted")
+	}
+}
+
+// The save/restore firmware builds, and the harness reads its ticks.
+func TestSaveRestoreFirmware(t *testing.T) {
+	if _, err := BuildSaveRestoreFirmware(t.TempDir(), "sr"); err != nil {
+		t.Fatal(err)
+	}
+	lines := []Line{
+		{Text: "[save-restore] sr-before: FW SR START"},
+		{Text: "[save-restore] sr-before: FW SR TICK 64"},
+		{Text: "[save-restore] sr-before: FW SR TICK 128"},
+		{Text: "[save-restore] sr-after: FW SR TICK 192"},
+		{Text: "[save-restore] sr-after: FW SR BAD 193 scratch ff"},
+		{Text: "[save-restore] sr-after: FW SR TICK 256"},
+		{Text: "[libxl] sr-after: FW SR TICK 1"},
+	}
+	before, after, bad := SaveRestoreRounds(lines)
+	if before != 128 || after != 192 || len(bad) != 1 || bad[0] != "sr-after: round 193 scratch ff" {
+		t.Errorf("SaveRestoreRounds = %d, %d, %q", before, after, bad)
 	}
 }

@@ -1,0 +1,116 @@
+package xenbox
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// SaveRestoreFWPath is where dom0 finds the save/restore firmware.
+const SaveRestoreFWPath = "/xenbox/fw/saverestore.elf"
+
+// Values the save/restore firmware puts in device registers before it
+// starts counting, and checks on every round: godm must carry them
+// across xl save and xl restore (the guest's RAM and vCPU are Xen's).
+const (
+	srScratch = 0xa5       // COM1's scratch register (0x3ff)
+	srPIRQ    = 0x0b0a0509 // PIIX3's PIRQ routes (00:01.0 0x60)
+)
+
+// SaveRestoreFirmwareSource is a firmware that sets device registers,
+// then counts for ever: every round re-reads them and prints "FW SR
+// BAD <round> <what> <value>" on a difference, and every 64 rounds "FW
+// SR TICK <round>". Saved and restored in the middle, its rounds go on
+// from where they were (RAM and vCPU restored) and it reads no BAD (the
+// devices restored).
+func SaveRestoreFirmwareSource() string {
+	var b strings.Builder
+	b.WriteString(fwPrelude)
+	fmt.Fprintf(&b, `
+void fwmain(void) {
+	puts_("\nFW SR START\n");
+	out(0x3ff, 1, %#x);
+	out(0xcf8, 4, 0x80000000 | (1 << 11) | 0x60); out(0xcfc, 4, %#xu);
+	for (u32 round = 1; ; round++) {
+		u32 scr = in(0x3ff, 1);
+		out(0xcf8, 4, 0x80000000 | (1 << 11) | 0x60);
+		u32 pirq = in(0xcfc, 4);
+		if (scr != %#x) { puts_("FW SR BAD "); putdec(round); puts_(" scratch "); puthex(scr); puts_("\n"); }
+		if (pirq != %#xu) { puts_("FW SR BAD "); putdec(round); puts_(" pirq "); puthex(pirq); puts_("\n"); }
+		if ((round & 63) == 0) { puts_("FW SR TICK "); putdec(round); puts_("\n"); }
+	}
+}
+`, srScratch, srPIRQ, srScratch, srPIRQ)
+	b.WriteString(fwStart)
+	return b.String()
+}
+
+// BuildSaveRestoreFirmware compiles SaveRestoreFirmwareSource into
+// dir/name.elf.
+func BuildSaveRestoreFirmware(dir, name string) (string, error) {
+	return compileFirmware(dir, name, SaveRestoreFirmwareSource())
+}
+
+// SaveRestoreScenario is xl save and xl restore of an HVM guest whose
+// device model is godm, launched by libxl (device_model_override): the
+// firmware counts; after a few ticks xl save writes the domain (Xen's
+// vCPU and RAM records, and godm's device state through QMP stop, add-fd
+// and xen-save-devices-state) and destroys it; xl restore builds a new
+// domain and a new godm with -incoming fd:N. The COM1 file of each half
+// is relayed with "sr-before: " and "sr-after: " prefixes; the harness
+// checks that the rounds go on and no BAD line appears.
+func SaveRestoreScenario() Scenario {
+	cfg := LibxlConfig("sr", SaveRestoreFWPath, `vga = "none"
+serial = "file:/tmp/sr-com1.log"
+`)
+	return Scenario{Name: "save-restore", Script: fmt.Sprintf("cat > /tmp/sr.cfg <<'EOF'\n%sEOF\n", cfg) + `
+fail() { echo "$1"; for l in /var/log/xen/qemu-dm-sr.log*; do echo "--- $l"; cat $l; done; xl list; exit 1; }
+xl create /tmp/sr.cfg || fail "xl create failed"
+d=$(xl domid sr)
+echo "XENBOX-FACT domid=$d"
+waitfor /tmp/sr-com1.log "FW SR TICK 128" 120 || fail "no second tick before the save"
+xl save sr /tmp/sr.save || fail "xl save failed"
+xl list sr >/dev/null 2>&1 && fail "the domain is still there after xl save"
+godmgone 10 || fail "godm still runs after xl save"
+sed 's/^/sr-before: /' /tmp/sr-com1.log
+echo "XENBOX-FACT save_bytes=$(wc -c < /tmp/sr.save)"
+: > /tmp/sr-com1.log
+xl restore /tmp/sr.save || fail "xl restore failed"
+d=$(xl domid sr)
+echo "XENBOX-FACT restored_domid=$d"
+waitfor /tmp/sr-com1.log "FW SR TICK" 120 || fail "no tick after the restore"
+sleep 2
+xl destroy sr || fail "xl destroy failed"
+gone $d 30 || fail "domain $d still listed after xl destroy"
+godmgone 10 || fail "godm still runs after xl destroy"
+sed 's/^/sr-after: /' /tmp/sr-com1.log
+echo "--- qemu-dm-sr.log"; cat /var/log/xen/qemu-dm-sr.log
+exit 0`}
+}
+
+var srLine = regexp.MustCompile(`\[save-restore\] (sr-before|sr-after): FW SR (TICK|BAD) (\d+)(.*)$`)
+
+// SaveRestoreRounds returns the last tick before the save, the first
+// after the restore, and every BAD line, from a boot's console.
+func SaveRestoreRounds(lines []Line) (before, after uint64, bad []string) {
+	for _, l := range lines {
+		m := srLine.FindStringSubmatch(strings.TrimSpace(l.Text))
+		if m == nil {
+			continue
+		}
+		n, err := strconv.ParseUint(m[3], 10, 32)
+		if err != nil {
+			continue
+		}
+		switch {
+		case m[2] == "BAD":
+			bad = append(bad, m[1]+": round "+m[3]+m[4])
+		case m[1] == "sr-before":
+			before = max(before, n)
+		case after == 0 || n < after:
+			after = n
+		}
+	}
+	return before, after, bad
+}
