@@ -142,7 +142,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 	defer func() { backends.Close() }()
 	var m *machine.Machine
 	if !cfg.Probe {
-		spec := machine.Spec{Dom: hyp.DomID(cfg.Dom), VCPUs: cfg.VCPUs, MemBytes: cfg.MemMiB << 20,
+		spec := machine.Spec{Dom: hyp.DomID(cfg.Dom), VCPUs: cfg.VCPUs, OnlineVCPUs: cfg.OnlineVCPUs, MemBytes: cfg.MemMiB << 20,
 			MaxRAMBelow4G: cfg.Below4G, NoPlatformDevice: cfg.NoPlatform, Restrict: cfg.Restrict, Log: log,
 			DeathHint: deathHint}
 		if _, err := spec.Layout(); err != nil {
@@ -212,8 +212,9 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 	}
 	if host != nil {
 		stCfg.Host = host
-		// QEMU lists the vCPUs present (-smp's cpus), not the slots.
-		stCfg.VCPUs = cfg.OnlineVCPUs
+		// QEMU lists the vCPUs present (-smp's cpus) in query-cpus-fast
+		// and the slots (maxcpus) in query-hotpluggable-cpus.
+		stCfg.VCPUs, stCfg.MaxVCPUs = cfg.OnlineVCPUs, cfg.VCPUs
 		if stCfg.VCPUs == 0 {
 			// No -smp: libxl writes none for one vCPU (libxl_dm.c), and
 			// QEMU's default is one.
@@ -366,6 +367,19 @@ func (h *machineHost) DeviceAdd(args map[string]any) error {
 	if _, err := h.m.Board.Plug(drv, id, board.NewProps(props)); err != nil {
 		return qmp.Errorf("%v", err)
 	}
+	return nil
+}
+
+func (h *machineHost) HasDevice(id string) bool { return h.m.Board.Device(id) != nil }
+
+// PlugCPU sets the slot's bit in the PIIX4 processor bitmap (PRST), which
+// raises GPE0 bit 2: the DSDT's PRSC method then marks the processor
+// enabled and notifies the guest's OS (tools/libacpi/mk_dsdt.c).
+func (h *machineHost) PlugCPU(slot int) error {
+	if h.m.PM == nil {
+		return qmp.Errorf("CPU hotplug needs the machine's ACPI function (piix4-pm)")
+	}
+	h.m.PM.SetCPUPresent(slot, true)
 	return nil
 }
 

@@ -502,3 +502,88 @@ func TestDeviceHelp(t *testing.T) {
 		}
 	}
 }
+
+// waitReady waits for godm's xenstore readiness, as libxl does without
+// dm_restrict.
+func (r *dmRig) waitReady(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	statePath := fmt.Sprintf("/local/domain/0/device-model/%d/state", int(r.dom.ID()))
+	waited := make(chan error, 1)
+	go func() { waited <- r.xs.WaitValue(ctx, statePath, []byte("running")) }()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("waiting for %s: %v (log: %s)", statePath, err, r.log.String())
+		}
+	case err := <-r.done:
+		r.once.Do(func() { r.result = err })
+		t.Fatalf("godm ended early: %v (log: %s)", err, r.log.String())
+	}
+}
+
+// TestLibxlVCPUSet is xl vcpu-set 2 on a domain created with vcpus=1,
+// maxvcpus=2 (libxl: -smp 1,maxcpus=2): libxl's QMP sequence
+// (libxl_domain.c) makes vCPU 1 present in the PIIX4 processor bitmap the
+// guest's DSDT reads, with the CPU hotplug GPE and SCI.
+func TestLibxlVCPUSet(t *testing.T) {
+	r := newDMRig(t)
+	dom := int(r.dom.ID())
+	argv := strings.Replace(libxlArgv(dom, r.dir), "-serial pty", "-serial null -smp 1,maxcpus=2", 1)
+	r.start(t, argv, nil)
+	r.waitReady(t)
+	cpu := r.dom.VCPU(0)
+	in := func(port uint16, size int) uint64 {
+		t.Helper()
+		v, err := cpu.In(port, size)
+		if err != nil {
+			t.Fatalf("in %#x: %v", port, err)
+		}
+		return v
+	}
+	// hvmloader's MADT enables vCPU 0 only (avail_vcpus): PRST agrees.
+	if v := in(0xaf00, 1); v != 0x01 {
+		t.Fatalf("PRST before vcpu-set = %#x, want 0x01", v)
+	}
+	// The guest's ACPI enables GPE0 bit 2 (the DSDT's _E02).
+	if err := cpu.Out(0xafe2, 1, 0x04); err != nil {
+		t.Fatal(err)
+	}
+	q := qmpDial(t, filepath.Join(r.dir, fmt.Sprintf("qmp-libxl-%d", dom)))
+	ret, e := q.do("query-cpus-fast", nil)
+	if l, _ := ret.([]any); e != "" || len(l) != 1 {
+		t.Fatalf("query-cpus-fast = %v %s", ret, e)
+	}
+	ret, e = q.do("query-hotpluggable-cpus", nil)
+	if e != "" {
+		t.Fatal(e)
+	}
+	drv := ret.([]any)[0].(map[string]any)["type"].(string)
+	if _, e := q.do("device_add", map[string]any{"id": "cpu-1", "driver": drv, "socket-id": 1, "core-id": 0, "thread-id": 0}); e != "" {
+		t.Fatalf("device_add cpu-1: %s", e)
+	}
+	if v := in(0xaf00, 1); v != 0x03 {
+		t.Errorf("PRST after vcpu-set = %#x, want 0x03", v)
+	}
+	if v := in(0xafe0, 1); v&0x04 == 0 {
+		t.Errorf("GPE0 status = %#x: no CPU hotplug event", v)
+	}
+	if !r.dom.ISAIRQLevel(9) {
+		t.Error("SCI (ISA IRQ 9) not raised")
+	}
+	if err := cpu.Out(0xafe0, 1, 0x04); err != nil { // the guest acknowledges
+		t.Fatal(err)
+	}
+	if r.dom.ISAIRQLevel(9) {
+		t.Error("SCI still raised after the guest cleared the event")
+	}
+	ret, _ = q.do("query-cpus-fast", nil)
+	if l, _ := ret.([]any); len(l) != 2 || l[1].(map[string]any)["qom-path"] != "/machine/peripheral/cpu-1" {
+		t.Errorf("query-cpus-fast after vcpu-set = %v", ret)
+	}
+	// A third vCPU has no slot.
+	if _, e := q.do("device_add", map[string]any{"id": "cpu-2", "driver": drv, "socket-id": 2, "core-id": 0, "thread-id": 0}); e != "GenericError: Invalid CPU socket-id: 2 must be in range 0:1" {
+		t.Errorf("device_add cpu-2: %q", e)
+	}
+}

@@ -33,6 +33,12 @@ type Host interface {
 	// unplugs one by id. Either may fail with a *qmp.Error.
 	DeviceAdd(args map[string]any) error
 	DeviceDel(id string) error
+	// HasDevice reports whether a device with this id is plugged.
+	HasDevice(id string) bool
+	// PlugCPU marks vCPU slot present (the PIIX4 processor bitmap) and
+	// raises the guest's CPU hotplug event; Xen runs the vCPU once the
+	// guest brings it up.
+	PlugCPU(slot int) error
 	// SetDirtyLog switches the log of the guest pages the devices write
 	// on or off (log-dirty); it fails with a *qmp.Error when the machine
 	// keeps no log.
@@ -60,7 +66,7 @@ type State struct {
 	emit     func(event string, data any)
 	quit     func()
 	chardevs []Chardev
-	vcpus    int
+	cpus     cpuState // guarded by mu
 	started  chan struct{} // closed on the first transition to running
 	dropPriv bool
 }
@@ -78,8 +84,11 @@ type StateConfig struct {
 	Quit func()
 	// Chardevs are query-chardev's answer.
 	Chardevs []Chardev
-	// VCPUs is how many vCPUs are online (query-cpus-fast).
-	VCPUs int
+	// VCPUs is how many vCPUs are online at start (-smp's cpus; slots
+	// 0..VCPUs-1), MaxVCPUs how many slots there are (-smp's maxcpus; 0:
+	// VCPUs), at most MaxCPUs. query-cpus-fast lists the online ones,
+	// query-hotpluggable-cpus the slots; device_add fills a slot.
+	VCPUs, MaxVCPUs int
 	// DropPrivileges says godm implements -run-with chroot= and user=
 	// (query-command-line-options reports them then, so that libxl
 	// 4.19+ passes -run-with; older libxl passes -chroot/-runas).
@@ -89,7 +98,7 @@ type StateConfig struct {
 // NewState returns the run state for cfg.
 func NewState(cfg StateConfig) *State {
 	s := &State{status: StatusRunning, host: cfg.Host, emit: cfg.Emit, quit: cfg.Quit,
-		chardevs: cfg.Chardevs, vcpus: cfg.VCPUs, started: make(chan struct{}), dropPriv: cfg.DropPrivileges}
+		chardevs: cfg.Chardevs, cpus: newCPUState(cfg.VCPUs, cfg.MaxVCPUs), started: make(chan struct{}), dropPriv: cfg.DropPrivileges}
 	if cfg.Prelaunch {
 		s.status = StatusPrelaunch
 	} else {
@@ -246,15 +255,16 @@ func (s *State) Commands() map[string]qmp.Handler {
 			if err := noArgs(r); err != nil {
 				return nil, err
 			}
-			out := make([]map[string]any, 0, s.vcpus)
-			for i := 0; i < s.vcpus; i++ {
-				// QEMU 7.2 CpuInfoFast; godm runs no vCPU threads (Xen
-				// does), so thread-id is 0.
-				out = append(out, map[string]any{"cpu-index": i, "qom-path": fmt.Sprintf("/machine/unattached/device[%d]", i),
-					"thread-id": 0, "target": "x86_64",
-					"props": map[string]any{"core-id": 0, "thread-id": 0, "socket-id": i}})
+			return s.cpusFast(), nil
+		},
+		"query-hotpluggable-cpus": func(r *qmp.Request) (any, error) {
+			if err := noArgs(r); err != nil {
+				return nil, err
 			}
-			return out, nil
+			if err := s.needHost(r); err != nil {
+				return nil, err
+			}
+			return s.hotpluggableCPUs(), nil
 		},
 		"query-pci": func(r *qmp.Request) (any, error) {
 			if err := noArgs(r); err != nil {
@@ -273,6 +283,15 @@ func (s *State) Commands() map[string]qmp.Handler {
 			if err := s.needHost(r); err != nil {
 				return nil, err
 			}
+			// xl vcpu-set: device_add {id: "cpu-N", driver: <the type
+			// query-hotpluggable-cpus gave>, socket-id: N, core-id: 0,
+			// thread-id: 0} (libxl_domain.c).
+			if drv, _ := r.Args["driver"].(string); isCPUDriver(drv) {
+				return nil, s.cpuAdd(r.Args)
+			}
+			if id, _ := r.Args["id"].(string); id != "" && s.cpuID(id) {
+				return nil, qmp.Errorf("Duplicate device ID '%s'", id)
+			}
 			return nil, s.host.DeviceAdd(r.Args)
 		},
 		"device_del": func(r *qmp.Request) (any, error) {
@@ -286,6 +305,12 @@ func (s *State) Commands() map[string]qmp.Handler {
 			}
 			if err := s.needHost(r); err != nil {
 				return nil, err
+			}
+			if s.cpuID(id) {
+				// The PIIX4's legacy CPU hotplug (the only kind hvmloader's
+				// DSDT drives) cannot unplug (QEMU 7.2 hw/acpi/piix4.c
+				// piix4_device_unplug_request_cb); libxl never asks.
+				return nil, qmp.Errorf("acpi: device unplug request for not supported device type: %s", CPUType)
 			}
 			if err := s.host.DeviceDel(id); err != nil {
 				return nil, err
@@ -380,6 +405,17 @@ func (s *State) hmp(line string) string {
 	case "info version":
 		v := qmp.DefaultVersion
 		return fmt.Sprintf("%d.%d.%d (%s)\r\n", v.Major, v.Minor, v.Micro, v.Package)
+	case "info cpus":
+		// QEMU 7.2 hmp_info_cpus; the monitor's current CPU is the first.
+		var b strings.Builder
+		for i, c := range s.cpusFast() {
+			mark := ' '
+			if i == 0 {
+				mark = '*'
+			}
+			fmt.Fprintf(&b, "%c CPU #%d: thread_id=%d\r\n", mark, c["cpu-index"], c["thread-id"])
+		}
+		return b.String()
 	case "info chardev":
 		var b strings.Builder
 		for _, c := range s.chardevs {

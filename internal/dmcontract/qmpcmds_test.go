@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +24,7 @@ type fakeHost struct {
 	calls []string
 	funcs []PCIFunction
 	noLog bool // SetDirtyLog fails
+	ids   []string // HasDevice
 }
 
 func (h *fakeHost) rec(s string) { h.mu.Lock(); h.calls = append(h.calls, s); h.mu.Unlock() }
@@ -42,6 +44,15 @@ func (h *fakeHost) DeviceDel(id string) error {
 		return nil
 	}
 	return qmp.NewError(qmp.ClassDeviceNotFound, "Device '%s' not found", id)
+}
+func (h *fakeHost) HasDevice(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Contains(h.ids, id)
+}
+func (h *fakeHost) PlugCPU(slot int) error {
+	h.rec(fmt.Sprint("cpu ", slot))
+	return nil
 }
 func (h *fakeHost) SetDirtyLog(on bool) error {
 	h.rec(fmt.Sprint("dirty-log ", on))
@@ -205,7 +216,7 @@ func TestPrelaunchContStop(t *testing.T) {
 	if l, _ := ret.([]any); len(l) != 2 || l[1].(map[string]any)["cpu-index"] != 1.0 {
 		t.Errorf("query-cpus-fast = %v", ret)
 	}
-	for _, cmd := range []string{"query-hotpluggable-cpus", "cpu-add", "xen-save-devices-state", "add-fd", "eject", "frobnicate"} {
+	for _, cmd := range []string{"query-cpus", "cpu-add", "xen-save-devices-state", "add-fd", "eject", "frobnicate"} {
 		if _, e := c.do(cmd, nil); !strings.HasPrefix(e, "CommandNotFound") {
 			t.Errorf("%s: %q, want CommandNotFound", cmd, e)
 		}

@@ -192,7 +192,7 @@ func TestRepliesConformToQEMUSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := &fakeHost{funcs: []PCIFunction{{Dev: d}, {QdevID: "pci-pt-03_00.0", Dev: d}}}
-	st := NewState(StateConfig{Prelaunch: true, Host: h, VCPUs: 2, DropPrivileges: true,
+	st := NewState(StateConfig{Prelaunch: true, Host: h, VCPUs: 2, MaxVCPUs: 3, DropPrivileges: true,
 		Chardevs: []Chardev{{"libxl-cmd", "unix:/run/q,server=on"}, {"serial0", "pty:/dev/pts/3"}}})
 	cmds := st.Commands()
 	calls := []struct {
@@ -200,7 +200,7 @@ func TestRepliesConformToQEMUSchema(t *testing.T) {
 		args map[string]any
 	}{
 		{"query-status", nil}, {"query-version", nil}, {"query-chardev", nil}, {"query-pci", nil},
-		{"query-cpus-fast", nil}, {"query-command-line-options", nil},
+		{"query-cpus-fast", nil}, {"query-hotpluggable-cpus", nil}, {"query-command-line-options", nil},
 		{"query-command-line-options", map[string]any{"option": "run-with"}}, {"query-vnc", nil},
 		{"human-monitor-command", map[string]any{"command-line": "info status"}},
 		{"cont", nil}, {"query-status", nil}, {"stop", nil}, {"query-status", nil}, {"system_reset", nil},
