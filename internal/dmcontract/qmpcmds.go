@@ -66,7 +66,7 @@ type State struct {
 	emit     func(event string, data any)
 	quit     func()
 	chardevs []Chardev
-	cpus     cpuState // guarded by mu
+	cpus     cpuState      // guarded by mu
 	started  chan struct{} // closed on the first transition to running
 	dropPriv bool
 }

@@ -23,7 +23,7 @@ type fakeHost struct {
 	mu    sync.Mutex
 	calls []string
 	funcs []PCIFunction
-	noLog bool // SetDirtyLog fails
+	noLog bool     // SetDirtyLog fails
 	ids   []string // HasDevice
 }
 
