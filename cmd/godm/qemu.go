@@ -324,14 +324,25 @@ var builtin = map[string]bool{"i440FX": true, "PIIX3": true, "piix4-pm": true, "
 func (h *machineHost) PCI() []dmcontract.PCIFunction {
 	var out []dmcontract.PCIFunction
 	for _, p := range h.m.Board.Devices() {
-		if p.PCI == nil {
+		var view dmcontract.PCIView
+		switch {
+		case p.PCI != nil:
+			view = p.PCI
+		default:
+			// A passed-through function (libxl's xl pci-attach polls
+			// query-pci for its qdev_id, slot and function).
+			if pt, ok := p.Dev.(*board.Passthrough); ok && pt.View != nil {
+				view = pt.View
+			}
+		}
+		if view == nil {
 			continue
 		}
 		id := p.ID
 		if builtin[p.Driver] {
 			id = ""
 		}
-		out = append(out, dmcontract.PCIFunction{QdevID: id, Dev: p.PCI})
+		out = append(out, dmcontract.PCIFunction{QdevID: id, Dev: view})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Dev.SBDF() < out[j].Dev.SBDF() })
 	return out

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"godm/devices"
 	"godm/internal/qmp"
 	"godm/pci"
 )
@@ -48,7 +49,15 @@ type Host interface {
 // PCIFunction is one function of query-pci.
 type PCIFunction struct {
 	QdevID string // "" for the machine's built-in functions, as QEMU
-	Dev    *pci.Device
+	Dev    PCIView
+}
+
+// PCIView is a function as the guest sees it: an emulated *pci.Device or
+// a passed-through function.
+type PCIView interface {
+	SBDF() devices.SBDF
+	ConfigRead(off uint32, size uint8) uint32
+	Regions() []pci.Region
 }
 
 // Chardev is one line of query-chardev.
@@ -428,10 +437,10 @@ func (s *State) hmp(line string) string {
 		}
 		var b strings.Builder
 		for _, f := range s.host.PCI() {
-			h := f.Dev.Header()
+			h := readHeader(f.Dev)
 			sbdf := f.Dev.SBDF()
 			fmt.Fprintf(&b, "  Bus  0, device %3d, function %d:\r\n    class %04x: PCI device %04x:%04x\r\n",
-				sbdf.Dev(), sbdf.Fn(), h.Class>>8, h.VendorID, h.DeviceID)
+				sbdf.Dev(), sbdf.Fn(), h.class, h.vendor, h.device)
 			if f.QdevID != "" {
 				fmt.Fprintf(&b, "      id %q\r\n", f.QdevID)
 			}
@@ -442,27 +451,75 @@ func (s *State) hmp(line string) string {
 	return fmt.Sprintf("unknown command: '%s'\r\n", cmd)
 }
 
+// pciHeader is the identity query-pci and info pci show, read from the
+// configuration space as the guest sees it (QEMU 7.2 hw/pci/pci-qmp-cmds.c
+// reads its config the same way).
+type pciHeader struct {
+	vendor, device, subVendor, sub uint16
+	class                          uint16 // base class and subclass
+	pin, line                      uint8
+}
+
+func readHeader(d PCIView) pciHeader {
+	return pciHeader{
+		vendor: uint16(d.ConfigRead(0x00, 2)), device: uint16(d.ConfigRead(0x02, 2)),
+		class:     uint16(d.ConfigRead(0x0a, 2)),
+		subVendor: uint16(d.ConfigRead(0x2c, 2)), sub: uint16(d.ConfigRead(0x2e, 2)),
+		line: uint8(d.ConfigRead(0x3c, 1)), pin: uint8(d.ConfigRead(0x3d, 1)),
+	}
+}
+
+// pciClassDesc are QEMU's names of the classes (hw/pci/pci.c
+// pci_class_descriptions) that godm's machines carry or can pass through
+// commonly; query-pci leaves "desc" out for the others, as QEMU does for
+// classes its table lacks.
+var pciClassDesc = map[uint16]string{
+	0x0100: "SCSI controller", 0x0101: "IDE controller", 0x0104: "RAID controller", 0x0106: "SATA controller",
+	0x0200: "Ethernet controller", 0x0300: "VGA controller", 0x0403: "Audio controller",
+	0x0600: "Host bridge", 0x0601: "ISA bridge", 0x0604: "PCI bridge", 0x0680: "Bridge",
+	0x0700: "Serial port", 0x0c03: "USB controller",
+}
+
 // pciInfo is one PciDeviceInfo of query-pci (QEMU 7.2 qapi/pci.json).
 func pciInfo(f PCIFunction) map[string]any {
-	h := f.Dev.Header()
+	h := readHeader(f.Dev)
 	sbdf := f.Dev.SBDF()
-	// regions stay empty: PciMemoryRegion needs each BAR's size, which
-	// the pci package does not expose yet (libxl reads slot and
-	// function only).
-	regions := make([]map[string]any, 0)
+	class := map[string]any{"class": int(h.class)}
+	if d, ok := pciClassDesc[h.class]; ok {
+		class["desc"] = d
+	}
+	regions := make([]map[string]any, 0, 7)
+	for _, r := range f.Dev.Regions() {
+		// PciMemoryRegion: address -1 while the BAR does not decode
+		// (QEMU's PCI_BAR_UNMAPPED), as QEMU 7.2 answers before the
+		// firmware places the BARs.
+		addr := int64(-1)
+		if r.Mapped {
+			addr = int64(r.Address)
+		}
+		e := map[string]any{"bar": r.BAR, "address": addr, "size": r.Size}
+		if r.IO {
+			e["type"] = "io"
+		} else {
+			e["type"] = "memory"
+			e["prefetch"] = r.Prefetch
+			e["mem_type_64"] = r.Mem64
+		}
+		regions = append(regions, e)
+	}
 	info := map[string]any{
 		"bus": 0, "slot": int(sbdf.Dev()), "function": int(sbdf.Fn()),
-		"class_info": map[string]any{"class": int(h.Class >> 8)},
-		"id": map[string]any{"vendor": int(h.VendorID), "device": int(h.DeviceID),
-			"subsystem-vendor": int(h.SubsystemVendorID), "subsystem": int(h.SubsystemID)},
+		"class_info": class,
+		"id": map[string]any{"vendor": int(h.vendor), "device": int(h.device),
+			"subsystem-vendor": int(h.subVendor), "subsystem": int(h.sub)},
 		"qdev_id": f.QdevID,
 		"regions": regions,
-		// QEMU 7.2 hw/pci/pci.c qmp_query_pci_device: irq_pin always,
-		// irq (the line register) when there is a pin.
-		"irq_pin": int(h.InterruptPin),
+		// QEMU 7.2 qmp_query_pci_device: irq_pin always, irq (the line
+		// register) when there is a pin.
+		"irq_pin": int(h.pin),
 	}
-	if h.InterruptPin != 0 {
-		info["irq"] = int(f.Dev.ConfigRead(0x3c, 1))
+	if h.pin != 0 {
+		info["irq"] = int(h.line)
 	}
 	return info
 }
