@@ -21,11 +21,17 @@ import (
 	"godm/internal/cli"
 	"godm/internal/dmcontract"
 	"godm/internal/machine"
+	"godm/internal/metrics"
 	"godm/internal/qemuopts"
 	"godm/internal/qmp"
 	"godm/internal/unixsock"
 	"godm/passthrough"
 )
+
+// MetricsEnv names the environment variable that opens godm's Prometheus
+// endpoint: "unix:PATH" or a loopback "HOST:PORT" ("%d" in it becomes the
+// domain id). Unset: no endpoint (the default).
+const MetricsEnv = "GODM_METRICS"
 
 // qemuEnv is what the qemu-xen entry point takes from the process; tests
 // substitute a simulated Xen and xenstore.
@@ -103,6 +109,21 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		}
 		mons = append(mons, mon{m.ID, ln})
 		chardevs = append(chardevs, dmcontract.Chardev{Label: m.ID, Filename: name})
+	}
+
+	// The opt-in metrics endpoint (GODM_METRICS: unix:PATH or a loopback
+	// HOST:PORT), opened with the monitors, before privileges drop.
+	var metricsLn net.Listener
+	if a := env.Getenv(MetricsEnv); a != "" && !cfg.Probe {
+		a = strings.ReplaceAll(a, "%d", strconv.Itoa(cfg.Dom))
+		if metricsLn, err = metrics.Listen(a); err != nil {
+			return fmt.Errorf("%s=%s: %w", MetricsEnv, a, err)
+		}
+		defer func() {
+			if metricsLn != nil {
+				metricsLn.Close()
+			}
+		}()
 	}
 
 	var deathHint <-chan struct{}
@@ -251,6 +272,12 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 	if err := backends.Start(); err != nil {
 		return fmt.Errorf("serve %v: %w", m.Spec.Dom, err)
 	}
+	if metricsLn != nil {
+		ms := metrics.Serve(metricsLn, m.Metrics)
+		metricsLn = nil // the server owns it now
+		defer ms.Close()
+		log.Info("metrics endpoint", "addr", ms.Addr().String())
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- m.Serve(ctx) }()
 	fmt.Fprintf(w, "godm: serving %v as ioreq server %d (%s)\n", m.Spec.Dom, m.Server.ID(), st.Status())
@@ -307,6 +334,8 @@ type machineHost struct{ m *machine.Machine }
 func (h *machineHost) Pause()  { h.m.Board.Pause() }
 func (h *machineHost) Resume() { h.m.Board.Resume() }
 func (h *machineHost) Reset()  { h.m.Board.Reset() }
+
+func (h *machineHost) Metrics() []metrics.Family { return h.m.Metrics() }
 
 func (h *machineHost) SetDirtyLog(on bool) error {
 	l := h.m.Dirty()

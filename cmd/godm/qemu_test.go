@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -531,6 +532,7 @@ func TestLibxlVCPUSet(t *testing.T) {
 	r := newDMRig(t)
 	dom := int(r.dom.ID())
 	argv := strings.Replace(libxlArgv(dom, r.dir), "-serial pty", "-serial null -smp 1,maxcpus=2", 1)
+	r.env[MetricsEnv] = "unix:" + r.dir + "/metrics-%d"
 	r.start(t, argv, nil)
 	r.waitReady(t)
 	cpu := r.dom.VCPU(0)
@@ -585,5 +587,46 @@ func TestLibxlVCPUSet(t *testing.T) {
 	// A third vCPU has no slot.
 	if _, e := q.do("device_add", map[string]any{"id": "cpu-2", "driver": drv, "socket-id": 2, "core-id": 0, "thread-id": 0}); e != "GenericError: Invalid CPU socket-id: 2 must be in range 0:1" {
 		t.Errorf("device_add cpu-2: %q", e)
+	}
+
+	// The counters of what the guest did: 5 port accesses above, through
+	// the ioreq slot, to the piix4-pm function; on QMP and on the opt-in
+	// endpoint (GODM_METRICS, the domain id substituted).
+	ret, e = q.do("x-godm-query-stats", nil)
+	if e != "" {
+		t.Fatal(e)
+	}
+	pio := -1.0
+	for _, f := range ret.(map[string]any)["metrics"].([]any) {
+		f := f.(map[string]any)
+		if f["name"] != "godm_ioreq_requests_total" {
+			continue
+		}
+		for _, s := range f["samples"].([]any) {
+			s := s.(map[string]any)
+			if l := s["labels"].(map[string]any); l["kind"] == "pio" && l["path"] == "sync" {
+				pio = s["value"].(float64)
+			}
+		}
+	}
+	if pio < 5 {
+		t.Errorf("x-godm-query-stats: pio sync requests %v, want at least the test's 5", pio)
+	}
+	c, err := net.Dial("unix", fmt.Sprintf("%s/metrics-%d", r.dir, dom))
+	if err != nil {
+		t.Fatalf("metrics endpoint: %v (log: %s)", err, r.log.String())
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: godm\r\n\r\n")
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := string(b)
+	for _, want := range []string{"HTTP/1.1 200 OK", "# TYPE godm_ioreq_latency_seconds histogram",
+		`godm_device_events_total{device=`, `godm_evtchn_events_total{event="notify"}`, `godm_ioreq_requests_total{kind="pio",path="sync"} `} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics endpoint: no %q in\n%s", want, body)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"godm/devices"
+	"godm/internal/metrics"
 	"godm/internal/qmp"
 	"godm/pci"
 )
@@ -44,6 +45,8 @@ type Host interface {
 	// on or off (log-dirty); it fails with a *qmp.Error when the machine
 	// keeps no log.
 	SetDirtyLog(enable bool) error
+	// Metrics gathers the machine's counters (x-godm-query-stats).
+	Metrics() []metrics.Family
 }
 
 // PCIFunction is one function of query-pci.
@@ -177,6 +180,9 @@ func (s *State) needHost(r *qmp.Request) error {
 	}
 	return nil
 }
+
+// StatsCommand is godm's QMP query of its counters.
+const StatsCommand = "x-godm-query-stats"
 
 // Commands returns the QMP command table (qmp_capabilities is the
 // server's). Commands libxl sends that godm does not implement are
@@ -345,6 +351,17 @@ func (s *State) Commands() map[string]qmp.Handler {
 			// the global dirty log of guest memory; godm's is the
 			// machine's memory.DirtyLog.
 			return nil, s.host.SetDirtyLog(on)
+		},
+		// godm's own (QMP's x- prefix: not QEMU's, not stable): the
+		// counters the Prometheus endpoint serves, as JSON (docs/xl.md).
+		StatsCommand: func(r *qmp.Request) (any, error) {
+			if err := noArgs(r); err != nil {
+				return nil, err
+			}
+			if err := s.needHost(r); err != nil {
+				return nil, err
+			}
+			return map[string]any{"metrics": metrics.JSON(s.host.Metrics())}, nil
 		},
 		"human-monitor-command": func(r *qmp.Request) (any, error) {
 			a := qmp.ArgsOf(r.Args)

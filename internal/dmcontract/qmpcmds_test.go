@@ -15,6 +15,7 @@ import (
 	"godm/devices"
 	"godm/devices/uart"
 	"godm/devices/uart/pciserial"
+	"godm/internal/metrics"
 	"godm/internal/qmp"
 	"godm/internal/unixsock"
 	"godm/pci"
@@ -55,6 +56,11 @@ func (h *fakeHost) HasDevice(id string) bool {
 func (h *fakeHost) PlugCPU(slot int) error {
 	h.rec(fmt.Sprint("cpu ", slot))
 	return nil
+}
+func (h *fakeHost) Metrics() []metrics.Family {
+	f := metrics.Family{Name: "godm_test_total", Type: metrics.Counter, Help: "test"}
+	f.Add(3, "device", "serial0")
+	return []metrics.Family{f}
 }
 func (h *fakeHost) SetDirtyLog(on bool) error {
 	h.rec(fmt.Sprint("dirty-log ", on))
@@ -412,5 +418,26 @@ func TestQueryPCILikeQEMU(t *testing.T) {
 	}
 	if !reflect.DeepEqual(gotJSON, want) {
 		t.Errorf("query-pci for pci-serial:\ngodm %s\nQEMU %v", b, want)
+	}
+}
+
+func TestStatsCommand(t *testing.T) {
+	c := dial(t, serve(t, NewState(StateConfig{Host: &fakeHost{}})))
+	ret, e := c.do(StatsCommand, nil)
+	if e != "" {
+		t.Fatal(e)
+	}
+	b, _ := json.Marshal(ret)
+	want := `{"metrics":[{"help":"test","name":"godm_test_total","samples":[{"labels":{"device":"serial0"},"name":"godm_test_total","value":3}],"type":"counter"}]}`
+	if string(b) != want {
+		t.Errorf("%s = %s, want %s", StatsCommand, b, want)
+	}
+	if _, e := c.do(StatsCommand, map[string]any{"x": 1}); e != "GenericError: Parameter 'x' is unexpected" {
+		t.Errorf("with an argument: %q", e)
+	}
+	// The probe has no machine to count.
+	c = dial(t, serve(t, NewState(StateConfig{})))
+	if _, e := c.do(StatsCommand, nil); !strings.Contains(e, "the machine is 'none'") {
+		t.Errorf("on the probe: %q", e)
 	}
 }
