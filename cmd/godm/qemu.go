@@ -243,10 +243,11 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		}
 	}
 	st = dmcontract.NewState(stCfg)
-	srv, err = qmp.NewServer(qmp.Config{Commands: st.Commands(), Log: log})
+	srv, err = qmp.NewServer(qmp.Config{Commands: st.Commands(), Log: log, OnDisconnect: st.ClientGone})
 	if err != nil {
 		return err
 	}
+	defer st.FDSets().Close()
 	defer srv.Close()
 
 	// Every handle is open: drop privileges before serving anything.

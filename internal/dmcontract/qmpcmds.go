@@ -78,7 +78,8 @@ type State struct {
 	emit     func(event string, data any)
 	quit     func()
 	chardevs []Chardev
-	cpus     cpuState      // guarded by mu
+	cpus     cpuState // guarded by mu
+	fds      *FDSets
 	started  chan struct{} // closed on the first transition to running
 	dropPriv bool
 }
@@ -110,7 +111,7 @@ type StateConfig struct {
 // NewState returns the run state for cfg.
 func NewState(cfg StateConfig) *State {
 	s := &State{status: StatusRunning, host: cfg.Host, emit: cfg.Emit, quit: cfg.Quit,
-		chardevs: cfg.Chardevs, cpus: newCPUState(cfg.VCPUs, cfg.MaxVCPUs), started: make(chan struct{}), dropPriv: cfg.DropPrivileges}
+		chardevs: cfg.Chardevs, cpus: newCPUState(cfg.VCPUs, cfg.MaxVCPUs), fds: NewFDSets(), started: make(chan struct{}), dropPriv: cfg.DropPrivileges}
 	if cfg.Prelaunch {
 		s.status = StatusPrelaunch
 	} else {
@@ -189,6 +190,23 @@ const StatsCommand = "x-godm-query-stats"
 // absent, so the server answers them with CommandNotFound, as a QEMU
 // built without the feature does.
 func (s *State) Commands() map[string]qmp.Handler {
+	cmds := s.commands()
+	s.fdCommands(cmds)
+	return cmds
+}
+
+// FDSets are the descriptors QMP clients passed (add-fd, getfd).
+func (s *State) FDSets() *FDSets { return s.fds }
+
+// ClientGone is qmp.Config.OnDisconnect: once no client is left on any
+// monitor, the fdsets' descriptors are closed, as QEMU does.
+func (s *State) ClientGone(monitor string, remaining int) {
+	if remaining == 0 {
+		s.fds.ClientsGone()
+	}
+}
+
+func (s *State) commands() map[string]qmp.Handler {
 	return map[string]qmp.Handler{
 		"query-status": func(r *qmp.Request) (any, error) {
 			if err := noArgs(r); err != nil {

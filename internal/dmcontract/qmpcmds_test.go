@@ -224,7 +224,7 @@ func TestPrelaunchContStop(t *testing.T) {
 	if l, _ := ret.([]any); len(l) != 2 || l[1].(map[string]any)["cpu-index"] != 1.0 {
 		t.Errorf("query-cpus-fast = %v", ret)
 	}
-	for _, cmd := range []string{"query-cpus", "cpu-add", "xen-save-devices-state", "add-fd", "eject", "frobnicate"} {
+	for _, cmd := range []string{"query-cpus", "cpu-add", "xen-save-devices-state", "eject", "frobnicate"} {
 		if _, e := c.do(cmd, nil); !strings.HasPrefix(e, "CommandNotFound") {
 			t.Errorf("%s: %q, want CommandNotFound", cmd, e)
 		}
