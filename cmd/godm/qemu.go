@@ -47,6 +47,9 @@ type qemuEnv struct {
 	// Stdout receives what QEMU prints on its standard output (-version,
 	// -device help); nil: the log writer.
 	Stdout io.Writer
+	// Sysfs is where sysfs is mounted, for passed-through functions
+	// ("": /sys).
+	Sysfs string
 }
 
 // cmdQEMU serves a domain as libxl's device model, from the qemu-xen
@@ -208,7 +211,11 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 			var mgr *passthrough.Manager
 			m.Board.Env().Passthrough = func() (board.PCIPassthrough, error) {
 				if mgr == nil {
-					mg, _, err := passthroughManager(m, "/sys", log)
+					sysfs := env.Sysfs
+					if sysfs == "" {
+						sysfs = "/sys"
+					}
+					mg, _, err := passthroughManager(m, sysfs, log)
 					if err != nil {
 						return nil, err
 					}
