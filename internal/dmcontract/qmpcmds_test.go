@@ -38,7 +38,8 @@ func (h *fakeHost) PCI() []PCIFunction {
 	return h.funcs
 }
 func (h *fakeHost) DeviceAdd(args map[string]any) error {
-	h.rec("add " + args["driver"].(string))
+	drv, _ := args["driver"].(string)
+	h.rec("add " + drv)
 	return qmp.Errorf("no passthrough here")
 }
 func (h *fakeHost) DeviceDel(id string) error {
