@@ -97,8 +97,10 @@ type Counters struct {
 	// and reads/unmasks.
 	NotifyErrors, EventErrors uint64
 	// Latency is the histogram of synchronous request service times, from
-	// claim to response.
-	Latency [LatencyBuckets]uint64
+	// claim to response, of the sampled requests (WorkerConfig's
+	// sampling); LatencySum is their sum in nanoseconds.
+	Latency    [LatencyBuckets]uint64
+	LatencySum uint64
 }
 
 // Total returns the number of synchronous plus buffered requests.
@@ -134,6 +136,7 @@ func (c *Counters) add(o *Counters) {
 	for i := range c.Latency {
 		c.Latency[i] += o.Latency[i]
 	}
+	c.LatencySum += o.LatencySum
 }
 
 // Stats holds the counters of one worker (or of a test's dispatcher). The
@@ -147,6 +150,7 @@ type Stats struct {
 	bufFull, wakeups, spinHits           atomic.Uint64
 	notifyErrors, eventErrors            atomic.Uint64
 	latency                              [LatencyBuckets]atomic.Uint64
+	latencySum                           atomic.Uint64
 	_                                    [64]byte // keep neighbours off the last cache line
 }
 
@@ -182,6 +186,7 @@ func (s *Stats) AddTo(dst *Counters) {
 	for i := range c.Latency {
 		c.Latency[i] = s.latency[i].Load()
 	}
+	c.LatencySum = s.latencySum.Load()
 	dst.add(&c)
 }
 
@@ -195,6 +200,9 @@ func (s *Stats) observe(d time.Duration) {
 		b = LatencyBuckets - 1
 	}
 	s.latency[b].Add(1)
+	if d > 0 {
+		s.latencySum.Add(uint64(d))
+	}
 }
 
 // LatencyQuantile returns an upper bound (the top of the bucket) of the

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"godm/devices"
+	"godm/pci"
 
 	"golang.org/x/sys/unix"
 )
@@ -445,3 +446,41 @@ func (r romHandler) Read(a devices.Access) uint64 {
 }
 
 func (romHandler) Write(devices.Access, uint64) {}
+
+// Regions describes the guest's BARs and expansion ROM as QMP's
+// query-pci reports them: sizes and types as the guest sees them, the
+// guest address where each decodes (command register and a valid base,
+// as for an emulated function; QEMU's xen_pt registers them as the
+// emulated device's regions).
+func (d *Device) Regions() []pci.Region {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cmd := d.commandLocked()
+	var out []pci.Region
+	for i := range d.bars {
+		b := &d.bars[i]
+		if b.kind != barIO && b.kind != barMem32 && b.kind != barMem64 {
+			continue
+		}
+		r := pci.Region{BAR: i, IO: b.kind == barIO, Mem64: b.kind == barMem64, Prefetch: b.prefetch, Size: b.size}
+		r.Address = d.guestAddr(i)
+		if r.IO {
+			r.Mapped = cmd&cmdIO != 0 && r.Address != 0 && r.Address+b.size <= 1<<16
+		} else {
+			r.Mapped = cmd&cmdMemory != 0 && validMem(r.Address, b.size, b.kind == barMem64)
+		}
+		out = append(out, r)
+	}
+	if d.rom.size != 0 {
+		v := d.t.get(0x30, 4)
+		base := uint64(v &^ 0x7ff)
+		out = append(out, pci.Region{BAR: 6, Size: d.rom.size, Address: base,
+			Mapped: v&1 != 0 && cmd&cmdMemory != 0 && validMem(base, d.rom.size, false)})
+	}
+	return out
+}
+
+// ConfigRead reads the configuration space as the guest sees it.
+func (d *Device) ConfigRead(off uint32, size uint8) uint32 {
+	return uint32(d.Read(devices.Access{Addr: uint64(off), Offset: uint64(off), Size: size}))
+}

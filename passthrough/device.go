@@ -554,3 +554,7 @@ func (d *Device) fail(what string, err error) error {
 	d.cfg.Log.Error("passthrough: "+what, "host", d.cfg.Host.Addr, "err", err)
 	return err
 }
+
+// StatsValue is Stats as a plain value, for counter collectors that
+// cannot import this package (internal/machine's metrics).
+func (d *Device) StatsValue() any { return d.Stats() }

@@ -166,6 +166,7 @@ type Plugged struct {
 	ID   string
 	Host devices.SBDF
 	SBDF devices.SBDF // guest address
+	Dev  *Device      // the function as the guest sees it
 }
 
 // NewManager returns an empty Manager.
@@ -223,7 +224,7 @@ func (m *Manager) AddWith(spec DeviceSpec, opts AddOptions) (_ Plugged, err erro
 	}
 	spec.Slot = slot
 	m.devs[spec.ID] = &managed{spec: spec, host: host, dev: dev}
-	return Plugged{ID: spec.ID, Host: spec.HostAddr, SBDF: dev.SBDF()}, nil
+	return Plugged{ID: spec.ID, Host: spec.HostAddr, SBDF: dev.SBDF(), Dev: dev}, nil
 }
 
 // reserveSlot claims slot (or, if negative, the lowest free one).
@@ -304,7 +305,7 @@ func (m *Manager) List() []Plugged {
 	defer m.mu.Unlock()
 	var out []Plugged
 	for _, d := range m.devs {
-		out = append(out, Plugged{ID: d.spec.ID, Host: d.spec.HostAddr, SBDF: d.dev.SBDF()})
+		out = append(out, Plugged{ID: d.spec.ID, Host: d.spec.HostAddr, SBDF: d.dev.SBDF(), Dev: d.dev})
 	}
 	slices.SortFunc(out, func(a, b Plugged) int { return int(a.SBDF) - int(b.SBDF) })
 	return out

@@ -314,3 +314,40 @@ func (h *barHandler) Write(a devices.Access, v uint64) {
 		bh.Write(a, v)
 	}
 }
+
+// Region describes one BAR (or the expansion ROM) as QMP's query-pci
+// reports it (QEMU 7.2 qapi/pci.json PciMemoryRegion).
+type Region struct {
+	// BAR is 0..5, or 6 for the expansion ROM.
+	BAR int
+	// IO is an I/O-port BAR; otherwise memory, 64-bit if Mem64.
+	IO, Mem64, Prefetch bool
+	// Size is the BAR's size in bytes.
+	Size uint64
+	// Address is where the BAR decodes now; Mapped is false when it
+	// does not (decoding off, or an unassigned or invalid base; QEMU
+	// reports address -1 then).
+	Address uint64
+	Mapped  bool
+}
+
+// Regions returns the implemented BARs and the ROM, in register order,
+// with where each decodes now (BARAddress).
+func (d *Device) Regions() []Region {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []Region
+	for i := range d.bars {
+		b := &d.bars[i]
+		if b.kind != BARIO && b.kind != BARMem32 && b.kind != BARMem64 {
+			continue
+		}
+		r := Region{BAR: i, IO: b.kind == BARIO, Mem64: b.kind == BARMem64, Size: b.size}
+		if !r.IO && i != romIndex {
+			r.Prefetch = get32(d.cfg, barReg(i))&barPrefetchable != 0
+		}
+		r.Address, r.Mapped = d.barAddressLocked(i)
+		out = append(out, r)
+	}
+	return out
+}

@@ -22,11 +22,17 @@ import (
 	"godm/internal/cli"
 	"godm/internal/dmcontract"
 	"godm/internal/machine"
+	"godm/internal/metrics"
 	"godm/internal/qemuopts"
 	"godm/internal/qmp"
 	"godm/internal/unixsock"
 	"godm/passthrough"
 )
+
+// MetricsEnv names the environment variable that opens godm's Prometheus
+// endpoint: "unix:PATH" or a loopback "HOST:PORT" ("%d" in it becomes the
+// domain id). Unset: no endpoint (the default).
+const MetricsEnv = "GODM_METRICS"
 
 // qemuEnv is what the qemu-xen entry point takes from the process; tests
 // substitute a simulated Xen and xenstore.
@@ -42,6 +48,9 @@ type qemuEnv struct {
 	// Stdout receives what QEMU prints on its standard output (-version,
 	// -device help); nil: the log writer.
 	Stdout io.Writer
+	// Sysfs is where sysfs is mounted, for passed-through functions
+	// ("": /sys).
+	Sysfs string
 }
 
 // cmdQEMU serves a domain as libxl's device model, from the qemu-xen
@@ -106,6 +115,21 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		chardevs = append(chardevs, dmcontract.Chardev{Label: m.ID, Filename: name})
 	}
 
+	// The opt-in metrics endpoint (GODM_METRICS: unix:PATH or a loopback
+	// HOST:PORT), opened with the monitors, before privileges drop.
+	var metricsLn net.Listener
+	if a := env.Getenv(MetricsEnv); a != "" && !cfg.Probe {
+		a = strings.ReplaceAll(a, "%d", strconv.Itoa(cfg.Dom))
+		if metricsLn, err = metrics.Listen(a); err != nil {
+			return fmt.Errorf("%s=%s: %w", MetricsEnv, a, err)
+		}
+		defer func() {
+			if metricsLn != nil {
+				metricsLn.Close()
+			}
+		}()
+	}
+
 	var deathHint <-chan struct{}
 	var xs *xenstore.Client
 	if !cfg.Probe && !cfg.Restrict {
@@ -143,7 +167,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 	defer func() { backends.Close() }()
 	var m *machine.Machine
 	if !cfg.Probe {
-		spec := machine.Spec{Dom: hyp.DomID(cfg.Dom), VCPUs: cfg.VCPUs, MemBytes: cfg.MemMiB << 20,
+		spec := machine.Spec{Dom: hyp.DomID(cfg.Dom), VCPUs: cfg.VCPUs, OnlineVCPUs: cfg.OnlineVCPUs, MemBytes: cfg.MemMiB << 20,
 			MaxRAMBelow4G: cfg.Below4G, NoPlatformDevice: cfg.NoPlatform, Restrict: cfg.Restrict, Log: log,
 			DeathHint: deathHint}
 		if _, err := spec.Layout(); err != nil {
@@ -198,7 +222,11 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 			var mgr *passthrough.Manager
 			m.Board.Env().Passthrough = func() (board.PCIPassthrough, error) {
 				if mgr == nil {
-					mg, _, err := passthroughManager(m, "/sys", log)
+					sysfs := env.Sysfs
+					if sysfs == "" {
+						sysfs = "/sys"
+					}
+					mg, _, err := passthroughManager(m, sysfs, log)
 					if err != nil {
 						return nil, err
 					}
@@ -224,8 +252,9 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 	}
 	if host != nil {
 		stCfg.Host = host
-		// QEMU lists the vCPUs present (-smp's cpus), not the slots.
-		stCfg.VCPUs = cfg.OnlineVCPUs
+		// QEMU lists the vCPUs present (-smp's cpus) in query-cpus-fast
+		// and the slots (maxcpus) in query-hotpluggable-cpus.
+		stCfg.VCPUs, stCfg.MaxVCPUs = cfg.OnlineVCPUs, cfg.VCPUs
 		if stCfg.VCPUs == 0 {
 			// No -smp: libxl writes none for one vCPU (libxl_dm.c), and
 			// QEMU's default is one.
@@ -233,10 +262,11 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		}
 	}
 	st = dmcontract.NewState(stCfg)
-	srv, err = qmp.NewServer(qmp.Config{Commands: st.Commands(), Log: log})
+	srv, err = qmp.NewServer(qmp.Config{Commands: st.Commands(), Log: log, OnDisconnect: st.ClientGone})
 	if err != nil {
 		return err
 	}
+	defer st.FDSets().Close()
 	defer srv.Close()
 
 	// Every handle is open: drop privileges before serving anything.
@@ -261,6 +291,12 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 	}
 	if err := backends.Start(); err != nil {
 		return fmt.Errorf("serve %v: %w", m.Spec.Dom, err)
+	}
+	if metricsLn != nil {
+		ms := metrics.Serve(metricsLn, m.Metrics)
+		metricsLn = nil // the server owns it now
+		defer ms.Close()
+		log.Info("metrics endpoint", "addr", ms.Addr().String())
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- m.Serve(ctx) }()
@@ -319,6 +355,8 @@ func (h *machineHost) Pause()  { h.m.Board.Pause() }
 func (h *machineHost) Resume() { h.m.Board.Resume() }
 func (h *machineHost) Reset()  { h.m.Board.Reset() }
 
+func (h *machineHost) Metrics() []metrics.Family { return h.m.Metrics() }
+
 func (h *machineHost) SetDirtyLog(on bool) error {
 	if h.m.Dirty() == nil {
 		return qmp.Errorf("dirty logging needs the guest's RAM size (-m)")
@@ -367,14 +405,25 @@ var builtin = map[string]bool{"i440FX": true, "PIIX3": true, "piix4-pm": true, "
 func (h *machineHost) PCI() []dmcontract.PCIFunction {
 	var out []dmcontract.PCIFunction
 	for _, p := range h.m.Board.Devices() {
-		if p.PCI == nil {
+		var view dmcontract.PCIView
+		switch {
+		case p.PCI != nil:
+			view = p.PCI
+		default:
+			// A passed-through function (libxl's xl pci-attach polls
+			// query-pci for its qdev_id, slot and function).
+			if pt, ok := p.Dev.(*board.Passthrough); ok && pt.View != nil {
+				view = pt.View
+			}
+		}
+		if view == nil {
 			continue
 		}
 		id := p.ID
 		if builtin[p.Driver] {
 			id = ""
 		}
-		out = append(out, dmcontract.PCIFunction{QdevID: id, Dev: p.PCI})
+		out = append(out, dmcontract.PCIFunction{QdevID: id, Dev: view})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Dev.SBDF() < out[j].Dev.SBDF() })
 	return out
@@ -410,6 +459,19 @@ func (h *machineHost) DeviceAdd(args map[string]any) error {
 	if _, err := h.m.Board.Plug(drv, id, board.NewProps(props)); err != nil {
 		return qmp.Errorf("%v", err)
 	}
+	return nil
+}
+
+func (h *machineHost) HasDevice(id string) bool { return h.m.Board.Device(id) != nil }
+
+// PlugCPU sets the slot's bit in the PIIX4 processor bitmap (PRST), which
+// raises GPE0 bit 2: the DSDT's PRSC method then marks the processor
+// enabled and notifies the guest's OS (tools/libacpi/mk_dsdt.c).
+func (h *machineHost) PlugCPU(slot int) error {
+	if h.m.PM == nil {
+		return qmp.Errorf("CPU hotplug needs the machine's ACPI function (piix4-pm)")
+	}
+	h.m.PM.SetCPUPresent(slot, true)
 	return nil
 }
 

@@ -3,23 +3,33 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"godm/devices"
+	"godm/hyp/domctl"
+	"godm/hyp/hcall"
 	"godm/hyp/kernel"
+	"godm/hyp/privcmd"
 	"godm/hyp/xensim"
 	"godm/hyp/xensim/xenstored"
+	"godm/internal/dmcontract"
 	"godm/internal/testfake"
 	"godm/memory/layout"
+	"godm/passthrough"
 	"golang.org/x/sys/unix"
 )
 
@@ -500,5 +510,350 @@ func TestDeviceHelp(t *testing.T) {
 				t.Errorf("-device %s: output lacks %q:\n%s", tc.arg, w, out.String())
 			}
 		}
+	}
+}
+
+// waitReady waits for godm's xenstore readiness, as libxl does without
+// dm_restrict.
+func (r *dmRig) waitReady(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	statePath := fmt.Sprintf("/local/domain/0/device-model/%d/state", int(r.dom.ID()))
+	waited := make(chan error, 1)
+	go func() { waited <- r.xs.WaitValue(ctx, statePath, []byte("running")) }()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("waiting for %s: %v (log: %s)", statePath, err, r.log.String())
+		}
+	case err := <-r.done:
+		r.once.Do(func() { r.result = err })
+		t.Fatalf("godm ended early: %v (log: %s)", err, r.log.String())
+	}
+}
+
+// TestLibxlVCPUSet is xl vcpu-set 2 on a domain created with vcpus=1,
+// maxvcpus=2 (libxl: -smp 1,maxcpus=2): libxl's QMP sequence
+// (libxl_domain.c) makes vCPU 1 present in the PIIX4 processor bitmap the
+// guest's DSDT reads, with the CPU hotplug GPE and SCI.
+func TestLibxlVCPUSet(t *testing.T) {
+	r := newDMRig(t)
+	dom := int(r.dom.ID())
+	argv := strings.Replace(libxlArgv(dom, r.dir), "-serial pty", "-serial null -smp 1,maxcpus=2", 1)
+	r.env[MetricsEnv] = "unix:" + r.dir + "/metrics-%d"
+	r.start(t, argv, nil)
+	r.waitReady(t)
+	cpu := r.dom.VCPU(0)
+	in := func(port uint16, size int) uint64 {
+		t.Helper()
+		v, err := cpu.In(port, size)
+		if err != nil {
+			t.Fatalf("in %#x: %v", port, err)
+		}
+		return v
+	}
+	// hvmloader's MADT enables vCPU 0 only (avail_vcpus): PRST agrees.
+	if v := in(0xaf00, 1); v != 0x01 {
+		t.Fatalf("PRST before vcpu-set = %#x, want 0x01", v)
+	}
+	// The guest's ACPI enables GPE0 bit 2 (the DSDT's _E02).
+	if err := cpu.Out(0xafe2, 1, 0x04); err != nil {
+		t.Fatal(err)
+	}
+	q := qmpDial(t, filepath.Join(r.dir, fmt.Sprintf("qmp-libxl-%d", dom)))
+	ret, e := q.do("query-cpus-fast", nil)
+	if l, _ := ret.([]any); e != "" || len(l) != 1 {
+		t.Fatalf("query-cpus-fast = %v %s", ret, e)
+	}
+	ret, e = q.do("query-hotpluggable-cpus", nil)
+	if e != "" {
+		t.Fatal(e)
+	}
+	drv := ret.([]any)[0].(map[string]any)["type"].(string)
+	if _, e := q.do("device_add", map[string]any{"id": "cpu-1", "driver": drv, "socket-id": 1, "core-id": 0, "thread-id": 0}); e != "" {
+		t.Fatalf("device_add cpu-1: %s", e)
+	}
+	if v := in(0xaf00, 1); v != 0x03 {
+		t.Errorf("PRST after vcpu-set = %#x, want 0x03", v)
+	}
+	if v := in(0xafe0, 1); v&0x04 == 0 {
+		t.Errorf("GPE0 status = %#x: no CPU hotplug event", v)
+	}
+	if !r.dom.ISAIRQLevel(9) {
+		t.Error("SCI (ISA IRQ 9) not raised")
+	}
+	if err := cpu.Out(0xafe0, 1, 0x04); err != nil { // the guest acknowledges
+		t.Fatal(err)
+	}
+	if r.dom.ISAIRQLevel(9) {
+		t.Error("SCI still raised after the guest cleared the event")
+	}
+	ret, _ = q.do("query-cpus-fast", nil)
+	if l, _ := ret.([]any); len(l) != 2 || l[1].(map[string]any)["qom-path"] != "/machine/peripheral/cpu-1" {
+		t.Errorf("query-cpus-fast after vcpu-set = %v", ret)
+	}
+	// A third vCPU has no slot.
+	if _, e := q.do("device_add", map[string]any{"id": "cpu-2", "driver": drv, "socket-id": 2, "core-id": 0, "thread-id": 0}); e != "GenericError: Invalid CPU socket-id: 2 must be in range 0:1" {
+		t.Errorf("device_add cpu-2: %q", e)
+	}
+
+	// The counters of what the guest did: 5 port accesses above, through
+	// the ioreq slot, to the piix4-pm function; on QMP and on the opt-in
+	// endpoint (GODM_METRICS, the domain id substituted).
+	ret, e = q.do("x-godm-query-stats", nil)
+	if e != "" {
+		t.Fatal(e)
+	}
+	pio := -1.0
+	for _, f := range ret.(map[string]any)["metrics"].([]any) {
+		f := f.(map[string]any)
+		if f["name"] != "godm_ioreq_requests_total" {
+			continue
+		}
+		for _, s := range f["samples"].([]any) {
+			s := s.(map[string]any)
+			if l := s["labels"].(map[string]any); l["kind"] == "pio" && l["path"] == "sync" {
+				pio = s["value"].(float64)
+			}
+		}
+	}
+	if pio < 5 {
+		t.Errorf("x-godm-query-stats: pio sync requests %v, want at least the test's 5", pio)
+	}
+	c, err := net.Dial("unix", fmt.Sprintf("%s/metrics-%d", r.dir, dom))
+	if err != nil {
+		t.Fatalf("metrics endpoint: %v (log: %s)", err, r.log.String())
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: godm\r\n\r\n")
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := string(b)
+	for _, want := range []string{"HTTP/1.1 200 OK", "# TYPE godm_ioreq_latency_seconds histogram",
+		`godm_device_events_total{device=`, `godm_evtchn_events_total{event="notify"}`, `godm_ioreq_requests_total{kind="pio",path="sync"} `} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics endpoint: no %q in\n%s", want, body)
+		}
+	}
+}
+
+// docExample returns the xl.cfg lines of the example marked name in
+// docs/xl.md, as key → value (lists keep their brackets).
+func docExample(t *testing.T, name string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "xl.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "<!-- example: "+name+" ")
+	if !ok {
+		t.Fatalf("docs/xl.md has no example %q", name)
+	}
+	_, rest, _ = strings.Cut(rest, "```\n")
+	block, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatalf("example %q: no closing fence", name)
+	}
+	cfg := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(block), "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("example %q: %q is not key = value", name, line)
+		}
+		cfg[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `"`)
+	}
+	return cfg
+}
+
+// libxlArgvFor is the qemu-xen command line libxl 4.17 writes for cfg
+// (tools/libs/light/libxl_dm.c libxl__build_device_model_args_new), for
+// the keys the docs' examples use: the measured default (libxlArgv,
+// vga="none", vnc=0) with -name, -m (memory in MiB, no video RAM without
+// VGA), -smp when maxvcpus > 1 ("avail,maxcpus=max") and -serial. pci=[...]
+// adds nothing: libxl plugs those functions through QMP once the device
+// model is ready (libxl_pci.c).
+func libxlArgvFor(t *testing.T, cfg map[string]string, dom int, dir string) string {
+	t.Helper()
+	argv := libxlArgv(dom, dir)
+	for k, v := range cfg {
+		switch k {
+		case "type", "device_model_override", "pci":
+		case "vga", "vnc":
+			if v != "none" && v != "0" {
+				t.Fatalf("%s = %q: libxlArgv is vga=\"none\", vnc=0", k, v)
+			}
+		case "name":
+			argv = strings.Replace(argv, "-name godmtest", "-name "+v, 1)
+		case "memory":
+			argv = strings.Replace(argv, fmt.Sprintf("-m %d", rigMiB), "-m "+v, 1)
+		case "serial":
+			argv = strings.Replace(argv, "-serial pty", "-serial "+v, 1)
+		case "vcpus", "maxvcpus":
+			if cfg["maxvcpus"] != "" && cfg["maxvcpus"] != "1" && k == "maxvcpus" {
+				argv += fmt.Sprintf(" -smp %s,maxcpus=%s", cmp.Or(cfg["vcpus"], cfg["maxvcpus"]), cfg["maxvcpus"])
+			}
+		default:
+			t.Fatalf("the example sets %q: teach libxlArgvFor how libxl writes it", k)
+		}
+	}
+	return argv
+}
+
+// libxlPCIAdd is the device_add libxl sends for one pci=[...] entry
+// "SSSS:BB:DD.F[,vslot=N][,permissive=1]" (libxl_pci.c
+// pci_add_qmp_device_add; the qdev id is PCI_PT_QDEV_ID).
+func libxlPCIAdd(t *testing.T, spec string) (map[string]any, devices.SBDF) {
+	t.Helper()
+	parts := strings.Split(spec, ",")
+	host, err := passthrough.ParseSBDF(parts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := map[string]any{"driver": "xen-pci-passthrough",
+		"id":       fmt.Sprintf("pci-pt-%02x_%02x.%x", host.Bus(), host.Dev(), host.Fn()),
+		"hostaddr": fmt.Sprintf("%04x:%02x:%02x.%x", host.Seg(), host.Bus(), host.Dev(), host.Fn())}
+	for _, kv := range parts[1:] {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "vslot":
+			n, err := strconv.ParseUint(v, 0, 8)
+			if err != nil {
+				t.Fatal(err)
+			}
+			args["addr"] = fmt.Sprintf("%x.%x", n, 0)
+		case "permissive":
+			if v == "1" {
+				args["permissive"] = true
+			}
+		default:
+			t.Fatalf("pci option %q: teach libxlPCIAdd", k)
+		}
+	}
+	return args, host
+}
+
+// sysfsWith writes a fake sysfs holding the sample virtio-net function of
+// passthrough/testdata at host address addr, bound to pciback.
+func sysfsWith(t *testing.T, addr devices.SBDF) string {
+	t.Helper()
+	src := filepath.Join("..", "..", "passthrough", "testdata", "devices", "0000_00_03.0")
+	root := t.TempDir()
+	dir := filepath.Join(root, "bus", "pci", "devices", fmt.Sprintf("%04x:%02x:%02x.%x", addr.Seg(), addr.Bus(), addr.Dev(), addr.Fn()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"config", "resource", "vendor", "device", "class", "irq"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drv := filepath.Join(root, "bus", "pci", "drivers", "pciback")
+	if err := os.MkdirAll(drv, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(drv, filepath.Join(dir, "driver")); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// TestDocsPassthroughExample: the passthrough example of docs/xl.md gives
+// an argv godm serves, and libxl's pci-attach of its pci=[...] entry
+// (device_add, then query-pci for the qdev id's slot and function) and
+// pci-detach (device_del, then query-pci until it is gone) work on the
+// simulated Xen with a fake sysfs holding the function.
+func TestDocsPassthroughExample(t *testing.T) {
+	cfg := docExample(t, "passthrough")
+	r := newDMRig(t)
+	dom := int(r.dom.ID())
+	argv := libxlArgvFor(t, cfg, dom, r.dir)
+	parsed, err := dmcontract.Parse(strings.Fields(argv), func(k string) string { return r.env[k] })
+	if err != nil {
+		t.Fatalf("godm refuses the example's argv: %v\n%s", err, argv)
+	}
+	if parsed.Name != cfg["name"] || parsed.MemMiB != 512 || parsed.VCPUs != 2 || parsed.OnlineVCPUs != 1 ||
+		len(parsed.Serial) != 1 || !strings.HasPrefix(parsed.Serial[0], "file:") {
+		t.Errorf("parsed %+v", parsed)
+	}
+	// The simulated domain has rigMiB of RAM and /var/log/xen is not ours.
+	argv = strings.Replace(argv, "-m "+cfg["memory"], fmt.Sprintf("-m %d", rigMiB), 1)
+	argv = strings.Replace(argv, "-serial "+cfg["serial"], "-serial file:"+filepath.Join(r.dir, "com1.log"), 1)
+
+	entry := strings.Trim(strings.TrimSpace(strings.Trim(cfg["pci"], "[]")), `"`)
+	add, host := libxlPCIAdd(t, entry)
+	// libxl's part: the function assigned to the domain, its BAR's frames
+	// granted (the sample's BAR 0 is 0x4000100000, 512 KiB).
+	p, err := privcmd.Open(r.sim.Kernel(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	dc, err := domctl.Open(hcall.New(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.AssignDevice(r.dom.ID(), uint32(host), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.IomemPermission(r.dom.ID(), 0x4000100, 0x80, true); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	r.stop = cancel
+	env := qemuEnv{Kernel: r.sim.Kernel(0), Getenv: func(k string) string { return r.env[k] }, Sysfs: sysfsWith(t, host)}
+	go func() { r.done <- cmdQEMU(ctx, strings.Fields(argv), &r.log, env) }()
+	t.Cleanup(func() { cancel(); r.wait() })
+	r.waitReady(t)
+	q := qmpDial(t, filepath.Join(r.dir, fmt.Sprintf("qmp-libxl-%d", dom)))
+
+	// xl pci-attach, as libxl_pci.c does it.
+	if _, e := q.do("device_add", add); e != "" {
+		t.Fatalf("device_add %v: %s (log: %s)", add, e, r.log.String())
+	}
+	findPT := func() map[string]any {
+		ret, e := q.do("query-pci", nil)
+		if e != "" {
+			t.Fatal(e)
+		}
+		for _, d := range ret.([]any)[0].(map[string]any)["devices"].([]any) {
+			if d := d.(map[string]any); d["qdev_id"] == add["id"] {
+				return d
+			}
+		}
+		return nil
+	}
+	d := findPT()
+	if d == nil {
+		t.Fatalf("query-pci has no %s (libxl: \"PCI device id ... wasn't found in QEMU's 'query-pci' response\")", add["id"])
+	}
+	if d["slot"] != 5.0 || d["function"] != 0.0 {
+		t.Errorf("passed through at %v.%v, want vslot 5", d["slot"], d["function"])
+	}
+	if id := d["id"].(map[string]any); id["vendor"] != float64(0x1af4) || id["device"] != float64(0x1041) {
+		t.Errorf("identity %v, want the host's virtio-net 1af4:1041", id)
+	}
+	if regs := d["regions"].([]any); len(regs) != 1 || regs[0].(map[string]any)["size"] != float64(512<<10) || regs[0].(map[string]any)["mem_type_64"] != true {
+		t.Errorf("regions %v, want the host's 512 KiB 64-bit BAR 0", regs)
+	}
+	if v, err := r.dom.VCPU(0).PCIConfigRead(5<<3, 0, 4); err != nil || v != 0x10411af4 {
+		t.Errorf("guest read of 00:05.0 = %#x, %v", v, err)
+	}
+	// xl pci-detach: device_del, then query-pci until it is gone.
+	if _, e := q.do("device_del", map[string]any{"id": add["id"]}); e != "" {
+		t.Fatalf("device_del: %s", e)
+	}
+	if d := findPT(); d != nil {
+		t.Errorf("still listed after device_del: %v", d)
+	}
+	if !slices.Contains(q.events, "DEVICE_DELETED") {
+		t.Errorf("events %v: no DEVICE_DELETED", q.events)
 	}
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,29 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// doFD runs a command with fd passed alongside it (SCM_RIGHTS), as
+// libxl's payload_fd.
+func (q *qmpClient) doFD(cmd string, fd int) (any, string) {
+	q.t.Helper()
+	q.id++
+	b, _ := json.Marshal(map[string]any{"execute": cmd, "id": q.id})
+	uc := q.c.(*net.UnixConn)
+	if _, _, err := uc.WriteMsgUnix(append(b, '\r', '\n'), unix.UnixRights(fd), nil); err != nil {
+		q.t.Fatal(err)
+	}
+	for {
+		r := q.read()
+		if ev, ok := r["event"].(string); ok {
+			q.events = append(q.events, ev)
+			continue
+		}
+		if e, ok := r["error"].(map[string]any); ok {
+			return nil, fmt.Sprint(e["class"], ": ", e["desc"])
+		}
+		return r["return"], ""
+	}
+}
 
 // waitRunning waits for godm's readiness in xenstore, as libxl does.
 func waitRunning(t *testing.T, r *dmRig) {
@@ -67,8 +92,23 @@ func TestLibxlSaveRestore(t *testing.T) {
 	if _, e := q.do("stop", nil); e != "" {
 		t.Fatal(e)
 	}
+	// libxl_qmp.c: open the save file, add-fd it (SCM_RIGHTS, no
+	// arguments), save to the fdset it names.
 	saved := filepath.Join(a.dir, "qemu-save")
-	if _, e := q.do("xen-save-devices-state", map[string]any{"filename": saved, "live": false}); e != "" {
+	sf, err := os.OpenFile(saved, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ret, e := q.doFD("add-fd", int(sf.Fd()))
+	sf.Close()
+	if e != "" {
+		t.Fatal(e)
+	}
+	set, ok := ret.(map[string]any)["fdset-id"].(float64)
+	if !ok {
+		t.Fatalf("add-fd returned %v", ret)
+	}
+	if _, e := q.do("xen-save-devices-state", map[string]any{"filename": fmt.Sprintf("/dev/fdset/%d", int(set)), "live": false}); e != "" {
 		t.Fatal(e)
 	}
 	a.stop()

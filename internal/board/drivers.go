@@ -484,15 +484,28 @@ type PCIPassthrough interface {
 	// dictionary describes (driver, id, hostaddr, addr, permissive);
 	// requireAssigned refuses a function the toolstack has not assigned
 	// to the domain yet (those named at start-up).
-	Add(args map[string]any, requireAssigned bool) (guest devices.SBDF, err error)
+	Add(args map[string]any, requireAssigned bool) (PCIView, error)
 	// Remove unplugs the function added under id.
 	Remove(id string) error
 }
+
+// PCIView is a PCI function as QMP's query-pci shows it: its guest
+// address, its configuration space as the guest reads it, its BARs.
+// *pci.Device is one; so is a passed-through function.
+type PCIView interface {
+	SBDF() devices.SBDF
+	ConfigRead(off uint32, size uint8) uint32
+	Regions() []pci.Region
+}
+
+var _ PCIView = (*pci.Device)(nil)
 
 // Passthrough is a xen-pci-passthrough device on the board.
 type Passthrough struct {
 	// Guest is its address on the guest's bus.
 	Guest devices.SBDF
+	// View is the function as the guest sees it.
+	View PCIView
 }
 
 func newPassthrough(b *Board, p Props, pl *Plugged) error {
@@ -515,11 +528,11 @@ func newPassthrough(b *Board, p Props, pl *Plugged) error {
 	// Functions on the command line (a board being built) must be
 	// assigned by the toolstack already; a run-time device_add is
 	// assigned by libxl afterwards.
-	guest, err := pt.Add(args, b.building())
+	view, err := pt.Add(args, b.building())
 	if err != nil {
 		return err
 	}
-	pl.Dev = &Passthrough{Guest: guest}
+	pl.Dev = &Passthrough{Guest: view.SBDF(), View: view}
 	id := pl.ID
 	pl.onUnplug(func() error { return pt.Remove(id) })
 	return nil

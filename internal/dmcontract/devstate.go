@@ -3,6 +3,7 @@ package dmcontract
 import (
 	"io"
 	"os"
+	"strings"
 
 	"godm/internal/qmp"
 )
@@ -123,9 +124,15 @@ func (s *State) stateCommands(m map[string]qmp.Handler) {
 	}
 }
 
+// open opens a file a command names: "/dev/fdset/N" is a descriptor a
+// client passed with add-fd (libxl's xen-save-devices-state; QEMU
+// qemu_open), anything else a path.
 func (s *State) open(name string, flag int, perm os.FileMode) (*os.File, error) {
 	if s.openFile != nil {
 		return s.openFile(name, flag, perm)
+	}
+	if strings.HasPrefix(name, "/dev/fdset/") {
+		return s.fds.Open(name, flag&^(os.O_CREATE|os.O_TRUNC))
 	}
 	return os.OpenFile(name, flag, perm)
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 
+	"godm/devices"
+	"godm/internal/metrics"
 	"godm/internal/qmp"
 	"godm/pci"
 )
@@ -33,16 +35,32 @@ type Host interface {
 	// unplugs one by id. Either may fail with a *qmp.Error.
 	DeviceAdd(args map[string]any) error
 	DeviceDel(id string) error
+	// HasDevice reports whether a device with this id is plugged.
+	HasDevice(id string) bool
+	// PlugCPU marks vCPU slot present (the PIIX4 processor bitmap) and
+	// raises the guest's CPU hotplug event; Xen runs the vCPU once the
+	// guest brings it up.
+	PlugCPU(slot int) error
 	// SetDirtyLog switches the log of the guest pages the devices write
 	// on or off (log-dirty); it fails with a *qmp.Error when the machine
 	// keeps no log.
 	SetDirtyLog(enable bool) error
+	// Metrics gathers the machine's counters (x-godm-query-stats).
+	Metrics() []metrics.Family
 }
 
 // PCIFunction is one function of query-pci.
 type PCIFunction struct {
 	QdevID string // "" for the machine's built-in functions, as QEMU
-	Dev    *pci.Device
+	Dev    PCIView
+}
+
+// PCIView is a function as the guest sees it: an emulated *pci.Device or
+// a passed-through function.
+type PCIView interface {
+	SBDF() devices.SBDF
+	ConfigRead(off uint32, size uint8) uint32
+	Regions() []pci.Region
 }
 
 // Chardev is one line of query-chardev.
@@ -60,7 +78,8 @@ type State struct {
 	emit     func(event string, data any)
 	quit     func()
 	chardevs []Chardev
-	vcpus    int
+	cpus     cpuState // guarded by mu
+	fds      *FDSets
 	started  chan struct{} // closed on the first transition to running
 	running  bool          // started is closed
 	dropPriv bool
@@ -80,8 +99,11 @@ type StateConfig struct {
 	Quit func()
 	// Chardevs are query-chardev's answer.
 	Chardevs []Chardev
-	// VCPUs is how many vCPUs are online (query-cpus-fast).
-	VCPUs int
+	// VCPUs is how many vCPUs are online at start (-smp's cpus; slots
+	// 0..VCPUs-1), MaxVCPUs how many slots there are (-smp's maxcpus; 0:
+	// VCPUs), at most MaxCPUs. query-cpus-fast lists the online ones,
+	// query-hotpluggable-cpus the slots; device_add fills a slot.
+	VCPUs, MaxVCPUs int
 	// DropPrivileges says godm implements -run-with chroot= and user=
 	// (query-command-line-options reports them then, so that libxl
 	// 4.19+ passes -run-with; older libxl passes -chroot/-runas).
@@ -99,7 +121,7 @@ type StateConfig struct {
 // NewState returns the run state for cfg.
 func NewState(cfg StateConfig) *State {
 	s := &State{status: StatusRunning, host: cfg.Host, emit: cfg.Emit, quit: cfg.Quit,
-		chardevs: cfg.Chardevs, vcpus: cfg.VCPUs, started: make(chan struct{}), dropPriv: cfg.DropPrivileges,
+		chardevs: cfg.Chardevs, cpus: newCPUState(cfg.VCPUs, cfg.MaxVCPUs), fds: NewFDSets(), started: make(chan struct{}), dropPriv: cfg.DropPrivileges,
 		openFile: cfg.OpenFile}
 	switch {
 	case cfg.Prelaunch && cfg.Restored:
@@ -176,14 +198,29 @@ func (s *State) needHost(r *qmp.Request) error {
 	return nil
 }
 
+// StatsCommand is godm's QMP query of its counters.
+const StatsCommand = "x-godm-query-stats"
+
 // Commands returns the QMP command table (qmp_capabilities is the
 // server's). Commands libxl sends that godm does not implement are
 // absent, so the server answers them with CommandNotFound, as a QEMU
 // built without the feature does.
 func (s *State) Commands() map[string]qmp.Handler {
-	m := s.commands()
-	s.stateCommands(m)
-	return m
+	cmds := s.commands()
+	s.fdCommands(cmds)
+	s.stateCommands(cmds)
+	return cmds
+}
+
+// FDSets are the descriptors QMP clients passed (add-fd, getfd).
+func (s *State) FDSets() *FDSets { return s.fds }
+
+// ClientGone is qmp.Config.OnDisconnect: once no client is left on any
+// monitor, the fdsets' descriptors are closed, as QEMU does.
+func (s *State) ClientGone(monitor string, remaining int) {
+	if remaining == 0 {
+		s.fds.ClientsGone()
+	}
 }
 
 func (s *State) commands() map[string]qmp.Handler {
@@ -268,15 +305,16 @@ func (s *State) commands() map[string]qmp.Handler {
 			if err := noArgs(r); err != nil {
 				return nil, err
 			}
-			out := make([]map[string]any, 0, s.vcpus)
-			for i := 0; i < s.vcpus; i++ {
-				// QEMU 7.2 CpuInfoFast; godm runs no vCPU threads (Xen
-				// does), so thread-id is 0.
-				out = append(out, map[string]any{"cpu-index": i, "qom-path": fmt.Sprintf("/machine/unattached/device[%d]", i),
-					"thread-id": 0, "target": "x86_64",
-					"props": map[string]any{"core-id": 0, "thread-id": 0, "socket-id": i}})
+			return s.cpusFast(), nil
+		},
+		"query-hotpluggable-cpus": func(r *qmp.Request) (any, error) {
+			if err := noArgs(r); err != nil {
+				return nil, err
 			}
-			return out, nil
+			if err := s.needHost(r); err != nil {
+				return nil, err
+			}
+			return s.hotpluggableCPUs(), nil
 		},
 		"query-pci": func(r *qmp.Request) (any, error) {
 			if err := noArgs(r); err != nil {
@@ -295,6 +333,15 @@ func (s *State) commands() map[string]qmp.Handler {
 			if err := s.needHost(r); err != nil {
 				return nil, err
 			}
+			// xl vcpu-set: device_add {id: "cpu-N", driver: <the type
+			// query-hotpluggable-cpus gave>, socket-id: N, core-id: 0,
+			// thread-id: 0} (libxl_domain.c).
+			if drv, _ := r.Args["driver"].(string); isCPUDriver(drv) {
+				return nil, s.cpuAdd(r.Args)
+			}
+			if id, _ := r.Args["id"].(string); id != "" && s.cpuID(id) {
+				return nil, qmp.Errorf("Duplicate device ID '%s'", id)
+			}
 			return nil, s.host.DeviceAdd(r.Args)
 		},
 		"device_del": func(r *qmp.Request) (any, error) {
@@ -308,6 +355,12 @@ func (s *State) commands() map[string]qmp.Handler {
 			}
 			if err := s.needHost(r); err != nil {
 				return nil, err
+			}
+			if s.cpuID(id) {
+				// The PIIX4's legacy CPU hotplug (the only kind hvmloader's
+				// DSDT drives) cannot unplug (QEMU 7.2 hw/acpi/piix4.c
+				// piix4_device_unplug_request_cb); libxl never asks.
+				return nil, qmp.Errorf("acpi: device unplug request for not supported device type: %s", CPUType)
 			}
 			if err := s.host.DeviceDel(id); err != nil {
 				return nil, err
@@ -333,6 +386,17 @@ func (s *State) commands() map[string]qmp.Handler {
 			// the global dirty log of guest memory; godm's is the
 			// machine's memory.DirtyLog.
 			return nil, s.host.SetDirtyLog(on)
+		},
+		// godm's own (QMP's x- prefix: not QEMU's, not stable): the
+		// counters the Prometheus endpoint serves, as JSON (docs/xl.md).
+		StatsCommand: func(r *qmp.Request) (any, error) {
+			if err := noArgs(r); err != nil {
+				return nil, err
+			}
+			if err := s.needHost(r); err != nil {
+				return nil, err
+			}
+			return map[string]any{"metrics": metrics.JSON(s.host.Metrics())}, nil
 		},
 		"human-monitor-command": func(r *qmp.Request) (any, error) {
 			a := qmp.ArgsOf(r.Args)
@@ -402,6 +466,17 @@ func (s *State) hmp(line string) string {
 	case "info version":
 		v := qmp.DefaultVersion
 		return fmt.Sprintf("%d.%d.%d (%s)\r\n", v.Major, v.Minor, v.Micro, v.Package)
+	case "info cpus":
+		// QEMU 7.2 hmp_info_cpus; the monitor's current CPU is the first.
+		var b strings.Builder
+		for i, c := range s.cpusFast() {
+			mark := ' '
+			if i == 0 {
+				mark = '*'
+			}
+			fmt.Fprintf(&b, "%c CPU #%d: thread_id=%d\r\n", mark, c["cpu-index"], c["thread-id"])
+		}
+		return b.String()
 	case "info chardev":
 		var b strings.Builder
 		for _, c := range s.chardevs {
@@ -414,10 +489,10 @@ func (s *State) hmp(line string) string {
 		}
 		var b strings.Builder
 		for _, f := range s.host.PCI() {
-			h := f.Dev.Header()
+			h := readHeader(f.Dev)
 			sbdf := f.Dev.SBDF()
 			fmt.Fprintf(&b, "  Bus  0, device %3d, function %d:\r\n    class %04x: PCI device %04x:%04x\r\n",
-				sbdf.Dev(), sbdf.Fn(), h.Class>>8, h.VendorID, h.DeviceID)
+				sbdf.Dev(), sbdf.Fn(), h.class, h.vendor, h.device)
 			if f.QdevID != "" {
 				fmt.Fprintf(&b, "      id %q\r\n", f.QdevID)
 			}
@@ -428,27 +503,75 @@ func (s *State) hmp(line string) string {
 	return fmt.Sprintf("unknown command: '%s'\r\n", cmd)
 }
 
+// pciHeader is the identity query-pci and info pci show, read from the
+// configuration space as the guest sees it (QEMU 7.2 hw/pci/pci-qmp-cmds.c
+// reads its config the same way).
+type pciHeader struct {
+	vendor, device, subVendor, sub uint16
+	class                          uint16 // base class and subclass
+	pin, line                      uint8
+}
+
+func readHeader(d PCIView) pciHeader {
+	return pciHeader{
+		vendor: uint16(d.ConfigRead(0x00, 2)), device: uint16(d.ConfigRead(0x02, 2)),
+		class:     uint16(d.ConfigRead(0x0a, 2)),
+		subVendor: uint16(d.ConfigRead(0x2c, 2)), sub: uint16(d.ConfigRead(0x2e, 2)),
+		line: uint8(d.ConfigRead(0x3c, 1)), pin: uint8(d.ConfigRead(0x3d, 1)),
+	}
+}
+
+// pciClassDesc are QEMU's names of the classes (hw/pci/pci.c
+// pci_class_descriptions) that godm's machines carry or can pass through
+// commonly; query-pci leaves "desc" out for the others, as QEMU does for
+// classes its table lacks.
+var pciClassDesc = map[uint16]string{
+	0x0100: "SCSI controller", 0x0101: "IDE controller", 0x0104: "RAID controller", 0x0106: "SATA controller",
+	0x0200: "Ethernet controller", 0x0300: "VGA controller", 0x0403: "Audio controller",
+	0x0600: "Host bridge", 0x0601: "ISA bridge", 0x0604: "PCI bridge", 0x0680: "Bridge",
+	0x0700: "Serial port", 0x0c03: "USB controller",
+}
+
 // pciInfo is one PciDeviceInfo of query-pci (QEMU 7.2 qapi/pci.json).
 func pciInfo(f PCIFunction) map[string]any {
-	h := f.Dev.Header()
+	h := readHeader(f.Dev)
 	sbdf := f.Dev.SBDF()
-	// regions stay empty: PciMemoryRegion needs each BAR's size, which
-	// the pci package does not expose yet (libxl reads slot and
-	// function only).
-	regions := make([]map[string]any, 0)
+	class := map[string]any{"class": int(h.class)}
+	if d, ok := pciClassDesc[h.class]; ok {
+		class["desc"] = d
+	}
+	regions := make([]map[string]any, 0, 7)
+	for _, r := range f.Dev.Regions() {
+		// PciMemoryRegion: address -1 while the BAR does not decode
+		// (QEMU's PCI_BAR_UNMAPPED), as QEMU 7.2 answers before the
+		// firmware places the BARs.
+		addr := int64(-1)
+		if r.Mapped {
+			addr = int64(r.Address)
+		}
+		e := map[string]any{"bar": r.BAR, "address": addr, "size": r.Size}
+		if r.IO {
+			e["type"] = "io"
+		} else {
+			e["type"] = "memory"
+			e["prefetch"] = r.Prefetch
+			e["mem_type_64"] = r.Mem64
+		}
+		regions = append(regions, e)
+	}
 	info := map[string]any{
 		"bus": 0, "slot": int(sbdf.Dev()), "function": int(sbdf.Fn()),
-		"class_info": map[string]any{"class": int(h.Class >> 8)},
-		"id": map[string]any{"vendor": int(h.VendorID), "device": int(h.DeviceID),
-			"subsystem-vendor": int(h.SubsystemVendorID), "subsystem": int(h.SubsystemID)},
+		"class_info": class,
+		"id": map[string]any{"vendor": int(h.vendor), "device": int(h.device),
+			"subsystem-vendor": int(h.subVendor), "subsystem": int(h.sub)},
 		"qdev_id": f.QdevID,
 		"regions": regions,
-		// QEMU 7.2 hw/pci/pci.c qmp_query_pci_device: irq_pin always,
-		// irq (the line register) when there is a pin.
-		"irq_pin": int(h.InterruptPin),
+		// QEMU 7.2 qmp_query_pci_device: irq_pin always, irq (the line
+		// register) when there is a pin.
+		"irq_pin": int(h.pin),
 	}
-	if h.InterruptPin != 0 {
-		info["irq"] = int(f.Dev.ConfigRead(0x3c, 1))
+	if h.pin != 0 {
+		info["irq"] = int(h.line)
 	}
 	return info
 }

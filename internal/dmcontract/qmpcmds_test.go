@@ -7,11 +7,15 @@ import (
 	"net"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"godm/devices"
+	"godm/devices/uart"
+	"godm/devices/uart/pciserial"
+	"godm/internal/metrics"
 	"godm/internal/qmp"
 	"godm/internal/unixsock"
 	"godm/pci"
@@ -22,7 +26,8 @@ type fakeHost struct {
 	mu    sync.Mutex
 	calls []string
 	funcs []PCIFunction
-	noLog bool // SetDirtyLog fails
+	noLog bool     // SetDirtyLog fails
+	ids   []string // HasDevice
 }
 
 func (h *fakeHost) rec(s string) { h.mu.Lock(); h.calls = append(h.calls, s); h.mu.Unlock() }
@@ -33,7 +38,8 @@ func (h *fakeHost) PCI() []PCIFunction {
 	return h.funcs
 }
 func (h *fakeHost) DeviceAdd(args map[string]any) error {
-	h.rec("add " + args["driver"].(string))
+	drv, _ := args["driver"].(string)
+	h.rec("add " + drv)
 	return qmp.Errorf("no passthrough here")
 }
 func (h *fakeHost) DeviceDel(id string) error {
@@ -42,6 +48,20 @@ func (h *fakeHost) DeviceDel(id string) error {
 		return nil
 	}
 	return qmp.NewError(qmp.ClassDeviceNotFound, "Device '%s' not found", id)
+}
+func (h *fakeHost) HasDevice(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Contains(h.ids, id)
+}
+func (h *fakeHost) PlugCPU(slot int) error {
+	h.rec(fmt.Sprint("cpu ", slot))
+	return nil
+}
+func (h *fakeHost) Metrics() []metrics.Family {
+	f := metrics.Family{Name: "godm_test_total", Type: metrics.Counter, Help: "test"}
+	f.Add(3, "device", "serial0")
+	return []metrics.Family{f}
 }
 func (h *fakeHost) SetDirtyLog(on bool) error {
 	h.rec(fmt.Sprint("dirty-log ", on))
@@ -205,7 +225,7 @@ func TestPrelaunchContStop(t *testing.T) {
 	if l, _ := ret.([]any); len(l) != 2 || l[1].(map[string]any)["cpu-index"] != 1.0 {
 		t.Errorf("query-cpus-fast = %v", ret)
 	}
-	for _, cmd := range []string{"query-hotpluggable-cpus", "cpu-add", "add-fd", "eject", "frobnicate"} {
+	for _, cmd := range []string{"query-cpus", "cpu-add", "eject", "frobnicate"} {
 		if _, e := c.do(cmd, nil); !strings.HasPrefix(e, "CommandNotFound") {
 			t.Errorf("%s: %q, want CommandNotFound", cmd, e)
 		}
@@ -313,8 +333,12 @@ func TestQueryPCI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := pci.New(pci.Header{VendorID: 0x5853, DeviceID: 0x0001, Class: 0xff8000, SubsystemVendorID: 0x5853, SubsystemID: 1, InterruptPin: 1})
+	d, err := pci.NewFunction(pci.Header{VendorID: 0x5853, DeviceID: 0x0001, Class: 0xff8000, SubsystemVendorID: 0x5853, SubsystemID: 1, InterruptPin: 1},
+		pci.BAR{Kind: pci.BARIO, Size: 0x100}, pci.BAR{Kind: pci.BARMem32, Size: 0x1000000, Prefetchable: true}, pci.BAR{Kind: pci.BARMem64, Size: 0x4000})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetROM(0x10000, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := bus.Add(d, 3, 0); err != nil {
@@ -322,13 +346,99 @@ func TestQueryPCI(t *testing.T) {
 	}
 	h := &fakeHost{funcs: []PCIFunction{{QdevID: "pci-pt-03_00.0", Dev: d}}}
 	c := dial(t, serve(t, NewState(StateConfig{Host: h})))
-	ret, e := c.do("query-pci", nil)
+	query := func() string {
+		t.Helper()
+		ret, e := c.do("query-pci", nil)
+		if e != "" {
+			t.Fatal(e)
+		}
+		b, _ := json.Marshal(ret)
+		return string(b)
+	}
+	// Before the firmware places the BARs: address -1 (QEMU's unmapped).
+	head := `[{"bus":0,"devices":[{"bus":0,"class_info":{"class":65408},"function":0,"id":{"device":1,"subsystem":1,"subsystem-vendor":22611,"vendor":22611},"irq":%d,"irq_pin":1,"qdev_id":"pci-pt-03_00.0","regions":[`
+	tail := `],"slot":3}]}]`
+	want := fmt.Sprintf(head, 0) +
+		`{"address":-1,"bar":0,"size":256,"type":"io"},` +
+		`{"address":-1,"bar":1,"mem_type_64":false,"prefetch":true,"size":16777216,"type":"memory"},` +
+		`{"address":-1,"bar":2,"mem_type_64":true,"prefetch":false,"size":16384,"type":"memory"},` +
+		`{"address":-1,"bar":6,"mem_type_64":false,"prefetch":false,"size":65536,"type":"memory"}` + tail
+	if got := query(); got != want {
+		t.Errorf("query-pci =\n%s\nwant\n%s", got, want)
+	}
+	// The guest's firmware places and enables them (the ROM stays off).
+	for _, w := range []struct {
+		off uint32
+		v   uint32
+	}{{0x10, 0xc001}, {0x14, 0xf0000000}, {0x18, 0xf1000000}, {0x1c, 0x1}, {0x30, 0xf2000000}, {0x3c, 5}, {0x04, 3}} {
+		d.Write(devices.Access{Addr: uint64(w.off), Offset: uint64(w.off), Size: 4}, uint64(w.v))
+	}
+	want = fmt.Sprintf(head, 5) +
+		`{"address":49152,"bar":0,"size":256,"type":"io"},` +
+		`{"address":4026531840,"bar":1,"mem_type_64":false,"prefetch":true,"size":16777216,"type":"memory"},` +
+		`{"address":8338276352,"bar":2,"mem_type_64":true,"prefetch":false,"size":16384,"type":"memory"},` +
+		`{"address":-1,"bar":6,"mem_type_64":false,"prefetch":false,"size":65536,"type":"memory"}` + tail
+	if got := query(); got != want {
+		t.Errorf("query-pci after placement =\n%s\nwant\n%s", got, want)
+	}
+	ret, _ := c.do("human-monitor-command", map[string]any{"command-line": "info pci"})
+	if want := "  Bus  0, device   3, function 0:\r\n    class ff80: PCI device 5853:0001\r\n      id \"pci-pt-03_00.0\"\r\n"; ret != want {
+		t.Errorf("info pci = %q, want %q", ret, want)
+	}
+}
+
+// TestQueryPCILikeQEMU compares query-pci's entry for the same device,
+// QEMU's pci-serial (godm's devices/uart/pciserial), with QEMU 7.2's.
+func TestQueryPCILikeQEMU(t *testing.T) {
+	q := startQEMU(t, "-machine", "pc-i440fx-4.2", "-accel", "tcg", "-m", "64", "-device", "pci-serial,addr=03.0,id=ser")
+	bus, err := pci.NewBus(pci.BusConfig{Spaces: devices.NewBus()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := pciserial.New(uart.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := bus.Add(d.PCI, 3, 0); err != nil {
+		t.Fatal(err)
+	}
+	got := pciInfo(PCIFunction{QdevID: "ser", Dev: d.PCI})
+	b, _ := json.Marshal(got)
+	var gotJSON any
+	json.Unmarshal(b, &gotJSON)
+	ret, e := q.do("query-pci", "")
+	if e != "" {
+		t.Fatal(e)
+	}
+	var want any
+	for _, dev := range ret.([]any)[0].(map[string]any)["devices"].([]any) {
+		if dev.(map[string]any)["slot"] == 3.0 {
+			want = dev
+		}
+	}
+	if !reflect.DeepEqual(gotJSON, want) {
+		t.Errorf("query-pci for pci-serial:\ngodm %s\nQEMU %v", b, want)
+	}
+}
+
+func TestStatsCommand(t *testing.T) {
+	c := dial(t, serve(t, NewState(StateConfig{Host: &fakeHost{}})))
+	ret, e := c.do(StatsCommand, nil)
 	if e != "" {
 		t.Fatal(e)
 	}
 	b, _ := json.Marshal(ret)
-	want := `[{"bus":0,"devices":[{"bus":0,"class_info":{"class":65408},"function":0,"id":{"device":1,"subsystem":1,"subsystem-vendor":22611,"vendor":22611},"irq":0,"irq_pin":1,"qdev_id":"pci-pt-03_00.0","regions":[],"slot":3}]}]`
+	want := `{"metrics":[{"help":"test","name":"godm_test_total","samples":[{"labels":{"device":"serial0"},"name":"godm_test_total","value":3}],"type":"counter"}]}`
 	if string(b) != want {
-		t.Errorf("query-pci =\n%s\nwant\n%s", b, want)
+		t.Errorf("%s = %s, want %s", StatsCommand, b, want)
+	}
+	if _, e := c.do(StatsCommand, map[string]any{"x": 1}); e != "GenericError: Parameter 'x' is unexpected" {
+		t.Errorf("with an argument: %q", e)
+	}
+	// The probe has no machine to count.
+	c = dial(t, serve(t, NewState(StateConfig{})))
+	if _, e := c.do(StatsCommand, nil); !strings.Contains(e, "the machine is 'none'") {
+		t.Errorf("on the probe: %q", e)
 	}
 }

@@ -194,7 +194,7 @@ func TestRepliesConformToQEMUSchema(t *testing.T) {
 	}
 	h := &saverHost{fakeHost: fakeHost{funcs: []PCIFunction{{Dev: d}, {QdevID: "pci-pt-03_00.0", Dev: d}}}, state: "state"}
 	statePath := filepath.Join(t.TempDir(), "qemu-save")
-	st := NewState(StateConfig{Prelaunch: true, Host: h, VCPUs: 2, DropPrivileges: true,
+	st := NewState(StateConfig{Prelaunch: true, Host: h, VCPUs: 2, MaxVCPUs: 3, DropPrivileges: true,
 		Chardevs: []Chardev{{"libxl-cmd", "unix:/run/q,server=on"}, {"serial0", "pty:/dev/pts/3"}}})
 	cmds := st.Commands()
 	calls := []struct {
@@ -202,7 +202,7 @@ func TestRepliesConformToQEMUSchema(t *testing.T) {
 		args map[string]any
 	}{
 		{"query-status", nil}, {"query-version", nil}, {"query-chardev", nil}, {"query-pci", nil},
-		{"query-cpus-fast", nil}, {"query-command-line-options", nil},
+		{"query-cpus-fast", nil}, {"query-hotpluggable-cpus", nil}, {"query-fdsets", nil}, {"query-command-line-options", nil},
 		{"query-command-line-options", map[string]any{"option": "run-with"}}, {"query-vnc", nil},
 		{"human-monitor-command", map[string]any{"command-line": "info status"}},
 		{"cont", nil}, {"query-status", nil}, {"stop", nil}, {"query-status", nil},
@@ -249,10 +249,16 @@ func TestRepliesConformToQEMUSchema(t *testing.T) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
+		if n == StatsCommand {
+			continue // godm's own, x- prefixed (TestStatsCommand)
+		}
 		if ci, ok := s[n]; !ok || ci["meta-type"] != "command" {
 			t.Errorf("godm serves %q, which QEMU 7.2 does not have", n)
 		}
-		if !seen[n] && !strings.HasPrefix(n, "device_add") && n != "quit" {
+		// The descriptor commands need a descriptor passed on a socket:
+		// TestFDSetsLikeQEMU compares them with QEMU itself.
+		fdCmd := n == "add-fd" || n == "remove-fd" || n == "getfd" || n == "closefd"
+		if !seen[n] && !strings.HasPrefix(n, "device_add") && n != "quit" && !fdCmd {
 			t.Errorf("%s: reply not checked against the schema", n)
 		}
 	}

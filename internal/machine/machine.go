@@ -42,6 +42,12 @@ type Spec struct {
 	Dom hyp.DomID
 	// VCPUs is the number of vCPU slots to serve; zero asks Xen.
 	VCPUs int
+	// OnlineVCPUs is how many of them are present at start (slots
+	// 0..OnlineVCPUs-1 in the PIIX4 processor bitmap, matching the
+	// enabled LAPICs of hvmloader's MADT, which libxl builds from
+	// avail_vcpus); the others are hot-plugged later (QMP device_add).
+	// Zero: all VCPUs.
+	OnlineVCPUs int
 	// MemBytes is the guest's RAM size, as the host bridge reports it
 	// (zero: not told).
 	MemBytes uint64
@@ -223,6 +229,9 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 	// reads): with no count given, Xen's (as the ioreq server takes it);
 	// zero would tell the guest's ACPI it has no processor.
 	present := spec.VCPUs
+	if spec.OnlineVCPUs > 0 && (present == 0 || spec.OnlineVCPUs < present) {
+		present = spec.OnlineVCPUs
+	}
 	if present == 0 {
 		n, err := m.DM.NrVCPUs()
 		if err != nil {

@@ -197,7 +197,7 @@ func (o *Opts) add(key, v string) error {
 	if _, dup := o.index[key]; dup {
 		return fmt.Errorf("%s: %s '%s' given twice", o.prefix(), o.noun, key)
 	}
-	if key == "id" && !wellFormedID(v) {
+	if key == "id" && !WellFormedID(v) {
 		return fmt.Errorf("%s: %s 'id' expects an identifier (letters, digits, '-', '.', '_', starting with a letter), not %q", o.prefix(), o.noun, v)
 	}
 	o.index[key] = len(o.entries)
@@ -205,9 +205,9 @@ func (o *Opts) add(key, v string) error {
 	return nil
 }
 
-// wellFormedID is QEMU's id_wellformed (util/id.c): a letter, then letters,
+// WellFormedID is QEMU's id_wellformed (util/id.c): a letter, then letters,
 // digits, '-', '.' or '_'.
-func wellFormedID(id string) bool {
+func WellFormedID(id string) bool {
 	if id == "" || !isAlpha(id[0]) {
 		return false
 	}

@@ -87,6 +87,12 @@ type Config struct {
 	QueueLen   int              // replies and events waiting for a slow client; default 256
 	MaxFDs     int              // descriptors accepted with one message; default 4
 	Now        func() time.Time // event timestamps; default time.Now
+
+	// OnDisconnect, if set, is called (on the client's goroutine) when a
+	// client goes away, with the number of clients still connected on
+	// all monitors: QEMU closes the unused fds of fdsets once no
+	// monitor client is left (monitor/fds.c monitor_fdsets_cleanup).
+	OnDisconnect func(monitor string, remaining int)
 }
 
 // Server is a QMP server with one or more monitors.
@@ -246,7 +252,11 @@ func (c *client) close() {
 		c.conn.Close()
 		c.s.mu.Lock()
 		delete(c.s.clients, c)
+		n := len(c.s.clients)
 		c.s.mu.Unlock()
+		if f := c.s.cfg.OnDisconnect; f != nil {
+			f(c.monitor, n)
+		}
 	})
 }
 

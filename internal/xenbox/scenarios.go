@@ -172,6 +172,7 @@ on_crash = "preserve"
 func LibxlScenario() Scenario {
 	cfg := LibxlConfig("lx", SpinFWPath, `vga = "none"
 serial = "file:/tmp/lx-com1.log"
+maxvcpus = 2
 `)
 	return Scenario{Name: "libxl", Script: fmt.Sprintf("cat > /tmp/lx.cfg <<'EOF'\n%sEOF\n", cfg) + `
 log=/var/log/xen/qemu-dm-lx.log
@@ -188,6 +189,12 @@ echo "XENBOX-FACT godm_rss=$(awk '/^VmRSS:/{print $2 $3}' /proc/$pid/status)"
 xl list lx || fail "xl list lx failed"
 st=$(xl qemu-monitor-command lx "info status") || fail "xl qemu-monitor-command failed"
 echo "XENBOX-FACT hmp_status=$(echo $st | tr -d '\r' | tr ' ' '_')"
+# xl vcpu-set: libxl's query-cpus-fast, query-hotpluggable-cpus and
+# device_add of vCPU 1 (maxvcpus = 2, vcpus = 1), then cpu/1/availability.
+xl vcpu-set $d 2 || fail "xl vcpu-set $d 2 failed"
+cpus=$(xl qemu-monitor-command lx "info cpus") || fail "xl qemu-monitor-command info cpus failed"
+echo "XENBOX-FACT hmp_cpus=$(echo "$cpus" | grep -c 'CPU #')"
+echo "XENBOX-FACT cpu1=$(xenstore-read /local/domain/$d/cpu/1/availability)"
 xl unpause $d || fail "xl unpause failed"
 waitfor /tmp/lx-com1.log "FW SPIN" 60 || fail "no FW SPIN on COM1 (the serial file:)"
 xl pause $d || fail "xl pause failed"
@@ -258,6 +265,7 @@ exit 0`}
 func QEMUReferenceScenario() Scenario {
 	cfg := strings.Replace(LibxlConfig("lq", SpinFWPath, `vga = "none"
 serial = "file:/tmp/lq-com1.log"
+maxvcpus = 2
 `), "device_model_override = \""+GodmPath+"\"\n", "", 1)
 	return Scenario{Name: "qemu-ref", Script: fmt.Sprintf("cat > /tmp/lq.cfg <<'EOF'\n%sEOF\n", cfg) + `
 log=/var/log/xen/qemu-dm-lq.log
@@ -275,6 +283,10 @@ echo "XENBOX-FACT domid=$d"
 echo "XENBOX-FACT xl_create_p=$(awk "BEGIN{print $t1-$t0}")s"
 pid=$(pidof xen-qemu-system-i386) || fail "no QEMU process"
 echo "XENBOX-FACT qemu_rss=$(awk '/^VmRSS:/{print $2 $3}' /proc/$pid/status)"
+# The same xl vcpu-set on QEMU-xen, for reference (recorded, not required).
+xl vcpu-set $d 2 && echo "XENBOX-FACT vcpu_set=ok" || echo "XENBOX-FACT vcpu_set=failed"
+echo "XENBOX-FACT hmp_cpus=$(xl qemu-monitor-command lq "info cpus" | grep -c 'CPU #')"
+echo "XENBOX-FACT cpu1=$(xenstore-read /local/domain/$d/cpu/1/availability)"
 xl unpause $d || fail "xl unpause failed"
 waitfor /tmp/lq-com1.log "FW SPIN" 60 || fail "no FW SPIN on COM1"
 xl destroy $d || fail "xl destroy failed"

@@ -199,6 +199,11 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 		if st := r.Fields["hmp_status"]; st != "VM_status:_running" {
 			t.Errorf("xl qemu-monitor-command lx 'info status' = %q", st)
 		}
+		// xl vcpu-set 2 hot-plugged vCPU 1 through QMP: godm lists
+		// two vCPUs and libxl marked cpu 1 online.
+		if r.Fields["hmp_cpus"] != "2" || r.Fields["cpu1"] != "online" {
+			t.Errorf("after xl vcpu-set 2: info cpus lists %q vCPUs, cpu/1/availability %q", r.Fields["hmp_cpus"], r.Fields["cpu1"])
+		}
 	})
 	check("libxl-refused", nil)
 	if !qemu {
@@ -210,6 +215,8 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 			lx, _ := o.Result("libxl")
 			t.Logf("xl create -p: godm %s, QEMU-xen %s; device model RSS: godm %s, QEMU-xen %s",
 				lx.Fields["xl_create_p"], r.Fields["xl_create_p"], lx.Fields["godm_rss"], r.Fields["qemu_rss"])
+			t.Logf("xl vcpu-set 2 on QEMU-xen: %s, info cpus lists %s, cpu/1/availability %s",
+				r.Fields["vcpu_set"], r.Fields["hmp_cpus"], r.Fields["cpu1"])
 		})
 	}
 	check("libxl-restrict", func(t *testing.T, r Result) {

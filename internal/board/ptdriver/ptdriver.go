@@ -5,7 +5,6 @@
 package ptdriver
 
 import (
-	"godm/devices"
 	"godm/internal/board"
 	"godm/passthrough"
 )
@@ -16,16 +15,16 @@ type Adapter struct{ M *passthrough.Manager }
 var _ board.PCIPassthrough = Adapter{}
 
 // Add implements board.PCIPassthrough.
-func (a Adapter) Add(args map[string]any, requireAssigned bool) (devices.SBDF, error) {
+func (a Adapter) Add(args map[string]any, requireAssigned bool) (board.PCIView, error) {
 	spec, err := passthrough.DeviceSpecFromArgs(args)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	p, err := a.M.AddWith(spec, passthrough.AddOptions{RequireAssigned: requireAssigned})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return p.SBDF, nil
+	return p.Dev, nil
 }
 
 // Remove implements board.PCIPassthrough.

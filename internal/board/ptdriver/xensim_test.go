@@ -17,6 +17,7 @@ import (
 	"godm/internal/testfake"
 	"godm/passthrough"
 	"godm/passthrough/pttest"
+	"godm/pci"
 )
 
 // A xen-pci-passthrough device plugged through the board's driver table
@@ -73,6 +74,54 @@ func TestPassthroughThroughBoard(t *testing.T) {
 	v := dom.VCPU(0)
 	if got, err := v.PCIConfigRead(7<<3, 0, 4); err != nil || got != 0x10411af4 {
 		t.Errorf("guest 00:07.0 IDs = %#x, %v; want the host's virtio-net 1af4:1041", got, err)
+	}
+	// query-pci's view: the guest's identity and the host BARs' shapes,
+	// decoding nowhere until the guest places them.
+	view := pl.Dev.(*board.Passthrough).View
+	if view == nil || view.SBDF().Dev() != 7 || view.ConfigRead(0, 4) != 0x10411af4 {
+		t.Fatalf("view %v", view)
+	}
+	regs := view.Regions()
+	t.Logf("regions %+v", regs)
+	if len(regs) == 0 {
+		t.Fatal("no regions")
+	}
+	for _, r := range regs {
+		if r.Mapped || r.Size == 0 || r.Size&(r.Size-1) != 0 {
+			t.Errorf("region before placement: %+v", r)
+		}
+	}
+	// The guest places the first memory BAR and enables memory decoding.
+	var first pci.Region
+	for _, r := range regs {
+		if !r.IO && r.BAR < 6 {
+			first = r
+			break
+		}
+	}
+	reg := uint32(0x10 + 4*first.BAR)
+	if err := v.PCIConfigWrite(7<<3, reg, 4, 0xe0000000); err != nil {
+		t.Fatal(err)
+	}
+	if first.Mem64 {
+		if err := v.PCIConfigWrite(7<<3, reg+4, 4, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := v.PCIConfigWrite(7<<3, 4, 2, 2); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range view.Regions() {
+		if r.BAR == first.BAR {
+			found = true
+			if !r.Mapped || r.Address != 0xe0000000 || r.Size != first.Size {
+				t.Errorf("BAR %d after placement: %+v", r.BAR, r)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("BAR %d gone", first.BAR)
 	}
 	// A passed-through function's state is the host's: the board refuses
 	// to snapshot it, naming it.
