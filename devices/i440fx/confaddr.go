@@ -66,3 +66,54 @@ func (d *Device) AttachPorts(pio *devices.Space, resetControl devices.Handler) e
 
 // ConfigAddress returns the value of CONFIG_ADDRESS.
 func (d *Device) ConfigAddress() uint32 { return d.addr.v.Load() }
+
+// ConfigDataPort is CONFIG_DATA of configuration mechanism #1: ports
+// 0xcfc..0xcff.
+const ConfigDataPort = 0xcfc
+
+// configData serves 0xcfc..0xcff as port I/O through CONFIG_ADDRESS, as
+// QEMU's host bridge does (hw/pci/pci_host.c pci_data_read/write: with
+// the enable bit clear a read is all-ones and a write is dropped). Under
+// Xen these accesses normally arrive as PCI-config requests, because Xen
+// latches CONFIG_ADDRESS itself and converts 0xcfc..0xcff while its
+// enable bit is set (xen/arch/x86/hvm/ioreq.c hvm_select_ioreq_server).
+// Xen's latch is not part of a domain's save record, so after xl restore
+// (or when a write to 0xcf8 reached only the device model) the guest's
+// next data access is plain port I/O; QEMU claims 0xcf8..0xcff for that
+// reason, and so does godm.
+type configData struct {
+	addr *configAddress
+	cfg  *devices.ConfigSpace
+}
+
+func (c *configData) target(a devices.Access) (devices.SBDF, uint32, bool) {
+	v := c.addr.v.Load()
+	if v&0x80000000 == 0 {
+		return 0, 0, false
+	}
+	sbdf := devices.NewSBDF(0, uint8(v>>16), uint8(v>>11)&0x1f, uint8(v>>8)&7)
+	return sbdf, v&0xfc | uint32(a.Offset), true
+}
+
+func (c *configData) Read(a devices.Access) uint64 {
+	sbdf, reg, ok := c.target(a)
+	if !ok {
+		return devices.SizeMask(a.Size)
+	}
+	return c.cfg.Read(sbdf, reg, a.Size, a.VCPU)
+}
+
+func (c *configData) Write(a devices.Access, v uint64) {
+	if sbdf, reg, ok := c.target(a); ok {
+		c.cfg.Write(sbdf, reg, a.Size, a.VCPU, v)
+	}
+}
+
+// AttachDataPorts registers CONFIG_DATA (0xcfc..0xcff) in pio, reaching
+// the functions of cfg through this bridge's CONFIG_ADDRESS.
+func (d *Device) AttachDataPorts(pio *devices.Space, cfg *devices.ConfigSpace) error {
+	if err := pio.Register(ConfigDataPort, 4, &configData{addr: &d.addr, cfg: cfg}); err != nil {
+		return fmt.Errorf("i440fx: attach data ports: %w", err)
+	}
+	return nil
+}

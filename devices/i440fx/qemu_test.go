@@ -61,3 +61,30 @@ func TestQEMUDiff_ConfigRandom(t *testing.T) {
 	want, got := diffTargets(t)
 	qtest.Diff(t, scripts.PCIConfigRandom(rand.New(rand.NewPCG(1, 0xcf8)), 3000, []uint8{0}, nil), want, got)
 }
+
+// TestQEMUParityThroughPorts runs the same script with godm's side
+// reached through its own CONFIG_ADDRESS and CONFIG_DATA ports (the path
+// a guest takes when Xen has no latched 0xcf8, e.g. after xl restore),
+// not through PCI-config requests.
+func TestQEMUParityThroughPorts(t *testing.T) {
+	want, _ := diffTargets(t)
+	spaces := devices.NewBus()
+	b, err := pci.NewBus(pci.BusConfig{Spaces: spaces})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(Config{RAMSize: 128 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Attach(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.AttachPorts(spaces.PIO, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.AttachDataPorts(spaces.PIO, spaces.PCI); err != nil {
+		t.Fatal(err)
+	}
+	qtest.Diff(t, scripts.PCIConfig(0), want, qtest.NewSpaceTarget(spaces.PIO))
+}

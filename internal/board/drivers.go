@@ -242,6 +242,10 @@ func newI440FX(b *Board, p Props, pl *Plugged) error {
 		return err
 	}
 	pl.onUnplug(func() error { return b.env.Spaces.PIO.Unregister(i440fx.ConfigAddressPort) })
+	if err := d.AttachDataPorts(b.env.Spaces.PIO, b.env.Spaces.PCI); err != nil {
+		return err
+	}
+	pl.onUnplug(func() error { return b.env.Spaces.PIO.Unregister(i440fx.ConfigDataPort) })
 	pl.reset = d.Reset // function and CONFIG_ADDRESS
 	return nil
 }
