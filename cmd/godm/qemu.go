@@ -201,7 +201,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 			// (xen_hvm_change_state_handler); godm holds its devices.
 			m.Board.Pause()
 		}
-		host = &machineHost{m: m}
+		host = &machineHost{m: m, out: w}
 		if in := cfg.Incoming; in != nil {
 			// xl restore / migrate: the devices' state libxl saved
 			// (xen-save-devices-state) comes back before anything is
@@ -349,7 +349,12 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 }
 
 // machineHost is the machine as the QMP commands drive it.
-type machineHost struct{ m *machine.Machine }
+type machineHost struct {
+	m *machine.Machine
+	// out is the device model's log as libxl keeps it
+	// (qemu-dm-NAME.log): save, restore and log-dirty are noted there.
+	out io.Writer
+}
 
 func (h *machineHost) Pause()  { h.m.Board.Pause() }
 func (h *machineHost) Resume() { h.m.Board.Resume() }
@@ -364,12 +369,31 @@ func (h *machineHost) SetDirtyLog(on bool) error {
 	if err := h.m.SetDirtyLog(on); err != nil {
 		return qmp.Errorf("%v", err)
 	}
+	fmt.Fprintf(h.out, "godm: log-dirty %s\n", map[bool]string{true: "on", false: "off"}[on])
 	return nil
 }
 
 // SaveState and LoadState are xen-save-devices-state's and
 // xen-load-devices-state's.
-func (h *machineHost) SaveState(w io.Writer) error { return h.m.SaveState(w) }
+func (h *machineHost) SaveState(w io.Writer) error {
+	cw := &countingWriter{w: w}
+	if err := h.m.SaveState(cw); err != nil {
+		return err
+	}
+	fmt.Fprintf(h.out, "godm: device state saved (%d bytes)\n", cw.n)
+	return nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
 func (h *machineHost) LoadState(r io.Reader) error { return h.m.LoadState(r) }
 
 func incomingName(in *dmcontract.Incoming) string {

@@ -129,6 +129,9 @@ func TestLibxlSaveRestore(t *testing.T) {
 			t.Errorf("restored machine: config %#x reg %#x = %#x, %v; saved %#x", c.sbdf, c.reg, got, err, c.want)
 		}
 	}
+	if !strings.Contains(a.log.String(), "godm: device state saved (") {
+		t.Errorf("first godm's log: %s", a.log.String())
+	}
 	if !strings.Contains(b.log.String(), "device state restored") {
 		t.Errorf("log: %s", b.log.String())
 	}

@@ -97,6 +97,10 @@ while [ ! -S /run/xenstored/socket ]; do
 done
 xen-init-dom0 || fail xen-init-dom0
 xenconsoled --log=guest || fail xenconsoled
+# The scenarios' output shares dom0's console with the kernel's: keep
+# kernel messages (an "hrtimer: interrupt took" under load) from landing
+# in the middle of a relayed line.
+dmesg -n 1
 echo XENBOX-UP
 # gone DOMID SECONDS: wait until Xen no longer lists the domain.
 gone() {

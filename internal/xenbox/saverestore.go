@@ -81,19 +81,34 @@ d=$(xl domid sr)
 echo "XENBOX-FACT restored_domid=$d"
 waitfor /tmp/sr-com1.log "FW SR TICK" 120 || fail "no tick after the restore"
 sleep 2
+sed 's/^/sr-after: /' /tmp/sr-com1.log
+# Live migration to this host (xl's -s "": the receiver is run here with
+# sh): log-dirty on, rounds of RAM, then stop and the device state.
+xl migrate -s "" sr "xl migrate-receive" || fail "xl migrate to localhost failed"
+d=$(xl domid sr)
+echo "XENBOX-FACT migrated_domid=$d"
+waitfor /tmp/sr-com1.log "FW SR TICK" 120 || fail "no tick after the migration"
+sleep 2
 xl destroy sr || fail "xl destroy failed"
 gone $d 30 || fail "domain $d still listed after xl destroy"
 godmgone 10 || fail "godm still runs after xl destroy"
-sed 's/^/sr-after: /' /tmp/sr-com1.log
-echo "--- qemu-dm-sr.log"; cat /var/log/xen/qemu-dm-sr.log
+sed 's/^/sr-migrated: /' /tmp/sr-com1.log
+for l in /var/log/xen/qemu-dm-sr*; do echo "--- $l"; cat $l; done
 exit 0`}
 }
 
-var srLine = regexp.MustCompile(`\[save-restore\] (sr-before|sr-after): FW SR (TICK|BAD) (\d+)(.*)$`)
+var srLine = regexp.MustCompile(`\[save-restore\] (sr-before|sr-after|sr-migrated): FW SR (TICK|BAD) (\d+)(.*)$`)
 
-// SaveRestoreRounds returns the last tick before the save, the first
-// after the restore, and every BAD line, from a boot's console.
-func SaveRestoreRounds(lines []Line) (before, after uint64, bad []string) {
+// SRPhase is what the save/restore firmware printed in one phase
+// (before the save, after the restore, after the migration): its first
+// and last tick.
+type SRPhase struct{ First, Last uint64 }
+
+// SaveRestorePhases returns the ticks of each phase ("sr-before",
+// "sr-after", "sr-migrated") and every BAD line, from a boot's console.
+func SaveRestorePhases(lines []Line) (map[string]SRPhase, []string) {
+	ph := map[string]SRPhase{}
+	var bad []string
 	for _, l := range lines {
 		m := srLine.FindStringSubmatch(strings.TrimSpace(l.Text))
 		if m == nil {
@@ -103,14 +118,16 @@ func SaveRestoreRounds(lines []Line) (before, after uint64, bad []string) {
 		if err != nil {
 			continue
 		}
-		switch {
-		case m[2] == "BAD":
+		if m[2] == "BAD" {
 			bad = append(bad, m[1]+": round "+m[3]+m[4])
-		case m[1] == "sr-before":
-			before = max(before, n)
-		case after == 0 || n < after:
-			after = n
+			continue
 		}
+		p, ok := ph[m[1]]
+		if !ok || n < p.First {
+			p.First = n
+		}
+		p.Last = max(p.Last, n)
+		ph[m[1]] = p
 	}
-	return before, after, bad
+	return ph, bad
 }

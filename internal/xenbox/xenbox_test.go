@@ -232,17 +232,39 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 	check("save-restore", func(t *testing.T, r Result) {
 		// xl save and xl restore: the firmware's rounds go on from where
 		// they were, and the device registers it set read the same.
-		before, after, bad := SaveRestoreRounds(o.Lines)
-		if before == 0 || after == 0 {
-			t.Fatalf("ticks: last before the save %d, first after the restore %d", before, after)
+		ph, bad := SaveRestorePhases(o.Lines)
+		before, after, migrated := ph["sr-before"], ph["sr-after"], ph["sr-migrated"]
+		if before.Last == 0 || after.First == 0 || migrated.First == 0 {
+			t.Fatalf("ticks: before the save %v, after the restore %v, after the migration %v", before, after, migrated)
 		}
-		if after <= before || after > before+64*8 {
-			t.Errorf("first tick after the restore is round %d, last before the save %d: the guest did not go on where it was", after, before)
+		// Each phase goes on from the last: at most 8 ticks lost between
+		// the last line seen and the save point.
+		for _, p := range []struct {
+			what        string
+			prev, first uint64
+		}{{"the restore", before.Last, after.First}, {"the migration", after.Last, migrated.First}} {
+			if p.first <= p.prev || p.first > p.prev+64*8 {
+				t.Errorf("first tick after %s is round %d, the last before it %d: the guest did not go on where it was", p.what, p.first, p.prev)
+			}
 		}
 		for _, b := range bad {
 			t.Errorf("the firmware read a device register changed across save/restore: %s", b)
 		}
-		t.Logf("rounds %d before the save, %d after the restore; save file %s bytes", before, after, r.Fields["save_bytes"])
+		// libxl asked the sending godm for log-dirty during the live
+		// migration, and godm saved its devices each time.
+		var dirtyOn, saved int
+		for _, l := range o.Lines {
+			if strings.Contains(l.Text, "[save-restore] godm: log-dirty on") {
+				dirtyOn++
+			}
+			if strings.Contains(l.Text, "[save-restore] godm: device state saved (") {
+				saved++
+			}
+		}
+		if dirtyOn == 0 || saved < 2 {
+			t.Errorf("godm's logs show log-dirty switched on %d times and %d device-state saves; want the migration's and both saves", dirtyOn, saved)
+		}
+		t.Logf("rounds: before the save %v, after the restore %v, after the migration %v; save file %s bytes", before, after, migrated, r.Fields["save_bytes"])
 	})
 	if pairs > 0 && !qemu {
 		noQEMU("bench")
@@ -696,8 +718,8 @@ func TestSaveRestoreFirmware(t *testing.T) {
 		{Text: "[save-restore] sr-after: FW SR TICK 256"},
 		{Text: "[libxl] sr-after: FW SR TICK 1"},
 	}
-	before, after, bad := SaveRestoreRounds(lines)
-	if before != 128 || after != 192 || len(bad) != 1 || bad[0] != "sr-after: round 193 scratch ff" {
-		t.Errorf("SaveRestoreRounds = %d, %d, %q", before, after, bad)
+	ph, bad := SaveRestorePhases(lines)
+	if ph["sr-before"] != (SRPhase{64, 128}) || ph["sr-after"] != (SRPhase{192, 256}) || len(bad) != 1 || bad[0] != "sr-after: round 193 scratch ff" {
+		t.Errorf("SaveRestorePhases = %v, %q", ph, bad)
 	}
 }
