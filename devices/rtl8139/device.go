@@ -772,7 +772,10 @@ func (d *Device) writew(addr uint8, v uint16) {
 		s.rxBufPtr = (uint32(v) + 0x10) & (s.rxBufSize - 1)
 		d.wake() // room for frames held in the back-end
 	case regBMCR:
-		s.bmcr = setMasked(v, 0x4cff|0x3000|0x0100, s.bmcr)
+		// QEMU 7.2 keeps 0xccff (reset self-clears; loopback, power
+		// down, isolate are not writable), speed, autonegotiation and
+		// duplex read-only.
+		s.bmcr = setMasked(v, 0xccff|0x3000|0x0100, s.bmcr)
 	case regBMSR:
 		s.bmsr = setMasked(v, 0xff3f, s.bmsr)
 	case regANAR:

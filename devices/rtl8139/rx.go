@@ -150,7 +150,9 @@ func (d *Device) receiveFrameLocked(buf []byte, irq bool) {
 			d.stats.RxMissed.Add(1)
 			return
 		}
-		d.cplusReceiveLocked(buf, size, origSize, hdr)
+		if !d.cplusReceiveLocked(buf, size, origSize, hdr) {
+			return
+		}
 	} else if !d.ringReceiveLocked(buf[:size], hdr) {
 		return
 	}
@@ -248,8 +250,9 @@ func (d *Device) dmaRead(gpa uint64, p []byte) bool {
 }
 
 // cplusReceiveLocked puts one frame into the current C+ receive
-// descriptor's buffer (one descriptor per frame, as QEMU).
-func (d *Device) cplusReceiveLocked(buf []byte, size, origSize int, hdr uint32) {
+// descriptor's buffer (one descriptor per frame, as QEMU); false when it
+// was missed.
+func (d *Device) cplusReceiveLocked(buf []byte, size, origSize int, hdr uint32) bool {
 	s := &d.st
 	desc := uint64(s.rxRingLo) | uint64(s.rxRingHi)<<32
 	desc += 16 * uint64(s.cpRxDesc)
@@ -260,7 +263,7 @@ func (d *Device) cplusReceiveLocked(buf []byte, size, origSize int, hdr uint32) 
 	bufAddr := uint64(binary.LittleEndian.Uint32(raw[8:])) | uint64(binary.LittleEndian.Uint32(raw[12:]))<<32
 	if w0&cpRxOwn == 0 {
 		d.missLocked()
-		return
+		return false
 	}
 	space := int(w0 & cpRxSize)
 	tagged := s.cpCmd&cpRxVLAN != 0 && binary.BigEndian.Uint16(buf[12:]) == 0x8100
@@ -278,7 +281,7 @@ func (d *Device) cplusReceiveLocked(buf []byte, size, origSize int, hdr uint32) 
 	}
 	if size+4 > space {
 		d.missLocked()
-		return
+		return false
 	}
 	if tagged {
 		d.dmaWrite(bufAddr, buf[:12])
@@ -313,6 +316,7 @@ func (d *Device) cplusReceiveLocked(buf []byte, size, origSize int, hdr uint32) 
 	} else {
 		s.cpRxDesc = (s.cpRxDesc + 1) % cpRxRing
 	}
+	return true
 }
 
 // finishCsum completes a partial checksum a back-end with offloads left
