@@ -202,6 +202,11 @@ type Device struct {
 	rxPad [netback.MaxFrame + vlanLen + 8]byte
 	txBuf [txStage]byte
 	loop  [normalTxMax + 1]byte
+	// desc and word stage descriptors and ring words: guest memory is an
+	// interface, so a stack array handed to it would escape (allocate).
+	desc  [16]byte
+	word  [4]byte
+	tdump [64]byte
 
 	timer clock.Timer // PCSTimeout, armed under mu
 

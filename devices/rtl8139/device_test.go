@@ -22,7 +22,7 @@ type portBE struct{ *netback.Port }
 func (p portBE) Close() error { p.Shutdown(); return nil }
 
 type rig struct {
-	t   *testing.T
+	t   testing.TB
 	d   *Device
 	mem *memory.Flat
 	be  portBE
@@ -34,7 +34,7 @@ var testMAC = [6]byte{0x00, 0x16, 0x3e, 0x12, 0x34, 0x56}
 
 const memSize = 1 << 20
 
-func newRig(t *testing.T, depth int) *rig {
+func newRig(t testing.TB, depth int) *rig {
 	t.Helper()
 	r := &rig{t: t, mem: memory.NewFlat(0, memSize), irq: &testfake.Recorder{}, clk: &testfake.Clock{}}
 	r.be = portBE{netback.NewPort(netback.PortConfig{Depth: depth})}
@@ -655,5 +655,39 @@ func TestNoAllocPerFrame(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("%.1f allocations per transmitted frame", allocs)
+	}
+}
+
+func TestNoAllocCPlusAndRx(t *testing.T) {
+	r := newRig(t, 64)
+	const ring = 0x30000
+	r.wr(regCpCmd, 2, cpTxEnb)
+	r.wr(regChipCmd, 1, cmdTxEnb|cmdRxEnb)
+	r.wr(regTxAddr0, 4, ring)
+	r.wr(regRxBuf, 4, 0x20000)
+	r.wr(regRxConfig, 4, acceptMyPhys)
+	f := frame(testMAC, 600, 1)
+	r.poke(0x10000, f)
+	desc := make([]byte, 16)
+	binary.LittleEndian.PutUint64(desc[8:], 0x10000)
+	n := 0
+	allocs := testing.AllocsPerRun(200, func() {
+		binary.LittleEndian.PutUint32(desc, cpTxOwn|cpTxFS|cpTxLS|cpTxIPCS|uint32(len(f)))
+		r.mem.Write(memory.GPA(ring+16*(n%cpTxRing)), desc)
+		n++
+		r.wr(regTxPoll, 1, 0x40)
+		if g := r.be.TxQueue().Pop(); g != nil {
+			g.Release()
+		}
+		r.d.mu.Lock()
+		r.d.receiveFrameLocked(f, true)
+		r.d.st.rxBufPtr = r.d.st.rxBufAddr
+		r.d.mu.Unlock()
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per C+ frame sent and ring frame received", allocs)
+	}
+	if r.d.Stats().TxFrames.Load() < 200 || r.d.Stats().RxFrames.Load() < 200 {
+		t.Fatalf("tx %d rx %d", r.d.Stats().TxFrames.Load(), r.d.Stats().RxFrames.Load())
 	}
 }

@@ -194,7 +194,7 @@ func (d *Device) ringReceiveLocked(buf []byte, hdr uint32) bool {
 		return false
 	}
 	hdr |= rxStatusOK | (size+4)<<16
-	var w [4]byte
+	w := &d.word
 	binary.LittleEndian.PutUint32(w[:], hdr)
 	d.ringWrite(w[:])
 	d.ringWrite(buf)
@@ -256,7 +256,7 @@ func (d *Device) cplusReceiveLocked(buf []byte, size, origSize int, hdr uint32) 
 	s := &d.st
 	desc := uint64(s.rxRingLo) | uint64(s.rxRingHi)<<32
 	desc += 16 * uint64(s.cpRxDesc)
-	var raw [16]byte
+	raw := &d.desc
 	d.dmaRead(desc, raw[:])
 	w0 := binary.LittleEndian.Uint32(raw[0:])
 	w1 := binary.LittleEndian.Uint32(raw[4:])
@@ -291,7 +291,7 @@ func (d *Device) cplusReceiveLocked(buf []byte, size, origSize int, hdr uint32) 
 	}
 	// The CRC QEMU appends covers the frame as it came (before padding
 	// and untagging).
-	var c [4]byte
+	c := &d.word
 	binary.LittleEndian.PutUint32(c[:], crc32.ChecksumIEEE(buf[:origSize]))
 	d.dmaWrite(bufAddr+uint64(size), c[:])
 

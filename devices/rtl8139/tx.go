@@ -146,7 +146,7 @@ func (d *Device) cplusTransmitOneLocked() (ok, stalled bool) {
 	}
 	desc := uint64(s.txAddr[0]) | uint64(s.txAddr[1])<<32
 	desc += 16 * uint64(s.cpTxDesc)
-	var raw [16]byte
+	raw := &d.desc
 	if !d.dmaRead(desc, raw[:]) {
 		return false, false
 	}
@@ -325,7 +325,7 @@ func fold(acc uint64) uint16 {
 // RTL8139TallyCounters_dma_write).
 func (d *Device) dumpTallyLocked(addr uint64) {
 	t := &d.st.tally
-	var b [64]byte
+	b := &d.tdump
 	le := binary.LittleEndian
 	le.PutUint64(b[0:], t.txOK)
 	le.PutUint64(b[8:], t.rxOK)
