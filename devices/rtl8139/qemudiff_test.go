@@ -477,6 +477,62 @@ func diffScript(x nicTarget) []string {
 	x.out(regTxStatus0, 4, 0x400000|0x8)
 	o.mem("tally", 0x400000, 64)
 	o.rd("tally", regTxStatus0, 4)
+
+	// C+ VLAN: a tag inserted on transmit (TAGC), one removed on receive
+	// (CPlusRxVLAN), a descriptor too small for its frame.
+	x.out(regChipCmd, 1, cmdReset)
+	x.out(regCpCmd, 2, cpTxEnb|cpRxEnb|cpRxVLAN)
+	x.out(regChipCmd, 1, cmdTxEnb|cmdRxEnb)
+	x.out(regTxAddr0, 4, txr)
+	x.out(regRxRingLo, 4, rxr)
+	x.out(regRxConfig, 4, acceptMyPhys|acceptBroadcast)
+	x.out(regIntrMask, 2, 0xffff)
+	x.memWrite(0x310000, pkt)
+	desc(txr, cpTxOwn|cpTxFS|cpTxLS|cpTxEOR|uint32(len(pkt)), cpTxTAGC|0x2301, 0x310000)
+	x.out(regTxPoll, 1, 0x40)
+	o.note("vlan tx sent % x", x.sent())
+	o.irq("vlan tx")
+	x.out(regIntrStatus, 2, 0xffff)
+	desc(rxr, cpRxOwn|1536, 0, 0x320000)
+	desc(rxr+16, cpRxOwn|cpRxEOR|64, 0, 0x320800)
+	in := frame(testMAC, 300, 7)
+	tagged := append(append(append([]byte{}, in[:12]...), 0x81, 0x00, 0x40, 0x05), in[12:]...)
+	x.inject(tagged)
+	o.mem("vlan rx desc", rxr, 32)
+	o.mem("vlan rx buf", 0x320000, 310)
+	x.inject(frame(testMAC, 200, 8)) // descriptor 1 holds 64 bytes
+	o.mem("small rx desc", rxr, 32)
+	o.rd("small rx", regIntrStatus, 2)
+	o.rd("small rx", regRxMissed, 4)
+	o.irq("vlan rx")
+
+	// Normal mode: loopback transmit, WRAP (RCR bit 7) letting a frame
+	// run past the ring's end, a 16 KiB ring, the clock halted.
+	x.out(regChipCmd, 1, cmdReset)
+	x.out(regChipCmd, 1, cmdTxEnb|cmdRxEnb)
+	x.out(regTxConfig, 4, tcrLoopback|0x600)
+	x.out(regRxBuf, 4, ring)
+	x.out(regRxConfig, 4, acceptMyPhys|rxNoWrap|1<<11)
+	x.out(regIntrMask, 2, 0xffff)
+	x.memWrite(ring, make([]byte, 16384+2048))
+	for i := range 13 {
+		f := frame(testMAC, 1400, byte(i))
+		x.memWrite(0x100000, f)
+		x.out(regTxAddr0+4*uint8(i%4), 4, 0x100000)
+		x.out(regTxStatus0+4*uint8(i%4), 4, uint64(len(f)))
+		o.rd("loopback", regRxBufAddr, 2)
+		o.rd("loopback", regIntrStatus, 2)
+		o.irq("loopback")
+		x.out(regIntrStatus, 2, 0xffff)
+		x.out(regRxBufPtr, 2, (x.in(regRxBufAddr, 2)-16)&0xffff)
+	}
+	o.mem("loopback ring", ring, 16384+1600)
+	x.out(regTxConfig, 4, 0x600)
+	x.out(regHltClk, 1, 'H')
+	x.inject(frame(testMAC, 100, 1))
+	o.rd("halted", regRxBufAddr, 2)
+	o.rd("halted", regIntrStatus, 2)
+	x.out(regHltClk, 1, 'R')
 	return o.log
 }
 
