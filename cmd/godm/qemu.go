@@ -387,6 +387,13 @@ func (h *machineHost) DeviceAdd(args map[string]any) error {
 	return nil
 }
 
+func (h *machineHost) SetLink(name string, up bool) error {
+	if !h.m.Board.SetLink(name, up) {
+		return qmp.NewError(qmp.ClassDeviceNotFound, "Device '%s' not found", name)
+	}
+	return nil
+}
+
 func (h *machineHost) DeviceDel(id string) error {
 	if h.m.Board.Device(id) == nil {
 		return qmp.NewError(qmp.ClassDeviceNotFound, "Device '%s' not found", id)

@@ -562,4 +562,17 @@ func TestLibxlNIC(t *testing.T) {
 	if fmt.Sprintf("% x", mac) != "00 16 3e 00 00 01" {
 		t.Errorf("IDR0-5 = % x", mac)
 	}
+	// set_link on the netdev's name reaches its NIC: BMSR's link bit.
+	for _, up := range []bool{false, true} {
+		if _, e := q.do("set_link", map[string]any{"name": "net0", "up": up}); e != "" {
+			t.Fatal(e)
+		}
+		bmsr, err := v.In(0xc100+0x64, 2)
+		if err != nil || (bmsr&4 != 0) != up {
+			t.Errorf("after set_link up=%v: BMSR %#x, %v", up, bmsr, err)
+		}
+	}
+	if _, e := q.do("set_link", map[string]any{"name": "nope", "up": true}); e != "DeviceNotFound: Device 'nope' not found" {
+		t.Errorf("set_link nope: %q", e)
+	}
 }

@@ -615,6 +615,19 @@ func newRTL8139(b *Board, p Props, pl *Plugged) error {
 	return nil
 }
 
+// SetLink sets the link of the NIC whose id or netdev is name (QEMU
+// qmp_set_link takes either); false if there is none.
+func (b *Board) SetLink(name string, up bool) bool {
+	found := false
+	for _, p := range b.Devices() {
+		if n, ok := p.Dev.(*NIC); ok && (p.ID == name || n.Netdev != "" && n.Netdev == name) {
+			n.SetLink(up)
+			found = true
+		}
+	}
+	return found
+}
+
 // UnplugNICs removes every emulated NIC: the Xen platform device's unplug
 // of NICs (QEMU hw/i386/xen/xen_platform.c pci_unplug_nics: the PV
 // drivers took over; passed-through functions are not NICs here).

@@ -206,6 +206,7 @@ func TestRepliesConformToQEMUSchema(t *testing.T) {
 		{"cont", nil}, {"query-status", nil}, {"stop", nil}, {"query-status", nil}, {"system_reset", nil},
 		{"device_del", map[string]any{"id": "pci-pt-03_00.0"}},
 		{"xen-set-global-dirty-log", map[string]any{"enable": true}},
+		{"set_link", map[string]any{"name": "nic0", "up": false}},
 	}
 	seen := map[string]bool{}
 	for _, c := range calls {
