@@ -503,43 +503,66 @@ func (d *Device) updateIRQLocked() {
 }
 
 // --- register access (QEMU rtl8139_io_{read,write}{b,w,l}: the same file
-// behind the I/O and memory BARs; 8-byte accesses are two 4-byte ones).
+// behind the I/O and memory BARs). An access is cut into pieces as QEMU's
+// memory core cuts it before the device sees it (system/physmem.c
+// memory_access_size: at most 4 bytes, and no larger than the address's
+// alignment, the region not taking unaligned accesses): a 4-byte read at
+// 0x11 is a byte at 0x11, a word at 0x12 and a byte at 0x14.
 
 type regs struct{ d *Device }
+
+// piece is the size of the next piece of an access of n bytes at off.
+func piece(off uint64, n uint8) uint8 {
+	l := min(n, 4)
+	if a := off & -off; a != 0 && a < uint64(l) {
+		l = uint8(a)
+	}
+	for l&(l-1) != 0 { // pow2floor
+		l &= l - 1
+	}
+	return l
+}
 
 func (r regs) Read(a devices.Access) uint64 {
 	d := r.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	addr := uint8(a.Offset)
-	switch a.Size {
-	case 1:
-		return uint64(d.readb(addr))
-	case 2:
-		return uint64(d.readw(addr))
-	case 4:
-		return uint64(d.readl(addr))
-	case 8:
-		return uint64(d.readl(addr)) | uint64(d.readl(addr+4))<<32
+	var v uint64
+	for done := uint8(0); done < a.Size; {
+		off := a.Offset + uint64(done)
+		l := piece(off, a.Size-done)
+		var p uint64
+		switch l {
+		case 1:
+			p = uint64(d.readb(uint8(off)))
+		case 2:
+			p = uint64(d.readw(uint8(off)))
+		default:
+			p = uint64(d.readl(uint8(off)))
+		}
+		v |= p << (8 * done)
+		done += l
 	}
-	return devices.SizeMask(a.Size)
+	return v
 }
 
 func (r regs) Write(a devices.Access, v uint64) {
 	d := r.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	addr := uint8(a.Offset)
-	switch a.Size {
-	case 1:
-		d.writeb(addr, uint8(v))
-	case 2:
-		d.writew(addr, uint16(v))
-	case 4:
-		d.writel(addr, uint32(v))
-	case 8:
-		d.writel(addr, uint32(v))
-		d.writel(addr+4, uint32(v>>32))
+	for done := uint8(0); done < a.Size; {
+		off := a.Offset + uint64(done)
+		l := piece(off, a.Size-done)
+		p := v >> (8 * done)
+		switch l {
+		case 1:
+			d.writeb(uint8(off), uint8(p))
+		case 2:
+			d.writew(uint8(off), uint16(p))
+		default:
+			d.writel(uint8(off), uint32(p))
+		}
+		done += l
 	}
 }
 

@@ -318,10 +318,11 @@ func diffScript(x nicTarget) []string {
 	for off := 0; off < 0x100; off += 4 {
 		o.note("config %#02x = %#08x", off, x.cfgRead(uint8(off)))
 	}
-	// Reset values, every width and alignment (TCTR left out: a clock).
+	// Reset values, every width at every offset, aligned or not (TCTR
+	// left out: a clock).
 	for _, size := range []uint8{1, 2, 4} {
-		for off := 0; off+int(size) <= 0x100; off += int(size) {
-			if off >= regTimer && off < regTimer+4 {
+		for off := 0; off+int(size) <= 0x100; off++ {
+			if off+int(size) > regTimer && off < regTimer+4 {
 				continue
 			}
 			o.rd("reset", uint8(off), size)
@@ -348,6 +349,9 @@ func diffScript(x nicTarget) []string {
 		{regTxStatus0 + 4, 4, 0xffffffff}, // transmits descriptor 1? no: the current is 0
 		{regHltClk, 1, 'H'}, {regHltClk, 1, 'R'},
 		{regTimerInt, 4, 0}, {regCSCR, 2, 0xffff}, {regIntrMitigate, 2, 0xffff},
+		// Unaligned: cut into aligned pieces before the device sees them.
+		{0x01, 4, 0xaabbccdd}, {0x0b, 4, 0x11223344}, {0x3b, 2, 0xffff}, {0x3d, 4, 0xffffffff},
+		{0x5d, 2, 0xffff}, {0x61, 4, 0xffffffff}, {0xd9, 2, 0}, {0xe1, 4, 0xffffffff},
 	}
 	for _, w := range writes {
 		x.out(w.off, w.size, w.v)

@@ -80,8 +80,10 @@ func (d *Device) Snapshot() ([]byte, error) {
 	return savestate.Record(RecordName, StateVersion, w.Out()), nil
 }
 
-// Restore implements devices.Snapshotter. A record is checked whole
-// before anything changes.
+// Restore implements devices.Snapshotter. The PCI function's state is
+// loaded first (pci.Device.ReadState); the device's own registers change
+// only if the whole record is valid. A refused record leaves the device
+// to be reset, as the board's Restore says.
 func (d *Device) Restore(b []byte) error {
 	_, r, err := savestate.Open(b, RecordName, StateVersion)
 	if err != nil {
