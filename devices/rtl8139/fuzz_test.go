@@ -130,7 +130,7 @@ func FuzzScript(f *testing.F) {
 				}
 				addr := uint64(binary.LittleEndian.Uint16(prog)) * 16 % fuzzMem
 				n := min(int(prog[2]), len(prog)-3)
-				r.mem.Write(memory.GPA(addr), prog[3:3+n][:min(n, int(fuzzMem-addr))])
+				r.mem.Write(memory.GPA(addr), prog[3 : 3+n][:min(n, int(fuzzMem-addr))])
 				prog = prog[3+n:]
 			case 3: // a frame from the network: length, then the first bytes
 				if len(prog) < 1 {
