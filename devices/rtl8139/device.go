@@ -142,9 +142,10 @@ const (
 	minFrame = 60
 	// vlanLen is an 802.1Q tag's length.
 	vlanLen = 4
-	// txStage bounds a C+ frame assembled from descriptors: a full
-	// Ethernet frame with a tag and the tag godm may insert.
-	txStage = netback.MaxFrame + vlanLen
+	// txStage bounds a C+ frame assembled from descriptors (QEMU
+	// CP_TX_BUFFER_SIZE): a large-send frame is cut into Ethernet frames
+	// from it; any other frame must fit one.
+	txStage = 65536
 	// normalTxMax is a normal-mode TSD's largest size (13 bits).
 	normalTxMax = 0x1fff
 )
@@ -207,6 +208,7 @@ type Device struct {
 	desc  [16]byte
 	word  [4]byte
 	tdump [64]byte
+	seg   [netback.MaxFrame]byte // one large-send segment
 
 	timer clock.Timer // PCSTimeout, armed under mu
 

@@ -691,3 +691,59 @@ func TestNoAllocCPlusAndRx(t *testing.T) {
 		t.Fatalf("tx %d rx %d", r.d.Stats().TxFrames.Load(), r.d.Stats().RxFrames.Load())
 	}
 }
+
+// TestLargeSend: a C+ large-send frame is cut at the descriptor's MSS,
+// each segment with its own sequence number, IP id and valid checksums;
+// FIN and PSH only on the last.
+func TestLargeSend(t *testing.T) {
+	r := newRig(t, 16)
+	const ring = 0x30000
+	r.wr(regCpCmd, 2, cpTxEnb)
+	r.wr(regChipCmd, 1, cmdTxEnb)
+	r.wr(regTxAddr0, 4, ring)
+	f := tcpFrame(2500)
+	r.poke(0x10000, f)
+	var desc [16]byte
+	binary.LittleEndian.PutUint32(desc[:], cpTxOwn|cpTxFS|cpTxLS|cpTxEOR|cpTxLGSEN|1200<<16|uint32(len(f)))
+	binary.LittleEndian.PutUint64(desc[8:], 0x10000)
+	r.poke(ring, desc[:])
+	r.wr(regTxPoll, 1, 0x40)
+	var payload []byte
+	for i := range 3 {
+		g := r.be.TxQueue().Pop()
+		if g == nil {
+			t.Fatalf("segment %d missing", i)
+		}
+		b := append([]byte(nil), g.Bytes()...)
+		g.Release()
+		ip := b[14:]
+		tcp := ip[20:]
+		if fold(sum(0, ip[:20])) != 0xffff {
+			t.Errorf("segment %d: IP checksum", i)
+		}
+		var ph [12]byte
+		copy(ph[:8], ip[12:20])
+		ph[9] = 6
+		binary.BigEndian.PutUint16(ph[10:], uint16(len(tcp)))
+		if fold(sum(sum(0, ph[:]), tcp)) != 0xffff {
+			t.Errorf("segment %d: TCP checksum", i)
+		}
+		if id := binary.BigEndian.Uint16(ip[4:]); id != 0x1234+uint16(i) {
+			t.Errorf("segment %d: IP id %#x", i, id)
+		}
+		if seq := binary.BigEndian.Uint32(tcp[4:]); seq != 0x01020304+uint32(len(payload)) {
+			t.Errorf("segment %d: seq %#x", i, seq)
+		}
+		last := i == 2
+		if fin := tcp[13]&0x09 == 0x09; fin != last {
+			t.Errorf("segment %d: flags %#x", i, tcp[13])
+		}
+		payload = append(payload, tcp[20:]...)
+	}
+	if !bytes.Equal(payload, f[54:]) {
+		t.Error("payload not reassembled")
+	}
+	if r.be.TxQueue().Len() != 0 {
+		t.Error("extra segment")
+	}
+}

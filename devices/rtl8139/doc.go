@@ -22,8 +22,8 @@
 //   - C+ mode (CPlusCmd 0xe0): 16-byte descriptors (OWN, EOR, FS, LS,
 //     length; 64-bit buffer address) in a transmit ring at TNPDS (0x20,
 //     64-bit) polled through TPPoll (0xd9) and a receive ring at RDSAR
-//     (0xe4); IP/TCP/UDP checksum offload and VLAN tag insertion on
-//     transmit, VLAN detagging on receive; the tally counter dump (DTCCR).
+//     (0xe4); IP/TCP/UDP checksum offload, large send and VLAN tag
+//     insertion on transmit, VLAN detagging on receive; the tally counter dump (DTCCR).
 //   - ISR/IMR (0x3e/0x3c) drive INTx; PHY registers BMCR/BMSR/ANAR/ANLPAR/
 //     ANER (0x62-0x6a) and MSR (0x58) report the link; TCTR (0x48) counts
 //     at the PCI clock (33 MHz) and TimerInt (0x54) raises PCSTimeout.
@@ -44,9 +44,13 @@
 // QEMU's can_receive does, except in C+ mode where, as in QEMU, a frame
 // without a free descriptor is dropped with RxOverflow.
 //
-// Deviations from QEMU: no option ROM (QEMU loads efi-rtl8139.rom); TCP
-// segmentation offload (LGSEN) is not performed: a large-send frame that
-// does not fit one Ethernet frame is dropped and counted (Linux's 8139cp
-// leaves TSO off by default); the C+ receive ring wraps after 1024
-// descriptors without EOR (QEMU walks on).
+// Large send (LGSEN, TCP segmentation offload) cuts a TCP/IPv4 frame of
+// up to 64 KiB at the descriptor's MSS (bits 16-26), as QEMU does.
+//
+// Deviations from QEMU: no option ROM (QEMU loads efi-rtl8139.rom); the
+// last large-send segment keeps FIN and PSH (QEMU 7.2 clears them in the
+// header template it reuses, so its last segment loses them); the C+
+// receive ring wraps after 1024 descriptors without EOR (QEMU walks on);
+// unaligned accesses are cut into aligned pieces as QEMU's memory core
+// does before its device sees them.
 package rtl8139

@@ -178,6 +178,14 @@ func FuzzRings(f *testing.F) {
 		binary.LittleEndian.PutUint64(seed[16*i+8:], 0x400)
 	}
 	f.Add(seed, uint16(0x8f), uint8(3))
+	// A large send: a TCP frame at 0x400 cut at an MSS of 100.
+	tso := make([]byte, 4096)
+	tf := tcpFrame(1500)
+	copy(tso[0x400:], tf)
+	binary.LittleEndian.PutUint32(tso, cpTxOwn|cpTxFS|cpTxLS|cpTxEOR|cpTxLGSEN|100<<16|uint32(len(tf)))
+	binary.LittleEndian.PutUint64(tso[8:], 0x400)
+	f.Add(tso, uint16(0x8f), uint8(3))
+	f.Add(tso, uint16(0x8f), uint8(0x83)) // in loopback
 	f.Add(make([]byte, 64), uint16(0), uint8(0))
 	f.Fuzz(func(t *testing.T, image []byte, rcr uint16, mode uint8) {
 		r := newFuzzRig(t)

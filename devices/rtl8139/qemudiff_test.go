@@ -510,6 +510,34 @@ func diffScript(x nicTarget) []string {
 	o.rd("small rx", regRxMissed, 4)
 	o.irq("vlan rx")
 
+	// Large send: a 3000-byte TCP payload cut at an MSS of 1000, the
+	// frame spread over three descriptors, then an MSS of 0 (sent as is).
+	tso := tcpFrame(3000)
+	x.memWrite(0x330000, tso)
+	big := uint32(cpTxLGSEN | 1000<<16)
+	desc(txr, cpTxOwn|cpTxFS|big|100, 0, 0x330000)
+	desc(txr+16, cpTxOwn|big|1000, 0, 0x330000+100)
+	desc(txr+32, cpTxOwn|cpTxLS|cpTxEOR|big|uint32(len(tso)-1100), 0, 0x330000+1100)
+	x.out(regIntrStatus, 2, 0xffff)
+	x.out(regTxPoll, 1, 0x40)
+	for i := range 4 {
+		seg := x.sent()
+		if i == 2 && len(seg) > 52 {
+			// A documented deviation: QEMU 7.2 clears FIN and PSH in the
+			// header template it reuses, so its last segment loses them
+			// (and its checksum differs); godm keeps them there, as a
+			// segmenting NIC must (TestLargeSend checks it).
+			seg[47], seg[50], seg[51] = 0, 0, 0
+		}
+		o.note("tso segment %d % x", i, seg)
+	}
+	small := tcpFrame(500)
+	x.memWrite(0x330000, small)
+	desc(txr, cpTxOwn|cpTxFS|cpTxLS|cpTxEOR|cpTxLGSEN|uint32(len(small)), 0, 0x330000)
+	x.out(regTxPoll, 1, 0x40)
+	o.note("tso mss 0 % x", x.sent())
+	o.irq("tso")
+
 	// Normal mode: loopback transmit, WRAP (RCR bit 7) letting a frame
 	// run past the ring's end, a 16 KiB ring, the clock halted.
 	x.out(regChipCmd, 1, cmdReset)
@@ -538,6 +566,32 @@ func diffScript(x nicTarget) []string {
 	o.rd("halted", regIntrStatus, 2)
 	x.out(regHltClk, 1, 'R')
 	return o.log
+}
+
+// tcpFrame is a TCP/IPv4 frame with n payload bytes, PSH and FIN set,
+// checksums left zero.
+func tcpFrame(n int) []byte {
+	b := make([]byte, 14+20+20+n)
+	copy(b, []byte{0x02, 9, 9, 9, 9, 9})
+	copy(b[6:], testMAC[:])
+	binary.BigEndian.PutUint16(b[12:], 0x0800)
+	ip := b[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(40+n))
+	binary.BigEndian.PutUint16(ip[4:], 0x1234)
+	ip[8], ip[9] = 64, 6
+	copy(ip[12:], []byte{10, 0, 2, 15, 10, 0, 2, 2})
+	tcp := ip[20:]
+	binary.BigEndian.PutUint16(tcp[0:], 40000)
+	binary.BigEndian.PutUint16(tcp[2:], 80)
+	binary.BigEndian.PutUint32(tcp[4:], 0x01020304)
+	tcp[12] = 5 << 4
+	tcp[13] = 0x18 | 0x01 // ACK, PSH, FIN
+	binary.BigEndian.PutUint16(tcp[14:], 8192)
+	for i := range n {
+		tcp[20+i] = byte(i * 7)
+	}
+	return b
 }
 
 func TestQEMUDiff(t *testing.T) {

@@ -9,17 +9,20 @@ import (
 // C+ transmit descriptor bits (QEMU CP_TX_*; RTL8139C+ datasheet,
 // transmit descriptor format).
 const (
-	cpTxOwn    = 1 << 31
-	cpTxEOR    = 1 << 30
-	cpTxFS     = 1 << 29
-	cpTxLS     = 1 << 28
-	cpTxLGSEN  = 1 << 27
-	cpTxIPCS   = 1 << 18
-	cpTxUDPCS  = 1 << 17
-	cpTxTCPCS  = 1 << 16
-	cpTxSize   = 1<<16 - 1
-	cpTxTAGC   = 1 << 17 // in w1
-	cpTxStatus = 1<<25 | 1<<23 | 1<<22 | 1<<21 | 1<<20
+	cpTxOwn   = 1 << 31
+	cpTxEOR   = 1 << 30
+	cpTxFS    = 1 << 29
+	cpTxLS    = 1 << 28
+	cpTxLGSEN = 1 << 27
+	cpTxIPCS  = 1 << 18
+	cpTxUDPCS = 1 << 17
+	cpTxTCPCS = 1 << 16
+	cpTxSize  = 1<<16 - 1
+	// cpTxMSSMask: the large-send MSS, bits 16-26 of w0 (QEMU
+	// CP_TC_LGSEN_MSS_SHIFT/MASK).
+	cpTxMSSMask = 1<<11 - 1
+	cpTxTAGC    = 1 << 17 // in w1
+	cpTxStatus  = 1<<25 | 1<<23 | 1<<22 | 1<<21 | 1<<20
 )
 
 // writeTSD is a write of TSD n (QEMU rtl8139_TxStatus_write). In C+ mode
@@ -182,6 +185,10 @@ func (d *Device) cplusTransmitOneLocked() (ok, stalled bool) {
 	} else {
 		s.cpTxDesc = (s.cpTxDesc + 1) % cpTxRing
 	}
+	// The large-send MSS shares bits with the status bits cleared here:
+	// keep the guest's word for it (QEMU: "store unaltered txdw0 for
+	// later use in MSS calculation").
+	orig := w0
 	w0 &^= cpTxOwn | cpTxStatus
 	binary.LittleEndian.PutUint32(raw[0:], w0)
 	d.dmaWrite(desc, raw[:4])
@@ -192,11 +199,7 @@ func (d *Device) cplusTransmitOneLocked() (ok, stalled bool) {
 	n := s.cpTxLen
 	s.cpTxLen = 0
 	tag := w1&cpTxTAGC != 0
-	out := n
-	if tag {
-		out += vlanLen
-	}
-	if n > txStage || out > txStage || n < 14 && tag {
+	if n > txStage || n < 14 {
 		if f != nil {
 			f.Release()
 		}
@@ -205,54 +208,145 @@ func (d *Device) cplusTransmitOneLocked() (ok, stalled bool) {
 		return true, false
 	}
 	frame := d.txBuf[:n]
-	if w0&(cpTxIPCS|cpTxUDPCS|cpTxTCPCS|cpTxLGSEN) != 0 {
+	if mss := int(orig>>16) & cpTxMSSMask; w0&cpTxLGSEN != 0 && mss != 0 && isTCPv4(frame) {
+		// Large send (QEMU: TSO with the descriptor's MSS; an MSS of 0
+		// sends the frame as it is, as QEMU's fix for issue 1582).
+		d.largeSendLocked(frame, mss, w1, tag, loop, f)
+		return true, false
+	}
+	if w0&(cpTxIPCS|cpTxUDPCS|cpTxTCPCS) != 0 {
 		offloadCsum(frame, w0)
 	}
-	if w0&cpTxLGSEN != 0 && n > netback.MaxFrame-vlanLen {
-		// Large send is not segmented (see the package doc).
+	d.emitLocked(frame, w1, tag, loop, f)
+	return true, false
+}
+
+// emitLocked sends one assembled frame (with the descriptor's VLAN tag
+// inserted after the addresses), or loops it back; f is the back-end
+// frame taken for it (nil in loopback or without a back-end). A frame the
+// back-end cannot take is dropped and counted.
+func (d *Device) emitLocked(frame []byte, w1 uint32, tag, loop bool, f *netback.Frame) {
+	out := len(frame)
+	if tag {
+		out += vlanLen
+	}
+	if out > netback.MaxFrame {
 		if f != nil {
 			f.Release()
 		}
 		d.stats.TxDropped.Add(1)
-		return true, false
+		d.st.tally.txErr++
+		return
 	}
-	s.tally.txOK++
-	if loop {
-		if tag {
-			copy(d.loop[:12], frame[:12])
-			d.loop[12], d.loop[13] = 0x81, 0x00
-			// The TCI lies in w1 in frame order (QEMU: "the vlan tag is in
-			// BE byte order in the descriptor").
-			d.loop[14], d.loop[15] = byte(w1), byte(w1>>8)
-			copy(d.loop[16:], frame[12:])
-			frame = d.loop[:out]
-		}
-		d.receiveFrameLocked(frame, false)
-		d.stats.TxFrames.Add(1)
-		return true, false
-	}
-	if f == nil {
+	var b []byte
+	switch {
+	case loop:
+		b = d.loop[:]
+	case f == nil:
 		d.stats.TxDropped.Add(1)
-		return true, false
-	}
-	if out > d.be.MaxLen() || out > len(f.Buf()) {
+		return
+	case out > d.be.MaxLen() || out > len(f.Buf()):
 		f.Release()
 		d.stats.TxDropped.Add(1)
-		return true, false
+		return
+	default:
+		b = f.Buf()
 	}
-	b := f.Buf()
 	if tag {
 		copy(b[:12], frame[:12])
+		// The TCI lies in w1 in frame order (QEMU: "the vlan tag is in BE
+		// byte order in the descriptor").
 		b[12], b[13] = 0x81, 0x00
 		b[14], b[15] = byte(w1), byte(w1>>8)
 		copy(b[16:], frame[12:])
 	} else {
 		copy(b, frame)
 	}
+	d.st.tally.txOK++
+	d.stats.TxFrames.Add(1)
+	if loop {
+		d.receiveFrameLocked(b[:out], false)
+		return
+	}
 	f.SetLen(out)
 	d.be.Transmit(f)
-	d.stats.TxFrames.Add(1)
-	return true, false
+}
+
+// isTCPv4 reports whether frame is an IPv4 TCP segment with headers that
+// fit it.
+func isTCPv4(b []byte) bool {
+	if len(b) < 14+20+20 || binary.BigEndian.Uint16(b[12:]) != 0x0800 || b[14]>>4 != 4 || b[14+9] != 6 {
+		return false
+	}
+	hlen := int(b[14]&0xf) * 4
+	total := int(binary.BigEndian.Uint16(b[16:]))
+	if hlen < 20 || total > len(b)-14 || total < hlen+20 {
+		return false
+	}
+	thlen := int(b[14+hlen+12]>>4) * 4
+	return thlen >= 20 && hlen+thlen <= total
+}
+
+// largeSendLocked cuts a TCP/IPv4 frame into segments of mss payload
+// bytes (QEMU rtl8139_cplus_transmit_one's TSO): each gets the headers,
+// its sequence number, an IP id one more than the previous, FIN and PSH
+// only on the last, fresh IP and TCP checksums. The first segment uses f;
+// the others take back-end frames as they go, and what finds the back-end
+// full is dropped (counted; TCP retransmits).
+func (d *Device) largeSendLocked(frame []byte, mss int, w1 uint32, tag, loop bool, f *netback.Frame) {
+	ip := frame[14:]
+	hlen := int(ip[0]&0xf) * 4
+	total := int(binary.BigEndian.Uint16(ip[2:]))
+	tcp := ip[hlen:total]
+	thlen := int(tcp[12]>>4) * 4
+	hdrs := 14 + hlen + thlen
+	payload := tcp[thlen:]
+	if hdrs+min(mss, len(payload)) > len(d.seg) {
+		if f != nil {
+			f.Release()
+		}
+		d.stats.TxDropped.Add(1)
+		d.st.tally.txErr++
+		return
+	}
+	id := binary.BigEndian.Uint16(ip[4:])
+	seq := binary.BigEndian.Uint32(tcp[4:])
+	flags := tcp[13]
+	for off, i := 0, 0; off < len(payload) || i == 0; off, i = off+mss, i+1 {
+		chunk := min(mss, len(payload)-off)
+		last := off+chunk >= len(payload)
+		seg := d.seg[:hdrs+chunk]
+		copy(seg, frame[:hdrs])
+		copy(seg[hdrs:], payload[off:off+chunk])
+		sip := seg[14:]
+		binary.BigEndian.PutUint16(sip[2:], uint16(hlen+thlen+chunk))
+		binary.BigEndian.PutUint16(sip[4:], id+uint16(i))
+		binary.BigEndian.PutUint16(sip[10:], 0)
+		binary.BigEndian.PutUint16(sip[10:], ^fold(sum(0, sip[:hlen])))
+		stcp := sip[hlen:]
+		binary.BigEndian.PutUint32(stcp[4:], seq+uint32(off))
+		if !last {
+			stcp[13] = flags &^ 0x09 // FIN, PSH
+		}
+		binary.BigEndian.PutUint16(stcp[16:], 0)
+		var ph [12]byte
+		copy(ph[:8], sip[12:20])
+		ph[9] = 6
+		binary.BigEndian.PutUint16(ph[10:], uint16(thlen+chunk))
+		binary.BigEndian.PutUint16(stcp[16:], ^fold(sum(sum(0, ph[:]), stcp[:thlen+chunk])))
+		g := f
+		f = nil
+		if g == nil && !loop && d.be != nil && !d.st.linkDown {
+			if g = d.be.TxFrame(); g == nil {
+				d.stats.TxDropped.Add(1)
+				continue
+			}
+		}
+		d.emitLocked(seg, w1, tag, loop, g)
+		if last {
+			break
+		}
+	}
 }
 
 // offloadCsum fills the IPv4 header checksum and the TCP or UDP checksum
@@ -283,7 +377,7 @@ func offloadCsum(b []byte, w0 uint32) {
 	l4 := ip[hlen:total]
 	var off int
 	switch {
-	case proto == 6 && w0&(cpTxTCPCS|cpTxLGSEN) != 0 && len(l4) >= 20:
+	case proto == 6 && w0&cpTxTCPCS != 0 && len(l4) >= 20:
 		off = 16
 	case proto == 17 && w0&cpTxUDPCS != 0 && len(l4) >= 8:
 		off = 6
