@@ -747,3 +747,31 @@ func TestLargeSend(t *testing.T) {
 		t.Error("extra segment")
 	}
 }
+
+// With the link down nothing is received (the frames are dropped and
+// counted) and nothing sent reaches the back-end.
+func TestLinkDownDrops(t *testing.T) {
+	r := newRig(t, 8)
+	r.wr(regRxBuf, 4, 0x20000)
+	r.wr(regRxConfig, 4, acceptMyPhys)
+	r.wr(regChipCmd, 1, cmdRxEnb|cmdTxEnb)
+	r.d.SetLink(false)
+	r.deliver(frame(testMAC, 100, 1))
+	r.waitRx(1)
+	if r.d.Stats().RxFrames.Load() != 0 || r.d.Stats().RxMissed.Load() != 1 {
+		t.Fatalf("rx %d missed %d with the link down", r.d.Stats().RxFrames.Load(), r.d.Stats().RxMissed.Load())
+	}
+	f := frame(testMAC, 100, 2)
+	r.poke(0x10000, f)
+	r.wr(regTxAddr0, 4, 0x10000)
+	r.wr(regTxStatus0, 4, uint64(len(f)))
+	if r.be.TxQueue().Len() != 0 || r.d.Stats().TxDropped.Load() != 1 {
+		t.Fatalf("sent with the link down")
+	}
+	r.d.SetLink(true)
+	r.deliver(frame(testMAC, 100, 3))
+	r.waitRx(2)
+	if r.d.Stats().RxFrames.Load() != 1 {
+		t.Fatal("nothing received once the link is up")
+	}
+}

@@ -35,6 +35,15 @@ func (d *Device) receiveLocked() {
 		if f == nil || !d.canReceiveLocked() {
 			return
 		}
+		if d.st.linkDown {
+			// No cable: QEMU's net layer delivers nothing to a NIC whose
+			// link is down (net/net.c qemu_deliver_packet_iov).
+			d.stats.RxMissed.Add(1)
+			if g := d.be.RxPop(); g != nil {
+				g.Release()
+			}
+			continue
+		}
 		b := f.Bytes()
 		if f.Hdr.Flags&netback.VnetFlagNeedsCsum != 0 {
 			finishCsum(b, int(f.Hdr.CsumStart), int(f.Hdr.CsumOffset))
