@@ -45,9 +45,11 @@ func newFuzzRig(t *testing.T) *fuzzRig {
 // check asserts the invariants a hostile guest must not break.
 func (r *fuzzRig) check(t *testing.T) {
 	d := r.d
+	// The line is set under the device's lock: read both under it.
 	d.mu.Lock()
 	s := d.st
 	level := s.isr&s.imr != 0
+	line := r.irq.Level()
 	d.mu.Unlock()
 	switch s.rxBufSize {
 	case 8192, 16384, 32768, 65536:
@@ -63,8 +65,8 @@ func (r *fuzzRig) check(t *testing.T) {
 	if s.ee.address >= eeWords || s.ee.tick > 16 {
 		t.Fatalf("eeprom state %+v", s.ee)
 	}
-	if r.irq.Level() != level {
-		t.Fatalf("INTx %v with ISR %#x IMR %#x", r.irq.Level(), s.isr, s.imr)
+	if line != level {
+		t.Fatalf("INTx %v with ISR %#x IMR %#x", line, s.isr, s.imr)
 	}
 	for f := r.be.TxQueue().Pop(); f != nil; f = r.be.TxQueue().Pop() {
 		if n := len(f.Bytes()); n < 14 || n > netback.MaxFrame {
