@@ -576,3 +576,23 @@ func TestLibxlNIC(t *testing.T) {
 		t.Errorf("set_link nope: %q", e)
 	}
 }
+
+// A netdev godm cannot open fails the start with one line naming it
+// (checked when the back-end opens, after the machine's domain is known).
+func TestLibxlBadNetdev(t *testing.T) {
+	needPTY(t)
+	for _, c := range []struct{ netdev, want string }{
+		{"type=tap,id=net0,ifname=vif1.0-emu,br=xenbr0,script=/etc/xen/scripts/qemu-ifup,downscript=no", "script"},
+		{"user,id=net0,bogus=1", "bogus"},
+	} {
+		r := newDMRig(t)
+		argv := strings.Replace(libxlArgv(int(r.dom.ID()), r.dir), "-net none",
+			"-device rtl8139,id=nic0,netdev=net0,mac=00:16:3e:00:00:01 -netdev "+c.netdev, 1)
+		r.start(t, argv, nil)
+		err := r.wait()
+		t.Logf("-netdev %s: %v", c.netdev, err)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("-netdev %s: %v", c.netdev, err)
+		}
+	}
+}
