@@ -249,3 +249,19 @@ func TestPortWakeups(t *testing.T) {
 		g.Release()
 	}
 }
+
+func TestParseMAC(t *testing.T) {
+	for s, want := range map[string][6]byte{
+		"00:16:3e:01:02:0a": {0, 0x16, 0x3e, 1, 2, 0xa},
+		"52-54-00-AB-cd-EF": {0x52, 0x54, 0, 0xab, 0xcd, 0xef},
+	} {
+		if m, err := ParseMAC(s); err != nil || m != want {
+			t.Errorf("%s: %x, %v", s, m, err)
+		}
+	}
+	for _, s := range []string{"", "00:16:3e:01:02", "00:16:3e:01:02:0g", "00:16:3e:01:02:03:04", "01:00:5e:00:00:01", "00163e010203xxxxx", "00:16:3e;01:02:03"} {
+		if _, err := ParseMAC(s); err == nil {
+			t.Errorf("%q accepted", s)
+		}
+	}
+}

@@ -39,6 +39,8 @@ targets="
 ./devices/xenplatform FuzzScript
 ./devices/uart/pciserial FuzzScript
 ./devices/testdev FuzzScript
+./devices/rtl8139 FuzzScript
+./devices/rtl8139 FuzzRings
 ./internal/qemuopts FuzzParse
 ./internal/qemuopts FuzzParseSize
 ./internal/qmp FuzzDecoder

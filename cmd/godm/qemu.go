@@ -26,6 +26,8 @@ import (
 	"godm/internal/qemuopts"
 	"godm/internal/qmp"
 	"godm/internal/unixsock"
+	"godm/netback"
+	"godm/netback/netdev"
 	"godm/passthrough"
 )
 
@@ -190,7 +192,23 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 			chardevs = append(chardevs, dmcontract.Chardev{Label: fmt.Sprintf("serial%d", i), Filename: fn})
 			log.Info("serial port", "com", i+1, "backend", desc)
 		}
-		spec.Devices = qemuLayout(spec, cfg.TestSlots)
+		if len(cfg.Netdevs) > 0 {
+			spec.Netdevs = map[string]netback.Backend{}
+		}
+		for _, nd := range cfg.Netdevs {
+			o, err := netdev.Parse(nd.Arg)
+			if err != nil {
+				return err
+			}
+			be, err := netdev.Open(o)
+			if err != nil {
+				return err
+			}
+			defer be.Close() // after the machine, whose NICs hold it
+			spec.Netdevs[nd.ID] = be
+			log.Info("netdev", "id", nd.ID, "type", nd.Type)
+		}
+		spec.Devices = qemuLayout(spec, cfg.TestSlots, cfg.NICs)
 		m, err = machine.New(env.Kernel, spec)
 		if err != nil {
 			return fmt.Errorf("serve %v: %w", spec.Dom, err)
@@ -499,6 +517,13 @@ func (h *machineHost) PlugCPU(slot int) error {
 	return nil
 }
 
+func (h *machineHost) SetLink(name string, up bool) error {
+	if !h.m.Board.SetLink(name, up) {
+		return qmp.NewError(qmp.ClassDeviceNotFound, "Device '%s' not found", name)
+	}
+	return nil
+}
+
 func (h *machineHost) DeviceDel(id string) error {
 	if h.m.Board.Device(id) == nil {
 		return qmp.NewError(qmp.ClassDeviceNotFound, "Device '%s' not found", id)
@@ -512,11 +537,22 @@ func (h *machineHost) DeviceDel(id string) error {
 // qemuLayout is the board for a qemu-xen command line: the machine's
 // devices where QEMU-xen puts them for the same argv (spec.Entries: the
 // Xen platform device at machine.PlatformSlot, 00:02.0), then godm's test
-// devices.
-func qemuLayout(spec machine.Spec, testSlots []int) []board.Entry {
+// devices (at the slots given), then the NICs in command-line order at
+// the lowest free slots (libxl gives them no addr=; QEMU-xen puts them at
+// 00:03.0 onward behind the platform device).
+func qemuLayout(spec machine.Spec, testSlots []int, nics []dmcontract.NIC) []board.Entry {
 	e := spec.Entries()
 	for _, slot := range testSlots {
 		e = append(e, board.Entry{Driver: board.TestDevice, Props: map[string]string{"addr": fmt.Sprintf("%02x.0", slot)}})
+	}
+	for _, n := range nics {
+		p := map[string]string{}
+		for k, v := range map[string]string{"id": n.ID, "netdev": n.Netdev, "mac": n.MAC} {
+			if v != "" {
+				p[k] = v
+			}
+		}
+		e = append(e, board.Entry{Driver: board.NICDriver, Props: p})
 	}
 	return e
 }

@@ -13,6 +13,7 @@ import (
 	"godm/devices/uart"
 	"godm/irq"
 	"godm/memory"
+	"godm/netback"
 	"godm/pci"
 )
 
@@ -31,6 +32,11 @@ type Env struct {
 	ISA func(n uint8) irq.Line
 	// Chardevs are the character back-ends by id (-chardev id=...).
 	Chardevs map[string]chardev.Backend
+	// Netdevs are the network back-ends by id (-netdev id=..., opened by
+	// netback/netdev). Their opener owns them: a NIC attaches to one and
+	// detaches on unplug; the back-end stays open (as QEMU's netdev
+	// outlives its device_del'd NIC).
+	Netdevs map[string]netback.Backend
 	// Log is the machine's log.
 	Log *slog.Logger
 	// UARTClock times the serial ports' character timeout; nil: the
@@ -111,6 +117,8 @@ type Board struct {
 	resetMu  sync.Mutex
 	pausers  []devices.Pauser // set while paused
 	ioPauser IOPauser
+	nicUsed  map[string]string // netdev id -> the NIC's id
+	nicCount int               // NICs made, for default MACs
 }
 
 // IOPauser is the ioreq server's side of pause: once Pause returns no

@@ -12,9 +12,11 @@ import (
 	"godm/devices/i8042"
 	"godm/devices/piix3"
 	"godm/devices/piix4pm"
+	"godm/devices/rtl8139"
 	"godm/devices/testdev"
 	"godm/devices/uart"
 	"godm/devices/xenplatform"
+	"godm/netback"
 	"godm/pci"
 )
 
@@ -60,6 +62,8 @@ type Prop struct {
 const (
 	// TestDevice is godm's test device (devices/testdev).
 	TestDevice = "godm-testdev"
+	// NICDriver is the emulated NIC's driver (libxl's default model).
+	NICDriver = "rtl8139"
 	// PassthroughDriver is QEMU's name of a passed-through host function
 	// (passthrough.DriverName).
 	PassthroughDriver = "xen-pci-passthrough"
@@ -91,6 +95,12 @@ var drivers = []*Driver{
 			{Name: "kbd-irq", Type: "uint8", Default: "1"},
 			{Name: "mouse-irq", Type: "uint8", Default: "12"},
 		}, New: newI8042},
+	{Name: NICDriver, Bus: "PCI", Category: "Network devices", Desc: "Realtek RTL8139C+ Fast Ethernet", Hotpluggable: true,
+		Props: []Prop{
+			{Name: "netdev", Type: "str", Desc: "ID of a netdev to use as a backend"},
+			{Name: "mac", Type: "str", Desc: "Ethernet 6-byte MAC Address, example: 52:54:00:12:34:56", Default: "52:54:00:12:34:56 + n"},
+			pciAddrProp,
+		}, New: newRTL8139},
 	{Name: TestDevice, Bus: "PCI", Category: "Misc devices", Desc: "godm's test device (DMA, MSI-X, INTx)", Hotpluggable: true,
 		Props: []Prop{pciAddrProp}, New: newTestDev},
 	{Name: PassthroughDriver, Bus: "PCI", Category: "Misc devices", Desc: "a host PCI function passed through", Hotpluggable: true,
@@ -547,4 +557,103 @@ func (b *Board) building() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.plan != nil
+}
+
+// NIC is an emulated NIC on the board: the device and the netdev it is
+// attached to ("" for none).
+type NIC struct {
+	*rtl8139.Device
+	Netdev string
+}
+
+// ParseMAC is netback.ParseMAC with the property's name.
+func ParseMAC(s string) ([6]byte, error) {
+	m, err := netback.ParseMAC(s)
+	if err != nil {
+		return m, fmt.Errorf("property 'mac': %w", err)
+	}
+	return m, nil
+}
+
+func newRTL8139(b *Board, p Props, pl *Plugged) error {
+	slot, fn, ok, err := pciAddr(p)
+	if err != nil {
+		return err
+	}
+	if b.env.Memory == nil {
+		return errors.New("the machine has no guest memory access")
+	}
+	b.mu.Lock()
+	n := b.nicCount
+	b.nicCount++
+	b.mu.Unlock()
+	// QEMU qemu_macaddr_default_if_unset: 52:54:00:12:34:56 for the
+	// first NIC without mac=, then :57, ...
+	mac := [6]byte{0x52, 0x54, 0x00, 0x12, 0x34, byte(0x56 + n)}
+	if s := p.String("mac", ""); s != "" {
+		if mac, err = ParseMAC(s); err != nil {
+			return err
+		}
+	}
+	id := p.String("netdev", "")
+	var be netback.Backend
+	if id != "" {
+		be = b.env.Netdevs[id]
+		if be == nil {
+			return fmt.Errorf("Property '%s.netdev' can't find value '%s'", NICDriver, id)
+		}
+		b.mu.Lock()
+		if b.nicUsed == nil {
+			b.nicUsed = map[string]string{}
+		}
+		if other, used := b.nicUsed[id]; used {
+			b.mu.Unlock()
+			return fmt.Errorf("Property '%s.netdev' can't take value '%s', it's in use by '%s'", NICDriver, id, other)
+		}
+		b.nicUsed[id] = pl.ID
+		b.mu.Unlock()
+		pl.onUnplug(func() error {
+			b.mu.Lock()
+			delete(b.nicUsed, id)
+			b.mu.Unlock()
+			return nil
+		})
+	}
+	d, err := rtl8139.New(rtl8139.Config{MAC: mac, Memory: b.env.Memory, Backend: be})
+	if err != nil {
+		return err
+	}
+	pl.Dev = &NIC{Device: d, Netdev: id}
+	pl.onUnplug(d.Close)
+	if err := b.addPCI(pl, d.Function(), slot, fn, !ok); err != nil {
+		return err
+	}
+	pl.resetWith(d.Function(), d.Reset)
+	return nil
+}
+
+// SetLink sets the link of the NIC whose id or netdev is name (QEMU
+// qmp_set_link takes either); false if there is none.
+func (b *Board) SetLink(name string, up bool) bool {
+	found := false
+	for _, p := range b.Devices() {
+		if n, ok := p.Dev.(*NIC); ok && (p.ID == name || n.Netdev != "" && n.Netdev == name) {
+			n.SetLink(up)
+			found = true
+		}
+	}
+	return found
+}
+
+// UnplugNICs removes every emulated NIC: the Xen platform device's unplug
+// of NICs (QEMU hw/i386/xen/xen_platform.c pci_unplug_nics: the PV
+// drivers took over; passed-through functions are not NICs here).
+func (b *Board) UnplugNICs() error {
+	var errs []error
+	for _, p := range b.Devices() {
+		if p.Driver == NICDriver {
+			errs = append(errs, b.remove(p.ID, true))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"godm/internal/qemuopts"
+	"godm/netback"
 )
 
 // Monitor is one QMP monitor libxl asked for: a -chardev socket and the
@@ -52,6 +53,12 @@ type Config struct {
 	Serial []string
 	// TestSlots are -device godm-testdev slots (godm's own test device).
 	TestSlots []int
+	// NICs are the emulated NICs (-device rtl8139), in command-line
+	// order; each names one of Netdevs.
+	NICs []NIC
+	// Netdevs are the network back-ends (-netdev), in command-line order,
+	// for netback/netdev to open (which checks their other keys).
+	Netdevs []Netdev
 	// Version is -version: print the version and exit.
 	Version bool
 	// DeviceHelp is set by -device help (list the drivers) or
@@ -66,6 +73,18 @@ type Config struct {
 type Incoming struct {
 	FD   int
 	Path string
+}
+
+// NIC is one -device rtl8139 as libxl writes it
+// (id=nicN,netdev=netN,mac=...).
+type NIC struct {
+	ID, Netdev, MAC string
+}
+
+// Netdev is one -netdev: its id, type (tap or user) and the argument as
+// given.
+type Netdev struct {
+	ID, Type, Arg string
 }
 
 // Refusal is a command-line option godm does not serve: one line
@@ -104,7 +123,7 @@ func IsQEMUArgv(args []string) bool {
 const (
 	whyDisplay = `no display device yet: set vga="none" and vnc=0 in the domain's config`
 	whyDisk    = `no emulated disk controller yet: remove the disk=[...] entries (or use a stubdomain-free PV setup once PV disks land)`
-	whyNIC     = `no emulated NIC yet: give each vif=[...] entry type=vif (PV only), or remove it`
+	whyNIC     = `emulated NIC model not served (godm has rtl8139): set model=rtl8139 (libxl's default) in the vif=[...] entry, or type=vif for PV only`
 	whyUSB     = `no USB controller yet: remove usb=, usbversion=, usbdevice= and usbctrl=`
 	whySound   = `no sound device yet: remove soundhw=`
 	whySpice   = `spice is not supported: remove spice=1`
@@ -338,10 +357,12 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 		case "drive":
 			return nil, refuse(a, whyDisk)
 		case "netdev":
-			return nil, refuse(a, whyNIC)
+			if err := c.parseNetdev(a); err != nil {
+				return nil, err
+			}
 		case "net":
 			if a.Value != "none" {
-				return nil, refuse(a, whyNIC)
+				return nil, refuse(a, "the legacy -net form is not served (libxl writes -netdev and -device)")
 			}
 		case "serial":
 			s, err := serialSpec(a)
@@ -407,6 +428,9 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 			}
 			return nil, &Refusal{Option: "-chardev id=" + id, Why: "a socket chardev only serves as a QMP monitor (-mon chardev=" + id + ",mode=control)"}
 		}
+	}
+	if err := c.checkNICs(); err != nil {
+		return nil, err
 	}
 	if c.Probe {
 		if c.Dom != -1 {
@@ -532,7 +556,9 @@ func (c *Config) parseDevice(a qemuopts.Arg) error {
 	switch drv {
 	case "cirrus-vga", "VGA", "qxl-vga", "qxl", "vmware-svga", "virtio-vga", "bochs-display":
 		return refuse(a, whyDisplay)
-	case "rtl8139", "e1000", "e1000e", "ne2k_pci", "pcnet", "virtio-net-pci", "vmxnet3", "i82551", "i82557b", "i82559er":
+	case nicDriver:
+		return c.parseNIC(a, o)
+	case "e1000", "e1000e", "ne2k_pci", "pcnet", "virtio-net-pci", "vmxnet3", "i82551", "i82557b", "i82559er":
 		return refuse(a, whyNIC)
 	case "ahci", "ide-hd", "ide-cd", "scsi-hd", "scsi-cd", "lsi53c895a", "virtio-blk-pci", "nvme":
 		return refuse(a, whyDisk)
@@ -609,4 +635,77 @@ func serialSpec(a qemuopts.Arg) (string, error) {
 		return "", refuse(a, "a host serial device is not served: use serial=\"pty\" (stubdomain consoles are not supported)")
 	}
 	return "", refuse(a, "want pty, none, null, stdio, file:PATH or unix:PATH in serial=")
+}
+
+// nicDriver is the NIC driver godm serves (board.NICDriver; dmcontract
+// does not import the board).
+const nicDriver = "rtl8139"
+
+// parseNIC takes "-device rtl8139,id=nicN,netdev=netN,mac=..." (libxl
+// libxl_dm.c, the VIF_IOEMU NICs; XEN-FACTS §2).
+func (c *Config) parseNIC(a qemuopts.Arg, o *qemuopts.Opts) error {
+	n := NIC{ID: o.ID(), Netdev: o.String("netdev", ""), MAC: o.String("mac", "")}
+	if err := o.CheckUnused(); err != nil {
+		return err
+	}
+	if n.MAC != "" {
+		if _, err := netback.ParseMAC(n.MAC); err != nil {
+			return refuse(a, "mac=%v (vif=[...] mac=)", err)
+		}
+	}
+	for _, o := range c.NICs {
+		if n.ID != "" && o.ID == n.ID {
+			return refuse(a, "id '%s' used twice", n.ID)
+		}
+		if n.Netdev != "" && o.Netdev == n.Netdev {
+			return refuse(a, "netdev '%s' is in use by another NIC", n.Netdev)
+		}
+	}
+	c.NICs = append(c.NICs, n)
+	return nil
+}
+
+// parseNetdev takes "-netdev type=tap,id=netN,..." as libxl writes it and
+// godm's "-netdev user,id=...". The other keys are netback/netdev's to
+// check when it opens the back-end.
+func (c *Config) parseNetdev(a qemuopts.Arg) error {
+	o, err := qemuopts.Parse("-netdev", a.Value, "type")
+	if err != nil {
+		return err
+	}
+	nd := Netdev{ID: o.ID(), Type: o.Label(), Arg: a.Value}
+	switch nd.Type {
+	case "tap", "user":
+	case "":
+		return refuse(a, "type= is missing (tap or user)")
+	default:
+		return refuse(a, "netdev type '%s' is not served (tap, as libxl writes it, or user)", nd.Type)
+	}
+	if nd.ID == "" {
+		return refuse(a, "id= is missing")
+	}
+	for _, o := range c.Netdevs {
+		if o.ID == nd.ID {
+			return refuse(a, "id '%s' used twice", nd.ID)
+		}
+	}
+	c.Netdevs = append(c.Netdevs, nd)
+	return nil
+}
+
+// checkNICs: every NIC's netdev is on the command line.
+func (c *Config) checkNICs() error {
+	for _, n := range c.NICs {
+		if n.Netdev == "" {
+			continue
+		}
+		found := false
+		for _, d := range c.Netdevs {
+			found = found || d.ID == n.Netdev
+		}
+		if !found {
+			return &Refusal{Option: "-device rtl8139,id=" + n.ID, Why: fmt.Sprintf("netdev '%s' is not on the command line (-netdev id=%s)", n.Netdev, n.Netdev)}
+		}
+	}
+	return nil
 }

@@ -47,6 +47,9 @@ type Host interface {
 	SetDirtyLog(enable bool) error
 	// Metrics gathers the machine's counters (x-godm-query-stats).
 	Metrics() []metrics.Family
+	// SetLink sets the link of the NIC or netdev called name up or down
+	// (QMP set_link; it fails with a *qmp.Error for an unknown name).
+	SetLink(name string, up bool) error
 }
 
 // PCIFunction is one function of query-pci.
@@ -369,6 +372,26 @@ func (s *State) commands() map[string]qmp.Handler {
 			// handshake: libxl polls query-pci anyway).
 			s.emit("DEVICE_DELETED", map[string]any{"device": id, "path": "/machine/peripheral/" + id})
 			return nil, nil
+		},
+		"set_link": func(r *qmp.Request) (any, error) {
+			// QEMU net/net.c qmp_set_link: a NIC's id or a netdev's; the
+			// NIC reports the change (rtl8139: BMSR link bit, LinkChg).
+			a := qmp.ArgsOf(r.Args)
+			name, err := a.String("name")
+			if err != nil {
+				return nil, err
+			}
+			up, err := a.Bool("up")
+			if err != nil {
+				return nil, err
+			}
+			if err := a.Check(); err != nil {
+				return nil, err
+			}
+			if err := s.needHost(r); err != nil {
+				return nil, err
+			}
+			return nil, s.host.SetLink(name, up)
 		},
 		"xen-set-global-dirty-log": func(r *qmp.Request) (any, error) {
 			a := qmp.ArgsOf(r.Args)

@@ -70,6 +70,13 @@ func (h *fakeHost) SetDirtyLog(on bool) error {
 	}
 	return nil
 }
+func (h *fakeHost) SetLink(name string, up bool) error {
+	h.rec(fmt.Sprint("link ", name, " ", up))
+	if name != "nic0" {
+		return qmp.NewError(qmp.ClassDeviceNotFound, "Device '%s' not found", name)
+	}
+	return nil
+}
 func (h *fakeHost) Calls() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -271,6 +278,15 @@ func TestPrelaunchContStop(t *testing.T) {
 	}
 	if _, e := c.do("device_del", map[string]any{"id": "nope"}); e != "DeviceNotFound: Device 'nope' not found" {
 		t.Errorf("device_del nope: %q", e)
+	}
+	if _, e := c.do("set_link", map[string]any{"name": "nic0", "up": false}); e != "" {
+		t.Errorf("set_link nic0: %q", e)
+	}
+	if _, e := c.do("set_link", map[string]any{"name": "nope", "up": true}); e != "DeviceNotFound: Device 'nope' not found" {
+		t.Errorf("set_link nope: %q", e)
+	}
+	if _, e := c.do("set_link", map[string]any{"name": "nic0"}); !strings.Contains(e, "up") {
+		t.Errorf("set_link without up: %q", e)
 	}
 	if _, e := c.do("device_add", map[string]any{"driver": "xen-pci-passthrough", "id": "pci-pt-03_00.0", "hostaddr": "0000:03:00.0"}); e != "GenericError: no passthrough here" {
 		t.Errorf("device_add: %q", e)

@@ -210,6 +210,7 @@ func TestRepliesConformToQEMUSchema(t *testing.T) {
 		{"xen-load-devices-state", map[string]any{"filename": statePath}}, {"system_reset", nil},
 		{"device_del", map[string]any{"id": "pci-pt-03_00.0"}},
 		{"xen-set-global-dirty-log", map[string]any{"enable": true}},
+		{"set_link", map[string]any{"name": "nic0", "up": false}},
 	}
 	seen := map[string]bool{}
 	for _, c := range calls {

@@ -31,6 +31,7 @@ import (
 	"godm/ioreq"
 	"godm/irq"
 	"godm/memory"
+	"godm/netback"
 	"godm/pci"
 
 	"golang.org/x/sys/unix"
@@ -79,6 +80,9 @@ type Spec struct {
 	Devices []board.Entry
 	// Chardevs are more character back-ends by id, for Devices.
 	Chardevs map[string]chardev.Backend
+	// Netdevs are the network back-ends by id (-netdev), for the NICs
+	// of Devices. The caller owns them (closes them after the machine).
+	Netdevs map[string]netback.Backend
 	// SerialClock times the serial ports' character timeout; nil means
 	// the system clock (tests stop it).
 	SerialClock uart.Clock
@@ -245,6 +249,7 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 		MSI:         ioreq.NewMSI(m.DM),
 		ISA:         func(n uint8) irq.Line { return ioreq.NewISALine(m.DM, n) },
 		Chardevs:    chardevs,
+		Netdevs:     spec.Netdevs,
 		Log:         spec.Log,
 		UARTClock:   spec.SerialClock,
 		RAMSize:     spec.MemBytes,
@@ -256,7 +261,7 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 		Eject:       ejector{m: m},
 		CPUReset:    resetter{m.DM, spec.Log},
 		ROM:         romLocker{m.DM},
-		PVUnplug:    unplugLogger{spec.Log},
+		PVUnplug:    unplugger{log: spec.Log, m: m},
 		PlatformLog: platformLog{spec.Log},
 	})
 	if err != nil {
@@ -416,12 +421,19 @@ func (r resetter) RequestReset() {
 	}
 }
 
-// unplugLogger answers the PV drivers' unplug request. godm has no
-// emulated disks or NICs yet, so there is nothing to remove.
-type unplugLogger struct{ log *slog.Logger }
+// unplugger answers the PV drivers' unplug request: the NIC bit removes
+// every emulated NIC (QEMU xen_platform.c pci_unplug_nics); godm has no
+// emulated disks yet, so the disk bits remove nothing.
+type unplugger struct {
+	log *slog.Logger
+	m   *Machine
+}
 
-func (u unplugLogger) Unplug(mask xenplatform.UnplugMask) error {
+func (u unplugger) Unplug(mask xenplatform.UnplugMask) error {
 	u.log.Info("xen platform: unplug request", "mask", fmt.Sprintf("%#x", uint16(mask)))
+	if mask&xenplatform.UnplugNICs != 0 && u.m.Board != nil {
+		return u.m.Board.UnplugNICs()
+	}
 	return nil
 }
 

@@ -25,6 +25,12 @@ type Options struct {
 	Args []string
 	// Timeout bounds start-up and each command; zero means 10 s.
 	Timeout time.Duration
+	// Running starts the machine running (no -S) instead of stopped,
+	// on a firmware that only halts its CPU (HaltFirmware): still no
+	// guest code touches a device, but QEMU's run state is "running",
+	// which its network layer needs to pass frames (net/net.c
+	// qemu_can_send_packet). The virtual clock runs.
+	Running bool
 }
 
 // BaseArgs returns the arguments every qtest QEMU gets before
@@ -107,6 +113,14 @@ func Find(opt Options) (string, error) {
 	return exec.LookPath(bin)
 }
 
+// HaltFirmware is a 64 KiB BIOS image whose reset vector (its last 16
+// bytes, at 0xfffffff0) is "cli; hlt; jmp $-3": the CPU stops at once.
+func HaltFirmware() []byte {
+	b := make([]byte, 64<<10)
+	copy(b[len(b)-16:], []byte{0xfa, 0xf4, 0xeb, 0xfd})
+	return b
+}
+
 // Start launches QEMU and connects to its qtest socket.
 func Start(opt Options) (c *Client, err error) {
 	bin, err := Find(opt)
@@ -122,16 +136,26 @@ func Start(opt Options) (c *Client, err error) {
 		return nil, fmt.Errorf("qtest: temp dir: %w", err)
 	}
 	c = &Client{dir: dir, timeout: timeout, stderr: &bytes.Buffer{}, exited: make(chan struct{})}
+	started := c // the error returns below clear c
 	defer func() {
 		if err != nil {
-			c.Close()
+			started.Close()
 		}
 	}()
 	sock := filepath.Join(dir, "qtest.sock")
 	if c.ln, err = net.Listen("unix", sock); err != nil {
 		return nil, fmt.Errorf("qtest: listen %s: %w", sock, err)
 	}
-	args := append(BaseArgs(), "-qtest", "unix:"+sock)
+	base := BaseArgs()
+	if opt.Running {
+		fw := filepath.Join(dir, "halt.bin")
+		if err = os.WriteFile(fw, HaltFirmware(), 0o600); err != nil {
+			return nil, fmt.Errorf("qtest: %w", err)
+		}
+		base = []string{"-machine", "pc", "-accel", "tcg", "-bios", fw,
+			"-qtest-log", "none", "-display", "none", "-nodefaults"}
+	}
+	args := append(base, "-qtest", "unix:"+sock)
 	args = append(args, opt.Args...)
 	c.cmd = exec.Command(bin, args...)
 	c.cmd.Stderr = c.stderr
