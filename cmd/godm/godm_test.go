@@ -40,6 +40,9 @@ func TestBadUsage(t *testing.T) {
 		{append(nox, "-max-ram-below-4g", "lots"), `"lots": want a byte count`},
 		{append(nox, "-sysfs", "/tmp"), "-sysfs is only used by -device xen-pci-passthrough"},
 		{[]string{"serve", "extra"}, `unexpected argument "extra"`},
+		// The metrics endpoint never leaves the host.
+		{append(nox, "-metrics", "0.0.0.0:9100"), "-metrics 0.0.0.0:9100: metrics: \"0.0.0.0:9100\": only a loopback address or a unix socket is served"},
+		{append(nox, "-metrics", "192.168.1.1:9100"), "only a loopback address or a unix socket is served"},
 		{[]string{"serve", "-domid", "5", "-device", "e1000,mac=00:16:3e:00:00:01"}, `-device "e1000`},
 		{[]string{"serve", "-domid", "5", "-device", "xen-pci-passthrough"}, `-device "xen-pci-passthrough"`},
 		{[]string{"serve", "-domid", "5", "-pt-grant"}, "-pt-grant needs a -device xen-pci-passthrough"},

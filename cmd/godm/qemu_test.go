@@ -951,3 +951,15 @@ func TestLibxlBadNetdev(t *testing.T) {
 		}
 	}
 }
+
+// TestLibxlMetricsRefused: a GODM_METRICS address off the host stops the
+// start with one line naming it.
+func TestLibxlMetricsRefused(t *testing.T) {
+	r := newDMRig(t)
+	r.env[MetricsEnv] = "0.0.0.0:9100"
+	r.start(t, strings.Replace(libxlArgv(int(r.dom.ID()), r.dir), "-serial pty", "-serial null", 1), nil)
+	err := r.wait()
+	if err == nil || err.Error() != `GODM_METRICS=0.0.0.0:9100: metrics: "0.0.0.0:9100": only a loopback address or a unix socket is served` {
+		t.Errorf("godm with GODM_METRICS off the host: %v", err)
+	}
+}

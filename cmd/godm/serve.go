@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"godm/devices"
@@ -18,6 +21,7 @@ import (
 	"godm/hyp/xenstore"
 	"godm/internal/cli"
 	"godm/internal/machine"
+	"godm/internal/metrics"
 	"godm/passthrough"
 )
 
@@ -33,11 +37,29 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 	sysfs := fs.String("sysfs", "/sys", "sysfs mount point (host PCI functions for passthrough)")
 	ptGrant := fs.Bool("pt-grant", false, "for -device xen-pci-passthrough: do the toolstack's part too (grant the functions' memory, ports and IRQ, assign them in the IOMMU), undone on exit")
 	devDir := fs.String("xen-dev", kernel.DefaultDevDir, "directory of the Xen device files")
+	metricsAddr := fs.String("metrics", "", "serve the Prometheus metrics at unix:PATH or a loopback HOST:PORT (default: the "+MetricsEnv+" environment variable; none if unset)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if *metricsAddr == "" {
+		*metricsAddr = os.Getenv(MetricsEnv)
+	}
+	var metricsLn net.Listener
+	if *metricsAddr != "" {
+		a := strings.ReplaceAll(*metricsAddr, "%d", strconv.Itoa(*domid))
+		ln, err := metrics.Listen(a)
+		if err != nil {
+			return fmt.Errorf("serve: -metrics %s: %w", a, err)
+		}
+		metricsLn = ln
+		defer func() {
+			if metricsLn != nil {
+				metricsLn.Close()
+			}
+		}()
 	}
 	if *domid <= 0 || *domid >= 0x7ff0 {
 		return fmt.Errorf("serve: -domid %d: want a guest domain id in 1..32751", *domid)
@@ -91,6 +113,12 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 	// Started: from here on a file: serial log is this run's.
 	if err := backends.Start(); err != nil {
 		return fmt.Errorf("serve %v: %w", spec.Dom, err)
+	}
+	if metricsLn != nil {
+		ms := metrics.Serve(metricsLn, m.Metrics)
+		metricsLn = nil
+		defer ms.Close()
+		fmt.Fprintf(w, "godm: metrics at %s\n", ms.Addr())
 	}
 	fmt.Fprintf(w, "godm: serving %v as ioreq server %d\n", spec.Dom, m.Server.ID())
 	if err := m.Serve(ctx); errors.Is(err, machine.ErrDomainGone) {
