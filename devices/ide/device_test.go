@@ -510,3 +510,58 @@ func TestSoftReset(t *testing.T) {
 		t.Error("interrupt with nIEN set")
 	}
 }
+
+func TestSnapshotMidTransfer(t *testing.T) {
+	r := newRig(t)
+	d, data, _ := image(t, 256, false)
+	if err := r.c.Attach(0, 0, DriveConfig{Kind: HD, Drive: d}); err != nil {
+		t.Fatal(err)
+	}
+	r.lba28(0, 0, 9, 2)
+	r.out(0x1f7, 1, cmdRead)
+	first := r.readWords(0, 100)
+	r.c.Pause()
+	snap, err := r.c.Snapshot()
+	r.c.Resume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2 := newRig(t)
+	if err := r2.c.Attach(0, 0, DriveConfig{Kind: HD, Drive: d}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.c.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	rest := r2.readWords(0, 156+256)
+	if got := append(first, rest...); !bytes.Equal(got, data[9*512:11*512]) {
+		t.Error("the restored controller continues with other data")
+	}
+	// Another layout is refused; a truncated record too.
+	r3 := newRig(t)
+	if err := r3.c.Restore(snap); err == nil {
+		t.Error("a snapshot with a disk restored into a controller without one")
+	}
+	if err := r2.c.Restore(snap[:len(snap)/2]); err == nil {
+		t.Error("a truncated snapshot was accepted")
+	}
+}
+
+func TestDetachFlushes(t *testing.T) {
+	r := newRig(t)
+	d, _, _ := image(t, 64, false)
+	if err := r.c.Attach(0, 1, DriveConfig{Kind: HD, Drive: d}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.c.Detach(0, 1)
+	if err != nil || got != d {
+		t.Fatalf("Detach: %v %v", got, err)
+	}
+	if k, _ := r.c.DriveAt(0, 1); k != None {
+		t.Errorf("position still holds %v", k)
+	}
+	r.out(0x1f6, 1, 0xb0)
+	if st := r.in(0x1f7, 1); st != 0 {
+		t.Errorf("detached slave status %#x", st)
+	}
+}
