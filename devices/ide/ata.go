@@ -12,6 +12,10 @@ const hwVersion = "2.5+"
 
 // reset is ide_reset.
 func (u *unit) reset() {
+	if u.resetReverts {
+		u.resetReverts = false
+		u.heads, u.secs = u.driveHeads, u.driveSecs
+	}
 	u.multSectors = maxMult
 	u.feature, u.errReg, u.nsector = 0, 0, 0
 	u.sector, u.lcyl, u.hcyl = 0, 0, 0
@@ -85,8 +89,10 @@ func (u *unit) rwError() {
 	u.ch.setIRQ()
 }
 
-// diagnostic is cmd_exec_dev_diagnostic.
+// diagnostic is cmd_exec_dev_diagnostic; QEMU 7.2 clears the device
+// register first (ATA/ATAPI-6: DEV cleared to zero).
 func (u *unit) diagnostic() {
+	u.sel = devAlwaysOn
 	u.setSignature()
 	u.errReg = 0x01
 	if u.kd == CD && u.has {
@@ -194,7 +200,8 @@ func init() {
 	t[cmdVerifyExt] = ataCmd{(*unit).cmdVerify, okHD | setDS}
 	t[cmdSeek] = ataCmd{(*unit).cmdNop, okHD | setDS}
 	t[cmdDiagnose] = ataCmd{(*unit).cmdDiagnose, okAll}
-	t[cmdSpecify] = ataCmd{(*unit).cmdNop, okHD | setDS}
+	t[cmdSpecify] = ataCmd{(*unit).cmdSpecify, okHD | setDS}
+	t[cmdDSM] = ataCmd{(*unit).cmdDSM, okHD}
 	for _, c := range []uint8{cmdStandbyNow2, cmdIdleImmediate2, cmdStandby2, cmdSetIdle2, cmdSleepNow2,
 		cmdStandbyNow1, cmdIdleImmediate, cmdStandby, cmdSetIdle1, cmdSleepNow1} {
 		t[c] = ataCmd{(*unit).cmdNop, okHD}
@@ -284,6 +291,30 @@ func (u *unit) cmdIdentifyPacket(uint8) bool {
 func (u *unit) cmdDiagnose(uint8) bool {
 	u.diagnostic()
 	return false
+}
+
+// cmdSpecify is INITIALIZE DEVICE PARAMETERS: the logical CHS geometry
+// (heads from the device register, sectors from the count), which a
+// reset keeps unless SET FEATURES 0xcc asked for power-on defaults.
+func (u *unit) cmdSpecify(uint8) bool {
+	if u.has && u.kd != CD {
+		u.heads = uint32(u.sel&devHS) + 1
+		u.secs = u.nsector & 0xff
+		u.ch.setIRQ()
+	} else {
+		u.abort()
+	}
+	return true
+}
+
+// cmdDSM is DATA SET MANAGEMENT: TRIM, its LBA range entries by DMA.
+func (u *unit) cmdDSM(uint8) bool {
+	if u.feature == 0x01 && u.has {
+		u.sectorStartDMA(dmaTrim)
+		return false
+	}
+	u.abort()
+	return true
 }
 
 func (u *unit) cmdVerify(cmd uint8) bool {
@@ -414,7 +445,13 @@ func (u *unit) cmdSetFeatures(uint8) bool {
 		put16(id, 85, 1<<14|1)
 		u.flush()
 		return false
-	case 0xcc, 0x66, 0xaa, 0x55, 0x05, 0x85, 0x69, 0x67, 0x96, 0x9a, 0x42, 0xc2:
+	case 0xcc: // revert to power-on defaults on reset
+		u.resetReverts = true
+		return true
+	case 0x66:
+		u.resetReverts = false
+		return true
+	case 0xaa, 0x55, 0x05, 0x85, 0x69, 0x67, 0x96, 0x9a, 0x42, 0xc2:
 		return true
 	case 0x03: // set transfer mode
 		val := uint16(u.nsector & 7)
@@ -564,7 +601,9 @@ func (u *unit) ataIdentify() {
 		put16(p, 86, 1<<13|1<<12|1<<10)
 		put16(p, 87, 1<<14)
 		put16(p, 88, 0x3f|1<<13)
+		put16(p, 69, 1<<14) // deterministic TRIM (discard_granularity 512)
 		put16(p, 93, 1|1<<14|0x2000)
+		put16(p, 169, 1)      // TRIM supported
 		put16(p, 106, 0x6000) // physical block = logical block (512)
 		lba28 := min(u.nbSectors, 1<<28-1)
 		put16(p, 60, uint16(lba28))

@@ -50,6 +50,10 @@ func be32(p []byte) uint32 { return binary.BigEndian.Uint32(p) }
 // does not matter).
 func (u *unit) inserted() bool { return u.drv != nil }
 
+// mediaPresent is QEMU's media_present: a medium the drive can read
+// (tray closed).
+func (u *unit) mediaPresent() bool { return !u.trayOpen && u.nbSectors > 0 }
+
 // cmdPacket is the PACKET command: the guest writes 12 bytes next.
 func (u *unit) cmdPacket(uint8) bool {
 	if u.feature&0x02 != 0 { // overlapped commands
@@ -89,7 +93,7 @@ func (u *unit) atapiCmd() {
 		}
 		return
 	}
-	if e.flags&checkReady != 0 && (u.nbSectors == 0 || !u.inserted()) {
+	if e.flags&checkReady != 0 && (!u.mediaPresent() || !u.inserted()) {
 		u.atapiCmdError(senseNotReady, ascMediumNotPresent)
 		return
 	}
@@ -523,9 +527,9 @@ func (u *unit) cmdGetConfiguration(p []byte) {
 	max := min(be16(p[7:]), sectorSize)
 	clear(p[:max])
 	switch {
-	case u.nbSectors > cdMaxSectors:
+	case u.mediaPresent() && u.nbSectors > cdMaxSectors:
 		binary.BigEndian.PutUint16(p[6:], 0x10) // DVD-ROM
-	case u.nbSectors > 0:
+	case u.mediaPresent():
 		binary.BigEndian.PutUint16(p[6:], 0x08) // CD-ROM
 	}
 	p[10] = 0x02 | 0x01 // persistent, current

@@ -76,10 +76,13 @@ type unit struct {
 	drv *block.Drive
 	q   *block.Queue
 
-	nbSectors         uint64 // 512-byte sectors of the medium
-	cyls, heads, secs uint32
-	serial, model     string
-	wcache            bool
+	nbSectors             uint64 // 512-byte sectors of the medium
+	cyls, heads, secs     uint32
+	driveHeads, driveSecs uint32 // the geometry at power-on
+	resetReverts          bool
+	discard               bool
+	serial, model         string
+	wcache                bool
 
 	feature, errReg                                     uint8
 	nsector                                             uint32
@@ -117,6 +120,7 @@ const (
 	dmaRead
 	dmaWrite
 	dmaATAPI
+	dmaTrim
 )
 
 // channel is one IDE bus with its bus-master DMA registers.
@@ -230,6 +234,9 @@ type DriveConfig struct {
 	Drive *block.Drive
 	// Serial overrides the serial number (QEMU's default: QM0000n).
 	Serial string
+	// Discard passes the guest's TRIM ranges to the drive (-drive
+	// discard=unmap); otherwise they are accepted and ignored.
+	Discard bool
 }
 
 // Attach puts a drive at bus, unit (before the guest runs; the controller
@@ -257,7 +264,7 @@ func (d *Controller) Attach(bus, unitN int, dc DriveConfig) error {
 	if u.has {
 		return fmt.Errorf("%w: bus %d unit %d is taken", ErrPosition, bus, unitN)
 	}
-	u.kd, u.has = dc.Kind, true
+	u.kd, u.has, u.discard = dc.Kind, true, dc.Discard
 	if dc.Serial != "" {
 		u.serial = dc.Serial
 	}
@@ -268,6 +275,7 @@ func (d *Controller) Attach(bus, unitN int, dc DriveConfig) error {
 	u.setMedium(dc.Drive)
 	if dc.Kind == HD {
 		u.cyls, u.heads, u.secs = guessGeometry(dc.Drive, u.nbSectors)
+		u.driveHeads, u.driveSecs = u.heads, u.secs
 	}
 	u.identifySet = false
 	u.reset()

@@ -33,6 +33,8 @@ type dmaJob struct {
 	count      uint32
 	stay       bool
 	atapiShift int // ATAPI: where the chunk's data starts in bounce
+	trimPos    int // TRIM: the next range entry in the chunk
+	chunk      int // TRIM: the chunk's length
 }
 
 func (j *dmaJob) init(ch *channel) {
@@ -89,7 +91,7 @@ func (ch *channel) startDMA(u *unit, kind dmaKind) {
 func (ch *channel) runDMA() {
 	u := &ch.u[ch.bm.pendUnit&1]
 	switch ch.bm.pending {
-	case dmaRead, dmaWrite:
+	case dmaRead, dmaWrite, dmaTrim:
 		ch.ataDMA(u)
 	case dmaATAPI:
 		ch.atapiDMAStep(u, nil)
@@ -186,7 +188,7 @@ func (ch *channel) ataDMA(u *unit) {
 		return
 	}
 	sector := u.getSector()
-	if !u.rangeOK(sector, uint64(u.nsector)) || u.q == nil {
+	if (u.dmaCmd != dmaTrim && !u.rangeOK(sector, uint64(u.nsector))) || u.q == nil {
 		j.busy = false
 		ch.dmaError(u)
 		return
@@ -235,10 +237,15 @@ func (ch *channel) submitChunk(j *dmaJob) {
 	j.bufs[0] = p
 	j.req.Off = j.off
 	j.req.FUA = false
-	if j.kind == dmaWrite {
+	if j.kind == dmaWrite || j.kind == dmaTrim {
 		if err := j.copySG(p, false); err != nil {
 			j.busy = false
 			ch.dmaError(u)
+			return
+		}
+		if j.kind == dmaTrim {
+			j.trimPos, j.chunk = 0, len(p)
+			ch.trimNext(j)
 			return
 		}
 		j.req.Op = block.OpWrite
@@ -266,6 +273,8 @@ func (j *dmaJob) done(r *block.Request) {
 	case j.flush:
 		j.busy = false
 		u.flushDone(r.Err)
+	case j.kind == dmaTrim:
+		ch.trimNext(j) // a discard is advisory: its error is not the guest's
 	case j.kind == dmaATAPI:
 		if r.Err != nil {
 			j.busy = false
@@ -277,6 +286,43 @@ func (j *dmaJob) done(r *block.Request) {
 	default:
 		ch.ataChunkDone(j, r.Err)
 	}
+}
+
+// trimNext discards the chunk's next non-empty range (ide_issue_trim_cb:
+// 6-byte LBA and 2-byte count per entry; a range past the end fails the
+// command), or moves on to the next chunk.
+func (ch *channel) trimNext(j *dmaJob) {
+	u := j.u
+	for j.trimPos+8 <= j.chunk {
+		e := binary.LittleEndian.Uint64(j.bounce[j.trimPos:])
+		j.trimPos += 8
+		sector, count := int64(e&0xffffffffffff), uint64(e>>48)
+		if count == 0 {
+			continue
+		}
+		if !u.rangeOK(sector, count) {
+			j.busy = false
+			ch.dmaError(u)
+			return
+		}
+		if !u.discard {
+			continue // discard=ignore, QEMU's default: accepted, nothing freed
+		}
+		j.req.Op = block.OpDiscard
+		j.req.Off, j.req.Len = sector*sectorSize, int64(count)*sectorSize
+		if err := u.q.Submit(&j.req); err != nil {
+			j.busy = false
+			ch.dmaError(u)
+		}
+		return
+	}
+	j.off += int64(j.chunk)
+	j.left -= int64(j.chunk)
+	if j.left > 0 {
+		ch.submitChunk(j)
+		return
+	}
+	ch.finishATA(j)
 }
 
 func (ch *channel) ataChunkDone(j *dmaJob, ioErr error) {
@@ -300,6 +346,12 @@ func (ch *channel) ataChunkDone(j *dmaJob, ioErr error) {
 		ch.submitChunk(j)
 		return
 	}
+	ch.finishATA(j)
+}
+
+// finishATA completes an ATA DMA command (the end of ide_dma_cb).
+func (ch *channel) finishATA(j *dmaJob) {
+	u := j.u
 	j.busy = false
 	u.setSector(j.sector + int64(j.count))
 	u.nsector = 0

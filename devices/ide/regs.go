@@ -110,6 +110,7 @@ const (
 
 // ATA commands served (QEMU hw/ide/core.c ide_cmd_table; ACS-2 Table B.2).
 const (
+	cmdDSM              = 0x06
 	cmdDeviceReset      = 0x08
 	cmdRecalibrate      = 0x10
 	cmdRead             = 0x20

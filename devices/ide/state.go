@@ -150,7 +150,7 @@ func (ch *channel) load(r *savestate.Reader, live *channel) error {
 	bm.curPrdAddr, bm.curPrdLen = r.U32(), r.U32()
 	bm.pending, bm.pendUnit = dmaKind(r.U8()), int(r.U8())
 	bm.stopped = r.Bool()
-	if ch.cur > 1 || bm.pendUnit > 1 || bm.pending > dmaATAPI || bm.curPrdLen > 0x10000 {
+	if ch.cur > 1 || bm.pendUnit > 1 || bm.pending > dmaTrim || bm.curPrdLen > 0x10000 {
 		return bad("channel registers", ch.cur)
 	}
 	for n := range ch.u {
@@ -181,7 +181,7 @@ func (ch *channel) load(r *savestate.Reader, live *channel) error {
 			return r.Err()
 		}
 		switch {
-		case u.end >= numEnds || u.dmaCmd > dmaATAPI:
+		case u.end >= numEnds || u.dmaCmd > dmaTrim:
 			return bad("transfer state", u.end)
 		case len(u.buf) != ioBufLen:
 			return bad("PIO buffer length", len(u.buf))

@@ -31,6 +31,9 @@ type Env struct {
 	ISA func(n uint8) irq.Line
 	// Chardevs are the character back-ends by id (-chardev id=...).
 	Chardevs map[string]chardev.Backend
+	// Drives are the block back-ends by id (-drive id=...). The board
+	// owns them: Close closes them.
+	Drives map[string]*Drive
 	// Log is the machine's log.
 	Log *slog.Logger
 	// UARTClock times the serial ports' character timeout; nil: the
@@ -422,6 +425,7 @@ func (b *Board) Close() error {
 	for i := len(devs) - 1; i >= 0; i-- {
 		errs = append(errs, devs[i].unplug())
 	}
+	errs = append(errs, b.closeDrives())
 	return errors.Join(errs...)
 }
 

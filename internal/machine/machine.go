@@ -73,6 +73,13 @@ type Spec struct {
 	Devices []board.Entry
 	// Chardevs are more character back-ends by id, for Devices.
 	Chardevs map[string]chardev.Backend
+	// Drives are the block back-ends by id (-drive), opened by the
+	// caller; the machine owns them from New on (closed with the
+	// machine, or by New when it fails).
+	Drives map[string]*board.Drive
+	// Storage are the disk devices (ide-hd, ide-cd) added to the xenfv
+	// list after its IDE controller; ignored with Devices.
+	Storage []board.Entry
 	// SerialClock times the serial ports' character timeout; nil means
 	// the system clock (tests stop it).
 	SerialClock uart.Clock
@@ -178,6 +185,11 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 	defer func() {
 		if err != nil {
 			m.Close()
+			if m.Board == nil {
+				for _, d := range spec.Drives {
+					d.Close()
+				}
+			}
 		}
 	}()
 	if m.priv, err = privcmd.Open(k); err != nil {
@@ -235,6 +247,7 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 		MSI:         ioreq.NewMSI(m.DM),
 		ISA:         func(n uint8) irq.Line { return ioreq.NewISALine(m.DM, n) },
 		Chardevs:    chardevs,
+		Drives:      spec.Drives,
 		Log:         spec.Log,
 		UARTClock:   spec.SerialClock,
 		RAMSize:     spec.MemBytes,
@@ -392,8 +405,8 @@ func (r resetter) RequestReset() {
 	}
 }
 
-// unplugLogger answers the PV drivers' unplug request. godm has no
-// emulated disks or NICs yet, so there is nothing to remove.
+// unplugLogger logs the PV drivers' unplug request; the board removes
+// the emulated disks itself (board's platform unplugger) before it.
 type unplugLogger struct{ log *slog.Logger }
 
 func (u unplugLogger) Unplug(mask xenplatform.UnplugMask) error {
@@ -500,8 +513,13 @@ func (s Spec) Entries() []board.Entry {
 	e := []board.Entry{
 		{Driver: "i440FX"},
 		{Driver: "PIIX3"},
+		// QEMU's xenfv (and pc with Xen) always has the PIIX3 IDE
+		// function at 01.1 (hw/i386/pc_piix.c pc_init1:
+		// "piix3-ide-xen"), with or without disks.
+		{Driver: "piix3-ide"},
 		{Driver: "piix4-pm"},
 	}
+	e = append(e, s.Storage...)
 	if !s.NoPlatformDevice {
 		e = append(e, board.Entry{Driver: "xen-platform", Props: map[string]string{"addr": fmt.Sprintf("%02x.0", PlatformSlot)}})
 	}
