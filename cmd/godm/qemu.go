@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"godm/block"
 	"godm/devices/chardev"
 	"godm/hyp"
 	"godm/hyp/kernel"
@@ -165,8 +166,11 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 			chardevs = append(chardevs, dmcontract.Chardev{Label: fmt.Sprintf("serial%d", i), Filename: fn})
 			log.Info("serial port", "com", i+1, "backend", desc)
 		}
+		if spec.Drives, spec.Storage, err = openDrives(cfg); err != nil {
+			return err
+		}
 		spec.Devices = qemuLayout(spec, cfg.TestSlots)
-		m, err = machine.New(env.Kernel, spec)
+		m, err = machine.New(env.Kernel, spec) // owns the drives from here
 		if err != nil {
 			return fmt.Errorf("serve %v: %w", spec.Dom, err)
 		}
@@ -379,12 +383,65 @@ func (h *machineHost) DeviceDel(id string) error {
 	return nil
 }
 
+// openDrives opens the -drive images (before privileges are dropped) and
+// returns them by id with the disk devices that place them. A drive
+// without an id gets QEMU's name (ide<bus>-hd<unit> or -cd<unit>, vl.c
+// drive_new), which query-block shows. On error nothing stays open.
+func openDrives(cfg *dmcontract.Config) (map[string]*board.Drive, []board.Entry, error) {
+	drives := map[string]*board.Drive{}
+	var entries []board.Entry
+	fail := func(err error) (map[string]*board.Drive, []board.Entry, error) {
+		for _, d := range drives {
+			d.Close()
+		}
+		return nil, nil, err
+	}
+	for _, d := range cfg.Drives {
+		id := d.ID
+		if id == "" {
+			kind := "-hd"
+			if d.Media == "cdrom" {
+				kind = "-cd"
+			}
+			id = fmt.Sprintf("ide%d%s%d", d.Index/2, kind, d.Index%2)
+		}
+		cache, err := block.ParseCache(d.Cache)
+		if err != nil {
+			return fail(fmt.Errorf("-drive id=%s: %w", id, err))
+		}
+		drv, err := board.OpenDrive(board.DriveOptions{ID: id, File: d.File, Format: d.Format, ReadOnly: d.ReadOnly,
+			Cache: cache, Media: d.Media, Discard: d.Discard})
+		if err != nil {
+			return fail(fmt.Errorf("-drive %s: %w", id, err))
+		}
+		drives[id] = drv
+		if d.Index >= 0 {
+			e, err := board.IDEIndexEntry(d.Index, d.Media, id)
+			if err != nil {
+				return fail(err)
+			}
+			entries = append(entries, e)
+		}
+	}
+	for _, dev := range cfg.IDEDevices {
+		p := map[string]string{"bus": fmt.Sprintf("ide.%d", dev.Bus), "unit": fmt.Sprint(dev.Unit)}
+		if dev.ID != "" {
+			p["id"] = dev.ID
+		}
+		if dev.Drive != "" {
+			p["drive"] = dev.Drive
+		}
+		entries = append(entries, board.Entry{Driver: dev.Driver, Props: p})
+	}
+	return drives, entries, nil
+}
+
 // qemuLayout is the board for a qemu-xen command line: the machine's
 // devices where QEMU-xen puts them for the same argv (spec.Entries: the
 // Xen platform device at machine.PlatformSlot, 00:02.0), then godm's test
 // devices.
 func qemuLayout(spec machine.Spec, testSlots []int) []board.Entry {
-	e := spec.Entries()
+	e := spec.Entries() // with spec.Storage after the IDE controller
 	for _, slot := range testSlots {
 		e = append(e, board.Entry{Driver: board.TestDevice, Props: map[string]string{"addr": fmt.Sprintf("%02x.0", slot)}})
 	}
