@@ -9,6 +9,7 @@ import (
 
 	"godm/block"
 	"godm/devices/ide"
+	"godm/devices/savestate"
 	"godm/devices/xenplatform"
 	"godm/irq"
 )
@@ -316,4 +317,34 @@ func IDEIndexEntry(index int, media, driveID string) (Entry, error) {
 	return Entry{Driver: drv, Props: map[string]string{
 		"bus": fmt.Sprintf("ide.%d", index/2), "unit": fmt.Sprint(index % 2), "drive": driveID,
 	}}, nil
+}
+
+// ideDriveRecord names an ide-hd/ide-cd snapshot record: the drive's
+// state lives in the controller's record; this one only checks that the
+// restoring board has the drive at the same position.
+const ideDriveRecord = "ide-drive"
+
+// Snapshot implements devices.Snapshotter.
+func (d *IDEDrive) Snapshot() ([]byte, error) {
+	var w savestate.Writer
+	w.U8(byte(d.Bus))
+	w.U8(byte(d.Unit))
+	w.U8(byte(d.Kind))
+	return savestate.Record(ideDriveRecord, 1, w.Out()), nil
+}
+
+// Restore implements devices.Snapshotter.
+func (d *IDEDrive) Restore(b []byte) error {
+	_, r, err := savestate.Open(b, ideDriveRecord, 1)
+	if err != nil {
+		return err
+	}
+	p := [3]byte{r.U8(), r.U8(), r.U8()}
+	if err := r.Done(); err != nil {
+		return err
+	}
+	if p != [3]byte{byte(d.Bus), byte(d.Unit), byte(d.Kind)} {
+		return fmt.Errorf("ide drive: the snapshot's is %v at %d.%d: %w", ide.Kind(p[2]), p[0], p[1], savestate.ErrFormat)
+	}
+	return nil
 }
