@@ -94,11 +94,52 @@ func TestLibxlDisks(t *testing.T) {
 	if w := identify(0x170, 0xa1); w[0] != 0x85c0 {
 		t.Errorf("the CD-ROM drive went with the disks: IDENTIFY PACKET word 0 %#x", w[0])
 	}
+	// xl cd-eject and cd-insert through QMP.
+	q := qmpDial(t, filepath.Join(r.dir, fmt.Sprintf("qmp-libxl-%d", dom)))
+	ret, e := q.do("query-block", nil)
+	if l, _ := ret.([]any); e != "" || len(l) != 1 { // the disk went with the unplug
+		t.Fatalf("query-block: %v %q", ret, e)
+	}
+	if _, e := q.do("eject", map[string]any{"id": "ide-5632"}); e != "" {
+		t.Fatalf("eject: %q", e)
+	}
+	if d, err := block.Open(iso, block.Options{Format: "raw"}); err != nil {
+		t.Errorf("the ejected image is still locked: %v", err)
+	} else {
+		d.Close()
+	}
+	iso2 := filepath.Join(r.dir, "cd2.iso")
+	if err := os.WriteFile(iso2, make([]byte, 4<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, e := q.do("blockdev-change-medium", map[string]any{"id": "ide-5632", "filename": iso2, "format": "raw"}); e != "" {
+		t.Fatalf("blockdev-change-medium: %q", e)
+	}
+	ret, _ = q.do("query-block", nil)
+	if b := fmt.Sprint(ret); !strings.Contains(b, iso2) || !strings.Contains(b, "virtual-size:4.194304e+06") {
+		t.Errorf("query-block after the change: %s", b)
+	}
+	// The guest: NOT READY, then UNIT ATTENTION (TEST UNIT READY packets).
+	packetTUR := func() uint64 {
+		out(0x176, 0xa0)
+		out(0x174, 0)
+		out(0x175, 0)
+		out(0x177, 0xa0)
+		for range 6 {
+			if err := v.Out(0x170, 2, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return in(0x171, 1)
+	}
+	if e1, e2 := packetTUR(), packetTUR(); e1 != 0x20 || e2 != 0x60 {
+		t.Errorf("TUR after the change: errors %#x %#x, want 0x20 (not ready) then 0x60 (unit attention)", e1, e2)
+	}
 	r.stop()
 	if err := r.wait(); err != nil {
 		t.Errorf("godm: %v", err)
 	}
-	if d, err := block.Open(iso, block.Options{Format: "raw"}); err != nil {
+	if d, err := block.Open(iso2, block.Options{Format: "raw"}); err != nil {
 		t.Errorf("the CD image is still locked after godm ended: %v", err)
 	} else {
 		d.Close()

@@ -14,6 +14,7 @@ import (
 
 	"godm/block"
 	"godm/devices/chardev"
+	"godm/devices/ide"
 	"godm/hyp"
 	"godm/hyp/kernel"
 	"godm/hyp/xenstore"
@@ -446,4 +447,37 @@ func qemuLayout(spec machine.Spec, testSlots []int) []board.Entry {
 		e = append(e, board.Entry{Driver: board.TestDevice, Props: map[string]string{"addr": fmt.Sprintf("%02x.0", slot)}})
 	}
 	return e
+}
+
+// Blocks implements dmcontract.BlockHost: the board's IDE drives.
+func (h *machineHost) Blocks() []dmcontract.BlockInfo {
+	var out []dmcontract.BlockInfo
+	for _, b := range h.m.Board.Blocks() {
+		bi := dmcontract.BlockInfo{Device: b.Device, QdevID: b.QdevID, Removable: b.Kind == ide.CD,
+			Locked: b.Locked, TrayOpen: b.Tray}
+		if blk := b.Drive.Block(); blk != nil {
+			o := b.Drive.Opts
+			bi.Inserted = &dmcontract.BlockMedium{File: o.File, Format: o.Format, ReadOnly: o.ReadOnly,
+				VirtualSize: blk.Info().Size, Cache: o.Cache.String()}
+		}
+		out = append(out, bi)
+	}
+	return out
+}
+
+// Eject implements dmcontract.BlockHost (xl cd-eject).
+func (h *machineHost) Eject(id string, force bool) (bool, error) {
+	return h.m.Board.OpenTray(id, force)
+}
+
+// ChangeMedium implements dmcontract.BlockHost (xl cd-insert). The
+// image opens with the CD-ROM drive's cache mode.
+func (h *machineHost) ChangeMedium(id, file, format string) (bool, error) {
+	cache := block.CacheWriteback
+	for _, b := range h.m.Board.Blocks() {
+		if b.QdevID == id || b.Device == id {
+			cache = b.Drive.Opts.Cache
+		}
+	}
+	return h.m.Board.ChangeMedium(id, board.DriveOptions{ID: id, File: file, Format: format, Cache: cache})
 }

@@ -348,3 +348,93 @@ func (d *IDEDrive) Restore(b []byte) error {
 	}
 	return nil
 }
+
+// ErrMediumLocked is wrapped when the guest holds a CD-ROM's tray
+// locked: the guest got an eject request and may release it.
+var ErrMediumLocked = errors.New("locked")
+
+// BlockState is one block device as query-block shows it.
+type BlockState struct {
+	Drive  *Drive
+	Device string // the drive's id (QEMU's BlockBackend name)
+	QdevID string // the ide-hd/ide-cd id ("" if the board named it)
+	Kind   ide.Kind
+	Locked bool
+	Tray   bool // the tray is open (CD-ROM only)
+}
+
+// Blocks lists the IDE drives in controller position order.
+func (b *Board) Blocks() []BlockState {
+	var out []BlockState
+	for _, p := range b.IDEDrives() {
+		d := p.Dev.(*IDEDrive)
+		st := BlockState{Drive: d.Drive, Device: d.Drive.Opts.ID, QdevID: p.ID, Kind: d.Kind}
+		if d.Kind == ide.CD {
+			st.Tray, st.Locked, _ = d.Ctl.TrayState(d.Bus, d.Unit)
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, c BlockState) int { return strings.Compare(a.Device, c.Device) })
+	return out
+}
+
+// cdByID finds a CD-ROM drive by its device id or its drive's id.
+func (b *Board) cdByID(id string) (*IDEDrive, error) {
+	for _, p := range b.IDEDrives() {
+		d := p.Dev.(*IDEDrive)
+		if p.ID == id || d.Drive.Opts.ID == id {
+			if d.Kind != ide.CD {
+				return nil, fmt.Errorf("Device '%s' is not removable", id)
+			}
+			return d, nil
+		}
+	}
+	return nil, fmt.Errorf("Device '%s' not found", id)
+}
+
+// OpenTray opens a CD-ROM drive's tray and removes its medium (QMP's
+// eject; QEMU do_open_tray then blockdev_remove_medium), closing the
+// image. moved reports that the tray was closed before. A tray the guest
+// locked is refused (wrapping ErrMediumLocked) unless force.
+func (b *Board) OpenTray(id string, force bool) (moved bool, err error) {
+	d, err := b.cdByID(id)
+	if err != nil {
+		return false, err
+	}
+	open, _, err := d.Ctl.TrayState(d.Bus, d.Unit)
+	if err != nil {
+		return false, err
+	}
+	if _, err := d.Ctl.OpenTray(d.Bus, d.Unit, force); err != nil {
+		if errors.Is(err, ide.ErrLocked) {
+			return false, fmt.Errorf("Device '%s' is %w and force was not specified, wait for tray to open and try again", id, ErrMediumLocked)
+		}
+		return false, err
+	}
+	return !open, d.Drive.SetBlock(nil, "", "")
+}
+
+// ChangeMedium puts the image o names into a CD-ROM drive (QMP's
+// blockdev-change-medium: open the tray, remove the old medium, insert,
+// close the tray). opened reports that the tray had to be opened first.
+func (b *Board) ChangeMedium(id string, o DriveOptions) (opened bool, err error) {
+	d, err := b.cdByID(id)
+	if err != nil {
+		return false, err
+	}
+	o.Media, o.ReadOnly = "cdrom", true
+	nd, err := OpenDrive(o)
+	if err != nil {
+		return false, err
+	}
+	if opened, err = b.OpenTray(id, false); err != nil {
+		nd.Close()
+		return false, err
+	}
+	blk := nd.Block()
+	if err := d.Ctl.InsertMedium(d.Bus, d.Unit, blk); err != nil {
+		nd.Close()
+		return opened, err
+	}
+	return opened, d.Drive.SetBlock(blk, o.File, o.Format)
+}

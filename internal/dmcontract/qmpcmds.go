@@ -165,6 +165,12 @@ func (s *State) needHost(r *qmp.Request) error {
 // absent, so the server answers them with CommandNotFound, as a QEMU
 // built without the feature does.
 func (s *State) Commands() map[string]qmp.Handler {
+	cmds := s.baseCommands()
+	s.blockCommands(cmds)
+	return cmds
+}
+
+func (s *State) baseCommands() map[string]qmp.Handler {
 	return map[string]qmp.Handler{
 		"query-status": func(r *qmp.Request) (any, error) {
 			if err := noArgs(r); err != nil {

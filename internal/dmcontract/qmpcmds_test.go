@@ -23,6 +23,9 @@ type fakeHost struct {
 	calls []string
 	funcs []PCIFunction
 	noLog bool // SetDirtyLog fails
+
+	cdLocked, cdOpen bool
+	cdFile           string
 }
 
 func (h *fakeHost) rec(s string) { h.mu.Lock(); h.calls = append(h.calls, s); h.mu.Unlock() }
@@ -49,6 +52,40 @@ func (h *fakeHost) SetDirtyLog(on bool) error {
 		return qmp.Errorf("no log")
 	}
 	return nil
+}
+func (h *fakeHost) Blocks() []BlockInfo {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cd := BlockInfo{Device: "ide-5632", QdevID: "ide-5632", Removable: true, Locked: h.cdLocked, TrayOpen: h.cdOpen}
+	if h.cdFile != "" {
+		cd.Inserted = &BlockMedium{File: h.cdFile, Format: "raw", ReadOnly: true, VirtualSize: 2 << 20, Cache: "writeback"}
+	}
+	return []BlockInfo{
+		{Device: "ide0-hd0", QdevID: "ide-hd.0", Inserted: &BlockMedium{File: "/d.img", Format: "qcow2", VirtualSize: 1 << 30, Cache: "none"}},
+		cd,
+	}
+}
+func (h *fakeHost) Eject(id string, force bool) (bool, error) {
+	h.rec(fmt.Sprint("eject ", id, " ", force))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if id != "ide-5632" {
+		return false, fmt.Errorf("Device '%s' not found", id)
+	}
+	if h.cdLocked && !force {
+		return false, fmt.Errorf("Device '%s' is locked and force was not specified, wait for tray to open and try again", id)
+	}
+	moved := !h.cdOpen
+	h.cdOpen, h.cdFile = true, ""
+	return moved, nil
+}
+func (h *fakeHost) ChangeMedium(id, file, format string) (bool, error) {
+	h.rec(fmt.Sprint("change ", id, " ", file, " ", format))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	opened := !h.cdOpen
+	h.cdOpen, h.cdFile = false, file
+	return opened, nil
 }
 func (h *fakeHost) Calls() []string {
 	h.mu.Lock()
@@ -205,7 +242,7 @@ func TestPrelaunchContStop(t *testing.T) {
 	if l, _ := ret.([]any); len(l) != 2 || l[1].(map[string]any)["cpu-index"] != 1.0 {
 		t.Errorf("query-cpus-fast = %v", ret)
 	}
-	for _, cmd := range []string{"query-hotpluggable-cpus", "cpu-add", "xen-save-devices-state", "add-fd", "eject", "frobnicate"} {
+	for _, cmd := range []string{"query-hotpluggable-cpus", "cpu-add", "xen-save-devices-state", "add-fd", "change", "frobnicate"} {
 		if _, e := c.do(cmd, nil); !strings.HasPrefix(e, "CommandNotFound") {
 			t.Errorf("%s: %q, want CommandNotFound", cmd, e)
 		}
@@ -330,5 +367,56 @@ func TestQueryPCI(t *testing.T) {
 	want := `[{"bus":0,"devices":[{"bus":0,"class_info":{"class":65408},"function":0,"id":{"device":1,"subsystem":1,"subsystem-vendor":22611,"vendor":22611},"irq":0,"irq_pin":1,"qdev_id":"pci-pt-03_00.0","regions":[],"slot":3}]}]`
 	if string(b) != want {
 		t.Errorf("query-pci =\n%s\nwant\n%s", b, want)
+	}
+}
+
+// TestCDCommands is xl cd-eject and cd-insert as libxl_disk.c sends
+// them: eject by the ide-cd id, blockdev-change-medium with a format,
+// DEVICE_TRAY_MOVED for each tray movement, and the refusals.
+func TestCDCommands(t *testing.T) {
+	h := &fakeHost{cdFile: "/old.iso"}
+	c := dial(t, serve(t, NewState(StateConfig{Host: h})))
+	ret, e := c.do("query-block", nil)
+	if e != "" {
+		t.Fatal(e)
+	}
+	b, _ := json.Marshal(ret)
+	if !strings.Contains(string(b), `"device":"ide-5632"`) || !strings.Contains(string(b), `"tray_open":false`) ||
+		!strings.Contains(string(b), `"file":"/old.iso"`) || !strings.Contains(string(b), `"direct":true`) {
+		t.Errorf("query-block = %s", b)
+	}
+	if _, e := c.do("eject", map[string]any{"id": "ide-5632"}); e != "" {
+		t.Fatal(e)
+	}
+	if _, e := c.do("blockdev-change-medium", map[string]any{"id": "ide-5632", "filename": "/new.iso", "format": "raw"}); e != "" {
+		t.Fatal(e)
+	}
+	if got := strings.Join(c.events, " "); got != "DEVICE_TRAY_MOVED DEVICE_TRAY_MOVED" {
+		t.Errorf("events %q, want the tray opened by eject, closed by the change", got)
+	}
+	h.mu.Lock()
+	h.cdLocked = true
+	h.mu.Unlock()
+	for _, tc := range []struct {
+		cmd  string
+		args map[string]any
+		want string
+	}{
+		{"eject", map[string]any{"id": "ide-5632"}, "GenericError: Device 'ide-5632' is locked"},
+		{"eject", map[string]any{}, "GenericError: Either 'device' or 'id' must be specified"},
+		{"eject", map[string]any{"id": "x", "device": "y"}, "GenericError: Cannot specify both"},
+		{"blockdev-change-medium", map[string]any{"id": "ide-5632", "filename": "/x.iso"}, "GenericError: format is required"},
+		{"blockdev-change-medium", map[string]any{"id": "ide-5632", "filename": "/x.iso", "format": "raw", "read-only-mode": "read-write"}, "GenericError: a CD-ROM medium is read-only"},
+	} {
+		if _, e := c.do(tc.cmd, tc.args); !strings.HasPrefix(e, tc.want) {
+			t.Errorf("%s %v: %q, want %q", tc.cmd, tc.args, e, tc.want)
+		}
+	}
+	if _, e := c.do("eject", map[string]any{"id": "ide-5632", "force": true}); e != "" {
+		t.Errorf("forced eject: %q", e)
+	}
+	want := []string{"eject ide-5632 false", "change ide-5632 /new.iso raw", "eject ide-5632 false", "eject ide-5632 true"}
+	if got := h.Calls(); !reflect.DeepEqual(got, want) {
+		t.Errorf("host calls %v, want %v", got, want)
 	}
 }
