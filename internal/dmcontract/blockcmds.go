@@ -58,7 +58,7 @@ func blockInfo(b BlockInfo) map[string]any {
 			"encrypted": false, "detect_zeroes": "off",
 			"bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0,
 			"write_threshold": 0,
-			"image": map[string]any{"filename": in.File, "format": in.Format, "virtual-size": in.VirtualSize},
+			"image":           map[string]any{"filename": in.File, "format": in.Format, "virtual-size": in.VirtualSize},
 			"cache": map[string]any{"writeback": in.Cache != "writethrough" && in.Cache != "directsync",
 				"direct": direct, "no-flush": in.Cache == "unsafe"},
 		}
