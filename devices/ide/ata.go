@@ -517,7 +517,10 @@ func (u *unit) sectorWrite() {
 		u.rwError()
 		return
 	}
-	if err := u.drv.WriteV([][]byte{u.buf[:n*sectorSize]}, sector*sectorSize, !u.wcache); err != nil {
+	u.wv[0] = u.buf[:n*sectorSize]
+	err := u.drv.WriteV(u.wv[:], sector*sectorSize, !u.wcache)
+	u.wv[0] = nil
+	if err != nil {
 		u.rwError()
 		return
 	}

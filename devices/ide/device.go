@@ -95,6 +95,7 @@ type unit struct {
 	identifySet                                         bool
 
 	buf              []byte
+	wv               [1][]byte // WriteV's list, kept (no allocation per write)
 	dataPtr, dataEnd int
 	end              endFn
 
@@ -137,6 +138,7 @@ type channel struct {
 	bm    bmdma
 	gen   uint64 // bumped by resets: completions of older jobs are dropped
 	jobs  [2]dmaJob
+	prd   [8]byte // the PRD being read
 }
 
 // bmdma is a channel's bus-master state (QEMU's BMDMAState).

@@ -123,8 +123,8 @@ func (ch *channel) readPRD() (bool, error) {
 	if bm.curPrdLast || bm.curAddr-bm.addr >= prdPage {
 		return false, nil
 	}
-	var prd [8]byte
-	if err := ch.c.mem.Read(memory.GPA(bm.curAddr), prd[:]); err != nil {
+	prd := ch.prd[:] // the channel's: a local escaping to the interface would allocate
+	if err := ch.c.mem.Read(memory.GPA(bm.curAddr), prd); err != nil {
 		return false, err
 	}
 	bm.curAddr += 8
