@@ -226,6 +226,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		}
 	}
 	st = dmcontract.NewState(stCfg)
+	defer st.Close()
 	srv, err = qmp.NewServer(qmp.Config{Commands: st.Commands(), Log: log})
 	if err != nil {
 		return err

@@ -172,6 +172,9 @@ func (s *State) blockCommands(cmds map[string]qmp.Handler) {
 		if err != nil {
 			return nil, err
 		}
+		if file, err = s.resolveFdset(file); err != nil {
+			return nil, err
+		}
 		opened, err := h.ChangeMedium(id, file, format)
 		if err != nil {
 			return nil, qmp.Errorf("%v", err)

@@ -63,6 +63,7 @@ type State struct {
 	vcpus    int
 	started  chan struct{} // closed on the first transition to running
 	dropPriv bool
+	fdsets   []*fdset // add-fd's sets, by id
 }
 
 // StateConfig configures a State.
@@ -167,6 +168,7 @@ func (s *State) needHost(r *qmp.Request) error {
 func (s *State) Commands() map[string]qmp.Handler {
 	cmds := s.baseCommands()
 	s.blockCommands(cmds)
+	s.fdsetCommands(cmds)
 	return cmds
 }
 

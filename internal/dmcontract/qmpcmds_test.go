@@ -2,8 +2,11 @@ package dmcontract
 
 import (
 	"bufio"
+	"os"
+
 	"encoding/json"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"net"
 	"path/filepath"
 	"reflect"
@@ -242,7 +245,7 @@ func TestPrelaunchContStop(t *testing.T) {
 	if l, _ := ret.([]any); len(l) != 2 || l[1].(map[string]any)["cpu-index"] != 1.0 {
 		t.Errorf("query-cpus-fast = %v", ret)
 	}
-	for _, cmd := range []string{"query-hotpluggable-cpus", "cpu-add", "xen-save-devices-state", "add-fd", "change", "frobnicate"} {
+	for _, cmd := range []string{"query-hotpluggable-cpus", "cpu-add", "xen-save-devices-state", "change", "frobnicate"} {
 		if _, e := c.do(cmd, nil); !strings.HasPrefix(e, "CommandNotFound") {
 			t.Errorf("%s: %q, want CommandNotFound", cmd, e)
 		}
@@ -418,5 +421,57 @@ func TestCDCommands(t *testing.T) {
 	want := []string{"eject ide-5632 false", "change ide-5632 /new.iso raw", "eject ide-5632 false", "eject ide-5632 true"}
 	if got := h.Calls(); !reflect.DeepEqual(got, want) {
 		t.Errorf("host calls %v, want %v", got, want)
+	}
+}
+
+// TestFdsets is libxl's cd-insert: add-fd with the image's descriptor
+// (SCM_RIGHTS), blockdev-change-medium on /dev/fdset/N (the host gets a
+// path that opens the same file), query-fdsets, remove-fd.
+func TestFdsets(t *testing.T) {
+	h := &fakeHost{}
+	c := dial(t, serve(t, NewState(StateConfig{Host: h})))
+	img := filepath.Join(t.TempDir(), "cd.iso")
+	if err := os.WriteFile(img, []byte("iso"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, e := c.do("add-fd", map[string]any{"opaque": "x"}); !strings.Contains(e, "No file descriptor supplied") {
+		t.Errorf("add-fd without a descriptor: %q", e)
+	}
+	// The descriptor rides with the command's bytes, as libxl sends it.
+	b, _ := json.Marshal(map[string]any{"execute": "add-fd", "arguments": map[string]any{"opaque": "/srv/cd.iso"}, "id": 99})
+	if _, _, err := c.c.(*net.UnixConn).WriteMsgUnix(append(b, '\r', '\n'), unix.UnixRights(int(f.Fd())), nil); err != nil {
+		t.Fatal(err)
+	}
+	rep := c.read()
+	ret, _ := rep["return"].(map[string]any)
+	if ret == nil || ret["fdset-id"] != 0.0 {
+		t.Fatalf("add-fd: %v", rep)
+	}
+	ret2, e := c.do("query-fdsets", nil)
+	if l, _ := ret2.([]any); e != "" || len(l) != 1 {
+		t.Errorf("query-fdsets: %v %q", ret2, e)
+	}
+	if _, e := c.do("blockdev-change-medium", map[string]any{"id": "ide-5632", "filename": "/dev/fdset/0", "format": "raw"}); e != "" {
+		t.Fatal(e)
+	}
+	calls := h.Calls()
+	var path string
+	fmt.Sscanf(calls[len(calls)-1], "change ide-5632 %s raw", &path)
+	if got, err := os.ReadFile(path); err != nil || string(got) != "iso" {
+		t.Errorf("the host's path %q does not open the passed file: %q %v", path, got, err)
+	}
+	if _, e := c.do("blockdev-change-medium", map[string]any{"id": "ide-5632", "filename": "/dev/fdset/7", "format": "raw"}); !strings.Contains(e, "No file descriptor set 7") {
+		t.Errorf("unknown fdset: %q", e)
+	}
+	if _, e := c.do("remove-fd", map[string]any{"fdset-id": 0}); e != "" {
+		t.Errorf("remove-fd: %q", e)
+	}
+	if _, e := c.do("remove-fd", map[string]any{"fdset-id": 0}); !strings.Contains(e, "File descriptor named 'fdset-id:0' not found") {
+		t.Errorf("second remove-fd: %q", e)
 	}
 }
