@@ -12,7 +12,8 @@ import (
 // chooses, PIO or bus-master DMA); the boot sector prints BootMBRLine on
 // COM1, reads the disk's second sector through the BIOS (INT 13h, AH=02h:
 // SeaBIOS's ATA driver again) and prints the line stored there, then
-// halts.
+// idles with interrupts on (HLT with interrupts off takes the vCPU down,
+// and Xen then ends a one-vCPU domain).
 const (
 	BootDiskPath  = "/xenbox/disk/boot.img"
 	BootMBRLine   = "GODM-IDE-MBR"
@@ -46,7 +47,7 @@ _start:
 	movw $0x7e00, %si
 	call print
 hang:
-	cli
+	sti
 	hlt
 	jmp hang
 fail:
