@@ -38,6 +38,7 @@ func init() {
 	t[0x51] = atapiCmdEntry{(*unit).cmdReadDiscInfo, checkReady}
 	t[0x5a] = atapiCmdEntry{(*unit).cmdModeSense, 0}
 	t[0xa8] = atapiCmdEntry{(*unit).cmdReadCD10, checkReady}
+	t[0xad] = atapiCmdEntry{(*unit).cmdReadDVDStructure, checkReady}
 	t[0xbb] = atapiCmdEntry{(*unit).cmdSetSpeed, nonData}
 	t[0xbd] = atapiCmdEntry{(*unit).cmdMechanismStatus, 0}
 	t[0xbe] = atapiCmdEntry{(*unit).cmdReadCDRaw, checkReady | condData}
@@ -638,6 +639,65 @@ func (u *unit) cmdModeSense(p []byte) {
 		return
 	}
 	u.atapiCmdError(senseIllegalRequest, ascInvFieldInCmd)
+}
+
+// cmdReadDVDStructure is READ DVD STRUCTURE (QEMU atapi.c
+// cmd_read_dvd_structure and ide_dvd_read_structure): DVD-ROM formats
+// 0 (physical), 1 (copyright), 4 (manufacturing) and 0xff (the list);
+// a CD-sized medium has none.
+func (u *unit) cmdReadDVDStructure(p []byte) {
+	media, format, max := p[1], p[7], be16(p[8:])
+	isCD := u.mediaPresent() && u.nbSectors <= cdMaxSectors
+	if format < 0xff {
+		if isCD {
+			u.atapiCmdError(senseIllegalRequest, ascIncompatibleFormat)
+			return
+		}
+		if !u.mediaPresent() {
+			u.atapiCmdError(senseIllegalRequest, ascInvFieldInCmd)
+			return
+		}
+	}
+	clear(p[:min(max, ioBufLen)]) // QEMU clears before reading the layer (byte 6)
+	if media != 0 || (format >= 0x80 && format != 0xff) {
+		u.atapiCmdError(senseIllegalRequest, ascInvFieldInCmd)
+		return
+	}
+	switch format {
+	case 0x00:
+		total := u.nbSectors >> 2
+		if p[6] != 0 {
+			u.atapiCmdError(senseIllegalRequest, ascInvFieldInCmd)
+			return
+		}
+		if total == 0 {
+			u.atapiCmdError(senseIllegalRequest, ascMediumNotPresent)
+			return
+		}
+		p[4], p[5], p[6], p[7] = 1, 0xf, 1, 0
+		binary.BigEndian.PutUint32(p[8:], 0)
+		binary.BigEndian.PutUint32(p[12:], uint32(total-1))
+		binary.BigEndian.PutUint32(p[16:], uint32(total-1))
+		binary.BigEndian.PutUint16(p, 2048+2)
+		u.atapiReply(2048+4, max)
+	case 0x01:
+		p[4], p[5] = 0, 0
+		binary.BigEndian.PutUint16(p, 4+2)
+		u.atapiReply(4+4, max)
+	case 0x04:
+		binary.BigEndian.PutUint16(p, 2048+2)
+		u.atapiReply(2048+4, max)
+	case 0xff:
+		for i, e := range [][2]uint16{{0x00, 2048 + 4}, {0x01, 4 + 4}, {0x03, 188 + 4}, {0x04, 2048 + 4}} {
+			q := p[4+4*i:]
+			q[0], q[1] = byte(e[0]), 0x40 // readable, not writable
+			binary.BigEndian.PutUint16(q[2:], e[1])
+		}
+		binary.BigEndian.PutUint16(p, 16+2)
+		u.atapiReply(16+4, max)
+	default:
+		u.atapiCmdError(senseIllegalRequest, ascInvFieldInCmd)
+	}
 }
 
 func (u *unit) cmdSetSpeed([]byte) { u.atapiCmdOK() }

@@ -102,6 +102,7 @@ const (
 	ascLBAOutOfRange      = 0x21
 	ascInvFieldInCmd      = 0x24
 	ascMediumMayChanged   = 0x28
+	ascIncompatibleFormat = 0x30
 	ascSavingNotSupported = 0x39
 	ascMediumNotPresent   = 0x3a
 	ascDataPhaseError     = 0x4b

@@ -649,6 +649,8 @@ func TestQEMUDiffXen_IDE(t *testing.T) {
 	packet([]byte{0x5a, 0, 0xc1, 0, 0, 0, 0, 0, 16}, 16, false, "MODE SENSE saved")
 	packet([]byte{0x1a, 0, 0x2a, 0, 30}, 30, false, "MODE SENSE(6)")
 	packet([]byte{0xbd, 0, 0, 0, 0, 0, 0, 0, 0, 8}, 8, false, "MECHANISM STATUS")
+	packet([]byte{0xad, 0, 0, 0, 0, 0, 0, 0, 0, 100}, 100, false, "READ DVD STRUCTURE on a CD")
+	packet([]byte{0xad, 0, 0, 0, 0, 0, 0, 0xff, 0, 100}, 100, false, "READ DVD STRUCTURE list")
 	packet([]byte{0xbb}, 0, false, "SET CD SPEED")
 	packet([]byte{0x2b, 0, 0, 0, 0, 9}, 0, false, "SEEK")
 	packet([]byte{0xff}, 8, false, "unknown opcode")
