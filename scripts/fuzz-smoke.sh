@@ -38,6 +38,10 @@ targets="
 ./devices/xenplatform FuzzFixedPorts
 ./devices/xenplatform FuzzScript
 ./devices/uart/pciserial FuzzScript
+./devices/ide FuzzTaskfile
+./devices/ide FuzzPRD
+./devices/ide FuzzATAPIPacket
+./devices/ide FuzzRestore
 ./devices/testdev FuzzScript
 ./devices/rtl8139 FuzzScript
 ./devices/rtl8139 FuzzRings

@@ -13,7 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"godm/block"
 	"godm/devices/chardev"
+	"godm/devices/ide"
 	"godm/hyp"
 	"godm/hyp/kernel"
 	"godm/hyp/xenstore"
@@ -208,8 +210,11 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 			spec.Netdevs[nd.ID] = be
 			log.Info("netdev", "id", nd.ID, "type", nd.Type)
 		}
+		if spec.Drives, spec.Storage, err = openDrives(cfg); err != nil {
+			return err
+		}
 		spec.Devices = qemuLayout(spec, cfg.TestSlots, cfg.NICs)
-		m, err = machine.New(env.Kernel, spec)
+		m, err = machine.New(env.Kernel, spec) // owns the drives from here
 		if err != nil {
 			return fmt.Errorf("serve %v: %w", spec.Dom, err)
 		}
@@ -280,6 +285,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		}
 	}
 	st = dmcontract.NewState(stCfg)
+	defer st.Close()
 	srv, err = qmp.NewServer(qmp.Config{Commands: st.Commands(), Log: log, OnDisconnect: st.ClientGone})
 	if err != nil {
 		return err
@@ -534,6 +540,59 @@ func (h *machineHost) DeviceDel(id string) error {
 	return nil
 }
 
+// openDrives opens the -drive images (before privileges are dropped) and
+// returns them by id with the disk devices that place them. A drive
+// without an id gets QEMU's name (ide<bus>-hd<unit> or -cd<unit>, vl.c
+// drive_new), which query-block shows. On error nothing stays open.
+func openDrives(cfg *dmcontract.Config) (map[string]*board.Drive, []board.Entry, error) {
+	drives := map[string]*board.Drive{}
+	var entries []board.Entry
+	fail := func(err error) (map[string]*board.Drive, []board.Entry, error) {
+		for _, d := range drives {
+			d.Close()
+		}
+		return nil, nil, err
+	}
+	for _, d := range cfg.Drives {
+		id := d.ID
+		if id == "" {
+			kind := "-hd"
+			if d.Media == "cdrom" {
+				kind = "-cd"
+			}
+			id = fmt.Sprintf("ide%d%s%d", d.Index/2, kind, d.Index%2)
+		}
+		cache, err := block.ParseCache(d.Cache)
+		if err != nil {
+			return fail(fmt.Errorf("-drive id=%s: %w", id, err))
+		}
+		drv, err := board.OpenDrive(board.DriveOptions{ID: id, File: d.File, Format: d.Format, ReadOnly: d.ReadOnly,
+			Cache: cache, Media: d.Media, Discard: d.Discard})
+		if err != nil {
+			return fail(fmt.Errorf("-drive %s: %w", id, err))
+		}
+		drives[id] = drv
+		if d.Index >= 0 {
+			e, err := board.IDEIndexEntry(d.Index, d.Media, id)
+			if err != nil {
+				return fail(err)
+			}
+			entries = append(entries, e)
+		}
+	}
+	for _, dev := range cfg.IDEDevices {
+		p := map[string]string{"bus": fmt.Sprintf("ide.%d", dev.Bus), "unit": fmt.Sprint(dev.Unit)}
+		if dev.ID != "" {
+			p["id"] = dev.ID
+		}
+		if dev.Drive != "" {
+			p["drive"] = dev.Drive
+		}
+		entries = append(entries, board.Entry{Driver: dev.Driver, Props: p})
+	}
+	return drives, entries, nil
+}
+
 // qemuLayout is the board for a qemu-xen command line: the machine's
 // devices where QEMU-xen puts them for the same argv (spec.Entries: the
 // Xen platform device at machine.PlatformSlot, 00:02.0), then godm's test
@@ -541,7 +600,7 @@ func (h *machineHost) DeviceDel(id string) error {
 // the lowest free slots (libxl gives them no addr=; QEMU-xen puts them at
 // 00:03.0 onward behind the platform device).
 func qemuLayout(spec machine.Spec, testSlots []int, nics []dmcontract.NIC) []board.Entry {
-	e := spec.Entries()
+	e := spec.Entries() // with spec.Storage after the IDE controller
 	for _, slot := range testSlots {
 		e = append(e, board.Entry{Driver: board.TestDevice, Props: map[string]string{"addr": fmt.Sprintf("%02x.0", slot)}})
 	}
@@ -555,4 +614,37 @@ func qemuLayout(spec machine.Spec, testSlots []int, nics []dmcontract.NIC) []boa
 		e = append(e, board.Entry{Driver: board.NICDriver, Props: p})
 	}
 	return e
+}
+
+// Blocks implements dmcontract.BlockHost: the board's IDE drives.
+func (h *machineHost) Blocks() []dmcontract.BlockInfo {
+	var out []dmcontract.BlockInfo
+	for _, b := range h.m.Board.Blocks() {
+		bi := dmcontract.BlockInfo{Device: b.Device, QdevID: b.QdevID, Removable: b.Kind == ide.CD,
+			Locked: b.Locked, TrayOpen: b.Tray}
+		if blk := b.Drive.Block(); blk != nil {
+			o := b.Drive.Opts
+			bi.Inserted = &dmcontract.BlockMedium{File: o.File, Format: o.Format, ReadOnly: o.ReadOnly,
+				VirtualSize: blk.Info().Size, Cache: o.Cache.String()}
+		}
+		out = append(out, bi)
+	}
+	return out
+}
+
+// Eject implements dmcontract.BlockHost (xl cd-eject).
+func (h *machineHost) Eject(id string, force bool) (bool, error) {
+	return h.m.Board.OpenTray(id, force)
+}
+
+// ChangeMedium implements dmcontract.BlockHost (xl cd-insert). The
+// image opens with the CD-ROM drive's cache mode.
+func (h *machineHost) ChangeMedium(id, file, format string) (bool, error) {
+	cache := block.CacheWriteback
+	for _, b := range h.m.Board.Blocks() {
+		if b.QdevID == id || b.Device == id {
+			cache = b.Drive.Opts.Cache
+		}
+	}
+	return h.m.Board.ChangeMedium(id, board.DriveOptions{ID: id, File: file, Format: format, Cache: cache})
 }

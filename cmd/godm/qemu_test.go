@@ -259,7 +259,8 @@ func TestLibxlDefault(t *testing.T) {
 	}
 
 	// query-pci: QEMU-xen's layout for this argv (vga="none"): host
-	// bridge 00.0, PIIX3 01.0, PIIX4 PM 01.3, platform device 02.0.
+	// bridge 00.0, PIIX3 01.0, its IDE function 01.1 (always there on
+	// xenfv, disks or not), PIIX4 PM 01.3, platform device 02.0.
 	ret, e = q.do("query-pci", nil)
 	if e != "" {
 		t.Fatal(e)
@@ -271,7 +272,7 @@ func TestLibxlDefault(t *testing.T) {
 		got = append(got, fmt.Sprintf("%02x.%d %04x:%04x", int(d["slot"].(float64)), int(d["function"].(float64)),
 			int(id["vendor"].(float64)), int(id["device"].(float64))))
 	}
-	if want := "00.0 8086:1237 01.0 8086:7000 01.3 8086:7113 02.0 5853:0001"; strings.Join(got, " ") != want {
+	if want := "00.0 8086:1237 01.0 8086:7000 01.1 8086:7010 01.3 8086:7113 02.0 5853:0001"; strings.Join(got, " ") != want {
 		t.Errorf("query-pci: %q, want %q", strings.Join(got, " "), want)
 	}
 	// The guest sees the same: the platform device's vendor at 00:02.0.
@@ -896,7 +897,7 @@ func TestLibxlNIC(t *testing.T) {
 		got = append(got, fmt.Sprintf("%02x.%d %04x:%04x", int(d["slot"].(float64)), int(d["function"].(float64)),
 			int(id["vendor"].(float64)), int(id["device"].(float64))))
 	}
-	if want := "00.0 8086:1237 01.0 8086:7000 01.3 8086:7113 02.0 5853:0001 03.0 10ec:8139"; strings.Join(got, " ") != want {
+	if want := "00.0 8086:1237 01.0 8086:7000 01.1 8086:7010 01.3 8086:7113 02.0 5853:0001 03.0 10ec:8139"; strings.Join(got, " ") != want {
 		t.Errorf("query-pci: %q, want %q", strings.Join(got, " "), want)
 	}
 	v := r.dom.VCPU(0)

@@ -37,6 +37,9 @@ type Env struct {
 	// detaches on unplug; the back-end stays open (as QEMU's netdev
 	// outlives its device_del'd NIC).
 	Netdevs map[string]netback.Backend
+	// Drives are the block back-ends by id (-drive id=...). The board
+	// owns them: Close closes them.
+	Drives map[string]*Drive
 	// Log is the machine's log.
 	Log *slog.Logger
 	// UARTClock times the serial ports' character timeout; nil: the
@@ -430,6 +433,7 @@ func (b *Board) Close() error {
 	for i := len(devs) - 1; i >= 0; i-- {
 		errs = append(errs, devs[i].unplug())
 	}
+	errs = append(errs, b.closeDrives())
 	return errors.Join(errs...)
 }
 

@@ -10,6 +10,7 @@ import (
 	"godm/devices"
 	"godm/devices/i440fx"
 	"godm/devices/i8042"
+	"godm/devices/ide"
 	"godm/devices/piix3"
 	"godm/devices/piix4pm"
 	"godm/devices/rtl8139"
@@ -79,6 +80,20 @@ var drivers = []*Driver{
 		New: newI440FX},
 	{Name: "PIIX3", Bus: "PCI", Category: "Controller/Bridge/Hub devices", Desc: "ISA bridge, PCI interrupt router, reset control 0xcf9 (at 01.0)",
 		Props: []Prop{pciAddrProp}, New: newPIIX3},
+	{Name: "piix3-ide", Bus: "PCI", Category: "Storage devices", Desc: "PIIX3 IDE controller: buses ide.0 and ide.1, bus-master DMA (at 01.1)",
+		Props: []Prop{pciAddrProp}, New: newPIIX3IDE},
+	{Name: "ide-hd", Bus: "IDE", Category: "Storage devices", Desc: "virtual IDE disk",
+		Props: []Prop{
+			{Name: "drive", Type: "str", Desc: "Node name or ID of a block device to use as a backend"},
+			{Name: "bus", Type: "str", Desc: "ide.0 or ide.1", Default: "first free position"},
+			{Name: "unit", Type: "uint32", Desc: "0 (master) or 1 (slave)", Default: "0"},
+		}, New: newIDEDrive(ide.HD)},
+	{Name: "ide-cd", Bus: "IDE", Category: "Storage devices", Desc: "virtual IDE CD-ROM",
+		Props: []Prop{
+			{Name: "drive", Type: "str", Desc: "Node name or ID of a block device to use as a backend", Default: "none: an empty drive"},
+			{Name: "bus", Type: "str", Desc: "ide.0 or ide.1", Default: "first free position"},
+			{Name: "unit", Type: "uint32", Desc: "0 (master) or 1 (slave)", Default: "0"},
+		}, New: newIDEDrive(ide.CD)},
 	{Name: "piix4-pm", Bus: "PCI", Category: "Controller/Bridge/Hub devices", Desc: "PM (ACPI PM1a control, GPE0, PCI hotplug; at 01.3)",
 		Props: []Prop{pciAddrProp}, New: newPIIX4PM},
 	{Name: "xen-platform", Bus: "PCI", Category: "Misc devices", Desc: "Xen platform device (PV drivers' unplug, log, ROM lock)",
@@ -333,7 +348,7 @@ func newXenPlatform(b *Board, p Props, pl *Plugged) error {
 	if ok && fn != 0 {
 		return errors.New("property 'addr': the platform device is function 0")
 	}
-	d, err := xenplatform.New(xenplatform.Config{Unplug: b.env.PVUnplug, ROM: b.env.ROM, Log: b.env.PlatformLog})
+	d, err := xenplatform.New(xenplatform.Config{Unplug: platformUnplugger{b, b.env.PVUnplug}, ROM: b.env.ROM, Log: b.env.PlatformLog})
 	if err != nil {
 		return err
 	}

@@ -59,6 +59,10 @@ type Config struct {
 	// Netdevs are the network back-ends (-netdev), in command-line order,
 	// for netback/netdev to open (which checks their other keys).
 	Netdevs []Netdev
+	// Drives are the -drive back ends, in command-line order; IDEDevices
+	// the -device ide-hd/ide-cd that place if=none drives.
+	Drives     []Drive
+	IDEDevices []IDEDevice
 	// Version is -version: print the version and exit.
 	Version bool
 	// DeviceHelp is set by -device help (list the drivers) or
@@ -122,7 +126,6 @@ func IsQEMUArgv(args []string) bool {
 // them; the reasons name what the admin changes in the domain's config.
 const (
 	whyDisplay = `no display device yet: set vga="none" and vnc=0 in the domain's config`
-	whyDisk    = `no emulated disk controller yet: remove the disk=[...] entries (or use a stubdomain-free PV setup once PV disks land)`
 	whyNIC     = `emulated NIC model not served (godm has rtl8139): set model=rtl8139 (libxl's default) in the vif=[...] entry, or type=vif for PV only`
 	whyUSB     = `no USB controller yet: remove usb=, usbversion=, usbdevice= and usbctrl=`
 	whySound   = `no sound device yet: remove soundhw=`
@@ -355,7 +358,9 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 				return nil, err
 			}
 		case "drive":
-			return nil, refuse(a, whyDisk)
+			if err := c.parseDrive(a); err != nil {
+				return nil, err
+			}
 		case "netdev":
 			if err := c.parseNetdev(a); err != nil {
 				return nil, err
@@ -441,6 +446,9 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 	}
 	if c.Dom == -1 {
 		return nil, fmt.Errorf("-xen-domid: missing: a qemu-xen command line names the domain to serve")
+	}
+	if err := c.checkDisks(); err != nil {
+		return nil, err
 	}
 	if !machineSeen {
 		return nil, fmt.Errorf("-machine: missing: want xenfv or pc,accel=xen")
@@ -560,8 +568,12 @@ func (c *Config) parseDevice(a qemuopts.Arg) error {
 		return c.parseNIC(a, o)
 	case "e1000", "e1000e", "ne2k_pci", "pcnet", "virtio-net-pci", "vmxnet3", "i82551", "i82557b", "i82559er":
 		return refuse(a, whyNIC)
-	case "ahci", "ide-hd", "ide-cd", "scsi-hd", "scsi-cd", "lsi53c895a", "virtio-blk-pci", "nvme":
-		return refuse(a, whyDisk)
+	case "ide-hd", "ide-cd":
+		return c.parseIDEDevice(a, o, drv)
+	case "ahci":
+		return refuse(a, whyAHCI)
+	case "scsi-hd", "scsi-cd", "lsi53c895a", "virtio-blk-pci", "virtio-blk", "nvme", "megasas", "virtio-scsi-pci":
+		return refuse(a, whyDiskKind)
 	case "piix3-usb-uhci", "piix4-usb-uhci", "ich9-usb-ehci1", "ich9-usb-uhci1", "ich9-usb-uhci2", "ich9-usb-uhci3",
 		"nec-usb-xhci", "qemu-xhci", "usb-tablet", "usb-mouse", "usb-kbd", "usb-host", "usb-redir", "usb-hub":
 		return refuse(a, whyUSB)
@@ -573,7 +585,7 @@ func (c *Config) parseDevice(a qemuopts.Arg) error {
 		return refuse(a, `the XenServer vendor device is not supported: remove xen_vendor_device= (or set it to "none")`)
 	case "xen-pci-passthrough":
 		return refuse(a, "libxl passes pci=[...] devices through QMP device_add once godm runs, not on the command line")
-	case "i440FX", "PIIX3", "piix4-pm", "xen-platform", "i8042", "isa-serial":
+	case "i440FX", "PIIX3", "piix4-pm", "xen-platform", "i8042", "isa-serial", "piix3-ide", "piix3-ide-xen":
 		return refuse(a, "part of godm's xenfv machine already (serial ports come from -serial)")
 	case "godm-testdev":
 		// godm's own test device (device_model_args_hvm), at a free slot.

@@ -212,6 +212,7 @@ func (s *State) Commands() map[string]qmp.Handler {
 	cmds := s.commands()
 	s.fdCommands(cmds)
 	s.stateCommands(cmds)
+	s.blockCommands(cmds)
 	return cmds
 }
 

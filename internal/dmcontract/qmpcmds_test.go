@@ -2,8 +2,11 @@ package dmcontract
 
 import (
 	"bufio"
+	"os"
+
 	"encoding/json"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"net"
 	"path/filepath"
 	"reflect"
@@ -28,6 +31,10 @@ type fakeHost struct {
 	funcs []PCIFunction
 	noLog bool     // SetDirtyLog fails
 	ids   []string // HasDevice
+
+	cdLocked, cdOpen bool
+	cdFile           string
+	cdData           string // what the medium's file held when it was opened
 }
 
 func (h *fakeHost) rec(s string) { h.mu.Lock(); h.calls = append(h.calls, s); h.mu.Unlock() }
@@ -76,6 +83,42 @@ func (h *fakeHost) SetLink(name string, up bool) error {
 		return qmp.NewError(qmp.ClassDeviceNotFound, "Device '%s' not found", name)
 	}
 	return nil
+}
+func (h *fakeHost) Blocks() []BlockInfo {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cd := BlockInfo{Device: "ide-5632", QdevID: "ide-5632", Removable: true, Locked: h.cdLocked, TrayOpen: h.cdOpen}
+	if h.cdFile != "" {
+		cd.Inserted = &BlockMedium{File: h.cdFile, Format: "raw", ReadOnly: true, VirtualSize: 2 << 20, Cache: "writeback"}
+	}
+	return []BlockInfo{
+		{Device: "ide0-hd0", QdevID: "ide-hd.0", Inserted: &BlockMedium{File: "/d.img", Format: "qcow2", VirtualSize: 1 << 30, Cache: "none"}},
+		cd,
+	}
+}
+func (h *fakeHost) Eject(id string, force bool) (bool, error) {
+	h.rec(fmt.Sprint("eject ", id, " ", force))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if id != "ide-5632" {
+		return false, fmt.Errorf("Device '%s' not found", id)
+	}
+	if h.cdLocked && !force {
+		return false, fmt.Errorf("Device '%s' is locked and force was not specified, wait for tray to open and try again", id)
+	}
+	moved := !h.cdOpen
+	h.cdOpen, h.cdFile = true, ""
+	return moved, nil
+}
+func (h *fakeHost) ChangeMedium(id, file, format string) (bool, error) {
+	h.rec(fmt.Sprint("change ", id, " ", file, " ", format))
+	data, _ := os.ReadFile(file) // the real host opens the image here
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cdData = string(data)
+	opened := !h.cdOpen
+	h.cdOpen, h.cdFile = false, file
+	return opened, nil
 }
 func (h *fakeHost) Calls() []string {
 	h.mu.Lock()
@@ -232,7 +275,7 @@ func TestPrelaunchContStop(t *testing.T) {
 	if l, _ := ret.([]any); len(l) != 2 || l[1].(map[string]any)["cpu-index"] != 1.0 {
 		t.Errorf("query-cpus-fast = %v", ret)
 	}
-	for _, cmd := range []string{"query-cpus", "cpu-add", "eject", "frobnicate"} {
+	for _, cmd := range []string{"query-cpus", "cpu-add", "change", "frobnicate"} {
 		if _, e := c.do(cmd, nil); !strings.HasPrefix(e, "CommandNotFound") {
 			t.Errorf("%s: %q, want CommandNotFound", cmd, e)
 		}
@@ -456,5 +499,108 @@ func TestStatsCommand(t *testing.T) {
 	c = dial(t, serve(t, NewState(StateConfig{})))
 	if _, e := c.do(StatsCommand, nil); !strings.Contains(e, "the machine is 'none'") {
 		t.Errorf("on the probe: %q", e)
+	}
+}
+
+// TestCDCommands is xl cd-eject and cd-insert as libxl_disk.c sends
+// them: eject by the ide-cd id, blockdev-change-medium with a format,
+// DEVICE_TRAY_MOVED for each tray movement, and the refusals.
+func TestCDCommands(t *testing.T) {
+	h := &fakeHost{cdFile: "/old.iso"}
+	c := dial(t, serve(t, NewState(StateConfig{Host: h})))
+	ret, e := c.do("query-block", nil)
+	if e != "" {
+		t.Fatal(e)
+	}
+	b, _ := json.Marshal(ret)
+	if !strings.Contains(string(b), `"device":"ide-5632"`) || !strings.Contains(string(b), `"tray_open":false`) ||
+		!strings.Contains(string(b), `"file":"/old.iso"`) || !strings.Contains(string(b), `"direct":true`) {
+		t.Errorf("query-block = %s", b)
+	}
+	if _, e := c.do("eject", map[string]any{"id": "ide-5632"}); e != "" {
+		t.Fatal(e)
+	}
+	if _, e := c.do("blockdev-change-medium", map[string]any{"id": "ide-5632", "filename": "/new.iso", "format": "raw"}); e != "" {
+		t.Fatal(e)
+	}
+	if got := strings.Join(c.events, " "); got != "DEVICE_TRAY_MOVED DEVICE_TRAY_MOVED" {
+		t.Errorf("events %q, want the tray opened by eject, closed by the change", got)
+	}
+	h.mu.Lock()
+	h.cdLocked = true
+	h.mu.Unlock()
+	for _, tc := range []struct {
+		cmd  string
+		args map[string]any
+		want string
+	}{
+		{"eject", map[string]any{"id": "ide-5632"}, "GenericError: Device 'ide-5632' is locked"},
+		{"eject", map[string]any{}, "GenericError: Either 'device' or 'id' must be specified"},
+		{"eject", map[string]any{"id": "x", "device": "y"}, "GenericError: Cannot specify both"},
+		{"blockdev-change-medium", map[string]any{"id": "ide-5632", "filename": "/x.iso"}, "GenericError: format is required"},
+		{"blockdev-change-medium", map[string]any{"id": "ide-5632", "filename": "/x.iso", "format": "raw", "read-only-mode": "read-write"}, "GenericError: a CD-ROM medium is read-only"},
+	} {
+		if _, e := c.do(tc.cmd, tc.args); !strings.HasPrefix(e, tc.want) {
+			t.Errorf("%s %v: %q, want %q", tc.cmd, tc.args, e, tc.want)
+		}
+	}
+	if _, e := c.do("eject", map[string]any{"id": "ide-5632", "force": true}); e != "" {
+		t.Errorf("forced eject: %q", e)
+	}
+	want := []string{"eject ide-5632 false", "change ide-5632 /new.iso raw", "eject ide-5632 false", "eject ide-5632 true"}
+	if got := h.Calls(); !reflect.DeepEqual(got, want) {
+		t.Errorf("host calls %v, want %v", got, want)
+	}
+}
+
+// TestFdsets is libxl's cd-insert: add-fd with the image's descriptor
+// (SCM_RIGHTS), blockdev-change-medium on /dev/fdset/N (the host gets a
+// path that opens the same file), query-fdsets, remove-fd.
+func TestFdsets(t *testing.T) {
+	h := &fakeHost{}
+	c := dial(t, serve(t, NewState(StateConfig{Host: h})))
+	img := filepath.Join(t.TempDir(), "cd.iso")
+	if err := os.WriteFile(img, []byte("iso"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, e := c.do("add-fd", map[string]any{"opaque": "x"}); !strings.Contains(e, "No file descriptor supplied") {
+		t.Errorf("add-fd without a descriptor: %q", e)
+	}
+	// The descriptor rides with the command's bytes, as libxl sends it.
+	b, _ := json.Marshal(map[string]any{"execute": "add-fd", "arguments": map[string]any{"opaque": "/srv/cd.iso"}, "id": 99})
+	if _, _, err := c.c.(*net.UnixConn).WriteMsgUnix(append(b, '\r', '\n'), unix.UnixRights(int(f.Fd())), nil); err != nil {
+		t.Fatal(err)
+	}
+	rep := c.read()
+	ret, _ := rep["return"].(map[string]any)
+	if ret == nil || ret["fdset-id"] != 0.0 {
+		t.Fatalf("add-fd: %v", rep)
+	}
+	ret2, e := c.do("query-fdsets", nil)
+	if l, _ := ret2.([]any); e != "" || len(l) != 1 {
+		t.Errorf("query-fdsets: %v %q", ret2, e)
+	}
+	if _, e := c.do("blockdev-change-medium", map[string]any{"id": "ide-5632", "filename": "/dev/fdset/0", "format": "raw"}); e != "" {
+		t.Fatal(e)
+	}
+	h.mu.Lock()
+	got := h.cdData
+	h.mu.Unlock()
+	if got != "iso" {
+		t.Errorf("the host's path does not open the passed file: read %q (calls %v)", got, h.Calls())
+	}
+	if _, e := c.do("blockdev-change-medium", map[string]any{"id": "ide-5632", "filename": "/dev/fdset/7", "format": "raw"}); !strings.Contains(e, "no fdset 7") {
+		t.Errorf("unknown fdset: %q", e)
+	}
+	if _, e := c.do("remove-fd", map[string]any{"fdset-id": 0}); e != "" {
+		t.Errorf("remove-fd: %q", e)
+	}
+	if _, e := c.do("remove-fd", map[string]any{"fdset-id": 0}); !strings.Contains(e, "File descriptor named 'fdset-id:0' not found") {
+		t.Errorf("second remove-fd: %q", e)
 	}
 }

@@ -192,10 +192,29 @@ func TestRepliesConformToQEMUSchema(t *testing.T) {
 	if _, err := bus.Add(d, 2, 0); err != nil {
 		t.Fatal(err)
 	}
-	h := &saverHost{fakeHost: fakeHost{funcs: []PCIFunction{{Dev: d}, {QdevID: "pci-pt-03_00.0", Dev: d}}}, state: "state"}
+	h := &saverHost{fakeHost: fakeHost{funcs: []PCIFunction{{Dev: d}, {QdevID: "pci-pt-03_00.0", Dev: d}}, cdFile: "/srv/old.iso"}, state: "state"}
 	statePath := filepath.Join(t.TempDir(), "qemu-save")
 	st := NewState(StateConfig{Prelaunch: true, Host: h, VCPUs: 2, MaxVCPUs: 3, DropPrivileges: true,
 		Chardevs: []Chardev{{"libxl-cmd", "unix:/run/q,server=on"}, {"serial0", "pty:/dev/pts/3"}}})
+	var events []map[string]any
+	st.emit = func(ev string, data any) {
+		if ev == "DEVICE_TRAY_MOVED" {
+			b, _ := json.Marshal(data)
+			var v map[string]any
+			json.Unmarshal(b, &v)
+			events = append(events, v)
+		}
+	}
+	defer func() {
+		if len(events) != 2 {
+			t.Errorf("%d DEVICE_TRAY_MOVED events, want 2", len(events))
+		}
+		for _, v := range events {
+			if err := conform(s, s["DEVICE_TRAY_MOVED"]["arg-type"].(string), v, "DEVICE_TRAY_MOVED"); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
 	cmds := st.Commands()
 	calls := []struct {
 		cmd  string
@@ -211,6 +230,9 @@ func TestRepliesConformToQEMUSchema(t *testing.T) {
 		{"device_del", map[string]any{"id": "pci-pt-03_00.0"}},
 		{"xen-set-global-dirty-log", map[string]any{"enable": true}},
 		{"set_link", map[string]any{"name": "nic0", "up": false}},
+		{"query-block", nil}, {"eject", map[string]any{"id": "ide-5632"}}, {"query-block", nil},
+		{"blockdev-change-medium", map[string]any{"id": "ide-5632", "filename": "/srv/x.iso", "format": "raw"}},
+		{"query-fdsets", nil},
 	}
 	seen := map[string]bool{}
 	for _, c := range calls {

@@ -122,6 +122,7 @@ func TestDeviceListBuildsSamePlatform(t *testing.T) {
 		"PIIX3,addr=01.0",
 		"i8042,id=ps2",
 		"piix4-pm,id=pm",
+		"piix3-ide,addr=01.1",
 		"xen-platform,addr=02",
 		"godm-testdev,addr=05.0,id=td",
 		"isa-serial,chardev=c2,index=2",
@@ -135,8 +136,8 @@ func TestDeviceListBuildsSamePlatform(t *testing.T) {
 	}
 	b := newBoardRig(t, Spec{Devices: list, Chardevs: map[string]chardev.Backend{"c0": nullSerial(), "c2": nullSerial()}})
 	la, lb := layoutOf(t, a), layoutOf(t, b)
-	if len(la.Config) != 5 || len(la.PIO) < 10 {
-		t.Fatalf("default machine has %d PCI functions and %d port ranges; want 5 and more than 10", len(la.Config), len(la.PIO))
+	if len(la.Config) != 6 || len(la.PIO) < 14 {
+		t.Fatalf("default machine has %d PCI functions and %d port ranges; want 6 and more than 14", len(la.Config), len(la.PIO))
 	}
 	if !reflect.DeepEqual(la, lb) {
 		for k, v := range la.Config {

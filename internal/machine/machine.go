@@ -83,6 +83,13 @@ type Spec struct {
 	// Netdevs are the network back-ends by id (-netdev), for the NICs
 	// of Devices. The caller owns them (closes them after the machine).
 	Netdevs map[string]netback.Backend
+	// Drives are the block back-ends by id (-drive), opened by the
+	// caller; the machine owns them from New on (closed with the
+	// machine, or by New when it fails).
+	Drives map[string]*board.Drive
+	// Storage are the disk devices (ide-hd, ide-cd) added to the xenfv
+	// list after its IDE controller; ignored with Devices.
+	Storage []board.Entry
 	// SerialClock times the serial ports' character timeout; nil means
 	// the system clock (tests stop it).
 	SerialClock uart.Clock
@@ -189,6 +196,11 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 	defer func() {
 		if err != nil {
 			m.Close()
+			if m.Board == nil {
+				for _, d := range spec.Drives {
+					d.Close()
+				}
+			}
 		}
 	}()
 	if m.priv, err = privcmd.Open(k); err != nil {
@@ -250,6 +262,7 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 		ISA:         func(n uint8) irq.Line { return ioreq.NewISALine(m.DM, n) },
 		Chardevs:    chardevs,
 		Netdevs:     spec.Netdevs,
+		Drives:      spec.Drives,
 		Log:         spec.Log,
 		UARTClock:   spec.SerialClock,
 		RAMSize:     spec.MemBytes,
@@ -421,9 +434,10 @@ func (r resetter) RequestReset() {
 	}
 }
 
-// unplugger answers the PV drivers' unplug request: the NIC bit removes
-// every emulated NIC (QEMU xen_platform.c pci_unplug_nics); godm has no
-// emulated disks yet, so the disk bits remove nothing.
+// unplugger answers the PV drivers' unplug request after the board has
+// removed the emulated disks the disk bits name (its platform
+// unplugger): it logs the request, and the NIC bit removes every
+// emulated NIC (QEMU xen_platform.c pci_unplug_nics).
 type unplugger struct {
 	log *slog.Logger
 	m   *Machine
@@ -536,8 +550,13 @@ func (s Spec) Entries() []board.Entry {
 	e := []board.Entry{
 		{Driver: "i440FX"},
 		{Driver: "PIIX3"},
+		// QEMU's xenfv (and pc with Xen) always has the PIIX3 IDE
+		// function at 01.1 (hw/i386/pc_piix.c pc_init1:
+		// "piix3-ide-xen"), with or without disks.
+		{Driver: "piix3-ide"},
 		{Driver: "piix4-pm"},
 	}
+	e = append(e, s.Storage...)
 	if !s.NoPlatformDevice {
 		e = append(e, board.Entry{Driver: "xen-platform", Props: map[string]string{"addr": fmt.Sprintf("%02x.0", PlatformSlot)}})
 	}

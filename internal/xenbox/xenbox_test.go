@@ -67,6 +67,9 @@ func TestRealXen(t *testing.T) {
 	if extra[SaveRestoreFWPath], err = BuildSaveRestoreFirmware(tmp, "saverestore"); err != nil {
 		t.Fatal(err)
 	}
+	if extra[BootDiskPath], err = BuildBootDisk(tmp); err != nil {
+		t.Fatal(err)
+	}
 	pairs := benchPairs(t)
 	if pairs > 0 {
 		if extra[BenchFWPath], err = BuildBenchFirmware(tmp, "bench"); err != nil {
@@ -99,7 +102,7 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 	if qemu {
 		scen = append(scen, QEMUFirmwareScenario())
 	}
-	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), SaveRestoreScenario())
+	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), SaveRestoreScenario(), LibxlDiskScenario())
 	if qemu {
 		scen = append(scen, QEMUReferenceScenario())
 	}
@@ -206,6 +209,15 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 		}
 	})
 	check("libxl-refused", nil)
+	check("libxl-disk", func(t *testing.T, r Result) {
+		// What the boot sector printed: its own line, then the second
+		// sector SeaBIOS read from godm's disk for it.
+		com1 := r.Fields["com1"]
+		if !strings.Contains(com1, BootMBRLine+"|"+BootSector2) {
+			t.Errorf("COM1 %q, want %s then %s", com1, BootMBRLine, BootSector2)
+		}
+		t.Logf("xl create -p to the second line: %s", r.Fields["boot"])
+	})
 	if !qemu {
 		noQEMU("qemu-ref")
 	} else {
