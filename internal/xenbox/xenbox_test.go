@@ -249,15 +249,16 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 		if before.Last == 0 || after.First == 0 || migrated.First == 0 {
 			t.Fatalf("ticks: before the save %v, after the restore %v, after the migration %v", before, after, migrated)
 		}
-		// Each phase goes on from the last: at most 8 ticks lost between
-		// the last line seen and the save point.
-		for _, p := range []struct {
-			what        string
-			prev, first uint64
-		}{{"the restore", before.Last, after.First}, {"the migration", after.Last, migrated.First}} {
-			if p.first <= p.prev || p.first > p.prev+64*8 {
-				t.Errorf("first tick after %s is round %d, the last before it %d: the guest did not go on where it was", p.what, p.first, p.prev)
-			}
+		// The restored guest goes on from the save point: at most 8 ticks
+		// past the last one the file showed before the save (xl save
+		// suspends the guest first). A live migration lets the guest run
+		// on while RAM is copied, and its output of that time went to the
+		// file the new godm truncated: there the rounds need only go on.
+		if after.First <= before.Last || after.First > before.Last+64*8 {
+			t.Errorf("first tick after the restore is round %d, the last before the save %d: the guest did not go on where it was", after.First, before.Last)
+		}
+		if migrated.First <= after.Last {
+			t.Errorf("first tick after the migration is round %d, the last before it %d: the guest went back", migrated.First, after.Last)
 		}
 		for _, b := range bad {
 			t.Errorf("the firmware read a device register changed across save/restore: %s", b)
