@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"godm/devices/chardev"
+	"godm/devices/vga"
+	"godm/display"
+	"godm/display/vnc"
 	"godm/hyp"
 	"godm/hyp/kernel"
 	"godm/hyp/xenstore"
@@ -23,6 +26,7 @@ import (
 	"godm/internal/machine"
 	"godm/internal/qemuopts"
 	"godm/internal/qmp"
+	"godm/internal/qmpdisplay"
 	"godm/internal/unixsock"
 	"godm/passthrough"
 )
@@ -165,7 +169,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 			chardevs = append(chardevs, dmcontract.Chardev{Label: fmt.Sprintf("serial%d", i), Filename: fn})
 			log.Info("serial port", "com", i+1, "backend", desc)
 		}
-		spec.Devices = qemuLayout(spec, cfg.TestSlots)
+		spec.Devices = qemuLayout(spec, cfg.VGAMemMB, cfg.TestSlots)
 		m, err = machine.New(env.Kernel, spec)
 		if err != nil {
 			return fmt.Errorf("serve %v: %w", spec.Dom, err)
@@ -198,6 +202,47 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		}
 	}
 
+	// The display: the VGA's picture (or, with VNC and no VGA, a black
+	// screen, as QEMU shows), served over VNC with the i8042 as input.
+	var vncSrv *vnc.Server
+	var screen display.Source
+	if m != nil {
+		if p := m.Board.First("VGA"); p != nil {
+			screen = p.Dev.(*vga.Device).Source()
+		}
+	}
+	if m != nil && cfg.VNC.Enabled {
+		src := screen
+		if src == nil {
+			buf, err := display.NewBuffer(640, 480, display.XRGB8888)
+			if err != nil {
+				return err
+			}
+			src = buf
+		}
+		km, err := display.LookupKeymap(cfg.Keymap)
+		if err != nil {
+			return fmt.Errorf("-k %s: %w", cfg.Keymap, err)
+		}
+		vc := vnc.Config{Source: src, Keymap: km, Name: cfg.Name, Log: log}
+		if ps2 := m.PS2; ps2 != nil {
+			vc.Input = &display.PS2Input{Keyboard: ps2, Mouse: ps2}
+		}
+		if cfg.VNC.Password {
+			vc.Auth = vnc.AuthVNC
+		}
+		if vncSrv, err = vnc.New(vc); err != nil {
+			return err
+		}
+		defer vncSrv.Close()
+		ln, err := cfg.VNC.Listen()
+		if err != nil {
+			return fmt.Errorf("-vnc: %w", err)
+		}
+		go vncSrv.Serve(ln)
+		log.Info("VNC server", "addr", ln.Addr().String(), "password", cfg.VNC.Password)
+	}
+
 	quit := make(chan struct{})
 	var quitOnce sync.Once
 	var st *dmcontract.State
@@ -221,7 +266,13 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		}
 	}
 	st = dmcontract.NewState(stCfg)
-	srv, err = qmp.NewServer(qmp.Config{Commands: st.Commands(), Log: log})
+	cmds := st.Commands()
+	if !cfg.Probe {
+		for name, h := range qmpdisplay.Commands(vncSrv, screen) {
+			cmds[name] = h
+		}
+	}
+	srv, err = qmp.NewServer(qmp.Config{Commands: cmds, Log: log})
 	if err != nil {
 		return err
 	}
@@ -381,10 +432,14 @@ func (h *machineHost) DeviceDel(id string) error {
 
 // qemuLayout is the board for a qemu-xen command line: the machine's
 // devices where QEMU-xen puts them for the same argv (spec.Entries: the
-// Xen platform device at machine.PlatformSlot, 00:02.0), then godm's test
-// devices.
-func qemuLayout(spec machine.Spec, testSlots []int) []board.Entry {
+// Xen platform device at machine.PlatformSlot, 00:02.0), then the VGA
+// (vgaMB non-zero: the first free slot, 00:03.0, as QEMU-xen's -device
+// VGA), then godm's test devices.
+func qemuLayout(spec machine.Spec, vgaMB uint64, testSlots []int) []board.Entry {
 	e := spec.Entries()
+	if vgaMB != 0 {
+		e = append(e, board.Entry{Driver: "VGA", Props: map[string]string{"vgamem_mb": strconv.FormatUint(vgaMB, 10)}})
+	}
 	for _, slot := range testSlots {
 		e = append(e, board.Entry{Driver: board.TestDevice, Props: map[string]string{"addr": fmt.Sprintf("%02x.0", slot)}})
 	}

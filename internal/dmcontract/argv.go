@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 
+	"godm/display"
+	"godm/display/vnc"
 	"godm/internal/qemuopts"
 )
 
@@ -49,6 +51,13 @@ type Config struct {
 	Serial []string
 	// TestSlots are -device godm-testdev slots (godm's own test device).
 	TestSlots []int
+	// VGAMemMB is -device VGA's vgamem_mb (libxl's vga="stdvga"); zero
+	// when there is no VGA.
+	VGAMemMB uint64
+	// VNC is -vnc (Enabled false for "-vnc none" or none given).
+	VNC vnc.Options
+	// Keymap is -k's keymap name ("" for the default, en-us).
+	Keymap string
 	// Version is -version: print the version and exit.
 	Version bool
 	// DeviceHelp is set by -device help (list the drivers) or
@@ -62,7 +71,7 @@ type Config struct {
 // naming the option and the xl.cfg setting that produced it.
 type Refusal struct {
 	Option string // as given: "-device cirrus-vga,vgamem_mb=8"
-	Why    string // "no display device yet: set vga=\"none\" in the domain's config"
+	Why    string // "the Cirrus VGA ... is not emulated: set vga=\"stdvga\" ..."
 }
 
 func (r *Refusal) Error() string { return r.Option + ": " + r.Why }
@@ -92,7 +101,8 @@ func IsQEMUArgv(args []string) bool {
 // Refusals for options by the device class (or xl.cfg setting) behind
 // them; the reasons name what the admin changes in the domain's config.
 const (
-	whyDisplay = `no display device yet: set vga="none" and vnc=0 in the domain's config`
+	whyDisplay = `godm emulates only the standard VGA: set vga="stdvga" (or vga="none") in the domain's config`
+	whyCirrus  = `the Cirrus VGA (xl.cfg's default) is not emulated: set vga="stdvga" (or vga="none") in the domain's config`
 	whyDisk    = `no emulated disk controller yet: remove the disk=[...] entries (or use a stubdomain-free PV setup once PV disks land)`
 	whyNIC     = `no emulated NIC yet: give each vif=[...] entry type=vif (PV only), or remove it`
 	whyUSB     = `no USB controller yet: remove usb=, usbversion=, usbdevice= and usbctrl=`
@@ -339,16 +349,22 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 				return nil, refuse(a, whyDisplay)
 			}
 		case "vnc":
-			if a.Value != "none" {
-				return nil, refuse(a, "no VNC server yet: set vnc=0 in the domain's config")
+			if seen["vnc"] {
+				return nil, fmt.Errorf("-vnc given twice")
 			}
+			seen["vnc"] = true
+			o, err := vnc.ParseOption(a.Value)
+			if err != nil {
+				return nil, err
+			}
+			c.VNC = o
 		case "display":
 			o, err := qemuopts.ParseArg(a)
 			if err != nil {
 				return nil, err
 			}
 			if o.String("type", "") != "none" {
-				return nil, refuse(a, "no display yet: set sdl=0 in the domain's config")
+				return nil, refuse(a, "no local display (godm shows the screen over VNC only): set sdl=0 in the domain's config")
 			}
 			if err := o.CheckUnused(); err != nil {
 				return nil, err
@@ -356,7 +372,10 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 		case "spice":
 			return nil, refuse(a, whySpice)
 		case "k":
-			return nil, refuse(a, "no display yet, so no keymap: remove keymap=")
+			if _, err := display.LookupKeymap(a.Value); err != nil {
+				return nil, refuse(a, "%v: remove keymap= or set it to en-us", err)
+			}
+			c.Keymap = a.Value
 		case "version":
 			c.Version = true
 		case "h", "help":
@@ -499,7 +518,25 @@ func (c *Config) parseDevice(a qemuopts.Arg) error {
 		return nil
 	}
 	switch drv {
-	case "cirrus-vga", "VGA", "qxl-vga", "qxl", "vmware-svga", "virtio-vga", "bochs-display":
+	case "VGA":
+		mb, err := o.Uint("vgamem_mb", 16)
+		if err != nil {
+			return err
+		}
+		if err := o.CheckUnused(); err != nil {
+			return err
+		}
+		if c.VGAMemMB != 0 {
+			return refuse(a, "a second VGA: the legacy VGA ports and memory exist once")
+		}
+		if mb == 0 || mb > 512 {
+			return refuse(a, "vgamem_mb=%d: want 1..512 (xl.cfg videoram=, in MiB)", mb)
+		}
+		c.VGAMemMB = mb
+		return nil
+	case "cirrus-vga":
+		return refuse(a, whyCirrus)
+	case "qxl-vga", "qxl", "vmware-svga", "virtio-vga", "bochs-display":
 		return refuse(a, whyDisplay)
 	case "rtl8139", "e1000", "e1000e", "ne2k_pci", "pcnet", "virtio-net-pci", "vmxnet3", "i82551", "i82557b", "i82559er":
 		return refuse(a, whyNIC)

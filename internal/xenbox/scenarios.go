@@ -215,7 +215,7 @@ log=/var/log/xen/qemu-dm-lxr.log
 if xl create -p /tmp/lxr.cfg; then
 	echo "xl create succeeded with a cirrus VGA"; xl destroy lxr; exit 1
 fi
-grep -q 'godm: -device cirrus-vga,vgamem_mb=8: no display device yet: set vga="none"' $log || { echo "no refusal line in $log:"; cat $log; exit 1; }
+grep -q 'godm: -device cirrus-vga,vgamem_mb=8: the Cirrus VGA (xl.cfg.s default) is not emulated: set vga="stdvga"' $log || { echo "no refusal line in $log:"; cat $log; exit 1; }
 gone lxr 30 || { echo "libxl left the domain after the failed create"; xl list; exit 1; }
 exit 0`}
 }
