@@ -46,6 +46,7 @@ targets="
 ./display/vnc FuzzClientMessages
 ./display/vnc FuzzZRLE
 ./devices/vga FuzzDISPI
+./devices/vga FuzzLegacy
 ./netback FuzzPortFrames
 ./netback/usernet FuzzDHCP
 ./netback/usernet FuzzGuestFrame
