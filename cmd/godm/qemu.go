@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -254,6 +255,19 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		Chardevs:       chardevs,
 		VCPUs:          cfg.VCPUs,
 		DropPrivileges: env.DropPrivileges != nil,
+	}
+	if screen != nil {
+		stCfg.Screendump = func(name string) error {
+			f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o666)
+			if err != nil {
+				return err
+			}
+			err = display.WritePPM(f, screen)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		}
 	}
 	if host != nil {
 		stCfg.Host = host

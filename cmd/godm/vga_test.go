@@ -246,6 +246,25 @@ func TestStdVGAOverVNC(t *testing.T) {
 	shot := decodePNG(t, dump)
 	checkBanner(t, shot, text)
 	checkCursor(t, shot)
+	// HMP's screendump (xl qemu-monitor-command): the same picture as PPM.
+	ppm := filepath.Join(t.TempDir(), "dump.ppm")
+	if out, e := q.do("human-monitor-command", map[string]any{"command-line": "screendump " + ppm}); e != "" || out != "" {
+		t.Fatalf("HMP screendump: %q %q", out, e)
+	}
+	raw, err := os.ReadFile(ppm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := "P6\n720 400\n255\n"
+	if !strings.HasPrefix(string(raw), hdr) || len(raw) != len(hdr)+720*400*3 {
+		t.Fatalf("HMP screendump: %d bytes, header %q", len(raw), raw[:min(len(raw), 16)])
+	}
+	for i := 0; i < 720*400; i += 97 {
+		r, g, b, _ := shot.At(i%720, i/720).RGBA()
+		if p := raw[len(hdr)+3*i:]; p[0] != byte(r>>8) || p[1] != byte(g>>8) || p[2] != byte(b>>8) {
+			t.Fatalf("HMP screendump pixel %d: % x, QMP's PNG %02x%02x%02x", i, p[:3], r>>8, g>>8, b>>8)
+		}
+	}
 
 	capPath := filepath.Join(t.TempDir(), "cap.png")
 	if msg := runClient(t, "gvnccapture", fmt.Sprintf("127.0.0.1:%d", port-5900), capPath); msg != "" {

@@ -63,6 +63,8 @@ type State struct {
 	vcpus    int
 	started  chan struct{} // closed on the first transition to running
 	dropPriv bool
+	// screendump is StateConfig.Screendump.
+	screendump func(filename string) error
 }
 
 // StateConfig configures a State.
@@ -84,12 +86,16 @@ type StateConfig struct {
 	// (query-command-line-options reports them then, so that libxl
 	// 4.19+ passes -run-with; older libxl passes -chroot/-runas).
 	DropPrivileges bool
+	// Screendump writes the display to a file as PPM (HMP's screendump,
+	// for xl qemu-monitor-command); nil: no display.
+	Screendump func(filename string) error
 }
 
 // NewState returns the run state for cfg.
 func NewState(cfg StateConfig) *State {
 	s := &State{status: StatusRunning, host: cfg.Host, emit: cfg.Emit, quit: cfg.Quit,
-		chardevs: cfg.Chardevs, vcpus: cfg.VCPUs, started: make(chan struct{}), dropPriv: cfg.DropPrivileges}
+		chardevs: cfg.Chardevs, vcpus: cfg.VCPUs, started: make(chan struct{}), dropPriv: cfg.DropPrivileges,
+		screendump: cfg.Screendump}
 	if cfg.Prelaunch {
 		s.status = StatusPrelaunch
 	} else {
@@ -402,7 +408,21 @@ func (s *State) hmp(line string) string {
 		}
 		return b.String()
 	}
-	cmd, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+	cmd, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
+	if cmd == "screendump" {
+		// HMP "screendump FILENAME" (PPM), QEMU's hmp_screendump.
+		arg = strings.TrimSpace(arg)
+		switch {
+		case arg == "" || strings.ContainsAny(arg, " \t"):
+			return "screendump: want one file name\r\n"
+		case s.screendump == nil:
+			return "screendump: this machine has no display device\r\n"
+		}
+		if err := s.screendump(arg); err != nil {
+			return fmt.Sprintf("screendump: %v\r\n", err)
+		}
+		return ""
+	}
 	return fmt.Sprintf("unknown command: '%s'\r\n", cmd)
 }
 
