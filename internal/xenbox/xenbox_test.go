@@ -55,6 +55,7 @@ func TestRealXen(t *testing.T) {
 		GodmPath:    buildGo(t, tmp, "godm", "godm/cmd/godm", false),
 		DMWrapPath:  buildGo(t, tmp, "dmwrap", "godm/internal/xenbox/dmwrap", false),
 		HyptestPath: buildGo(t, tmp, "hyptest.test", "godm/hyp/hyptest", true),
+		VNCCapPath:  buildGo(t, tmp, "vnccap", "godm/internal/xenbox/vnccap", false),
 	}
 	probes := Probes()
 	var err error
@@ -96,7 +97,7 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 	if qemu {
 		scen = append(scen, QEMUFirmwareScenario())
 	}
-	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario())
+	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), StdVGAScenario())
 	if qemu {
 		scen = append(scen, QEMUReferenceScenario())
 	}
@@ -206,6 +207,17 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 		if r.Fields["uid"] != "997" || !strings.Contains(r.Fields["root"], "/qemu-root-") {
 			t.Errorf("godm runs as uid %q in %q, want xen-qemuuser-shared (997) in the chroot", r.Fields["uid"], r.Fields["root"])
 		}
+	})
+	check("stdvga", func(t *testing.T, r Result) {
+		// SeaBIOS's banner in text mode (80x25 of 9x16 cells), seen by a
+		// VNC client with libxl's password, equal to godm's screendump.
+		if r.Fields["size"] != "720x400" || !strings.HasPrefix(r.Fields["row0"], "#") {
+			t.Errorf("VNC picture %q, first text row %q", r.Fields["size"], r.Fields["row0"])
+		}
+		if p := r.Fields["vnc_port"]; p != "5900" {
+			t.Errorf("console/vnc-port = %q, want 5900 (libxl's record of query-vnc)", p)
+		}
+		t.Logf("banner over VNC %s after unpause; first row %s", r.Fields["banner_after"], r.Fields["row0"])
 	})
 	if pairs > 0 && !qemu {
 		noQEMU("bench")
