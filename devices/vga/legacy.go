@@ -111,6 +111,7 @@ type regs struct {
 type Core struct {
 	mu   sync.Mutex // guards r and every VRAM access
 	r    regs
+	gen  uint64 // counts writes to r and VRAM: the picture may have changed
 	vram []byte
 	VBE  *VBE
 	scan *Scanout
@@ -134,6 +135,7 @@ func (c *Core) VRAM() []byte { return c.vram }
 
 func (c *Core) clearVRAM(n uint32) {
 	c.mu.Lock()
+	c.gen++
 	clear(c.vram[:min(int(n), len(c.vram))])
 	c.mu.Unlock()
 }
@@ -144,6 +146,7 @@ func (c *Core) Reset() {
 	c.VBE.Reset()
 	c.mu.Lock()
 	c.r = regs{}
+	c.gen++
 	c.mu.Unlock()
 }
 
@@ -152,6 +155,7 @@ func (c *Core) Reset() {
 // addressing, the line offset, width and height, line compare off,
 // chain 4 for 8+ bpp.
 func (c *Core) vbeUpdateLocked() {
+	c.gen++
 	r := &c.r
 	r.srVBE = r.sr
 	m := c.VBE.Mode()
@@ -270,6 +274,7 @@ func (c *Core) WritePort(p uint64, v byte) {
 }
 
 func (c *Core) writePortLocked(p uint64, v byte) {
+	c.gen++
 	r := &c.r
 	if c.invalidPort(p) {
 		return
@@ -414,6 +419,7 @@ func (c *Core) WriteWindow(off uint64, v byte) {
 }
 
 func (c *Core) writeWindowLocked(off uint64, val byte) {
+	c.gen++
 	r := &c.r
 	a, ok := c.window(off)
 	if !ok {
@@ -493,6 +499,7 @@ func (c *Core) readVRAM(off uint64, size uint8) uint64 {
 func (c *Core) writeVRAM(off uint64, size uint8, v uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.gen++
 	for i := uint64(0); i < uint64(size); i++ {
 		if off+i < uint64(len(c.vram)) {
 			c.vram[off+i] = byte(v >> (8 * i))

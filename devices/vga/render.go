@@ -27,6 +27,9 @@ type screen struct {
 	key      screenKey // what the current mode was derived from
 	mode     display.Mode
 	fb, prev []byte // the last legacy frame (XRGB8888), and the one collected
+	fbGen    uint64 // Core.gen when fb was drawn
+	fbMode   display.Mode
+	prevGen  uint64 // Core.gen when prev was collected
 	lastW    int
 	lastH    int
 	pal      [256]uint32
@@ -219,8 +222,16 @@ func (s *screen) CollectDirty(t *display.Tiles) {
 		return
 	}
 	cols, rows := t.Size()
+	if wc, wr := (m.Width+display.TileSize-1)/display.TileSize, (m.Height+display.TileSize-1)/display.TileSize; wc != cols || wr != rows {
+		t.MarkAll()
+		return
+	}
+	if s.prevGen == s.c.gen && len(s.prev) == m.Width*m.Height*4 && s.fbMode == m {
+		return // nothing written since the last collection (text blink is not drawn)
+	}
 	s.renderLocked()
-	if wc, wr := (m.Width+display.TileSize-1)/display.TileSize, (m.Height+display.TileSize-1)/display.TileSize; wc != cols || wr != rows || len(s.prev) != len(s.fb) {
+	s.prevGen = s.c.gen
+	if len(s.prev) != len(s.fb) {
 		t.MarkAll()
 		s.prev = append(s.prev[:0], s.fb...)
 		return
@@ -243,6 +254,10 @@ func (s *screen) CollectDirty(t *display.Tiles) {
 // renderLocked draws the legacy picture of the current mode into fb.
 func (s *screen) renderLocked() {
 	m := s.mode
+	if s.fbGen == s.c.gen && s.fbMode == m && len(s.fb) == m.Width*m.Height*4 {
+		return
+	}
+	s.fbGen, s.fbMode = s.c.gen, m
 	n := m.Width * m.Height * 4
 	if cap(s.fb) < n {
 		s.fb = make([]byte, n)

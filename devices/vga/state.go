@@ -87,6 +87,7 @@ func (d *Device) Restore(b []byte) error {
 	d.mu.Lock()
 	d.r = r
 	copy(d.vram, vram)
+	d.gen++
 	d.vbeUpdateLocked()
 	d.mu.Unlock()
 	return nil
