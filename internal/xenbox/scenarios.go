@@ -1,6 +1,8 @@
 package xenbox
 
 import (
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -295,6 +297,25 @@ exit 0`}
 // VNCCapPath is the box's VNC client (internal/xenbox/vnccap).
 const VNCCapPath = "/xenbox/bin/vnccap"
 
+// EnvShot names a file TestRealXen writes the stdvga scenario's VNC
+// picture (PNG) to.
+const EnvShot = "GODM_XENBOX_SHOT"
+
+// VNCCapPNG reassembles the PNG vnccap -png printed ("VNCCAP png
+// <base64 chunk>" lines, in order) among a boot's console lines.
+func VNCCapPNG(lines []Line) ([]byte, error) {
+	var enc strings.Builder
+	for _, l := range lines {
+		if _, chunk, ok := strings.Cut(l.Text, "VNCCAP png "); ok {
+			enc.WriteString(strings.TrimSpace(chunk))
+		}
+	}
+	if enc.Len() == 0 {
+		return nil, errors.New("xenbox: no VNCCAP png lines")
+	}
+	return base64.StdEncoding.DecodeString(enc.String())
+}
+
 // StdVGAScenario is vga="stdvga" vnc=1 (with a password) and the real
 // firmware, hvmloader and SeaBIOS, with godm as libxl's device model:
 // SeaBIOS finds the VGA BIOS in godm's ROM BAR and runs it, which sets
@@ -340,7 +361,7 @@ for i in $(seq 1 30); do
 	sleep 4
 	rm -f /tmp/lv.ppm
 	xl qemu-monitor-command lv "screendump /tmp/lv.ppm" >/tmp/lv-hmp.txt 2>&1 || continue
-	if ` + VNCCapPath + ` -addr 127.0.0.1:$port -passwd s3cret -ppm /tmp/lv.ppm >/tmp/lv-cap.txt 2>&1 &&
+	if ` + VNCCapPath + ` -addr 127.0.0.1:$port -passwd s3cret -ppm /tmp/lv.ppm -png >/tmp/lv-cap.txt 2>&1 &&
 		grep -q '^VNCCAP row 00 #' /tmp/lv-cap.txt; then
 		ok=1; break
 	fi

@@ -1,9 +1,11 @@
 package xenbox
 
 import (
+	"bytes"
 	"context"
 	"debug/elf"
 	"fmt"
+	"image/png"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -218,6 +220,23 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 			t.Errorf("console/vnc-port = %q, want 5900 (libxl's record of query-vnc)", p)
 		}
 		t.Logf("banner over VNC %s after unpause; first row %s", r.Fields["banner_after"], r.Fields["row0"])
+		shot, err := VNCCapPNG(o.Lines)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(bytes.NewReader(shot))
+		if err != nil {
+			t.Fatalf("the box's VNC picture: %v", err)
+		}
+		if b := img.Bounds(); b.Dx() != 720 || b.Dy() != 400 {
+			t.Errorf("the box's VNC picture is %v", b)
+		}
+		if p := os.Getenv(EnvShot); p != "" {
+			if err := os.WriteFile(p, shot, 0o644); err != nil {
+				t.Error(err)
+			}
+			t.Logf("SeaBIOS's screen over VNC written to %s", p)
+		}
 	})
 	if pairs > 0 && !qemu {
 		noQEMU("bench")

@@ -11,10 +11,13 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/des"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
+	"image"
+	"image/png"
 	"io"
 	"net"
 	"os"
@@ -26,6 +29,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:5900", "VNC server")
 	passwd := flag.String("passwd", "", "VNC password (VNC authentication)")
 	ppm := flag.String("ppm", "", "screendump (P6) to compare with")
+	pngOut := flag.Bool("png", false, "print the picture as PNG, base64 in lines \"VNCCAP png <chunk>\"")
 	flag.Parse()
 	w, h, rgb, err := capture(*addr, *passwd)
 	if err != nil {
@@ -81,10 +85,29 @@ func main() {
 			fmt.Println("VNCCAP equals_screendump=yes")
 		}
 	}
+	if *pngOut {
+		img := image.NewRGBA(image.Rect(0, 0, w, h))
+		for i := 0; i < w*h; i++ {
+			copy(img.Pix[4*i:], rgb[3*i:3*i+3])
+			img.Pix[4*i+3] = 0xff
+		}
+		var b bytes.Buffer
+		if err := png.Encode(&b, img); err != nil {
+			fmt.Println("VNCCAP error:", err)
+			os.Exit(1)
+		}
+		enc := base64.StdEncoding.EncodeToString(b.Bytes())
+		for len(enc) > 0 {
+			n := min(len(enc), 100)
+			fmt.Println("VNCCAP png", enc[:n])
+			enc = enc[n:]
+		}
+	}
 	if !ok {
 		os.Exit(1)
 	}
 }
+
 
 // capture returns the screen as RGB triplets.
 func capture(addr, passwd string) (w, h int, rgb []byte, err error) {
