@@ -108,7 +108,6 @@ func main() {
 	}
 }
 
-
 // capture returns the screen as RGB triplets.
 func capture(addr, passwd string) (w, h int, rgb []byte, err error) {
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
