@@ -53,6 +53,7 @@ targets="
 ./display/vnc FuzzClientMessages
 ./display/vnc FuzzZRLE
 ./devices/vga FuzzDISPI
+./devices/vga FuzzLegacy
 ./netback FuzzPortFrames
 ./netback/usernet FuzzDHCP
 ./netback/usernet FuzzGuestFrame

@@ -16,6 +16,9 @@ import (
 	"godm/block"
 	"godm/devices/chardev"
 	"godm/devices/ide"
+	"godm/devices/vga"
+	"godm/display"
+	"godm/display/vnc"
 	"godm/hyp"
 	"godm/hyp/kernel"
 	"godm/hyp/xenstore"
@@ -27,6 +30,7 @@ import (
 	"godm/internal/metrics"
 	"godm/internal/qemuopts"
 	"godm/internal/qmp"
+	"godm/internal/qmpdisplay"
 	"godm/internal/unixsock"
 	"godm/netback"
 	"godm/netback/netdev"
@@ -213,7 +217,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		if spec.Drives, spec.Storage, err = openDrives(cfg); err != nil {
 			return err
 		}
-		spec.Devices = qemuLayout(spec, cfg.TestSlots, cfg.NICs)
+		spec.Devices = qemuLayout(spec, cfg.VGAMemMB, cfg.TestSlots, cfg.NICs)
 		m, err = machine.New(env.Kernel, spec) // owns the drives from here
 		if err != nil {
 			return fmt.Errorf("serve %v: %w", spec.Dom, err)
@@ -260,6 +264,47 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		}
 	}
 
+	// The display: the VGA's picture (or, with VNC and no VGA, a black
+	// screen, as QEMU shows), served over VNC with the i8042 as input.
+	var vncSrv *vnc.Server
+	var screen display.Source
+	if m != nil {
+		if p := m.Board.First("VGA"); p != nil {
+			screen = p.Dev.(*vga.Device).Source()
+		}
+	}
+	if m != nil && cfg.VNC.Enabled {
+		src := screen
+		if src == nil {
+			buf, err := display.NewBuffer(640, 480, display.XRGB8888)
+			if err != nil {
+				return err
+			}
+			src = buf
+		}
+		km, err := display.LookupKeymap(cfg.Keymap)
+		if err != nil {
+			return fmt.Errorf("-k %s: %w", cfg.Keymap, err)
+		}
+		vc := vnc.Config{Source: src, Keymap: km, Name: cfg.Name, Log: log}
+		if ps2 := m.PS2; ps2 != nil {
+			vc.Input = &display.PS2Input{Keyboard: ps2, Mouse: ps2}
+		}
+		if cfg.VNC.Password {
+			vc.Auth = vnc.AuthVNC
+		}
+		if vncSrv, err = vnc.New(vc); err != nil {
+			return err
+		}
+		defer vncSrv.Close()
+		ln, err := cfg.VNC.Listen()
+		if err != nil {
+			return fmt.Errorf("-vnc: %w", err)
+		}
+		go vncSrv.Serve(ln)
+		log.Info("VNC server", "addr", ln.Addr().String(), "password", cfg.VNC.Password)
+	}
+
 	quit := make(chan struct{})
 	var quitOnce sync.Once
 	var st *dmcontract.State
@@ -272,6 +317,19 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		VCPUs:          cfg.VCPUs,
 		DropPrivileges: env.DropPrivileges != nil,
 		Restored:       cfg.Incoming != nil,
+	}
+	if screen != nil {
+		stCfg.Screendump = func(name string) error {
+			f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o666)
+			if err != nil {
+				return err
+			}
+			err = display.WritePPM(f, screen)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		}
 	}
 	if host != nil {
 		stCfg.Host = host
@@ -286,7 +344,13 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 	}
 	st = dmcontract.NewState(stCfg)
 	defer st.Close()
-	srv, err = qmp.NewServer(qmp.Config{Commands: st.Commands(), Log: log, OnDisconnect: st.ClientGone})
+	cmds := st.Commands()
+	if !cfg.Probe {
+		for name, h := range qmpdisplay.Commands(vncSrv, screen) {
+			cmds[name] = h
+		}
+	}
+	srv, err = qmp.NewServer(qmp.Config{Commands: cmds, Log: log, OnDisconnect: st.ClientGone})
 	if err != nil {
 		return err
 	}
@@ -595,12 +659,16 @@ func openDrives(cfg *dmcontract.Config) (map[string]*board.Drive, []board.Entry,
 
 // qemuLayout is the board for a qemu-xen command line: the machine's
 // devices where QEMU-xen puts them for the same argv (spec.Entries: the
-// Xen platform device at machine.PlatformSlot, 00:02.0), then godm's test
-// devices (at the slots given), then the NICs in command-line order at
-// the lowest free slots (libxl gives them no addr=; QEMU-xen puts them at
-// 00:03.0 onward behind the platform device).
-func qemuLayout(spec machine.Spec, testSlots []int, nics []dmcontract.NIC) []board.Entry {
+// Xen platform device at machine.PlatformSlot, 00:02.0), then the VGA
+// (vgaMB non-zero: the first free slot, 00:03.0, as QEMU-xen's -device
+// VGA), then godm's test devices (at the slots given), then the NICs in
+// command-line order at the lowest free slots (libxl gives them no addr=;
+// QEMU-xen puts them behind the platform device and the VGA).
+func qemuLayout(spec machine.Spec, vgaMB uint64, testSlots []int, nics []dmcontract.NIC) []board.Entry {
 	e := spec.Entries() // with spec.Storage after the IDE controller
+	if vgaMB != 0 {
+		e = append(e, board.Entry{Driver: "VGA", Props: map[string]string{"vgamem_mb": strconv.FormatUint(vgaMB, 10)}})
+	}
 	for _, slot := range testSlots {
 		e = append(e, board.Entry{Driver: board.TestDevice, Props: map[string]string{"addr": fmt.Sprintf("%02x.0", slot)}})
 	}

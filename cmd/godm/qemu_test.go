@@ -449,7 +449,7 @@ func TestLibxlRefused(t *testing.T) {
 	argv := libxlArgv(7, t.TempDir()) + " -device cirrus-vga,vgamem_mb=8"
 	var out, errw bytes.Buffer
 	err := run(strings.Fields(argv), &out, &errw)
-	if err == nil || err.Error() != `-device cirrus-vga,vgamem_mb=8: no display device yet: set vga="none" and vnc=0 in the domain's config` {
+	if err == nil || err.Error() != `-device cirrus-vga,vgamem_mb=8: the Cirrus VGA (xl.cfg's default) is not emulated: set vga="stdvga" (or vga="none") in the domain's config` {
 		t.Errorf("godm %s = %v", argv, err)
 	}
 }

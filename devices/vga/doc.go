@@ -1,15 +1,17 @@
-// Package vga will emulate QEMU's standard VGA ("-device VGA"); so far it
-// holds the Bochs VBE "DISPI" register file (VBE), the interface SeaBIOS's
-// VGA BIOS and Linux's bochs-drm program linear framebuffer modes through:
-// an index port and a data port (0x1ce/0x1cf), and the same registers at
-// offset 0x500 of the PCI MMIO BAR.
+// Package vga emulates QEMU's standard VGA ("-device VGA", libxl's
+// vga="stdvga"): the legacy VGA (sequencer, graphics and attribute
+// controllers, CRTC, DAC, misc/status registers at 0x3b4-0x3da; the
+// 0xa0000-0xbffff window with chain 4, odd/even and the planar write
+// and read modes), the Bochs VBE "DISPI" registers (0x1ce/0x1cf, and
+// offset 0x500 of the MMIO BAR) SeaBIOS's VGA BIOS and Linux's bochs-drm
+// program, and the PCI function 1234:1111 (BAR 0 VRAM, BAR 2 MMIO, the
+// VGA BIOS in the expansion ROM).
 //
-// Semantics follow QEMU 7.2's hw/display/vga.c (vbe_ioport_write_data,
-// vbe_fixup_regs, vbe_ioport_read_data) and hw/display/vga-pci.c (the MMIO
-// window); the registers are checked against QEMU through qtest
-// (qemu_test.go). Scanout shows the linear framebuffer (15/16/24/32 bpp)
-// as a display.Source, finding dirty tiles by hash comparison for now.
-// Not yet here: the legacy VGA registers, memory window and text mode,
-// palette modes, VRAM in the p2m with track_dirty_vram, the PCI function
-// and its BAR, the board driver.
+// The picture (Core.Source) is drawn from VRAM as QEMU 7.2's
+// hw/display/vga.c draws it: text mode with the font in plane 2, the CGA,
+// planar and 256-colour modes, and the VBE linear modes (Scanout).
+// Registers, window accesses, VRAM, the configuration header and
+// screendumps are checked against QEMU 7.2 through qtest. VRAM is host
+// memory the device owns; Xen's VRAM-in-the-p2m with track_dirty_vram is
+// not done.
 package vga

@@ -20,7 +20,7 @@ type Scanout struct {
 	vbe  *VBE
 	vram []byte
 
-	mu     sync.Mutex
+	mu     *sync.Mutex // shared with the VRAM's writers (Core.mu)
 	mode   display.Mode
 	vmode  Mode // the VBE mode mode was built from
 	seed   maphash.Seed
@@ -34,8 +34,12 @@ var rgb555 = display.PixelFormat{BPP: 16, Depth: 15, TrueColour: true,
 
 // NewScanout shows vram (the VGA's whole VRAM) as programmed through v.
 func NewScanout(v *VBE, vram []byte) *Scanout {
-	return &Scanout{vbe: v, vram: vram, seed: maphash.MakeSeed()}
+	s := &Scanout{vbe: v, vram: vram, mu: &sync.Mutex{}}
+	s.init()
+	return s
 }
+
+func (s *Scanout) init() { s.seed = maphash.MakeSeed() }
 
 // blank is what a disabled or palette mode shows.
 const blankW, blankH = 640, 480
@@ -114,6 +118,10 @@ func (s *Scanout) readLocked(dst []byte, r display.Rect) {
 func (s *Scanout) CollectDirty(t *display.Tiles) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.collectLocked(t)
+}
+
+func (s *Scanout) collectLocked(t *display.Tiles) {
 	m := s.modeLocked()
 	cols, rows := t.Size()
 	if wc, wr := (m.Width+display.TileSize-1)/display.TileSize, (m.Height+display.TileSize-1)/display.TileSize; wc != cols || wr != rows {

@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"godm/devices"
+	"godm/devices/savestate"
 )
 
 // DISPI register indices and values (QEMU include/hw/display/bochs-vbe.h).
@@ -284,4 +285,37 @@ func (v *VBE) WriteMMIO(off uint64, val uint16) {
 	if n > 0 && clear != nil {
 		clear(n)
 	}
+}
+
+// save writes the registers; load restores them, the derived mode
+// brought back into VRAM by the same fixup a guest's writes get.
+func (v *VBE) save(w *savestate.Writer) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	w.U16(v.index)
+	for _, r := range v.regs {
+		w.U16(r)
+	}
+	w.U32(v.bankOffset)
+	w.Bool(v.dac8)
+}
+
+func (v *VBE) load(r *savestate.Reader) {
+	index := r.U16()
+	var regs [numRegs]uint16
+	for i := range regs {
+		regs[i] = r.U16()
+	}
+	bank := r.U32()
+	dac8 := r.Bool()
+	if r.Err() != nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.index, v.regs, v.dac8 = index, regs, dac8
+	v.regs[IndexBank] &= v.bankMask
+	v.bankOffset = min(bank, uint32(v.bankMask)<<16) &^ 0xffff
+	v.lineOffset, v.startAddr = 0, 0
+	v.fixup()
 }

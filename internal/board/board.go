@@ -62,6 +62,9 @@ type Env struct {
 	ROM         ROMLocker
 	PVUnplug    PVUnplugger
 	PlatformLog PlatformLogSink
+	// FirmwareDirs are where option ROMs named without a path are
+	// looked up (nil: DefaultFirmwareDirs).
+	FirmwareDirs []string
 	// Passthrough returns the machine's PCI passthrough (made on first
 	// use); nil when the machine cannot pass functions through.
 	Passthrough func() (PCIPassthrough, error)

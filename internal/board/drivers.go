@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -16,6 +19,7 @@ import (
 	"godm/devices/rtl8139"
 	"godm/devices/testdev"
 	"godm/devices/uart"
+	"godm/devices/vga"
 	"godm/devices/xenplatform"
 	"godm/netback"
 	"godm/pci"
@@ -116,6 +120,12 @@ var drivers = []*Driver{
 			{Name: "mac", Type: "str", Desc: "Ethernet 6-byte MAC Address, example: 52:54:00:12:34:56", Default: "52:54:00:12:34:56 + n"},
 			pciAddrProp,
 		}, New: newRTL8139},
+	{Name: "VGA", Bus: "PCI", Category: "Display devices", Desc: "standard VGA with Bochs VBE (libxl's vga=\"stdvga\")",
+		Props: []Prop{
+			{Name: "vgamem_mb", Type: "uint32", Default: "16"},
+			pciAddrProp,
+			{Name: "romfile", Type: "str", Desc: "VGA BIOS image, a path or a name searched in the firmware directories (empty: no ROM)", Default: vgaROM},
+		}, New: newVGA},
 	{Name: TestDevice, Bus: "PCI", Category: "Misc devices", Desc: "godm's test device (DMA, MSI-X, INTx)", Hotpluggable: true,
 		Props: []Prop{pciAddrProp}, New: newTestDev},
 	{Name: PassthroughDriver, Bus: "PCI", Category: "Misc devices", Desc: "a host PCI function passed through", Hotpluggable: true,
@@ -564,6 +574,100 @@ func newPassthrough(b *Board, p Props, pl *Plugged) error {
 	pl.Dev = &Passthrough{Guest: view.SBDF(), View: view}
 	id := pl.ID
 	pl.onUnplug(func() error { return pt.Remove(id) })
+	return nil
+}
+
+// vgaROM is the VGA BIOS QEMU's standard VGA loads (vga-pci.c romfile),
+// shipped by Debian's seabios package.
+const vgaROM = "vgabios-stdvga.bin"
+
+// DefaultFirmwareDirs are where firmware names are looked up when
+// Env.FirmwareDirs is nil: Debian's seabios package, then QEMU's data
+// directory.
+var DefaultFirmwareDirs = []string{"/usr/share/seabios", "/usr/share/qemu"}
+
+// maxROM bounds an option ROM image read from a file.
+const maxROM = 16 << 20
+
+// loadROM finds and reads an option ROM: name "" is none, a name with a
+// slash a path, others are searched in the firmware directories. A
+// missing default ROM is no error (nil, the device works without its
+// BIOS, as under an OS that programs it itself).
+func (b *Board) loadROM(name, def string) ([]byte, error) {
+	if name == "" {
+		return nil, nil
+	}
+	paths := []string{name}
+	if !strings.Contains(name, "/") {
+		dirs := b.env.FirmwareDirs
+		if dirs == nil {
+			dirs = DefaultFirmwareDirs
+		}
+		paths = paths[:0]
+		for _, d := range dirs {
+			paths = append(paths, filepath.Join(d, name))
+		}
+	}
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("property 'romfile': %w", err)
+		}
+		rom, err := io.ReadAll(io.LimitReader(f, maxROM+1))
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("property 'romfile': %s: %w", p, err)
+		}
+		if len(rom) > maxROM {
+			return nil, fmt.Errorf("property 'romfile': %s is larger than %d MiB", p, maxROM>>20)
+		}
+		return rom, nil
+	}
+	if name == def {
+		b.env.Log.Warn("VGA BIOS not found; the guest's firmware will show nothing until its OS sets a mode", "romfile", name, "dirs", paths)
+		return nil, nil
+	}
+	return nil, fmt.Errorf("property 'romfile': failed to find romfile %q", name)
+}
+
+func newVGA(b *Board, p Props, pl *Plugged) error {
+	slot, fn, ok, err := pciAddr(p)
+	if err != nil {
+		return err
+	}
+	mb, err := p.Uint("vgamem_mb", vga.DefaultVRAMMiB)
+	if err != nil {
+		return err
+	}
+	rom, err := b.loadROM(p.String("romfile", vgaROM), vgaROM)
+	if err != nil {
+		return err
+	}
+	d, err := vga.New(vga.Config{VRAMSize: vga.VRAMSize(mb), ROM: rom})
+	if err != nil {
+		return err
+	}
+	pl.Dev = d
+	if err := b.addPCI(pl, d.Function(), slot, fn, !ok); err != nil {
+		return err
+	}
+	for _, r := range vga.LegacyPorts() {
+		if err := b.registerPIO(pl, r.Base, r.Size, d.Ports()); err != nil {
+			return err
+		}
+	}
+	if err := b.registerPIO(pl, vga.PortIndex, 2, d.DISPI()); err != nil {
+		return err
+	}
+	mmio := b.env.Spaces.MMIO
+	if err := mmio.Register(vga.WindowBase, vga.WindowSize, d.Window()); err != nil {
+		return err
+	}
+	pl.onUnplug(func() error { return mmio.Unregister(vga.WindowBase) })
+	pl.reset = d.Reset
 	return nil
 }
 

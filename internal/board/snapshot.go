@@ -17,8 +17,10 @@ const boardRecord = "godm-board"
 // maxDevices bounds the device count a snapshot may claim.
 const maxDevices = 1024
 
-// maxRecord bounds one device's record.
-const maxRecord = 1 << 20
+// maxRecord bounds one device's record: a VGA's record carries its VRAM
+// (vgamem_mb up to 512). Reading a record slices the snapshot, so the
+// bound allocates nothing.
+const maxRecord = 513 << 20
 
 // ErrNotSavable is wrapped when a device has no snapshot (a passed-through
 // function: its state is in the host's hardware), as QEMU's migration

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 
+	"godm/display"
+	"godm/display/vnc"
 	"godm/internal/qemuopts"
 	"godm/netback"
 )
@@ -63,6 +65,13 @@ type Config struct {
 	// the -device ide-hd/ide-cd that place if=none drives.
 	Drives     []Drive
 	IDEDevices []IDEDevice
+	// VGAMemMB is -device VGA's vgamem_mb (libxl's vga="stdvga"); zero
+	// when there is no VGA.
+	VGAMemMB uint64
+	// VNC is -vnc (Enabled false for "-vnc none" or none given).
+	VNC vnc.Options
+	// Keymap is -k's keymap name ("" for the default, en-us).
+	Keymap string
 	// Version is -version: print the version and exit.
 	Version bool
 	// DeviceHelp is set by -device help (list the drivers) or
@@ -95,7 +104,7 @@ type Netdev struct {
 // naming the option and the xl.cfg setting that produced it.
 type Refusal struct {
 	Option string // as given: "-device cirrus-vga,vgamem_mb=8"
-	Why    string // "no display device yet: set vga=\"none\" in the domain's config"
+	Why    string // "the Cirrus VGA ... is not emulated: set vga=\"stdvga\" ..."
 }
 
 func (r *Refusal) Error() string { return r.Option + ": " + r.Why }
@@ -125,7 +134,8 @@ func IsQEMUArgv(args []string) bool {
 // Refusals for options by the device class (or xl.cfg setting) behind
 // them; the reasons name what the admin changes in the domain's config.
 const (
-	whyDisplay = `no display device yet: set vga="none" and vnc=0 in the domain's config`
+	whyDisplay = `godm emulates only the standard VGA: set vga="stdvga" (or vga="none") in the domain's config`
+	whyCirrus  = `the Cirrus VGA (xl.cfg's default) is not emulated: set vga="stdvga" (or vga="none") in the domain's config`
 	whyNIC     = `emulated NIC model not served (godm has rtl8139): set model=rtl8139 (libxl's default) in the vif=[...] entry, or type=vif for PV only`
 	whyUSB     = `no USB controller yet: remove usb=, usbversion=, usbdevice= and usbctrl=`
 	whySound   = `no sound device yet: remove soundhw=`
@@ -396,16 +406,22 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 				return nil, refuse(a, whyDisplay)
 			}
 		case "vnc":
-			if a.Value != "none" {
-				return nil, refuse(a, "no VNC server yet: set vnc=0 in the domain's config")
+			if seen["vnc"] {
+				return nil, fmt.Errorf("-vnc given twice")
 			}
+			seen["vnc"] = true
+			o, err := vnc.ParseOption(a.Value)
+			if err != nil {
+				return nil, err
+			}
+			c.VNC = o
 		case "display":
 			o, err := qemuopts.ParseArg(a)
 			if err != nil {
 				return nil, err
 			}
 			if o.String("type", "") != "none" {
-				return nil, refuse(a, "no display yet: set sdl=0 in the domain's config")
+				return nil, refuse(a, "no local display (godm shows the screen over VNC only): set sdl=0 in the domain's config")
 			}
 			if err := o.CheckUnused(); err != nil {
 				return nil, err
@@ -413,7 +429,10 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 		case "spice":
 			return nil, refuse(a, whySpice)
 		case "k":
-			return nil, refuse(a, "no display yet, so no keymap: remove keymap=")
+			if _, err := display.LookupKeymap(a.Value); err != nil {
+				return nil, refuse(a, "%v: remove keymap= or set it to en-us", err)
+			}
+			c.Keymap = a.Value
 		case "version":
 			c.Version = true
 		case "h", "help":
@@ -562,7 +581,25 @@ func (c *Config) parseDevice(a qemuopts.Arg) error {
 		return nil
 	}
 	switch drv {
-	case "cirrus-vga", "VGA", "qxl-vga", "qxl", "vmware-svga", "virtio-vga", "bochs-display":
+	case "VGA":
+		mb, err := o.Uint("vgamem_mb", 16)
+		if err != nil {
+			return err
+		}
+		if err := o.CheckUnused(); err != nil {
+			return err
+		}
+		if c.VGAMemMB != 0 {
+			return refuse(a, "a second VGA: the legacy VGA ports and memory exist once")
+		}
+		if mb == 0 || mb > 512 {
+			return refuse(a, "vgamem_mb=%d: want 1..512 (xl.cfg videoram=, in MiB)", mb)
+		}
+		c.VGAMemMB = mb
+		return nil
+	case "cirrus-vga":
+		return refuse(a, whyCirrus)
+	case "qxl-vga", "qxl", "vmware-svga", "virtio-vga", "bochs-display":
 		return refuse(a, whyDisplay)
 	case nicDriver:
 		return c.parseNIC(a, o)

@@ -2,6 +2,7 @@ package dmcontract
 
 import (
 	"errors"
+	"godm/display/vnc"
 	"reflect"
 	"strings"
 	"testing"
@@ -80,6 +81,16 @@ func TestParseServed(t *testing.T) {
 					{ID: "ide-5696", ReadOnly: true, Cache: "writeback", Media: "cdrom", Index: 3},
 				},
 				IDEDevices: []IDEDevice{{Driver: "ide-cd", ID: "ide-5632", Drive: "ide-5632", Bus: 1}}}},
+		{"stdvga, vnc with password, keymap (libxl vga=\"stdvga\" vnc=1 vncpasswd=... keymap=\"en-us\")",
+			strings.Replace(strings.Replace(debian4177, "-device cirrus-vga,vgamem_mb=8", "-device VGA,vgamem_mb=16", 1),
+				"-vnc none", "-vnc 127.0.0.1:3,password=on,to=99 -k en-us", 1),
+			Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"}, VGAMemMB: 16,
+				VNC: vnc.Options{Enabled: true, Host: "127.0.0.1", Display: 3, To: 99, Password: true}, Keymap: "en-us"}},
+		{"stdvga, vnc on every address, no to=",
+			strings.Replace(strings.Replace(debian4177, "-device cirrus-vga,vgamem_mb=8", "-device VGA,vgamem_mb=8", 1),
+				"-vnc none", "-vnc :0", 1),
+			Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"}, VGAMemMB: 8,
+				VNC: vnc.Options{Enabled: true, Display: 0, To: 0}}},
 		{"old-style flags, test device", "-xen-domid 3 -chardev socket,id=m,path=/tmp/q,server,nowait -mon chardev=m,mode=control -machine xenfv -m 128 -vga none -nographic -parallel none -device godm-testdev,addr=0x5",
 			Config{Dom: 3, Monitors: []Monitor{{ID: "m", Path: "/tmp/q", FD: -1}}, MemMiB: 128, TestSlots: []int{5}}},
 	} {
@@ -103,12 +114,16 @@ func TestParseRefused(t *testing.T) {
 	// Each line is a change to the served argv and the one-line error.
 	tail := func(extra string) string { return served + " " + extra }
 	for _, tc := range []struct{ argv, want string }{
-		{debian4177, `-device cirrus-vga,vgamem_mb=8: no display device yet: set vga="none"`},
-		{tail("-device VGA,vgamem_mb=16"), `-device VGA,vgamem_mb=16: no display device yet`},
-		{tail("-device qxl-vga,vram_size_mb=64,ram_size_mb=64"), `no display device yet`},
-		{strings.Replace(served, "-vnc none", "-vnc 127.0.0.1:0,to=99", 1), `-vnc 127.0.0.1:0,to=99: no VNC server yet: set vnc=0`},
-		{strings.Replace(served, "-display none", "-display sdl", 1), `-display sdl: no display yet: set sdl=0`},
-		{tail("-k en-us"), `-k en-us: no display yet, so no keymap: remove keymap=`},
+		{debian4177, `-device cirrus-vga,vgamem_mb=8: the Cirrus VGA (xl.cfg's default) is not emulated: set vga="stdvga"`},
+		{tail("-device VGA,vgamem_mb=16 -device VGA,vgamem_mb=16"), `-device VGA,vgamem_mb=16: a second VGA`},
+		{tail("-device VGA,vgamem_mb=0"), `vgamem_mb=0: want 1..512`},
+		{tail("-device VGA,vgamem_mb=16,foo=1"), `foo`},
+		{tail("-device qxl-vga,vram_size_mb=64,ram_size_mb=64"), `godm emulates only the standard VGA: set vga="stdvga"`},
+		{strings.Replace(served, "-vnc none", "-vnc 127.0.0.1:0,to=99,tls-creds=x", 1), `tls-creds`},
+		{strings.Replace(served, "-vnc none", "-vnc 127.0.0.1", 1), `-vnc 127.0.0.1: want HOST:DISPLAY or none`},
+		{strings.Replace(served, "-vnc none", "-vnc none -vnc :1", 1), `-vnc given twice`},
+		{strings.Replace(served, "-display none", "-display sdl", 1), `-display sdl: no local display (godm shows the screen over VNC only): set sdl=0`},
+		{tail("-k de"), `-k de: keymap "de" is not supported`},
 		{tail("-spice port=6000,tls-port=0,addr=127.0.0.1,disable-ticketing=on"), `spice is not supported: remove spice=1`},
 		{tail("-device virtio-serial -chardev spicevmc,id=vdagent,name=vdagent"), `spice is not supported`},
 		{tail("-usb -usbdevice tablet"), `-usb: no USB controller yet: remove usb=`},

@@ -87,6 +87,8 @@ type State struct {
 	running  bool          // started is closed
 	dropPriv bool
 	openFile OpenFunc
+	// screendump is StateConfig.Screendump.
+	screendump func(filename string) error
 }
 
 // StateConfig configures a State.
@@ -119,13 +121,16 @@ type StateConfig struct {
 	// OpenFile opens the files QMP commands name (xen-save-devices-state's
 	// filename, "/dev/fdset/N" included); nil: os.OpenFile.
 	OpenFile OpenFunc
+	// Screendump writes the display to a file as PPM (HMP's screendump,
+	// for xl qemu-monitor-command); nil: no display.
+	Screendump func(filename string) error
 }
 
 // NewState returns the run state for cfg.
 func NewState(cfg StateConfig) *State {
 	s := &State{status: StatusRunning, host: cfg.Host, emit: cfg.Emit, quit: cfg.Quit,
 		chardevs: cfg.Chardevs, cpus: newCPUState(cfg.VCPUs, cfg.MaxVCPUs), fds: NewFDSets(), started: make(chan struct{}), dropPriv: cfg.DropPrivileges,
-		openFile: cfg.OpenFile}
+		openFile: cfg.OpenFile, screendump: cfg.Screendump}
 	switch {
 	case cfg.Prelaunch && cfg.Restored:
 		s.status = StatusPaused
@@ -523,7 +528,21 @@ func (s *State) hmp(line string) string {
 		}
 		return b.String()
 	}
-	cmd, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+	cmd, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
+	if cmd == "screendump" {
+		// HMP "screendump FILENAME" (PPM), QEMU's hmp_screendump.
+		arg = strings.TrimSpace(arg)
+		switch {
+		case arg == "" || strings.ContainsAny(arg, " \t"):
+			return "screendump: want one file name\r\n"
+		case s.screendump == nil:
+			return "screendump: this machine has no display device\r\n"
+		}
+		if err := s.screendump(arg); err != nil {
+			return fmt.Sprintf("screendump: %v\r\n", err)
+		}
+		return ""
+	}
 	return fmt.Sprintf("unknown command: '%s'\r\n", cmd)
 }
 

@@ -1,9 +1,11 @@
 package xenbox
 
 import (
+	"bytes"
 	"context"
 	"debug/elf"
 	"fmt"
+	"image/png"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -55,6 +57,7 @@ func TestRealXen(t *testing.T) {
 		GodmPath:    buildGo(t, tmp, "godm", "godm/cmd/godm", false),
 		DMWrapPath:  buildGo(t, tmp, "dmwrap", "godm/internal/xenbox/dmwrap", false),
 		HyptestPath: buildGo(t, tmp, "hyptest.test", "godm/hyp/hyptest", true),
+		VNCCapPath:  buildGo(t, tmp, "vnccap", "godm/internal/xenbox/vnccap", false),
 	}
 	probes := Probes()
 	var err error
@@ -102,7 +105,7 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 	if qemu {
 		scen = append(scen, QEMUFirmwareScenario())
 	}
-	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), SaveRestoreScenario(), LibxlDiskScenario())
+	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), SaveRestoreScenario(), LibxlDiskScenario(), StdVGAScenario())
 	if qemu {
 		scen = append(scen, QEMUReferenceScenario())
 	}
@@ -278,6 +281,35 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 			t.Errorf("godm's logs show log-dirty switched on %d times and %d device-state saves; want the migration's and both saves", dirtyOn, saved)
 		}
 		t.Logf("rounds: before the save %v, after the restore %v, after the migration %v; save file %s bytes", before, after, migrated, r.Fields["save_bytes"])
+	})
+	check("stdvga", func(t *testing.T, r Result) {
+		// SeaBIOS's banner in text mode (80x25 of 9x16 cells), seen by a
+		// VNC client with libxl's password, equal to godm's screendump.
+		// "SeaBIOS (version 1.16...": 7 cells with ink, a blank, 8, a blank.
+		if r.Fields["size"] != "720x400" || !strings.HasPrefix(r.Fields["row0"], "#######.########.#") {
+			t.Errorf("VNC picture %q, first text row %q", r.Fields["size"], r.Fields["row0"])
+		}
+		if p := r.Fields["vnc_port"]; p != "5900" {
+			t.Errorf("console/vnc-port = %q, want 5900 (libxl's record of query-vnc)", p)
+		}
+		t.Logf("banner over VNC %s after unpause; first row %s", r.Fields["banner_after"], r.Fields["row0"])
+		shot, err := VNCCapPNG(o.Lines)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(bytes.NewReader(shot))
+		if err != nil {
+			t.Fatalf("the box's VNC picture: %v", err)
+		}
+		if b := img.Bounds(); b.Dx() != 720 || b.Dy() != 400 {
+			t.Errorf("the box's VNC picture is %v", b)
+		}
+		if p := os.Getenv(EnvShot); p != "" {
+			if err := os.WriteFile(p, shot, 0o644); err != nil {
+				t.Error(err)
+			}
+			t.Logf("SeaBIOS's screen over VNC written to %s", p)
+		}
 	})
 	if pairs > 0 && !qemu {
 		noQEMU("bench")

@@ -1,0 +1,94 @@
+package vga
+
+import (
+	"fmt"
+
+	"godm/devices/savestate"
+)
+
+// RecordName and StateVersion name the VGA's snapshot record.
+const (
+	RecordName   = "VGA"
+	StateVersion = 1
+)
+
+// Snapshot implements devices.Snapshotter: the PCI function, the legacy
+// registers, the DISPI registers and the whole of VRAM (host memory the
+// device owns).
+func (d *Device) Snapshot() ([]byte, error) {
+	var w savestate.Writer
+	d.fn.WriteState(&w)
+	d.VBE.save(&w)
+	d.mu.Lock()
+	r := &d.r
+	w.U32(r.latch)
+	for _, b := range []byte{r.srIndex, r.grIndex, r.arIndex, r.crIndex, r.msr, r.fcr, r.st00, r.st01,
+		r.dacState, r.dacSub, r.dacRead, r.dacWrite} {
+		w.U8(b)
+	}
+	w.Bool(r.arFlip)
+	w.Bytes(r.sr[:])
+	w.Bytes(r.gr[:])
+	w.Bytes(r.ar[:])
+	w.Bytes(r.cr[:])
+	w.Bytes(r.dacCache[:])
+	w.Bytes(r.palette[:])
+	w.Bytes(d.vram)
+	d.mu.Unlock()
+	return savestate.Record(RecordName, StateVersion, w.Out()), nil
+}
+
+// Restore implements devices.Snapshotter. A record of another VRAM size
+// is refused; register values are masked as guest writes would be.
+func (d *Device) Restore(b []byte) error {
+	_, rd, err := savestate.Open(b, RecordName, StateVersion)
+	if err != nil {
+		return err
+	}
+	if err := d.fn.ReadState(rd); err != nil {
+		return fmt.Errorf("vga: restore: %w", err)
+	}
+	var r regs
+	vbe := NewVBE(uint32(len(d.vram)), nil)
+	vbe.load(rd)
+	r.latch = rd.U32()
+	for _, p := range []*byte{&r.srIndex, &r.grIndex, &r.arIndex, &r.crIndex, &r.msr, &r.fcr, &r.st00, &r.st01,
+		&r.dacState, &r.dacSub, &r.dacRead, &r.dacWrite} {
+		*p = rd.U8()
+	}
+	r.arFlip = rd.Bool()
+	for _, f := range [][]byte{r.sr[:], r.gr[:], r.ar[:], r.cr[:], r.dacCache[:], r.palette[:]} {
+		if got := rd.Bytes(len(f)); len(got) != len(f) && rd.Err() == nil {
+			rd.Fail(fmt.Errorf("vga: register block of %d bytes, want %d: %w", len(got), len(f), savestate.ErrFormat))
+		} else {
+			copy(f, got)
+		}
+	}
+	vram := rd.Bytes(len(d.vram))
+	if rd.Err() == nil && len(vram) != len(d.vram) {
+		rd.Fail(fmt.Errorf("vga: %d bytes of VRAM, this device has %d: %w", len(vram), len(d.vram), savestate.ErrFormat))
+	}
+	if err := rd.Done(); err != nil {
+		return fmt.Errorf("vga: restore: %w", err)
+	}
+	r.srIndex &= 7
+	r.grIndex &= 0x0f
+	r.arIndex &= 0x3f
+	r.dacSub %= 3
+	for i := range r.sr {
+		r.sr[i] &= srMask[i]
+	}
+	for i := range r.gr {
+		r.gr[i] &= grMask[i]
+	}
+	var vw savestate.Writer
+	vbe.save(&vw)
+	d.VBE.load(savestate.NewReader(vw.Out()))
+	d.mu.Lock()
+	d.r = r
+	copy(d.vram, vram)
+	d.gen++
+	d.vbeUpdateLocked()
+	d.mu.Unlock()
+	return nil
+}
