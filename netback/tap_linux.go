@@ -3,6 +3,7 @@ package netback
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"time"
@@ -76,6 +77,7 @@ type Tap struct {
 	name   string
 	vnet   bool
 	closed chan struct{}
+	eof    chan struct{}
 }
 
 // TUN offload flags (Linux include/uapi/linux/if_tun.h).
@@ -150,17 +152,39 @@ func OpenTap(c TapConfig) (*Tap, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, closeErr(fd, c.FD, err)
 	}
+	return newFDBackend(fd, "tap:"+name, name, vnet, c.Depth), nil
+}
+
+// OpenPacketFD makes a back-end of a message-oriented descriptor: a
+// SOCK_SEQPACKET socket whose every message is one Ethernet frame,
+// without a virtio-net header (a back-end in another process: godm's
+// user-mode networking). The back-end owns fd. When the peer closes its
+// end, PeerClosed is closed.
+func OpenPacketFD(fd int, name string, depth int) (*Tap, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("netback: %s: %v", name, err)
+	}
+	return newFDBackend(fd, name, name, false, depth), nil
+}
+
+func newFDBackend(fd int, fileName, name string, vnet bool, depth int) *Tap {
 	t := &Tap{
-		Port:   NewPort(PortConfig{Depth: c.Depth, Offloads: vnet}),
-		file:   os.NewFile(uintptr(fd), "tap:"+name),
+		Port:   NewPort(PortConfig{Depth: depth, Offloads: vnet}),
+		file:   os.NewFile(uintptr(fd), fileName),
 		name:   name,
 		vnet:   vnet,
 		closed: make(chan struct{}),
+		eof:    make(chan struct{}),
 	}
 	t.Go(t.reader)
 	t.Go(t.writer)
-	return t, nil
+	return t
 }
+
+// PeerClosed is closed once a read found the other end closed (a
+// packet socket's peer; a tap does not end this way).
+func (t *Tap) PeerClosed() <-chan struct{} { return t.eof }
 
 func closeErr(fd, given int, err error) error {
 	if given < 0 {
@@ -222,6 +246,11 @@ func (t *Tap) reader() {
 		if err != nil {
 			f.Release()
 			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			if errors.Is(err, io.EOF) {
+				// A packet socket's peer has gone (a tap never reads 0).
+				close(t.eof)
 				return
 			}
 			// A persistent error (the interface deleted under us: EBADFD,

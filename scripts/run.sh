@@ -19,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .cache
 CGO_ENABLED=0 go build -o .cache/godm ./cmd/godm
+CGO_ENABLED=0 go build -o .cache/godm-usernet ./cmd/godm-usernet
 CGO_ENABLED=0 go build -o .cache/godm-lab ./cmd/godm-lab
 if [ "${1:-}" = "-xen" ] || [ "${1:-}" = "--xen" ]; then
 	shift

@@ -26,6 +26,10 @@ var forbidden = []string{
 	"godm/internal/testfake",  // the shared test fakes (clock, interrupt recorder, Xen fixture)
 	"godm/cmd/godm-lab",       // the lab command itself
 	"testing",                 // the standard test framework, and testing/*
+	// gVisor's netstack: user-mode networking runs in the child
+	// godm-usernet (netback/userproc), not in the device model.
+	"gvisor.dev/gvisor",
+	"godm/netback/usernet",
 }
 
 // allowed are linked packages whose path contains "sim" or "test", with

@@ -33,7 +33,6 @@ import (
 	"godm/internal/qmpdisplay"
 	"godm/internal/unixsock"
 	"godm/netback"
-	"godm/netback/netdev"
 	"godm/passthrough"
 )
 
@@ -202,11 +201,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 			spec.Netdevs = map[string]netback.Backend{}
 		}
 		for _, nd := range cfg.Netdevs {
-			o, err := netdev.Parse(nd.Arg)
-			if err != nil {
-				return err
-			}
-			be, err := netdev.Open(o)
+			be, err := openNetdev(nd.Arg, env.Getenv, w)
 			if err != nil {
 				return err
 			}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -29,6 +30,7 @@ import (
 	"godm/internal/dmcontract"
 	"godm/internal/testfake"
 	"godm/memory/layout"
+	"godm/netback/userproc"
 	"godm/passthrough"
 	"golang.org/x/sys/unix"
 )
@@ -156,8 +158,36 @@ func newDMRig(t *testing.T) *dmRig {
 	if err := r.xs.Listen(sock); err != nil {
 		t.Fatal(err)
 	}
-	r.env = map[string]string{"XENSTORED_PATH": sock, "XEN_DOMAIN_ID": fmt.Sprint(int(r.dom.ID()))}
+	r.env = map[string]string{"XENSTORED_PATH": sock, "XEN_DOMAIN_ID": fmt.Sprint(int(r.dom.ID())),
+		userproc.EnvBinary: usernetBinary(t)}
 	return r
+}
+
+var (
+	usernetOnce sync.Once
+	usernetPath string
+	usernetErr  error
+)
+
+// usernetBinary builds cmd/godm-usernet, the child godm starts for
+// -netdev user, once per test run.
+func usernetBinary(t *testing.T) string {
+	t.Helper()
+	usernetOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "godm-usernet-")
+		if err != nil {
+			usernetErr = err
+			return
+		}
+		usernetPath = filepath.Join(dir, userproc.Binary)
+		if out, err := exec.Command("go", "build", "-o", usernetPath, "godm/cmd/godm-usernet").CombinedOutput(); err != nil {
+			usernetErr = fmt.Errorf("%v: %s", err, out)
+		}
+	})
+	if usernetErr != nil {
+		t.Fatalf("building %s: %v", userproc.Binary, usernetErr)
+	}
+	return usernetPath
 }
 
 // start runs godm with argv (the qemu-xen command line) in the test's
@@ -963,4 +993,13 @@ func TestLibxlMetricsRefused(t *testing.T) {
 	if err == nil || err.Error() != `GODM_METRICS=0.0.0.0:9100: metrics: "0.0.0.0:9100": only a loopback address or a unix socket is served` {
 		t.Errorf("godm with GODM_METRICS off the host: %v", err)
 	}
+}
+
+// TestMain removes what the tests built (usernetBinary) once they ran.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if usernetPath != "" {
+		os.RemoveAll(filepath.Dir(usernetPath))
+	}
+	os.Exit(code)
 }
