@@ -3,6 +3,7 @@ package netback
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"godm/internal/qemuopts"
+	"godm/netback/antispoof"
 )
 
 // TapConfig is a tap back-end's configuration, as libxl writes it:
@@ -24,6 +26,15 @@ type TapConfig struct {
 	// VnetHdr asks for IFF_VNET_HDR (virtio-net header offloads).
 	VnetHdr bool
 	Depth   int
+	// AntiSpoof puts godm's anti-spoofing classifier on the tap's ingress
+	// (netback/antispoof): "x-godm-antispoof=on|off", godm's own key
+	// (QEMU has none such; libxl writes none). AntiSpoofSet says the key
+	// was given, so that a host-wide default yields to it.
+	AntiSpoof, AntiSpoofSet bool
+	// AntiSpoofAddrs are the guest's source networks
+	// ("x-godm-antispoof-ip=10.0.0.5;fd00::5", which implies
+	// x-godm-antispoof=on); none: only MACs are checked.
+	AntiSpoofAddrs []netip.Prefix
 }
 
 // ParseTap reads a "-netdev tap" option. Scripts are refused: godm runs
@@ -51,6 +62,21 @@ func ParseTap(o *qemuopts.Opts) (TapConfig, error) {
 		return c, err
 	}
 	c.VnetHdr = vh
+	if o.Has("x-godm-antispoof") {
+		if c.AntiSpoof, err = o.Bool("x-godm-antispoof", false); err != nil {
+			return c, err
+		}
+		c.AntiSpoofSet = true
+	}
+	if o.Has("x-godm-antispoof-ip") {
+		if c.AntiSpoofAddrs, err = antispoof.ParseAddrs(o.String("x-godm-antispoof-ip", "")); err != nil {
+			return c, o.Errorf("x-godm-antispoof-ip: %v", err)
+		}
+		if c.AntiSpoofSet && !c.AntiSpoof {
+			return c, o.Errorf("x-godm-antispoof-ip= is given with x-godm-antispoof=off")
+		}
+		c.AntiSpoof, c.AntiSpoofSet = true, true
+	}
 	if o.Has("fd") {
 		s := o.String("fd", "")
 		n, err := strconv.Atoi(s)
@@ -76,6 +102,7 @@ type Tap struct {
 	name   string
 	vnet   bool
 	closed chan struct{}
+	spoof  *antispoof.Filter // nil when anti-spoofing is off
 }
 
 // TUN offload flags (Linux include/uapi/linux/if_tun.h).
@@ -150,12 +177,23 @@ func OpenTap(c TapConfig) (*Tap, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, closeErr(fd, c.FD, err)
 	}
+	var spoof *antispoof.Filter
+	if c.AntiSpoof {
+		// Before the first frame is read from the guest: until a NIC
+		// binds its MAC the filter drops everything.
+		f, err := antispoof.Attach(name, antispoof.Policy{Prefixes: c.AntiSpoofAddrs})
+		if err != nil {
+			return nil, closeErr(fd, c.FD, fmt.Errorf("netdev %s: %v", c.ID, err))
+		}
+		spoof = f
+	}
 	t := &Tap{
 		Port:   NewPort(PortConfig{Depth: c.Depth, Offloads: vnet}),
 		file:   os.NewFile(uintptr(fd), "tap:"+name),
 		name:   name,
 		vnet:   vnet,
 		closed: make(chan struct{}),
+		spoof:  spoof,
 	}
 	t.Go(t.reader)
 	t.Go(t.writer)
@@ -191,6 +229,10 @@ func linkUp(name, bridge string) error {
 	}
 	return nil
 }
+
+// AntiSpoof is the tap's anti-spoofing filter, nil when it is off. The
+// NIC's wiring binds the guest's MAC to it (Filter.Bind).
+func (t *Tap) AntiSpoof() *antispoof.Filter { return t.spoof }
 
 // Name is the interface's name.
 func (t *Tap) Name() string { return t.name }
@@ -282,7 +324,12 @@ func (t *Tap) writer() {
 // Close closes the fd (a pre-opened one too: the back-end owns it) and
 // stops the goroutines.
 func (t *Tap) Close() error {
+	var serr error
+	if t.spoof != nil {
+		// Detached before the fd goes: a persistent tap keeps no filter.
+		serr = t.spoof.Close()
+	}
 	err := t.file.Close()
 	t.Shutdown()
-	return err
+	return errors.Join(err, serr)
 }

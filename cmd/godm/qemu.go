@@ -195,18 +195,25 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		if len(cfg.Netdevs) > 0 {
 			spec.Netdevs = map[string]netback.Backend{}
 		}
+		ndDefaults, err := netdev.DefaultsFromEnv(env.Getenv)
+		if err != nil {
+			return err
+		}
 		for _, nd := range cfg.Netdevs {
 			o, err := netdev.Parse(nd.Arg)
 			if err != nil {
 				return err
 			}
-			be, err := netdev.Open(o)
+			be, err := netdev.OpenWith(o, ndDefaults)
 			if err != nil {
 				return err
 			}
 			defer be.Close() // after the machine, whose NICs hold it
 			spec.Netdevs[nd.ID] = be
 			log.Info("netdev", "id", nd.ID, "type", nd.Type)
+			if f := be.AntiSpoof(); f != nil {
+				log.Info("netdev anti-spoofing on", "id", nd.ID, "attach", f.Mode())
+			}
 		}
 		spec.Devices = qemuLayout(spec, cfg.TestSlots, cfg.NICs)
 		m, err = machine.New(env.Kernel, spec)

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -15,9 +13,9 @@ import (
 // Filter is the classifier attached to one interface's ingress.
 type Filter struct {
 	mu       sync.Mutex
-	prog     *ebpf.Program
-	cfg, ctr *ebpf.Map
-	tcx      link.Link          // TCX link (Linux 6.6+): dies with its fd
+	prog     int                // program fd, -1 once closed
+	cfg, ctr int                // map fds
+	tcx      int                // TCX link fd (Linux 6.6+), -1 for none: the link dies with it
 	cls      *netlink.BpfFilter // cls_bpf fallback on a clsact qdisc
 	qdisc    netlink.Qdisc      // the clsact qdisc the fallback added, if any
 	ifname   string
@@ -25,7 +23,7 @@ type Filter struct {
 
 // Mode says how a filter is attached.
 func (f *Filter) Mode() string {
-	if f.tcx != nil {
+	if f.tcx >= 0 {
 		return "tcx"
 	}
 	return "clsact"
@@ -51,44 +49,36 @@ func Attach(ifname string, p Policy) (*Filter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("anti-spoofing on %s: %v", ifname, err)
 	}
-	f := &Filter{ifname: ifname}
+	f := &Filter{ifname: ifname, prog: -1, cfg: -1, ctr: -1, tcx: -1}
 	fail := func(what string, err error) (*Filter, error) {
 		f.Close()
 		hint := ""
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
 			hint = " (needs CAP_BPF and CAP_NET_ADMIN)"
-		} else if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.ENOSYS) {
-			hint = " (the kernel has no BPF support for it)"
+		} else if errors.Is(err, unix.ENOSYS) {
+			hint = " (the kernel has no BPF)"
 		}
 		return nil, fmt.Errorf("anti-spoofing on %s: %s: %v%s", ifname, what, firstLine(err), hint)
 	}
-	f.cfg, err = ebpf.NewMap(&ebpf.MapSpec{Name: "godm_as_cfg", Type: ebpf.Array, KeySize: 4, ValueSize: cfgSize, MaxEntries: 1})
-	if err != nil {
+	if f.cfg, err = newArrayMap("godm_as_cfg", cfgSize); err != nil {
 		return fail("create map", err)
 	}
-	f.ctr, err = ebpf.NewMap(&ebpf.MapSpec{Name: "godm_as_ctr", Type: ebpf.Array, KeySize: 4, ValueSize: 8 * uint32(NumCounters), MaxEntries: 1})
-	if err != nil {
+	if f.ctr, err = newArrayMap("godm_as_ctr", 8*uint32(NumCounters)); err != nil {
 		return fail("create map", err)
 	}
-	f.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "godm_antispoof",
-		Type:         ebpf.SchedCLS,
-		Instructions: program(p, f.cfg.FD(), f.ctr.FD()),
-		License:      "MIT",
-	})
-	if err != nil {
+	if f.prog, err = loadSchedCLS("godm_antispoof", program(p, f.cfg, f.ctr)); err != nil {
 		return fail("load program", err)
 	}
 	idx := l.Attrs().Index
 	if !forceClsact {
-		f.tcx, err = link.AttachTCX(link.TCXOptions{Interface: idx, Program: f.prog, Attach: ebpf.AttachTCXIngress})
+		f.tcx, err = attachTCX(f.prog, idx)
 		if err == nil {
 			return f, nil
 		}
-		if !errors.Is(err, ebpf.ErrNotSupported) {
+		// EINVAL: a kernel before TCX (6.6) knows no such attach type.
+		if !errors.Is(err, unix.EINVAL) {
 			return fail("attach (tcx)", err)
 		}
-		f.tcx = nil
 	}
 	// Fallback: clsact + cls_bpf in direct-action mode (tc-bpf(8)).
 	q := &netlink.GenericQdisc{
@@ -108,7 +98,7 @@ func Attach(ifname string, p Policy) (*Filter, error) {
 			Protocol:  unix.ETH_P_ALL,
 			Priority:  1,
 		},
-		Fd:           f.prog.FD(),
+		Fd:           f.prog,
 		Name:         "godm_antispoof",
 		DirectAction: true,
 	}
@@ -138,16 +128,25 @@ func (f *Filter) Bind(mac [6]byte) error {
 	return f.put(v)
 }
 
-// Unbind goes back to dropping every frame (the NIC is gone).
-func (f *Filter) Unbind() error { return f.put([cfgSize]byte{}) }
+// Unbind goes back to dropping every frame (the NIC is gone); nothing to
+// do once the filter is closed.
+func (f *Filter) Unbind() error {
+	f.mu.Lock()
+	closed := f.cfg < 0
+	f.mu.Unlock()
+	if closed {
+		return nil
+	}
+	return f.put([cfgSize]byte{})
+}
 
 func (f *Filter) put(v [cfgSize]byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.cfg == nil {
+	if f.cfg < 0 {
 		return errors.New("anti-spoofing filter closed")
 	}
-	return f.cfg.Update(uint32(0), v[:], ebpf.UpdateAny)
+	return mapUpdate(f.cfg, v[:])
 }
 
 // Counters reads the counters.
@@ -155,11 +154,11 @@ func (f *Filter) Counters() (Counters, error) {
 	var c Counters
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.ctr == nil {
+	if f.ctr < 0 {
 		return c, errors.New("anti-spoofing filter closed")
 	}
 	var b [8 * NumCounters]byte
-	if err := f.ctr.Lookup(uint32(0), b[:]); err != nil {
+	if err := mapLookup(f.ctr, b[:]); err != nil {
 		return c, err
 	}
 	for i := range c {
@@ -173,9 +172,9 @@ func (f *Filter) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var errs []error
-	if f.tcx != nil {
-		errs = append(errs, f.tcx.Close())
-		f.tcx = nil
+	if f.tcx >= 0 {
+		errs = append(errs, unix.Close(f.tcx))
+		f.tcx = -1
 	}
 	if f.cls != nil {
 		if err := netlink.FilterDel(f.cls); err != nil && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.ENOENT) {
@@ -189,14 +188,11 @@ func (f *Filter) Close() error {
 		}
 		f.qdisc = nil
 	}
-	if f.prog != nil {
-		errs = append(errs, f.prog.Close())
-	}
-	for _, m := range []*ebpf.Map{f.cfg, f.ctr} {
-		if m != nil {
-			errs = append(errs, m.Close())
+	for _, fd := range []int{f.prog, f.cfg, f.ctr} {
+		if fd >= 0 {
+			errs = append(errs, unix.Close(fd))
 		}
 	}
-	f.prog, f.cfg, f.ctr = nil, nil, nil
+	f.prog, f.cfg, f.ctr = -1, -1, -1
 	return errors.Join(errs...)
 }

@@ -117,3 +117,14 @@ func (c Counters) Dropped() uint64 {
 	}
 	return s
 }
+
+// Stats are the counters as named fields (a device's metrics:
+// godm_device_events_total{counter="antispoof_bad_mac"}, ...).
+type Stats struct {
+	Passed, BadMAC, BadIPv4, BadARP, BadIPv6, BadType, Malformed, Unbound uint64
+}
+
+// Stats returns the counters as Stats.
+func (c Counters) Stats() Stats {
+	return Stats{c[Passed], c[BadMAC], c[BadIPv4], c[BadARP], c[BadIPv6], c[BadType], c[Malformed], c[Unbound]}
+}

@@ -6,8 +6,11 @@
 package netdev
 
 import (
+	"fmt"
+
 	"godm/internal/qemuopts"
 	"godm/netback"
+	"godm/netback/antispoof"
 	"godm/netback/usernet"
 )
 
@@ -23,14 +26,55 @@ func Parse(arg string) (*qemuopts.Opts, error) {
 	return qemuopts.Parse("-netdev", arg, "type")
 }
 
-// Open starts the back-end o describes. Every refusal is one line naming
-// the option.
-func Open(o *qemuopts.Opts) (*Netdev, error) {
+// AntiSpoof is the back-end's anti-spoofing filter (a tap's with
+// x-godm-antispoof on), nil otherwise. The NIC's wiring binds the guest's
+// MAC to it.
+func (n *Netdev) AntiSpoof() *antispoof.Filter {
+	if a, ok := n.Backend.(interface{ AntiSpoof() *antispoof.Filter }); ok {
+		return a.AntiSpoof()
+	}
+	return nil
+}
+
+// Defaults are host-wide settings a netdev's own keys override.
+type Defaults struct {
+	// AntiSpoof turns anti-spoofing on for every tap without an
+	// x-godm-antispoof key (GODM_ANTISPOOF=1 in the environment libxl
+	// gives the device model).
+	AntiSpoof bool
+}
+
+// AntiSpoofEnv is the environment variable of Defaults.AntiSpoof.
+const AntiSpoofEnv = "GODM_ANTISPOOF"
+
+// DefaultsFromEnv reads the host-wide defaults from the environment; a
+// value it cannot read is one error line.
+func DefaultsFromEnv(getenv func(string) string) (Defaults, error) {
+	var d Defaults
+	switch v := getenv(AntiSpoofEnv); v {
+	case "", "0", "off", "no":
+	case "1", "on", "yes":
+		d.AntiSpoof = true
+	default:
+		return d, fmt.Errorf("%s=%q: give 1 (on) or 0 (off)", AntiSpoofEnv, v)
+	}
+	return d, nil
+}
+
+// Open starts the back-end o describes with no host-wide defaults.
+func Open(o *qemuopts.Opts) (*Netdev, error) { return OpenWith(o, Defaults{}) }
+
+// OpenWith starts the back-end o describes. Every refusal is one line
+// naming the option.
+func OpenWith(o *qemuopts.Opts, d Defaults) (*Netdev, error) {
 	switch t := o.Label(); t {
 	case "tap":
 		c, err := netback.ParseTap(o)
 		if err != nil {
 			return nil, err
+		}
+		if !c.AntiSpoofSet {
+			c.AntiSpoof = d.AntiSpoof
 		}
 		tap, err := netback.OpenTap(c)
 		if err != nil {
