@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/cilium/ebpf/asm"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -195,4 +196,20 @@ func (f *Filter) Close() error {
 	}
 	f.prog, f.cfg, f.ctr = -1, -1, -1
 	return errors.Join(errs...)
+}
+
+// Supported reports whether this process may load and attach the filter
+// here: nil, or the kernel's refusal (one line) of a map or a trivial
+// classifier.
+func Supported() error {
+	m, err := newArrayMap("godm_as_probe", 8)
+	if err != nil {
+		return fmt.Errorf("create map: %v", err)
+	}
+	unix.Close(m)
+	p, err := loadSchedCLS("godm_as_probe", asm.Instructions{asm.Mov.Imm(asm.R0, actNext), asm.Return()})
+	if err != nil {
+		return fmt.Errorf("load program: %v", err)
+	}
+	return unix.Close(p)
 }
