@@ -455,3 +455,37 @@ func TestAttachErrorsAreOneLine(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// Without CAP_BPF, CAP_SYS_ADMIN and CAP_NET_ADMIN (dropped from this
+// thread only: capabilities are per thread, and the thread is discarded
+// after) Attach fails with one line that says what is missing.
+func TestAttachWithoutCapabilities(t *testing.T) {
+	inNetns(t, func() {
+		x := openTap(t, "astap2")
+		defer x.close()
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			t.Error(err)
+			return
+		}
+		for _, c := range []uint{unix.CAP_BPF, unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_PERFMON} {
+			data[c/32].Effective &^= 1 << (c % 32)
+			data[c/32].Permitted &^= 1 << (c % 32)
+		}
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			t.Errorf("drop capabilities: %v", err)
+			return
+		}
+		f, err := Attach("astap2", Policy{})
+		if err == nil {
+			f.Close()
+			t.Error("attached without capabilities")
+			return
+		}
+		if s := err.Error(); strings.Contains(s, "\n") || !strings.Contains(s, "astap2") || !strings.Contains(s, "needs CAP_BPF and CAP_NET_ADMIN") {
+			t.Errorf("error %q, want one line naming the interface and the capabilities", s)
+		}
+		t.Log(err)
+	})
+}

@@ -118,10 +118,11 @@ func (c Counters) Dropped() uint64 {
 	return s
 }
 
-// Stats are the counters as named fields (a device's metrics:
-// godm_device_events_total{counter="antispoof_bad_mac"}, ...).
+// Stats are the counters as named fields (a NIC's metrics:
+// godm_device_events_total{counter="antispoof_bad_mac"}, ...; Ipv4 and
+// Ipv6 so that they read bad_ipv4 and bad_ipv6 in snake case).
 type Stats struct {
-	Passed, BadMAC, BadIPv4, BadARP, BadIPv6, BadType, Malformed, Unbound uint64
+	Passed, BadMAC, BadIpv4, BadARP, BadIpv6, BadType, Malformed, Unbound uint64
 }
 
 // Stats returns the counters as Stats.

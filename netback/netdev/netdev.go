@@ -69,12 +69,9 @@ func Open(o *qemuopts.Opts) (*Netdev, error) { return OpenWith(o, Defaults{}) }
 func OpenWith(o *qemuopts.Opts, d Defaults) (*Netdev, error) {
 	switch t := o.Label(); t {
 	case "tap":
-		c, err := netback.ParseTap(o)
+		c, err := tapConfig(o, d)
 		if err != nil {
 			return nil, err
-		}
-		if !c.AntiSpoofSet {
-			c.AntiSpoof = d.AntiSpoof
 		}
 		tap, err := netback.OpenTap(c)
 		if err != nil {
@@ -98,4 +95,14 @@ func OpenWith(o *qemuopts.Opts, d Defaults) (*Netdev, error) {
 		// l2tpv3, vhost-user, hubport...) are not what libxl writes.
 		return nil, o.Errorf("netdev type '%s' is not supported (tap or user)", t)
 	}
+}
+
+// tapConfig parses a tap netdev and applies the host-wide defaults its
+// own keys leave open.
+func tapConfig(o *qemuopts.Opts, d Defaults) (netback.TapConfig, error) {
+	c, err := netback.ParseTap(o)
+	if err == nil && !c.AntiSpoofSet {
+		c.AntiSpoof = d.AntiSpoof
+	}
+	return c, err
 }
