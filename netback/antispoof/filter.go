@@ -150,6 +150,23 @@ func (f *Filter) put(v [cfgSize]byte) error {
 	return mapUpdate(f.cfg, v[:])
 }
 
+// Bound returns the MAC the filter checks against, and false while none
+// is bound (every frame dropped).
+func (f *Filter) Bound() ([6]byte, bool, error) {
+	var mac [6]byte
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cfg < 0 {
+		return mac, false, errors.New("anti-spoofing filter closed")
+	}
+	var v [cfgSize]byte
+	if err := mapLookup(f.cfg, v[:]); err != nil {
+		return mac, false, err
+	}
+	copy(mac[:], v[cfgMAC:])
+	return mac, v[cfgBound] != 0, nil
+}
+
 // Counters reads the counters.
 func (f *Filter) Counters() (Counters, error) {
 	var c Counters
