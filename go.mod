@@ -3,6 +3,7 @@ module godm
 go 1.26.3
 
 require (
+	github.com/cilium/ebpf v0.22.0
 	github.com/u-root/u-root v0.16.0
 	github.com/vishvananda/netlink v1.3.1
 	golang.org/x/sys v0.49.0

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strconv"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"godm/internal/qemuopts"
+	"godm/netback/antispoof"
 )
 
 // TapConfig is a tap back-end's configuration, as libxl writes it:
@@ -25,6 +27,15 @@ type TapConfig struct {
 	// VnetHdr asks for IFF_VNET_HDR (virtio-net header offloads).
 	VnetHdr bool
 	Depth   int
+	// AntiSpoof puts godm's anti-spoofing classifier on the tap's ingress
+	// (netback/antispoof): "x-godm-antispoof=on|off", godm's own key
+	// (QEMU has none such; libxl writes none). AntiSpoofSet says the key
+	// was given, so that a host-wide default yields to it.
+	AntiSpoof, AntiSpoofSet bool
+	// AntiSpoofAddrs are the guest's source networks
+	// ("x-godm-antispoof-ip=10.0.0.5;fd00::5", which implies
+	// x-godm-antispoof=on); none: only MACs are checked.
+	AntiSpoofAddrs []netip.Prefix
 }
 
 // ParseTap reads a "-netdev tap" option. Scripts are refused: godm runs
@@ -52,6 +63,21 @@ func ParseTap(o *qemuopts.Opts) (TapConfig, error) {
 		return c, err
 	}
 	c.VnetHdr = vh
+	if o.Has("x-godm-antispoof") {
+		if c.AntiSpoof, err = o.Bool("x-godm-antispoof", false); err != nil {
+			return c, err
+		}
+		c.AntiSpoofSet = true
+	}
+	if o.Has("x-godm-antispoof-ip") {
+		if c.AntiSpoofAddrs, err = antispoof.ParseAddrs(o.String("x-godm-antispoof-ip", "")); err != nil {
+			return c, o.Errorf("x-godm-antispoof-ip: %v", err)
+		}
+		if c.AntiSpoofSet && !c.AntiSpoof {
+			return c, o.Errorf("x-godm-antispoof-ip= is given with x-godm-antispoof=off")
+		}
+		c.AntiSpoof, c.AntiSpoofSet = true, true
+	}
 	if o.Has("fd") {
 		s := o.String("fd", "")
 		n, err := strconv.Atoi(s)
@@ -78,6 +104,7 @@ type Tap struct {
 	vnet   bool
 	closed chan struct{}
 	eof    chan struct{}
+	spoof  *antispoof.Filter // nil when anti-spoofing is off
 }
 
 // TUN offload flags (Linux include/uapi/linux/if_tun.h).
@@ -152,7 +179,17 @@ func OpenTap(c TapConfig) (*Tap, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, closeErr(fd, c.FD, err)
 	}
-	return newFDBackend(fd, "tap:"+name, name, vnet, c.Depth), nil
+	var spoof *antispoof.Filter
+	if c.AntiSpoof {
+		// Before the first frame is read from the guest: until a NIC
+		// binds its MAC the filter drops everything.
+		f, err := antispoof.Attach(name, antispoof.Policy{Prefixes: c.AntiSpoofAddrs})
+		if err != nil {
+			return nil, closeErr(fd, c.FD, fmt.Errorf("netdev %s: %v", c.ID, err))
+		}
+		spoof = f
+	}
+	return newFDBackend(fd, "tap:"+name, name, vnet, c.Depth, spoof), nil
 }
 
 // OpenPacketFD makes a back-end of a message-oriented descriptor: a
@@ -165,10 +202,10 @@ func OpenPacketFD(fd int, name string, depth int) (*Tap, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("netback: %s: %v", name, err)
 	}
-	return newFDBackend(fd, name, name, false, depth), nil
+	return newFDBackend(fd, name, name, false, depth, nil), nil
 }
 
-func newFDBackend(fd int, fileName, name string, vnet bool, depth int) *Tap {
+func newFDBackend(fd int, fileName, name string, vnet bool, depth int, spoof *antispoof.Filter) *Tap {
 	t := &Tap{
 		Port:   NewPort(PortConfig{Depth: depth, Offloads: vnet}),
 		file:   os.NewFile(uintptr(fd), fileName),
@@ -176,6 +213,7 @@ func newFDBackend(fd int, fileName, name string, vnet bool, depth int) *Tap {
 		vnet:   vnet,
 		closed: make(chan struct{}),
 		eof:    make(chan struct{}),
+		spoof:  spoof,
 	}
 	t.Go(t.reader)
 	t.Go(t.writer)
@@ -215,6 +253,10 @@ func linkUp(name, bridge string) error {
 	}
 	return nil
 }
+
+// AntiSpoof is the tap's anti-spoofing filter, nil when it is off. The
+// NIC's wiring binds the guest's MAC to it (Filter.Bind).
+func (t *Tap) AntiSpoof() *antispoof.Filter { return t.spoof }
 
 // Name is the interface's name.
 func (t *Tap) Name() string { return t.name }
@@ -311,7 +353,12 @@ func (t *Tap) writer() {
 // Close closes the fd (a pre-opened one too: the back-end owns it) and
 // stops the goroutines.
 func (t *Tap) Close() error {
+	var serr error
+	if t.spoof != nil {
+		// Detached before the fd goes: a persistent tap keeps no filter.
+		serr = t.spoof.Close()
+	}
 	err := t.file.Close()
 	t.Shutdown()
-	return err
+	return errors.Join(err, serr)
 }

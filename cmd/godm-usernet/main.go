@@ -10,8 +10,8 @@ import (
 
 	"godm/internal/qemuopts"
 	"godm/netback"
-	"godm/netback/userproc"
 	"godm/netback/usernet"
+	"godm/netback/userproc"
 )
 
 func main() {

@@ -33,6 +33,8 @@ import (
 	"godm/internal/qmpdisplay"
 	"godm/internal/unixsock"
 	"godm/netback"
+	"godm/netback/netdev"
+	"godm/netback/userproc"
 	"godm/passthrough"
 )
 
@@ -200,14 +202,36 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		if len(cfg.Netdevs) > 0 {
 			spec.Netdevs = map[string]netback.Backend{}
 		}
+		ndDefaults, err := netdev.DefaultsFromEnv(env.Getenv)
+		if err != nil {
+			return err
+		}
 		for _, nd := range cfg.Netdevs {
-			be, err := openNetdev(nd.Arg, env.Getenv, w)
+			o, err := netdev.Parse(nd.Arg)
+			if err != nil {
+				return err
+			}
+			d := ndDefaults
+			arg := nd.Arg
+			// User-mode networking runs in the child godm-usernet
+			// (netback/userproc): godm links no netstack.
+			d.User = func(o *qemuopts.Opts) (netback.Backend, error) {
+				path, err := userproc.Find(env.Getenv)
+				if err != nil {
+					return nil, o.Errorf("%v", err)
+				}
+				return userproc.Start(path, arg, o.ID(), w)
+			}
+			be, err := netdev.OpenWith(o, d)
 			if err != nil {
 				return err
 			}
 			defer be.Close() // after the machine, whose NICs hold it
 			spec.Netdevs[nd.ID] = be
 			log.Info("netdev", "id", nd.ID, "type", nd.Type)
+			if f := be.AntiSpoof(); f != nil {
+				log.Info("netdev anti-spoofing on", "id", nd.ID, "attach", f.Mode())
+			}
 		}
 		if spec.Drives, spec.Storage, err = openDrives(cfg); err != nil {
 			return err

@@ -22,6 +22,7 @@ import (
 	"godm/devices/vga"
 	"godm/devices/xenplatform"
 	"godm/netback"
+	"godm/netback/antispoof"
 	"godm/pci"
 )
 
@@ -683,6 +684,28 @@ func (b *Board) building() bool {
 type NIC struct {
 	*rtl8139.Device
 	Netdev string
+	// spoof is the netdev's anti-spoofing filter (nil when off), bound
+	// to this NIC's MAC while it is plugged.
+	spoof *antispoof.Filter
+}
+
+// NICStats are a NIC's counters beyond the model's own: its netdev's
+// anti-spoofing filter's (machine metrics read them through StatsValue).
+type NICStats struct {
+	Antispoof antispoof.Stats
+}
+
+// StatsValue returns the NIC's NICStats, or nil without a filter (or
+// when its counters cannot be read).
+func (n *NIC) StatsValue() any {
+	if n.spoof == nil {
+		return nil
+	}
+	c, err := n.spoof.Counters()
+	if err != nil {
+		return nil
+	}
+	return NICStats{Antispoof: c.Stats()}
 }
 
 // ParseMAC is netback.ParseMAC with the property's name.
@@ -738,11 +761,22 @@ func newRTL8139(b *Board, p Props, pl *Plugged) error {
 			return nil
 		})
 	}
+	var spoof *antispoof.Filter
+	if a, ok := be.(interface{ AntiSpoof() *antispoof.Filter }); ok && a.AntiSpoof() != nil {
+		// The tap's filter checks the guest's frames against the MAC the
+		// toolstack gave (mac=), not the one the guest may program; gone
+		// with the NIC (a PV unplug), it drops everything again.
+		spoof = a.AntiSpoof()
+		if err := spoof.Bind(mac); err != nil {
+			return fmt.Errorf("netdev '%s': %v", id, err)
+		}
+		pl.onUnplug(spoof.Unbind)
+	}
 	d, err := rtl8139.New(rtl8139.Config{MAC: mac, Memory: b.env.Memory, Backend: be})
 	if err != nil {
 		return err
 	}
-	pl.Dev = &NIC{Device: d, Netdev: id}
+	pl.Dev = &NIC{Device: d, Netdev: id, spoof: spoof}
 	pl.onUnplug(d.Close)
 	if err := b.addPCI(pl, d.Function(), slot, fn, !ok); err != nil {
 		return err

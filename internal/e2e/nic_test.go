@@ -19,6 +19,7 @@ import (
 	"godm/internal/guest"
 	"godm/internal/qemuopts"
 	"godm/netback"
+	"godm/netback/antispoof"
 	"godm/netback/netdev"
 	"godm/netback/usernet"
 )
@@ -113,7 +114,7 @@ func runNICGuest(t *testing.T, be netback.Backend, script string) string {
 	a, _ := guestAssets(t)
 	files := nicModules(t)
 	m := newMachine(t, Config{})
-	dev, err := rtl8139.New(rtl8139.Config{MAC: [6]byte{0x00, 0x16, 0x3e, 0x5a, 0x00, 0x01}, Memory: m.Memory, Backend: be})
+	dev, err := rtl8139.New(rtl8139.Config{MAC: nicMAC, Memory: m.Memory, Backend: be})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,6 +150,107 @@ func runNICGuest(t *testing.T, be netback.Backend, script string) string {
 // on the bridge's address. All of it in a network namespace the test
 // makes (skipped, saying why, where it cannot).
 func TestGuestRTL8139OnTap(t *testing.T) {
+	const body = "hello over libxl's tap"
+	onBridge(t, body, func(port int) {
+		o, err := netdev.Parse("type=tap,id=net0,ifname=vif1.0-emu,br=xenbr0,script=no,downscript=no")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		nd, err := netdev.Open(o)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer nd.Close()
+		con := runNICGuest(t, nd, fmt.Sprintf(`
+ip link set eth0 up
+ip addr add 10.77.0.2/24 dev eth0
+echo "GOT $(wget -q -O - http://10.77.0.1:%d/ 2>&1)"
+`, port))
+		if !strings.Contains(con, "GOT "+body) {
+			t.Errorf("console lacks the page:\n%s", con)
+		}
+		if st := nd.Stats(); st.TxFrames.Load() == 0 || st.RxFrames.Load() == 0 {
+			t.Errorf("tap tx %d rx %d", st.TxFrames.Load(), st.RxFrames.Load())
+		}
+	})
+}
+
+// TestGuestRTL8139AntiSpoof: the tap with godm's anti-spoofing filter
+// (x-godm-antispoof-ip=10.77.0.2, the NIC's MAC bound as the board binds
+// mac=): the guest fetches the page with its own address; once it takes
+// another IP address, and then another MAC, its traffic stops and the
+// filter counts the drops.
+func TestGuestRTL8139AntiSpoof(t *testing.T) {
+	const body = "hello from behind the filter"
+	onBridge(t, body, func(port int) {
+		if err := antispoof.Supported(); err != nil {
+			t.Skipf("the kernel refuses a BPF classifier: %v", err)
+			return
+		}
+		o, err := netdev.Parse("type=tap,id=net0,ifname=vif1.0-emu,br=xenbr0,script=no,downscript=no,x-godm-antispoof-ip=10.77.0.2")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		nd, err := netdev.Open(o)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer nd.Close()
+		f := nd.AntiSpoof()
+		if f == nil {
+			t.Error("no filter")
+			return
+		}
+		if err := f.Bind(nicMAC); err != nil {
+			t.Error(err)
+			return
+		}
+		con := runNICGuest(t, nd, fmt.Sprintf(`
+URL=http://10.77.0.1:%d/
+ip link set eth0 up
+ip addr add 10.77.0.2/24 dev eth0
+echo "OWN $(timeout 8 wget -q -O - $URL 2>&1)"
+ip addr flush dev eth0
+ip addr add 10.77.0.9/24 dev eth0
+echo "IP $(timeout 8 wget -q -O - $URL 2>&1)"
+ip addr flush dev eth0
+ip link set eth0 down
+ip link set eth0 address 00:16:3e:5a:00:99
+ip link set eth0 up
+ip addr add 10.77.0.2/24 dev eth0
+echo "MAC $(timeout 8 wget -q -O - $URL 2>&1)"
+`, port))
+		if !strings.Contains(con, "OWN "+body) {
+			t.Errorf("the guest's own address got no page:\n%s", con)
+		}
+		for _, p := range []string{"IP ", "MAC "} {
+			if strings.Contains(con, p+body) {
+				t.Errorf("a spoofed %s got the page:\n%s", p, con)
+			}
+		}
+		c, err := f.Counters()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if c[antispoof.BadARP]+c[antispoof.BadIPv4] == 0 || c[antispoof.BadMAC] == 0 || c[antispoof.Passed] == 0 {
+			t.Errorf("counters %v: want drops for the foreign IP and MAC", c)
+		}
+		t.Logf("filter counters: %v", c)
+	})
+}
+
+// nicMAC is the MAC runNICGuest gives its rtl8139.
+var nicMAC = [6]byte{0x00, 0x16, 0x3e, 0x5a, 0x00, 0x01}
+
+// onBridge runs fn in a network namespace the test makes, with a bridge
+// xenbr0 at 10.77.0.1/24 and an HTTP server there answering body on
+// port (skipped, saying why, where the namespace cannot be made).
+func onBridge(t *testing.T, body string, fn func(port int)) {
 	nicModules(t)
 	guestAssets(t)
 	ran := false
@@ -185,33 +287,11 @@ func TestGuestRTL8139OnTap(t *testing.T) {
 			t.Errorf("listen: %v", err)
 			return
 		}
-		const body = "hello over libxl's tap"
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, body) })}
 		go srv.Serve(ln)
 		defer srv.Close()
-		o, err := netdev.Parse("type=tap,id=net0,ifname=vif1.0-emu,br=xenbr0,script=no,downscript=no")
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		nd, err := netdev.Open(o)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer nd.Close()
 		ran = true
-		con := runNICGuest(t, nd, fmt.Sprintf(`
-ip link set eth0 up
-ip addr add 10.77.0.2/24 dev eth0
-echo "GOT $(wget -q -O - http://10.77.0.1:%d/ 2>&1)"
-`, ln.Addr().(*net.TCPAddr).Port))
-		if !strings.Contains(con, "GOT "+body) {
-			t.Errorf("console lacks the page:\n%s", con)
-		}
-		if st := nd.Stats(); st.TxFrames.Load() == 0 || st.RxFrames.Load() == 0 {
-			t.Errorf("tap tx %d rx %d", st.TxFrames.Load(), st.RxFrames.Load())
-		}
+		fn(ln.Addr().(*net.TCPAddr).Port)
 	}()
 	<-done
 	if skip != "" {

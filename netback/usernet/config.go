@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"godm/internal/qemuopts"
+	"godm/netback"
 )
 
 // Config is a user-mode network's configuration, from "-netdev user,..."
@@ -161,4 +162,14 @@ func parseHostFwd(s string) (HostFwd, error) {
 		return h, fmt.Errorf("guest port 0")
 	}
 	return h, nil
+}
+
+// Open starts the user-mode network "-netdev user,..." describes, in this
+// process (netdev.Defaults.User for callers that link the netstack).
+func Open(o *qemuopts.Opts) (netback.Backend, error) {
+	c, err := Parse(o)
+	if err != nil {
+		return nil, err
+	}
+	return New(c)
 }
