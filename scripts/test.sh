@@ -47,4 +47,4 @@ export GODM_XENBOX_DIR GODM_XENBOX_DIR_420
 if [ $# -eq 0 ]; then
 	set -- ./...
 fi
-go test -race -count=1 -timeout 20m "$@"
+go test -race -count=1 -timeout 40m "$@"
