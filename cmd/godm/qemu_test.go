@@ -18,6 +18,7 @@ import (
 	"godm/hyp/kernel"
 	"godm/hyp/xensim"
 	"godm/hyp/xensim/xenstored"
+	"godm/internal/sandbox"
 	"godm/internal/testfake"
 	"godm/memory/layout"
 	"golang.org/x/sys/unix"
@@ -118,6 +119,9 @@ type dmRig struct {
 
 	once   sync.Once
 	result error
+	// sandboxed records the sandbox.Config godm asked for (the test
+	// process itself is not deprivileged).
+	sandboxed atomic.Value
 }
 
 // wait returns godm's result once it has ended.
@@ -156,7 +160,11 @@ func (r *dmRig) start(t *testing.T, argv string, drop func(chroot, user string) 
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stop = cancel
-	env := qemuEnv{Kernel: r.sim.Kernel(0), Getenv: func(k string) string { return r.env[k] }, DropPrivileges: drop}
+	env := qemuEnv{Kernel: r.sim.Kernel(0), Getenv: func(k string) string { return r.env[k] }, DropPrivileges: drop,
+		Sandbox: func(c sandbox.Config) (sandbox.Report, error) {
+			r.sandboxed.Store(c)
+			return sandbox.Report{UID: -1, GID: -1}, nil
+		}}
 	args := strings.Fields(argv)
 	go func() { r.done <- cmdQEMU(ctx, args, &r.log, env) }()
 	t.Cleanup(func() {
@@ -207,7 +215,9 @@ func TestLibxlDefault(t *testing.T) {
 	needPTY(t)
 	r := newDMRig(t)
 	dom := int(r.dom.ID())
-	r.start(t, libxlArgv(dom, r.dir), nil)
+	// Unsandboxed, as godm was before it deprivileged by default: xl
+	// pci-attach needs it.
+	r.start(t, libxlArgv(dom, r.dir)+" -godm-sandbox off", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	statePath := fmt.Sprintf("/local/domain/0/device-model/%d/state", dom)
@@ -317,6 +327,9 @@ func TestLibxlDefault(t *testing.T) {
 	if err := r.wait(); err != nil {
 		t.Errorf("godm after SIGHUP: %v", err)
 	}
+	if !strings.Contains(r.log.String(), "sandbox off (-godm-sandbox off)") {
+		t.Errorf("no warning for -godm-sandbox off in the log: %s", r.log.String())
+	}
 	if !strings.Contains(r.log.String(), "godm: signalled; exiting") {
 		t.Errorf("log after SIGHUP: %s", r.log.String())
 	}
@@ -354,8 +367,12 @@ func TestLibxlRestricted(t *testing.T) {
 	if s := q.status(); s != "prelaunch" {
 		t.Fatalf("query-status %q, want prelaunch (libxl rejects anything else with -S)", s)
 	}
-	if got, want := dropped.Load(), r.dir+"/root 131079:0"; got != want {
-		t.Errorf("privileges dropped with %v, want %q", got, want)
+	want := sandbox.Config{Mode: sandbox.On, Dom: dom, Chroot: r.dir + "/root", User: "131079:0"}
+	if got := r.sandboxed.Load(); got != want {
+		t.Errorf("sandboxed with %+v, want %+v", got, want)
+	}
+	if got := dropped.Load(); got != nil {
+		t.Errorf("QEMU's drop called too (%v): the sandbox does it", got)
 	}
 	// A guest access before cont waits for it.
 	var contSent atomic.Bool
