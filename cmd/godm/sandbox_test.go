@@ -85,7 +85,10 @@ func sandboxChild(how string) int {
 			return fail("%v", err)
 		}
 		env := map[string]string{"XENSTORED_PATH": sock, "XEN_DOMAIN_ID": fmt.Sprint(int(dom.ID()))}
-		argv := strings.Fields(libxlArgv(int(dom.ID()), dir) + " -godm-sandbox " + mode)
+		// COM2 a file: truncated once the machine starts, after the drop
+		// (xl.cfg serial = [ "pty", "file:..." ]).
+		argv := strings.Fields(strings.Replace(libxlArgv(int(dom.ID()), dir), "-serial pty",
+			"-serial pty -serial file:"+filepath.Join(dir, "com2.log"), 1) + " -godm-sandbox " + mode)
 		go func() {
 			done <- cmdQEMU(ctx, argv, os.Stderr, qemuEnv{Kernel: sim.Kernel(0), Getenv: func(k string) string { return env[k] },
 				DropPrivileges: dropPrivileges, Sandbox: sandbox.Apply})

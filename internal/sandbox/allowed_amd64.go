@@ -11,7 +11,9 @@ const (
 // tests of cmd/godm (godm serve and libxl's argv on xensim, the guest
 // served, SIGTERM, QMP quit) run the child under strace with
 // GODM_TEST_SANDBOX_STRACE=DIR, and every call after the seccomp(2) call
-// is listed here, for a CGO_ENABLED=0 build and for the race-enabled
+// is listed here (one was found missing only on real Xen, in the xenbox
+// libxl scenario: the file: serial log's truncation; the tests now serve
+// a file: port too), for a CGO_ENABLED=0 build and for the race-enabled
 // (cgo) test binary. xensim runs in godm's process, so the calls godm
 // makes on the real /dev/xen files do not show there; those are added
 // from hyp/kernel.Host, which is all that touches them (marked "Xen").
@@ -33,6 +35,7 @@ var allowed = []uint32{
 	unix.SYS_READ, unix.SYS_WRITE, unix.SYS_CLOSE,
 	unix.SYS_EPOLL_CREATE1, unix.SYS_EPOLL_CTL, unix.SYS_EPOLL_PWAIT,
 	unix.SYS_EVENTFD2,
+	unix.SYS_FTRUNCATE, unix.SYS_LSEEK, // a file: serial log replaced once the machine starts
 	unix.SYS_IOCTL, // Xen: privcmd DM_OP, MMAPBATCH_V2, MMAP_RESOURCE; evtchn NOTIFY, BIND, UNBIND
 	// QMP: connections on the listening sockets, add-fd's SCM_RIGHTS;
 	// the socket files' removal at exit (ENOENT in the empty root).
