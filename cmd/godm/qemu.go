@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"sort"
@@ -31,6 +32,7 @@ import (
 	"godm/internal/qemuopts"
 	"godm/internal/qmp"
 	"godm/internal/qmpdisplay"
+	"godm/internal/sandbox"
 	"godm/internal/unixsock"
 	"godm/netback"
 	"godm/netback/netdev"
@@ -54,6 +56,10 @@ type qemuEnv struct {
 	// when godm cannot (query-command-line-options then leaves run-with
 	// out, and such a command line is refused).
 	DropPrivileges func(chroot, user string) error
+	// Sandbox deprivileges the process once it is set up
+	// (sandbox.Apply); nil when godm cannot, and then only
+	// -godm-sandbox off is served.
+	Sandbox func(sandbox.Config) (sandbox.Report, error)
 	// Stdout receives what QEMU prints on its standard output (-version,
 	// -device help); nil: the log writer.
 	Stdout io.Writer
@@ -91,6 +97,19 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 	if (cfg.Chroot != "" || cfg.User != "") && env.DropPrivileges == nil {
 		return errors.New("-chroot/-runas/-run-with: godm cannot drop privileges here: remove dm_restrict=1 and device_model_user=")
 	}
+	mode, err := sandbox.ParseMode(cfg.Sandbox)
+	if err != nil {
+		return fmt.Errorf("-godm-sandbox %w", err)
+	}
+	if cfg.Probe {
+		mode = sandbox.Off // no domain: the probe only answers QMP
+	} else if mode != sandbox.Off && env.Sandbox == nil {
+		return errors.New("godm cannot deprivilege itself here: add -godm-sandbox off (xl.cfg device_model_args_hvm)")
+	}
+	// The sandbox restricts the Xen handles as -xen-domid-restrict does;
+	// only an explicit -xen-domid-restrict also means libxl expects no
+	// xenstore state (readiness goes through QMP).
+	restrict := cfg.Restrict || mode != sandbox.Off
 	log := cli.NewLogger(w, env.Getenv("GODM_VERBOSE") != "")
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -177,7 +196,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 	var m *machine.Machine
 	if !cfg.Probe {
 		spec := machine.Spec{Dom: hyp.DomID(cfg.Dom), VCPUs: cfg.VCPUs, OnlineVCPUs: cfg.OnlineVCPUs, MemBytes: cfg.MemMiB << 20,
-			MaxRAMBelow4G: cfg.Below4G, NoPlatformDevice: cfg.NoPlatform, Restrict: cfg.Restrict, Log: log,
+			MaxRAMBelow4G: cfg.Below4G, NoPlatformDevice: cfg.NoPlatform, Restrict: restrict, Log: log,
 			DeathHint: deathHint}
 		if _, err := spec.Layout(); err != nil {
 			return fmt.Errorf("-m/-machine max-ram-below-4g: %w", err)
@@ -258,7 +277,12 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 			}
 			fmt.Fprintf(w, "godm: device state restored from %s\n", incomingName(in))
 		}
-		if !cfg.Restrict {
+		switch {
+		case restrict && !cfg.Restrict:
+			m.Board.Env().Passthrough = func() (board.PCIPassthrough, error) {
+				return nil, errors.New("PCI passthrough needs hypercalls godm's sandbox restricts: start the device model with -godm-sandbox off (xl.cfg device_model_args_hvm)")
+			}
+		case !restrict:
 			// xl pci-attach: libxl's device_add xen-pci-passthrough goes
 			// through the board to the passthrough Manager, made on first
 			// use. (Under -xen-domid-restrict the handles may not issue
@@ -377,9 +401,29 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 	defer srv.Close()
 
 	// Every handle is open: drop privileges before serving anything.
-	if cfg.Chroot != "" || cfg.User != "" {
-		if err := env.DropPrivileges(cfg.Chroot, cfg.User); err != nil {
-			return err
+	switch {
+	case mode != sandbox.Off:
+		writes := false
+		for _, s := range cfg.Serial {
+			writes = writes || strings.HasPrefix(s, "file:")
+		}
+		rep, err := env.Sandbox(sandbox.Config{Mode: mode, Dom: cfg.Dom, Chroot: cfg.Chroot, User: cfg.User, WritesFiles: writes})
+		if err != nil {
+			return fmt.Errorf("sandbox: %w", err)
+		}
+		logSandbox(log, mode, rep)
+	case cfg.Probe:
+		if cfg.Chroot != "" || cfg.User != "" {
+			if err := env.DropPrivileges(cfg.Chroot, cfg.User); err != nil {
+				return err
+			}
+		}
+	default:
+		log.Warn("sandbox off (-godm-sandbox off): godm keeps its privileges and unrestricted Xen handles while it parses the guest's input")
+		if cfg.Chroot != "" || cfg.User != "" {
+			if err := env.DropPrivileges(cfg.Chroot, cfg.User); err != nil {
+				return err
+			}
 		}
 	}
 	for _, mo := range mons {
@@ -425,6 +469,14 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		if err := xs.Write(ctx, p, []byte("running")); err != nil && ctx.Err() == nil {
 			readyErr <- fmt.Errorf("reporting readiness at %s: %w", p, err)
 			cancel()
+			return
+		}
+		if mode != sandbox.Off {
+			// Set up: the sandbox keeps no xenstore connection
+			// (xentoolcore_restrict_all closes it); libxl kills the
+			// device model when the domain goes.
+			xs.Close()
+			log.Debug("xenstore connection closed (sandbox)")
 		}
 	}()
 	select {
@@ -734,4 +786,16 @@ func (h *machineHost) ChangeMedium(id, file, format string) (bool, error) {
 		}
 	}
 	return h.m.Board.ChangeMedium(id, board.DriveOptions{ID: id, File: file, Format: format, Cache: cache})
+}
+
+// logSandbox says what the sandbox did, in one line.
+func logSandbox(log *slog.Logger, mode sandbox.Mode, rep sandbox.Report) {
+	args := []any{"mode", mode.String(), "seccomp", rep.Seccomp}
+	if rep.UID >= 0 {
+		args = append(args, "uid", rep.UID, "gid", rep.GID)
+	}
+	if rep.Root != "" {
+		args = append(args, "root", rep.Root)
+	}
+	log.Info("sandboxed: Xen handles restricted to the domain, no_new_privs, rlimits", args...)
 }

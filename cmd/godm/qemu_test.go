@@ -28,6 +28,7 @@ import (
 	"godm/hyp/xensim"
 	"godm/hyp/xensim/xenstored"
 	"godm/internal/dmcontract"
+	"godm/internal/sandbox"
 	"godm/internal/testfake"
 	"godm/memory/layout"
 	"godm/netback/userproc"
@@ -130,6 +131,9 @@ type dmRig struct {
 
 	once   sync.Once
 	result error
+	// sandboxed records the sandbox.Config godm asked for (the test
+	// process itself is not deprivileged).
+	sandboxed atomic.Value
 }
 
 // wait returns godm's result once it has ended.
@@ -196,7 +200,11 @@ func (r *dmRig) start(t *testing.T, argv string, drop func(chroot, user string) 
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stop = cancel
-	env := qemuEnv{Kernel: r.sim.Kernel(0), Getenv: func(k string) string { return r.env[k] }, DropPrivileges: drop}
+	env := qemuEnv{Kernel: r.sim.Kernel(0), Getenv: func(k string) string { return r.env[k] }, DropPrivileges: drop,
+		Sandbox: func(c sandbox.Config) (sandbox.Report, error) {
+			r.sandboxed.Store(c)
+			return sandbox.Report{UID: -1, GID: -1}, nil
+		}}
 	args := strings.Fields(argv)
 	go func() { r.done <- cmdQEMU(ctx, args, &r.log, env) }()
 	t.Cleanup(func() {
@@ -247,7 +255,9 @@ func TestLibxlDefault(t *testing.T) {
 	needPTY(t)
 	r := newDMRig(t)
 	dom := int(r.dom.ID())
-	r.start(t, libxlArgv(dom, r.dir), nil)
+	// Unsandboxed, as godm was before it deprivileged by default: xl
+	// pci-attach needs it.
+	r.start(t, libxlArgv(dom, r.dir)+" -godm-sandbox off", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	statePath := fmt.Sprintf("/local/domain/0/device-model/%d/state", dom)
@@ -358,6 +368,9 @@ func TestLibxlDefault(t *testing.T) {
 	if err := r.wait(); err != nil {
 		t.Errorf("godm after SIGHUP: %v", err)
 	}
+	if !strings.Contains(r.log.String(), "sandbox off (-godm-sandbox off)") {
+		t.Errorf("no warning for -godm-sandbox off in the log: %s", r.log.String())
+	}
 	if !strings.Contains(r.log.String(), "godm: signalled; exiting") {
 		t.Errorf("log after SIGHUP: %s", r.log.String())
 	}
@@ -395,8 +408,12 @@ func TestLibxlRestricted(t *testing.T) {
 	if s := q.status(); s != "prelaunch" {
 		t.Fatalf("query-status %q, want prelaunch (libxl rejects anything else with -S)", s)
 	}
-	if got, want := dropped.Load(), r.dir+"/root 131079:0"; got != want {
-		t.Errorf("privileges dropped with %v, want %q", got, want)
+	want := sandbox.Config{Mode: sandbox.On, Dom: dom, Chroot: r.dir + "/root", User: "131079:0"}
+	if got := r.sandboxed.Load(); got != want {
+		t.Errorf("sandboxed with %+v, want %+v", got, want)
+	}
+	if got := dropped.Load(); got != nil {
+		t.Errorf("QEMU's drop called too (%v): the sandbox does it", got)
 	}
 	// A guest access before cont waits for it.
 	var contSent atomic.Bool
@@ -722,6 +739,11 @@ func libxlArgvFor(t *testing.T, cfg map[string]string, dom int, dir string) stri
 			argv = strings.Replace(argv, fmt.Sprintf("-m %d", rigMiB), "-m "+v, 1)
 		case "serial":
 			argv = strings.Replace(argv, "-serial pty", "-serial "+v, 1)
+		case "device_model_args_hvm":
+			// libxl appends the list's strings to the argv.
+			for _, a := range strings.Split(strings.Trim(v, "[] "), ",") {
+				argv += " " + strings.Trim(strings.TrimSpace(a), `"`)
+			}
 		case "vcpus", "maxvcpus":
 			if cfg["maxvcpus"] != "" && cfg["maxvcpus"] != "1" && k == "maxvcpus" {
 				argv += fmt.Sprintf(" -smp %s,maxcpus=%s", cmp.Or(cfg["vcpus"], cfg["maxvcpus"]), cfg["maxvcpus"])
@@ -995,8 +1017,10 @@ func TestLibxlMetricsRefused(t *testing.T) {
 	}
 }
 
-// TestMain removes what the tests built (usernetBinary) once they ran.
+// TestMain runs the sandbox tests' child when asked to, and removes what
+// the tests built (usernetBinary) once they ran.
 func TestMain(m *testing.M) {
+	sandboxChildMain()
 	code := m.Run()
 	if usernetPath != "" {
 		os.RemoveAll(filepath.Dir(usernetPath))

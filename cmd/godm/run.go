@@ -10,6 +10,7 @@ import (
 
 	"godm/hyp/kernel"
 	"godm/internal/dmcontract"
+	"godm/internal/sandbox"
 )
 
 // run dispatches the subcommand. Results go to out; usage text and logs go
@@ -28,6 +29,7 @@ func run(args []string, out, w io.Writer) error {
 			Kernel:         kernel.Host{DevDir: kernel.DefaultDevDir},
 			Getenv:         os.Getenv,
 			DropPrivileges: dropPrivileges,
+			Sandbox:        sandbox.Apply,
 			Stdout:         out,
 		})
 	}
@@ -38,7 +40,7 @@ func run(args []string, out, w io.Writer) error {
 		usage(w)
 		return nil
 	case "serve":
-		return cmdServe(ctx, args[1:], w)
+		return cmdServe(ctx, args[1:], w, serveEnv{Sandbox: sandbox.Apply})
 	case "passthrough":
 		return cmdPassthrough(ctx, args[1:], out, w)
 	}

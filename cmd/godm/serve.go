@@ -22,11 +22,23 @@ import (
 	"godm/internal/cli"
 	"godm/internal/machine"
 	"godm/internal/metrics"
+	"godm/internal/sandbox"
 	"godm/passthrough"
 )
 
+// serveEnv is what godm serve takes from the process; tests substitute a
+// simulated Xen.
+type serveEnv struct {
+	// Kernel is the Xen host; nil: the device files under -xen-dev.
+	Kernel kernel.Kernel
+	// Sandbox deprivileges the process once it is set up (sandbox.Apply).
+	Sandbox func(sandbox.Config) (sandbox.Report, error)
+	// Ready, if set, is called once the domain is served (tests).
+	Ready func()
+}
+
 // cmdServe serves one domain on a real Xen host until interrupted.
-func cmdServe(ctx context.Context, args []string, w io.Writer) error {
+func cmdServe(ctx context.Context, args []string, w io.Writer, env serveEnv) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(w)
 	var mf cli.MachineFlags
@@ -38,6 +50,9 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 	ptGrant := fs.Bool("pt-grant", false, "for -device xen-pci-passthrough: do the toolstack's part too (grant the functions' memory, ports and IRQ, assign them in the IOMMU), undone on exit")
 	devDir := fs.String("xen-dev", kernel.DefaultDevDir, "directory of the Xen device files")
 	metricsAddr := fs.String("metrics", "", "serve the Prometheus metrics at unix:PATH or a loopback HOST:PORT (default: the "+MetricsEnv+" environment variable; none if unset)")
+	sbMode := fs.String("sandbox", "on", "deprivilege once set up: on (Xen handles restricted to the domain, chroot, unprivileged user, no_new_privs, rlimits, seccomp allow-list), log (the same, but a system call outside the allow-list is only logged by the kernel), off (keep every privilege; logs a warning)")
+	runas := fs.String("runas", "", "with -sandbox: the user to run as, a name or UID:GID (default: the domain's own, xen-qemuuser-range-base's uid + domid if that user exists, else "+fmt.Sprint(sandbox.DefaultUIDBase)+" + domid)")
+	chroot := fs.String("chroot", "", "with -sandbox: the directory to chroot into (default: a fresh empty directory, removed before godm enters it)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,6 +93,22 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 	if len(pts) == 0 && flagSet(fs, "sysfs") {
 		return errors.New("serve: -sysfs is only used by -device xen-pci-passthrough")
 	}
+	mode, err := sandbox.ParseMode(*sbMode)
+	if err != nil {
+		return fmt.Errorf("serve: -sandbox %w", err)
+	}
+	if mode == sandbox.Off && (*runas != "" || *chroot != "") {
+		return errors.New("serve: -runas and -chroot are part of the sandbox: not with -sandbox off")
+	}
+	if mode != sandbox.Off && len(pts) > 0 {
+		// Passthrough issues domctls and physdev ops (MSI binding, BAR
+		// moves) while serving: a restricted handle may not (XEN-FACTS
+		// §2.9), as with libxl's dm_restrict.
+		return errors.New("serve: -device xen-pci-passthrough needs -sandbox off (passthrough issues hypercalls a restricted handle may not)")
+	}
+	if mode != sandbox.Off && env.Sandbox == nil {
+		return errors.New("serve: godm cannot deprivilege itself here: use -sandbox off")
+	}
 	// Every flag is checked (and the serial backends opened) before
 	// looking for Xen, so that a bad command line is reported as such.
 	log := cli.NewLogger(w, mf.Verbose)
@@ -86,17 +117,28 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 		return err
 	}
 	defer backends.Close()
-	host := kernel.Host{DevDir: *devDir}
-	if !host.Available(kernel.Privcmd) {
-		return errors.New("no Xen found (" + *devDir + "/privcmd is missing or not accessible); the simulated-Xen demo is godm-lab sim")
+	k := env.Kernel
+	if k == nil {
+		host := kernel.Host{DevDir: *devDir}
+		if !host.Available(kernel.Privcmd) {
+			return errors.New("no Xen found (" + *devDir + "/privcmd is missing or not accessible); the simulated-Xen demo is godm-lab sim")
+		}
+		k = host
 	}
 	spec.Dom = hyp.DomID(*domid)
 	l, _ := spec.Layout() // checked by mf.Spec
 	log.Debug("guest RAM layout", "dom", spec.Dom, "layout", l)
-	hint, stopHint := releaseDomainHint(ctx, host, log)
-	defer stopHint()
-	spec.DeathHint = hint
-	m, err := machine.New(host, spec)
+	if mode != sandbox.Off {
+		// No xenstore (xentoolcore_restrict_all closes it): the machine
+		// notices the domain's death by polling its ioreq server.
+		spec.Restrict = true
+	} else {
+		log.Warn("sandbox off (-sandbox off): godm keeps its privileges and unrestricted Xen handles while it parses the guest's input")
+		hint, stopHint := releaseDomainHint(ctx, k, log)
+		defer stopHint()
+		spec.DeathHint = hint
+	}
+	m, err := machine.New(k, spec)
 	if err != nil {
 		return fmt.Errorf("serve %v: %w", spec.Dom, err)
 	}
@@ -120,7 +162,21 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 		defer ms.Close()
 		fmt.Fprintf(w, "godm: metrics at %s\n", ms.Addr())
 	}
+	if mode != sandbox.Off {
+		writes := false
+		for _, s := range mf.Serial {
+			writes = writes || strings.HasPrefix(s, "file:")
+		}
+		rep, err := env.Sandbox(sandbox.Config{Mode: mode, Dom: *domid, Chroot: *chroot, User: *runas, WritesFiles: writes})
+		if err != nil {
+			return fmt.Errorf("serve %v: sandbox: %w", spec.Dom, err)
+		}
+		logSandbox(log, mode, rep)
+	}
 	fmt.Fprintf(w, "godm: serving %v as ioreq server %d\n", spec.Dom, m.Server.ID())
+	if env.Ready != nil {
+		env.Ready()
+	}
 	if err := m.Serve(ctx); errors.Is(err, machine.ErrDomainGone) {
 		// Not a failure: the guest is gone, and with it the work.
 		fmt.Fprintf(w, "godm: %v was destroyed; exiting\n", spec.Dom)
@@ -136,7 +192,7 @@ func cmdServe(ctx context.Context, args []string, w io.Writer) error {
 // checks its domain at once instead of at its next poll. Without a
 // xenstore (none running, no permission) it returns a nil channel: the
 // poll alone notices, within machine.DefaultDeathPoll.
-func releaseDomainHint(ctx context.Context, host kernel.Host, log *slog.Logger) (<-chan struct{}, func()) {
+func releaseDomainHint(ctx context.Context, host kernel.Kernel, log *slog.Logger) (<-chan struct{}, func()) {
 	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	c, err := xenstore.Open(octx, xenstore.Config{Getenv: os.Getenv, Kernel: host})

@@ -40,6 +40,10 @@ type Config struct {
 	// Chroot and User are -chroot/-runas or -run-with chroot=,user=:
 	// where and as whom godm runs once its handles are open.
 	Chroot, User string
+	// Sandbox is godm's -godm-sandbox on|log|off (xl.cfg
+	// device_model_args_hvm): whether godm deprivileges itself when libxl
+	// did not ask for dm_restrict (package sandbox; default on).
+	Sandbox string
 	// MemMiB is -m (MiB); Below4G is -machine's max-ram-below-4g (0:
 	// Xen's default hole).
 	MemMiB, Below4G uint64
@@ -162,7 +166,7 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 	for _, a := range args {
 		// Options libxl writes at most once; a repeat is a mistake.
 		switch a.Name {
-		case "xen-domid", "name", "machine", "M", "m", "smp", "boot", "chroot", "runas", "S", "xen-domid-restrict":
+		case "xen-domid", "name", "machine", "M", "m", "smp", "boot", "chroot", "runas", "S", "xen-domid-restrict", "godm-sandbox":
 			if seen[a.Name] {
 				return nil, fmt.Errorf("-%s given twice", a.Name)
 			}
@@ -257,6 +261,13 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 			c.Chroot = a.Value
 		case "runas":
 			c.User = a.Value
+		case "godm-sandbox":
+			switch a.Value {
+			case "on", "log", "off":
+				c.Sandbox = a.Value
+			default:
+				return nil, fmt.Errorf("-godm-sandbox %q: want on, log or off", a.Value)
+			}
 		case "incoming":
 			if seen["incoming"] {
 				return nil, fmt.Errorf("-incoming given twice")

@@ -54,6 +54,7 @@ func TestParseServed(t *testing.T) {
 			Config{Dom: 7, Name: "godmtest", Prelaunch: true, Restrict: true,
 				Chroot: "/var/run/xen/qemu-root-7", User: "131079:0",
 				Monitors: []Monitor{{ID: "libxl-cmd", FD: 5}, mons[1]}, MemMiB: 56, Serial: []string{"pty"}}},
+		{"device_model_args_hvm -godm-sandbox log", served + " -godm-sandbox log", Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"}, Sandbox: "log"}},
 		{"probe", probe, Config{Dom: 0, Probe: true, Prelaunch: true, Monitors: []Monitor{{ID: "libxl-cmd", FD: 4}}}},
 		{"vif=[ 'mac=00:16:3e:00:00:01,bridge=xenbr0' ] (rtl8139 on a tap) and a user netdev",
 			strings.Replace(served, "-net none", "-device rtl8139,id=nic0,netdev=net0,mac=00:16:3e:00:00:01 "+
@@ -182,6 +183,8 @@ func TestParseRefused(t *testing.T) {
 		{tail("-name again"), `-name given twice`},
 		{strings.Replace(served, "-m 56", "-m 0", 1), `-m 0: want a whole, non-zero number of MiB`},
 		{strings.Replace(served, "-xen-domid 7", "-xen-domid 0", 1), `-xen-domid "0": want a guest domain id`},
+		{served + " -godm-sandbox no", `-godm-sandbox "no": want on, log or off`},
+		{served + " -godm-sandbox off -godm-sandbox on", `-godm-sandbox given twice`},
 		{strings.Replace(served, "-xen-domid 7 ", "", 1), `-xen-domid: missing`},
 		{strings.Replace(served, "-machine xenfv,suppress-vmdesc=on ", "", 1), `-machine: missing`},
 		{strings.Replace(served, "-boot order=cda", "-boot order=cdz", 1), `-boot order=cdz: order wants drive letters`},

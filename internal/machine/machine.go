@@ -346,7 +346,11 @@ func (m *Machine) Serve(ctx context.Context) error {
 		defer func() { cancel(nil); <-done }()
 		go func() {
 			defer close(done)
-			if err := watchDomain(ctx, m.DM, m.domctl, every, m.Spec.DeathHint); err != nil {
+			srv := dm.ServerID(0)
+			if m.domctl == nil {
+				srv = m.Server.ID() + 1
+			}
+			if err := watchDomain(ctx, m.DM, m.domctl, every, m.Spec.DeathHint, srv); err != nil {
 				cancel(err)
 			}
 		}()
@@ -507,12 +511,19 @@ func (e ejector) EjectPCISlot(slot uint8) error {
 // than ESRCH (a transient failure, EPERM after a restrict that does not
 // cover the op) do not end the watch.
 func WatchDomain(ctx context.Context, c *dm.Client, dc *domctl.Domctl, every time.Duration) error {
-	return watchDomain(ctx, c, dc, every, nil)
+	return watchDomain(ctx, c, dc, every, nil, 0)
 }
 
 // watchDomain is WatchDomain that also checks on each receive from hint
-// (nil: never; a closed hint is ignored from then on).
-func watchDomain(ctx context.Context, c *dm.Client, dc *domctl.Domctl, every time.Duration, hint <-chan struct{}) error {
+// (nil: never; a closed hint is ignored from then on), and, when srv is
+// not zero, that ioreq server srv-1 still exists: without getdomaininfo
+// (a handle restricted to the guest) that is how a dying domain shows.
+// Xen destroys a domain's ioreq servers when the domain is killed
+// (hvm_domain_relinquish_resources), while DM ops on the domain keep
+// working as long as this process's mappings hold it (xensim models the
+// same), so get_ioreq_server_info then fails with ENOENT
+// (xen/common/ioreq.c ioreq_server_get_info).
+func watchDomain(ctx context.Context, c *dm.Client, dc *domctl.Domctl, every time.Duration, hint <-chan struct{}, srv dm.ServerID) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -527,6 +538,11 @@ func watchDomain(ctx context.Context, c *dm.Client, dc *domctl.Domctl, every tim
 		}
 		if _, err := c.NrVCPUs(); errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("%v: %w", c.Dom(), ErrDomainGone)
+		}
+		if srv != 0 {
+			if _, err := c.GetIOReqServerInfo(srv-1, true); errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("%v: its ioreq server is gone: %w", c.Dom(), ErrDomainGone)
+			}
 		}
 		if dc == nil {
 			continue

@@ -262,13 +262,25 @@ func TestServeEndsWhenDomainDies(t *testing.T) {
 // and keeps answering DM ops, while godm's foreign mappings reference it
 // (found on real Xen 4.17 in internal/xenbox). Serve must end on the
 // dying flag, and Close must release everything though Xen already
-// destroyed the ioreq server.
+// destroyed the ioreq server. Restricted (the sandbox: no getdomaininfo,
+// no xenstore), the vanished ioreq server is what shows it.
 func TestServeEndsWhenDomainIsDying(t *testing.T) {
+	for _, restrict := range []bool{false, true} {
+		t.Run(map[bool]string{false: "domctl", true: "restricted"}[restrict], func(t *testing.T) {
+			testServeEndsWhenDomainIsDying(t, restrict)
+		})
+	}
+}
+
+func testServeEndsWhenDomainIsDying(t *testing.T, restrict bool) {
 	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, 16<<20))
 	sim, dom := xen.Sim, xen.Dom
-	m, err := New(sim.Kernel(0), Spec{Dom: dom.ID(), VCPUs: 1, DeathPoll: 5 * time.Millisecond})
+	m, err := New(sim.Kernel(0), Spec{Dom: dom.ID(), VCPUs: 1, DeathPoll: 5 * time.Millisecond, Restrict: restrict})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if restrict != (m.domctl == nil) {
+		t.Fatalf("restrict %v but domctl handle %v", restrict, m.domctl)
 	}
 	done := make(chan error, 1)
 	go func() { done <- m.Serve(context.Background()) }()

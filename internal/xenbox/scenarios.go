@@ -170,7 +170,9 @@ on_crash = "preserve"
 // query-chardev), xl list, xl qemu-monitor-command (human-monitor-command
 // through QMP), xl unpause (the spin firmware's "FW SPIN" on COM1 through
 // godm's UART), xl pause and unpause (the domain; godm keeps running),
-// xl destroy (libxl's SIGHUP; godm exits, the domain is gone).
+// xl destroy (libxl's SIGHUP; godm exits, the domain is gone). godm
+// deprivileges itself though libxl did not ask (no dm_restrict): its
+// seccomp filter and no_new_privs are checked.
 func LibxlScenario() Scenario {
 	cfg := LibxlConfig("lx", SpinFWPath, `vga = "none"
 serial = "file:/tmp/lx-com1.log"
@@ -188,6 +190,9 @@ echo "XENBOX-FACT domid=$d"
 echo "XENBOX-FACT xl_create_p=$(awk "BEGIN{print $t1-$t0}")s"
 pid=$(pidof godm) || fail "no godm process"
 echo "XENBOX-FACT godm_rss=$(awk '/^VmRSS:/{print $2 $3}' /proc/$pid/status)"
+echo "XENBOX-FACT seccomp=$(awk '/^Seccomp:/{print $2}' /proc/$pid/status) no_new_privs=$(awk '/^NoNewPrivs:/{print $2}' /proc/$pid/status)"
+grep -q '^Seccomp:[[:space:]]*2$' /proc/$pid/status || fail "godm runs without its seccomp filter"
+grep -q '^NoNewPrivs:[[:space:]]*1$' /proc/$pid/status || fail "godm runs without no_new_privs"
 xl list lx || fail "xl list lx failed"
 st=$(xl qemu-monitor-command lx "info status") || fail "xl qemu-monitor-command failed"
 echo "XENBOX-FACT hmp_status=$(echo $st | tr -d '\r' | tr ' ' '_')"
@@ -228,7 +233,8 @@ exit 0`}
 // QMP socket, passes -S, -xen-domid-restrict, -chroot and -runas, and
 // requires query-status to answer "prelaunch"; its post-configuration
 // writes serial/0/tty from query-chardev. The guest's COM1 output is
-// read from that pty; godm must run as the qemu user inside the chroot.
+// read from that pty; godm must run as the qemu user inside the chroot,
+// under its seccomp filter and no_new_privs (package sandbox).
 func LibxlRestrictScenario() Scenario {
 	cfg := LibxlConfig("lxs", SpinFWPath, `vga = "none"
 serial = "pty"
@@ -248,6 +254,9 @@ echo "XENBOX-FACT tty=$tty"
 pid=$(pidof godm) || fail "no godm process"
 echo "XENBOX-FACT uid=$(awk '/^Uid:/{print $2}' /proc/$pid/status)"
 echo "XENBOX-FACT root=$(readlink /proc/$pid/root)"
+echo "XENBOX-FACT seccomp=$(awk '/^Seccomp:/{print $2}' /proc/$pid/status) no_new_privs=$(awk '/^NoNewPrivs:/{print $2}' /proc/$pid/status)"
+grep -q '^Seccomp:[[:space:]]*2$' /proc/$pid/status || fail "godm runs without its seccomp filter"
+grep -q '^NoNewPrivs:[[:space:]]*1$' /proc/$pid/status || fail "godm runs without no_new_privs"
 cat $tty > /tmp/lxs-com1.log 2>&1 &
 catpid=$!
 xl unpause $d || fail "xl unpause failed"
