@@ -55,6 +55,13 @@ func (m *Machine) Metrics() []metrics.Family {
 	}
 	bounds[len(bounds)-1] = math.Inf(1) // the last bucket counts everything longer
 	lat.AddHistogram(bounds, c.Latency[:], float64(c.LatencySum)/1e9)
+	stages := metrics.Family{Name: "godm_ioreq_stage_seconds", Type: metrics.Histogram,
+		Help: "Where the sampled synchronous requests' time went in the worker, by path (spin: found awake; block: after an epoll wait) and stage (wake-to-run: epoll_wait's return to the goroutine running, the Go scheduler's share; run-to-claim; handle; respond-notify: the response and the event-channel notify; total: their sum)."}
+	for p := ioreq.Path(0); p < ioreq.NumPaths; p++ {
+		for st := ioreq.Stage(0); st < ioreq.NumStages; st++ {
+			stages.AddHistogram(bounds, c.Stages[p][st][:], float64(c.StageSum[p][st])/1e9, "path", p.String(), "stage", st.String())
+		}
+	}
 	ev := metrics.Family{Name: "godm_evtchn_events_total", Type: metrics.Counter,
 		Help: "Event-channel activity of the ioreq workers: notifications sent to vCPUs (one per completed synchronous request), wake-ups, failed notifications and failed reads or unmasks."}
 	var sync uint64
@@ -109,7 +116,7 @@ func (m *Machine) Metrics() []metrics.Family {
 			}
 		}
 	}
-	return []metrics.Family{req, bad, reps, lat, ev, miss, mc, live, dev}
+	return []metrics.Family{req, bad, reps, lat, stages, ev, miss, mc, live, dev}
 }
 
 type statField struct {
