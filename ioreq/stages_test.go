@@ -34,6 +34,15 @@ func checkStageSums(t *testing.T, c *Counters) [NumPaths]uint64 {
 		if sum != c.StageSum[p][StageTotal] {
 			t.Errorf("%v: stages sum to %d ns, total is %d ns", p, sum, c.StageSum[p][StageTotal])
 		}
+		for st := range NumStages {
+			var split uint64
+			for b := range c.Split[p] {
+				split += c.Split[p][b][st]
+			}
+			if split != c.StageSum[p][st] {
+				t.Errorf("%v/%v: split sums to %d ns, stage sum is %d ns", p, st, split, c.StageSum[p][st])
+			}
+		}
 	}
 	return n
 }
@@ -57,6 +66,10 @@ func TestObserveStages(t *testing.T) {
 	}
 	if c.StageSum != want {
 		t.Fatalf("stage sums %v, want %v", c.StageSum, want)
+	}
+	// The block request's total, 4150 ns, is in bucket 12 ([4096, 8192)).
+	if c.Split[PathBlock][12] != want[PathBlock] || c.Split[PathSpin][6] != want[PathSpin] {
+		t.Fatalf("split %v, %v; want %v, %v", c.Split[PathBlock][12], c.Split[PathSpin][6], want[PathBlock], want[PathSpin])
 	}
 	if got := c.StageQuantile(PathBlock, StageWakeToRun, 0.5); got != 4096 {
 		t.Errorf("block wake-to-run median bound %v, want 4.096µs", got)

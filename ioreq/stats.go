@@ -109,6 +109,12 @@ type Counters struct {
 	// add up to StageTotal's.
 	Stages   [NumPaths][NumStages][LatencyBuckets]uint64
 	StageSum [NumPaths][NumStages]uint64
+	// Split says where the time of the requests in each bucket of a
+	// path's StageTotal histogram went: Split[p][b][s] is the sum in
+	// nanoseconds of stage s over the requests whose total fell in bucket
+	// b (Split[p][b][StageTotal] is their total). So the slow requests'
+	// time can be told apart from the fast ones'.
+	Split [NumPaths][LatencyBuckets][NumStages]uint64
 }
 
 // Path says how a sampled request reached the worker.
@@ -218,6 +224,11 @@ func (c *Counters) add(o *Counters) {
 			}
 			c.StageSum[p][st] += o.StageSum[p][st]
 		}
+		for b := range c.Split[p] {
+			for st := range c.Split[p][b] {
+				c.Split[p][b][st] += o.Split[p][b][st]
+			}
+		}
 	}
 }
 
@@ -235,6 +246,7 @@ type Stats struct {
 	latencySum                           atomic.Uint64
 	stages                               [NumPaths][NumStages][LatencyBuckets]atomic.Uint64
 	stageSum                             [NumPaths][NumStages]atomic.Uint64
+	split                                [NumPaths][LatencyBuckets][NumStages]atomic.Uint64
 	_                                    [64]byte // keep neighbours off the last cache line
 }
 
@@ -278,6 +290,11 @@ func (s *Stats) AddTo(dst *Counters) {
 			}
 			c.StageSum[p][st] = s.stageSum[p][st].Load()
 		}
+		for b := range c.Split[p] {
+			for st := range c.Split[p][b] {
+				c.Split[p][b][st] = s.split[p][b][st].Load()
+			}
+		}
 	}
 	dst.add(&c)
 }
@@ -320,9 +337,11 @@ func (s *Stats) observeStages(t *stamps) {
 	d[StageHandle] = max(t.handled-t.claimed, 0)
 	d[StageRespond] = max(t.done-t.handled, 0)
 	d[StageTotal] = d[StageWakeToRun] + d[StageRunToClaim] + d[StageHandle] + d[StageRespond]
+	tb := bucketOf(d[StageTotal])
 	for st, v := range d {
 		s.stages[p][st][bucketOf(v)].Add(1)
 		s.stageSum[p][st].Add(uint64(v))
+		s.split[p][tb][st].Add(uint64(v))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -660,6 +661,52 @@ func IoreqStagesText(fams []metrics.Family) string {
 			ls = append(ls, l.Name+"="+l.Value)
 		}
 		line(strings.Join(ls, " "), &h)
+	}
+	// Where the time of each total bucket's requests went (mean ns per
+	// request and stage): "ioreq-split path=P total_le_ns=T n=N STAGE_ns=M...".
+	type group struct {
+		path, le string
+		n        float64
+		stages   []string
+	}
+	var groups []*group
+	byKey := map[string]*group{}
+	label := func(ls []metrics.Label, name string) string {
+		for _, l := range ls {
+			if l.Name == name {
+				return l.Value
+			}
+		}
+		return ""
+	}
+	for _, f := range fams {
+		if f.Name != "godm_ioreq_stage_split_requests_total" {
+			continue
+		}
+		for _, smp := range f.Samples {
+			g := &group{path: label(smp.Labels, "path"), le: label(smp.Labels, "total_le"), n: smp.Value}
+			groups = append(groups, g)
+			byKey[g.path+" "+g.le] = g
+		}
+	}
+	for _, f := range fams {
+		if f.Name != "godm_ioreq_stage_split_seconds_total" {
+			continue
+		}
+		for _, smp := range f.Samples {
+			g := byKey[label(smp.Labels, "path")+" "+label(smp.Labels, "total_le")]
+			if g == nil || g.n == 0 {
+				continue
+			}
+			g.stages = append(g.stages, fmt.Sprintf("%s_ns=%.0f", label(smp.Labels, "stage"), smp.Value/g.n*1e9))
+		}
+	}
+	for _, g := range groups {
+		le := "-1"
+		if v, err := strconv.ParseFloat(g.le, 64); err == nil {
+			le = strconv.FormatInt(int64(math.Round(v*1e9)), 10)
+		}
+		fmt.Fprintf(&b, "ioreq-split path=%s total_le_ns=%s n=%.0f %s\r\n", g.path, le, g.n, strings.Join(g.stages, " "))
 	}
 	if b.Len() == 0 {
 		return "no ioreq histograms\r\n"
