@@ -703,7 +703,7 @@ func IoreqStagesText(fams []metrics.Family) string {
 	}
 	for _, g := range groups {
 		le := "-1"
-		if v, err := strconv.ParseFloat(g.le, 64); err == nil {
+		if v, err := strconv.ParseFloat(g.le, 64); err == nil && !math.IsInf(v, 0) {
 			le = strconv.FormatInt(int64(math.Round(v*1e9)), 10)
 		}
 		fmt.Fprintf(&b, "ioreq-split path=%s total_le_ns=%s n=%.0f %s\r\n", g.path, le, g.n, strings.Join(g.stages, " "))
