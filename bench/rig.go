@@ -249,6 +249,17 @@ func (r *rig) handled() uint64 {
 	return 0
 }
 
+// stages returns godm's workers' stage record so far (nil for other
+// designs).
+func (r *rig) stages() *Stages {
+	if r.srv == nil {
+		return nil
+	}
+	var c ioreq.Counters
+	r.srv.Stats(&c)
+	return stagesOf(&c)
+}
+
 // close stops the server and releases everything; it reports the server's
 // error and any protocol violation the simulator recorded.
 func (r *rig) close() error {

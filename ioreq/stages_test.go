@@ -50,10 +50,10 @@ func checkStageSums(t *testing.T, c *Counters) [NumPaths]uint64 {
 func TestObserveStages(t *testing.T) {
 	var st Stats
 	// A blocked request: 3 µs to get the P back, 100 ns to the claim,
-	// 50 ns handling, 1 µs responding.
-	st.observeStages(&stamps{wake: 1000, run: 4000, claimed: 4100, handled: 4150, done: 5150})
+	// 50 ns handling, 10 ns responding, 990 ns notifying.
+	st.observeStages(&stamps{wake: 1000, run: 4000, claimed: 4100, handled: 4150, responded: 4160, done: 5150})
 	// A request found awake: no wake stages.
-	st.observeStages(&stamps{claimed: 10, handled: 30, done: 100})
+	st.observeStages(&stamps{claimed: 10, handled: 30, responded: 40, done: 100})
 	var c Counters
 	st.Snapshot(&c)
 	n := checkStageSums(t, &c)
@@ -61,8 +61,8 @@ func TestObserveStages(t *testing.T) {
 		t.Fatalf("samples %v, want one per path", n)
 	}
 	want := [NumPaths][NumStages]uint64{
-		PathBlock: {3000, 100, 50, 1000, 4150},
-		PathSpin:  {0, 0, 20, 70, 90},
+		PathBlock: {3000, 100, 50, 10, 990, 4150},
+		PathSpin:  {0, 0, 20, 10, 60, 90},
 	}
 	if c.StageSum != want {
 		t.Fatalf("stage sums %v, want %v", c.StageSum, want)
@@ -82,7 +82,7 @@ func TestObserveStages(t *testing.T) {
 			t.Errorf("Path(%d) = %q, want %q", p, p.String(), s)
 		}
 	}
-	names := []string{"wake-to-run", "run-to-claim", "handle", "respond-notify", "total"}
+	names := []string{"wake-to-run", "run-to-claim", "handle", "respond", "notify", "total"}
 	for s := range NumStages {
 		if s.String() != names[s] {
 			t.Errorf("Stage(%d) = %q, want %q", s, s.String(), names[s])

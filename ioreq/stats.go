@@ -154,9 +154,12 @@ const (
 	// StageHandle: the buffered writes queued before it, and dispatching
 	// the request to its device.
 	StageHandle
-	// StageRespond: writing the response into the slot and the
-	// event-channel notify (on Xen, an ioctl) returning.
+	// StageRespond: writing the response into the slot.
 	StageRespond
+	// StageNotify: the event-channel notify (on Xen, an ioctl) until it
+	// returned; on a busy host it includes the time the thread it woke
+	// (the vCPU's) ran instead of the worker.
+	StageNotify
 	// StageTotal: the sum of the above (the worker's whole share of the
 	// round trip, from its wake-up or claim to the notify's return).
 	StageTotal
@@ -173,7 +176,9 @@ func (s Stage) String() string {
 	case StageHandle:
 		return "handle"
 	case StageRespond:
-		return "respond-notify"
+		return "respond"
+	case StageNotify:
+		return "notify"
 	}
 	return "total"
 }
@@ -319,9 +324,9 @@ func (s *Stats) observe(d time.Duration) {
 // stamps are the clock readings (runtime nanotime, ns) of one sampled
 // request: wake is when the kernel returned from the wait and run when the
 // goroutine ran again (both 0 when the worker did not block before it),
-// then claimed, handled and done (the notify returned).
+// then claimed, handled, responded and done (the notify returned).
 type stamps struct {
-	wake, run, claimed, handled, done int64
+	wake, run, claimed, handled, responded, done int64
 }
 
 // observeStages records a sampled request's stages. A stamp that went
@@ -335,8 +340,9 @@ func (s *Stats) observeStages(t *stamps) {
 		d[StageRunToClaim] = max(t.claimed-t.run, 0)
 	}
 	d[StageHandle] = max(t.handled-t.claimed, 0)
-	d[StageRespond] = max(t.done-t.handled, 0)
-	d[StageTotal] = d[StageWakeToRun] + d[StageRunToClaim] + d[StageHandle] + d[StageRespond]
+	d[StageRespond] = max(t.responded-t.handled, 0)
+	d[StageNotify] = max(t.done-t.responded, 0)
+	d[StageTotal] = d[StageWakeToRun] + d[StageRunToClaim] + d[StageHandle] + d[StageRespond] + d[StageNotify]
 	tb := bucketOf(d[StageTotal])
 	for st, v := range d {
 		s.stages[p][st][bucketOf(v)].Add(1)

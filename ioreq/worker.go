@@ -249,10 +249,9 @@ func (w *worker) serve(ws *workerSlot) bool {
 		w.st8 = stamps{}
 		return true
 	}
-	var responded int64
 	if timed {
-		responded = nanotime()
-		w.st.observe(time.Duration(responded - w.st8.claimed))
+		w.st8.responded = nanotime()
+		w.st.observe(time.Duration(w.st8.responded - w.st8.claimed))
 	}
 	if w.ev.Notify(ws.port) != nil {
 		w.st.notifyErrors.Add(1)

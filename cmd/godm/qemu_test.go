@@ -626,7 +626,7 @@ func TestLibxlVCPUSet(t *testing.T) {
 	// ioreq"): the first request is always sampled.
 	ret, e = q.do("human-monitor-command", map[string]any{"command-line": "info ioreq"})
 	if h, _ := ret.(string); e != "" || !strings.Contains(h, "ioreq-stage path=all stage=service n=") ||
-		!strings.Contains(h, "stage=respond-notify n=") {
+		!strings.Contains(h, "stage=notify n=") {
 		t.Errorf("info ioreq = %q %s", ret, e)
 	}
 	c, err := net.Dial("unix", fmt.Sprintf("%s/metrics-%d", r.dir, dom))

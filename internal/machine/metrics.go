@@ -57,7 +57,7 @@ func (m *Machine) Metrics() []metrics.Family {
 	bounds[len(bounds)-1] = math.Inf(1) // the last bucket counts everything longer
 	lat.AddHistogram(bounds, c.Latency[:], float64(c.LatencySum)/1e9)
 	stages := metrics.Family{Name: "godm_ioreq_stage_seconds", Type: metrics.Histogram,
-		Help: "Where the sampled synchronous requests' time went in the worker, by path (spin: found awake; block: after an epoll wait) and stage (wake-to-run: epoll_wait's return to the goroutine running, the Go scheduler's share; run-to-claim; handle; respond-notify: the response and the event-channel notify; total: their sum)."}
+		Help: "Where the sampled synchronous requests' time went in the worker, by path (spin: found awake; block: after an epoll wait) and stage (wake-to-run: epoll_wait's return to the goroutine running, the Go scheduler's share; run-to-claim; handle; respond: the response written into the slot; notify: the event-channel notify until it returned; total: their sum)."}
 	for p := ioreq.Path(0); p < ioreq.NumPaths; p++ {
 		for st := ioreq.Stage(0); st < ioreq.NumStages; st++ {
 			stages.AddHistogram(bounds, c.Stages[p][st][:], float64(c.StageSum[p][st])/1e9, "path", p.String(), "stage", st.String())
