@@ -51,7 +51,7 @@ func TestShortRun(t *testing.T) {
 		}
 		// godm's rows carry the workers' stage record of the sampled
 		// requests (one in ioreq.DefaultLatencyEvery), and only they do.
-		isGodm := s.design == godmPoll || s.design == godmBlock || s.design == godmBlockHeld
+		isGodm := s.design == godmPoll || s.design == godmBlock || s.design == godmBlockHeld || s.design == godmPollWide
 		if s.probe == nil && isGodm {
 			var n uint64
 			for _, st := range r.Stages {
