@@ -210,7 +210,7 @@ func Scenarios() []*Scenario {
 	// catch the next access.
 	for _, think := range []time.Duration{20 * time.Microsecond, 80 * time.Microsecond} {
 		base := fmt.Sprintf("shared/pio/think%dus/", think/time.Microsecond)
-		for _, d := range []design{godmPoll, godmPollWide, godmBlock, classic} {
+		for _, d := range []design{godmPoll, godmPollWide, godmBlock, godmBlockHeld, classic} {
 			name, cl := d.String(), base+"classic"
 			if d == classic {
 				cl = ""
