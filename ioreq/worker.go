@@ -90,9 +90,10 @@ type WorkerConfig struct {
 	// Spin to the observed gap between requests. Zero means the default;
 	// negative disables spinning (pure blocking mode).
 	Spin time.Duration
-	// LatencyEvery samples the latency histogram: one request in
-	// LatencyEvery is timed (reading the clock costs tens of nanoseconds
-	// on some hosts, as much as handling a simple request). Zero means
+	// LatencyEvery samples the latency histogram and the stage
+	// histograms (Counters.Stages): one request in LatencyEvery is timed
+	// (reading the clock costs tens of nanoseconds on some hosts, as much
+	// as handling a simple request); the others read no clock. Zero means
 	// DefaultLatencyEvery; 1 times every request; negative disables it.
 	LatencyEvery int
 	// KeepP is how long after its last request a worker that blocks
