@@ -55,6 +55,9 @@ type Row struct {
 	// row's median over it: how much of the round trip is the server's.
 	Sim   string  `json:"sim,omitempty"`
 	VsSim float64 `json:"vs_sim,omitempty"`
+	// Stages is where godm's workers spent the sampled requests' time,
+	// by path (godm rows only).
+	Stages []StageRow `json:"stages,omitempty"`
 }
 
 // Target is one of the goals the report tracks (not a gate).
@@ -111,6 +114,9 @@ func RowOf(r Result, floor, classic *Result) Row {
 		AllocsPerReq: r.AllocsPerReq,
 	}
 	row.Spread, row.RateSpread = r.Spread()
+	if r.Stages != nil {
+		row.Stages = r.Stages.rows()
+	}
 	if floor != nil {
 		if b := floor.Summarize().Median; b > 0 {
 			row.Floor = floor.Name
@@ -166,6 +172,9 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		return err
 	}
 	if err := rep.writeDist(w); err != nil {
+		return err
+	}
+	if err := rep.writeStages(w); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "\n"+

@@ -63,10 +63,16 @@ const (
 	// godmBlockHeld is godmBlock with the worker keeping its P while it
 	// sleeps (ioreq.WorkerConfig.KeepP).
 	godmBlockHeld
+	// godmPollWide is godmPoll with a polling window of wideSpin instead
+	// of ioreq.DefaultSpin: wide enough for the think80us gap.
+	godmPollWide
 )
 
+// wideSpin is godmPollWide's polling window.
+const wideSpin = 200 * time.Microsecond
+
 func (d design) String() string {
-	return [...]string{"godm-poll", "godm-block", "classic", "null-poll", "null-block", "unclaimed", "godm-block-held"}[d]
+	return [...]string{"godm-poll", "godm-block", "classic", "null-poll", "null-block", "unclaimed", "godm-block-held", "godm-poll-wide"}[d]
 }
 
 // rig is one simulated guest with its devices and the server of one design.
@@ -121,10 +127,13 @@ func newRig(vcpus int, d design) (_ *rig, err error) {
 	}
 	targets := ioreq.Targets{Memory: r.cache, Invalidate: r.cache.Invalidate}
 	switch d {
-	case godmPoll, godmBlock, godmBlockHeld:
+	case godmPoll, godmBlock, godmBlockHeld, godmPollWide:
 		wc := ioreq.WorkerConfig{}
-		if d != godmPoll {
+		switch d {
+		case godmBlock, godmBlockHeld:
 			wc.Spin = -1
+		case godmPollWide:
+			wc.Spin = wideSpin
 		}
 		if d == godmBlockHeld {
 			wc.KeepP = 2 * time.Millisecond
@@ -247,6 +256,17 @@ func (r *rig) handled() uint64 {
 		return r.loop.handled.Load()
 	}
 	return 0
+}
+
+// stages returns godm's workers' stage record so far (nil for other
+// designs).
+func (r *rig) stages() *Stages {
+	if r.srv == nil {
+		return nil
+	}
+	var c ioreq.Counters
+	r.srv.Stats(&c)
+	return stagesOf(&c)
 }
 
 // close stops the server and releases everything; it reports the server's

@@ -210,7 +210,7 @@ func Scenarios() []*Scenario {
 	// catch the next access.
 	for _, think := range []time.Duration{20 * time.Microsecond, 80 * time.Microsecond} {
 		base := fmt.Sprintf("shared/pio/think%dus/", think/time.Microsecond)
-		for _, d := range []design{godmPoll, godmBlock, classic} {
+		for _, d := range []design{godmPoll, godmPollWide, godmBlock, godmBlockHeld, classic} {
 			name, cl := d.String(), base+"classic"
 			if d == classic {
 				cl = ""
@@ -406,6 +406,7 @@ func (s *Scenario) runRig(n int) (res Result, err error) {
 	}
 	warmed.Wait()
 	before := r.handled()
+	stages0 := r.stages()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	t0 := time.Now()
@@ -423,6 +424,9 @@ func (s *Scenario) runRig(n int) (res Result, err error) {
 		AllocsPerReq: float64(m1.Mallocs-m0.Mallocs) / float64(ops*s.perOp)}
 	for _, x := range samples {
 		res.Samples = append(res.Samples, x...)
+	}
+	if stages0 != nil {
+		res.Stages = r.stages().since(stages0)
 	}
 	if check {
 		if got := r.handled() - before; got < uint64(ops) {

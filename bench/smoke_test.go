@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"godm/ioreq"
 	"regexp"
 	"strings"
 	"testing"
@@ -48,6 +49,23 @@ func TestShortRun(t *testing.T) {
 		if s.probe == nil && r.AllocsPerReq < 0 {
 			t.Errorf("%s: allocations not measured", s.Name)
 		}
+		// godm's rows carry the workers' stage record of the sampled
+		// requests (one in ioreq.DefaultLatencyEvery), and only they do.
+		isGodm := s.design == godmPoll || s.design == godmBlock || s.design == godmBlockHeld || s.design == godmPollWide
+		if s.probe == nil && isGodm {
+			var n uint64
+			for _, st := range r.Stages {
+				n += st.N
+				if st.SlowN == 0 || st.SlowN > st.N || st.MeanNS[ioreq.StageTotal] < st.MeanNS[ioreq.StageHandle] {
+					t.Errorf("%s: implausible stages %+v", s.Name, st)
+				}
+			}
+			if reqs := uint64(r.Ops * s.perOp); n == 0 || n > reqs {
+				t.Errorf("%s: %d sampled requests in the stage record for %d requests", s.Name, n, reqs)
+			}
+		} else if len(r.Stages) != 0 {
+			t.Errorf("%s: a stage record for a design that is not godm's", s.Name)
+		}
 	}
 	if len(rep.Targets) < 8 {
 		t.Errorf("%d targets evaluated, want every goal: %+v", len(rep.Targets), rep.Targets)
@@ -58,7 +76,7 @@ func TestShortRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"floor/cache-line", "rt/pio/poll/godm", "tput/8vcpu/block/classic", "burst/ring/godm-block",
-		"sim/unclaimed", "vs classic", "targets", "bus dispatch"} {
+		"sim/unclaimed", "vs classic", "targets", "bus dispatch", "worker stages", "wake-to-run"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}

@@ -27,6 +27,9 @@ type Result struct {
 	AllocsPerReq float64
 	// Trials holds each trial's median and rate when Results were merged.
 	Trials []Trial
+	// Stages is godm's workers' stage record of the measured part (nil
+	// for other designs).
+	Stages *Stages
 }
 
 // Trial is the summary of one trial of a merged Result.
@@ -93,6 +96,12 @@ func Merge(trials []Result) Result {
 			m.AllocsPerReq = -1
 		}
 		allocs += t.AllocsPerReq * float64(t.requests())
+		if t.Stages != nil {
+			if m.Stages == nil {
+				m.Stages = &Stages{}
+			}
+			m.Stages.add(t.Stages)
+		}
 	}
 	if m.AllocsPerReq == 0 && m.Requests > 0 {
 		m.AllocsPerReq = allocs / float64(m.Requests)

@@ -48,15 +48,17 @@ func newWaiter(evFd int) (*waiter, error) {
 }
 
 // wait blocks until the event fd is readable (nil), wake was called
-// (errStopped) or nudge was (errNudged, once per nudge).
-func (w *waiter) wait() error {
+// (errStopped) or nudge was (errNudged, once per nudge). If stamp is not
+// nil it gets the clock reading (nanotime) taken as the kernel returned,
+// before the goroutine had its P back (epollWaitStamped).
+func (w *waiter) wait(stamp *int64) error {
 	for {
-		n, err := unix.EpollWait(w.epfd, w.events[:], -1)
-		if err == unix.EINTR {
+		n, errno := epollWaitStamped(w.epfd, w.events[:], stamp)
+		if errno == unix.EINTR {
 			continue
 		}
-		if err != nil {
-			return err
+		if errno != 0 {
+			return errno
 		}
 		return w.result(n)
 	}

@@ -90,9 +90,10 @@ type WorkerConfig struct {
 	// Spin to the observed gap between requests. Zero means the default;
 	// negative disables spinning (pure blocking mode).
 	Spin time.Duration
-	// LatencyEvery samples the latency histogram: one request in
-	// LatencyEvery is timed (reading the clock costs tens of nanoseconds
-	// on some hosts, as much as handling a simple request). Zero means
+	// LatencyEvery samples the latency histogram and the stage
+	// histograms (Counters.Stages): one request in LatencyEvery is timed
+	// (reading the clock costs tens of nanoseconds on some hosts, as much
+	// as handling a simple request); the others read no clock. Zero means
 	// DefaultLatencyEvery; 1 times every request; negative disables it.
 	LatencyEvery int
 	// KeepP is how long after its last request a worker that blocks
@@ -162,6 +163,10 @@ type worker struct {
 
 	sampleEvery uint32 // time one request in sampleEvery (0: none)
 	sampleLeft  uint32
+	// st8 holds the stage stamps of the next sampled request: its wake
+	// and run stamps are set by the wait before it (when the next request
+	// is the sampled one), the rest by serve, which then clears them.
+	st8 stamps
 
 	pending     []uint32
 	ringScratch []byte
@@ -223,12 +228,11 @@ func (w *worker) serve(ws *workerSlot) bool {
 	if !ok {
 		return false
 	}
-	var t0 time.Time
 	timed := false
 	if w.sampleEvery != 0 {
 		if w.sampleLeft == 0 {
 			w.sampleLeft = w.sampleEvery
-			t0, timed = time.Now(), true
+			w.st8.claimed, timed = nanotime(), true
 		}
 		w.sampleLeft--
 	}
@@ -238,16 +242,26 @@ func (w *worker) serve(ws *workerSlot) bool {
 	}
 	w.st.sync[kindOf(r.Type)].Add(1)
 	data, writeData := w.d.Handle(&r, ws.scratch, &w.st)
+	if timed {
+		w.st8.handled = nanotime()
+	}
 	if !ws.slot.Respond(word, data, writeData) {
 		w.st.lostResponses.Add(1)
+		w.st8 = stamps{}
 		return true
 	}
 	if timed {
-		w.st.observe(time.Since(t0))
+		w.st8.responded = nanotime()
+		w.st.observe(time.Duration(w.st8.responded - w.st8.claimed))
 	}
 	if w.ev.Notify(ws.port) != nil {
 		w.st.notifyErrors.Add(1)
 	}
+	if timed {
+		w.st8.done = nanotime()
+		w.st.observeStages(&w.st8)
+	}
+	w.st8 = stamps{}
 	return true
 }
 
@@ -476,17 +490,32 @@ func (w *worker) run(ctx context.Context) error {
 			// until we woke).
 			runtime.Gosched()
 		}
+		// Stamp the wake-up only when the next request is the sampled one.
+		stamp := w.sampleEvery != 0 && w.sampleLeft == 0
 		held := false
 		if w.keepP > 0 {
 			if left := w.keepP - time.Since(w.last); left > 0 {
 				held = true
 				err = wt.waitHeld(int((left + time.Millisecond - 1) / time.Millisecond))
+				if stamp {
+					// The raw wait kept the P: it runs on at once.
+					w.st8.wake = nanotime()
+					w.st8.run = w.st8.wake
+				}
 			}
 		}
 		if !held {
-			err = wt.wait()
+			var at *int64
+			if stamp {
+				at = &w.st8.wake
+			}
+			err = wt.wait(at)
+			if stamp {
+				w.st8.run = nanotime()
+			}
 		}
 		if err != nil {
+			w.st8.wake, w.st8.run = 0, 0
 			switch {
 			case errors.Is(err, errStopped):
 				return nil

@@ -669,6 +669,13 @@ func TestLibxlVCPUSet(t *testing.T) {
 	if pio < 5 {
 		t.Errorf("x-godm-query-stats: pio sync requests %v, want at least the test's 5", pio)
 	}
+	// The stage histograms through HMP (xl qemu-monitor-command DOM "info
+	// ioreq"): the first request is always sampled.
+	ret, e = q.do("human-monitor-command", map[string]any{"command-line": "info ioreq"})
+	if h, _ := ret.(string); e != "" || !strings.Contains(h, "ioreq-stage path=all stage=service n=") ||
+		!strings.Contains(h, "stage=notify n=") {
+		t.Errorf("info ioreq = %q %s", ret, e)
+	}
 	c, err := net.Dial("unix", fmt.Sprintf("%s/metrics-%d", r.dir, dom))
 	if err != nil {
 		t.Fatalf("metrics endpoint: %v (log: %s)", err, r.log.String())
@@ -680,7 +687,7 @@ func TestLibxlVCPUSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := string(b)
-	for _, want := range []string{"HTTP/1.1 200 OK", "# TYPE godm_ioreq_latency_seconds histogram",
+	for _, want := range []string{"HTTP/1.1 200 OK", "# TYPE godm_ioreq_latency_seconds histogram", `godm_ioreq_stage_seconds_count{path="block",stage="wake-to-run"} `,
 		`godm_device_events_total{device=`, `godm_evtchn_events_total{event="notify"}`, `godm_ioreq_requests_total{kind="pio",path="sync"} `} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics endpoint: no %q in\n%s", want, body)

@@ -84,6 +84,10 @@ func TestVCPUSet(t *testing.T) {
 	if want := "* CPU #0: thread_id=0\r\n  CPU #1: thread_id=0\r\n  CPU #2: thread_id=0\r\n  CPU #3: thread_id=0\r\n"; ret != want {
 		t.Errorf("info cpus = %q", ret)
 	}
+	// A host without ioreq histograms (the fake's metrics have none).
+	if ret, e := c.do("human-monitor-command", map[string]any{"command-line": " info  ioreq "}); ret != "no ioreq histograms\r\n" {
+		t.Errorf("info ioreq = %q %s", ret, e)
+	}
 	// A hot-plugged vCPU cannot be unplugged (legacy PIIX4 hotplug), and
 	// its id is taken for every other device.
 	if _, e := c.do("device_del", map[string]any{"id": "cpu-2"}); e != "GenericError: acpi: device unplug request for not supported device type: qemu64-x86_64-cpu" {

@@ -2,7 +2,9 @@ package dmcontract
 
 import (
 	"fmt"
+	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -528,6 +530,14 @@ func (s *State) hmp(line string) string {
 		}
 		return b.String()
 	}
+	if strings.Join(strings.Fields(line), " ") == "info ioreq" {
+		// godm's own (QEMU has none): the ioreq workers' sampled stage
+		// histograms, for xl qemu-monitor-command.
+		if s.host == nil {
+			return ""
+		}
+		return IoreqStagesText(s.host.Metrics())
+	}
 	cmd, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
 	if cmd == "screendump" {
 		// HMP "screendump FILENAME" (PPM), QEMU's hmp_screendump.
@@ -617,4 +627,89 @@ func pciInfo(f PCIFunction) map[string]any {
 		info["irq"] = int(h.line)
 	}
 	return info
+}
+
+// IoreqStagesText is HMP "info ioreq": one line per histogram of the
+// ioreq workers' sampled requests — the service time
+// (godm_ioreq_latency_seconds) and each stage by path
+// (godm_ioreq_stage_seconds) — as "ioreq-stage path=P stage=S n=N
+// mean_ns=M p50_ns= p90_ns= p99_ns=" (quantiles are the upper bounds of
+// power-of-two buckets; -1 for the overflow bucket).
+func IoreqStagesText(fams []metrics.Family) string {
+	var b strings.Builder
+	line := func(labels string, h *metrics.HistSummary) {
+		mean := 0.0
+		if h.Count > 0 {
+			mean = h.Sum / h.Count * 1e9
+		}
+		ns := func(q float64) int64 {
+			v := h.Quantile(q)
+			if math.IsInf(v, 1) {
+				return -1
+			}
+			return int64(math.Round(v * 1e9))
+		}
+		fmt.Fprintf(&b, "ioreq-stage %s n=%.0f mean_ns=%.0f p50_ns=%d p90_ns=%d p99_ns=%d\r\n",
+			labels, h.Count, mean, ns(0.5), ns(0.9), ns(0.99))
+	}
+	for _, h := range metrics.Histograms(fams, "godm_ioreq_latency_seconds") {
+		line("path=all stage=service", &h)
+	}
+	for _, h := range metrics.Histograms(fams, "godm_ioreq_stage_seconds") {
+		var ls []string
+		for _, l := range h.Labels {
+			ls = append(ls, l.Name+"="+l.Value)
+		}
+		line(strings.Join(ls, " "), &h)
+	}
+	// Where the time of each total bucket's requests went (mean ns per
+	// request and stage): "ioreq-split path=P total_le_ns=T n=N STAGE_ns=M...".
+	type group struct {
+		path, le string
+		n        float64
+		stages   []string
+	}
+	var groups []*group
+	byKey := map[string]*group{}
+	label := func(ls []metrics.Label, name string) string {
+		for _, l := range ls {
+			if l.Name == name {
+				return l.Value
+			}
+		}
+		return ""
+	}
+	for _, f := range fams {
+		if f.Name != "godm_ioreq_stage_split_requests_total" {
+			continue
+		}
+		for _, smp := range f.Samples {
+			g := &group{path: label(smp.Labels, "path"), le: label(smp.Labels, "total_le"), n: smp.Value}
+			groups = append(groups, g)
+			byKey[g.path+" "+g.le] = g
+		}
+	}
+	for _, f := range fams {
+		if f.Name != "godm_ioreq_stage_split_seconds_total" {
+			continue
+		}
+		for _, smp := range f.Samples {
+			g := byKey[label(smp.Labels, "path")+" "+label(smp.Labels, "total_le")]
+			if g == nil || g.n == 0 {
+				continue
+			}
+			g.stages = append(g.stages, fmt.Sprintf("%s_ns=%.0f", label(smp.Labels, "stage"), smp.Value/g.n*1e9))
+		}
+	}
+	for _, g := range groups {
+		le := "-1"
+		if v, err := strconv.ParseFloat(g.le, 64); err == nil && !math.IsInf(v, 0) {
+			le = strconv.FormatInt(int64(math.Round(v*1e9)), 10)
+		}
+		fmt.Fprintf(&b, "ioreq-split path=%s total_le_ns=%s n=%.0f %s\r\n", g.path, le, g.n, strings.Join(g.stages, " "))
+	}
+	if b.Len() == 0 {
+		return "no ioreq histograms\r\n"
+	}
+	return b.String()
 }

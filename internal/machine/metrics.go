@@ -3,6 +3,7 @@ package machine
 import (
 	"math"
 	"reflect"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -55,6 +56,32 @@ func (m *Machine) Metrics() []metrics.Family {
 	}
 	bounds[len(bounds)-1] = math.Inf(1) // the last bucket counts everything longer
 	lat.AddHistogram(bounds, c.Latency[:], float64(c.LatencySum)/1e9)
+	stages := metrics.Family{Name: "godm_ioreq_stage_seconds", Type: metrics.Histogram,
+		Help: "Where the sampled synchronous requests' time went in the worker, by path (spin: found awake; block: after an epoll wait) and stage (wake-to-run: epoll_wait's return to the goroutine running, the Go scheduler's share; run-to-claim; handle; respond: the response written into the slot; notify: the event-channel notify until it returned; total: their sum)."}
+	for p := ioreq.Path(0); p < ioreq.NumPaths; p++ {
+		for st := ioreq.Stage(0); st < ioreq.NumStages; st++ {
+			stages.AddHistogram(bounds, c.Stages[p][st][:], float64(c.StageSum[p][st])/1e9, "path", p.String(), "stage", st.String())
+		}
+	}
+	split := metrics.Family{Name: "godm_ioreq_stage_split_seconds_total", Type: metrics.Counter,
+		Help: "The time of the sampled requests whose total fell in one bucket of godm_ioreq_stage_seconds{stage=\"total\"} (total_le: its upper bound), by path and stage: where the slow requests' time went. Empty buckets are left out."}
+	splitN := metrics.Family{Name: "godm_ioreq_stage_split_requests_total", Type: metrics.Counter,
+		Help: "The sampled requests counted in godm_ioreq_stage_split_seconds_total, by path and total bucket."}
+	for p := ioreq.Path(0); p < ioreq.NumPaths; p++ {
+		for b, n := range c.Stages[p][ioreq.StageTotal] {
+			if n == 0 {
+				continue
+			}
+			le := strconv.FormatFloat(bounds[b], 'g', -1, 64)
+			if math.IsInf(bounds[b], 1) {
+				le = "+Inf"
+			}
+			splitN.Add(float64(n), "path", p.String(), "total_le", le)
+			for st := ioreq.Stage(0); st < ioreq.NumStages; st++ {
+				split.Add(float64(c.Split[p][b][st])/1e9, "path", p.String(), "total_le", le, "stage", st.String())
+			}
+		}
+	}
 	ev := metrics.Family{Name: "godm_evtchn_events_total", Type: metrics.Counter,
 		Help: "Event-channel activity of the ioreq workers: notifications sent to vCPUs (one per completed synchronous request), wake-ups, failed notifications and failed reads or unmasks."}
 	var sync uint64
@@ -109,7 +136,7 @@ func (m *Machine) Metrics() []metrics.Family {
 			}
 		}
 	}
-	return []metrics.Family{req, bad, reps, lat, ev, miss, mc, live, dev}
+	return []metrics.Family{req, bad, reps, lat, stages, split, splitN, ev, miss, mc, live, dev}
 }
 
 type statField struct {

@@ -157,3 +157,87 @@ func JSON(fams []Family) []map[string]any {
 	}
 	return out
 }
+
+// HistSummary is one labelled histogram of a family, read back from its
+// samples: its labels (without le), count, sum, and the upper bounds
+// (le) of the buckets holding its quantiles.
+type HistSummary struct {
+	Labels     []Label
+	Count, Sum float64
+	bounds     []float64 // le of each bucket, in order
+	cum        []float64 // cumulative count of each bucket
+}
+
+// Quantile returns the upper bound of the bucket holding the q-quantile
+// (0..1), +Inf if that is the overflow bucket, 0 for an empty histogram.
+func (h *HistSummary) Quantile(q float64) float64 {
+	if h.Count == 0 {
+		return 0
+	}
+	want := math.Floor(q * h.Count)
+	if want >= h.Count {
+		want = h.Count - 1
+	}
+	for i, c := range h.cum {
+		if c > want {
+			return h.bounds[i]
+		}
+	}
+	return math.Inf(1)
+}
+
+// Histograms reads back the histograms of the family named name in fams
+// (as AddHistogram wrote them), in the order they were added; nil if
+// there is no such family.
+func Histograms(fams []Family, name string) []HistSummary {
+	var out []HistSummary
+	key := func(ls []Label) string {
+		var b strings.Builder
+		for _, l := range ls {
+			if l.Name != "le" {
+				b.WriteString(l.Name + "=" + l.Value + ",")
+			}
+		}
+		return b.String()
+	}
+	idx := map[string]int{}
+	for _, f := range fams {
+		if f.Name != name || f.Type != Histogram {
+			continue
+		}
+		for _, s := range f.Samples {
+			k := key(s.Labels)
+			i, ok := idx[k]
+			if !ok {
+				i = len(out)
+				idx[k] = i
+				var ls []Label
+				for _, l := range s.Labels {
+					if l.Name != "le" {
+						ls = append(ls, l)
+					}
+				}
+				out = append(out, HistSummary{Labels: ls})
+			}
+			h := &out[i]
+			switch s.Suffix {
+			case "_bucket":
+				le := math.Inf(1)
+				for _, l := range s.Labels {
+					if l.Name == "le" && l.Value != "+Inf" {
+						if v, err := strconv.ParseFloat(l.Value, 64); err == nil {
+							le = v
+						}
+					}
+				}
+				h.bounds = append(h.bounds, le)
+				h.cum = append(h.cum, s.Value)
+			case "_sum":
+				h.Sum = s.Value
+			case "_count":
+				h.Count = s.Value
+			}
+		}
+	}
+	return out
+}

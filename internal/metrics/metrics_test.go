@@ -141,3 +141,31 @@ func TestServe(t *testing.T) {
 		}
 	}
 }
+
+func TestHistogramsReadBack(t *testing.T) {
+	f := Family{Name: "godm_x_seconds", Type: Histogram, Help: "x"}
+	bounds := []float64{1, 2, 4, math.Inf(1)}
+	f.AddHistogram(bounds, []uint64{1, 0, 8, 1}, 30, "path", "block")
+	f.AddHistogram(bounds, []uint64{0, 0, 0, 0}, 0, "path", "spin")
+	other := Family{Name: "godm_y_seconds", Type: Histogram, Help: "y"}
+	other.AddHistogram(bounds, []uint64{5, 0, 0, 0}, 1)
+	hs := Histograms([]Family{other, f}, "godm_x_seconds")
+	if len(hs) != 2 {
+		t.Fatalf("%d histograms, want 2", len(hs))
+	}
+	b, s := hs[0], hs[1]
+	if len(b.Labels) != 1 || b.Labels[0] != (Label{"path", "block"}) || b.Count != 10 || b.Sum != 30 {
+		t.Fatalf("block histogram %+v", b)
+	}
+	for _, tt := range []struct{ q, want float64 }{{0, 1}, {0.1, 4}, {0.5, 4}, {0.85, 4}, {0.9, math.Inf(1)}} {
+		if got := b.Quantile(tt.q); got != tt.want {
+			t.Errorf("Quantile(%v) = %v, want %v", tt.q, got, tt.want)
+		}
+	}
+	if s.Count != 0 || s.Quantile(0.5) != 0 {
+		t.Errorf("empty histogram: count %v, median %v", s.Count, s.Quantile(0.5))
+	}
+	if Histograms([]Family{other}, "godm_x_seconds") != nil {
+		t.Error("histograms of a missing family")
+	}
+}

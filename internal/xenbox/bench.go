@@ -46,6 +46,10 @@ var BenchKinds = []BenchKind{
 // BenchSamples is how many times the firmware times each kind.
 const BenchSamples = 200
 
+// benchHold is how many Xen-answered port reads the firmware makes after
+// "BENCH END" before it powers off (a few seconds in the box).
+const benchHold = 100000
+
 // BenchFirmwareSource is the timing firmware: for each BenchKind, a
 // warm-up, then BenchSamples samples of rdtsc; access; rdtsc, sorted, and
 // one line "BENCH <kind> <n> <min> <p25> <p50> <p75> <p90> <p99> <max>
@@ -88,6 +92,10 @@ void fwmain(void) {
 		fmt.Fprintf(&b, "\t  report(%q, bad); }\n", k.Name)
 	}
 	b.WriteString("\t(void)v;\n\tputs_(\"BENCH END\\n\");\n")
+	// Stay up a few seconds doing only what Xen answers itself (the PIT's
+	// port), so that dom0 can pause the guest and read the device model's
+	// stage histograms before it powers off (BenchScenario).
+	fmt.Fprintf(&b, "\tfor (int i = 0; i < %d; i++) (void)in(0x61, 1);\n", benchHold)
 	// Power off as the probe firmware does: PIIX4 PM's I/O space at
 	// Xen's PM1a block first (what hvmloader writes: PMBA 0xb001,
 	// PMREGMISC 1). QEMU's PIIX4 decodes PM1a control only then
@@ -113,7 +121,11 @@ func BuildBenchFirmware(dir, name string) (string, error) {
 // every run it prints "BENCH-DM dm=<godm|qemu> pair=<i> domid=<d>
 // first_line_ms=<xl create to the firmware's first COM1 line> rss_kb=
 // hwm_kb= threads=" (the device model's /proc/<pid>/status once the
-// firmware has started). Each COM1 file is relayed afterwards prefixed
+// firmware has started). Once the firmware prints "BENCH END" dom0 pauses
+// the guest, reads godm's stage histograms of the sampled requests (HMP
+// "info ioreq" through xl qemu-monitor-command; QEMU's runs are paused
+// and resumed alike) as "BENCH-STAGES dm=godm pair=<i> domid=<d> <line>"
+// lines, and lets it power off. Each COM1 file is relayed afterwards prefixed
 // "<dm>-dm[<domid>] " (xenbox-dm for godm, qemu-dm for QEMU).
 func BenchScenario(pairs int) Scenario {
 	cfg := func(name, dm, extra string) string {
@@ -160,6 +172,16 @@ run() {
 	done
 	t1=$(ms)
 	echo "BENCH-DM dm=$1 pair=$3 domid=$d first_line_ms=$((t1-t0)) rss_kb=$(st $pid VmRSS) hwm_kb=$(st $pid VmHWM) threads=$(st $pid Threads)"
+	# The end of the timing, polled gently (the same for both device
+	# models); then, the guest paused in its post-timing hold, godm's
+	# stage histograms.
+	while ! grep -q "BENCH END" $out 2>/dev/null && [ $(($(ms)-t1)) -lt 300000 ]; do sleep 0.5; done
+	if xl pause $d 2>/dev/null; then
+		if [ $1 = godm ]; then
+			xl qemu-monitor-command $2 "info ioreq" 2>&1 | tr -d '\r' | sed "s/^/BENCH-STAGES dm=$1 pair=$3 domid=$d /"
+		fi
+		xl unpause $d
+	fi
 	quiet $d 300 || { echo "the $1 guest did not power off in 300 s"; diag $2 $out; xl destroy $d; return 1; }
 	i=0
 	while [ -d /proc/$pid ]; do
@@ -185,6 +207,9 @@ type BenchRun struct {
 	Facts map[string]int64          // first_line_ms, rss_kb, hwm_kb, threads
 	Kinds map[string]BenchQuantiles // by BenchKind name
 	End   bool
+	// Stages are godm's "info ioreq" lines read after the timing (the
+	// whole run's sampled requests, boot included).
+	Stages []string
 }
 
 // BenchQuantiles are a kind's sample count, min, p25, p50, p75, p90,
@@ -197,6 +222,7 @@ type BenchQuantiles struct {
 
 var (
 	benchDMLine = regexp.MustCompile(`\[bench\] BENCH-DM dm=(\w+) pair=(\d+) domid=(\d+) (.*)$`)
+	benchStages = regexp.MustCompile(`\[bench\] BENCH-STAGES dm=(\w+) pair=\d+ domid=(\d+) (.*)$`)
 	benchLine   = regexp.MustCompile(`(xenbox-dm|qemu-dm)\[(\d+)\] BENCH (\S+)((?: \d+)*)\s*$`)
 )
 
@@ -221,6 +247,12 @@ func ParseBench(lines []Line) ([]*BenchRun, error) {
 		}
 	}
 	for _, l := range lines {
+		if m := benchStages.FindStringSubmatch(l.Text); m != nil {
+			if r := byDom[m[2]]; r != nil && r.DM == m[1] {
+				r.Stages = append(r.Stages, strings.TrimSpace(m[3]))
+			}
+			continue
+		}
 		m := benchLine.FindStringSubmatch(strings.TrimSpace(l.Text))
 		if m == nil {
 			continue

@@ -367,6 +367,7 @@ func checkBench(t *testing.T, o *Outcome, pairs int) {
 	if len(runs) != 2*pairs {
 		t.Fatalf("%d benchmark runs reported, want %d", len(runs), 2*pairs)
 	}
+	staged := 0
 	for _, r := range runs {
 		if !r.End {
 			t.Errorf("%s run %d (dom%s): no BENCH END", r.DM, r.Pair, r.Dom)
@@ -386,6 +387,17 @@ func checkBench(t *testing.T, o *Outcome, pairs int) {
 		for _, k := range BenchKinds {
 			t.Logf("  %-5s %v", k.Name, r.Kinds[k.Name].Q)
 		}
+		// godm's own view of the same run: where its workers spent the
+		// sampled requests' time (HMP "info ioreq").
+		for _, l := range r.Stages {
+			t.Logf("  godm %s", l)
+		}
+		if r.DM == "godm" && len(r.Stages) > 0 {
+			staged++
+		}
+	}
+	if staged == 0 {
+		t.Errorf("no godm run reported its stage histograms (info ioreq after BENCH END)")
 	}
 	t.Logf("godm vs QEMU-xen on real Xen, %d pairs (godm/QEMU, median of pairs):\n%s", pairs, BenchTable(runs))
 }
@@ -722,6 +734,8 @@ func TestParseBench(t *testing.T) {
 			add(fmt.Sprintf("qemu-dm[%d] BENCH %s 200 200 400 600 800 1000 1200 1400 0", dom[1], k.Name))
 		}
 		add(fmt.Sprintf("xenbox-dm[%d] BENCH END", dom[0]))
+		add(fmt.Sprintf("[bench] BENCH-STAGES dm=godm pair=%d domid=%d ioreq-stage path=block stage=total n=12 mean_ns=9000 p50_ns=8192 p90_ns=16384 p99_ns=16384", pair, dom[0]))
+		add(fmt.Sprintf("[bench] BENCH-STAGES dm=godm pair=%d domid=%d ioreq-stage path=spin stage=total n=1", pair, dom[1])) // not godm's run: ignored
 		add(fmt.Sprintf("qemu-dm[%d] BENCH END", dom[1]))
 	}
 	add("qemu-dm[99] BENCH lsr 1 2 3") // no run of that domain: ignored
@@ -735,6 +749,13 @@ func TestParseBench(t *testing.T) {
 	for _, r := range runs {
 		if !r.End || len(r.Kinds) != len(BenchKinds) {
 			t.Errorf("%s pair %d: end %v, %d kinds", r.DM, r.Pair, r.End, len(r.Kinds))
+		}
+		wantStages := 0
+		if r.DM == "godm" {
+			wantStages = 1
+		}
+		if len(r.Stages) != wantStages || wantStages == 1 && !strings.HasPrefix(r.Stages[0], "ioreq-stage path=block stage=total n=12 ") {
+			t.Errorf("%s pair %d: stages %q", r.DM, r.Pair, r.Stages)
 		}
 	}
 	tab := BenchTable(runs)
