@@ -344,7 +344,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		if err != nil {
 			return fmt.Errorf("-vnc: %w", err)
 		}
-		go vncSrv.Serve(ln)
+		vncSrv.Go(ln) // listening before query-vnc can ask
 		log.Info("VNC server", "addr", ln.Addr().String(), "password", cfg.VNC.Password)
 	}
 

@@ -134,14 +134,33 @@ func (s *Server) Refresh() {
 // Serve accepts clients on ln until Close (then it returns nil) or an
 // accept error.
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		ln.Close()
+	if !s.addListener(ln) {
 		return nil
 	}
+	return s.accept(ln)
+}
+
+// Go serves ln on a goroutine of its own, the listener registered before
+// it returns (so that Info, QMP's query-vnc, names it at once).
+func (s *Server) Go(ln net.Listener) {
+	if s.addListener(ln) {
+		go s.accept(ln)
+	}
+}
+
+// addListener records ln (false, ln closed: the server is closed).
+func (s *Server) addListener(ln net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		ln.Close()
+		return false
+	}
 	s.lns = append(s.lns, ln)
-	s.mu.Unlock()
+	return true
+}
+
+func (s *Server) accept(ln net.Listener) error {
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
