@@ -359,3 +359,44 @@ func TestResetAndPause(t *testing.T) {
 		t.Errorf("Detach: %v, SSTS %#x", err, r.prd(0, pSSTS))
 	}
 }
+
+func TestSnapshotRestore(t *testing.T) {
+	r := newRig(t)
+	r.start(0)
+	r.pwr(0, pIE, 0xffffffff)
+	r.wr(hostGHC, ghcIE)
+	r.issue(0, 0, h2d(ataSetFeatures, 0, 0), false, nil) // feature 0: ABRT
+	snap, err := r.c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2 := newRig(t)
+	if err := r2.c.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	for _, reg := range []uint64{pCLB, pFB, pIS, pIE, pCMD, pTFD, pSIG, pSSTS, pCI} {
+		if a, b := r.prd(0, reg), r2.prd(0, reg); a != b {
+			t.Errorf("reg %#x: %#x restored as %#x", reg, a, b)
+		}
+	}
+	if !r2.c.line || r2.rd(hostIS) != 1 {
+		t.Error("restored controller does not interrupt")
+	}
+	// The restored port runs commands on the second rig's memory.
+	copy(r2.mem.Mem, r.mem.Mem)
+	r2.issue(0, 1, h2d(ataReadDMAExt, 5, 1), false, []seg{{dataAddr, 512}})
+	r2.wait(0, pCI)
+	if got := r2.prd(0, pTFD); got != 0x50 {
+		t.Errorf("restored port: TFD %#x", got)
+	}
+	// A record for another layout is refused.
+	r3 := &rig{t: t, mem: memory.NewFlat(0, ramSize)}
+	c3, _ := New(Config{Memory: r3.mem})
+	defer c3.Close()
+	if err := c3.Restore(snap); err == nil {
+		t.Error("restore onto a controller without the disk succeeded")
+	}
+	if err := c3.Restore(snap[:len(snap)/2]); err == nil {
+		t.Error("truncated record accepted")
+	}
+}
