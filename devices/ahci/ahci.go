@@ -162,19 +162,49 @@ func New(c Config) (*Controller, error) {
 	if err := fn.SetBAR(5, pci.BAR{Kind: pci.BARMem32, Size: BARSize, Handler: abar{d}}); err != nil {
 		return nil, fmt.Errorf("ahci: %w", err)
 	}
-	// QEMU ich.c: the SATA capability (revision 1.0; BAR4 holds the
-	// index/data pair at offset 16) and one 64-bit MSI vector.
-	if _, err := fn.AddCapability(0x12, []byte{0x10, 0x00, 0x48, 0x00, 0x00, 0x00}, nil, nil); err != nil {
+	// QEMU ich.c: MSI (one 64-bit vector) at 0x80, the SATA capability
+	// (revision 1.0; BAR4 holds the index/data pair at offset 16) at
+	// 0xa8, the address map register (0x90) reading 0x40, AHCI mode. The
+	// other device-specific bytes are writable and kept across resets,
+	// as QEMU's default write mask and pci_do_device_reset leave them.
+	plain := func(lo, hi uint32) error {
+		for off := lo; off < hi; off++ {
+			reset := uint32(0)
+			if off == 0x90 {
+				reset = 0x40
+			}
+			if err := fn.DefineRegister(off, 1, reset, 0xff, 0); err != nil {
+				return err
+			}
+			if err := fn.KeepOnReset(off, 1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := plain(0x40, 0x80); err != nil {
 		return nil, fmt.Errorf("ahci: %w", err)
 	}
-	if _, err := fn.AddMSI(pci.MSIConfig{Vectors: 1, Addr64: true}); err != nil {
+	if off, err := fn.AddMSI(pci.MSIConfig{Vectors: 1, Addr64: true}); err != nil || off != 0x80 {
+		return nil, fmt.Errorf("ahci: msi at %#x: %v", off, err)
+	}
+	if err := plain(0x8e, 0xa8); err != nil {
+		return nil, fmt.Errorf("ahci: %w", err)
+	}
+	if off, err := fn.AddCapability(0x12, []byte{0x10, 0x00, 0x48, 0x00, 0x00, 0x00}, nil, nil); err != nil || off != 0xa8 {
+		return nil, fmt.Errorf("ahci: sata capability at %#x: %v", off, err)
+	}
+	if err := plain(0xb0, pci.ConfigSize); err != nil {
 		return nil, fmt.Errorf("ahci: %w", err)
 	}
 	for i := range d.p {
 		p := &d.p[i]
 		p.c, p.n = d, i
 		p.busy = -1
-		p.serial = fmt.Sprintf("QM%05d", i+1)
+		// QEMU numbers IDE drive states in creation order from 1
+		// (ide_init1): the PIIX3 IDE's four come first, then two per
+		// AHCI port (each port is an IDE bus of two).
+		p.serial = fmt.Sprintf("QM%05d", 5+2*i)
 	}
 	d.reset()
 	return d, nil

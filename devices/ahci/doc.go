@@ -21,7 +21,9 @@
 //     FPDMA QUEUED (NCQ: PxSACT, the set device bits FIS), FLUSH CACHE
 //     (+EXT), SET FEATURES (write cache, transfer mode, the no-ops QEMU
 //     accepts), READ VERIFY, CHECK POWER MODE and the power no-ops. The
-//     others end with ABRT, as QEMU's for a command it does not know.
+//     others end with ABRT. (QEMU 7.2 leaves an aborted command's slot in
+//     PxCI without a D2H FIS, to be rerun at the next CI write; godm
+//     completes it with the error, as a device does.)
 //   - Completion writes the D2H register FIS (or the SDB FIS for NCQ) into
 //     the received-FIS area, updates PxTFD and raises PxIS bits; the
 //     controller's interrupt is INTx, or MSI once the guest enables it.

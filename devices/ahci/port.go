@@ -201,14 +201,11 @@ func (p *port) sendInitD2H() {
 	}
 }
 
-// fisRegs fills a D2H or PIO setup FIS's register bytes (QEMU
-// ahci_write_fis_d2h / _pio; the I bit follows the HBA's IS as QEMU's).
+// fisRegs fills a D2H or PIO setup FIS's register bytes (QEMU 7.2
+// ahci_write_fis_d2h / _pio: the interrupt bit always set).
 func (p *port) fisRegs(f []byte, typ byte) {
 	f[0] = typ
-	f[1] = 0
-	if p.c.is != 0 {
-		f[1] = 1 << 6
-	}
+	f[1] = 1 << 6
 	f[2], f[3] = p.tf.status, p.tf.err
 	f[4], f[5], f[6], f[7] = p.tf.sector, p.tf.lcyl, p.tf.hcyl, p.tf.sel
 	f[8], f[9], f[10], f[11] = p.tf.hobSector, p.tf.hobLcyl, p.tf.hobHcyl, 0
@@ -217,18 +214,28 @@ func (p *port) fisRegs(f []byte, typ byte) {
 
 // writeD2H writes the D2H register FIS, updates TFD and raises DHRS
 // (and TFES on an error); false if FIS receive is off.
-func (p *port) writeD2H() bool {
+func (p *port) writeD2H() bool { return p.d2h(true) }
+
+// d2h is ahci_write_fis_d2h: irq false is the FIS QEMU sends when it takes
+// a queued command (the interface ready again; SATA 3.5a §11.15
+// DFPDMAQ2): the interrupt bit clear and no DHRS.
+func (p *port) d2h(irq bool) bool {
 	if p.cmd&cmdFR == 0 || p.cmd&cmdFRE == 0 {
 		return false
 	}
 	var f [20]byte
 	p.fisRegs(f[:], 0x34)
+	if !irq {
+		f[1] = 0
+	}
 	_ = p.c.mem.Write(memory.GPA(p.fbAddr()+fisRFIS), f[:])
 	p.tfd = uint32(p.tf.err)<<8 | uint32(p.tf.status)
 	if p.tf.status&stERR != 0 {
 		p.trigger(isTFES)
 	}
-	p.trigger(isDHRS)
+	if irq {
+		p.trigger(isDHRS)
+	}
 	return true
 }
 
@@ -329,6 +336,7 @@ func (p *port) handleCmd(slot int) (done, ok bool) {
 		// QEMU clears a queued command's slot at once: PxSACT and the SDB
 		// FIS report it.
 		p.ncq(slot, f)
+		p.d2h(false)
 		return true, true
 	}
 	p.tf.feature, p.tf.sector, p.tf.lcyl, p.tf.hcyl, p.tf.sel = f[3], f[4], f[5], f[6], f[7]
@@ -394,16 +402,21 @@ func (p *port) exec(slot int, hdrAddr uint64, cmd uint8) {
 	dsc := false
 	switch cmd {
 	case ataIdentify:
+		// QEMU 7.2 ahci_start_transfer: the block goes through the
+		// PRDT and the PIO setup FIS (DRQ still set) is written, then
+		// the transfer ends (status READY|SEEK) and cmd_done writes
+		// the D2H FIS.
 		p.identify()
-		p.tf.status = stREADY | stSEEK
+		p.tf.status = stREADY | stSEEK | stDRQ
 		n, err := p.pioIn(hdrAddr, p.ident[:])
 		if err != nil {
 			p.abort()
 			break
 		}
 		p.setPRDBC(hdrAddr, n)
-		p.cmdDone()
 		p.writePIO(n)
+		p.tf.status = stREADY | stSEEK
+		p.cmdDone()
 		return
 	case ataReadDMA, ataReadDMANR, ataReadDMAExt, ataWriteDMA, ataWriteDMANR, ataWriteDMAExt:
 		lba48 := cmd == ataReadDMAExt || cmd == ataWriteDMAExt
@@ -455,6 +468,7 @@ func (p *port) identify() {
 	ide.ATAIdentify(p.ident[:], ide.Identity{
 		Cyls: p.cyls, Heads: p.heads, Secs: p.secs, Sectors: p.sectors,
 		Serial: p.serial, Model: "QEMU HARDDISK", MultSectors: 16, WriteCache: p.wcache,
+		NCQQueues: Slots,
 	})
 	p.identSet = true
 }

@@ -572,6 +572,8 @@ type Identity struct {
 	Serial, Model     string
 	MultSectors       int // SET MULTIPLE's setting (0: none)
 	WriteCache        bool
+	// NCQQueues is the NCQ queue depth (AHCI: 32; 0 for IDE).
+	NCQQueues int
 }
 
 // ATAIdentify fills p (at least 512 bytes) with the IDENTIFY DEVICE page
@@ -626,6 +628,10 @@ func ATAIdentify(p []byte, id Identity) {
 	put16(p, 86, 1<<13|1<<12|1<<10)
 	put16(p, 87, 1<<14)
 	put16(p, 88, 0x3f|1<<13)
+	if id.NCQQueues > 0 {
+		put16(p, 75, uint16(id.NCQQueues-1))
+		put16(p, 76, 1<<8) // NCQ supported
+	}
 	put16(p, 69, 1<<14) // deterministic TRIM (discard_granularity 512)
 	put16(p, 93, 1|1<<14|0x2000)
 	put16(p, 169, 1)      // TRIM supported
