@@ -201,6 +201,7 @@ func New(c Config) (*Controller, error) {
 		p := &d.p[i]
 		p.c, p.n = d, i
 		p.busy = -1
+		p.ioDoneFn = p.ioDone // one method value, not one per request
 		// QEMU numbers IDE drive states in creation order from 1
 		// (ide_init1): the PIIX3 IDE's four come first, then two per
 		// AHCI port (each port is an IDE bus of two).

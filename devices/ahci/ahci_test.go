@@ -400,3 +400,23 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Error("truncated record accepted")
 	}
 }
+
+// TestCommandAllocs: issuing a command on the ioreq path (register
+// writes, the command walk, a synchronous command's FISes) allocates
+// nothing.
+func TestCommandAllocs(t *testing.T) {
+	r := newRig(t)
+	r.start(0)
+	r.issue(0, 0, h2d(ataIdentify, 0, 0), false, []seg{{dataAddr, 512}})
+	n := testing.AllocsPerRun(100, func() {
+		r.pwr(0, pIS, 0xffffffff)
+		r.pwr(0, pCI, 1)
+		_ = r.prd(0, pTFD)
+	})
+	if n != 0 {
+		t.Errorf("%v allocations per IDENTIFY", n)
+	}
+	if r.prd(0, pCI) != 0 || r.prd(0, pTFD) != 0x50 {
+		t.Fatalf("IDENTIFY did not run: CI %#x TFD %#x", r.prd(0, pCI), r.prd(0, pTFD))
+	}
+}

@@ -167,7 +167,7 @@ func (p *port) submitChunk() error {
 	}
 	j.n = want
 	p.bufs[0] = p.buf[:want]
-	p.req = block.Request{Op: block.OpRead, Off: int64(j.lba) * 512, Bufs: p.bufs[:], Tag: p.gen, Done: p.ioDone}
+	p.req = block.Request{Op: block.OpRead, Off: int64(j.lba) * 512, Bufs: p.bufs[:], Tag: p.gen, Done: p.ioDoneFn}
 	if j.write {
 		p.req.Op = block.OpWrite
 	}
@@ -187,7 +187,7 @@ func (p *port) submit() error {
 // aborted and not running.
 func (p *port) startFlush(slot int, hdrAddr uint64) {
 	p.job = job{slot: slot, tag: -1, hdrAddr: hdrAddr, flush: true}
-	p.req = block.Request{Op: block.OpFlush, Tag: p.gen, Done: p.ioDone}
+	p.req = block.Request{Op: block.OpFlush, Tag: p.gen, Done: p.ioDoneFn}
 	if p.submit() != nil {
 		p.abort()
 		return

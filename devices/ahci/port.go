@@ -50,6 +50,8 @@ type port struct {
 	hdr               [32]byte   // the command header being handled
 	tbl               [0x80]byte // its command FIS and ATAPI command
 	scratch           [16]byte
+	fis               [20]byte // the FIS being written
+	ioDoneFn          func(*block.Request)
 }
 
 func (p *port) clbAddr() uint64 { return uint64(p.clbu)<<32 | uint64(p.clb) }
@@ -135,9 +137,9 @@ func (p *port) write(off, v uint32) {
 
 // inRAM reports whether n bytes at gpa are guest memory (QEMU maps them).
 func (p *port) inRAM(gpa uint64, n int) bool {
-	var b [1]byte
-	return gpa+uint64(n) > gpa && p.c.mem.Read(memory.GPA(gpa), b[:]) == nil &&
-		p.c.mem.Read(memory.GPA(gpa+uint64(n)-1), b[:]) == nil
+	b := p.scratch[:1]
+	return gpa+uint64(n) > gpa && p.c.mem.Read(memory.GPA(gpa), b) == nil &&
+		p.c.mem.Read(memory.GPA(gpa+uint64(n)-1), b) == nil
 }
 
 // condStartEngines is ahci_cond_start_engines: ST starts the command list
@@ -210,6 +212,7 @@ func (p *port) fisRegs(f []byte, typ byte) {
 	f[4], f[5], f[6], f[7] = p.tf.sector, p.tf.lcyl, p.tf.hcyl, p.tf.sel
 	f[8], f[9], f[10], f[11] = p.tf.hobSector, p.tf.hobLcyl, p.tf.hobHcyl, 0
 	f[12], f[13] = byte(p.tf.nsector), byte(p.tf.nsector>>8)
+	clear(f[14:])
 }
 
 // writeD2H writes the D2H register FIS, updates TFD and raises DHRS
@@ -223,7 +226,7 @@ func (p *port) d2h(irq bool) bool {
 	if p.cmd&cmdFR == 0 || p.cmd&cmdFRE == 0 {
 		return false
 	}
-	var f [20]byte
+	f := &p.fis
 	p.fisRegs(f[:], 0x34)
 	if !irq {
 		f[1] = 0
@@ -244,7 +247,7 @@ func (p *port) writePIO(n uint32) {
 	if p.cmd&cmdFR == 0 || p.cmd&cmdFRE == 0 {
 		return
 	}
-	var f [20]byte
+	f := &p.fis
 	p.fisRegs(f[:], 0x5f)
 	f[15] = p.tf.status
 	f[16], f[17] = byte(n), byte(n>>8)
@@ -261,7 +264,7 @@ func (p *port) writeSDB() {
 	if p.cmd&cmdFR == 0 || p.cmd&cmdFRE == 0 {
 		return
 	}
-	var f [8]byte
+	f := p.fis[:8]
 	f[0], f[1] = 0xa1, 0x40
 	f[2], f[3] = p.tf.status&0x77, p.tf.err
 	binary.LittleEndian.PutUint32(f[4:], p.finished)
