@@ -268,9 +268,11 @@ func (b *Board) unplugDisks(mask xenplatform.UnplugMask) error {
 		touched[d.Controller] = true
 		errs = append(errs, b.remove(p.ID, true))
 	}
-	// AHCI disks go the same way (QEMU 7.2 unplug_disks treats
-	// PCI_CLASS_STORAGE_SATA as IDE: pci_xen_ide_unplug); port 0 is the
-	// primary master's counterpart for the auxiliary-only unplug.
+	// AHCI disks go the same way, as later QEMU's unplug_disks does (it
+	// added PCI_CLASS_STORAGE_SATA beside IDE for pci_xen_ide_unplug;
+	// QEMU 7.2 leaves them, and the guest would then reach one image
+	// through two drivers). Port 0 plays the primary master for the
+	// auxiliary-only unplug (not checked against QEMU).
 	for _, p := range b.AHCIDrives() {
 		d := p.Dev.(*AHCIDrive)
 		if aux && d.Port == 0 {
