@@ -42,6 +42,9 @@ targets="
 ./devices/ide FuzzPRD
 ./devices/ide FuzzATAPIPacket
 ./devices/ide FuzzRestore
+./devices/ahci FuzzCommand
+./devices/ahci FuzzRegisters
+./devices/ahci FuzzRestore
 ./devices/testdev FuzzScript
 ./devices/rtl8139 FuzzScript
 ./devices/rtl8139 FuzzRings

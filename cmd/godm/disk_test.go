@@ -145,3 +145,69 @@ func TestLibxlDisks(t *testing.T) {
 		d.Close()
 	}
 }
+
+// TestLibxlAHCIDisk starts godm with what libxl writes for
+// hdtype="ahci" (-device ahci,id=ahci0, the disk as if=none plus
+// -device ide-hd,bus=ahci0.0) and checks that the guest's configuration
+// space shows the ICH9 AHCI function, that the image is locked while godm
+// holds it, and that the PV drivers' unplug releases it.
+func TestLibxlAHCIDisk(t *testing.T) {
+	needPTY(t)
+	r := newDMRig(t)
+	dom := int(r.dom.ID())
+	img := filepath.Join(r.dir, "sata.img")
+	if err := os.WriteFile(img, make([]byte, 8<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	argv := libxlArgv(dom, r.dir) + " -device ahci,id=ahci0" +
+		" -drive file=" + img + ",if=none,id=ahcidisk-0,format=raw,cache=writeback" +
+		" -device ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0"
+	r.start(t, argv, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	statePath := fmt.Sprintf("/local/domain/0/device-model/%d/state", dom)
+	if err := r.xs.WaitValue(ctx, statePath, []byte("running")); err != nil {
+		t.Fatalf("waiting for %s: %v (log: %s)", statePath, err, r.log.String())
+	}
+	v := r.dom.VCPU(0)
+	cfg := func(slot, off int) uint64 {
+		if err := v.Out(0xcf8, 4, uint64(0x80000000|slot<<11|off)); err != nil {
+			t.Fatal(err)
+		}
+		x, err := v.In(0xcfc, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	found := -1
+	for slot := range 32 {
+		if cfg(slot, 0) == 0x29228086 {
+			found = slot
+		}
+	}
+	if found < 0 {
+		t.Fatalf("no 8086:2922 function on bus 0 (log: %s)", r.log.String())
+	}
+	if class := cfg(found, 8) >> 8; class != 0x010601 {
+		t.Errorf("AHCI class %#x", class)
+	}
+	if _, err := block.Open(img, block.Options{Format: "raw"}); err == nil || !strings.Contains(err.Error(), "lock") {
+		t.Errorf("second writer of godm's image: %v, want a lock error", err)
+	}
+	if m, err := v.In(0x10, 2); err != nil || m != 0x49d2 {
+		t.Fatalf("platform magic %#x %v", m, err)
+	}
+	if err := v.Out(0x10, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := block.Open(img, block.Options{Format: "raw"}); err != nil {
+		t.Errorf("the unplugged AHCI disk's image is still locked: %v", err)
+	} else {
+		d.Close()
+	}
+	r.stop()
+	if err := r.wait(); err != nil {
+		t.Errorf("godm: %v", err)
+	}
+}

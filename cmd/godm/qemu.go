@@ -252,10 +252,11 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 				log.Info("netdev anti-spoofing on", "id", nd.ID, "attach", f.Mode())
 			}
 		}
-		if spec.Drives, spec.Storage, err = openDrives(cfg); err != nil {
+		var sata []board.Entry
+		if spec.Drives, spec.Storage, sata, err = openDrives(cfg); err != nil {
 			return err
 		}
-		spec.Devices = qemuLayout(spec, cfg.VGAMemMB, cfg.TestSlots, cfg.NICs)
+		spec.Devices = append(qemuLayout(spec, cfg.VGAMemMB, cfg.TestSlots, cfg.NICs), sata...)
 		m, err = machine.New(env.Kernel, spec) // owns the drives from here
 		if err != nil {
 			return fmt.Errorf("serve %v: %w", spec.Dom, err)
@@ -676,17 +677,26 @@ func (h *machineHost) DeviceDel(id string) error {
 }
 
 // openDrives opens the -drive images (before privileges are dropped) and
-// returns them by id with the disk devices that place them. A drive
-// without an id gets QEMU's name (ide<bus>-hd<unit> or -cd<unit>, vl.c
-// drive_new), which query-block shows. On error nothing stays open.
-func openDrives(cfg *dmcontract.Config) (map[string]*board.Drive, []board.Entry, error) {
+// returns them by id with the disk devices that place them: those on the
+// IDE controller, and the AHCI controller with its disks (libxl writes
+// -device ahci after the NICs, so QEMU gives it the slot after theirs). A
+// drive without an id gets QEMU's name (ide<bus>-hd<unit> or -cd<unit>,
+// vl.c drive_new), which query-block shows. On error nothing stays open.
+func openDrives(cfg *dmcontract.Config) (map[string]*board.Drive, []board.Entry, []board.Entry, error) {
 	drives := map[string]*board.Drive{}
-	var entries []board.Entry
-	fail := func(err error) (map[string]*board.Drive, []board.Entry, error) {
+	var entries, sata []board.Entry
+	fail := func(err error) (map[string]*board.Drive, []board.Entry, []board.Entry, error) {
 		for _, d := range drives {
 			d.Close()
 		}
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	for _, h := range cfg.AHCI {
+		p := map[string]string{"id": h.ID}
+		if h.Addr != "" {
+			p["addr"] = h.Addr
+		}
+		sata = append(sata, board.Entry{Driver: "ahci", Props: p})
 	}
 	for _, d := range cfg.Drives {
 		id := d.ID
@@ -717,15 +727,22 @@ func openDrives(cfg *dmcontract.Config) (map[string]*board.Drive, []board.Entry,
 	}
 	for _, dev := range cfg.IDEDevices {
 		p := map[string]string{"bus": fmt.Sprintf("ide.%d", dev.Bus), "unit": fmt.Sprint(dev.Unit)}
+		if dev.AHCI != "" {
+			p["bus"] = fmt.Sprintf("%s.%d", dev.AHCI, dev.Bus)
+		}
 		if dev.ID != "" {
 			p["id"] = dev.ID
 		}
 		if dev.Drive != "" {
 			p["drive"] = dev.Drive
 		}
+		if dev.AHCI != "" {
+			sata = append(sata, board.Entry{Driver: dev.Driver, Props: p})
+			continue
+		}
 		entries = append(entries, board.Entry{Driver: dev.Driver, Props: p})
 	}
-	return drives, entries, nil
+	return drives, entries, sata, nil
 }
 
 // qemuLayout is the board for a qemu-xen command line: the machine's

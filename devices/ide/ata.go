@@ -554,70 +554,95 @@ func padStr(b []byte, word, n int, s string) {
 // ataIdentify is ide_identify (the page is computed once and kept, as
 // QEMU keeps identify_data; SET FEATURES edits it).
 func (u *unit) ataIdentify() {
-	p := u.identify[:]
 	if !u.identifySet {
-		clear(p)
-		put16(p, 0, 0x0040)
-		put16(p, 1, uint16(u.cyls))
-		put16(p, 3, uint16(u.heads))
-		put16(p, 4, uint16(512*u.secs))
-		put16(p, 5, 512)
-		put16(p, 6, uint16(u.secs))
-		padStr(p, 10, 20, u.serial)
-		put16(p, 20, 3)
-		put16(p, 21, 512)
-		put16(p, 22, 4)
-		padStr(p, 23, 8, hwVersion)
-		padStr(p, 27, 40, u.model)
-		put16(p, 47, 0x8000|maxMult)
-		put16(p, 48, 1)
-		put16(p, 49, 1<<11|1<<9|1<<8)
-		put16(p, 51, 0x200)
-		put16(p, 52, 0x200)
-		put16(p, 53, 1|1<<1|1<<2)
-		put16(p, 54, uint16(u.cyls))
-		put16(p, 55, uint16(u.heads))
-		put16(p, 56, uint16(u.secs))
-		old := u.cyls * u.heads * u.secs
-		put16(p, 57, uint16(old))
-		put16(p, 58, uint16(old>>16))
-		if u.multSectors != 0 {
-			put16(p, 59, 0x100|uint16(u.multSectors))
-		}
-		put16(p, 62, 0x07)
-		put16(p, 63, 0x07)
-		put16(p, 64, 0x03)
-		put16(p, 65, 120)
-		put16(p, 66, 120)
-		put16(p, 67, 120)
-		put16(p, 68, 120)
-		put16(p, 80, 0xf0)
-		put16(p, 81, 0x16)
-		put16(p, 82, 1<<14|1<<5|1)
-		put16(p, 83, 1<<14|1<<13|1<<12|1<<10)
-		put16(p, 84, 1<<14)
-		if u.wcache {
-			put16(p, 85, 1<<14|1<<5|1)
-		} else {
-			put16(p, 85, 1<<14|1)
-		}
-		put16(p, 86, 1<<13|1<<12|1<<10)
-		put16(p, 87, 1<<14)
-		put16(p, 88, 0x3f|1<<13)
-		put16(p, 69, 1<<14) // deterministic TRIM (discard_granularity 512)
-		put16(p, 93, 1|1<<14|0x2000)
-		put16(p, 169, 1)      // TRIM supported
-		put16(p, 106, 0x6000) // physical block = logical block (512)
-		lba28 := min(u.nbSectors, 1<<28-1)
-		put16(p, 60, uint16(lba28))
-		put16(p, 61, uint16(lba28>>16))
-		put16(p, 100, uint16(u.nbSectors))
-		put16(p, 101, uint16(u.nbSectors>>16))
-		put16(p, 102, uint16(u.nbSectors>>32))
-		put16(p, 103, uint16(u.nbSectors>>48))
+		ATAIdentify(u.identify[:], Identity{
+			Cyls: u.cyls, Heads: u.heads, Secs: u.secs, Sectors: u.nbSectors,
+			Serial: u.serial, Model: u.model, MultSectors: u.multSectors, WriteCache: u.wcache,
+		})
 		u.identifySet = true
 	}
-	copy(u.buf, p)
+	copy(u.buf, u.identify[:])
+}
+
+// Identity is what an ATA IDENTIFY DEVICE page describes; the IDE and
+// AHCI controllers share the page.
+type Identity struct {
+	Cyls, Heads, Secs uint32 // the current logical geometry
+	Sectors           uint64 // 512-byte sectors of the medium
+	Serial, Model     string
+	MultSectors       int // SET MULTIPLE's setting (0: none)
+	WriteCache        bool
+	// NCQQueues is the NCQ queue depth (AHCI: 32; 0 for IDE).
+	NCQQueues int
+}
+
+// ATAIdentify fills p (at least 512 bytes) with the IDENTIFY DEVICE page
+// QEMU's ide_identify builds (hw/ide/core.c).
+func ATAIdentify(p []byte, id Identity) {
+	p = p[:512]
+	clear(p)
+	put16(p, 0, 0x0040)
+	put16(p, 1, uint16(id.Cyls))
+	put16(p, 3, uint16(id.Heads))
+	put16(p, 4, uint16(512*id.Secs))
+	put16(p, 5, 512)
+	put16(p, 6, uint16(id.Secs))
+	padStr(p, 10, 20, id.Serial)
+	put16(p, 20, 3)
+	put16(p, 21, 512)
+	put16(p, 22, 4)
+	padStr(p, 23, 8, hwVersion)
+	padStr(p, 27, 40, id.Model)
+	put16(p, 47, 0x8000|maxMult)
+	put16(p, 48, 1)
+	put16(p, 49, 1<<11|1<<9|1<<8)
+	put16(p, 51, 0x200)
+	put16(p, 52, 0x200)
+	put16(p, 53, 1|1<<1|1<<2)
+	put16(p, 54, uint16(id.Cyls))
+	put16(p, 55, uint16(id.Heads))
+	put16(p, 56, uint16(id.Secs))
+	old := id.Cyls * id.Heads * id.Secs
+	put16(p, 57, uint16(old))
+	put16(p, 58, uint16(old>>16))
+	if id.MultSectors != 0 {
+		put16(p, 59, 0x100|uint16(id.MultSectors))
+	}
+	put16(p, 62, 0x07)
+	put16(p, 63, 0x07)
+	put16(p, 64, 0x03)
+	put16(p, 65, 120)
+	put16(p, 66, 120)
+	put16(p, 67, 120)
+	put16(p, 68, 120)
+	put16(p, 80, 0xf0)
+	put16(p, 81, 0x16)
+	put16(p, 82, 1<<14|1<<5|1)
+	put16(p, 83, 1<<14|1<<13|1<<12|1<<10)
+	put16(p, 84, 1<<14)
+	if id.WriteCache {
+		put16(p, 85, 1<<14|1<<5|1)
+	} else {
+		put16(p, 85, 1<<14|1)
+	}
+	put16(p, 86, 1<<13|1<<12|1<<10)
+	put16(p, 87, 1<<14)
+	put16(p, 88, 0x3f|1<<13)
+	if id.NCQQueues > 0 {
+		put16(p, 75, uint16(id.NCQQueues-1))
+		put16(p, 76, 1<<8) // NCQ supported
+	}
+	put16(p, 69, 1<<14) // deterministic TRIM (discard_granularity 512)
+	put16(p, 93, 1|1<<14|0x2000)
+	put16(p, 169, 1)      // TRIM supported
+	put16(p, 106, 0x6000) // physical block = logical block (512)
+	lba28 := min(id.Sectors, 1<<28-1)
+	put16(p, 60, uint16(lba28))
+	put16(p, 61, uint16(lba28>>16))
+	put16(p, 100, uint16(id.Sectors))
+	put16(p, 101, uint16(id.Sectors>>16))
+	put16(p, 102, uint16(id.Sectors>>32))
+	put16(p, 103, uint16(id.Sectors>>48))
 }
 
 // atapiIdentify is ide_atapi_identify.
@@ -649,6 +674,12 @@ func (u *unit) atapiIdentify() {
 		u.identifySet = true
 	}
 	copy(u.buf, p)
+}
+
+// GuessGeometry is QEMU's hd_geometry_guess for nb 512-byte sectors of d
+// (shared with the AHCI controller).
+func GuessGeometry(d *block.Drive, nb uint64) (cyls, heads, secs uint32) {
+	return guessGeometry(d, nb)
 }
 
 // guessGeometry is QEMU's hd_geometry_guess (hw/block/hd-geometry.c): a

@@ -90,8 +90,8 @@ var drivers = []*Driver{
 	{Name: "ide-hd", Bus: "IDE", Category: "Storage devices", Desc: "virtual IDE disk",
 		Props: []Prop{
 			{Name: "drive", Type: "str", Desc: "Node name or ID of a block device to use as a backend"},
-			{Name: "bus", Type: "str", Desc: "ide.0 or ide.1", Default: "first free position"},
-			{Name: "unit", Type: "uint32", Desc: "0 (master) or 1 (slave)", Default: "0"},
+			{Name: "bus", Type: "str", Desc: "ide.0 or ide.1, or an ahci device's ID.0 to ID.5", Default: "first free position"},
+			{Name: "unit", Type: "uint32", Desc: "0 (master) or 1 (slave); 0 on AHCI", Default: "0"},
 		}, New: newIDEDrive(ide.HD)},
 	{Name: "ide-cd", Bus: "IDE", Category: "Storage devices", Desc: "virtual IDE CD-ROM",
 		Props: []Prop{
@@ -99,6 +99,8 @@ var drivers = []*Driver{
 			{Name: "bus", Type: "str", Desc: "ide.0 or ide.1", Default: "first free position"},
 			{Name: "unit", Type: "uint32", Desc: "0 (master) or 1 (slave)", Default: "0"},
 		}, New: newIDEDrive(ide.CD)},
+	{Name: "ahci", Bus: "PCI", Category: "Storage devices", Desc: "ICH9 AHCI SATA controller (ich9-ahci): buses ID.0 to ID.5 for ide-hd",
+		Props: []Prop{pciAddrProp}, New: newAHCI},
 	{Name: "piix4-pm", Bus: "PCI", Category: "Controller/Bridge/Hub devices", Desc: "PM (ACPI PM1a control, GPE0, PCI hotplug; at 01.3)",
 		Props: []Prop{pciAddrProp}, New: newPIIX4PM},
 	{Name: "xen-platform", Bus: "PCI", Category: "Misc devices", Desc: "Xen platform device (PV drivers' unplug, log, ROM lock)",

@@ -172,11 +172,17 @@ func (b *Board) ideController() (*Plugged, *ide.Controller) {
 
 func newIDEDrive(kind ide.Kind) func(b *Board, p Props, pl *Plugged) error {
 	return func(b *Board, p Props, pl *Plugged) error {
+		busName := p.String("bus", "")
+		if acp, actl, port, ok, err := b.ahciBus(busName); ok || err != nil {
+			if err != nil {
+				return err
+			}
+			return b.newAHCIDrive(p, pl, acp, actl, port, kind == ide.CD)
+		}
 		cp, ctl := b.ideController()
 		if ctl == nil {
 			return errors.New("No 'IDE' bus found for device")
 		}
-		busName := p.String("bus", "")
 		unit, err := p.Uint("unit", 0)
 		if err != nil {
 			return err
@@ -187,7 +193,7 @@ func newIDEDrive(kind ide.Kind) func(b *Board, p Props, pl *Plugged) error {
 		case "ide.1":
 			bus = 1
 		default:
-			return fmt.Errorf("Bus '%s' not found (godm's IDE buses are ide.0 and ide.1; AHCI is not served)", busName)
+			return fmt.Errorf("Bus '%s' not found (godm's IDE buses are ide.0 and ide.1; an ahci device with id ID has ID.0 to ID.5)", busName)
 		}
 		if unit > 1 {
 			return fmt.Errorf("property 'unit': %d is not 0 or 1", unit)
@@ -257,6 +263,19 @@ func (b *Board) unplugDisks(mask xenplatform.UnplugMask) error {
 	for _, p := range b.IDEDrives() {
 		d := p.Dev.(*IDEDrive)
 		if d.Kind != ide.HD || (aux && d.Index() == 0) {
+			continue
+		}
+		touched[d.Controller] = true
+		errs = append(errs, b.remove(p.ID, true))
+	}
+	// AHCI disks go the same way, as later QEMU's unplug_disks does (it
+	// added PCI_CLASS_STORAGE_SATA beside IDE for pci_xen_ide_unplug;
+	// QEMU 7.2 leaves them, and the guest would then reach one image
+	// through two drivers). Port 0 plays the primary master for the
+	// auxiliary-only unplug (not checked against QEMU).
+	for _, p := range b.AHCIDrives() {
+		d := p.Dev.(*AHCIDrive)
+		if aux && d.Port == 0 {
 			continue
 		}
 		touched[d.Controller] = true

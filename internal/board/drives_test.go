@@ -85,7 +85,7 @@ func TestIDEDrivers(t *testing.T) {
 	for _, tc := range []struct{ props, want string }{
 		{"drive=hd0,bus=ide.1,unit=1", "already in use"},
 		{"drive=nope,bus=ide.1,unit=1", "can't find value 'nope'"},
-		{"drive=hd0,bus=ahci0.0", "AHCI is not served"},
+		{"drive=hd0,bus=ahci0.0", "an ahci device with id ID has"},
 		{"drive=hd0,bus=ide.0,unit=2", "not 0 or 1"},
 		{"bus=ide.1,unit=1", "drive property not set"},
 	} {

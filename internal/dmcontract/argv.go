@@ -69,6 +69,8 @@ type Config struct {
 	// the -device ide-hd/ide-cd that place if=none drives.
 	Drives     []Drive
 	IDEDevices []IDEDevice
+	// AHCI is -device ahci (at most one: libxl's hdtype="ahci").
+	AHCI []AHCIController
 	// VGAMemMB is -device VGA's vgamem_mb (libxl's vga="stdvga"); zero
 	// when there is no VGA.
 	VGAMemMB uint64
@@ -618,8 +620,8 @@ func (c *Config) parseDevice(a qemuopts.Arg) error {
 		return refuse(a, whyNIC)
 	case "ide-hd", "ide-cd":
 		return c.parseIDEDevice(a, o, drv)
-	case "ahci":
-		return refuse(a, whyAHCI)
+	case "ahci", "ich9-ahci":
+		return c.parseAHCI(a, o)
 	case "scsi-hd", "scsi-cd", "lsi53c895a", "virtio-blk-pci", "virtio-blk", "nvme", "megasas", "virtio-scsi-pci":
 		return refuse(a, whyDiskKind)
 	case "piix3-usb-uhci", "piix4-usb-uhci", "ich9-usb-ehci1", "ich9-usb-uhci1", "ich9-usb-uhci2", "ich9-usb-uhci3",

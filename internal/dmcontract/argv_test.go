@@ -82,6 +82,20 @@ func TestParseServed(t *testing.T) {
 					{ID: "ide-5696", ReadOnly: true, Cache: "writeback", Media: "cdrom", Index: 3},
 				},
 				IDEDevices: []IDEDevice{{Driver: "ide-cd", ID: "ide-5632", Drive: "ide-5632", Bus: 1}}}},
+		{"hdtype=\"ahci\": two AHCI disks, a CD-ROM on IDE (libxl_dm.c)", served +
+			" -device ahci,id=ahci0" +
+			" -drive file=/var/lib/xen/d.img,if=none,id=ahcidisk-0,format=raw,cache=writeback -device ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0" +
+			" -drive file=/var/lib/xen/e.qcow2,if=none,id=ahcidisk-1,format=qcow2,cache=writeback -device ide-hd,bus=ahci0.1,unit=0,drive=ahcidisk-1" +
+			" -drive if=ide,index=2,readonly=on,media=cdrom,id=ide-5664",
+			Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"},
+				AHCI: []AHCIController{{ID: "ahci0"}},
+				Drives: []Drive{
+					{ID: "ahcidisk-0", File: "/var/lib/xen/d.img", Format: "raw", Cache: "writeback", Media: "disk", Index: -1},
+					{ID: "ahcidisk-1", File: "/var/lib/xen/e.qcow2", Format: "qcow2", Cache: "writeback", Media: "disk", Index: -1},
+					{ID: "ide-5664", ReadOnly: true, Cache: "writeback", Media: "cdrom", Index: 2},
+				},
+				IDEDevices: []IDEDevice{{Driver: "ide-hd", Drive: "ahcidisk-0", AHCI: "ahci0"},
+					{Driver: "ide-hd", Drive: "ahcidisk-1", Bus: 1, AHCI: "ahci0"}}}},
 		{"stdvga, vnc with password, keymap (libxl vga=\"stdvga\" vnc=1 vncpasswd=... keymap=\"en-us\")",
 			strings.Replace(strings.Replace(debian4177, "-device cirrus-vga,vgamem_mb=8", "-device VGA,vgamem_mb=16", 1),
 				"-vnc none", "-vnc 127.0.0.1:3,password=on,to=99 -k en-us", 1),
@@ -155,8 +169,13 @@ func TestParseRefused(t *testing.T) {
 		{tail("-device ide-cd,drive=nope,bus=ide.1,unit=0,id=ide-1"), `-device ide-cd,id=ide-1: no -drive id=nope`},
 		{tail("-drive file=/d.img,if=ide,index=2,media=disk,format=raw -drive if=none,readonly=on,id=ide-5632 -device ide-cd,id=ide-5632,drive=ide-5632,bus=ide.1,unit=0"), `ide.1 unit 0 is taken by -drive index=2`},
 		{tail("-drive if=none,readonly=on,id=x -device ide-hd,id=h,drive=x,bus=ide.0,unit=0"), `an IDE disk needs a writable file`},
-		{tail("-device ide-hd,drive=ahci-d,bus=ahci0.0"), `AHCI is not served yet: set hdtype="ide"`},
-		{tail("-device ahci,id=ahci0"), `-device ahci,id=ahci0: AHCI is not served yet`},
+		{tail("-device ide-hd,drive=ahci-d,bus=ahci0.0"), `bus=ahci0.0: no -device ahci,id=ahci0 before it`},
+		{tail("-device ahci"), `-device ahci: id= missing`},
+		{tail("-device ahci,id=ahci0 -device ahci,id=ahci1"), `a second AHCI controller`},
+		{tail("-device ahci,id=ahci0 -drive file=/d.img,if=none,id=d,format=raw -device ide-hd,bus=ahci0.6,unit=0,drive=d"), `ports are ahci0.0 to ahci0.5`},
+		{tail("-device ahci,id=ahci0 -drive file=/d.img,if=none,id=d,format=raw -device ide-hd,bus=ahci0.1,unit=1,drive=d"), `unit 0 only`},
+		{tail("-device ahci,id=ahci0 -drive if=none,readonly=on,id=c -device ide-cd,bus=ahci0.1,unit=0,drive=c"), `ATAPI over AHCI`},
+		{tail("-device ahci,id=ahci0 -drive file=/d.img,if=none,id=d,format=raw -drive file=/e.img,if=none,id=e,format=raw -device ide-hd,bus=ahci0.1,drive=d -device ide-hd,bus=ahci0.1,drive=e"), `ahci0.1 is taken by`},
 		{tail("-device lsi53c895a"), `only IDE disks are served`},
 		{tail("-device nvme,drive=n,serial=x"), `only IDE disks are served`},
 		{tail("-device virtio-blk-pci,drive=v"), `only IDE disks are served`},

@@ -27,18 +27,28 @@ type Drive struct {
 	Discard bool
 }
 
-// IDEDevice is a -device ide-hd or ide-cd on the PIIX3 IDE buses.
+// IDEDevice is a -device ide-hd or ide-cd on the PIIX3 IDE buses, or an
+// ide-hd on a port of the AHCI controller.
 type IDEDevice struct {
 	Driver    string // ide-hd or ide-cd
 	ID        string
 	Drive     string // a -drive id, "" for an empty ide-cd
 	Bus, Unit int
+	// AHCI names the AHCI controller (its id) when Bus is its port.
+	AHCI string
+}
+
+// AHCIController is -device ahci,id=ID[,addr=SLOT] (libxl's
+// hdtype="ahci"; addr= when an IGD is passed through).
+type AHCIController struct {
+	ID   string
+	Addr string // "" for the first free slot
 }
 
 // Refusals of disk set-ups godm does not serve.
 const (
 	whyDiskKind = `only IDE disks are served (xl.cfg disk=[...] with hdX or xvdX vdevs on hdtype=ide): remove sdX (SCSI) and NVMe disks`
-	whyAHCI     = `AHCI is not served yet: set hdtype="ide" (or remove hdtype=ahci)`
+	whyAHCICD   = `an ide-cd on an AHCI port is not served yet (ATAPI over AHCI): libxl puts CD-ROMs on the IDE controller`
 	whyCOLO     = `COLO disk replication is not supported: remove colo= from the disk=[...] entry`
 )
 
@@ -163,12 +173,13 @@ func (c *Config) parseIDEDevice(a qemuopts.Arg, o *qemuopts.Opts, drv string) er
 	if err := o.CheckUnused(); err != nil {
 		return err
 	}
+	if id, port, ok := strings.Cut(bus, "."); ok && id != "ide" {
+		return c.parseAHCIDevice(a, dev, id, port, unit)
+	}
 	switch {
 	case bus == "ide.0":
 	case bus == "ide.1":
 		dev.Bus = 1
-	case strings.HasPrefix(bus, "ahci"):
-		return refuse(a, whyAHCI)
 	default:
 		return refuse(a, "bus=%s: want ide.0 or ide.1 (the PIIX3 IDE buses)", bus)
 	}
@@ -180,6 +191,56 @@ func (c *Config) parseIDEDevice(a qemuopts.Arg, o *qemuopts.Opts, drv string) er
 		return refuse(a, "an ide-hd needs drive=")
 	}
 	c.IDEDevices = append(c.IDEDevices, dev)
+	return nil
+}
+
+// parseAHCIDevice takes -device ide-hd,bus=ID.N,unit=0,drive=D (libxl_dm.c
+// for hdtype="ahci": ide-hd,bus=ahci0.N,unit=0,drive=ahcidisk-N).
+func (c *Config) parseAHCIDevice(a qemuopts.Arg, dev IDEDevice, id, port string, unit uint64) error {
+	found := false
+	for _, h := range c.AHCI {
+		found = found || h.ID == id
+	}
+	if !found {
+		return refuse(a, "bus=%s.%s: no -device ahci,id=%s before it (the IDE buses are ide.0 and ide.1)", id, port, id)
+	}
+	n, err := qemuopts.ParseUint(port)
+	if err != nil || n > 5 {
+		return refuse(a, "bus=%s.%s: an AHCI controller's ports are %s.0 to %s.5", id, port, id, id)
+	}
+	if unit != 0 {
+		return refuse(a, "unit=%d: an AHCI port has unit 0 only", unit)
+	}
+	if dev.Driver == "ide-cd" {
+		return refuse(a, whyAHCICD)
+	}
+	if dev.Drive == "" {
+		return refuse(a, "an ide-hd needs drive=")
+	}
+	dev.Bus, dev.AHCI = int(n), id
+	c.IDEDevices = append(c.IDEDevices, dev)
+	return nil
+}
+
+// parseAHCI takes -device ahci,id=ID[,addr=SLOT].
+func (c *Config) parseAHCI(a qemuopts.Arg, o *qemuopts.Opts) error {
+	h := AHCIController{ID: o.ID(), Addr: o.String("addr", "")}
+	if err := o.CheckUnused(); err != nil {
+		return err
+	}
+	if h.ID == "" {
+		return refuse(a, "id= missing: the disks name the controller's ports ID.0 to ID.5")
+	}
+	if len(c.AHCI) > 0 {
+		return refuse(a, "a second AHCI controller (libxl writes one)")
+	}
+	if h.Addr != "" {
+		slot, err := qemuopts.ParseUint(strings.TrimSuffix(h.Addr, ".0"))
+		if err != nil || slot < 3 || slot > 31 {
+			return refuse(a, "addr=%s: want a free slot in 0x3..0x1f (SLOT or SLOT.0)", h.Addr)
+		}
+	}
+	c.AHCI = append(c.AHCI, h)
 	return nil
 }
 
@@ -221,7 +282,12 @@ func (c *Config) checkDisks() error {
 			used[dev.Drive] = dev.ID
 		}
 		i := dev.Bus*2 + dev.Unit
-		if p := pos[i]; p != "" {
+		if dev.AHCI != "" {
+			i = 100 + dev.Bus
+			if p := pos[i]; p != "" {
+				return &Refusal{Option: opt, Why: fmt.Sprintf("%s.%d is taken by %s", dev.AHCI, dev.Bus, p)}
+			}
+		} else if p := pos[i]; p != "" {
 			return &Refusal{Option: opt, Why: fmt.Sprintf("ide.%d unit %d is taken by %s", dev.Bus, dev.Unit, p)}
 		}
 		pos[i] = opt

@@ -105,7 +105,7 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 	if qemu {
 		scen = append(scen, QEMUFirmwareScenario())
 	}
-	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), SaveRestoreScenario(), LibxlDiskScenario(), StdVGAScenario())
+	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), SaveRestoreScenario(), LibxlDiskScenario(), LibxlAHCIDiskScenario(), StdVGAScenario())
 	if qemu {
 		scen = append(scen, QEMUReferenceScenario())
 	}
@@ -220,6 +220,14 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 			t.Errorf("COM1 %q, want %s then %s", com1, BootMBRLine, BootSector2)
 		}
 		t.Logf("xl create -p to the second line: %s", r.Fields["boot"])
+	})
+	check("libxl-ahci-disk", func(t *testing.T, r Result) {
+		// The same boot sector, read by SeaBIOS through godm's AHCI.
+		com1 := r.Fields["com1"]
+		if !strings.Contains(com1, BootMBRLine+"|"+BootSector2) {
+			t.Errorf("COM1 %q, want %s then %s", com1, BootMBRLine, BootSector2)
+		}
+		t.Logf("xl create -p to the second line (AHCI): %s", r.Fields["boot"])
 	})
 	if !qemu {
 		noQEMU("qemu-ref")
