@@ -1,0 +1,545 @@
+package xenbox
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"godm/internal/guest"
+)
+
+// The linux-disk scenario's disk: a raw image SeaBIOS boots like any
+// other (godm's PIIX3 IDE, INT 13h), whose MBR is a loader of our own
+// that loads a Linux bzImage and its initramfs from the disk through the
+// BIOS and starts the kernel with the 16-bit boot protocol (Linux
+// Documentation/x86/boot.rst); the guest's /init then loads Debian's
+// ata_piix and reads and writes the same disk through Linux's own driver.
+//
+// Layout (512-byte sectors):
+//
+//	0            the MBR: loader code and its parameter block, 0x55aa
+//	64           the "low region", 0xf000 bytes loaded at 0x90000: the
+//	             bzImage's real-mode setup with its header filled in as a
+//	             boot loader does, and the command line at 0xe000 in it
+//	256          the bzImage's protected-mode part, loaded at 1 MiB
+//	next MiB     the initramfs (gzipped newc cpio), loaded at ldInitrdAddr
+//	next MiB     the data area: LinuxDataSectors of a known pattern, then
+//	             LinuxDataSectors of zeros the guest writes its pattern to
+const (
+	LinuxDiskPath    = "/xenbox/disk/linux.img"
+	LinuxDataSectors = 256 // 128 KiB read, 128 KiB written
+	// LinuxDiskLine starts every line the guest's test prints on ttyS0.
+	LinuxDiskLine = "LINUX-DISK"
+	// LinuxWrote is what the guest writes, line after line, over the
+	// write half of the data area.
+	LinuxWrote = "GODM-LINUX-WROTE-THIS-THROUGH-ATA_PIIX\n"
+
+	ldLowLBA     = 64
+	ldLowBytes   = 0xf000 // 120 sectors: setup, heap, stack, then the command line
+	ldCmdlineOff = 0xe000 // boot.rst: cmd_line_ptr = base + heap_end
+	ldKernelLBA  = 256
+	ldInitrdAddr = 0x8000000 // 128 MiB: above the kernel's init_size from 16 MiB (~64 MiB for Debian's)
+	ldMinMemMB   = 256       // the guest's RAM the layout needs (initrd at 128 MiB)
+)
+
+// LinuxCmdline is the guest kernel's command line: the console on godm's
+// UART; xen_emul_unplug=never keeps the emulated IDE (Linux
+// arch/x86/xen/platform-pci-unplug.c: "never" skips the unplug write to
+// the platform device's port 0x10 that would take the IDE disks away in
+// favour of blkfront); nokaslr keeps the decompressed kernel at 16 MiB,
+// clear of the initramfs.
+const LinuxCmdline = "console=ttyS0 xen_emul_unplug=never nokaslr"
+
+// linuxLoaderAsm is the MBR (GNU as, 16-bit real mode, linked at
+// 0x7c00). It reads with INT 13h AH=42h (extended read, a disk address
+// packet; SeaBIOS disk.c) into a bounce buffer at 0x20000 and copies
+// above 1 MiB with INT 15h AH=87h (move extended memory: ES:SI points to
+// a 48-byte descriptor table whose entries 2 and 3 are the source and
+// the destination; CX words). The parameter block after "GODMLDR1" is
+// filled in by BuildLinuxDisk. It prints "L", a "." per 32 KiB and "J"
+// on COM1 before it jumps to the setup code at 0x9020:0000 with DS = ES
+// = SS = 0x9000 and SP = 0xe000 (boot.rst, "Running the kernel").
+const linuxLoaderAsm = `
+	.code16
+	.globl _start
+_start:
+	cli
+	xorw %ax, %ax
+	movw %ax, %ds
+	movw %ax, %es
+	movw %ax, %ss
+	movw $0x7c00, %sp
+	sti
+	cld
+	movb %dl, drive
+	movb $'L', %al
+	call putc
+	movl lowlba, %eax
+	movw lowcount, %cx
+	movw $0x9000, %bx
+	call read
+	movw $kern, %di
+	call load
+	movw $rd, %di
+	call load
+	movb $'J', %al
+	call putc
+	movb $'\r', %al
+	call putc
+	movb $'\n', %al
+	call putc
+	cli
+	movw $0x9000, %ax
+	movw %ax, %ds
+	movw %ax, %es
+	movw %ax, %fs
+	movw %ax, %gs
+	movw %ax, %ss
+	movw $0xe000, %sp
+	ljmp $0x9020, $0
+
+/* load: the run at DI {lba, sectors left, destination} through the
+   bounce buffer, 64 sectors at a time. */
+load:
+	movl 4(%di), %ecx
+	testl %ecx, %ecx
+	jz 3f
+	cmpl $64, %ecx
+	jbe 2f
+	movl $64, %ecx
+2:	movw %cx, chunk
+	movl (%di), %eax
+	movw $0x2000, %bx
+	call read
+	movl 8(%di), %edx
+	movw %dx, dst+2
+	shrl $16, %edx
+	movb %dl, dst+4
+	movb %dh, dst+7
+	movw chunk, %cx
+	shlw $8, %cx
+	xorw %ax, %ax
+	movw %ax, %es
+	movw $gdt, %si
+	movb $0x87, %ah
+	int $0x15
+	jc fail
+	movzwl chunk, %ecx
+	addl %ecx, (%di)
+	subl %ecx, 4(%di)
+	shll $9, %ecx
+	addl %ecx, 8(%di)
+	movb $'.', %al
+	call putc
+	jmp load
+3:	ret
+
+/* read: CX sectors from LBA EAX to BX:0000. */
+read:
+	movw %cx, dap+2
+	movw $0, dap+4
+	movw %bx, dap+6
+	movl %eax, dap+8
+	movl $0, dap+12
+	movw $dap, %si
+	movb $0x42, %ah
+	movb drive, %dl
+	int $0x13
+	jc fail
+	ret
+
+fail:
+	movb $'!', %al
+	call putc
+4:	sti
+	hlt
+	jmp 4b
+
+putc:
+	movw $0x3f8, %dx
+	outb %al, %dx
+	ret
+
+	.align 4
+dap:	.byte 0x10, 0
+	.word 0, 0, 0
+	.long 0, 0
+gdt:	.fill 16, 1, 0
+src:	.word 0xffff, 0
+	.byte 0x02, 0x93, 0, 0
+dst:	.word 0xffff, 0
+	.byte 0, 0x93, 0, 0
+	.fill 16, 1, 0
+chunk:	.word 0
+drive:	.byte 0
+	.ascii "GODMLDR1"
+lowlba:	.long 0
+lowcount: .word 0
+	.word 0
+kern:	.long 0, 0, 0x100000
+rd:	.long 0, 0, 0
+`
+
+// ldMagic marks the loader's parameter block: lowlba (4), lowcount (2),
+// pad (2), then the kernel's and the initramfs's {lba, sectors, address}.
+const ldMagic = "GODMLDR1"
+
+// LinuxDisk is what BuildLinuxDisk wrote, for the scenario and its checks.
+type LinuxDisk struct {
+	Path    string
+	DataLBA uint32 // first sector of the known pattern
+	// ReadSum is the SHA-256 of the known pattern (LinuxDataSectors
+	// from DataLBA); WroteSum that of what the guest writes after it.
+	ReadSum, WroteSum string
+}
+
+// WriteLBA is the first sector the guest writes.
+func (d LinuxDisk) WriteLBA() uint32 { return d.DataLBA + LinuxDataSectors }
+
+// LinuxPattern is the known contents of the read half of the data area:
+// every sector names itself, the rest a byte stream of a fixed LCG.
+func LinuxPattern() []byte {
+	b := make([]byte, LinuxDataSectors*512)
+	x := uint32(0x12345678)
+	for i := range b {
+		x = x*1103515245 + 12345
+		b[i] = byte(x >> 16)
+	}
+	for s := range LinuxDataSectors {
+		copy(b[s*512:], fmt.Sprintf("GODM-LINUX-DISK-SECTOR-%04d\n", s))
+	}
+	return b
+}
+
+// LinuxWritePattern is what the guest's test writes.
+func LinuxWritePattern() []byte {
+	n := LinuxDataSectors * 512
+	return []byte(strings.Repeat(LinuxWrote, n/len(LinuxWrote)+1)[:n])
+}
+
+func sum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+// bzImage header offsets (boot.rst, "The real-mode kernel header").
+const (
+	hdrSetupSects  = 0x1f1
+	hdrBootFlag    = 0x1fe
+	hdrMagic       = 0x202 // "HdrS"
+	hdrVersion     = 0x206
+	hdrLoaderType  = 0x210
+	hdrLoadFlags   = 0x211
+	hdrRamdiskImg  = 0x218
+	hdrRamdiskSize = 0x21c
+	hdrHeapEnd     = 0x224
+	hdrCmdLinePtr  = 0x228
+	hdrInitrdMax   = 0x22c
+	hdrCmdLineMax  = 0x238
+
+	loadedHigh  = 0x01 // loadflags: protected-mode code at 0x100000
+	canUseHeap  = 0x80 // loadflags: heap_end_ptr is valid
+	loaderOther = 0xff // type_of_loader: undefined loader
+)
+
+// patchSetup fills in the header of the real-mode setup (a copy of its
+// first sectors) as boot.rst asks of a boot loader that loads it at
+// 0x90000: loader type, heap end, command line pointer, initramfs.
+func patchSetup(setup []byte, initrdAddr, initrdLen uint32, cmdline string) error {
+	if len(setup) < 0x268 || binary.LittleEndian.Uint16(setup[hdrBootFlag:]) != 0xaa55 || string(setup[hdrMagic:hdrMagic+4]) != "HdrS" {
+		return errors.New("xenbox: not a bzImage (no boot flag or HdrS header)")
+	}
+	ver := binary.LittleEndian.Uint16(setup[hdrVersion:])
+	if ver < 0x206 {
+		return fmt.Errorf("xenbox: boot protocol %#x, want at least 2.06 (cmdline_size)", ver)
+	}
+	if setup[hdrLoadFlags]&loadedHigh == 0 {
+		return errors.New("xenbox: not a bzImage (LOADED_HIGH clear)")
+	}
+	if max := binary.LittleEndian.Uint32(setup[hdrCmdLineMax:]); uint32(len(cmdline)) > max {
+		return fmt.Errorf("xenbox: command line of %d bytes, the kernel takes %d", len(cmdline), max)
+	}
+	if max := binary.LittleEndian.Uint32(setup[hdrInitrdMax:]); initrdAddr+initrdLen-1 > max {
+		return fmt.Errorf("xenbox: initramfs ends at %#x, above initrd_addr_max %#x", initrdAddr+initrdLen-1, max)
+	}
+	setup[hdrLoaderType] = loaderOther
+	setup[hdrLoadFlags] |= canUseHeap
+	binary.LittleEndian.PutUint16(setup[hdrHeapEnd:], ldCmdlineOff-0x200)
+	binary.LittleEndian.PutUint32(setup[hdrCmdLinePtr:], 0x90000+ldCmdlineOff)
+	binary.LittleEndian.PutUint32(setup[hdrRamdiskImg:], initrdAddr)
+	binary.LittleEndian.PutUint32(setup[hdrRamdiskSize:], initrdLen)
+	return nil
+}
+
+func alignUp(v, a uint32) uint32 { return (v + a - 1) / a * a }
+
+// BuildLinuxDisk assembles the loader with the host's as and ld and
+// writes dir/linux.img: the loader, the bzImage (its setup patched), the
+// initramfs and the data area (layout above).
+func BuildLinuxDisk(dir string, bzImage, initrd []byte) (LinuxDisk, error) {
+	code, err := assemble16(dir, "linuxldr", linuxLoaderAsm)
+	if err != nil {
+		return LinuxDisk{}, err
+	}
+	if len(code) > 0x1be {
+		return LinuxDisk{}, fmt.Errorf("xenbox: Linux loader is %d bytes, more than 446", len(code))
+	}
+	if len(bzImage) < 0x268 {
+		return LinuxDisk{}, errors.New("xenbox: not a bzImage (too short)")
+	}
+	setupSects := int(bzImage[hdrSetupSects])
+	if setupSects == 0 {
+		setupSects = 4 // boot.rst: 0 means 4
+	}
+	setupLen := (setupSects + 1) * 512
+	if setupLen > ldCmdlineOff-0x200 || setupLen >= len(bzImage) {
+		return LinuxDisk{}, fmt.Errorf("xenbox: bzImage setup of %d bytes does not fit below the heap", setupLen)
+	}
+	low := make([]byte, ldLowBytes)
+	copy(low, bzImage[:setupLen])
+	copy(low[ldCmdlineOff:], LinuxCmdline+"\x00")
+	pm := bzImage[setupLen:]
+	kernSects := alignUp(uint32(len(pm)), 512) / 512
+	initrdLBA := alignUp(ldKernelLBA+kernSects, 2048)
+	initrdSects := alignUp(uint32(len(initrd)), 512) / 512
+	if err := patchSetup(low, ldInitrdAddr, uint32(len(initrd)), LinuxCmdline); err != nil {
+		return LinuxDisk{}, err
+	}
+	dataLBA := alignUp(initrdLBA+initrdSects, 2048)
+	total := alignUp(dataLBA+2*LinuxDataSectors, 2048) * 512
+
+	img := make([]byte, total)
+	copy(img, code)
+	at := bytes.Index(img[:0x1be], []byte(ldMagic))
+	if at < 0 {
+		return LinuxDisk{}, errors.New("xenbox: Linux loader without its parameter block")
+	}
+	p := img[at+len(ldMagic):]
+	le := binary.LittleEndian
+	le.PutUint32(p[0:], ldLowLBA)
+	le.PutUint16(p[4:], ldLowBytes/512)
+	le.PutUint32(p[8:], ldKernelLBA)
+	le.PutUint32(p[12:], kernSects)
+	le.PutUint32(p[16:], 0x100000)
+	le.PutUint32(p[20:], initrdLBA)
+	le.PutUint32(p[24:], initrdSects)
+	le.PutUint32(p[28:], ldInitrdAddr)
+	img[510], img[511] = 0x55, 0xaa
+	copy(img[ldLowLBA*512:], low)
+	copy(img[ldKernelLBA*512:], pm)
+	copy(img[initrdLBA*512:], initrd)
+	pat := LinuxPattern()
+	copy(img[dataLBA*512:], pat)
+	d := LinuxDisk{Path: filepath.Join(dir, "linux.img"), DataLBA: dataLBA, ReadSum: sum(pat), WroteSum: sum(LinuxWritePattern())}
+	return d, os.WriteFile(d.Path, img, 0o644)
+}
+
+// assemble16 assembles 16-bit code linked at 0x7c00 into a flat binary.
+func assemble16(dir, name, asm string) ([]byte, error) {
+	src := filepath.Join(dir, name+".S")
+	obj := filepath.Join(dir, name+".o")
+	bin := filepath.Join(dir, name+".bin")
+	if err := os.WriteFile(src, []byte(asm), 0o644); err != nil {
+		return nil, err
+	}
+	for _, c := range [][]string{
+		{"as", "--32", "-o", obj, src},
+		{"ld", "-m", "elf_i386", "-Ttext=0x7c00", "-e", "_start", "--oformat", "binary", "-o", bin, obj},
+	} {
+		if b, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("xenbox: %s: %s: %v: %s", name, c[0], err, b)
+		}
+	}
+	return os.ReadFile(bin)
+}
+
+// LinuxModules are the modules Debian's kernel builds as modules that
+// the guest needs to reach its IDE disk, in load order (each after the
+// modules its .modinfo "depends=" names; crc-t10dif and crc64-rocksoft
+// look up their crypto algorithms, the _generic modules, at load time:
+// their "softdep=pre:"), with their paths in the package.
+var LinuxModules = []string{
+	"kernel/drivers/scsi/scsi_common.ko",
+	"kernel/drivers/scsi/scsi_mod.ko",
+	"kernel/drivers/ata/libata.ko",
+	"kernel/drivers/ata/ata_piix.ko",
+	"kernel/crypto/crct10dif_common.ko",
+	"kernel/crypto/crct10dif_generic.ko",
+	"kernel/lib/crc-t10dif.ko",
+	"kernel/lib/crc64.ko",
+	"kernel/crypto/crc64_rocksoft_generic.ko",
+	"kernel/lib/crc64-rocksoft.ko",
+	"kernel/block/t10-pi.ko",
+	"kernel/drivers/scsi/sd_mod.ko",
+}
+
+// LinuxKernel is the guest kernel taken from the box's kernel package:
+// the bzImage and the LinuxModules files, by base name.
+type LinuxKernel struct {
+	BzImage string
+	Modules map[string]string // "libata.ko" -> host path
+}
+
+// KernelDeb is the box's Debian kernel package (scripts/xenbox.sh
+// downloads it for dom0; the guest runs the same kernel), or "".
+func (a Assets) KernelDeb() string {
+	m, _ := filepath.Glob(filepath.Join(a.Dir, "debs", "linux-image-*.deb"))
+	if len(m) == 0 {
+		return ""
+	}
+	return m[0]
+}
+
+// ExtractLinuxKernel unpacks the bzImage and LinuxModules from the
+// kernel package deb into dir with dpkg-deb and tar, and checks that
+// every module's dependencies load before it.
+func ExtractLinuxKernel(deb, dir string) (LinuxKernel, error) {
+	args := []string{"-x", "-C", dir, "--wildcards", "./boot/vmlinuz-*"}
+	for _, m := range LinuxModules {
+		args = append(args, "./lib/modules/*/"+m)
+	}
+	cmd := fmt.Sprintf("dpkg-deb --fsys-tarfile %q | tar %s", deb, shellQuote(args))
+	if b, err := exec.Command("sh", "-c", cmd).CombinedOutput(); err != nil {
+		return LinuxKernel{}, fmt.Errorf("xenbox: unpacking the guest kernel from %s: %v: %s", deb, err, b)
+	}
+	bz, _ := filepath.Glob(filepath.Join(dir, "boot", "vmlinuz-*"))
+	if len(bz) != 1 {
+		return LinuxKernel{}, fmt.Errorf("xenbox: %d kernel images in %s", len(bz), deb)
+	}
+	k := LinuxKernel{BzImage: bz[0], Modules: map[string]string{}}
+	loaded := map[string]bool{}
+	for _, m := range LinuxModules {
+		p, _ := filepath.Glob(filepath.Join(dir, "lib", "modules", "*", m))
+		if len(p) != 1 {
+			return LinuxKernel{}, fmt.Errorf("xenbox: module %s not in %s", m, deb)
+		}
+		deps, err := moduleDepends(p[0])
+		if err != nil {
+			return LinuxKernel{}, err
+		}
+		for _, d := range deps {
+			if !loaded[d] {
+				return LinuxKernel{}, fmt.Errorf("xenbox: module %s depends on %s, which is not loaded before it", m, d)
+			}
+		}
+		name := strings.TrimSuffix(filepath.Base(m), ".ko")
+		loaded[name] = true
+		loaded[strings.ReplaceAll(name, "-", "_")] = true
+		k.Modules[filepath.Base(m)] = p[0]
+	}
+	return k, nil
+}
+
+func shellQuote(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(q, " ")
+}
+
+// moduleDepends reads a kernel module's "depends=" from its .modinfo.
+func moduleDepends(path string) ([]string, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("xenbox: module %s: %w", path, err)
+	}
+	defer f.Close()
+	s := f.Section(".modinfo")
+	if s == nil {
+		return nil, fmt.Errorf("xenbox: module %s has no .modinfo", path)
+	}
+	b, err := s.Data()
+	if err != nil {
+		return nil, err
+	}
+	for _, kv := range bytes.Split(b, []byte{0}) {
+		if v, ok := strings.CutPrefix(string(kv), "depends="); ok {
+			if v == "" {
+				return nil, nil
+			}
+			return strings.Split(v, ","), nil
+		}
+	}
+	return nil, nil
+}
+
+// LinuxTestScript is the guest's test (run by internal/guest's /init):
+// load the modules, wait for sda, print what the kernel said about the
+// IDE disk, read the known pattern, write the new one with fsync, drop
+// the page cache, read it back; every result on a LINUX-DISK line.
+func LinuxTestScript(d LinuxDisk) string {
+	var b strings.Builder
+	b.WriteString("set -u\nL=" + LinuxDiskLine + "\n")
+	for _, m := range LinuxModules {
+		fmt.Fprintf(&b, "insmod /lib/modules/%s || { echo \"$L FAIL insmod %s\"; exit 1; }\n", filepath.Base(m), filepath.Base(m))
+	}
+	fmt.Fprintf(&b, `i=0
+while [ ! -b /dev/sda ]; do
+	i=$((i+1)); [ $i -gt 300 ] && { echo "$L FAIL no /dev/sda"; dmesg | tail -40; exit 1; }; sleep 0.1
+done
+echo "$L sda after $i polls: $(cat /sys/block/sda/size) sectors"
+dmesg | grep -E 'ata[0-9]|scsi|sd[ a]|piix' | sed "s/^/$L dmesg /"
+r=$(dd if=/dev/sda bs=512 skip=%d count=%d 2>/dev/null | sha256sum | cut -d' ' -f1)
+echo "$L read $r"
+yes '%s' | head -c %d > /tmp/w
+dd if=/tmp/w of=/dev/sda bs=512 seek=%d conv=fsync 2>/dev/null || { echo "$L FAIL write"; exit 1; }
+sync
+echo 3 > /proc/sys/vm/drop_caches
+blockdev --flushbufs /dev/sda
+w=$(dd if=/dev/sda bs=512 skip=%d count=%d 2>/dev/null | sha256sum | cut -d' ' -f1)
+echo "$L wrote $w"
+echo "$L OK read=$r wrote=$w"
+`, d.DataLBA, LinuxDataSectors, strings.TrimSuffix(LinuxWrote, "\n"), LinuxDataSectors*512, d.WriteLBA(), d.WriteLBA(), LinuxDataSectors)
+	return b.String()
+}
+
+// BuildLinuxGuest makes the linux-disk scenario's disk in dir from the
+// box's kernel package: the guest's initramfs (busybox from the box's
+// root, LinuxModules, LinuxTestScript) and BuildLinuxDisk. The data
+// area's place depends on the initramfs's size, and the script names
+// it: the script is written for a first layout, and the disk rebuilt if
+// the final initramfs moved the data area.
+func BuildLinuxGuest(a Assets, dir string) (LinuxDisk, error) {
+	deb := a.KernelDeb()
+	if deb == "" {
+		return LinuxDisk{}, fmt.Errorf("xenbox: no kernel package in %s/debs (run scripts/xenbox.sh)", a.Dir)
+	}
+	k, err := ExtractLinuxKernel(deb, dir)
+	if err != nil {
+		return LinuxDisk{}, err
+	}
+	bz, err := os.ReadFile(k.BzImage)
+	if err != nil {
+		return LinuxDisk{}, err
+	}
+	extra := map[string][]byte{}
+	for name, p := range k.Modules {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return LinuxDisk{}, err
+		}
+		extra["lib/modules/"+name] = b
+	}
+	d := LinuxDisk{DataLBA: 0}
+	for range 3 {
+		rd, err := guest.BuildInitramfs(filepath.Join(a.Root(), "bin", "busybox"), LinuxTestScript(d), extra)
+		if err != nil {
+			return LinuxDisk{}, err
+		}
+		nd, err := BuildLinuxDisk(dir, bz, rd)
+		if err != nil {
+			return LinuxDisk{}, err
+		}
+		if nd.DataLBA == d.DataLBA {
+			return nd, nil
+		}
+		d = nd
+	}
+	return LinuxDisk{}, errors.New("xenbox: the Linux disk's data area did not settle")
+}
