@@ -35,6 +35,7 @@ import (
 //	             LinuxDataSectors of zeros the guest writes its pattern to
 const (
 	LinuxDiskPath    = "/xenbox/disk/linux.img"
+	LinuxQcow2Path   = "/xenbox/disk/linux.qcow2"
 	LinuxDataSectors = 256 // 128 KiB read, 128 KiB written
 	// LinuxDiskLine starts every line the guest's test prints on ttyS0.
 	LinuxDiskLine = "LINUX-DISK"
@@ -195,6 +196,7 @@ const ldMagic = "GODMLDR1"
 // LinuxDisk is what BuildLinuxDisk wrote, for the scenario and its checks.
 type LinuxDisk struct {
 	Path    string
+	Qcow2   string // the same disk as qcow2 (BuildLinuxGuest)
 	DataLBA uint32 // first sector of the known pattern
 	// ReadSum is the SHA-256 of the known pattern (LinuxDataSectors
 	// from DataLBA); WroteSum that of what the guest writes after it.
@@ -470,9 +472,12 @@ func moduleDepends(path string) ([]string, error) {
 }
 
 // LinuxTestScript is the guest's test (run by internal/guest's /init):
-// load the modules, wait for sda, print what the kernel said about the
-// IDE disk, read the known pattern, write the new one with fsync, drop
-// the page cache, read it back; every result on a LINUX-DISK line.
+// load the modules, wait for both disks (sda: the raw boot disk, sdb:
+// its qcow2 copy), print what the kernel said about the IDE disks, then
+// on each disk read the known pattern, write the new one with fsync,
+// drop the page cache and read it back; every result on a LINUX-DISK
+// line, "LINUX-DISK OK <disk> read=<sha256> wrote=<sha256>" at the end
+// of each.
 func LinuxTestScript(d LinuxDisk) string {
 	var b strings.Builder
 	b.WriteString("set -u\nL=" + LinuxDiskLine + "\n")
@@ -480,28 +485,31 @@ func LinuxTestScript(d LinuxDisk) string {
 		fmt.Fprintf(&b, "insmod /lib/modules/%s || { echo \"$L FAIL insmod %s\"; exit 1; }\n", filepath.Base(m), filepath.Base(m))
 	}
 	fmt.Fprintf(&b, `i=0
-while [ ! -b /dev/sda ]; do
-	i=$((i+1)); [ $i -gt 300 ] && { echo "$L FAIL no /dev/sda"; dmesg | tail -40; exit 1; }; sleep 0.1
+while [ ! -b /dev/sda ] || [ ! -b /dev/sdb ]; do
+	i=$((i+1)); [ $i -gt 300 ] && { echo "$L FAIL no /dev/sda and /dev/sdb"; dmesg | tail -40; exit 1; }; sleep 0.1
 done
-echo "$L sda after $i polls: $(cat /sys/block/sda/size) sectors"
+echo "$L disks after $i polls: sda $(cat /sys/block/sda/size) sectors, sdb $(cat /sys/block/sdb/size) sectors"
 dmesg | grep -E 'ata[0-9]|scsi|sd[ a]|piix' | sed "s/^/$L dmesg /"
-r=$(dd if=/dev/sda bs=512 skip=%d count=%d 2>/dev/null | sha256sum | cut -d' ' -f1)
-echo "$L read $r"
 yes '%s' | head -c %d > /tmp/w
-dd if=/tmp/w of=/dev/sda bs=512 seek=%d conv=fsync 2>/dev/null || { echo "$L FAIL write"; exit 1; }
-sync
-echo 3 > /proc/sys/vm/drop_caches
-blockdev --flushbufs /dev/sda
-w=$(dd if=/dev/sda bs=512 skip=%d count=%d 2>/dev/null | sha256sum | cut -d' ' -f1)
-echo "$L wrote $w"
-echo "$L OK read=$r wrote=$w"
-`, d.DataLBA, LinuxDataSectors, strings.TrimSuffix(LinuxWrote, "\n"), LinuxDataSectors*512, d.WriteLBA(), d.WriteLBA(), LinuxDataSectors)
+check() {
+	r=$(dd if=/dev/$1 bs=512 skip=%d count=%d 2>/dev/null | sha256sum | cut -d' ' -f1)
+	echo "$L $1 read $r"
+	dd if=/tmp/w of=/dev/$1 bs=512 seek=%d conv=fsync 2>/dev/null || { echo "$L FAIL $1 write"; return 1; }
+	sync
+	echo 3 > /proc/sys/vm/drop_caches
+	blockdev --flushbufs /dev/$1
+	w=$(dd if=/dev/$1 bs=512 skip=%d count=%d 2>/dev/null | sha256sum | cut -d' ' -f1)
+	echo "$L OK $1 read=$r wrote=$w"
+}
+check sda && check sdb
+`, strings.TrimSuffix(LinuxWrote, "\n"), LinuxDataSectors*512, d.DataLBA, LinuxDataSectors, d.WriteLBA(), d.WriteLBA(), LinuxDataSectors)
 	return b.String()
 }
 
 // BuildLinuxGuest makes the linux-disk scenario's disk in dir from the
 // box's kernel package: the guest's initramfs (busybox from the box's
-// root, LinuxModules, LinuxTestScript) and BuildLinuxDisk. The data
+// root, LinuxModules, LinuxTestScript), BuildLinuxDisk, and a qcow2
+// copy of the disk. The data
 // area's place depends on the initramfs's size, and the script names
 // it: the script is written for a first layout, and the disk rebuilt if
 // the final initramfs moved the data area.
@@ -537,9 +545,115 @@ func BuildLinuxGuest(a Assets, dir string) (LinuxDisk, error) {
 			return LinuxDisk{}, err
 		}
 		if nd.DataLBA == d.DataLBA {
+			// The second disk: the same image as qcow2 (qemu-img of
+			// Debian's qemu-utils, scripts/test-packages.txt).
+			nd.Qcow2 = filepath.Join(dir, "linux.qcow2")
+			if b, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", nd.Path, nd.Qcow2).CombinedOutput(); err != nil {
+				return LinuxDisk{}, fmt.Errorf("xenbox: qemu-img convert: %v: %s", err, b)
+			}
 			return nd, nil
 		}
 		d = nd
 	}
 	return LinuxDisk{}, errors.New("xenbox: the Linux disk's data area did not settle")
+}
+
+// LinuxDiskScenario boots a Debian Linux HVM guest the normal way with
+// godm as its only device model: hvmloader, SeaBIOS, our MBR loader from
+// godm's IDE disk (BuildLinuxDisk), Linux with its own ata_piix driver on
+// godm's PIIX3 IDE: the raw disk as primary master (sda), its qcow2 copy
+// as primary slave (sdb), both given as the -drive strings libxl writes
+// for disk=[...] through device_model_args_hvm (see LibxlDiskScenario
+// for why not disk=[...]). The guest's ttyS0 (godm's UART, serial =
+// file:) is relayed as it comes, prefixed "linux: ". After the guest's
+// power-off (ACPI S5 through godm's PIIX4 PM) dom0 checks the disks:
+// the raw image's write area must hash to what the guest wrote
+// (raw_wrote), and the qcow2 file must hold the written lines
+// (qcow2_lines, whole lines; its clusters hold guest data verbatim).
+func LinuxDiskScenario(d LinuxDisk) Scenario {
+	cfg := fmt.Sprintf(`name = "lk"
+type = "hvm"
+memory = %d
+vcpus = 1
+device_model_version = "qemu-xen"
+device_model_override = "%s"
+vga = "none"
+vkb_device = 0
+vnc = 0
+sdl = 0
+serial = "file:/tmp/lk-com1.log"
+boot = "c"
+on_poweroff = "destroy"
+on_reboot = "preserve"
+on_crash = "preserve"
+device_model_args_hvm = [ "-drive", "file=%s,if=ide,index=0,media=disk,format=raw,cache=writeback",
+  "-drive", "file=%s,if=ide,index=1,media=disk,format=qcow2,cache=writeback" ]
+`, ldMinMemMB, GodmPath, LinuxDiskPath, LinuxQcow2Path)
+	return Scenario{Name: "linux-disk", Script: "cat > /tmp/lk.cfg <<'EOF'\n" + cfg + `EOF
+log=/var/log/xen/qemu-dm-lk.log
+com1=/tmp/lk-com1.log
+# relay: print the guest's new complete lines (no background tail: it
+# would hold the scenario's output open).
+seen=0
+relay() {
+	n=$(wc -l < $com1)
+	[ "$n" -gt $seen ] && sed -n "$((seen+1)),${n}p" $com1 | tr -d '\r' | sed 's/^/linux: /'
+	seen=$n
+}
+fail() { echo "$1"; relay; echo "--- $log"; cat $log; xl list; xl destroy lk 2>/dev/null; exit 1; }
+now() { cut -d' ' -f1 /proc/uptime; }
+: > $com1
+t0=$(now)
+xl create /tmp/lk.cfg || fail "xl create failed"
+d=$(xl domid lk)
+echo "XENBOX-FACT domid=$d"
+# Wait (polling once a second: polling disturbs the guest, REAL-XEN)
+# for the guest's lines and its power-off.
+up= ok= i=0
+while xl list $d >/dev/null 2>&1; do
+	i=$((i+1)); [ $i -gt 900 ] && fail "the Linux guest did not power off within 900 s"
+	[ -z "$up" ] && grep -q GODM-GUEST-UP $com1 && up=$(now)
+	[ -z "$ok" ] && grep -q 'LINUX-DISK OK sdb' $com1 && ok=$(now)
+	relay
+	sleep 1
+done
+t1=$(now)
+relay
+# the last line, if the guest's power-off cut it short
+[ -n "$(tail -c 1 $com1)" ] && tail -n 1 $com1 | tr -d '\r' | sed 's/^/linux: /'
+echo "XENBOX-FACT userspace=$(awk "BEGIN{print ${up:-0}-$t0}")s"
+echo "XENBOX-FACT disks_ok=$(awk "BEGIN{print ${ok:-0}-$t0}")s"
+echo "XENBOX-FACT poweroff=$(awk "BEGIN{print $t1-$t0}")s"
+grep -q 'GODM-GUEST-EXIT 0' $com1 || fail "the guest's test did not exit 0"
+echo "XENBOX-FACT raw_wrote=$(dd if=` + LinuxDiskPath + ` bs=512 skip=` + fmt.Sprint(d.WriteLBA()) + ` count=` + fmt.Sprint(LinuxDataSectors) + ` 2>/dev/null | sha256sum | cut -d' ' -f1)"
+echo "XENBOX-FACT qcow2_lines=$(grep -c -x -F '` + strings.TrimSuffix(LinuxWrote, "\n") + `' ` + LinuxQcow2Path + `)"
+i=0
+while pidof godm >/dev/null; do
+	i=$((i+1)); [ $i -gt 50 ] && fail "godm still runs after the guest's power-off"; sleep 0.2
+done
+echo "--- $log"; cat $log
+exit 0`}
+}
+
+// LinuxDiskLines are the guest's "LINUX-DISK OK <disk> read=<sum>
+// wrote=<sum>" lines as relayed by the linux-disk scenario: disk ->
+// [read, wrote].
+func LinuxDiskLines(lines []Line) map[string][2]string {
+	out := map[string][2]string{}
+	for _, l := range lines {
+		_, rest, ok := strings.Cut(l.Text, "[linux-disk] linux: "+LinuxDiskLine+" OK ")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 3 {
+			continue
+		}
+		r, ok1 := strings.CutPrefix(f[1], "read=")
+		w, ok2 := strings.CutPrefix(f[2], "wrote=")
+		if ok1 && ok2 {
+			out[f[0]] = [2]string{r, w}
+		}
+	}
+	return out
 }
