@@ -144,3 +144,17 @@ func TestExtractLinuxKernel(t *testing.T) {
 		t.Errorf("sd_mod depends on %q (%v), want scsi_mod among them", deps, err)
 	}
 }
+
+// The harness reads the guest's OK lines only as the scenario relays them.
+func TestLinuxDiskLines(t *testing.T) {
+	got := LinuxDiskLines([]Line{
+		{Text: "[linux-disk] linux: LINUX-DISK OK sda read=aa wrote=bb"},
+		{Text: "[linux-disk] linux: LINUX-DISK OK sdb read=cc wrote=dd"},
+		{Text: "[linux-disk] linux: LINUX-DISK OK sdc read=ee"},        // cut short
+		{Text: "[libxl-disk] linux: LINUX-DISK OK sdd read=1 wrote=2"}, // another scenario
+		{Text: "[linux-disk] linux: LINUX-DISK sda read ff"},
+	})
+	if len(got) != 2 || got["sda"] != [2]string{"aa", "bb"} || got["sdb"] != [2]string{"cc", "dd"} {
+		t.Errorf("LinuxDiskLines = %v", got)
+	}
+}
