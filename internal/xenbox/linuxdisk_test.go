@@ -52,10 +52,10 @@ func TestBuildLinuxDisk(t *testing.T) {
 	}
 	le := binary.LittleEndian
 	p := img[at+len(ldMagic):]
-	kernSects, initrdLBA, initrdSects := le.Uint32(p[12:]), le.Uint32(p[20:]), le.Uint32(p[24:])
-	if le.Uint32(p[0:]) != ldLowLBA || le.Uint16(p[4:]) != ldLowBytes/512 || le.Uint32(p[8:]) != ldKernelLBA ||
-		kernSects != 4 || le.Uint32(p[16:]) != 0x100000 || initrdSects != uint32((len(rd)+511)/512) || le.Uint32(p[28:]) != ldInitrdAddr {
-		t.Errorf("parameter block % x", p[:32])
+	kernSects, initrdLBA, initrdSects := le.Uint32(p[16:]), le.Uint32(p[24:]), le.Uint32(p[28:])
+	if le.Uint32(p[0:]) != ldLowLBA || le.Uint32(p[4:]) != ldLowBytes/512 || le.Uint32(p[8:]) != 0x90000 || le.Uint32(p[12:]) != ldKernelLBA ||
+		kernSects != 4 || le.Uint32(p[20:]) != 0x100000 || initrdSects != uint32((len(rd)+511)/512) || le.Uint32(p[32:]) != ldInitrdAddr {
+		t.Errorf("parameter block % x", p[:36])
 	}
 	low := img[ldLowLBA*512:]
 	if low[hdrLoaderType] != 0xff || low[hdrLoadFlags] != loadedHigh|canUseHeap ||
