@@ -64,10 +64,10 @@ const LinuxCmdline = "console=ttyS0 xen_emul_unplug=never nokaslr loglevel=4"
 // linuxLoaderAsm is the MBR (GNU as, 16-bit real mode, linked at
 // 0x7c00). SeaBIOS loads it through INT 13h from godm's IDE; it then
 // reads the rest itself with the PIIX's bus-master IDE DMA on the
-// primary channel's master, straight to each destination, because
-// SeaBIOS's INT 13h PIO reads cost a round trip through Xen per word
-// (measured in the box: ~10 s per 32 KiB under load, an hour for the
-// kernel). Per 32 KiB: one PRD entry (Intel PIIX/PIIX3 datasheet, bus
+// primary channel's master, straight to each destination: a first
+// version reading through SeaBIOS's INT 13h (PIO, a bounce buffer and
+// INT 15h AH=87h) took ~10 s per 32 KiB in the box on a loaded host,
+// about an hour for the kernel. Per 32 KiB: one PRD entry (Intel PIIX/PIIX3 datasheet, bus
 // master IDE: physical address, byte count, EOT in bit 15 of the last
 // word), BMIC stop, BMIS clear, BMIDTP = the PRD table, READ DMA EXT
 // (ATA/ATAPI-7: LBA48 registers written high byte first), BMIC start
@@ -506,8 +506,8 @@ func moduleDepends(path string) ([]string, error) {
 }
 
 // LinuxTestScript is the guest's test (run by internal/guest's /init):
-// load the modules, wait for both disks (sda: the raw boot disk, sdb:
-// its qcow2 copy), print what the kernel said about the IDE disks, then
+// load the modules, wait for both disks (the raw boot disk and its qcow2
+// copy), print what the kernel said about the IDE disks, then
 // on each disk read the known pattern, write the new one with fsync,
 // drop the page cache and read it back; every result on a LINUX-DISK
 // line, "LINUX-DISK OK <disk> read=<sha256> wrote=<sha256>" at the end
@@ -523,6 +523,9 @@ while [ ! -b /dev/sda ] || [ ! -b /dev/sdb ]; do
 	i=$((i+1)); [ $i -gt 300 ] && { echo "$L FAIL no /dev/sda and /dev/sdb"; dmesg | tail -40; exit 1; }; sleep 0.1
 done
 echo "$L disks after $i polls: sda $(cat /sys/block/sda/size) sectors, sdb $(cat /sys/block/sdb/size) sectors"
+# Linux names the disks in the order their probes end: say which is
+# which (SCSI host:channel:id:lun; id 0 the master, the raw image).
+for d in sda sdb; do echo "$L $d is $(basename $(readlink /sys/block/$d/device))"; done
 dmesg | grep -E 'ata[0-9]|scsi|sd[ a]|piix' | sed "s/^/$L dmesg /"
 yes '%s' | head -c %d > /tmp/w
 check() {
@@ -595,8 +598,8 @@ func BuildLinuxGuest(a Assets, dir string) (LinuxDisk, error) {
 // LinuxDiskScenario boots a Debian Linux HVM guest the normal way with
 // godm as its only device model: hvmloader, SeaBIOS, our MBR loader from
 // godm's IDE disk (BuildLinuxDisk), Linux with its own ata_piix driver on
-// godm's PIIX3 IDE: the raw disk as primary master (sda), its qcow2 copy
-// as primary slave (sdb), both given as the -drive strings libxl writes
+// godm's PIIX3 IDE: the raw disk as primary master, its qcow2 copy as
+// primary slave (sda and sdb in the order Linux's probes end), both given as the -drive strings libxl writes
 // for disk=[...] through device_model_args_hvm (see LibxlDiskScenario
 // for why not disk=[...]). The guest's ttyS0 (godm's UART, serial =
 // file:) is relayed as it comes, prefixed "linux: ". After the guest's
@@ -660,10 +663,12 @@ t2=$(now)
 relay
 # the last line, if the guest's power-off cut it short
 [ -n "$(tail -c 1 $com1)" ] && tail -n 1 $com1 | tr -d '\r' | sed 's/^/linux: /'
-# Times from xl unpause (the 5 s polls round them up).
-echo "XENBOX-FACT userspace=$(awk "BEGIN{print ${up:-0}-$t1}")s"
-echo "XENBOX-FACT disks_ok=$(awk "BEGIN{print ${ok:-0}-$t1}")s"
-echo "XENBOX-FACT poweroff=$(awk "BEGIN{print $t2-$t1}")s"
+# Times from xl unpause (the 5 s polls round them up; "unseen": the
+# guest got there and powered off between two polls).
+since() { if [ -n "$1" ]; then awk "BEGIN{print $1-$t1}"; else echo unseen; fi; }
+echo "XENBOX-FACT userspace=$(since "$up")s"
+echo "XENBOX-FACT disks_ok=$(since "$ok")s"
+echo "XENBOX-FACT poweroff=$(since "$t2")s"
 grep -q 'GODM-GUEST-EXIT 0' $com1 || fail "the guest's test did not exit 0"
 echo "XENBOX-FACT raw_wrote=$(dd if=` + LinuxDiskPath + ` bs=512 skip=` + fmt.Sprint(d.WriteLBA()) + ` count=` + fmt.Sprint(LinuxDataSectors) + ` 2>/dev/null | sha256sum | cut -d' ' -f1)"
 echo "XENBOX-FACT qcow2_lines=$(grep -c -x -F '` + strings.TrimSuffix(LinuxWrote, "\n") + `' ` + LinuxQcow2Path + `)"

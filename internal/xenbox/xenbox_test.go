@@ -122,6 +122,12 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 		scen = append(scen, QEMUFirmwareScenario())
 	}
 	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), SaveRestoreScenario(), LibxlDiskScenario(), StdVGAScenario())
+	// The Linux guest boots in the box whose assets hold the kernel
+	// package (4.17's; the 4.20 box borrows its dom0 kernel): one guest
+	// boot per test run, the heaviest scenario (~9 min under load).
+	if linux != nil && a.KernelDeb() == "" {
+		linux = nil
+	}
 	if linux != nil {
 		scen = append(scen, LinuxDiskScenario(*linux))
 	}
@@ -157,6 +163,9 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 	}
 	defer lf.Close()
 	limit := 15 * time.Minute
+	if linux != nil {
+		limit += 10 * time.Minute // the Linux guest: 10 min measured on a loaded host
+	}
 	limit += time.Duration(pairs) * 5 * time.Minute // each pair: two guests, each timing BenchSamples of every kind
 	if d, ok := t.Deadline(); ok && time.Until(d)-30*time.Second < limit {
 		limit = time.Until(d) - 30*time.Second
@@ -241,7 +250,9 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 		t.Logf("xl create -p to the second line: %s", r.Fields["boot"])
 	})
 	if linux == nil {
-		t.Run("linux-disk", func(t *testing.T) { t.Skip("no kernel package in the box's debs (scripts/xenbox.sh)") })
+		t.Run("linux-disk", func(t *testing.T) {
+			t.Skip("the Linux guest boots in the box whose debs hold the kernel package (4.17's)")
+		})
 	} else {
 		check("linux-disk", func(t *testing.T, r Result) { checkLinuxDisk(t, o, r, *linux) })
 	}
