@@ -665,10 +665,10 @@ relay
 [ -n "$(tail -c 1 $com1)" ] && tail -n 1 $com1 | tr -d '\r' | sed 's/^/linux: /'
 # Times from xl unpause (the 5 s polls round them up; "unseen": the
 # guest got there and powered off between two polls).
-since() { if [ -n "$1" ]; then awk "BEGIN{print $1-$t1}"; else echo unseen; fi; }
-echo "XENBOX-FACT userspace=$(since "$up")s"
-echo "XENBOX-FACT disks_ok=$(since "$ok")s"
-echo "XENBOX-FACT poweroff=$(since "$t2")s"
+since() { if [ -n "$1" ]; then echo "$(awk "BEGIN{print $1-$t1}")s"; else echo unseen; fi; }
+echo "XENBOX-FACT userspace=$(since "$up")"
+echo "XENBOX-FACT disks_ok=$(since "$ok")"
+echo "XENBOX-FACT poweroff=$(since "$t2")"
 grep -q 'GODM-GUEST-EXIT 0' $com1 || fail "the guest's test did not exit 0"
 echo "XENBOX-FACT raw_wrote=$(dd if=` + LinuxDiskPath + ` bs=512 skip=` + fmt.Sprint(d.WriteLBA()) + ` count=` + fmt.Sprint(LinuxDataSectors) + ` 2>/dev/null | sha256sum | cut -d' ' -f1)"
 echo "XENBOX-FACT qcow2_lines=$(grep -c -x -F '` + strings.TrimSuffix(LinuxWrote, "\n") + `' ` + LinuxQcow2Path + `)"
