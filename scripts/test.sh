@@ -47,4 +47,6 @@ export GODM_XENBOX_DIR GODM_XENBOX_DIR_420
 if [ $# -eq 0 ]; then
 	set -- ./...
 fi
+# 40 m: the real-Xen boxes (4.17 with its Linux guest, then 4.20) run in
+# one test binary; on a loaded 2-core host they need more than 20.
 go test -race -count=1 -timeout 40m "$@"

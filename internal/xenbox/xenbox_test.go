@@ -73,6 +73,21 @@ func TestRealXen(t *testing.T) {
 	if extra[BootDiskPath], err = BuildBootDisk(tmp); err != nil {
 		t.Fatal(err)
 	}
+	// The Linux guest's disks, from the first release's kernel package
+	// (the guest's kernel need not match the hypervisor).
+	var linux *LinuxDisk
+	for _, a := range sets {
+		if a.KernelDeb() == "" {
+			continue
+		}
+		d, err := BuildLinuxGuest(a, tmp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra[LinuxDiskPath], extra[LinuxQcow2Path] = d.Path, d.Qcow2
+		linux = &d
+		break
+	}
 	pairs := benchPairs(t)
 	if pairs > 0 {
 		if extra[BenchFWPath], err = BuildBenchFirmware(tmp, "bench"); err != nil {
@@ -85,13 +100,14 @@ func TestRealXen(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Run(rel, func(t *testing.T) { realXen(t, a, extra, probes, pairs, len(sets) > 1) })
+		t.Run(rel, func(t *testing.T) { realXen(t, a, extra, probes, linux, pairs, len(sets) > 1) })
 	}
 }
 
 // realXen is one release's boot of TestRealXen.
 // With several releases, GODM_XENBOX_LOG gets the release as a suffix.
-func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pairs int, several bool) {
+// linux is the linux-disk scenario's disk (nil: no kernel package).
+func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, linux *LinuxDisk, pairs int, several bool) {
 	if err := a.Check(); err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +122,15 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 		scen = append(scen, QEMUFirmwareScenario())
 	}
 	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), SaveRestoreScenario(), LibxlDiskScenario(), LibxlAHCIDiskScenario(), StdVGAScenario())
+	// The Linux guest boots in the box whose assets hold the kernel
+	// package (4.17's; the 4.20 box borrows its dom0 kernel): one guest
+	// boot per test run, the heaviest scenario (~9 min under load).
+	if linux != nil && a.KernelDeb() == "" {
+		linux = nil
+	}
+	if linux != nil {
+		scen = append(scen, LinuxDiskScenario(*linux))
+	}
 	if qemu {
 		scen = append(scen, QEMUReferenceScenario())
 	}
@@ -138,6 +163,9 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 	}
 	defer lf.Close()
 	limit := 15 * time.Minute
+	if linux != nil {
+		limit += 10 * time.Minute // the Linux guest: 10 min measured on a loaded host
+	}
 	limit += time.Duration(pairs) * 5 * time.Minute // each pair: two guests, each timing BenchSamples of every kind
 	if d, ok := t.Deadline(); ok && time.Until(d)-30*time.Second < limit {
 		limit = time.Until(d) - 30*time.Second
@@ -229,6 +257,13 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 		}
 		t.Logf("xl create -p to the second line (AHCI): %s", r.Fields["boot"])
 	})
+	if linux == nil {
+		t.Run("linux-disk", func(t *testing.T) {
+			t.Skip("the Linux guest boots in the box whose debs hold the kernel package (4.17's)")
+		})
+	} else {
+		check("linux-disk", func(t *testing.T, r Result) { checkLinuxDisk(t, o, r, *linux) })
+	}
 	if !qemu {
 		noQEMU("qemu-ref")
 	} else {
@@ -328,6 +363,39 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, pa
 		dumpTail(t, logPath, 150)
 	}
 	t.Logf("console log: %s", logPath)
+}
+
+// checkLinuxDisk checks the Linux guest's disk test: through ata_piix
+// on godm's IDE it read the known pattern and read back what it wrote
+// on both disks, and dom0 found the written data in both image files.
+func checkLinuxDisk(t *testing.T, o *Outcome, r Result, d LinuxDisk) {
+	got := LinuxDiskLines(o.Lines)
+	for _, disk := range []string{"sda", "sdb"} {
+		s, ok := got[disk]
+		switch {
+		case !ok:
+			t.Errorf("no %s OK line for %s from the guest", LinuxDiskLine, disk)
+		case s[0] != d.ReadSum:
+			t.Errorf("%s: the guest read %s from the data area, the image holds %s", disk, s[0], d.ReadSum)
+		case s[1] != d.WroteSum:
+			t.Errorf("%s: the guest read back %s, it wrote %s", disk, s[1], d.WroteSum)
+		}
+	}
+	if r.Fields["raw_wrote"] != d.WroteSum {
+		t.Errorf("the raw image's write area hashes to %q in dom0, want %s (what the guest wrote)", r.Fields["raw_wrote"], d.WroteSum)
+	}
+	// 131072 bytes of 39-byte lines: 3360 whole ones, in two 64 KiB
+	// clusters (the write area is cluster-aligned); non-adjacent
+	// clusters in the file split one line.
+	if n, _ := strconv.Atoi(r.Fields["qcow2_lines"]); n < LinuxDataSectors*512/len(LinuxWrote)-1 {
+		t.Errorf("the qcow2 image holds %q of the %d lines the guest wrote", r.Fields["qcow2_lines"], LinuxDataSectors*512/len(LinuxWrote))
+	}
+	for _, l := range o.Lines {
+		if strings.Contains(l.Text, "[linux-disk] linux: "+LinuxDiskLine+" dmesg ") && strings.Contains(l.Text, "ata1") {
+			t.Logf("guest: %s", strings.TrimPrefix(l.Text, "[linux-disk] linux: "+LinuxDiskLine+" dmesg "))
+		}
+	}
+	t.Logf("xl create to userspace %s, to both disks checked %s, to power-off %s", r.Fields["userspace"], r.Fields["disks_ok"], r.Fields["poweroff"])
 }
 
 // envOnly names the scenarios to run (comma-separated) when set: a
