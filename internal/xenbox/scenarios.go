@@ -421,7 +421,10 @@ func VNCCapPNG(lines []Line) ([]byte, error) {
 // box's VNC client logs in with the password and its picture must equal
 // godm's screendump (HMP, through xl qemu-monitor-command) and show
 // SeaBIOS's banner on the first line: "SeaBIOS (version ..." as cells
-// with ink, "#######.########.#...".
+// with ink, "#######.########.#...". godm's sandbox is off here: HMP's
+// screendump writes a file in dom0's file system, which a sandboxed godm
+// (an empty root, no open after the drop) cannot; VNC itself works under
+// the sandbox.
 func StdVGAScenario() Scenario {
 	cfg := fmt.Sprintf(`name = "lv"
 type = "hvm"
@@ -433,6 +436,7 @@ vga = "stdvga"
 vnc = 1
 vnclisten = "127.0.0.1"
 vncpasswd = "s3cret"
+device_model_args_hvm = [ "-godm-sandbox", "off" ]
 vkb_device = 0
 sdl = 0
 serial = "file:/tmp/lv-com1.log"
