@@ -60,13 +60,16 @@ func (m *Machine) SetDirtyLog(on bool) error {
 		go m.reportLoop(r.stop, r.done)
 		return nil
 	}
-	close(r.stop)
+	// Off before the lock is let go, so that Close or another call
+	// meanwhile finds nothing to stop.
+	stop, done := r.stop, r.done
+	r.on = false
+	close(stop)
 	r.mu.Unlock()
-	<-r.done
+	<-done
 	r.mu.Lock()
 	err := m.flushLocked()
 	m.dirty.SetEnabled(false)
-	r.on = false
 	return err
 }
 
