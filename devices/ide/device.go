@@ -639,7 +639,10 @@ func (ch *channel) dataRead(size int) uint32 {
 	if u.status&stDRQ == 0 || !u.isPIOOut() {
 		return 0
 	}
-	if u.dataPtr+size > u.dataEnd {
+	// The transfer window must lie in the buffer: a unit without one (no
+	// drive behind it) can still be made to raise DRQ by a guest, and
+	// the fuzzer found the read that then indexed an empty buffer.
+	if u.dataPtr < 0 || u.dataPtr+size > u.dataEnd || u.dataPtr+size > len(u.buf) {
 		return 0
 	}
 	var v uint32
@@ -661,7 +664,7 @@ func (ch *channel) dataWrite(size int, v uint32) {
 	if u.status&stDRQ == 0 || u.isPIOOut() {
 		return
 	}
-	if u.dataPtr+size > u.dataEnd {
+	if u.dataPtr < 0 || u.dataPtr+size > u.dataEnd || u.dataPtr+size > len(u.buf) {
 		return
 	}
 	if size == 2 {
