@@ -408,6 +408,14 @@ func (u *unit) cmdReadCDRaw(p []byte) {
 		u.atapiCmdOK()
 		return
 	}
+	// QEMU's cmd_read_cd checks no range, and its READ of LBA
+	// 0xffffffff then walks past the end of its I/O buffer, because -1
+	// is also its "not reading sectors" mark. A drive answers LBA OUT OF
+	// RANGE (MMC-6 6.19.3), as READ(10/12) does here.
+	if total := int64(u.nbSectors >> 2); lba < 0 || lba >= total || n > total-lba {
+		u.atapiCmdError(senseIllegalRequest, ascLBAOutOfRange)
+		return
+	}
 	if !u.validateBCL() {
 		return
 	}

@@ -2,6 +2,7 @@ package ide
 
 import (
 	"encoding/binary"
+	"fmt"
 	"testing"
 )
 
@@ -26,22 +27,31 @@ func fuzzRig(t testing.TB) *rig {
 // checkInvariants holds after every step whatever the guest did.
 func (r *rig) checkInvariants(t *testing.T) {
 	for i := range r.c.ch {
-		ch := &r.c.ch[i]
-		ch.mu.Lock()
-		for n := range ch.u {
-			u := &ch.u[n]
-			if u.dataPtr < 0 || u.dataPtr > u.dataEnd || u.dataEnd > len(u.buf) {
-				t.Fatalf("channel %d unit %d: PIO window [%d, %d) of %d", i, n, u.dataPtr, u.dataEnd, len(u.buf))
-			}
-			if u.bufIndex < 0 || u.bufIndex > len(u.buf) {
-				t.Fatalf("channel %d unit %d: ATAPI index %d", i, n, u.bufIndex)
-			}
+		// The lock is let go before any Fatal: a test that ends holding
+		// it would hang the rig's Close instead of reporting.
+		if err := r.channelInvariants(i); err != "" {
+			t.Fatal(err)
 		}
-		if ch.level != r.irq[i].Level() {
-			t.Fatalf("channel %d: line %v, recorder %v", i, ch.level, r.irq[i].Level())
-		}
-		ch.mu.Unlock()
 	}
+}
+
+func (r *rig) channelInvariants(i int) string {
+	ch := &r.c.ch[i]
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for n := range ch.u {
+		u := &ch.u[n]
+		if u.dataPtr < 0 || u.dataPtr > u.dataEnd || u.dataEnd > len(u.buf) {
+			return fmt.Sprintf("channel %d unit %d: PIO window [%d, %d) of %d", i, n, u.dataPtr, u.dataEnd, len(u.buf))
+		}
+		if u.bufIndex < 0 || u.bufIndex > len(u.buf) {
+			return fmt.Sprintf("channel %d unit %d: ATAPI index %d", i, n, u.bufIndex)
+		}
+	}
+	if ch.level != r.irq[i].Level() {
+		return fmt.Sprintf("channel %d: line %v, recorder %v", i, ch.level, r.irq[i].Level())
+	}
+	return ""
 }
 
 // ports the script addresses: both command blocks, both control
