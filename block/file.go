@@ -47,8 +47,14 @@ func ParseCache(s string) (Cache, error) {
 			return Cache(i), nil
 		}
 	}
-	return 0, fmt.Errorf("block: invalid cache mode %q (want writeback, none, unsafe, directsync or writethrough)", s)
+	return 0, fmt.Errorf("cache=%s: want writeback, none, writethrough, directsync or %s", s, cacheNames[CacheUnsafe])
 }
+
+// Direct, WriteCache and NoFlush are the mode's three QEMU flags
+// (query-block's cache.direct, cache.writeback and cache.no-flush).
+func (c Cache) Direct() bool     { return c.direct() }
+func (c Cache) WriteCache() bool { return c.writeCache() }
+func (c Cache) NoFlush() bool    { return c.noFlush() }
 
 func (c Cache) direct() bool     { return c == CacheNone || c == CacheDirectSync }
 func (c Cache) dsync() bool      { return c == CacheDirectSync || c == CacheWritethrough }

@@ -2,9 +2,11 @@ package dmcontract
 
 import (
 	"fmt"
-	"godm/internal/qmp"
 	"os"
 	"strings"
+
+	"godm/block"
+	"godm/internal/qmp"
 )
 
 // BlockHost is the part of a Host with block devices (IDE disks and
@@ -55,15 +57,14 @@ func blockInfo(b BlockInfo) map[string]any {
 		m["tray_open"] = b.TrayOpen
 	}
 	if in := b.Inserted; in != nil {
-		direct := in.Cache == "none" || in.Cache == "directsync"
+		cache, _ := block.ParseCache(in.Cache) // an unknown name reads as writeback
 		m["inserted"] = map[string]any{
 			"file": in.File, "ro": in.ReadOnly, "drv": in.Format, "backing_file_depth": 0,
 			"encrypted": false, "detect_zeroes": "off",
 			"bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0,
 			"write_threshold": 0,
 			"image":           map[string]any{"filename": in.File, "format": in.Format, "virtual-size": in.VirtualSize},
-			"cache": map[string]any{"writeback": in.Cache != "writethrough" && in.Cache != "directsync",
-				"direct": direct, "no-flush": in.Cache == "unsafe"},
+			"cache":           map[string]any{"writeback": cache.WriteCache(), "direct": cache.Direct(), "no-flush": cache.NoFlush()},
 		}
 	}
 	return m

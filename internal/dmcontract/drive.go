@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"godm/block"
 	"godm/internal/qemuopts"
 )
 
@@ -51,10 +52,6 @@ const (
 	whyAHCICD   = `an ide-cd on an AHCI port is not served yet (ATAPI over AHCI): libxl puts CD-ROMs on the IDE controller`
 	whyCOLO     = `COLO disk replication is not supported: remove colo= from the disk=[...] entry`
 )
-
-// cacheModes are QEMU's -drive cache= values (block.ParseCache takes
-// the same names).
-var cacheModes = map[string]bool{"writeback": true, "none": true, "writethrough": true, "directsync": true, "unsafe": true}
 
 // parseDrive takes the -drive forms libxl writes (libxl_dm.c
 // qemu_disk_ide_drive_string and the CD-ROM branch):
@@ -140,8 +137,8 @@ func (c *Config) parseDrive(a qemuopts.Arg) error {
 	} else if d.Format != "" {
 		return refuse(a, "format= without file=")
 	}
-	if !cacheModes[d.Cache] {
-		return refuse(a, "cache=%s: want writeback, none, writethrough, directsync or unsafe", d.Cache)
+	if _, err := block.ParseCache(d.Cache); err != nil {
+		return refuse(a, "%v", err)
 	}
 	switch discard {
 	case "ignore", "off":
