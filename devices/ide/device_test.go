@@ -547,6 +547,58 @@ func TestSnapshotMidTransfer(t *testing.T) {
 	}
 }
 
+// TestSnapshotCarriesOnlyLiveBuffers: an idle controller's record
+// leaves the four 128 KiB PIO buffers out; a version-1 record, which
+// carried them always, still restores mid-transfer.
+func TestSnapshotCarriesOnlyLiveBuffers(t *testing.T) {
+	r := newRig(t)
+	d, data, _ := image(t, 256, false)
+	if err := r.c.Attach(0, 0, DriveConfig{Kind: HD, Drive: d}); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := r.c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(idle) > 8<<10 {
+		t.Errorf("idle snapshot is %d bytes", len(idle))
+	}
+	r.lba28(0, 0, 9, 1)
+	r.out(0x1f7, 1, cmdRead)
+	first := r.readWords(0, 10)
+	busy, err := r.c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(busy) < ioBufLen || len(busy) > ioBufLen+8<<10 {
+		t.Errorf("a snapshot with one transfer pending is %d bytes, want one buffer's worth", len(busy))
+	}
+	v1, err := r.c.snapshot(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range [][]byte{busy, v1} {
+		r2 := newRig(t)
+		if err := r2.c.Attach(0, 0, DriveConfig{Kind: HD, Drive: d}); err != nil {
+			t.Fatal(err)
+		}
+		if err := r2.c.Restore(rec); err != nil {
+			t.Fatal(err)
+		}
+		if got := append(append([]byte(nil), first...), r2.readWords(0, 246)...); !bytes.Equal(got, data[9*512:10*512]) {
+			t.Error("the restored controller continues with other data")
+		}
+	}
+	// The idle record restores into a controller whose buffer held a
+	// transfer's data, which it clears.
+	if err := r.c.Restore(idle); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.in(0x1f7, 1); st&stDRQ != 0 {
+		t.Errorf("status %#x after restoring an idle record", st)
+	}
+}
+
 func TestDetachFlushes(t *testing.T) {
 	r := newRig(t)
 	d, _, _ := image(t, 64, false)

@@ -9,7 +9,11 @@ import (
 )
 
 // StateVersion is the version of the controller's snapshot record.
-const StateVersion = 1
+// Version 2 carries a unit's PIO buffer only while a transfer is pending
+// (DRQ or BUSY; QEMU likewise saves io_buffer only in its pio_state
+// subsection, when DRQ is up): version 1 carried all four 128 KiB
+// buffers, 512 KiB of every save. Version 1 records are still read.
+const StateVersion = 2
 
 // RecordName names the controller's records.
 const RecordName = "piix3-ide"
@@ -27,7 +31,10 @@ var ErrBusy = errors.New("ide: DMA in flight")
 // channel's registers and bus-master state, and each drive position's
 // task file, PIO buffer and ATAPI state. The media are not in it: the
 // restoring machine opens the same images.
-func (d *Controller) Snapshot() ([]byte, error) {
+func (d *Controller) Snapshot() ([]byte, error) { return d.snapshot(StateVersion) }
+
+// snapshot writes a record of version ver (1 or 2; tests write 1).
+func (d *Controller) snapshot(ver uint32) ([]byte, error) {
 	var w savestate.Writer
 	d.fn.WriteState(&w)
 	for i := range d.ch {
@@ -35,17 +42,17 @@ func (d *Controller) Snapshot() ([]byte, error) {
 		ch.mu.Lock()
 		busy := ch.jobs[0].busy || ch.jobs[1].busy
 		if !busy {
-			ch.save(&w)
+			ch.save(&w, ver)
 		}
 		ch.mu.Unlock()
 		if busy {
 			return nil, ErrBusy
 		}
 	}
-	return savestate.Record(RecordName, StateVersion, w.Out()), nil
+	return savestate.Record(RecordName, ver, w.Out()), nil
 }
 
-func (ch *channel) save(w *savestate.Writer) {
+func (ch *channel) save(w *savestate.Writer, ver uint32) {
 	w.U8(uint8(ch.cur))
 	w.U8(ch.cmd)
 	w.Bool(ch.level)
@@ -78,7 +85,11 @@ func (ch *channel) save(w *savestate.Writer) {
 		w.Bytes(u.identify[:])
 		w.U32(uint32(u.dataPtr))
 		w.U32(uint32(u.dataEnd))
-		w.Bytes(u.buf)
+		if ver < 2 || u.bufferLive() {
+			w.Bytes(u.buf)
+		} else {
+			w.Bytes(nil)
+		}
 		w.U64(uint64(u.lba))
 		w.U64(uint64(u.packetSize))
 		w.U64(uint64(u.elemSize))
@@ -93,7 +104,7 @@ func (ch *channel) save(w *savestate.Writer) {
 // (another layout, a buffer index out of range) is refused before any
 // state changes.
 func (d *Controller) Restore(b []byte) error {
-	_, r, err := savestate.Open(b, RecordName, StateVersion)
+	ver, r, err := savestate.Open(b, RecordName, StateVersion)
 	if err != nil {
 		return err
 	}
@@ -102,7 +113,7 @@ func (d *Controller) Restore(b []byte) error {
 	}
 	var chs [2]channel
 	for i := range chs {
-		if err := chs[i].load(r, &d.ch[i]); err != nil {
+		if err := chs[i].load(r, &d.ch[i], ver); err != nil {
 			r.Fail(err)
 		}
 	}
@@ -127,7 +138,11 @@ func (d *Controller) Restore(b []byte) error {
 			u.multSectors, u.reqNbSectors = s.multSectors, s.reqNbSectors
 			u.identify = s.identify
 			u.dataPtr, u.dataEnd = s.dataPtr, s.dataEnd
-			copy(u.buf, s.buf)
+			if len(s.buf) == 0 {
+				clear(u.buf) // not live: nothing of it can be read
+			} else {
+				copy(u.buf, s.buf)
+			}
 			u.lba, u.packetSize, u.elemSize = s.lba, s.packetSize, s.elemSize
 			u.bufIndex, u.ioBufSize, u.cdSectorSize = s.bufIndex, s.ioBufSize, s.cdSectorSize
 		}
@@ -138,7 +153,7 @@ func (d *Controller) Restore(b []byte) error {
 
 // load reads one channel into ch (a scratch copy), checking it against
 // the live channel's drives.
-func (ch *channel) load(r *savestate.Reader, live *channel) error {
+func (ch *channel) load(r *savestate.Reader, live *channel, ver uint32) error {
 	bad := func(what string, v any) error { return fmt.Errorf("%s %v: %w", what, v, savestate.ErrFormat) }
 	ch.cur = int(r.U8())
 	ch.cmd = r.U8()
@@ -183,7 +198,7 @@ func (ch *channel) load(r *savestate.Reader, live *channel) error {
 		switch {
 		case u.end >= numEnds || u.dmaCmd > dmaTrim:
 			return bad("transfer state", u.end)
-		case len(u.buf) != ioBufLen:
+		case len(u.buf) != ioBufLen && (ver < 2 || len(u.buf) != 0 || u.bufferLive()):
 			return bad("PIO buffer length", len(u.buf))
 		case u.dataPtr < 0 || u.dataEnd < u.dataPtr || u.dataEnd > ioBufLen:
 			return bad("PIO window", [2]int{u.dataPtr, u.dataEnd})
@@ -199,3 +214,8 @@ func (ch *channel) load(r *savestate.Reader, live *channel) error {
 	}
 	return nil
 }
+
+// bufferLive reports whether the unit's buffer holds data a transfer
+// still needs: data moves through the data port only under DRQ, and a
+// pending DMA (BUSY) may carry an ATAPI reply in it.
+func (u *unit) bufferLive() bool { return u.status&(stDRQ|stBUSY) != 0 }
