@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,6 +29,7 @@ var (
 	ErrClosed     = errors.New("block: drive closed")
 	ErrQueueFull  = errors.New("block: queue full")
 	ErrBadRequest = errors.New("block: malformed request")
+	ErrInactive   = errors.New("block: image handed over (inactive): it serves no I/O until activated")
 )
 
 // Options are a drive's -drive options (format=, readonly=, cache=).
@@ -36,6 +39,10 @@ type Options struct {
 	Cache    Cache
 	// NoLock skips image locking (QEMU's file.locking=off).
 	NoLock bool
+	// Inactive opens the image without its locks and without serving
+	// I/O until Activate: a migration's destination, whose source still
+	// holds the image (QEMU opens -incoming images BDRV_O_INACTIVE).
+	Inactive bool
 }
 
 // Drive is an opened disk image. Its methods are synchronous and safe for
@@ -45,6 +52,13 @@ type Drive struct {
 	h    *hostFile
 	opts Options
 	size int64
+
+	// files are the chain's host files with the locks each takes
+	// (Inactivate and Activate let go of and take them again).
+	files []chainFile
+	// inactive: requests fail with ErrInactive (see migrate.go).
+	inactive atomic.Bool
+	actMu    sync.Mutex // serialises Inactivate and Activate
 }
 
 // Info is what a controller reports about its medium.
@@ -67,12 +81,14 @@ func Open(path string, o Options) (*Drive, error) {
 	if o.Cache < CacheWriteback || o.Cache > CacheWritethrough {
 		return nil, fmt.Errorf("block: invalid cache mode %d", o.Cache)
 	}
-	op := &opener{cache: o.Cache, noLock: o.NoLock, seen: map[[2]uint64]bool{}}
+	op := &opener{cache: o.Cache, noLock: o.NoLock || o.Inactive, seen: map[[2]uint64]bool{}}
 	img, h, err := op.open(path, o.Format, !o.ReadOnly, 0)
 	if err != nil {
 		return nil, err
 	}
-	return &Drive{img: img, h: h, opts: o, size: img.virtualSize()}, nil
+	d := &Drive{img: img, h: h, opts: o, size: img.virtualSize(), files: op.files}
+	d.inactive.Store(o.Inactive)
+	return d, nil
 }
 
 // opener opens an image and its backing chain, refusing cycles (the same
@@ -81,6 +97,7 @@ type opener struct {
 	cache  Cache
 	noLock bool
 	seen   map[[2]uint64]bool
+	files  []chainFile
 }
 
 func (op *opener) open(path, format string, writable bool, depth int) (image, *hostFile, error) {
@@ -99,6 +116,7 @@ func (op *opener) open(path, format string, writable bool, depth int) (image, *h
 		return nil, nil, fmt.Errorf("block: %s: backing chain loops back to an image already in it", path)
 	}
 	op.seen[id] = true
+	op.files = append(op.files, chainFile{h, writable})
 	if !op.noLock {
 		if err := lockImage(h, writable); err != nil {
 			h.close()
@@ -163,6 +181,9 @@ func (d *Drive) Info() Info {
 }
 
 func (d *Drive) check(off, n int64) error {
+	if d.inactive.Load() {
+		return ErrInactive
+	}
 	if off < 0 || n < 0 || off > d.size || n > d.size-off {
 		return ErrRange
 	}
@@ -224,7 +245,7 @@ func (d *Drive) WriteAt(p []byte, off int64) error {
 
 // Flush makes every completed write durable (a no-op under cache=unsafe).
 func (d *Drive) Flush() error {
-	if d.opts.ReadOnly {
+	if d.opts.ReadOnly || d.inactive.Load() {
 		return nil
 	}
 	return d.img.flush()
