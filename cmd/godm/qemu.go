@@ -276,6 +276,13 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 			if err := loadIncoming(m, in); err != nil {
 				return err
 			}
+			// The images were opened inactive: a live migration's
+			// source may have written them up to its save. QEMU
+			// activates them when the incoming state is loaded
+			// (process_incoming_migration_bh, late-block-activate off).
+			if err := m.Board.ActivateDrives(); err != nil {
+				return fmt.Errorf("-incoming %s: %w", incomingName(in), err)
+			}
 			fmt.Fprintf(w, "godm: device state restored from %s\n", incomingName(in))
 		}
 		switch {
@@ -556,6 +563,12 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 func (h *machineHost) LoadState(r io.Reader) error { return h.m.LoadState(r) }
 
+// ReleaseImages and ActivateImages hand the disk images over at the end
+// of a live migration's save, and take them back at cont (see block's
+// migrate.go).
+func (h *machineHost) ReleaseImages() error  { return h.m.Board.InactivateDrives() }
+func (h *machineHost) ActivateImages() error { return h.m.Board.ActivateDrives() }
+
 func incomingName(in *dmcontract.Incoming) string {
 	if in.Path != "" {
 		return "file:" + in.Path
@@ -712,7 +725,7 @@ func openDrives(cfg *dmcontract.Config) (map[string]*board.Drive, []board.Entry,
 			return fail(fmt.Errorf("-drive id=%s: %w", id, err))
 		}
 		drv, err := board.OpenDrive(board.DriveOptions{ID: id, File: d.File, Format: d.Format, ReadOnly: d.ReadOnly,
-			Cache: cache, Media: d.Media, Discard: d.Discard})
+			Cache: cache, Media: d.Media, Discard: d.Discard, Inactive: cfg.Incoming != nil})
 		if err != nil {
 			return fail(fmt.Errorf("-drive %s: %w", id, err))
 		}

@@ -29,6 +29,9 @@ type DriveOptions struct {
 	Media string
 	// Discard passes guest discards to the image (discard=unmap).
 	Discard bool
+	// Inactive opens the image without its locks and serving no I/O
+	// until Board.ActivateDrives (a migration's destination).
+	Inactive bool
 }
 
 // Drive is a block back end on the board (QEMU's -drive): an opened
@@ -58,7 +61,7 @@ func OpenDrive(o DriveOptions) (*Drive, error) {
 		}
 		return d, nil
 	}
-	blk, err := block.Open(o.File, block.Options{Format: o.Format, ReadOnly: o.ReadOnly, Cache: o.Cache})
+	blk, err := block.Open(o.File, block.Options{Format: o.Format, ReadOnly: o.ReadOnly, Cache: o.Cache, Inactive: o.Inactive})
 	if err != nil {
 		return nil, fmt.Errorf("drive '%s': %w", o.ID, err)
 	}
@@ -307,6 +310,51 @@ func (u platformUnplugger) Unplug(mask xenplatform.UnplugMask) error {
 		err = errors.Join(err, u.next.Unplug(mask))
 	}
 	return err
+}
+
+// driveBlocks returns the open images of the drive table in id order.
+func (b *Board) driveBlocks() []*block.Drive {
+	ids := make([]string, 0, len(b.env.Drives))
+	for id := range b.env.Drives {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	var out []*block.Drive
+	for _, id := range ids {
+		if blk := b.env.Drives[id].Block(); blk != nil {
+			out = append(out, blk)
+		}
+	}
+	return out
+}
+
+// InactivateDrives hands every open image over to another process: its
+// writes made durable, its locks released, no I/O served (the source's
+// side of a live migration, once the devices' state is saved: QEMU
+// bdrv_inactivate_all). On an error the images it already handed over
+// are taken back.
+func (b *Board) InactivateDrives() error {
+	blks := b.driveBlocks()
+	for i, blk := range blks {
+		if err := blk.Inactivate(); err != nil {
+			for _, done := range blks[:i] {
+				_ = done.Activate()
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// ActivateDrives takes every inactive image back: its locks, its
+// metadata re-read (QEMU bdrv_activate_all, at cont or at the end of an
+// incoming migration). It fails while another process holds an image.
+func (b *Board) ActivateDrives() error {
+	var errs []error
+	for _, blk := range b.driveBlocks() {
+		errs = append(errs, blk.Activate())
+	}
+	return errors.Join(errs...)
 }
 
 // closeDrives closes every drive of the table (those no device holds).

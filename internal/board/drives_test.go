@@ -137,3 +137,43 @@ func TestIDEDriveNeedsController(t *testing.T) {
 	}
 	var _ devices.Snapshotter = (*IDEDrive)(nil)
 }
+
+// TestDriveHandOver: InactivateDrives releases every image a device holds
+// (another process can then open it) and ActivateDrives takes them back,
+// failing while that process still holds one.
+func TestDriveHandOver(t *testing.T) {
+	hd0, p0 := rawDrive(t, "hd0", "disk")
+	hd1, p1 := rawDrive(t, "hd1", "disk")
+	e0, _ := IDEIndexEntry(0, "disk", "hd0")
+	e1, _ := IDEIndexEntry(1, "disk", "hd1")
+	b := ideBoard(t, map[string]*Drive{"hd0": hd0, "hd1": hd1}, e0, e1)
+	if !locked(p0) || !locked(p1) {
+		t.Fatal("the images are not locked while the board runs")
+	}
+	if err := b.InactivateDrives(); err != nil {
+		t.Fatal(err)
+	}
+	other, err := block.Open(p1, block.Options{Format: "raw"})
+	if err != nil {
+		t.Fatalf("another process cannot open a handed-over image: %v", err)
+	}
+	if err := b.ActivateDrives(); err == nil || !strings.Contains(err.Error(), "lock") {
+		t.Fatalf("activation while another process holds an image: %v", err)
+	}
+	other.Close()
+	if err := b.ActivateDrives(); err != nil {
+		t.Fatal(err)
+	}
+	if !locked(p0) || !locked(p1) {
+		t.Error("the images are not locked again after activation")
+	}
+	// An inactive open (a migration's destination) takes no lock.
+	in, err := OpenDrive(DriveOptions{ID: "in", File: p0, Format: "raw", Media: "disk", Inactive: true})
+	if err != nil {
+		t.Fatalf("inactive open beside the running board: %v", err)
+	}
+	if in.Block().Active() {
+		t.Error("an inactive open serves I/O")
+	}
+	in.Close()
+}

@@ -26,6 +26,14 @@ type ImageReleaser interface {
 	ReleaseImages() error
 }
 
+// ImageActivator is the part of a Host that takes its disk images back
+// (their locks, their metadata re-read) before the guest runs again: a
+// failed migration's source at cont (QEMU qmp_cont: bdrv_activate_all,
+// whose error leaves the VM stopped).
+type ImageActivator interface {
+	ActivateImages() error
+}
+
 // OpenFunc opens a file named in a QMP command (a path, or "/dev/fdset/N"
 // for a descriptor given with add-fd) with open(2)'s flags.
 type OpenFunc func(name string, flag int, perm os.FileMode) (*os.File, error)

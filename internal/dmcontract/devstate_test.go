@@ -17,6 +17,8 @@ type saverHost struct {
 	state   string
 	loaded  string
 	loadErr error
+
+	activateErr error
 }
 
 func (h *saverHost) SaveState(w io.Writer) error {
@@ -45,6 +47,60 @@ func (h *saverHost) reset() { h.mu.Lock(); h.calls = nil; h.mu.Unlock() }
 func (h *saverHost) lastLoaded() string { h.mu.Lock(); defer h.mu.Unlock(); return h.loaded }
 
 func (h *saverHost) ReleaseImages() error { h.rec("release"); return nil }
+
+func (h *saverHost) ActivateImages() error {
+	h.rec("activate")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.activateErr
+}
+
+// A failed migration's source: libxl sends cont after the live save
+// handed the images over; cont takes them back first, and while another
+// process holds one it answers an error and the VM stays stopped (QEMU
+// qmp_cont).
+func TestContActivatesImages(t *testing.T) {
+	dir := t.TempDir()
+	h := &saverHost{state: "s"}
+	st := NewState(StateConfig{Host: h, OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		return os.OpenFile(filepath.Join(dir, filepath.Base(name)), flag, perm)
+	}})
+	c := dial(t, serve(t, st))
+	if _, e := c.do("stop", nil); e != "" {
+		t.Fatal(e)
+	}
+	if _, e := c.do("xen-save-devices-state", map[string]any{"filename": "state"}); e != "" {
+		t.Fatal(e)
+	}
+	h.mu.Lock()
+	h.activateErr = errors.New(`block: /d.img: Failed to get "write" lock: image is locked by another user`)
+	h.mu.Unlock()
+	h.reset()
+	if _, e := c.do("cont", nil); !strings.Contains(e, `Failed to get "write" lock`) {
+		t.Fatalf("cont while the destination holds the image: %q", e)
+	}
+	if got := h.Calls(); !slices.Equal(got, []string{"activate"}) || st.Status() != StatusPaused {
+		t.Errorf("a refused cont did %v, status %s", got, st.Status())
+	}
+	h.mu.Lock()
+	h.activateErr = nil
+	h.mu.Unlock()
+	h.reset()
+	if _, e := c.do("cont", nil); e != "" {
+		t.Fatal(e)
+	}
+	if got := h.Calls(); !slices.Equal(got, []string{"activate", "resume"}) || st.Status() != StatusRunning {
+		t.Errorf("cont did %v, status %s", got, st.Status())
+	}
+	// cont of a running VM activates nothing.
+	h.reset()
+	if _, e := c.do("cont", nil); e != "" {
+		t.Fatal(e)
+	}
+	if got := h.Calls(); len(got) != 0 {
+		t.Errorf("cont of a running VM did %v", got)
+	}
+}
 
 // xl save's sequence (libxl_qmp.c): stop, then xen-save-devices-state
 // with live; a save of a running VM stops and restarts it; loading needs

@@ -248,6 +248,11 @@ func (s *State) commands() map[string]qmp.Handler {
 			if err := noArgs(r); err != nil {
 				return nil, err
 			}
+			if act, ok := s.host.(ImageActivator); ok && s.Status() != StatusRunning {
+				if err := act.ActivateImages(); err != nil {
+					return nil, qmp.Errorf("%v", err)
+				}
+			}
 			s.Cont()
 			return nil, nil
 		},
