@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"godm/block"
 
@@ -40,25 +38,6 @@ func (q *qmpClient) doFD(cmd string, fd int) (any, string) {
 	}
 }
 
-// waitRunning waits for godm's readiness in xenstore, as libxl does.
-func waitRunning(t *testing.T, r *dmRig) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	p := fmt.Sprintf("/local/domain/0/device-model/%d/state", int(r.dom.ID()))
-	waited := make(chan error, 1)
-	go func() { waited <- r.xs.WaitValue(ctx, p, []byte("running")) }()
-	select {
-	case err := <-waited:
-		if err != nil {
-			t.Fatalf("waiting for %s: %v (log: %s)", p, err, r.log.String())
-		}
-	case err := <-r.done:
-		r.once.Do(func() { r.result = err })
-		t.Fatalf("godm ended early: %v (log: %s)", err, r.log.String())
-	}
-}
-
 // openForGodm opens path read-only as a raw descriptor, as libxl opens
 // /var/lib/xen/qemu-resume.<domid> for "-incoming fd:N" (no *os.File:
 // godm owns and closes the number).
@@ -71,6 +50,31 @@ func openForGodm(t *testing.T, path string) int {
 	return fd
 }
 
+// saveDevices saves godm's devices as libxl_qmp.c does: open the save
+// file in dir, add-fd it (SCM_RIGHTS, no arguments), save to the fdset it
+// names. It returns the file's path.
+func saveDevices(t *testing.T, q *qmpClient, dir string, live bool) string {
+	t.Helper()
+	saved := filepath.Join(dir, "qemu-save")
+	sf, err := os.OpenFile(saved, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ret, e := q.doFD("add-fd", int(sf.Fd()))
+	sf.Close()
+	if e != "" {
+		t.Fatal(e)
+	}
+	set, ok := ret.(map[string]any)["fdset-id"].(float64)
+	if !ok {
+		t.Fatalf("add-fd returned %v", ret)
+	}
+	if _, e := q.do("xen-save-devices-state", map[string]any{"filename": fmt.Sprintf("/dev/fdset/%d", int(set)), "live": live}); e != "" {
+		t.Fatal(e)
+	}
+	return saved
+}
+
 // xl save then xl restore, as libxl drives the device model: stop and
 // xen-save-devices-state on the first godm, then a second godm started
 // with -incoming fd:N on the saved state, whose devices read back what
@@ -80,7 +84,7 @@ func TestLibxlSaveRestore(t *testing.T) {
 	needPTY(t)
 	a := newDMRig(t)
 	a.start(t, libxlArgv(int(a.dom.ID()), a.dir), nil)
-	waitRunning(t, a)
+	a.waitReady(t)
 	v := a.dom.VCPU(0)
 	// The guest sets PIIX3's PIRQ routes and the host bridge's PAM
 	// registers (as SeaBIOS does).
@@ -95,25 +99,7 @@ func TestLibxlSaveRestore(t *testing.T) {
 	if _, e := q.do("stop", nil); e != "" {
 		t.Fatal(e)
 	}
-	// libxl_qmp.c: open the save file, add-fd it (SCM_RIGHTS, no
-	// arguments), save to the fdset it names.
-	saved := filepath.Join(a.dir, "qemu-save")
-	sf, err := os.OpenFile(saved, os.O_WRONLY|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ret, e := q.doFD("add-fd", int(sf.Fd()))
-	sf.Close()
-	if e != "" {
-		t.Fatal(e)
-	}
-	set, ok := ret.(map[string]any)["fdset-id"].(float64)
-	if !ok {
-		t.Fatalf("add-fd returned %v", ret)
-	}
-	if _, e := q.do("xen-save-devices-state", map[string]any{"filename": fmt.Sprintf("/dev/fdset/%d", int(set)), "live": false}); e != "" {
-		t.Fatal(e)
-	}
+	saved := saveDevices(t, q, a.dir, false)
 	a.stop()
 	if err := a.wait(); err != nil {
 		t.Fatalf("first godm: %v", err)
@@ -122,7 +108,7 @@ func TestLibxlSaveRestore(t *testing.T) {
 	b := newDMRig(t)
 	fd := openForGodm(t, saved)
 	b.start(t, libxlArgv(int(b.dom.ID()), b.dir)+fmt.Sprintf(" -incoming fd:%d", fd), nil)
-	waitRunning(t, b)
+	b.waitReady(t)
 	vb := b.dom.VCPU(0)
 	for _, c := range []struct {
 		sbdf, reg uint32
@@ -221,7 +207,7 @@ func TestLibxlLiveMigrateDisk(t *testing.T) {
 	disk := " -drive file=" + img + ",if=ide,index=0,media=disk,format=raw,cache=writeback"
 	a := newDMRig(t)
 	a.start(t, libxlArgv(int(a.dom.ID()), a.dir)+disk, nil)
-	waitRunning(t, a)
+	a.waitReady(t)
 	pattern := make([]byte, 512)
 	for i := range pattern {
 		pattern[i] = byte(i*7 + 3)
@@ -231,20 +217,7 @@ func TestLibxlLiveMigrateDisk(t *testing.T) {
 	if _, e := q.do("stop", nil); e != "" {
 		t.Fatal(e)
 	}
-	saved := filepath.Join(a.dir, "qemu-save")
-	sf, err := os.OpenFile(saved, os.O_WRONLY|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ret, e := q.doFD("add-fd", int(sf.Fd()))
-	sf.Close()
-	if e != "" {
-		t.Fatal(e)
-	}
-	set := ret.(map[string]any)["fdset-id"].(float64)
-	if _, e := q.do("xen-save-devices-state", map[string]any{"filename": fmt.Sprintf("/dev/fdset/%d", int(set)), "live": true}); e != "" {
-		t.Fatal(e)
-	}
+	saved := saveDevices(t, q, a.dir, true)
 	if d, err := block.Open(img, block.Options{Format: "raw"}); err != nil {
 		t.Fatalf("the source still holds the image after the live save: %v", err)
 	} else {
@@ -254,7 +227,7 @@ func TestLibxlLiveMigrateDisk(t *testing.T) {
 	b := newDMRig(t)
 	fd := openForGodm(t, saved)
 	b.start(t, libxlArgv(int(b.dom.ID()), b.dir)+disk+fmt.Sprintf(" -incoming fd:%d", fd), nil)
-	waitRunning(t, b)
+	b.waitReady(t)
 	if got := pioSector(t, b, 5, nil); !bytes.Equal(got, pattern) {
 		t.Errorf("the destination reads %x..., want the source's write %x...", got[:8], pattern[:8])
 	}
