@@ -12,7 +12,9 @@
 #
 # "-xen" boots real Xen in a box instead (Xen 4.17 and a Debian dom0 under
 # QEMU's TCG; the packages are fetched into .cache/xenbox first) and shows
-# an HVM guest created by xl whose device model is godm.
+# a Debian Linux HVM guest created by xl whose device model is godm, booted
+# by SeaBIOS from godm's IDE disk ("-xen -firmware": a quicker test
+# firmware instead).
 #
 # Usage: scripts/run.sh [command] [args...]
 set -euo pipefail
