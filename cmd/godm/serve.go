@@ -83,7 +83,7 @@ func cmdServe(ctx context.Context, args []string, w io.Writer, env serveEnv) err
 	for _, d := range ptDevs {
 		spec, err := passthrough.ParseDeviceOption(d)
 		if err != nil {
-			return fmt.Errorf("serve: -device %q: %w", d, err)
+			return fmt.Errorf("serve: %w", err) // it names -device and the key
 		}
 		pts = append(pts, spec)
 	}
