@@ -6,77 +6,44 @@ import (
 	"testing"
 
 	"godm/devices"
+	"godm/internal/testfake"
 )
 
-type irqCall struct {
-	Kind  string
-	A, B  uint64
-	Level bool
-}
-
-type fakeIRQ struct {
-	calls []irqCall
-	fail  bool
-}
-
-var errFake = errors.New("fake hypervisor failure")
-
-func (f *fakeIRQ) SetISAIRQLevel(n uint8, level bool) error {
-	f.calls = append(f.calls, irqCall{"isa", uint64(n), 0, level})
-	if f.fail {
-		return errFake
-	}
-	return nil
-}
-
-func (f *fakeIRQ) SetPCIIntxLevel(seg uint16, bus, dev, intx uint8, level bool) error {
-	f.calls = append(f.calls, irqCall{"intx", uint64(seg)<<16 | uint64(bus)<<8 | uint64(dev), uint64(intx), level})
-	if f.fail {
-		return errFake
-	}
-	return nil
-}
-
-func (f *fakeIRQ) InjectMSI(addr uint64, data uint32) error {
-	f.calls = append(f.calls, irqCall{"msi", addr, uint64(data), false})
-	if f.fail {
-		return errFake
-	}
-	return nil
-}
-
 func TestIRQLinesOnlyOnChange(t *testing.T) {
-	f := &fakeIRQ{}
+	f := &testfake.DMOps{}
 	isa := NewISALine(f, 4)
 	intx := NewPCIIntxLine(f, devices.NewSBDF(0, 0, 5, 2), 1)
 	for _, lv := range []bool{false, true, true, false, false, true} {
 		isa.SetLevel(lv)
 		intx.SetLevel(lv)
 	}
-	want := []irqCall{
-		{"isa", 4, 0, true}, {"intx", 5, 1, true},
-		{"isa", 4, 0, false}, {"intx", 5, 1, false},
-		{"isa", 4, 0, true}, {"intx", 5, 1, true},
+	want := []string{
+		"isa 4=true", "intx 5.1=true",
+		"isa 4=false", "intx 5.1=false",
+		"isa 4=true", "intx 5.1=true",
 	}
-	if !slices.Equal(f.calls, want) {
-		t.Fatalf("calls = %+v, want %+v", f.calls, want)
+	if got := f.Take(); !slices.Equal(got, want) {
+		t.Fatalf("calls = %q, want %q", got, want)
 	}
+	// Off bus 0, the line names its segment and bus.
+	NewPCIIntxLine(f, devices.NewSBDF(1, 2, 5, 0), 3).SetLevel(true)
 	NewMSI(f).SendMSI(0xfee00000, 0x4031)
-	if got := f.calls[len(f.calls)-1]; got != (irqCall{"msi", 0xfee00000, 0x4031, false}) {
-		t.Fatalf("MSI call = %+v", got)
+	if got, want := f.Take(), []string{"intx 0001:02:5.3=true", "msi 0xfee00000 0x4031"}; !slices.Equal(got, want) {
+		t.Fatalf("calls = %q, want %q", got, want)
 	}
 }
 
 func TestIRQFailureRetriesAndCounts(t *testing.T) {
-	f := &fakeIRQ{fail: true}
+	f := &testfake.DMOps{}
+	f.Fail(errors.New("fake hypervisor failure"))
 	l := NewISALine(f, 1)
 	l.SetLevel(true)
-	f.fail = false
+	f.Fail(nil)
 	l.SetLevel(true) // the failed raise did not take effect: retried
-	if len(f.calls) != 2 || l.Errors() != 1 {
-		t.Fatalf("calls %d, errors %d; want 2, 1", len(f.calls), l.Errors())
+	if n := len(f.Take()); n != 2 || l.Errors() != 1 {
+		t.Fatalf("calls %d, errors %d; want 2, 1", n, l.Errors())
 	}
-	f.fail = true
+	f.Fail(errors.New("fake hypervisor failure"))
 	m := NewMSI(f)
 	m.SendMSI(1, 2)
 	if m.Errors() != 1 {

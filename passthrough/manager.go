@@ -11,6 +11,7 @@ import (
 
 	"godm/devices"
 	"godm/hyp"
+	"godm/internal/qemuopts"
 )
 
 // DriverName is the QEMU device name libxl asks for.
@@ -29,18 +30,42 @@ type DeviceSpec struct {
 }
 
 // ParseDeviceOption parses "xen-pci-passthrough,id=...,hostaddr=...,
-// addr=S[.F],permissive=on|off" (the driver name first, as in -device).
+// addr=S[.F],permissive=on|off" (the driver name first, as in -device)
+// with QEMU's option syntax (internal/qemuopts: ",," escapes a comma; a
+// repeated or unknown key is refused, naming -device and the key).
 func ParseDeviceOption(s string) (DeviceSpec, error) {
-	parts := strings.Split(s, ",")
-	args := map[string]any{"driver": parts[0]}
-	for _, p := range parts[1:] {
-		k, v, ok := strings.Cut(p, "=")
-		if !ok {
-			return DeviceSpec{}, fmt.Errorf("passthrough: device option %q: %q is not key=value", s, p)
-		}
-		args[k] = v
+	o, err := qemuopts.Parse("-device", s, "driver")
+	if err != nil {
+		return DeviceSpec{}, err
 	}
-	return DeviceSpecFromArgs(args)
+	if o.Help {
+		return DeviceSpec{}, fmt.Errorf("-device %s: godm -device %s,help lists its properties", s, DriverName)
+	}
+	drv := o.String("driver", "")
+	if drv != DriverName {
+		return DeviceSpec{}, fmt.Errorf("-device %s: driver %q, want %s", o.Label(), drv, DriverName)
+	}
+	args := map[string]any{"driver": drv}
+	for _, k := range []string{"id", "hostaddr", "addr"} {
+		if o.Has(k) {
+			args[k] = o.String(k, "")
+		}
+	}
+	if o.Has("permissive") {
+		p, err := o.Bool("permissive", false)
+		if err != nil {
+			return DeviceSpec{}, err
+		}
+		args["permissive"] = p
+	}
+	if err := o.CheckUnused(); err != nil {
+		return DeviceSpec{}, err
+	}
+	spec, err := DeviceSpecFromArgs(args)
+	if err != nil {
+		return spec, fmt.Errorf("-device %s: %w", s, err)
+	}
+	return spec, nil
 }
 
 // DeviceSpecFromArgs reads the arguments of a QMP device_add.

@@ -3,6 +3,7 @@ package passthrough
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"godm/devices"
@@ -25,11 +26,32 @@ func TestParseDeviceOption(t *testing.T) {
 		{"xen-pci-passthrough,id=x", DeviceSpec{}, false},
 		{"e1000,hostaddr=0000:03:00.0", DeviceSpec{}, false},
 		{"xen-pci-passthrough,hostaddr", DeviceSpec{}, false},
+		// QEMU's option syntax: every spelling of a boolean, the short
+		// form, the driver key spelled out.
+		{"xen-pci-passthrough,hostaddr=0000:03:00.0,permissive=y", DeviceSpec{ID: "pci-pt-03_00.0", HostAddr: h, Slot: -1, Permissive: true}, true},
+		{"xen-pci-passthrough,hostaddr=0000:03:00.0,permissive", DeviceSpec{ID: "pci-pt-03_00.0", HostAddr: h, Slot: -1, Permissive: true}, true},
+		{"xen-pci-passthrough,hostaddr=0000:03:00.0,nopermissive", DeviceSpec{ID: "pci-pt-03_00.0", HostAddr: h, Slot: -1}, true},
+		{"driver=xen-pci-passthrough,hostaddr=0000:03:00.0,permissive=false", DeviceSpec{ID: "pci-pt-03_00.0", HostAddr: h, Slot: -1}, true},
 	}
 	for _, tt := range tests {
 		got, err := ParseDeviceOption(tt.in)
 		if (err == nil) != tt.ok || (tt.ok && got != tt.want) {
 			t.Errorf("ParseDeviceOption(%q) = %+v, %v; want %+v, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+	// Refusals name -device and the key (before this went through
+	// internal/qemuopts, a repeated key silently kept its last value and
+	// an unknown one was ignored).
+	for in, want := range map[string]string{
+		"xen-pci-passthrough,hostaddr=0000:03:00.0,hostaddr=0000:04:00.0": "-device xen-pci-passthrough: property 'hostaddr' given twice",
+		"xen-pci-passthrough,hostaddr=0000:03:00.0,rombar=0":              "-device xen-pci-passthrough: unknown property 'rombar'",
+		"xen-pci-passthrough,hostaddr=0000:03:00.0,permissive=maybe":      "-device xen-pci-passthrough: property 'permissive' expects 'on' or 'off', not \"maybe\"",
+		"xen-pci-passthrough,id=a,,b,hostaddr=0000:03:00.0":               "-device xen-pci-passthrough: property 'id' expects an identifier",
+		"xen-pci-passthrough,help":                                        "godm -device xen-pci-passthrough,help lists its properties",
+	} {
+		_, err := ParseDeviceOption(in)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseDeviceOption(%q) = %v, want an error containing %q", in, err, want)
 		}
 	}
 	// QMP arguments: permissive as a JSON boolean.

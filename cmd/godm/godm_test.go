@@ -43,8 +43,14 @@ func TestBadUsage(t *testing.T) {
 		// The metrics endpoint never leaves the host.
 		{append(nox, "-metrics", "0.0.0.0:9100"), "-metrics 0.0.0.0:9100: metrics: \"0.0.0.0:9100\": only a loopback address or a unix socket is served"},
 		{append(nox, "-metrics", "192.168.1.1:9100"), "only a loopback address or a unix socket is served"},
-		{[]string{"serve", "-domid", "5", "-device", "e1000,mac=00:16:3e:00:00:01"}, `-device "e1000`},
-		{[]string{"serve", "-domid", "5", "-device", "xen-pci-passthrough"}, `-device "xen-pci-passthrough"`},
+		{[]string{"serve", "-domid", "5", "-device", "e1000,mac=00:16:3e:00:00:01"}, `serve: -device e1000: driver "e1000", want xen-pci-passthrough`},
+		{[]string{"serve", "-domid", "5", "-device", "xen-pci-passthrough"}, `serve: -device xen-pci-passthrough: passthrough: device_add needs hostaddr`},
+		// QEMU's option syntax (internal/qemuopts): repeated and unknown
+		// keys are refused by name, not taken last or ignored.
+		{[]string{"serve", "-domid", "5", "-device", "xen-pci-passthrough,hostaddr=0000:03:00.0,hostaddr=0000:04:00.0"},
+			"serve: -device xen-pci-passthrough: property 'hostaddr' given twice"},
+		{[]string{"serve", "-domid", "5", "-device", "xen-pci-passthrough,hostaddr=0000:03:00.0,rombar=0"},
+			"serve: -device xen-pci-passthrough: unknown property 'rombar'"},
 		{[]string{"serve", "-domid", "5", "-pt-grant"}, "-pt-grant needs a -device xen-pci-passthrough"},
 		{[]string{"passthrough", "-domid", "5", "-bdf", "0000:03:00.9"},
 			`-bdf: passthrough: PCI address "0000:03:00.9": function 0x9 is out of range: a PCI function is 0..0x7`},

@@ -59,6 +59,10 @@ func TestServePassthrough(t *testing.T) {
 			if !strings.Contains(out.String(), "as 0000:00:06.0") {
 				t.Errorf("output %q", out.String())
 			}
+			// Plugged by the board's driver: found again by its id.
+			if d := m.Board.Device(spec.ID); d == nil || d.Driver != "xen-pci-passthrough" {
+				t.Errorf("board device %q: %+v", spec.ID, d)
+			}
 			if d, ok := sim.AssignedTo(uint32(host)); !ok || d != dom.ID() {
 				t.Errorf("assigned to %v %v, want %v", d, ok, dom.ID())
 			}
@@ -79,6 +83,9 @@ func TestServePassthrough(t *testing.T) {
 			}
 			closePT()
 			closePT() // idempotent
+			if m.Board.Device(spec.ID) != nil {
+				t.Errorf("board device %q left after close", spec.ID)
+			}
 			var frames, pirqs, perms int
 			for _, e := range sim.EventsSince(mark) {
 				d := 1

@@ -19,6 +19,8 @@ import (
 	"godm/hyp/hcall"
 	"godm/hyp/kernel"
 	"godm/hyp/xenstore"
+	"godm/internal/board"
+	"godm/internal/board/ptdriver"
 	"godm/internal/cli"
 	"godm/internal/machine"
 	"godm/internal/metrics"
@@ -83,7 +85,7 @@ func cmdServe(ctx context.Context, args []string, w io.Writer, env serveEnv) err
 	for _, d := range ptDevs {
 		spec, err := passthrough.ParseDeviceOption(d)
 		if err != nil {
-			return fmt.Errorf("serve: -device %q: %w", d, err)
+			return fmt.Errorf("serve: %w", err) // it names -device and the key
 		}
 		pts = append(pts, spec)
 	}
@@ -220,27 +222,38 @@ func releaseDomainHint(ctx context.Context, host kernel.Kernel, log *slog.Logger
 	return hint, func() { c.Close(); <-done }
 }
 
-// addPassthrough passes the -device functions through on the machine
-// (passthroughManager), each checked to be assigned to the domain (with
-// grant, after doing the toolstack's part itself). The returned close,
-// to be called before the machine closes (its privcmd handle carries the
-// hypercalls), removes them, then revokes what grant granted: Xen refuses
-// to unmap memory the domain may no longer map. On error, everything done
-// is undone.
+// addPassthrough passes the -device functions through on the machine:
+// the board's xen-pci-passthrough driver over a passthrough Manager
+// (passthroughManager), as for libxl's device_add, each checked to be
+// assigned to the domain (with grant, after doing the toolstack's part
+// itself). The returned close, to be called before the machine closes
+// (its privcmd handle carries the hypercalls), unplugs them from the
+// board, then revokes what grant granted: Xen refuses to unmap memory the
+// domain may no longer map. On error, everything done is undone.
 func addPassthrough(m *machine.Machine, pts []passthrough.DeviceSpec, sysfs string, grant bool,
 	log *slog.Logger, w io.Writer) (func(), error) {
 	mgr, pt, err := passthroughManager(m, sysfs, log)
 	if err != nil {
 		return nil, fmt.Errorf("passthrough: %w", err)
 	}
+	m.Board.SetPassthrough(func() (board.PCIPassthrough, error) { return ptdriver.Adapter{M: mgr}, nil })
 	var revokes []func() error
+	var plugged []string
 	closed := false
 	closePT := func() {
 		if closed {
 			return
 		}
 		closed = true
-		m.SetEjectHook(nil)
+		for i := len(plugged) - 1; i >= 0; i-- {
+			// One the guest ejected is gone from the board already.
+			if m.Board.Device(plugged[i]) == nil {
+				continue
+			}
+			if err := m.Board.Unplug(plugged[i]); err != nil {
+				log.Error("passthrough: removing devices", "id", plugged[i], "err", err)
+			}
+		}
 		if err := mgr.Close(); err != nil {
 			log.Error("passthrough: removing devices", "err", err)
 		}
@@ -250,6 +263,7 @@ func addPassthrough(m *machine.Machine, pts []passthrough.DeviceSpec, sysfs stri
 			}
 		}
 	}
+	var entries []board.Entry
 	for _, p := range pts {
 		if grant {
 			revoke, err := pt.grant(m.Spec.Dom, p.HostAddr)
@@ -259,13 +273,26 @@ func addPassthrough(m *machine.Machine, pts []passthrough.DeviceSpec, sysfs stri
 			}
 			revokes = append(revokes, revoke)
 		}
-		// Named on the command line: the toolstack assigned it already.
-		pl, err := mgr.AddWith(p, passthrough.AddOptions{RequireAssigned: true})
-		if err != nil {
-			closePT()
-			return nil, fmt.Errorf("passthrough %v: %w", p.HostAddr, err)
+		props := map[string]string{"id": p.ID, "hostaddr": p.HostAddr.String(), "permissive": "off"}
+		if p.Permissive {
+			props["permissive"] = "on"
 		}
-		fmt.Fprintf(w, "godm: passing %v through as %v (id %s)\n", p.HostAddr, pl.SBDF, pl.ID)
+		if p.Slot >= 0 {
+			props["addr"] = fmt.Sprintf("%x", p.Slot)
+		}
+		entries = append(entries, board.Entry{Driver: board.PassthroughDriver, Props: props})
+	}
+	// Named on the command line: plugged as the board's own list, so
+	// the toolstack must have assigned each already.
+	if err := m.Board.Build(entries); err != nil {
+		closePT()
+		return nil, fmt.Errorf("passthrough: %w", err)
+	}
+	for _, p := range pts {
+		plugged = append(plugged, p.ID)
+		if d := m.Board.Device(p.ID); d != nil {
+			fmt.Fprintf(w, "godm: passing %v through as %v (id %s)\n", p.HostAddr, d.Dev.(*board.Passthrough).Guest, p.ID)
+		}
 	}
 	return closePT, nil
 }
@@ -291,8 +318,9 @@ func (p ptHost) grant(dom hyp.DomID, host devices.SBDF) (func() error, error) {
 // passthroughManager composes PCI passthrough on top of the machine: a
 // Manager adding xen-pci-passthrough functions to the machine's bus (its
 // ioreq server claims them) in slots it reserves on the machine's PCI
-// registry, through the machine's privcmd handle; the guest's ACPI eject
-// of such a slot removes the function.
+// registry, through the machine's privcmd handle. The board's
+// xen-pci-passthrough driver plugs through it (ptdriver.Adapter); the
+// guest's ACPI eject of such a slot unplugs the board's device.
 func passthroughManager(m *machine.Machine, sysfs string, log *slog.Logger) (*passthrough.Manager, ptHost, error) {
 	c := hcall.New(m.Privcmd())
 	dc, err := domctl.Open(c)
@@ -314,7 +342,6 @@ func passthroughManager(m *machine.Machine, sysfs string, log *slog.Logger) (*pa
 		Slots:         m.PCI,
 		Log:           log,
 	})
-	m.SetEjectHook(mgr.RemoveSlot)
 	return mgr, pt, nil
 }
 

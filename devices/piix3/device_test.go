@@ -4,57 +4,25 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 
 	"godm/devices"
 	"godm/devices/devicetest"
+	"godm/internal/testfake"
 	"godm/pci"
 )
-
-// sink records what the bridge sends to Xen.
-type sink struct {
-	mu     sync.Mutex
-	events []string
-	fail   error
-}
-
-func (s *sink) log(format string, args ...any) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.events = append(s.events, fmt.Sprintf(format, args...))
-	return s.fail
-}
-
-func (s *sink) SetPCILinkRoute(link, isaIRQ uint8) error {
-	return s.log("route %d->%d", link, isaIRQ)
-}
-
-func (s *sink) SetPCIIntxLevel(seg uint16, bus, dev, intx uint8, level bool) error {
-	return s.log("intx %d.%d=%v", dev, intx, level)
-}
-
-func (s *sink) RemoteShutdown(reason uint32) error { return s.log("shutdown %d", reason) }
-
-func (s *sink) take() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.events
-	s.events = nil
-	return e
-}
 
 type machine struct {
 	spaces *devices.Bus
 	bus    *pci.Bus
 	dev    *Device
-	sink   *sink
+	sink   *testfake.DMOps // what the bridge sends to Xen
 	sbdf   devices.SBDF
 }
 
 func newMachine(t testing.TB) *machine {
 	t.Helper()
-	m := &machine{spaces: devices.NewBus(), sink: &sink{}}
+	m := &machine{spaces: devices.NewBus(), sink: &testfake.DMOps{}}
 	var err error
 	m.dev, err = New(Config{Links: m.sink, INTx: m.sink, Shutdown: m.sink})
 	if err != nil {
@@ -114,7 +82,7 @@ func TestLinkRoutes(t *testing.T) {
 		cfg.Write(m.sbdf, RegPIRQ+uint32(link), 1, 0, isa)
 	}
 	want := []string{"route 0->5", "route 1->10", "route 2->11", "route 3->5"}
-	if got := m.sink.take(); !slices.Equal(got, want) {
+	if got := m.sink.Take(); !slices.Equal(got, want) {
 		t.Errorf("routes = %v, want %v", got, want)
 	}
 	// hvmloader reads them back to program Interrupt Line.
@@ -125,16 +93,16 @@ func TestLinkRoutes(t *testing.T) {
 	// bits 6:4 are ignored.
 	cfg.Write(m.sbdf, RegPIRQ, 4, 0, 0x8b_09_73_80)
 	want = []string{"route 0->0", "route 1->3", "route 2->9", "route 3->0"}
-	if got := m.sink.take(); !slices.Equal(got, want) {
+	if got := m.sink.Take(); !slices.Equal(got, want) {
 		t.Errorf("routes = %v, want %v", got, want)
 	}
 	// A write next to the routes does not send any.
 	cfg.Write(m.sbdf, 0x5c, 4, 0, 0xffffffff)
 	cfg.Write(m.sbdf, 0x64, 1, 0, 0xff)
-	if got := m.sink.take(); len(got) != 0 {
+	if got := m.sink.Take(); len(got) != 0 {
 		t.Errorf("unexpected routes: %v", got)
 	}
-	m.sink.fail = errors.New("boom")
+	m.sink.Fail(errors.New("boom"))
 	cfg.Write(m.sbdf, RegPIRQ, 2, 0, 0x0505)
 	if got := m.dev.Stats().RouteErrors; got != 2 {
 		t.Errorf("RouteErrors = %d, want 2", got)
@@ -154,7 +122,7 @@ func TestINTxWiredOR(t *testing.T) {
 	c.SetLevel(true)
 	c.SetLevel(false)
 	want := []string{"intx 3.0=true", "intx 3.0=false", "intx 4.3=true", "intx 4.3=false"}
-	if got := m.sink.take(); !slices.Equal(got, want) {
+	if got := m.sink.Take(); !slices.Equal(got, want) {
 		t.Errorf("levels = %v, want %v", got, want)
 	}
 }
@@ -171,7 +139,7 @@ func TestINTxThroughBus(t *testing.T) {
 	fn.INTx().SetLevel(true)
 	fn.INTx().SetLevel(false)
 	want := []string{"intx 5.1=true", "intx 5.1=false"}
-	if got := m.sink.take(); !slices.Equal(got, want) {
+	if got := m.sink.Take(); !slices.Equal(got, want) {
 		t.Errorf("levels = %v, want %v", got, want)
 	}
 }
@@ -183,11 +151,11 @@ func TestResetControl(t *testing.T) {
 	if got := pio.Read(ResetControlPort, 1, 0); got != 0x02 {
 		t.Errorf("rcr = %#x, want 0x02", got)
 	}
-	if got := m.sink.take(); len(got) != 0 {
+	if got := m.sink.Take(); len(got) != 0 {
 		t.Errorf("unexpected calls: %v", got)
 	}
 	pio.Write(ResetControlPort, 1, 0, 0x06)
-	if got, want := m.sink.take(), []string{"shutdown 1"}; !slices.Equal(got, want) {
+	if got, want := m.sink.Take(), []string{"shutdown 1"}; !slices.Equal(got, want) {
 		t.Errorf("calls = %v, want %v", got, want)
 	}
 	if got := m.dev.Stats().Reboots; got != 1 {
@@ -221,7 +189,7 @@ func TestNilWiring(t *testing.T) {
 
 func TestConformance(t *testing.T) {
 	newDev := func() *Device {
-		d, err := New(Config{Links: &sink{}, INTx: &sink{}, Shutdown: &sink{}})
+		d, err := New(Config{Links: &testfake.DMOps{}, INTx: &testfake.DMOps{}, Shutdown: &testfake.DMOps{}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,7 +229,7 @@ func FuzzConfig(f *testing.F) {
 		size = []uint8{1, 2, 4, 8}[size%4]
 		m.spaces.PCI.Write(m.sbdf, uint32(reg), size, 0, uint64(v)|uint64(v)<<32)
 		m.spaces.PIO.Write(ResetControlPort, 1, 0, uint64(v))
-		for _, e := range m.sink.take() {
+		for _, e := range m.sink.Take() {
 			var link, isa int
 			if n, _ := fmt.Sscanf(e, "route %d->%d", &link, &isa); n == 2 && (link > 3 || isa > 15) {
 				t.Fatalf("bad route %q", e)

@@ -22,7 +22,7 @@ func FuzzINTxWiredOR(f *testing.F) {
 			m.dev.INTx(k.dev, k.fn, k.intx+1).SetLevel(want[k])
 		}
 		last := map[string]string{}
-		for _, e := range m.sink.take() {
+		for _, e := range m.sink.Take() {
 			var dev, intx int
 			var level bool
 			if _, err := fmt.Sscanf(e, "intx %d.%d=%t", &dev, &intx, &level); err != nil {

@@ -87,7 +87,7 @@ func FuzzScript(f *testing.F) {
 						}
 					}
 				}
-				got := m.sink.take()
+				got := m.sink.Take()
 				if fmt.Sprint(got) != fmt.Sprint(want) {
 					t.Fatalf("config write %#x/%d=%#x sent %q, want %q", off, st.Size, st.Val, got, want)
 				}
@@ -119,7 +119,7 @@ func FuzzScript(f *testing.F) {
 						rcr = uint8(st.Val) & rcrSysReset
 					}
 				}
-				if got := m.sink.take(); fmt.Sprint(got) != fmt.Sprint(want) {
+				if got := m.sink.Take(); fmt.Sprint(got) != fmt.Sprint(want) {
 					t.Fatalf("write %#x/%d=%#x sent %q, want %q", port, st.Size, st.Val, got, want)
 				}
 			case 3:
@@ -132,7 +132,7 @@ func FuzzScript(f *testing.F) {
 				} else {
 					drivers[w] &^= 1 << fn
 				}
-				for _, e := range m.sink.take() {
+				for _, e := range m.sink.Take() {
 					var dev, intx uint8
 					var level bool
 					if _, err := fmt.Sscanf(e, "intx %d.%d=%t", &dev, &intx, &level); err != nil {
@@ -152,7 +152,7 @@ func FuzzScript(f *testing.F) {
 			case 4:
 				c.Reset(t, m.dev.Reset)
 				rcr = 0
-				if got := m.sink.take(); len(got) != 0 {
+				if got := m.sink.Take(); len(got) != 0 {
 					t.Fatalf("reset sent %q", got)
 				}
 			case 5:

@@ -41,6 +41,11 @@ type nicTarget interface {
 	inject(frame []byte)
 	// sent returns the next frame the NIC transmitted, nil if none comes.
 	sent() []byte
+	// systemReset resets the machine (QEMU's system_reset; on godm's
+	// side what the board's reset does to the NIC: its PCI function's
+	// reset, then the device's), then programs BAR0 and the command
+	// register again as before.
+	systemReset()
 }
 
 const (
@@ -145,6 +150,18 @@ func (q *qemuNIC) cfgRead(off uint8) uint32 {
 	return v
 }
 
+func (q *qemuNIC) systemReset() {
+	// PIIX3's reset control register: SYS_RST|RST_CPU requests the same
+	// qemu_system_reset as QMP's system_reset (hw/isa/piix.c rcr_write);
+	// QEMU carries it out before reading the next command.
+	q.cmd("outb 0xcf9 0x6")
+	q.cmd("inb 0x80")
+	q.cmd(fmt.Sprintf("outl 0xcf8 %#x", cf8(0x10)))
+	q.cmd(fmt.Sprintf("outl 0xcfc %#x", diffIOBase))
+	q.cmd(fmt.Sprintf("outl 0xcf8 %#x", cf8(0x04)))
+	q.cmd("outw 0xcfc 0x7")
+}
+
 func (q *qemuNIC) memWrite(addr uint64, b []byte) {
 	q.cmd(fmt.Sprintf("write %#x %d 0x%s", addr, len(b), hex.EncodeToString(b)))
 }
@@ -234,6 +251,15 @@ func (g *godmNIC) out(off, size uint8, v uint64) {
 }
 func (g *godmNIC) cfgRead(off uint8) uint32 {
 	return uint32(g.d.Function().Read(devices.Access{Offset: uint64(off), Size: 4}))
+}
+func (g *godmNIC) systemReset() {
+	// internal/board's reset of an rtl8139 (resetWith): the function,
+	// then the device.
+	fn := g.d.Function()
+	fn.Reset()
+	g.d.Reset()
+	fn.Write(devices.Access{Offset: 0x10, Size: 4}, diffIOBase)
+	fn.Write(devices.Access{Offset: 0x04, Size: 2}, 7)
 }
 func (g *godmNIC) memWrite(addr uint64, b []byte) { g.mem.Write(memory.GPA(addr), b) }
 func (g *godmNIC) memRead(addr uint64, n int) []byte {
@@ -565,6 +591,36 @@ func diffScript(x nicTarget) []string {
 	o.rd("halted", regRxBufAddr, 2)
 	o.rd("halted", regIntrStatus, 2)
 	x.out(regHltClk, 1, 'R')
+
+	// System reset with state left everywhere (interrupt mask, receive
+	// and transmit configuration, the multicast filter, CONFIG1 through
+	// the 93C46 command register's config-write mode, a pending
+	// interrupt): afterwards config space and every register at every
+	// width must read as QEMU's.
+	for i := range uint8(8) {
+		x.out(regMAR0+i, 1, uint64(0x11*(i+1)))
+	}
+	x.out(regCfg9346, 1, 0xc0)
+	x.out(regConfig1, 1, 0x0c)
+	x.out(regCfg9346, 1, 0)
+	x.out(regMultiIntr, 2, 0x0fff)
+	x.memWrite(0x100000, frame(testMAC, 100, 7))
+	x.out(regTxAddr0, 4, 0x100000)
+	x.out(regTxStatus0, 4, 114)
+	o.rd("before system_reset", regIntrStatus, 2)
+	x.systemReset()
+	x.edges() // the reset's line changes: PIIX3's routing is reset too on QEMU's side
+	for off := 0; off < 0x100; off += 4 {
+		o.note("config %#02x after system_reset = %#08x", off, x.cfgRead(uint8(off)))
+	}
+	for _, size := range []uint8{1, 2, 4} {
+		for off := 0; off+int(size) <= 0x100; off++ {
+			if off+int(size) > regTimer && off < regTimer+4 {
+				continue
+			}
+			o.rd("after system_reset", uint8(off), size)
+		}
+	}
 	return o.log
 }
 

@@ -254,6 +254,39 @@ func TestQEMUDiffLegacyRegisters(t *testing.T) {
 		}
 	}
 	p.checkRegs()
+
+	// System reset with the registers left as the random writes and a
+	// VBE mode put them: every register (VGA and DISPI) must read as
+	// QEMU's after system_reset (hw/display/vga.c vga_common_reset,
+	// vbe_reset via vga_common_reset), godm's side the Core's reset that
+	// the board's reset of a VGA runs.
+	p.step = "system_reset"
+	p.out(PortIndex, 2, IndexXRes)
+	p.out(PortData, 2, 1024)
+	p.out(PortIndex, 2, IndexBPP)
+	p.out(PortData, 2, 32)
+	p.out(PortIndex, 2, IndexEnable)
+	p.out(PortData, 2, Enabled|NoClearMem)
+	p.crtc(0x11, 0x0e)
+	p.seq(4, 0x06)
+	p.gr(5, 0x10)
+	p.qemuReset()
+	p.c.Reset()
+	p.checkRegs()
+}
+
+// qemuReset resets QEMU's machine as a guest does: SYS_RST|RST_CPU in
+// PIIX3's reset control register requests the same qemu_system_reset as
+// QMP's system_reset (hw/isa/piix.c rcr_write), carried out before QEMU
+// reads the next command.
+func (p *pair) qemuReset() {
+	p.t.Helper()
+	if _, err := p.q.Out(0xcf9, 1, 0x06); err != nil {
+		p.t.Fatal(err)
+	}
+	if _, _, err := p.q.In(0x80, 1); err != nil {
+		p.t.Fatal(err)
+	}
 }
 
 // TestQEMUDiffWindow: the legacy window in every write mode (0-3 with

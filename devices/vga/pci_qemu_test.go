@@ -68,4 +68,14 @@ func TestQEMUDiffConfigSpace(t *testing.T) {
 	write(0x30, 0xe1010001)
 	write(0x04, 0x0003)
 	check("programmed")
+	// System reset (QEMU through PIIX3's reset control register, as
+	// QMP's system_reset; godm the device's reset, which the board runs).
+	if _, err := q.Out(0xcf9, 1, 0x06); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := q.In(0x80, 1); err != nil {
+		t.Fatal(err)
+	}
+	d.Reset()
+	check("system_reset")
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 
@@ -16,30 +17,38 @@ import (
 	"godm/pci"
 )
 
-// xen records what the machine asks of Xen.
+// xen records what the machine asks of Xen: the interrupt and platform
+// DM ops (testfake.DMOps), and the ranges its ioreq server would claim.
 type xen struct {
+	testfake.DMOps
 	mu     sync.Mutex
-	routes [4]uint8
 	ranges map[string]bool
-	intx   []string
 }
 
-func (x *xen) SetPCILinkRoute(link, isa uint8) error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.routes[link] = isa
-	return nil
+// routes returns each PCI link's last route.
+func (x *xen) routes() [4]uint8 {
+	var r [4]uint8
+	for _, e := range x.Events() {
+		var link, isa uint8
+		if n, _ := fmt.Sscanf(e, "route %d->%d", &link, &isa); n == 2 && link < 4 {
+			r[link] = isa
+		}
+	}
+	return r
 }
 
-func (x *xen) SetPCIIntxLevel(seg uint16, bus, dev, intx uint8, level bool) error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.intx = append(x.intx, fmt.Sprintf("%d.%d=%v", dev, intx, level))
-	return nil
+// intx returns the INTx levels sent.
+func (x *xen) intx() []string {
+	var r []string
+	for _, e := range x.Events() {
+		if strings.HasPrefix(e, "intx ") {
+			r = append(r, e)
+		}
+	}
+	return r
 }
 
-func (x *xen) RemoteShutdown(uint32) error { return nil }
-func (x *xen) SetROMLock(bool) error       { return nil }
+func (x *xen) SetROMLock(bool) error { return nil }
 
 func (x *xen) RangeAdded(s *devices.Space, base, size uint64) error {
 	x.mu.Lock()
@@ -219,7 +228,7 @@ func TestXenfvBoot(t *testing.T) {
 
 	firmware(t, spaces.PCI)
 
-	if got, want := x.routes, [4]uint8{5, 10, 11, 5}; got != want {
+	if got, want := x.routes(), [4]uint8{5, 10, 11, 5}; got != want {
 		t.Errorf("link routes = %v, want %v", got, want)
 	}
 	want := []string{
@@ -256,7 +265,7 @@ func TestXenfvBoot(t *testing.T) {
 		t.Errorf("flags = %#x", got)
 	}
 	plat.Function().INTx().SetLevel(true)
-	if got := x.intx; !slices.Equal(got, []string{"2.0=true"}) {
+	if got := x.intx(); !slices.Equal(got, []string{"intx 2.0=true"}) {
 		t.Errorf("intx = %v", got)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"godm/internal/qemuopts"
 )
 
 // Props are a device's parsed properties (the key=value pairs of a
@@ -71,30 +73,28 @@ func (p *MapProps) String(key, def string) string {
 	return def
 }
 
-// Bool implements Props: on/off, yes/no, true/false (QEMU's
-// qapi_bool_parse).
+// Bool implements Props with QEMU's spellings (qemuopts.ParseBool:
+// on/off, yes/no, true/false, y/n).
 func (p *MapProps) Bool(key string, def bool) (bool, error) {
 	v, ok := p.get(key)
 	if !ok {
 		return def, nil
 	}
-	switch v {
-	case "on", "yes", "true":
-		return true, nil
-	case "off", "no", "false":
-		return false, nil
+	if b, ok := qemuopts.ParseBool(v); ok {
+		return b, nil
 	}
 	return false, fmt.Errorf("property '%s': '%s' is not a boolean (on/off)", key, v)
 }
 
-// Uint implements Props: decimal, or hexadecimal with 0x, as QEMU's
-// integer properties accept.
+// Uint implements Props as QEMU's integer properties parse
+// (qemuopts.ParseUint: decimal, 0x hexadecimal, 0 octal; no signs, Go
+// prefixes or '_').
 func (p *MapProps) Uint(key string, def uint64) (uint64, error) {
 	v, ok := p.get(key)
 	if !ok {
 		return def, nil
 	}
-	n, err := strconv.ParseUint(v, 0, 64)
+	n, err := qemuopts.ParseUint(v)
 	if err != nil {
 		return 0, fmt.Errorf("property '%s': '%s' is not a number", key, v)
 	}

@@ -128,7 +128,9 @@ func ahciTargets(t *testing.T) (d *ideDiff, qemuDisk, godmDisk string) {
 			{Driver: "ahci", Props: map[string]string{"id": "ahci0", "addr": fmt.Sprintf("%02x", ahciSlot)}},
 			{Driver: "ide-hd", Props: map[string]string{"bus": "ahci0.0", "unit": "0", "drive": "ahcidisk-0"}},
 		}})
-	g := &ideSide{name: "godm", run: s.target()}
+	gt := s.target()
+	gt.OnReset = s.m.Board.SystemReset
+	g := &ideSide{name: "godm", run: gt}
 	g.write = func(addr uint64, p []byte) error { return s.dom.WriteRAM(addr, p) }
 	g.read = func(addr uint64, n int) ([]byte, error) {
 		p := make([]byte, n)
@@ -296,6 +298,36 @@ func TestQEMUDiffXen_AHCI(t *testing.T) {
 	d.setReg(0x04, 1)
 	d.portRegs("after HBA reset")
 	d.reg(0x04, "GHC after reset")
+
+	// System reset (QEMU's system_reset; godm's board reset) of a
+	// started port with interrupts on and MSI enabled: afterwards config
+	// space, every host register and every port register must read as
+	// QEMU's (hw/ide/ich.c pci_ich9_reset: ahci_reset; the PCI core's
+	// reset of the header and MSI).
+	d.memWrite(ahciFB, make([]byte, 256))
+	d.setReg(0x100, ahciCLB)
+	d.setReg(0x108, ahciFB)
+	d.setReg(0x118, 0x17)
+	d.setReg(0x114, 0xffffffff)
+	d.setReg(0x04, 0x80000002)
+	d.ahciCfgw(0x82, 2, 1) // MSI enable
+	d.ahciCfgw(0x3c, 1, 0x0b)
+	d.portRegs("before system_reset")
+	d.step(qtest.Step{Reset: true, Why: "system_reset"})
+	for off := uint8(0); off < 0xc0; off += 4 {
+		d.ahciCfgr(off, 4, fmt.Sprintf("config %#x after system_reset", off))
+	}
+	d.ahciCfgw(0x20, 4, ahciIDP)
+	d.ahciCfgw(0x04, 2, 0x7)
+	for _, off := range []uint32{0x00, 0x04, 0x08, 0x0c, 0x10, 0x14, 0x18, 0x1c, 0x20, 0x24, 0x28, 0x2c, 0x30} {
+		d.reg(off, fmt.Sprintf("host register %#x after system_reset", off))
+	}
+	for p := range 6 {
+		for off := uint32(0); off < 0x80; off += 4 {
+			d.reg(0x100+uint32(p)*0x80+off, fmt.Sprintf("port %d register %#x after system_reset", p, off))
+		}
+	}
+	d.sync("system_reset")
 
 	// The images hold the same bytes.
 	time.Sleep(100 * time.Millisecond)

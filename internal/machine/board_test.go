@@ -753,9 +753,10 @@ const (
 	snapSplitEnv = "GODM_TEST_SNAPSHOT_SPLIT"
 )
 
-// A snapshot taken mid-workload (a fill queued in the test device) is
-// restored into a fresh machine in a new process, which continues the
-// workload with the uninterrupted run's results.
+// A snapshot taken mid-workload is restored into a fresh machine in a
+// new process, which continues the workload with the uninterrupted run's
+// results: at a doorbell with its fill queued in the test device, and at
+// random points (the seed is logged to replay a failure).
 func TestSnapshotRestoreCrossProcess(t *testing.T) {
 	ops := snapshotWorkload()
 	var want guestResult
@@ -764,20 +765,49 @@ func TestSnapshotRestoreCrossProcess(t *testing.T) {
 		runOps(t, s, ops, &want)
 		finish(t, s, &want)
 	}
-	k := -1
+	type split struct {
+		k     int
+		queue bool
+	}
+	var splits []split
 	for i, op := range ops {
 		if strings.Contains(op.name, fmt.Sprintf("%#x", testdevBase+testdev.RegDoorbell)) {
-			k = i + 1 // the second doorbell
+			splits = []split{{i + 1, true}} // the second doorbell
 			if i > len(ops)/3 {
 				break
 			}
 		}
 	}
+	if len(splits) == 0 {
+		t.Fatal("the workload rings no doorbell")
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("random split points: seed %d", seed)
+	rnd := rand.New(rand.NewPCG(seed, 0xc055))
+	for range 2 {
+		splits = append(splits, split{1 + rnd.IntN(len(ops)-1), false})
+	}
+	for _, sp := range splits {
+		t.Run(fmt.Sprintf("split%d/queued=%v", sp.k, sp.queue), func(t *testing.T) {
+			crossProcess(t, ops, sp.k, sp.queue, want)
+		})
+	}
+}
+
+// crossProcess runs ops[:k] (with queue, the test device paused before
+// op k, so that its doorbell's fill stays queued in the snapshot),
+// snapshots the board and hands snapshot and RAM to a new process that
+// runs the rest; its result must be want.
+func crossProcess(t *testing.T, ops []guestOp, k int, queue bool, want guestResult) {
 	a := newBoardRig(t, snapSpec())
 	var got guestResult
-	runOps(t, a, ops[:k-1], &got)
-	a.m.Test.Pause() // the doorbell's fill stays queued in the snapshot
-	runOps(t, a, ops[k-1:k], &got)
+	if queue {
+		runOps(t, a, ops[:k-1], &got)
+		a.m.Test.Pause()
+		runOps(t, a, ops[k-1:k], &got)
+	} else {
+		runOps(t, a, ops[:k], &got)
+	}
 	a.m.Board.Pause()
 	snap, err := a.m.Board.Snapshot()
 	if err != nil {

@@ -8,10 +8,12 @@
 // It is the wiring layer shared by cmd/godm, the benchmarks and tests: the
 // one place (with cmd/godm) that knows every concrete device type.
 //
-// Components composed on top of the machine (PCI passthrough, in
-// cmd/godm) register their own configuration-space handlers: they reserve
-// their slots on PCI (pci.Bus.Reserve) and handle the guest's ACPI eject
-// of those slots through SetEjectHook.
+// Components composed on top of the machine (PCI passthrough's Manager,
+// in cmd/godm, behind the board's xen-pci-passthrough driver) register
+// their own configuration-space handlers: they reserve their slots on PCI
+// (pci.Bus.Reserve). The guest's ACPI eject of a slot unplugs the board's
+// devices there; a component placing functions outside the board handles
+// it through SetEjectHook.
 //
 // Lifecycle: New builds everything and registers it with Xen; Serve runs
 // the ioreq server until the context ends; Close tears everything down

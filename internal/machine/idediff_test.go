@@ -266,7 +266,9 @@ func ideTargets(t *testing.T) (d *ideDiff, qemuDisk, godmDisk string) {
 	e0, _ := board.IDEIndexEntry(0, "disk", "hd0")
 	e2, _ := board.IDEIndexEntry(2, "cdrom", "cd0")
 	s := startSimMachineWith(t, Spec{Drives: map[string]*board.Drive{"hd0": hd, "cd0": cdd}, Storage: []board.Entry{e0, e2}})
-	g := &ideSide{name: "godm", run: s.target(14, 15)}
+	gt := s.target(14, 15)
+	gt.OnReset = s.m.Board.SystemReset
+	g := &ideSide{name: "godm", run: gt}
 	g.write = func(addr uint64, p []byte) error { return s.dom.WriteRAM(addr, p) }
 	g.read = func(addr uint64, n int) ([]byte, error) {
 		p := make([]byte, n)
@@ -704,6 +706,43 @@ func TestQEMUDiffXen_IDE(t *testing.T) {
 			d.sync(fmt.Sprintf("SRST %#x nIEN %d", ctl, nien))
 		}
 	}
+
+	// System reset (QEMU's system_reset; godm's board reset) with state
+	// left everywhere: bus-master registers, a selected slave, nIEN, task
+	// file registers, the function's command register. Afterwards every
+	// register must read as QEMU's (hw/ide/piix.c piix_ide_reset: PCI
+	// command 0, BMIBA back to 1, ide_bus_reset of both channels).
+	d.out(ideBM+4, 4, idePRD)
+	d.out(ideBM+0xc, 4, idePRD+0x100)
+	d.out(ideBM, 1, 0x08)
+	d.out(ideBM+2, 1, 0x60)
+	d.out(ideBM+0xa, 1, 0x20)
+	d.out(b0+6, 1, 0xb0)
+	d.out(0x376, 1, 2)
+	for r := uint16(1); r <= 5; r++ {
+		d.out(b1+r, 1, 0x40+uint64(r))
+	}
+	d.ataCmd(b0, 0xe7, "FLUSH before reset")
+	d.sync("before reset")
+	d.step(qtest.Step{Reset: true, Why: "system_reset"})
+	for off := uint8(0); off < 0x48; off += 4 {
+		d.cfgr(off, 4, fmt.Sprintf("config %#x after system_reset", off))
+	}
+	d.cfgw(0x20, 4, ideBM)
+	d.cfgw(0x04, 2, 0x5)
+	for off := uint16(0); off < 0x10; off++ {
+		d.in(ideBM+off, 1, fmt.Sprintf("bus master %#x after system_reset", off))
+	}
+	for _, base := range []uint16{b0, b1} {
+		for _, dev := range []uint64{0xa0, 0xb0} {
+			d.out(base+6, 1, dev)
+			for r := uint16(1); r <= 7; r++ {
+				d.in(base+r, 1, fmt.Sprintf("%#x dev %#x reg %d after system_reset", base, dev, r))
+			}
+			d.in(base+0x206, 1, fmt.Sprintf("%#x dev %#x alt status after system_reset", base, dev))
+		}
+	}
+	d.sync("system_reset")
 
 	// The images hold the same bytes (QEMU flushes on exit; compare
 	// what both wrote through a fresh read).

@@ -473,7 +473,7 @@ func (e ejector) EjectPCISlot(slot uint8) error {
 	// The platform's own devices (the Xen platform device, wherever the
 	// layout put it) stay.
 	for _, p := range e.m.Board.Devices() {
-		if p.PCI != nil && p.PCI.SBDF().Dev() == slot {
+		if inSlot(p, slot) {
 			if d := board.LookupDriver(p.Driver); d == nil || !d.Hotpluggable {
 				return fmt.Errorf("machine: slot %d is not hot-pluggable", slot)
 			}
@@ -486,10 +486,11 @@ func (e ejector) EjectPCISlot(slot uint8) error {
 			return err
 		}
 	}
-	// Devices of the board in the slot are unplugged (goroutines ended);
-	// a function put there some other way is just taken off the bus.
+	// Devices of the board in the slot are unplugged (goroutines ended,
+	// a passed-through function's mappings and bindings undone); a
+	// function put there some other way is just taken off the bus.
 	for _, p := range e.m.Board.Devices() {
-		if p.PCI != nil && p.PCI.SBDF().Dev() == slot {
+		if inSlot(p, slot) {
 			errs = append(errs, e.m.Board.Unplug(p.ID))
 		}
 	}
@@ -500,6 +501,19 @@ func (e ejector) EjectPCISlot(slot uint8) error {
 	}
 	e.m.Spec.Log.Info("ACPI eject", "slot", slot)
 	return errors.Join(errs...)
+}
+
+// inSlot reports whether the board device p is in slot of bus 0: its
+// function on the board's bus, or the guest address of a passed-through
+// function (which the passthrough Manager serves, not the board's bus).
+func inSlot(p *board.Plugged, slot uint8) bool {
+	if p.PCI != nil {
+		return p.PCI.SBDF().Dev() == slot
+	}
+	if pt, ok := p.Dev.(*board.Passthrough); ok {
+		return pt.Guest.Dev() == slot
+	}
+	return false
 }
 
 // WatchDomain returns an error wrapping ErrDomainGone once the domain of

@@ -8,6 +8,8 @@ import (
 	"godm/hyp/hcall"
 	"godm/hyp/privcmd"
 	"godm/hyp/xensim"
+	"godm/internal/board"
+	"godm/internal/board/ptdriver"
 	"godm/passthrough"
 	"godm/passthrough/pttest"
 	"godm/pci"
@@ -126,4 +128,101 @@ func kindsOf(evs []xensim.Event, k xensim.EventKind) []xensim.Event {
 		}
 	}
 	return out
+}
+
+// TestPassthroughBoardEject: a function passed through by the board's
+// xen-pci-passthrough driver (as godm serve -device and libxl's
+// device_add plug it) is found by id; the guest's ACPI eject of its slot
+// unplugs it from the board (no stale entry a later device_del or
+// query-pci would find), the Manager and Xen.
+func TestPassthroughBoardEject(t *testing.T) {
+	r := newRig(t)
+	p, err := privcmd.Open(r.sim.Kernel(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c := hcall.New(p)
+	dc, err := domctl.Open(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := devices.NewSBDF(0, 0, 3, 0)
+	if err := dc.AssignDevice(r.dom.ID(), uint32(host), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.IomemPermission(r.dom.ID(), 0x4000100, 0x80, true); err != nil {
+		t.Fatal(err)
+	}
+	mgr := passthrough.NewManager(passthrough.ManagerConfig{
+		Dom: r.dom.ID(), Bus: r.m.Spaces, Xen: passthrough.NewXen(c, dc),
+		HostOptions: passthrough.HostOptions{SysfsRoot: pttest.SampleSysfs(t)},
+		Assign:      dc, Slots: r.m.PCI,
+	})
+	defer mgr.Close()
+	r.m.Board.SetPassthrough(func() (board.PCIPassthrough, error) { return ptdriver.Adapter{M: mgr}, nil })
+	// A command-line device: plugged while the board is being built, so
+	// it must be assigned to the domain already.
+	if err := r.m.Board.Build([]board.Entry{{Driver: board.PassthroughDriver,
+		Props: map[string]string{"id": "pt0", "hostaddr": "0000:00:03.0", "addr": "6"}}}); err != nil {
+		t.Fatal(err)
+	}
+	pl := r.m.Board.Device("pt0")
+	if pl == nil {
+		t.Fatal("pt0 not on the board")
+	}
+	pt := pl.Dev.(*board.Passthrough)
+	if pt.Guest.Dev() != 6 || len(mgr.List()) != 1 {
+		t.Fatalf("passed through at %v, manager holds %v", pt.Guest, mgr.List())
+	}
+	if got := r.cfg(6, 0, 0); got != 0x10411af4 {
+		t.Errorf("guest reads %#x at 00:06.0, want the virtio-net IDs", got)
+	}
+	s := uint32(pt.Guest)
+	for _, w := range []struct {
+		off  uint32
+		size int
+		v    uint64
+	}{{0x10, 4, 0xe000000c}, {0x14, 4, 0}, {0x04, 2, 0x0006}} {
+		if err := r.v.PCIConfigWrite(s, w.off, w.size, w.v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(kindsOf(r.sim.Events(), xensim.EventMemoryMapping)); n == 0 {
+		t.Fatal("BAR0 not mapped")
+	}
+	if err := (ejector{r.m}).EjectPCISlot(6); err != nil {
+		t.Fatal(err)
+	}
+	if r.m.Board.Device("pt0") != nil {
+		t.Error("the ejected function is still on the board")
+	}
+	if len(mgr.List()) != 0 || r.m.PCI.Reserved(6) {
+		t.Errorf("after eject: manager holds %v, slot reserved %v", mgr.List(), r.m.PCI.Reserved(6))
+	}
+	if got := r.cfg(6, 0, 0); got != 0xffffffff {
+		t.Errorf("ejected function still answers: %#x", got)
+	}
+	frames := map[uint64]bool{}
+	for _, e := range kindsOf(r.sim.Events(), xensim.EventMemoryMapping) {
+		for i := uint64(0); i < e.Nr; i++ {
+			if e.Level {
+				frames[e.First+i] = true
+			} else {
+				delete(frames, e.First+i)
+			}
+		}
+	}
+	if len(frames) != 0 {
+		t.Errorf("frames left mapped after eject: %d", len(frames))
+	}
+	// A function not assigned to the domain is refused on the command
+	// line, and nothing stays.
+	if err := r.m.Board.Build([]board.Entry{{Driver: board.PassthroughDriver,
+		Props: map[string]string{"id": "pt1", "hostaddr": "0000:00:04.0"}}}); err == nil {
+		t.Error("an unassigned function was passed through from the command line")
+	}
+	if r.m.Board.Device("pt1") != nil || len(mgr.List()) != 0 {
+		t.Error("the refused function left something behind")
+	}
 }

@@ -300,13 +300,23 @@ func (o *Opts) Bool(key string, def bool) (bool, error) {
 	if !ok {
 		return def, nil
 	}
-	switch v {
-	case "on", "yes", "true", "y":
-		return true, nil
-	case "off", "no", "false", "n":
-		return false, nil
+	if b, ok := ParseBool(v); ok {
+		return b, nil
 	}
 	return def, fmt.Errorf("%s: %s '%s' expects 'on' or 'off', not %q", o.prefix(), o.noun, key, v)
+}
+
+// ParseBool parses a boolean as QEMU does (qapi/qapi-util.c
+// qapi_bool_parse): on/yes/true/y or off/no/false/n; ok is false for
+// anything else.
+func ParseBool(s string) (v, ok bool) {
+	switch s {
+	case "on", "yes", "true", "y":
+		return true, true
+	case "off", "no", "false", "n":
+		return false, true
+	}
+	return false, false
 }
 
 // Uint returns key's value as an unsigned number, or def if key was not

@@ -337,3 +337,27 @@ func TestSizeMiB(t *testing.T) {
 		}
 	}
 }
+
+// TestBoolSpellings: every spelling QEMU's qapi_bool_parse takes, in a
+// value and in the short forms, and nothing else.
+func TestBoolSpellings(t *testing.T) {
+	for v, want := range map[string]bool{"on": true, "yes": true, "true": true, "y": true,
+		"off": false, "no": false, "false": false, "n": false} {
+		o := mustParse(t, "-device", "d,b="+v, "driver")
+		if got, err := o.Bool("b", !want); err != nil || got != want {
+			t.Errorf("b=%s: %v, %v; want %v", v, got, err, want)
+		}
+	}
+	o := mustParse(t, "-device", "d,b,nob2", "driver")
+	if got, err := o.Bool("b", false); err != nil || !got {
+		t.Errorf("short form b: %v, %v", got, err)
+	}
+	if got, err := o.Bool("b2", true); err != nil || got {
+		t.Errorf("short form nob2: %v, %v", got, err)
+	}
+	for _, v := range []string{"", "On", "1", "0", "enabled"} {
+		if _, ok := ParseBool(v); ok {
+			t.Errorf("ParseBool(%q) accepted", v)
+		}
+	}
+}

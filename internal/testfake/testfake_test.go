@@ -1,6 +1,7 @@
 package testfake
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -101,3 +102,29 @@ func TestXen(t *testing.T) {
 }
 
 func xensimConfig() xensim.Config { return xensim.Config{} }
+
+func TestDMOps(t *testing.T) {
+	var d DMOps
+	if err := d.SetISAIRQLevel(4, true); err != nil {
+		t.Fatal(err)
+	}
+	d.SetPCIIntxLevel(0, 0, 5, 1, true)
+	d.SetPCIIntxLevel(1, 2, 5, 3, false)
+	d.InjectMSI(0xfee00000, 0x4031)
+	d.SetPCILinkRoute(2, 11)
+	boom := errors.New("boom")
+	d.Fail(boom)
+	if err := d.RemoteShutdown(1); err != boom {
+		t.Errorf("RemoteShutdown after Fail = %v", err)
+	}
+	want := []string{"isa 4=true", "intx 5.1=true", "intx 0001:02:5.3=false", "msi 0xfee00000 0x4031", "route 2->11", "shutdown 1"}
+	if got := d.Events(); !slices.Equal(got, want) {
+		t.Errorf("Events = %q, want %q", got, want)
+	}
+	if got := d.Take(); !slices.Equal(got, want) {
+		t.Errorf("Take = %q, want %q", got, want)
+	}
+	if got := d.Take(); len(got) != 0 {
+		t.Errorf("second Take = %q", got)
+	}
+}
