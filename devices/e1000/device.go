@@ -682,7 +682,7 @@ func (d *Device) resetLocked() {
 		statusSpd1000 | statusFD | statusLU
 	r[ix(regMANC)] = mancDefault
 	r[ix(regVET)] = 0x8100 // init-vet (QEMU's default since 7.0: ETH_P_VLAN)
-	s.rxMinShft = 1 // the buffer size stays (QEMU keeps rxbuf_size)
+	s.rxMinShft = 1        // the buffer size stays (QEMU keeps rxbuf_size)
 	d.tx = txState{}
 	s.txStalled = false
 	s.eeValIn, s.eeBitIn, s.eeBitOut, s.eeReading, s.eeOld = 0, 0, 0, false, 0
