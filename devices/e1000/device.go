@@ -739,40 +739,44 @@ func (d *Device) setICSLocked(v uint32) { d.setCauseLocked(v | d.st.r[ix(regICR)
 
 // --- register access
 
-// mmio is BAR0. QEMU's e1000 takes 32-bit accesses only; its memory core
-// widens a narrower aligned access to the 32-bit register at the same
-// address (system/memory.c access_with_adjusted_size: the register at
-// addr&~3's index, the value zero-extended on writes, truncated on
-// reads) and refuses unaligned and 8-byte ones (memory_region_access_valid:
-// reads 0, writes dropped).
+// mmio is BAR0. QEMU's e1000 takes 32-bit accesses only; its memory
+// core first cuts an access into aligned pieces of at most 4 bytes
+// (nic.Piece), then widens each piece to the 32-bit register its address
+// falls in (system/memory.c access_with_adjusted_size: the register of
+// addr>>2, the piece's value zero-extended on writes, the register's low
+// bytes on reads).
 type mmio struct{ d *Device }
 
-func validAccess(a devices.Access) bool {
-	switch a.Size {
-	case 1, 2, 4:
-		return a.Offset&uint64(a.Size-1) == 0 && a.Offset+uint64(a.Size) <= MMIOSize
-	}
-	return false
-}
-
 func (m mmio) Read(a devices.Access) uint64 {
-	if !validAccess(a) {
+	if a.Size == 0 || a.Size > 8 || a.Offset+uint64(a.Size) > MMIOSize {
 		return 0
 	}
 	d := m.d
+	var v uint64
 	d.mu.Lock()
-	v := d.readLocked(uint32(a.Offset) >> 2)
+	for done := uint8(0); done < a.Size; {
+		off := a.Offset + uint64(done)
+		l := nic.Piece(off, a.Size-done)
+		p := uint64(d.readLocked(uint32(off)>>2)) & (1<<(8*l) - 1)
+		v |= p << (8 * done)
+		done += l
+	}
 	d.mu.Unlock()
-	return uint64(v) & (1<<(8*a.Size) - 1)
+	return v
 }
 
 func (m mmio) Write(a devices.Access, v uint64) {
-	if !validAccess(a) {
+	if a.Size == 0 || a.Size > 8 || a.Offset+uint64(a.Size) > MMIOSize {
 		return
 	}
 	d := m.d
 	d.mu.Lock()
-	d.writeLocked(uint32(a.Offset)>>2, uint32(v&(1<<(8*a.Size)-1)))
+	for done := uint8(0); done < a.Size; {
+		off := a.Offset + uint64(done)
+		l := nic.Piece(off, a.Size-done)
+		d.writeLocked(uint32(off)>>2, uint32(v>>(8*done))&uint32(1<<(8*l)-1))
+		done += l
+	}
 	d.mu.Unlock()
 }
 

@@ -8,9 +8,9 @@
 // Family of Gigabit Ethernet Controllers Software Developer's Manual
 // (8254x SDM):
 //
-//   - BAR0 128 KiB of memory: the register file, 32-bit registers (a
-//     narrower access reaches the whole register its address falls in,
-//     as QEMU's memory core widens it; unaligned ones are dropped); BAR1
+//   - BAR0 128 KiB of memory: the register file, 32-bit registers (an
+//     access is cut into aligned pieces and each piece reaches the whole
+//     register its address falls in, as QEMU's memory core does); BAR1
 //     64 bytes of I/O (IOADDR/IODATA, which QEMU 7.2 leaves dead: reads 0).
 //   - CTRL/STATUS; the EEPROM behind EECD (Microwire bit-banging) and EERD
 //     (word reads): 64 words, MAC in words 0-2, device ID in 11 and 13,

@@ -140,8 +140,7 @@ func (d *Device) receiveFrameLocked(buf []byte) bool {
 	}
 	total := size + fcs
 	if !d.hasRxBufs(uint64(total)) {
-		d.setICSLocked(IntRXO)
-		d.stats.RxMissed.Add(1)
+		d.overrunLocked()
 		return false
 	}
 	bs := int(s.rxBufSize)
@@ -178,8 +177,7 @@ func (d *Device) receiveFrameLocked(buf []byte) bool {
 		// A ring walk ends where it started, or at once for a head
 		// outside the ring (QEMU: "bogus values to RDT/RDLEN").
 		if r[ix(regRDH)] == start || start >= r[ix(regRDLEN)]/16 {
-			d.setICSLocked(IntRXO)
-			d.stats.RxMissed.Add(1)
+			d.overrunLocked()
 			return false
 		}
 	}
@@ -195,6 +193,15 @@ func (d *Device) receiveFrameLocked(buf []byte) bool {
 	d.setICSLocked(cause)
 	d.stats.RxFrames.Add(1)
 	return true
+}
+
+// overrunLocked drops a frame for want of buffers: RNBC, MPC and RXO
+// (QEMU e1000_receiver_overrun).
+func (d *Device) overrunLocked() {
+	incReg(&d.st.r, regRNBC)
+	incReg(&d.st.r, regMPC)
+	d.setICSLocked(IntRXO)
+	d.stats.RxMissed.Add(1)
 }
 
 func isVLAN(b []byte, vet uint32) bool {

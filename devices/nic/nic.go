@@ -75,3 +75,19 @@ func FinishCsum(b []byte, start, off int) {
 	v := ^Fold(Sum(0, b[start:]))
 	b[start+off], b[start+off+1] = byte(v>>8), byte(v)
 }
+
+// Piece is the size of the next piece of an n-byte access at off as
+// QEMU's memory core cuts it before a device that takes no unaligned
+// accesses sees it (system/physmem.c memory_access_size: at most 4
+// bytes, and no larger than the address's alignment): a 4-byte access
+// at 0x11 is a byte at 0x11, a word at 0x12 and a byte at 0x14.
+func Piece(off uint64, n uint8) uint8 {
+	l := min(n, 4)
+	if a := off & -off; a != 0 && a < uint64(l) {
+		l = uint8(a)
+	}
+	for l&(l-1) != 0 { // pow2floor
+		l &= l - 1
+	}
+	return l
+}
