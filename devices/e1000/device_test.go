@@ -733,3 +733,49 @@ func TestConformance(t *testing.T) {
 		return conformant{mmio{r.d}}
 	}, 0x5800)
 }
+
+// TestMitigation: a rising edge opens a window (at least 500×256 ns, ITR
+// when larger) in which a new cause raises no edge; when it closes, the
+// line follows the causes (QEMU set_interrupt_cause / e1000_mit_timer).
+func TestMitigation(t *testing.T) {
+	r := newRig(t, 8)
+	fire := func(d time.Duration) {
+		r.clk.Advance(d)
+		r.d.mu.Lock()
+		r.d.timersLocked()
+		r.d.mu.Unlock()
+	}
+	r.wr(regIMS, IntRXT0)
+	r.wr(regICS, IntRXT0)
+	if !r.irq.Level() {
+		t.Fatal("first cause raised no edge")
+	}
+	r.rd(regICR)
+	r.wr(regICS, IntRXT0)
+	if r.irq.Level() {
+		t.Fatal("edge inside the window")
+	}
+	fire(mitMin*mitUnit - time.Nanosecond)
+	if r.irq.Level() {
+		t.Fatal("window closed early")
+	}
+	fire(time.Nanosecond)
+	if !r.irq.Level() {
+		t.Fatal("no edge when the window closed")
+	}
+	// ITR = 4000 (1.024 ms).
+	r.wr(regITR, 4000)
+	r.rd(regICR)
+	fire(time.Second)
+	r.wr(regICS, IntRXT0)
+	r.rd(regICR)
+	r.wr(regICS, IntRXT0)
+	fire(1000 * time.Microsecond)
+	if r.irq.Level() {
+		t.Fatal("ITR window closed early")
+	}
+	fire(24 * time.Microsecond)
+	if !r.irq.Level() {
+		t.Fatal("no edge after the ITR window")
+	}
+}
