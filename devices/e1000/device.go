@@ -322,6 +322,8 @@ type Stats struct {
 	// malformed, too long for the back-end, no cable, or TSO segments that
 	// found the back-end full.
 	TxDropped atomic.Uint64
+	// TxSegments counts TCP segmentation (TSO) segments sent.
+	TxSegments atomic.Uint64
 	// TxStalls counts transmits held for want of room in the back-end
 	// (retried, not lost).
 	TxStalls atomic.Uint64

@@ -250,6 +250,7 @@ func (d *Device) xmitSegLocked(f **netback.Frame) {
 			binary.BigEndian.PutUint16(sp, uint16(ph))
 		}
 		tp.tsoFrames++
+		d.stats.TxSegments.Add(1)
 	}
 	if tp.sumNeeded&poptsTXSM != 0 {
 		putSum(data, tp.size, int(p.tucso), int(p.tucss), int(p.tucse))

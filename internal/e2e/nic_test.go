@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/md5"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -61,12 +62,25 @@ func guestFetch(t *testing.T, model, driver string) {
 	// wrap; its MD5 is compared.
 	page := []byte(strings.Repeat(body+"\n", 4000))
 	sum := fmt.Sprintf("%x", md5.Sum(page))
+	// The guest uploads the numbers 1..40000, one a line (~230 KB: its
+	// driver's TSO and checksum offloads at work); the server answers the
+	// MD5 of what arrived.
+	var up strings.Builder
+	for i := 1; i <= 40000; i++ {
+		fmt.Fprintf(&up, "%d\n", i)
+	}
+	upSum := fmt.Sprintf("%x", md5.Sum([]byte(up.String())))
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/big" {
+		switch r.URL.Path {
+		case "/big":
 			w.Write(page)
-			return
+		case "/up":
+			h := md5.New()
+			io.Copy(h, r.Body)
+			fmt.Fprintf(w, "%x", h.Sum(nil))
+		default:
+			fmt.Fprint(w, body)
 		}
-		fmt.Fprint(w, body)
 	})}
 	go srv.Serve(ln)
 	defer srv.Close()
@@ -84,7 +98,7 @@ func guestFetch(t *testing.T, model, driver string) {
 	}
 	defer u.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
-	con := runModelGuest(t, model, u, fmt.Sprintf(`
+	con, dev := runModelGuest(t, model, u, fmt.Sprintf(`
 d=/sys/bus/pci/devices/0000:00:06.0
 echo "DRIVER $(basename $(readlink $d/driver))"
 echo "MAC $(cat /sys/class/net/eth0/address)"
@@ -102,11 +116,22 @@ udhcpc -i eth0 -n -q -t 10 -T 2 -s /dhcp.sh || echo DHCP-FAILED
 echo "GOT $(wget -q -O - http://10.0.2.2:%d/ 2>&1)"
 wget -q -O /big http://10.0.2.2:%d/big
 echo "MD5 $(md5sum /big)"
+seq 1 40000 > /up
+echo "UP $(wget -q -O - --post-file /up http://10.0.2.2:%d/up 2>&1)"
 grep eth0 /proc/interrupts
-`, port, port))
-	for _, want := range []string{"DRIVER " + driver, "MAC 00:16:3e:5a:00:01", "LEASE 10.0.2.15 via 10.0.2.2", "GOT " + body, "MD5 " + sum} {
+`, port, port, port))
+	for _, want := range []string{"DRIVER " + driver, "MAC 00:16:3e:5a:00:01", "LEASE 10.0.2.15 via 10.0.2.2", "GOT " + body,
+		"MD5 " + sum, "UP " + upSum} {
 		if !strings.Contains(con, want) {
 			t.Errorf("console lacks %q", want)
+		}
+	}
+	if d, ok := dev.(*e1000.Device); ok {
+		// Linux's e1000 segments with TSO (NETIF_F_TSO on 82544 and later).
+		st := d.Stats()
+		t.Logf("e1000: %d frames sent, %d of them TSO segments, %d received", st.TxFrames.Load(), st.TxSegments.Load(), st.RxFrames.Load())
+		if st.TxSegments.Load() == 0 {
+			t.Error("the upload used no TSO")
 		}
 	}
 	if t.Failed() {
@@ -114,7 +139,7 @@ grep eth0 /proc/interrupts
 		return
 	}
 	for _, l := range strings.Split(con, "\n") {
-		if strings.Contains(l, "eth0") || strings.HasPrefix(l, "LEASE") || strings.HasPrefix(l, "GOT") || strings.HasPrefix(l, "MD5") {
+		if strings.Contains(l, "eth0") || strings.HasPrefix(l, "LEASE") || strings.HasPrefix(l, "GOT") || strings.HasPrefix(l, "MD5") || strings.HasPrefix(l, "UP") {
 			t.Log(strings.TrimSpace(l))
 		}
 	}
@@ -142,7 +167,8 @@ func nicModules(t *testing.T, kos ...string) map[string][]byte {
 // runNICGuest runs script in a guest whose only device is an rtl8139 on
 // be, at 00:06.0, and returns the console.
 func runNICGuest(t *testing.T, be netback.Backend, script string) string {
-	return runModelGuest(t, "rtl8139", be, script)
+	con, _ := runModelGuest(t, "rtl8139", be, script)
+	return con
 }
 
 // guestNIC is an emulated NIC model the real-guest tests run.
@@ -154,8 +180,9 @@ type guestNIC interface {
 
 // runModelGuest runs script in a guest whose only device is the NIC
 // model (rtl8139 with Debian's 8139cp, e1000 with its e1000) on be, at
-// 00:06.0, and returns the console.
-func runModelGuest(t *testing.T, model string, be netback.Backend, script string) string {
+// 00:06.0, and returns the console and the (closed) device, whose
+// counters stay readable.
+func runModelGuest(t *testing.T, model string, be netback.Backend, script string) (string, guestNIC) {
 	t.Helper()
 	a, _ := guestAssets(t)
 	var files map[string][]byte
@@ -197,7 +224,7 @@ func runModelGuest(t *testing.T, model string, be netback.Backend, script string
 	for _, e := range m.Errors() {
 		t.Errorf("data path: %v", e)
 	}
-	return res.Console
+	return res.Console, dev
 }
 
 // TestGuestRTL8139OnTap: the same driver on the back-end exactly as libxl
@@ -228,7 +255,7 @@ func tapFetch(t *testing.T, model string) {
 			return
 		}
 		defer nd.Close()
-		con := runModelGuest(t, model, nd, fmt.Sprintf(`
+		con, _ := runModelGuest(t, model, nd, fmt.Sprintf(`
 ip link set eth0 up
 ip addr add 10.77.0.2/24 dev eth0
 echo "GOT $(wget -q -O - http://10.77.0.1:%d/ 2>&1)"
