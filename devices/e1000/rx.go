@@ -77,21 +77,24 @@ func (d *Device) canReceiveLocked() bool {
 // total bytes (QEMU e1000_has_rxbufs).
 func (d *Device) hasRxBufs(total uint64) bool {
 	r := &d.st.r
-	bs := uint64(d.st.rxBufSize)
-	head, tail := uint64(r[ix(regRDH)]), uint64(r[ix(regRDT)])
-	if total <= bs {
+	bs := d.st.rxBufSize
+	head, tail := r[ix(regRDH)], r[ix(regRDT)]
+	if total <= uint64(bs) {
 		return head != tail
 	}
-	var bufs uint64
+	// QEMU counts in 32-bit unsigned arithmetic (an int times the
+	// uint32 buffer size): kept, so a head outside the ring answers as
+	// QEMU's does (the walk then ends at once with an overrun).
+	var bufs uint32
 	switch {
 	case head < tail:
 		bufs = tail - head
 	case head > tail:
-		bufs = uint64(r[ix(regRDLEN)])/16 + tail - head
+		bufs = r[ix(regRDLEN)]/16 + tail - head
 	default:
 		return false
 	}
-	return total <= bufs*bs
+	return total <= uint64(bufs*bs)
 }
 
 // receiveFrameLocked is QEMU's e1000_receive_iov for one frame (from the
