@@ -5,6 +5,7 @@
 package nic
 
 import (
+	"encoding/binary"
 	"sync/atomic"
 
 	"godm/memory"
@@ -44,8 +45,15 @@ func (d DMA) Write(gpa uint64, p []byte) bool {
 }
 
 // Sum adds b's big-endian 16-bit words to acc (RFC 1071); an odd last
-// byte is the high half of a word.
+// byte is the high half of a word. It adds 32-bit words where it can
+// (2^16 ≡ 1 modulo 0xffff: the folded sum is the same, the raw one is
+// not), so only Fold's result is meaningful; sums chain over pieces of
+// even length.
 func Sum(acc uint64, b []byte) uint64 {
+	for len(b) >= 8 {
+		acc += uint64(binary.BigEndian.Uint32(b)) + uint64(binary.BigEndian.Uint32(b[4:]))
+		b = b[8:]
+	}
 	for len(b) >= 2 {
 		acc += uint64(b[0])<<8 | uint64(b[1])
 		b = b[2:]
