@@ -48,6 +48,8 @@ targets="
 ./devices/testdev FuzzScript
 ./devices/rtl8139 FuzzScript
 ./devices/rtl8139 FuzzRings
+./devices/e1000 FuzzScript
+./devices/e1000 FuzzRings
 ./internal/qemuopts FuzzParse
 ./internal/qemuopts FuzzParseSize
 ./internal/qmp FuzzDecoder

@@ -31,21 +31,23 @@ if [ ! -s "$dir/$pkg/vmlinux" ]; then
 fi
 ln -sfn "$pkg/vmlinux" "$dir/vmlinux"
 
-# Debian's NIC drivers for the rtl8139 guest test (8139cp and the mii
-# library it needs), from the same kernel package.
+# Debian's NIC drivers for the real-guest NIC tests (8139cp and the mii
+# library it needs for the rtl8139, e1000 for the e1000), from the same
+# kernel package.
 mods=""
-for ko in mii 8139cp; do
+for ko in mii 8139cp e1000; do
 	[ -s "$dir/$pkg/$ko.ko" ] || mods=1
 done
 if [ -n "$mods" ]; then
 	mt=$(mktemp -d)
 	(cd "$mt" && apt-get download "$pkg" >/dev/null 2>&1)
 	dpkg-deb --fsys-tarfile "$mt"/"$pkg"_*.deb | tar -x -C "$mt" --wildcards \
-		'./lib/modules/*/kernel/drivers/net/mii.ko' './lib/modules/*/kernel/drivers/net/ethernet/realtek/8139cp.ko'
+		'./lib/modules/*/kernel/drivers/net/mii.ko' './lib/modules/*/kernel/drivers/net/ethernet/realtek/8139cp.ko' \
+		'./lib/modules/*/kernel/drivers/net/ethernet/intel/e1000/e1000.ko'
 	find "$mt/lib" -name '*.ko' -exec cp {} "$dir/$pkg/" \;
 	rm -rf "$mt"
 fi
-for ko in mii 8139cp; do
+for ko in mii 8139cp e1000; do
 	[ -s "$dir/$pkg/$ko.ko" ] || { echo "guest-assets: no $ko.ko in $pkg" >&2; exit 1; }
 	ln -sfn "$pkg/$ko.ko" "$dir/$ko.ko"
 done

@@ -780,7 +780,11 @@ func qemuLayout(spec machine.Spec, vgaMB uint64, testSlots []int, nics []dmcontr
 				p[k] = v
 			}
 		}
-		e = append(e, board.Entry{Driver: board.NICDriver, Props: p})
+		drv := board.NICDriver
+		if n.Model == board.E1000Driver {
+			drv = board.E1000Driver
+		}
+		e = append(e, board.Entry{Driver: drv, Props: p})
 	}
 	return e
 }

@@ -923,42 +923,8 @@ func TestDocsPassthroughExample(t *testing.T) {
 // needs CAP_NET_ADMIN): the NIC sits at 00:03.0 behind the platform
 // device, as QEMU-xen places it, and answers the guest with its MAC.
 func TestLibxlNIC(t *testing.T) {
-	needPTY(t)
-	r := newDMRig(t)
-	dom := int(r.dom.ID())
-	argv := strings.Replace(libxlArgv(dom, r.dir), "-net none",
-		"-device rtl8139,id=nic0,netdev=net0,mac=00:16:3e:00:00:01 -netdev user,id=net0", 1)
-	r.start(t, argv, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	waited := make(chan error, 1)
-	go func() {
-		waited <- r.xs.WaitValue(ctx, fmt.Sprintf("/local/domain/0/device-model/%d/state", dom), []byte("running"))
-	}()
-	select {
-	case err := <-waited:
-		if err != nil {
-			t.Fatalf("waiting for running: %v (log: %s)", err, r.log.String())
-		}
-	case err := <-r.done:
-		r.once.Do(func() { r.result = err })
-		t.Fatalf("godm ended early: %v (log: %s)", err, r.log.String())
-	}
-	q := qmpDial(t, filepath.Join(r.dir, fmt.Sprintf("qmp-libxl-%d", dom)))
-	ret, e := q.do("query-pci", nil)
-	if e != "" {
-		t.Fatal(e)
-	}
-	var got []string
-	for _, d := range ret.([]any)[0].(map[string]any)["devices"].([]any) {
-		d := d.(map[string]any)
-		id := d["id"].(map[string]any)
-		got = append(got, fmt.Sprintf("%02x.%d %04x:%04x", int(d["slot"].(float64)), int(d["function"].(float64)),
-			int(id["vendor"].(float64)), int(id["device"].(float64))))
-	}
-	if want := "00.0 8086:1237 01.0 8086:7000 01.1 8086:7010 01.3 8086:7113 02.0 5853:0001 03.0 10ec:8139"; strings.Join(got, " ") != want {
-		t.Errorf("query-pci: %q, want %q", strings.Join(got, " "), want)
-	}
+	r, q := startLibxlNIC(t, "rtl8139")
+	checkQueryPCI(t, q, "10ec:8139")
 	v := r.dom.VCPU(0)
 	if err := v.PCIConfigWrite(3<<3, 0x10, 4, 0xc100); err != nil {
 		t.Fatal(err)
@@ -989,6 +955,84 @@ func TestLibxlNIC(t *testing.T) {
 	}
 	if _, e := q.do("set_link", map[string]any{"name": "nope", "up": true}); e != "DeviceNotFound: Device 'nope' not found" {
 		t.Errorf("set_link nope: %q", e)
+	}
+}
+
+// startLibxlNIC starts godm on libxl's argv with one emulated NIC of
+// model (vif=['mac=00:16:3e:00:00:01,model=...']) on user-mode networking
+// and waits for it to run.
+func startLibxlNIC(t *testing.T, model string) (*dmRig, *qmpClient) {
+	needPTY(t)
+	r := newDMRig(t)
+	dom := int(r.dom.ID())
+	argv := strings.Replace(libxlArgv(dom, r.dir), "-net none",
+		"-device "+model+",id=nic0,netdev=net0,mac=00:16:3e:00:00:01 -netdev user,id=net0", 1)
+	r.start(t, argv, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waited := make(chan error, 1)
+	go func() {
+		waited <- r.xs.WaitValue(ctx, fmt.Sprintf("/local/domain/0/device-model/%d/state", dom), []byte("running"))
+	}()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("waiting for running: %v (log: %s)", err, r.log.String())
+		}
+	case err := <-r.done:
+		r.once.Do(func() { r.result = err })
+		t.Fatalf("godm ended early: %v (log: %s)", err, r.log.String())
+	}
+	return r, qmpDial(t, filepath.Join(r.dir, fmt.Sprintf("qmp-libxl-%d", dom)))
+}
+
+// checkQueryPCI: the NIC (vendor:device nic) sits at 00:03.0 behind the
+// platform device, as QEMU-xen places it.
+func checkQueryPCI(t *testing.T, q *qmpClient, nic string) {
+	t.Helper()
+	ret, e := q.do("query-pci", nil)
+	if e != "" {
+		t.Fatal(e)
+	}
+	var got []string
+	for _, d := range ret.([]any)[0].(map[string]any)["devices"].([]any) {
+		d := d.(map[string]any)
+		id := d["id"].(map[string]any)
+		got = append(got, fmt.Sprintf("%02x.%d %04x:%04x", int(d["slot"].(float64)), int(d["function"].(float64)),
+			int(id["vendor"].(float64)), int(id["device"].(float64))))
+	}
+	if want := "00.0 8086:1237 01.0 8086:7000 01.1 8086:7010 01.3 8086:7113 02.0 5853:0001 03.0 " + nic; strings.Join(got, " ") != want {
+		t.Errorf("query-pci: %q, want %q", strings.Join(got, " "), want)
+	}
+}
+
+// libxl's e1000 (vif=['mac=00:16:3e:00:00:01,model=e1000']): at 00:03.0,
+// its receive address and EEPROM carry the MAC, set_link reaches STATUS.
+func TestLibxlE1000(t *testing.T) {
+	r, q := startLibxlNIC(t, "e1000")
+	checkQueryPCI(t, q, "8086:100e")
+	v := r.dom.VCPU(0)
+	const bar = 0xf0000000
+	if err := v.PCIConfigWrite(3<<3, 0x10, 4, bar); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.PCIConfigWrite(3<<3, 0x04, 2, 2); err != nil {
+		t.Fatal(err)
+	}
+	lo, err1 := v.MMIORead(bar+0x5400, 4)
+	hi, err2 := v.MMIORead(bar+0x5404, 4)
+	if err1 != nil || err2 != nil || lo != 0x003e1600 || hi != 0x80000100 {
+		t.Errorf("RAL0/RAH0 = %#x/%#x (%v %v)", lo, hi, err1, err2)
+	}
+	for _, up := range []bool{false, true} {
+		if _, e := q.do("set_link", map[string]any{"name": "nic0", "up": up}); e != "" {
+			t.Fatal(e)
+		}
+		status, err := v.MMIORead(bar+0x8, 4)
+		// Up again restarts autonegotiation: the link returns 500 ms later.
+		if err != nil || !up && status&2 != 0 {
+			t.Errorf("after set_link up=%v: STATUS %#x, %v", up, status, err)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"godm/devices"
 	"godm/devices/clock"
+	"godm/devices/nic"
 	"godm/memory"
 	"godm/netback"
 	"godm/pci"
@@ -513,17 +514,8 @@ func (d *Device) updateIRQLocked() {
 
 type regs struct{ d *Device }
 
-// piece is the size of the next piece of an access of n bytes at off.
-func piece(off uint64, n uint8) uint8 {
-	l := min(n, 4)
-	if a := off & -off; a != 0 && a < uint64(l) {
-		l = uint8(a)
-	}
-	for l&(l-1) != 0 { // pow2floor
-		l &= l - 1
-	}
-	return l
-}
+// piece is nic.Piece.
+func piece(off uint64, n uint8) uint8 { return nic.Piece(off, n) }
 
 func (r regs) Read(a devices.Access) uint64 {
 	d := r.d

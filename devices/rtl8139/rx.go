@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 
-	"godm/memory"
+	"godm/devices/nic"
 	"godm/netback"
 )
 
@@ -236,26 +236,11 @@ func (d *Device) ringWrite(p []byte) {
 }
 
 func (d *Device) dmaWrite(gpa uint64, p []byte) bool {
-	if len(p) == 0 {
-		return true
-	}
-	if err := d.mem.Write(memory.GPA(gpa), p); err != nil {
-		d.stats.DMAErrors.Add(1)
-		return false
-	}
-	return true
+	return nic.DMA{Mem: d.mem, Errors: &d.stats.DMAErrors}.Write(gpa, p)
 }
 
 func (d *Device) dmaRead(gpa uint64, p []byte) bool {
-	if len(p) == 0 {
-		return true
-	}
-	if err := d.mem.Read(memory.GPA(gpa), p); err != nil {
-		clear(p)
-		d.stats.DMAErrors.Add(1)
-		return false
-	}
-	return true
+	return nic.DMA{Mem: d.mem, Errors: &d.stats.DMAErrors}.Read(gpa, p)
 }
 
 // cplusReceiveLocked puts one frame into the current C+ receive
@@ -328,13 +313,5 @@ func (d *Device) cplusReceiveLocked(buf []byte, size, origSize int, hdr uint32) 
 	return true
 }
 
-// finishCsum completes a partial checksum a back-end with offloads left
-// for the NIC (virtio 1.2 5.1.6.2: the field holds the pseudo-header sum;
-// the one's-complement sum from start to the end goes there).
-// Out-of-range fields are left alone.
-func finishCsum(b []byte, start, off int) {
-	if start < 0 || off < 0 || start+off+2 > len(b) {
-		return
-	}
-	binary.BigEndian.PutUint16(b[start+off:], ^fold(sum(0, b[start:])))
-}
+// finishCsum is nic.FinishCsum.
+func finishCsum(b []byte, start, off int) { nic.FinishCsum(b, start, off) }

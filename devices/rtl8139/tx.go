@@ -3,6 +3,7 @@ package rtl8139
 import (
 	"encoding/binary"
 
+	"godm/devices/nic"
 	"godm/netback"
 )
 
@@ -396,24 +397,9 @@ func offloadCsum(b []byte, w0 uint32) {
 	binary.BigEndian.PutUint16(l4[off:], c)
 }
 
-// sum adds b's big-endian 16-bit words to acc (RFC 1071).
-func sum(acc uint64, b []byte) uint64 {
-	for len(b) >= 2 {
-		acc += uint64(b[0])<<8 | uint64(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		acc += uint64(b[0]) << 8
-	}
-	return acc
-}
-
-func fold(acc uint64) uint16 {
-	for acc>>16 != 0 {
-		acc = acc&0xffff + acc>>16
-	}
-	return uint16(acc)
-}
+// sum and fold are the shared checksum helpers (nic.Sum, nic.Fold).
+func sum(acc uint64, b []byte) uint64 { return nic.Sum(acc, b) }
+func fold(acc uint64) uint16          { return nic.Fold(acc) }
 
 // dumpTallyLocked writes the 64-byte tally counter block at addr (QEMU
 // RTL8139TallyCounters_dma_write).

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"godm/devices"
+	"godm/devices/e1000"
 	"godm/devices/i440fx"
 	"godm/devices/i8042"
 	"godm/devices/ide"
@@ -21,6 +22,7 @@ import (
 	"godm/devices/uart"
 	"godm/devices/vga"
 	"godm/devices/xenplatform"
+	"godm/memory"
 	"godm/netback"
 	"godm/netback/antispoof"
 	"godm/pci"
@@ -70,6 +72,8 @@ const (
 	TestDevice = "godm-testdev"
 	// NICDriver is the emulated NIC's driver (libxl's default model).
 	NICDriver = "rtl8139"
+	// E1000Driver is the Intel 82540EM (xl's vif model=e1000).
+	E1000Driver = "e1000"
 	// PassthroughDriver is QEMU's name of a passed-through host function
 	// (passthrough.DriverName).
 	PassthroughDriver = "xen-pci-passthrough"
@@ -77,6 +81,13 @@ const (
 
 // pciAddrProp is the "addr" property of PCI devices.
 var pciAddrProp = Prop{Name: "addr", Type: "int32", Desc: "Slot and optional function number, example: 06.0 or 06"}
+
+// nicProps are the emulated NICs' properties.
+var nicProps = []Prop{
+	{Name: "netdev", Type: "str", Desc: "ID of a netdev to use as a backend"},
+	{Name: "mac", Type: "str", Desc: "Ethernet 6-byte MAC Address, example: 52:54:00:12:34:56", Default: "52:54:00:12:34:56 + n"},
+	pciAddrProp,
+}
 
 // drivers is the driver table, in the order -device help lists them
 // inside a category. It is the whole list: nothing registers itself.
@@ -118,11 +129,9 @@ var drivers = []*Driver{
 			{Name: "mouse-irq", Type: "uint8", Default: "12"},
 		}, New: newI8042},
 	{Name: NICDriver, Bus: "PCI", Category: "Network devices", Desc: "Realtek RTL8139C+ Fast Ethernet", Hotpluggable: true,
-		Props: []Prop{
-			{Name: "netdev", Type: "str", Desc: "ID of a netdev to use as a backend"},
-			{Name: "mac", Type: "str", Desc: "Ethernet 6-byte MAC Address, example: 52:54:00:12:34:56", Default: "52:54:00:12:34:56 + n"},
-			pciAddrProp,
-		}, New: newRTL8139},
+		Props: nicProps, New: newNIC(NICDriver, newRTL8139)},
+	{Name: E1000Driver, Bus: "PCI", Category: "Network devices", Desc: "Intel Gigabit Ethernet (82540EM)", Hotpluggable: true,
+		Props: nicProps, New: newNIC(E1000Driver, newE1000)},
 	{Name: "VGA", Bus: "PCI", Category: "Display devices", Desc: "standard VGA with Bochs VBE (libxl's vga=\"stdvga\")",
 		Props: []Prop{
 			{Name: "vgamem_mb", Type: "uint32", Default: "16"},
@@ -681,10 +690,28 @@ func (b *Board) building() bool {
 	return b.plan != nil
 }
 
+// NICModel is what the board needs of an emulated NIC model
+// (devices/rtl8139, devices/e1000).
+type NICModel interface {
+	devices.Snapshotter
+	devices.Pauser
+	Function() *pci.Device
+	Reset()
+	Close() error
+	MAC() [6]byte
+	SetLink(up bool)
+	LinkUp() bool
+}
+
+var (
+	_ NICModel = (*rtl8139.Device)(nil)
+	_ NICModel = (*e1000.Device)(nil)
+)
+
 // NIC is an emulated NIC on the board: the device and the netdev it is
 // attached to ("" for none).
 type NIC struct {
-	*rtl8139.Device
+	NICModel
 	Netdev string
 	// spoof is the netdev's anti-spoofing filter (nil when off), bound
 	// to this NIC's MAC while it is plugged.
@@ -719,7 +746,24 @@ func ParseMAC(s string) ([6]byte, error) {
 	return m, nil
 }
 
-func newRTL8139(b *Board, p Props, pl *Plugged) error {
+func newRTL8139(mac [6]byte, mem memory.Accessor, be netback.Backend) (NICModel, error) {
+	return rtl8139.New(rtl8139.Config{MAC: mac, Memory: mem, Backend: be})
+}
+
+func newE1000(mac [6]byte, mem memory.Accessor, be netback.Backend) (NICModel, error) {
+	return e1000.New(e1000.Config{MAC: mac, Memory: mem, Backend: be})
+}
+
+// newNIC is the driver of an emulated NIC model: netdev=, mac= (QEMU's
+// default MACs when none), addr=; the netdev's anti-spoofing filter bound
+// to the MAC while the NIC is plugged.
+func newNIC(driver string, model func(mac [6]byte, mem memory.Accessor, be netback.Backend) (NICModel, error)) func(*Board, Props, *Plugged) error {
+	return func(b *Board, p Props, pl *Plugged) error {
+		return plugNIC(b, p, pl, driver, model)
+	}
+}
+
+func plugNIC(b *Board, p Props, pl *Plugged, driver string, model func([6]byte, memory.Accessor, netback.Backend) (NICModel, error)) error {
 	slot, fn, ok, err := pciAddr(p)
 	if err != nil {
 		return err
@@ -744,7 +788,7 @@ func newRTL8139(b *Board, p Props, pl *Plugged) error {
 	if id != "" {
 		be = b.env.Netdevs[id]
 		if be == nil {
-			return fmt.Errorf("Property '%s.netdev' can't find value '%s'", NICDriver, id)
+			return fmt.Errorf("Property '%s.netdev' can't find value '%s'", driver, id)
 		}
 		b.mu.Lock()
 		if b.nicUsed == nil {
@@ -752,7 +796,7 @@ func newRTL8139(b *Board, p Props, pl *Plugged) error {
 		}
 		if other, used := b.nicUsed[id]; used {
 			b.mu.Unlock()
-			return fmt.Errorf("Property '%s.netdev' can't take value '%s', it's in use by '%s'", NICDriver, id, other)
+			return fmt.Errorf("Property '%s.netdev' can't take value '%s', it's in use by '%s'", driver, id, other)
 		}
 		b.nicUsed[id] = pl.ID
 		b.mu.Unlock()
@@ -774,11 +818,11 @@ func newRTL8139(b *Board, p Props, pl *Plugged) error {
 		}
 		pl.onUnplug(spoof.Unbind)
 	}
-	d, err := rtl8139.New(rtl8139.Config{MAC: mac, Memory: b.env.Memory, Backend: be})
+	d, err := model(mac, b.env.Memory, be)
 	if err != nil {
 		return err
 	}
-	pl.Dev = &NIC{Device: d, Netdev: id, spoof: spoof}
+	pl.Dev = &NIC{NICModel: d, Netdev: id, spoof: spoof}
 	pl.onUnplug(d.Close)
 	if err := b.addPCI(pl, d.Function(), slot, fn, !ok); err != nil {
 		return err
@@ -806,7 +850,7 @@ func (b *Board) SetLink(name string, up bool) bool {
 func (b *Board) UnplugNICs() error {
 	var errs []error
 	for _, p := range b.Devices() {
-		if p.Driver == NICDriver {
+		if _, ok := p.Dev.(*NIC); ok {
 			errs = append(errs, b.remove(p.ID, true))
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"godm/devices/e1000"
 	"godm/netback"
 )
 
@@ -98,4 +99,76 @@ func TestNICSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Reset()
+}
+
+// TestE1000Board: the e1000 driver on the same board vocabulary as the
+// rtl8139: netdev=, mac=, addr=, id=, the default MACs counted across
+// models, a netdev used once, snapshot and restore of its record, reset,
+// set_link by id, the platform's unplug of NICs, -device help.
+func TestE1000Board(t *testing.T) {
+	b, _ := nicBoard(t)
+	nic, err := b.Plug(E1000Driver, "e0", NewProps(map[string]string{"netdev": "net1", "mac": "00:16:3e:0a:0b:0c", "addr": "09"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := nic.PCI.SBDF(); s.Dev() != 9 {
+		t.Fatalf("addr=09 placed at %v", s)
+	}
+	n := nic.Dev.(*NIC)
+	if _, ok := n.NICModel.(*e1000.Device); !ok || n.MAC() != [6]byte{0, 0x16, 0x3e, 0xa, 0xb, 0xc} || !n.LinkUp() {
+		t.Fatalf("e1000: %T mac %x link %v", n.NICModel, n.MAC(), n.LinkUp())
+	}
+	if id := nic.PCI.ConfigRead(0, 4); id != 0x100e8086 {
+		t.Fatalf("IDs %#x", id)
+	}
+	// A second e1000 without mac= takes the next default MAC (two NICs
+	// made before it).
+	d2, err := b.Plug(E1000Driver, "", NewProps(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := d2.Dev.(*NIC).MAC(); m != [6]byte{0x52, 0x54, 0, 0x12, 0x34, 0x59} {
+		t.Errorf("default MAC %x", m)
+	}
+	if _, err := b.Plug(E1000Driver, "", NewProps(map[string]string{"netdev": "net1"})); err == nil ||
+		!strings.Contains(err.Error(), "Property 'e1000.netdev' can't take value 'net1', it's in use by 'e0'") {
+		t.Errorf("netdev used twice: %v", err)
+	}
+	if !b.SetLink("e0", false) || n.LinkUp() {
+		t.Error("set_link e0 off")
+	}
+	b.SetLink("net1", true)
+	snap, err := b.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(snap), "e1000") {
+		t.Error("no e1000 record in the snapshot")
+	}
+	b2, _ := nicBoard(t)
+	if _, err := b2.Plug(E1000Driver, "e0", NewProps(map[string]string{"addr": "09"})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b2.Plug(E1000Driver, "", NewProps(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	b.Reset()
+	if err := b.UnplugNICs(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range b.Devices() {
+		if _, ok := p.Dev.(*NIC); ok {
+			t.Fatalf("%s (%s) still plugged", p.ID, p.Driver)
+		}
+	}
+	var help strings.Builder
+	if err := Help(&help); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(help.String(), `name "e1000", bus PCI, desc "Intel Gigabit Ethernet (82540EM)"`) {
+		t.Errorf("-device help:\n%s", help.String())
+	}
 }

@@ -59,8 +59,8 @@ type Config struct {
 	Serial []string
 	// TestSlots are -device godm-testdev slots (godm's own test device).
 	TestSlots []int
-	// NICs are the emulated NICs (-device rtl8139), in command-line
-	// order; each names one of Netdevs.
+	// NICs are the emulated NICs (-device rtl8139 or e1000), in
+	// command-line order; each names one of Netdevs.
 	NICs []NIC
 	// Netdevs are the network back-ends (-netdev), in command-line order,
 	// for netback/netdev to open (which checks their other keys).
@@ -94,9 +94,12 @@ type Incoming struct {
 	Path string
 }
 
-// NIC is one -device rtl8139 as libxl writes it
+// NIC is one -device rtl8139 or e1000 as libxl writes it
 // (id=nicN,netdev=netN,mac=...).
 type NIC struct {
+	// Model is the driver: rtl8139 (libxl's default) or e1000 (vif
+	// model=e1000).
+	Model           string
 	ID, Netdev, MAC string
 }
 
@@ -142,7 +145,7 @@ func IsQEMUArgv(args []string) bool {
 const (
 	whyDisplay = `godm emulates only the standard VGA: set vga="stdvga" (or vga="none") in the domain's config`
 	whyCirrus  = `the Cirrus VGA (xl.cfg's default) is not emulated: set vga="stdvga" (or vga="none") in the domain's config`
-	whyNIC     = `emulated NIC model not served (godm has rtl8139): set model=rtl8139 (libxl's default) in the vif=[...] entry, or type=vif for PV only`
+	whyNIC     = `emulated NIC model not served (godm has rtl8139 and e1000): set model=rtl8139 (libxl's default) or model=e1000 in the vif=[...] entry, or type=vif for PV only`
 	whyUSB     = `no USB controller yet: remove usb=, usbversion=, usbdevice= and usbctrl=`
 	whySound   = `no sound device yet: remove soundhw=`
 	whySpice   = `spice is not supported: remove spice=1`
@@ -614,9 +617,9 @@ func (c *Config) parseDevice(a qemuopts.Arg) error {
 		return refuse(a, whyCirrus)
 	case "qxl-vga", "qxl", "vmware-svga", "virtio-vga", "bochs-display":
 		return refuse(a, whyDisplay)
-	case nicDriver:
-		return c.parseNIC(a, o)
-	case "e1000", "e1000e", "ne2k_pci", "pcnet", "virtio-net-pci", "vmxnet3", "i82551", "i82557b", "i82559er":
+	case nicDriver, e1000Driver:
+		return c.parseNIC(a, o, drv)
+	case "e1000-82544gc", "e1000-82545em", "e1000e", "ne2k_pci", "pcnet", "virtio-net-pci", "vmxnet3", "i82551", "i82557b", "i82559er":
 		return refuse(a, whyNIC)
 	case "ide-hd", "ide-cd":
 		return c.parseIDEDevice(a, o, drv)
@@ -699,14 +702,19 @@ func serialSpec(a qemuopts.Arg) (string, error) {
 	return "", refuse(a, "want pty, none, null, stdio, file:PATH or unix:PATH in serial=")
 }
 
-// nicDriver is the NIC driver godm serves (board.NICDriver; dmcontract
-// does not import the board).
-const nicDriver = "rtl8139"
+// nicDriver and e1000Driver are the NIC drivers godm serves
+// (board.NICDriver, board.E1000Driver; dmcontract does not import the
+// board).
+const (
+	nicDriver   = "rtl8139"
+	e1000Driver = "e1000"
+)
 
-// parseNIC takes "-device rtl8139,id=nicN,netdev=netN,mac=..." (libxl
-// libxl_dm.c, the VIF_IOEMU NICs; XEN-FACTS §2).
-func (c *Config) parseNIC(a qemuopts.Arg, o *qemuopts.Opts) error {
-	n := NIC{ID: o.ID(), Netdev: o.String("netdev", ""), MAC: o.String("mac", "")}
+// parseNIC takes "-device rtl8139|e1000,id=nicN,netdev=netN,mac=..."
+// (libxl libxl_dm.c, the VIF_IOEMU NICs: the vif's model= is the driver;
+// XEN-FACTS §2).
+func (c *Config) parseNIC(a qemuopts.Arg, o *qemuopts.Opts, model string) error {
+	n := NIC{Model: model, ID: o.ID(), Netdev: o.String("netdev", ""), MAC: o.String("mac", "")}
 	if err := o.CheckUnused(); err != nil {
 		return err
 	}
@@ -766,7 +774,7 @@ func (c *Config) checkNICs() error {
 			found = found || d.ID == n.Netdev
 		}
 		if !found {
-			return &Refusal{Option: "-device rtl8139,id=" + n.ID, Why: fmt.Sprintf("netdev '%s' is not on the command line (-netdev id=%s)", n.Netdev, n.Netdev)}
+			return &Refusal{Option: "-device " + n.Model + ",id=" + n.ID, Why: fmt.Sprintf("netdev '%s' is not on the command line (-netdev id=%s)", n.Netdev, n.Netdev)}
 		}
 	}
 	return nil

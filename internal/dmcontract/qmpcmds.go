@@ -388,7 +388,8 @@ func (s *State) commands() map[string]qmp.Handler {
 		},
 		"set_link": func(r *qmp.Request) (any, error) {
 			// QEMU net/net.c qmp_set_link: a NIC's id or a netdev's; the
-			// NIC reports the change (rtl8139: BMSR link bit, LinkChg).
+			// NIC reports the change (rtl8139: BMSR link bit, LinkChg;
+			// e1000: STATUS.LU and the PHY, LSC).
 			a := qmp.ArgsOf(r.Args)
 			name, err := a.String("name")
 			if err != nil {

@@ -161,7 +161,7 @@ func TestDeviceListErrors(t *testing.T) {
 	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, simRAM))
 	sim, dom := xen.Sim, xen.Dom
 	for _, tc := range []struct{ list, want string }{
-		{"e1000", "'e1000' is not a valid device model name"},
+		{"e1000e", "'e1000e' is not a valid device model name"},
 		{"i8042,iobase=0x60", "property 'iobase' not found"},
 		{"isa-serial,chardev=nope", "can't find value 'nope'"},
 		{"isa-serial,index=4", "Max. supported number of ISA serial ports is 4."},
