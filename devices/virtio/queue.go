@@ -68,20 +68,20 @@ type Queue struct {
 
 	mu sync.Mutex
 	// Configuration (guarded by mu; written by the transport).
-	size                uint16
-	enabled             bool
-	desc, avail, used   uint64
-	vector              uint16
-	eventIdx            bool
+	size              uint16
+	enabled           bool
+	desc, avail, used uint64
+	vector            uint16
+	eventIdx          bool
 	// Run state (guarded by mu).
-	dr, ar, ur    *memory.Region
-	lastAvail     uint16
-	usedIdx       uint16
-	signalled     uint16
-	signalledOK   bool
-	pinErr        bool
-	indirectBuf   [descSize]byte
-	scratch       [descSize]byte
+	dr, ar, ur  *memory.Region
+	lastAvail   uint16
+	usedIdx     uint16
+	signalled   uint16
+	signalledOK bool
+	pinErr      bool
+	indirectBuf [descSize]byte
+	scratch     [descSize]byte
 }
 
 // Index is the queue's number.
