@@ -48,6 +48,7 @@ const (
 const (
 	tIn          = 0
 	tOut         = 1
+	tSCSI        = 2
 	tFlush       = 4
 	tGetID       = 8
 	tDiscard     = 11
@@ -89,6 +90,10 @@ type Config struct {
 	Depth, Workers int
 	// ModernBAR32: see virtio.Config.
 	ModernBAR32 bool
+	// Discard passes discards and write-zeroes' unmap to the image
+	// (-drive discard=unmap); otherwise a discard succeeds doing nothing
+	// and write-zeroes writes zeros (QEMU's discard=ignore).
+	Discard bool
 }
 
 // Device is one virtio-blk-pci function.
@@ -99,6 +104,7 @@ type Device struct {
 	bq     *block.Queue
 	info   block.Info
 	serial string
+	unmap  bool
 	geo    [3]uint32
 	wce    atomic.Bool
 
@@ -128,7 +134,7 @@ func New(c Config) (*Device, error) {
 	if workers <= 0 {
 		workers = defaultWorkers
 	}
-	d := &Device{mem: c.Memory, drv: c.Drive, info: c.Drive.Info(), serial: c.Serial}
+	d := &Device{mem: c.Memory, drv: c.Drive, info: c.Drive.Info(), serial: c.Serial, unmap: c.Discard}
 	if len(d.serial) > idLen {
 		d.serial = d.serial[:idLen]
 	}
@@ -396,6 +402,26 @@ func (s *slot) start() {
 			return
 		}
 		s.finish(sOK)
+	case tSCSI:
+		// QEMU virtio_blk_handle_scsi_req: without the SCSI feature, a
+		// chain with the SCSI headers gets UNSUPP and errors = 255 in
+		// the virtio_scsi_inhdr (the second-to-last writable buffer);
+		// a shorter chain IOERR.
+		if nOut < 2 || nIn < 3 {
+			s.finish(sIOErr)
+			return
+		}
+		var ins int
+		for _, g := range c.Segs {
+			if g.Write {
+				ins++
+				if ins == nIn-1 {
+					binary.LittleEndian.PutUint32(s.dwz[:], 255)
+					_ = s.d.mem.Write(memory.GPA(g.Addr), s.dwz[:min(4, g.Len)])
+				}
+			}
+		}
+		s.finish(sUnsupp)
 	case tDiscard &^ tOut, tWriteZeroes &^ tOut:
 		s.discardWZ(typ, outData)
 	default:
@@ -433,9 +459,12 @@ func (s *slot) discardWZ(typ uint32, outData uint64) {
 			s.finish(sUnsupp)
 			return
 		}
-		s.req.Op, s.req.Unmap = block.OpWriteZeroes, flags&wzUnmap != 0
+		s.req.Op, s.req.Unmap = block.OpWriteZeroes, flags&wzUnmap != 0 && s.d.unmap
 	} else if flags != 0 {
 		s.finish(sUnsupp)
+		return
+	} else if !s.d.unmap {
+		s.finish(sOK)
 		return
 	}
 	s.dataLen, s.write = 0, false

@@ -42,7 +42,7 @@ func newVirtioBlk(b *Board, p Props, pl *Plugged) error {
 	if err := drv.claim(pl.ID); err != nil {
 		return err
 	}
-	d, err := virtioblk.New(virtioblk.Config{Memory: mem, Drive: drv.Block(), Serial: p.String("serial", ""), ModernBAR32: bar32})
+	d, err := virtioblk.New(virtioblk.Config{Memory: mem, Drive: drv.Block(), Serial: p.String("serial", ""), ModernBAR32: bar32, Discard: drv.Opts.Discard})
 	if err != nil {
 		return err
 	}
