@@ -101,7 +101,7 @@ var drivers = []*Driver{
 		}, New: newIDEDrive(ide.CD)},
 	{Name: "ahci", Bus: "PCI", Category: "Storage devices", Desc: "ICH9 AHCI SATA controller (ich9-ahci): buses ID.0 to ID.5 for ide-hd",
 		Props: []Prop{pciAddrProp}, New: newAHCI},
-	{Name: "virtio-blk-pci", Bus: "PCI", Category: "Storage devices", Desc: "virtio block device (transitional: modern BAR4, legacy I/O BAR0, MSI-X)",
+	{Name: "virtio-blk-pci", Bus: "PCI", Category: "Storage devices", Desc: "virtio block device (transitional: modern BAR4, legacy I/O BAR0, MSI-X)", Hotpluggable: true,
 		Props: []Prop{
 			{Name: "drive", Type: "str", Desc: "Node name or ID of a block device to use as a backend"},
 			{Name: "serial", Type: "str", Desc: "GET_ID string (at most 20 bytes are returned)", Default: "empty"},

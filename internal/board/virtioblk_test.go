@@ -78,10 +78,12 @@ func TestVirtioBlkDriver(t *testing.T) {
 	if !strings.Contains(help.String(), "virtio-blk-pci") {
 		t.Error("-device help lacks virtio-blk-pci")
 	}
-	if err := b.Close(); err != nil {
+	// device_del: the device and its -drive go (QEMU deletes a legacy
+	// drive with its device).
+	if err := b.Unplug("vblk"); err != nil {
 		t.Fatal(err)
 	}
-	if locked(path) {
-		t.Error("closing the board left the drive locked")
+	if locked(path) || b.Device("vblk") != nil {
+		t.Error("unplug left the device or the drive's lock")
 	}
 }
