@@ -460,7 +460,7 @@ func (t *Transport) selected() *Queue {
 	return nil
 }
 
-// setVector is msix_vector_use: a vector beyond the table reads back as
+// checkVector is msix_vector_use: a vector beyond the table reads back as
 // NO_VECTOR, so the driver sees its error.
 func (t *Transport) checkVector(v uint16) uint16 {
 	if t.msixCap == 0 || int(v) >= t.vectors() {
@@ -794,10 +794,9 @@ func (t *Transport) commonWrite(off uint64, v uint64) {
 		return
 	case cQEnable:
 		if v != 1 {
-			// QEMU 7.2: "wrong value for queue_enable" is virtio_error.
-			t.mu.Unlock()
+			// QEMU 7.2: "wrong value for queue_enable" is virtio_error
+			// (Fail takes no transport lock).
 			t.Fail()
-			t.mu.Lock()
 			return
 		}
 	}
