@@ -23,6 +23,7 @@ func (d *popDev) ConfigLen() int                { return 8 }
 func (d *popDev) ReadConfig(off int, p []byte)  { clear(p) }
 func (d *popDev) WriteConfig(off int, p []byte) {}
 func (d *popDev) Reset()                        {}
+func (d *popDev) ResetQueue(q *Queue)           {}
 func (d *popDev) Notify(q *Queue) {
 	var c Chain
 	for range 2 * MaxQueueSize {

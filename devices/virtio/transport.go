@@ -34,6 +34,9 @@ const (
 	FEventIdx      = 1 << 29
 	FBadFeature    = 1 << 30
 	FVersion1      = 1 << 32
+	// FRingReset is VIRTIO_F_RING_RESET (§2.6.1): queue_reset in the
+	// common configuration (QEMU 7.2 offers it on every device).
+	FRingReset = 1 << 40
 	// legacyOnly are offered through the legacy interface only (QEMU
 	// VIRTIO_LEGACY_FEATURES).
 	legacyOnly = FNotifyOnEmpty | FAnyLayout | FBadFeature
@@ -110,6 +113,7 @@ const (
 	cQAvailHi  = 0x2c
 	cQUsedLo   = 0x30
 	cQUsedHi   = 0x34
+	cQReset    = 0x3a
 )
 
 // Memory is what the transport needs of guest memory: copies for data
@@ -137,6 +141,8 @@ type Device interface {
 	// Reset stops the device: requests in flight are waited for and
 	// their completions dropped. No queue lock is held.
 	Reset()
+	// ResetQueue does the same for queue q alone (VIRTIO_F_RING_RESET).
+	ResetQueue(q *Queue)
 }
 
 // Config describes a transport.
@@ -216,7 +222,7 @@ func New(c Config) (*Transport, error) {
 		return nil, fmt.Errorf("virtio: %w", err)
 	}
 	t := &Transport{fn: fn, mem: c.Memory, dev: c.Device, devID: c.DeviceID,
-		hostF: c.Device.Features() | FVersion1 | legacyOnly, cfgLen: c.Device.ConfigLen(),
+		hostF: c.Device.Features() | FVersion1 | FRingReset | legacyOnly, cfgLen: c.Device.ConfigLen(),
 		modernQ: make([]modernQueue, c.Queues)}
 	for i := range c.Queues {
 		t.queues = append(t.queues, &Queue{t: t, idx: i, max: c.QueueSize})
@@ -403,7 +409,9 @@ func (t *Transport) resetRegs() {
 	}
 	t.status.Store(0)
 	t.negotiated.Store(0)
-	t.dfSel, t.gfSel, t.gf, t.queueSel = 0, 0, [2]uint32{}, 0
+	// The feature selectors and the driver features as written stay, as
+	// QEMU's virtio_pci_reset leaves them; the queue select does not.
+	t.queueSel = 0
 	t.cfgVector.Store(NoVector)
 	t.broken.Store(false)
 	t.irqMu.Lock()
@@ -735,6 +743,8 @@ func (t *Transport) commonRead(off uint64) uint64 {
 		return uint64(mq.used[0])
 	case cQUsedHi:
 		return uint64(mq.used[1])
+	case cQReset:
+		return 0 // a reset completes within the write
 	}
 	return 0
 }
@@ -791,6 +801,21 @@ func (t *Transport) commonWrite(off uint64, v uint64) {
 		return
 	case cQUsedHi:
 		mq.used[1] = uint32(v)
+		return
+	case cQReset:
+		// §4.1.4.3.2: the queue stops, its requests in flight are
+		// waited for, and it returns to its reset state (QEMU
+		// virtio_queue_reset; the registers as written stay).
+		if v == 1 {
+			q.mu.Lock()
+			q.enabled = false
+			q.mu.Unlock()
+			t.dev.ResetQueue(q)
+			q.mu.Lock()
+			q.resetLocked()
+			q.eventIdx = t.negotiated.Load()&FEventIdx != 0
+			q.mu.Unlock()
+		}
 		return
 	case cQEnable:
 		if v != 1 {

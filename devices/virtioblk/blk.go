@@ -270,6 +270,10 @@ func (d *Device) Reset() {
 	d.mu.Unlock()
 }
 
+// ResetQueue implements virtio.Device: the one queue's reset is the
+// device's.
+func (d *Device) ResetQueue(*virtio.Queue) { d.Reset() }
+
 // Pause implements devices.Pauser: no request starts, those in flight
 // complete.
 func (d *Device) Pause() {

@@ -262,8 +262,8 @@ func TestIdentityAndConfig(t *testing.T) {
 	// Modern: features 0 and 1.
 	mod := func(off uint64, size uint8) uint64 { return r.mod.Read(devices.Access{Offset: off, Size: size}) }
 	r.mod.Write(devices.Access{Offset: 0, Size: 4}, 1)
-	if v := mod(4, 4); v != 1 {
-		t.Errorf("modern features[1] %#x", v)
+	if v := mod(4, 4); v != 0x101 {
+		t.Errorf("modern features[1] %#x, want VERSION_1|RING_RESET", v)
 	}
 	r.mod.Write(devices.Access{Offset: 0, Size: 4}, 0)
 	if v := mod(4, 4); v != 0x30006e54 {
