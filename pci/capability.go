@@ -129,3 +129,32 @@ func (d *Device) AddExtendedCapability(id uint16, version uint8, body, wmask, w1
 	d.extLast = uint16(off)
 	return uint16(off), nil
 }
+
+// ReverseCapabilities reverses the order of the capability list (the
+// offsets stay): the first capability added becomes the last one the
+// guest walks. QEMU's pci_add_capability (hw/pci/pci.c) links each new
+// capability at the head of the list, so a device that mirrors QEMU's
+// layout adds its capabilities in QEMU's order, then calls this. It is a
+// set-up call, before the function joins a bus.
+func (d *Device) ReverseCapabilities() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.setupCheck("reverse capabilities"); err != nil {
+		return err
+	}
+	var offs []uint8
+	for p, n := d.cfg[RegCapabilities]&^3, 0; p != 0 && n < 48; p, n = d.cfg[p+1]&^3, n+1 {
+		offs = append(offs, p)
+	}
+	if len(offs) < 2 {
+		return nil
+	}
+	next := uint8(0)
+	for _, p := range offs {
+		d.cfg[p+1] = next
+		next = p
+	}
+	d.cfg[RegCapabilities] = next
+	d.capLast = offs[0]
+	return nil
+}

@@ -157,6 +157,30 @@ func TestCapabilityList(t *testing.T) {
 	}
 }
 
+func TestReverseCapabilities(t *testing.T) {
+	d := mustNew(t, testHeader)
+	off1, err := d.AddCapability(CapVendor, []byte{4, 0xaa}, nil, nil)
+	must(t, err)
+	off2, err := d.AddMSI(MSIConfig{Vectors: 1})
+	must(t, err)
+	off3, err := d.AddCapability(CapPowerManagement, make([]byte, 6), nil, nil)
+	must(t, err)
+	must(t, d.ReverseCapabilities())
+	ids, offs := d.Capabilities()
+	if want := []uint8{CapPowerManagement, CapMSI, CapVendor}; !slices.Equal(ids, want) {
+		t.Errorf("ids = %v, want %v", ids, want)
+	}
+	if want := []uint8{off3, off2, off1}; !slices.Equal(offs, want) {
+		t.Errorf("offsets = %v, want %v", offs, want)
+	}
+	// A capability added afterwards goes to the end of the new order.
+	off4, err := d.AddCapability(CapVendor, []byte{4, 0}, nil, nil)
+	must(t, err)
+	if _, offs := d.Capabilities(); !slices.Equal(offs, []uint8{off3, off2, off1, off4}) {
+		t.Errorf("offsets after another capability = %v", offs)
+	}
+}
+
 func TestINTx_LevelTracking(t *testing.T) {
 	r := newRig(t)
 	d := mustNew(t, testHeader)

@@ -45,6 +45,9 @@ targets="
 ./devices/ahci FuzzCommand
 ./devices/ahci FuzzRegisters
 ./devices/ahci FuzzRestore
+./devices/virtio FuzzVirtqueue
+./devices/virtio FuzzRegisters
+./devices/virtioblk FuzzRequest
 ./devices/testdev FuzzScript
 ./devices/rtl8139 FuzzScript
 ./devices/rtl8139 FuzzRings

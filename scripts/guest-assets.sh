@@ -32,10 +32,12 @@ fi
 ln -sfn "$pkg/vmlinux" "$dir/vmlinux"
 
 # Debian's NIC drivers for the real-guest NIC tests (8139cp and the mii
-# library it needs for the rtl8139, e1000 for the e1000), from the same
-# kernel package.
+# library it needs for the rtl8139, e1000 for the e1000), and its virtio
+# modules for the virtio-blk guest test (the virtio core, ring, PCI
+# transport and virtio_blk are modules), from the same kernel package.
+kos="mii 8139cp e1000 virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk"
 mods=""
-for ko in mii 8139cp e1000; do
+for ko in $kos; do
 	[ -s "$dir/$pkg/$ko.ko" ] || mods=1
 done
 if [ -n "$mods" ]; then
@@ -43,11 +45,12 @@ if [ -n "$mods" ]; then
 	(cd "$mt" && apt-get download "$pkg" >/dev/null 2>&1)
 	dpkg-deb --fsys-tarfile "$mt"/"$pkg"_*.deb | tar -x -C "$mt" --wildcards \
 		'./lib/modules/*/kernel/drivers/net/mii.ko' './lib/modules/*/kernel/drivers/net/ethernet/realtek/8139cp.ko' \
-		'./lib/modules/*/kernel/drivers/net/ethernet/intel/e1000/e1000.ko'
+		'./lib/modules/*/kernel/drivers/net/ethernet/intel/e1000/e1000.ko' \
+		'./lib/modules/*/kernel/drivers/virtio/virtio*.ko' './lib/modules/*/kernel/drivers/block/virtio_blk.ko'
 	find "$mt/lib" -name '*.ko' -exec cp {} "$dir/$pkg/" \;
 	rm -rf "$mt"
 fi
-for ko in mii 8139cp e1000; do
+for ko in $kos; do
 	[ -s "$dir/$pkg/$ko.ko" ] || { echo "guest-assets: no $ko.ko in $pkg" >&2; exit 1; }
 	ln -sfn "$pkg/$ko.ko" "$dir/$ko.ko"
 done

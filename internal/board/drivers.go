@@ -112,6 +112,13 @@ var drivers = []*Driver{
 		}, New: newIDEDrive(ide.CD)},
 	{Name: "ahci", Bus: "PCI", Category: "Storage devices", Desc: "ICH9 AHCI SATA controller (ich9-ahci): buses ID.0 to ID.5 for ide-hd",
 		Props: []Prop{pciAddrProp}, New: newAHCI},
+	{Name: "virtio-blk-pci", Bus: "PCI", Category: "Storage devices", Desc: "virtio block device (transitional: modern BAR4, legacy I/O BAR0, MSI-X)", Hotpluggable: true,
+		Props: []Prop{
+			{Name: "drive", Type: "str", Desc: "Node name or ID of a block device to use as a backend"},
+			{Name: "serial", Type: "str", Desc: "GET_ID string (at most 20 bytes are returned)", Default: "empty"},
+			{Name: "x-godm-bar32", Type: "bool", Desc: "modern registers in a 32-bit BAR (test harnesses that forward 32-bit BARs only)", Default: "off"},
+			pciAddrProp,
+		}, New: newVirtioBlk},
 	{Name: "piix4-pm", Bus: "PCI", Category: "Controller/Bridge/Hub devices", Desc: "PM (ACPI PM1a control, GPE0, PCI hotplug; at 01.3)",
 		Props: []Prop{pciAddrProp}, New: newPIIX4PM},
 	{Name: "xen-platform", Bus: "PCI", Category: "Misc devices", Desc: "Xen platform device (PV drivers' unplug, log, ROM lock)",

@@ -81,6 +81,13 @@ type Config struct {
 	// guest reset ends the run like a power-off (Result.Shutdown is then
 	// "guest-reset").
 	Reboot bool
+	// BootFromDisk boots with no kernel: SeaBIOS boots from the disks it
+	// finds (the proxied functions'); Script and Files are unused.
+	BootFromDisk bool
+	// Until, if set, ends the run as soon as the console shows it (QEMU
+	// is stopped; Result.Until is set): for guests that never power off,
+	// such as a boot sector that halts.
+	Until string
 	// OnEvent, if set, is called for each QMP event QEMU reports, in
 	// order, from the goroutine that reads them; while it runs no further
 	// event is read.
@@ -116,6 +123,8 @@ type Result struct {
 	Resets int
 	// Boots counts the times the guest's init started.
 	Boots int
+	// Until reports that the console showed Config.Until.
+	Until bool
 	// PID is QEMU's process id; Process is its state once reaped (nil if
 	// it never started).
 	PID     int
@@ -174,8 +183,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		"-accel", "tcg", "-m", fmt.Sprint(cfg.MemMB), "-nodefaults", "-display", "none",
 		"-serial", "stdio", "-monitor", "none",
 		"-machine", "pc,memory-backend=mem",
-		"-kernel", cfg.Assets.Kernel, "-initrd", initrdPath,
-		"-append", strings.TrimSpace("console=ttyS0 quiet panic=-1 " + cfg.Append),
+	}
+	if !cfg.BootFromDisk {
+		args = append(args, "-kernel", cfg.Assets.Kernel, "-initrd", initrdPath,
+			"-append", strings.TrimSpace("console=ttyS0 quiet panic=-1 "+cfg.Append))
 	}
 	for i, p := range cfg.Proxies {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -245,10 +256,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}()
 	defer func() { qmpFile.Close(); <-qmpDone }()
 
-	var console bytes.Buffer
+	console := &watchBuffer{until: cfg.Until, stop: cancel}
 	cmd := exec.CommandContext(ctx, cfg.QEMU, args...)
-	cmd.Stdout = &console
-	cmd.Stderr = &console
+	cmd.Stdout = console
+	cmd.Stderr = console
 	cmd.ExtraFiles = extra
 	cmd.WaitDelay = 5 * time.Second
 	runErr := cmd.Run()
@@ -262,7 +273,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// QEMU has exited: its end of the QMP pair is closed, so the reader
 	// sees EOF once it has read every event.
 	<-qmpDone
-	res := &Result{Console: console.String(), ExitStatus: -1, QTestSocket: qtestSock, Events: qmpEvents}
+	res := &Result{Console: console.String(), ExitStatus: -1, QTestSocket: qtestSock, Events: qmpEvents, Until: console.seen()}
 	if cmd.Process != nil {
 		res.PID, res.Process = cmd.Process.Pid, cmd.ProcessState
 	}
@@ -278,6 +289,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if i := strings.LastIndex(res.Console, "GODM-GUEST-EXIT "); i >= 0 {
 		fmt.Sscanf(res.Console[i+len("GODM-GUEST-EXIT "):], "%d", &res.ExitStatus)
 	}
+	if res.Until {
+		cancel()
+		wg.Wait()
+		return res, nil
+	}
 	if ctx.Err() != nil && res.ExitStatus < 0 {
 		return res, fmt.Errorf("%w after %v", ErrTimeout, cfg.Timeout)
 	}
@@ -292,6 +308,39 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// watchBuffer is the console: QEMU's output, and the stop once it shows
+// until.
+type watchBuffer struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	until string
+	hit   bool
+	stop  func()
+}
+
+func (w *watchBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if w.until != "" && !w.hit && bytes.Contains(w.buf.Bytes(), []byte(w.until)) {
+		w.hit = true
+		w.stop()
+	}
+	return len(p), nil
+}
+
+func (w *watchBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+func (w *watchBuffer) seen() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.hit
 }
 
 // readQMP enters QMP's command mode and collects QEMU's events until the
