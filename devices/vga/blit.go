@@ -154,8 +154,12 @@ func (c *Core) clColour(pw int, lo byte, regs [3]byte) uint32 {
 	return v
 }
 
-func (b *blitter) fgColour(c *Core) { b.fg = c.clColour(b.pw, c.cl.shadowGR[1], [3]byte{0x11, 0x13, 0x15}) }
-func (b *blitter) bgColour(c *Core) { b.bg = c.clColour(b.pw, c.cl.shadowGR[0], [3]byte{0x10, 0x12, 0x14}) }
+func (b *blitter) fgColour(c *Core) {
+	b.fg = c.clColour(b.pw, c.cl.shadowGR[1], [3]byte{0x11, 0x13, 0x15})
+}
+func (b *blitter) bgColour(c *Core) {
+	b.bg = c.clColour(b.pw, c.cl.shadowGR[0], [3]byte{0x10, 0x12, 0x14})
+}
 
 // start runs (or, system-to-screen, arms) the blit the registers
 // describe (QEMU cirrus_bitblt_start).

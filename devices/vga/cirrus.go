@@ -39,14 +39,14 @@ const (
 // cirrus is the extension state of a Core that is a CL-GD5446 (QEMU
 // CirrusVGAState beyond VGACommonState). Guarded by Core.mu.
 type cirrus struct {
-	sr       [0x20]byte // SR05-SR1F (SR00-04 are the Core's)
-	gr       [0x40]byte // GR09-GR39 (GR00-08 are the Core's)
-	shadowGR [2]byte    // GR00/GR01 as written (the blitter's colours)
-	dacLock  byte       // hidden DAC access counter (QEMU lockindex)
-	dacData  byte       // hidden DAC register (15/16-bpp select)
-	cursorPal [48]byte  // the 16 cursor colours (SR12 bit 1)
-	cursorX  uint16
-	cursorY  uint16
+	sr        [0x20]byte // SR05-SR1F (SR00-04 are the Core's)
+	gr        [0x40]byte // GR09-GR39 (GR00-08 are the Core's)
+	shadowGR  [2]byte    // GR00/GR01 as written (the blitter's colours)
+	dacLock   byte       // hidden DAC access counter (QEMU lockindex)
+	dacData   byte       // hidden DAC register (15/16-bpp select)
+	cursorPal [48]byte   // the 16 cursor colours (SR12 bit 1)
+	cursorX   uint16
+	cursorY   uint16
 
 	bankBase  [2]uint32
 	bankLimit [2]uint32

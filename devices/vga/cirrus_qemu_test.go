@@ -560,7 +560,7 @@ func TestQEMUDiffCirrusScreendump(t *testing.T) {
 		}
 		pw := m.bpp / 8
 		p.blit(clBlit{w: 16 * pw, h: 10, dpitch: pitch, dst: uint32(5*pitch + 8*pw), fg: 0xff00ff00, rop: 0x0d,
-			mode: byte(pw-1) << 4 | bltColorExpand | bltPattern, ext: bltExtSolidFill}, false)
+			mode: byte(pw-1)<<4 | bltColorExpand | bltPattern, ext: bltExtSolidFill}, false)
 		p.blit(clBlit{w: 20 * pw, h: 12, dpitch: pitch, spitch: pitch, dst: uint32(20*pitch + 30*pw), src: 0, rop: 0x59,
 			mode: byte(pw-1) << 4}, true)
 		p.clCompareScreens(m.name)
