@@ -608,3 +608,49 @@ func (p *clPair) clCompareScreens(name string) {
 	}
 	p.t.Logf("%s: %dx%d, %d colours, identical", name, gw, gh, len(colours))
 }
+
+// The PCI function against QEMU 7.2's "-device cirrus-vga": the header
+// after reset, every BAR's sizing probe and the BARs programmed.
+func TestQEMUDiffCirrusConfigSpace(t *testing.T) {
+	p := newCirrusPair(t, false)
+	rom := make([]byte, 39424) // vgabios-cirrus.bin's size: a 64 KiB ROM BAR
+	d, err := NewCirrus(CirrusConfig{VRAMMiB: 8, ROM: rom})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn := d.Function()
+	qread := func(off uint32) uint32 {
+		p.qout(0xcf8, 4, uint64(clTestDev|off))
+		v, _, err := p.q.In(0xcfc, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return uint32(v)
+	}
+	write := func(off, v uint32) {
+		p.qout(0xcf8, 4, uint64(clTestDev|off))
+		p.qout(0xcfc, 4, uint64(v))
+		fn.Write(devices.Access{Addr: uint64(off), Offset: uint64(off), Size: 4}, uint64(v))
+	}
+	check := func(step string) {
+		t.Helper()
+		for off := uint32(0); off < 0x40; off += 4 {
+			if off == 0x3c {
+				continue // interrupt line: the machine's firmware writes it
+			}
+			if got, want := fn.ConfigRead(off, 4), qread(off); got != want {
+				t.Errorf("%s: config %#02x = %#08x, QEMU %#08x", step, off, got, want)
+			}
+		}
+	}
+	// newCirrusPair programmed QEMU's BARs and command; do the same here.
+	write(0x10, clTestLFB)
+	write(0x14, clTestMMIO)
+	write(0x04, 0x0003)
+	check("programmed")
+	for _, off := range []uint32{0x10, 0x14, 0x18, 0x1c, 0x20, 0x24, 0x30} {
+		write(off, 0xffffffff)
+	}
+	write(0x30, 0xfffff800)
+	check("sizing")
+}
