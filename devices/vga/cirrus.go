@@ -1,5 +1,7 @@
 package vga
 
+import "encoding/binary"
+
 // The Cirrus Logic CL-GD5446 extensions of QEMU 7.2's "-device
 // cirrus-vga" (hw/display/cirrus_vga.c; facts from there and from
 // VGADOC's CL-GD54xx chapter): extended sequencer, graphics controller
@@ -558,5 +560,52 @@ func (c *Core) clScanMode() Mode {
 		h *= 2
 	}
 	lineOff, start, _ := c.offsetsLocked()
-	return Mode{Enabled: true, XRes: w, YRes: h, BPP: bpp, LineLength: uint32(lineOff), Start: uint32(start) * 4}
+	return Mode{Enabled: true, XRes: w, YRes: h, BPP: bpp, LineLength: uint32(lineOff), Start: uint32(start) * 4,
+		shadow: c.cl.sr[0x12]&clCursorShow != 0}
+}
+
+// clCursorRowLocked draws the hardware cursor over row, the XRGB8888
+// pixels of screen line y from column x0 on a screen scrW pixels wide
+// (QEMU cirrus_cursor_draw_line): 32x32 or 64x64, two bit planes in the
+// last 16 KiB of the chip's VRAM (SR13 selects the pattern); plane bits
+// 01 invert the pixel, 10 and 11 paint cursor colours 0 and 15.
+func (c *Core) clCursorRowLocked(row []byte, y, x0, scrW int) {
+	cl := c.cl
+	if cl.sr[0x12]&clCursorShow == 0 {
+		return
+	}
+	size, cy, cx := 32, int(cl.cursorY), int(cl.cursorX)
+	if cl.sr[0x12]&clCursorLarge != 0 {
+		size = 64
+	}
+	if y < cy || y >= cy+size || cx >= scrW {
+		return
+	}
+	src, plane := clRealVRAM-16*1024, 128
+	if size == 64 {
+		src += int(cl.sr[0x13]&0x3c)*256 + (y-cy)*16
+		plane = 8
+	} else {
+		src += int(cl.sr[0x13]&0x3f)*256 + (y-cy)*4
+	}
+	colour := func(i int) uint32 {
+		p := cl.cursorPal[3*i:]
+		return c6to8(p[0])<<16 | c6to8(p[1])<<8 | c6to8(p[2])
+	}
+	c0, c1 := colour(0), colour(15)
+	n := len(row) / 4
+	for x := max(cx, x0); x < min(cx+size, scrW, x0+n); x++ {
+		i := x - cx
+		b0 := c.vram[src+i>>3] >> (7 - i&7) & 1
+		b1 := c.vram[src+plane+i>>3] >> (7 - i&7) & 1
+		p := row[4*(x-x0):]
+		switch b0 | b1<<1 {
+		case 1:
+			binary.LittleEndian.PutUint32(p, binary.LittleEndian.Uint32(p)^0xffffff)
+		case 2:
+			binary.LittleEndian.PutUint32(p, c0)
+		case 3:
+			binary.LittleEndian.PutUint32(p, c1)
+		}
+	}
 }

@@ -61,6 +61,7 @@ func NewCirrus(cfg CirrusConfig) (*Cirrus, error) {
 	c.cl = &cirrus{}
 	c.scan.modeOf = c.clScanMode
 	c.scan.expand = true
+	c.scan.overlay = func(row []byte, y, x int) { c.clCursorRowLocked(row, y, x, c.scan.vmode.XRes) }
 	c.Reset()
 	d := &Cirrus{Core: c}
 	fn, err := pci.New(pci.Header{VendorID: CirrusVendorID, DeviceID: CirrusDeviceID, Class: Class,

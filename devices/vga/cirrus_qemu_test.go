@@ -654,3 +654,47 @@ func TestQEMUDiffCirrusConfigSpace(t *testing.T) {
 	write(0x30, 0xfffff800)
 	check("sizing")
 }
+
+// TestQEMUDiffCirrusCursor: the hardware cursor (32x32 and 64x64, every
+// plane combination from random patterns, clipped at the right edge) over
+// 8, 16 and 32 bpp pictures: QEMU's screendump and ours.
+func TestQEMUDiffCirrusCursor(t *testing.T) {
+	p := newCirrusPair(t, true)
+	r := rand.New(rand.NewPCG(19, 20))
+	p.step = "cursor setup"
+	p.fillVRAM(r, clRealVRAM-16*1024, 16*1024)
+	p.seq(0x12, 0x02) // DAC writes reach the cursor palette
+	p.out(0x3c8, 1, 0)
+	for i := range 48 {
+		p.out(0x3c9, 1, uint64(r.IntN(64)+i%2))
+	}
+	p.seq(0x12, 0x00)
+	for n, m := range []struct {
+		sr7, dac, sr12, sr13 byte
+		bpp, x, y            int
+	}{
+		{0x09, 0xc5, 0x05, 0x14, 32, 37, 20},
+		{0x07, 0xc1, 0x01, 0x21, 16, 5, 3},
+		{0x01, 0, 0x05, 0x3c, 8, 50, 0},
+		{0x09, 0xc5, 0x01, 0x07, 32, 70, 9}, // off the right edge: nothing
+	} {
+		p.step = fmt.Sprintf("cursor %d", n)
+		p.seq(0x10|byte(m.x&7)<<5, byte(m.x>>3))
+		p.seq(0x11|byte(m.y&7)<<5, byte(m.y>>3))
+		p.seq(0x13, m.sr13)
+		pitch := 64 * m.bpp / 8
+		clSVGAMode(p, 64, 48, pitch, m.sr7, m.dac)
+		p.out(0x3c8, 1, 0)
+		for i := range 256 * 3 {
+			p.out(0x3c9, 1, uint64(i*5%64))
+		}
+		p.in(0x3da, 1)
+		p.out(0x3c0, 1, 0x20)
+		p.seq(0x12, m.sr12)
+		for a := 0; a < 48*pitch; a += 4 {
+			p.wmem(clTestLFB+uint64(a), 4, uint64(r.Uint32()))
+		}
+		p.clCompareScreens(p.step)
+		p.seq(0x12, 0)
+	}
+}

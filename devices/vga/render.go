@@ -398,6 +398,10 @@ func (s *screen) graphicLocked(vm Mode) {
 			addr = addr&^0x8000 | (y1&2)<<14
 		}
 		draw(y, addr, width)
+		if c.cl != nil {
+			w := s.mode.Width
+			c.clCursorRowLocked(s.fb[y*w*4:(y+1)*w*4], y, 0, w)
+		}
 		if run == 0 {
 			if mask := int(r.cr[crMode]&3) ^ 3; y1&mask == mask {
 				addr1 += lineOff

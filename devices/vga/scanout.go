@@ -28,6 +28,9 @@ type Scanout struct {
 	// surface), 16 bpp by pixman from the shared surface (high bits
 	// replicated into the low ones).
 	expand bool
+	// overlay draws over a row of XRGB8888 pixels (screen line y, from
+	// column x) what the mode's shadow bit asks for: the Cirrus cursor.
+	overlay func(row []byte, y, x int)
 
 	mu     *sync.Mutex // shared with the VRAM's writers (Core.mu)
 	mode   display.Mode
@@ -124,26 +127,30 @@ func (s *Scanout) readLocked(dst []byte, r display.Rect) {
 			continue
 		}
 		src := s.vram[off:end]
-		if s.expand && (vm.BPP == 15 || vm.BPP == 16) {
+		switch {
+		case s.expand && (vm.BPP == 15 || vm.BPP == 16):
 			for x := 0; x < r.W; x++ {
 				v := uint32(binary.LittleEndian.Uint16(src[2*x:]))
 				var rgb uint32
 				if vm.BPP == 15 {
 					rgb = (v>>7&0xf8)<<16 | (v>>2&0xf8)<<8 | v<<3&0xf8
+				} else if vm.shadow { // QEMU's vga_draw_line16
+					rgb = (v>>8&0xf8)<<16 | (v>>3&0xfc)<<8 | v<<3&0xf8
 				} else {
 					r, g, b := v>>11, v>>5&0x3f, v&0x1f
 					rgb = (r<<3|r>>2)<<16 | (g<<2|g>>4)<<8 | b<<3 | b>>2
 				}
 				binary.LittleEndian.PutUint32(out[4*x:], rgb)
 			}
-			continue
-		}
-		if vm.BPP != 24 {
+		case vm.BPP != 24:
 			copy(out, src)
-			continue
+		default:
+			for x := 0; x < r.W; x++ { // B, G, R bytes → 0x00RRGGBB
+				binary.LittleEndian.PutUint32(out[4*x:], uint32(src[3*x])|uint32(src[3*x+1])<<8|uint32(src[3*x+2])<<16)
+			}
 		}
-		for x := 0; x < r.W; x++ { // B, G, R bytes → 0x00RRGGBB
-			binary.LittleEndian.PutUint32(out[4*x:], uint32(src[3*x])|uint32(src[3*x+1])<<8|uint32(src[3*x+2])<<16)
+		if vm.shadow && s.overlay != nil && s.mode.Format == display.XRGB8888 {
+			s.overlay(out, r.Y+y, r.X)
 		}
 	}
 }
