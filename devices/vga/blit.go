@@ -445,6 +445,11 @@ func (b *blitter) run(c *Core, kind int, dst, src uint32, dstPitch, srcPitch, h 
 			step = 2
 		}
 		for range h {
+			if kind == kindFwd && b.fastRow(c, dst, src, w) {
+				dst += uint32(dstPitch)
+				src += uint32(srcPitch)
+				continue
+			}
 			for x := 0; x < w; x += step {
 				b.copyPixel(c, kind == kindFwdTransp, step, dst, src)
 				dst += uint32(step)
@@ -460,6 +465,11 @@ func (b *blitter) run(c *Core, kind int, dst, src uint32, dstPitch, srcPitch, h 
 			step = 2
 		}
 		for range h {
+			if kind == kindBkwd && b.fastRow(c, dst-uint32(w-1), src-uint32(w-1), w) {
+				dst += uint32(dstPitch)
+				src += uint32(srcPitch)
+				continue
+			}
 			for x := 0; x < w; x += step {
 				if step == 2 {
 					b.copyPixel(c, true, 2, dst-1, src-1)
@@ -569,6 +579,19 @@ func (b *blitter) run(c *Core, kind int, dst, src uint32, dstPitch, srcPitch, h 
 			dst += uint32(dstPitch)
 		}
 	}
+}
+
+// fastRow copies one row of a plain screen-to-screen copy at once when
+// that gives what the byte loop gives: the ROP is the plain source,
+// the blit reads VRAM, neither range wraps at 4 MiB and they do not
+// overlap. false leaves the row to the byte loop.
+func (b *blitter) fastRow(c *Core, dst, src uint32, w int) bool {
+	if b.ropIdx != 5 || b.counter != 0 || dst > clRealVRAM-uint32(w) || src > clRealVRAM-uint32(w) ||
+		dst < src+uint32(w) && src < dst+uint32(w) {
+		return false
+	}
+	copy(c.vram[dst:dst+uint32(w)], c.vram[src:src+uint32(w)])
+	return true
 }
 
 // copyPixel is one step of a screen-to-screen copy: a byte, or with
