@@ -428,6 +428,10 @@ func (b *blitter) run(c *Core, kind int, dst, src uint32, dstPitch, srcPitch, h 
 	switch kind {
 	case -1:
 		for range h {
+			if b.fillRow(c, dst, w) {
+				dst += uint32(dstPitch)
+				continue
+			}
 			a := dst
 			for x := 0; x < w; x += pw {
 				b.putPixel(c, a, b.fg)
@@ -591,6 +595,25 @@ func (b *blitter) fastRow(c *Core, dst, src uint32, w int) bool {
 		return false
 	}
 	copy(c.vram[dst:dst+uint32(w)], c.vram[src:src+uint32(w)])
+	return true
+}
+
+// fillRow paints one row of a plain solid fill (the foreground colour
+// with the source ROP) at once when that gives what the pixel loop
+// gives: pixels aligned as the 16/32-bit writes align them, no wrap.
+func (b *blitter) fillRow(c *Core, dst uint32, w int) bool {
+	pw := uint32(b.pw)
+	n := (uint32(w) + pw - 1) / pw * pw // the loop's last pixel may pass w
+	if b.ropIdx != 5 || (pw == 2 || pw == 4) && dst%pw != 0 || dst > clRealVRAM-n {
+		return false
+	}
+	row := c.vram[dst : dst+n]
+	for i := range pw {
+		row[i] = byte(b.fg >> (8 * i))
+	}
+	for done := pw; done < n; done *= 2 {
+		copy(row[done:], row[:done])
+	}
 	return true
 }
 
