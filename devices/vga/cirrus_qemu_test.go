@@ -130,6 +130,11 @@ func (p *clPair) rmem(addr uint64, size uint8) {
 }
 
 func (p *clPair) seq(i, v byte) { p.out(0x3c4, 2, uint64(i)|uint64(v)<<8) }
+func (p *clPair) attr(i, v byte) {
+	p.in(0x3da, 1)
+	p.out(0x3c0, 1, uint64(i))
+	p.out(0x3c0, 1, uint64(v))
+}
 func (p *clPair) gr(i, v byte)  { p.out(0x3ce, 2, uint64(i)|uint64(v)<<8) }
 func (p *clPair) crtc(i, v byte) {
 	p.out(0x3d4, 1, uint64(i))
@@ -697,4 +702,47 @@ func TestQEMUDiffCirrusCursor(t *testing.T) {
 		p.clCompareScreens(p.step)
 		p.seq(0x12, 0)
 	}
+}
+
+// TestQEMUDiffCirrusVGAModes: the VGA modes on the Cirrus (its BIOS's
+// text mode, mode 13h, planar mode 12h), with the CRTC extensions that
+// move the start address and line offset: screendumps equal QEMU's.
+func TestQEMUDiffCirrusVGAModes(t *testing.T) {
+	p := newCirrusPair(t, true)
+	r := rand.New(rand.NewPCG(21, 22))
+	p.step = "text"
+	textMode(p)
+	loadFont(p, glyph)
+	for i := range 80 * 25 * 2 {
+		p.wmem(0xb8000+uint64(2*i), 2, uint64(r.IntN(256))|uint64(r.IntN(256))<<8)
+	}
+	p.in(0x3da, 1)
+	p.out(0x3c0, 1, 0x20)
+	p.clCompareScreens("text")
+	p.crtc(0x1b, 0x10) // line offset bit 8: 2 KiB rows
+	p.crtc(0x13, 0x08)
+	p.clCompareScreens("text-offset")
+	p.crtc(0x1b, 0x00)
+	p.crtc(0x13, 0x28)
+	p.step = "mode 13h"
+	mode13(p)
+	for i := range 320 * 200 / 4 {
+		p.wmem(WindowBase+uint64(4*i), 4, uint64(r.Uint32()))
+	}
+	p.clCompareScreens("mode13h")
+	p.step = "mode 12h"
+	mode12(p)
+	p.gr(5, 0x02)
+	for i := 0; i < 80*480; i += 3 {
+		p.gr(8, byte(r.Uint32()))
+		p.rmem(WindowBase+uint64(i), 1)
+		p.wmem(WindowBase+uint64(i), 1, uint64(r.IntN(16)))
+	}
+	p.clCompareScreens("mode12h")
+	p.step = "SVGA start address"
+	clSVGAMode(p, 64, 48, 64, 0x01, 0)
+	p.fillVRAM(r, 0, 0x48000)
+	p.crtc(0x0d, 0x10)
+	p.crtc(0x1b, 0x03) // start address bit 16: 256 KiB on
+	p.clCompareScreens("svga-start")
 }
