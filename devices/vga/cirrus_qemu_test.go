@@ -135,7 +135,7 @@ func (p *clPair) attr(i, v byte) {
 	p.out(0x3c0, 1, uint64(i))
 	p.out(0x3c0, 1, uint64(v))
 }
-func (p *clPair) gr(i, v byte)  { p.out(0x3ce, 2, uint64(i)|uint64(v)<<8) }
+func (p *clPair) gr(i, v byte) { p.out(0x3ce, 2, uint64(i)|uint64(v)<<8) }
 func (p *clPair) crtc(i, v byte) {
 	p.out(0x3d4, 1, uint64(i))
 	p.out(0x3d5, 1, uint64(v))
