@@ -315,3 +315,28 @@ func BenchmarkCirrusBlit(b *testing.B) {
 		})
 	}
 }
+
+// Every Cirrus access path allocates nothing: ports, the banked window,
+// the LFB and blit aperture, BAR 1, a system-to-screen blit being fed.
+func TestCirrusAccessesDoNotAllocate(t *testing.T) {
+	d := newTestCirrus(t)
+	p, w := d.CirrusPortHandler(), d.Window()
+	m, l := clMMIOHandler{d.Core}, clLFBHandler{d.Core}
+	p.Write(devices.Access{Addr: 0x3c4, Size: 2}, 0x0107)
+	n := testing.AllocsPerRun(200, func() {
+		p.Write(devices.Access{Addr: 0x3ce, Size: 2}, 0x0209)
+		p.Read(devices.Access{Addr: 0x3c6, Size: 1})
+		w.Write(devices.Access{Offset: 0x100, Size: 2}, 0x0741)
+		w.Read(devices.Access{Offset: 0x8100, Size: 4})
+		m.Write(devices.Access{Offset: 0x108, Size: 2}, 0x0707)
+		m.Read(devices.Access{Offset: 0x140, Size: 1})
+		l.Write(devices.Access{Offset: 0x1000, Size: 4}, 0x00ff00ff)
+		l.Read(devices.Access{Offset: 0x1000, Size: 4})
+		d.startBlit(clBlit{w: 8, h: 2, dpitch: 64, dst: 0x100, mode: bltMemSysSrc, rop: 0x0d})
+		l.Write(devices.Access{Offset: clBltAperture, Size: 8}, 0x0102030405060708)
+		l.Write(devices.Access{Offset: clBltAperture, Size: 8}, 0x0102030405060708)
+	})
+	if n != 0 {
+		t.Errorf("%v allocations per round of accesses", n)
+	}
+}
