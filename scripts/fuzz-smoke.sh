@@ -62,6 +62,7 @@ targets="
 ./display/vnc FuzzZRLE
 ./devices/vga FuzzDISPI
 ./devices/vga FuzzLegacy
+./devices/vga FuzzCirrus
 ./netback FuzzPortFrames
 ./netback/usernet FuzzDHCP
 ./netback/usernet FuzzGuestFrame

@@ -256,7 +256,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		if spec.Drives, spec.Storage, sata, err = openDrives(cfg); err != nil {
 			return err
 		}
-		spec.Devices = append(qemuLayout(spec, cfg.VGAMemMB, cfg.TestSlots, cfg.NICs), sata...)
+		spec.Devices = append(qemuLayout(spec, cfg.VGA, cfg.VGAMemMB, cfg.TestSlots, cfg.NICs), sata...)
 		m, err = machine.New(env.Kernel, spec) // owns the drives from here
 		if err != nil {
 			return fmt.Errorf("serve %v: %w", spec.Dom, err)
@@ -322,6 +322,8 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 	if m != nil {
 		if p := m.Board.First("VGA"); p != nil {
 			screen = p.Dev.(*vga.Device).Source()
+		} else if p := m.Board.First("cirrus-vga"); p != nil {
+			screen = p.Dev.(*vga.Cirrus).Source()
 		}
 	}
 	if m != nil && cfg.VNC.Enabled {
@@ -765,10 +767,10 @@ func openDrives(cfg *dmcontract.Config) (map[string]*board.Drive, []board.Entry,
 // VGA), then godm's test devices (at the slots given), then the NICs in
 // command-line order at the lowest free slots (libxl gives them no addr=;
 // QEMU-xen puts them behind the platform device and the VGA).
-func qemuLayout(spec machine.Spec, vgaMB uint64, testSlots []int, nics []dmcontract.NIC) []board.Entry {
+func qemuLayout(spec machine.Spec, vgaDriver string, vgaMB uint64, testSlots []int, nics []dmcontract.NIC) []board.Entry {
 	e := spec.Entries() // with spec.Storage after the IDE controller
-	if vgaMB != 0 {
-		e = append(e, board.Entry{Driver: "VGA", Props: map[string]string{"vgamem_mb": strconv.FormatUint(vgaMB, 10)}})
+	if vgaDriver != "" {
+		e = append(e, board.Entry{Driver: vgaDriver, Props: map[string]string{"vgamem_mb": strconv.FormatUint(vgaMB, 10)}})
 	}
 	for _, slot := range testSlots {
 		e = append(e, board.Entry{Driver: board.TestDevice, Props: map[string]string{"addr": fmt.Sprintf("%02x.0", slot)}})

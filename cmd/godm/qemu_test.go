@@ -341,7 +341,10 @@ func TestLibxlDefault(t *testing.T) {
 	if _, e := q.do("device_del", map[string]any{"id": "nope"}); e != "DeviceNotFound: Device 'nope' not found" {
 		t.Errorf("device_del: %q", e)
 	}
-	if _, e := q.do("device_add", map[string]any{"driver": "cirrus-vga"}); e != "GenericError: 'cirrus-vga' is not a valid device model name" {
+	if _, e := q.do("device_add", map[string]any{"driver": "qxl-vga"}); e != "GenericError: 'qxl-vga' is not a valid device model name" {
+		t.Errorf("device_add qxl-vga: %q", e)
+	}
+	if _, e := q.do("device_add", map[string]any{"driver": "cirrus-vga"}); e != "GenericError: Device 'cirrus-vga' can not be hotplugged on this machine" {
 		t.Errorf("device_add cirrus-vga: %q", e)
 	}
 
@@ -493,10 +496,10 @@ func TestLibxlProbe(t *testing.T) {
 // TestLibxlRefused: a config godm does not serve fails at start with one
 // line naming the xl.cfg key, before any Xen is needed.
 func TestLibxlRefused(t *testing.T) {
-	argv := libxlArgv(7, t.TempDir()) + " -device cirrus-vga,vgamem_mb=8"
+	argv := libxlArgv(7, t.TempDir()) + " -device qxl-vga,vram_size_mb=64,ram_size_mb=64"
 	var out, errw bytes.Buffer
 	err := run(strings.Fields(argv), &out, &errw)
-	if err == nil || err.Error() != `-device cirrus-vga,vgamem_mb=8: the Cirrus VGA (xl.cfg's default) is not emulated: set vga="stdvga" (or vga="none") in the domain's config` {
+	if err == nil || err.Error() != `-device qxl-vga,vram_size_mb=64,ram_size_mb=64: godm emulates only the standard VGA and the Cirrus: set vga="stdvga" or "cirrus" (or vga="none") in the domain's config` {
 		t.Errorf("godm %s = %v", argv, err)
 	}
 }

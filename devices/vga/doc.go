@@ -7,6 +7,13 @@
 // program, and the PCI function 1234:1111 (BAR 0 VRAM, BAR 2 MMIO, the
 // VGA BIOS in the expansion ROM).
 //
+// Cirrus is QEMU's "-device cirrus-vga" (libxl's default vga), a
+// CL-GD5446 (1013:00b8) on the same Core: the extended sequencer,
+// graphics controller and CRTC registers, the banked window and write
+// modes 4/5, the LFB BAR with the blitter registers and the
+// system-to-screen aperture, the MMIO BAR, and the BitBLT engine with
+// every blit checked against VRAM (cirrus.go, blit.go, cirrus_pci.go).
+//
 // The picture (Core.Source) is drawn from VRAM as QEMU 7.2's
 // hw/display/vga.c draws it: text mode with the font in plane 2, the CGA,
 // planar and 256-colour modes, and the VBE linear modes (Scanout).

@@ -116,6 +116,7 @@ type Core struct {
 	VBE  *VBE
 	scan *Scanout
 	src  *screen
+	cl   *cirrus // the CL-GD5446 extensions, nil for the standard VGA
 }
 
 // NewCore returns a VGA with vramSize bytes of VRAM (a power of two of at
@@ -146,6 +147,9 @@ func (c *Core) Reset() {
 	c.VBE.Reset()
 	c.mu.Lock()
 	c.r = regs{}
+	if c.cl != nil {
+		c.clResetLocked()
+	}
 	c.gen++
 	c.mu.Unlock()
 }
@@ -215,6 +219,11 @@ func (c *Core) readPortLocked(p uint64) byte {
 	if c.invalidPort(p) {
 		return 0xff
 	}
+	if c.cl != nil {
+		if v, ok := c.clReadPortLocked(p); ok {
+			return v
+		}
+	}
 	switch p {
 	case 0x3c0:
 		if !r.arFlip {
@@ -277,6 +286,9 @@ func (c *Core) writePortLocked(p uint64, v byte) {
 	c.gen++
 	r := &c.r
 	if c.invalidPort(p) {
+		return
+	}
+	if c.cl != nil && c.clWritePortLocked(p, v) {
 		return
 	}
 	switch p {
@@ -374,6 +386,9 @@ func (c *Core) ReadWindow(off uint64) byte {
 }
 
 func (c *Core) readWindowLocked(off uint64) byte {
+	if c.cl != nil && c.cl.svga() {
+		return c.clReadWindowLocked(off)
+	}
 	r := &c.r
 	a, ok := c.window(off)
 	if !ok {
@@ -420,6 +435,10 @@ func (c *Core) WriteWindow(off uint64, v byte) {
 
 func (c *Core) writeWindowLocked(off uint64, val byte) {
 	c.gen++
+	if c.cl != nil && c.cl.svga() {
+		c.clWriteWindowLocked(off, val)
+		return
+	}
 	r := &c.r
 	a, ok := c.window(off)
 	if !ok {

@@ -378,10 +378,22 @@ func TestQEMUDiffWindow(t *testing.T) {
 	p.checkVRAM(0x30000)
 }
 
+// vgaProgrammer is what the mode helpers program: the standard VGA's
+// pair or the Cirrus's.
+type vgaProgrammer interface {
+	out(port uint16, size uint8, v uint64)
+	in(port uint16, size uint8) uint64
+	seq(i, v byte)
+	gr(i, v byte)
+	crtc(i, v byte)
+	attr(i, v byte)
+	wmem(addr uint64, size uint8, v uint64)
+}
+
 // textMode programs mode 3 (80x25, 9-dot characters, 16 rows) as the
 // VGA BIOS does, loads a synthetic font into plane 2 and fills the
 // screen; the attribute index gets 0x20 last (video on).
-func textMode(p *pair) {
+func textMode(p vgaProgrammer) {
 	p.out(0x3c2, 1, 0x67)
 	for i, v := range []byte{0x03, 0x00, 0x03, 0x00, 0x02} {
 		p.seq(byte(i), v)
@@ -412,7 +424,7 @@ func textMode(p *pair) {
 
 // loadFont writes a 256-glyph font into plane 2 (sequential addressing),
 // then restores text-mode addressing.
-func loadFont(p *pair, glyph func(ch, row int) byte) {
+func loadFont(p vgaProgrammer, glyph func(ch, row int) byte) {
 	p.seq(2, 0x04)
 	p.seq(4, 0x06)
 	p.gr(4, 0x02)
@@ -546,7 +558,7 @@ func TestQEMUDiffScreendump(t *testing.T) {
 	p.compareScreens("vbe32")
 }
 
-func mode13(p *pair) {
+func mode13(p vgaProgrammer) {
 	p.out(0x3c2, 1, 0x63)
 	for i, v := range []byte{0x03, 0x01, 0x0f, 0x00, 0x0e} {
 		p.seq(byte(i), v)
@@ -573,7 +585,7 @@ func mode13(p *pair) {
 	p.out(0x3c0, 1, 0x20)
 }
 
-func mode12(p *pair) {
+func mode12(p vgaProgrammer) {
 	p.out(0x3c2, 1, 0xe3)
 	for i, v := range []byte{0x03, 0x01, 0x0f, 0x00, 0x06} {
 		p.seq(byte(i), v)

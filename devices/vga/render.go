@@ -95,7 +95,8 @@ func (s *screen) palette256Locked(dac8 bool) {
 func (s *screen) geometryLocked() screenKey {
 	c := s.c
 	vm := c.VBE.Mode()
-	if vm.Enabled && (vm.BPP == 15 || vm.BPP == 16 || vm.BPP == 24 || vm.BPP == 32) {
+	if vm.Enabled && (vm.BPP == 15 || vm.BPP == 16 || vm.BPP == 24 || vm.BPP == 32) ||
+		c.cl != nil && c.clScanMode().Enabled {
 		m := c.scan.modeLocked()
 		return screenKey{scan: true, scanSerial: m.Serial, width: m.Width, height: m.Height}
 	}
@@ -163,6 +164,9 @@ func (s *screen) graphicSizeLocked(vm Mode) (w, h int) {
 	} else {
 		w = (int(r.cr[crHDisp]) + 1) * 8
 		h = s.vdispLocked() + 1
+		if c.cl != nil && r.cr[0x1a]&1 != 0 {
+			h *= 2 // Cirrus interlace (QEMU cirrus_get_resolution)
+		}
 	}
 	if shift := (r.gr[gfxMode] >> 5) & 3; shift <= 1 && c.seq(seqClockMode)&0x08 != 0 {
 		w <<= 1
@@ -294,8 +298,7 @@ func (s *screen) textLocked() {
 		((v>>4)&1|(v<<1)&6)*8192*4 + 2,
 		((v>>5)&1|(v>>1)&6)*8192*4 + 2,
 	}
-	start := int(r.cr[crStartLo]) | int(r.cr[crStartHi])<<8
-	lineOff := int(r.cr[crOffset]) << 3
+	lineOff, start, _ := c.offsetsLocked()
 	cursor := int(r.cr[crCursorLo]) | int(r.cr[crCursorHi])<<8
 	curStart, curLast := int(r.cr[crCursorStart]&0x1f), min(int(r.cr[crCursorEnd]&0x1f), ch-1)
 	showCursor := r.cr[crCursorStart]&0x20 == 0 && curLast >= curStart && curStart < ch
@@ -370,16 +373,15 @@ func (s *screen) graphicLocked(vm Mode) {
 	case shift == 1:
 		s.palette16Locked()
 		draw = func(y, addr, width int) { s.line2(y, addr, width, half) }
-	case vm.Enabled && vm.BPP == 8:
+	case vm.Enabled && vm.BPP == 8, c.cl != nil && c.clBPP() == 8:
 		s.palette256Locked(vm.DAC8Bit)
 		draw = func(y, addr, width int) { s.line8(y, addr, width, false) }
 	default:
 		s.palette256Locked(vm.Enabled && vm.DAC8Bit)
 		draw = func(y, addr, width int) { s.line8(y, addr, width, true) }
 	}
-	lineOff := int(r.cr[crOffset]) << 3
-	addr1 := (int(r.cr[crStartLo]) | int(r.cr[crStartHi])<<8) * 4
-	lineCompare := int(r.cr[crLineCompare]) | int(r.cr[crOverflow]&0x10)<<4 | int(r.cr[crMaxScan]&0x40)<<3
+	lineOff, addr1, lineCompare := c.offsetsLocked()
+	addr1 *= 4
 	if vm.Enabled {
 		lineOff = int(vm.LineLength)
 		addr1 = int(vm.Start)
@@ -396,6 +398,10 @@ func (s *screen) graphicLocked(vm Mode) {
 			addr = addr&^0x8000 | (y1&2)<<14
 		}
 		draw(y, addr, width)
+		if c.cl != nil {
+			w := s.mode.Width
+			c.clCursorRowLocked(s.fb[y*w*4:(y+1)*w*4], y, 0, w)
+		}
 		if run == 0 {
 			if mask := int(r.cr[crMode]&3) ^ 3; y1&mask == mask {
 				addr1 += lineOff

@@ -19,6 +19,18 @@ import (
 type Scanout struct {
 	vbe  *VBE
 	vram []byte
+	// modeOf, when set, describes the mode instead of vbe (the Cirrus
+	// true-colour modes); called with mu held.
+	modeOf func() Mode
+	// expand shows 15- and 16-bpp modes as XRGB8888 the way QEMU 7.2's
+	// Cirrus screendumps widen them: 15 bpp by its own line drawing
+	// (vga_draw_line15: low bits zero; its display shares no x1r5g5b5
+	// surface), 16 bpp by pixman from the shared surface (high bits
+	// replicated into the low ones).
+	expand bool
+	// overlay draws over a row of XRGB8888 pixels (screen line y, from
+	// column x) what the mode's shadow bit asks for: the Cirrus cursor.
+	overlay func(row []byte, y, x int)
 
 	mu     *sync.Mutex // shared with the VRAM's writers (Core.mu)
 	mode   display.Mode
@@ -52,7 +64,12 @@ func (s *Scanout) Mode() display.Mode {
 }
 
 func (s *Scanout) modeLocked() display.Mode {
-	vm := s.vbe.Mode()
+	var vm Mode
+	if s.modeOf != nil {
+		vm = s.modeOf()
+	} else {
+		vm = s.vbe.Mode()
+	}
 	if vm == s.vmode && s.mode.Serial != 0 {
 		return s.mode
 	}
@@ -62,10 +79,16 @@ func (s *Scanout) modeLocked() display.Mode {
 		switch vm.BPP {
 		case 32, 24:
 			m = display.Mode{Width: vm.XRes, Height: vm.YRes, Stride: vm.XRes * 4, Format: display.XRGB8888}
-		case 16:
+		case 16, 15:
+			if s.expand {
+				m = display.Mode{Width: vm.XRes, Height: vm.YRes, Stride: vm.XRes * 4, Format: display.XRGB8888}
+				break
+			}
+			if vm.BPP == 15 {
+				m = display.Mode{Width: vm.XRes, Height: vm.YRes, Stride: int(vm.LineLength), Format: rgb555}
+				break
+			}
 			m = display.Mode{Width: vm.XRes, Height: vm.YRes, Stride: int(vm.LineLength), Format: display.RGB565}
-		case 15:
-			m = display.Mode{Width: vm.XRes, Height: vm.YRes, Stride: int(vm.LineLength), Format: rgb555}
 		}
 	}
 	m.Serial = s.mode.Serial + 1
@@ -104,12 +127,30 @@ func (s *Scanout) readLocked(dst []byte, r display.Rect) {
 			continue
 		}
 		src := s.vram[off:end]
-		if vm.BPP != 24 {
+		switch {
+		case s.expand && (vm.BPP == 15 || vm.BPP == 16):
+			for x := 0; x < r.W; x++ {
+				v := uint32(binary.LittleEndian.Uint16(src[2*x:]))
+				var rgb uint32
+				if vm.BPP == 15 {
+					rgb = (v>>7&0xf8)<<16 | (v>>2&0xf8)<<8 | v<<3&0xf8
+				} else if vm.shadow { // QEMU's vga_draw_line16
+					rgb = (v>>8&0xf8)<<16 | (v>>3&0xfc)<<8 | v<<3&0xf8
+				} else {
+					r, g, b := v>>11, v>>5&0x3f, v&0x1f
+					rgb = (r<<3|r>>2)<<16 | (g<<2|g>>4)<<8 | b<<3 | b>>2
+				}
+				binary.LittleEndian.PutUint32(out[4*x:], rgb)
+			}
+		case vm.BPP != 24:
 			copy(out, src)
-			continue
+		default:
+			for x := 0; x < r.W; x++ { // B, G, R bytes → 0x00RRGGBB
+				binary.LittleEndian.PutUint32(out[4*x:], uint32(src[3*x])|uint32(src[3*x+1])<<8|uint32(src[3*x+2])<<16)
+			}
 		}
-		for x := 0; x < r.W; x++ { // B, G, R bytes → 0x00RRGGBB
-			binary.LittleEndian.PutUint32(out[4*x:], uint32(src[3*x])|uint32(src[3*x+1])<<8|uint32(src[3*x+2])<<16)
+		if vm.shadow && s.overlay != nil && s.mode.Format == display.XRGB8888 {
+			s.overlay(out, r.Y+y, r.X)
 		}
 	}
 }

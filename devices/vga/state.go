@@ -20,7 +20,14 @@ func (d *Device) Snapshot() ([]byte, error) {
 	d.fn.WriteState(&w)
 	d.VBE.save(&w)
 	d.mu.Lock()
-	r := &d.r
+	d.saveRegsLocked(&w)
+	d.mu.Unlock()
+	return savestate.Record(RecordName, StateVersion, w.Out()), nil
+}
+
+// saveRegsLocked writes the legacy registers and VRAM.
+func (c *Core) saveRegsLocked(w *savestate.Writer) {
+	r := &c.r
 	w.U32(r.latch)
 	for _, b := range []byte{r.srIndex, r.grIndex, r.arIndex, r.crIndex, r.msr, r.fcr, r.st00, r.st01,
 		r.dacState, r.dacSub, r.dacRead, r.dacWrite} {
@@ -33,24 +40,12 @@ func (d *Device) Snapshot() ([]byte, error) {
 	w.Bytes(r.cr[:])
 	w.Bytes(r.dacCache[:])
 	w.Bytes(r.palette[:])
-	w.Bytes(d.vram)
-	d.mu.Unlock()
-	return savestate.Record(RecordName, StateVersion, w.Out()), nil
+	w.Bytes(c.vram)
 }
 
-// Restore implements devices.Snapshotter. A record of another VRAM size
-// is refused; register values are masked as guest writes would be.
-func (d *Device) Restore(b []byte) error {
-	_, rd, err := savestate.Open(b, RecordName, StateVersion)
-	if err != nil {
-		return err
-	}
-	if err := d.fn.ReadState(rd); err != nil {
-		return fmt.Errorf("vga: restore: %w", err)
-	}
-	var r regs
-	vbe := NewVBE(uint32(len(d.vram)), nil)
-	vbe.load(rd)
+// loadRegs reads what saveRegsLocked wrote (errors stay in rd); the
+// values are not masked yet.
+func (c *Core) loadRegs(rd *savestate.Reader) (r regs, vram []byte) {
 	r.latch = rd.U32()
 	for _, p := range []*byte{&r.srIndex, &r.grIndex, &r.arIndex, &r.crIndex, &r.msr, &r.fcr, &r.st00, &r.st01,
 		&r.dacState, &r.dacSub, &r.dacRead, &r.dacWrite} {
@@ -64,15 +59,15 @@ func (d *Device) Restore(b []byte) error {
 			copy(f, got)
 		}
 	}
-	vram := rd.Bytes(len(d.vram))
-	if rd.Err() == nil && len(vram) != len(d.vram) {
-		rd.Fail(fmt.Errorf("vga: %d bytes of VRAM, this device has %d: %w", len(vram), len(d.vram), savestate.ErrFormat))
+	vram = rd.Bytes(len(c.vram))
+	if rd.Err() == nil && len(vram) != len(c.vram) {
+		rd.Fail(fmt.Errorf("vga: %d bytes of VRAM, this device has %d: %w", len(vram), len(c.vram), savestate.ErrFormat))
 	}
-	if err := rd.Done(); err != nil {
-		return fmt.Errorf("vga: restore: %w", err)
-	}
-	r.srIndex &= 7
-	r.grIndex &= 0x0f
+	return r, vram
+}
+
+// maskRegs masks restored values as guest writes would have.
+func maskRegs(r *regs) {
 	r.arIndex &= 0x3f
 	r.dacSub %= 3
 	for i := range r.sr {
@@ -81,6 +76,27 @@ func (d *Device) Restore(b []byte) error {
 	for i := range r.gr {
 		r.gr[i] &= grMask[i]
 	}
+}
+
+// Restore implements devices.Snapshotter. A record of another VRAM size
+// is refused; register values are masked as guest writes would be.
+func (d *Device) Restore(b []byte) error {
+	_, rd, err := savestate.Open(b, RecordName, StateVersion)
+	if err != nil {
+		return err
+	}
+	if err := d.fn.ReadState(rd); err != nil {
+		return fmt.Errorf("vga: restore: %w", err)
+	}
+	vbe := NewVBE(uint32(len(d.vram)), nil)
+	vbe.load(rd)
+	r, vram := d.loadRegs(rd)
+	if err := rd.Done(); err != nil {
+		return fmt.Errorf("vga: restore: %w", err)
+	}
+	r.srIndex &= 7
+	r.grIndex &= 0x0f
+	maskRegs(&r)
 	var vw savestate.Writer
 	vbe.save(&vw)
 	d.VBE.load(savestate.NewReader(vw.Out()))

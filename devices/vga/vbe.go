@@ -91,6 +91,10 @@ type Mode struct {
 	Start           uint32 // VRAM offset of the first displayed pixel
 	DAC8Bit, LFB    bool
 	BankOffset      uint32
+
+	// shadow is the Cirrus hardware cursor shown: QEMU then draws the
+	// picture itself (force_shadow) and the cursor over it.
+	shadow bool
 }
 
 // Mode returns the current mode.

@@ -145,6 +145,12 @@ var drivers = []*Driver{
 			pciAddrProp,
 			{Name: "romfile", Type: "str", Desc: "VGA BIOS image, a path or a name searched in the firmware directories (empty: no ROM)", Default: vgaROM},
 		}, New: newVGA},
+	{Name: "cirrus-vga", Bus: "PCI", Category: "Display devices", Desc: "Cirrus CLGD 54xx VGA (CL-GD5446; libxl's default vga)",
+		Props: []Prop{
+			{Name: "vgamem_mb", Type: "uint32", Desc: "4, 8 or 16", Default: "4"},
+			pciAddrProp,
+			{Name: "romfile", Type: "str", Desc: "VGA BIOS image, a path or a name searched in the firmware directories (empty: no ROM)", Default: cirrusROM},
+		}, New: newCirrusVGA},
 	{Name: TestDevice, Bus: "PCI", Category: "Misc devices", Desc: "godm's test device (DMA, MSI-X, INTx)", Hotpluggable: true,
 		Props: []Prop{pciAddrProp}, New: newTestDev},
 	{Name: PassthroughDriver, Bus: "PCI", Category: "Misc devices", Desc: "a host PCI function passed through", Hotpluggable: true,
@@ -600,6 +606,10 @@ func newPassthrough(b *Board, p Props, pl *Plugged) error {
 // shipped by Debian's seabios package.
 const vgaROM = "vgabios-stdvga.bin"
 
+// cirrusROM is the Cirrus VGA's BIOS (cirrus_vga.c romfile), also from
+// Debian's seabios package.
+const cirrusROM = "vgabios-cirrus.bin"
+
 // DefaultFirmwareDirs are where firmware names are looked up when
 // Env.FirmwareDirs is nil: Debian's seabios package, then QEMU's data
 // directory.
@@ -679,6 +689,39 @@ func newVGA(b *Board, p Props, pl *Plugged) error {
 		}
 	}
 	if err := b.registerPIO(pl, vga.PortIndex, 2, d.DISPI()); err != nil {
+		return err
+	}
+	mmio := b.env.Spaces.MMIO
+	if err := mmio.Register(vga.WindowBase, vga.WindowSize, d.Window()); err != nil {
+		return err
+	}
+	pl.onUnplug(func() error { return mmio.Unregister(vga.WindowBase) })
+	pl.reset = d.Reset
+	return nil
+}
+
+func newCirrusVGA(b *Board, p Props, pl *Plugged) error {
+	slot, fn, ok, err := pciAddr(p)
+	if err != nil {
+		return err
+	}
+	mb, err := p.Uint("vgamem_mb", vga.CirrusDefaultVRAMMiB)
+	if err != nil {
+		return err
+	}
+	rom, err := b.loadROM(p.String("romfile", cirrusROM), cirrusROM)
+	if err != nil {
+		return err
+	}
+	d, err := vga.NewCirrus(vga.CirrusConfig{VRAMMiB: mb, ROM: rom})
+	if err != nil {
+		return err
+	}
+	pl.Dev = d
+	if err := b.addPCI(pl, d.Function(), slot, fn, !ok); err != nil {
+		return err
+	}
+	if err := b.registerPIO(pl, vga.CirrusPorts.Base, vga.CirrusPorts.Size, d.CirrusPortHandler()); err != nil {
 		return err
 	}
 	mmio := b.env.Spaces.MMIO

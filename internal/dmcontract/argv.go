@@ -71,8 +71,9 @@ type Config struct {
 	IDEDevices []IDEDevice
 	// AHCI is -device ahci (at most one: libxl's hdtype="ahci").
 	AHCI []AHCIController
-	// VGAMemMB is -device VGA's vgamem_mb (libxl's vga="stdvga"); zero
-	// when there is no VGA.
+	// VGA is the display device's driver: "VGA" (libxl's vga="stdvga"),
+	// "cirrus-vga" (its default), "" for none; VGAMemMB its vgamem_mb.
+	VGA      string
 	VGAMemMB uint64
 	// VNC is -vnc (Enabled false for "-vnc none" or none given).
 	VNC vnc.Options
@@ -112,8 +113,8 @@ type Netdev struct {
 // Refusal is a command-line option godm does not serve: one line
 // naming the option and the xl.cfg setting that produced it.
 type Refusal struct {
-	Option string // as given: "-device cirrus-vga,vgamem_mb=8"
-	Why    string // "the Cirrus VGA ... is not emulated: set vga=\"stdvga\" ..."
+	Option string // as given: "-device qxl-vga,vram_size_mb=64"
+	Why    string // "godm emulates only the standard VGA and the Cirrus: ..."
 }
 
 func (r *Refusal) Error() string { return r.Option + ": " + r.Why }
@@ -143,8 +144,7 @@ func IsQEMUArgv(args []string) bool {
 // Refusals for options by the device class (or xl.cfg setting) behind
 // them; the reasons name what the admin changes in the domain's config.
 const (
-	whyDisplay = `godm emulates only the standard VGA: set vga="stdvga" (or vga="none") in the domain's config`
-	whyCirrus  = `the Cirrus VGA (xl.cfg's default) is not emulated: set vga="stdvga" (or vga="none") in the domain's config`
+	whyDisplay = `godm emulates only the standard VGA and the Cirrus: set vga="stdvga" or "cirrus" (or vga="none") in the domain's config`
 	whyNIC     = `emulated NIC model not served (godm has rtl8139 and e1000): set model=rtl8139 (libxl's default) or model=e1000 in the vif=[...] entry, or type=vif for PV only`
 	whyUSB     = `no USB controller yet: remove usb=, usbversion=, usbdevice= and usbctrl=`
 	whySound   = `no sound device yet: remove soundhw=`
@@ -597,24 +597,30 @@ func (c *Config) parseDevice(a qemuopts.Arg) error {
 		return nil
 	}
 	switch drv {
-	case "VGA":
-		mb, err := o.Uint("vgamem_mb", 16)
+	case "VGA", "cirrus-vga":
+		def := uint64(16)
+		if drv == "cirrus-vga" {
+			def = 4
+		}
+		mb, err := o.Uint("vgamem_mb", def)
 		if err != nil {
 			return err
 		}
 		if err := o.CheckUnused(); err != nil {
 			return err
 		}
-		if c.VGAMemMB != 0 {
+		if c.VGA != "" {
 			return refuse(a, "a second VGA: the legacy VGA ports and memory exist once")
 		}
-		if mb == 0 || mb > 512 {
+		switch {
+		case drv == "VGA" && (mb == 0 || mb > 512):
 			return refuse(a, "vgamem_mb=%d: want 1..512 (xl.cfg videoram=, in MiB)", mb)
+		case drv == "cirrus-vga" && mb != 4 && mb != 8 && mb != 16:
+			// QEMU's cirrus-vga accepts these only (cirrus_vga.c).
+			return refuse(a, "vgamem_mb=%d: the Cirrus VGA takes 4, 8 or 16 (xl.cfg videoram=, in MiB)", mb)
 		}
-		c.VGAMemMB = mb
+		c.VGA, c.VGAMemMB = drv, mb
 		return nil
-	case "cirrus-vga":
-		return refuse(a, whyCirrus)
 	case "qxl-vga", "qxl", "vmware-svga", "virtio-vga", "bochs-display":
 		return refuse(a, whyDisplay)
 	case nicDriver, e1000Driver:

@@ -46,6 +46,10 @@ func TestParseServed(t *testing.T) {
 		want       Config
 	}{
 		{"default vga=none", served, Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"}}},
+		{"default config: the Cirrus VGA", debian4177, Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"},
+			VGA: "cirrus-vga", VGAMemMB: 8}},
+		{"cirrus-vga with QEMU's default vgamem_mb", strings.Replace(debian4177, "cirrus-vga,vgamem_mb=8", "cirrus-vga", 1),
+			Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"}, VGA: "cirrus-vga", VGAMemMB: 4}},
 		{"dm_restrict", restricted, Config{Dom: 7, Name: "godmtest", Prelaunch: true, Restrict: true,
 			Chroot: "/var/run/xen/qemu-root-7", User: "131079:0",
 			Monitors: []Monitor{{ID: "libxl-cmd", FD: 5}, mons[1]}, MemMiB: 56, Serial: []string{"pty"}}},
@@ -107,12 +111,12 @@ func TestParseServed(t *testing.T) {
 		{"stdvga, vnc with password, keymap (libxl vga=\"stdvga\" vnc=1 vncpasswd=... keymap=\"en-us\")",
 			strings.Replace(strings.Replace(debian4177, "-device cirrus-vga,vgamem_mb=8", "-device VGA,vgamem_mb=16", 1),
 				"-vnc none", "-vnc 127.0.0.1:3,password=on,to=99 -k en-us", 1),
-			Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"}, VGAMemMB: 16,
+			Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"}, VGA: "VGA", VGAMemMB: 16,
 				VNC: vnc.Options{Enabled: true, Host: "127.0.0.1", Display: 3, To: 99, Password: true}, Keymap: "en-us"}},
 		{"stdvga, vnc on every address, no to=",
 			strings.Replace(strings.Replace(debian4177, "-device cirrus-vga,vgamem_mb=8", "-device VGA,vgamem_mb=8", 1),
 				"-vnc none", "-vnc :0", 1),
-			Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"}, VGAMemMB: 8,
+			Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"}, VGA: "VGA", VGAMemMB: 8,
 				VNC: vnc.Options{Enabled: true, Display: 0, To: 0}}},
 		{"old-style flags, test device", "-xen-domid 3 -chardev socket,id=m,path=/tmp/q,server,nowait -mon chardev=m,mode=control -machine xenfv -m 128 -vga none -nographic -parallel none -device godm-testdev,addr=0x5",
 			Config{Dom: 3, Monitors: []Monitor{{ID: "m", Path: "/tmp/q", FD: -1}}, MemMiB: 128, TestSlots: []int{5}}},
@@ -137,11 +141,12 @@ func TestParseRefused(t *testing.T) {
 	// Each line is a change to the served argv and the one-line error.
 	tail := func(extra string) string { return served + " " + extra }
 	for _, tc := range []struct{ argv, want string }{
-		{debian4177, `-device cirrus-vga,vgamem_mb=8: the Cirrus VGA (xl.cfg's default) is not emulated: set vga="stdvga"`},
+		{tail("-device cirrus-vga,vgamem_mb=32"), `-device cirrus-vga,vgamem_mb=32: vgamem_mb=32: the Cirrus VGA takes 4, 8 or 16`},
+		{debian4177 + " -device VGA", `-device VGA: a second VGA`},
 		{tail("-device VGA,vgamem_mb=16 -device VGA,vgamem_mb=16"), `-device VGA,vgamem_mb=16: a second VGA`},
 		{tail("-device VGA,vgamem_mb=0"), `vgamem_mb=0: want 1..512`},
 		{tail("-device VGA,vgamem_mb=16,foo=1"), `foo`},
-		{tail("-device qxl-vga,vram_size_mb=64,ram_size_mb=64"), `godm emulates only the standard VGA: set vga="stdvga"`},
+		{tail("-device qxl-vga,vram_size_mb=64,ram_size_mb=64"), `godm emulates only the standard VGA and the Cirrus: set vga="stdvga" or "cirrus"`},
 		{strings.Replace(served, "-vnc none", "-vnc 127.0.0.1:0,to=99,tls-creds=x", 1), `tls-creds`},
 		{strings.Replace(served, "-vnc none", "-vnc 127.0.0.1", 1), `-vnc 127.0.0.1: want HOST:DISPLAY or none`},
 		{strings.Replace(served, "-vnc none", "-vnc none -vnc :1", 1), `-vnc given twice`},
@@ -238,8 +243,8 @@ func TestParseRefused(t *testing.T) {
 		t.Errorf("mismatched XEN_DOMAIN_ID: %v", err)
 	}
 	var r *Refusal
-	if _, err := Parse(strings.Fields(debian4177), env7); !errors.As(err, &r) || r.Option != "-device cirrus-vga,vgamem_mb=8" {
-		t.Errorf("cirrus refusal = %#v", err)
+	if _, err := Parse(strings.Fields(tail("-device qxl-vga")), env7); !errors.As(err, &r) || r.Option != "-device qxl-vga" {
+		t.Errorf("qxl refusal = %#v", err)
 	}
 }
 

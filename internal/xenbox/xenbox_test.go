@@ -122,7 +122,7 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 	if qemu {
 		scen = append(scen, QEMUFirmwareScenario())
 	}
-	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), SaveRestoreScenario(), LibxlDiskScenario(), LibxlAHCIDiskScenario(), StdVGAScenario())
+	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), SaveRestoreScenario(), LibxlDiskScenario(), LibxlAHCIDiskScenario(), StdVGAScenario(), CirrusScenario())
 	// The Linux guest boots in the box whose assets hold the kernel
 	// package (4.17's; the 4.20 box borrows its dom0 kernel): one guest
 	// boot per test run, the heaviest scenario (~9 min under load).
@@ -326,7 +326,7 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 		}
 		t.Logf("rounds: before the save %v, after the restore %v, after the migration %v; save file %s bytes", before, after, migrated, r.Fields["save_bytes"])
 	})
-	check("stdvga", func(t *testing.T, r Result) {
+	banner := func(t *testing.T, r Result) {
 		// SeaBIOS's banner in text mode (80x25 of 9x16 cells), seen by a
 		// VNC client with libxl's password, equal to godm's screendump.
 		// "SeaBIOS (version 1.16...": 7 cells with ink, a blank, 8, a blank.
@@ -337,6 +337,11 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 			t.Errorf("console/vnc-port = %q, want 5900 (libxl's record of query-vnc)", p)
 		}
 		t.Logf("banner over VNC %s after unpause; first row %s", r.Fields["banner_after"], r.Fields["row0"])
+	}
+	// libxl's default display, the Cirrus VGA and its VGA BIOS.
+	check("cirrus", banner)
+	check("stdvga", func(t *testing.T, r Result) {
+		banner(t, r)
 		// The picture itself travels as base64 lines on a console that
 		// guests' and Xen's own lines share; one may land inside a
 		// chunk (CI saw it on 4.20). dom0 already compared the VNC
