@@ -19,6 +19,7 @@ import (
 	"godm/devices/rtl8139"
 	"godm/devices/testdev"
 	"godm/devices/uart"
+	"godm/devices/uart/pciserial"
 	"godm/devices/vga"
 	"godm/devices/xenplatform"
 	"godm/netback"
@@ -68,6 +69,8 @@ type Prop struct {
 const (
 	// TestDevice is godm's test device (devices/testdev).
 	TestDevice = "godm-testdev"
+	// PCISerialDriver is QEMU's PCI 16550A (devices/uart/pciserial).
+	PCISerialDriver = "pci-serial"
 	// NICDriver is the emulated NIC's driver (libxl's default model).
 	NICDriver = "rtl8139"
 	// PassthroughDriver is QEMU's name of a passed-through host function
@@ -112,6 +115,11 @@ var drivers = []*Driver{
 			{Name: "iobase", Type: "uint32", Default: "the index's COM base"},
 			{Name: "irq", Type: "uint32", Default: "the index's COM IRQ"},
 		}, New: newISASerial},
+	{Name: PCISerialDriver, Bus: "PCI", Category: "Input devices", Desc: "PCI 16550A serial port (1b36:0002)", Hotpluggable: true,
+		Props: []Prop{
+			{Name: "chardev", Type: "str", Desc: "ID of a chardev to use as a backend"},
+			pciAddrProp,
+		}, New: newPCISerial},
 	{Name: "i8042", Bus: "ISA", Category: "Input devices", Desc: "PS/2 keyboard and mouse controller",
 		Props: []Prop{
 			{Name: "kbd-irq", Type: "uint8", Default: "1"},
@@ -462,6 +470,29 @@ func newISASerial(b *Board, p Props, pl *Plugged) error {
 		return err
 	}
 	pl.reset = u.Reset
+	return nil
+}
+
+func newPCISerial(b *Board, p Props, pl *Plugged) error {
+	slot, fn, ok, err := pciAddr(p)
+	if err != nil {
+		return err
+	}
+	id := p.String("chardev", "")
+	be := b.env.Chardevs[id]
+	if id != "" && be == nil {
+		return fmt.Errorf("Property '%s.chardev' can't find value '%s'", PCISerialDriver, id)
+	}
+	d, err := pciserial.New(uart.Config{Backend: be, Clock: b.env.UARTClock})
+	if err != nil {
+		return err
+	}
+	pl.Dev = d
+	pl.onUnplug(d.Close)
+	if err := b.addPCI(pl, d.PCI, slot, fn, !ok); err != nil {
+		return err
+	}
+	pl.reset = d.Reset
 	return nil
 }
 
