@@ -1,6 +1,8 @@
 package machine
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
@@ -39,6 +41,12 @@ const (
 	// signature FIS once FRE is set).
 	fullAHCICLB = 0x300000
 	fullAHCIFB  = 0x301000
+	// fullAHCITbl holds the command tables (0x100 per slot);
+	// fullAHCIBuf is the source of the DMA write, fullAHCIBuf2 the
+	// destination of the read back.
+	fullAHCITbl  = 0x302000
+	fullAHCIBuf  = 0x310000
+	fullAHCIBuf2 = 0x320000
 )
 
 // closingPort is a netdev for tests: a netback.Port (nothing on its far
@@ -138,6 +146,56 @@ func pioReadWordsOp(port uint16, n int) guestOp {
 
 func mmiow16Op(gpa, v uint64) guestOp {
 	return guestOp{fmt.Sprintf("mmio write16 %#x", gpa), func(s *boardRig) (uint64, bool, error) { return 0, false, s.v.MMIOWrite(gpa, 2, v) }}
+}
+
+// ramWriteOp writes p into guest RAM (the guest's CPU filling memory).
+func ramWriteOp(gpa uint64, p []byte) guestOp {
+	return guestOp{fmt.Sprintf("ram write %#x+%d", gpa, len(p)), func(s *boardRig) (uint64, bool, error) {
+		return 0, false, s.dom.WriteRAM(gpa, p)
+	}}
+}
+
+// waitMMIOOp polls gpa until (read & mask) == want.
+func waitMMIOOp(gpa, mask, want uint64) guestOp {
+	return guestOp{fmt.Sprintf("wait mmio %#x&%#x==%#x", gpa, mask, want), func(s *boardRig) (uint64, bool, error) {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			v, err := s.v.MMIORead(gpa, 4)
+			if err != nil || v&mask == want {
+				return 0, false, err
+			}
+			if time.Now().After(deadline) {
+				return 0, false, fmt.Errorf("mmio %#x stuck at %#x", gpa, v)
+			}
+		}
+	}}
+}
+
+// ahciCmdOps builds command slot's header and table (one PRD of n bytes
+// at buf; AHCI 1.3 4.2.2, 4.2.3) for an LBA48 DMA command (ATA H2D
+// register FIS, SATA 10.3.4), issues it and waits for PxCI to clear.
+func ahciCmdOps(slot int, cmd uint8, write bool, lba, buf uint64, sectors int) []guestOp {
+	tbl := uint64(fullAHCITbl + slot*0x100)
+	h := make([]byte, 32)
+	opts := uint16(5) // CFL: 5 dwords
+	if write {
+		opts |= 0x40
+	}
+	binary.LittleEndian.PutUint16(h[0:], opts)
+	binary.LittleEndian.PutUint16(h[2:], 1) // PRDTL
+	binary.LittleEndian.PutUint64(h[8:], tbl)
+	t := make([]byte, 0x90)
+	copy(t, []byte{0x27, 0x80, cmd, 0, byte(lba), byte(lba >> 8), byte(lba >> 16), 0x40,
+		byte(lba >> 24), 0, 0, 0, byte(sectors), byte(sectors >> 8)})
+	binary.LittleEndian.PutUint64(t[0x80:], buf)
+	binary.LittleEndian.PutUint32(t[0x8c:], uint32(sectors*512-1))
+	return []guestOp{
+		ramWriteOp(fullAHCICLB+uint64(slot)*32, h), ramWriteOp(tbl, t),
+		mmiowOp(fullABAR+0x138, 1<<slot), // PxCI
+		waitMMIOOp(fullABAR+0x138, 1<<slot, 0),
+		mmiorOp(fullABAR + 0x110), mmiorOp(fullABAR + 0x120), mmiorOp(fullABAR + 0x08),
+		mmiowOp(fullABAR+0x110, 0xffffffff), mmiowOp(fullABAR+0x08, 1),
+	}
 }
 
 func mmior16Op(gpa uint64) guestOp {
@@ -240,7 +298,14 @@ func fullWorkloadGroups() ([]guestOp, [][2]int) {
 			mmiowOp(abar(0x118), 0x10), // FRE
 			mmiorOp(abar(0x04)), mmiorOp(abar(0x118)), mmiorOp(abar(0x110)), mmiorOp(abar(0x124)), mmiorOp(abar(0x128)),
 		},
+		append([]guestOp{ // AHCI: ST, WRITE DMA EXT of 8 sectors at LBA 20.
+			ramWriteOp(fullAHCIBuf, ahciPattern()),
+			mmiowOp(abar(0x118), 0x17),
+		}, ahciCmdOps(0, 0x35, true, 20, fullAHCIBuf, 8)...),
 		ideSectorOps(9, 13),
+		// AHCI: READ DMA EXT of 9 sectors at LBA 19 (one the write did
+		// not touch).
+		ahciCmdOps(1, 0x25, false, 19, fullAHCIBuf2, 9),
 		{ // NIC read-back.
 			mmiorOp(nic(0x00)), mmiorOp(nic(0x08)), mmiorOp(nic(0x0c)), mmiorOp(nic(0x20)), mmiorOp(nic(0x24)),
 			mmiorOp(nic(0x30)), mmior8Op(nic(0x37)), mmiorOp(nic(0x3c)), mmiorOp(nic(0x44)), mmiorOp(nic(0x10)),
@@ -262,15 +327,27 @@ func fullWorkloadGroups() ([]guestOp, [][2]int) {
 	return append(ops, base[len(extra)*step:]...), groups
 }
 
-// fullResult is a guest result with the AHCI FIS area.
+// ahciPattern is the AHCI write's data.
+func ahciPattern() []byte {
+	p := make([]byte, 8*512)
+	for i := range p {
+		p[i] = byte(i*13 + 5)
+	}
+	return p
+}
+
+// finishFull is finish with the AHCI areas: the command headers (their
+// PRDBC), the received FISes and the read's buffer.
 func finishFull(t *testing.T, s *boardRig, res *guestResult) {
 	t.Helper()
 	finish(t, s, res)
-	fis := make([]byte, 256)
-	if err := s.dom.ReadRAM(fullAHCIFB, fis); err != nil {
-		t.Fatal(err)
+	for _, r := range [][2]uint64{{fullAHCICLB, 64}, {fullAHCIFB, 256}, {fullAHCIBuf2, 9 * 512}} {
+		b := make([]byte, r[1])
+		if err := s.dom.ReadRAM(r[0], b); err != nil {
+			t.Fatal(err)
+		}
+		res.RAM = append(res.RAM, b...)
 	}
-	res.RAM = append(res.RAM, fis...)
 }
 
 // TestSnapshotRestoreCrossProcessFullBoard is TestSnapshotRestoreCrossProcess
@@ -292,9 +369,23 @@ func TestSnapshotRestoreCrossProcessFullBoard(t *testing.T) {
 		s.stop()
 		s.m.Close()
 	}
-	wantHD, err := os.ReadFile(filepath.Join(wantDir, "hd.img"))
-	if err != nil {
-		t.Fatal(err)
+	images := func(dir string) [][]byte {
+		var out [][]byte
+		for _, n := range []string{"hd.img", "sata.img"} {
+			b, err := os.ReadFile(filepath.Join(dir, n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, b)
+		}
+		return out
+	}
+	wantImages := images(wantDir)
+	if !bytes.Equal(wantImages[1][20*512:28*512], ahciPattern()) {
+		t.Fatal("the uninterrupted run's AHCI write is not in the image")
+	}
+	if !bytes.Equal(want.RAM[len(want.RAM)-8*512:], ahciPattern()) {
+		t.Fatal("the uninterrupted run's AHCI read did not bring the written sectors back")
 	}
 	all := strings.Join(want.Reads, "\n")
 	for _, w := range []string{"mmio read 0xa0000 = 0x11223344", "mmio read 0xe1000020 = 0x210000", "mmio read 0xe2000004 = 0x80000002", "mmio read16 0xe3000502 = 0x140", "mmio read 0xe4001000 = 0xbadf00d"} {
@@ -372,12 +463,8 @@ func TestSnapshotRestoreCrossProcessFullBoard(t *testing.T) {
 			if !reflect.DeepEqual(got.RAM, want.RAM) || got.INTx != want.INTx || got.IRQ4 != want.IRQ4 {
 				t.Error("DMA buffers, FIS area or lines differ from the uninterrupted run")
 			}
-			hd, err := os.ReadFile(filepath.Join(dir, "hd.img"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(hd, wantHD) {
-				t.Error("the IDE disk's image differs from the uninterrupted run's")
+			if got := images(dir); !bytes.Equal(got[0], wantImages[0]) || !bytes.Equal(got[1], wantImages[1]) {
+				t.Error("a disk image differs from the uninterrupted run's")
 			}
 		})
 	}
