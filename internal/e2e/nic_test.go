@@ -15,7 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"godm/devices/rtl8139"
+	"godm/internal/board"
 	"godm/internal/guest"
 	"godm/internal/qemuopts"
 	"godm/netback"
@@ -113,16 +113,20 @@ func runNICGuest(t *testing.T, be netback.Backend, script string) string {
 	t.Helper()
 	a, _ := guestAssets(t)
 	files := nicModules(t)
-	m := newMachine(t, Config{})
-	dev, err := rtl8139.New(rtl8139.Config{MAC: nicMAC, Memory: m.Memory, Backend: be})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
-	if _, err := m.PCI.Add(dev.Function(), 6, 0); err != nil {
-		t.Fatal(err)
-	}
-	px, err := m.Proxy(dev.Function(), "6.0", dev)
+	// Plugged through the board's driver table, as -device
+	// rtl8139,netdev=net0,mac=... is.
+	m := newMachine(t, Config{
+		Netdevs: map[string]netback.Backend{"net0": be},
+		Devices: []board.Entry{{Driver: board.NICDriver, Props: map[string]string{
+			"id": "nic", "netdev": "net0", "mac": net.HardwareAddr(nicMAC[:]).String(), "addr": "06.0"}}},
+	})
+	// The NIC lets go of be before the caller closes it.
+	defer func() {
+		if err := m.M.Board.Unplug("nic"); err != nil {
+			t.Error(err)
+		}
+	}()
+	px, err := m.ProxyDevice("nic")
 	if err != nil {
 		t.Fatal(err)
 	}
