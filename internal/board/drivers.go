@@ -693,7 +693,7 @@ func newVGA(b *Board, p Props, pl *Plugged) error {
 			return err
 		}
 	}
-	if err := b.registerPIO(pl, vga.PortIndex, 2, d.DISPI()); err != nil {
+	if err := b.registerPIO(pl, vga.PortIndex, vga.DISPIPorts, d.DISPI()); err != nil {
 		return err
 	}
 	mmio := b.env.Spaces.MMIO
