@@ -9,11 +9,14 @@ import (
 	"godm/devices"
 	"godm/devices/testdev"
 	"godm/devices/uart"
+	"godm/devices/uart/pciserial"
 	"godm/hyp/foreign"
 	"godm/hyp/kernel"
 	"godm/hyp/privcmd"
 	"godm/hyp/xensim"
+	"godm/internal/board"
 	"godm/ioreq"
+	"godm/irq"
 	"godm/memory"
 	"godm/pci"
 )
@@ -83,6 +86,7 @@ type rig struct {
 	p     *privcmd.Handle
 	bus   *devices.Bus
 	pci   *pci.Bus
+	board *board.Board
 	cache *memory.MapCache
 	uarts []*uart.UART
 	back  *backend
@@ -164,40 +168,73 @@ func newRig(vcpus int, d design) (_ *rig, err error) {
 }
 
 // buildDevices puts the guest's devices on a fresh bus: one UART per vCPU
-// and the test device with both BARs decoding.
+// and the test device with both BARs decoding, plugged through the board's
+// driver table as -device entries are. vCPUs 0-3 get ISA serial ports
+// (isa-serial, index 0-3: QEMU allows four); more get pci-serial functions
+// whose I/O BAR is placed at uartBase(i), one handler indirection more on
+// their accesses (the BAR's own, allocation-free).
 func (r *rig) buildDevices(vcpus int) error {
 	r.bus = devices.NewBus()
-	for i := range vcpus {
-		u := uart.New(uart.Config{})
-		r.uarts = append(r.uarts, u)
-		if err := r.bus.PIO.Register(uint64(uartBase(i)), uart.Size, u); err != nil {
-			return fmt.Errorf("bench: UART %d: %w", i, err)
-		}
-	}
 	r.back = newBackend()
 	if err := r.bus.PIO.Register(backendPort, 1, r.back); err != nil {
 		return fmt.Errorf("bench: back-end device: %w", err)
 	}
-	var err error
-	if r.pci, err = pci.NewBus(pci.BusConfig{Spaces: r.bus}); err != nil {
-		return err
+	env := board.Env{
+		Spaces: r.bus,
+		ISA:    func(uint8) irq.Line { return irq.LineFunc(func(bool) {}) },
 	}
-	var mem memory.Accessor
 	if r.cache != nil {
-		mem = r.cache
+		env.Memory = r.cache
+	} else {
+		// No Xen (host-side probes): the test device's DMA, which no
+		// probe starts, would land in a small flat memory.
+		env.Memory = memory.NewFlat(0, 1<<20)
 	}
-	if r.test, err = testdev.New(mem); err != nil {
+	var err error
+	if r.board, err = board.New(env); err != nil {
 		return err
 	}
-	if r.sbdf, err = r.pci.Add(r.test.Function(), testSlot, 0); err != nil {
-		return err
+	var entries []board.Entry
+	for i := range vcpus {
+		id := fmt.Sprintf("uart%d", i)
+		if i < 4 {
+			entries = append(entries, board.Entry{Driver: "isa-serial", Props: map[string]string{
+				"id": id, "index": fmt.Sprint(i), "iobase": fmt.Sprint(uartBase(i))}})
+		} else {
+			entries = append(entries, board.Entry{Driver: board.PCISerialDriver, Props: map[string]string{"id": id}})
+		}
 	}
+	entries = append(entries, board.Entry{Driver: board.TestDevice, Props: map[string]string{
+		"id": "td", "addr": fmt.Sprintf("%02x.0", testSlot)}})
+	if err := r.board.Build(entries); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	r.pci = r.board.PCI
+	for i := range vcpus {
+		switch d := r.board.Device(fmt.Sprintf("uart%d", i)).Dev.(type) {
+		case *board.ISASerial:
+			r.uarts = append(r.uarts, d.UART)
+		case *pciserial.Device:
+			sbdf := d.PCI.SBDF()
+			r.bus.PCI.Write(sbdf, pci.RegBAR0, 4, 0, uint64(uartBase(i)))
+			r.bus.PCI.Write(sbdf, pci.RegCommand, 2, 0, pci.CommandIO)
+			r.uarts = append(r.uarts, d.UART)
+		}
+	}
+	td := r.board.Device("td")
+	r.test, r.sbdf = td.Dev.(*testdev.Device), td.PCI.SBDF()
 	// Program the BARs and enable decoding as firmware would.
 	r.bus.PCI.Write(r.sbdf, pci.RegBAR0, 4, 0, testMMIO)
 	r.bus.PCI.Write(r.sbdf, pci.RegBAR0+4, 4, 0, testIO)
 	r.bus.PCI.Write(r.sbdf, pci.RegCommand, 2, 0, pci.CommandIO|pci.CommandMemory)
 	if got := r.bus.MMIO.Read(testMMIO, 4, 0); got != testdev.Magic {
 		return fmt.Errorf("bench: test device BAR0 reads %#x, want the magic %#x", got, testdev.Magic)
+	}
+	for i := range vcpus {
+		// LSR with an empty transmitter: each vCPU's port answers.
+		if got := r.bus.PIO.Read(uint64(uartBase(i))+uartLSR, 1, 0); got != 0x60 {
+			return fmt.Errorf("bench: UART %d's LSR reads %#x, want 0x60", i, got)
+		}
 	}
 	return nil
 }
@@ -215,13 +252,12 @@ func (r *rig) buildDevicesNoXen() error {
 // closeDevices releases the devices' goroutines and timers.
 func (r *rig) closeDevices() error {
 	var errs []error
-	if r.test != nil {
-		errs = append(errs, r.test.Close())
-		r.test = nil
+	if r.board != nil {
+		// The board closes its devices (the UARTs, the test device).
+		errs = append(errs, r.board.Close())
+		r.board = nil
 	}
-	for _, u := range r.uarts {
-		errs = append(errs, u.Close())
-	}
+	r.test = nil
 	r.uarts = nil
 	if r.back != nil {
 		r.back.close()

@@ -11,9 +11,7 @@ import (
 	"time"
 
 	"godm/devices/chardev"
-	"godm/devices/testdev"
-	"godm/devices/uart"
-	"godm/devices/uart/pciserial"
+	"godm/internal/board"
 	"godm/internal/e2e"
 	"godm/internal/guest"
 )
@@ -31,37 +29,29 @@ func simLinux(ctx context.Context, dir string, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("sim -linux: the guest test driver: %w", err)
 	}
-	m, err := e2e.NewMachine(e2e.Config{})
-	if err != nil {
-		return err
-	}
-	defer m.Close()
 	console, err := chardev.Stdio(nil, os.Stdout, chardev.Options{})
 	if err != nil {
 		return err
 	}
 	defer console.Close()
-	ser, err := pciserial.New(uart.Config{Backend: console})
+	// The guest's devices are plugged through the board's driver table,
+	// as -device entries are.
+	m, err := e2e.NewMachine(e2e.Config{
+		Chardevs: map[string]chardev.Backend{"console": console},
+		Devices: []board.Entry{
+			{Driver: board.PCISerialDriver, Props: map[string]string{"id": "ser", "chardev": "console", "addr": "05.0"}},
+			{Driver: board.TestDevice, Props: map[string]string{"id": "td", "addr": "06.0"}},
+		},
+	})
 	if err != nil {
 		return err
 	}
-	defer ser.Close()
-	if _, err := m.PCI.Add(ser.PCI, 5, 0); err != nil {
-		return err
-	}
-	td, err := testdev.New(m.Memory)
+	defer m.Close()
+	pser, err := m.ProxyDevice("ser")
 	if err != nil {
 		return err
 	}
-	defer td.Close()
-	if _, err := m.PCI.Add(td.Function(), 6, 0); err != nil {
-		return err
-	}
-	pser, err := m.Proxy(ser.PCI, "5.0", ser.UART)
-	if err != nil {
-		return err
-	}
-	ptd, err := m.Proxy(td.Function(), "6.0", td)
+	ptd, err := m.ProxyDevice("td")
 	if err != nil {
 		return err
 	}

@@ -602,9 +602,19 @@ func (c *Core) DISPI() devices.Handler { return dispiHandler{c} }
 
 type dispiHandler struct{ c *Core }
 
-func (h dispiHandler) Read(a devices.Access) uint64 { return Ports{V: h.c.VBE}.Read(a) }
+// Read and Write take 16-bit accesses only (DISPIPorts); others read
+// all-ones and are dropped, as QEMU's.
+func (h dispiHandler) Read(a devices.Access) uint64 {
+	if a.Size != 2 {
+		return devices.SizeMask(a.Size)
+	}
+	return Ports{V: h.c.VBE}.Read(a)
+}
 
 func (h dispiHandler) Write(a devices.Access, v uint64) {
+	if a.Size != 2 {
+		return
+	}
 	Ports{V: h.c.VBE}.Write(a, v)
 	if a.Addr != PortIndex {
 		h.c.mu.Lock()

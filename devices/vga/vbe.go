@@ -38,6 +38,12 @@ const (
 	// PortIndex and PortData are the DISPI ports (16-bit accesses).
 	PortIndex = 0x1ce
 	PortData  = 0x1cf
+	// DISPIPorts is how many ports from PortIndex DISPI decodes: the
+	// index at 0x1ce, the data at 0x1cf and again at 0x1d0, 16-bit
+	// accesses only, so a word at 0x1d0 reaches 0x1d1 (QEMU 7.2 with
+	// -vga std, measured through qtest: inw/outw at 0x1cf and 0x1d0 are
+	// the data register, byte accesses read 0xff and are dropped).
+	DISPIPorts = 4
 	// MMIOOffset is where the registers sit in the PCI MMIO BAR, two bytes
 	// per index (QEMU vga-pci.c "bochs dispi interface").
 	MMIOOffset = 0x500

@@ -87,6 +87,15 @@ type Plugged struct {
 	unplugMu sync.Mutex
 }
 
+// Reset returns this one device to its power-on state: its PCI function
+// and its own registers, as the board's Reset does for every device (QEMU's
+// DEVICE_RESET of one function, which the real-guest harness relays).
+func (p *Plugged) Reset() {
+	if p.reset != nil {
+		p.reset()
+	}
+}
+
 // onUnplug adds a step undone on unplug (after the steps added later).
 func (p *Plugged) onUnplug(f func() error) { p.undo = append(p.undo, f) }
 

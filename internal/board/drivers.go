@@ -20,6 +20,7 @@ import (
 	"godm/devices/rtl8139"
 	"godm/devices/testdev"
 	"godm/devices/uart"
+	"godm/devices/uart/pciserial"
 	"godm/devices/vga"
 	"godm/devices/xenplatform"
 	"godm/memory"
@@ -70,6 +71,8 @@ type Prop struct {
 const (
 	// TestDevice is godm's test device (devices/testdev).
 	TestDevice = "godm-testdev"
+	// PCISerialDriver is QEMU's PCI 16550A (devices/uart/pciserial).
+	PCISerialDriver = "pci-serial"
 	// NICDriver is the emulated NIC's driver (libxl's default model).
 	NICDriver = "rtl8139"
 	// E1000Driver is the Intel 82540EM (xl's vif model=e1000).
@@ -130,6 +133,11 @@ var drivers = []*Driver{
 			{Name: "iobase", Type: "uint32", Default: "the index's COM base"},
 			{Name: "irq", Type: "uint32", Default: "the index's COM IRQ"},
 		}, New: newISASerial},
+	{Name: PCISerialDriver, Bus: "PCI", Category: "Input devices", Desc: "PCI 16550A serial port (1b36:0002)", Hotpluggable: true,
+		Props: []Prop{
+			{Name: "chardev", Type: "str", Desc: "ID of a chardev to use as a backend"},
+			pciAddrProp,
+		}, New: newPCISerial},
 	{Name: "i8042", Bus: "ISA", Category: "Input devices", Desc: "PS/2 keyboard and mouse controller",
 		Props: []Prop{
 			{Name: "kbd-irq", Type: "uint8", Default: "1"},
@@ -487,6 +495,29 @@ func newISASerial(b *Board, p Props, pl *Plugged) error {
 	return nil
 }
 
+func newPCISerial(b *Board, p Props, pl *Plugged) error {
+	slot, fn, ok, err := pciAddr(p)
+	if err != nil {
+		return err
+	}
+	id := p.String("chardev", "")
+	be := b.env.Chardevs[id]
+	if id != "" && be == nil {
+		return fmt.Errorf("Property '%s.chardev' can't find value '%s'", PCISerialDriver, id)
+	}
+	d, err := pciserial.New(uart.Config{Backend: be, Clock: b.env.UARTClock})
+	if err != nil {
+		return err
+	}
+	pl.Dev = d
+	pl.onUnplug(d.Close)
+	if err := b.addPCI(pl, d.PCI, slot, fn, !ok); err != nil {
+		return err
+	}
+	pl.reset = d.Reset
+	return nil
+}
+
 func newI8042(b *Board, p Props, pl *Plugged) error {
 	if b.env.ISA == nil {
 		return errors.New("the machine has no ISA interrupts")
@@ -688,7 +719,7 @@ func newVGA(b *Board, p Props, pl *Plugged) error {
 			return err
 		}
 	}
-	if err := b.registerPIO(pl, vga.PortIndex, 2, d.DISPI()); err != nil {
+	if err := b.registerPIO(pl, vga.PortIndex, vga.DISPIPorts, d.DISPI()); err != nil {
 		return err
 	}
 	mmio := b.env.Spaces.MMIO

@@ -1,13 +1,17 @@
 package board
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"godm/devices"
 	"godm/devices/vga"
+	"godm/internal/qtest"
 )
 
 // The VGA driver: identity and placement on the bus (the first free slot
@@ -148,5 +152,58 @@ func TestVGAROMFile(t *testing.T) {
 	}
 	if _, err := b.Plug("VGA", "v2", NewProps(map[string]string{"vgamem_mb": "x"})); err == nil {
 		t.Error("vgamem_mb=x accepted")
+	}
+}
+
+// TestQEMUDiffVGADISPIPorts compares the DISPI ports as the board routes
+// them (index 0x1ce, data at 0x1cf and 0x1d0; word accesses only) with
+// QEMU's -vga std: every port from 0x1cd to 0x1d1, byte and word, read
+// and written. A guest's VGA BIOS sets VBE modes with outw 0x1cf.
+func TestQEMUDiffVGADISPIPorts(t *testing.T) {
+	if _, err := qtest.Find(qtest.Options{}); errors.Is(err, exec.ErrNotFound) {
+		t.Skipf("qemu-system-x86_64 not installed (scripts/test.sh installs qemu-system-x86): %v", err)
+	}
+	c, err := qtest.Start(qtest.Options{Args: []string{"-vga", "std"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b, err := New(testEnv())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	list := append([]Entry{}, defaultList[:4]...)
+	list = append(list, Entry{Driver: "VGA", Props: map[string]string{"romfile": ""}})
+	if err := b.Build(list); err != nil {
+		t.Fatal(err)
+	}
+	pio := b.env.Spaces.PIO
+	out := func(port uint16, size uint8, v uint64) {
+		if _, err := c.Out(port, size, v); err != nil {
+			t.Fatal(err)
+		}
+		pio.Write(uint64(port), size, 0, v)
+	}
+	in := func(port uint16, size uint8, what string) {
+		want, _, err := c.In(port, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := pio.Read(uint64(port), size, 0); got != want {
+			t.Errorf("%s: in%d %#x = %#x, QEMU %#x", what, size*8, port, got, want)
+		}
+	}
+	for port := uint16(0x1cd); port <= 0x1d1; port++ {
+		for _, size := range []uint8{1, 2} {
+			out(vga.PortIndex, 2, vga.IndexXRes)
+			out(vga.PortData, 2, 0x230)
+			in(port, size, "read")
+			out(vga.PortIndex, 2, vga.IndexXRes)
+			out(port, size, 0x208)
+			in(vga.PortIndex, 2, fmt.Sprintf("index after a write at %#x/%d", port, size))
+			out(vga.PortIndex, 2, vga.IndexXRes)
+			in(vga.PortData, 2, fmt.Sprintf("xres after a write at %#x/%d", port, size))
+		}
 	}
 }

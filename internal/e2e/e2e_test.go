@@ -40,16 +40,11 @@ func guestAssets(t *testing.T) (guest.Assets, []byte) {
 func TestGuestDMAAndMSIX(t *testing.T) {
 	a, ko := guestAssets(t)
 	before := goroutines()
-	m := newMachine(t, Config{})
-	dev, err := testdev.New(m.Memory)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
-	if _, err := m.PCI.Add(dev.Function(), 6, 0); err != nil {
-		t.Fatal(err)
-	}
-	px, err := m.Proxy(dev.Function(), "6.0", dev)
+	var cfg Config
+	withTestDev(&cfg)
+	m := newMachine(t, cfg)
+	dev := m.Device(testDevID).Dev.(*testdev.Device)
+	px, err := m.ProxyDevice(testDevID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,5 +111,5 @@ grep godmtest /proc/interrupts
 	if got := m.M.PM.Stats().PowerOffs; got != 1 {
 		t.Errorf("godm's PIIX4 PM saw %d power-offs, want 1", got)
 	}
-	checkTeardown(t, m, res, xenabi.SHUTDOWN_poweroff, before, dev)
+	checkTeardown(t, m, res, xenabi.SHUTDOWN_poweroff, before)
 }

@@ -10,17 +10,20 @@ import (
 	"time"
 
 	"godm/devices"
+	"godm/devices/chardev"
 	"godm/devices/piix3"
 	"godm/devices/piix4pm"
 	"godm/hyp/dm"
 	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
+	"godm/internal/board"
 	"godm/internal/guest"
 	"godm/internal/machine"
 	"godm/internal/mpqemu"
 	"godm/internal/qtest"
 	"godm/ioreq"
 	"godm/memory"
+	"godm/netback"
 	"godm/pci"
 
 	"golang.org/x/sys/unix"
@@ -105,6 +108,14 @@ type Config struct {
 	// VCPUs is the number of simulated vCPUs: one per proxied function
 	// plus one the harness keeps for the writes it relays (default 4).
 	VCPUs int
+	// Devices are plugged after the base platform (i440FX, PIIX3, its
+	// IDE function, PIIX4 PM), through the board's driver table as
+	// -device entries are; ProxyDevice serves one to the guest.
+	Devices []board.Entry
+	// Chardevs and Netdevs are the back-ends Devices name by id (the
+	// caller owns and closes them, after the Machine).
+	Chardevs map[string]chardev.Backend
+	Netdevs  map[string]netback.Backend
 }
 
 // NewMachine creates the simulated domain and godm's machine for it, and
@@ -133,11 +144,16 @@ func NewMachine(cfg Config) (_ *Machine, err error) {
 	if err != nil {
 		return nil, err
 	}
-	m.M, err = machine.New(m.Sim.Kernel(0), machine.Spec{
+	spec := machine.Spec{
 		Dom: m.Dom.ID(), VCPUs: cfg.VCPUs, MemBytes: uint64(cfg.MemMB) << 20,
 		NoPS2: true, NoPlatformDevice: true,
+		Chardevs: cfg.Chardevs, Netdevs: cfg.Netdevs,
 		Log: m.Log, DeathPoll: deathPoll,
-	})
+	}
+	if cfg.Devices != nil {
+		spec.Devices = append(spec.Entries(), cfg.Devices...)
+	}
+	m.M, err = machine.New(m.Sim.Kernel(0), spec)
 	if err != nil {
 		return nil, err
 	}
@@ -234,6 +250,21 @@ func (m *Machine) Proxy(fn *pci.Device, addr string, also ...devices.Resetter) (
 	v := m.Dom.VCPU(m.nextVCPU)
 	m.nextVCPU++
 	return guest.Proxy{Addr: addr, Dev: &proxy{m: m, addr: addr, fn: fn, also: also, vcpu: v, sbdf: uint32(fn.SBDF())}}, nil
+}
+
+// Device returns the board's device with id (nil if there is none).
+func (m *Machine) Device(id string) *board.Plugged { return m.M.Board.Device(id) }
+
+// ProxyDevice returns the harness proxy serving the board's PCI device id
+// to the guest at the device's own address; QEMU's DEVICE_RESET runs the
+// device's board reset (its function and its registers).
+func (m *Machine) ProxyDevice(id string) (guest.Proxy, error) {
+	p := m.Device(id)
+	if p == nil || p.PCI == nil {
+		return guest.Proxy{}, fmt.Errorf("e2e: no PCI device '%s' on the board", id)
+	}
+	s := p.PCI.SBDF()
+	return m.Proxy(p.PCI, fmt.Sprintf("%x.%x", s.Dev(), s.Fn()), p)
 }
 
 func (m *Machine) fail(err error) {

@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"godm/devices/e1000"
-	"godm/devices/rtl8139"
+	"godm/internal/board"
 	"godm/internal/guest"
 	"godm/internal/qemuopts"
 	"godm/netback"
@@ -185,28 +185,33 @@ type guestNIC interface {
 func runModelGuest(t *testing.T, model string, be netback.Backend, script string) (string, guestNIC) {
 	t.Helper()
 	a, _ := guestAssets(t)
-	var files map[string][]byte
-	var dev guestNIC
-	var err error
-	m := newMachine(t, Config{})
+	files := nicModules(t)
 	load := "insmod /mii.ko || exit 2\ninsmod /8139cp.ko || exit 3\n"
-	switch model {
-	case "e1000":
+	driver := board.NICDriver
+	if model == "e1000" {
 		files = nicModules(t, "e1000.ko")
 		load = "insmod /e1000.ko || exit 2\n"
-		dev, err = e1000.New(e1000.Config{MAC: nicMAC, Memory: m.Memory, Backend: be})
-	default:
-		files = nicModules(t)
-		dev, err = rtl8139.New(rtl8139.Config{MAC: nicMAC, Memory: m.Memory, Backend: be})
+		driver = board.E1000Driver
 	}
-	if err != nil {
-		t.Fatal(err)
+	// Plugged through the board's driver table, as -device
+	// MODEL,netdev=net0,mac=... is.
+	m := newMachine(t, Config{
+		Netdevs: map[string]netback.Backend{"net0": be},
+		Devices: []board.Entry{{Driver: driver, Props: map[string]string{
+			"id": "nic", "netdev": "net0", "mac": net.HardwareAddr(nicMAC[:]).String(), "addr": "06.0"}}},
+	})
+	pl := m.M.Board.Device("nic")
+	if pl == nil {
+		t.Fatal("the NIC is not on the board")
 	}
-	defer dev.Close()
-	if _, err := m.PCI.Add(dev.Function(), 6, 0); err != nil {
-		t.Fatal(err)
-	}
-	px, err := m.Proxy(dev.Function(), "6.0", dev)
+	var dev guestNIC = pl.Dev.(*board.NIC).NICModel
+	// The NIC lets go of be before the caller closes it.
+	defer func() {
+		if err := m.M.Board.Unplug("nic"); err != nil {
+			t.Error(err)
+		}
+	}()
+	px, err := m.ProxyDevice("nic")
 	if err != nil {
 		t.Fatal(err)
 	}

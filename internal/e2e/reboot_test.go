@@ -27,22 +27,18 @@ import (
 func TestGuestReboot(t *testing.T) {
 	a, ko := guestAssets(t)
 	before := goroutines()
-	m := newMachine(t, Config{})
+	var cfg Config
+	withTestDev(&cfg)
+	gs := newGuestSerial(t, &cfg)
+	m := newMachine(t, cfg)
+	gs.attach(t, m)
 
-	dev, err := testdev.New(m.Memory)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dev.Close()
-	if _, err := m.PCI.Add(dev.Function(), 6, 0); err != nil {
-		t.Fatal(err)
-	}
-	devPx, err := m.Proxy(dev.Function(), "6.0", dev)
+	dev := m.Device(testDevID).Dev.(*testdev.Device)
+	devPx, err := m.ProxyDevice(testDevID)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	gs := newGuestSerial(t, m)
 	ser, be, serPx, outR, outW := gs.dev, gs.be, gs.px, gs.out, gs.outW
 	// The UART's line control, interrupt enable and modem control
 	// registers (its BAR is unplaced after a reset, so they are read from
@@ -157,7 +153,7 @@ echo GODM-UART-B` + n + ` > /dev/$tty
 	}
 
 	if res.Shutdown == "guest-shutdown" {
-		checkTeardown(t, m, res, xenabi.SHUTDOWN_poweroff, before, dev, ser, be)
+		checkTeardown(t, m, res, xenabi.SHUTDOWN_poweroff, before, be)
 	}
 	outW.Close()
 	<-readDone

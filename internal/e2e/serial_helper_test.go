@@ -5,14 +5,15 @@ import (
 	"testing"
 
 	"godm/devices/chardev"
-	"godm/devices/uart"
 	"godm/devices/uart/pciserial"
+	"godm/internal/board"
 	"godm/internal/guest"
 )
 
-// guestSerial is a PCI serial port (1b36:0002) at 00:05.0 of m, proxied
-// to the guest, with its character backend on pipes: the test reads what
-// the guest sent from out and feeds the guest through in.
+// guestSerial is a PCI serial port (pci-serial, 1b36:0002) at 00:05.0 of
+// the machine, plugged through the board's driver table and proxied to
+// the guest, with its character backend on pipes: the test reads what the
+// guest sent from out and feeds the guest through in.
 type guestSerial struct {
 	dev *pciserial.Device
 	be  *chardev.Stream
@@ -23,7 +24,12 @@ type guestSerial struct {
 	outW *os.File
 }
 
-func newGuestSerial(t *testing.T, m *Machine) *guestSerial {
+// guestSerialID is the serial port's board id.
+const guestSerialID = "ser"
+
+// newGuestSerial makes the port's backend and adds the port to cfg's
+// devices; attach finds it on the machine built from cfg.
+func newGuestSerial(t *testing.T, cfg *Config) *guestSerial {
 	t.Helper()
 	inR, inW, err := os.Pipe()
 	if err != nil {
@@ -36,17 +42,36 @@ func newGuestSerial(t *testing.T, m *Machine) *guestSerial {
 	t.Cleanup(func() { inW.Close(); outR.Close() })
 	be := chardev.NewStream(inR, outW, chardev.Options{})
 	t.Cleanup(func() { be.Close() })
-	d, err := pciserial.New(uart.Config{Backend: be})
+	if cfg.Chardevs == nil {
+		cfg.Chardevs = map[string]chardev.Backend{}
+	}
+	cfg.Chardevs["serial-e2e"] = be
+	cfg.Devices = append(cfg.Devices, board.Entry{Driver: board.PCISerialDriver,
+		Props: map[string]string{"id": guestSerialID, "chardev": "serial-e2e", "addr": "05.0"}})
+	return &guestSerial{be: be, in: inW, out: outR, outW: outW}
+}
+
+// attach finds the port on m and makes its proxy.
+func (s *guestSerial) attach(t *testing.T, m *Machine) *guestSerial {
+	t.Helper()
+	p := m.Device(guestSerialID)
+	if p == nil {
+		t.Fatal("e2e: no serial port on the board")
+	}
+	s.dev = p.Dev.(*pciserial.Device)
+	px, err := m.ProxyDevice(guestSerialID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d.Close() })
-	if _, err := m.PCI.Add(d.PCI, 5, 0); err != nil {
-		t.Fatal(err)
-	}
-	px, err := m.Proxy(d.PCI, "5.0", d.UART)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &guestSerial{dev: d, be: be, px: px, in: inW, out: outR, outW: outW}
+	s.px = px
+	return s
+}
+
+// testDevID is the test device's board id (godm-testdev at 00:06.0).
+const testDevID = "td"
+
+// withTestDev adds godm's test device at 00:06.0 to cfg's devices.
+func withTestDev(cfg *Config) {
+	cfg.Devices = append(cfg.Devices, board.Entry{Driver: board.TestDevice,
+		Props: map[string]string{"id": testDevID, "addr": "06.0"}})
 }

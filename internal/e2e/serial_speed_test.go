@@ -24,8 +24,10 @@ import (
 func TestGuestSerialThroughput(t *testing.T) {
 	a, _ := guestAssets(t)
 	before := goroutines()
-	m := newMachine(t, Config{})
-	s := newGuestSerial(t, m)
+	var cfg Config
+	s := newGuestSerial(t, &cfg)
+	m := newMachine(t, cfg)
+	s.attach(t, m)
 
 	const lines = 1000
 	var want bytes.Buffer
@@ -104,7 +106,7 @@ echo "HOST SAID <$line>"
 	st := m.IRQStats()
 	t.Logf("INTx level changes by godm: %d; IRQ forwarder: %d qtest commands (%v in them), %d changes coalesced",
 		m.Sim.Count(m.Dom.ID(), xensim.EventPCIIntx, ""), st.Relayed, st.Busy.Round(time.Millisecond), st.Coalesced)
-	checkTeardown(t, m, res, xenabi.SHUTDOWN_poweroff, before, s.dev, s.be)
+	checkTeardown(t, m, res, xenabi.SHUTDOWN_poweroff, before, s.be)
 }
 
 func firstDiff(a, b []byte) int {
@@ -125,8 +127,10 @@ func firstDiff(a, b []byte) int {
 func TestGuestSerialFlood(t *testing.T) {
 	a, _ := guestAssets(t)
 	before := goroutines()
-	m := newMachine(t, Config{})
-	s := newGuestSerial(t, m)
+	var cfg Config
+	s := newGuestSerial(t, &cfg)
+	m := newMachine(t, cfg)
+	s.attach(t, m)
 
 	const n = 16 << 10
 	chunk := bytes.Repeat([]byte("0123456789abcdef"), 256) // 4 KiB
@@ -203,5 +207,5 @@ echo "FLOOD READ $got stray bytes, from $t0 to $t1"
 		t.Errorf("%d overruns: back-pressure broken", st.Overruns)
 	}
 	endFlood()
-	checkTeardown(t, m, res, xenabi.SHUTDOWN_poweroff, before, s.dev, s.be)
+	checkTeardown(t, m, res, xenabi.SHUTDOWN_poweroff, before, s.be)
 }

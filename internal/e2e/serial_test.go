@@ -19,10 +19,11 @@ import (
 func TestGuestSerial(t *testing.T) {
 	a, _ := guestAssets(t)
 	before := goroutines()
-	m := newMachine(t, Config{})
-
-	s := newGuestSerial(t, m)
-	d, be, px, inW, outR := s.dev, s.be, s.px, s.in, s.out
+	var cfg Config
+	s := newGuestSerial(t, &cfg)
+	m := newMachine(t, cfg)
+	s.attach(t, m)
+	be, px, inW, outR := s.be, s.px, s.in, s.out
 	// Counted as they happen: a long run wraps xensim's event ring.
 	dom := m.Dom.ID()
 	raises := m.Sim.NewTally(func(e xensim.Event) bool {
@@ -82,5 +83,5 @@ grep -i "irq" /proc/tty/driver/serial | grep -v unknown | tail -1
 	if raises.N() == 0 {
 		t.Errorf("the UART never raised INTx through set_pci_intx_level")
 	}
-	checkTeardown(t, m, res, xenabi.SHUTDOWN_poweroff, before, d, be)
+	checkTeardown(t, m, res, xenabi.SHUTDOWN_poweroff, before, be)
 }
