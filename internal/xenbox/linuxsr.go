@@ -175,7 +175,7 @@ on_crash = "preserve"
 // QEMU-xen: scenario "linux-sr-qemu", the reference for the downtime)
 // as its device model. dom0 starts the network sink, creates the guest
 // and, once the workload runs (its 30th record on COM1), does xl save and
-// xl restore, then (30 records later) xl migrate -s "" to localhost with
+// xl restore, then (20 records later) xl migrate -s "" to localhost with
 // the receiver run here: live, log-dirty on. Each of the three device
 // models writes COM1 to its own file (xl restore's config argument and
 // xl migrate -C: a new device model truncates its serial file), so the
@@ -183,7 +183,7 @@ on_crash = "preserve"
 // background loop samples xl list across each event ("P <uptime>
 // name,id,state ..."), from which the harness reads the downtime: the
 // first sample with the guest paused or shut down (suspended) to the
-// first with the new domain running. 30 records after the migration,
+// first with the new domain running. 20 records after the migration,
 // godm's run has the sink answer STOP: the guest ends its workload,
 // prints SR-END and powers off, and dom0 hashes the record area of the
 // image; QEMU's run (no NIC, so no STOP) is destroyed instead. Relayed:
@@ -231,6 +231,12 @@ waitseq() {
 	while [ "$(lastseq $1)" -lt $2 ] 2>/dev/null || [ -z "$(lastseq $1)" ]; do
 		i=$((i+1)); [ $i -gt $(($3/2)) ] && return 1
 		grep -q 'SR-BAD\|GODM-GUEST-EXIT' $1 2>/dev/null && return 1
+		# progress every 30 s: the file's size and its last line
+		if [ $((i % 15)) = 0 ]; then
+			echo "progress: $(wc -c < $1 2>/dev/null) bytes in $1 after $((i*2)) s: $(tail -n 1 $1 2>/dev/null | tr -d '\r' | cut -c1-60)"
+			# dom0's busiest processes (the box's CPU is the scarce thing)
+			[ $((i % 60)) = 0 ] && top -b -n 1 | sed -n '1,12s/^/top: /p'
+		fi
 		sleep 2
 	done
 	return 0
@@ -254,30 +260,30 @@ d=$(xl domid $N)
 echo "XENBOX-FACT domid=$d"
 xl unpause $d || fail "xl unpause failed"
 t0=$(now)
-waitseq /tmp/$N-com1-a.log 30 900 || fail "the workload did not reach record 30 within 900 s"
+waitseq /tmp/$N-com1-a.log 30 1500 || fail "the workload did not reach record 30 within 1500 s"
 echo "XENBOX-FACT running_after=$(awk "BEGIN{print $(now)-$t0}")s"
 poll save
 t1=$(now)
-xl -vvv save $N /tmp/$N.save > /tmp/$N-save.xl 2>&1 || fail "xl save failed"
+xl -T -vvv save $N /tmp/$N.save > /tmp/$N-save.xl 2>&1 || fail "xl save failed"
 t2=$(now)
 echo "XENBOX-FACT save_bytes=$(wc -c < /tmp/$N.save)"
-xl -vvv restore /tmp/$N-b.cfg /tmp/$N.save > /tmp/$N-restore.xl 2>&1 || fail "xl restore failed"
+xl -T -vvv restore /tmp/$N-b.cfg /tmp/$N.save > /tmp/$N-restore.xl 2>&1 || fail "xl restore failed"
 t3=$(now)
 touch /tmp/$N-pollstop
 rm -f /tmp/$N.save
 echo "XENBOX-FACT restored_domid=$(xl domid $N)"
 echo "XENBOX-FACT xl_save=$(awk "BEGIN{print $t2-$t1}")s xl_restore=$(awk "BEGIN{print $t3-$t2}")s"
 a=$(lastseq /tmp/$N-com1-a.log)
-waitseq /tmp/$N-com1-b.log $((a+30)) 600 || fail "the restored workload did not reach record $((a+30)) within 600 s"
+waitseq /tmp/$N-com1-b.log $((a+20)) 600 || fail "the restored workload did not reach record $((a+20)) within 600 s"
 sleep 1
 poll mig
 t4=$(now)
-xl -vvv migrate -C /tmp/$N-c.cfg -s "" $N "xl -vvv migrate-receive" > /tmp/$N-mig.xl 2>&1 || fail "xl migrate to localhost failed"
+xl -T -vvv migrate -C /tmp/$N-c.cfg -s "" $N "xl -T -vvv migrate-receive" > /tmp/$N-mig.xl 2>&1 || fail "xl migrate to localhost failed"
 t5=$(now)
 touch /tmp/$N-pollstop
 echo "XENBOX-FACT migrated_domid=$(xl domid $N) xl_migrate=$(awk "BEGIN{print $t5-$t4}")s"
 b=$(lastseq /tmp/$N-com1-b.log)
-waitseq /tmp/$N-com1-c.log $((b+30)) 600 || fail "the migrated workload did not reach record $((b+30)) within 600 s"
+waitseq /tmp/$N-com1-c.log $((b+20)) 600 || fail "the migrated workload did not reach record $((b+20)) within 600 s"
 ` + end + `kill $sink
 echo "XENBOX-FACT a_last=$a b_first=$(firstseq /tmp/$N-com1-b.log) b_last=$b c_first=$(firstseq /tmp/$N-com1-c.log)"
 cat /tmp/$N-com1-a.log /tmp/$N-com1-b.log /tmp/$N-com1-c.log | tr -d '\r' | sed 's/^/lsr-com1: /'
@@ -299,6 +305,10 @@ type SRRun struct {
 	GuestBad   []string          // SR-BAD lines
 	Verified   int               // SR-VERIFY lines
 	Poll       map[string][]string
+	// QMP are libxl's stop, cont, xen-save-devices-state and
+	// xen-set-global-dirty-log commands, as xl -T -vvv logged them
+	// (with the second they were sent in).
+	QMP []string
 	// Log counts godm's log lines: "saved", "restored", "dirty".
 	Log map[string]int
 }
@@ -333,6 +343,13 @@ func ParseLinuxSR(lines []Line, scen string) SRRun {
 			}
 		case strings.HasPrefix(s, "lsr-net: "):
 			r.Net.Add(strings.TrimPrefix(s, "lsr-net: "), srrec.NetTag)
+		case strings.HasPrefix(s, "lsr-qmp-"):
+			for _, c := range []string{`"stop"`, `"cont"`, `"xen-save-devices-state"`, `"xen-set-global-dirty-log"`} {
+				if strings.Contains(s, c) {
+					r.QMP = append(r.QMP, s)
+					break
+				}
+			}
 		case strings.HasPrefix(s, "lsr-poll-"):
 			ev, rest, _ := strings.Cut(strings.TrimPrefix(s, "lsr-poll-"), ": ")
 			r.Poll[ev] = append(r.Poll[ev], rest)

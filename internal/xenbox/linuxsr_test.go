@@ -77,7 +77,7 @@ func TestLinuxSRScenario(t *testing.T) {
 	if g.Name != "linux-sr" || q.Name != "linux-sr-qemu" {
 		t.Errorf("names %q %q", g.Name, q.Name)
 	}
-	for _, want := range []string{"rtl8139,netdev=n0", "/tmp/lsr-com1-b.log", "xl -vvv migrate -C /tmp/$N-c.cfg", "skip=4096 count=$n", "touch /tmp/$N-stop"} {
+	for _, want := range []string{"rtl8139,netdev=n0", "/tmp/lsr-com1-b.log", "xl -T -vvv migrate -C /tmp/$N-c.cfg", "skip=4096 count=$n", "touch /tmp/$N-stop"} {
 		if !strings.Contains(g.Script, want) {
 			t.Errorf("godm scenario lacks %q", want)
 		}
