@@ -26,6 +26,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -59,14 +60,17 @@ func main() {
 	}
 }
 
-// out writes whole lines to stdout, one write each (the tty gets a line
+// say writes whole lines to stdout, one write each (the tty gets a line
 // at a time from both goroutines).
-var outMu sync.Mutex
+var (
+	outMu  sync.Mutex
+	stdout io.Writer = os.Stdout
+)
 
 func say(format string, a ...any) {
 	outMu.Lock()
 	defer outMu.Unlock()
-	os.Stdout.WriteString(fmt.Sprintf(format, a...) + "\n")
+	io.WriteString(stdout, fmt.Sprintf(format, a...)+"\n")
 }
 
 type work struct {
@@ -249,7 +253,7 @@ func sink(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("sink listening on %s\n", ln.Addr())
+	fmt.Fprintf(os.Stderr, "sink listening on %s\n", ln.Addr())
 	var mu sync.Mutex
 	for {
 		c, err := ln.Accept()
