@@ -218,7 +218,7 @@ gone $N 30 || fail "the domain is still listed after xl destroy"
 fail() {
 	echo "$1"
 	for p in a b c; do [ -f /tmp/$N-com1-$p.log ] && tail -n 20 /tmp/$N-com1-$p.log | tr -d '\r' | sed "s/^/$N-com1-$p: /"; done
-	for l in /var/log/xen/qemu-dm-$N*.log; do echo "--- $l"; cat $l; done
+	for l in /var/log/xen/qemu-dm-$N*.log*; do echo "--- $l"; cat $l; done
 	for x in /tmp/$N-*.xl; do [ -f $x ] && { echo "--- $x"; tail -n 30 $x; }; done
 	xl list; xl destroy $N 2>/dev/null; kill $sink 2>/dev/null; touch /tmp/$N-pollstop; exit 1
 }
@@ -291,7 +291,7 @@ cat /tmp/$N-com1-a.log /tmp/$N-com1-b.log /tmp/$N-com1-c.log | tr -d '\r' | sed 
 sed 's/^/lsr-poll-save: /' /tmp/$N-poll-save.log
 sed 's/^/lsr-poll-mig: /' /tmp/$N-poll-mig.log
 for x in save restore mig; do grep -h '"execute"' /tmp/$N-$x.xl | sed "s/^/lsr-qmp-$x: /"; done
-for l in /var/log/xen/qemu-dm-$N*.log; do echo "--- $l"; cat $l; done
+for l in /var/log/xen/qemu-dm-$N*.log*; do echo "--- $l"; cat $l; done
 exit 0`}
 }
 
