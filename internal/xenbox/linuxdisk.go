@@ -323,6 +323,21 @@ func alignUp(v, a uint32) uint32 { return (v + a - 1) / a * a }
 // writes dir/linux.img: the loader, the bzImage (its setup patched), the
 // initramfs and the data area (layout above).
 func BuildLinuxDisk(dir string, bzImage, initrd []byte) (LinuxDisk, error) {
+	return buildLinuxDisk(dir, bzImage, initrd, diskSpec{name: "linux.img", cmdline: LinuxCmdline, initrdAddr: ldInitrdAddr, dataSectors: 2 * LinuxDataSectors, pattern: true})
+}
+
+// diskSpec is what differs between the Linux guests' disks: the image's
+// file name, the kernel's command line, where the initramfs is loaded,
+// the data area's size, and whether its first half holds LinuxPattern
+// (else zeros).
+type diskSpec struct {
+	name, cmdline string
+	initrdAddr    uint32
+	dataSectors   uint32
+	pattern       bool
+}
+
+func buildLinuxDisk(dir string, bzImage, initrd []byte, spec diskSpec) (LinuxDisk, error) {
 	code, err := assemble16(dir, "linuxldr", linuxLoaderAsm)
 	if err != nil {
 		return LinuxDisk{}, err
@@ -343,16 +358,16 @@ func BuildLinuxDisk(dir string, bzImage, initrd []byte) (LinuxDisk, error) {
 	}
 	low := make([]byte, ldLowBytes)
 	copy(low, bzImage[:setupLen])
-	copy(low[ldCmdlineOff:], LinuxCmdline+"\x00")
+	copy(low[ldCmdlineOff:], spec.cmdline+"\x00")
 	pm := bzImage[setupLen:]
 	kernSects := alignUp(uint32(len(pm)), 512) / 512
 	initrdLBA := alignUp(ldKernelLBA+kernSects, 2048)
 	initrdSects := alignUp(uint32(len(initrd)), 512) / 512
-	if err := patchSetup(low, ldInitrdAddr, uint32(len(initrd)), LinuxCmdline); err != nil {
+	if err := patchSetup(low, spec.initrdAddr, uint32(len(initrd)), spec.cmdline); err != nil {
 		return LinuxDisk{}, err
 	}
 	dataLBA := alignUp(initrdLBA+initrdSects, 2048)
-	total := alignUp(dataLBA+2*LinuxDataSectors, 2048) * 512
+	total := alignUp(dataLBA+spec.dataSectors, 2048) * 512
 
 	img := make([]byte, total)
 	copy(img, code)
@@ -362,16 +377,19 @@ func BuildLinuxDisk(dir string, bzImage, initrd []byte) (LinuxDisk, error) {
 	}
 	p := img[at+len(ldMagic):]
 	le := binary.LittleEndian
-	for i, v := range []uint32{ldLowLBA, ldLowBytes / 512, 0x90000, ldKernelLBA, kernSects, 0x100000, initrdLBA, initrdSects, ldInitrdAddr} {
+	for i, v := range []uint32{ldLowLBA, ldLowBytes / 512, 0x90000, ldKernelLBA, kernSects, 0x100000, initrdLBA, initrdSects, spec.initrdAddr} {
 		le.PutUint32(p[4*i:], v)
 	}
 	img[510], img[511] = 0x55, 0xaa
 	copy(img[ldLowLBA*512:], low)
 	copy(img[ldKernelLBA*512:], pm)
 	copy(img[initrdLBA*512:], initrd)
-	pat := LinuxPattern()
-	copy(img[dataLBA*512:], pat)
-	d := LinuxDisk{Path: filepath.Join(dir, "linux.img"), DataLBA: dataLBA, ReadSum: sum(pat), WroteSum: sum(LinuxWritePattern())}
+	d := LinuxDisk{Path: filepath.Join(dir, spec.name), DataLBA: dataLBA}
+	if spec.pattern {
+		pat := LinuxPattern()
+		copy(img[dataLBA*512:], pat)
+		d.ReadSum, d.WroteSum = sum(pat), sum(LinuxWritePattern())
+	}
 	return d, os.WriteFile(d.Path, img, 0o644)
 }
 
@@ -435,8 +453,14 @@ func (a Assets) KernelDeb() string {
 // kernel package deb into dir with dpkg-deb and tar, and checks that
 // every module's dependencies load before it.
 func ExtractLinuxKernel(deb, dir string) (LinuxKernel, error) {
+	return extractLinuxKernel(deb, dir, LinuxModules)
+}
+
+// extractLinuxKernel is ExtractLinuxKernel for the given modules, in
+// load order.
+func extractLinuxKernel(deb, dir string, modules []string) (LinuxKernel, error) {
 	args := []string{"-x", "-C", dir, "--wildcards", "./boot/vmlinuz-*"}
-	for _, m := range LinuxModules {
+	for _, m := range modules {
 		args = append(args, "./lib/modules/*/"+m)
 	}
 	cmd := fmt.Sprintf("dpkg-deb --fsys-tarfile %q | tar %s", deb, shellQuote(args))
@@ -449,7 +473,7 @@ func ExtractLinuxKernel(deb, dir string) (LinuxKernel, error) {
 	}
 	k := LinuxKernel{BzImage: bz[0], Modules: map[string]string{}}
 	loaded := map[string]bool{}
-	for _, m := range LinuxModules {
+	for _, m := range modules {
 		p, _ := filepath.Glob(filepath.Join(dir, "lib", "modules", "*", m))
 		if len(p) != 1 {
 			return LinuxKernel{}, fmt.Errorf("xenbox: module %s not in %s", m, deb)

@@ -21,6 +21,7 @@ import (
 	"godm/internal/machine"
 	"godm/internal/qtest/simtarget"
 	"godm/internal/testfake"
+	"godm/internal/xenbox/srrec"
 )
 
 // buildGo is GoBinary for a test.
@@ -75,8 +76,10 @@ func TestRealXen(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The Linux guest's disks, from the first release's kernel package
-	// (the guest's kernel need not match the hypervisor).
-	var linux *LinuxDisk
+	// (the guest's kernel need not match the hypervisor): linux-disk's,
+	// and linux-sr's with its workload (srload, also dom0's sink) and
+	// godm's user-mode network child.
+	var linux, linuxSR *LinuxDisk
 	for _, a := range sets {
 		if a.KernelDeb() == "" {
 			continue
@@ -87,6 +90,14 @@ func TestRealXen(t *testing.T) {
 		}
 		extra[LinuxDiskPath], extra[LinuxQcow2Path] = d.Path, d.Qcow2
 		linux = &d
+		extra[SRLoadPath] = buildGo(t, tmp, "srload", "godm/internal/xenbox/srload", false)
+		extra[UsernetPath] = buildGo(t, tmp, "godm-usernet", "godm/cmd/godm-usernet", false)
+		sr, err := BuildLinuxSRGuest(a, tmp, extra[SRLoadPath])
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra[LinuxSRDiskPath] = sr.Path
+		linuxSR = &sr
 		break
 	}
 	pairs := benchPairs(t)
@@ -101,14 +112,14 @@ func TestRealXen(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Run(rel, func(t *testing.T) { realXen(t, a, extra, probes, linux, pairs, len(sets) > 1) })
+		t.Run(rel, func(t *testing.T) { realXen(t, a, extra, probes, linux, linuxSR, pairs, len(sets) > 1) })
 	}
 }
 
 // realXen is one release's boot of TestRealXen.
 // With several releases, GODM_XENBOX_LOG gets the release as a suffix.
 // linux is the linux-disk scenario's disk (nil: no kernel package).
-func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, linux *LinuxDisk, pairs int, several bool) {
+func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, linux, linuxSR *LinuxDisk, pairs int, several bool) {
 	if err := a.Check(); err != nil {
 		t.Fatal(err)
 	}
@@ -130,10 +141,13 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 		linux = nil
 	}
 	if linux != nil {
-		scen = append(scen, LinuxDiskScenario(*linux))
+		scen = append(scen, LinuxDiskScenario(*linux), LinuxSRScenario(*linuxSR, false))
 	}
 	if qemu {
 		scen = append(scen, QEMUReferenceScenario())
+		if linux != nil {
+			scen = append(scen, LinuxSRScenario(*linuxSR, true))
+		}
 	}
 	if pairs > 0 && qemu {
 		scen = append(scen, BenchScenario(pairs))
@@ -166,6 +180,11 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 	limit := 15 * time.Minute
 	if linux != nil {
 		limit += 10 * time.Minute // the Linux guest: 10 min measured on a loaded host
+		for _, sc := range scen {
+			if strings.HasPrefix(sc.Name, "linux-sr") {
+				limit += 15 * time.Minute // a boot, a save, a restore and a migration of 128 MiB
+			}
+		}
 	}
 	limit += time.Duration(pairs) * 5 * time.Minute // each pair: two guests, each timing BenchSamples of every kind
 	if d, ok := t.Deadline(); ok && time.Until(d)-30*time.Second < limit {
@@ -264,6 +283,10 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 		})
 	} else {
 		check("linux-disk", func(t *testing.T, r Result) { checkLinuxDisk(t, o, r, *linux) })
+		check("linux-sr", func(t *testing.T, r Result) { checkLinuxSR(t, o, r, false) })
+	}
+	if linux != nil && qemu {
+		check("linux-sr-qemu", func(t *testing.T, r Result) { checkLinuxSR(t, o, r, true) })
 	}
 	if !qemu {
 		noQEMU("qemu-ref")
@@ -376,6 +399,86 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 		dumpTail(t, logPath, 150)
 	}
 	t.Logf("console log: %s", logPath)
+}
+
+// checkLinuxSR checks a linux-sr run: the workload ran in each of the
+// three device models' times (before the save, after the restore, after
+// the migration), the serial port carried every record once and in
+// order, intact; with godm, the guest ended its workload with no
+// difference seen, its disk's record area (read by the guest and hashed
+// by dom0 in the image) holds exactly records 1..n, the network sink got
+// records 1..n in order (a record again only when its acknowledgement
+// was lost), and godm's logs show its device state saved twice (the save
+// and the migration), restored twice and log-dirty switched on. QEMU's
+// run (qemu) has no network and is destroyed, not ended: its serial
+// records are checked up to the last whole line. The downtimes are
+// logged.
+func checkLinuxSR(t *testing.T, o *Outcome, r Result, qemu bool) {
+	run := ParseLinuxSR(o.Lines, r.Name)
+	f := r.Fields
+	num := func(k string) int { n, _ := strconv.Atoi(f[k]); return n }
+	if num("a_last") < 30 || num("b_first") <= 0 || num("b_last") < num("a_last")+20 || num("c_first") <= 0 {
+		t.Errorf("records per device model: before the save up to %s, after the restore %s..%s, after the migration from %s", f["a_last"], f["b_first"], f["b_last"], f["c_first"])
+	}
+	// A record printed whole on each side of an event: the next one
+	// follows (a line the save cut in two is joined by the concatenation).
+	if num("b_first") > num("a_last")+1 || num("c_first") > num("b_last")+1 {
+		t.Errorf("records lost at an event: a ends at %s, b starts at %s; b ends at %s, c starts at %s", f["a_last"], f["b_first"], f["b_last"], f["c_first"])
+	}
+	for _, b := range run.GuestBad {
+		t.Errorf("guest: %s", b)
+	}
+	ser := run.Serial
+	if qemu {
+		// The destroyed guest's last line may be cut short.
+		if k := len(ser.Bad); k > 0 && ser.Bad[k-1] == run.SerialTail {
+			ser.Bad = ser.Bad[:k-1]
+		}
+		n := uint32(len(ser.Seqs))
+		if err := ser.CheckExact(n); err != nil || n < 60 {
+			t.Errorf("serial: %d records: %v", n, err)
+		}
+	} else {
+		n64, err := strconv.ParseUint(run.End["n"], 10, 32)
+		if err != nil || n64 < 60 {
+			t.Fatalf("no SR-END from the guest with 60 records or more (fields %v)", run.End)
+		}
+		n := uint32(n64)
+		want := srrec.AreaSum(n)
+		if err := ser.CheckExact(n); err != nil {
+			t.Errorf("serial: %v", err)
+		}
+		if run.End["bad"] != "0" || run.End["disk"] != want || run.End["acked"] != run.End["n"] {
+			t.Errorf("the guest's end: %v; want bad=0, acked=%d, disk=%s", run.End, n, want)
+		}
+		if f["end_n"] != run.End["n"] || f["disk_sum"] != want {
+			t.Errorf("dom0 read %s records' area of the image as %s, want %s", f["end_n"], f["disk_sum"], want)
+		}
+		dups, err := run.Net.CheckResent(n)
+		if err != nil {
+			t.Errorf("network: %v", err)
+		}
+		if run.Verified < int(n/64) {
+			t.Errorf("%d SR-VERIFY lines for %d records", run.Verified, n)
+		}
+		if run.Log["saved"] < 2 || run.Log["restored"] < 2 || run.Log["dirty"] < 1 {
+			t.Errorf("godm's logs: %d device-state saves, %d restores, %d log-dirty on; want 2, 2, 1", run.Log["saved"], run.Log["restored"], run.Log["dirty"])
+		}
+		t.Logf("%d records on disk, serial and network; %d records sent again, %s reconnections; %d full read-backs", n, dups, run.End["reconnects"], run.Verified)
+	}
+	for _, ev := range []string{"save", "mig"} {
+		down, step, err := Downtime(run.Poll[ev])
+		if err != nil {
+			t.Errorf("downtime of %s: %v", ev, err)
+			continue
+		}
+		t.Logf("%s downtime %.2f s (xl list sampled every %.2f s)", ev, down, step)
+	}
+	for _, q := range run.QMP {
+		t.Logf("libxl: %s", q)
+	}
+	t.Logf("xl save %s, xl restore %s, xl migrate %s; save file %s bytes; workload running %s after unpause",
+		f["xl_save"], f["xl_restore"], f["xl_migrate"], f["save_bytes"], f["running_after"])
 }
 
 // checkLinuxDisk checks the Linux guest's disk test: through ata_piix
