@@ -3,16 +3,52 @@ package ide
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
+
+	"godm/block"
 )
+
+// fuzzImages are the image files every rig of one fuzz target opens,
+// written once per fuzzing process: writing (and removing) them for every
+// input made that most of an execution's time, enough to bring the smoke
+// run's 20000 executions near its -timeout on a loaded machine. A guest's
+// writes to the disk carry over to later inputs; no check reads them.
+type fuzzImages struct{ hd, cd string }
+
+func newFuzzImages(f *testing.F) fuzzImages {
+	dir := f.TempDir()
+	write := func(name string, n int) string {
+		p := filepath.Join(dir, name)
+		data := make([]byte, n*512)
+		for i := range data {
+			data[i] = byte(i*7 + i>>9)
+		}
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			f.Fatal(err)
+		}
+		return p
+	}
+	return fuzzImages{hd: write("hd.img", 300), cd: write("cd.iso", 4*8)}
+}
 
 // fuzzRig is a controller with a hard disk at 0.0, a CD-ROM at 0.1 and
 // 1.0, BAR4 at 0xc000 and 4 MiB of guest memory.
-func fuzzRig(t testing.TB) *rig {
+func fuzzRig(t testing.TB, im fuzzImages) *rig {
 	r := newRig(t)
 	r.mapBAR(t)
-	hd, _, _ := image(t, 300, false)
-	cd, _, _ := image(t, 4*8, true)
+	open := func(p string, ro bool) *block.Drive {
+		// NoLock: FuzzRestore's seed rig keeps the disk open beside
+		// the per-input rigs.
+		d, err := block.Open(p, block.Options{Format: "raw", ReadOnly: ro, NoLock: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		return d
+	}
+	hd, cd := open(im.hd, false), open(im.cd, true)
 	for _, a := range []struct {
 		bus, unit int
 		dc        DriveConfig
@@ -110,11 +146,12 @@ func FuzzTaskfile(f *testing.F) {
 	for _, s := range taskfileSeeds() {
 		f.Add(s)
 	}
+	im := newFuzzImages(f)
 	f.Fuzz(func(t *testing.T, script []byte) {
 		if len(script) > 4*2000 {
 			return
 		}
-		r := fuzzRig(t)
+		r := fuzzRig(t, im)
 		r.runScript(t, script)
 	})
 }
@@ -129,11 +166,12 @@ func FuzzPRD(f *testing.F) {
 	binary.LittleEndian.PutUint32(seed[4:], 0x80000000|4096)
 	f.Add(seed[:], uint8(8), uint16(0))
 	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0}, uint8(255), uint16(4))
+	im := newFuzzImages(f)
 	f.Fuzz(func(t *testing.T, table []byte, n uint8, start uint16) {
 		if len(table) > prdPage+64 {
 			return
 		}
-		r := fuzzRig(t)
+		r := fuzzRig(t, im)
 		copy(r.mem.Mem[0x1000:], table)
 		for _, cmd := range []uint8{cmdReadDMA, cmdWriteDMA} {
 			r.out(0xc004, 4, uint64(0x1000+uint32(start)&^3))
@@ -164,11 +202,12 @@ func FuzzATAPIPacket(f *testing.F) {
 		f.Add(pk[:], uint16(2048), false)
 		f.Add(pk[:], uint16(0), true)
 	}
+	im := newFuzzImages(f)
 	f.Fuzz(func(t *testing.T, pkt []byte, bcl uint16, dma bool) {
 		if len(pkt) < 12 {
 			return
 		}
-		r := fuzzRig(t)
+		r := fuzzRig(t, im)
 		r.prdTable(0x2000, [2]uint32{0x80000, 0})
 		r.out(0xc00c, 4, 0x2000)
 		r.out(0xc004, 4, 0x2000)
@@ -201,11 +240,12 @@ func FuzzATAPIPacket(f *testing.F) {
 // FuzzRestore feeds any record to Restore: an error or a restored
 // controller that keeps its invariants, never a panic.
 func FuzzRestore(f *testing.F) {
-	r := fuzzRig(f)
+	im := newFuzzImages(f)
+	r := fuzzRig(f, im)
 	snap, _ := r.c.Snapshot()
 	f.Add(snap)
 	f.Fuzz(func(t *testing.T, rec []byte) {
-		r := fuzzRig(t)
+		r := fuzzRig(t, im)
 		if r.c.Restore(rec) == nil {
 			r.checkInvariants(t)
 			r.runScript(t, taskfileSeeds()[0])

@@ -180,10 +180,13 @@ func FuzzScript(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// On a failure the worker may be the thing that is stuck (a
+		// command never done): closing is then not waited for, so the
+		// failure is reported instead of hanging the fuzz worker.
 		closed := false
 		defer func() {
 			if !closed {
-				d.Close()
+				go d.Close()
 			}
 		}()
 		fn := d.Function()
@@ -395,10 +398,10 @@ func FuzzScript(f *testing.F) {
 			t.Fatalf("identity = %#x", got)
 		}
 		stopped := make(chan struct{})
+		closed = true // the bounded Close below is the only one
 		go func() { d.Close(); close(stopped) }()
 		select {
 		case <-stopped:
-			closed = true
 		case <-time.After(5 * time.Second):
 			t.Fatal("Close did not stop the DMA worker within 5 s")
 		}

@@ -129,6 +129,22 @@ func FuzzBackend(f *testing.F) {
 		watchdog := time.AfterFunc(10*time.Second, func() {
 			panic("uart: a guest access or host event blocked for 10 s")
 		})
+		// A check that fails mid-script ends this function at once: the
+		// watchdog must not fire later (it would crash the worker with
+		// a wrong message while the input is minimized), and the UART,
+		// backend and pipes are let go without waiting for them.
+		closed := false
+		defer func() {
+			watchdog.Stop()
+			if !closed {
+				go func() {
+					r.u.Close()
+					be.Close()
+					host.in.Close()
+					host.out.Close()
+				}()
+			}
+		}()
 		func() {
 			for i := 0; i+1 < len(script); i += 2 {
 				op, v := script[i], script[i+1]
@@ -172,6 +188,7 @@ func FuzzBackend(f *testing.F) {
 		}()
 		watchdog.Stop()
 		host.stall(false)
+		closed = true // from here on the closing is the test's
 		within(t, 5*time.Second, "closing the UART and its backend", func() {
 			r.u.Close()
 			if err := be.Close(); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {

@@ -148,10 +148,11 @@ func TestGoldenHypercalls(t *testing.T) {
 			// ...and the I/O memory the memory_mapping fixtures map,
 			// granted to the guest as libxl does before (Xen checks the
 			// target's iomem permission too).
-			if err := d.pt().iomemPerm.add(0xfe000, 0xfe0ff); err != nil {
-				t.Fatal(err)
-			}
+			err := d.pt().iomemPerm.add(0xfe000, 0xfe0ff)
 			s.mu.Unlock()
+			if err != nil {
+				t.Fatal(err) // after the Unlock: the cleanup's Close takes the lock
+			}
 			pc := mustOpen(t, s.Kernel(0), kernel.Privcmd, 0)
 			for _, e := range evs {
 				r, _, bufs, err := replayIoctl(t, pc, e)

@@ -69,6 +69,14 @@ func FuzzClientReplies(f *testing.F) {
 	f.Fuzz(func(t *testing.T, stream []byte) {
 		cli, srv := net.Pipe()
 		c := xenstore.New(cli)
+		// Closed on every path: a failure below must not leave the
+		// player blocked in its Write on the unread pipe.
+		closed := false
+		defer func() {
+			if !closed {
+				c.Close()
+			}
+		}()
 		go func() {
 			// Swallow requests, then play the stream and hang up.
 			go io.Copy(io.Discard, srv)
@@ -92,6 +100,7 @@ func FuzzClientReplies(f *testing.F) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("client calls did not return after the daemon hung up")
 		}
+		closed = true
 		if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			t.Logf("Close: %v", err)
 		}

@@ -45,6 +45,10 @@ func FuzzServe(f *testing.F) {
 		}()
 		// Serve may stop reading (and close) at a malformed message, so
 		// the write may fail; that is not the device side's failure.
+		// A Serve that stops reading without ending would block this
+		// Write for good once the socket buffer is full: the deadline
+		// turns that into the timeout failure below.
+		a.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		a.Write(in)
 		a.CloseWrite()
 		var err error

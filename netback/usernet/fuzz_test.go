@@ -39,10 +39,15 @@ func FuzzGuestFrame(f *testing.F) {
 			}
 		})
 		u := fuzzUser
+		// The stack gives transmit buffers back as it takes frames; one
+		// that never comes back is a leak, reported rather than waited
+		// for (an unbounded wait would hang the fuzz worker).
 		fr := u.TxFrame()
-		for fr == nil {
+		for deadline := time.Now().Add(10 * time.Second); fr == nil; fr = u.TxFrame() {
+			if time.Now().After(deadline) {
+				t.Fatal("no transmit buffer free after 10 s: the stack keeps them")
+			}
 			time.Sleep(time.Millisecond)
-			fr = u.TxFrame()
 		}
 		n := copy(fr.Buf(), frame) // a giant is cut at the buffer, still past MaxLen
 		fr.SetLen(n)

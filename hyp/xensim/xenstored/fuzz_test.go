@@ -123,13 +123,17 @@ func FuzzOps(f *testing.F) {
 			c.outMu.Lock()
 			c.out = nil
 			c.outMu.Unlock()
-			s.mu.Lock()
-			s.handle(c, xenstore.Header{Type: typ, ReqID: reqID, TxID: txID, Len: uint32(len(payload))}, payload)
-			checkStore(t, "live", s.live)
-			for id, tx := range s.txs {
-				checkStore(t, "tx "+strconv.Itoa(int(id)), tx.st)
-			}
-			s.mu.Unlock()
+			// The deferred Unlock lets go of the store's lock when a
+			// check fails (t.Fatal ends the goroutine but runs defers).
+			func() {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				s.handle(c, xenstore.Header{Type: typ, ReqID: reqID, TxID: txID, Len: uint32(len(payload))}, payload)
+				checkStore(t, "live", s.live)
+				for id, tx := range s.txs {
+					checkStore(t, "tx "+strconv.Itoa(int(id)), tx.st)
+				}
+			}()
 
 			c.outMu.Lock()
 			out := c.out
