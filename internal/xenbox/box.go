@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,6 +97,15 @@ type Config struct {
 	// is up before the box asks Xen what its CPUs are doing (default
 	// 60 s; negative: never).
 	Stall time.Duration
+	// Wedge is how long the console may stay silent after Xen's debug
+	// keys were pressed before the box is declared wedged: QEMU's
+	// monitor then says what its CPUs are doing and the boot ends with
+	// an error instead of running to ctx's end (default 90 s; negative:
+	// never). A hypervisor that answers its keys is not wedged.
+	Wedge time.Duration
+	// Monitor is a Unix socket path for QEMU's human monitor ("" in
+	// Args: none; Boot makes one for its wedge report).
+	Monitor string
 }
 
 // stallKeys switch the box's serial input from dom0 to Xen (three
@@ -134,7 +144,12 @@ type Outcome struct {
 	Results []Result
 	Up      time.Duration // the toolstack came up (XENBOX-UP); 0: never
 	Done    bool          // /init finished its scenarios (XENBOX-DONE)
-	Total   time.Duration
+	// Wedged: the console stayed silent even after Xen's debug keys
+	// (Config.Wedge); Diag then holds what QEMU's monitor said of the
+	// box's CPUs.
+	Wedged bool
+	Diag   string
+	Total  time.Duration
 }
 
 // Result returns the named scenario's result.
@@ -183,13 +198,20 @@ func (c Config) Args() []string {
 	}
 	return []string{"-machine", "pc", "-accel", "tcg", "-cpu", "qemu64,+svm,+npt",
 		"-m", fmt.Sprint(mem), "-smp", fmt.Sprint(cpus),
-		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", "none",
+		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", c.monitorArg(),
 		"-kernel", c.Assets.XenELF(),
 		"-append", "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all noreboot",
 		// Multiboot modules are comma-separated; each one's command
 		// line follows its file name.
 		"-initrd", c.Assets.Vmlinux() + " console=hvc0 earlyprintk=xen rdinit=/init loglevel=6," + c.Initramfs,
 	}
+}
+
+func (c Config) monitorArg() string {
+	if c.Monitor == "" {
+		return "none"
+	}
+	return "unix:" + c.Monitor + ",server=on,wait=off"
 }
 
 // Boot runs the box until dom0's /init reports it is done, ctx ends or
@@ -205,6 +227,24 @@ func Boot(ctx context.Context, c Config) (*Outcome, error) {
 	q := c.QEMU
 	if q == "" {
 		q = "qemu-system-x86_64"
+	}
+	stall, wedge := c.Stall, c.Wedge
+	if stall == 0 {
+		stall = 60 * time.Second
+	}
+	if wedge == 0 {
+		wedge = 90 * time.Second
+	}
+	if stall > 0 && wedge > 0 && c.Monitor == "" {
+		d, err := os.MkdirTemp("", "xenbox-hmp")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		c.Monitor = filepath.Join(d, "hmp.sock")
+	}
+	if c.Log != nil {
+		c.Log = &syncWriter{w: c.Log}
 	}
 	cmd := exec.Command(q, c.Args()...)
 	stdin, err := cmd.StdinPipe()
@@ -229,15 +269,26 @@ func Boot(ctx context.Context, c Config) (*Outcome, error) {
 	defer func() { kill(); cmd.Wait() }()
 	stop := context.AfterFunc(ctx, kill)
 	defer stop()
-	stall := c.Stall
-	if stall == 0 {
-		stall = 60 * time.Second
-	}
 	var last atomic.Int64 // console time of the last line, ns since start; 0 until the toolstack is up
+	var wedged atomic.Bool
+	var diag string
 	if stall > 0 {
 		done := make(chan struct{})
-		defer close(done)
-		go watchStall(stdin, &last, start, stall, done)
+		watched := make(chan struct{})
+		defer func() { close(done); <-watched }()
+		go func() {
+			defer close(watched)
+			if watchStall(stdin, &last, start, stall, wedge, done) {
+				diag = monitorDump(c.Monitor, c.cpus())
+				if c.Log != nil {
+					for _, l := range strings.Split(strings.TrimRight(diag, "\n"), "\n") {
+						fmt.Fprintf(c.Log, "[%8.3f] [hmp] %s\n", time.Since(start).Seconds(), l)
+					}
+				}
+				wedged.Store(true)
+				kill()
+			}
+		}()
 	}
 
 	o := &Outcome{}
@@ -282,6 +333,13 @@ func Boot(ctx context.Context, c Config) (*Outcome, error) {
 	}
 	kill()
 	werr := cmd.Wait()
+	if wedged.Load() {
+		o.Wedged = true
+		// watchStall's goroutine wrote diag before it killed QEMU,
+		// which ended the scan above.
+		o.Diag = diag
+		return o, fmt.Errorf("xenbox: the box is wedged: its console stayed silent for %v and %v more after Xen's debug keys (QEMU's monitor on its CPUs follows in the log)", stall, wedge)
+	}
 	if ctx.Err() != nil {
 		return o, fmt.Errorf("xenbox: the box did not finish in time: %w", ctx.Err())
 	}
@@ -291,29 +349,117 @@ func Boot(ctx context.Context, c Config) (*Outcome, error) {
 // watchStall presses Xen's debug keys when the console has been silent
 // for stall since the toolstack came up (a box that stops making
 // progress then says where its CPUs are), at most maxStallDumps times.
-func watchStall(w io.WriteCloser, last *atomic.Int64, start time.Time, stall time.Duration, done <-chan struct{}) {
+// It returns true when the console stayed silent for wedge after the
+// keys too (neither dom0 nor Xen answers: the box is wedged), false
+// when done closes.
+func watchStall(w io.WriteCloser, last *atomic.Int64, start time.Time, stall, wedge time.Duration, done <-chan struct{}) bool {
 	defer w.Close()
-	tick := time.NewTicker(stall / 4)
+	step := min(stall, wedge) / 4
+	if wedge <= 0 {
+		step = stall / 4
+	}
+	tick := time.NewTicker(step)
 	defer tick.Stop()
 	dumps := 0
-	var dumped int64
-	for dumps < maxStallDumps {
+	var dumped int64          // the silent line the keys were pressed after
+	var pressed time.Duration // when, since start
+	for {
 		select {
 		case <-done:
-			return
+			return false
 		case <-tick.C:
 		}
 		l := last.Load()
-		if l == 0 || l == dumped || time.Since(start)-time.Duration(l) < stall {
+		now := time.Since(start)
+		if l != 0 && l == dumped && wedge > 0 && now-pressed >= wedge {
+			return true
+		}
+		if dumps >= maxStallDumps || l == 0 || l == dumped || now-time.Duration(l) < stall {
 			continue
 		}
-		dumped = l
+		dumped, pressed = l, now
 		dumps++
 		if _, err := io.WriteString(w, stallKeys); err != nil {
-			return
+			pressed = 1<<63 - 1 // no keys, no wedge verdict
 		}
 	}
-	<-done
+}
+
+// monitorDump asks QEMU's human monitor at path what the box's cpus
+// CPUs are doing: every CPU's registers and the instructions at its
+// program counter (a guest in Xen's L2 shows its own state). Errors
+// become part of the text.
+func monitorDump(path string, cpus int) string {
+	var b strings.Builder
+	conn, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		return fmt.Sprintf("monitor: %v\n", err)
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	// Each command's answer ends at the next prompt.
+	const prompt = "(qemu) "
+	readPrompt := func() (string, error) {
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var sb strings.Builder
+		for !strings.HasSuffix(sb.String(), prompt) {
+			c, err := r.ReadByte()
+			if err != nil {
+				return sb.String(), err
+			}
+			if sb.Len() < 1<<20 {
+				sb.WriteByte(c)
+			}
+		}
+		return strings.TrimSuffix(sb.String(), prompt), nil
+	}
+	if _, err := readPrompt(); err != nil {
+		return fmt.Sprintf("monitor: no prompt: %v\n", err)
+	}
+	cmds := []string{"info cpus", "info registers -a"}
+	for i := range cpus {
+		cmds = append(cmds, fmt.Sprintf("cpu %d", i), "x/8i $pc")
+	}
+	for _, cmd := range cmds {
+		fmt.Fprintf(&b, "%s%s\n", prompt, cmd)
+		conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(conn, cmd+"\n"); err != nil {
+			fmt.Fprintf(&b, "monitor: %v\n", err)
+			break
+		}
+		out, err := readPrompt()
+		// The monitor echoes the command line with terminal escapes;
+		// keep the answer's lines.
+		if _, rest, ok := strings.Cut(out, "\n"); ok {
+			out = rest
+		}
+		b.WriteString(strings.ReplaceAll(out, "\r", ""))
+		if err != nil {
+			fmt.Fprintf(&b, "monitor: %v\n", err)
+			break
+		}
+	}
+	return b.String()
+}
+
+func (c Config) cpus() int {
+	if c.CPUs == 0 {
+		return 2
+	}
+	return c.CPUs
+}
+
+// syncWriter serialises the console's and the wedge report's writes to
+// the log.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 // fields parses "key=value key=value" (values without spaces).
