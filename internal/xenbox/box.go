@@ -279,7 +279,7 @@ func Boot(ctx context.Context, c Config) (*Outcome, error) {
 		go func() {
 			defer close(watched)
 			if watchStall(stdin, &last, start, stall, wedge, done) {
-				diag = monitorDump(c.Monitor, c.cpus())
+				diag = monitorDump(c.Monitor, c.cpus()) + threadStates(cmd.Process.Pid, true)
 				if c.Log != nil {
 					for _, l := range strings.Split(strings.TrimRight(diag, "\n"), "\n") {
 						fmt.Fprintf(c.Log, "[%8.3f] [hmp] %s\n", time.Since(start).Seconds(), l)
@@ -438,6 +438,36 @@ func monitorDump(path string, cpus int) string {
 			fmt.Fprintf(&b, "monitor: %v\n", err)
 			break
 		}
+	}
+	return b.String()
+}
+
+// threadStates says what each of QEMU's threads is doing as the host
+// sees it (proc(5): state R running, S sleeping; wchan), and their
+// stacks when gdb is installed: a QEMU whose monitor does not answer is
+// itself stuck, not Xen.
+func threadStates(pid int, stacks bool) string {
+	var b strings.Builder
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	for _, t := range tasks {
+		comm, _ := os.ReadFile(filepath.Join(t, "comm"))
+		stat, _ := os.ReadFile(filepath.Join(t, "stat"))
+		wchan, _ := os.ReadFile(filepath.Join(t, "wchan"))
+		// stat: "tid (comm) S ...": the state follows the last ')'.
+		st := "?"
+		if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) {
+			st = string(stat[i+2])
+		}
+		fmt.Fprintf(&b, "thread %s %s state %s wchan %s\n", filepath.Base(t), strings.TrimSpace(string(comm)), st, wchan)
+	}
+	if gdb, err := exec.LookPath("gdb"); err == nil && stacks {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, _ := exec.CommandContext(ctx, gdb, "-p", fmt.Sprint(pid), "-batch", "-nx", "-ex", "thread apply all bt 12").CombinedOutput()
+		if len(out) > 64<<10 {
+			out = out[:64<<10]
+		}
+		b.Write(out)
 	}
 	return b.String()
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -129,5 +130,13 @@ func TestMonitorArg(t *testing.T) {
 	c.Monitor = "/x/hmp.sock"
 	if !strings.Contains(strings.Join(c.Args(), " "), "-monitor unix:/x/hmp.sock,server=on,wait=off") {
 		t.Errorf("monitor path: %v", c.Args())
+	}
+}
+
+// threadStates names this process's threads with their states.
+func TestThreadStates(t *testing.T) {
+	s := threadStates(os.Getpid(), false)
+	if !strings.Contains(s, "thread ") || !strings.Contains(s, " state ") {
+		t.Errorf("no thread lines:\n%s", s)
 	}
 }
