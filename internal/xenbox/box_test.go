@@ -2,6 +2,7 @@ package xenbox
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"os"
@@ -138,5 +139,48 @@ func TestThreadStates(t *testing.T) {
 	s := threadStates(os.Getpid(), false)
 	if !strings.Contains(s, "thread ") || !strings.Contains(s, " state ") {
 		t.Errorf("no thread lines:\n%s", s)
+	}
+}
+
+// Boot ends a wedged box early with the monitor's report, instead of
+// running to ctx's end.
+func TestBootWedged(t *testing.T) {
+	dir := t.TempDir()
+	for _, p := range []string{"release", "xen.elf", "vmlinux", "modules/x", "root/usr/lib/xen-4.17/bin/xl", "root/bin/busybox"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte("4.17\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A "QEMU" whose dom0 comes up and then says nothing, even to
+	// Xen's debug keys.
+	fake := filepath.Join(dir, "qemu")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho "+markUp+"\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var log strings.Builder
+	t0 := time.Now()
+	o, err := Boot(ctx, Config{Assets: Assets{Dir: dir}, Initramfs: filepath.Join(dir, "dom0.cpio"), QEMU: fake,
+		Stall: 100 * time.Millisecond, Wedge: 200 * time.Millisecond, Log: &log})
+	if err == nil || !strings.Contains(err.Error(), "wedged") {
+		t.Fatalf("Boot: %v, want a wedged box", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("Boot ran to ctx's end (%v)", time.Since(t0))
+	}
+	if o == nil || !o.Wedged || o.Up == 0 {
+		t.Fatalf("outcome %+v", o)
+	}
+	// The fake has no monitor: the report says so, and names the
+	// process's threads.
+	if !strings.Contains(o.Diag, "monitor: ") || !strings.Contains(o.Diag, "thread ") {
+		t.Errorf("diag:\n%s", o.Diag)
+	}
+	if !strings.Contains(log.String(), "[hmp] monitor: ") {
+		t.Errorf("the log lacks the report:\n%s", log.String())
 	}
 }
