@@ -137,6 +137,7 @@ func (r *rig) get(a uint64, n int) []byte {
 // enable brings the controller up with the admin queues.
 func (r *rig) enable() {
 	r.t.Helper()
+	r.put(acqAt, make([]byte, adminQ*16)) // a driver clears its CQs
 	r.wr(regAQA, 4, (adminQ-1)<<16|(adminQ-1))
 	r.wr(regASQ, 8, asqAt)
 	r.wr(regACQ, 8, acqAt)
@@ -234,6 +235,7 @@ func (r *rig) admin(c *cmd) cqe { r.t.Helper(); return r.run(0, c) }
 // ioQueues creates CQ 1 (vector iv, interrupts on) and SQ 1 on it.
 func (r *rig) ioQueues(iv uint16) {
 	r.t.Helper()
+	r.put(cq1At, make([]byte, ioQ*16))
 	if e := r.admin(newCmd(aCreateCQ).prp(cq1At, 0).dw(10, (ioQ-1)<<16|1).dw(11, uint32(iv)<<16|3)); e.status != 0 {
 		r.t.Fatalf("create CQ: %#x", e.status)
 	}
