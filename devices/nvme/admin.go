@@ -19,7 +19,7 @@ const (
 	logError    = 0x01
 	logSMART    = 0x02
 	logFirmware = 0x03
-	errEntries  = 4 // Identify ELPE 3
+	errEntries  = 1 // Identify ELPE 0 (QEMU 7.2)
 )
 
 // Model and firmware strings: the model is QEMU's (guests key quirks on
@@ -87,10 +87,13 @@ func (c *Controller) identifyLocked(s *slot) uint16 {
 	nsid := s.dw(1)
 	switch s.dw(10) & 0xff {
 	case 0x00:
-		if nsid != 1 {
+		// QEMU 7.2: an inactive NSID up to NN gets a zeroed structure.
+		if nsid == 0 || nsid > maxNSID {
 			return sInvalidNS
 		}
-		c.identifyNS(b)
+		if nsid == 1 {
+			c.identifyNS(b)
+		}
 	case 0x01:
 		c.identifyCtrl(b)
 	case 0x02:
@@ -101,8 +104,11 @@ func (c *Controller) identifyLocked(s *slot) uint16 {
 			le32(b, 1)
 		}
 	case 0x03:
-		if nsid != 1 {
+		if nsid == 0 || nsid > maxNSID {
 			return sInvalidNS
+		}
+		if nsid != 1 {
+			break // inactive: an empty list
 		}
 		// One descriptor: a UUID (NIDT 3, NIDL 16) derived from the serial
 		// (stable across runs for the same serial).
@@ -148,7 +154,7 @@ func (c *Controller) identifyCtrl(b []byte) {
 	le16(b[268:], 0x175)     // CCTEMP (QEMU 7.2: 373 K)
 	b[512] = sqes<<4 | sqes  // SQES
 	b[513] = cqes<<4 | cqes  // CQES
-	le32(b[516:], 1)         // NN
+	le32(b[516:], maxNSID)   // NN
 	le16(b[520:], 1<<2|1<<3) // ONCS: DSM, Write Zeroes
 	if c.info.WriteCache {
 		b[525] = 1 | 3<<1 // VWC present, Flush with NSID FFFFFFFFh

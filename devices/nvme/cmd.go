@@ -61,7 +61,10 @@ const (
 	maxPRPHops = maxSegs + 2
 	dsmMax     = 256
 	tempOver   = 0x157 // QEMU 7.2 NVME_TEMPERATURE_WARNING (343 K)
-	temp       = 0x143 // QEMU 7.2 NVME_TEMPERATURE (323 K)
+	// maxNSID is Identify's NN: QEMU 7.2's NVME_MAX_NAMESPACES; only
+	// namespace 1 is active.
+	maxNSID = 256
+	temp    = 0x143 // QEMU 7.2 NVME_TEMPERATURE (323 K)
 )
 
 type seg struct {
@@ -104,7 +107,9 @@ func (s *slot) dw(i int) uint32 { return rd32(s.cmd[4*i:]) }
 
 // finish completes the command with st (and dw0 set before).
 func (c *Controller) finishLocked(s *slot, st uint16) {
-	if st != sSuccess && st&0x700 != 0x200 {
+	// DNR on every error but media errors and Invalid Queue Deletion
+	// (QEMU 7.2 answers that one without it).
+	if st != sSuccess && st&0x700 != 0x200 && st != sInvalidQDelete {
 		st |= dnr
 	}
 	s.status = st
@@ -247,7 +252,12 @@ func (c *Controller) ioLocked(s *slot) {
 		return
 	}
 	if nsid != 1 {
-		c.finishLocked(s, sInvalidNS)
+		// QEMU 7.2 nvme_io_cmd: an inactive NSID is Invalid Field.
+		st := uint16(sInvalidField)
+		if nsid == 0 || nsid > maxNSID {
+			st = sInvalidNS
+		}
+		c.finishLocked(s, st)
 		return
 	}
 	if op == oDSM {

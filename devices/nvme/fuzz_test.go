@@ -18,6 +18,7 @@ func init() {
 		known[s|dnr] = true
 	}
 	known[sSuccess] = true
+	known[sInvalidQDelete] = true
 	known[sWriteFault] = true
 	known[sUnrecoveredRead] = true
 }

@@ -486,7 +486,7 @@ func (c *Controller) writeCCLocked(v uint32) {
 }
 
 // startLocked checks CC, AQA, ASQ and ACQ and creates the admin queues
-// (QEMU 7.2 nvme_start_ctrl's checks).
+// (QEMU 7.2 nvme_start_ctrl's checks; guest address 0 is valid RAM).
 func (c *Controller) startLocked() bool {
 	cc := c.cc
 	mps := uint(cc>>7) & 0xf
@@ -494,7 +494,7 @@ func (c *Controller) startLocked() bool {
 	ams := (cc >> 11) & 7
 	iosqes, iocqes := (cc>>16)&0xf, (cc>>20)&0xf
 	asqs, acqs := c.aqa&0xfff, (c.aqa>>16)&0xfff
-	if mps > 4 || (css != 0 && css != 7) || ams != 0 || asqs == 0 || acqs == 0 || c.asq == 0 || c.acq == 0 {
+	if mps > 4 || (css != 0 && css != 7) || ams != 0 || asqs == 0 || acqs == 0 {
 		return false
 	}
 	if iosqes != sqes || iocqes != cqes {
