@@ -343,6 +343,14 @@ func (c *Controller) Close() error {
 	return nil
 }
 
+// Commands counts the Read and Write commands started (SMART's host
+// read and write commands).
+func (c *Controller) Commands() (reads, writes uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readCmds, c.writeCmds
+}
+
 // BadDoorbells counts the doorbell writes ignored as invalid.
 func (c *Controller) BadDoorbells() uint64 {
 	c.mu.Lock()
