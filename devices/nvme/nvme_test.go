@@ -682,3 +682,61 @@ func BenchmarkWrite4K(b *testing.B) {
 		l.do(oWrite, uint64(i%1000)*8)
 	}
 }
+
+// TestTeardownWithIOInFlight deletes an SQ, then resets the controller,
+// each with reads in flight: nothing of the old queue is posted, the
+// slots all come back, and the controller serves a new queue pair.
+func TestTeardownWithIOInFlight(t *testing.T) {
+	r := newRig(t)
+	r.enable()
+	r.ioQueues(0)
+	lb := make([]byte, 8*8)
+	for i := range 8 {
+		binary.LittleEndian.PutUint64(lb[8*i:], dataAt+0x100000+uint64(i)*0x1000)
+	}
+	r.put(listAt, lb)
+	for i := range 20 {
+		r.submit(1, rw(oRead, uint64(i)*8, 64, dataAt+uint64(i%4)*0x10000, listAt))
+	}
+	if e := r.admin(newCmd(aDeleteSQ).dw(10, 1)); e.status != 0 {
+		t.Fatalf("delete SQ: %#x", e.status)
+	}
+	r.c.bq.Drain()
+	r.c.mu.Lock()
+	posted := r.c.cqs[1].tail
+	r.c.mu.Unlock()
+	// Whatever was posted before the deletion is there; nothing after.
+	time.Sleep(10 * time.Millisecond)
+	r.c.mu.Lock()
+	if r.c.cqs[1].tail != posted || r.c.cqs[1].wait != nil {
+		t.Error("completions of a deleted SQ posted")
+	}
+	r.c.mu.Unlock()
+	if e := r.admin(newCmd(aCreateSQ).prp(sq1At, 0).dw(10, (ioQ-1)<<16|1).dw(11, 1<<16|1)); e.status != 0 {
+		t.Fatalf("re-create SQ: %#x", e.status)
+	}
+	r.sqTail[1] = 0
+	for range posted {
+		r.reap(1)
+	}
+	if e := r.run(1, rw(oRead, 0, 1, dataAt, 0)); e.status != 0 {
+		t.Fatalf("read on the new SQ: %+v", e)
+	}
+	// Reads in flight, then CC.EN 1 → 0.
+	for i := range 20 {
+		r.submit(1, rw(oRead, uint64(i)*8, 64, dataAt, listAt))
+	}
+	r.wr(regCC, 4, 0)
+	r.c.bq.Drain()
+	r.c.mu.Lock()
+	free := len(r.c.ioFree) + len(r.c.adminFree)
+	r.c.mu.Unlock()
+	if free != ioSlots+adminSlots {
+		t.Errorf("%d slots free after the reset, want %d", free, ioSlots+adminSlots)
+	}
+	r.enable()
+	r.ioQueues(0)
+	if e := r.run(1, rw(oRead, 0, 1, dataAt, 0)); e.status != 0 {
+		t.Fatalf("read after the reset: %+v", e)
+	}
+}

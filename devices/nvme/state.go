@@ -176,7 +176,11 @@ func (c *Controller) ReadState(r *savestate.Reader) error {
 		c.resetLocked()
 		return r.Err()
 	}
-	// Cross-checks: every SQ's CQ exists; the reference counts follow.
+	// Cross-checks: a ready controller has its admin queues; every SQ's
+	// CQ exists; the reference counts follow.
+	if c.csts&cstsRD != 0 && (c.cc&ccEN == 0 || !c.sqs[0].valid || !c.cqs[0].valid) {
+		return bad("ready state")
+	}
 	for i := range c.sqs {
 		q := &c.sqs[i]
 		if !q.valid {
