@@ -657,6 +657,13 @@ func TestIONoAlloc(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("%.1f allocations per I/O round trip", n)
 	}
+	if n := testing.AllocsPerRun(100, func() {
+		_ = l.h.Read(devices.Access{Offset: regCSTS, Size: 4})
+		_ = l.h.Read(devices.Access{Offset: regCAP, Size: 8})
+		l.h.Write(devices.Access{Offset: regDoorbell + 12, Size: 4}, uint64(l.head)) // no new entries
+	}); n != 0 {
+		t.Errorf("%.1f allocations per register access", n)
+	}
 }
 
 func BenchmarkRead4K(b *testing.B) {
@@ -738,5 +745,39 @@ func TestTeardownWithIOInFlight(t *testing.T) {
 	r.ioQueues(0)
 	if e := r.run(1, rw(oRead, 0, 1, dataAt, 0)); e.status != 0 {
 		t.Fatalf("read after the reset: %+v", e)
+	}
+}
+
+// BenchmarkRead4KQD32 keeps 31 reads of 4 KiB in flight (a 32-entry
+// queue holds 31): one doorbell per batch, every completion reaped.
+func BenchmarkRead4KQD32(b *testing.B) {
+	r := newRig(b)
+	r.enable()
+	r.ioQueues(0)
+	l := newLean(r)
+	const qd = ioQ - 1
+	b.ReportAllocs()
+	b.SetBytes(4096 * qd)
+	for i := 0; b.Loop(); i++ {
+		for j := range qd {
+			l.c.fillRW(oRead, uint64((i*qd+j)%1000)*8, 8, dataAt+uint64(j)*0x1000, 0)
+			_ = l.r.mem.Write(memory.GPA(sq1At+uint64(l.tail)*64), l.c[:])
+			l.tail = (l.tail + 1) % ioQ
+		}
+		l.h.Write(devices.Access{Offset: regDoorbell + 8, Size: 4}, uint64(l.tail))
+		for range qd {
+			for {
+				_ = l.r.mem.Read(memory.GPA(cq1At+uint64(l.head)*16), l.e[:])
+				if (l.e[14]&1 != 0) == l.ph {
+					break
+				}
+				runtime.Gosched()
+			}
+			l.head++
+			if l.head == ioQ {
+				l.head, l.ph = 0, !l.ph
+			}
+		}
+		l.h.Write(devices.Access{Offset: regDoorbell + 12, Size: 4}, uint64(l.head))
 	}
 }
