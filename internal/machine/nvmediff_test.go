@@ -272,6 +272,25 @@ func TestQEMUDiffXen_NVMe(t *testing.T) {
 	for _, off := range []uint64{0x24, 0x28, 0x30} {
 		d.r(off, 4, 0xffffffff, fmt.Sprintf("register %#x enabled", off))
 	}
+	// Narrow and unaligned reads of the register file, the doorbells.
+	for _, a := range [][2]int{{0x00, 1}, {0x01, 1}, {0x02, 2}, {0x08, 2}, {0x09, 1}, {0x14, 2}, {0x16, 1}, {0x1c, 1}, {0x1000, 4}, {0x1004, 4}} {
+		mask := uint64(1)<<(8*a[1]) - 1
+		if a[0] < 8 {
+			mask &= capMask >> (8 * a[0])
+		}
+		d.r(uint64(a[0]), a[1], mask, fmt.Sprintf("read %#x/%d", a[0], a[1]))
+	}
+	// The MSI-X table and PBA behind the registers (QEMU's layout).
+	for _, off := range []uint64{0x2000, 0x200c, 0x2000 + 64*16 + 12, 0x3000, 0x3008} {
+		d.r(off, 4, 0xffffffff, fmt.Sprintf("MSI-X at %#x", off))
+	}
+	// INTMS/INTMC with MSI-X off.
+	d.w(0x0c, 4, 5)
+	d.r(0x0c, 4, 0xffffffff, "INTMS after setting 5")
+	d.r(0x10, 4, 0xffffffff, "INTMC after setting 5")
+	d.w(0x10, 4, 4)
+	d.r(0x0c, 4, 0xffffffff, "INTMS after clearing 4")
+	d.w(0x10, 4, 1)
 	// Identify Controller.
 	d.memWrite(nvID, make([]byte, 4096))
 	d.cmd(0, nvCmd(0x06, 0, nvID, 0, 1), 0xffffffff, "identify controller")
