@@ -1,6 +1,8 @@
 package nvme
 
 import (
+	"errors"
+
 	"godm/block"
 	"godm/memory"
 )
@@ -138,7 +140,9 @@ func (c *Controller) mapPRPLocked(s *slot, n int) uint16 {
 		return true
 	}
 	first := min(uint64(n), ps-prp1&(ps-1))
-	add(prp1, first)
+	if !add(prp1, first) {
+		return sInvalidField // wraps the address space
+	}
 	rem := uint64(n) - first
 	if rem == 0 {
 		return sSuccess
@@ -196,7 +200,7 @@ func (c *Controller) mapPRPLocked(s *slot, n int) uint16 {
 	return sSuccess
 }
 
-// xferLocked copies between p and the mapped segments.
+// xfer copies between p and the mapped segments (c.mu held).
 func (c *Controller) xfer(s *slot, p []byte, toGuest bool) error {
 	for i := range s.nseg {
 		g := s.segs[i]
@@ -215,8 +219,13 @@ func (c *Controller) xfer(s *slot, p []byte, toGuest bool) error {
 		}
 		p = p[n:]
 	}
+	if len(p) != 0 {
+		return errShortPRP
+	}
 	return nil
 }
+
+var errShortPRP = errors.New("nvme: transfer longer than its PRPs")
 
 // sendData maps the command's PRPs for len(p) bytes and writes p there.
 func (c *Controller) sendDataLocked(s *slot, p []byte) uint16 {

@@ -374,6 +374,7 @@ func TestHostileIO(t *testing.T) {
 		{rw(oRead, 1<<63, 1, dataAt, 0), sLBARange | dnr, "huge LBA"},
 		{rw(oRead, 0, 257, dataAt, listAt), sInvalidField | dnr, "beyond MDTS"},
 		{rw(oRead, 0, 1, dataAt+2, 0), sPRPOffset | dnr, "PRP1 not dword-aligned"},
+		{rw(oRead, 0, 2, 0xfffffffffffffe00, 0), sInvalidField | dnr, "PRP1 wrapping the address space"},
 		{rw(oRead, 0, 24, dataAt, loop), sInvalidField | dnr, "PRP list loop"},
 		{rw(oRead, 0, 24, dataAt, listAt+0x3000), sPRPOffset | dnr, "PRP entry with an offset"},
 		{rw(oRead, 0, 24, dataAt, listAt+0x3004), sPRPOffset | dnr, "PRP list not qword-aligned"},
