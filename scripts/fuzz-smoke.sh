@@ -58,6 +58,8 @@ targets="
 ./devices/virtio FuzzVirtqueue
 ./devices/virtio FuzzRegisters
 ./devices/virtioblk FuzzRequest
+./devices/nvme FuzzCommand
+./devices/nvme FuzzRestore
 ./devices/testdev FuzzScript
 ./devices/rtl8139 FuzzScript
 ./devices/rtl8139 FuzzRings

@@ -122,6 +122,13 @@ var drivers = []*Driver{
 			{Name: "x-godm-bar32", Type: "bool", Desc: "modern registers in a 32-bit BAR (test harnesses that forward 32-bit BARs only)", Default: "off"},
 			pciAddrProp,
 		}, New: newVirtioBlk},
+	{Name: "nvme", Bus: "PCI", Category: "Storage devices", Desc: "Non-Volatile Memory Express (NVMe 1.4, one namespace; BAR0 with MSI-X, INTx)", Hotpluggable: true,
+		Props: []Prop{
+			{Name: "drive", Type: "str", Desc: "Node name or ID of a block device to use as a backend"},
+			{Name: "serial", Type: "str", Desc: "Identify's serial number (required; at most 20 bytes are used)"},
+			{Name: "x-godm-bar32", Type: "bool", Desc: "BAR0 as a 32-bit BAR (test harnesses that forward 32-bit BARs only)", Default: "off"},
+			pciAddrProp,
+		}, New: newNVMe},
 	{Name: "piix4-pm", Bus: "PCI", Category: "Controller/Bridge/Hub devices", Desc: "PM (ACPI PM1a control, GPE0, PCI hotplug; at 01.3)",
 		Props: []Prop{pciAddrProp}, New: newPIIX4PM},
 	{Name: "xen-platform", Bus: "PCI", Category: "Misc devices", Desc: "Xen platform device (PV drivers' unplug, log, ROM lock)",
