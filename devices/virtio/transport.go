@@ -158,6 +158,11 @@ type Config struct {
 	// maximum size (a power of two, at most MaxQueueSize).
 	Queues    int
 	QueueSize uint16
+	// QueueSizes, when set, gives each queue its own maximum size (one
+	// entry a queue, each a power of two of at most MaxQueueSize); it
+	// overrides QueueSize (QEMU's virtio-net: 256 for rx and tx, 64 for
+	// the control queue).
+	QueueSizes []uint16
 	// Vectors is the MSI-X table size (0: no MSI-X).
 	Vectors int
 	// ModernBAR32 puts the modern regions in a 32-bit BAR instead of
@@ -208,8 +213,23 @@ func New(c Config) (*Transport, error) {
 	if c.Memory == nil || c.Device == nil {
 		return nil, errors.New("virtio: no guest memory or device")
 	}
-	if c.Queues < 1 || c.Queues > 64 || c.QueueSize == 0 || c.QueueSize > MaxQueueSize || c.QueueSize&(c.QueueSize-1) != 0 {
-		return nil, fmt.Errorf("virtio: %d queues of %d entries: out of range", c.Queues, c.QueueSize)
+	if c.Queues < 1 || c.Queues > 64 {
+		return nil, fmt.Errorf("virtio: %d queues: out of range", c.Queues)
+	}
+	sizes := c.QueueSizes
+	if sizes == nil {
+		sizes = make([]uint16, c.Queues)
+		for i := range sizes {
+			sizes[i] = c.QueueSize
+		}
+	}
+	if len(sizes) != c.Queues {
+		return nil, fmt.Errorf("virtio: %d queue sizes for %d queues", len(sizes), c.Queues)
+	}
+	for _, n := range sizes {
+		if n == 0 || n > MaxQueueSize || n&(n-1) != 0 {
+			return nil, fmt.Errorf("virtio: queue of %d entries: out of range", n)
+		}
 	}
 	if c.Vectors < 0 || c.Vectors > 2048 {
 		return nil, fmt.Errorf("virtio: %d MSI-X vectors: out of range", c.Vectors)
@@ -225,7 +245,7 @@ func New(c Config) (*Transport, error) {
 		hostF: c.Device.Features() | FVersion1 | FRingReset | legacyOnly, cfgLen: c.Device.ConfigLen(),
 		modernQ: make([]modernQueue, c.Queues)}
 	for i := range c.Queues {
-		t.queues = append(t.queues, &Queue{t: t, idx: i, max: c.QueueSize})
+		t.queues = append(t.queues, &Queue{t: t, idx: i, max: sizes[i]})
 	}
 	// BAR0: the legacy header with MSI-X vectors, then the device
 	// configuration, rounded up to a power of two (QEMU
