@@ -378,20 +378,6 @@ func (q *Queue) Unpop(n uint16) {
 	q.lastAvail -= n
 }
 
-// Pending reports how many chains the driver has made available and the
-// device has not popped (0 when the queue is not ready or its ring
-// cannot be read). The caller holds the lock.
-func (q *Queue) Pending() uint16 {
-	if !q.readyLocked() || q.pinLocked() != nil {
-		return 0
-	}
-	avail, err := q.ar.Load16(2)
-	if err != nil || avail-q.lastAvail > q.size {
-		return 0
-	}
-	return avail - q.lastAvail
-}
-
 // Interrupt sends the queue's interrupt (its MSI-X vector, or ISR bit 0
 // and INTx). The caller need not hold the queue's lock.
 func (q *Queue) Interrupt() {
