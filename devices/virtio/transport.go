@@ -145,6 +145,14 @@ type Device interface {
 	ResetQueue(q *Queue)
 }
 
+// LegacyFeaturer is a Device some of whose feature bits are offered
+// through the legacy interface only (QEMU's VirtioDeviceClass
+// legacy_features: virtio-net's VIRTIO_NET_F_GSO); they must be among
+// Features.
+type LegacyFeaturer interface {
+	LegacyFeatures() uint64
+}
+
 // Config describes a transport.
 type Config struct {
 	// DeviceID is the virtio device ID (1 net, 2 block).
@@ -182,6 +190,7 @@ type Transport struct {
 	devID   uint16
 	msixCap uint8
 	hostF   uint64
+	legacyF uint64 // of hostF, the bits the modern interface does not offer
 	cfgLen  int
 	queues  []*Queue
 
@@ -244,6 +253,10 @@ func New(c Config) (*Transport, error) {
 	t := &Transport{fn: fn, mem: c.Memory, dev: c.Device, devID: c.DeviceID,
 		hostF: c.Device.Features() | FVersion1 | FRingReset | legacyOnly, cfgLen: c.Device.ConfigLen(),
 		modernQ: make([]modernQueue, c.Queues)}
+	t.legacyF = legacyOnly
+	if lf, ok := c.Device.(LegacyFeaturer); ok {
+		t.legacyF |= lf.LegacyFeatures() & t.hostF
+	}
 	for i := range c.Queues {
 		t.queues = append(t.queues, &Queue{t: t, idx: i, max: sizes[i]})
 	}
@@ -718,7 +731,7 @@ func (t *Transport) commonRead(off uint64) uint64 {
 		return uint64(t.dfSel)
 	case cDF:
 		if t.dfSel <= 1 {
-			return (t.hostF &^ legacyOnly) >> (32 * t.dfSel) & 0xffffffff
+			return (t.hostF &^ t.legacyF) >> (32 * t.dfSel) & 0xffffffff
 		}
 	case cGFSelect:
 		return uint64(t.gfSel)

@@ -16,7 +16,9 @@ import (
 // breaks itself; it never hangs or crashes, and a reset brings it back.
 func FuzzChains(f *testing.F) {
 	// A good transmit chain (header, frame), a good receive buffer.
-	good := func(l uint32, flags, next byte) []byte { return []byte{0, byte(l), byte(l >> 8), byte(l >> 16), byte(l >> 24), flags, next} }
+	good := func(l uint32, flags, next byte) []byte {
+		return []byte{0, byte(l), byte(l >> 8), byte(l >> 16), byte(l >> 24), flags, next}
+	}
 	seed := append(append(good(12, 1, 1), good(60, 0, 0)...), good(2048, 2, 0)...)
 	f.Add(byte(FMrgRxBuf>>8), uint16(100), []byte{1, 0, 1, 2}, seed)
 	f.Add(byte(0), uint16(1514), []byte{1, 0, 1, 0}, append(good(0x20, 4, 0), good(4, 2, 0)...))

@@ -3,7 +3,8 @@
 // from hw/net/virtio-net.c and the spec, checked through qtest): one
 // receive and one transmit queue of 256 entries and QEMU's control queue
 // of 64 (present, not offered: VIRTIO_NET_F_CTRL_VQ is not), the MAC and
-// link status in the device configuration, mergeable receive buffers,
+// link status in the device configuration (max_virtqueue_pairs only
+// with VIRTIO_NET_F_MQ, not offered for one pair, as QEMU), mergeable receive buffers,
 // frames to and from a netback.Backend without offloads (QEMU's features
 // on a back-end without a vnet header). Every descriptor chain is the
 // guest's and hostile: a malformed one breaks the device until reset
@@ -48,7 +49,13 @@ const (
 
 // Feature bits (§5.1.3).
 const (
-	FMAC      = 1 << 5
+	FMAC = 1 << 5
+	// fGSO is the legacy VIRTIO_NET_F_GSO ("any GSO type"), meaningless
+	// without VIRTIO_NET_F_CSUM (Linux's virtio_net looks at it only
+	// under CSUM); QEMU 7.2 offers it on every back-end (checked through
+	// qtest) through the legacy interface only, so godm does too. Frames
+	// still go out as they are.
+	fGSO      = 1 << 6
 	FMrgRxBuf = 1 << 15
 	FStatus   = 1 << 16
 	FCtrlVQ   = 1 << 17
@@ -69,11 +76,12 @@ const (
 	hdrMrg    = 12
 )
 
-// configLen is struct virtio_net_config through max_virtqueue_pairs.
-// QEMU 7.2 sizes it by the offered features (virtio_net_config_size:
-// through status with VIRTIO_NET_F_STATUS, through max_virtqueue_pairs
-// with MQ); see the qtest differential for what it answers beyond.
-const configLen = 10
+// configLen is struct virtio_net_config through status: QEMU 7.2 sizes
+// it by the offered features (through status with VIRTIO_NET_F_STATUS;
+// max_virtqueue_pairs only with VIRTIO_NET_F_MQ, which one queue pair
+// does not offer), so bytes 8 on read all ones, as the qtest
+// differential shows.
+const configLen = 8
 
 // Limits. maxSegs bounds one chain's descriptors (a longer chain is a
 // guest error, as QEMU's VIRTQUEUE_MAX_SIZE); txBurst is how many frames
@@ -242,14 +250,17 @@ func (d *Device) LinkUp() bool {
 // vnet header, less the control queue (virtio_net_get_features clears
 // the offloads; VIRTIO_NET_F_MAC is always set).
 func (v *vdev) Features() uint64 {
-	return FMAC | FMrgRxBuf | FStatus | virtio.FIndirectDesc | virtio.FEventIdx
+	return FMAC | fGSO | FMrgRxBuf | FStatus | virtio.FIndirectDesc | virtio.FEventIdx
 }
+
+// LegacyFeatures implements virtio.LegacyFeaturer: GSO through the
+// legacy interface only (QEMU virtio_net_class_init legacy_features).
+func (v *vdev) LegacyFeatures() uint64 { return fGSO }
 
 // ConfigLen implements virtio.Device.
 func (v *vdev) ConfigLen() int { return configLen }
 
-// config builds struct virtio_net_config (§5.1.4): mac, status,
-// max_virtqueue_pairs 1.
+// config builds struct virtio_net_config (§5.1.4): mac, status.
 func (d *Device) config() [configLen]byte {
 	var c [configLen]byte
 	d.mu.Lock()
@@ -258,7 +269,6 @@ func (d *Device) config() [configLen]byte {
 		binary.LittleEndian.PutUint16(c[6:], StatusLinkUp)
 	}
 	d.mu.Unlock()
-	binary.LittleEndian.PutUint16(c[8:], 1)
 	return c
 }
 

@@ -237,7 +237,7 @@ func TestIdentityConfigAndFeatures(t *testing.T) {
 		t.Fatalf("header %+v", h)
 	}
 	f := uint32(r.in(0, 4))
-	want := uint32(FMAC | FMrgRxBuf | FStatus | virtio.FIndirectDesc | virtio.FEventIdx |
+	want := uint32(FMAC | fGSO | FMrgRxBuf | FStatus | virtio.FIndirectDesc | virtio.FEventIdx |
 		virtio.FNotifyOnEmpty | virtio.FAnyLayout | virtio.FBadFeature)
 	if f != want {
 		t.Fatalf("host features %#x, want %#x", f, want)
@@ -245,13 +245,13 @@ func TestIdentityConfigAndFeatures(t *testing.T) {
 	if f&fCtrlMACAddr != 0 || f&FCtrlVQ != 0 {
 		t.Fatal("control queue features offered")
 	}
-	// Device configuration at 20 (no MSI-X): mac, status LINK_UP,
-	// max_virtqueue_pairs 1; beyond it all ones.
+	// Device configuration at 20 (no MSI-X): mac, status LINK_UP;
+	// beyond it all ones.
 	var cfg []byte
 	for i := range uint64(configLen) {
 		cfg = append(cfg, byte(r.in(20+i, 1)))
 	}
-	wantCfg := append(append([]byte{}, testMAC[:]...), 1, 0, 1, 0)
+	wantCfg := append(append([]byte{}, testMAC[:]...), 1, 0)
 	if !bytes.Equal(cfg, wantCfg) {
 		t.Fatalf("config % x, want % x", cfg, wantCfg)
 	}
