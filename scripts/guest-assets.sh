@@ -33,9 +33,10 @@ ln -sfn "$pkg/vmlinux" "$dir/vmlinux"
 
 # Debian's NIC drivers for the real-guest NIC tests (8139cp and the mii
 # library it needs for the rtl8139, e1000 for the e1000), and its virtio
-# modules for the virtio-blk guest test (the virtio core, ring, PCI
-# transport and virtio_blk are modules), from the same kernel package.
-kos="mii 8139cp e1000 virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk"
+# modules for the virtio-blk and virtio-net guest tests (the virtio core,
+# ring, PCI transport, virtio_blk, and virtio_net with the failover and
+# net_failover modules it depends on), from the same kernel package.
+kos="mii 8139cp e1000 virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk failover net_failover virtio_net"
 mods=""
 for ko in $kos; do
 	[ -s "$dir/$pkg/$ko.ko" ] || mods=1
@@ -46,8 +47,11 @@ if [ -n "$mods" ]; then
 	dpkg-deb --fsys-tarfile "$mt"/"$pkg"_*.deb | tar -x -C "$mt" --wildcards \
 		'./lib/modules/*/kernel/drivers/net/mii.ko' './lib/modules/*/kernel/drivers/net/ethernet/realtek/8139cp.ko' \
 		'./lib/modules/*/kernel/drivers/net/ethernet/intel/e1000/e1000.ko' \
-		'./lib/modules/*/kernel/drivers/virtio/virtio*.ko' './lib/modules/*/kernel/drivers/block/virtio_blk.ko'
-	find "$mt/lib" -name '*.ko' -exec cp {} "$dir/$pkg/" \;
+		'./lib/modules/*/kernel/drivers/virtio/virtio*.ko' './lib/modules/*/kernel/drivers/block/virtio_blk.ko' \
+		'./lib/modules/*/kernel/drivers/net/virtio_net.ko' './lib/modules/*/kernel/drivers/net/net_failover.ko' \
+		'./lib/modules/*/kernel/net/core/failover.ko'
+	# -n: modules already there stay (a test may be loading them).
+	find "$mt/lib" -name '*.ko' -exec cp -n {} "$dir/$pkg/" \;
 	rm -rf "$mt"
 fi
 for ko in $kos; do
