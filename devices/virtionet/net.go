@@ -397,19 +397,6 @@ func (d *Device) txLocked() {
 // the back-end full (txPending set: its tx wake-up retries) or the
 // device broken.
 func (d *Device) txOneLocked(q *virtio.Queue) (more, notify bool) {
-	var f *netback.Frame
-	if d.be != nil && !d.st.linkDown {
-		if f = d.be.TxFrame(); f == nil {
-			// Back-pressure: the chain stays in the ring.
-			d.st.txPending = true
-			return false, false
-		}
-	}
-	release := func() {
-		if f != nil {
-			f.Release()
-		}
-	}
 	q.Lock()
 	ok, err := q.Pop(&d.chain, d.store[:])
 	c := &d.chain
@@ -417,20 +404,28 @@ func (d *Device) txOneLocked(q *virtio.Queue) (more, notify bool) {
 	switch {
 	case err != nil:
 		q.Unlock()
-		release()
 		d.guestError()
 		return false, false
 	case !ok:
 		q.Unlock()
-		release()
 		return false, false
 	case c.Out < hl:
 		// The header leads the readable bytes (QEMU: "virtio-net header
 		// incorrect").
 		q.Unlock()
-		release()
 		d.guestError()
 		return false, false
+	}
+	var f *netback.Frame
+	if d.be != nil && !d.st.linkDown {
+		if f = d.be.TxFrame(); f == nil {
+			// Back-pressure: the chain goes back to the ring; the
+			// back-end's tx wake-up retries.
+			q.Unpop(1)
+			q.Unlock()
+			d.st.txPending = true
+			return false, false
+		}
 	}
 	n := c.Out - hl
 	switch {
