@@ -7,10 +7,12 @@ import (
 	"godm/devices/virtio"
 )
 
-// FuzzChains gives the device transmit and receive rings whose
+// FuzzChains gives the device transmit, receive and control rings whose
 // descriptors (addresses in and out of guest memory, any length, flags
 // and next, indirect tables), avail entries and index come from the
-// input, then kicks the transmit queue and delivers a frame. The device
+// input, then runs the control commands, kicks the transmit queue and
+// delivers a frame (the filter the commands set decides whether it is
+// taken). The device
 // either returns chains (never more than were made available, never a
 // used length past the buffers, only Ethernet frames to the back-end) or
 // breaks itself; it never hangs or crashes, and a reset brings it back.
@@ -33,7 +35,8 @@ func FuzzChains(f *testing.F) {
 			q.avail, q.nextD = 0, 0
 			r.put(q.base, make([]byte, 0x3000))
 		}
-		features := uint32(fLegacyBase) | virtio.FIndirectDesc
+		r.put(ctrlRing, make([]byte, 0x2000))
+		features := uint32(fLegacyBase) | virtio.FIndirectDesc | FCtrlVQ | fCtrlRx
 		if feat&1 != 0 {
 			features |= FMrgRxBuf
 		}
@@ -41,6 +44,9 @@ func FuzzChains(f *testing.F) {
 			features |= virtio.FEventIdx
 		}
 		r.legacy(features)
+		r.out(14, 2, CtrlQueue)
+		r.out(8, 4, ctrlRing>>12)
+		cq := &ring{base: ctrlRing}
 		// Descriptors: 7 bytes each (address selector, length, flags,
 		// next), the same table in both rings; an indirect table's
 		// address points into the ring itself.
@@ -51,6 +57,7 @@ func FuzzChains(f *testing.F) {
 			fl, nx := uint16(descs[5]&7), uint16(descs[6])
 			r.desc(&r.tx, uint16(n), a, l, fl&^2, nx)
 			r.desc(&r.rx, uint16(n), a, l, fl, nx)
+			r.desc(cq, uint16(n), a, l, fl, nx)
 			descs = descs[7:]
 			n++
 		}
@@ -74,6 +81,17 @@ func FuzzChains(f *testing.F) {
 			if q.ar.Store16(2, idx) != nil {
 				t.Fatal("avail index")
 			}
+		}
+		// The control queue's avail ring (64 entries) at +0x400.
+		for i, h := range avail[1:min(len(avail), 1+CtrlQueueSize)] {
+			r.put(ctrlRing+0x400+4+2*uint64(i), []byte{h, 0})
+		}
+		r.put(ctrlRing+0x400+2, []byte{byte(idx), 0})
+		r.d.mu.Lock()
+		r.d.ctrlLocked()
+		r.d.mu.Unlock()
+		if u := binary.LittleEndian.Uint16(r.get(ctrlRing+0x1000+2, 2)); u > idx && !r.d.Transport().Broken() {
+			t.Fatalf("control used index %d past avail %d", u, idx)
 		}
 		// The worker is paused (a kick would wait for it): transmit on
 		// this goroutine.

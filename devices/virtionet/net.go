@@ -2,7 +2,7 @@
 // virtio PCI transport, as QEMU 7.2's virtio-net-pci presents it (facts
 // from hw/net/virtio-net.c and the spec, checked through qtest): one
 // receive and one transmit queue of 256 entries and QEMU's control queue
-// of 64 (present, not offered: VIRTIO_NET_F_CTRL_VQ is not), the MAC and
+// of 64 (receive modes and the MAC filter table: ctrl.go), the MAC and
 // link status in the device configuration (max_virtqueue_pairs only
 // with VIRTIO_NET_F_MQ, not offered for one pair, as QEMU), mergeable receive buffers,
 // frames to and from a netback.Backend without offloads (QEMU's features
@@ -112,6 +112,11 @@ type Stats struct {
 	// TxDropped: guest frames that are not Ethernet frames the back-end
 	// passes (runts, giants) or sent with the link down.
 	TxDropped atomic.Uint64
+	// RxFiltered: frames the receive filter (the control queue's modes
+	// and MAC table) kept from the guest.
+	RxFiltered atomic.Uint64
+	// CtrlCommands counts control queue commands answered VIRTIO_NET_OK.
+	CtrlCommands atomic.Uint64
 	// GuestErrors counts malformed chains (each breaks the device).
 	GuestErrors atomic.Uint64
 	DMAErrors   atomic.Uint64
@@ -135,6 +140,7 @@ type Device struct {
 	store [maxSegs]virtio.Desc
 	used  [QueueSize]usedElem
 	hdr   [hdrMrg]byte
+	ack   [1]byte
 }
 
 // state is what a snapshot carries beside the transport.
@@ -143,10 +149,14 @@ type state struct {
 	cfgMAC [6]byte
 	// linkDown is the cable state.
 	linkDown bool
+	// filter is what the control queue set.
+	filter rxFilter
 	// txPending: a transmit waits for room in the back-end, the next
 	// burst, or Resume.
 	txPending bool
-	paused    bool
+	// ctrlPending: a control queue kick came while paused.
+	ctrlPending bool
+	paused      bool
 }
 
 type usedElem struct {
@@ -168,6 +178,7 @@ func New(c Config) (*Device, error) {
 	d.dma = nic.DMA{Mem: c.Memory, Errors: &d.stats.DMAErrors}
 	d.st.cfgMAC = c.MAC
 	d.st.linkDown = c.Backend == nil
+	d.st.filter.reset()
 	t, err := virtio.New(virtio.Config{DeviceID: DeviceID, PCIDeviceID: PCIDeviceID, Class: Class,
 		Queues: 3, QueueSizes: []uint16{QueueSize, QueueSize, CtrlQueueSize}, Vectors: Vectors,
 		ModernBAR32: c.ModernBAR32, Memory: c.Memory, Device: (*vdev)(d)})
@@ -247,10 +258,11 @@ func (d *Device) LinkUp() bool {
 // --- virtio.Device
 
 // Features implements virtio.Device: QEMU 7.2's on a back-end without a
-// vnet header, less the control queue (virtio_net_get_features clears
-// the offloads; VIRTIO_NET_F_MAC is always set).
+// vnet header (virtio_net_get_features clears the offloads;
+// VIRTIO_NET_F_MAC is always set), with the control queue's CTRL_RX only
+// (not CTRL_VLAN, CTRL_RX_EXTRA, CTRL_MAC_ADDR, GUEST_ANNOUNCE).
 func (v *vdev) Features() uint64 {
-	return FMAC | fGSO | FMrgRxBuf | FStatus | virtio.FIndirectDesc | virtio.FEventIdx
+	return FMAC | fGSO | FMrgRxBuf | FStatus | FCtrlVQ | fCtrlRx | virtio.FIndirectDesc | virtio.FEventIdx
 }
 
 // LegacyFeatures implements virtio.LegacyFeaturer: GSO through the
@@ -312,6 +324,14 @@ func (v *vdev) Notify(q *virtio.Queue) {
 		d.mu.Unlock()
 	case RxQueue:
 		d.w.Wake()
+	case CtrlQueue:
+		d.mu.Lock()
+		if d.st.paused {
+			d.st.ctrlPending = true
+		} else {
+			d.ctrlLocked()
+		}
+		d.mu.Unlock()
 	}
 }
 
@@ -320,8 +340,9 @@ func (v *vdev) Notify(q *virtio.Queue) {
 func (v *vdev) Reset() {
 	d := (*Device)(v)
 	d.mu.Lock()
-	d.st.txPending = false
+	d.st.txPending, d.st.ctrlPending = false, false
 	d.st.cfgMAC = d.mac // QEMU virtio_net_reset restores the MAC
+	d.st.filter.reset()
 	d.mu.Unlock()
 }
 
@@ -329,8 +350,11 @@ func (v *vdev) Reset() {
 func (v *vdev) ResetQueue(q *virtio.Queue) {
 	d := (*Device)(v)
 	d.mu.Lock()
-	if q.Index() == TxQueue {
+	switch q.Index() {
+	case TxQueue:
 		d.st.txPending = false
+	case CtrlQueue:
+		d.st.ctrlPending = false
 	}
 	d.mu.Unlock()
 }
@@ -340,6 +364,10 @@ func (v *vdev) ResetQueue(q *virtio.Queue) {
 func (d *Device) poll() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.st.ctrlPending {
+		d.st.ctrlPending = false
+		d.ctrlLocked()
+	}
 	if d.st.txPending {
 		d.st.txPending = false
 		d.txLocked()
@@ -492,7 +520,17 @@ func (d *Device) rxLocked() {
 			d.dropRx()
 			continue
 		}
-		if !d.ready() || !d.rxFrameLocked(f) {
+		if !d.ready() {
+			return
+		}
+		if !d.accept(f.Bytes()) {
+			if g := d.be.RxPop(); g != nil {
+				g.Release()
+			}
+			d.stats.RxFiltered.Add(1)
+			continue
+		}
+		if !d.rxFrameLocked(f) {
 			return
 		}
 	}

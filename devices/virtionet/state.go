@@ -20,7 +20,7 @@ var (
 
 // Snapshot implements devices.Snapshotter: the PCI function, the
 // transport (registers, ring positions, ISR), the configuration's MAC,
-// the cable and a transmit waiting. No chain is held between frames, so
+// the cable, a transmit or control kick waiting, the receive filter. No chain is held between frames, so
 // a paused device has nothing in flight; frames waiting in the back-end
 // are the back-end's (QEMU does not migrate its queues either). Take it
 // paused.
@@ -33,6 +33,16 @@ func (d *Device) Snapshot() ([]byte, error) {
 	w.Bytes(d.st.cfgMAC[:])
 	w.Bool(d.st.linkDown)
 	w.Bool(d.st.txPending)
+	w.Bool(d.st.ctrlPending)
+	f := &d.st.filter
+	for _, b := range []bool{f.promisc, f.allMulti, f.allUni, f.noMulti, f.noUni, f.noBcast, f.uniOverflow, f.multiOverflow} {
+		w.Bool(b)
+	}
+	w.U8(uint8(f.nUni))
+	w.U8(uint8(f.nMulti))
+	for _, m := range f.macs[:f.nUni+f.nMulti] {
+		w.Bytes(m[:])
+	}
 	return savestate.Record(RecordName, StateVersion, w.Out()), nil
 }
 
@@ -51,8 +61,22 @@ func (d *Device) Restore(b []byte) error {
 	mac := r.Bytes(6)
 	down := r.Bool()
 	pending := r.Bool()
-	if len(mac) != 6 {
-		r.Fail(fmt.Errorf("virtio-net: mac: %w", savestate.ErrFormat))
+	ctrlPending := r.Bool()
+	var f rxFilter
+	for _, b := range []*bool{&f.promisc, &f.allMulti, &f.allUni, &f.noMulti, &f.noUni, &f.noBcast, &f.uniOverflow, &f.multiOverflow} {
+		*b = r.Bool()
+	}
+	f.nUni, f.nMulti = int(r.U8()), int(r.U8())
+	if len(mac) != 6 || f.nUni+f.nMulti > macTable {
+		r.Fail(fmt.Errorf("virtio-net: mac or filter table: %w", savestate.ErrFormat))
+	} else {
+		for i := range f.nUni + f.nMulti {
+			if m := r.Bytes(6); len(m) == 6 {
+				copy(f.macs[i][:], m)
+			} else {
+				r.Fail(fmt.Errorf("virtio-net: filter table: %w", savestate.ErrFormat))
+			}
+		}
 	}
 	if err := r.Done(); err != nil {
 		return fmt.Errorf("virtio-net: restore: %w", err)
@@ -61,6 +85,8 @@ func (d *Device) Restore(b []byte) error {
 	copy(d.st.cfgMAC[:], mac)
 	d.st.linkDown = down
 	d.st.txPending = pending
+	d.st.ctrlPending = ctrlPending
+	d.st.filter = f
 	d.mu.Unlock()
 	d.w.Wake()
 	return nil

@@ -166,7 +166,13 @@ grep -E 'eth0|virtio' /proc/interrupts
 				feat = f
 			}
 		}
-		t.Logf("virtio-net: features %s, %d frames sent, %d received", feat, st.TxFrames.Load(), st.RxFrames.Load())
+		t.Logf("virtio-net: features %s, %d frames sent, %d received, %d filtered, %d control commands", feat,
+			st.TxFrames.Load(), st.RxFrames.Load(), st.RxFiltered.Load(), st.CtrlCommands.Load())
+		// Linux's virtnet_set_rx_mode: promiscuous off, allmulti, the
+		// MAC table, through the control queue.
+		if st.CtrlCommands.Load() < 3 {
+			t.Errorf("virtio-net: %d control commands", st.CtrlCommands.Load())
+		}
 		if len(feat) <= 32 || feat[15] != '1' || feat[32] != '1' {
 			t.Errorf("virtio-net: VERSION_1 and mergeable buffers not both negotiated: %q", feat)
 		}
