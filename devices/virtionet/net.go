@@ -5,8 +5,8 @@
 // of 64 (receive modes and the MAC filter table: ctrl.go), the MAC and
 // link status in the device configuration (max_virtqueue_pairs only
 // with VIRTIO_NET_F_MQ, not offered for one pair, as QEMU), mergeable receive buffers,
-// frames to and from a netback.Backend without offloads (QEMU's features
-// on a back-end without a vnet header). Every descriptor chain is the
+// frames to and from a netback.Backend (checksum and TSO offloads when
+// the back-end carries virtio-net headers, none otherwise, as QEMU). Every descriptor chain is the
 // guest's and hostile: a malformed one breaks the device until reset
 // (DEVICE_NEEDS_RESET, as QEMU's virtio_error); frames that cannot be
 // placed are dropped and counted. Nothing allocates per frame.
@@ -64,6 +64,23 @@ const (
 	fCtrlMACAddr = 1 << 23
 )
 
+// Offload features (§5.1.3), offered when the back-end carries virtio-net
+// headers (a tap with vnet_hdr=on), as QEMU does on such a peer (less
+// UFO, which Linux no longer makes): the guest's checksum and TSO
+// requests go to the back-end in the frame's header, and the back-end's
+// partial checksums and GSO frames reach a guest that takes them.
+const (
+	FCsum      = 1 << 0
+	FGuestCsum = 1 << 1
+	FGuestTSO4 = 1 << 7
+	FGuestTSO6 = 1 << 8
+	FGuestECN  = 1 << 9
+	FHostTSO4  = 1 << 11
+	FHostTSO6  = 1 << 12
+	FHostECN   = 1 << 13
+	offloads   = FCsum | FGuestCsum | FGuestTSO4 | FGuestTSO6 | FGuestECN | FHostTSO4 | FHostTSO6 | FHostECN
+)
+
 // StatusLinkUp is VIRTIO_NET_S_LINK_UP in the configuration's status.
 const StatusLinkUp = 1
 
@@ -115,6 +132,9 @@ type Stats struct {
 	// RxFiltered: frames the receive filter (the control queue's modes
 	// and MAC table) kept from the guest.
 	RxFiltered atomic.Uint64
+	// TxGSO and RxGSO count frames that went with a segmentation
+	// offload (a back-end with virtio-net headers).
+	TxGSO, RxGSO atomic.Uint64
 	// CtrlCommands counts control queue commands answered VIRTIO_NET_OK.
 	CtrlCommands atomic.Uint64
 	// GuestErrors counts malformed chains (each breaks the device).
@@ -262,7 +282,11 @@ func (d *Device) LinkUp() bool {
 // VIRTIO_NET_F_MAC is always set), with the control queue's CTRL_RX only
 // (not CTRL_VLAN, CTRL_RX_EXTRA, CTRL_MAC_ADDR, GUEST_ANNOUNCE).
 func (v *vdev) Features() uint64 {
-	return FMAC | fGSO | FMrgRxBuf | FStatus | FCtrlVQ | fCtrlRx | virtio.FIndirectDesc | virtio.FEventIdx
+	f := uint64(FMAC | fGSO | FMrgRxBuf | FStatus | FCtrlVQ | fCtrlRx | virtio.FIndirectDesc | virtio.FEventIdx)
+	if v.be != nil && v.be.Offloads() {
+		f |= offloads
+	}
+	return f
 }
 
 // LegacyFeatures implements virtio.LegacyFeaturer: GSO through the
@@ -465,8 +489,18 @@ func (d *Device) txOneLocked(q *virtio.Queue) (more, notify bool) {
 	default:
 		d.gather(c, hl, f.Buf()[:n])
 		f.SetLen(int(n))
-		// No offload is offered: the header asks for nothing.
 		f.Hdr = netback.VnetHdr{}
+		if d.be.Offloads() {
+			// The guest's checksum and segmentation requests go with the
+			// frame; the back-end drops a header that does not fit it
+			// (counted Bad).
+			d.gather(c, 0, d.hdr[:hl])
+			f.Hdr.Decode(d.hdr[:hl])
+			f.Hdr.NumBuffers = 0
+			if f.Hdr.GSOType != netback.VnetGSONone {
+				d.stats.TxGSO.Add(1)
+			}
+		}
 		d.be.Transmit(f)
 		d.stats.TxFrames.Add(1)
 	}
@@ -549,25 +583,49 @@ func (d *Device) dropRx() {
 // (or the device broke).
 func (d *Device) rxFrameLocked(f *netback.Frame) bool {
 	data := f.Bytes()
+	neg := d.t.Negotiated()
+	var h netback.VnetHdr
 	if d.be.Offloads() {
-		// The guest negotiated no offload: finish a partial checksum, and
-		// a GSO frame cannot be given (QEMU would not have told the tap
-		// to make one).
-		h := &f.Hdr
-		if h.GSOType != netback.VnetGSONone {
-			d.dropRx()
-			return true
+		h = f.Hdr
+		h.NumBuffers = 0
+		// What the guest did not negotiate it cannot be given: a GSO
+		// frame of a kind it does not take is dropped (the tap was not
+		// told: it makes every kind), a partial checksum is finished
+		// here, "data valid" is dropped (QEMU tells the tap instead).
+		if g := h.GSOType; g != netback.VnetGSONone {
+			var need uint64
+			switch g &^ netback.VnetGSOECN {
+			case netback.VnetGSOTCPv4:
+				need = FGuestTSO4
+			case netback.VnetGSOTCPv6:
+				need = FGuestTSO6
+			default:
+				need = 1 << 63 // UFO: not offered
+			}
+			if g&netback.VnetGSOECN != 0 {
+				need |= FGuestECN
+			}
+			if neg&need != need || neg&FGuestCsum == 0 {
+				d.dropRx()
+				return true
+			}
+			d.stats.RxGSO.Add(1)
 		}
-		if h.Flags&netback.VnetFlagNeedsCsum != 0 {
-			nic.FinishCsum(data, int(h.CsumStart), int(h.CsumOffset))
+		if neg&FGuestCsum == 0 {
+			if h.Flags&netback.VnetFlagNeedsCsum != 0 {
+				nic.FinishCsum(data, int(h.CsumStart), int(h.CsumOffset))
+			}
+			h.Flags, h.CsumStart, h.CsumOffset = 0, 0, 0
 		}
 	}
-	mrg := d.t.Negotiated()&FMrgRxBuf != 0
+	mrg := neg&FMrgRxBuf != 0
 	hl := d.hdrLen()
 	clear(d.hdr[:])
+	h.NumBuffers = 0
 	if hl == hdrMrg {
-		binary.LittleEndian.PutUint16(d.hdr[10:], 1)
+		h.NumBuffers = 1
 	}
+	h.Encode(d.hdr[:hl])
 	total := hl + uint64(len(data))
 	q := d.t.Queue(RxQueue)
 	q.Lock()

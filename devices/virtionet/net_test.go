@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"godm/devices"
+	"godm/devices/nic"
 	"godm/devices/virtio"
 	"godm/memory"
 	"godm/netback"
@@ -826,5 +827,98 @@ func TestControlQueue(t *testing.T) {
 	r.kick(CtrlQueue)
 	if !r.d.Transport().Broken() {
 		t.Fatal("control chain without an ack buffer accepted")
+	}
+}
+
+// newOffloadRig is newRig on a back-end that carries virtio-net headers.
+func newOffloadRig(t *testing.T) *rig {
+	t.Helper()
+	r := newRig(t, 16)
+	be := portBE{netback.NewPort(netback.PortConfig{Depth: 16, Offloads: true})}
+	d, err := New(Config{MAC: testMAC, Memory: r.mc, Backend: be})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		d.Close()
+		be.Close()
+	})
+	r.d.Close()
+	r.d, r.be, r.leg = d, be, d.Transport().LegacyRegs()
+	return r
+}
+
+// TestOffloads: on a back-end with virtio-net headers the offloads are
+// offered; the guest's header goes with its frame; the back-end's GSO
+// and partial-checksum frames reach a guest that took the features, are
+// dropped (GSO) or finished (checksum) for one that did not.
+func TestOffloads(t *testing.T) {
+	if f := uint32(newRig(t, 4).in(0, 4)); f&offloads != 0 {
+		t.Fatalf("offloads offered without a vnet header: %#x", f)
+	}
+	r := newOffloadRig(t)
+	if f := uint32(r.in(0, 4)); f&offloads != offloads {
+		t.Fatalf("features %#x lack the offloads", f)
+	}
+	r.legacy(fLegacyBase | FMrgRxBuf | FCsum | FHostTSO4 | FGuestCsum | FGuestTSO4)
+	gso := netback.VnetHdr{Flags: netback.VnetFlagNeedsCsum, GSOType: netback.VnetGSOTCPv4, HdrLen: 54, GSOSize: 1448, CsumStart: 34, CsumOffset: 16}
+	var hb [12]byte
+	gso.Encode(hb[:])
+	big := frame(testMAC, 3000, 3)
+	r.put(bufBase, append(hb[:], big...))
+	r.chain(&r.tx, seg{bufBase, 12 + 3000, false})
+	r.kick(TxQueue)
+	g := r.be.TxQueue().Pop()
+	if g == nil || g.Hdr != gso || !bytes.Equal(g.Bytes(), big) {
+		t.Fatalf("transmitted %+v", g)
+	}
+	g.Release()
+	// Toward the guest: a GSO frame it takes.
+	for i := range uint64(4) {
+		r.chain(&r.rx, seg{bufBase + 0x10000 + i*0x1000, 4096, true})
+	}
+	r.kick(RxQueue)
+	f := r.be.Pool().Get()
+	f.SetLen(copy(f.Buf(), big))
+	f.Hdr = gso
+	r.be.Deliver(f)
+	r.waitUsed(&r.rx, 1)
+	want := gso
+	want.NumBuffers = 1
+	want.Encode(hb[:])
+	if got := r.get(bufBase+0x10000, 12); !bytes.Equal(got, hb[:]) {
+		t.Fatalf("header % x, want % x", got, hb)
+	}
+	// A guest without GUEST_TSO4 and GUEST_CSUM: the GSO frame is
+	// dropped, a partial checksum finished.
+	r.out(18, 1, 0)
+	r.rx, r.tx = ring{base: rxRing, ar: r.rx.ar, ur: r.rx.ur}, ring{base: txRing, ar: r.tx.ar, ur: r.tx.ur}
+	r.put(rxRing, make([]byte, 0x3000))
+	r.legacy(fLegacyBase | FMrgRxBuf)
+	r.chain(&r.rx, seg{bufBase + 0x20000, 4096, true})
+	r.kick(RxQueue)
+	f = r.be.Pool().Get()
+	f.SetLen(copy(f.Buf(), big))
+	f.Hdr = gso
+	r.be.Deliver(f)
+	udp := frame(testMAC, 100, 4)
+	udp[12], udp[13] = 0x08, 0x00
+	f = r.be.Pool().Get()
+	f.SetLen(copy(f.Buf(), udp))
+	f.Hdr = netback.VnetHdr{Flags: netback.VnetFlagNeedsCsum, CsumStart: 34, CsumOffset: 6}
+	r.be.Deliver(f)
+	r.waitUsed(&r.rx, 1)
+	if r.d.Stats().RxDropped.Load() != 1 {
+		t.Fatalf("GSO frame to a guest without TSO: %d dropped", r.d.Stats().RxDropped.Load())
+	}
+	got := r.get(bufBase+0x20000, 12+100)
+	if !bytes.Equal(got[:10], make([]byte, 10)) {
+		t.Fatalf("header % x: offload flags given to a guest without GUEST_CSUM", got[:12])
+	}
+	// The checksum field holds the one's complement sum from 34 on.
+	sum := bytes.Clone(udp)
+	nic.FinishCsum(sum, 34, 6)
+	if bytes.Equal(sum, udp) || !bytes.Equal(got[12:], sum) {
+		t.Fatal("partial checksum not finished")
 	}
 }
