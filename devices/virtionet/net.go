@@ -333,8 +333,8 @@ func (v *vdev) WriteConfig(off int, p []byte) {
 
 // Notify implements virtio.Device: a transmit kick sends at once on the
 // kicking vCPU (as the e1000's TDT write does); new receive buffers wake
-// the worker for frames waiting in the back-end. The control queue is
-// not offered: its kicks are ignored.
+// the worker for frames waiting in the back-end; control commands also
+// run on the kicking vCPU. While paused, kicks wait for Resume.
 func (v *vdev) Notify(q *virtio.Queue) {
 	d := (*Device)(v)
 	switch q.Index() {
@@ -383,8 +383,8 @@ func (v *vdev) ResetQueue(q *virtio.Queue) {
 	d.mu.Unlock()
 }
 
-// poll is the worker's work on a wake-up: a transmit that waited, then
-// frames waiting in the back-end.
+// poll is the worker's work on a wake-up: control commands and a
+// transmit that waited, then frames waiting in the back-end.
 func (d *Device) poll() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
