@@ -60,6 +60,7 @@ targets="
 ./devices/virtioblk FuzzRequest
 ./devices/nvme FuzzCommand
 ./devices/nvme FuzzRestore
+./devices/virtionet FuzzChains
 ./devices/testdev FuzzScript
 ./devices/rtl8139 FuzzScript
 ./devices/rtl8139 FuzzRings

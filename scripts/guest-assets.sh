@@ -33,11 +33,12 @@ ln -sfn "$pkg/vmlinux" "$dir/vmlinux"
 
 # Debian's NIC drivers for the real-guest NIC tests (8139cp and the mii
 # library it needs for the rtl8139, e1000 for the e1000), and its virtio
-# modules for the virtio-blk guest test (the virtio core, ring, PCI
-# transport and virtio_blk are modules), and nvme, nvme-core and what
+# modules for the virtio-blk and virtio-net guest tests (the virtio core,
+# ring, PCI transport, virtio_blk, and virtio_net with the failover and
+# net_failover modules it depends on), and nvme, nvme-core and what
 # nvme-core needs (t10-pi, its CRC libraries and their generic crypto) for
 # the NVMe guest test, from the same kernel package.
-kos="mii 8139cp e1000 virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk"
+kos="mii 8139cp e1000 virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk failover net_failover virtio_net"
 kos="$kos crct10dif_common crct10dif_generic crc-t10dif crc64 crc64_rocksoft_generic crc64-rocksoft t10-pi nvme-core nvme"
 mods=""
 for ko in $kos; do
@@ -50,12 +51,15 @@ if [ -n "$mods" ]; then
 		'./lib/modules/*/kernel/drivers/net/mii.ko' './lib/modules/*/kernel/drivers/net/ethernet/realtek/8139cp.ko' \
 		'./lib/modules/*/kernel/drivers/net/ethernet/intel/e1000/e1000.ko' \
 		'./lib/modules/*/kernel/drivers/virtio/virtio*.ko' './lib/modules/*/kernel/drivers/block/virtio_blk.ko' \
+		'./lib/modules/*/kernel/drivers/net/virtio_net.ko' './lib/modules/*/kernel/drivers/net/net_failover.ko' \
+		'./lib/modules/*/kernel/net/core/failover.ko' \
 		'./lib/modules/*/kernel/drivers/nvme/host/nvme.ko' './lib/modules/*/kernel/drivers/nvme/host/nvme-core.ko' \
 		'./lib/modules/*/kernel/block/t10-pi.ko' './lib/modules/*/kernel/lib/crc-t10dif.ko' \
 		'./lib/modules/*/kernel/lib/crc64.ko' './lib/modules/*/kernel/lib/crc64-rocksoft.ko' \
 		'./lib/modules/*/kernel/crypto/crct10dif_common.ko' './lib/modules/*/kernel/crypto/crct10dif_generic.ko' \
 		'./lib/modules/*/kernel/crypto/crc64_rocksoft_generic.ko'
-	find "$mt/lib" -name '*.ko' -exec cp {} "$dir/$pkg/" \;
+	# -n: modules already there stay (a test may be loading them).
+	find "$mt/lib" -name '*.ko' -exec cp -n {} "$dir/$pkg/" \;
 	rm -rf "$mt"
 fi
 for ko in $kos; do

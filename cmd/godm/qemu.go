@@ -783,8 +783,8 @@ func qemuLayout(spec machine.Spec, vgaDriver string, vgaMB uint64, testSlots []i
 			}
 		}
 		drv := board.NICDriver
-		if n.Model == board.E1000Driver {
-			drv = board.E1000Driver
+		if n.Model == board.E1000Driver || n.Model == board.VirtioNetDriver {
+			drv = n.Model
 		}
 		e = append(e, board.Entry{Driver: drv, Props: p})
 	}

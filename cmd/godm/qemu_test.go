@@ -1039,6 +1039,42 @@ func TestLibxlE1000(t *testing.T) {
 	}
 }
 
+// libxl's virtio-net (vif=['mac=00:16:3e:00:00:01,model=virtio-net-pci']):
+// at 00:03.0, its device configuration carries the MAC and set_link
+// reaches the status field.
+func TestLibxlVirtioNet(t *testing.T) {
+	r, q := startLibxlNIC(t, "virtio-net-pci")
+	checkQueryPCI(t, q, "1af4:1000")
+	v := r.dom.VCPU(0)
+	const io = 0xc000
+	if err := v.PCIConfigWrite(3<<3, 0x10, 4, io); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.PCIConfigWrite(3<<3, 0x04, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	var mac []byte
+	for i := range uint16(6) {
+		b, err := v.In(io+20+i, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mac = append(mac, byte(b))
+	}
+	if got := net.HardwareAddr(mac).String(); got != "00:16:3e:00:00:01" {
+		t.Errorf("configuration MAC %s", got)
+	}
+	for _, up := range []bool{false, true} {
+		if _, e := q.do("set_link", map[string]any{"name": "nic0", "up": up}); e != "" {
+			t.Fatal(e)
+		}
+		status, err := v.In(io+26, 2)
+		if err != nil || (status&1 != 0) != up {
+			t.Errorf("after set_link up=%v: status %#x, %v", up, status, err)
+		}
+	}
+}
+
 // A netdev godm cannot open fails the start with one line naming it
 // (checked when the back-end opens, after the machine's domain is known).
 func TestLibxlBadNetdev(t *testing.T) {

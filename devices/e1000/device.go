@@ -371,16 +371,8 @@ type Device struct {
 	autoneg clock.Timer // armed under mu
 	mit     clock.Timer
 
-	kick    chan struct{}
-	stop    chan struct{}
-	stopped chan struct{}
-	once    sync.Once
-
-	// run is held by the worker while it delivers frames, retries a
-	// transmit or fires a timer, and by Pause until Resume.
-	run    sync.Mutex
-	pmu    sync.Mutex
-	paused bool
+	// w runs the back-end worker (poll) on its wake-ups.
+	w nic.Worker
 }
 
 // state is the register file and the device's internal state: what a
@@ -425,13 +417,10 @@ func New(c Config) (*Device, error) {
 		clk = clock.System()
 	}
 	d := &Device{
-		mem:     c.Memory,
-		be:      c.Backend,
-		clk:     clk,
-		mac:     c.MAC,
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		stopped: make(chan struct{}),
+		mem: c.Memory,
+		be:  c.Backend,
+		clk: clk,
+		mac: c.MAC,
 	}
 	d.dma = nic.DMA{Mem: c.Memory, Errors: &d.stats.DMAErrors}
 	fn, err := pci.NewFunction(pci.Header{
@@ -453,7 +442,7 @@ func New(c Config) (*Device, error) {
 	// on lets frames held in the back-end in (e1000_write_config).
 	if err := fn.SetWriteHook(func(off uint32, size uint8) {
 		if off <= 4 && off+uint32(size) > 4 {
-			d.wake()
+			d.w.Wake()
 		}
 	}); err != nil {
 		return nil, err
@@ -462,10 +451,7 @@ func New(c Config) (*Device, error) {
 	d.st.ee = eepromImage(c.MAC)
 	d.st.linkDown = c.Backend == nil
 	d.resetLocked()
-	if d.be != nil {
-		d.be.SetNotify(d.wake, d.wake)
-	}
-	go d.worker()
+	d.w.Start(d.be, d.poll)
 	return d, nil
 }
 
@@ -495,12 +481,7 @@ func (d *Device) MAC() [6]byte { return d.mac }
 // Close stops the worker and the timers and detaches the back-end (which
 // stays open: its owner closes it). Idempotent.
 func (d *Device) Close() error {
-	d.Resume()
-	d.once.Do(func() {
-		if d.be != nil {
-			d.be.SetNotify(nil, nil)
-		}
-		close(d.stop)
+	d.w.Close(func() {
 		d.mu.Lock()
 		if d.autoneg != nil {
 			d.autoneg.Stop()
@@ -510,36 +491,20 @@ func (d *Device) Close() error {
 		}
 		d.mu.Unlock()
 	})
-	<-d.stopped
 	return nil
 }
 
-func (d *Device) wake() {
-	select {
-	case d.kick <- struct{}{}:
-	default:
+// poll is the worker's work on a wake-up: timers, a transmit the back-end
+// refused, frames waiting in the back-end.
+func (d *Device) poll() {
+	d.mu.Lock()
+	d.timersLocked()
+	if d.st.txStalled {
+		d.st.txStalled = false
+		d.startXmitLocked()
 	}
-}
-
-func (d *Device) worker() {
-	defer close(d.stopped)
-	for {
-		select {
-		case <-d.stop:
-			return
-		case <-d.kick:
-		}
-		d.run.Lock()
-		d.mu.Lock()
-		d.timersLocked()
-		if d.st.txStalled {
-			d.st.txStalled = false
-			d.startXmitLocked()
-		}
-		d.receiveLocked()
-		d.mu.Unlock()
-		d.run.Unlock()
-	}
+	d.receiveLocked()
+	d.mu.Unlock()
 }
 
 // timersLocked fires the mitigation and autonegotiation timers that are
@@ -569,25 +534,10 @@ func (d *Device) timersLocked() {
 // Pause implements devices.Pauser: once it returns the device neither
 // touches guest memory from its worker nor raises an interrupt from it;
 // frames wait in the back-end's queue.
-func (d *Device) Pause() {
-	d.pmu.Lock()
-	defer d.pmu.Unlock()
-	if !d.paused {
-		d.run.Lock()
-		d.paused = true
-	}
-}
+func (d *Device) Pause() { d.w.Pause() }
 
 // Resume implements devices.Pauser.
-func (d *Device) Resume() {
-	d.pmu.Lock()
-	defer d.pmu.Unlock()
-	if d.paused {
-		d.paused = false
-		d.run.Unlock()
-		d.wake()
-	}
-}
+func (d *Device) Resume() { d.w.Resume() }
 
 // SetLink sets the cable state (QMP set_link; QEMU e1000_set_link_status):
 // down clears STATUS.LU and the PHY's link; up with autonegotiation on
@@ -610,7 +560,7 @@ func (d *Device) SetLink(up bool) {
 		d.setICSLocked(IntLSC)
 	}
 	if up {
-		d.wake()
+		d.w.Wake()
 	}
 }
 
@@ -632,7 +582,7 @@ func (d *Device) linkUpLocked() {
 	s := &d.st
 	s.r[ix(regSTATUS)] |= statusLU
 	s.phy[phyBMSR] |= bmsrLinkSt
-	d.wake() // frames held for want of link
+	d.w.Wake() // frames held for want of link
 }
 
 // restartAutonegLocked takes the link down and completes autonegotiation
@@ -646,7 +596,7 @@ func (d *Device) restartAutonegLocked() {
 // armLocked starts (or re-arms) a clock timer that wakes the worker.
 func (d *Device) armLocked(t *clock.Timer, wait time.Duration) {
 	if *t == nil {
-		*t = d.clk.AfterFunc(wait, d.wake)
+		*t = d.clk.AfterFunc(wait, d.w.Wake)
 	} else {
 		(*t).Reset(wait)
 	}
@@ -909,10 +859,10 @@ func (d *Device) writeLocked(i uint32, v uint32) {
 		r[i] = v
 		s.rxBufSize = rxBufSize(v)
 		s.rxMinShft = (v/0x100)&3 + 1
-		d.wake()
+		d.w.Wake()
 	case ix(regRDT):
 		r[i] = v & 0xffff
-		d.wake() // buffers for frames held in the back-end
+		d.w.Wake() // buffers for frames held in the back-end
 	case ix(regTCTL), ix(regTDT):
 		r[i] = v
 		r[ix(regTDT)] &= 0xffff

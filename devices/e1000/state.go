@@ -176,6 +176,6 @@ func (d *Device) Restore(b []byte) error {
 	copy(d.txHdr[:], hdr)
 	copy(d.txDataBuf(), staged)
 	d.fn.SetINTx(d.st.mitLevel)
-	d.wake()
+	d.w.Wake()
 	return nil
 }

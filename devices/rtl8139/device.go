@@ -213,16 +213,8 @@ type Device struct {
 
 	timer clock.Timer // PCSTimeout, armed under mu
 
-	kick    chan struct{}
-	stop    chan struct{}
-	stopped chan struct{}
-	once    sync.Once
-
-	// run is held by the worker while it delivers frames or retries a
-	// transmit and by Pause until Resume.
-	run    sync.Mutex
-	pmu    sync.Mutex
-	paused bool
+	// w runs the back-end worker (poll) on its wake-ups.
+	w nic.Worker
 }
 
 // state is the register file and the device's internal pointers: what a
@@ -299,13 +291,10 @@ func New(c Config) (*Device, error) {
 		clk = clock.System()
 	}
 	d := &Device{
-		mem:     c.Memory,
-		be:      c.Backend,
-		clk:     clk,
-		mac:     c.MAC,
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		stopped: make(chan struct{}),
+		mem: c.Memory,
+		be:  c.Backend,
+		clk: clk,
+		mac: c.MAC,
 	}
 	fn, err := pci.NewFunction(pci.Header{
 		VendorID:          VendorID,
@@ -331,10 +320,7 @@ func New(c Config) (*Device, error) {
 	d.st.ee.init(c.MAC)
 	d.st.linkDown = c.Backend == nil
 	d.resetLocked()
-	if d.be != nil {
-		d.be.SetNotify(d.wake, d.wake)
-	}
-	go d.worker()
+	d.w.Start(d.be, d.poll)
 	return d, nil
 }
 
@@ -350,76 +336,40 @@ func (d *Device) MAC() [6]byte { return d.mac }
 // Close stops the worker and detaches the back-end (which stays open: its
 // owner closes it). Idempotent.
 func (d *Device) Close() error {
-	d.Resume()
-	d.once.Do(func() {
-		if d.be != nil {
-			d.be.SetNotify(nil, nil)
-		}
-		close(d.stop)
+	d.w.Close(func() {
 		d.mu.Lock()
 		if d.timer != nil {
 			d.timer.Stop()
 		}
 		d.mu.Unlock()
 	})
-	<-d.stopped
 	return nil
 }
 
-func (d *Device) wake() {
-	select {
-	case d.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (d *Device) worker() {
-	defer close(d.stopped)
-	for {
-		select {
-		case <-d.stop:
-			return
-		case <-d.kick:
+// poll is the worker's work on a wake-up: timers, a transmit the back-end
+// refused, frames waiting in the back-end.
+func (d *Device) poll() {
+	d.mu.Lock()
+	d.checkTimerLocked()
+	if d.st.txStalled {
+		d.st.txStalled = false
+		if d.st.cplus {
+			d.cplusTransmitLocked()
+		} else {
+			d.transmitLocked()
 		}
-		d.run.Lock()
-		d.mu.Lock()
-		d.checkTimerLocked()
-		if d.st.txStalled {
-			d.st.txStalled = false
-			if d.st.cplus {
-				d.cplusTransmitLocked()
-			} else {
-				d.transmitLocked()
-			}
-		}
-		d.receiveLocked()
-		d.mu.Unlock()
-		d.run.Unlock()
 	}
+	d.receiveLocked()
+	d.mu.Unlock()
 }
 
 // Pause implements devices.Pauser: once it returns the device neither
 // touches guest memory from its worker nor raises an interrupt from it;
 // frames wait in the back-end's queue.
-func (d *Device) Pause() {
-	d.pmu.Lock()
-	defer d.pmu.Unlock()
-	if !d.paused {
-		d.run.Lock()
-		d.paused = true
-	}
-}
+func (d *Device) Pause() { d.w.Pause() }
 
 // Resume implements devices.Pauser.
-func (d *Device) Resume() {
-	d.pmu.Lock()
-	defer d.pmu.Unlock()
-	if d.paused {
-		d.paused = false
-		d.run.Unlock()
-		d.wake()
-	}
-}
+func (d *Device) Resume() { d.w.Resume() }
 
 // SetLink sets the cable state (QMP set_link): BMSR's link bit and MSR's
 // LinkDown follow it, and ISR's link-change bit is raised (QEMU
@@ -436,7 +386,7 @@ func (d *Device) SetLink(up bool) {
 	d.st.isr |= IntLinkChg
 	d.updateIRQLocked()
 	if up {
-		d.wake()
+		d.w.Wake()
 	}
 }
 
@@ -722,7 +672,7 @@ func (d *Device) writeb(addr uint8, v uint8) {
 		wasRx := s.cmd&cmdRxEnb != 0
 		s.cmd = v
 		if !wasRx && v&cmdRxEnb != 0 {
-			d.wake()
+			d.w.Wake()
 		}
 	case regCfg9346:
 		v = setMasked(v, 0x31, s.cfg9346)
@@ -758,7 +708,7 @@ func (d *Device) writeb(addr uint8, v uint8) {
 		switch v {
 		case 'R':
 			s.clockEnabled = true
-			d.wake()
+			d.w.Wake()
 		case 'H':
 			s.clockEnabled = false
 		}
@@ -792,7 +742,7 @@ func (d *Device) writew(addr uint8, v uint16) {
 		s.multiIntr = setMasked(v, 0xf000, s.multiIntr)
 	case regRxBufPtr:
 		s.rxBufPtr = (uint32(v) + 0x10) & (s.rxBufSize - 1)
-		d.wake() // room for frames held in the back-end
+		d.w.Wake() // room for frames held in the back-end
 	case regBMCR:
 		// QEMU 7.2 keeps 0xccff (reset self-clears; loopback, power
 		// down, isolate are not writable), speed, autonegotiation and
@@ -808,7 +758,7 @@ func (d *Device) writew(addr uint8, v uint16) {
 	case regCpCmd:
 		s.cplus = true
 		s.cpCmd = setMasked(v, 0xff84, s.cpCmd)
-		d.wake()
+		d.w.Wake()
 	case regIntrMitigate:
 	default:
 		d.writeb(addr, uint8(v))
@@ -838,7 +788,7 @@ func (d *Device) writel(addr uint8, v uint32) {
 		s.rxBuf = v
 	case regRxRingLo:
 		s.rxRingLo = v
-		d.wake()
+		d.w.Wake()
 	case regRxRingHi:
 		s.rxRingHi = v
 	case regTimer:
@@ -951,7 +901,7 @@ func (d *Device) armTimerLocked() {
 	if s.imr&IntPCSTimeout != 0 && s.isr&IntPCSTimeout == 0 {
 		wait := s.timerExpire - now
 		if d.timer == nil {
-			d.timer = d.clk.AfterFunc(wait, d.wake)
+			d.timer = d.clk.AfterFunc(wait, d.w.Wake)
 		} else {
 			d.timer.Reset(wait)
 		}

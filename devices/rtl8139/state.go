@@ -156,6 +156,6 @@ func (d *Device) Restore(b []byte) error {
 	copy(d.txBuf[:], staged)
 	d.armTimerLocked()
 	d.updateIRQLocked()
-	d.wake()
+	d.w.Wake()
 	return nil
 }

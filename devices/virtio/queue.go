@@ -318,18 +318,39 @@ func decodeDesc(b []byte) (addr uint64, l uint32, flags, next uint16) {
 // whether the driver wants an interrupt for it (avail flags, or used_event
 // under VIRTIO_F_EVENT_IDX, §2.7.7, §2.7.10). The caller holds the lock.
 func (q *Queue) Push(head uint16, n uint32) (notify bool, err error) {
-	if !q.readyLocked() || q.ur == nil {
-		return false, ErrRing
+	if err := q.Fill(0, head, n); err != nil {
+		return false, err
+	}
+	return q.Flush(1)
+}
+
+// Fill writes the used element i places after the next one (chain head,
+// n bytes written) without publishing it: Flush does, for several at
+// once (QEMU virtqueue_fill; a mergeable receive returns all its buffers
+// under one used index update, §5.1.6.4). The caller holds the lock.
+func (q *Queue) Fill(i, head uint16, n uint32) error {
+	if !q.readyLocked() || q.ur == nil || i >= q.size {
+		return ErrRing
 	}
 	var e [8]byte
 	binary.LittleEndian.PutUint32(e[0:], uint32(head))
 	binary.LittleEndian.PutUint32(e[4:], n)
-	if _, err := q.ur.WriteAt(e[:], int64(4+8*int(q.usedIdx%q.size))); err != nil {
+	if _, err := q.ur.WriteAt(e[:], int64(4+8*int((q.usedIdx+i)%q.size))); err != nil {
+		return ErrRing
+	}
+	return nil
+}
+
+// Flush publishes count filled used elements and reports whether the
+// driver wants an interrupt for them (QEMU virtqueue_flush then
+// virtio_should_notify). The caller holds the lock.
+func (q *Queue) Flush(count uint16) (notify bool, err error) {
+	if !q.readyLocked() || q.ur == nil || count > q.size {
 		return false, ErrRing
 	}
 	old := q.usedIdx
-	q.usedIdx++
-	// The release store orders the element before the index (§2.7.8).
+	q.usedIdx += count
+	// The release store orders the elements before the index (§2.7.8).
 	if err := q.ur.Store16(2, q.usedIdx); err != nil {
 		return false, ErrRing
 	}
@@ -347,6 +368,14 @@ func (q *Queue) Push(head uint16, n uint32) (notify bool, err error) {
 	q.signalled, q.signalledOK = q.usedIdx, true
 	// vring_need_event (§2.7.10): notify if used_event lies in [old, new).
 	return q.usedIdx-ue-1 < q.usedIdx-old, nil
+}
+
+// Unpop gives the last n popped chains back to the avail ring, to be
+// popped again (QEMU virtqueue_unpop: a receive that found too few
+// buffers for a frame leaves them to the next try). The caller holds the
+// lock and has not pushed them.
+func (q *Queue) Unpop(n uint16) {
+	q.lastAvail -= n
 }
 
 // Interrupt sends the queue's interrupt (its MSI-X vector, or ISR bit 0

@@ -145,6 +145,14 @@ type Device interface {
 	ResetQueue(q *Queue)
 }
 
+// LegacyFeaturer is a Device some of whose feature bits are offered
+// through the legacy interface only (QEMU's VirtioDeviceClass
+// legacy_features: virtio-net's VIRTIO_NET_F_GSO); they must be among
+// Features.
+type LegacyFeaturer interface {
+	LegacyFeatures() uint64
+}
+
 // Config describes a transport.
 type Config struct {
 	// DeviceID is the virtio device ID (1 net, 2 block).
@@ -158,6 +166,11 @@ type Config struct {
 	// maximum size (a power of two, at most MaxQueueSize).
 	Queues    int
 	QueueSize uint16
+	// QueueSizes, when set, gives each queue its own maximum size (one
+	// entry a queue, each a power of two of at most MaxQueueSize); it
+	// overrides QueueSize (QEMU's virtio-net: 256 for rx and tx, 64 for
+	// the control queue).
+	QueueSizes []uint16
 	// Vectors is the MSI-X table size (0: no MSI-X).
 	Vectors int
 	// ModernBAR32 puts the modern regions in a 32-bit BAR instead of
@@ -177,6 +190,7 @@ type Transport struct {
 	devID   uint16
 	msixCap uint8
 	hostF   uint64
+	legacyF uint64 // of hostF, the bits the modern interface does not offer
 	cfgLen  int
 	queues  []*Queue
 
@@ -208,8 +222,23 @@ func New(c Config) (*Transport, error) {
 	if c.Memory == nil || c.Device == nil {
 		return nil, errors.New("virtio: no guest memory or device")
 	}
-	if c.Queues < 1 || c.Queues > 64 || c.QueueSize == 0 || c.QueueSize > MaxQueueSize || c.QueueSize&(c.QueueSize-1) != 0 {
-		return nil, fmt.Errorf("virtio: %d queues of %d entries: out of range", c.Queues, c.QueueSize)
+	if c.Queues < 1 || c.Queues > 64 {
+		return nil, fmt.Errorf("virtio: %d queues: out of range", c.Queues)
+	}
+	sizes := c.QueueSizes
+	if sizes == nil {
+		sizes = make([]uint16, c.Queues)
+		for i := range sizes {
+			sizes[i] = c.QueueSize
+		}
+	}
+	if len(sizes) != c.Queues {
+		return nil, fmt.Errorf("virtio: %d queue sizes for %d queues", len(sizes), c.Queues)
+	}
+	for _, n := range sizes {
+		if n == 0 || n > MaxQueueSize || n&(n-1) != 0 {
+			return nil, fmt.Errorf("virtio: queue of %d entries: out of range", n)
+		}
 	}
 	if c.Vectors < 0 || c.Vectors > 2048 {
 		return nil, fmt.Errorf("virtio: %d MSI-X vectors: out of range", c.Vectors)
@@ -224,8 +253,12 @@ func New(c Config) (*Transport, error) {
 	t := &Transport{fn: fn, mem: c.Memory, dev: c.Device, devID: c.DeviceID,
 		hostF: c.Device.Features() | FVersion1 | FRingReset | legacyOnly, cfgLen: c.Device.ConfigLen(),
 		modernQ: make([]modernQueue, c.Queues)}
+	t.legacyF = legacyOnly
+	if lf, ok := c.Device.(LegacyFeaturer); ok {
+		t.legacyF |= lf.LegacyFeatures() & t.hostF
+	}
 	for i := range c.Queues {
-		t.queues = append(t.queues, &Queue{t: t, idx: i, max: c.QueueSize})
+		t.queues = append(t.queues, &Queue{t: t, idx: i, max: sizes[i]})
 	}
 	// BAR0: the legacy header with MSI-X vectors, then the device
 	// configuration, rounded up to a power of two (QEMU
@@ -698,7 +731,7 @@ func (t *Transport) commonRead(off uint64) uint64 {
 		return uint64(t.dfSel)
 	case cDF:
 		if t.dfSel <= 1 {
-			return (t.hostF &^ legacyOnly) >> (32 * t.dfSel) & 0xffffffff
+			return (t.hostF &^ t.legacyF) >> (32 * t.dfSel) & 0xffffffff
 		}
 	case cGFSelect:
 		return uint64(t.gfSel)

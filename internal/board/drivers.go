@@ -22,6 +22,8 @@ import (
 	"godm/devices/uart"
 	"godm/devices/uart/pciserial"
 	"godm/devices/vga"
+	"godm/devices/virtio"
+	"godm/devices/virtionet"
 	"godm/devices/xenplatform"
 	"godm/memory"
 	"godm/netback"
@@ -77,6 +79,8 @@ const (
 	NICDriver = "rtl8139"
 	// E1000Driver is the Intel 82540EM (xl's vif model=e1000).
 	E1000Driver = "e1000"
+	// VirtioNetDriver is virtio-net (xl's vif model=virtio-net-pci).
+	VirtioNetDriver = "virtio-net-pci"
 	// PassthroughDriver is QEMU's name of a passed-through host function
 	// (passthrough.DriverName).
 	PassthroughDriver = "xen-pci-passthrough"
@@ -154,6 +158,9 @@ var drivers = []*Driver{
 		Props: nicProps, New: newNIC(NICDriver, newRTL8139)},
 	{Name: E1000Driver, Bus: "PCI", Category: "Network devices", Desc: "Intel Gigabit Ethernet (82540EM)", Hotpluggable: true,
 		Props: nicProps, New: newNIC(E1000Driver, newE1000)},
+	{Name: VirtioNetDriver, Bus: "PCI", Category: "Network devices", Desc: "virtio network device (transitional: modern BAR4, legacy I/O BAR0, MSI-X)", Hotpluggable: true,
+		Props: append(append([]Prop{}, nicProps...), Prop{Name: "x-godm-bar32", Type: "bool", Desc: "modern BAR 32-bit (for harnesses forwarding 32-bit BARs only)", Default: "off"}),
+		New:   newVirtioNet},
 	{Name: "VGA", Bus: "PCI", Category: "Display devices", Desc: "standard VGA with Bochs VBE (libxl's vga=\"stdvga\")",
 		Props: []Prop{
 			{Name: "vgamem_mb", Type: "uint32", Default: "16"},
@@ -779,7 +786,7 @@ func (b *Board) building() bool {
 }
 
 // NICModel is what the board needs of an emulated NIC model
-// (devices/rtl8139, devices/e1000).
+// (devices/rtl8139, devices/e1000, devices/virtionet).
 type NICModel interface {
 	devices.Snapshotter
 	devices.Pauser
@@ -794,6 +801,7 @@ type NICModel interface {
 var (
 	_ NICModel = (*rtl8139.Device)(nil)
 	_ NICModel = (*e1000.Device)(nil)
+	_ NICModel = (*virtionet.Device)(nil)
 )
 
 // NIC is an emulated NIC on the board: the device and the netdev it is
@@ -840,6 +848,22 @@ func newRTL8139(mac [6]byte, mem memory.Accessor, be netback.Backend) (NICModel,
 
 func newE1000(mac [6]byte, mem memory.Accessor, be netback.Backend) (NICModel, error) {
 	return e1000.New(e1000.Config{MAC: mac, Memory: mem, Backend: be})
+}
+
+// newVirtioNet is virtio-net-pci's driver: the NIC driver's properties
+// and x-godm-bar32; its rings need guest memory that pins.
+func newVirtioNet(b *Board, p Props, pl *Plugged) error {
+	bar32, err := p.Bool("x-godm-bar32", false)
+	if err != nil {
+		return err
+	}
+	return plugNIC(b, p, pl, VirtioNetDriver, func(mac [6]byte, mem memory.Accessor, be netback.Backend) (NICModel, error) {
+		pm, ok := mem.(virtio.Memory)
+		if !ok {
+			return nil, errors.New("the machine has no pinnable guest memory for virtio rings")
+		}
+		return virtionet.New(virtionet.Config{MAC: mac, Memory: pm, Backend: be, ModernBAR32: bar32})
+	})
 }
 
 // newNIC is the driver of an emulated NIC model: netdev=, mac= (QEMU's

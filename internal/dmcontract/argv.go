@@ -59,7 +59,7 @@ type Config struct {
 	Serial []string
 	// TestSlots are -device godm-testdev slots (godm's own test device).
 	TestSlots []int
-	// NICs are the emulated NICs (-device rtl8139 or e1000), in
+	// NICs are the emulated NICs (-device rtl8139, e1000 or virtio-net-pci), in
 	// command-line order; each names one of Netdevs.
 	NICs []NIC
 	// Netdevs are the network back-ends (-netdev), in command-line order,
@@ -95,11 +95,11 @@ type Incoming struct {
 	Path string
 }
 
-// NIC is one -device rtl8139 or e1000 as libxl writes it
+// NIC is one -device rtl8139, e1000 or virtio-net-pci as libxl writes it
 // (id=nicN,netdev=netN,mac=...).
 type NIC struct {
-	// Model is the driver: rtl8139 (libxl's default) or e1000 (vif
-	// model=e1000).
+	// Model is the driver: rtl8139 (libxl's default), e1000 or
+	// virtio-net-pci (vif model=).
 	Model           string
 	ID, Netdev, MAC string
 }
@@ -145,7 +145,7 @@ func IsQEMUArgv(args []string) bool {
 // them; the reasons name what the admin changes in the domain's config.
 const (
 	whyDisplay = `godm emulates only the standard VGA and the Cirrus: set vga="stdvga" or "cirrus" (or vga="none") in the domain's config`
-	whyNIC     = `emulated NIC model not served (godm has rtl8139 and e1000): set model=rtl8139 (libxl's default) or model=e1000 in the vif=[...] entry, or type=vif for PV only`
+	whyNIC     = `emulated NIC model not served (godm has rtl8139, e1000 and virtio-net-pci): set model=rtl8139 (libxl's default), model=e1000 or model=virtio-net-pci in the vif=[...] entry, or type=vif for PV only`
 	whyUSB     = `no USB controller yet: remove usb=, usbversion=, usbdevice= and usbctrl=`
 	whySound   = `no sound device yet: remove soundhw=`
 	whySpice   = `spice is not supported: remove spice=1`
@@ -623,9 +623,9 @@ func (c *Config) parseDevice(a qemuopts.Arg) error {
 		return nil
 	case "qxl-vga", "qxl", "vmware-svga", "virtio-vga", "bochs-display":
 		return refuse(a, whyDisplay)
-	case nicDriver, e1000Driver:
+	case nicDriver, e1000Driver, virtioNetDriver:
 		return c.parseNIC(a, o, drv)
-	case "e1000-82544gc", "e1000-82545em", "e1000e", "ne2k_pci", "pcnet", "virtio-net-pci", "vmxnet3", "i82551", "i82557b", "i82559er":
+	case "e1000-82544gc", "e1000-82545em", "e1000e", "ne2k_pci", "pcnet", "vmxnet3", "i82551", "i82557b", "i82559er":
 		return refuse(a, whyNIC)
 	case "ide-hd", "ide-cd":
 		return c.parseIDEDevice(a, o, drv)
@@ -708,15 +708,16 @@ func serialSpec(a qemuopts.Arg) (string, error) {
 	return "", refuse(a, "want pty, none, null, stdio, file:PATH or unix:PATH in serial=")
 }
 
-// nicDriver and e1000Driver are the NIC drivers godm serves
-// (board.NICDriver, board.E1000Driver; dmcontract does not import the
-// board).
+// nicDriver, e1000Driver and virtioNetDriver are the NIC drivers godm
+// serves (board.NICDriver, board.E1000Driver, board.VirtioNetDriver;
+// dmcontract does not import the board).
 const (
-	nicDriver   = "rtl8139"
-	e1000Driver = "e1000"
+	nicDriver       = "rtl8139"
+	e1000Driver     = "e1000"
+	virtioNetDriver = "virtio-net-pci"
 )
 
-// parseNIC takes "-device rtl8139|e1000,id=nicN,netdev=netN,mac=..."
+// parseNIC takes "-device rtl8139|e1000|virtio-net-pci,id=nicN,netdev=netN,mac=..."
 // (libxl libxl_dm.c, the VIF_IOEMU NICs: the vif's model= is the driver;
 // XEN-FACTS §2).
 func (c *Config) parseNIC(a qemuopts.Arg, o *qemuopts.Opts, model string) error {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"godm/devices/e1000"
+	"godm/devices/virtionet"
 	"godm/internal/board"
 	"godm/internal/guest"
 	"godm/internal/qemuopts"
@@ -48,6 +49,72 @@ func TestGuestRTL8139(t *testing.T) {
 func TestGuestE1000(t *testing.T) {
 	nicModules(t, "e1000.ko")
 	guestFetch(t, "e1000", "e1000")
+}
+
+// virtioNetModules are Debian's modules virtio_net needs, in load order
+// (the virtio core and PCI transport, then failover and net_failover).
+var virtioNetModules = []string{"virtio_ring.ko", "virtio.ko", "virtio_pci_legacy_dev.ko", "virtio_pci_modern_dev.ko",
+	"virtio_pci.ko", "failover.ko", "net_failover.ko", "virtio_net.ko"}
+
+// TestGuestVirtioNet: the same with Linux's virtio_pci (modern, MSI-X)
+// and virtio_net on godm's virtio-net-pci: feature negotiation with
+// mergeable receive buffers, DHCP, the fetches and the upload through
+// its virtqueues.
+func TestGuestVirtioNet(t *testing.T) {
+	nicModules(t, virtioNetModules...)
+	guestFetch(t, board.VirtioNetDriver, "virtio-pci")
+}
+
+// TestGuestVirtioNetOnTap: the same over libxl's tap form.
+func TestGuestVirtioNetOnTap(t *testing.T) {
+	nicModules(t, virtioNetModules...)
+	tapFetch(t, board.VirtioNetDriver)
+}
+
+// TestGuestVirtioNetOnTapOffloads: libxl's tap with vnet_hdr=on: the
+// device offers checksum and TSO offloads, Linux's virtio_net takes them,
+// and a 230 KB upload leaves the guest in TSO frames the tap segments.
+func TestGuestVirtioNetOnTapOffloads(t *testing.T) {
+	nicModules(t, virtioNetModules...)
+	const body = "hello over a tap with virtio-net headers"
+	onBridge(t, body, func(port int) {
+		o, err := netdev.Parse("type=tap,id=net0,ifname=vif1.0-emu,br=xenbr0,script=no,downscript=no,vnet_hdr=on")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		nd, err := netdev.Open(o)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer nd.Close()
+		con, dev := runModelGuest(t, board.VirtioNetDriver, nd, fmt.Sprintf(`
+ip link set eth0 up
+ip addr add 10.77.0.2/24 dev eth0
+echo "GOT $(wget -q -O - http://10.77.0.1:%d/ 2>&1)"
+seq 1 40000 > /up
+echo "UP $(timeout 60 wget -q -O - --post-file /up http://10.77.0.1:%d/ 2>&1)"
+`, port, port))
+		var up strings.Builder
+		for i := 1; i <= 40000; i++ {
+			fmt.Fprintf(&up, "%d\n", i)
+		}
+		if !strings.Contains(con, "GOT "+body) || !strings.Contains(con, fmt.Sprintf("UP %s %x", body, md5.Sum([]byte(up.String())))) {
+			t.Errorf("console lacks the page or the upload's answer:\n%s", con)
+		}
+		st := dev.(*virtionet.Device).Stats()
+		t.Logf("virtio-net on a vnet_hdr tap: %d frames sent (%d TSO), %d received (%d GSO), %d dropped",
+			st.TxFrames.Load(), st.TxGSO.Load(), st.RxFrames.Load(), st.RxGSO.Load(), st.RxDropped.Load())
+		if st.TxGSO.Load() == 0 {
+			t.Error("the upload used no TSO")
+		}
+		ts := nd.Stats()
+		t.Logf("tap: %d frames out, %d dropped, %d bad; %d in", ts.TxFrames.Load(), ts.TxDropped.Load(), ts.Bad.Load(), ts.RxFrames.Load())
+		if ts.Bad.Load() != 0 || ts.TxDropped.Load() != 0 {
+			t.Errorf("the tap refused %d frames, dropped %d", ts.Bad.Load(), ts.TxDropped.Load())
+		}
+	})
 }
 
 // guestFetch runs the DHCP-and-fetch guest on model, whose Linux driver
@@ -102,6 +169,7 @@ func guestFetch(t *testing.T, model, driver string) {
 d=/sys/bus/pci/devices/0000:00:06.0
 echo "DRIVER $(basename $(readlink $d/driver))"
 echo "MAC $(cat /sys/class/net/eth0/address)"
+[ -f /sys/class/net/eth0/device/features ] && echo "VIRTIO-FEATURES $(cat /sys/class/net/eth0/device/features)"
 cat > /dhcp.sh <<'EOF'
 #!/bin/sh
 [ "$1" = bound ] || exit 0
@@ -118,7 +186,7 @@ wget -q -O /big http://10.0.2.2:%d/big
 echo "MD5 $(md5sum /big)"
 seq 1 40000 > /up
 echo "UP $(wget -q -O - --post-file /up http://10.0.2.2:%d/up 2>&1)"
-grep eth0 /proc/interrupts
+grep -E 'eth0|virtio' /proc/interrupts
 `, port, port, port))
 	for _, want := range []string{"DRIVER " + driver, "MAC 00:16:3e:5a:00:01", "LEASE 10.0.2.15 via 10.0.2.2", "GOT " + body,
 		"MD5 " + sum, "UP " + upSum} {
@@ -134,12 +202,40 @@ grep eth0 /proc/interrupts
 			t.Error("the upload used no TSO")
 		}
 	}
+	if d, ok := dev.(*virtionet.Device); ok {
+		// The driver's features, bit 0 first (virtio's sysfs
+		// attribute): VERSION_1 (32) and mergeable buffers (15).
+		st := d.Stats()
+		var feat string
+		for _, l := range strings.Split(con, "\n") {
+			if f, ok := strings.CutPrefix(strings.TrimSpace(l), "VIRTIO-FEATURES "); ok {
+				feat = f
+			}
+		}
+		t.Logf("virtio-net: features %s, %d frames sent, %d received, %d filtered, %d control commands", feat,
+			st.TxFrames.Load(), st.RxFrames.Load(), st.RxFiltered.Load(), st.CtrlCommands.Load())
+		// Linux's virtnet_set_rx_mode: promiscuous off, allmulti, the
+		// MAC table, through the control queue.
+		if st.CtrlCommands.Load() < 3 {
+			t.Errorf("virtio-net: %d control commands", st.CtrlCommands.Load())
+		}
+		if len(feat) <= 32 || feat[15] != '1' || feat[32] != '1' {
+			t.Errorf("virtio-net: VERSION_1 and mergeable buffers not both negotiated: %q", feat)
+		}
+		// Per-queue MSI-X vectors (virtio_pci's names for them).
+		if !strings.Contains(con, "virtio0-input.0") || !strings.Contains(con, "virtio0-output.0") {
+			t.Error("virtio-net: no per-queue MSI-X vectors in /proc/interrupts")
+		}
+		if st.GuestErrors.Load() != 0 || st.RxDropped.Load() != 0 {
+			t.Errorf("virtio-net: %d guest errors, %d frames dropped", st.GuestErrors.Load(), st.RxDropped.Load())
+		}
+	}
 	if t.Failed() {
 		t.Logf("console:\n%s", con)
 		return
 	}
 	for _, l := range strings.Split(con, "\n") {
-		if strings.Contains(l, "eth0") || strings.HasPrefix(l, "LEASE") || strings.HasPrefix(l, "GOT") || strings.HasPrefix(l, "MD5") || strings.HasPrefix(l, "UP") {
+		if strings.Contains(l, "eth0") || strings.Contains(l, "virtio") || strings.HasPrefix(l, "LEASE") || strings.HasPrefix(l, "GOT") || strings.HasPrefix(l, "MD5") || strings.HasPrefix(l, "UP") {
 			t.Log(strings.TrimSpace(l))
 		}
 	}
@@ -188,17 +284,27 @@ func runModelGuest(t *testing.T, model string, be netback.Backend, script string
 	files := nicModules(t)
 	load := "insmod /mii.ko || exit 2\ninsmod /8139cp.ko || exit 3\n"
 	driver := board.NICDriver
-	if model == "e1000" {
+	props := map[string]string{"id": "nic", "netdev": "net0", "mac": net.HardwareAddr(nicMAC[:]).String(), "addr": "06.0"}
+	switch model {
+	case "e1000":
 		files = nicModules(t, "e1000.ko")
 		load = "insmod /e1000.ko || exit 2\n"
 		driver = board.E1000Driver
+	case board.VirtioNetDriver:
+		files = nicModules(t, virtioNetModules...)
+		var l strings.Builder
+		for i, ko := range virtioNetModules {
+			fmt.Fprintf(&l, "insmod /%s || exit %d\n", ko, 10+i)
+		}
+		load = l.String()
+		driver = board.VirtioNetDriver
+		props["x-godm-bar32"] = "on" // the proxy forwards 32-bit BARs
 	}
 	// Plugged through the board's driver table, as -device
 	// MODEL,netdev=net0,mac=... is.
 	m := newMachine(t, Config{
 		Netdevs: map[string]netback.Backend{"net0": be},
-		Devices: []board.Entry{{Driver: driver, Props: map[string]string{
-			"id": "nic", "netdev": "net0", "mac": net.HardwareAddr(nicMAC[:]).String(), "addr": "06.0"}}},
+		Devices: []board.Entry{{Driver: driver, Props: props}},
 	})
 	pl := m.M.Board.Device("nic")
 	if pl == nil {
@@ -384,7 +490,17 @@ func onBridge(t *testing.T, body string, fn func(port int)) {
 			t.Errorf("listen: %v", err)
 			return
 		}
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, body) })}
+		// A POST is read to its end and answered with the MD5 of what
+		// arrived after the body.
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := md5.New()
+			io.Copy(h, r.Body)
+			if r.Method == http.MethodPost {
+				fmt.Fprintf(w, "%s %x", body, h.Sum(nil))
+				return
+			}
+			fmt.Fprint(w, body)
+		})}
 		go srv.Serve(ln)
 		defer srv.Close()
 		ran = true
