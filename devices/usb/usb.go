@@ -229,9 +229,10 @@ func (p *Pipe) doIn(data []byte) (int, Status) {
 	case ctlDataIn:
 		k := copy(data, p.buf[p.pos:p.n])
 		p.pos += k
-		if p.pos >= p.n || k < len(data) {
-			// The last packet (short, or the data's end): the host's
-			// OUT status stage follows.
+		if k < len(data) || p.pos >= int(p.setup.Length) {
+			// The last packet: a short one (zero-length when the data
+			// ends on a packet boundary before wLength, USB 2.0
+			// §5.5.3), or wLength reached. The OUT status stage follows.
 			p.state = ctlStatus
 		}
 		return k, ACK

@@ -216,9 +216,10 @@ func (t *Tablet) PointerEvent(x, y, w, h int, mask uint8) {
 	if pressed&0x10 != 0 {
 		e.dz--
 	}
-	if t.n > 0 && (t.n == queueLen || prev.buttons == e.buttons) {
+	sameWay := e.dz == 0 || prev.dz == 0 || (e.dz > 0) == (prev.dz > 0)
+	if t.n > 0 && (t.n == queueLen || prev.buttons == e.buttons && sameWay) {
 		// Coalesce into the newest: the position is absolute, only
-		// button changes need a report of their own.
+		// button changes and wheel reversals need a report of their own.
 		i := (t.head + t.n - 1) % queueLen
 		e.dz = max(-127, min(127, t.q[i].dz+e.dz))
 		t.q[i] = e
