@@ -58,6 +58,7 @@ targets="
 ./devices/virtio FuzzVirtqueue
 ./devices/virtio FuzzRegisters
 ./devices/virtioblk FuzzRequest
+./devices/uhci FuzzSchedule
 ./devices/testdev FuzzScript
 ./devices/rtl8139 FuzzScript
 ./devices/rtl8139 FuzzRings
