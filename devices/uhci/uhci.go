@@ -231,8 +231,21 @@ func New(c Config) (*Controller, error) {
 	if err := fn.SetBAR(BARIndex, pci.BAR{Kind: pci.BARIO, Size: RegSize, Handler: regs{d}}); err != nil {
 		return nil, err
 	}
-	fn.SetConfig(regSBRN, 1, 0x10)
-	fn.SetConfig(regUSBClock, 1, 0x01)
+	// QEMU leaves the device-specific configuration space (0x40-0xff)
+	// writable (hw/pci/pci.c pci_init_wmask); the UHCI sets the serial
+	// bus release number and the USB clock byte in it.
+	for off := uint32(0x40); off < 0x100; off += 4 {
+		var reset uint32
+		switch off {
+		case regSBRN:
+			reset = 0x10
+		case regUSBClock &^ 3:
+			reset = 0x01 << (8 * (regUSBClock & 3))
+		}
+		if err := fn.DefineRegister(off, 4, reset, 0xffffffff, 0); err != nil {
+			return nil, err
+		}
+	}
 	d.fn = fn
 	d.resetLocked()
 	return d, nil
@@ -353,40 +366,71 @@ func (d *Controller) resumeLocked() {
 }
 
 // --- registers. QEMU's region implements 16-bit accesses only
-// (impl.min/max_access_size 2): a byte access is a 16-bit one at the
-// same offset, cut to its byte; a 32-bit access is two 16-bit ones.
+// (impl.min/max_access_size 2) and takes no unaligned ones, so its memory
+// core first cuts an access into aligned pieces of at most 4 bytes
+// (system/physmem.c memory_access_size: a 4-byte read at 0x01 is a byte
+// at 0x01, a word at 0x02 and a byte at 0x04), then runs a byte piece as
+// a 16-bit access at the same offset cut to its low byte and a dword
+// piece as two 16-bit ones. Bytes past the BAR read all-ones.
 
 type regs struct{ d *Controller }
+
+// piece is the size of the next aligned piece of an n-byte access at off.
+func piece(off uint64, n uint8) uint8 {
+	l := min(n, 4)
+	if l == 3 {
+		l = 2
+	}
+	for l > 1 && off&uint64(l-1) != 0 {
+		l >>= 1
+	}
+	return l
+}
 
 func (r regs) Read(a devices.Access) uint64 {
 	d := r.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	off := a.Offset & (RegSize - 1)
-	switch a.Size {
-	case 1:
-		return uint64(d.read16Locked(off) & 0xff)
-	case 2:
-		return uint64(d.read16Locked(off))
-	case 4:
-		return uint64(d.read16Locked(off)) | uint64(d.read16Locked((off+2)&(RegSize-1)))<<16
+	var v uint64
+	for done := uint8(0); done < a.Size; {
+		off := a.Offset + uint64(done)
+		n := piece(off, a.Size-done)
+		var p uint64
+		switch {
+		case off >= RegSize:
+			p = 1<<(8*uint(n)) - 1
+		case n == 1:
+			p = uint64(d.read16Locked(off) & 0xff)
+		case n == 2:
+			p = uint64(d.read16Locked(off))
+		default:
+			p = uint64(d.read16Locked(off)) | uint64(d.read16Locked(off+2))<<16
+		}
+		v |= p << (8 * uint(done))
+		done += n
 	}
-	return ^uint64(0) >> (64 - 8*uint64(a.Size))
+	return v
 }
 
 func (r regs) Write(a devices.Access, v uint64) {
 	d := r.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	off := a.Offset & (RegSize - 1)
-	switch a.Size {
-	case 1:
-		d.write16Locked(off, uint16(v&0xff))
-	case 2:
-		d.write16Locked(off, uint16(v))
-	case 4:
-		d.write16Locked(off, uint16(v))
-		d.write16Locked((off+2)&(RegSize-1), uint16(v>>16))
+	for done := uint8(0); done < a.Size; {
+		off := a.Offset + uint64(done)
+		n := piece(off, a.Size-done)
+		p := v >> (8 * uint(done))
+		switch {
+		case off >= RegSize:
+		case n == 1:
+			d.write16Locked(off, uint16(p&0xff))
+		case n == 2:
+			d.write16Locked(off, uint16(p))
+		default:
+			d.write16Locked(off, uint16(p))
+			d.write16Locked(off+2, uint16(p>>16))
+		}
+		done += n
 	}
 }
 
