@@ -34,8 +34,10 @@ ln -sfn "$pkg/vmlinux" "$dir/vmlinux"
 # Debian's NIC drivers for the real-guest NIC tests (8139cp and the mii
 # library it needs for the rtl8139, e1000 for the e1000), and its virtio
 # modules for the virtio-blk guest test (the virtio core, ring, PCI
-# transport and virtio_blk are modules), from the same kernel package.
-kos="mii 8139cp e1000 virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk"
+# transport and virtio_blk are modules), and its USB and input modules for
+# the USB tablet test (usbcore, the UHCI driver, the HID core, usbhid,
+# hid-generic, evdev), from the same kernel package.
+kos="mii 8139cp e1000 virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk usb-common usbcore uhci-hcd hid usbhid hid-generic evdev"
 mods=""
 for ko in $kos; do
 	[ -s "$dir/$pkg/$ko.ko" ] || mods=1
@@ -46,7 +48,11 @@ if [ -n "$mods" ]; then
 	dpkg-deb --fsys-tarfile "$mt"/"$pkg"_*.deb | tar -x -C "$mt" --wildcards \
 		'./lib/modules/*/kernel/drivers/net/mii.ko' './lib/modules/*/kernel/drivers/net/ethernet/realtek/8139cp.ko' \
 		'./lib/modules/*/kernel/drivers/net/ethernet/intel/e1000/e1000.ko' \
-		'./lib/modules/*/kernel/drivers/virtio/virtio*.ko' './lib/modules/*/kernel/drivers/block/virtio_blk.ko'
+		'./lib/modules/*/kernel/drivers/virtio/virtio*.ko' './lib/modules/*/kernel/drivers/block/virtio_blk.ko' \
+		'./lib/modules/*/kernel/drivers/usb/common/usb-common.ko' './lib/modules/*/kernel/drivers/usb/core/usbcore.ko' \
+		'./lib/modules/*/kernel/drivers/usb/host/uhci-hcd.ko' './lib/modules/*/kernel/drivers/hid/hid.ko' \
+		'./lib/modules/*/kernel/drivers/hid/usbhid/usbhid.ko' './lib/modules/*/kernel/drivers/hid/hid-generic.ko' \
+		'./lib/modules/*/kernel/drivers/input/evdev.ko'
 	find "$mt/lib" -name '*.ko' -exec cp {} "$dir/$pkg/" \;
 	rm -rf "$mt"
 fi
