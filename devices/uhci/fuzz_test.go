@@ -75,6 +75,7 @@ func FuzzSchedule(f *testing.F) {
 		if err := d.Attach(0, tab); err != nil {
 			t.Fatal(err)
 		}
+		d.Function().Write(devices.Access{Offset: 4, Size: 2}, 5)
 		r := regs{d}
 		r.Write(devices.Access{Offset: RegPortSC1, Size: 2}, PortEN)
 		r.Write(devices.Access{Offset: RegIntr, Size: 2}, 0xf)

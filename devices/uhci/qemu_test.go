@@ -26,12 +26,22 @@ const (
 	diffIO    = 0xc000
 )
 
-func uhciDiffTargets(t *testing.T) (want, got qtest.Target) {
+// diffRig is both sides of the differential: QEMU's qtest client and
+// godm's controller with its port space and memory.
+type diffRig struct {
+	c   *qtest.Client
+	sp  *devices.Bus
+	d   *Controller
+	mem *memory.Flat
+}
+
+// running starts QEMU's machine running (its frame timer runs).
+func newDiffRig(t *testing.T, running bool) *diffRig {
 	t.Helper()
 	if _, err := qtest.Find(qtest.Options{}); errors.Is(err, exec.ErrNotFound) {
 		t.Skipf("qemu-system-x86_64 not installed (scripts/test.sh installs qemu-system-x86): %v", err)
 	}
-	c, err := qtest.Start(qtest.Options{Args: []string{
+	c, err := qtest.Start(qtest.Options{Running: running, Args: []string{
 		"-device", "piix3-usb-uhci,id=u,addr=05.0",
 		"-device", "usb-tablet,bus=u.0,port=1",
 	}})
@@ -40,13 +50,14 @@ func uhciDiffTargets(t *testing.T) (want, got qtest.Target) {
 	}
 	t.Cleanup(func() { c.Close() })
 
-	sp := devices.NewBus()
-	d, err := New(Config{Memory: memory.NewFlat(0, 1<<20), Clock: &testfake.Clock{}})
+	r := &diffRig{c: c, sp: devices.NewBus(), mem: memory.NewFlat(0, 4<<20)}
+	d, err := New(Config{Memory: r.mem, Clock: &testfake.Clock{}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	bus, err := pci.NewBus(pci.BusConfig{Spaces: sp, INTx: testfake.AllPins{Line: &testfake.Recorder{}}})
+	r.d = d
+	bus, err := pci.NewBus(pci.BusConfig{Spaces: r.sp, INTx: testfake.AllPins{Line: &testfake.Recorder{}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,10 +67,16 @@ func uhciDiffTargets(t *testing.T) (want, got qtest.Target) {
 	if err := d.Attach(0, hid.New(nil)); err != nil {
 		t.Fatal(err)
 	}
-	if err := sp.PIO.Register(0xcf8, 8, &qtest.ConfigPorts{Config: sp.PCI}); err != nil {
+	if err := r.sp.PIO.Register(0xcf8, 8, &qtest.ConfigPorts{Config: r.sp.PCI}); err != nil {
 		t.Fatal(err)
 	}
-	return &qtest.QEMUTarget{C: c}, qtest.NewSpaceTarget(sp.PIO)
+	return r
+}
+
+func uhciDiffTargets(t *testing.T) (want, got qtest.Target) {
+	t.Helper()
+	r := newDiffRig(t, false)
+	return &qtest.QEMUTarget{C: r.c}, qtest.NewSpaceTarget(r.sp.PIO)
 }
 
 // enableBAR4 places the I/O BAR and turns on I/O decoding.

@@ -247,6 +247,7 @@ func (r *rig) schedule(tds []td) []uint32 {
 }
 
 func (r *rig) start() {
+	r.d.Function().Write(devices.Access{Offset: 4, Size: 2}, 5) // I/O, bus master
 	r.wr(RegFLBase, 4, flBase)
 	r.wr(RegPortSC1, 2, PortEN)
 	r.wr(RegCmd, 2, CmdRS)
@@ -505,6 +506,20 @@ func TestProcessErrors(t *testing.T) {
 				t.Fatal("no interrupt")
 			}
 		})
+	}
+}
+
+func TestNoBusMaster(t *testing.T) {
+	r := newRig(t, true)
+	addrs := r.schedule([]td{{pid: usb.PIDSetup, maxLen: 8, data: make([]byte, 8), ioc: true}})
+	r.start()
+	r.d.Function().Write(devices.Access{Offset: 4, Size: 2}, 1) // I/O only
+	r.d.RunFrame()
+	if c := r.peek32(addrs[0] + 4); c&tdActive == 0 || r.d.Stats().TDs.Load() != 0 {
+		t.Fatalf("TD ran without bus mastering: ctrl %#x", c)
+	}
+	if got := r.rd(RegFrnum, 2); got != 1 {
+		t.Fatalf("frnum %d", got)
 	}
 }
 
