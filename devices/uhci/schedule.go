@@ -215,7 +215,9 @@ func (d *Controller) tdErrorLocked(ctrl uint32) {
 // port.
 func (d *Controller) findLocked(addr uint8) usb.Device {
 	for i, dev := range d.devs {
-		if dev != nil && d.st.ports[i]&PortEN != 0 && d.st.ports[i]&PortSuspend == 0 && dev.Address() == addr {
+		// Enabled ports only (a suspended one still passes traffic, as in
+		// QEMU's uhci_find_device).
+		if dev != nil && d.st.ports[i]&PortEN != 0 && dev.Address() == addr {
 			return dev
 		}
 	}

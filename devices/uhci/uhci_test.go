@@ -610,3 +610,33 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Error("another device's record taken")
 	}
 }
+
+// TestNoAllocs: register accesses (the ioreq path) and a frame whose
+// interrupt TD NAKs (what a guest's idle tablet costs every millisecond)
+// allocate nothing.
+func TestNoAllocs(t *testing.T) {
+	r := newRig(t, true)
+	r.start()
+	if _, err := r.control(0, usb.Setup{RequestType: 0, Request: usb.ReqSetAddress, Value: 2}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.control(2, usb.Setup{RequestType: 0, Request: usb.ReqSetConfiguration, Value: 1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	r.schedule([]td{{pid: usb.PIDIn, addr: 2, ep: 1, maxLen: 8, ioc: true}})
+	rg := regs{r.d}
+	if n := testing.AllocsPerRun(100, func() {
+		rg.Read(devices.Access{Offset: RegPortSC1, Size: 2})
+		rg.Read(devices.Access{Offset: 0x01, Size: 4})
+		rg.Write(devices.Access{Offset: RegIntr, Size: 2}, 0xf)
+		rg.Write(devices.Access{Offset: RegStatus, Size: 2}, 0)
+	}); n != 0 {
+		t.Errorf("register accesses: %v allocations", n)
+	}
+	if n := testing.AllocsPerRun(100, r.d.RunFrame); n != 0 {
+		t.Errorf("a NAKing frame: %v allocations", n)
+	}
+	if c := r.peek32(tdBase + 4); c&tdNAK == 0 {
+		t.Fatalf("the interrupt TD did not NAK: %#x", c)
+	}
+}

@@ -237,7 +237,7 @@ func (p *Pipe) doIn(data []byte) (int, Status) {
 		}
 		return k, ACK
 	case ctlStatus:
-		if p.setup.In() {
+		if !p.statusIn() {
 			return 0, Stall
 		}
 		// Status stage of an OUT (or no-data) request: a zero-length IN.
@@ -249,6 +249,11 @@ func (p *Pipe) doIn(data []byte) (int, Status) {
 	}
 	return 0, Stall
 }
+
+// statusIn reports whether the transfer's status stage is an IN token:
+// for OUT requests and for every request without a data stage (USB 2.0
+// §8.5.3: a no-data control transfer's status is an IN).
+func (p *Pipe) statusIn() bool { return !p.setup.In() || p.setup.Length == 0 }
 
 func (p *Pipe) doOut(data []byte) Status {
 	switch p.state {
@@ -268,7 +273,7 @@ func (p *Pipe) doOut(data []byte) Status {
 		p.state = ctlStatus
 		return ACK
 	case ctlDataIn, ctlStatus:
-		if !p.setup.In() {
+		if p.statusIn() {
 			return Stall
 		}
 		// The status stage of an IN request (or the host ending the data

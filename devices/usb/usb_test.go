@@ -92,6 +92,16 @@ func TestControlStages(t *testing.T) {
 	if _, st := p.Transfer(PIDOut, 0, []byte("0")); st != Stall {
 		t.Fatal("data stage above MaxControl taken")
 	}
+	// A device-to-host request without a data stage ends with an IN
+	// status stage (a no-data control transfer).
+	p.Transfer(PIDSetup, 0, setup(0x80, ReqGetConfiguration, 0, 0, 0))
+	if _, st := p.Transfer(PIDOut, 0, nil); st != Stall {
+		t.Fatal("OUT status of a no-data transfer taken")
+	}
+	p.Transfer(PIDSetup, 0, setup(0x80, ReqGetConfiguration, 0, 0, 0))
+	if _, st := p.Transfer(PIDIn, 0, nil); st != ACK {
+		t.Fatal("IN status of a no-data GET_CONFIGURATION")
+	}
 	// Unknown standard requests stall.
 	p.Transfer(PIDSetup, 0, setup(0x80, 0x33, 0, 0, 2))
 	if _, st := p.Transfer(PIDIn, 0, b); st != Stall {
