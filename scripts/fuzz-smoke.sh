@@ -59,6 +59,7 @@ targets="
 ./devices/virtio FuzzRegisters
 ./devices/virtioblk FuzzRequest
 ./devices/uhci FuzzSchedule
+./devices/uhci FuzzRestore
 ./devices/testdev FuzzScript
 ./devices/rtl8139 FuzzScript
 ./devices/rtl8139 FuzzRings
