@@ -20,8 +20,9 @@ import (
 const (
 	VendorID  = 0x0627
 	ProductID = 0x0001
-	// Product is the product string (iProduct), what Linux shows in
-	// /proc/bus/input/devices after the manufacturer.
+	// Manufacturer, Product and Serial are the string descriptors 1-3;
+	// Linux names the input device "Manufacturer Product" in
+	// /proc/bus/input/devices (QEMU's reads "QEMU QEMU USB Tablet").
 	Manufacturer = "godm"
 	Product      = "godm USB Tablet"
 	Serial       = "42"
