@@ -66,3 +66,31 @@ func (p *PS2Input) PointerEvent(x, y, w, h int, mask uint8) {
 	btn := mask&1 | (mask&4)>>1 | (mask&2)<<1
 	p.Mouse.MouseEvent(dx, dy, dz, btn)
 }
+
+// PointerSink takes absolute pointer events (InputSink's PointerEvent):
+// a USB tablet.
+type PointerSink interface {
+	PointerEvent(x, y, w, h int, buttons uint8)
+}
+
+// SplitInput sends key events to Keys and pointer events to Pointer (a
+// tablet beside the PS/2 keyboard, as QEMU routes absolute pointer events
+// to the tablet). A nil member drops its events.
+type SplitInput struct {
+	Keys    InputSink
+	Pointer PointerSink
+}
+
+// KeyEvent implements InputSink.
+func (s SplitInput) KeyEvent(k Key, down bool) {
+	if s.Keys != nil {
+		s.Keys.KeyEvent(k, down)
+	}
+}
+
+// PointerEvent implements InputSink.
+func (s SplitInput) PointerEvent(x, y, w, h int, buttons uint8) {
+	if s.Pointer != nil {
+		s.Pointer.PointerEvent(x, y, w, h, buttons)
+	}
+}

@@ -61,6 +61,8 @@ targets="
 ./devices/nvme FuzzCommand
 ./devices/nvme FuzzRestore
 ./devices/virtionet FuzzChains
+./devices/uhci FuzzSchedule
+./devices/uhci FuzzRestore
 ./devices/testdev FuzzScript
 ./devices/rtl8139 FuzzScript
 ./devices/rtl8139 FuzzRings

@@ -35,11 +35,14 @@ ln -sfn "$pkg/vmlinux" "$dir/vmlinux"
 # library it needs for the rtl8139, e1000 for the e1000), and its virtio
 # modules for the virtio-blk and virtio-net guest tests (the virtio core,
 # ring, PCI transport, virtio_blk, and virtio_net with the failover and
-# net_failover modules it depends on), and nvme, nvme-core and what
-# nvme-core needs (t10-pi, its CRC libraries and their generic crypto) for
-# the NVMe guest test, from the same kernel package.
+# net_failover modules it depends on), nvme, nvme-core and what nvme-core
+# needs (t10-pi, its CRC libraries and their generic crypto) for the NVMe
+# guest test, and its USB and input modules for the USB tablet test
+# (usbcore, the UHCI driver, the HID core, usbhid, hid-generic, evdev),
+# from the same kernel package.
 kos="mii 8139cp e1000 virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk failover net_failover virtio_net"
 kos="$kos crct10dif_common crct10dif_generic crc-t10dif crc64 crc64_rocksoft_generic crc64-rocksoft t10-pi nvme-core nvme"
+kos="$kos usb-common usbcore uhci-hcd hid usbhid hid-generic evdev"
 mods=""
 for ko in $kos; do
 	[ -s "$dir/$pkg/$ko.ko" ] || mods=1
@@ -57,7 +60,11 @@ if [ -n "$mods" ]; then
 		'./lib/modules/*/kernel/block/t10-pi.ko' './lib/modules/*/kernel/lib/crc-t10dif.ko' \
 		'./lib/modules/*/kernel/lib/crc64.ko' './lib/modules/*/kernel/lib/crc64-rocksoft.ko' \
 		'./lib/modules/*/kernel/crypto/crct10dif_common.ko' './lib/modules/*/kernel/crypto/crct10dif_generic.ko' \
-		'./lib/modules/*/kernel/crypto/crc64_rocksoft_generic.ko'
+		'./lib/modules/*/kernel/crypto/crc64_rocksoft_generic.ko' \
+		'./lib/modules/*/kernel/drivers/usb/common/usb-common.ko' './lib/modules/*/kernel/drivers/usb/core/usbcore.ko' \
+		'./lib/modules/*/kernel/drivers/usb/host/uhci-hcd.ko' './lib/modules/*/kernel/drivers/hid/hid.ko' \
+		'./lib/modules/*/kernel/drivers/hid/usbhid/usbhid.ko' './lib/modules/*/kernel/drivers/hid/hid-generic.ko' \
+		'./lib/modules/*/kernel/drivers/input/evdev.ko'
 	# -n: modules already there stay (a test may be loading them).
 	find "$mt/lib" -name '*.ko' -exec cp -n {} "$dir/$pkg/" \;
 	rm -rf "$mt"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"sort"
@@ -17,6 +18,7 @@ import (
 	"godm/block"
 	"godm/devices/chardev"
 	"godm/devices/ide"
+	"godm/devices/uhci"
 	"godm/devices/vga"
 	"godm/display"
 	"godm/display/vnc"
@@ -256,7 +258,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		if spec.Drives, spec.Storage, sata, err = openDrives(cfg); err != nil {
 			return err
 		}
-		spec.Devices = append(qemuLayout(spec, cfg.VGA, cfg.VGAMemMB, cfg.TestSlots, cfg.NICs), sata...)
+		spec.Devices = append(qemuLayout(spec, cfg.VGA, cfg.VGAMemMB, cfg.TestSlots, cfg.NICs, cfg.USBController, cfg.USB), sata...)
 		m, err = machine.New(env.Kernel, spec) // owns the drives from here
 		if err != nil {
 			return fmt.Errorf("serve %v: %w", spec.Dom, err)
@@ -342,6 +344,12 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		vc := vnc.Config{Source: src, Keymap: km, Name: cfg.Name, Log: log}
 		if ps2 := m.PS2; ps2 != nil {
 			vc.Input = &display.PS2Input{Keyboard: ps2, Mouse: ps2}
+		}
+		if p := m.Board.First(board.TabletDriver); p != nil {
+			// With a tablet, pointer events go to it as absolute
+			// positions (QEMU routes absolute events to the tablet, the
+			// PS/2 mouse takes relative ones only); keys stay on PS/2.
+			vc.Input = display.SplitInput{Keys: vc.Input, Pointer: p.Dev.(*board.USBTablet)}
 		}
 		if cfg.VNC.Password {
 			vc.Auth = vnc.AuthVNC
@@ -766,11 +774,20 @@ func openDrives(cfg *dmcontract.Config) (map[string]*board.Drive, []board.Entry,
 // (vgaMB non-zero: the first free slot, 00:03.0, as QEMU-xen's -device
 // VGA), then godm's test devices (at the slots given), then the NICs in
 // command-line order at the lowest free slots (libxl gives them no addr=;
-// QEMU-xen puts them behind the platform device and the VGA).
-func qemuLayout(spec machine.Spec, vgaDriver string, vgaMB uint64, testSlots []int, nics []dmcontract.NIC) []board.Entry {
+// QEMU-xen puts them behind the platform device and the VGA). -usb's
+// controller is at 01.2 (QEMU pc_piix.c: the PIIX3's devfn + 2); the
+// USB -device entries follow the VGA in their command-line order (libxl
+// writes them between the VGA and the NICs).
+func qemuLayout(spec machine.Spec, vgaDriver string, vgaMB uint64, testSlots []int, nics []dmcontract.NIC, usbCtl bool, usb []dmcontract.USBDevice) []board.Entry {
 	e := spec.Entries() // with spec.Storage after the IDE controller
+	if usbCtl {
+		e = append(e, board.Entry{Driver: board.UHCIDriver, Props: map[string]string{"addr": fmt.Sprintf("%02x.%x", uhci.Slot, uhci.Function)}})
+	}
 	if vgaDriver != "" {
 		e = append(e, board.Entry{Driver: vgaDriver, Props: map[string]string{"vgamem_mb": strconv.FormatUint(vgaMB, 10)}})
+	}
+	for _, u := range usb {
+		e = append(e, board.Entry{Driver: u.Driver, Props: maps.Clone(u.Props)})
 	}
 	for _, slot := range testSlots {
 		e = append(e, board.Entry{Driver: board.TestDevice, Props: map[string]string{"addr": fmt.Sprintf("%02x.0", slot)}})

@@ -173,6 +173,13 @@ var drivers = []*Driver{
 			pciAddrProp,
 			{Name: "romfile", Type: "str", Desc: "VGA BIOS image, a path or a name searched in the firmware directories (empty: no ROM)", Default: cirrusROM},
 		}, New: newCirrusVGA},
+	{Name: UHCIDriver, Bus: "PCI", Category: "USB devices", Desc: "PIIX3 USB 1.1 UHCI host controller, two root ports (-usb puts it at 01.2)",
+		Props: []Prop{pciAddrProp}, New: newUHCI},
+	{Name: TabletDriver, Bus: "usb-bus", Category: "Input devices", Desc: "USB HID tablet: absolute pointer for VNC",
+		Props: []Prop{
+			{Name: "bus", Type: "str", Desc: "the controller's id followed by .0", Default: "the first controller with a free port"},
+			{Name: "port", Type: "str", Desc: "root port, 1 or 2", Default: "first free"},
+		}, New: newUSBTablet},
 	{Name: TestDevice, Bus: "PCI", Category: "Misc devices", Desc: "godm's test device (DMA, MSI-X, INTx)", Hotpluggable: true,
 		Props: []Prop{pciAddrProp}, New: newTestDev},
 	{Name: PassthroughDriver, Bus: "PCI", Category: "Misc devices", Desc: "a host PCI function passed through", Hotpluggable: true,

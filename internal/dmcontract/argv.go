@@ -81,6 +81,13 @@ type Config struct {
 	Keymap string
 	// Version is -version: print the version and exit.
 	Version bool
+	// USBController is -usb (or -usbdevice, which implies it): the
+	// machine's UHCI controller at 01.2, as QEMU's pc_piix.c places it.
+	USBController bool
+	// USB are the USB devices of -device and -usbdevice, in command-line
+	// order: piix3-usb-uhci controllers (libxl's usbversion=1) and
+	// usb-tablet (usbdevice="tablet").
+	USB []USBDevice
 	// DeviceHelp is set by -device help (list the drivers) or
 	// -device DRIVER,help (that driver's properties; HelpDriver names
 	// it): print it and exit, as QEMU does.
@@ -146,7 +153,7 @@ func IsQEMUArgv(args []string) bool {
 const (
 	whyDisplay = `godm emulates only the standard VGA and the Cirrus: set vga="stdvga" or "cirrus" (or vga="none") in the domain's config`
 	whyNIC     = `emulated NIC model not served (godm has rtl8139, e1000 and virtio-net-pci): set model=rtl8139 (libxl's default), model=e1000 or model=virtio-net-pci in the vif=[...] entry, or type=vif for PV only`
-	whyUSB     = `no USB controller yet: remove usb=, usbversion=, usbdevice= and usbctrl=`
+	whyUSB     = `godm serves the UHCI controller (usb=1 or usbversion=1) with usbdevice="tablet" only: remove usbversion=2/3, usbctrl= and usbdev=`
 	whySound   = `no sound device yet: remove soundhw=`
 	whySpice   = `spice is not supported: remove spice=1`
 	whyChannel = `no channel support yet: remove channel=[...]`
@@ -413,8 +420,12 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 			if a.Value != "none" {
 				return nil, refuse(a, "no parallel port: remove it from device_model_args")
 			}
-		case "usb", "usbdevice":
-			return nil, refuse(a, whyUSB)
+		case "usb":
+			c.USBController = true
+		case "usbdevice":
+			if err := c.usbdevice(a); err != nil {
+				return nil, err
+			}
 		case "soundhw", "audiodev":
 			return nil, refuse(a, whySound)
 		case "vga":
@@ -584,6 +595,55 @@ func (c *Config) parseMachine(a qemuopts.Arg) error {
 	return o.CheckUnused()
 }
 
+// USBDevice is one USB device of the command line: its driver
+// ("piix3-usb-uhci" or "usb-tablet") and the properties given (id, addr;
+// bus, port).
+type USBDevice struct {
+	Driver string
+	Props  map[string]string
+}
+
+// USB driver names (board.UHCIDriver, board.TabletDriver).
+const (
+	uhciDriver   = "piix3-usb-uhci"
+	tabletDriver = "usb-tablet"
+)
+
+// parseUSBDevice takes -device piix3-usb-uhci[,id=][,addr=] and
+// -device usb-tablet[,id=][,bus=][,port=].
+func (c *Config) parseUSBDevice(a qemuopts.Arg, o *qemuopts.Opts, drv string) error {
+	keys := []string{"addr"}
+	if drv == tabletDriver {
+		keys = []string{"bus", "port"}
+	}
+	d := USBDevice{Driver: drv, Props: map[string]string{}}
+	if id := o.ID(); id != "" {
+		d.Props["id"] = id
+	}
+	for _, k := range keys {
+		if v := o.String(k, ""); v != "" {
+			d.Props[k] = v
+		}
+	}
+	if err := o.CheckUnused(); err != nil {
+		return err
+	}
+	c.USB = append(c.USB, d)
+	return nil
+}
+
+// usbdevice takes -usbdevice NAME (xl.cfg usbdevice=, usbdevice=[...]):
+// the tablet only.
+func (c *Config) usbdevice(a qemuopts.Arg) error {
+	if a.Value != "tablet" {
+		return refuse(a, `godm serves usbdevice="tablet" only (no USB mouse, keyboard, disk or host device): set usbdevice="tablet" or remove it`)
+	}
+	// QEMU vl.c: -usbdevice turns the machine's USB on.
+	c.USBController = true
+	c.USB = append(c.USB, USBDevice{Driver: tabletDriver, Props: map[string]string{}})
+	return nil
+}
+
 // parseDevice takes the -device forms libxl writes, each refused by the
 // device class (and xl.cfg key) it belongs to, and godm's own test device.
 func (c *Config) parseDevice(a qemuopts.Arg) error {
@@ -633,8 +693,10 @@ func (c *Config) parseDevice(a qemuopts.Arg) error {
 		return c.parseAHCI(a, o)
 	case "scsi-hd", "scsi-cd", "lsi53c895a", "virtio-blk-pci", "virtio-blk", "nvme", "megasas", "virtio-scsi-pci":
 		return refuse(a, whyDiskKind)
-	case "piix3-usb-uhci", "piix4-usb-uhci", "ich9-usb-ehci1", "ich9-usb-uhci1", "ich9-usb-uhci2", "ich9-usb-uhci3",
-		"nec-usb-xhci", "qemu-xhci", "usb-tablet", "usb-mouse", "usb-kbd", "usb-host", "usb-redir", "usb-hub":
+	case uhciDriver, tabletDriver:
+		return c.parseUSBDevice(a, o, drv)
+	case "piix4-usb-uhci", "ich9-usb-ehci1", "ich9-usb-uhci1", "ich9-usb-uhci2", "ich9-usb-uhci3",
+		"nec-usb-xhci", "qemu-xhci", "usb-mouse", "usb-kbd", "usb-host", "usb-redir", "usb-hub", "usb-storage":
 		return refuse(a, whyUSB)
 	case "intel-hda", "hda-duplex", "hda-output", "hda-micro", "AC97", "ac97", "sb16", "es1370", "adlib", "cs4231a", "gus":
 		return refuse(a, whySound)

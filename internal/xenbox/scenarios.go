@@ -425,7 +425,19 @@ func VNCCapPNG(lines []Line) ([]byte, error) {
 // screendump writes a file in dom0's file system, which a sandboxed godm
 // (an empty root, no open after the drop) cannot; VNC itself works under
 // the sandbox.
-func StdVGAScenario() Scenario { return vgaScenario("stdvga", "lv", "vga = \"stdvga\"\n") }
+//
+// The domain also has usb=1 usbdevice="tablet" (a usual line of xl
+// configs with VNC): libxl adds -usb -usbdevice tablet, godm puts its
+// UHCI at 00:01.2 (HMP info pci must show 8086:7020 there) with the
+// tablet on port 1, and SeaBIOS's USB initialisation walks its schedule
+// on the way to the banner.
+func StdVGAScenario() Scenario {
+	return vgaScenario("stdvga", "lv", "vga = \"stdvga\"\nusb = 1\nusbdevice = \"tablet\"\n", `xl qemu-monitor-command lv "info pci" >/tmp/lv-pci.txt 2>&1 || fail "HMP info pci failed"
+cat /tmp/lv-pci.txt
+grep -A1 'device   1, function 2:' /tmp/lv-pci.txt | grep -q 'PCI device 8086:7020' || fail "no UHCI (8086:7020) at 00:01.2 in info pci"
+echo "XENBOX-FACT uhci=00:01.2"
+`)
+}
 
 // CirrusScenario is StdVGAScenario with an unchanged config's display:
 // no vga= line, so libxl's default, the Cirrus VGA (-device
@@ -433,11 +445,12 @@ func StdVGAScenario() Scenario { return vgaScenario("stdvga", "lv", "vga = \"std
 // godm's ROM BAR) draws SeaBIOS's banner. In the box the banner took
 // 242 s after unpause (the guest in SeaBIOS between its option ROM and
 // its banner for most of it), hence the scenarios' 400 s budget.
-func CirrusScenario() Scenario { return vgaScenario("cirrus", "lc", "") }
+func CirrusScenario() Scenario { return vgaScenario("cirrus", "lc", "", "") }
 
 // vgaScenario is the VNC banner scenario named name for a domain called
-// dom with vgaLine in its config.
-func vgaScenario(name, dom, vgaLine string) Scenario {
+// dom with vgaLine in its config; extra runs after the banner was seen,
+// before the domain is destroyed.
+func vgaScenario(name, dom, vgaLine, extra string) Scenario {
 	cfg := fmt.Sprintf(`name = "lv"
 type = "hvm"
 memory = 32
@@ -488,7 +501,7 @@ echo "XENBOX-FACT size=$(sed -n 's/^VNCCAP size=\([0-9x]*\).*/\1/p' /tmp/lv-cap.
 if ` + VNCCapPath + ` -addr 127.0.0.1:$port -passwd wrong >/tmp/lv-wrong.txt 2>&1; then
 	fail "a wrong VNC password was accepted"
 fi
-xl destroy $d || fail "xl destroy failed"
+` + extra + `xl destroy $d || fail "xl destroy failed"
 gone $d 30 || fail "domain $d still listed after xl destroy"
 echo "--- $log"; cat $log
 exit 0`

@@ -405,6 +405,9 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 	check("cirrus", banner)
 	check("stdvga", func(t *testing.T, r Result) {
 		banner(t, r)
+		if r.Fields["uhci"] != "00:01.2" {
+			t.Errorf("usb=1 usbdevice=\"tablet\": UHCI at %q, want 00:01.2 (QEMU-xen's place)", r.Fields["uhci"])
+		}
 		// The picture itself travels as base64 lines on a console that
 		// guests' and Xen's own lines share; one may land inside a
 		// chunk (CI saw it on 4.20). dom0 already compared the VNC
