@@ -117,6 +117,13 @@ type Core struct {
 	scan *Scanout
 	src  *screen
 	cl   *cirrus // the CL-GD5446 extensions, nil for the standard VGA
+
+	// p2m, when set, backs vram with guest frames (see P2M); lfbIn says
+	// the LFB BAR is mapped onto them; dirtyBits is track_dirty_vram's
+	// bitmap, one bit per VRAM page.
+	p2m       P2M
+	lfbIn     bool
+	dirtyBits []byte
 }
 
 // NewCore returns a VGA with vramSize bytes of VRAM (a power of two of at

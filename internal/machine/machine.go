@@ -276,6 +276,7 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 		ROM:         romLocker{m.DM},
 		PVUnplug:    unplugger{log: spec.Log, m: m},
 		PlatformLog: platformLog{spec.Log},
+		VRAM:        newVRAMAllocator(m, hc, lay),
 	})
 	if err != nil {
 		return nil, err

@@ -1,0 +1,139 @@
+package machine
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"godm/devices/vga"
+	"godm/hyp/foreign"
+	"godm/hyp/hcall"
+	"godm/hyp/xenabi"
+	"godm/memory/layout"
+
+	"golang.org/x/sys/unix"
+)
+
+// vramAllocator places display devices' VRAM in the guest's p2m (the
+// board's Env.VRAM), as QEMU-xen does for vga.vram (hw/i386/xen/xen-hvm.c
+// xen_ram_alloc): its frames are populated at a range reserved above the
+// guest's RAM, where QEMU's ram_addr for it lies (the xen.ram block covers
+// the RAM, 4 GiB plus the RAM above it when there is some, and vga.vram
+// follows), and godm maps them for the device.
+type vramAllocator struct {
+	m    *Machine
+	hc   *hcall.Caller
+	mu   sync.Mutex
+	next uint64 // the next free gfn of the reserved range
+}
+
+func newVRAMAllocator(m *Machine, hc *hcall.Caller, lay layout.Layout) *vramAllocator {
+	a := &vramAllocator{m: m, hc: hc}
+	if r := lay.Regions(); len(r) > 0 {
+		a.next = r[len(r)-1].End() / vramPage
+	}
+	return a
+}
+
+const vramPage = 4096
+
+// AllocVRAM populates size bytes of frames and maps them.
+func (a *vramAllocator) AllocVRAM(size uint32) (vga.P2M, error) {
+	if a.next == 0 {
+		return nil, errors.New("the guest's RAM size is not known: no place above it for VRAM")
+	}
+	if size == 0 || size%vramPage != 0 {
+		return nil, fmt.Errorf("VRAM of %d bytes is not a page multiple", size)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	pages := uint64(size / vramPage)
+	gfns := make([]uint64, pages)
+	for i := range gfns {
+		gfns[i] = a.next + uint64(i)
+	}
+	dom := a.m.Spec.Dom
+	if err := a.hc.PopulatePhysmap(dom, 0, 0, gfns); err != nil {
+		return nil, err
+	}
+	mp, err := foreign.Map(a.m.priv, dom, true, gfns)
+	if err == nil && mp.Holes() > 0 {
+		mp.Close()
+		err = fmt.Errorf("%d of %d VRAM pages could not be mapped", mp.Holes(), pages)
+	}
+	if err != nil {
+		_ = a.hc.DecreaseReservation(dom, 0, gfns)
+		return nil, err
+	}
+	v := &p2mVRAM{m: a.m, hc: a.hc, home: a.next, pages: uint32(pages), gfns: gfns, mp: mp}
+	a.next += pages
+	return v, nil
+}
+
+// p2mVRAM is one device's VRAM frames: at home (the reserved range)
+// or at the BAR (at != 0).
+type p2mVRAM struct {
+	m     *Machine
+	hc    *hcall.Caller
+	home  uint64
+	pages uint32
+	gfns  []uint64 // home's gfns, for decrease_reservation
+	mp    *foreign.Mapping
+	at    uint64 // the gfn the frames are at while mapped at a BAR, else 0
+}
+
+func (v *p2mVRAM) Bytes() []byte { return v.mp.Bytes() }
+
+// Map relocates the frames to base with XEN_DMOP_relocate_memory (Xen's
+// dm.c: xenmem_add_to_physmap with XENMAPSPACE_gmfn_range, what QEMU's
+// xen_add_to_physmap asks through xendevicemodel_relocate_memory), then
+// pins the range write-back as QEMU does (the guest's MTRRs make the PCI
+// hole uncachable).
+func (v *p2mVRAM) Map(base uint64) error {
+	if base%vramPage != 0 {
+		return fmt.Errorf("VRAM BAR at %#x is not page aligned", base)
+	}
+	if v.at != 0 {
+		v.Unmap()
+	}
+	dst := base / vramPage
+	if err := v.m.DM.RelocateMemory(v.pages, v.home, dst); err != nil {
+		// Xen moves what it can before failing; take it back.
+		_ = v.m.DM.RelocateMemory(v.pages, dst, v.home)
+		return err
+	}
+	v.at = dst
+	_ = v.m.DM.PinMemoryCacheattr(dst, dst+uint64(v.pages)-1, xenabi.XEN_DMOP_MEM_CACHEATTR_WB)
+	return nil
+}
+
+// Unmap moves the frames home (QEMU's xen_remove_from_physmap) and stops
+// dirty tracking on them.
+func (v *p2mVRAM) Unmap() {
+	if v.at == 0 {
+		return
+	}
+	dst := v.at
+	_ = v.m.DM.TrackDirtyVRAM(0, 0, nil)
+	_ = v.m.DM.PinMemoryCacheattr(dst, dst+uint64(v.pages)-1, xenabi.XEN_DMOP_DELETE_MEM_CACHEATTR)
+	_ = v.m.DM.RelocateMemory(v.pages, dst, v.home)
+	v.at = 0
+}
+
+// Dirty is XEN_DMOP_track_dirty_vram over the frames at the BAR.
+func (v *p2mVRAM) Dirty(bitmap []byte) error {
+	if v.at == 0 {
+		return unix.EINVAL
+	}
+	return v.m.DM.TrackDirtyVRAM(v.at, v.pages, bitmap)
+}
+
+// Close unmaps the frames from godm and releases them in Xen.
+func (v *p2mVRAM) Close() error {
+	v.Unmap()
+	err := v.mp.Close()
+	if e := v.hc.DecreaseReservation(v.m.Spec.Dom, 0, v.gfns); e != nil && !errors.Is(e, unix.ESRCH) && err == nil {
+		err = e
+	}
+	return err
+}
