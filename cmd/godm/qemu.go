@@ -256,7 +256,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		if spec.Drives, spec.Storage, sata, err = openDrives(cfg); err != nil {
 			return err
 		}
-		spec.Devices = append(qemuLayout(spec, cfg.VGA, cfg.VGAMemMB, cfg.TestSlots, cfg.NICs), sata...)
+		spec.Devices = append(qemuLayout(spec, cfg.VGA, cfg.VGAMemMB, cfg.VRAMP2M, cfg.TestSlots, cfg.NICs), sata...)
 		m, err = machine.New(env.Kernel, spec) // owns the drives from here
 		if err != nil {
 			return fmt.Errorf("serve %v: %w", spec.Dom, err)
@@ -767,10 +767,14 @@ func openDrives(cfg *dmcontract.Config) (map[string]*board.Drive, []board.Entry,
 // VGA), then godm's test devices (at the slots given), then the NICs in
 // command-line order at the lowest free slots (libxl gives them no addr=;
 // QEMU-xen puts them behind the platform device and the VGA).
-func qemuLayout(spec machine.Spec, vgaDriver string, vgaMB uint64, testSlots []int, nics []dmcontract.NIC) []board.Entry {
+func qemuLayout(spec machine.Spec, vgaDriver string, vgaMB uint64, vramP2M string, testSlots []int, nics []dmcontract.NIC) []board.Entry {
 	e := spec.Entries() // with spec.Storage after the IDE controller
 	if vgaDriver != "" {
-		e = append(e, board.Entry{Driver: vgaDriver, Props: map[string]string{"vgamem_mb": strconv.FormatUint(vgaMB, 10)}})
+		props := map[string]string{"vgamem_mb": strconv.FormatUint(vgaMB, 10)}
+		if vramP2M != "" && vgaDriver == "VGA" {
+			props[dmcontract.VRAMP2MProp] = vramP2M
+		}
+		e = append(e, board.Entry{Driver: vgaDriver, Props: props})
 	}
 	for _, slot := range testSlots {
 		e = append(e, board.Entry{Driver: board.TestDevice, Props: map[string]string{"addr": fmt.Sprintf("%02x.0", slot)}})

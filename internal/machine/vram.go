@@ -80,6 +80,8 @@ type p2mVRAM struct {
 	gfns  []uint64 // home's gfns, for decrease_reservation
 	mp    *foreign.Mapping
 	at    uint64 // the gfn the frames are at while mapped at a BAR, else 0
+	// warned: a failed move was logged (once per device)
+	warned bool
 }
 
 func (v *p2mVRAM) Bytes() []byte { return v.mp.Bytes() }
@@ -100,9 +102,14 @@ func (v *p2mVRAM) Map(base uint64) error {
 	if err := v.m.DM.RelocateMemory(v.pages, v.home, dst); err != nil {
 		// Xen moves what it can before failing; take it back.
 		_ = v.m.DM.RelocateMemory(v.pages, dst, v.home)
+		if !v.warned {
+			v.warned = true
+			v.m.Spec.Log.Warn("VRAM BAR trapped: moving its frames into the guest's p2m failed", "gpa", fmt.Sprintf("%#x", base), "err", err)
+		}
 		return err
 	}
 	v.at = dst
+	v.m.Spec.Log.Info("VRAM in the guest's p2m at the LFB BAR", "gpa", fmt.Sprintf("%#x", base), "pages", v.pages)
 	_ = v.m.DM.PinMemoryCacheattr(dst, dst+uint64(v.pages)-1, xenabi.XEN_DMOP_MEM_CACHEATTR_WB)
 	return nil
 }

@@ -425,6 +425,10 @@ func VNCCapPNG(lines []Line) ([]byte, error) {
 // screendump writes a file in dom0's file system, which a sandboxed godm
 // (an empty root, no open after the drop) cannot; VNC itself works under
 // the sandbox.
+//
+// The standard VGA's VRAM is guest RAM in the p2m here (-global
+// VGA.x-godm-vram-p2m=on): hvmloader's BAR programming moves its frames to
+// the LFB, and godm's log must say so (XENBOX-FACT vram_p2m, a count).
 func StdVGAScenario() Scenario { return vgaScenario("stdvga", "lv", "vga = \"stdvga\"\n") }
 
 // CirrusScenario is StdVGAScenario with an unchanged config's display:
@@ -438,6 +442,10 @@ func CirrusScenario() Scenario { return vgaScenario("cirrus", "lc", "") }
 // vgaScenario is the VNC banner scenario named name for a domain called
 // dom with vgaLine in its config.
 func vgaScenario(name, dom, vgaLine string) Scenario {
+	extraArgs := ""
+	if name == "stdvga" {
+		extraArgs = `, "-global", "VGA.x-godm-vram-p2m=on"`
+	}
 	cfg := fmt.Sprintf(`name = "lv"
 type = "hvm"
 memory = 32
@@ -447,20 +455,20 @@ device_model_override = "%s"
 %svnc = 1
 vnclisten = "127.0.0.1"
 vncpasswd = "s3cret"
-device_model_args_hvm = [ "-godm-sandbox", "off" ]
+device_model_args_hvm = [ "-godm-sandbox", "off"%s ]
 vkb_device = 0
 sdl = 0
 serial = "file:/tmp/lv-com1.log"
 on_poweroff = "destroy"
 on_reboot = "preserve"
 on_crash = "preserve"
-`, GodmPath, vgaLine)
+`, GodmPath, vgaLine, extraArgs)
 	script := fmt.Sprintf("cat > /tmp/lv.cfg <<'EOF'\n%sEOF\n", cfg) + `
 log=/var/log/xen/qemu-dm-lv.log
 fail() { echo "$1"; echo "--- $log"; cat $log; xl list; xl destroy lv 2>/dev/null; exit 1; }
 # VNC listens on dom0's loopback, which the initramfs leaves down.
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up || fail "cannot bring up lo"
-xl create -p /tmp/lv.cfg || fail "xl create -p failed"
+XLENV xl create -p /tmp/lv.cfg || fail "xl create -p failed"
 d=$(xl domid lv)
 echo "XENBOX-FACT domid=$d"
 port=$(xenstore-read /local/domain/$d/console/vnc-port) || port=
@@ -485,6 +493,7 @@ cat /tmp/lv-hmp.txt
 echo "XENBOX-FACT banner_after=$(awk "BEGIN{print $t1-$t0}")s"
 echo "XENBOX-FACT row0=$(sed -n 's/^VNCCAP row 00 //p' /tmp/lv-cap.txt)"
 echo "XENBOX-FACT size=$(sed -n 's/^VNCCAP size=\([0-9x]*\).*/\1/p' /tmp/lv-cap.txt)"
+echo "XENBOX-FACT vram_p2m=$(grep -c "VRAM in the guest's p2m" $log)"
 if ` + VNCCapPath + ` -addr 127.0.0.1:$port -passwd wrong >/tmp/lv-wrong.txt 2>&1; then
 	fail "a wrong VNC password was accepted"
 fi
@@ -498,6 +507,13 @@ exit 0`
 		png = "-png"
 	}
 	script = strings.Replace(script, " PNG >", " "+png+" >", 1)
+	// godm's informational lines (GODM_VERBOSE, inherited through xl and
+	// libxl) carry the VRAM's move into the p2m.
+	xlenv := ""
+	if name == "stdvga" {
+		xlenv = "GODM_VERBOSE=1 "
+	}
+	script = strings.Replace(script, "XLENV ", xlenv, 1)
 	// The domain's name and its files follow dom.
 	for _, w := range []string{`"lv"`, "/tmp/lv", "qemu-dm-lv", " lv ", " lv)"} {
 		script = strings.ReplaceAll(script, w, strings.Replace(w, "lv", dom, 1))

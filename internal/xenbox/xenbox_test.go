@@ -377,6 +377,10 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 	check("cirrus", banner)
 	check("stdvga", func(t *testing.T, r Result) {
 		banner(t, r)
+		// hvmloader's BAR programming moved the VRAM into the p2m.
+		if n := r.Fields["vram_p2m"]; n == "" || n == "0" {
+			t.Errorf("godm's log shows no VRAM move into the p2m (vram_p2m=%q)", n)
+		}
 		// The picture itself travels as base64 lines on a console that
 		// guests' and Xen's own lines share; one may land inside a
 		// chunk (CI saw it on 4.20). dom0 already compared the VNC
