@@ -16,7 +16,7 @@ import (
 )
 
 // vgaRig is a machine with a standard VGA at 00:03.0 on xensim.
-func vgaRig(t *testing.T, p2m string, log *slog.Logger) (*boardRig, *vga.Device) {
+func vgaRig(t testing.TB, p2m string, log *slog.Logger) (*boardRig, *vga.Device) {
 	t.Helper()
 	props := map[string]string{"id": "vga", "addr": "03.0", "vgamem_mb": "8", "romfile": ""}
 	if p2m != "" {
@@ -35,7 +35,7 @@ const (
 )
 
 // guestVBE sets a w×h 32-bpp VBE mode through the DISPI ports.
-func guestVBE(t *testing.T, s *boardRig, w, h int) {
+func guestVBE(t testing.TB, s *boardRig, w, h int) {
 	t.Helper()
 	for _, r := range [][2]uint64{{vga.IndexEnable, 0}, {vga.IndexXRes, uint64(w)}, {vga.IndexYRes, uint64(h)},
 		{vga.IndexBPP, 32}, {vga.IndexEnable, uint64(vga.Enabled | vga.LFBEnabled)}} {
@@ -48,7 +48,7 @@ func guestVBE(t *testing.T, s *boardRig, w, h int) {
 	}
 }
 
-func guestCfg(t *testing.T, s *boardRig, reg uint32, size int, v uint64) {
+func guestCfg(t testing.TB, s *boardRig, reg uint32, size int, v uint64) {
 	t.Helper()
 	if err := s.v.PCIConfigWrite(vgaDev, reg, size, v); err != nil {
 		t.Fatal(err)
