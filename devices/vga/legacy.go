@@ -145,6 +145,7 @@ func (c *Core) clearVRAM(n uint32) {
 	c.mu.Lock()
 	c.gen++
 	clear(c.vram[:min(int(n), len(c.vram))])
+	c.wroteLocked(0, uint64(min(int(n), len(c.vram))))
 	c.mu.Unlock()
 }
 
@@ -442,6 +443,15 @@ func (c *Core) WriteWindow(off uint64, v byte) {
 
 func (c *Core) writeWindowLocked(off uint64, val byte) {
 	c.gen++
+	if c.p2m != nil {
+		// Whichever of chain 4, odd/even or planar addressing applies,
+		// the byte lands at a, 2a or 4a..4a+3.
+		if a, ok := c.window(off); ok {
+			c.p2m.Wrote(a, 1)
+			c.p2m.Wrote(2*a, 2)
+			c.p2m.Wrote(4*a, 4)
+		}
+	}
 	if c.cl != nil && c.cl.svga() {
 		c.clWriteWindowLocked(off, val)
 		return
@@ -531,6 +541,7 @@ func (c *Core) writeVRAM(off uint64, size uint8, v uint64) {
 			c.vram[off+i] = byte(v >> (8 * i))
 		}
 	}
+	c.wroteLocked(off, uint64(size))
 }
 
 // Ports is the legacy port block as a devices.Handler: register it for

@@ -25,6 +25,12 @@ type P2M interface {
 	// wrote since the previous call while they were mapped. The first
 	// call after Map reports every page.
 	Dirty(bitmap []byte) error
+	// Wrote records a device-side write of n bytes at VRAM offset off
+	// (the window, a mode set's clear, a restore): while log-dirty is on
+	// (live migration) they are reported to Xen as modified memory, as
+	// the devices' DMA is. Called with the VGA's lock held; it must be
+	// cheap and not allocate.
+	Wrote(off, n uint64)
 	// Close unmaps the frames from the device model and gives them back
 	// to the hypervisor.
 	Close() error
@@ -46,6 +52,7 @@ func (c *Core) useP2M(p P2M) error {
 	c.dirtyBits = make([]byte, (len(b)/pageSize+7)/8)
 	c.scan.gen = &c.gen
 	c.scan.track = c.trackLocked
+	c.scan.wrote = p.Wrote
 	return nil
 }
 
@@ -120,7 +127,15 @@ func (c *Core) ReleaseP2M() error {
 	v := make([]byte, len(c.vram))
 	copy(v, c.vram)
 	c.vram, c.scan.vram = v, v
-	c.p2m, c.scan.track = nil, nil
+	c.p2m, c.scan.track, c.scan.wrote = nil, nil, nil
 	c.gen++
 	return p.Close()
+}
+
+// wroteLocked reports a device-side VRAM write to the p2m backing.
+// Called with mu held.
+func (c *Core) wroteLocked(off, n uint64) {
+	if c.p2m != nil {
+		c.p2m.Wrote(off, n)
+	}
 }

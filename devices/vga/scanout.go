@@ -38,6 +38,7 @@ type Scanout struct {
 	// own writes (Core.gen): while it stands still, the bitmap alone says
 	// what changed. Both called or read with mu held.
 	track   func() ([]byte, bool)
+	wrote   func(off, n uint64) // P2M.Wrote, for WriteVRAM
 	gen     *uint64
 	lastGen uint64
 
@@ -253,9 +254,12 @@ func (s *Scanout) WriteVRAM(off int, b []byte) {
 	if off < 0 || off >= len(s.vram) {
 		return
 	}
-	copy(s.vram[off:], b)
+	n := copy(s.vram[off:], b)
 	if s.gen != nil {
 		*s.gen++
+	}
+	if s.wrote != nil {
+		s.wrote(uint64(off), uint64(n))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"godm/devices/vga"
 	"godm/hyp/foreign"
@@ -65,8 +66,10 @@ func (a *vramAllocator) AllocVRAM(size uint32) (vga.P2M, error) {
 		_ = a.hc.DecreaseReservation(dom, 0, gfns)
 		return nil, err
 	}
-	v := &p2mVRAM{m: a.m, hc: a.hc, home: a.next, pages: uint32(pages), gfns: gfns, mp: mp}
+	v := &p2mVRAM{m: a.m, hc: a.hc, home: a.next, pages: uint32(pages), gfns: gfns, mp: mp,
+		wrote: make([]atomic.Uint64, (pages+63)/64)}
 	a.next += pages
+	a.m.vrams.add(v)
 	return v, nil
 }
 
@@ -80,6 +83,12 @@ type p2mVRAM struct {
 	gfns  []uint64 // home's gfns, for decrease_reservation
 	mp    *foreign.Mapping
 	at    uint64 // the gfn the frames are at while mapped at a BAR, else 0
+	// where is the gfn of the first frame now (home or at), for the
+	// dirty reporter's goroutine
+	where atomic.Uint64
+	// wrote has a bit per page the device wrote while log-dirty was on,
+	// not yet reported
+	wrote []atomic.Uint64
 	// warned: a failed move was logged (once per device)
 	warned bool
 }
@@ -109,6 +118,7 @@ func (v *p2mVRAM) Map(base uint64) error {
 		return err
 	}
 	v.at = dst
+	v.where.Store(dst)
 	v.m.Spec.Log.Info("VRAM in the guest's p2m at the LFB BAR", "gpa", fmt.Sprintf("%#x", base), "pages", v.pages)
 	_ = v.m.DM.PinMemoryCacheattr(dst, dst+uint64(v.pages)-1, xenabi.XEN_DMOP_MEM_CACHEATTR_WB)
 	return nil
@@ -125,6 +135,81 @@ func (v *p2mVRAM) Unmap() {
 	_ = v.m.DM.PinMemoryCacheattr(dst, dst+uint64(v.pages)-1, xenabi.XEN_DMOP_DELETE_MEM_CACHEATTR)
 	_ = v.m.DM.RelocateMemory(v.pages, dst, v.home)
 	v.at = 0
+	v.where.Store(v.home)
+}
+
+// Wrote marks the pages of a device-side write while log-dirty is on
+// (what the machine's DirtyLog does for the devices' DMA): the dirty
+// reporter sends them as modified memory where the frames are then.
+func (v *p2mVRAM) Wrote(off, n uint64) {
+	if n == 0 || v.m.dirty == nil || !v.m.dirty.Enabled() {
+		return
+	}
+	last := min((off+n-1)/vramPage, uint64(v.pages)-1)
+	for p := off / vramPage; p <= last; p++ {
+		w := &v.wrote[p/64]
+		if bit := uint64(1) << (p % 64); w.Load()&bit == 0 {
+			w.Or(bit)
+		}
+	}
+}
+
+// collectWrote calls visit for each run of pages written since the last
+// call, at the frames' current place.
+func (v *p2mVRAM) collectWrote(visit func(gfn, n uint64)) {
+	base := v.where.Load()
+	run, start := uint64(0), uint64(0)
+	for i := range v.wrote {
+		bits := v.wrote[i].Swap(0)
+		for j := uint64(0); j < 64; j++ {
+			p := uint64(i)*64 + j
+			if bits&(1<<j) != 0 {
+				if run == 0 {
+					start = p
+				}
+				run++
+				continue
+			}
+			if run > 0 {
+				visit(base+start, run)
+				run = 0
+			}
+		}
+	}
+	if run > 0 {
+		visit(base+start, run)
+	}
+}
+
+// vramList is the machine's p2m VRAMs, for the dirty reporter.
+type vramList struct {
+	mu sync.Mutex
+	vs []*p2mVRAM
+}
+
+func (l *vramList) add(v *p2mVRAM) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.vs = append(l.vs, v)
+}
+
+func (l *vramList) remove(v *p2mVRAM) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, x := range l.vs {
+		if x == v {
+			l.vs = append(l.vs[:i], l.vs[i+1:]...)
+			return
+		}
+	}
+}
+
+func (l *vramList) collect(visit func(gfn, n uint64)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, v := range l.vs {
+		v.collectWrote(visit)
+	}
 }
 
 // Dirty is XEN_DMOP_track_dirty_vram over the frames at the BAR.
@@ -137,6 +222,7 @@ func (v *p2mVRAM) Dirty(bitmap []byte) error {
 
 // Close unmaps the frames from godm and releases them in Xen.
 func (v *p2mVRAM) Close() error {
+	v.m.vrams.remove(v)
 	v.Unmap()
 	err := v.mp.Close()
 	if e := v.hc.DecreaseReservation(v.m.Spec.Dom, 0, v.gfns); e != nil && !errors.Is(e, unix.ESRCH) && err == nil {

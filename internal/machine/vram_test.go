@@ -289,3 +289,46 @@ func TestVRAMP2MFallback(t *testing.T) {
 		t.Errorf("trapped LFB write then read: %#x, %v, %d ioreqs", got, err, m.ioreqs()-before)
 	}
 }
+
+// With log-dirty on (live migration), the device's own writes into VRAM in
+// the p2m are reported to Xen as modified memory where the frames are.
+func TestVRAMP2MDeviceWritesReported(t *testing.T) {
+	s, d := vgaRig(t, "on", nil)
+	guestCfg(t, s, 0x10, 4, lfbBase)
+	guestCfg(t, s, 4, 2, 2)
+	if err := s.m.SetDirtyLog(true); err != nil {
+		t.Fatal(err)
+	}
+	defer s.m.SetDirtyLog(false)
+	mark := s.sim.LastSeq()
+	d.Scanout().WriteVRAM(5*4096+100, make([]byte, 4096)) // pages 5 and 6
+	if err := s.m.FlushDirty(); err != nil {
+		t.Fatal(err)
+	}
+	var got []xensim.Event
+	for _, e := range s.sim.EventsSince(mark) {
+		if e.Kind == xensim.EventModifiedMemory && e.Dom == s.dom.ID() {
+			got = append(got, e)
+		}
+	}
+	if len(got) != 1 || got[0].First != lfbBase/4096+5 || got[0].Nr != 2 {
+		t.Errorf("modified memory reported: %+v, want gfn %#x, 2 pages", got, lfbBase/4096+5)
+	}
+	// Off: nothing is recorded.
+	if err := s.m.SetDirtyLog(false); err != nil {
+		t.Fatal(err)
+	}
+	mark = s.sim.LastSeq()
+	d.Scanout().WriteVRAM(0, []byte{1})
+	if err := s.m.SetDirtyLog(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.m.FlushDirty(); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range s.sim.EventsSince(mark) {
+		if e.Kind == xensim.EventModifiedMemory && e.Dom == s.dom.ID() {
+			t.Errorf("a write made while log-dirty was off was reported: %+v", e)
+		}
+	}
+}
