@@ -14,9 +14,11 @@ import (
 // as XRGB8888 (converted on Read); palette modes (4/8 bpp) and the legacy
 // VGA modes are not emulated yet and show black.
 //
-// Until VRAM lives in the p2m with Xen's track_dirty_vram, CollectDirty
-// finds changed tiles by comparing a hash of each tile with the previous
-// call's (a full read of the visible frame per refresh).
+// CollectDirty finds changed tiles by comparing a hash of each tile with
+// the previous call's (a full read of the visible frame per refresh),
+// unless VRAM is in the p2m (P2M): then Xen's track_dirty_vram bitmap
+// says which pages the guest wrote, and tiles are hashed only after the
+// device itself wrote.
 type Scanout struct {
 	vbe  *VBE
 	vram []byte
