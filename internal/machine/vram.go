@@ -220,13 +220,14 @@ func (v *p2mVRAM) Dirty(bitmap []byte) error {
 	return v.m.DM.TrackDirtyVRAM(v.at, v.pages, bitmap)
 }
 
-// Close unmaps the frames from godm and releases them in Xen.
+// Close unmaps the frames from godm and releases them in Xen. The
+// release is best effort: when godm closes because the domain is being
+// destroyed the moves fail and the frames go with the domain (seen on the
+// box: decrease_reservation then finds holes and refuses).
 func (v *p2mVRAM) Close() error {
 	v.m.vrams.remove(v)
 	v.Unmap()
 	err := v.mp.Close()
-	if e := v.hc.DecreaseReservation(v.m.Spec.Dom, 0, v.gfns); e != nil && !errors.Is(e, unix.ESRCH) && err == nil {
-		err = e
-	}
+	_ = v.hc.DecreaseReservation(v.m.Spec.Dom, 0, v.gfns)
 	return err
 }

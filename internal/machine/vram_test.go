@@ -209,6 +209,12 @@ func TestVRAMInP2M(t *testing.T) {
 	if n := s.sim.Mappings(); n != 0 {
 		t.Errorf("%d privcmd mappings left after Close (had %d)", n, mapsBefore)
 	}
+	if n := s.sim.Count(s.dom.ID(), xensim.EventDecreaseReservation, ""); n != vramSize/4096 {
+		t.Errorf("%d VRAM pages released on Close, want %d", n, vramSize/4096)
+	}
+	if s.dom.IsRAMPage(simRAM/4096) || s.dom.IsRAMPage(lfbBase2/4096) {
+		t.Error("VRAM frames left in the p2m after Close")
+	}
 	// The display still reads what was shown.
 	if !src.Read(px, src.Mode(), display.Rect{X: 130, Y: 70, W: 1, H: 1}) || binary.LittleEndian.Uint32(px) != 0x00ff8040 {
 		t.Errorf("screen pixel after Close % x", px)
