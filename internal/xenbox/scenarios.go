@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 )
 
@@ -390,6 +391,10 @@ echo "--- $log"; cat $log
 exit 0`}
 }
 
+// EnvStdVGAP2M set to "off" runs the stdvga scenario with trapped VRAM
+// (its check of the move into the p2m then fails): a comparison run.
+const EnvStdVGAP2M = "GODM_XENBOX_STDVGA_P2M"
+
 // VNCCapPath is the box's VNC client (internal/xenbox/vnccap).
 const VNCCapPath = "/xenbox/bin/vnccap"
 
@@ -444,7 +449,11 @@ func CirrusScenario() Scenario { return vgaScenario("cirrus", "lc", "") }
 func vgaScenario(name, dom, vgaLine string) Scenario {
 	extraArgs := ""
 	if name == "stdvga" {
-		extraArgs = `, "-global", "VGA.x-godm-vram-p2m=on"`
+		p2m := "on"
+		if os.Getenv(EnvStdVGAP2M) == "off" {
+			p2m = "off" // for a comparison run
+		}
+		extraArgs = `, "-global", "VGA.x-godm-vram-p2m=` + p2m + `"`
 	}
 	cfg := fmt.Sprintf(`name = "lv"
 type = "hvm"
