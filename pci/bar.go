@@ -61,6 +61,11 @@ type BAR struct {
 	// forwarding its accesses). When RAM refuses, the range is
 	// registered and Handler serves it, as without RAM.
 	RAM RAMBacking
+	// RAMOverlay keeps the range registered on the bus while RAM maps
+	// it too: the RAM covers only part of the BAR, or only at times (the
+	// Cirrus LFB), and the hypervisor forwards the accesses to the pages
+	// that are not RAM.
+	RAMOverlay bool
 }
 
 // RAMBacking places a memory BAR's frames in the guest's p2m. MapRAM is
@@ -81,7 +86,9 @@ type bar struct {
 	wrap     barHandler
 	mapped   bool   // guarded by mapMu
 	mappedAt uint64 // guarded by mapMu
-	inRAM    bool   // mapped through ram, not the bus; guarded by mapMu
+	inRAM    bool   // mapped through ram; guarded by mapMu
+	onBus    bool   // registered on the bus; guarded by mapMu
+	overlay  bool   // RAMOverlay
 }
 
 // barReg returns the configuration offset of BAR i (romIndex: the ROM).
@@ -157,6 +164,7 @@ func (d *Device) SetBAR(index int, b BAR) error {
 		return bad("an i/o bar cannot be RAM")
 	}
 	d.bars[index].ram = b.RAM
+	d.bars[index].overlay = b.RAMOverlay
 	return nil
 }
 
@@ -303,13 +311,19 @@ func (d *Device) updateRAMBAR(b *bar, sp *devices.Space, base uint64, ok bool) {
 	}
 	if b.ram.MapRAM(base) == nil {
 		b.mapped, b.mappedAt, b.inRAM = true, base, true
-		return
+		if !b.overlay {
+			return
+		}
 	}
 	if err := sp.Register(base, b.size, &b.wrap); err != nil {
 		d.mapErrors.Add(1)
+		if b.inRAM {
+			b.ram.UnmapRAM()
+		}
+		b.mapped, b.inRAM = false, false
 		return
 	}
-	b.mapped, b.mappedAt = true, base
+	b.mapped, b.mappedAt, b.onBus = true, base, true
 }
 
 // unmapBAR takes BAR b off its place. Preconditions: mapMu held.
@@ -319,10 +333,11 @@ func (d *Device) unmapBAR(b *bar, sp *devices.Space) {
 	}
 	if b.inRAM {
 		b.ram.UnmapRAM()
-	} else if sp != nil {
-		_ = sp.Unregister(b.mappedAt)
 	}
-	b.mapped, b.inRAM = false, false
+	if (b.onBus || b.ram == nil) && sp != nil {
+		_ = sp.Unregister(b.mappedAt) // a BAR without RAM is always on the bus
+	}
+	b.mapped, b.inRAM, b.onBus = false, false, false
 }
 
 // unmapAll removes every registered BAR range. Preconditions: mapMu held.

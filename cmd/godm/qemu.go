@@ -767,12 +767,12 @@ func openDrives(cfg *dmcontract.Config) (map[string]*board.Drive, []board.Entry,
 // VGA), then godm's test devices (at the slots given), then the NICs in
 // command-line order at the lowest free slots (libxl gives them no addr=;
 // QEMU-xen puts them behind the platform device and the VGA).
-func qemuLayout(spec machine.Spec, vgaDriver string, vgaMB uint64, vramP2M string, testSlots []int, nics []dmcontract.NIC) []board.Entry {
+func qemuLayout(spec machine.Spec, vgaDriver string, vgaMB uint64, vramP2M map[string]string, testSlots []int, nics []dmcontract.NIC) []board.Entry {
 	e := spec.Entries() // with spec.Storage after the IDE controller
 	if vgaDriver != "" {
 		props := map[string]string{"vgamem_mb": strconv.FormatUint(vgaMB, 10)}
-		if vramP2M != "" && vgaDriver == "VGA" {
-			props[dmcontract.VRAMP2MProp] = vramP2M
+		if v := vramP2M[vgaDriver]; v != "" {
+			props[dmcontract.VRAMP2MProp] = v
 		}
 		e = append(e, board.Entry{Driver: vgaDriver, Props: props})
 	}

@@ -124,6 +124,11 @@ type Core struct {
 	p2m       P2M
 	lfbIn     bool
 	dirtyBits []byte
+	// Cirrus: where its LFB BAR decodes (lfbDecode) and the gen its
+	// device-side writes were last reported at.
+	lfbBase   uint64
+	lfbDecode bool
+	p2mGen    uint64
 }
 
 // NewCore returns a VGA with vramSize bytes of VRAM (a power of two of at
@@ -157,6 +162,7 @@ func (c *Core) Reset() {
 	c.r = regs{}
 	if c.cl != nil {
 		c.clResetLocked()
+		c.clSyncP2MLocked()
 	}
 	c.gen++
 	c.mu.Unlock()
@@ -612,6 +618,7 @@ func (h windowHandler) Write(a devices.Access, v uint64) {
 	for i := range uint64(a.Size) {
 		h.c.writeWindowLocked(a.Offset+i, byte(v>>(8*i)))
 	}
+	h.c.clSyncP2MLocked()
 }
 
 // DISPI is the Bochs VBE index/data port pair (PortIndex, two ports)

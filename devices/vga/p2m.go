@@ -128,6 +128,7 @@ func (c *Core) ReleaseP2M() error {
 	copy(v, c.vram)
 	c.vram, c.scan.vram = v, v
 	c.p2m, c.scan.track, c.scan.wrote = nil, nil, nil
+	c.lfbDecode = false
 	c.gen++
 	return p.Close()
 }
@@ -138,4 +139,59 @@ func (c *Core) wroteLocked(off, n uint64) {
 	if c.p2m != nil {
 		c.p2m.Wrote(off, n)
 	}
+}
+
+// clLFBRAM is the Cirrus LFB BAR's pci.RAMBacking (with RAMOverlay: the
+// BAR stays on the bus). The BAR's place is recorded; whether VRAM is in
+// the p2m there follows QEMU's cirrus_update_memory_access (clMapped),
+// re-checked after every guest write to the device.
+type clLFBRAM struct{ c *Core }
+
+func (l clLFBRAM) MapRAM(base uint64) error {
+	c := l.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.p2m == nil {
+		return errNoP2M
+	}
+	c.lfbBase, c.lfbDecode = base, true
+	c.clSyncP2MLocked()
+	return nil
+}
+
+func (l clLFBRAM) UnmapRAM() {
+	c := l.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lfbDecode = false
+	c.clSyncP2MLocked()
+}
+
+// clSyncP2MLocked puts the Cirrus VRAM into the p2m at the LFB or takes
+// it out, as clMapped says; it also reports the device's own writes
+// while log-dirty is on, coarsely (all of VRAM after any write that
+// changed the picture: blits, the banked window, trapped LFB bytes).
+// Called with mu held after each guest write; nothing without p2m VRAM.
+func (c *Core) clSyncP2MLocked() {
+	if c.p2m == nil || c.cl == nil {
+		return
+	}
+	if c.gen != c.p2mGen {
+		c.p2mGen = c.gen
+		c.p2m.Wrote(0, uint64(len(c.vram)))
+	}
+	want := c.lfbDecode && c.clMapped()
+	switch {
+	case want == c.lfbIn:
+	case want:
+		if c.p2m.Map(c.lfbBase) == nil {
+			c.lfbIn = true
+			c.gen++
+		}
+	default:
+		c.p2m.Unmap()
+		c.lfbIn = false
+		c.gen++
+	}
+	c.p2mGen = c.gen
 }

@@ -743,7 +743,7 @@ func newVGA(b *Board, p Props, pl *Plugged) error {
 	return nil
 }
 
-// vramP2MProp forces the VGA's VRAM into the guest's p2m (on) or keeps it
+// vramP2MProp forces the VGA's (or Cirrus VGA's) VRAM into the guest's p2m (on) or keeps it
 // trapped device memory (off, the default until proven on every Xen).
 const vramP2MProp = "x-godm-vram-p2m"
 
@@ -780,11 +780,23 @@ func newCirrusVGA(b *Board, p Props, pl *Plugged) error {
 	if err != nil {
 		return err
 	}
-	d, err := vga.NewCirrus(vga.CirrusConfig{VRAMMiB: mb, ROM: rom})
+	var p2m vga.P2M
+	if mb == 4 || mb == 8 || mb == 16 { // others: NewCirrus's error
+		if p2m, err = b.vramP2M(p, pl, uint32(mb<<20)); err != nil {
+			return err
+		}
+	}
+	d, err := vga.NewCirrus(vga.CirrusConfig{VRAMMiB: mb, ROM: rom, P2M: p2m})
 	if err != nil {
+		if p2m != nil {
+			_ = p2m.Close()
+		}
 		return err
 	}
 	pl.Dev = d
+	if p2m != nil {
+		pl.onUnplug(d.ReleaseP2M)
+	}
 	if err := b.addPCI(pl, d.Function(), slot, fn, !ok); err != nil {
 		return err
 	}

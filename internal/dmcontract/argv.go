@@ -75,10 +75,10 @@ type Config struct {
 	// "cirrus-vga" (its default), "" for none; VGAMemMB its vgamem_mb.
 	VGA      string
 	VGAMemMB uint64
-	// VRAMP2M is -global VGA.x-godm-vram-p2m=on|off ("" not given): the
-	// standard VGA's VRAM as guest RAM in the p2m (xl.cfg
+	// VRAMP2M is -global DRIVER.x-godm-vram-p2m=on|off by driver (VGA,
+	// cirrus-vga): the display's VRAM as guest RAM in the p2m (xl.cfg
 	// device_model_args_hvm).
-	VRAMP2M string
+	VRAMP2M map[string]string
 	// VNC is -vnc (Enabled false for "-vnc none" or none given).
 	VNC vnc.Options
 	// Keymap is -k's keymap name ("" for the default, en-us).
@@ -387,16 +387,20 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 			// QEMU's -global DRIVER.PROP=VALUE; godm serves one: the
 			// standard VGA's VRAM in the guest's p2m.
 			k, v, _ := strings.Cut(a.Value, "=")
-			if k != "VGA."+VRAMP2MProp {
-				return nil, refuse(a, "not part of a configuration godm serves: remove the device_model_args that add it (godm takes -global VGA.%s=on|off only)", VRAMP2MProp)
+			drv, prop, _ := strings.Cut(k, ".")
+			if prop != VRAMP2MProp || drv != "VGA" && drv != "cirrus-vga" {
+				return nil, refuse(a, "not part of a configuration godm serves: remove the device_model_args that add it (godm takes -global VGA.%s=on|off, or cirrus-vga., only)", VRAMP2MProp)
 			}
 			if v != "on" && v != "off" {
 				return nil, fmt.Errorf("-global %s: want on or off", a.Value)
 			}
-			if c.VRAMP2M != "" {
+			if c.VRAMP2M[drv] != "" {
 				return nil, fmt.Errorf("-global %s given twice", k)
 			}
-			c.VRAMP2M = v
+			if c.VRAMP2M == nil {
+				c.VRAMP2M = map[string]string{}
+			}
+			c.VRAMP2M[drv] = v
 		case "object":
 			return nil, refuse(a, "not part of a configuration godm serves: remove the device_model_args that add it")
 		case "kernel", "initrd", "append":

@@ -240,10 +240,12 @@ func TestParseRefused(t *testing.T) {
 		}
 	}
 	// The one -global godm serves.
-	for _, v := range []string{"on", "off"} {
-		c, err := Parse(strings.Fields(served+" -global VGA.x-godm-vram-p2m="+v), env7)
-		if err != nil || c.VRAMP2M != v {
-			t.Errorf("-global VGA.x-godm-vram-p2m=%s: %v, VRAMP2M %q", v, err, c.VRAMP2M)
+	for _, drv := range []string{"VGA", "cirrus-vga"} {
+		for _, v := range []string{"on", "off"} {
+			c, err := Parse(strings.Fields(served+" -global "+drv+".x-godm-vram-p2m="+v), env7)
+			if err != nil || c.VRAMP2M[drv] != v || len(c.VRAMP2M) != 1 {
+				t.Errorf("-global %s.x-godm-vram-p2m=%s: %v, VRAMP2M %q", drv, v, err, c.VRAMP2M)
+			}
 		}
 	}
 	// XEN_DOMAIN_ID must agree with -xen-domid.

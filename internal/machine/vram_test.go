@@ -338,3 +338,72 @@ func TestVRAMP2MDeviceWritesReported(t *testing.T) {
 		}
 	}
 }
+
+// The Cirrus VGA with x-godm-vram-p2m=on: its LFB's VRAM part is guest RAM
+// while QEMU's cirrus maps VRAM straight in (no blit waiting for data, no
+// extended write mode 4/5, no x8/x16 addressing, no MMIO at the LFB
+// top), and trapped again as soon as the guest selects one of those; the
+// rest of the BAR (the blit aperture) stays trapped throughout.
+func TestCirrusVRAMInP2M(t *testing.T) {
+	list := append(Spec{}.Entries(), board.Entry{Driver: "cirrus-vga", Props: map[string]string{
+		"id": "vga", "addr": "03.0", "vgamem_mb": "8", "romfile": "", "x-godm-vram-p2m": "on"}})
+	s := newBoardRig(t, Spec{Devices: list})
+	d := s.m.Board.Device("vga").Dev.(*vga.Cirrus)
+	const cirrusVRAM = 8 << 20
+	guestCfg(t, s, 0x10, 4, lfbBase)
+	guestCfg(t, s, 4, 2, 2)
+	if !d.InP2M() || !s.dom.IsRAMPage(lfbBase/4096) || !s.dom.IsRAMPage((lfbBase+cirrusVRAM)/4096-1) {
+		t.Fatal("Cirrus LFB not in the p2m after BAR programming")
+	}
+	if s.dom.IsRAMPage((lfbBase + cirrusVRAM) / 4096) {
+		t.Error("RAM beyond the VRAM in the BAR")
+	}
+	before := syncReqs(s)
+	if err := s.v.MMIOWrite(lfbBase+0x1234, 4, 0xcafe); err != nil {
+		t.Fatal(err)
+	}
+	if got := syncReqs(s) - before; got != 0 {
+		t.Errorf("Cirrus LFB write made %d ioreqs", got)
+	}
+	if got := binary.LittleEndian.Uint32(d.VRAM()[0x1234:]); got != 0xcafe {
+		t.Errorf("device sees %#x", got)
+	}
+	// The aperture (16 MiB into the BAR) is still the device's.
+	if err := s.v.MMIOWrite(lfbBase+16<<20, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if syncReqs(s)-before != 1 {
+		t.Error("the blit aperture did not trap")
+	}
+	// GR0B bit 2 with write mode 4 (GR05): trapped, as in QEMU.
+	for _, w := range []uint64{0x040b, 0x0405} {
+		if err := s.v.Out(0x3ce, 2, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d.InP2M() || s.dom.IsRAMPage(lfbBase/4096) {
+		t.Fatal("write mode 4 left the LFB in the p2m")
+	}
+	before = syncReqs(s)
+	if v, err := s.v.MMIORead(lfbBase+0x1234, 4); err != nil || v != 0xcafe || syncReqs(s)-before != 1 {
+		t.Errorf("trapped read %#x, %v", v, err)
+	}
+	for _, w := range []uint64{0x000b, 0x0005} {
+		if err := s.v.Out(0x3ce, 2, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !d.InP2M() {
+		t.Fatal("back to write mode 0: LFB not in the p2m again")
+	}
+	mapsBefore := s.sim.Mappings()
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.sim.Mappings(); n != 0 {
+		t.Errorf("%d mappings left (had %d)", n, mapsBefore)
+	}
+}
