@@ -391,9 +391,10 @@ echo "--- $log"; cat $log
 exit 0`}
 }
 
-// EnvStdVGAP2M set to "off" runs the stdvga scenario with trapped VRAM
-// (its check of the move into the p2m then fails): a comparison run.
-const EnvStdVGAP2M = "GODM_XENBOX_STDVGA_P2M"
+// EnvVGAP2M set to "off" runs the stdvga and cirrus scenarios with
+// trapped VRAM (their check of the move into the p2m then fails): a
+// comparison run.
+const EnvVGAP2M = "GODM_XENBOX_VGA_P2M"
 
 // VNCCapPath is the box's VNC client (internal/xenbox/vnccap).
 const VNCCapPath = "/xenbox/bin/vnccap"
@@ -431,9 +432,10 @@ func VNCCapPNG(lines []Line) ([]byte, error) {
 // (an empty root, no open after the drop) cannot; VNC itself works under
 // the sandbox.
 //
-// The standard VGA's VRAM is guest RAM in the p2m here (-global
-// VGA.x-godm-vram-p2m=on): hvmloader's BAR programming moves its frames to
-// the LFB, and godm's log must say so (XENBOX-FACT vram_p2m, a count).
+// The VGA's VRAM is guest RAM in the p2m here (-global
+// VGA.x-godm-vram-p2m=on, cirrus-vga. for the Cirrus scenario): hvmloader's
+// BAR programming moves its frames to the LFB, and godm's log must say so
+// (XENBOX-FACT vram_p2m, a count).
 func StdVGAScenario() Scenario { return vgaScenario("stdvga", "lv", "vga = \"stdvga\"\n") }
 
 // CirrusScenario is StdVGAScenario with an unchanged config's display:
@@ -447,14 +449,15 @@ func CirrusScenario() Scenario { return vgaScenario("cirrus", "lc", "") }
 // vgaScenario is the VNC banner scenario named name for a domain called
 // dom with vgaLine in its config.
 func vgaScenario(name, dom, vgaLine string) Scenario {
-	extraArgs := ""
-	if name == "stdvga" {
-		p2m := "on"
-		if os.Getenv(EnvStdVGAP2M) == "off" {
-			p2m = "off" // for a comparison run
-		}
-		extraArgs = `, "-global", "VGA.x-godm-vram-p2m=` + p2m + `"`
+	drv := "VGA"
+	if name == "cirrus" {
+		drv = "cirrus-vga"
 	}
+	p2m := "on"
+	if os.Getenv(EnvVGAP2M) == "off" {
+		p2m = "off" // for a comparison run
+	}
+	extraArgs := `, "-global", "` + drv + `.x-godm-vram-p2m=` + p2m + `"`
 	cfg := fmt.Sprintf(`name = "lv"
 type = "hvm"
 memory = 32
@@ -518,11 +521,7 @@ exit 0`
 	script = strings.Replace(script, " PNG >", " "+png+" >", 1)
 	// godm's informational lines (GODM_VERBOSE, inherited through xl and
 	// libxl) carry the VRAM's move into the p2m.
-	xlenv := ""
-	if name == "stdvga" {
-		xlenv = "GODM_VERBOSE=1 "
-	}
-	script = strings.Replace(script, "XLENV ", xlenv, 1)
+	script = strings.Replace(script, "XLENV ", "GODM_VERBOSE=1 ", 1)
 	// The domain's name and its files follow dom.
 	for _, w := range []string{`"lv"`, "/tmp/lv", "qemu-dm-lv", " lv ", " lv)"} {
 		script = strings.ReplaceAll(script, w, strings.Replace(w, "lv", dom, 1))
