@@ -23,13 +23,14 @@ import (
 // follows), and godm maps them for the device.
 type vramAllocator struct {
 	m    *Machine
+	lay  layout.Layout
 	hc   *hcall.Caller
 	mu   sync.Mutex
 	next uint64 // the next free gfn of the reserved range
 }
 
 func newVRAMAllocator(m *Machine, hc *hcall.Caller, lay layout.Layout) *vramAllocator {
-	a := &vramAllocator{m: m, hc: hc}
+	a := &vramAllocator{m: m, hc: hc, lay: lay}
 	if r := lay.Regions(); len(r) > 0 {
 		a.next = r[len(r)-1].End() / vramPage
 	}
@@ -66,7 +67,7 @@ func (a *vramAllocator) AllocVRAM(size uint32) (vga.P2M, error) {
 		_ = a.hc.DecreaseReservation(dom, 0, gfns)
 		return nil, err
 	}
-	v := &p2mVRAM{m: a.m, hc: a.hc, home: a.next, pages: uint32(pages), gfns: gfns, mp: mp,
+	v := &p2mVRAM{m: a.m, hc: a.hc, lay: a.lay, home: a.next, pages: uint32(pages), gfns: gfns, mp: mp,
 		wrote: make([]atomic.Uint64, (pages+63)/64)}
 	a.next += pages
 	a.m.vrams.add(v)
@@ -77,6 +78,7 @@ func (a *vramAllocator) AllocVRAM(size uint32) (vga.P2M, error) {
 // or at the BAR (at != 0).
 type p2mVRAM struct {
 	m     *Machine
+	lay   layout.Layout
 	hc    *hcall.Caller
 	home  uint64
 	pages uint32
@@ -103,6 +105,18 @@ func (v *p2mVRAM) Bytes() []byte { return v.mp.Bytes() }
 func (v *p2mVRAM) Map(base uint64) error {
 	if base%vramPage != 0 {
 		return fmt.Errorf("VRAM BAR at %#x is not page aligned", base)
+	}
+	// A guest placing the BAR over its own RAM would have Xen drop those
+	// pages (add_to_physmap frees what was at the destination): that
+	// BAR stays trapped instead.
+	size := uint64(v.pages) * vramPage
+	for _, r := range v.lay.Regions() {
+		if base < r.End() && r.GPA < base+size {
+			return fmt.Errorf("VRAM BAR at %#x overlaps guest RAM", base)
+		}
+	}
+	if home := v.home * vramPage; base < home+size && home < base+size {
+		return fmt.Errorf("VRAM BAR at %#x overlaps the VRAM's own frames", base)
 	}
 	if v.at != 0 {
 		v.Unmap()

@@ -156,6 +156,21 @@ func TestVRAMInP2M(t *testing.T) {
 	if tl, _ := collect(src); !tl.Get(200/display.TileSize, 100/display.TileSize) {
 		t.Errorf("a device write is not dirty: %v", dirtyTiles(tl))
 	}
+	// A BAR over guest RAM or over the frames' home stays trapped (Xen
+	// would drop the RAM pages there); moved away, it is RAM again.
+	for _, bad := range []uint64{0x100000, simRAM} {
+		guestCfg(t, s, 0x10, 4, bad)
+		if d.InP2M() || !s.dom.IsRAMPage(bad/4096) {
+			t.Errorf("BAR at %#x: in the p2m %v", bad, d.InP2M())
+		}
+		if v, err := s.v.MMIORead(bad+70*w*4+130*4, 4); bad == simRAM && (err != nil || v != 0x00ff8040) {
+			t.Errorf("trapped BAR at %#x reads %#x, %v", bad, v, err)
+		}
+	}
+	guestCfg(t, s, 0x10, 4, lfbBase)
+	if !d.InP2M() {
+		t.Fatal("BAR back at its place: not in the p2m")
+	}
 	// The BAR moves: the frames follow, the old place is a hole.
 	guestCfg(t, s, 0x10, 4, lfbBase2)
 	if !d.InP2M() || s.dom.IsRAMPage(lfbBase/4096) || !s.dom.IsRAMPage(lfbBase2/4096) {
