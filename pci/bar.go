@@ -55,6 +55,26 @@ type BAR struct {
 	// relative to the BAR's base) except those to an MSI-X table or PBA
 	// placed in it. A nil Handler reads 0 and ignores writes.
 	Handler devices.Handler
+	// RAM, when set, is asked first to back the BAR's range with guest
+	// RAM placed in the p2m (the VGA's VRAM, as QEMU-xen's framebuffer):
+	// the range is then not registered in the bus (the hypervisor stops
+	// forwarding its accesses). When RAM refuses, the range is
+	// registered and Handler serves it, as without RAM.
+	RAM RAMBacking
+	// RAMOverlay keeps the range registered on the bus while RAM maps
+	// it too: the RAM covers only part of the BAR, or only at times (the
+	// Cirrus LFB), and the hypervisor forwards the accesses to the pages
+	// that are not RAM.
+	RAMOverlay bool
+}
+
+// RAMBacking places a memory BAR's frames in the guest's p2m. MapRAM is
+// called when the BAR starts decoding at base (or moves there), UnmapRAM
+// when it stops (or before it moves); both run with no lock of the
+// function held.
+type RAMBacking interface {
+	MapRAM(base uint64) error
+	UnmapRAM()
 }
 
 // bar is the state of one BAR (or the ROM).
@@ -62,9 +82,13 @@ type bar struct {
 	kind     BARKind
 	size     uint64
 	h        devices.Handler
+	ram      RAMBacking
 	wrap     barHandler
 	mapped   bool   // guarded by mapMu
 	mappedAt uint64 // guarded by mapMu
+	inRAM    bool   // mapped through ram; guarded by mapMu
+	onBus    bool   // registered on the bus; guarded by mapMu
+	overlay  bool   // RAMOverlay
 }
 
 // barReg returns the configuration offset of BAR i (romIndex: the ROM).
@@ -136,6 +160,11 @@ func (d *Device) SetBAR(index int, b BAR) error {
 	d.bars[index].kind = b.Kind
 	d.bars[index].size = b.Size
 	d.bars[index].h = b.Handler
+	if b.RAM != nil && b.Kind == BARIO {
+		return bad("an i/o bar cannot be RAM")
+	}
+	d.bars[index].ram = b.RAM
+	d.bars[index].overlay = b.RAMOverlay
 	return nil
 }
 
@@ -243,6 +272,10 @@ func (d *Device) updateMappings() {
 		if sp == nil || (b.mapped == want[i].ok && (!b.mapped || b.mappedAt == want[i].base)) {
 			continue
 		}
+		if b.ram != nil {
+			d.updateRAMBAR(b, sp, want[i].base, want[i].ok)
+			continue
+		}
 		switch {
 		case b.mapped && want[i].ok:
 			if err := sp.Move(b.mappedAt, want[i].base); err != nil {
@@ -267,16 +300,50 @@ func (d *Device) updateMappings() {
 	}
 }
 
+// updateRAMBAR moves a BAR with a RAMBacking: off its old place (RAM
+// unmapped or range unregistered), then onto the new one, as RAM when
+// the backing accepts, else registered on the bus. Preconditions: mapMu
+// held, mu not held.
+func (d *Device) updateRAMBAR(b *bar, sp *devices.Space, base uint64, ok bool) {
+	d.unmapBAR(b, sp)
+	if !ok {
+		return
+	}
+	if b.ram.MapRAM(base) == nil {
+		b.mapped, b.mappedAt, b.inRAM = true, base, true
+		if !b.overlay {
+			return
+		}
+	}
+	if err := sp.Register(base, b.size, &b.wrap); err != nil {
+		d.mapErrors.Add(1)
+		if b.inRAM {
+			b.ram.UnmapRAM()
+		}
+		b.mapped, b.inRAM = false, false
+		return
+	}
+	b.mapped, b.mappedAt, b.onBus = true, base, true
+}
+
+// unmapBAR takes BAR b off its place. Preconditions: mapMu held.
+func (d *Device) unmapBAR(b *bar, sp *devices.Space) {
+	if !b.mapped {
+		return
+	}
+	if b.inRAM {
+		b.ram.UnmapRAM()
+	}
+	if (b.onBus || b.ram == nil) && sp != nil {
+		_ = sp.Unregister(b.mappedAt) // a BAR without RAM is always on the bus
+	}
+	b.mapped, b.inRAM, b.onBus = false, false, false
+}
+
 // unmapAll removes every registered BAR range. Preconditions: mapMu held.
 func (d *Device) unmapAll() {
 	for i := range d.bars {
-		b := &d.bars[i]
-		if b.mapped {
-			if sp := d.space(i); sp != nil {
-				_ = sp.Unregister(b.mappedAt)
-			}
-			b.mapped = false
-		}
+		d.unmapBAR(&d.bars[i], d.space(i))
 	}
 }
 

@@ -258,7 +258,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 		if spec.Drives, spec.Storage, sata, err = openDrives(cfg); err != nil {
 			return err
 		}
-		spec.Devices = append(qemuLayout(spec, cfg.VGA, cfg.VGAMemMB, cfg.TestSlots, cfg.NICs, cfg.USBController, cfg.USB), sata...)
+		spec.Devices = append(qemuLayout(spec, cfg.VGA, cfg.VGAMemMB, cfg.VRAMP2M, cfg.TestSlots, cfg.NICs, cfg.USBController, cfg.USB), sata...)
 		m, err = machine.New(env.Kernel, spec) // owns the drives from here
 		if err != nil {
 			return fmt.Errorf("serve %v: %w", spec.Dom, err)
@@ -778,13 +778,17 @@ func openDrives(cfg *dmcontract.Config) (map[string]*board.Drive, []board.Entry,
 // controller is at 01.2 (QEMU pc_piix.c: the PIIX3's devfn + 2); the
 // USB -device entries follow the VGA in their command-line order (libxl
 // writes them between the VGA and the NICs).
-func qemuLayout(spec machine.Spec, vgaDriver string, vgaMB uint64, testSlots []int, nics []dmcontract.NIC, usbCtl bool, usb []dmcontract.USBDevice) []board.Entry {
+func qemuLayout(spec machine.Spec, vgaDriver string, vgaMB uint64, vramP2M map[string]string, testSlots []int, nics []dmcontract.NIC, usbCtl bool, usb []dmcontract.USBDevice) []board.Entry {
 	e := spec.Entries() // with spec.Storage after the IDE controller
 	if usbCtl {
 		e = append(e, board.Entry{Driver: board.UHCIDriver, Props: map[string]string{"addr": fmt.Sprintf("%02x.%x", uhci.Slot, uhci.Function)}})
 	}
 	if vgaDriver != "" {
-		e = append(e, board.Entry{Driver: vgaDriver, Props: map[string]string{"vgamem_mb": strconv.FormatUint(vgaMB, 10)}})
+		props := map[string]string{"vgamem_mb": strconv.FormatUint(vgaMB, 10)}
+		if v := vramP2M[vgaDriver]; v != "" {
+			props[dmcontract.VRAMP2MProp] = v
+		}
+		e = append(e, board.Entry{Driver: vgaDriver, Props: props})
 	}
 	for _, u := range usb {
 		e = append(e, board.Entry{Driver: u.Driver, Props: maps.Clone(u.Props)})

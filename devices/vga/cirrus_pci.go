@@ -39,6 +39,10 @@ type CirrusConfig struct {
 	VRAMMiB uint64
 	// ROM is the VGA BIOS (vgabios-cirrus.bin), nil for none.
 	ROM []byte
+	// P2M, when set, is VRAM in the guest's p2m (VRAMMiB long): BAR 0's
+	// first VRAMMiB is then guest RAM whenever QEMU's cirrus maps VRAM
+	// straight into the LFB (clMapped), and trapped otherwise.
+	P2M P2M
 }
 
 // Cirrus is the "-device cirrus-vga" PCI function (CL-GD5446): BAR 0
@@ -64,12 +68,20 @@ func NewCirrus(cfg CirrusConfig) (*Cirrus, error) {
 	c.scan.overlay = func(row []byte, y, x int) { c.clCursorRowLocked(row, y, x, c.scan.vmode.XRes) }
 	c.Reset()
 	d := &Cirrus{Core: c}
+	var ram pci.RAMBacking
+	if cfg.P2M != nil {
+		if err := c.useP2M(cfg.P2M); err != nil {
+			return nil, err
+		}
+		ram = clLFBRAM{c}
+	}
 	fn, err := pci.New(pci.Header{VendorID: CirrusVendorID, DeviceID: CirrusDeviceID, Class: Class,
 		SubsystemVendorID: subsystemVendor, SubsystemID: subsystemID})
 	if err != nil {
 		return nil, err
 	}
-	if err := fn.SetBAR(0, pci.BAR{Kind: pci.BARMem32, Size: CirrusBAR0Size, Prefetchable: true, Handler: clLFBHandler{c}}); err != nil {
+	if err := fn.SetBAR(0, pci.BAR{Kind: pci.BARMem32, Size: CirrusBAR0Size, Prefetchable: true, Handler: clLFBHandler{c},
+		RAM: ram, RAMOverlay: true}); err != nil {
 		return nil, err
 	}
 	if err := fn.SetBAR(1, pci.BAR{Kind: pci.BARMem32, Size: CirrusMMIOSize, Handler: clMMIOHandler{c}}); err != nil {
@@ -131,6 +143,7 @@ func (h clPortHandler) Write(a devices.Access, v uint64) {
 			h.c.writePortLocked(p, byte(v>>(8*i)))
 		}
 	}
+	h.c.clSyncP2MLocked()
 }
 
 // clLFBHandler is BAR 0, byte by byte (QEMU cirrus_linear_io and
@@ -170,6 +183,7 @@ func (h clLFBHandler) Write(a devices.Access, v uint64) {
 			}
 		}
 	}
+	h.c.clSyncP2MLocked()
 }
 
 // clMMIOHandler is BAR 1 (QEMU cirrus_mmio_io): below 0x100 the ports
@@ -205,4 +219,5 @@ func (h clMMIOHandler) Write(a devices.Access, v uint64) {
 			h.c.writePortLocked(0x3c0+off, b)
 		}
 	}
+	h.c.clSyncP2MLocked()
 }

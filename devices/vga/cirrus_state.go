@@ -75,5 +75,6 @@ func (d *Cirrus) Restore(b []byte) error {
 	old.gr[0x31] &^= bltStart | bltBusy | bltFIFOUsed
 	d.clUpdateBanksLocked()
 	d.gen++
+	d.clSyncP2MLocked()
 	return nil
 }

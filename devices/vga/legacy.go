@@ -117,6 +117,18 @@ type Core struct {
 	scan *Scanout
 	src  *screen
 	cl   *cirrus // the CL-GD5446 extensions, nil for the standard VGA
+
+	// p2m, when set, backs vram with guest frames (see P2M); lfbIn says
+	// the LFB BAR is mapped onto them; dirtyBits is track_dirty_vram's
+	// bitmap, one bit per VRAM page.
+	p2m       P2M
+	lfbIn     bool
+	dirtyBits []byte
+	// Cirrus: where its LFB BAR decodes (lfbDecode) and the gen its
+	// device-side writes were last reported at.
+	lfbBase   uint64
+	lfbDecode bool
+	p2mGen    uint64
 }
 
 // NewCore returns a VGA with vramSize bytes of VRAM (a power of two of at
@@ -138,6 +150,7 @@ func (c *Core) clearVRAM(n uint32) {
 	c.mu.Lock()
 	c.gen++
 	clear(c.vram[:min(int(n), len(c.vram))])
+	c.wroteLocked(0, uint64(min(int(n), len(c.vram))))
 	c.mu.Unlock()
 }
 
@@ -149,6 +162,7 @@ func (c *Core) Reset() {
 	c.r = regs{}
 	if c.cl != nil {
 		c.clResetLocked()
+		c.clSyncP2MLocked()
 	}
 	c.gen++
 	c.mu.Unlock()
@@ -435,6 +449,15 @@ func (c *Core) WriteWindow(off uint64, v byte) {
 
 func (c *Core) writeWindowLocked(off uint64, val byte) {
 	c.gen++
+	if c.p2m != nil {
+		// Whichever of chain 4, odd/even or planar addressing applies,
+		// the byte lands at a, 2a or 4a..4a+3.
+		if a, ok := c.window(off); ok {
+			c.p2m.Wrote(a, 1)
+			c.p2m.Wrote(2*a, 2)
+			c.p2m.Wrote(4*a, 4)
+		}
+	}
 	if c.cl != nil && c.cl.svga() {
 		c.clWriteWindowLocked(off, val)
 		return
@@ -524,6 +547,7 @@ func (c *Core) writeVRAM(off uint64, size uint8, v uint64) {
 			c.vram[off+i] = byte(v >> (8 * i))
 		}
 	}
+	c.wroteLocked(off, uint64(size))
 }
 
 // Ports is the legacy port block as a devices.Handler: register it for
@@ -594,6 +618,7 @@ func (h windowHandler) Write(a devices.Access, v uint64) {
 	for i := range uint64(a.Size) {
 		h.c.writeWindowLocked(a.Offset+i, byte(v>>(8*i)))
 	}
+	h.c.clSyncP2MLocked()
 }
 
 // DISPI is the Bochs VBE index/data port pair (PortIndex, two ports)

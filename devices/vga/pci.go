@@ -58,6 +58,10 @@ type Config struct {
 	// ROM is the VGA BIOS image (vgabios-stdvga.bin) shown through the
 	// expansion ROM BAR, nil for none.
 	ROM []byte
+	// P2M, when set, is VRAM in the guest's p2m (its Bytes VRAMSize
+	// long): BAR 0 is then mapped onto it instead of trapped whenever
+	// P2M.Map accepts.
+	P2M P2M
 }
 
 // New builds the device.
@@ -66,12 +70,19 @@ func New(cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("vga: VRAM size %#x is not a power of two of at least 1 MiB", cfg.VRAMSize)
 	}
 	d := &Device{Core: NewCore(cfg.VRAMSize)}
+	var ram pci.RAMBacking
+	if cfg.P2M != nil {
+		if err := d.useP2M(cfg.P2M); err != nil {
+			return nil, err
+		}
+		ram = lfbRAM{d.Core}
+	}
 	fn, err := pci.New(pci.Header{VendorID: VendorID, DeviceID: DeviceID, Revision: Revision, Class: Class,
 		SubsystemVendorID: subsystemVendor, SubsystemID: subsystemID})
 	if err != nil {
 		return nil, err
 	}
-	if err := fn.SetBAR(0, pci.BAR{Kind: pci.BARMem32, Size: uint64(cfg.VRAMSize), Prefetchable: true, Handler: lfbHandler{d.Core}}); err != nil {
+	if err := fn.SetBAR(0, pci.BAR{Kind: pci.BARMem32, Size: uint64(cfg.VRAMSize), Prefetchable: true, Handler: lfbHandler{d.Core}, RAM: ram}); err != nil {
 		return nil, err
 	}
 	if err := fn.SetBAR(2, pci.BAR{Kind: pci.BARMem32, Size: MMIOBARSize, Handler: mmioHandler{d.Core}}); err != nil {

@@ -3,6 +3,7 @@ package vga
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"math/bits"
 	"sync"
 
 	"godm/display"
@@ -13,9 +14,11 @@ import (
 // as XRGB8888 (converted on Read); palette modes (4/8 bpp) and the legacy
 // VGA modes are not emulated yet and show black.
 //
-// Until VRAM lives in the p2m with Xen's track_dirty_vram, CollectDirty
-// finds changed tiles by comparing a hash of each tile with the previous
-// call's (a full read of the visible frame per refresh).
+// CollectDirty finds changed tiles by comparing a hash of each tile with
+// the previous call's (a full read of the visible frame per refresh),
+// unless VRAM is in the p2m (P2M): then Xen's track_dirty_vram bitmap
+// says which pages the guest wrote, and tiles are hashed only after the
+// device itself wrote.
 type Scanout struct {
 	vbe  *VBE
 	vram []byte
@@ -31,6 +34,15 @@ type Scanout struct {
 	// overlay draws over a row of XRGB8888 pixels (screen line y, from
 	// column x) what the mode's shadow bit asks for: the Cirrus cursor.
 	overlay func(row []byte, y, x int)
+
+	// track, when set, reports the VRAM pages the guest wrote through the
+	// LFB in the p2m (Xen's track_dirty_vram); gen counts the device's
+	// own writes (Core.gen): while it stands still, the bitmap alone says
+	// what changed. Both called or read with mu held.
+	track   func() ([]byte, bool)
+	wrote   func(off, n uint64) // P2M.Wrote, for WriteVRAM
+	gen     *uint64
+	lastGen uint64
 
 	mu     *sync.Mutex // shared with the VRAM's writers (Core.mu)
 	mode   display.Mode
@@ -170,6 +182,9 @@ func (s *Scanout) collectLocked(t *display.Tiles) {
 		return
 	}
 	first := s.hashes == nil
+	if s.trackedLocked(t) && !first {
+		return
+	}
 	if first {
 		s.hashes = make([]uint64, cols*rows)
 	}
@@ -191,6 +206,48 @@ func (s *Scanout) collectLocked(t *display.Tiles) {
 	}
 }
 
+// trackedLocked marks the rows of the VRAM pages the guest wrote through
+// the LFB in the p2m (each page a band of scanlines, Tiles.MarkRows). It
+// reports whether that is the whole story: false when there is no
+// tracking, Xen refused, or the device itself wrote VRAM or registers
+// since the last call (the blitter, the window, a mode change): the
+// caller then compares tile hashes as well.
+func (s *Scanout) trackedLocked(t *display.Tiles) bool {
+	if s.track == nil {
+		return false
+	}
+	dirty, ok := s.track()
+	if !ok {
+		return false
+	}
+	vm := s.vmode
+	if vm.Enabled && vm.LineLength > 0 {
+		start, ll, h := uint64(vm.Start), uint64(vm.LineLength), uint64(vm.YRes)
+		for i, b := range dirty {
+			for ; b != 0; b &= b - 1 {
+				page := uint64(i*8 + bits.TrailingZeros8(b))
+				lo, hi := page*pageSize, (page+1)*pageSize
+				if hi <= start {
+					continue
+				}
+				y0 := uint64(0)
+				if lo > start {
+					y0 = (lo - start) / ll
+				}
+				y1 := min((hi-start+ll-1)/ll, h)
+				if y0 < y1 {
+					t.MarkRows(int(y0), int(y1))
+				}
+			}
+		}
+	}
+	if *s.gen != s.lastGen {
+		s.lastGen = *s.gen
+		return false
+	}
+	return true
+}
+
 // WriteVRAM stores b at VRAM offset off (clipped to VRAM): the path of a
 // device model's own writes (the legacy window, tests).
 func (s *Scanout) WriteVRAM(off int, b []byte) {
@@ -199,5 +256,15 @@ func (s *Scanout) WriteVRAM(off int, b []byte) {
 	if off < 0 || off >= len(s.vram) {
 		return
 	}
-	copy(s.vram[off:], b)
+	n := copy(s.vram[off:], b)
+	if s.gen != nil {
+		*s.gen++
+	}
+	if s.wrote != nil {
+		s.wrote(uint64(off), uint64(n))
+	}
 }
+
+// Scanout returns the VBE scanout of the VGA (its device-side VRAM
+// writes, for tests).
+func (c *Core) Scanout() *Scanout { return c.scan }

@@ -103,6 +103,7 @@ func (d *Device) Restore(b []byte) error {
 	d.mu.Lock()
 	d.r = r
 	copy(d.vram, vram)
+	d.wroteLocked(0, uint64(len(d.vram)))
 	d.gen++
 	d.vbeUpdateLocked()
 	d.mu.Unlock()

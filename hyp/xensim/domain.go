@@ -477,3 +477,11 @@ func (d *Domain) IOReqRanges(id uint16) (ranges [3][]IORange, ok bool) {
 	}
 	return ranges, true
 }
+
+// IsRAMPage reports whether gfn is populated RAM in the domain's p2m
+// (where a guest access does not trap).
+func (d *Domain) IsRAMPage(gfn uint64) bool {
+	d.s.mu.RLock()
+	defer d.s.mu.RUnlock()
+	return d.isRAM(gfn)
+}

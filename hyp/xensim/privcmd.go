@@ -406,3 +406,11 @@ func (h *hcallFile) release() {
 		}
 	}
 }
+
+// Mappings returns how many privcmd VMAs (made by Mmap, not yet
+// unmapped) are live, for leak checks.
+func (s *Sim) Mappings() int {
+	s.vmas.mu.Lock()
+	defer s.vmas.mu.Unlock()
+	return len(s.vmas.m)
+}

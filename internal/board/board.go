@@ -3,6 +3,7 @@ package board
 import (
 	"errors"
 	"fmt"
+	"godm/devices/vga"
 	"log/slog"
 	"slices"
 	"sync"
@@ -65,9 +66,20 @@ type Env struct {
 	// FirmwareDirs are where option ROMs named without a path are
 	// looked up (nil: DefaultFirmwareDirs).
 	FirmwareDirs []string
+	// VRAM places a display's VRAM in the guest's p2m (nil: VRAM stays
+	// device memory, every framebuffer access trapped). Asked only by a
+	// display with x-godm-vram-p2m=on; its failure leaves that device
+	// trapped, with one warning.
+	VRAM VRAMAllocator
 	// Passthrough returns the machine's PCI passthrough (made on first
 	// use); nil when the machine cannot pass functions through.
 	Passthrough func() (PCIPassthrough, error)
+}
+
+// VRAMAllocator populates VRAM frames in the guest's p2m and maps them
+// for the device model (internal/machine).
+type VRAMAllocator interface {
+	AllocVRAM(size uint32) (vga.P2M, error)
 }
 
 // Plugged is one device on the board: what its driver built, and how to

@@ -727,11 +727,23 @@ func newVGA(b *Board, p Props, pl *Plugged) error {
 	if err != nil {
 		return err
 	}
-	d, err := vga.New(vga.Config{VRAMSize: vga.VRAMSize(mb), ROM: rom})
+	size := vga.VRAMSize(mb)
+	p2m, err := b.vramP2M(p, pl, size)
 	if err != nil {
 		return err
 	}
+	d, err := vga.New(vga.Config{VRAMSize: size, ROM: rom, P2M: p2m})
+	if err != nil {
+		if p2m != nil {
+			_ = p2m.Close()
+		}
+		return err
+	}
 	pl.Dev = d
+	if p2m != nil {
+		// Runs after the function left the bus (undo steps run backwards).
+		pl.onUnplug(d.ReleaseP2M)
+	}
 	if err := b.addPCI(pl, d.Function(), slot, fn, !ok); err != nil {
 		return err
 	}
@@ -752,6 +764,30 @@ func newVGA(b *Board, p Props, pl *Plugged) error {
 	return nil
 }
 
+// vramP2MProp forces the VGA's (or Cirrus VGA's) VRAM into the guest's p2m (on) or keeps it
+// trapped device memory (off, the default until proven on every Xen).
+const vramP2MProp = "x-godm-vram-p2m"
+
+// vramP2M returns p2m VRAM of size bytes when the device asks for it and
+// the machine can place it; otherwise nil (trapped VRAM), with one
+// warning when it was asked for.
+func (b *Board) vramP2M(p Props, pl *Plugged, size uint32) (vga.P2M, error) {
+	on, err := p.Bool(vramP2MProp, false)
+	if err != nil || !on {
+		return nil, err
+	}
+	if b.env.VRAM == nil {
+		b.env.Log.Warn("VRAM stays trapped: this machine cannot place it in the guest's p2m", "id", pl.ID)
+		return nil, nil
+	}
+	v, err := b.env.VRAM.AllocVRAM(size)
+	if err != nil {
+		b.env.Log.Warn("VRAM stays trapped: placing it in the guest's p2m failed", "id", pl.ID, "err", err)
+		return nil, nil
+	}
+	return v, nil
+}
+
 func newCirrusVGA(b *Board, p Props, pl *Plugged) error {
 	slot, fn, ok, err := pciAddr(p)
 	if err != nil {
@@ -765,11 +801,23 @@ func newCirrusVGA(b *Board, p Props, pl *Plugged) error {
 	if err != nil {
 		return err
 	}
-	d, err := vga.NewCirrus(vga.CirrusConfig{VRAMMiB: mb, ROM: rom})
+	var p2m vga.P2M
+	if mb == 4 || mb == 8 || mb == 16 { // others: NewCirrus's error
+		if p2m, err = b.vramP2M(p, pl, uint32(mb<<20)); err != nil {
+			return err
+		}
+	}
+	d, err := vga.NewCirrus(vga.CirrusConfig{VRAMMiB: mb, ROM: rom, P2M: p2m})
 	if err != nil {
+		if p2m != nil {
+			_ = p2m.Close()
+		}
 		return err
 	}
 	pl.Dev = d
+	if p2m != nil {
+		pl.onUnplug(d.ReleaseP2M)
+	}
 	if err := b.addPCI(pl, d.Function(), slot, fn, !ok); err != nil {
 		return err
 	}

@@ -75,6 +75,10 @@ type Config struct {
 	// "cirrus-vga" (its default), "" for none; VGAMemMB its vgamem_mb.
 	VGA      string
 	VGAMemMB uint64
+	// VRAMP2M is -global DRIVER.x-godm-vram-p2m=on|off by driver (VGA,
+	// cirrus-vga): the display's VRAM as guest RAM in the p2m (xl.cfg
+	// device_model_args_hvm).
+	VRAMP2M map[string]string
 	// VNC is -vnc (Enabled false for "-vnc none" or none given).
 	VNC vnc.Options
 	// Keymap is -k's keymap name ("" for the default, en-us).
@@ -158,6 +162,10 @@ const (
 	whySpice   = `spice is not supported: remove spice=1`
 	whyChannel = `no channel support yet: remove channel=[...]`
 )
+
+// VRAMP2MProp is the VGA property putting VRAM in the guest's p2m
+// (internal/board).
+const VRAMP2MProp = "x-godm-vram-p2m"
 
 // Parse reads a qemu-xen command line as libxl 4.15 to 4.20 writes it
 // (tools/libs/light/libxl_dm.c libxl__build_device_model_args_new and the
@@ -382,7 +390,25 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 			}
 		case "no-acpi":
 			return nil, refuse(a, "godm's machine always has the PIIX4 ACPI device: remove acpi=0 (and acpi_s3/acpi_s4 overrides)")
-		case "global", "object":
+		case "global":
+			// QEMU's -global DRIVER.PROP=VALUE; godm serves one: the
+			// standard VGA's VRAM in the guest's p2m.
+			k, v, _ := strings.Cut(a.Value, "=")
+			drv, prop, _ := strings.Cut(k, ".")
+			if prop != VRAMP2MProp || drv != "VGA" && drv != "cirrus-vga" {
+				return nil, refuse(a, "not part of a configuration godm serves: remove the device_model_args that add it (godm takes -global VGA.%s=on|off, or cirrus-vga., only)", VRAMP2MProp)
+			}
+			if v != "on" && v != "off" {
+				return nil, fmt.Errorf("-global %s: want on or off", a.Value)
+			}
+			if c.VRAMP2M[drv] != "" {
+				return nil, fmt.Errorf("-global %s given twice", k)
+			}
+			if c.VRAMP2M == nil {
+				c.VRAMP2M = map[string]string{}
+			}
+			c.VRAMP2M[drv] = v
+		case "object":
 			return nil, refuse(a, "not part of a configuration godm serves: remove the device_model_args that add it")
 		case "kernel", "initrd", "append":
 			return nil, refuse(a, "direct kernel boot of an HVM guest is not supported: remove kernel=, ramdisk= and cmdline= (boot through firmware)")

@@ -235,6 +235,8 @@ func TestParseRefused(t *testing.T) {
 		{strings.Replace(served, "mode=control", "mode=readline", 1), `only QMP monitors (mode=control) are served`},
 		{strings.Replace(served, "server=on,wait=off", "server=on,wait=on", 1), `must be server=on,wait=off`},
 		{tail("-global isa-fdc.fdtypeA=none"), `-global isa-fdc.fdtypeA=none: not part of a configuration godm serves`},
+		{served + " -global VGA.x-godm-vram-p2m=yes", `-global VGA.x-godm-vram-p2m=yes: want on or off`},
+		{served + " -global VGA.x-godm-vram-p2m=on -global VGA.x-godm-vram-p2m=off", `-global VGA.x-godm-vram-p2m given twice`},
 		{tail("-name again"), `-name given twice`},
 		{strings.Replace(served, "-m 56", "-m 0", 1), `-m 0: want a whole, non-zero number of MiB`},
 		{strings.Replace(served, "-xen-domid 7", "-xen-domid 0", 1), `-xen-domid "0": want a guest domain id`},
@@ -256,6 +258,15 @@ func TestParseRefused(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "\n") {
 			t.Errorf("error spans lines: %q", err)
+		}
+	}
+	// The one -global godm serves.
+	for _, drv := range []string{"VGA", "cirrus-vga"} {
+		for _, v := range []string{"on", "off"} {
+			c, err := Parse(strings.Fields(served+" -global "+drv+".x-godm-vram-p2m="+v), env7)
+			if err != nil || c.VRAMP2M[drv] != v || len(c.VRAMP2M) != 1 {
+				t.Errorf("-global %s.x-godm-vram-p2m=%s: %v, VRAMP2M %q", drv, v, err, c.VRAMP2M)
+			}
 		}
 	}
 	// XEN_DOMAIN_ID must agree with -xen-domid.

@@ -38,7 +38,7 @@ type boardRig struct {
 
 const simRAM = 16 << 20
 
-func newBoardRig(t *testing.T, spec Spec) *boardRig {
+func newBoardRig(t testing.TB, spec Spec) *boardRig {
 	t.Helper()
 	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, simRAM))
 	sim, dom := xen.Sim, xen.Dom

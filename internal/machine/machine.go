@@ -149,6 +149,7 @@ type Machine struct {
 
 	dirty    *memory.DirtyLog // nil when the RAM size is not known
 	reporter dirtyReporter    // reports dirty to Xen while log-dirty is on
+	vrams    vramList         // display VRAM in the p2m (its device-side writes)
 	priv     *privcmd.Handle
 	domctl   *domctl.Domctl // for WatchDomain; nil when Xen's domctl version is unknown
 	closers  []io.Closer
@@ -276,6 +277,7 @@ func New(k kernel.Kernel, spec Spec) (_ *Machine, err error) {
 		ROM:         romLocker{m.DM},
 		PVUnplug:    unplugger{log: spec.Log, m: m},
 		PlatformLog: platformLog{spec.Log},
+		VRAM:        newVRAMAllocator(m, hc, lay),
 	})
 	if err != nil {
 		return nil, err

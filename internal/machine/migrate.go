@@ -113,7 +113,7 @@ func (m *Machine) flushLocked() error {
 		}
 		r.ext = r.ext[:0]
 	}
-	beyond := m.dirty.Collect(func(gfn, n uint64) {
+	add := func(gfn, n uint64) {
 		for n > 0 {
 			k := min(n, 1<<32-1)
 			r.ext = append(r.ext, dm.Extent{FirstPFN: gfn, Nr: uint32(k)})
@@ -122,7 +122,10 @@ func (m *Machine) flushLocked() error {
 				send()
 			}
 		}
-	})
+	}
+	beyond := m.dirty.Collect(add)
+	// VRAM in the p2m lies beyond the RAM the log covers.
+	m.vrams.collect(add)
 	send()
 	r.beyond += beyond
 	if err := errors.Join(errs...); err != nil {

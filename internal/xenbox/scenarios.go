@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 )
 
@@ -390,6 +391,11 @@ echo "--- $log"; cat $log
 exit 0`}
 }
 
+// EnvVGAP2M set to "off" runs the stdvga and cirrus scenarios with
+// trapped VRAM (their check of the move into the p2m then fails): a
+// comparison run.
+const EnvVGAP2M = "GODM_XENBOX_VGA_P2M"
+
 // VNCCapPath is the box's VNC client (internal/xenbox/vnccap).
 const VNCCapPath = "/xenbox/bin/vnccap"
 
@@ -431,6 +437,11 @@ func VNCCapPNG(lines []Line) ([]byte, error) {
 // UHCI at 00:01.2 (HMP info pci must show 8086:7020 there) with the
 // tablet on port 1, and SeaBIOS's USB initialisation walks its schedule
 // on the way to the banner.
+//
+// The VGA's VRAM is guest RAM in the p2m here (-global
+// VGA.x-godm-vram-p2m=on, cirrus-vga. for the Cirrus scenario): hvmloader's
+// BAR programming moves its frames to the LFB, and godm's log must say so
+// (XENBOX-FACT vram_p2m, a count).
 func StdVGAScenario() Scenario {
 	return vgaScenario("stdvga", "lv", "vga = \"stdvga\"\nusb = 1\nusbdevice = \"tablet\"\n", `xl qemu-monitor-command lv "info pci" >/tmp/lv-pci.txt 2>&1 || fail "HMP info pci failed"
 cat /tmp/lv-pci.txt
@@ -451,6 +462,15 @@ func CirrusScenario() Scenario { return vgaScenario("cirrus", "lc", "", "") }
 // dom with vgaLine in its config; extra runs after the banner was seen,
 // before the domain is destroyed.
 func vgaScenario(name, dom, vgaLine, extra string) Scenario {
+	drv := "VGA"
+	if name == "cirrus" {
+		drv = "cirrus-vga"
+	}
+	p2m := "on"
+	if os.Getenv(EnvVGAP2M) == "off" {
+		p2m = "off" // for a comparison run
+	}
+	extraArgs := `, "-global", "` + drv + `.x-godm-vram-p2m=` + p2m + `"`
 	cfg := fmt.Sprintf(`name = "lv"
 type = "hvm"
 memory = 32
@@ -460,20 +480,20 @@ device_model_override = "%s"
 %svnc = 1
 vnclisten = "127.0.0.1"
 vncpasswd = "s3cret"
-device_model_args_hvm = [ "-godm-sandbox", "off" ]
+device_model_args_hvm = [ "-godm-sandbox", "off"%s ]
 vkb_device = 0
 sdl = 0
 serial = "file:/tmp/lv-com1.log"
 on_poweroff = "destroy"
 on_reboot = "preserve"
 on_crash = "preserve"
-`, GodmPath, vgaLine)
+`, GodmPath, vgaLine, extraArgs)
 	script := fmt.Sprintf("cat > /tmp/lv.cfg <<'EOF'\n%sEOF\n", cfg) + `
 log=/var/log/xen/qemu-dm-lv.log
 fail() { echo "$1"; echo "--- $log"; cat $log; xl list; xl destroy lv 2>/dev/null; exit 1; }
 # VNC listens on dom0's loopback, which the initramfs leaves down.
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up || fail "cannot bring up lo"
-xl create -p /tmp/lv.cfg || fail "xl create -p failed"
+XLENV xl create -p /tmp/lv.cfg || fail "xl create -p failed"
 d=$(xl domid lv)
 echo "XENBOX-FACT domid=$d"
 port=$(xenstore-read /local/domain/$d/console/vnc-port) || port=
@@ -498,6 +518,7 @@ cat /tmp/lv-hmp.txt
 echo "XENBOX-FACT banner_after=$(awk "BEGIN{print $t1-$t0}")s"
 echo "XENBOX-FACT row0=$(sed -n 's/^VNCCAP row 00 //p' /tmp/lv-cap.txt)"
 echo "XENBOX-FACT size=$(sed -n 's/^VNCCAP size=\([0-9x]*\).*/\1/p' /tmp/lv-cap.txt)"
+echo "XENBOX-FACT vram_p2m=$(grep -c "VRAM in the guest's p2m" $log)"
 if ` + VNCCapPath + ` -addr 127.0.0.1:$port -passwd wrong >/tmp/lv-wrong.txt 2>&1; then
 	fail "a wrong VNC password was accepted"
 fi
@@ -511,6 +532,9 @@ exit 0`
 		png = "-png"
 	}
 	script = strings.Replace(script, " PNG >", " "+png+" >", 1)
+	// godm's informational lines (GODM_VERBOSE, inherited through xl and
+	// libxl) carry the VRAM's move into the p2m.
+	script = strings.Replace(script, "XLENV ", "GODM_VERBOSE=1 ", 1)
 	// The domain's name and its files follow dom.
 	for _, w := range []string{`"lv"`, "/tmp/lv", "qemu-dm-lv", " lv ", " lv)"} {
 		script = strings.ReplaceAll(script, w, strings.Replace(w, "lv", dom, 1))

@@ -399,7 +399,11 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 		if p := r.Fields["vnc_port"]; p != "5900" {
 			t.Errorf("console/vnc-port = %q, want 5900 (libxl's record of query-vnc)", p)
 		}
-		t.Logf("banner over VNC %s after unpause; first row %s", r.Fields["banner_after"], r.Fields["row0"])
+		// hvmloader's BAR programming moved the VRAM into the p2m.
+		if n := r.Fields["vram_p2m"]; (n == "" || n == "0") && os.Getenv(EnvVGAP2M) != "off" {
+			t.Errorf("godm's log shows no VRAM move into the p2m (vram_p2m=%q)", n)
+		}
+		t.Logf("banner over VNC %s after unpause; first row %s; VRAM moves into the p2m %s", r.Fields["banner_after"], r.Fields["row0"], r.Fields["vram_p2m"])
 	}
 	// libxl's default display, the Cirrus VGA and its VGA BIOS.
 	check("cirrus", banner)

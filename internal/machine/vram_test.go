@@ -1,0 +1,424 @@
+package machine
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"godm/devices/vga"
+	"godm/display"
+	"godm/hyp/xensim"
+	"godm/internal/board"
+	"godm/internal/testfake"
+)
+
+// vgaRig is a machine with a standard VGA at 00:03.0 on xensim.
+func vgaRig(t testing.TB, p2m string, log *slog.Logger) (*boardRig, *vga.Device) {
+	t.Helper()
+	props := map[string]string{"id": "vga", "addr": "03.0", "vgamem_mb": "8", "romfile": ""}
+	if p2m != "" {
+		props["x-godm-vram-p2m"] = p2m
+	}
+	list := append(Spec{}.Entries(), board.Entry{Driver: "VGA", Props: props})
+	s := newBoardRig(t, Spec{Devices: list, Log: log})
+	return s, s.m.Board.Device("vga").Dev.(*vga.Device)
+}
+
+const (
+	vgaDev   = 3 << 3
+	lfbBase  = 0xe0000000
+	lfbBase2 = 0xe1000000
+	vramSize = 8 << 20
+)
+
+// guestVBE sets a w×h 32-bpp VBE mode through the DISPI ports.
+func guestVBE(t testing.TB, s *boardRig, w, h int) {
+	t.Helper()
+	for _, r := range [][2]uint64{{vga.IndexEnable, 0}, {vga.IndexXRes, uint64(w)}, {vga.IndexYRes, uint64(h)},
+		{vga.IndexBPP, 32}, {vga.IndexEnable, uint64(vga.Enabled | vga.LFBEnabled)}} {
+		if err := s.v.Out(vga.PortIndex, 2, r[0]); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.v.Out(vga.PortData, 2, r[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func guestCfg(t testing.TB, s *boardRig, reg uint32, size int, v uint64) {
+	t.Helper()
+	if err := s.v.PCIConfigWrite(vgaDev, reg, size, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func syncReqs(s *boardRig) uint64 { return s.m.ioreqs() }
+
+func (m *Machine) ioreqs() uint64 {
+	var c ioreqCounters
+	c.read(m)
+	return c.sync
+}
+
+func collect(src display.Source) (*display.Tiles, display.Mode) {
+	m := src.Mode()
+	t := display.NewTiles(m.Width, m.Height)
+	src.CollectDirty(t)
+	return t, m
+}
+
+func dirtyTiles(t *display.Tiles) []int {
+	var out []int
+	cols, rows := t.Size()
+	for y := range rows {
+		for x := range cols {
+			if t.Get(x, y) {
+				out = append(out, y*cols+x)
+			}
+		}
+	}
+	return out
+}
+
+// The LFB of a VGA with x-godm-vram-p2m=on is guest RAM: the guest's
+// writes reach VRAM without an ioreq, the display learns of them from
+// track_dirty_vram, the frames follow the BAR and leave with decode off,
+// and closing the machine leaves no mapping.
+func TestVRAMInP2M(t *testing.T) {
+	s, d := vgaRig(t, "on", nil)
+	mapsBefore := s.sim.Mappings() // the machine's own, VRAM included
+	if got := s.sim.Count(s.dom.ID(), xensim.EventPopulatePhysmap, ""); got != vramSize/4096 {
+		t.Errorf("%d pages populated, want %d", got, vramSize/4096)
+	}
+	// Home: right above the guest's RAM, as QEMU-xen's ram_addr.
+	if !s.dom.IsRAMPage(simRAM/4096) || s.dom.IsRAMPage(lfbBase/4096) {
+		t.Fatal("VRAM frames not at their reserved place above RAM")
+	}
+	guestCfg(t, s, 0x10, 4, lfbBase)
+	guestCfg(t, s, 4, 2, 2) // memory decode on
+	if !d.InP2M() {
+		t.Fatal("LFB not in the p2m after BAR programming")
+	}
+	if s.dom.IsRAMPage(simRAM/4096) || !s.dom.IsRAMPage(lfbBase/4096) || !s.dom.IsRAMPage((lfbBase+vramSize)/4096-1) {
+		t.Fatal("the frames did not move to the BAR")
+	}
+	ranges, _ := s.dom.IOReqRanges(uint16(s.m.Server.ID()))
+	for _, r := range ranges[1] {
+		if r.Start <= lfbBase+vramSize-1 && lfbBase <= r.End {
+			t.Errorf("the ioreq server still claims %#x-%#x over the LFB", r.Start, r.End)
+		}
+	}
+
+	const w, h = 256, 128 // 1 KiB a line: a page is 4 lines
+	guestVBE(t, s, w, h)
+	src := d.Source()
+	collect(src) // the new mode: everything
+	if tl, _ := collect(src); len(dirtyTiles(tl)) != 0 {
+		t.Fatalf("dirty tiles with nothing written: %v", dirtyTiles(tl))
+	}
+	before := syncReqs(s)
+	// The guest draws a pixel at (130, 70) and one at (3, 2).
+	if err := s.v.MMIOWrite(lfbBase+70*w*4+130*4, 4, 0x00ff8040); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.v.MMIOWrite(lfbBase+2*w*4+3*4, 4, 0x00112233); err != nil {
+		t.Fatal(err)
+	}
+	if got := syncReqs(s) - before; got != 0 {
+		t.Errorf("LFB writes made %d ioreqs, want 0", got)
+	}
+	if got := binary.LittleEndian.Uint32(d.VRAM()[70*w*4+130*4:]); got != 0x00ff8040 {
+		t.Errorf("device sees %#x at the guest's pixel", got)
+	}
+	tracks := s.sim.Count(s.dom.ID(), xensim.EventTrackDirtyVRAM, "")
+	tl, m := collect(src)
+	if s.sim.Count(s.dom.ID(), xensim.EventTrackDirtyVRAM, "") == tracks {
+		t.Error("the refresh did not ask track_dirty_vram")
+	}
+	// Page 17 (rows 68-71) → tile row 1; page 0 (rows 0-3) → tile row 0.
+	cols, _ := tl.Size()
+	want := []int{0, 1, 2, 3, cols, cols + 1, cols + 2, cols + 3}
+	if got := dirtyTiles(tl); !equalInts(got, want) {
+		t.Errorf("dirty tiles %v, want %v (the written pages' rows)", got, want)
+	}
+	px := make([]byte, 4)
+	if !src.Read(px, m, display.Rect{X: 130, Y: 70, W: 1, H: 1}) || binary.LittleEndian.Uint32(px) != 0x00ff8040 {
+		t.Errorf("screen pixel % x", px)
+	}
+	// A device-side write (the window's path) still shows.
+	if tl, _ := collect(src); len(dirtyTiles(tl)) != 0 {
+		t.Fatalf("dirty tiles after a collection: %v", dirtyTiles(tl))
+	}
+	d.Scanout().WriteVRAM(100*w*4+200*4, []byte{1, 2, 3, 4})
+	if tl, _ := collect(src); !tl.Get(200/display.TileSize, 100/display.TileSize) {
+		t.Errorf("a device write is not dirty: %v", dirtyTiles(tl))
+	}
+	// A BAR over guest RAM or over the frames' home stays trapped (Xen
+	// would drop the RAM pages there); moved away, it is RAM again.
+	for _, bad := range []uint64{0x100000, simRAM} {
+		guestCfg(t, s, 0x10, 4, bad)
+		if d.InP2M() || !s.dom.IsRAMPage(bad/4096) {
+			t.Errorf("BAR at %#x: in the p2m %v", bad, d.InP2M())
+		}
+		if v, err := s.v.MMIORead(bad+70*w*4+130*4, 4); bad == simRAM && (err != nil || v != 0x00ff8040) {
+			t.Errorf("trapped BAR at %#x reads %#x, %v", bad, v, err)
+		}
+	}
+	guestCfg(t, s, 0x10, 4, lfbBase)
+	if !d.InP2M() {
+		t.Fatal("BAR back at its place: not in the p2m")
+	}
+	// The BAR moves: the frames follow, the old place is a hole.
+	guestCfg(t, s, 0x10, 4, lfbBase2)
+	if !d.InP2M() || s.dom.IsRAMPage(lfbBase/4096) || !s.dom.IsRAMPage(lfbBase2/4096) {
+		t.Fatal("the frames did not follow the BAR")
+	}
+	if v, err := s.v.MMIORead(lfbBase2+70*w*4+130*4, 4); err != nil || v != 0x00ff8040 {
+		t.Errorf("pixel at the moved BAR %#x, %v", v, err)
+	}
+	// Decode off: the frames go home, the range is neither RAM nor claimed.
+	guestCfg(t, s, 4, 2, 0)
+	if d.InP2M() || s.dom.IsRAMPage(lfbBase2/4096) || !s.dom.IsRAMPage(simRAM/4096) {
+		t.Fatal("decode off left the frames at the BAR")
+	}
+	guestCfg(t, s, 4, 2, 2)
+	if !d.InP2M() {
+		t.Fatal("decode on again did not map the LFB")
+	}
+	if v, _ := s.v.MMIORead(lfbBase2+2*w*4+3*4, 4); v != 0x00112233 {
+		t.Errorf("pixel after decode off/on %#x", v)
+	}
+
+	// Reset keeps VRAM; snapshot and restore carry it.
+	snap, err := s.m.Board.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.m.Board.Reset()
+	if got := binary.LittleEndian.Uint32(d.VRAM()[70*w*4+130*4:]); got != 0x00ff8040 {
+		t.Errorf("VRAM after reset %#x", got)
+	}
+	clear(d.VRAM())
+	if err := s.m.Board.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.LittleEndian.Uint32(d.VRAM()[70*w*4+130*4:]); got != 0x00ff8040 {
+		t.Errorf("VRAM after restore %#x", got)
+	}
+	if !d.InP2M() {
+		t.Error("LFB not in the p2m after restore")
+	}
+
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if mapsBefore == 0 {
+		t.Fatal("no mappings counted")
+	}
+	if err := s.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.sim.Mappings(); n != 0 {
+		t.Errorf("%d privcmd mappings left after Close (had %d)", n, mapsBefore)
+	}
+	if n := s.sim.Count(s.dom.ID(), xensim.EventDecreaseReservation, ""); n != vramSize/4096 {
+		t.Errorf("%d VRAM pages released on Close, want %d", n, vramSize/4096)
+	}
+	if s.dom.IsRAMPage(simRAM/4096) || s.dom.IsRAMPage(lfbBase2/4096) {
+		t.Error("VRAM frames left in the p2m after Close")
+	}
+	// The display still reads what was shown.
+	if !src.Read(px, src.Mode(), display.Rect{X: 130, Y: 70, W: 1, H: 1}) || binary.LittleEndian.Uint32(px) != 0x00ff8040 {
+		t.Errorf("screen pixel after Close % x", px)
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// The default (and x-godm-vram-p2m=off) keeps VRAM trapped: LFB writes
+// are ioreqs, nothing is populated.
+func TestVRAMTrappedByDefault(t *testing.T) {
+	for _, p2m := range []string{"", "off"} {
+		s, d := vgaRig(t, p2m, nil)
+		if n := s.sim.Count(s.dom.ID(), xensim.EventPopulatePhysmap, ""); n != 0 {
+			t.Errorf("p2m=%q: %d pages populated", p2m, n)
+		}
+		guestCfg(t, s, 0x10, 4, lfbBase)
+		guestCfg(t, s, 4, 2, 2)
+		if d.InP2M() {
+			t.Errorf("p2m=%q: LFB in the p2m", p2m)
+		}
+		before := syncReqs(s)
+		if err := s.v.MMIOWrite(lfbBase+8, 4, 0x55); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.v.MMIORead(lfbBase+8, 4); syncReqs(s)-before != 2 || got != 0x55 {
+			t.Errorf("p2m=%q: the LFB write was not trapped to the device", p2m)
+		}
+	}
+}
+
+// When the frames cannot be placed (here: the guest's RAM size is not
+// known, so there is no place above it), the VGA stays trapped, says so
+// in one warning line, and its LFB works through ioreqs.
+func TestVRAMP2MFallback(t *testing.T) {
+	var logBuf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logBuf, nil))
+	xen := testfake.NewXen(t, xensim.Config{}, testfake.RAM(1, simRAM))
+	list := append(Spec{}.Entries(), board.Entry{Driver: "VGA", Props: map[string]string{
+		"id": "vga", "addr": "03.0", "romfile": "", "x-godm-vram-p2m": "on"}})
+	m, err := New(xen.Sim.Kernel(0), Spec{Dom: xen.Dom.ID(), VCPUs: 1, Devices: list, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	d := m.Board.Device("vga").Dev.(*vga.Device)
+	if n := strings.Count(logBuf.String(), "VRAM stays trapped"); n != 1 {
+		t.Errorf("%d warning lines, want 1:\n%s", n, logBuf.String())
+	}
+	v := xen.Dom.VCPU(0)
+	for _, c := range [][3]uint64{{0x10, 4, lfbBase}, {4, 2, 2}} {
+		if err := v.PCIConfigWrite(vgaDev, uint32(c[0]), int(c[1]), c[2]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d.InP2M() {
+		t.Error("LFB in the p2m after the fallback")
+	}
+	before := m.ioreqs()
+	if err := v.MMIOWrite(lfbBase+16, 4, 0x77); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := v.MMIORead(lfbBase+16, 4); err != nil || got != 0x77 || m.ioreqs()-before != 2 {
+		t.Errorf("trapped LFB write then read: %#x, %v, %d ioreqs", got, err, m.ioreqs()-before)
+	}
+}
+
+// With log-dirty on (live migration), the device's own writes into VRAM in
+// the p2m are reported to Xen as modified memory where the frames are.
+func TestVRAMP2MDeviceWritesReported(t *testing.T) {
+	s, d := vgaRig(t, "on", nil)
+	guestCfg(t, s, 0x10, 4, lfbBase)
+	guestCfg(t, s, 4, 2, 2)
+	if err := s.m.SetDirtyLog(true); err != nil {
+		t.Fatal(err)
+	}
+	defer s.m.SetDirtyLog(false)
+	mark := s.sim.LastSeq()
+	d.Scanout().WriteVRAM(5*4096+100, make([]byte, 4096)) // pages 5 and 6
+	if err := s.m.FlushDirty(); err != nil {
+		t.Fatal(err)
+	}
+	var got []xensim.Event
+	for _, e := range s.sim.EventsSince(mark) {
+		if e.Kind == xensim.EventModifiedMemory && e.Dom == s.dom.ID() {
+			got = append(got, e)
+		}
+	}
+	if len(got) != 1 || got[0].First != lfbBase/4096+5 || got[0].Nr != 2 {
+		t.Errorf("modified memory reported: %+v, want gfn %#x, 2 pages", got, lfbBase/4096+5)
+	}
+	// Off: nothing is recorded.
+	if err := s.m.SetDirtyLog(false); err != nil {
+		t.Fatal(err)
+	}
+	mark = s.sim.LastSeq()
+	d.Scanout().WriteVRAM(0, []byte{1})
+	if err := s.m.SetDirtyLog(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.m.FlushDirty(); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range s.sim.EventsSince(mark) {
+		if e.Kind == xensim.EventModifiedMemory && e.Dom == s.dom.ID() {
+			t.Errorf("a write made while log-dirty was off was reported: %+v", e)
+		}
+	}
+}
+
+// The Cirrus VGA with x-godm-vram-p2m=on: its LFB's VRAM part is guest RAM
+// while QEMU's cirrus maps VRAM straight in (no blit waiting for data, no
+// extended write mode 4/5, no x8/x16 addressing, no MMIO at the LFB
+// top), and trapped again as soon as the guest selects one of those; the
+// rest of the BAR (the blit aperture) stays trapped throughout.
+func TestCirrusVRAMInP2M(t *testing.T) {
+	list := append(Spec{}.Entries(), board.Entry{Driver: "cirrus-vga", Props: map[string]string{
+		"id": "vga", "addr": "03.0", "vgamem_mb": "8", "romfile": "", "x-godm-vram-p2m": "on"}})
+	s := newBoardRig(t, Spec{Devices: list})
+	d := s.m.Board.Device("vga").Dev.(*vga.Cirrus)
+	const cirrusVRAM = 8 << 20
+	guestCfg(t, s, 0x10, 4, lfbBase)
+	guestCfg(t, s, 4, 2, 2)
+	if !d.InP2M() || !s.dom.IsRAMPage(lfbBase/4096) || !s.dom.IsRAMPage((lfbBase+cirrusVRAM)/4096-1) {
+		t.Fatal("Cirrus LFB not in the p2m after BAR programming")
+	}
+	if s.dom.IsRAMPage((lfbBase + cirrusVRAM) / 4096) {
+		t.Error("RAM beyond the VRAM in the BAR")
+	}
+	before := syncReqs(s)
+	if err := s.v.MMIOWrite(lfbBase+0x1234, 4, 0xcafe); err != nil {
+		t.Fatal(err)
+	}
+	if got := syncReqs(s) - before; got != 0 {
+		t.Errorf("Cirrus LFB write made %d ioreqs", got)
+	}
+	if got := binary.LittleEndian.Uint32(d.VRAM()[0x1234:]); got != 0xcafe {
+		t.Errorf("device sees %#x", got)
+	}
+	// The aperture (16 MiB into the BAR) is still the device's.
+	if err := s.v.MMIOWrite(lfbBase+16<<20, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if syncReqs(s)-before != 1 {
+		t.Error("the blit aperture did not trap")
+	}
+	// GR0B bit 2 with write mode 4 (GR05): trapped, as in QEMU.
+	for _, w := range []uint64{0x040b, 0x0405} {
+		if err := s.v.Out(0x3ce, 2, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d.InP2M() || s.dom.IsRAMPage(lfbBase/4096) {
+		t.Fatal("write mode 4 left the LFB in the p2m")
+	}
+	before = syncReqs(s)
+	if v, err := s.v.MMIORead(lfbBase+0x1234, 4); err != nil || v != 0xcafe || syncReqs(s)-before != 1 {
+		t.Errorf("trapped read %#x, %v", v, err)
+	}
+	for _, w := range []uint64{0x000b, 0x0005} {
+		if err := s.v.Out(0x3ce, 2, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !d.InP2M() {
+		t.Fatal("back to write mode 0: LFB not in the p2m again")
+	}
+	mapsBefore := s.sim.Mappings()
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.sim.Mappings(); n != 0 {
+		t.Errorf("%d mappings left (had %d)", n, mapsBefore)
+	}
+}
