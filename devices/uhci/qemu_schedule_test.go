@@ -210,13 +210,19 @@ func TestQEMUDiffSchedule(t *testing.T) {
 	for _, st := range steps {
 		var obs [2][]uint32
 		for i, s := range sides {
+			// Stop the controller before touching the schedule: QEMU's
+			// frame timer runs in real time, and a frame between the
+			// status clear and the new TDs could still retry the last
+			// step's TD (a time-out keeps it active while its error
+			// count lasts) and raise USBINT after the clear. Stopped,
+			// nothing runs until RS is set again.
+			s.out(RegCmd, 2, s.in(RegCmd, 2)&^CmdRS)
+			s.settle()
 			if st.reset {
 				s.out(RegStatus, 2, 0xffff)
 			}
-			if s.in(RegCmd, 2)&CmdRS == 0 {
-				s.out(RegCmd, 2, CmdRS)
-			}
 			load(s, st.tds)
+			s.out(RegCmd, 2, s.in(RegCmd, 2)|CmdRS)
 			s.settle()
 			obs[i] = observe(s, len(st.tds))
 		}
