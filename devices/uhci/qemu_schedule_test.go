@@ -65,7 +65,19 @@ func (q qemuSide) r32(addr uint32) uint32 {
 	return uint32(v)
 }
 
-func (q qemuSide) settle() { time.Sleep(60 * time.Millisecond) }
+// settle lets QEMU's real-time frame timer run at least 8 frames (a
+// step needs at most 3), or until the controller is halted; a loaded
+// host may leave QEMU unscheduled for longer than any fixed sleep.
+func (q qemuSide) settle() {
+	start := q.in(RegFrnum, 2)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+		if q.in(RegStatus, 2)&StsHalted != 0 || (q.in(RegFrnum, 2)-start)&0x7ff >= 8 {
+			return
+		}
+	}
+	q.t.Fatal("QEMU's UHCI ran fewer than 8 frames in 10 s")
+}
 
 type godmSide struct {
 	t   *testing.T
