@@ -189,15 +189,12 @@ const maxLines = 500000
 // the dom0 kernel and initramfs as modules, an SVM CPU with nested
 // paging, which TCG emulates).
 func (c Config) Args() []string {
-	mem, cpus := c.MemMB, c.CPUs
+	mem := c.MemMB
 	if mem == 0 {
 		mem = 2048
 	}
-	if cpus == 0 {
-		cpus = 2
-	}
 	return []string{"-machine", "pc", "-accel", "tcg", "-cpu", "qemu64,+svm,+npt",
-		"-m", fmt.Sprint(mem), "-smp", fmt.Sprint(cpus),
+		"-m", fmt.Sprint(mem), "-smp", fmt.Sprint(c.cpus()),
 		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", c.monitorArg(),
 		"-kernel", c.Assets.XenELF(),
 		"-append", "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all noreboot",
