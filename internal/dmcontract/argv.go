@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"godm/display"
 	"godm/display/vnc"
@@ -44,6 +45,11 @@ type Config struct {
 	// device_model_args_hvm): whether godm deprivileges itself when libxl
 	// did not ask for dm_restrict (package sandbox; default on).
 	Sandbox string
+	// Spin is godm's -godm-spin DURATION|off (xl.cfg
+	// device_model_args_hvm): the bound of the ioreq workers' polling
+	// window (ioreq.WorkerConfig.Spin); negative is off (blocking only),
+	// zero the default.
+	Spin time.Duration
 	// MemMiB is -m (MiB); Below4G is -machine's max-ram-below-4g (0:
 	// Xen's default hole).
 	MemMiB, Below4G uint64
@@ -186,7 +192,7 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 	for _, a := range args {
 		// Options libxl writes at most once; a repeat is a mistake.
 		switch a.Name {
-		case "xen-domid", "name", "machine", "M", "m", "smp", "boot", "chroot", "runas", "S", "xen-domid-restrict", "godm-sandbox":
+		case "xen-domid", "name", "machine", "M", "m", "smp", "boot", "chroot", "runas", "S", "xen-domid-restrict", "godm-sandbox", "godm-spin":
 			if seen[a.Name] {
 				return nil, fmt.Errorf("-%s given twice", a.Name)
 			}
@@ -288,6 +294,12 @@ func Parse(argv []string, getenv func(string) string) (*Config, error) {
 			default:
 				return nil, fmt.Errorf("-godm-sandbox %q: want on, log or off", a.Value)
 			}
+		case "godm-spin":
+			d, err := ParseSpin(a.Value)
+			if err != nil {
+				return nil, err
+			}
+			c.Spin = d
 		case "incoming":
 			if seen["incoming"] {
 				return nil, fmt.Errorf("-incoming given twice")
@@ -873,4 +885,22 @@ func (c *Config) checkNICs() error {
 		}
 	}
 	return nil
+}
+
+// maxSpin bounds -godm-spin: a worker polling longer than a scheduler
+// tick after each request is a spinning thread, not a polling window.
+const maxSpin = 10 * time.Millisecond
+
+// ParseSpin parses -godm-spin's value: off (the workers only block) or a
+// Go duration in (0, 10ms] bounding the adaptive polling window after
+// each request (ioreq.WorkerConfig.Spin).
+func ParseSpin(v string) (time.Duration, error) {
+	if v == "off" {
+		return -1, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 || d > maxSpin {
+		return 0, fmt.Errorf("-godm-spin %q: want off or a duration in (0, %v], e.g. 50us", v, maxSpin)
+	}
+	return d, nil
 }

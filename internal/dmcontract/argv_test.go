@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // debian4177 is the argv Debian's xl 4.17.7 wrote for a default HVM
@@ -59,6 +60,8 @@ func TestParseServed(t *testing.T) {
 				Chroot: "/var/run/xen/qemu-root-7", User: "131079:0",
 				Monitors: []Monitor{{ID: "libxl-cmd", FD: 5}, mons[1]}, MemMiB: 56, Serial: []string{"pty"}}},
 		{"device_model_args_hvm -godm-sandbox log", served + " -godm-sandbox log", Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"}, Sandbox: "log"}},
+		{"device_model_args_hvm -godm-spin 400us", served + " -godm-spin 400us", Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"}, Spin: 400 * time.Microsecond}},
+		{"device_model_args_hvm -godm-spin off", served + " -godm-spin off", Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"}, Spin: -1}},
 		{"probe", probe, Config{Dom: 0, Probe: true, Prelaunch: true, Monitors: []Monitor{{ID: "libxl-cmd", FD: 4}}}},
 		{"vif=[ 'mac=00:16:3e:00:00:01,bridge=xenbr0' ] (rtl8139 on a tap) and a user netdev",
 			strings.Replace(served, "-net none", "-device rtl8139,id=nic0,netdev=net0,mac=00:16:3e:00:00:01 "+
@@ -242,6 +245,10 @@ func TestParseRefused(t *testing.T) {
 		{strings.Replace(served, "-xen-domid 7", "-xen-domid 0", 1), `-xen-domid "0": want a guest domain id`},
 		{served + " -godm-sandbox no", `-godm-sandbox "no": want on, log or off`},
 		{served + " -godm-sandbox off -godm-sandbox on", `-godm-sandbox given twice`},
+		{served + " -godm-spin 0s", `-godm-spin "0s": want off or a duration in (0, 10ms], e.g. 50us`},
+		{served + " -godm-spin 1h", `-godm-spin "1h": want off`},
+		{served + " -godm-spin fast", `-godm-spin "fast": want off`},
+		{served + " -godm-spin off -godm-spin 1ms", `-godm-spin given twice`},
 		{strings.Replace(served, "-xen-domid 7 ", "", 1), `-xen-domid: missing`},
 		{strings.Replace(served, "-machine xenfv,suppress-vmdesc=on ", "", 1), `-machine: missing`},
 		{strings.Replace(served, "-boot order=cda", "-boot order=cdz", 1), `-boot order=cdz: order wants drive letters`},

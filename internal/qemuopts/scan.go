@@ -62,8 +62,8 @@ var LibxlOptions = map[string]bool{
 	"run-with": true, "chroot": true, "runas": true,
 	"incoming": true, "pidfile": true, "daemonize": false,
 	// godm's own, given through xl.cfg's device_model_args_hvm (libxl
-	// appends those last): -godm-sandbox on|log|off.
-	"godm-sandbox": true,
+	// appends those last): -godm-sandbox on|log|off, -godm-spin DURATION|off.
+	"godm-sandbox": true, "godm-spin": true,
 	// Machine.
 	"machine": true, "M": true, "accel": true, "m": true, "smp": true,
 	"boot": true, "no-acpi": false, "global": true, "object": true,

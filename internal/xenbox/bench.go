@@ -127,13 +127,25 @@ func BuildBenchFirmware(dir, name string) (string, error) {
 // and resumed alike) as "BENCH-STAGES dm=godm pair=<i> domid=<d> <line>"
 // lines, and lets it power off. Each COM1 file is relayed afterwards prefixed
 // "<dm>-dm[<domid>] " (xenbox-dm for godm, qemu-dm for QEMU).
-func BenchScenario(pairs int) Scenario {
+//
+// Each of spins adds a godm run to every pair, after the default one,
+// with device_model_args_hvm = [ "-godm-spin", SPIN ] (dm=godm-spin-SPIN):
+// "off" is godm's blocking mode.
+func BenchScenario(pairs int, spins ...string) Scenario {
 	cfg := func(name, dm, extra string) string {
 		return fmt.Sprintf("cat > /tmp/%s.cfg <<'EOF'\n%sEOF\n", name, LibxlConfig(name, BenchFWPath, "vga = \"none\"\nserial = \"file:/tmp/"+name+".serial\"\n"+extra))
 	}
 	qemu := cfg("bq", QEMUXenPath, "device_model_args = [ \"-L\", \"/usr/share/seabios\" ]\n")
 	qemu = strings.Replace(qemu, GodmPath, QEMUXenPath, 1)
-	return Scenario{Name: "bench", Script: cfg("bg", GodmPath, "") + qemu + `
+	variants := ""
+	runs := "\trun godm bg $n xenbox-dm || exit 1\n"
+	for i, sp := range spins {
+		name := fmt.Sprintf("bs%d", i)
+		variants += cfg(name, GodmPath, fmt.Sprintf("device_model_args_hvm = [ \"-godm-spin\", \"%s\" ]\n", sp))
+		runs += fmt.Sprintf("\trun godm-spin-%s %s $n xenbox-dm || exit 1\n", sp, name)
+	}
+	runs += "\trun qemu bq $n qemu-dm || exit 1\n"
+	return Scenario{Name: "bench", Script: cfg("bg", GodmPath, "") + variants + qemu + `
 ms() { awk '{printf "%d", $1*1000}' /proc/uptime; }
 st() { awk -v k="$2" '$1==k":" {print $2}' /proc/$1/status; }
 # diag NAME OUTFILE: what there is to see when a run fails.
@@ -177,7 +189,7 @@ run() {
 	# stage histograms.
 	while ! grep -q "BENCH END" $out 2>/dev/null && [ $(($(ms)-t1)) -lt 300000 ]; do sleep 0.5; done
 	if xl pause $d 2>/dev/null; then
-		if [ $1 = godm ]; then
+		if [ $1 != qemu ]; then
 			xl qemu-monitor-command $2 "info ioreq" 2>&1 | tr -d '\r' | sed "s/^/BENCH-STAGES dm=$1 pair=$3 domid=$d /"
 		fi
 		xl unpause $d
@@ -192,9 +204,7 @@ run() {
 }
 n=1
 while [ $n -le ` + strconv.Itoa(pairs) + ` ]; do
-	run godm bg $n xenbox-dm || exit 1
-	run qemu bq $n qemu-dm || exit 1
-	n=$((n+1))
+` + runs + `	n=$((n+1))
 done
 exit 0`}
 }
@@ -221,8 +231,8 @@ type BenchQuantiles struct {
 }
 
 var (
-	benchDMLine = regexp.MustCompile(`\[bench\] BENCH-DM dm=(\w+) pair=(\d+) domid=(\d+) (.*)$`)
-	benchStages = regexp.MustCompile(`\[bench\] BENCH-STAGES dm=(\w+) pair=\d+ domid=(\d+) (.*)$`)
+	benchDMLine = regexp.MustCompile(`\[bench\] BENCH-DM dm=([\w.-]+) pair=(\d+) domid=(\d+) (.*)$`)
+	benchStages = regexp.MustCompile(`\[bench\] BENCH-STAGES dm=([\w.-]+) pair=\d+ domid=(\d+) (.*)$`)
 	benchLine   = regexp.MustCompile(`(xenbox-dm|qemu-dm)\[(\d+)\] BENCH (\S+)((?: \d+)*)\s*$`)
 )
 
@@ -304,26 +314,63 @@ func medianF(xs []float64) float64 {
 
 // BenchTable is the report: for each kind, godm's min, p25, p50, p75 and
 // p90 as ratios to QEMU's in the same pair (median over pairs), QEMU's
-// median in ticks, then the per-run facts as godm/QEMU ratios.
+// median in ticks, then the per-run facts as godm/QEMU ratios. Each godm
+// variant (BenchScenario's spins) gets the same tables under a heading
+// of its own, against the QEMU run of its pair.
 func BenchTable(runs []*BenchRun) string {
+	var b strings.Builder
+	for i, dm := range benchGodms(runs) {
+		if dm != "godm" || i > 0 {
+			fmt.Fprintf(&b, "\n%s against QEMU:\n\n", dm)
+		}
+		benchTableOf(&b, runs, dm)
+	}
+	return b.String()
+}
+
+// benchGodms are the godm variants of runs, the default one first.
+func benchGodms(runs []*BenchRun) []string {
+	var dms []string
+	for _, r := range runs {
+		if r.DM != "qemu" && !slices.Contains(dms, r.DM) {
+			dms = append(dms, r.DM)
+		}
+	}
+	slices.SortStableFunc(dms, func(a, b string) int {
+		switch {
+		case a == b:
+			return 0
+		case a == "godm":
+			return -1
+		case b == "godm":
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	return dms
+}
+
+func benchTableOf(b *strings.Builder, runs []*BenchRun, dm string) {
 	type pair struct{ g, q *BenchRun }
 	pairs := map[int]*pair{}
 	var order []int
 	for _, r := range runs {
+		if r.DM != dm && r.DM != "qemu" {
+			continue
+		}
 		p := pairs[r.Pair]
 		if p == nil {
 			p = &pair{}
 			pairs[r.Pair] = p
 			order = append(order, r.Pair)
 		}
-		if r.DM == "godm" {
+		if r.DM == dm {
 			p.g = r
 		} else {
 			p.q = r
 		}
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "| round trip | min | p25 | median | p75 | p90 | QEMU median (ticks) | godm median (ticks) |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(b, "| round trip | min | p25 | median | p75 | p90 | QEMU median (ticks) | godm median (ticks) |\n|---|---|---|---|---|---|---|---|\n")
 	for _, k := range BenchKinds {
 		var rat [5][]float64
 		var qm, gm []float64
@@ -340,11 +387,11 @@ func BenchTable(runs []*BenchRun) string {
 			}
 			qm, gm = append(qm, float64(q.Q[2])), append(gm, float64(g.Q[2]))
 		}
-		fmt.Fprintf(&b, "| %s |", k.What)
+		fmt.Fprintf(b, "| %s |", k.What)
 		for i := range 5 {
-			fmt.Fprintf(&b, " %.2f |", medianF(rat[i]))
+			fmt.Fprintf(b, " %.2f |", medianF(rat[i]))
 		}
-		fmt.Fprintf(&b, " %.0f | %.0f |\n", medianF(qm), medianF(gm))
+		fmt.Fprintf(b, " %.0f | %.0f |\n", medianF(qm), medianF(gm))
 	}
 	facts := []struct{ key, what string }{
 		{"first_line_ms", "`xl create` → first COM1 line (ms)"},
@@ -352,7 +399,7 @@ func BenchTable(runs []*BenchRun) string {
 		{"hwm_kb", "device model peak RSS (kB)"},
 		{"threads", "device model threads"},
 	}
-	fmt.Fprintf(&b, "\n| per run (median of pairs) | godm | QEMU | godm/QEMU |\n|---|---|---|---|\n")
+	fmt.Fprintf(b, "\n| per run (median of pairs) | godm | QEMU | godm/QEMU |\n|---|---|---|---|\n")
 	for _, f := range facts {
 		var gv, qv, rv []float64
 		for _, n := range order {
@@ -366,7 +413,6 @@ func BenchTable(runs []*BenchRun) string {
 				rv = append(rv, g/q)
 			}
 		}
-		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.2f |\n", f.what, medianF(gv), medianF(qv), medianF(rv))
+		fmt.Fprintf(b, "| %s | %.0f | %.0f | %.2f |\n", f.what, medianF(gv), medianF(qv), medianF(rv))
 	}
-	return b.String()
 }

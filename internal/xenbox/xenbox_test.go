@@ -5,6 +5,7 @@ import (
 	"context"
 	"debug/elf"
 	"fmt"
+	"godm/internal/dmcontract"
 	"image"
 	"image/png"
 	"os"
@@ -120,6 +121,7 @@ func TestRealXen(t *testing.T) {
 // With several releases, GODM_XENBOX_LOG gets the release as a suffix.
 // linux is the linux-disk scenario's disk (nil: no kernel package).
 func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, linux, linuxSR *LinuxDisk, pairs int, several bool) {
+	spins := benchSpins(t)
 	if err := a.Check(); err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +155,7 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 		}
 	}
 	if pairs > 0 && qemu {
-		scen = append(scen, BenchScenario(pairs))
+		scen = append(scen, BenchScenario(pairs, spins...))
 	}
 	only := onlyScenarios(t)
 	kept := scen[:0]
@@ -189,7 +191,7 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 			}
 		}
 	}
-	limit += time.Duration(pairs) * 5 * time.Minute // each pair: two guests, each timing BenchSamples of every kind
+	limit += time.Duration(pairs*(2+len(spins))) * 150 * time.Second // each run of a pair: a guest timing BenchSamples of every kind
 	if d, ok := t.Deadline(); ok && time.Until(d)-30*time.Second < limit {
 		limit = time.Until(d) - 30*time.Second
 	}
@@ -440,7 +442,7 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 	if pairs > 0 && !qemu {
 		noQEMU("bench")
 	} else if pairs > 0 {
-		check("bench", func(t *testing.T, _ Result) { checkBench(t, o, pairs) })
+		check("bench", func(t *testing.T, _ Result) { checkBench(t, o, pairs, len(spins)) })
 	}
 	if failed {
 		dumpTail(t, logPath, 150)
@@ -590,6 +592,23 @@ func onlyScenarios(t *testing.T) func(string) bool {
 	return func(n string) bool { return set[n] }
 }
 
+// benchSpins are the extra godm runs of each benchmark pair:
+// GODM_XENBOX_BENCH_SPIN, a comma-separated list of -godm-spin values
+// (e.g. "off,400us": godm's blocking mode and a wider polling window).
+func benchSpins(t *testing.T) []string {
+	s := os.Getenv("GODM_XENBOX_BENCH_SPIN")
+	if s == "" {
+		return nil
+	}
+	spins := strings.Split(s, ",")
+	for _, sp := range spins {
+		if _, err := dmcontract.ParseSpin(sp); err != nil {
+			t.Fatalf("GODM_XENBOX_BENCH_SPIN=%q: %v", s, err)
+		}
+	}
+	return spins
+}
+
 // benchPairs is the number of godm/QEMU pairs of the benchmark scenario:
 // 0 unless EnvBench is set; GODM_XENBOX_BENCH_PAIRS (default 3) when it is.
 func benchPairs(t *testing.T) int {
@@ -609,13 +628,13 @@ func benchPairs(t *testing.T) int {
 
 // checkBench checks that every run of the timing firmware reported every
 // kind in full with the right values read, and logs the table.
-func checkBench(t *testing.T, o *Outcome, pairs int) {
+func checkBench(t *testing.T, o *Outcome, pairs, spins int) {
 	runs, err := ParseBench(o.Lines)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(runs) != 2*pairs {
-		t.Fatalf("%d benchmark runs reported, want %d", len(runs), 2*pairs)
+	if len(runs) != (2+spins)*pairs {
+		t.Fatalf("%d benchmark runs reported, want %d", len(runs), (2+spins)*pairs)
 	}
 	staged := 0
 	for _, r := range runs {
@@ -642,7 +661,7 @@ func checkBench(t *testing.T, o *Outcome, pairs int) {
 		for _, l := range r.Stages {
 			t.Logf("  godm %s", l)
 		}
-		if r.DM == "godm" && len(r.Stages) > 0 {
+		if r.DM != "qemu" && len(r.Stages) > 0 {
 			staged++
 		}
 	}
@@ -1003,6 +1022,12 @@ func TestParseBench(t *testing.T) {
 			add(fmt.Sprintf("qemu-dm[%d] BENCH %s 200 200 400 600 800 1000 1200 1400 0", dom[1], k.Name))
 		}
 		add(fmt.Sprintf("xenbox-dm[%d] BENCH END", dom[0]))
+		// godm's blocking mode (BenchScenario's spins), twice as slow.
+		add(fmt.Sprintf("[bench] BENCH-DM dm=godm-spin-off pair=%d domid=%d first_line_ms=600 rss_kb=4000 hwm_kb=4100 threads=8", pair, dom[0]+10))
+		for _, k := range BenchKinds {
+			add(fmt.Sprintf("xenbox-dm[%d] BENCH %s 200 200 400 600 800 1000 1200 1400 0", dom[0]+10, k.Name))
+		}
+		add(fmt.Sprintf("xenbox-dm[%d] BENCH END", dom[0]+10))
 		add(fmt.Sprintf("[bench] BENCH-STAGES dm=godm pair=%d domid=%d ioreq-stage path=block stage=total n=12 mean_ns=9000 p50_ns=8192 p90_ns=16384 p99_ns=16384", pair, dom[0]))
 		add(fmt.Sprintf("[bench] BENCH-STAGES dm=godm pair=%d domid=%d ioreq-stage path=spin stage=total n=1", pair, dom[1])) // not godm's run: ignored
 		add(fmt.Sprintf("qemu-dm[%d] BENCH END", dom[1]))
@@ -1012,12 +1037,15 @@ func TestParseBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(runs) != 4 {
-		t.Fatalf("%d runs, want 4", len(runs))
+	if len(runs) != 6 {
+		t.Fatalf("%d runs, want 6", len(runs))
 	}
 	for _, r := range runs {
 		if !r.End || len(r.Kinds) != len(BenchKinds) {
 			t.Errorf("%s pair %d: end %v, %d kinds", r.DM, r.Pair, r.End, len(r.Kinds))
+		}
+		if r.DM == "godm-spin-off" {
+			continue
 		}
 		wantStages := 0
 		if r.DM == "godm" {
@@ -1029,9 +1057,21 @@ func TestParseBench(t *testing.T) {
 	}
 	tab := BenchTable(runs)
 	for _, want := range []string{"| COM1 LSR read (`inb 0x3fd`) | 0.50 | 0.50 | 0.50 | 0.50 | 0.50 | 600 | 300 |",
-		"| `xl create` → first COM1 line (ms) | 500 | 1000 | 0.50 |", "| device model threads | 9 | 7 | 1.29 |"} {
+		"| `xl create` → first COM1 line (ms) | 500 | 1000 | 0.50 |", "| device model threads | 9 | 7 | 1.29 |",
+		"\ngodm-spin-off against QEMU:\n\n| round trip |", "| COM1 LSR read (`inb 0x3fd`) | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 600 | 600 |",
+		"| `xl create` → first COM1 line (ms) | 600 | 1000 | 0.60 |"} {
 		if !strings.Contains(tab, want) {
 			t.Errorf("table lacks %q:\n%s", want, tab)
+		}
+	}
+	if i, j := strings.Index(tab, "| 500 | 1000 |"), strings.Index(tab, "godm-spin-off against"); i < 0 || j < i {
+		t.Errorf("the default godm's table is not first:\n%s", tab)
+	}
+	sc := BenchScenario(2, "off", "400us")
+	for _, want := range []string{`device_model_args_hvm = [ "-godm-spin", "off" ]`, `device_model_args_hvm = [ "-godm-spin", "400us" ]`,
+		"run godm bg $n xenbox-dm", "run godm-spin-off bs0 $n xenbox-dm", "run godm-spin-400us bs1 $n xenbox-dm", "run qemu bq $n qemu-dm", "-le 2 ]"} {
+		if !strings.Contains(sc.Script, want) {
+			t.Errorf("bench script lacks %q", want)
 		}
 	}
 	if _, err := ParseBench([]Line{{Text: "[bench] BENCH-DM dm=godm pair=1 domid=3 rss_kb=x"}}); err == nil {
