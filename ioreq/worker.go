@@ -87,8 +87,9 @@ const maxPending = 64
 type WorkerConfig struct {
 	// Spin is the longest a worker keeps polling its slots after the last
 	// request before it blocks in epoll. The window adapts between 0 and
-	// Spin to the observed gap between requests. Zero means the default;
-	// negative disables spinning (pure blocking mode).
+	// Spin to the observed gap between requests. Zero means the default
+	// (DefaultSpin, or no polling when the process can use only one CPU:
+	// spinFor); negative disables spinning (pure blocking mode).
 	Spin time.Duration
 	// LatencyEvery samples the latency histogram and the stage
 	// histograms (Counters.Stages): one request in LatencyEvery is timed
@@ -133,8 +134,21 @@ func (c WorkerConfig) latencyEvery() uint32 {
 }
 
 func (c WorkerConfig) spinMax() time.Duration {
+	return c.spinFor(runtime.GOMAXPROCS(0))
+}
+
+// spinFor is spinMax for a process that may run cpus threads at once.
+// By default a worker polls only when the process has a CPU besides the
+// one it polls on: with one (a dom0 of one vCPU, or godm pinned to one),
+// polling would hold the CPU that the device model's back ends, the
+// rest of dom0 and — when dom0 shares its physical CPU with the guest —
+// the very vCPU it waits for need, so the worker blocks at once instead.
+// An explicit Spin is obeyed whatever the count.
+func (c WorkerConfig) spinFor(cpus int) time.Duration {
 	switch {
 	case c.Spin < 0:
+		return 0
+	case c.Spin == 0 && cpus < 2:
 		return 0
 	case c.Spin == 0:
 		return DefaultSpin

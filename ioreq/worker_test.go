@@ -349,6 +349,31 @@ func TestWorkerAdaptiveSpin(t *testing.T) {
 	}
 }
 
+// TestWorkerSpinForCPUs checks the default polling window against the
+// CPUs the process may use: none with one CPU (polling would hold the
+// CPU everything else in dom0 needs), DefaultSpin with more; an explicit
+// window is obeyed either way, and blocking mode stays blocking.
+func TestWorkerSpinForCPUs(t *testing.T) {
+	tests := []struct {
+		spin time.Duration
+		cpus int
+		want time.Duration
+	}{
+		{0, 1, 0},
+		{0, 2, DefaultSpin},
+		{0, 64, DefaultSpin},
+		{200 * time.Microsecond, 1, 200 * time.Microsecond},
+		{200 * time.Microsecond, 4, 200 * time.Microsecond},
+		{-1, 1, 0},
+		{-1, 8, 0},
+	}
+	for _, tt := range tests {
+		if got := (WorkerConfig{Spin: tt.spin}).spinFor(tt.cpus); got != tt.want {
+			t.Errorf("Spin %v on %d CPUs: window %v, want %v", tt.spin, tt.cpus, got, tt.want)
+		}
+	}
+}
+
 // TestWorkerSchedPoint checks when a worker looks for goroutines waiting
 // for a P and when it yields its own: not before lookEvery has passed
 // since its last look, and at the latest maxNoYield after its last yield.
