@@ -461,7 +461,12 @@ func (t *Transport) Close() {
 }
 
 // setFeatures is virtio_set_features: refused once FEATURES_OK is set,
-// masked with what the device offers.
+// masked with what the device offers. The mask is every offered bit, the
+// legacy-only ones included, whichever interface the driver writes
+// through: QEMU 7.2 does the same (virtio_pci_common_write's GF case calls
+// virtio_set_features, which masks with host_features; only the modern
+// DF read hides legacy_features), and the differential compares
+// the negotiated bits with it.
 func (t *Transport) setFeaturesLocked(f uint64) {
 	if t.status.Load()&StatusFeaturesOK != 0 {
 		return
