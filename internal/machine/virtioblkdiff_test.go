@@ -381,7 +381,8 @@ func TestQEMUDiffXen_VirtioBlkModern(t *testing.T) {
 	m := &vbModern{d: d, mm: mm}
 	d.vbCfgw(0x20, 4, vbBAR4)
 	d.vbCfgw(0x24, 4, 0)
-	d.vbCfgw(0x04, 2, 0x6)
+	d.vbCfgw(0x10, 4, vbIO) // the legacy BAR too: it shows the negotiated bits
+	d.vbCfgw(0x04, 2, 0x7)
 	for _, w := range []int{1, 2, 4} {
 		for off := uint64(0); off < 0x38; off += uint64(w) {
 			m.r(off, w, "common")
@@ -394,10 +395,14 @@ func TestQEMUDiffXen_VirtioBlkModern(t *testing.T) {
 	m.w(0x14, 1, 1)
 	m.w(0x14, 1, 3)
 	m.w(0x08, 4, 0)
-	m.w(0x0c, 4, 0x10000244) // SEG_MAX|BLK_SIZE|FLUSH... indirect
+	// SEG_MAX|BLK_SIZE|FLUSH... indirect, and the legacy-only
+	// NOTIFY_ON_EMPTY and ANY_LAYOUT the modern DF read hides: both keep
+	// them (virtio_set_features masks with every offered bit).
+	m.w(0x0c, 4, 0x19000244)
 	m.w(0x08, 4, 1)
 	m.w(0x0c, 4, 1)
 	m.r(0x0c, 4, "driver features 1")
+	d.in(vbIO+4, 4, "negotiated features through the legacy BAR")
 	m.w(0x14, 1, 0xb)
 	m.r(0x14, 1, "status FEATURES_OK")
 	m.w(0x08, 4, 0)
