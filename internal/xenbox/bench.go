@@ -120,7 +120,7 @@ func BuildBenchFirmware(dir, name string) (string, error) {
 // itself, vga="none", COM1 to a file, xl create -p then unpause). For
 // every run it prints "BENCH-DM dm=<godm|qemu> pair=<i> domid=<d>
 // first_line_ms=<xl create to the firmware's first COM1 line> rss_kb=
-// hwm_kb= threads=" (the device model's /proc/<pid>/status once the
+// hwm_kb= anon_kb= file_kb= threads=" (the device model's /proc/<pid>/status once the
 // firmware has started). Once the firmware prints "BENCH END" dom0 pauses
 // the guest, reads godm's stage histograms of the sampled requests (HMP
 // "info ioreq" through xl qemu-monitor-command; QEMU's runs are paused
@@ -183,7 +183,7 @@ run() {
 		sleep 0.05
 	done
 	t1=$(ms)
-	echo "BENCH-DM dm=$1 pair=$3 domid=$d first_line_ms=$((t1-t0)) rss_kb=$(st $pid VmRSS) hwm_kb=$(st $pid VmHWM) threads=$(st $pid Threads)"
+	echo "BENCH-DM dm=$1 pair=$3 domid=$d first_line_ms=$((t1-t0)) rss_kb=$(st $pid VmRSS) hwm_kb=$(st $pid VmHWM) anon_kb=$(st $pid RssAnon) file_kb=$(st $pid RssFile) threads=$(st $pid Threads)"
 	# The end of the timing, polled gently (the same for both device
 	# models); then, the guest paused in its post-timing hold, godm's
 	# stage histograms.
@@ -214,7 +214,7 @@ type BenchRun struct {
 	DM    string
 	Pair  int
 	Dom   string
-	Facts map[string]int64          // first_line_ms, rss_kb, hwm_kb, threads
+	Facts map[string]int64          // first_line_ms, rss_kb, hwm_kb, anon_kb, file_kb, threads
 	Kinds map[string]BenchQuantiles // by BenchKind name
 	End   bool
 	// Stages are godm's "info ioreq" lines read after the timing (the
@@ -397,6 +397,8 @@ func benchTableOf(b *strings.Builder, runs []*BenchRun, dm string) {
 		{"first_line_ms", "`xl create` → first COM1 line (ms)"},
 		{"rss_kb", "device model RSS (kB)"},
 		{"hwm_kb", "device model peak RSS (kB)"},
+		{"anon_kb", "of the RSS: anonymous (kB)"},
+		{"file_kb", "of the RSS: file-backed, the binary and libraries (kB)"},
 		{"threads", "device model threads"},
 	}
 	fmt.Fprintf(b, "\n| per run (median of pairs) | godm | QEMU | godm/QEMU |\n|---|---|---|---|\n")

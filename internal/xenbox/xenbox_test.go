@@ -1015,8 +1015,8 @@ func TestParseBench(t *testing.T) {
 	var lines []Line
 	add := func(s string) { lines = append(lines, Line{Text: s}) }
 	for pair, dom := range map[int][2]int{1: {3, 4}, 2: {5, 6}} {
-		add(fmt.Sprintf("[bench] BENCH-DM dm=godm pair=%d domid=%d first_line_ms=500 rss_kb=4000 hwm_kb=4100 threads=9", pair, dom[0]))
-		add(fmt.Sprintf("[bench] BENCH-DM dm=qemu pair=%d domid=%d first_line_ms=1000 rss_kb=20000 hwm_kb=21000 threads=7", pair, dom[1]))
+		add(fmt.Sprintf("[bench] BENCH-DM dm=godm pair=%d domid=%d first_line_ms=500 rss_kb=4000 hwm_kb=4100 anon_kb=1000 file_kb=3000 threads=9", pair, dom[0]))
+		add(fmt.Sprintf("[bench] BENCH-DM dm=qemu pair=%d domid=%d first_line_ms=1000 rss_kb=20000 hwm_kb=21000 anon_kb=16000 file_kb=4000 threads=7", pair, dom[1]))
 		for _, k := range BenchKinds {
 			add(fmt.Sprintf("xenbox-dm[%d] BENCH %s 200 100 200 300 400 500 600 700 0", dom[0], k.Name))
 			add(fmt.Sprintf("qemu-dm[%d] BENCH %s 200 200 400 600 800 1000 1200 1400 0", dom[1], k.Name))
@@ -1058,6 +1058,7 @@ func TestParseBench(t *testing.T) {
 	tab := BenchTable(runs)
 	for _, want := range []string{"| COM1 LSR read (`inb 0x3fd`) | 0.50 | 0.50 | 0.50 | 0.50 | 0.50 | 600 | 300 |",
 		"| `xl create` → first COM1 line (ms) | 500 | 1000 | 0.50 |", "| device model threads | 9 | 7 | 1.29 |",
+		"| of the RSS: anonymous (kB) | 1000 | 16000 | 0.06 |", "| of the RSS: file-backed, the binary and libraries (kB) | 3000 | 4000 | 0.75 |",
 		"\ngodm-spin-off against QEMU:\n\n| round trip |", "| COM1 LSR read (`inb 0x3fd`) | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 600 | 600 |",
 		"| `xl create` → first COM1 line (ms) | 600 | 1000 | 0.60 |"} {
 		if !strings.Contains(tab, want) {
