@@ -2,22 +2,16 @@ package e1000
 
 import (
 	"encoding/binary"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"net"
-	"os/exec"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"godm/devices"
-	"godm/internal/qtest"
+	"godm/internal/qtest/qnic"
 	"godm/internal/testfake"
 	"godm/memory"
 	"godm/netback"
-	"godm/pci"
 )
 
 // The differential test drives QEMU 7.2's e1000 (qtest, "pc" machine, the
@@ -50,121 +44,26 @@ const (
 	diffIRQ  = 11
 )
 
-func cf8(off uint8) uint64 { return 0x80000000 | diffSlot<<11 | uint64(off&^3) }
-
 // --- QEMU
 
-type qemuNIC struct {
-	t      *testing.T
-	c      *qtest.Client
-	peer   *net.UDPConn
-	qaddr  *net.UDPAddr
-	events []bool
-}
-
-func freeUDPPort(t *testing.T) int {
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
+type qemuNIC struct{ *qnic.NIC }
 
 func startQEMUNIC(t *testing.T) *qemuNIC {
 	t.Helper()
-	if _, err := qtest.Find(qtest.Options{}); errors.Is(err, exec.ErrNotFound) {
-		t.Skipf("qemu-system-x86_64 not installed (scripts/test.sh installs qemu-system-x86): %v", err)
-	}
-	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { peer.Close() })
-	qport := freeUDPPort(t)
-	mac := fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", testMAC[0], testMAC[1], testMAC[2], testMAC[3], testMAC[4], testMAC[5])
-	c, err := qtest.Start(qtest.Options{Running: true, Args: []string{
-		"-m", "16",
-		"-netdev", fmt.Sprintf("socket,id=n0,udp=127.0.0.1:%d,localaddr=127.0.0.1:%d", peer.LocalAddr().(*net.UDPAddr).Port, qport),
-		"-device", fmt.Sprintf("e1000,netdev=n0,mac=%s,addr=%02x.0,romfile=", mac, diffSlot),
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if err := c.InterceptIRQ("ioapic"); err != nil {
-		t.Fatal(err)
-	}
-	q := &qemuNIC{t: t, c: c, peer: peer, qaddr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: qport}}
-	for i := range 4 { // PIIX3 PIRQA..D -> IRQ 11
-		q.cmd(fmt.Sprintf("outl 0xcf8 %#x", 0x80000000|1<<11|0x60))
-		q.cmd(fmt.Sprintf("outb %#x %#x", 0xcfc+i, diffIRQ))
-	}
-	q.cmd(fmt.Sprintf("outl 0xcf8 %#x", cf8(0x10)))
-	q.cmd(fmt.Sprintf("outl 0xcfc %#x", diffMMIO))
-	q.cmd(fmt.Sprintf("outl 0xcf8 %#x", cf8(0x14)))
-	q.cmd(fmt.Sprintf("outl 0xcfc %#x", diffIO))
-	q.cmd(fmt.Sprintf("outl 0xcf8 %#x", cf8(0x04)))
-	q.cmd("outw 0xcfc 0x7")
+	q := &qemuNIC{qnic.Start(t, qnic.Config{Device: "e1000", MAC: testMAC, Slot: diffSlot, IRQ: diffIRQ})}
+	q.CfgWrite(0x10, 4, diffMMIO)
+	q.CfgWrite(0x14, 4, diffIO)
+	q.CfgWrite(0x04, 2, 0x7)
 	return q
 }
 
-func (q *qemuNIC) cmd(line string) []string {
-	q.t.Helper()
-	rep, err := q.c.Command(line)
-	if err != nil {
-		q.t.Fatal(err)
-	}
-	for _, e := range rep.IRQs {
-		if e.Line == diffIRQ {
-			q.events = append(q.events, e.High)
-		}
-	}
-	return rep.Words
-}
-
-func sizeOp(prefix string, size uint8) string {
-	return prefix + map[uint8]string{1: "b", 2: "w", 4: "l", 8: "q"}[size]
-}
-
-func (q *qemuNIC) rd(off uint32, size uint8) uint64 {
-	w := q.cmd(fmt.Sprintf("%s %#x", sizeOp("read", size), diffMMIO+uint64(off)))
-	var v uint64
-	fmt.Sscanf(w[0], "0x%x", &v)
-	return v
-}
-
-func (q *qemuNIC) wr(off uint32, size uint8, v uint64) {
-	q.cmd(fmt.Sprintf("%s %#x %#x", sizeOp("write", size), diffMMIO+uint64(off), v))
-}
-
-func (q *qemuNIC) cfgRead(off uint8) uint32 {
-	q.cmd(fmt.Sprintf("outl 0xcf8 %#x", cf8(off)))
-	w := q.cmd("inl 0xcfc")
-	var v uint32
-	fmt.Sscanf(w[0], "0x%x", &v)
-	return v
-}
-
-func (q *qemuNIC) memWrite(addr uint64, b []byte) {
-	q.cmd(fmt.Sprintf("write %#x %d 0x%s", addr, len(b), hex.EncodeToString(b)))
-}
-
-func (q *qemuNIC) memRead(addr uint64, n int) []byte {
-	w := q.cmd(fmt.Sprintf("read %#x %d", addr, n))
-	b, err := hex.DecodeString(strings.TrimPrefix(w[0], "0x"))
-	if err != nil {
-		q.t.Fatal(err)
-	}
-	return b
-}
-
-func (q *qemuNIC) edges() []bool {
-	q.cmd("inb 0x80")
-	e := q.events
-	q.events = nil
-	return e
-}
+func (q *qemuNIC) rd(off uint32, size uint8) uint64    { return q.Read(diffMMIO+uint64(off), size) }
+func (q *qemuNIC) wr(off uint32, size uint8, v uint64) { q.Write(diffMMIO+uint64(off), size, v) }
+func (q *qemuNIC) cfgRead(off uint8) uint32            { return q.CfgRead(off) }
+func (q *qemuNIC) memWrite(addr uint64, b []byte)      { q.MemWrite(addr, b) }
+func (q *qemuNIC) memRead(addr uint64, n int) []byte   { return q.MemRead(addr, n) }
+func (q *qemuNIC) edges() []bool                       { return q.Edges() }
+func (q *qemuNIC) sent() []byte                        { return q.Sent() }
 
 // step lets QEMU's virtual clock run d: under TCG with the guest halted
 // (qtest.Options.Running, which the network layer needs) it follows the
@@ -177,9 +76,7 @@ func (q *qemuNIC) inject(frame []byte) {
 	// QEMU took the frame; a filtered one moves nothing.
 	look := func() uint64 { return q.rd(regRDH, 4)<<32 | q.rd(regICS, 4) }
 	before := look()
-	if _, err := q.peer.WriteToUDP(frame, q.qaddr); err != nil {
-		q.t.Fatal(err)
-	}
+	q.Send(frame)
 	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); {
 		if look() != before {
 			break
@@ -187,16 +84,6 @@ func (q *qemuNIC) inject(frame []byte) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	time.Sleep(20 * time.Millisecond)
-}
-
-func (q *qemuNIC) sent() []byte {
-	buf := make([]byte, 65536)
-	q.peer.SetReadDeadline(time.Now().Add(2 * time.Second))
-	n, _, err := q.peer.ReadFromUDP(buf)
-	if err != nil {
-		return nil
-	}
-	return buf[:n]
 }
 
 // --- godm
@@ -221,14 +108,7 @@ func startGodmNIC(t *testing.T) *godmNIC {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	g.bus = devices.NewBus()
-	bus, err := pci.NewBus(pci.BusConfig{Spaces: g.bus, INTx: testfake.AllPins{Line: g.irq}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bus.Add(d.Function(), diffSlot, 0); err != nil {
-		t.Fatal(err)
-	}
+	g.bus = qnic.PlugGodm(t, d.Function(), diffSlot, g.irq)
 	fn := d.Function()
 	fn.Write(devices.Access{Offset: 0x10, Size: 4}, diffMMIO)
 	fn.Write(devices.Access{Offset: 0x14, Size: 4}, diffIO)

@@ -2,22 +2,16 @@ package rtl8139
 
 import (
 	"encoding/binary"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"net"
-	"os/exec"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"godm/devices"
-	"godm/internal/qtest"
+	"godm/internal/qtest/qnic"
 	"godm/internal/testfake"
 	"godm/memory"
 	"godm/netback"
-	"godm/pci"
 )
 
 // The differential test drives QEMU 7.2's rtl8139 (qtest, "pc" machine,
@@ -54,139 +48,39 @@ const (
 	diffIRQ    = 11
 )
 
-func cf8(off uint8) uint64 { return 0x80000000 | diffSlot<<11 | uint64(off&^3) }
-
 // --- QEMU
 
-type qemuNIC struct {
-	t      *testing.T
-	c      *qtest.Client
-	peer   *net.UDPConn // the test's end of QEMU's socket netdev
-	qaddr  *net.UDPAddr // QEMU's end
-	events []bool
-}
-
-func freeUDPPort(t *testing.T) int {
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
+type qemuNIC struct{ *qnic.NIC }
 
 func startQEMUNIC(t *testing.T) *qemuNIC {
 	t.Helper()
-	if _, err := qtest.Find(qtest.Options{}); errors.Is(err, exec.ErrNotFound) {
-		t.Skipf("qemu-system-x86_64 not installed (scripts/test.sh installs qemu-system-x86): %v", err)
-	}
-	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { peer.Close() })
-	qport := freeUDPPort(t)
-	mac := fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", testMAC[0], testMAC[1], testMAC[2], testMAC[3], testMAC[4], testMAC[5])
-	c, err := qtest.Start(qtest.Options{Running: true, Args: []string{
-		"-m", "16",
-		"-netdev", fmt.Sprintf("socket,id=n0,udp=127.0.0.1:%d,localaddr=127.0.0.1:%d", peer.LocalAddr().(*net.UDPAddr).Port, qport),
-		// No option ROM: godm's NIC has none.
-		"-device", fmt.Sprintf("rtl8139,netdev=n0,mac=%s,addr=%02x.0,romfile=", mac, diffSlot),
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if err := c.InterceptIRQ("ioapic"); err != nil {
-		t.Fatal(err)
-	}
-	q := &qemuNIC{t: t, c: c, peer: peer, qaddr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: qport}}
-	// PIIX3 PIRQA..D -> ISA IRQ 11 (the firmware's job; -S ran none).
-	for i := range 4 {
-		q.cmd(fmt.Sprintf("outl 0xcf8 %#x", 0x80000000|1<<11|0x60))
-		q.cmd(fmt.Sprintf("outb %#x %#x", 0xcfc+i, diffIRQ))
-	}
-	q.cmd(fmt.Sprintf("outl 0xcf8 %#x", cf8(0x10)))
-	q.cmd(fmt.Sprintf("outl 0xcfc %#x", diffIOBase))
-	q.cmd(fmt.Sprintf("outl 0xcf8 %#x", cf8(0x04)))
-	q.cmd("outw 0xcfc 0x7")
+	// No option ROM: godm's NIC has none (qnic leaves romfile empty).
+	q := &qemuNIC{qnic.Start(t, qnic.Config{Device: "rtl8139", MAC: testMAC, Slot: diffSlot, IRQ: diffIRQ})}
+	q.program()
 	return q
 }
 
-func (q *qemuNIC) cmd(line string) []string {
-	q.t.Helper()
-	rep, err := q.c.Command(line)
-	if err != nil {
-		q.t.Fatal(err)
-	}
-	for _, e := range rep.IRQs {
-		if e.Line == diffIRQ {
-			q.events = append(q.events, e.High)
-		}
-	}
-	return rep.Words
+// program sets BAR0 and the command register, as the firmware would.
+func (q *qemuNIC) program() {
+	q.CfgWrite(0x10, 4, diffIOBase)
+	q.CfgWrite(0x04, 2, 0x7)
 }
 
-func sizeOp(prefix string, size uint8) string {
-	return prefix + map[uint8]string{1: "b", 2: "w", 4: "l"}[size]
-}
-
-func (q *qemuNIC) in(off, size uint8) uint64 {
-	w := q.cmd(fmt.Sprintf("%s %#x", sizeOp("in", size), diffIOBase+int(off)))
-	var v uint64
-	fmt.Sscanf(w[0], "0x%x", &v)
-	return v
-}
-
-func (q *qemuNIC) out(off, size uint8, v uint64) {
-	q.cmd(fmt.Sprintf("%s %#x %#x", sizeOp("out", size), diffIOBase+int(off), v))
-}
-
-func (q *qemuNIC) cfgRead(off uint8) uint32 {
-	q.cmd(fmt.Sprintf("outl 0xcf8 %#x", cf8(off)))
-	w := q.cmd("inl 0xcfc")
-	var v uint32
-	fmt.Sscanf(w[0], "0x%x", &v)
-	return v
-}
-
+func (q *qemuNIC) in(off, size uint8) uint64     { return q.In(diffIOBase+uint64(off), size) }
+func (q *qemuNIC) out(off, size uint8, v uint64) { q.Out(diffIOBase+uint64(off), size, v) }
+func (q *qemuNIC) cfgRead(off uint8) uint32      { return q.CfgRead(off) }
 func (q *qemuNIC) systemReset() {
-	// PIIX3's reset control register: SYS_RST|RST_CPU requests the same
-	// qemu_system_reset as QMP's system_reset (hw/isa/piix.c rcr_write);
-	// QEMU carries it out before reading the next command.
-	q.cmd("outb 0xcf9 0x6")
-	q.cmd("inb 0x80")
-	q.cmd(fmt.Sprintf("outl 0xcf8 %#x", cf8(0x10)))
-	q.cmd(fmt.Sprintf("outl 0xcfc %#x", diffIOBase))
-	q.cmd(fmt.Sprintf("outl 0xcf8 %#x", cf8(0x04)))
-	q.cmd("outw 0xcfc 0x7")
+	q.SystemReset()
+	q.program()
 }
-
-func (q *qemuNIC) memWrite(addr uint64, b []byte) {
-	q.cmd(fmt.Sprintf("write %#x %d 0x%s", addr, len(b), hex.EncodeToString(b)))
-}
-
-func (q *qemuNIC) memRead(addr uint64, n int) []byte {
-	w := q.cmd(fmt.Sprintf("read %#x %d", addr, n))
-	b, err := hex.DecodeString(strings.TrimPrefix(w[0], "0x"))
-	if err != nil {
-		q.t.Fatal(err)
-	}
-	return b
-}
-
-func (q *qemuNIC) edges() []bool {
-	q.cmd("inb 0x80") // collect events QEMU's main loop raised since
-	e := q.events
-	q.events = nil
-	return e
-}
+func (q *qemuNIC) memWrite(addr uint64, b []byte)    { q.MemWrite(addr, b) }
+func (q *qemuNIC) memRead(addr uint64, n int) []byte { return q.MemRead(addr, n) }
+func (q *qemuNIC) edges() []bool                     { return q.Edges() }
+func (q *qemuNIC) sent() []byte                      { return q.Sent() }
 
 func (q *qemuNIC) inject(frame []byte) {
 	before := q.in(regRxBufAddr, 2)<<16 | q.in(regIntrStatus, 2)
-	if _, err := q.peer.WriteToUDP(frame, q.qaddr); err != nil {
-		q.t.Fatal(err)
-	}
+	q.Send(frame)
 	// QEMU takes the datagram in its main loop: wait until CBR or ISR
 	// moves (or a while, for a frame it filters out).
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
@@ -196,16 +90,6 @@ func (q *qemuNIC) inject(frame []byte) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	time.Sleep(20 * time.Millisecond)
-}
-
-func (q *qemuNIC) sent() []byte {
-	buf := make([]byte, 65536)
-	q.peer.SetReadDeadline(time.Now().Add(2 * time.Second))
-	n, _, err := q.peer.ReadFromUDP(buf)
-	if err != nil {
-		return nil
-	}
-	return buf[:n]
 }
 
 // --- godm
@@ -230,14 +114,7 @@ func startGodmNIC(t *testing.T) *godmNIC {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	spaces := devices.NewBus()
-	bus, err := pci.NewBus(pci.BusConfig{Spaces: spaces, INTx: testfake.AllPins{Line: g.irq}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bus.Add(d.Function(), diffSlot, 0); err != nil {
-		t.Fatal(err)
-	}
+	spaces := qnic.PlugGodm(t, d.Function(), diffSlot, g.irq)
 	fn := d.Function()
 	fn.Write(devices.Access{Offset: 0x10, Size: 4}, diffIOBase)
 	fn.Write(devices.Access{Offset: 0x04, Size: 2}, 7)

@@ -2,18 +2,14 @@ package virtionet
 
 import (
 	"encoding/binary"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"net"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"godm/devices"
-	"godm/internal/qtest"
+	"godm/internal/qtest/qnic"
 	"godm/internal/testfake"
 	"godm/memory"
 	"godm/netback"
@@ -53,114 +49,34 @@ const (
 	diffSlot   = 4
 )
 
-func cf8(off uint8) uint64 { return 0x80000000 | diffSlot<<11 | uint64(off&^3) }
-
 // --- QEMU
 
-type qemuVN struct {
-	t     *testing.T
-	c     *qtest.Client
-	peer  *net.UDPConn
-	qaddr *net.UDPAddr
-}
+type qemuVN struct{ *qnic.NIC }
 
 func startQEMU(t *testing.T) *qemuVN {
 	t.Helper()
-	if _, err := qtest.Find(qtest.Options{}); errors.Is(err, exec.ErrNotFound) {
-		t.Skipf("qemu-system-x86_64 not installed (scripts/test.sh installs qemu-system-x86): %v", err)
-	}
-	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { peer.Close() })
-	l, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	qport := l.LocalAddr().(*net.UDPAddr).Port
-	l.Close()
-	mac := net.HardwareAddr(testMAC[:]).String()
-	c, err := qtest.Start(qtest.Options{Running: true, Args: []string{
-		"-m", "16",
-		"-netdev", fmt.Sprintf("socket,id=n0,udp=127.0.0.1:%d,localaddr=127.0.0.1:%d", peer.LocalAddr().(*net.UDPAddr).Port, qport),
-		"-device", fmt.Sprintf("virtio-net-pci,netdev=n0,mac=%s,addr=%02x.0,romfile=,ctrl_vlan=off,"+
-			"ctrl_rx_extra=off,ctrl_mac_addr=off,ctrl_guest_offloads=off,guest_announce=off", mac, diffSlot),
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &qemuVN{t: t, c: c, peer: peer, qaddr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: qport}}
+	return &qemuVN{qnic.Start(t, qnic.Config{MAC: testMAC, Slot: diffSlot,
+		Device: "virtio-net-pci,ctrl_vlan=off,ctrl_rx_extra=off,ctrl_mac_addr=off,ctrl_guest_offloads=off,guest_announce=off"})}
 }
 
-func (q *qemuVN) cmd(line string) []string {
-	q.t.Helper()
-	rep, err := q.c.Command(line)
-	if err != nil {
-		q.t.Fatal(err)
-	}
-	return rep.Words
-}
-
-func (q *qemuVN) val(w []string) uint64 {
-	var v uint64
-	fmt.Sscanf(w[0], "0x%x", &v)
-	return v
-}
-
-func sfx(size uint8) string { return map[uint8]string{1: "b", 2: "w", 4: "l", 8: "q"}[size] }
-
-func (q *qemuVN) cfgRead(off uint8) uint32 {
-	q.cmd(fmt.Sprintf("outl 0xcf8 %#x", cf8(off)))
-	return uint32(q.val(q.cmd("inl 0xcfc")))
-}
-func (q *qemuVN) cfgWrite(off uint8, v uint32) {
-	q.cmd(fmt.Sprintf("outl 0xcf8 %#x", cf8(off)))
-	q.cmd(fmt.Sprintf("outl 0xcfc %#x", v))
-}
-func (q *qemuVN) ioRead(off uint64, size uint8) uint64 {
-	return q.val(q.cmd(fmt.Sprintf("in%s %#x", sfx(size), diffIO+off)))
-}
-func (q *qemuVN) ioWrite(off uint64, size uint8, v uint64) {
-	q.cmd(fmt.Sprintf("out%s %#x %#x", sfx(size), diffIO+off, v))
-}
-func (q *qemuVN) modRead(off uint64, size uint8) uint64 {
-	return q.val(q.cmd(fmt.Sprintf("read%s %#x", sfx(size), diffModern+off)))
-}
-func (q *qemuVN) modWrite(off uint64, size uint8, v uint64) {
-	q.cmd(fmt.Sprintf("write%s %#x %#x", sfx(size), diffModern+off, v))
-}
-func (q *qemuVN) memWrite(addr uint64, b []byte) {
-	q.cmd(fmt.Sprintf("write %#x %d 0x%s", addr, len(b), hex.EncodeToString(b)))
-}
-func (q *qemuVN) memRead(addr uint64, n int) []byte {
-	b, err := hex.DecodeString(strings.TrimPrefix(q.cmd(fmt.Sprintf("read %#x %d", addr, n))[0], "0x"))
-	if err != nil {
-		q.t.Fatal(err)
-	}
-	return b
-}
+func (q *qemuVN) cfgRead(off uint8) uint32                  { return q.CfgRead(off) }
+func (q *qemuVN) cfgWrite(off uint8, v uint32)              { q.CfgWrite(off, 4, v) }
+func (q *qemuVN) ioRead(off uint64, size uint8) uint64      { return q.In(diffIO+off, size) }
+func (q *qemuVN) ioWrite(off uint64, size uint8, v uint64)  { q.Out(diffIO+off, size, v) }
+func (q *qemuVN) modRead(off uint64, size uint8) uint64     { return q.Read(diffModern+off, size) }
+func (q *qemuVN) modWrite(off uint64, size uint8, v uint64) { q.Write(diffModern+off, size, v) }
+func (q *qemuVN) memWrite(addr uint64, b []byte)            { q.MemWrite(addr, b) }
+func (q *qemuVN) memRead(addr uint64, n int) []byte         { return q.MemRead(addr, n) }
+func (q *qemuVN) sent() []byte                              { return q.Sent() }
 func (q *qemuVN) inject(frame []byte, usedAt uint64) {
 	before := binary.LittleEndian.Uint16(q.memRead(usedAt+2, 2))
-	if _, err := q.peer.WriteToUDP(frame, q.qaddr); err != nil {
-		q.t.Fatal(err)
-	}
+	q.Send(frame)
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
 		if binary.LittleEndian.Uint16(q.memRead(usedAt+2, 2)) != before {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-func (q *qemuVN) sent() []byte {
-	buf := make([]byte, 65536)
-	q.peer.SetReadDeadline(time.Now().Add(2 * time.Second))
-	n, _, err := q.peer.ReadFromUDP(buf)
-	if err != nil {
-		return nil
-	}
-	return buf[:n]
 }
 
 // --- godm
