@@ -69,11 +69,11 @@ const (
 
 // unit is one drive position (QEMU's IDEState).
 type unit struct {
-	ch  *channel
-	n   int
-	kd  Kind // HD for an empty position, as QEMU's default drive kind
-	has bool // a drive is attached (QEMU: s->blk != NULL)
-	q   *block.Queue
+	ch      *channel
+	n       int
+	kd      Kind // HD for an empty position, as QEMU's default drive kind
+	has     bool // a drive is attached (QEMU: s->blk != NULL)
+	q       *block.Queue
 	CDState // the medium (hard disks too) and the ATAPI state
 
 	cyls, heads, secs     uint32
@@ -102,8 +102,8 @@ type unit struct {
 	packetSize, elemSize int64
 	bufIndex, ioBufSize  int
 	atapiDMA             bool
-	dmaCmd                 dmaKind
-	serialNo               int
+	dmaCmd               dmaKind
+	serialNo             int
 }
 
 // dmaKind is the DMA a command waits for (QEMU's dma_cmd with dma_cb set).
