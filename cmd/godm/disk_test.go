@@ -159,9 +159,17 @@ func TestLibxlAHCIDisk(t *testing.T) {
 	if err := os.WriteFile(img, make([]byte, 8<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	iso := filepath.Join(r.dir, "cd.iso")
+	if err := os.WriteFile(iso, make([]byte, 2<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	argv := libxlArgv(dom, r.dir) + " -device ahci,id=ahci0" +
 		" -drive file=" + img + ",if=none,id=ahcidisk-0,format=raw,cache=writeback" +
-		" -device ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0"
+		" -device ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0" +
+		// A CD-ROM on an AHCI port (ATAPI over AHCI), as an admin's
+		// device_model_args_hvm may add it.
+		" -drive if=none,readonly=on,id=sata-cd,file=" + iso + ",format=raw" +
+		" -device ide-cd,id=sata-cd,drive=sata-cd,bus=ahci0.1,unit=0"
 	r.start(t, argv, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -205,6 +213,31 @@ func TestLibxlAHCIDisk(t *testing.T) {
 		t.Errorf("the unplugged AHCI disk's image is still locked: %v", err)
 	} else {
 		d.Close()
+	}
+	// The CD-ROM drive stays; QMP ejects and changes its medium.
+	q := qmpDial(t, filepath.Join(r.dir, fmt.Sprintf("qmp-libxl-%d", dom)))
+	ret, e := q.do("query-block", nil)
+	if b := fmt.Sprint(ret); e != "" || !strings.Contains(b, "sata-cd") || !strings.Contains(b, iso) || strings.Contains(b, "ahcidisk-0") {
+		t.Fatalf("query-block after the unplug: %s %q", b, e)
+	}
+	if _, e := q.do("eject", map[string]any{"id": "sata-cd"}); e != "" {
+		t.Fatalf("eject: %q", e)
+	}
+	if d, err := block.Open(iso, block.Options{Format: "raw"}); err != nil {
+		t.Errorf("the ejected image is still locked: %v", err)
+	} else {
+		d.Close()
+	}
+	iso2 := filepath.Join(r.dir, "cd2.iso")
+	if err := os.WriteFile(iso2, make([]byte, 4<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, e := q.do("blockdev-change-medium", map[string]any{"id": "sata-cd", "filename": iso2, "format": "raw"}); e != "" {
+		t.Fatalf("blockdev-change-medium: %q", e)
+	}
+	ret, _ = q.do("query-block", nil)
+	if b := fmt.Sprint(ret); !strings.Contains(b, iso2) || !strings.Contains(b, "tray_open:false") {
+		t.Errorf("query-block after the change: %s", b)
 	}
 	r.stop()
 	if err := r.wait(); err != nil {

@@ -398,14 +398,11 @@ func (d *Controller) OpenTray(n int, force bool) (*block.Drive, error) {
 	return old, nil
 }
 
-// InsertMedium puts drv into port n's empty drive and closes the tray
-// (blockdev-change-medium after the eject): the next commands see NOT
-// READY, then UNIT ATTENTION, and GET EVENT STATUS NOTIFICATION a new
+// InsertMedium puts drv (nil: none) into port n's empty drive and closes
+// the tray (blockdev-change-medium after the eject): the next commands see
+// NOT READY, then UNIT ATTENTION, and GET EVENT STATUS NOTIFICATION a new
 // medium.
 func (d *Controller) InsertMedium(n int, drv *block.Drive) error {
-	if drv == nil {
-		return errors.New("ahci: no medium to insert")
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	p, err := d.cdPort(n)
@@ -419,7 +416,9 @@ func (d *Controller) InsertMedium(n int, drv *block.Drive) error {
 		return err
 	}
 	p.drv = drv
-	p.q = block.NewQueue(drv, 2, 1)
+	if drv != nil {
+		p.q = block.NewQueue(drv, 2, 1)
+	}
 	return nil
 }
 

@@ -114,6 +114,17 @@ func TestParseServed(t *testing.T) {
 				},
 				IDEDevices: []IDEDevice{{Driver: "ide-hd", Drive: "ahcidisk-0", AHCI: "ahci0"},
 					{Driver: "ide-hd", Drive: "ahcidisk-1", Bus: 1, AHCI: "ahci0"}}}},
+		{"a CD-ROM on an AHCI port (ATAPI over AHCI; an admin's device_model_args_hvm), and an empty one", served +
+			" -device ahci,id=ahci0" +
+			" -drive if=none,readonly=on,id=cd0,file=/srv/x.iso,format=raw -device ide-cd,id=cd0,bus=ahci0.2,unit=0,drive=cd0" +
+			" -device ide-cd,id=cd1,bus=ahci0.5",
+			Config{Dom: 7, Name: "godmtest", Monitors: mons, MemMiB: 56, Serial: []string{"pty"},
+				AHCI: []AHCIController{{ID: "ahci0"}},
+				Drives: []Drive{
+					{ID: "cd0", File: "/srv/x.iso", Format: "raw", ReadOnly: true, Cache: "writeback", Media: "cdrom", Index: -1},
+				},
+				IDEDevices: []IDEDevice{{Driver: "ide-cd", ID: "cd0", Drive: "cd0", Bus: 2, AHCI: "ahci0"},
+					{Driver: "ide-cd", ID: "cd1", Bus: 5, AHCI: "ahci0"}}}},
 		{"stdvga, vnc with password, keymap (libxl vga=\"stdvga\" vnc=1 vncpasswd=... keymap=\"en-us\")",
 			strings.Replace(strings.Replace(debian4177, "-device cirrus-vga,vgamem_mb=8", "-device VGA,vgamem_mb=16", 1),
 				"-vnc none", "-vnc 127.0.0.1:3,password=on,to=99 -k en-us", 1),
@@ -210,7 +221,8 @@ func TestParseRefused(t *testing.T) {
 		{tail("-device ahci,id=ahci0 -device ahci,id=ahci1"), `a second AHCI controller`},
 		{tail("-device ahci,id=ahci0 -drive file=/d.img,if=none,id=d,format=raw -device ide-hd,bus=ahci0.6,unit=0,drive=d"), `ports are ahci0.0 to ahci0.5`},
 		{tail("-device ahci,id=ahci0 -drive file=/d.img,if=none,id=d,format=raw -device ide-hd,bus=ahci0.1,unit=1,drive=d"), `unit 0 only`},
-		{tail("-device ahci,id=ahci0 -drive if=none,readonly=on,id=c -device ide-cd,bus=ahci0.1,unit=0,drive=c"), `ATAPI over AHCI`},
+		{tail("-device ahci,id=ahci0 -drive if=none,readonly=on,id=c -device ide-hd,bus=ahci0.1,unit=0,drive=c"), `an IDE disk needs a writable file`},
+		{tail("-device ahci,id=ahci0 -device ide-hd,bus=ahci0.1,unit=0"), `an ide-hd needs drive=`},
 		{tail("-device ahci,id=ahci0 -drive file=/d.img,if=none,id=d,format=raw -drive file=/e.img,if=none,id=e,format=raw -device ide-hd,bus=ahci0.1,drive=d -device ide-hd,bus=ahci0.1,drive=e"), `ahci0.1 is taken by`},
 		{tail("-device lsi53c895a"), `only IDE disks are served`},
 		{tail("-device nvme,drive=n,serial=x"), `only IDE disks are served`},

@@ -28,8 +28,8 @@ type Drive struct {
 	Discard bool
 }
 
-// IDEDevice is a -device ide-hd or ide-cd on the PIIX3 IDE buses, or an
-// ide-hd on a port of the AHCI controller.
+// IDEDevice is a -device ide-hd or ide-cd on the PIIX3 IDE buses or on a
+// port of the AHCI controller.
 type IDEDevice struct {
 	Driver    string // ide-hd or ide-cd
 	ID        string
@@ -49,7 +49,6 @@ type AHCIController struct {
 // Refusals of disk set-ups godm does not serve.
 const (
 	whyDiskKind = `only IDE disks are served (xl.cfg disk=[...] with hdX or xvdX vdevs on hdtype=ide): remove sdX (SCSI) and NVMe disks`
-	whyAHCICD   = `an ide-cd on an AHCI port is not served yet (ATAPI over AHCI): libxl puts CD-ROMs on the IDE controller`
 	whyCOLO     = `COLO disk replication is not supported: remove colo= from the disk=[...] entry`
 )
 
@@ -192,7 +191,9 @@ func (c *Config) parseIDEDevice(a qemuopts.Arg, o *qemuopts.Opts, drv string) er
 }
 
 // parseAHCIDevice takes -device ide-hd,bus=ID.N,unit=0,drive=D (libxl_dm.c
-// for hdtype="ahci": ide-hd,bus=ahci0.N,unit=0,drive=ahcidisk-N).
+// for hdtype="ahci": ide-hd,bus=ahci0.N,unit=0,drive=ahcidisk-N) and an
+// ide-cd on a port (ATAPI over AHCI; libxl itself puts CD-ROMs on the
+// IDE buses, an admin's device_model_args may not).
 func (c *Config) parseAHCIDevice(a qemuopts.Arg, dev IDEDevice, id, port string, unit uint64) error {
 	found := false
 	for _, h := range c.AHCI {
@@ -208,10 +209,7 @@ func (c *Config) parseAHCIDevice(a qemuopts.Arg, dev IDEDevice, id, port string,
 	if unit != 0 {
 		return refuse(a, "unit=%d: an AHCI port has unit 0 only", unit)
 	}
-	if dev.Driver == "ide-cd" {
-		return refuse(a, whyAHCICD)
-	}
-	if dev.Drive == "" {
+	if dev.Drive == "" && dev.Driver == "ide-hd" {
 		return refuse(a, "an ide-hd needs drive=")
 	}
 	dev.Bus, dev.AHCI = int(n), id
