@@ -488,7 +488,7 @@ func (p *port) identify() {
 		return
 	}
 	if p.cd {
-		ide.ATAPIIdentify(p.ident[:], p.serial, "QEMU DVD-ROM")
+		ide.ATAPIIdentify(p.ident[:], p.serial, "QEMU DVD-ROM", Slots)
 		p.identSet = true
 		return
 	}

@@ -645,15 +645,16 @@ func ATAIdentify(p []byte, id Identity) {
 // atapiIdentify is ide_atapi_identify.
 func (u *unit) atapiIdentify() {
 	if !u.identifySet {
-		ATAPIIdentify(u.identify[:], u.serial, u.model)
+		ATAPIIdentify(u.identify[:], u.serial, u.model, 0)
 		u.identifySet = true
 	}
 	copy(u.buf, u.identify[:])
 }
 
 // ATAPIIdentify builds a CD-ROM drive's IDENTIFY PACKET DEVICE page
-// (QEMU ide_atapi_identify; shared with the AHCI controller).
-func ATAPIIdentify(p []byte, serial, model string) {
+// (QEMU ide_atapi_identify; shared with the AHCI controller, whose ports
+// report ncqQueues, as QEMU's AHCI sets ncq_queues for every device).
+func ATAPIIdentify(p []byte, serial, model string, ncqQueues int) {
 	clear(p[:512])
 	put16(p, 0, 2<<14|5<<8|1<<7|2<<5) // removable CD-ROM, 50 us, 12-byte packets
 	padStr(p, 10, 20, serial)
@@ -674,6 +675,10 @@ func ATAPIIdentify(p []byte, serial, model string) {
 	put16(p, 68, 0xb4)
 	put16(p, 71, 30)
 	put16(p, 72, 30)
+	if ncqQueues > 0 {
+		put16(p, 75, uint16(ncqQueues-1))
+		put16(p, 76, 1<<8) // NCQ supported
+	}
 	put16(p, 80, 0x1e)
 	put16(p, 88, 0x3f|1<<13)
 }
