@@ -244,3 +244,66 @@ func TestLibxlAHCIDisk(t *testing.T) {
 		t.Errorf("godm: %v", err)
 	}
 }
+
+// TestArgvPCIDisks starts godm with an NVMe and a virtio-blk disk as an
+// admin adds them through device_model_args_hvm (-drive if=none plus
+// -device nvme / virtio-blk-pci, one with addr=) and checks that the
+// guest's configuration space shows both functions where they were put
+// and that their images are locked while godm holds them.
+func TestArgvPCIDisks(t *testing.T) {
+	needPTY(t)
+	r := newDMRig(t)
+	dom := int(r.dom.ID())
+	nv := filepath.Join(r.dir, "nvme.img")
+	vb := filepath.Join(r.dir, "vblk.img")
+	for _, p := range []string{nv, vb} {
+		if err := os.WriteFile(p, make([]byte, 8<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	argv := libxlArgv(dom, r.dir) +
+		" -drive file=" + nv + ",if=none,id=nv0,format=raw,cache=writeback -device nvme,drive=nv0,serial=GODMNV" +
+		" -drive file=" + vb + ",if=none,id=vb0,format=raw -device virtio-blk-pci,drive=vb0,addr=0x9"
+	r.start(t, argv, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	statePath := fmt.Sprintf("/local/domain/0/device-model/%d/state", dom)
+	if err := r.xs.WaitValue(ctx, statePath, []byte("running")); err != nil {
+		r.stop()
+		t.Fatalf("waiting for %s: %v (godm: %v; log: %s)", statePath, err, r.wait(), r.log.String())
+	}
+	v := r.dom.VCPU(0)
+	cfg := func(slot, off int) uint64 {
+		if err := v.Out(0xcf8, 4, uint64(0x80000000|slot<<11|off)); err != nil {
+			t.Fatal(err)
+		}
+		x, err := v.In(0xcfc, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	nvSlot := -1
+	for slot := range 32 {
+		if cfg(slot, 0) == 0x00101b36 { // QEMU's nvme: 1b36:0010
+			nvSlot = slot
+		}
+	}
+	if nvSlot < 0 {
+		t.Errorf("no NVMe function on bus 0 (log: %s)", r.log.String())
+	} else if class := cfg(nvSlot, 8) >> 8; class != 0x010802 {
+		t.Errorf("NVMe class %#x", class)
+	}
+	if id := cfg(9, 0); id != 0x10011af4 {
+		t.Errorf("slot 9: %#x, want the virtio-blk function 1af4:1001 (addr=0x9)", id)
+	}
+	for _, p := range []string{nv, vb} {
+		if _, err := block.Open(p, block.Options{Format: "raw"}); err == nil || !strings.Contains(err.Error(), "lock") {
+			t.Errorf("second writer of %s: %v, want a lock error", filepath.Base(p), err)
+		}
+	}
+	r.stop()
+	if err := r.wait(); err != nil {
+		t.Errorf("godm: %v", err)
+	}
+}
