@@ -15,6 +15,7 @@ import (
 	"godm/block"
 	"godm/devices/ahci"
 	"godm/internal/guest"
+	"godm/internal/xenbox"
 )
 
 // cdModules are Debian's SCSI core, libata with the AHCI driver, the
@@ -193,5 +194,100 @@ grep ahci /proc/interrupts
 		if strings.Contains(l, "ahci") || strings.Contains(l, "sr0") || strings.HasPrefix(l, "SUM") {
 			t.Log(strings.TrimSpace(l))
 		}
+	}
+}
+
+// elToritoImage is a bootable ISO 9660 image (El Torito 1.0): the primary
+// volume descriptor, the boot record pointing at the boot catalog, whose
+// validation entry and default entry (no emulation, four 512-byte
+// sectors loaded at 0x7c0:0) name boot, one 2 KiB sector.
+func elToritoImage(boot []byte) []byte {
+	const ss = 2048
+	img := isoImage("pad.bin", make([]byte, ss)) // sectors 16-21
+	img = append(img, make([]byte, 2*ss)...)     // 22: catalog, 23: image
+	// Move the terminator to 18 (the path tables after it stay unused:
+	// the boot does not read the file system) and put the boot record
+	// volume descriptor at 17.
+	copy(img[18*ss:19*ss], img[17*ss:18*ss])
+	br := img[17*ss : 18*ss]
+	clear(br)
+	copy(br[1:6], "CD001")
+	br[6] = 1
+	copy(br[7:], "EL TORITO SPECIFICATION")
+	binary.LittleEndian.PutUint32(br[71:], 22)
+	cat := img[22*ss:]
+	cat[0] = 1 // validation entry, x86
+	cat[30], cat[31] = 0x55, 0xaa
+	sum := uint16(0)
+	for i := 0; i < 32; i += 2 {
+		sum += binary.LittleEndian.Uint16(cat[i:])
+	}
+	binary.LittleEndian.PutUint16(cat[28:], -sum)
+	cat[32] = 0x88 // bootable, no emulation, segment 0 (0x7c0)
+	binary.LittleEndian.PutUint16(cat[38:], 4)
+	binary.LittleEndian.PutUint32(cat[40:], 23)
+	copy(img[23*ss:24*ss], boot)
+	binary.LittleEndian.PutUint32(img[16*ss+80:], 24)
+	binary.BigEndian.PutUint32(img[16*ss+84:], 24)
+	return img
+}
+
+// TestSeaBIOSBootsFromAHCICD: QEMU's SeaBIOS (Debian's bios-256k.bin, as
+// libxl's) finds godm's AHCI controller through x-pci-proxy-dev, sees the
+// ATAPI signature on port 0, reads the El Torito boot catalog and the
+// boot image from the CD-ROM with PACKET commands, and runs the boot
+// code, which prints its line on COM1.
+func TestSeaBIOSBootsFromAHCICD(t *testing.T) {
+	a, _ := guestAssets(t)
+	dir := t.TempDir()
+	disk, err := xenbox.BuildBootDisk(dir)
+	if err != nil {
+		t.Skipf("the boot sector needs the host's as and ld: %v", err)
+	}
+	mbr, err := os.ReadFile(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iso := filepath.Join(dir, "boot.iso")
+	if err := os.WriteFile(iso, elToritoImage(mbr[:512]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	drv, err := block.Open(iso, block.Options{Format: "raw", ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMachine(t, Config{})
+	c, err := ahci.New(ahci.Config{Memory: m.Memory})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Attach(0, ahci.DriveConfig{Drive: drv, CD: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.PCI.Add(c.Function(), 6, 0); err != nil {
+		t.Fatal(err)
+	}
+	px, err := m.Proxy(c.Function(), "6.0", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.Run(context.Background(), guest.Config{
+		Assets:       a,
+		BootFromDisk: true,
+		Until:        xenbox.BootMBRLine,
+		Proxies:      []guest.Proxy{px},
+		Timeout:      120 * time.Second,
+		WorkDir:      t.TempDir(),
+	})
+	c.Close()
+	drv.Close()
+	if err != nil {
+		t.Fatalf("guest: %v\nconsole:\n%s", err, res.Console)
+	}
+	if !res.Until || !strings.Contains(res.Console, xenbox.BootMBRLine) {
+		t.Fatalf("COM1 lacks the boot code's line:\n%s", res.Console)
+	}
+	for _, e := range m.Errors() {
+		t.Errorf("data path: %v", e)
 	}
 }
