@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -106,7 +107,12 @@ func isoImage(name string, data []byte) []byte {
 // commands (INQUIRY, READ CAPACITY, MODE SENSE, GET EVENT STATUS, READ
 // TOC, READ(10) by DMA through the PRDT). The guest mounts the ISO 9660
 // medium, reads a file of 300 KiB (several 128 KiB read chunks) and
-// prints its checksum, which must be the host's.
+// prints its checksum, which must be the host's. Then the medium is
+// changed under it: the host waits for the tray lock Linux takes while
+// the medium is mounted to be released at the unmount, ejects and
+// inserts a second image (as QMP's blockdev-change-medium does); the
+// guest, retrying its mount, goes through NOT READY and UNIT ATTENTION
+// and finds the second image's file.
 func TestGuestAHCICD(t *testing.T) {
 	a, _ := guestAssets(t)
 	dir := os.Getenv("GODM_GUEST_DIR")
@@ -123,14 +129,24 @@ func TestGuestAHCICD(t *testing.T) {
 	for i := range data {
 		data[i] = byte(rng.Uint32())
 	}
-	iso := filepath.Join(t.TempDir(), "cd.iso")
-	if err := os.WriteFile(iso, isoImage("hello.bin", data), 0o600); err != nil {
-		t.Fatal(err)
+	data2 := make([]byte, 70<<10)
+	for i := range data2 {
+		data2[i] = byte(rng.Uint32())
 	}
-	drv, err := block.Open(iso, block.Options{Format: "raw", ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
+	var drvs [2]*block.Drive
+	for i, img := range [][]byte{isoImage("hello.bin", data), isoImage("second.bin", data2)} {
+		iso := filepath.Join(t.TempDir(), fmt.Sprintf("cd%d.iso", i))
+		if err := os.WriteFile(iso, img, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		d, err := block.Open(iso, block.Options{Format: "raw", ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		drvs[i] = d
 	}
+	drv := drvs[0]
 	m := newMachine(t, Config{})
 	c, err := ahci.New(ahci.Config{Memory: m.Memory})
 	if err != nil {
@@ -161,8 +177,45 @@ mount -t iso9660 -o ro /dev/sr0 /mnt && echo MOUNTED
 ls -l /mnt
 echo "SUM $(sha256sum /mnt/hello.bin | cut -d' ' -f1)"
 umount /mnt
+for i in $(seq 1 150); do
+	if mount -t iso9660 -o ro /dev/sr0 /mnt 2>/dev/null; then
+		[ -f /mnt/second.bin ] && break
+		umount /mnt
+	fi
+	sleep 0.2
+done
+echo "SUM2 $(sha256sum /mnt/second.bin | cut -d' ' -f1)"
+echo "SIZE2 $(cat /sys/block/sr0/size)"
+umount /mnt
 grep ahci /proc/interrupts
 `
+	// The medium change: once the guest has locked the tray (mounted)
+	// and unlocked it again (unmounted).
+	changed := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		seen := false
+		for ctx.Err() == nil {
+			_, locked, err := c.TrayState(2)
+			if err != nil {
+				changed <- err
+				return
+			}
+			if locked {
+				seen = true
+			} else if seen {
+				if _, err := c.OpenTray(2, false); err != nil {
+					changed <- fmt.Errorf("eject: %w", err)
+					return
+				}
+				changed <- c.InsertMedium(2, drvs[1])
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		changed <- errors.New("the guest never locked and released the tray")
+	}()
 	res, err := m.Run(context.Background(), guest.Config{
 		Assets:  a,
 		Script:  script,
@@ -171,17 +224,21 @@ grep ahci /proc/interrupts
 		Timeout: 240 * time.Second,
 		WorkDir: t.TempDir(),
 	})
+	cancel()
 	c.Close()
-	drv.Close()
 	if err != nil {
 		t.Fatalf("guest: %v\nconsole:\n%s", err, res.Console)
+	}
+	if err := <-changed; err != nil {
+		t.Errorf("medium change: %v", err)
 	}
 	for _, e := range m.Errors() {
 		t.Errorf("data path: %v", e)
 	}
 	con := res.Console
 	for _, want := range []string{"DRIVER ahci", "MODEL QEMU DVD-ROM", fmt.Sprintf("SIZE %d", len(isoImage("hello.bin", data))/512),
-		"MOUNTED", fmt.Sprintf("SUM %x", sha256.Sum256(data)), "PCI-MSI"} {
+		"MOUNTED", fmt.Sprintf("SUM %x", sha256.Sum256(data)), "PCI-MSI",
+		fmt.Sprintf("SUM2 %x", sha256.Sum256(data2)), fmt.Sprintf("SIZE2 %d", len(isoImage("second.bin", data2))/512)} {
 		if !strings.Contains(con, want) {
 			t.Errorf("console lacks %q", want)
 		}
@@ -191,7 +248,7 @@ grep ahci /proc/interrupts
 		return
 	}
 	for _, l := range strings.Split(con, "\n") {
-		if strings.Contains(l, "ahci") || strings.Contains(l, "sr0") || strings.HasPrefix(l, "SUM") {
+		if strings.Contains(l, "ahci") || strings.Contains(l, "sr0") || strings.HasPrefix(l, "SUM") || strings.HasPrefix(l, "SIZE") {
 			t.Log(strings.TrimSpace(l))
 		}
 	}
