@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -116,18 +117,40 @@ func TestCrashOrdering(t *testing.T) {
 	cases := []struct {
 		name, opts string
 		ops        int
+		compressed bool // the image is the backing file's data compressed (qemu-img convert -c), no backing file
 	}{
-		{"512-byte clusters, 64-bit refcounts (the refcount table grows)", "cluster_size=512,refcount_bits=64", 120},
-		{"4 KiB clusters, v2 image", "compat=0.10,cluster_size=4096", 100},
-		{"extended L2, 16 KiB clusters", "extended_l2=on,cluster_size=16384", 100},
-		{"64 KiB clusters, 1-bit refcounts", "cluster_size=65536,refcount_bits=1", 60},
+		{"512-byte clusters, 64-bit refcounts (the refcount table grows)", "cluster_size=512,refcount_bits=64", 120, false},
+		{"4 KiB clusters, v2 image", "compat=0.10,cluster_size=4096", 100, false},
+		{"extended L2, 16 KiB clusters", "extended_l2=on,cluster_size=16384", 100, false},
+		{"64 KiB clusters, 1-bit refcounts", "cluster_size=65536,refcount_bits=1", 60, false},
+		{"compressed clusters rewritten (inflate, free shared host clusters)", "cluster_size=4096", 80, true},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
 			randomRaw(t, filepath.Join(dir, "base.raw"), 4<<20, uint64(i))
 			img := filepath.Join(dir, "c.qcow2")
-			qemu(t, "qemu-img", "create", "-f", "qcow2", "-o", c.opts, "-b", "base.raw", "-F", "raw", img, "16M")
+			if c.compressed {
+				// Compressible data (a text-like pattern with some
+				// noise), so that qemu-img stores compressed clusters.
+				b := make([]byte, 4<<20)
+				rr := rand.New(rand.NewPCG(uint64(i), 1))
+				for x := range b {
+					b[x] = "godm crash ordering "[x%20]
+					if rr.IntN(64) == 0 {
+						b[x] = byte(rr.Uint32())
+					}
+				}
+				if err := os.WriteFile(filepath.Join(dir, "base.raw"), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				qemu(t, "qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", "-o", c.opts, filepath.Join(dir, "base.raw"), img)
+				if out := qemu(t, "qemu-img", "check", img); !strings.Contains(out, "compressed clusters") || strings.Contains(out, " 0.00% compressed") {
+					t.Fatalf("qemu-img stored no compressed clusters:\n%s", out)
+				}
+			} else {
+				qemu(t, "qemu-img", "create", "-f", "qcow2", "-o", c.opts, "-b", "base.raw", "-F", "raw", img, "16M")
+			}
 			// cache=unsafe: no fdatasync (slow on a shared disk); the
 			// journal still sees every barrier and flush the image
 			// asks for, which is what a write-back cache orders by.
