@@ -77,6 +77,18 @@ type hostFile struct {
 	memAlign, offAlign int64
 	rmw                sync.Mutex // serialises unaligned O_DIRECT writes (read-modify-write)
 	bounce             sync.Pool
+	// journal, set by the crash-ordering test only, sees every write
+	// that reaches the file and every barrier or flush the image asks
+	// for (whether the cache mode makes it an fdatasync or not), in
+	// order; nil otherwise.
+	journal fileJournal
+}
+
+// fileJournal records a file's writes and flushes (the crash-ordering
+// test replays prefixes of them).
+type fileJournal interface {
+	wrote(p []byte, off int64)
+	flushed()
 }
 
 func openHost(path string, readOnly bool, cache Cache) (*hostFile, error) {
@@ -193,6 +205,9 @@ func (h *hostFile) writeAt(p []byte, off int64) error {
 }
 
 func (h *hostFile) pwrite(p []byte, off int64) error {
+	if h.journal != nil {
+		h.journal.wrote(p, off)
+	}
 	for len(p) > 0 {
 		n, err := unix.Pwrite(h.fd, p, off)
 		if err == unix.EINTR {
@@ -254,6 +269,9 @@ func (h *hostFile) writeBounce(p []byte, off int64) error {
 
 // flush makes completed writes durable (fdatasync), unless cache=unsafe.
 func (h *hostFile) flush() error {
+	if h.journal != nil {
+		h.journal.flushed()
+	}
 	if h.cache.noFlush() || h.readOnly {
 		return nil
 	}
@@ -274,6 +292,9 @@ func (h *hostFile) flush() error {
 // waits for fdatasync. Under unsafe ordering is not promised; under
 // directsync and writethrough every write is already durable.
 func (h *hostFile) barrier() error {
+	if h.journal != nil {
+		h.journal.flushed() // the ordering point, whatever the cache mode
+	}
 	if !h.cache.barriers() {
 		return nil
 	}

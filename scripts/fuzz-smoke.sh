@@ -55,6 +55,7 @@ targets="
 ./devices/ahci FuzzCommand
 ./devices/ahci FuzzRegisters
 ./devices/ahci FuzzRestore
+./devices/ahci FuzzATAPI
 ./devices/virtio FuzzVirtqueue
 ./devices/virtio FuzzRegisters
 ./devices/virtioblk FuzzRequest

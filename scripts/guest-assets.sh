@@ -39,10 +39,12 @@ ln -sfn "$pkg/vmlinux" "$dir/vmlinux"
 # needs (t10-pi, its CRC libraries and their generic crypto) for the NVMe
 # guest test, and its USB and input modules for the USB tablet test
 # (usbcore, the UHCI driver, the HID core, usbhid, hid-generic, evdev),
-# from the same kernel package.
+# and the SCSI core, libata with the AHCI driver, the CD-ROM layer, sr_mod
+# and isofs for the AHCI CD-ROM guest test, from the same kernel package.
 kos="mii 8139cp e1000 virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk failover net_failover virtio_net"
 kos="$kos crct10dif_common crct10dif_generic crc-t10dif crc64 crc64_rocksoft_generic crc64-rocksoft t10-pi nvme-core nvme"
 kos="$kos usb-common usbcore uhci-hcd hid usbhid hid-generic evdev"
+kos="$kos scsi_common scsi_mod libata libahci ahci cdrom sr_mod isofs"
 mods=""
 for ko in $kos; do
 	[ -s "$dir/$pkg/$ko.ko" ] || mods=1
@@ -64,7 +66,11 @@ if [ -n "$mods" ]; then
 		'./lib/modules/*/kernel/drivers/usb/common/usb-common.ko' './lib/modules/*/kernel/drivers/usb/core/usbcore.ko' \
 		'./lib/modules/*/kernel/drivers/usb/host/uhci-hcd.ko' './lib/modules/*/kernel/drivers/hid/hid.ko' \
 		'./lib/modules/*/kernel/drivers/hid/usbhid/usbhid.ko' './lib/modules/*/kernel/drivers/hid/hid-generic.ko' \
-		'./lib/modules/*/kernel/drivers/input/evdev.ko'
+		'./lib/modules/*/kernel/drivers/input/evdev.ko' \
+		'./lib/modules/*/kernel/drivers/scsi/scsi_common.ko' './lib/modules/*/kernel/drivers/scsi/scsi_mod.ko' \
+		'./lib/modules/*/kernel/drivers/ata/libata.ko' './lib/modules/*/kernel/drivers/ata/libahci.ko' \
+		'./lib/modules/*/kernel/drivers/ata/ahci.ko' './lib/modules/*/kernel/drivers/cdrom/cdrom.ko' \
+		'./lib/modules/*/kernel/drivers/scsi/sr_mod.ko' './lib/modules/*/kernel/fs/isofs/isofs.ko'
 	# -n: modules already there stay (a test may be loading them).
 	find "$mt/lib" -name '*.ko' -exec cp -n {} "$dir/$pkg/" \;
 	rm -rf "$mt"

@@ -159,9 +159,17 @@ func TestLibxlAHCIDisk(t *testing.T) {
 	if err := os.WriteFile(img, make([]byte, 8<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	iso := filepath.Join(r.dir, "cd.iso")
+	if err := os.WriteFile(iso, make([]byte, 2<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	argv := libxlArgv(dom, r.dir) + " -device ahci,id=ahci0" +
 		" -drive file=" + img + ",if=none,id=ahcidisk-0,format=raw,cache=writeback" +
-		" -device ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0"
+		" -device ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0" +
+		// A CD-ROM on an AHCI port (ATAPI over AHCI), as an admin's
+		// device_model_args_hvm may add it.
+		" -drive if=none,readonly=on,id=sata-cd,file=" + iso + ",format=raw" +
+		" -device ide-cd,id=sata-cd,drive=sata-cd,bus=ahci0.1,unit=0"
 	r.start(t, argv, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -205,6 +213,94 @@ func TestLibxlAHCIDisk(t *testing.T) {
 		t.Errorf("the unplugged AHCI disk's image is still locked: %v", err)
 	} else {
 		d.Close()
+	}
+	// The CD-ROM drive stays; QMP ejects and changes its medium.
+	q := qmpDial(t, filepath.Join(r.dir, fmt.Sprintf("qmp-libxl-%d", dom)))
+	ret, e := q.do("query-block", nil)
+	if b := fmt.Sprint(ret); e != "" || !strings.Contains(b, "sata-cd") || !strings.Contains(b, iso) || strings.Contains(b, "ahcidisk-0") {
+		t.Fatalf("query-block after the unplug: %s %q", b, e)
+	}
+	if _, e := q.do("eject", map[string]any{"id": "sata-cd"}); e != "" {
+		t.Fatalf("eject: %q", e)
+	}
+	if d, err := block.Open(iso, block.Options{Format: "raw"}); err != nil {
+		t.Errorf("the ejected image is still locked: %v", err)
+	} else {
+		d.Close()
+	}
+	iso2 := filepath.Join(r.dir, "cd2.iso")
+	if err := os.WriteFile(iso2, make([]byte, 4<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, e := q.do("blockdev-change-medium", map[string]any{"id": "sata-cd", "filename": iso2, "format": "raw"}); e != "" {
+		t.Fatalf("blockdev-change-medium: %q", e)
+	}
+	ret, _ = q.do("query-block", nil)
+	if b := fmt.Sprint(ret); !strings.Contains(b, iso2) || !strings.Contains(b, "tray_open:false") {
+		t.Errorf("query-block after the change: %s", b)
+	}
+	r.stop()
+	if err := r.wait(); err != nil {
+		t.Errorf("godm: %v", err)
+	}
+}
+
+// TestArgvPCIDisks starts godm with an NVMe and a virtio-blk disk as an
+// admin adds them through device_model_args_hvm (-drive if=none plus
+// -device nvme / virtio-blk-pci, one with addr=) and checks that the
+// guest's configuration space shows both functions where they were put
+// and that their images are locked while godm holds them.
+func TestArgvPCIDisks(t *testing.T) {
+	needPTY(t)
+	r := newDMRig(t)
+	dom := int(r.dom.ID())
+	nv := filepath.Join(r.dir, "nvme.img")
+	vb := filepath.Join(r.dir, "vblk.img")
+	for _, p := range []string{nv, vb} {
+		if err := os.WriteFile(p, make([]byte, 8<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	argv := libxlArgv(dom, r.dir) +
+		" -drive file=" + nv + ",if=none,id=nv0,format=raw,cache=writeback -device nvme,drive=nv0,serial=GODMNV" +
+		" -drive file=" + vb + ",if=none,id=vb0,format=raw -device virtio-blk-pci,drive=vb0,addr=0x9"
+	r.start(t, argv, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	statePath := fmt.Sprintf("/local/domain/0/device-model/%d/state", dom)
+	if err := r.xs.WaitValue(ctx, statePath, []byte("running")); err != nil {
+		r.stop()
+		t.Fatalf("waiting for %s: %v (godm: %v; log: %s)", statePath, err, r.wait(), r.log.String())
+	}
+	v := r.dom.VCPU(0)
+	cfg := func(slot, off int) uint64 {
+		if err := v.Out(0xcf8, 4, uint64(0x80000000|slot<<11|off)); err != nil {
+			t.Fatal(err)
+		}
+		x, err := v.In(0xcfc, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	nvSlot := -1
+	for slot := range 32 {
+		if cfg(slot, 0) == 0x00101b36 { // QEMU's nvme: 1b36:0010
+			nvSlot = slot
+		}
+	}
+	if nvSlot < 0 {
+		t.Errorf("no NVMe function on bus 0 (log: %s)", r.log.String())
+	} else if class := cfg(nvSlot, 8) >> 8; class != 0x010802 {
+		t.Errorf("NVMe class %#x", class)
+	}
+	if id := cfg(9, 0); id != 0x10011af4 {
+		t.Errorf("slot 9: %#x, want the virtio-blk function 1af4:1001 (addr=0x9)", id)
+	}
+	for _, p := range []string{nv, vb} {
+		if _, err := block.Open(p, block.Options{Format: "raw"}); err == nil || !strings.Contains(err.Error(), "lock") {
+			t.Errorf("second writer of %s: %v, want a lock error", filepath.Base(p), err)
+		}
 	}
 	r.stop()
 	if err := r.wait(); err != nil {

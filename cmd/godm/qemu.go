@@ -702,7 +702,8 @@ func (h *machineHost) DeviceDel(id string) error {
 
 // openDrives opens the -drive images (before privileges are dropped) and
 // returns them by id with the disk devices that place them: those on the
-// IDE controller, and the AHCI controller with its disks (libxl writes
+// IDE controller, and the AHCI controller with its disks, then the nvme
+// and virtio-blk-pci devices (libxl writes
 // -device ahci after the NICs, so QEMU gives it the slot after theirs). A
 // drive without an id gets QEMU's name (ide<bus>-hd<unit> or -cd<unit>,
 // vl.c drive_new), which query-block shows. On error nothing stays open.
@@ -765,6 +766,17 @@ func openDrives(cfg *dmcontract.Config) (map[string]*board.Drive, []board.Entry,
 			continue
 		}
 		entries = append(entries, board.Entry{Driver: dev.Driver, Props: p})
+	}
+	// nvme and virtio-blk-pci (device_model_args_hvm, which libxl writes
+	// last): after the AHCI controller, at addr= or the first free slot.
+	for _, dev := range cfg.PCIDisks {
+		p := map[string]string{"drive": dev.Drive}
+		for k, v := range map[string]string{"id": dev.ID, "serial": dev.Serial, "addr": dev.Addr} {
+			if v != "" {
+				p[k] = v
+			}
+		}
+		sata = append(sata, board.Entry{Driver: dev.Driver, Props: p})
 	}
 	return drives, entries, sata, nil
 }

@@ -214,71 +214,97 @@ func New(c Config) (*Controller, error) {
 // Function returns the PCI function.
 func (d *Controller) Function() *pci.Device { return d.fn }
 
-// DriveConfig describes a hard disk to attach.
+// DriveConfig describes a device to attach.
 type DriveConfig struct {
-	// Drive is the medium (required, writable).
+	// Drive is the medium (required and writable for a hard disk; nil
+	// is an empty CD-ROM drive).
 	Drive *block.Drive
+	// CD makes the device an ATAPI CD-ROM drive (ide-cd).
+	CD bool
 	// Serial overrides the serial number (QEMU's default: QM0000n).
 	Serial string
 }
 
-// Attach puts a hard disk on port n (before the guest runs; the
-// controller does not own the medium: Detach or Close hand it back).
+// Attach puts a hard disk or CD-ROM drive on port n (before the guest
+// runs; the controller does not own the medium: Detach or Close hand it
+// back).
 func (d *Controller) Attach(n int, dc DriveConfig) error {
 	if n < 0 || n >= Ports {
 		return fmt.Errorf("%w: %d", ErrPosition, n)
 	}
-	if dc.Drive == nil {
+	if dc.Drive == nil && !dc.CD {
 		return errors.New("ahci: Device needs media, but drive is empty")
 	}
-	info := dc.Drive.Info()
-	if info.ReadOnly {
+	if dc.Drive != nil && !dc.CD && dc.Drive.Info().ReadOnly {
 		return errors.New("ahci: Can't use a read-only drive")
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	p := &d.p[n]
-	if p.drv != nil {
+	if p.present {
 		return fmt.Errorf("%w: port %d is taken", ErrPosition, n)
 	}
+	p.present, p.cd = true, dc.CD
 	p.drv = dc.Drive
-	p.q = block.NewQueue(dc.Drive, 2, 1)
+	if dc.Drive != nil {
+		p.q = block.NewQueue(dc.Drive, 2, 1)
+	}
 	p.buf = make([]byte, dmaChunk)
-	p.sectors = uint64(info.Size) / 512
-	p.wcache = info.WriteCache
 	if dc.Serial != "" {
 		p.serial = dc.Serial
 	}
-	p.cyls, p.heads, p.secs = ide.GuessGeometry(dc.Drive, p.sectors)
 	p.identSet = false
+	if dc.CD {
+		p.cds = ide.CDState{}
+		p.cds.SetIdentity(p.serial, "QEMU DVD-ROM")
+		p.cds.SetMedium(dc.Drive)
+		p.resetPort()
+		return nil
+	}
+	info := dc.Drive.Info()
+	p.sectors = uint64(info.Size) / 512
+	p.wcache = info.WriteCache
+	p.cyls, p.heads, p.secs = ide.GuessGeometry(dc.Drive, p.sectors)
 	p.resetPort()
 	return nil
 }
 
-// Detach removes port n's disk (Xen's PV unplug) after waiting for its
-// I/O and flushing it, and returns its medium.
+// Detach removes port n's device (Xen's PV unplug) after waiting for its
+// I/O and flushing a disk, and returns its medium.
 func (d *Controller) Detach(n int) (*block.Drive, error) {
 	if n < 0 || n >= Ports {
 		return nil, fmt.Errorf("%w: %d", ErrPosition, n)
 	}
 	d.mu.Lock()
 	p := &d.p[n]
-	q, drv := p.q, p.drv
+	q, drv, cd := p.q, p.drv, p.cd
 	p.gen++
 	d.mu.Unlock()
 	if q != nil {
 		q.Close()
 	}
 	var err error
-	if drv != nil {
+	if drv != nil && !cd {
 		err = drv.Flush()
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	p.q, p.drv, p.buf = nil, nil, nil
+	p.present, p.cd = false, false
+	p.cds = ide.CDState{}
 	p.sectors = 0
 	p.resetPort()
 	return drv, err
+}
+
+// IsCD reports whether port n holds a CD-ROM drive.
+func (d *Controller) IsCD(n int) bool {
+	if n < 0 || n >= Ports {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.p[n].present && d.p[n].cd
 }
 
 // DriveAt returns port n's medium (nil: none).

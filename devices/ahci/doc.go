@@ -36,6 +36,19 @@
 // memory.Accessor: a segment outside guest memory ends the command with
 // ABRT.
 //
-// Not served yet: ATAPI (ide-cd on an AHCI port), PIO data commands,
-// DATA SET MANAGEMENT, port multipliers.
+// ATAPI (ide-cd on a port): the signature 0xeb140101 in PxSIG, IDENTIFY
+// DEVICE aborted with it, IDENTIFY PACKET DEVICE, and PACKET with the
+// command in the command table's ACMD area run by devices/ide's command
+// layer (ide.CDState, shared with the IDE channel): the packet phase's
+// PIO setup FIS without the interrupt bit, replies and READs through the
+// PRDT by DMA or PIO (the byte count limit's last block in the cylinder
+// registers and one PIO setup FIS with the interrupt bit), READs in
+// 128 KiB steps on the port's queue, sense data and the NOT READY then
+// UNIT ATTENTION sequence after a media change (OpenTray, InsertMedium).
+// Deviations: QEMU 7.2 sends no D2H FIS for a command refused under a
+// unit attention, nor for DEVICE RESET or EXECUTE DEVICE DIAGNOSTIC on a
+// CD; godm does. PIO byte-count blocks are folded into one PIO setup FIS.
+//
+// Not served yet: PIO data commands for disks, DATA SET MANAGEMENT, port
+// multipliers.
 package ahci

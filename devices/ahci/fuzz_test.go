@@ -180,3 +180,73 @@ func FuzzRestore(f *testing.F) {
 		r.checkInvariants(t)
 	})
 }
+
+// FuzzATAPI runs one guest-written PACKET command on a CD-ROM port: the
+// ATAPI command, the feature (DMA, overlap), the byte count limit, the
+// header's options and the PRDT come from the input; the port must then
+// still take a TEST UNIT READY, and a media change between the two must
+// not upset it.
+func FuzzATAPI(f *testing.F) {
+	f.Add([]byte{0x28, 0, 0, 0, 0, 3, 0, 0, 2}, byte(1), uint16(0), uint16(0x25), uint16(1), uint64(dataAddr), uint32(4095), false)
+	f.Add([]byte{0xbe, 0, 0, 0, 0, 2, 0, 0, 2, 0xf8}, byte(0), uint16(3000), uint16(0x25), uint16(2), uint64(dataAddr), uint32(2351), true)
+	f.Add([]byte{0x12, 0, 0, 0, 36}, byte(0), uint16(1), uint16(0x25), uint16(1), uint64(ramSize-10), uint32(0x3fffff), false)
+	f.Add([]byte{0xad, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff}, byte(1), uint16(0), uint16(0x25), uint16(0xffff), uint64(1<<63), uint32(0), false)
+	f.Add([]byte{0xa8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, byte(0), uint16(0xffff), uint16(0x05), uint16(1), uint64(dataAddr), uint32(100), true)
+	r := &rig{t: f, mem: memory.NewFlat(0, ramSize)}
+	c, err := New(Config{Memory: r.mem})
+	if err != nil {
+		f.Fatal(err)
+	}
+	r.c = c
+	f.Cleanup(func() { c.Close() })
+	cd, _ := cdImage(f, 64, 5)
+	cd2, _ := cdImage(f, 8, 6)
+	if err := c.Attach(0, DriveConfig{Drive: cd, CD: true}); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, cdb []byte, feature byte, bcl, opts, prdtl uint16, dba uint64, dbc uint32, change bool) {
+		r.reuse(t)
+		r.start(0)
+		r.pwr(0, pIE, 0xffffffff)
+		r.wr(hostGHC, ghcIE)
+		tbl := uint64(tblAddr)
+		h := make([]byte, 32)
+		binary.LittleEndian.PutUint16(h[0:], opts)
+		binary.LittleEndian.PutUint16(h[2:], prdtl)
+		binary.LittleEndian.PutUint64(h[8:], tbl)
+		r.put(clbAddr, h)
+		ft := make([]byte, 0x80)
+		copy(ft, []byte{0x27, 0x80, ataPacket, feature, 0, byte(bcl), byte(bcl >> 8), 0xa0})
+		copy(ft[acmdOff:acmdOff+16], cdb)
+		r.put(tbl, ft)
+		for i := 0; i < int(min(prdtl, 64)); i++ {
+			e := make([]byte, 16)
+			binary.LittleEndian.PutUint64(e[0:], dba+uint64(i)*uint64(dbc&0x3fffff+1))
+			binary.LittleEndian.PutUint32(e[12:], dbc)
+			r.put(tbl+0x80+uint64(i)*16, e)
+		}
+		r.pwr(0, pCI, 1)
+		if change {
+			// An eject (forced: the guest may have locked the tray)
+			// and an insert while the command may still run.
+			if old, err := c.OpenTray(0, true); err == nil {
+				next := cd2
+				if old == cd2 {
+					next = cd
+				}
+				if err := c.InsertMedium(0, next); err != nil {
+					t.Fatalf("insert: %v", err)
+				}
+			}
+		}
+		r.waitIdle(t)
+		r.checkInvariants(t)
+		r.pwr(0, pIS, 0xffffffff)
+		r.issue(0, 1, []byte{0x27, 0x80, ataPacket, 0, 0, 0, 0, 0xa0}, false, nil)
+		r.waitIdle(t)
+		r.checkInvariants(t)
+		if r.prd(0, pCI)&2 != 0 && r.prd(0, pCMD)&cmdST != 0 && r.prd(0, pTFD)&(stBUSY|stDRQ) == 0 {
+			t.Fatalf("TEST UNIT READY after the fuzz command did not run: CI %#x TFD %#x", r.prd(0, pCI), r.prd(0, pTFD))
+		}
+	})
+}

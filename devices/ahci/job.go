@@ -87,6 +87,12 @@ type job struct {
 	cur     prdCursor
 	start   prdCursor // the current chunk's first segment
 	n       int       // the current chunk's length
+
+	// An ATAPI READ: frames of frameSize bytes from frame lba.
+	atapi     bool
+	frameSize int
+	frames    int64 // frames still to read
+	total     int64 // the transfer's bytes
 }
 
 // walk copies between the bounce buffer b and the segments from the
@@ -175,6 +181,9 @@ func (p *port) submitChunk() error {
 }
 
 func (p *port) submit() error {
+	if p.q == nil {
+		return block.ErrClosed // the medium was removed
+	}
 	p.inflight = true
 	if err := p.q.Submit(&p.req); err != nil {
 		p.inflight = false
@@ -206,6 +215,10 @@ func (p *port) ioDone(r *block.Request) {
 		return
 	}
 	j := &p.job
+	if j.atapi {
+		p.atapiReadDone(r)
+		return
+	}
 	if r.Err != nil {
 		p.jobFailed()
 		return

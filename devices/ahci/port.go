@@ -38,7 +38,11 @@ type port struct {
 	req                  block.Request
 	bufs                 [1][]byte
 
-	drv               *block.Drive
+	present           bool // a disk or a CD-ROM drive (maybe empty) is attached
+	cd                bool // the device is a CD-ROM drive (ATAPI)
+	cds               ide.CDState
+	atapiDMA          bool         // the PACKET command's data goes by DMA
+	drv               *block.Drive // the medium (nil: a CD-ROM drive without one)
 	q                 *block.Queue
 	buf               []byte
 	sectors           uint64
@@ -79,7 +83,7 @@ func (p *port) read(off uint32) uint32 {
 	case pSIG:
 		return p.sig
 	case pSSTS:
-		if p.drv != nil {
+		if p.present {
 			return sstsPresent
 		}
 		return 0
@@ -181,7 +185,18 @@ func (p *port) resetPort() {
 	p.busy = -1
 	p.initD2H = false
 	p.srst = false
-	if p.drv == nil {
+	if !p.present {
+		return
+	}
+	if p.cd {
+		// QEMU ahci_reset_port: the ATAPI signature (SATA_SIGNATURE_CDROM,
+		// 0xeb140101) and SEEK | WRERR | READY; the bus reset before it
+		// clears the drive's sense and tray state (ide_reset).
+		p.cds.Reset()
+		p.tf.nsector, p.tf.sector, p.tf.lcyl, p.tf.hcyl = 1, 1, 0x14, 0xeb
+		p.tf.status = stSEEK | stDF | stREADY
+		p.tf.err = 1
+		p.sendInitD2H()
 		return
 	}
 	// The disk's signature and status (SATA_SIGNATURE_DISK; QEMU sets
@@ -310,7 +325,7 @@ func (p *port) checkCmd() {
 // handleCmd is handle_cmd: ok false leaves the slot issued; done clears
 // it (a command started asynchronously clears it at its completion).
 func (p *port) handleCmd(slot int) (done, ok bool) {
-	if p.tf.status&(stBUSY|stDRQ) != 0 || p.cmd&cmdCR == 0 || p.drv == nil || p.inflight {
+	if p.tf.status&(stBUSY|stDRQ) != 0 || p.cmd&cmdCR == 0 || !p.present || p.inflight {
 		return false, false
 	}
 	mem := p.c.mem
@@ -335,7 +350,7 @@ func (p *port) handleCmd(slot int) (done, ok bool) {
 		}
 		return true, true
 	}
-	if isNCQ(f[2]) {
+	if isNCQ(f[2]) && !p.cd {
 		// QEMU clears a queued command's slot at once: PxSACT and the SDB
 		// FIS report it.
 		p.ncq(slot, f)
@@ -347,7 +362,11 @@ func (p *port) handleCmd(slot int) (done, ok bool) {
 	p.tf.nsector = uint32(f[12]) | uint32(f[13])<<8
 	p.tf.err = 0
 	p.setPRDBC(hdrAddr, 0)
-	p.exec(slot, hdrAddr, f[2])
+	if p.cd {
+		p.execCD(slot, hdrAddr, f[2])
+	} else {
+		p.exec(slot, hdrAddr, f[2])
+	}
 	if p.running {
 		p.busy = slot
 		return false, true
@@ -466,6 +485,11 @@ func (p *port) cmdDone() { p.writeD2H() }
 // shares ide_identify); SET FEATURES edits it.
 func (p *port) identify() {
 	if p.identSet {
+		return
+	}
+	if p.cd {
+		ide.ATAPIIdentify(p.ident[:], p.serial, "QEMU DVD-ROM", Slots)
+		p.identSet = true
 		return
 	}
 	ide.ATAIdentify(p.ident[:], ide.Identity{

@@ -9,7 +9,7 @@ import (
 )
 
 // StateVersion is the version of the controller's snapshot record.
-const StateVersion = 1
+const StateVersion = 2
 
 // RecordName names the controller's records.
 const RecordName = "ahci"
@@ -41,7 +41,10 @@ func (d *Controller) Snapshot() ([]byte, error) {
 	w.Bool(d.line)
 	for i := range d.p {
 		p := &d.p[i]
-		w.Bool(p.drv != nil)
+		w.Bool(p.present)
+		w.Bool(p.cd)
+		w.Bool(p.atapiDMA)
+		p.cds.SaveState(&w)
 		for _, v := range []uint32{p.clb, p.clbu, p.fb, p.fbu, p.is, p.ie, p.cmd, p.tfd, p.sig, p.sctl, p.serr, p.sact, p.ci, p.finished, p.tf.nsector} {
 			w.U32(v)
 		}
@@ -72,9 +75,11 @@ func (d *Controller) Restore(b []byte) error {
 	var ps [Ports]port
 	for i := range ps {
 		p := &ps[i]
-		has := r.Bool()
-		if r.Err() == nil && has != (d.p[i].drv != nil) {
-			r.Fail(fmt.Errorf("port %d: disk present %v in the snapshot: %w", i, has, savestate.ErrFormat))
+		has, cd := r.Bool(), r.Bool()
+		p.atapiDMA = r.Bool()
+		p.cds.LoadState(r)
+		if r.Err() == nil && (has != d.p[i].present || has && cd != d.p[i].cd) {
+			r.Fail(fmt.Errorf("port %d: device present %v (CD-ROM %v) in the snapshot: %w", i, has, cd, savestate.ErrFormat))
 		}
 		for _, v := range []*uint32{&p.clb, &p.clbu, &p.fb, &p.fbu, &p.is, &p.ie, &p.cmd, &p.tfd, &p.sig, &p.sctl, &p.serr, &p.sact, &p.ci, &p.finished, &p.tf.nsector} {
 			*v = r.U32()
@@ -105,6 +110,8 @@ func (d *Controller) Restore(b []byte) error {
 		p.tf.status &^= stBUSY | stDRQ // nothing runs after a restore
 		p.srst, p.initD2H, p.wcache, p.identSet = s.srst, s.initD2H, s.wcache, s.identSet
 		p.ident = s.ident
+		p.atapiDMA = s.atapiDMA
+		p.cds.CopyStateFrom(&s.cds)
 	}
 	d.line = line
 	d.fn.SetINTx(line)

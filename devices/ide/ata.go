@@ -23,13 +23,10 @@ func (u *unit) reset() {
 	u.sel = devAlwaysOn
 	u.status = stREADY | stSEEK
 	u.lba48 = false
-	u.senseKey, u.asc = 0, 0
-	u.cdromChanged = 0
+	u.CDState.Reset()
 	u.packetSize, u.elemSize = 0, 0
 	u.bufIndex = 0
-	u.cdSectorSize = 0
 	u.atapiDMA = false
-	u.trayLocked, u.trayOpen = false, false
 	u.ioBufSize = 0
 	u.reqNbSectors = 0
 	u.dmaCmd = dmaNone
@@ -647,33 +644,43 @@ func ATAIdentify(p []byte, id Identity) {
 
 // atapiIdentify is ide_atapi_identify.
 func (u *unit) atapiIdentify() {
-	p := u.identify[:]
 	if !u.identifySet {
-		clear(p)
-		put16(p, 0, 2<<14|5<<8|1<<7|2<<5) // removable CD-ROM, 50 us, 12-byte packets
-		padStr(p, 10, 20, u.serial)
-		put16(p, 20, 3)
-		put16(p, 21, 512)
-		put16(p, 22, 4)
-		padStr(p, 23, 8, hwVersion)
-		padStr(p, 27, 40, u.model)
-		put16(p, 48, 1)
-		put16(p, 49, 1<<9|1<<8) // DMA and LBA
-		put16(p, 53, 7)
-		put16(p, 62, 7)
-		put16(p, 63, 7)
-		put16(p, 64, 3)
-		put16(p, 65, 0xb4)
-		put16(p, 66, 0xb4)
-		put16(p, 67, 0x12c)
-		put16(p, 68, 0xb4)
-		put16(p, 71, 30)
-		put16(p, 72, 30)
-		put16(p, 80, 0x1e)
-		put16(p, 88, 0x3f|1<<13)
+		ATAPIIdentify(u.identify[:], u.serial, u.model, 0)
 		u.identifySet = true
 	}
-	copy(u.buf, p)
+	copy(u.buf, u.identify[:])
+}
+
+// ATAPIIdentify builds a CD-ROM drive's IDENTIFY PACKET DEVICE page
+// (QEMU ide_atapi_identify; shared with the AHCI controller, whose ports
+// report ncqQueues, as QEMU's AHCI sets ncq_queues for every device).
+func ATAPIIdentify(p []byte, serial, model string, ncqQueues int) {
+	clear(p[:512])
+	put16(p, 0, 2<<14|5<<8|1<<7|2<<5) // removable CD-ROM, 50 us, 12-byte packets
+	padStr(p, 10, 20, serial)
+	put16(p, 20, 3)
+	put16(p, 21, 512)
+	put16(p, 22, 4)
+	padStr(p, 23, 8, hwVersion)
+	padStr(p, 27, 40, model)
+	put16(p, 48, 1)
+	put16(p, 49, 1<<9|1<<8) // DMA and LBA
+	put16(p, 53, 7)
+	put16(p, 62, 7)
+	put16(p, 63, 7)
+	put16(p, 64, 3)
+	put16(p, 65, 0xb4)
+	put16(p, 66, 0xb4)
+	put16(p, 67, 0x12c)
+	put16(p, 68, 0xb4)
+	put16(p, 71, 30)
+	put16(p, 72, 30)
+	if ncqQueues > 0 {
+		put16(p, 75, uint16(ncqQueues-1))
+		put16(p, 76, 1<<8) // NCQ supported
+	}
+	put16(p, 80, 0x1e)
+	put16(p, 88, 0x3f|1<<13)
 }
 
 // GuessGeometry is QEMU's hd_geometry_guess for nb 512-byte sectors of d

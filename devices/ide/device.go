@@ -69,19 +69,17 @@ const (
 
 // unit is one drive position (QEMU's IDEState).
 type unit struct {
-	ch  *channel
-	n   int
-	kd  Kind // HD for an empty position, as QEMU's default drive kind
-	has bool // a drive is attached (QEMU: s->blk != NULL)
-	drv *block.Drive
-	q   *block.Queue
+	ch      *channel
+	n       int
+	kd      Kind // HD for an empty position, as QEMU's default drive kind
+	has     bool // a drive is attached (QEMU: s->blk != NULL)
+	q       *block.Queue
+	CDState // the medium (hard disks too) and the ATAPI state
 
-	nbSectors             uint64 // 512-byte sectors of the medium
 	cyls, heads, secs     uint32
 	driveHeads, driveSecs uint32 // the geometry at power-on
 	resetReverts          bool
 	discard               bool
-	serial, model         string
 	wcache                bool
 
 	feature, errReg                                     uint8
@@ -99,18 +97,13 @@ type unit struct {
 	dataPtr, dataEnd int
 	end              endFn
 
-	// ATAPI
-	senseKey, asc          uint8
-	cdromChanged           uint8
-	trayOpen, trayLocked   bool
-	evNewMedia, evEjectReq bool
-	lba                    int64
-	packetSize, elemSize   int64
-	bufIndex, ioBufSize    int
-	cdSectorSize           int
-	atapiDMA               bool
-	dmaCmd                 dmaKind
-	serialNo               int
+	// ATAPI transfer
+	lba                  int64
+	packetSize, elemSize int64
+	bufIndex, ioBufSize  int
+	atapiDMA             bool
+	dmaCmd               dmaKind
+	serialNo             int
 }
 
 // dmaKind is the DMA a command waits for (QEMU's dma_cmd with dma_cb set).

@@ -23,7 +23,9 @@
 //     UNIT, PREVENT ALLOW MEDIUM REMOVAL, READ CAPACITY, READ(10/12), READ
 //     TOC, GET CONFIGURATION, GET EVENT STATUS NOTIFICATION, SEEK, SET CD
 //     SPEED, MECHANISM STATUS; a medium change reports NOT READY then UNIT
-//     ATTENTION as QEMU does.
+//     ATTENTION as QEMU does. The command layer is CDState (medium, tray,
+//     sense and change state; Exec answers what the transport must move),
+//     which devices/ahci shares for CD-ROM drives on AHCI ports.
 //
 // I/O: bus-master DMA runs on a block.Queue per drive (the ioreq thread
 // only walks the PRD table and submits; the completion copies to or from

@@ -37,12 +37,13 @@ func newAHCI(b *Board, p Props, pl *Plugged) error {
 	return nil
 }
 
-// AHCIDrive is an ide-hd on an AHCI port.
+// AHCIDrive is an ide-hd or ide-cd on an AHCI port.
 type AHCIDrive struct {
 	Ctl        *ahci.Controller
 	Port       int
 	Drive      *Drive
 	Controller string // the controller's device id
+	CD         bool   // an ide-cd (ATAPI)
 }
 
 // ahciBus finds the AHCI controller a bus=<id>.<port> names; ok false if
@@ -67,12 +68,9 @@ func (b *Board) ahciBus(bus string) (cp *Plugged, c *ahci.Controller, port int, 
 	return q, a.Controller, n, true, nil
 }
 
-// newAHCIDrive plugs an ide-hd on an AHCI port (unit must be 0: one
-// device per SATA port).
+// newAHCIDrive plugs an ide-hd or ide-cd on an AHCI port (unit must be
+// 0: one device per SATA port).
 func (b *Board) newAHCIDrive(p Props, pl *Plugged, cp *Plugged, ctl *ahci.Controller, port int, cd bool) error {
-	if cd {
-		return errors.New("ide-cd on an AHCI port is not served yet (ATAPI over AHCI): put CD-ROMs on the IDE controller (libxl does)")
-	}
 	unit, err := p.Uint("unit", 0)
 	if err != nil {
 		return err
@@ -80,21 +78,29 @@ func (b *Board) newAHCIDrive(p Props, pl *Plugged, cp *Plugged, ctl *ahci.Contro
 	if unit != 0 {
 		return fmt.Errorf("property 'unit': %d: an AHCI port has unit 0 only", unit)
 	}
+	kind := "ide-hd"
+	if cd {
+		kind = "ide-cd"
+	}
 	id := p.String("drive", "")
 	drv := b.env.Drives[id]
 	switch {
-	case id == "":
+	case id == "" && !cd:
 		return errors.New("drive property not set")
-	case drv == nil:
-		return fmt.Errorf("Property 'ide-hd.drive' can't find value '%s'", id)
+	case id != "" && drv == nil:
+		return fmt.Errorf("Property '%s.drive' can't find value '%s'", kind, id)
 	}
-	if err := drv.claim(pl.ID); err != nil {
+	if drv != nil {
+		if err := drv.claim(pl.ID); err != nil {
+			return err
+		}
+	} else {
+		drv = &Drive{Opts: DriveOptions{ID: pl.ID, Media: "cdrom", ReadOnly: true}}
+	}
+	if err := ctl.Attach(port, ahci.DriveConfig{Drive: drv.Block(), CD: cd}); err != nil {
 		return err
 	}
-	if err := ctl.Attach(port, ahci.DriveConfig{Drive: drv.Block()}); err != nil {
-		return err
-	}
-	pl.Dev = &AHCIDrive{Ctl: ctl, Port: port, Drive: drv, Controller: cp.ID}
+	pl.Dev = &AHCIDrive{Ctl: ctl, Port: port, Drive: drv, Controller: cp.ID, CD: cd}
 	pl.onUnplug(func() error {
 		_, derr := ctl.Detach(port)
 		return errors.Join(derr, drv.Close())
@@ -102,7 +108,7 @@ func (b *Board) newAHCIDrive(p Props, pl *Plugged, cp *Plugged, ctl *ahci.Contro
 	return nil
 }
 
-// AHCIDrives returns the board's disks on AHCI ports.
+// AHCIDrives returns the board's disks and CD-ROM drives on AHCI ports.
 func (b *Board) AHCIDrives() []*Plugged {
 	var out []*Plugged
 	for _, p := range b.Devices() {

@@ -278,7 +278,7 @@ func (b *Board) unplugDisks(mask xenplatform.UnplugMask) error {
 	// auxiliary-only unplug (not checked against QEMU).
 	for _, p := range b.AHCIDrives() {
 		d := p.Dev.(*AHCIDrive)
-		if aux && d.Port == 0 {
+		if d.CD || aux && d.Port == 0 {
 			continue
 		}
 		touched[d.Controller] = true
@@ -430,7 +430,7 @@ type BlockState struct {
 	Tray   bool // the tray is open (CD-ROM only)
 }
 
-// Blocks lists the IDE drives in controller position order.
+// Blocks lists the IDE and AHCI drives, by drive id.
 func (b *Board) Blocks() []BlockState {
 	var out []BlockState
 	for _, p := range b.IDEDrives() {
@@ -441,22 +441,62 @@ func (b *Board) Blocks() []BlockState {
 		}
 		out = append(out, st)
 	}
+	for _, p := range b.AHCIDrives() {
+		d := p.Dev.(*AHCIDrive)
+		st := BlockState{Drive: d.Drive, Device: d.Drive.Opts.ID, QdevID: p.ID, Kind: ide.HD}
+		if d.CD {
+			st.Kind = ide.CD
+			st.Tray, st.Locked, _ = d.Ctl.TrayState(d.Port)
+		}
+		out = append(out, st)
+	}
 	slices.SortFunc(out, func(a, c BlockState) int { return strings.Compare(a.Device, c.Device) })
 	return out
 }
 
-// cdByID finds a CD-ROM drive by its device id or its drive's id.
-func (b *Board) cdByID(id string) (*IDEDrive, error) {
+// cdMedia is a CD-ROM drive's media operations on its controller.
+type cdMedia interface {
+	TrayState() (open, locked bool, err error)
+	OpenTray(force bool) (*block.Drive, error)
+	InsertMedium(*block.Drive) error
+}
+
+type ideCD struct{ d *IDEDrive }
+
+func (c ideCD) TrayState() (bool, bool, error) { return c.d.Ctl.TrayState(c.d.Bus, c.d.Unit) }
+func (c ideCD) OpenTray(force bool) (*block.Drive, error) {
+	return c.d.Ctl.OpenTray(c.d.Bus, c.d.Unit, force)
+}
+func (c ideCD) InsertMedium(b *block.Drive) error { return c.d.Ctl.InsertMedium(c.d.Bus, c.d.Unit, b) }
+
+type ahciCD struct{ d *AHCIDrive }
+
+func (c ahciCD) TrayState() (bool, bool, error)            { return c.d.Ctl.TrayState(c.d.Port) }
+func (c ahciCD) OpenTray(force bool) (*block.Drive, error) { return c.d.Ctl.OpenTray(c.d.Port, force) }
+func (c ahciCD) InsertMedium(b *block.Drive) error         { return c.d.Ctl.InsertMedium(c.d.Port, b) }
+
+// cdByID finds a CD-ROM drive (on IDE or AHCI) by its device id or its
+// drive's id.
+func (b *Board) cdByID(id string) (*Drive, cdMedia, error) {
 	for _, p := range b.IDEDrives() {
 		d := p.Dev.(*IDEDrive)
 		if p.ID == id || d.Drive.Opts.ID == id {
 			if d.Kind != ide.CD {
-				return nil, fmt.Errorf("Device '%s' is not removable", id)
+				return nil, nil, fmt.Errorf("Device '%s' is not removable", id)
 			}
-			return d, nil
+			return d.Drive, ideCD{d}, nil
 		}
 	}
-	return nil, fmt.Errorf("Device '%s' not found", id)
+	for _, p := range b.AHCIDrives() {
+		d := p.Dev.(*AHCIDrive)
+		if p.ID == id || d.Drive.Opts.ID == id {
+			if !d.CD {
+				return nil, nil, fmt.Errorf("Device '%s' is not removable", id)
+			}
+			return d.Drive, ahciCD{d}, nil
+		}
+	}
+	return nil, nil, fmt.Errorf("Device '%s' not found", id)
 }
 
 // OpenTray opens a CD-ROM drive's tray and removes its medium (QMP's
@@ -464,28 +504,28 @@ func (b *Board) cdByID(id string) (*IDEDrive, error) {
 // image. moved reports that the tray was closed before. A tray the guest
 // locked is refused (wrapping ErrMediumLocked) unless force.
 func (b *Board) OpenTray(id string, force bool) (moved bool, err error) {
-	d, err := b.cdByID(id)
+	drv, m, err := b.cdByID(id)
 	if err != nil {
 		return false, err
 	}
-	open, _, err := d.Ctl.TrayState(d.Bus, d.Unit)
+	open, _, err := m.TrayState()
 	if err != nil {
 		return false, err
 	}
-	if _, err := d.Ctl.OpenTray(d.Bus, d.Unit, force); err != nil {
+	if _, err := m.OpenTray(force); err != nil {
 		if errors.Is(err, ide.ErrLocked) {
 			return false, fmt.Errorf("Device '%s' is %w and force was not specified, wait for tray to open and try again", id, ErrMediumLocked)
 		}
 		return false, err
 	}
-	return !open, d.Drive.SetBlock(nil, "", "")
+	return !open, drv.SetBlock(nil, "", "")
 }
 
 // ChangeMedium puts the image o names into a CD-ROM drive (QMP's
 // blockdev-change-medium: open the tray, remove the old medium, insert,
 // close the tray). opened reports that the tray had to be opened first.
 func (b *Board) ChangeMedium(id string, o DriveOptions) (opened bool, err error) {
-	d, err := b.cdByID(id)
+	drv, m, err := b.cdByID(id)
 	if err != nil {
 		return false, err
 	}
@@ -499,9 +539,9 @@ func (b *Board) ChangeMedium(id string, o DriveOptions) (opened bool, err error)
 		return false, err
 	}
 	blk := nd.Block()
-	if err := d.Ctl.InsertMedium(d.Bus, d.Unit, blk); err != nil {
+	if err := m.InsertMedium(blk); err != nil {
 		nd.Close()
 		return opened, err
 	}
-	return opened, d.Drive.SetBlock(blk, o.File, o.Format)
+	return opened, drv.SetBlock(blk, o.File, o.Format)
 }

@@ -77,6 +77,9 @@ type Config struct {
 	IDEDevices []IDEDevice
 	// AHCI is -device ahci (at most one: libxl's hdtype="ahci").
 	AHCI []AHCIController
+	// PCIDisks are -device nvme and virtio-blk-pci on if=none drives
+	// (an admin's device_model_args_hvm), in command-line order.
+	PCIDisks []PCIDisk
 	// VGA is the display device's driver: "VGA" (libxl's vga="stdvga"),
 	// "cirrus-vga" (its default), "" for none; VGAMemMB its vgamem_mb.
 	VGA      string
@@ -729,7 +732,9 @@ func (c *Config) parseDevice(a qemuopts.Arg) error {
 		return c.parseIDEDevice(a, o, drv)
 	case "ahci", "ich9-ahci":
 		return c.parseAHCI(a, o)
-	case "scsi-hd", "scsi-cd", "lsi53c895a", "virtio-blk-pci", "virtio-blk", "nvme", "megasas", "virtio-scsi-pci":
+	case "virtio-blk-pci", "virtio-blk", "nvme":
+		return c.parsePCIDisk(a, o, drv)
+	case "scsi-hd", "scsi-cd", "lsi53c895a", "megasas", "virtio-scsi-pci":
 		return refuse(a, whyDiskKind)
 	case uhciDriver, tabletDriver:
 		return c.parseUSBDevice(a, o, drv)

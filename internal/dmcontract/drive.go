@@ -28,8 +28,8 @@ type Drive struct {
 	Discard bool
 }
 
-// IDEDevice is a -device ide-hd or ide-cd on the PIIX3 IDE buses, or an
-// ide-hd on a port of the AHCI controller.
+// IDEDevice is a -device ide-hd or ide-cd on the PIIX3 IDE buses or on a
+// port of the AHCI controller.
 type IDEDevice struct {
 	Driver    string // ide-hd or ide-cd
 	ID        string
@@ -37,6 +37,50 @@ type IDEDevice struct {
 	Bus, Unit int
 	// AHCI names the AHCI controller (its id) when Bus is its port.
 	AHCI string
+}
+
+// PCIDisk is -device nvme,drive=D,serial=S[,id=][,addr=] or -device
+// virtio-blk-pci,drive=D[,serial=][,id=][,addr=] on an if=none drive.
+type PCIDisk struct {
+	Driver string // nvme or virtio-blk-pci
+	ID     string
+	Drive  string
+	Serial string
+	Addr   string // "" for the first free slot
+}
+
+// parsePCIDisk takes -device nvme and virtio-blk-pci (virtio-blk is QEMU's
+// alias for it on a PCI machine).
+func (c *Config) parsePCIDisk(a qemuopts.Arg, o *qemuopts.Opts, drv string) error {
+	if drv == "virtio-blk" {
+		drv = "virtio-blk-pci"
+	}
+	d := PCIDisk{Driver: drv, ID: o.ID(), Drive: o.String("drive", ""), Serial: o.String("serial", ""), Addr: o.String("addr", "")}
+	if err := o.CheckUnused(); err != nil {
+		return err
+	}
+	switch {
+	case d.Drive == "":
+		return refuse(a, "drive= missing: name an if=none -drive")
+	case drv == "nvme" && d.Serial == "":
+		return refuse(a, "serial= missing (QEMU's nvme requires it)")
+	case len(d.Serial) > 20:
+		return refuse(a, "serial=%s: at most 20 characters", d.Serial)
+	}
+	if d.Addr != "" {
+		slot, err := qemuopts.ParseUint(strings.TrimSuffix(d.Addr, ".0"))
+		if err != nil || slot < 3 || slot > 31 {
+			return refuse(a, "addr=%s: want a free slot in 0x3..0x1f (SLOT or SLOT.0)", d.Addr)
+		}
+		d.Addr = fmt.Sprintf("%x", slot) // the board's form (QEMU also takes 0x9 and 9.0)
+		for _, e := range c.PCIDisks {
+			if e.Addr == d.Addr {
+				return refuse(a, "addr=%s used twice", o.String("addr", ""))
+			}
+		}
+	}
+	c.PCIDisks = append(c.PCIDisks, d)
+	return nil
 }
 
 // AHCIController is -device ahci,id=ID[,addr=SLOT] (libxl's
@@ -48,8 +92,7 @@ type AHCIController struct {
 
 // Refusals of disk set-ups godm does not serve.
 const (
-	whyDiskKind = `only IDE disks are served (xl.cfg disk=[...] with hdX or xvdX vdevs on hdtype=ide): remove sdX (SCSI) and NVMe disks`
-	whyAHCICD   = `an ide-cd on an AHCI port is not served yet (ATAPI over AHCI): libxl puts CD-ROMs on the IDE controller`
+	whyDiskKind = `SCSI disks are not served: use hdX or xvdX vdevs (IDE, or AHCI with hdtype="ahci"), or -device nvme / virtio-blk-pci on an if=none drive in device_model_args_hvm`
 	whyCOLO     = `COLO disk replication is not supported: remove colo= from the disk=[...] entry`
 )
 
@@ -106,8 +149,12 @@ func (c *Config) parseDrive(a qemuopts.Arg) error {
 		if !mediaGiven {
 			d.Media = "" // the -device (ide-hd or ide-cd) decides
 		}
-	case "scsi", "virtio", "sd", "pflash", "mtd", "floppy":
+	case "scsi":
 		return refuse(a, whyDiskKind)
+	case "virtio":
+		return refuse(a, "if=virtio: write -drive if=none,id=ID,... -device virtio-blk-pci,drive=ID")
+	case "sd", "pflash", "mtd", "floppy":
+		return refuse(a, "if=%s: only IDE, AHCI, NVMe and virtio-blk disks are served", iface)
 	default:
 		return refuse(a, "if=%s: want ide or none", iface)
 	}
@@ -192,7 +239,9 @@ func (c *Config) parseIDEDevice(a qemuopts.Arg, o *qemuopts.Opts, drv string) er
 }
 
 // parseAHCIDevice takes -device ide-hd,bus=ID.N,unit=0,drive=D (libxl_dm.c
-// for hdtype="ahci": ide-hd,bus=ahci0.N,unit=0,drive=ahcidisk-N).
+// for hdtype="ahci": ide-hd,bus=ahci0.N,unit=0,drive=ahcidisk-N) and an
+// ide-cd on a port (ATAPI over AHCI; libxl itself puts CD-ROMs on the
+// IDE buses, an admin's device_model_args may not).
 func (c *Config) parseAHCIDevice(a qemuopts.Arg, dev IDEDevice, id, port string, unit uint64) error {
 	found := false
 	for _, h := range c.AHCI {
@@ -208,10 +257,7 @@ func (c *Config) parseAHCIDevice(a qemuopts.Arg, dev IDEDevice, id, port string,
 	if unit != 0 {
 		return refuse(a, "unit=%d: an AHCI port has unit 0 only", unit)
 	}
-	if dev.Driver == "ide-cd" {
-		return refuse(a, whyAHCICD)
-	}
-	if dev.Drive == "" {
+	if dev.Drive == "" && dev.Driver == "ide-hd" {
 		return refuse(a, "an ide-hd needs drive=")
 	}
 	dev.Bus, dev.AHCI = int(n), id
@@ -236,6 +282,7 @@ func (c *Config) parseAHCI(a qemuopts.Arg, o *qemuopts.Opts) error {
 		if err != nil || slot < 3 || slot > 31 {
 			return refuse(a, "addr=%s: want a free slot in 0x3..0x1f (SLOT or SLOT.0)", h.Addr)
 		}
+		h.Addr = fmt.Sprintf("%x", slot) // the board's form
 	}
 	c.AHCI = append(c.AHCI, h)
 	return nil
@@ -277,6 +324,9 @@ func (c *Config) checkDisks() error {
 				drv.Media, drv.ReadOnly = "cdrom", true
 			}
 			used[dev.Drive] = dev.ID
+			if dev.ID == "" {
+				used[dev.Drive] = opt
+			}
 		}
 		i := dev.Bus*2 + dev.Unit
 		if dev.AHCI != "" {
@@ -288,6 +338,31 @@ func (c *Config) checkDisks() error {
 			return &Refusal{Option: opt, Why: fmt.Sprintf("ide.%d unit %d is taken by %s", dev.Bus, dev.Unit, p)}
 		}
 		pos[i] = opt
+	}
+	for _, dev := range c.PCIDisks {
+		opt := fmt.Sprintf("-device %s,drive=%s", dev.Driver, dev.Drive)
+		var drv *Drive
+		for i := range c.Drives {
+			if c.Drives[i].ID == dev.Drive {
+				drv = &c.Drives[i]
+			}
+		}
+		switch {
+		case drv == nil:
+			return &Refusal{Option: opt, Why: fmt.Sprintf("no -drive id=%s", dev.Drive)}
+		case drv.Index >= 0:
+			return &Refusal{Option: opt, Why: fmt.Sprintf("drive %s is an if=ide drive already placed at index %d: use if=none", dev.Drive, drv.Index)}
+		case used[dev.Drive] != "":
+			return &Refusal{Option: opt, Why: fmt.Sprintf("drive %s is used by %s already", dev.Drive, used[dev.Drive])}
+		case drv.Media == "cdrom":
+			return &Refusal{Option: opt, Why: fmt.Sprintf("drive %s is a CD-ROM: %s serves disks", dev.Drive, dev.Driver)}
+		case drv.File == "":
+			return &Refusal{Option: opt, Why: fmt.Sprintf("drive %s has no file=", dev.Drive)}
+		case drv.ReadOnly:
+			return &Refusal{Option: opt, Why: fmt.Sprintf("drive %s: a read-only %s is not served: drop readonly=", dev.Drive, dev.Driver)}
+		}
+		drv.Media = "disk"
+		used[dev.Drive] = opt
 	}
 	return nil
 }
