@@ -123,7 +123,10 @@ func (d *Device) Restore(b []byte) error {
 }
 
 // adoptFrom reads a version 2 record's frame location and has p2m VRAM
-// take over the frames there (P2M.Adopt; version 1: none recorded).
+// take over the frames there (P2M.Adopt; version 1: none recorded). A
+// device keeping VRAM trapped has them released instead (Drop), or its
+// LFB BAR would stay guest RAM no one shows; a place Drop refuses fails
+// the restore.
 func (c *Core) adoptFrom(ver uint32, rd *savestate.Reader) error {
 	var where uint64
 	if ver >= 2 {
@@ -131,6 +134,17 @@ func (c *Core) adoptFrom(ver uint32, rd *savestate.Reader) error {
 		if err := rd.Err(); err != nil {
 			return err
 		}
+	}
+	c.mu.Lock()
+	trapped, drop := c.p2m == nil, c.drop
+	c.mu.Unlock()
+	if trapped {
+		if where != 0 && drop != nil {
+			if err := drop(where); err != nil {
+				return fmt.Errorf("the record's VRAM frames: %w", err)
+			}
+		}
+		return nil
 	}
 	c.adoptP2M(where)
 	return nil

@@ -80,6 +80,9 @@ type Env struct {
 // for the device model (internal/machine).
 type VRAMAllocator interface {
 	AllocVRAM(size uint32) (vga.P2M, error)
+	// DropVRAM releases size bytes of VRAM frames a restored domain has
+	// at gfn, for a display that keeps its VRAM trapped.
+	DropVRAM(gfn uint64, size uint32) error
 }
 
 // Plugged is one device on the board: what its driver built, and how to

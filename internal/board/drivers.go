@@ -732,7 +732,7 @@ func newVGA(b *Board, p Props, pl *Plugged) error {
 	if err != nil {
 		return err
 	}
-	d, err := vga.New(vga.Config{VRAMSize: size, ROM: rom, P2M: p2m})
+	d, err := vga.New(vga.Config{VRAMSize: size, ROM: rom, P2M: p2m, Drop: b.vramDrop(p2m, size)})
 	if err != nil {
 		if p2m != nil {
 			_ = p2m.Close()
@@ -794,6 +794,15 @@ func (b *Board) vramP2M(p Props, pl *Plugged, size uint32) (vga.P2M, error) {
 	return v, nil
 }
 
+// vramDrop is vga.Config.Drop for a display whose VRAM stays trapped
+// (p2m nil) on a machine that can place VRAM in the p2m.
+func (b *Board) vramDrop(p2m vga.P2M, size uint32) func(gfn uint64) error {
+	if p2m != nil || b.env.VRAM == nil {
+		return nil
+	}
+	return func(gfn uint64) error { return b.env.VRAM.DropVRAM(gfn, size) }
+}
+
 func newCirrusVGA(b *Board, p Props, pl *Plugged) error {
 	slot, fn, ok, err := pciAddr(p)
 	if err != nil {
@@ -813,7 +822,7 @@ func newCirrusVGA(b *Board, p Props, pl *Plugged) error {
 			return err
 		}
 	}
-	d, err := vga.NewCirrus(vga.CirrusConfig{VRAMMiB: mb, ROM: rom, P2M: p2m})
+	d, err := vga.NewCirrus(vga.CirrusConfig{VRAMMiB: mb, ROM: rom, P2M: p2m, Drop: b.vramDrop(p2m, uint32(mb<<20))})
 	if err != nil {
 		if p2m != nil {
 			_ = p2m.Close()

@@ -99,10 +99,7 @@ func (v *p2mVRAM) Adopt(gfn uint64) error {
 	}
 	v.pending = nil
 	if gfn != 0 {
-		err := v.checkPlace(gfn * vramPage)
-		if gfn == v.home {
-			err = nil
-		}
+		err := recordPlace(v.lay, v.home, v.pages, gfn)
 		if err == nil {
 			err = v.adopt(gfn)
 		}
@@ -146,6 +143,62 @@ func (v *p2mVRAM) adopt(gfn uint64) error {
 	}
 	v.where.Store(gfn)
 	v.m.Spec.Log.Info("VRAM taken over from the restored domain", "gpa", fmt.Sprintf("%#x", gfn*vramPage), "pages", v.pages)
+	return nil
+}
+
+// pciMemEnd is where hvmloader's PCI memory window ends (tools/firmware/
+// hvmloader/config.h PCI_MEM_END): above it are Xen's and hvmloader's
+// special pages, never a BAR.
+const pciMemEnd = 0xfc000000
+
+// recordPlace checks a place a device-state record gives for VRAM
+// frames of pages pages: their home, or where hvmloader could have put
+// the LFB BAR (inside the PCI window below pciMemEnd, over no guest RAM).
+// A record is untrusted: taking over or releasing pages elsewhere would
+// take the guest's RAM or Xen's special pages.
+func recordPlace(lay layout.Layout, home uint64, pages uint32, gfn uint64) error {
+	if gfn == home {
+		return nil
+	}
+	base, size := gfn*vramPage, uint64(pages)*vramPage
+	if gfn >= pciMemEnd/vramPage || base+size > pciMemEnd || base < 1<<20 {
+		return fmt.Errorf("VRAM at %#x is outside the PCI memory window", base)
+	}
+	for _, r := range lay.Regions() {
+		if base < r.End() && r.GPA < base+size {
+			return fmt.Errorf("VRAM at %#x overlaps guest RAM", base)
+		}
+	}
+	if h := home * vramPage; base < h+size && h < base+size {
+		return fmt.Errorf("VRAM at %#x overlaps the VRAM's own frames", base)
+	}
+	return nil
+}
+
+// DropVRAM is for a display that keeps VRAM trapped in a restored
+// domain whose saved device model had it in the p2m: the frames Xen
+// brought back at gfn are released, so its LFB BAR traps again (the
+// device's VRAM comes from its record). A place recordPlace refuses is
+// an error.
+func (a *vramAllocator) DropVRAM(gfn uint64, size uint32) error {
+	if size == 0 || size%vramPage != 0 {
+		return fmt.Errorf("VRAM of %d bytes is not a page multiple", size)
+	}
+	a.mu.Lock()
+	home := a.next
+	a.mu.Unlock()
+	pages := size / vramPage
+	if err := recordPlace(a.lay, home, pages, gfn); err != nil {
+		return err
+	}
+	gfns := make([]uint64, pages)
+	for i := range gfns {
+		gfns[i] = gfn + uint64(i)
+	}
+	// Pages that are not there (a saved godm with trapped VRAM) stop
+	// Xen's decrease_reservation early: nothing to release.
+	_ = a.hc.DecreaseReservation(a.m.Spec.Dom, 0, gfns)
+	a.m.Spec.Log.Info("VRAM kept trapped: released the restored domain's VRAM frames", "gpa", fmt.Sprintf("%#x", gfn*vramPage), "pages", pages)
 	return nil
 }
 

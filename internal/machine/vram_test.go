@@ -482,9 +482,10 @@ func TestVRAMP2MSaveRestore(t *testing.T) {
 	const w, h = 256, 128
 	const px1, px2 = 70*w*4 + 130*4, 100*w*4 + 8*4
 	for _, tc := range []struct {
-		name, p2m string
-		decode    bool
-	}{{"at-bar", "on", true}, {"at-home", "on", false}, {"from-trapped", "off", true}} {
+		name, p2m, dst string
+		decode         bool
+	}{{"at-bar", "on", "", true}, {"at-home", "on", "", false}, {"from-trapped", "off", "", true},
+		{"to-trapped", "on", "off", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, _ := vgaRig(t, tc.p2m, nil)
 			// The restored godm runs with the default (on), whatever the
@@ -497,6 +498,9 @@ func TestVRAMP2MSaveRestore(t *testing.T) {
 						if k != "x-godm-vram-p2m" {
 							props[k] = v
 						}
+					}
+					if tc.dst != "" {
+						props["x-godm-vram-p2m"] = tc.dst
 					}
 					e.Props = props
 				}
@@ -542,6 +546,18 @@ func TestVRAMP2MSaveRestore(t *testing.T) {
 			}
 			if got := binary.LittleEndian.Uint32(rd.VRAM()[px1:]); got != 0x00ff8040 {
 				t.Errorf("VRAM after restore %#x", got)
+			}
+			if tc.dst == "off" {
+				// The frames Xen brought back are released: the BAR
+				// traps again and shows the record's VRAM.
+				if rd.InP2M() || r.dom.IsRAMPage(lfbBase/4096) || r.dom.IsRAMPage(simRAM/4096) {
+					t.Fatal("trapped after restore: frames left in the p2m")
+				}
+				before := syncReqs(r)
+				if got, err := r.v.MMIORead(lfbBase+px1, 4); err != nil || got != 0x00ff8040 || syncReqs(r)-before != 1 {
+					t.Errorf("trapped LFB read after restore %#x, %v", got, err)
+				}
+				return
 			}
 			if !tc.decode {
 				if rd.InP2M() || !r.dom.IsRAMPage(simRAM/4096) || r.dom.IsRAMPage(lfbBase/4096) {
@@ -619,28 +635,19 @@ func TestVRAMP2MRestoreRecordLocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var gfn [8]byte
-	binary.LittleEndian.PutUint64(gfn[:], lfbBase/4096)
-	at := bytes.Index(rec, gfn[:])
-	if at < 0 {
-		t.Fatal("no frame gfn in the record")
-	}
-	_, rd, err := savestate.Open(rec, vga.RecordName, vga.StateVersion)
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload := rec[at:]
-	if rd.U64() != lfbBase/4096 {
+	payload := recordPayload(t, rec, vga.RecordName)
+	if binary.LittleEndian.Uint64(payload) != lfbBase/4096 {
 		t.Fatal("the record does not start with the frames' gfn")
 	}
-	hostile := append([]byte(nil), rec...)
-	binary.LittleEndian.PutUint64(hostile[at:], 0x10) // guest RAM
+	at := func(gfn uint64) []byte {
+		return savestate.Record(vga.RecordName, vga.StateVersion, append(binary.LittleEndian.AppendUint64(nil, gfn), payload[8:]...))
+	}
 	v1 := savestate.Record(vga.RecordName, 1, payload[8:])
 	for _, tc := range []struct {
 		name string
 		rec  []byte
 		warn int
-	}{{"hostile", hostile, 1}, {"v1", v1, 0}} {
+	}{{"guest-ram", at(0x10), 1}, {"special-pages", at(0xfeff0), 1}, {"v1", v1, 0}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logBuf bytes.Buffer
 			r := restoreRig(t, s, s.m.Spec.Devices, nil, slog.New(slog.NewTextHandler(&logBuf, nil)))
@@ -668,4 +675,102 @@ func TestVRAMP2MRestoreRecordLocation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The Cirrus VGA across xl save and restore: as the VGA, its frames are
+// taken over at the LFB (nothing populated), and its mode-dependent
+// mapping still follows the guest's registers afterwards.
+func TestCirrusVRAMP2MSaveRestore(t *testing.T) {
+	list := append(Spec{}.Entries(), board.Entry{Driver: "cirrus-vga", Props: map[string]string{
+		"id": "vga", "addr": "03.0", "vgamem_mb": "8", "romfile": ""}})
+	s := newBoardRig(t, Spec{Devices: list})
+	guestCfg(t, s, 0x10, 4, lfbBase)
+	guestCfg(t, s, 4, 2, 2)
+	if !s.m.Board.Device("vga").Dev.(*vga.Cirrus).InP2M() {
+		t.Fatal("the Cirrus LFB is not in the p2m by default")
+	}
+	if err := s.v.MMIOWrite(lfbBase+0x1234, 4, 0xcafe); err != nil {
+		t.Fatal(err)
+	}
+	s.m.Board.Pause()
+	var st bytes.Buffer
+	if err := s.m.SaveState(&st); err != nil {
+		t.Fatal(err)
+	}
+	mark := s.sim.LastSeq()
+	r := restoreRig(t, s, list, st.Bytes(), nil)
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range s.sim.EventsSince(mark) {
+		if e.Kind == xensim.EventPopulatePhysmap && e.Dom == r.dom.ID() {
+			t.Fatalf("the restored godm populated VRAM: %+v", e)
+		}
+	}
+	d := r.m.Board.Device("vga").Dev.(*vga.Cirrus)
+	if !d.InP2M() || !r.dom.IsRAMPage(lfbBase/4096) || r.dom.IsRAMPage(simRAM/4096) {
+		t.Fatal("after restore the Cirrus LFB is not the restored frames")
+	}
+	if got := binary.LittleEndian.Uint32(d.VRAM()[0x1234:]); got != 0xcafe {
+		t.Errorf("VRAM after restore %#x", got)
+	}
+	before := syncReqs(r)
+	if err := r.v.MMIOWrite(lfbBase+0x2000, 4, 0xbeef); err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.LittleEndian.Uint32(d.VRAM()[0x2000:]); got != 0xbeef || syncReqs(r) != before {
+		t.Errorf("store after restore: device sees %#x, %d ioreqs", got, syncReqs(r)-before)
+	}
+	// Write mode 4 traps the LFB again: the frames go home.
+	for _, w := range []uint64{0x040b, 0x0405} {
+		if err := r.v.Out(0x3ce, 2, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d.InP2M() || r.dom.IsRAMPage(lfbBase/4096) || !r.dom.IsRAMPage(simRAM/4096) {
+		t.Error("write mode 4 after restore left the frames at the LFB")
+	}
+}
+
+// A trapped display's restore releases the frames its record names only
+// inside the PCI window: a record naming guest RAM or Xen's special
+// pages is refused, and the RAM stays.
+func TestVRAMTrappedRestoreRefusesBadPlace(t *testing.T) {
+	s, d := vgaRig(t, "off", nil)
+	rec, err := d.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := recordPayload(t, rec, vga.RecordName)
+	if binary.LittleEndian.Uint64(payload) != 0 {
+		t.Fatal("a trapped VGA records frames in the p2m")
+	}
+	for _, gfn := range []uint64{0x10, 0xfeff0, simRAM/4096 - 1} {
+		bad := append([]byte(nil), payload...)
+		binary.LittleEndian.PutUint64(bad, gfn)
+		err := d.Restore(savestate.Record(vga.RecordName, vga.StateVersion, bad))
+		if err == nil {
+			t.Errorf("a record placing VRAM frames at gfn %#x was restored", gfn)
+		}
+		if !s.dom.IsRAMPage(0x10) || !s.dom.IsRAMPage(simRAM/4096-1) {
+			t.Fatal("guest RAM released")
+		}
+	}
+	if n := s.sim.Count(s.dom.ID(), xensim.EventDecreaseReservation, ""); n != 0 {
+		t.Errorf("%d pages released", n)
+	}
+}
+
+// recordPayload is the payload of a device record for driver (savestate:
+// magic, name, version, then the payload as a length-prefixed string).
+func recordPayload(t *testing.T, rec []byte, driver string) []byte {
+	t.Helper()
+	off := 4 + 4 + len(driver) + 4 + 4
+	if len(rec) < off+8 || int(binary.LittleEndian.Uint32(rec[off-4:])) != len(rec)-off {
+		t.Fatal("not a savestate record")
+	}
+	return rec[off:]
 }
