@@ -84,3 +84,33 @@ func TestRestoreMemoryFrom(t *testing.T) {
 		t.Error("a restore into other RAM regions was accepted")
 	}
 }
+
+// With MaxPages (libxl's maxmem) populate_physmap stops at the limit,
+// having populated what fits, as Xen's does.
+func TestPopulateMaxPages(t *testing.T) {
+	s := xensim.New(xensim.Config{})
+	t.Cleanup(func() { s.Close() })
+	d, err := s.CreateDomain(xensim.DomainConfig{VCPUs: 1, RAM: []xensim.Region{{GPA: 0, Size: 1 << 20}}, MaxPages: 256 + 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := privcmd.Open(s.Kernel(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	c := hcall.New(pc)
+	if err := c.PopulatePhysmap(d.ID(), 0, 0, []uint64{0xe0000, 0xe0001, 0xe0002, 0xe0003, 0xe0004}); err == nil {
+		t.Fatal("populating beyond MaxPages succeeded")
+	}
+	if !d.IsRAMPage(0xe0002) || d.IsRAMPage(0xe0003) {
+		t.Error("not the first 3 pages populated")
+	}
+	// Freed pages make room again.
+	if err := c.DecreaseReservation(d.ID(), 0, []uint64{0xe0000, 0xe0001}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PopulatePhysmap(d.ID(), 0, 0, []uint64{0xe0003, 0xe0004}); err != nil {
+		t.Errorf("populate after a release: %v", err)
+	}
+}

@@ -73,6 +73,10 @@ func (a *vramAllocator) AllocVRAM(size uint32) (vga.P2M, error) {
 func (v *p2mVRAM) populate() error {
 	dom := v.m.Spec.Dom
 	if err := v.hc.PopulatePhysmap(dom, 0, 0, v.gfns); err != nil {
+		// Xen populates in order and stops at the first failure (seen
+		// on the box: 260 of 4096 pages, then ENOMEM at the domain's
+		// maxmem): give the ones it did back.
+		_ = v.hc.DecreaseReservation(dom, 0, v.gfns)
 		return err
 	}
 	mp, err := foreign.Map(v.m.priv, dom, true, v.gfns)

@@ -430,13 +430,21 @@ func TestCirrusVRAMInP2M(t *testing.T) {
 }
 
 // restoreRig is what xl restore makes of the domain of s, saved with
-// state: a new domain on the same simulator given s's memory by the
-// toolstack (xensim's RestoreMemoryFrom: VRAM frames included, where
-// they were), then a new machine with the same devices started for an
-// incoming domain, loading state.
-func restoreRig(t *testing.T, s *boardRig, devs []board.Entry, state []byte, log *slog.Logger) *boardRig {
+// state: a new domain on the same simulator (maxPages its memory limit,
+// 0 none) given s's memory by the toolstack (xensim's RestoreMemoryFrom:
+// VRAM frames included, where they were), then a new machine with the
+// same devices started for an incoming domain, loading state (nil:
+// none).
+//
+// libxlMaxPages is libxl's limit for such a domain: its RAM and video
+// memory plus LIBXL_MAXMEM_CONSTANT (1 MiB): room for one copy of VRAM,
+// not two (on the box a second populate stopped after 260 pages).
+const libxlMaxPages = simRAM/4096 + vramSize/4096 + 256
+func restoreRig(t *testing.T, s *boardRig, devs []board.Entry, state []byte, log *slog.Logger, maxPages uint64) *boardRig {
 	t.Helper()
-	dom, err := s.sim.CreateDomain(testfake.RAM(1, simRAM))
+	cfg := testfake.RAM(1, simRAM)
+	cfg.MaxPages = maxPages
+	dom, err := s.sim.CreateDomain(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -523,7 +531,7 @@ func TestVRAMP2MSaveRestore(t *testing.T) {
 			// Only the new godm's populates count (xensim's restore adds
 			// none of its own).
 			mark := s.sim.LastSeq()
-			r := restoreRig(t, s, devs, st.Bytes(), nil)
+			r := restoreRig(t, s, devs, st.Bytes(), nil, libxlMaxPages)
 			if err := s.stop(); err != nil {
 				t.Fatal(err)
 			}
@@ -650,7 +658,7 @@ func TestVRAMP2MRestoreRecordLocation(t *testing.T) {
 	}{{"guest-ram", at(0x10), 1}, {"special-pages", at(0xfeff0), 1}, {"v1", v1, 0}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logBuf bytes.Buffer
-			r := restoreRig(t, s, s.m.Spec.Devices, nil, slog.New(slog.NewTextHandler(&logBuf, nil)))
+			r := restoreRig(t, s, s.m.Spec.Devices, nil, slog.New(slog.NewTextHandler(&logBuf, nil)), 0)
 			rd := r.m.Board.Device("vga").Dev.(*vga.Device)
 			mark := s.sim.LastSeq()
 			if err := rd.Restore(tc.rec); err != nil {
@@ -698,7 +706,7 @@ func TestCirrusVRAMP2MSaveRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	mark := s.sim.LastSeq()
-	r := restoreRig(t, s, list, st.Bytes(), nil)
+	r := restoreRig(t, s, list, st.Bytes(), nil, libxlMaxPages)
 	if err := s.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -773,4 +781,31 @@ func recordPayload(t *testing.T, rec []byte, driver string) []byte {
 		t.Fatal("not a savestate record")
 	}
 	return rec[off:]
+}
+
+// A populate that Xen stops part way (the domain's memory limit) leaves
+// no page behind: the VGA stays trapped and its LFB works through
+// ioreqs.
+func TestVRAMP2MPopulateFailsCleanly(t *testing.T) {
+	cfg := testfake.RAM(1, simRAM)
+	cfg.MaxPages = simRAM/4096 + 100
+	xen := testfake.NewXen(t, xensim.Config{}, cfg)
+	list := append(Spec{}.Entries(), board.Entry{Driver: "VGA", Props: map[string]string{
+		"id": "vga", "addr": "03.0", "vgamem_mb": "8", "romfile": ""}})
+	m, err := New(xen.Sim.Kernel(0), Spec{Dom: xen.Dom.ID(), VCPUs: 1, MemBytes: simRAM, Devices: list})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if n := xen.Sim.Count(xen.Dom.ID(), xensim.EventPopulatePhysmap, ""); n != 100 {
+		t.Errorf("%d pages populated before the limit, want 100", n)
+	}
+	for gfn := uint64(simRAM / 4096); gfn < simRAM/4096+vramSize/4096; gfn++ {
+		if xen.Dom.IsRAMPage(gfn) {
+			t.Fatalf("gfn %#x left populated after the failed populate", gfn)
+		}
+	}
+	if d := m.Board.Device("vga").Dev.(*vga.Device); d.InP2M() {
+		t.Error("VRAM in the p2m after the failed populate")
+	}
 }
