@@ -440,6 +440,7 @@ func TestCirrusVRAMInP2M(t *testing.T) {
 // memory plus LIBXL_MAXMEM_CONSTANT (1 MiB): room for one copy of VRAM,
 // not two (on the box a second populate stopped after 260 pages).
 const libxlMaxPages = simRAM/4096 + vramSize/4096 + 256
+
 func restoreRig(t *testing.T, s *boardRig, devs []board.Entry, state []byte, log *slog.Logger, maxPages uint64) *boardRig {
 	t.Helper()
 	cfg := testfake.RAM(1, simRAM)
