@@ -429,18 +429,17 @@ func TestCirrusVRAMInP2M(t *testing.T) {
 	}
 }
 
+// libxlMaxPages is libxl's limit for a restored domain: its RAM and video
+// memory plus LIBXL_MAXMEM_CONSTANT (1 MiB): room for one copy of VRAM,
+// not two (on the box a second populate stopped after 260 pages).
+const libxlMaxPages = simRAM/4096 + vramSize/4096 + 256
+
 // restoreRig is what xl restore makes of the domain of s, saved with
 // state: a new domain on the same simulator (maxPages its memory limit,
 // 0 none) given s's memory by the toolstack (xensim's RestoreMemoryFrom:
 // VRAM frames included, where they were), then a new machine with the
 // same devices started for an incoming domain, loading state (nil:
 // none).
-//
-// libxlMaxPages is libxl's limit for such a domain: its RAM and video
-// memory plus LIBXL_MAXMEM_CONSTANT (1 MiB): room for one copy of VRAM,
-// not two (on the box a second populate stopped after 260 pages).
-const libxlMaxPages = simRAM/4096 + vramSize/4096 + 256
-
 func restoreRig(t *testing.T, s *boardRig, devs []board.Entry, state []byte, log *slog.Logger, maxPages uint64) *boardRig {
 	t.Helper()
 	cfg := testfake.RAM(1, simRAM)
