@@ -451,11 +451,12 @@ echo "XENBOX-FACT uhci=00:01.2"
 }
 
 // vgaSaveRestore is the stdvga scenario's xl save and xl restore of the
-// domain at SeaBIOS's banner, paused on both sides: godm's screendump
-// after the restore must equal the one before (the restored godm shows
-// the VRAM frames Xen's stream brought back), the restored godm's log
-// must say it took the frames over (XENBOX-FACT vram_adopted, a count)
-// and the domain's memory must not grow (a second copy of VRAM).
+// domain at SeaBIOS's banner, paused on both sides, then xl migrate to
+// this host (left paused): godm's screendump after each must equal the
+// one before (the new godm shows the VRAM frames Xen's stream brought
+// back), the new godms' logs must say they took the frames over
+// (XENBOX-FACT vram_adopted, a count) and the domain's memory must not
+// grow (a second copy of VRAM).
 const vgaSaveRestore = `xl pause $d || fail "xl pause failed"
 rm -f /tmp/lv-pre.ppm /tmp/lv-post.ppm
 xl qemu-monitor-command lv "screendump /tmp/lv-pre.ppm" >/dev/null 2>&1 || fail "screendump before the save failed"
@@ -467,9 +468,20 @@ mem1=$(xl list $d | awk 'NR==2{print $3}')
 echo "XENBOX-FACT mem_before_save=$mem0 mem_after_restore=$mem1"
 xl qemu-monitor-command lv "screendump /tmp/lv-post.ppm" >/dev/null 2>&1 || fail "screendump after the restore failed"
 if cmp -s /tmp/lv-pre.ppm /tmp/lv-post.ppm; then echo "XENBOX-FACT sr_screen=equal"; else echo "XENBOX-FACT sr_screen=differs"; fi
-echo "XENBOX-FACT vram_adopted=$(cat /var/log/xen/qemu-dm-lv.log* | grep -c "VRAM taken over from the restored domain")"
-echo "XENBOX-FACT vram_trapped_after=$(grep -c "VRAM stays trapped" $log)"
-for l in /var/log/xen/qemu-dm-lv.log*; do [ "$l" = "$log" ] || { echo "--- $l"; cat $l; }; done
+# Then a live migration to this host (log-dirty on, the VRAM frames sent
+# as RAM), the domain left paused on arrival.
+rm -f /tmp/lv-mig.ppm
+GODM_VERBOSE=1 xl migrate -s "" lv "xl migrate-receive -p" || fail "xl migrate to localhost failed"
+d=$(xl domid lv)
+mem2=$(xl list $d | awk 'NR==2{print $3}')
+echo "XENBOX-FACT mem_after_migrate=$mem2"
+xl qemu-monitor-command lv "screendump /tmp/lv-mig.ppm" >/dev/null 2>&1 || fail "screendump after the migration failed"
+if cmp -s /tmp/lv-pre.ppm /tmp/lv-mig.ppm; then echo "XENBOX-FACT migrate_screen=equal"; else echo "XENBOX-FACT migrate_screen=differs"; fi
+# The migration's receiver is domain lv--incoming until it completes:
+# its godm logs to qemu-dm-lv--incoming.log.
+echo "XENBOX-FACT vram_adopted=$(cat /var/log/xen/qemu-dm-lv*.log* | grep -c "VRAM taken over from the restored domain")"
+echo "XENBOX-FACT vram_trapped_after=$(cat /var/log/xen/qemu-dm-lv*.log* | grep -c "VRAM stays trapped")"
+for l in /var/log/xen/qemu-dm-lv*.log*; do [ "$l" = "$log" ] || { echo "--- $l"; cat $l; }; done
 xl unpause $d || fail "xl unpause after the restore failed"
 `
 
