@@ -67,9 +67,9 @@ type Env struct {
 	// looked up (nil: DefaultFirmwareDirs).
 	FirmwareDirs []string
 	// VRAM places a display's VRAM in the guest's p2m (nil: VRAM stays
-	// device memory, every framebuffer access trapped). Asked only by a
-	// display with x-godm-vram-p2m=on; its failure leaves that device
-	// trapped, with one warning.
+	// device memory, every framebuffer access trapped). Asked by every
+	// display but one with x-godm-vram-p2m=off; its failure leaves that
+	// device trapped, with one line (a warning when on was explicit).
 	VRAM VRAMAllocator
 	// Passthrough returns the machine's PCI passthrough (made on first
 	// use); nil when the machine cannot pass functions through.
