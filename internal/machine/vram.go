@@ -151,8 +151,8 @@ func (v *p2mVRAM) adopt(gfn uint64) error {
 }
 
 // pciMemEnd is where hvmloader's PCI memory window ends (tools/firmware/
-// hvmloader/config.h PCI_MEM_END): above it are Xen's and hvmloader's
-// special pages, never a BAR.
+// hvmloader/pci.c pci_mem_end = RESERVED_MEMBASE, config.h 0xFC000000):
+// above it are Xen's and hvmloader's special pages, never a BAR.
 const pciMemEnd = 0xfc000000
 
 // recordPlace checks a place a device-state record gives for VRAM
