@@ -200,7 +200,7 @@ func cmdQEMU(ctx context.Context, args []string, w io.Writer, env qemuEnv) error
 	if !cfg.Probe {
 		spec := machine.Spec{Dom: hyp.DomID(cfg.Dom), VCPUs: cfg.VCPUs, OnlineVCPUs: cfg.OnlineVCPUs, MemBytes: cfg.MemMiB << 20,
 			MaxRAMBelow4G: cfg.Below4G, NoPlatformDevice: cfg.NoPlatform, Restrict: restrict, Log: log,
-			DeathHint: deathHint, Worker: ioreq.WorkerConfig{Spin: cfg.Spin}}
+			DeathHint: deathHint, Worker: ioreq.WorkerConfig{Spin: cfg.Spin}, Incoming: cfg.Incoming != nil}
 		if _, err := spec.Layout(); err != nil {
 			return fmt.Errorf("-m/-machine max-ram-below-4g: %w", err)
 		}

@@ -43,6 +43,8 @@ type CirrusConfig struct {
 	// first VRAMMiB is then guest RAM whenever QEMU's cirrus maps VRAM
 	// straight into the LFB (clMapped), and trapped otherwise.
 	P2M P2M
+	// Drop is Config.Drop.
+	Drop func(gfn uint64) error
 }
 
 // Cirrus is the "-device cirrus-vga" PCI function (CL-GD5446): BAR 0
@@ -67,6 +69,7 @@ func NewCirrus(cfg CirrusConfig) (*Cirrus, error) {
 	c.scan.expand = true
 	c.scan.overlay = func(row []byte, y, x int) { c.clCursorRowLocked(row, y, x, c.scan.vmode.XRes) }
 	c.Reset()
+	c.drop = cfg.Drop
 	d := &Cirrus{Core: c}
 	var ram pci.RAMBacking
 	if cfg.P2M != nil {

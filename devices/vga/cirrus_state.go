@@ -7,10 +7,11 @@ import (
 )
 
 // CirrusRecordName and CirrusStateVersion name the Cirrus VGA's
-// snapshot record.
+// snapshot record. Version 2 starts with where VRAM's frames are in the
+// guest's p2m (as the VGA's record; version 1: none recorded).
 const (
 	CirrusRecordName   = "cirrus_vga"
-	CirrusStateVersion = 1
+	CirrusStateVersion = 2
 )
 
 // Snapshot implements devices.Snapshotter: the PCI function, the VGA
@@ -18,6 +19,9 @@ const (
 // waiting for system-to-screen data is not saved: it is dropped.
 func (d *Cirrus) Snapshot() ([]byte, error) {
 	var w savestate.Writer
+	d.mu.Lock()
+	w.U64(d.p2mWhereLocked())
+	d.mu.Unlock()
 	d.fn.WriteState(&w)
 	d.mu.Lock()
 	d.saveRegsLocked(&w)
@@ -37,9 +41,12 @@ func (d *Cirrus) Snapshot() ([]byte, error) {
 // Restore implements devices.Snapshotter. A record of another VRAM size
 // is refused; register values are masked as guest writes would be.
 func (d *Cirrus) Restore(b []byte) error {
-	_, rd, err := savestate.Open(b, CirrusRecordName, CirrusStateVersion)
+	ver, rd, err := savestate.Open(b, CirrusRecordName, CirrusStateVersion)
 	if err != nil {
 		return err
+	}
+	if err := d.adoptFrom(ver, rd); err != nil {
+		return fmt.Errorf("cirrus-vga: restore: %w", err)
 	}
 	if err := d.fn.ReadState(rd); err != nil {
 		return fmt.Errorf("cirrus-vga: restore: %w", err)
@@ -76,5 +83,6 @@ func (d *Cirrus) Restore(b []byte) error {
 	d.clUpdateBanksLocked()
 	d.gen++
 	d.clSyncP2MLocked()
+	d.settleP2MLocked()
 	return nil
 }

@@ -129,6 +129,9 @@ type Core struct {
 	lfbBase   uint64
 	lfbDecode bool
 	p2mGen    uint64
+	// drop releases restored frames when VRAM is not in the p2m here
+	// (Config.Drop).
+	drop func(gfn uint64) error
 }
 
 // NewCore returns a VGA with vramSize bytes of VRAM (a power of two of at

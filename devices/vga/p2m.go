@@ -34,6 +34,22 @@ type P2M interface {
 	// Close unmaps the frames from the device model and gives them back
 	// to the hypervisor.
 	Close() error
+	// Where is the gfn of the frames' first page now (the BAR's while
+	// mapped, else their reserved place), for the device's state record.
+	Where() uint64
+	// Adopt is for a device model started for a restored or migrated-in
+	// domain: the save stream of Xen carries the frames like any guest
+	// RAM and the restore populates them again where they were (libxc
+	// restore: every populated pfn), so populating VRAM anew would add a
+	// second copy. Adopt takes over the frames at gfn, the source's
+	// Where (0: its VRAM was not in the p2m, or a record from before the
+	// location was saved), and populates new ones at the reserved place
+	// only when none are there. Until Adopt, Bytes is a placeholder of the
+	// right size; after it, Bytes may be another slice. A P2M that
+	// populated its own frames ignores Adopt. As QEMU-xen: xen_ram_alloc
+	// populates nothing for an incoming migration, and finds the frames
+	// through its physmap records.
+	Adopt(gfn uint64) error
 }
 
 // pageSize is the p2m's page (x86: 4 KiB).
@@ -54,6 +70,52 @@ func (c *Core) useP2M(p P2M) error {
 	c.scan.track = c.trackLocked
 	c.scan.wrote = p.Wrote
 	return nil
+}
+
+// adoptP2M takes over the restored domain's VRAM frames at gfn (see
+// P2M.Adopt) and makes them the device's VRAM. When that fails the
+// device keeps a heap VRAM, trapped, as a device without p2m VRAM (the
+// caller logs nothing: the P2M's maker warns).
+func (c *Core) adoptP2M(gfn uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.p2m
+	if p == nil {
+		return
+	}
+	if err := p.Adopt(gfn); err != nil {
+		v := make([]byte, len(c.vram))
+		c.vram, c.scan.vram = v, v
+		c.p2m, c.scan.track, c.scan.wrote = nil, nil, nil
+		c.lfbIn = false
+		c.gen++
+		_ = p.Close()
+		return
+	}
+	// The frames hold what the guest saw; the record's VRAM, restored
+	// next, is the same picture.
+	if b := p.Bytes(); len(b) == len(c.vram) && &b[0] != &c.vram[0] {
+		c.vram, c.scan.vram = b, b
+		c.gen++
+	}
+}
+
+// settleP2MLocked ends a restore: frames the record placed somewhere the
+// restored BAR does not map (a record that lied, or a BAR that could not
+// be mapped) go back to their reserved place. Called with mu held.
+func (c *Core) settleP2MLocked() {
+	if c.p2m != nil && !c.lfbIn {
+		c.p2m.Unmap()
+	}
+}
+
+// p2mWhereLocked is the frames' gfn for the state record (0: VRAM not
+// in the p2m). Called with mu held.
+func (c *Core) p2mWhereLocked() uint64 {
+	if c.p2m == nil {
+		return 0
+	}
+	return c.p2m.Where()
 }
 
 // InP2M reports whether the LFB's frames are in the guest's p2m at the

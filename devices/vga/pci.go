@@ -62,6 +62,10 @@ type Config struct {
 	// long): BAR 0 is then mapped onto it instead of trapped whenever
 	// P2M.Map accepts.
 	P2M P2M
+	// Drop, for a device without P2M, releases VRAM frames a restore
+	// record says the saved device had in the guest's p2m at gfn (see
+	// Core.adoptFrom); nil: none can be there.
+	Drop func(gfn uint64) error
 }
 
 // New builds the device.
@@ -70,6 +74,7 @@ func New(cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("vga: VRAM size %#x is not a power of two of at least 1 MiB", cfg.VRAMSize)
 	}
 	d := &Device{Core: NewCore(cfg.VRAMSize)}
+	d.drop = cfg.Drop
 	var ram pci.RAMBacking
 	if cfg.P2M != nil {
 		if err := d.useP2M(cfg.P2M); err != nil {

@@ -6,17 +6,23 @@ import (
 	"godm/devices/savestate"
 )
 
-// RecordName and StateVersion name the VGA's snapshot record.
+// RecordName and StateVersion name the VGA's snapshot record. Version 2
+// starts with where VRAM's frames are in the guest's p2m (a gfn, 0 for
+// VRAM the device owns); version 1 records have no such field and are
+// restored as 0.
 const (
 	RecordName   = "VGA"
-	StateVersion = 1
+	StateVersion = 2
 )
 
-// Snapshot implements devices.Snapshotter: the PCI function, the legacy
-// registers, the DISPI registers and the whole of VRAM (host memory the
-// device owns).
+// Snapshot implements devices.Snapshotter: where VRAM's frames are in the
+// guest's p2m, the PCI function, the legacy registers, the DISPI
+// registers and the whole of VRAM.
 func (d *Device) Snapshot() ([]byte, error) {
 	var w savestate.Writer
+	d.mu.Lock()
+	w.U64(d.p2mWhereLocked())
+	d.mu.Unlock()
 	d.fn.WriteState(&w)
 	d.VBE.save(&w)
 	d.mu.Lock()
@@ -79,11 +85,16 @@ func maskRegs(r *regs) {
 }
 
 // Restore implements devices.Snapshotter. A record of another VRAM size
-// is refused; register values are masked as guest writes would be.
+// is refused; register values are masked as guest writes would be. p2m
+// VRAM first takes over the frames the record says the guest has (before
+// the PCI function's BAR is restored onto them).
 func (d *Device) Restore(b []byte) error {
-	_, rd, err := savestate.Open(b, RecordName, StateVersion)
+	ver, rd, err := savestate.Open(b, RecordName, StateVersion)
 	if err != nil {
 		return err
+	}
+	if err := d.adoptFrom(ver, rd); err != nil {
+		return fmt.Errorf("vga: restore: %w", err)
 	}
 	if err := d.fn.ReadState(rd); err != nil {
 		return fmt.Errorf("vga: restore: %w", err)
@@ -106,6 +117,35 @@ func (d *Device) Restore(b []byte) error {
 	d.wroteLocked(0, uint64(len(d.vram)))
 	d.gen++
 	d.vbeUpdateLocked()
+	d.settleP2MLocked()
 	d.mu.Unlock()
+	return nil
+}
+
+// adoptFrom reads a version 2 record's frame location and has p2m VRAM
+// take over the frames there (P2M.Adopt; version 1: none recorded). A
+// device keeping VRAM trapped has them released instead (Drop), or its
+// LFB BAR would stay guest RAM no one shows; a place Drop refuses fails
+// the restore.
+func (c *Core) adoptFrom(ver uint32, rd *savestate.Reader) error {
+	var where uint64
+	if ver >= 2 {
+		where = rd.U64()
+		if err := rd.Err(); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	trapped, drop := c.p2m == nil, c.drop
+	c.mu.Unlock()
+	if trapped {
+		if where != 0 && drop != nil {
+			if err := drop(where); err != nil {
+				return fmt.Errorf("the record's VRAM frames: %w", err)
+			}
+		}
+		return nil
+	}
+	c.adoptP2M(where)
 	return nil
 }

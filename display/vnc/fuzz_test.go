@@ -67,6 +67,7 @@ func FuzzClientMessages(f *testing.F) {
 	f.Add([]byte{4, 1, 0, 0, 0, 0, 0xff, 0x0d, 5, 7, 0, 1, 0, 2})
 	f.Add([]byte{6, 0, 0, 0, 0, 0, 0, 3, 'a', 'b', 'c', 42})
 	f.Add([]byte{6, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{2, 0, 0, 1, 0xff, 0xff, 0xfe, 0xfe, 255, 0, 0, 1, 0, 0, 0, 'a', 0, 0, 0, 0xcd, 255, 1})
 	src, err := display.NewBuffer(130, 70, display.XRGB8888)
 	if err != nil {
 		f.Fatal(err)

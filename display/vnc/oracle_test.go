@@ -92,6 +92,7 @@ func TestOracleGvnccapture(t *testing.T) {
 				if st := srv.Stats(); st.RectsZRLE == 0 || st.RectsRaw != 0 {
 					t.Errorf("gvnccapture was expected to take ZRLE: %+v", st)
 				}
+				t.Logf("stats %+v", srv.Stats())
 			}()
 			out := filepath.Join(t.TempDir(), "cap.png")
 			cmd := exec.Command(bin, fmt.Sprintf("127.0.0.1:%d", disp), out)

@@ -64,6 +64,7 @@ type Server struct {
 	nextID   uint64
 
 	rectsRaw, rectsZRLE, updates atomic.Uint64
+	extKeyAcks, extKeys          atomic.Uint64
 
 	// serial is the source mode the pump last saw (guarded by mu).
 	serial uint64
@@ -291,11 +292,15 @@ func (s *Server) collectLocked(t *display.Tiles) display.Mode {
 // Stats are the server's counters.
 type Stats struct {
 	Updates, RectsRaw, RectsZRLE uint64
+	// ExtKeyAcks counts QEMU extended key event acknowledgements sent,
+	// ExtKeys the extended key events received.
+	ExtKeyAcks, ExtKeys uint64
 }
 
 // Stats returns the counters.
 func (s *Server) Stats() Stats {
-	return Stats{Updates: s.updates.Load(), RectsRaw: s.rectsRaw.Load(), RectsZRLE: s.rectsZRLE.Load()}
+	return Stats{Updates: s.updates.Load(), RectsRaw: s.rectsRaw.Load(), RectsZRLE: s.rectsZRLE.Load(),
+		ExtKeyAcks: s.extKeyAcks.Load(), ExtKeys: s.extKeys.Load()}
 }
 
 // ClientInfo describes a connected client (query-vnc's VncClientInfo).
@@ -390,6 +395,7 @@ type conn struct {
 	serial    uint64 // mode the client's bitmap and size belong to
 	w, h      int    // the client's idea of the framebuffer size
 	resize    bool   // a DesktopSize rectangle is owed
+	extKeyAck bool   // a QEMU extended key event pseudo-rectangle is owed
 	closeOnce sync.Once
 
 	wake chan struct{}
@@ -595,12 +601,39 @@ func boolByte(b bool) byte {
 	return 0
 }
 
-// Encodings (RFC 6143 §7.7, §7.8).
+// Encodings (RFC 6143 §7.7, §7.8; -258 from the RFB community
+// specification, rfbproto.rst "QEMU Extended Key Event Pseudo-encoding").
 const (
 	encRaw         = 0
 	encZRLE        = 16
 	encDesktopSize = -223
+	encExtKey      = -258
 )
+
+// msgQEMU is the QEMU client message type and qemuExtKey its extended key
+// event submessage: U8 255, U8 0, U16 down-flag, U32 keysym, U32 keycode
+// (rfbproto.rst "QEMU Extended Key Event Message").
+const (
+	msgQEMU    = 255
+	qemuExtKey = 0
+)
+
+// xtKey turns an extended key event's keycode into a Key: XT make codes
+// below 0x80 as they are, 0xE0-prefixed ones with bit 7 set (rfbproto.rst:
+// 0xE0 0x4D is 0xCD). 0xC6 is Pause, as QEMU numbers it (ui/input-keymap.c
+// Q_KEY_CODE_PAUSE = 0xc6). Zero, 0x80 and anything above a byte are no
+// key.
+func xtKey(code uint32) display.Key {
+	switch {
+	case code == 0xc6:
+		return display.KeyPause
+	case code == 0 || code == 0x80 || code > 0xff:
+		return 0
+	case code&0x80 != 0:
+		return display.Key(0x100 | code&0x7f)
+	}
+	return display.Key(code)
+}
 
 // reader handles the client's messages (RFC 6143 §7.5).
 func (c *conn) reader() error {
@@ -632,7 +665,7 @@ func (c *conn) reader() error {
 			n := int(binary.BigEndian.Uint16(b[1:3]))
 			// The first encoding godm knows in the client's order of
 			// preference wins (RFC 6143 §7.5.2); Raw is always allowed.
-			zrle, desk, chosen := false, false, false
+			zrle, desk, ext, chosen := false, false, false, false
 			for range n {
 				if _, err := io.ReadFull(c.br, b[:4]); err != nil {
 					return err
@@ -646,11 +679,20 @@ func (c *conn) reader() error {
 					chosen = true
 				case encDesktopSize:
 					desk = true
+				case encExtKey:
+					ext = true
 				}
 			}
 			c.mu.Lock()
 			c.zrle, c.deskSize = zrle, desk
+			// A client asking for raw keycodes is told the server takes
+			// them with a -258 pseudo-rectangle, as QEMU answers each
+			// SetEncodings that lists it (ui/vnc.c send_ext_key_event_ack).
+			c.extKeyAck = ext
 			c.mu.Unlock()
+			if ext {
+				c.signal()
+			}
 		case 3: // FramebufferUpdateRequest
 			if _, err := io.ReadFull(c.br, b[:9]); err != nil {
 				return err
@@ -666,6 +708,28 @@ func (c *conn) reader() error {
 				if k := c.s.keymap.Key(binary.BigEndian.Uint32(b[3:])); k != 0 {
 					in.KeyEvent(k, b[0] != 0)
 				}
+			}
+		case msgQEMU:
+			sub, err := c.br.ReadByte()
+			if err != nil {
+				return err
+			}
+			if sub != qemuExtKey {
+				return fmt.Errorf("unknown QEMU client message %d", sub)
+			}
+			if _, err := io.ReadFull(c.br, b[:10]); err != nil {
+				return err
+			}
+			// The keycode names the key whatever the client's layout; a
+			// keycode of 0 (the client does not know it) falls back to
+			// the keysym, as a KeyEvent.
+			c.s.extKeys.Add(1)
+			k := xtKey(binary.BigEndian.Uint32(b[6:]))
+			if binary.BigEndian.Uint32(b[6:]) == 0 {
+				k = c.s.keymap.Key(binary.BigEndian.Uint32(b[2:]))
+			}
+			if in := c.s.cfg.Input; in != nil && k != 0 {
+				in.KeyEvent(k, binary.BigEndian.Uint16(b[0:]) != 0)
 			}
 		case 5: // PointerEvent
 			if _, err := io.ReadFull(c.br, b[:5]); err != nil {

@@ -358,7 +358,7 @@ func TestHostileClients(t *testing.T) {
 		"huge cut text":     {6, 0, 0, 0, 0xff, 0xff, 0xff, 0xf0},
 		"cut text over 1M":  binary.BigEndian.AppendUint32([]byte{6, 0, 0, 0}, MaxCutText+1),
 		"unknown message":   {42},
-		"QEMU message":      {255, 0, 0, 0},
+		"QEMU audio":        {255, 1, 0, 0},
 		"colour map format": badFormat(display.PixelFormat{BPP: 8, Depth: 8}),
 		"24 bpp":            badFormat(display.PixelFormat{BPP: 24, Depth: 24, TrueColour: true, RedMax: 255, GreenMax: 255, BlueMax: 255, RedShift: 16, GreenShift: 8}),
 		"channel overflow":  badFormat(display.PixelFormat{BPP: 16, Depth: 16, TrueColour: true, RedMax: 255, GreenMax: 255, BlueMax: 255, RedShift: 16, GreenShift: 8}),
@@ -546,5 +546,79 @@ func TestEncodingPreference(t *testing.T) {
 			t.Errorf("encodings %v: ZRLE used = %v", tc.encs, got)
 		}
 		c.nc.Close()
+	}
+}
+
+// A client listing the QEMU extended key event pseudo-encoding (-258)
+// gets the acknowledgement (an update of one -258 pseudo-rectangle, no
+// data, before any request) and then sends raw XT keycodes, which reach
+// the sink without the keymap: a keysym the US map does not know still
+// presses its key, 0xE0-prefixed codes come with bit 7 set, 0xC6 is
+// Pause, keycode 0 falls back to the keysym, and codes that are not XT
+// are dropped.
+func TestExtendedKeyEvent(t *testing.T) {
+	src := newPattern(t, 100, 50)
+	rec := &recorder{}
+	_, addr := startServer(t, Config{Source: src, Input: rec})
+	c, err := dialRFB(t, addr, 8, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.setEncodings(encRaw, encExtKey)
+	c.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	ack := c.readN(16)
+	want := []byte{0, 0, 0, 1, 0, 0, 0, 0, 0, 100, 0, 50, 0xff, 0xff, 0xfe, 0xfe}
+	if !bytes.Equal(ack, want) {
+		t.Fatalf("acknowledgement % x, want % x", ack, want)
+	}
+	ext := func(down bool, sym, code uint32) {
+		b := []byte{msgQEMU, qemuExtKey, 0, boolByte(down)}
+		b = binary.BigEndian.AppendUint32(b, sym)
+		c.nc.Write(binary.BigEndian.AppendUint32(b, code))
+	}
+	ext(true, 0x20ac, 0x12) // EuroSign on the client's layout: the E key
+	ext(false, 0x20ac, 0x12)
+	ext(true, 0xff53, 0xcd) // Right: E0 4D (rfbproto's example)
+	ext(false, 0xff53, 0xcd)
+	ext(true, 0xff13, 0xc6) // Pause
+	ext(true, 'a', 0)       // no keycode: the keysym
+	ext(true, 'a', 0x80)    // not XT: dropped
+	ext(true, 'a', 0x11e)   // not XT: dropped
+	c.request(false, display.Rect{W: 1, H: 1})
+	if _, err := c.update(); err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := rec.snapshot()
+	wantKeys := []string{"0x12/true", "0x12/false", "0x14d/true", "0x14d/false", "0x145/true", "0x1e/true"}
+	if fmt.Sprint(keys) != fmt.Sprint(wantKeys) {
+		t.Errorf("keys %v, want %v", keys, wantKeys)
+	}
+	// The spec's byte layout end to end: keycode 0xcd is E0 4D pressed
+	// and E0 CD released in scan code set 1.
+	if got := display.Set1(nil, xtKey(0xcd), true); !bytes.Equal(got, []byte{0xe0, 0x4d}) {
+		t.Errorf("0xcd press: % x", got)
+	}
+	if got := display.Set1(nil, xtKey(0xcd), false); !bytes.Equal(got, []byte{0xe0, 0xcd}) {
+		t.Errorf("0xcd release: % x", got)
+	}
+	if got := display.Set1(nil, xtKey(0x1e), false); !bytes.Equal(got, []byte{0x9e}) {
+		t.Errorf("0x1e release: % x", got)
+	}
+}
+
+// Without -258 in SetEncodings no acknowledgement comes: the first
+// message is the requested update.
+func TestExtendedKeyEventNotAsked(t *testing.T) {
+	src := newPattern(t, 100, 50)
+	_, addr := startServer(t, Config{Source: src})
+	c, err := dialRFB(t, addr, 8, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.setEncodings(encRaw)
+	c.request(false, display.Rect{W: 4, H: 4})
+	rects, err := c.update()
+	if err != nil || len(rects) != 1 || rects[0] != (display.Rect{W: 4, H: 4}) {
+		t.Errorf("first update %v, %v", rects, err)
 	}
 }

@@ -98,10 +98,26 @@ func (c *conn) plan(m display.Mode) (rects []display.Rect, resize bool, f displa
 	return rects, resize, c.format, c.zrle
 }
 
-// sendUpdate writes one FramebufferUpdate if one is due (RFC 6143 §7.6.1).
+// sendUpdate writes one FramebufferUpdate if one is due (RFC 6143 §7.6.1),
+// after the extended key event acknowledgement when one is owed: an
+// update of its own, one pseudo-rectangle of encoding -258 and no data,
+// sized as the client's framebuffer (QEMU ui/vnc.c send_ext_key_event_ack),
+// which needs no FramebufferUpdateRequest.
 func (c *conn) sendUpdate(e *encoder) error {
 	src := c.s.cfg.Source
 	m := src.Mode()
+	c.mu.Lock()
+	ack, w, h := c.extKeyAck, c.w, c.h
+	c.extKeyAck = false
+	c.mu.Unlock()
+	if ack {
+		c.bw.Write([]byte{0, 0, 0, 1})
+		c.bw.Write(rectHeader(display.Rect{W: w, H: h}, encExtKey))
+		c.s.extKeyAcks.Add(1)
+		if err := c.flushDeadline(); err != nil {
+			return err
+		}
+	}
 	rects, resize, f, zrle := c.plan(m)
 	if rects == nil && !resize {
 		return nil

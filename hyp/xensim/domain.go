@@ -65,6 +65,10 @@ type DomainConfig struct {
 	// XEN_DMOP_modified_memory (returns 0 without checking); the
 	// simulator still records it.
 	LogDirty bool
+	// MaxPages, when not zero, is the domain's memory limit in pages
+	// (libxl's maxmem: XEN_DOMCTL_max_mem): populate_physmap stops at
+	// the first page beyond it, as Xen's does (ENOMEM after a part).
+	MaxPages uint64
 }
 
 type ramRegion struct {

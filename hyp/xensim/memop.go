@@ -122,11 +122,19 @@ func (d *Domain) populate(ext []byte, start, nr uint64, order uint32) (uintptr, 
 	d.extraMem = append(d.extraMem, m)
 	done := start
 	off := int64(0)
+	tot := d.totPages()
 	for i := start; i < nr; i++ {
 		gpfn := binary.LittleEndian.Uint64(ext[8*i:])
 		if gpfn&(1<<order-1) != 0 || gpfn+(1<<order) < gpfn {
 			break
 		}
+		// Each page populated is a new page of the domain's, also over
+		// a gfn that had one (Xen then drops the old mapping, not the
+		// page's count).
+		if max := d.cfg.MaxPages; max != 0 && tot+1<<order > max {
+			break
+		}
+		tot += 1 << order
 		for j := uint64(0); j < 1<<order; j++ {
 			gfn := gpfn + j
 			d.overlay[gfn] = p2mEntry{mem: m, fd: m.fd, off: off, ram: true}
@@ -140,6 +148,26 @@ func (d *Domain) populate(ext []byte, start, nr uint64, order uint32) (uintptr, 
 		done++
 	}
 	return uintptr(done), nil
+}
+
+// totPages counts the domain's RAM pages: its regions but the holes
+// made in them, and the pages populated or moved outside them. Called
+// with s.mu held.
+func (d *Domain) totPages() uint64 {
+	var n uint64
+	for _, r := range d.regions {
+		n += r.size / pageSize
+	}
+	for gfn, e := range d.overlay {
+		in := d.region(gfn<<pageShift) != nil
+		switch {
+		case in && e.hole:
+			n--
+		case !in && !e.hole && e.ram:
+			n++
+		}
+	}
+	return n
 }
 
 // decrease removes the extents from the p2m (decrease_reservation),

@@ -67,9 +67,9 @@ type Env struct {
 	// looked up (nil: DefaultFirmwareDirs).
 	FirmwareDirs []string
 	// VRAM places a display's VRAM in the guest's p2m (nil: VRAM stays
-	// device memory, every framebuffer access trapped). Asked only by a
-	// display with x-godm-vram-p2m=on; its failure leaves that device
-	// trapped, with one warning.
+	// device memory, every framebuffer access trapped). Asked by every
+	// display but one with x-godm-vram-p2m=off; its failure leaves that
+	// device trapped, with one line (a warning when on was explicit).
 	VRAM VRAMAllocator
 	// Passthrough returns the machine's PCI passthrough (made on first
 	// use); nil when the machine cannot pass functions through.
@@ -80,6 +80,9 @@ type Env struct {
 // for the device model (internal/machine).
 type VRAMAllocator interface {
 	AllocVRAM(size uint32) (vga.P2M, error)
+	// DropVRAM releases size bytes of VRAM frames a restored domain has
+	// at gfn, for a display that keeps its VRAM trapped.
+	DropVRAM(gfn uint64, size uint32) error
 }
 
 // Plugged is one device on the board: what its driver built, and how to

@@ -732,7 +732,7 @@ func newVGA(b *Board, p Props, pl *Plugged) error {
 	if err != nil {
 		return err
 	}
-	d, err := vga.New(vga.Config{VRAMSize: size, ROM: rom, P2M: p2m})
+	d, err := vga.New(vga.Config{VRAMSize: size, ROM: rom, P2M: p2m, Drop: b.vramDrop(p2m, size)})
 	if err != nil {
 		if p2m != nil {
 			_ = p2m.Close()
@@ -764,28 +764,43 @@ func newVGA(b *Board, p Props, pl *Plugged) error {
 	return nil
 }
 
-// vramP2MProp forces the VGA's (or Cirrus VGA's) VRAM into the guest's p2m (on) or keeps it
-// trapped device memory (off, the default until proven on every Xen).
+// vramP2MProp puts the VGA's (or Cirrus VGA's) VRAM into the guest's p2m (on, the default, as
+// QEMU-xen keeps vga.vram) or keeps it trapped device memory (off: every LFB access an ioreq).
 const vramP2MProp = "x-godm-vram-p2m"
 
-// vramP2M returns p2m VRAM of size bytes when the device asks for it and
-// the machine can place it; otherwise nil (trapped VRAM), with one
-// warning when it was asked for.
+// vramP2M returns p2m VRAM of size bytes unless the device says off or
+// the machine cannot place it; otherwise nil (trapped VRAM), with one
+// warning when on was asked for explicitly (an informational line when
+// it is only the default).
 func (b *Board) vramP2M(p Props, pl *Plugged, size uint32) (vga.P2M, error) {
-	on, err := p.Bool(vramP2MProp, false)
+	explicit := p.String(vramP2MProp, "") != ""
+	on, err := p.Bool(vramP2MProp, true)
 	if err != nil || !on {
 		return nil, err
 	}
+	say := b.env.Log.Info
+	if explicit {
+		say = b.env.Log.Warn
+	}
 	if b.env.VRAM == nil {
-		b.env.Log.Warn("VRAM stays trapped: this machine cannot place it in the guest's p2m", "id", pl.ID)
+		say("VRAM stays trapped: this machine cannot place it in the guest's p2m", "id", pl.ID)
 		return nil, nil
 	}
 	v, err := b.env.VRAM.AllocVRAM(size)
 	if err != nil {
-		b.env.Log.Warn("VRAM stays trapped: placing it in the guest's p2m failed", "id", pl.ID, "err", err)
+		say("VRAM stays trapped: placing it in the guest's p2m failed", "id", pl.ID, "err", err)
 		return nil, nil
 	}
 	return v, nil
+}
+
+// vramDrop is vga.Config.Drop for a display whose VRAM stays trapped
+// (p2m nil) on a machine that can place VRAM in the p2m.
+func (b *Board) vramDrop(p2m vga.P2M, size uint32) func(gfn uint64) error {
+	if p2m != nil || b.env.VRAM == nil {
+		return nil
+	}
+	return func(gfn uint64) error { return b.env.VRAM.DropVRAM(gfn, size) }
 }
 
 func newCirrusVGA(b *Board, p Props, pl *Plugged) error {
@@ -807,7 +822,7 @@ func newCirrusVGA(b *Board, p Props, pl *Plugged) error {
 			return err
 		}
 	}
-	d, err := vga.NewCirrus(vga.CirrusConfig{VRAMMiB: mb, ROM: rom, P2M: p2m})
+	d, err := vga.NewCirrus(vga.CirrusConfig{VRAMMiB: mb, ROM: rom, P2M: p2m, Drop: b.vramDrop(p2m, uint32(mb<<20))})
 	if err != nil {
 		if p2m != nil {
 			_ = p2m.Close()

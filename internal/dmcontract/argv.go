@@ -85,7 +85,8 @@ type Config struct {
 	VGA      string
 	VGAMemMB uint64
 	// VRAMP2M is -global DRIVER.x-godm-vram-p2m=on|off by driver (VGA,
-	// cirrus-vga): the display's VRAM as guest RAM in the p2m (xl.cfg
+	// cirrus-vga): the display's VRAM as guest RAM in the p2m (on, the
+	// board's default) or trapped (off: the opt-out, through xl.cfg's
 	// device_model_args_hvm).
 	VRAMP2M map[string]string
 	// VNC is -vnc (Enabled false for "-vnc none" or none given).

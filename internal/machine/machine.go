@@ -74,6 +74,11 @@ type Spec struct {
 	// privcmd and event-channel handles are restricted to Dom (what
 	// QEMU's -xen-domid-restrict does through xentoolcore_restrict_all).
 	Restrict bool
+	// Incoming says the domain was restored or migrated in (-incoming):
+	// Xen's stream brought its RAM back, display VRAM in the p2m
+	// included, so that VRAM is taken over where the device state says
+	// it is rather than populated again (vram.go).
+	Incoming bool
 	// Devices, if not nil, is the machine's device list (-device
 	// entries), used instead of the one the fields above describe
 	// (Entries). Serial back-ends are chardevs "serial0".."serial3".

@@ -54,24 +54,171 @@ func (a *vramAllocator) AllocVRAM(size uint32) (vga.P2M, error) {
 	for i := range gfns {
 		gfns[i] = a.next + uint64(i)
 	}
-	dom := a.m.Spec.Dom
-	if err := a.hc.PopulatePhysmap(dom, 0, 0, gfns); err != nil {
-		return nil, err
-	}
-	mp, err := foreign.Map(a.m.priv, dom, true, gfns)
-	if err == nil && mp.Holes() > 0 {
-		mp.Close()
-		err = fmt.Errorf("%d of %d VRAM pages could not be mapped", mp.Holes(), pages)
-	}
-	if err != nil {
-		_ = a.hc.DecreaseReservation(dom, 0, gfns)
-		return nil, err
-	}
-	v := &p2mVRAM{m: a.m, hc: a.hc, lay: a.lay, home: a.next, pages: uint32(pages), gfns: gfns, mp: mp,
+	v := &p2mVRAM{m: a.m, hc: a.hc, lay: a.lay, home: a.next, pages: uint32(pages), gfns: gfns,
 		wrote: make([]atomic.Uint64, (pages+63)/64)}
+	if a.m.Spec.Incoming {
+		// The frames came back with the domain's RAM: Adopt, called by
+		// the device's restore, finds them.
+		v.pending = make([]byte, size)
+	} else if err := v.populate(); err != nil {
+		return nil, err
+	}
+	v.where.Store(v.home)
 	a.next += pages
 	a.m.vrams.add(v)
 	return v, nil
+}
+
+// populate backs the home range with new frames and maps them.
+func (v *p2mVRAM) populate() error {
+	dom := v.m.Spec.Dom
+	if err := v.hc.PopulatePhysmap(dom, 0, 0, v.gfns); err != nil {
+		// Xen populates in order and stops at the first failure (seen
+		// on the box: 260 of 4096 pages, then ENOMEM at the domain's
+		// maxmem): give the ones it did back.
+		_ = v.hc.DecreaseReservation(dom, 0, v.gfns)
+		return err
+	}
+	mp, err := foreign.Map(v.m.priv, dom, true, v.gfns)
+	if err == nil && mp.Holes() > 0 {
+		mp.Close()
+		err = fmt.Errorf("%d of %d VRAM pages could not be mapped", mp.Holes(), v.pages)
+	}
+	if err != nil {
+		_ = v.hc.DecreaseReservation(dom, 0, v.gfns)
+		return err
+	}
+	v.mp = mp
+	return nil
+}
+
+// Adopt takes over the frames a restored domain has at gfn (see
+// vga.P2M): they must all be there, at the home range or at a place Map
+// would accept (a hostile record naming guest RAM is refused: its pages
+// would become VRAM and move with the BAR). Where none are, new frames
+// are populated at home, as for a domain that did not have them.
+func (v *p2mVRAM) Adopt(gfn uint64) error {
+	if v.pending == nil {
+		return nil
+	}
+	v.pending = nil
+	if gfn != 0 {
+		err := recordPlace(v.lay, v.home, v.pages, gfn)
+		if err == nil {
+			err = v.adopt(gfn)
+		}
+		if err == nil {
+			return nil
+		}
+		v.m.Spec.Log.Warn("VRAM: the restored domain's frames are not where its device state says; populating new ones",
+			"gpa", fmt.Sprintf("%#x", gfn*vramPage), "err", err)
+	}
+	if err := v.populate(); err != nil {
+		v.m.Spec.Log.Warn("VRAM stays trapped: placing it in the restored guest's p2m failed", "err", err)
+		v.m.vrams.remove(v)
+		return err
+	}
+	return nil
+}
+
+// adopt maps the frames at gfn; away from home they are the LFB BAR's,
+// pinned write-back again (the pin is the device model's, not part of
+// the domain's saved state).
+func (v *p2mVRAM) adopt(gfn uint64) error {
+	if gfn+uint64(v.pages) < gfn {
+		return errors.New("range wraps")
+	}
+	gfns := make([]uint64, v.pages)
+	for i := range gfns {
+		gfns[i] = gfn + uint64(i)
+	}
+	mp, err := foreign.Map(v.m.priv, v.m.Spec.Dom, true, gfns)
+	if err != nil {
+		return err
+	}
+	if mp.Holes() > 0 {
+		mp.Close()
+		return fmt.Errorf("%d of %d pages are not guest RAM", mp.Holes(), v.pages)
+	}
+	v.mp = mp
+	if gfn != v.home {
+		v.at = gfn
+		_ = v.m.DM.PinMemoryCacheattr(gfn, gfn+uint64(v.pages)-1, xenabi.XEN_DMOP_MEM_CACHEATTR_WB)
+	}
+	v.where.Store(gfn)
+	v.m.Spec.Log.Info("VRAM taken over from the restored domain", "gpa", fmt.Sprintf("%#x", gfn*vramPage), "pages", v.pages)
+	return nil
+}
+
+// pciMemEnd is where hvmloader's PCI memory window ends (tools/firmware/
+// hvmloader/pci.c pci_mem_end = RESERVED_MEMBASE, config.h 0xFC000000):
+// above it are Xen's and hvmloader's special pages, never a BAR.
+const pciMemEnd = 0xfc000000
+
+// recordPlace checks a place a device-state record gives for VRAM
+// frames of pages pages: their home, or where hvmloader could have put
+// the LFB BAR (inside the PCI window below pciMemEnd, over no guest RAM).
+// A record is untrusted: taking over or releasing pages elsewhere would
+// take the guest's RAM or Xen's special pages.
+func recordPlace(lay layout.Layout, home uint64, pages uint32, gfn uint64) error {
+	if gfn == home {
+		return nil
+	}
+	base, size := gfn*vramPage, uint64(pages)*vramPage
+	if gfn >= pciMemEnd/vramPage || base+size > pciMemEnd || base < 1<<20 {
+		return fmt.Errorf("VRAM at %#x is outside the PCI memory window", base)
+	}
+	for _, r := range lay.Regions() {
+		if base < r.End() && r.GPA < base+size {
+			return fmt.Errorf("VRAM at %#x overlaps guest RAM", base)
+		}
+	}
+	if h := home * vramPage; base < h+size && h < base+size {
+		return fmt.Errorf("VRAM at %#x overlaps the VRAM's own frames", base)
+	}
+	return nil
+}
+
+// DropVRAM is for a display that keeps VRAM trapped in a restored
+// domain whose saved device model had it in the p2m: the frames Xen
+// brought back at gfn are released, so its LFB BAR traps again (the
+// device's VRAM comes from its record). A place recordPlace refuses is
+// an error.
+func (a *vramAllocator) DropVRAM(gfn uint64, size uint32) error {
+	if size == 0 || size%vramPage != 0 {
+		return fmt.Errorf("VRAM of %d bytes is not a page multiple", size)
+	}
+	a.mu.Lock()
+	home := a.next
+	a.mu.Unlock()
+	pages := size / vramPage
+	if err := recordPlace(a.lay, home, pages, gfn); err != nil {
+		return err
+	}
+	gfns := make([]uint64, pages)
+	for i := range gfns {
+		gfns[i] = gfn + uint64(i)
+	}
+	// Pages that are not there (a saved godm with trapped VRAM) stop
+	// Xen's decrease_reservation early: nothing to release.
+	_ = a.hc.DecreaseReservation(a.m.Spec.Dom, 0, gfns)
+	a.m.Spec.Log.Info("VRAM kept trapped: released the restored domain's VRAM frames", "gpa", fmt.Sprintf("%#x", gfn*vramPage), "pages", pages)
+	return nil
+}
+
+// checkPlace refuses a place for the frames over guest RAM or over their
+// own home (Map's rules).
+func (v *p2mVRAM) checkPlace(base uint64) error {
+	size := uint64(v.pages) * vramPage
+	for _, r := range v.lay.Regions() {
+		if base < r.End() && r.GPA < base+size {
+			return fmt.Errorf("VRAM at %#x overlaps guest RAM", base)
+		}
+	}
+	if home := v.home * vramPage; base < home+size && home < base+size {
+		return fmt.Errorf("VRAM at %#x overlaps the VRAM's own frames", base)
+	}
+	return nil
 }
 
 // p2mVRAM is one device's VRAM frames: at home (the reserved range)
@@ -82,9 +229,12 @@ type p2mVRAM struct {
 	hc    *hcall.Caller
 	home  uint64
 	pages uint32
-	gfns  []uint64 // home's gfns, for decrease_reservation
-	mp    *foreign.Mapping
-	at    uint64 // the gfn the frames are at while mapped at a BAR, else 0
+	gfns  []uint64         // home's gfns, for decrease_reservation
+	mp    *foreign.Mapping // nil until Adopt for an incoming domain
+	// pending is Bytes until Adopt (an incoming domain's VRAM, not
+	// mapped yet), nil otherwise
+	pending []byte
+	at      uint64 // the gfn the frames are at while mapped at a BAR, else 0
 	// where is the gfn of the first frame now (home or at), for the
 	// dirty reporter's goroutine
 	where atomic.Uint64
@@ -95,7 +245,15 @@ type p2mVRAM struct {
 	warned bool
 }
 
-func (v *p2mVRAM) Bytes() []byte { return v.mp.Bytes() }
+func (v *p2mVRAM) Bytes() []byte {
+	if v.mp == nil {
+		return v.pending
+	}
+	return v.mp.Bytes()
+}
+
+// Where is the frames' gfn now.
+func (v *p2mVRAM) Where() uint64 { return v.where.Load() }
 
 // Map relocates the frames to base with XEN_DMOP_relocate_memory (Xen's
 // dm.c: xenmem_add_to_physmap with XENMAPSPACE_gmfn_range, what QEMU's
@@ -109,19 +267,19 @@ func (v *p2mVRAM) Map(base uint64) error {
 	// A guest placing the BAR over its own RAM would have Xen drop those
 	// pages (add_to_physmap frees what was at the destination): that
 	// BAR stays trapped instead.
-	size := uint64(v.pages) * vramPage
-	for _, r := range v.lay.Regions() {
-		if base < r.End() && r.GPA < base+size {
-			return fmt.Errorf("VRAM BAR at %#x overlaps guest RAM", base)
-		}
+	if err := v.checkPlace(base); err != nil {
+		return fmt.Errorf("BAR: %w", err)
 	}
-	if home := v.home * vramPage; base < home+size && home < base+size {
-		return fmt.Errorf("VRAM BAR at %#x overlaps the VRAM's own frames", base)
+	if v.mp == nil {
+		return errors.New("VRAM frames not taken over yet")
+	}
+	dst := base / vramPage
+	if v.at == dst {
+		return nil // adopted there (a restore)
 	}
 	if v.at != 0 {
 		v.Unmap()
 	}
-	dst := base / vramPage
 	if err := v.m.DM.RelocateMemory(v.pages, v.home, dst); err != nil {
 		// Xen moves what it can before failing; take it back.
 		_ = v.m.DM.RelocateMemory(v.pages, dst, v.home)
@@ -240,8 +398,12 @@ func (v *p2mVRAM) Dirty(bitmap []byte) error {
 // box: decrease_reservation then finds holes and refuses).
 func (v *p2mVRAM) Close() error {
 	v.m.vrams.remove(v)
+	if v.mp == nil {
+		return nil // never adopted or populated: nothing of ours in Xen
+	}
 	v.Unmap()
 	err := v.mp.Close()
+	v.mp = nil
 	_ = v.hc.DecreaseReservation(v.m.Spec.Dom, 0, v.gfns)
 	return err
 }

@@ -392,8 +392,8 @@ exit 0`}
 }
 
 // EnvVGAP2M set to "off" runs the stdvga and cirrus scenarios with
-// trapped VRAM (their check of the move into the p2m then fails): a
-// comparison run.
+// trapped VRAM (-global DRIVER.x-godm-vram-p2m=off, the opt-out; godm's
+// default is VRAM in the p2m): a comparison run.
 const EnvVGAP2M = "GODM_XENBOX_VGA_P2M"
 
 // VNCCapPath is the box's VNC client (internal/xenbox/vnccap).
@@ -438,17 +438,52 @@ func VNCCapPNG(lines []Line) ([]byte, error) {
 // tablet on port 1, and SeaBIOS's USB initialisation walks its schedule
 // on the way to the banner.
 //
-// The VGA's VRAM is guest RAM in the p2m here (-global
-// VGA.x-godm-vram-p2m=on, cirrus-vga. for the Cirrus scenario): hvmloader's
-// BAR programming moves its frames to the LFB, and godm's log must say so
-// (XENBOX-FACT vram_p2m, a count).
+// The VGA's VRAM is guest RAM in the p2m here (godm's default):
+// hvmloader's BAR programming moves its frames to the LFB, and godm's log
+// must say so (XENBOX-FACT vram_p2m, a count). At the banner the domain
+// is saved and restored (vgaSaveRestore).
 func StdVGAScenario() Scenario {
 	return vgaScenario("stdvga", "lv", "vga = \"stdvga\"\nusb = 1\nusbdevice = \"tablet\"\n", `xl qemu-monitor-command lv "info pci" >/tmp/lv-pci.txt 2>&1 || fail "HMP info pci failed"
 cat /tmp/lv-pci.txt
 grep -A1 'device   1, function 2:' /tmp/lv-pci.txt | grep -q 'PCI device 8086:7020' || fail "no UHCI (8086:7020) at 00:01.2 in info pci"
 echo "XENBOX-FACT uhci=00:01.2"
-`)
+`+vgaSaveRestore)
 }
+
+// vgaSaveRestore is the stdvga scenario's xl save and xl restore of the
+// domain at SeaBIOS's banner, paused on both sides, then xl migrate to
+// this host (left paused): godm's screendump after each must equal the
+// one before (the new godm shows the VRAM frames Xen's stream brought
+// back), the new godms' logs must say they took the frames over
+// (XENBOX-FACT vram_adopted, a count) and the domain's memory must not
+// grow (a second copy of VRAM).
+const vgaSaveRestore = `xl pause $d || fail "xl pause failed"
+rm -f /tmp/lv-pre.ppm /tmp/lv-post.ppm
+xl qemu-monitor-command lv "screendump /tmp/lv-pre.ppm" >/dev/null 2>&1 || fail "screendump before the save failed"
+mem0=$(xl list $d | awk 'NR==2{print $3}')
+xl save lv /tmp/lv.save || fail "xl save failed"
+GODM_VERBOSE=1 xl restore -p /tmp/lv.save || fail "xl restore failed"
+d=$(xl domid lv)
+mem1=$(xl list $d | awk 'NR==2{print $3}')
+echo "XENBOX-FACT mem_before_save=$mem0 mem_after_restore=$mem1"
+xl qemu-monitor-command lv "screendump /tmp/lv-post.ppm" >/dev/null 2>&1 || fail "screendump after the restore failed"
+if cmp -s /tmp/lv-pre.ppm /tmp/lv-post.ppm; then echo "XENBOX-FACT sr_screen=equal"; else echo "XENBOX-FACT sr_screen=differs"; fi
+# Then a live migration to this host (log-dirty on, the VRAM frames sent
+# as RAM), the domain left paused on arrival.
+rm -f /tmp/lv-mig.ppm
+GODM_VERBOSE=1 xl migrate -s "" lv "xl migrate-receive -p" || fail "xl migrate to localhost failed"
+d=$(xl domid lv)
+mem2=$(xl list $d | awk 'NR==2{print $3}')
+echo "XENBOX-FACT mem_after_migrate=$mem2"
+xl qemu-monitor-command lv "screendump /tmp/lv-mig.ppm" >/dev/null 2>&1 || fail "screendump after the migration failed"
+if cmp -s /tmp/lv-pre.ppm /tmp/lv-mig.ppm; then echo "XENBOX-FACT migrate_screen=equal"; else echo "XENBOX-FACT migrate_screen=differs"; fi
+# The migration's receiver is domain lv--incoming until it completes:
+# its godm logs to qemu-dm-lv--incoming.log.
+echo "XENBOX-FACT vram_adopted=$(cat /var/log/xen/qemu-dm-lv*.log* | grep -c "VRAM taken over from the restored domain")"
+echo "XENBOX-FACT vram_trapped_after=$(cat /var/log/xen/qemu-dm-lv*.log* | grep -c "VRAM stays trapped")"
+for l in /var/log/xen/qemu-dm-lv*.log*; do [ "$l" = "$log" ] || { echo "--- $l"; cat $l; }; done
+xl unpause $d || fail "xl unpause after the restore failed"
+`
 
 // CirrusScenario is StdVGAScenario with an unchanged config's display:
 // no vga= line, so libxl's default, the Cirrus VGA (-device
@@ -466,11 +501,10 @@ func vgaScenario(name, dom, vgaLine, extra string) Scenario {
 	if name == "cirrus" {
 		drv = "cirrus-vga"
 	}
-	p2m := "on"
+	extraArgs := ""
 	if os.Getenv(EnvVGAP2M) == "off" {
-		p2m = "off" // for a comparison run
+		extraArgs = `, "-global", "` + drv + `.x-godm-vram-p2m=off"` // for a comparison run
 	}
-	extraArgs := `, "-global", "` + drv + `.x-godm-vram-p2m=` + p2m + `"`
 	cfg := fmt.Sprintf(`name = "lv"
 type = "hvm"
 memory = 32

@@ -414,6 +414,23 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 		if r.Fields["uhci"] != "00:01.2" {
 			t.Errorf("usb=1 usbdevice=\"tablet\": UHCI at %q, want 00:01.2 (QEMU-xen's place)", r.Fields["uhci"])
 		}
+		// xl save and xl restore at the banner (vgaSaveRestore): the
+		// restored godm shows the same picture from the VRAM frames Xen
+		// brought back, taken over rather than populated again.
+		if r.Fields["sr_screen"] != "equal" || r.Fields["migrate_screen"] != "equal" {
+			t.Errorf("screendump after xl save/restore: %q, after xl migrate: %q; want equal to the one before",
+				r.Fields["sr_screen"], r.Fields["migrate_screen"])
+		}
+		if m0, m1, m2 := r.Fields["mem_before_save"], r.Fields["mem_after_restore"], r.Fields["mem_after_migrate"]; m0 == "" || m0 != m1 || m0 != m2 {
+			t.Errorf("the domain's memory went from %q MiB to %q MiB across save/restore, %q MiB across the migration", m0, m1, m2)
+		}
+		if os.Getenv(EnvVGAP2M) != "off" && (r.Fields["vram_adopted"] != "2" || r.Fields["vram_trapped_after"] != "0") {
+			t.Errorf("the restored and migrated godms took VRAM over %q times (want 2), trapped it %q times (want 0)",
+				r.Fields["vram_adopted"], r.Fields["vram_trapped_after"])
+		}
+		t.Logf("save/restore then migration at the banner: screen %s/%s, memory %s -> %s -> %s MiB, VRAM taken over %s times",
+			r.Fields["sr_screen"], r.Fields["migrate_screen"], r.Fields["mem_before_save"], r.Fields["mem_after_restore"],
+			r.Fields["mem_after_migrate"], r.Fields["vram_adopted"])
 		// The picture itself travels as base64 lines on a console that
 		// guests' and Xen's own lines share; one may land inside a
 		// chunk (CI saw it on 4.20). dom0 already compared the VNC
