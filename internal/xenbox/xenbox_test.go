@@ -69,6 +69,12 @@ func TestRealXen(t *testing.T) {
 	if extra[SpinFWPath], err = BuildFirmware(tmp, "spin", nil, true); err != nil {
 		t.Fatal(err)
 	}
+	if extra[PTFWPath], err = BuildPTFirmware(tmp, "pt"); err != nil {
+		t.Fatal(err)
+	}
+	for dst, src := range ptSampleFiles(t) {
+		extra[dst] = src
+	}
 	if extra[SaveRestoreFWPath], err = BuildSaveRestoreFirmware(tmp, "saverestore"); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +139,7 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 	if qemu {
 		scen = append(scen, QEMUFirmwareScenario())
 	}
-	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), SaveRestoreScenario(), LibxlDiskScenario(), LibxlAHCIDiskScenario(), StdVGAScenario(), CirrusScenario())
+	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), PassthroughScenario(), SaveRestoreScenario(), LibxlDiskScenario(), LibxlAHCIDiskScenario(), StdVGAScenario(), CirrusScenario())
 	// The Linux guest boots in the box whose assets hold the kernel
 	// package (4.17's; the 4.20 box borrows its dom0 kernel): one guest
 	// boot per test run, the heaviest scenario (~9 min under load).
@@ -351,6 +357,7 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 			t.Errorf("godm runs as uid %q in %q, want xen-qemuuser-shared (997) in the chroot", r.Fields["uid"], r.Fields["root"])
 		}
 	})
+	check("passthrough", func(t *testing.T, r Result) { checkPassthrough(t, o, r, PTProbes()) })
 	check("save-restore", func(t *testing.T, r Result) {
 		// xl save and xl restore: the firmware's rounds go on from where
 		// they were, and the device registers it set read the same.
