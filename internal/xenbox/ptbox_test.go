@@ -283,24 +283,21 @@ func TestPTCheck(t *testing.T) {
 	}
 }
 
-var ptLine = regexp.MustCompile(`pt-com1\[(\d+)\] FW ((?:\S+ \S+ ?)+)$`)
+var opsLine = regexp.MustCompile(`(p[ta]-com1)\[(\d+)\] FW ((?:\S+ \S+ ?)+)$`)
 
-// ptProblems checks the passthrough scenario's outcome: every read the
-// firmware relayed (pt-com1[<domid>]) equals xensim's answer (want) and
-// the fixed facts, its END line counts them all, the two servers had
-// different ids, the standalone server exited 0 on SIGTERM and refused
-// to map the function Xen had not assigned.
-func ptProblems(o *Outcome, r Result, probes []Probe, want map[int]uint64) []string {
+// opsAnswers collects what an ops firmware relayed as "<prefix>[dom] FW
+// ..." lines: each read by index, and the count of its END line (-1:
+// none).
+func opsAnswers(o *Outcome, prefix, dom string) (map[int]uint64, int, []string) {
 	var bad []string
-	dom := r.Fields["domid"]
 	got := map[int]uint64{}
 	end := -1
 	for _, l := range o.Lines {
-		m := ptLine.FindStringSubmatch(strings.TrimSpace(l.Text))
-		if m == nil || m[1] != dom {
+		m := opsLine.FindStringSubmatch(strings.TrimSpace(l.Text))
+		if m == nil || m[1] != prefix || m[2] != dom {
 			continue
 		}
-		f := strings.Fields(m[2])
+		f := strings.Fields(m[3])
 		if f[0] == "END" {
 			end, _ = strconv.Atoi(f[1])
 			continue
@@ -315,6 +312,16 @@ func ptProblems(o *Outcome, r Result, probes []Probe, want map[int]uint64) []str
 			got[i] = v
 		}
 	}
+	return got, end, bad
+}
+
+// ptProblems checks the passthrough scenario's outcome: every read the
+// firmware relayed (pt-com1[<domid>]) equals xensim's answer (want) and
+// the fixed facts, its END line counts them all, the two servers had
+// different ids, the standalone server exited 0 on SIGTERM and refused
+// to map the function Xen had not assigned.
+func ptProblems(o *Outcome, r Result, probes []Probe, want map[int]uint64) []string {
+	got, end, bad := opsAnswers(o, "pt-com1", r.Fields["domid"])
 	reads := 0
 	for i, p := range probes {
 		if p.Step.Write || IsPTWait(p) {
@@ -357,4 +364,192 @@ func checkPassthrough(t *testing.T, o *Outcome, r Result, probes []Probe) {
 	}
 	t.Logf("ioreq servers on dom%s: main %s, standalone %s; standalone exit %s, refusals of the unassigned function %s",
 		r.Fields["domid"], r.Fields["main_server"], r.Fields["pt_server"], r.Fields["pt_exit"], r.Fields["pt_unassigned"])
+}
+
+// paProblems checks the pci-attach scenario's outcome: every read of
+// the firmware (pa-com1[<domid>]) with its fixed answer where it has
+// one, the END line, and dom0's facts: the function bound to pciback,
+// listed by xl pci-list and HMP info pci at PTSlot after the attach,
+// gone after the detach, and no IOMMU page fault in Xen's log.
+func paProblems(o *Outcome, r Result, ops []FWOp) []string {
+	got, end, bad := opsAnswers(o, "pa-com1", r.Fields["domid"])
+	reads := 0
+	for i, op := range ops {
+		if op.Write || op.Kind == FWWait {
+			continue
+		}
+		reads++
+		g, ok := got[i]
+		switch {
+		case !ok:
+			bad = append(bad, fmt.Sprintf("op %d: no answer from the firmware", i))
+		case op.Known != nil && g != *op.Known:
+			bad = append(bad, fmt.Sprintf("op %d: %#x, want %#x (%s)", i, g, *op.Known, op.Why))
+		}
+	}
+	if end != reads {
+		bad = append(bad, fmt.Sprintf("firmware END line says %d reads (-1: none seen), the op list has %d", end, reads))
+	}
+	for k, v := range map[string]string{"stub": "pciback", "attached": "1", "hmp": "1234:11e8", "detached": "yes", "io_page_faults": "0"} {
+		if r.Fields[k] != v {
+			bad = append(bad, fmt.Sprintf("%s = %q, want %q", k, r.Fields[k], v))
+		}
+	}
+	return bad
+}
+
+// checkPCIAttach is TestRealXen's check of the pci-attach scenario.
+func checkPCIAttach(t *testing.T, o *Outcome, r Result) {
+	for _, b := range paProblems(o, r, PAOps()) {
+		t.Error(b)
+	}
+	t.Logf("xl pci-attach of %s (bound to %s) at slot %d, then pci-detach: %v", r.Fields["bdf"], r.Fields["stub"], PTSlot, r.Fields)
+}
+
+// TestIOMMUConfig: the IOMMU box is the box's command line on q35 with
+// QEMU's AMD IOMMU, an edu function and Xen's IOMMU on; the default box
+// is unchanged (pc, no extra devices).
+func TestIOMMUConfig(t *testing.T) {
+	base := Config{Assets: Assets{Dir: "/a"}, Initramfs: "/i.cpio"}
+	def := strings.Join(base.Args(), " ")
+	if !strings.Contains(def, "-machine pc ") || strings.Contains(def, "iommu") || strings.Contains(def, "edu") {
+		t.Errorf("default box: %s", def)
+	}
+	c := IOMMUConfig(base)
+	args := c.Args()
+	got := strings.Join(args, " ")
+	for _, want := range []string{"-machine q35 ", " -device amd-iommu -device edu", "noreboot iommu=on"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("IOMMU box lacks %q: %s", want, got)
+		}
+	}
+	// The Xen command line is one argument, after -append.
+	for i, a := range args {
+		if a == "-append" && (i+1 >= len(args) || !strings.HasSuffix(args[i+1], " iommu=on")) {
+			t.Errorf("-append %q", args[i+1])
+		}
+	}
+	if len(base.Extra) != 0 || base.Machine != "" || base.XenArgs != "" {
+		t.Errorf("IOMMUConfig changed its argument: %+v", base)
+	}
+}
+
+// TestPAFirmware builds the pci-attach firmware and checks its op table:
+// MMIO ops at the BAR, one wait, facts on both sides of it.
+func TestPAFirmware(t *testing.T) {
+	ops := PAOps()
+	src := OpsFirmwareSource(ops)
+	if !strings.Contains(src, "#define NOPS "+strconv.Itoa(len(ops))+"\n") {
+		t.Errorf("the firmware's NOPS is not %d", len(ops))
+	}
+	if n := strings.Count(src, fmt.Sprintf("{%#x, %d, 4, 0, 0x0},", PABAR, FWMMIO)); n != 2 {
+		t.Errorf("%d MMIO reads of BAR0's first register, want 2 (before and after the detach)", n)
+	}
+	wait, before, after := -1, 0, 0
+	for i, o := range ops {
+		switch {
+		case o.Kind == FWWait:
+			if wait >= 0 {
+				t.Fatal("two waits")
+			}
+			wait = i
+		case o.Known != nil && wait < 0:
+			before++
+		case o.Known != nil:
+			after++
+		}
+	}
+	if wait < 0 || before < 4 || after < 3 {
+		t.Errorf("wait at %d, %d facts before, %d after", wait, before, after)
+	}
+	p, err := BuildPAFirmware(t.TempDir(), "pa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}
+
+// TestPCIAttachScenarioScript checks the pci-attach script: the function
+// bound to pciback, a guest with an IOMMU context and godm as its device
+// model, xl pci-attach at PTSlot before the guest runs, pci-detach
+// before the go byte, and the facts paProblems checks.
+func TestPCIAttachScenarioScript(t *testing.T) {
+	s := PCIAttachScenario().Script
+	for _, want := range []string{
+		`device_model_override = "` + GodmPath + `"`, `passthrough = "enabled"`, `"-godm-sandbox", "off"`,
+		"xl pci-assignable-add $bdf", "xl pci-assignable-remove $bdf",
+		"XENBOX-FACT stub=", "XENBOX-FACT attached=", "XENBOX-FACT hmp=", "XENBOX-FACT detached=", "XENBOX-FACT io_page_faults=",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("script lacks %q", want)
+		}
+	}
+	order := []string{"xl create -p", "xl pci-attach pa $bdf@" + strconv.Itoa(PTSlot), "xl unpause", "FW WAIT", "xl pci-detach pa $bdf", "printf '!'", "gone $d"}
+	at := 0
+	for _, w := range order {
+		i := strings.Index(s[at:], w)
+		if i < 0 {
+			t.Fatalf("script lacks %q after position %d", w, at)
+		}
+		at += i
+	}
+}
+
+// TestPACheck: paProblems passes a console with every fact right and
+// fails a wrong MMIO read, a missing END or a wrong dom0 fact.
+func TestPACheck(t *testing.T) {
+	ops := PAOps()
+	console := func(bad int, end bool) []Line {
+		var l []Line
+		reads := 0
+		for i, o := range ops {
+			if o.Write || o.Kind == FWWait {
+				continue
+			}
+			reads++
+			v := uint64(0x1234)
+			if o.Known != nil {
+				v = *o.Known
+			}
+			if i == bad {
+				v ^= 0x100
+			}
+			l = append(l, Line{Text: "[pci-attach] pa-com1[3] FW " + strconv.Itoa(i) + " " + strconv.FormatUint(v, 16)})
+		}
+		if end {
+			l = append(l, Line{Text: "[pci-attach] pa-com1[3] FW END " + strconv.Itoa(reads)})
+		}
+		return l
+	}
+	good := map[string]string{"domid": "3", "stub": "pciback", "attached": "1", "hmp": "1234:11e8", "detached": "yes", "io_page_faults": "0"}
+	mmioRead := -1
+	for i, o := range ops {
+		if o.Kind == FWMMIO && !o.Write && o.Known != nil {
+			mmioRead = i
+			break
+		}
+	}
+	if errs := paProblems(&Outcome{Lines: console(-1, true)}, Result{Fields: good}, ops); len(errs) != 0 {
+		t.Errorf("good console: %q", errs)
+	}
+	if errs := paProblems(&Outcome{Lines: console(mmioRead, true)}, Result{Fields: good}, ops); len(errs) != 1 {
+		t.Errorf("a wrong MMIO read: %q", errs)
+	}
+	if errs := paProblems(&Outcome{Lines: console(-1, false)}, Result{Fields: good}, ops); len(errs) != 1 {
+		t.Errorf("no END: %q", errs)
+	}
+	for _, k := range []string{"stub", "attached", "hmp", "detached", "io_page_faults"} {
+		f := map[string]string{}
+		for a, b := range good {
+			f[a] = b
+		}
+		f[k] = "2"
+		if errs := paProblems(&Outcome{Lines: console(-1, true)}, Result{Fields: f}, ops); len(errs) != 1 {
+			t.Errorf("%s wrong: %q", k, errs)
+		}
+	}
 }
