@@ -92,8 +92,9 @@ type StandaloneConfig struct {
 	// mapped or bound before Xen confirms the assignment (Config.Assign).
 	RequireAssigned bool
 	// Grant does the toolstack's part itself (Grant): permissions and
-	// IOMMU assignment, undone on exit. For a host without a toolstack
-	// that assigns the function (no QMP-capable device model yet).
+	// IOMMU assignment, undone on exit. For a function no toolstack
+	// assigns (libxl assigns only what its device model added through
+	// QMP).
 	Grant bool
 	// GrantFlags are the assign_device flags (0, or domctl.RDMRelaxed).
 	GrantFlags uint32
