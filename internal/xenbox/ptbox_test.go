@@ -369,6 +369,7 @@ func checkPassthrough(t *testing.T, o *Outcome, r Result, probes []Probe) {
 // paProblems checks the pci-attach scenario's outcome: every read of
 // the firmware (pa-com1[<domid>]) with its fixed answer where it has
 // one, the END line, and dom0's facts: the function bound to pciback,
+// the attach refused under godm's sandbox with its line,
 // listed by xl pci-list and HMP info pci at PTSlot after the attach,
 // gone after the detach, and no IOMMU page fault in Xen's log.
 func paProblems(o *Outcome, r Result, ops []FWOp) []string {
@@ -390,7 +391,7 @@ func paProblems(o *Outcome, r Result, ops []FWOp) []string {
 	if end != reads {
 		bad = append(bad, fmt.Sprintf("firmware END line says %d reads (-1: none seen), the op list has %d", end, reads))
 	}
-	for k, v := range map[string]string{"stub": "pciback", "attached": "1", "hmp": "1234:11e8", "detached": "yes", "io_page_faults": "0"} {
+	for k, v := range map[string]string{"stub": "pciback", "sandbox_refusal": "1", "attached": "1", "hmp": "1234:11e8", "detached": "yes", "io_page_faults": "0"} {
 		if r.Fields[k] != v {
 			bad = append(bad, fmt.Sprintf("%s = %q, want %q", k, r.Fields[k], v))
 		}
@@ -482,13 +483,13 @@ func TestPCIAttachScenarioScript(t *testing.T) {
 	for _, want := range []string{
 		`device_model_override = "` + GodmPath + `"`, `passthrough = "enabled"`, `"-godm-sandbox", "off"`,
 		"xl pci-assignable-add $bdf", "xl pci-assignable-remove $bdf",
-		"XENBOX-FACT stub=", "XENBOX-FACT attached=", "XENBOX-FACT hmp=", "XENBOX-FACT detached=", "XENBOX-FACT io_page_faults=",
+		"XENBOX-FACT stub=", "XENBOX-FACT sandbox_refusal=", "XENBOX-FACT attached=", "XENBOX-FACT hmp=", "XENBOX-FACT detached=", "XENBOX-FACT io_page_faults=",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("script lacks %q", want)
 		}
 	}
-	order := []string{"xl create -p", "xl pci-attach pa $bdf@" + strconv.Itoa(PTSlot), "xl unpause", "FW WAIT", "xl pci-detach pa $bdf", "printf '!'", "gone $d"}
+	order := []string{"xl pci-attach pas $bdf@", "xl destroy pas", "xl create -p /tmp/pa.cfg", "xl pci-attach pa $bdf@" + strconv.Itoa(PTSlot), "xl unpause", "FW WAIT", "xl pci-detach pa $bdf", "printf '!'", "gone $d"}
 	at := 0
 	for _, w := range order {
 		i := strings.Index(s[at:], w)
@@ -525,7 +526,7 @@ func TestPACheck(t *testing.T) {
 		}
 		return l
 	}
-	good := map[string]string{"domid": "3", "stub": "pciback", "attached": "1", "hmp": "1234:11e8", "detached": "yes", "io_page_faults": "0"}
+	good := map[string]string{"domid": "3", "stub": "pciback", "sandbox_refusal": "1", "attached": "1", "hmp": "1234:11e8", "detached": "yes", "io_page_faults": "0"}
 	mmioRead := -1
 	for i, o := range ops {
 		if o.Kind == FWMMIO && !o.Write && o.Known != nil {
@@ -542,7 +543,7 @@ func TestPACheck(t *testing.T) {
 	if errs := paProblems(&Outcome{Lines: console(-1, false)}, Result{Fields: good}, ops); len(errs) != 1 {
 		t.Errorf("no END: %q", errs)
 	}
-	for _, k := range []string{"stub", "attached", "hmp", "detached", "io_page_faults"} {
+	for _, k := range []string{"stub", "sandbox_refusal", "attached", "hmp", "detached", "io_page_faults"} {
 		f := map[string]string{}
 		for a, b := range good {
 			f[a] = b
