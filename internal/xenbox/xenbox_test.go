@@ -624,7 +624,12 @@ func checkLinuxDisk(t *testing.T, o *Outcome, r Result, d LinuxDisk) {
 // function (iommuScenarios) run: unset, in a second, short boot of each
 // release on the IOMMU box (IOMMUConfig); "main", in the main boot,
 // which then runs on the IOMMU box itself (one boot per release);
-// "off", nowhere (their subtests skip, saying so).
+// "off", nowhere (their subtests skip, saying so). A first "main" run on
+// 4.17 (host load 12-15) passed every scenario up to cirrus, pci-attach
+// included, but linux-disk did not finish within the boot's budget (its
+// guest still loading the kernel after 12 minutes; whether the IOMMU
+// slows dom0's foreign mappings or the load alone did is not known), so
+// CI keeps the separate boot.
 const envIOMMU = "GODM_XENBOX_IOMMU"
 
 func iommuPlace(t *testing.T) string {
