@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"godm/devices"
+	"godm/hyp/dm"
 	"godm/hyp/domctl"
 	"godm/hyp/hcall"
 	"godm/hyp/privcmd"
@@ -108,7 +109,7 @@ func TestExitPathsLeaveNothing(t *testing.T) {
 			ready, done := make(chan struct{}), make(chan error, 1)
 			go func() {
 				done <- Standalone(ctx, r.sim.Kernel(0), StandaloneConfig{Dom: r.dom.ID(), Host: host, Slot: 5,
-					HostOptions: HostOptions{SysfsRoot: r.root}, Grant: true, Ready: func(*Device) { close(ready) }})
+					HostOptions: HostOptions{SysfsRoot: r.root}, Grant: true, Ready: func(*Device, dm.ServerID) { close(ready) }})
 			}()
 			select {
 			case <-ready:

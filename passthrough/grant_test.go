@@ -7,6 +7,7 @@ import (
 
 	"godm/devices"
 	"godm/hyp"
+	"godm/hyp/dm"
 	"godm/hyp/xenabi"
 	"godm/hyp/xensim"
 )
@@ -81,7 +82,7 @@ func TestStandaloneGrant(t *testing.T) {
 	go func() {
 		done <- Standalone(ctx, r.sim.Kernel(0), StandaloneConfig{Dom: r.dom.ID(), Host: devices.NewSBDF(0, 3, 0, 0), Slot: 5,
 			HostOptions: HostOptions{SysfsRoot: r.root}, Grant: true, RequireAssigned: true,
-			Ready: func(d *Device) { ready <- d }})
+			Ready: func(d *Device, _ dm.ServerID) { ready <- d }})
 	}()
 	select {
 	case <-ready:

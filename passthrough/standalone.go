@@ -10,6 +10,7 @@ import (
 
 	"godm/devices"
 	"godm/hyp"
+	"godm/hyp/dm"
 	"godm/hyp/domctl"
 	"godm/hyp/hcall"
 	"godm/hyp/kernel"
@@ -91,16 +92,19 @@ type StandaloneConfig struct {
 	// mapped or bound before Xen confirms the assignment (Config.Assign).
 	RequireAssigned bool
 	// Grant does the toolstack's part itself (Grant): permissions and
-	// IOMMU assignment, undone on exit. For a host without a toolstack
-	// that assigns the function (no QMP-capable device model yet).
+	// IOMMU assignment, undone on exit. For a function no toolstack
+	// assigns (libxl assigns only what its device model added through
+	// QMP).
 	Grant bool
 	// GrantFlags are the assign_device flags (0, or domctl.RDMRelaxed).
 	GrantFlags uint32
 	// Log receives control-path messages; nil discards them.
 	Log *slog.Logger
-	// Ready, if set, is called with the device once it is plugged and
-	// the ioreq server runs.
-	Ready func(*Device)
+	// Ready, if set, is called with the device and its ioreq server's id
+	// once the device is plugged and the server runs (beside a main
+	// device model on the same domain, the ids differ: Xen gives each
+	// server of a domain its own).
+	Ready func(*Device, dm.ServerID)
 
 	// toolstack, if set, wraps the Toolstack Grant uses (tests).
 	toolstack func(Toolstack) Toolstack
@@ -184,7 +188,7 @@ func Standalone(ctx context.Context, k kernel.Kernel, cfg StandaloneConfig) (err
 		return err
 	}
 	defer func() { err = errors.Join(err, dev.Unplug()) }()
-	log.Info("passthrough: serving", "host", cfg.Host, "guest", dev.SBDF(), "dom", cfg.Dom,
+	log.Info("passthrough: serving", "host", cfg.Host, "guest", dev.SBDF(), "dom", cfg.Dom, "ioreq_server", srv.ID(),
 		"domctl", fmt.Sprintf("%#x", dc.InterfaceVersion()))
 	if cfg.afterPlug != nil {
 		if err := cfg.afterPlug(); err != nil {
@@ -192,7 +196,7 @@ func Standalone(ctx context.Context, k kernel.Kernel, cfg StandaloneConfig) (err
 		}
 	}
 	if cfg.Ready != nil {
-		cfg.Ready(dev)
+		cfg.Ready(dev, srv.ID())
 	}
 	return srv.Serve(ctx)
 }

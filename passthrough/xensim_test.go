@@ -9,6 +9,7 @@ import (
 
 	"godm/devices"
 	"godm/hyp"
+	"godm/hyp/dm"
 	"godm/hyp/domctl"
 	"godm/hyp/hcall"
 	"godm/hyp/privcmd"
@@ -100,7 +101,7 @@ func (r *simRig) standalone(t *testing.T, host string, slot uint8) (*Device, con
 	done := make(chan error, 1)
 	go func() {
 		done <- Standalone(ctx, r.sim.Kernel(0), StandaloneConfig{Dom: r.dom.ID(), Host: addr, Slot: slot,
-			HostOptions: HostOptions{SysfsRoot: r.root}, Ready: func(d *Device) { ready <- d }})
+			HostOptions: HostOptions{SysfsRoot: r.root}, Ready: func(d *Device, _ dm.ServerID) { ready <- d }})
 	}()
 	select {
 	case d := <-ready:

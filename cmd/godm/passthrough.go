@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"godm/hyp"
+	"godm/hyp/dm"
 	"godm/hyp/domctl"
 	"godm/hyp/kernel"
 	"godm/hyp/xenstore"
@@ -68,8 +69,8 @@ func cmdPassthrough(ctx context.Context, args []string, out, w io.Writer) error 
 		Grant:           *grant,
 		RequireAssigned: !*noCheck && !*grant,
 		Log:             log,
-		Ready: func(d *passthrough.Device) {
-			fmt.Fprintf(out, "godm: %v passed through to %v as %v\n", addr, hyp.DomID(*domid), d.SBDF())
+		Ready: func(d *passthrough.Device, srv dm.ServerID) {
+			fmt.Fprintf(out, "godm: %v passed through to %v as %v (ioreq server %d)\n", addr, hyp.DomID(*domid), d.SBDF(), srv)
 		},
 	}
 	if *rdmRelaxed {

@@ -106,6 +106,13 @@ type Config struct {
 	// Monitor is a Unix socket path for QEMU's human monitor ("" in
 	// Args: none; Boot makes one for its wedge report).
 	Monitor string
+	// Machine is QEMU's machine type (default "pc").
+	Machine string
+	// Extra are QEMU arguments appended to the box's (devices for dom0,
+	// e.g. "-device", "edu").
+	Extra []string
+	// XenArgs are appended to Xen's command line (e.g. "iommu=on").
+	XenArgs string
 }
 
 // stallKeys switch the box's serial input from dom0 to Xen (three
@@ -193,15 +200,24 @@ func (c Config) Args() []string {
 	if mem == 0 {
 		mem = 2048
 	}
-	return []string{"-machine", "pc", "-accel", "tcg", "-cpu", "qemu64,+svm,+npt",
+	machine := c.Machine
+	if machine == "" {
+		machine = "pc"
+	}
+	xen := "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all noreboot"
+	if c.XenArgs != "" {
+		xen += " " + c.XenArgs
+	}
+	args := []string{"-machine", machine, "-accel", "tcg", "-cpu", "qemu64,+svm,+npt",
 		"-m", fmt.Sprint(mem), "-smp", fmt.Sprint(c.cpus()),
 		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", c.monitorArg(),
 		"-kernel", c.Assets.XenELF(),
-		"-append", "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all noreboot",
+		"-append", xen,
 		// Multiboot modules are comma-separated; each one's command
 		// line follows its file name.
 		"-initrd", c.Assets.Vmlinux() + " console=hvc0 earlyprintk=xen rdinit=/init loglevel=6," + c.Initramfs,
 	}
+	return append(args, c.Extra...)
 }
 
 func (c Config) monitorArg() string {

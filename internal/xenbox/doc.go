@@ -30,7 +30,14 @@
 // started by hand serves: godm must exit and the domain must vanish; the
 // same probe firmware under QEMU's own Xen device model (qemu-system-xen),
 // whose answers must equal godm's but for the listed deviations, each
-// with its reason (the platform device at 00:02.0 in both). With
+// with its reason (the platform device at 00:02.0 in both); a standalone
+// `godm passthrough` ioreq server beside godm as libxl's device model on
+// the same domain (PassthroughScenario). The pci-attach scenario runs in
+// a second, short boot of each release, the IOMMU box (IOMMUConfig:
+// QEMU's q35 with its emulated AMD IOMMU and an edu function for dom0,
+// Xen's iommu=on): xl pci-attach and pci-detach with godm as libxl's
+// device model, the guest reading the function's registers through the
+// BAR Xen mapped. With
 // GODM_XENBOX_BENCH set, the same boot also runs the timing firmware
 // (BenchFirmwareSource) with godm and with QEMU-xen in alternation, both
 // launched by libxl from the same config, and logs the "godm vs QEMU on

@@ -35,6 +35,11 @@ func Dom0(a Assets, extra map[string]string, scenarios []Scenario, hostLibDirs [
 	for _, m := range []string{"xenfs", "xen-privcmd", "xen-evtchn", "xen-gntdev", "xen-gntalloc"} {
 		f.File("lib/modules/"+m+".ko", filepath.Join(a.Modules(), m+".ko"), 0o644)
 	}
+	// pciback is there for scenarios that hand a PCI function to a
+	// guest; /init does not load it.
+	if p := filepath.Join(a.Modules(), "xen-pciback.ko"); fileExists(p) {
+		f.File("lib/modules/xen-pciback.ko", p, 0o644)
+	}
 	for dst, src := range extra {
 		f.File(dst, src, 0o755)
 	}

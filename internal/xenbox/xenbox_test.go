@@ -41,8 +41,10 @@ func buildGo(t *testing.T, dir, name, pkg string, test bool) string {
 // with the same godm binary: hyp/hyptest against real Xen, an HVM guest
 // created by xl whose device model is godm and whose firmware probes
 // every xenfv device (its answers must equal godm's on xensim, and the
-// platform's fixed facts), xl destroy under a serving godm, and libxl
-// driving godm as its device model.
+// platform's fixed facts), xl destroy under a serving godm, libxl
+// driving godm as its device model, a standalone passthrough server
+// beside it, and (in the IOMMU box, a second boot) xl pci-attach and
+// pci-detach.
 func TestRealXen(t *testing.T) {
 	var sets []Assets
 	for _, env := range []string{EnvDir, EnvDir420} {
@@ -69,6 +71,15 @@ func TestRealXen(t *testing.T) {
 	}
 	if extra[SpinFWPath], err = BuildFirmware(tmp, "spin", nil, true); err != nil {
 		t.Fatal(err)
+	}
+	if extra[PAFWPath], err = BuildPAFirmware(tmp, "pa"); err != nil {
+		t.Fatal(err)
+	}
+	if extra[PTFWPath], err = BuildPTFirmware(tmp, "pt"); err != nil {
+		t.Fatal(err)
+	}
+	for dst, src := range ptSampleFiles(t) {
+		extra[dst] = src
 	}
 	if extra[SaveRestoreFWPath], err = BuildSaveRestoreFirmware(tmp, "saverestore"); err != nil {
 		t.Fatal(err)
@@ -135,7 +146,12 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 	if qemu {
 		scen = append(scen, QEMUFirmwareScenario())
 	}
-	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), SaveRestoreScenario(), LibxlDiskScenario(), LibxlAHCIDiskScenario(), StdVGAScenario(), CirrusScenario())
+	iommuMode := iommuPlace(t)
+	scen = append(scen, LibxlScenario(), LibxlRefusedScenario(), LibxlRestrictScenario(), PassthroughScenario())
+	if iommuMode == "main" {
+		scen = append(scen, iommuScenarios()...)
+	}
+	scen = append(scen, SaveRestoreScenario(), LibxlDiskScenario(), LibxlAHCIDiskScenario(), StdVGAScenario(), CirrusScenario())
 	// The Linux guest boots in the box whose assets hold the kernel
 	// package (4.17's; the 4.20 box borrows its dom0 kernel): one guest
 	// boot per test run, the heaviest scenario (~9 min under load).
@@ -191,13 +207,20 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 			}
 		}
 	}
+	limit += 5 * time.Minute                                         // the IOMMU box (pci-attach)
 	limit += time.Duration(pairs*(2+len(spins))) * 150 * time.Second // each run of a pair: a guest timing BenchSamples of every kind
 	if d, ok := t.Deadline(); ok && time.Until(d)-30*time.Second < limit {
 		limit = time.Until(d) - 30*time.Second
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	o, err := Boot(ctx, Config{Assets: a, Initramfs: img, Log: lf})
+	box := func(c Config) Config {
+		if iommuMode == "main" {
+			return IOMMUConfig(c)
+		}
+		return c
+	}
+	o, err := Boot(ctx, box(Config{Assets: a, Initramfs: img, Log: lf}))
 	if o != nil {
 		report(t, o)
 	}
@@ -221,7 +244,7 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 			t.Fatal(werr)
 		}
 		fmt.Fprintf(lf, "=== rerun after a wedged box: %s\n", scenarioNames(rest))
-		o2, err2 := Boot(ctx, Config{Assets: a, Initramfs: img2, Log: lf})
+		o2, err2 := Boot(ctx, box(Config{Assets: a, Initramfs: img2, Log: lf}))
 		if o2 != nil {
 			report(t, o2)
 			o.Lines = append(o.Lines, o2.Lines...)
@@ -232,6 +255,36 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 	if err != nil {
 		dumpTail(t, logPath, 150)
 		t.Fatal(err)
+	}
+	// The IOMMU box: a second, short boot on QEMU's q35 with its emulated
+	// AMD IOMMU and an edu function for dom0 (IOMMUConfig), for the
+	// scenarios that give a guest a real PCI function.
+	var iommu []Scenario
+	for _, sc := range iommuScenarios() {
+		if only(sc.Name) && iommuMode == "" {
+			iommu = append(iommu, sc)
+		}
+	}
+	if len(iommu) > 0 {
+		idir := filepath.Join(tmp, "iommu")
+		if err := os.Mkdir(idir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		img3, err := WriteDom0(a, idir, extra, iommu)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(lf, "=== the IOMMU box: %s\n", scenarioNames(iommu))
+		o3, err := Boot(ctx, IOMMUConfig(Config{Assets: a, Initramfs: img3, Log: lf}))
+		if o3 != nil {
+			report(t, o3)
+			o.Lines = append(o.Lines, o3.Lines...)
+			o.Results = append(o.Results, o3.Results...)
+		}
+		if err != nil {
+			dumpTail(t, logPath, 150)
+			t.Fatalf("the IOMMU box: %v", err)
+		}
 	}
 	failed := false
 	check := func(name string, f func(t *testing.T, r Result)) {
@@ -353,6 +406,12 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 			t.Errorf("godm runs as uid %q in %q, want xen-qemuuser-shared (997) in the chroot", r.Fields["uid"], r.Fields["root"])
 		}
 	})
+	check("passthrough", func(t *testing.T, r Result) { checkPassthrough(t, o, r, PTProbes()) })
+	if iommuMode == "off" {
+		t.Run("pci-attach", func(t *testing.T) { t.Skip(envIOMMU + "=off: no IOMMU box") })
+	} else {
+		check("pci-attach", func(t *testing.T, r Result) { checkPCIAttach(t, o, r) })
+	}
 	check("save-restore", func(t *testing.T, r Result) {
 		// xl save and xl restore: the firmware's rounds go on from where
 		// they were, and the device registers it set read the same.
@@ -579,6 +638,31 @@ func checkLinuxDisk(t *testing.T, o *Outcome, r Result, d LinuxDisk) {
 	}
 	t.Logf("xl create to userspace %s, to both disks checked %s, to power-off %s", r.Fields["userspace"], r.Fields["disks_ok"], r.Fields["poweroff"])
 }
+
+// envIOMMU says where the scenarios that give a guest a real PCI
+// function (iommuScenarios) run: unset, in a second, short boot of each
+// release on the IOMMU box (IOMMUConfig); "main", in the main boot,
+// which then runs on the IOMMU box itself (one boot per release);
+// "off", nowhere (their subtests skip, saying so). A first "main" run on
+// 4.17 (host load 12-15) passed every scenario up to cirrus, pci-attach
+// included, but linux-disk did not finish within the boot's budget (its
+// guest still loading the kernel after 12 minutes; whether the IOMMU
+// slows dom0's foreign mappings or the load alone did is not known), so
+// CI keeps the separate boot.
+const envIOMMU = "GODM_XENBOX_IOMMU"
+
+func iommuPlace(t *testing.T) string {
+	v := os.Getenv(envIOMMU)
+	switch v {
+	case "", "main", "off":
+		return v
+	}
+	t.Fatalf("%s=%q: want unset, main or off", envIOMMU, v)
+	return ""
+}
+
+// iommuScenarios need the IOMMU box.
+func iommuScenarios() []Scenario { return []Scenario{PCIAttachScenario()} }
 
 // envOnly names the scenarios to run (comma-separated) when set: a
 // developer's shortcut to one scenario in a shorter boot.
