@@ -39,12 +39,16 @@ ln -sfn "$pkg/vmlinux" "$dir/vmlinux"
 # needs (t10-pi, its CRC libraries and their generic crypto) for the NVMe
 # guest test, and its USB and input modules for the USB tablet test
 # (usbcore, the UHCI driver, the HID core, usbhid, hid-generic, evdev),
-# and the SCSI core, libata with the AHCI driver, the CD-ROM layer, sr_mod
-# and isofs for the AHCI CD-ROM guest test, from the same kernel package.
+# the SCSI core, libata with the AHCI driver, the CD-ROM layer, sr_mod
+# and isofs for the AHCI CD-ROM guest test, and its DRM modules for the
+# display tests (drm, drm_kms_helper, ttm, drm_ttm_helper, drm_vram_helper
+# and bochs for the standard VGA; drm_shmem_helper and cirrus for the
+# Cirrus), from the same kernel package.
 kos="mii 8139cp e1000 virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk failover net_failover virtio_net"
 kos="$kos crct10dif_common crct10dif_generic crc-t10dif crc64 crc64_rocksoft_generic crc64-rocksoft t10-pi nvme-core nvme"
 kos="$kos usb-common usbcore uhci-hcd hid usbhid hid-generic evdev"
 kos="$kos scsi_common scsi_mod libata libahci ahci cdrom sr_mod isofs"
+kos="$kos drm drm_kms_helper ttm drm_ttm_helper drm_vram_helper bochs drm_shmem_helper cirrus"
 mods=""
 for ko in $kos; do
 	[ -s "$dir/$pkg/$ko.ko" ] || mods=1
@@ -70,7 +74,11 @@ if [ -n "$mods" ]; then
 		'./lib/modules/*/kernel/drivers/scsi/scsi_common.ko' './lib/modules/*/kernel/drivers/scsi/scsi_mod.ko' \
 		'./lib/modules/*/kernel/drivers/ata/libata.ko' './lib/modules/*/kernel/drivers/ata/libahci.ko' \
 		'./lib/modules/*/kernel/drivers/ata/ahci.ko' './lib/modules/*/kernel/drivers/cdrom/cdrom.ko' \
-		'./lib/modules/*/kernel/drivers/scsi/sr_mod.ko' './lib/modules/*/kernel/fs/isofs/isofs.ko'
+		'./lib/modules/*/kernel/drivers/scsi/sr_mod.ko' './lib/modules/*/kernel/fs/isofs/isofs.ko' \
+		'./lib/modules/*/kernel/drivers/gpu/drm/drm.ko' './lib/modules/*/kernel/drivers/gpu/drm/drm_kms_helper.ko' \
+		'./lib/modules/*/kernel/drivers/gpu/drm/ttm/ttm.ko' './lib/modules/*/kernel/drivers/gpu/drm/drm_ttm_helper.ko' \
+		'./lib/modules/*/kernel/drivers/gpu/drm/drm_vram_helper.ko' './lib/modules/*/kernel/drivers/gpu/drm/drm_shmem_helper.ko' \
+		'./lib/modules/*/kernel/drivers/gpu/drm/tiny/bochs.ko' './lib/modules/*/kernel/drivers/gpu/drm/tiny/cirrus.ko'
 	# -n: modules already there stay (a test may be loading them).
 	find "$mt/lib" -name '*.ko' -exec cp -n {} "$dir/$pkg/" \;
 	rm -rf "$mt"

@@ -70,18 +70,7 @@ func TestGuestUSBTablet(t *testing.T) {
 	for i, ko := range usbModules {
 		fmt.Fprintf(&load, "insmod /%s || exit %d\n", ko, 10+i)
 	}
-	script := load.String() + `
-for i in $(seq 1 100); do [ -e /sys/bus/usb/devices/1-1/idVendor ] && break; sleep 0.2; done
-d=/sys/bus/usb/devices/1-1
-echo "USBDEV $(cat $d/idVendor):$(cat $d/idProduct) $(cat $d/product) speed $(cat $d/speed)"
-echo "HCD $(basename $(readlink /sys/bus/pci/devices/0000:00:05.0/driver))"
-for i in $(seq 1 50); do grep -q Tablet /proc/bus/input/devices && break; sleep 0.2; done
-grep -A5 'Tablet' /proc/bus/input/devices
-ev=$(grep -A5 'Tablet' /proc/bus/input/devices | sed -n 's/.*Handlers=.*\(event[0-9]*\).*/\1/p')
-echo "EVDEV $ev"
-timeout 20 dd if=/dev/input/$ev bs=24 count=24 2>/dev/null | od -An -v -tx1 -w24 | sed 's/ //g; s/^/EV /'
-grep -i uhci /proc/interrupts
-`
+	script := load.String() + tabletScript(24, 20) + "grep -i uhci /proc/interrupts\n"
 	res, err := m.Run(context.Background(), guest.Config{
 		Assets:  a,
 		Script:  script,
@@ -109,40 +98,13 @@ grep -i uhci /proc/interrupts
 			t.Errorf("console lacks %q", want)
 		}
 	}
-	// struct input_event on x86-64: 16 bytes of time, type, code, value.
 	want := map[[2]uint16]bool{}
 	for _, p := range pos {
 		want[[2]uint16{0, hid.Scale(p[0], 200)}] = true // ABS_X
 		want[[2]uint16{1, hid.Scale(p[1], 100)}] = true // ABS_Y
 	}
-	seen := map[[2]uint16]bool{}
-	var buttons int
-	for _, l := range strings.Split(con, "\n") {
-		l = strings.TrimSpace(l)
-		if !strings.HasPrefix(l, "EV ") {
-			continue
-		}
-		b, err := hex.DecodeString(strings.TrimPrefix(l, "EV "))
-		if err != nil || len(b) != 24 {
-			continue
-		}
-		typ, code, val := binary.LittleEndian.Uint16(b[16:]), binary.LittleEndian.Uint16(b[18:]), int32(binary.LittleEndian.Uint32(b[20:]))
-		switch {
-		case typ == 3 && code <= 1: // EV_ABS, ABS_X/ABS_Y
-			k := [2]uint16{code, uint16(val)}
-			if !want[k] {
-				t.Errorf("guest read ABS %d = %d, not one of the positions sent", code, val)
-			}
-			seen[k] = true
-		case typ == 1 && code == 0x110: // EV_KEY BTN_LEFT
-			buttons++
-		}
-	}
-	for k := range want {
-		if !seen[k] {
-			t.Errorf("guest never read ABS %d = %d", k[0], k[1])
-		}
-	}
+	ev := checkTabletEvents(t, con, want)
+	buttons := ev.keys[btnLeft]
 	if buttons == 0 {
 		t.Error("guest read no BTN_LEFT event")
 	}
@@ -155,5 +117,75 @@ grep -i uhci /proc/interrupts
 			t.Log(strings.TrimSpace(l))
 		}
 	}
-	t.Logf("guest read %d distinct ABS_X/ABS_Y values and %d BTN_LEFT events", len(seen), buttons)
+	t.Logf("guest read %d distinct ABS_X/ABS_Y values and %d BTN_LEFT events", len(ev.abs), buttons)
+}
+
+// tabletScript is the guest's part of a tablet test once the USB modules
+// are loaded: it waits for usbcore to enumerate the tablet on root port 1
+// and for its event node, prints them, and dumps n input events read
+// from the node within secs seconds as "EV <hex>" lines.
+func tabletScript(n, secs int) string {
+	return fmt.Sprintf(`
+for i in $(seq 1 100); do [ -e /sys/bus/usb/devices/1-1/idVendor ] && break; sleep 0.2; done
+d=/sys/bus/usb/devices/1-1
+echo "USBDEV $(cat $d/idVendor):$(cat $d/idProduct) $(cat $d/product) speed $(cat $d/speed)"
+echo "HCD $(basename $(readlink /sys/bus/pci/devices/0000:00:05.0/driver))"
+for i in $(seq 1 50); do grep -q Tablet /proc/bus/input/devices && break; sleep 0.2; done
+grep -A5 'Tablet' /proc/bus/input/devices
+ev=$(grep -A5 'Tablet' /proc/bus/input/devices | sed -n 's/.*Handlers=.*\(event[0-9]*\).*/\1/p')
+echo "EVDEV $ev"
+timeout %d dd if=/dev/input/$ev bs=24 count=%d 2>/dev/null | od -An -v -tx1 -w24 | sed 's/ //g; s/^/EV /'
+`, secs, n)
+}
+
+// Linux input event codes (include/uapi/linux/input-event-codes.h).
+const (
+	evKey, evRel, evAbs = 1, 2, 3
+	btnLeft, btnRight   = 0x110, 0x111
+	relWheel            = 8
+)
+
+// tabletEvents is what a guest read from the tablet's event node.
+type tabletEvents struct {
+	abs   map[[2]uint16]bool // (ABS_X or ABS_Y, value) seen
+	keys  map[uint16]int     // EV_KEY code → events
+	wheel []int32            // REL_WHEEL values
+}
+
+// checkTabletEvents parses the console's "EV" lines (struct input_event
+// on x86-64: 16 bytes of time, then type, code, value) and reports, as
+// test errors, an ABS_X/ABS_Y value not in want and a wanted one never
+// read.
+func checkTabletEvents(t *testing.T, con string, want map[[2]uint16]bool) tabletEvents {
+	t.Helper()
+	ev := tabletEvents{abs: map[[2]uint16]bool{}, keys: map[uint16]int{}}
+	for _, l := range strings.Split(con, "\n") {
+		l = strings.TrimSpace(l)
+		if !strings.HasPrefix(l, "EV ") {
+			continue
+		}
+		b, err := hex.DecodeString(strings.TrimPrefix(l, "EV "))
+		if err != nil || len(b) != 24 {
+			continue
+		}
+		typ, code, val := binary.LittleEndian.Uint16(b[16:]), binary.LittleEndian.Uint16(b[18:]), int32(binary.LittleEndian.Uint32(b[20:]))
+		switch {
+		case typ == evAbs && code <= 1: // ABS_X/ABS_Y
+			k := [2]uint16{code, uint16(val)}
+			if !want[k] {
+				t.Errorf("guest read ABS %d = %d, not one of the positions sent", code, val)
+			}
+			ev.abs[k] = true
+		case typ == evKey:
+			ev.keys[code]++
+		case typ == evRel && code == relWheel:
+			ev.wheel = append(ev.wheel, val)
+		}
+	}
+	for k := range want {
+		if !ev.abs[k] {
+			t.Errorf("guest never read ABS %d = %d", k[0], k[1])
+		}
+	}
+	return ev
 }
