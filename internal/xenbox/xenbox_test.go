@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"image"
 	"image/png"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -98,6 +99,13 @@ func TestRealXen(t *testing.T) {
 		}
 		extra[LinuxSRDiskPath] = sr.Path
 		linuxSR = &sr
+		// linux-net's dom0 side: tun, the bridge, netback and the
+		// file httpd serves.
+		nf, err := Dom0NetFiles(a, tmp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		maps.Copy(extra, nf)
 		break
 	}
 	pairs := benchPairs(t)
@@ -141,7 +149,13 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 		linux = nil
 	}
 	if linux != nil {
-		scen = append(scen, LinuxDiskScenario(*linux))
+		// linux-net is linux-disk's guest and checks with NICs on a
+		// dom0 bridge: one boot covers both. linux-disk alone (no
+		// NICs) runs when envOnly names it.
+		if linuxDiskOptIn() {
+			scen = append(scen, LinuxDiskScenario(*linux))
+		}
+		scen = append(scen, LinuxNetScenario(*linux))
 		if linuxSROptIn() {
 			scen = append(scen, LinuxSRScenario(*linuxSR, false))
 		}
@@ -313,7 +327,17 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 			t.Skip("the Linux guest boots in the box whose debs hold the kernel package (4.17's)")
 		})
 	} else {
-		check("linux-disk", func(t *testing.T, r Result) { checkLinuxDisk(t, o, r, *linux) })
+		if linuxDiskOptIn() {
+			check("linux-disk", func(t *testing.T, r Result) { checkLinuxDisk(t, o, r, *linux) })
+		} else {
+			t.Run("linux-disk", func(t *testing.T) {
+				t.Skip("its guest and checks run within linux-net; name it in " + envOnly + " to run it alone")
+			})
+		}
+		check("linux-net", func(t *testing.T, r Result) {
+			checkLinuxDisk(t, o, r, *linux)
+			checkLinuxNet(t, o, r, *linux)
+		})
 	}
 	for _, sr := range []struct {
 		name string
@@ -532,7 +556,7 @@ func checkLinuxSR(t *testing.T, o *Outcome, r Result, qemu bool) {
 // on godm's IDE it read the known pattern and read back what it wrote
 // on both disks, and dom0 found the written data in both image files.
 func checkLinuxDisk(t *testing.T, o *Outcome, r Result, d LinuxDisk) {
-	got := LinuxDiskLines(o.Lines)
+	got := linuxDiskLines(o.Lines, r.Name)
 	for _, disk := range []string{"sda", "sdb"} {
 		s, ok := got[disk]
 		switch {
@@ -554,11 +578,34 @@ func checkLinuxDisk(t *testing.T, o *Outcome, r Result, d LinuxDisk) {
 		t.Errorf("the qcow2 image holds %q of the %d lines the guest wrote", r.Fields["qcow2_lines"], LinuxDataSectors*512/len(LinuxWrote))
 	}
 	for _, l := range o.Lines {
-		if strings.Contains(l.Text, "[linux-disk] linux: "+LinuxDiskLine+" dmesg ") && strings.Contains(l.Text, "ata1") {
-			t.Logf("guest: %s", strings.TrimPrefix(l.Text, "[linux-disk] linux: "+LinuxDiskLine+" dmesg "))
+		if p := "[" + r.Name + "] linux: " + LinuxDiskLine + " dmesg "; strings.Contains(l.Text, p) && strings.Contains(l.Text, "ata1") {
+			t.Logf("guest: %s", strings.TrimPrefix(l.Text, p))
 		}
 	}
 	t.Logf("xl create to userspace %s, to both disks checked %s, to power-off %s", r.Fields["userspace"], r.Fields["disks_ok"], r.Fields["poweroff"])
+}
+
+// checkLinuxNet checks the linux-net guest's NICs (LinuxNetRun.Check):
+// the blob dom0 served is LinuxPattern (d.ReadSum), the upload the
+// guest's LinuxWritePattern (d.WroteSum); and godm put one tap per vif on
+// the bridge, named as libxl named them.
+func checkLinuxNet(t *testing.T, o *Outcome, r Result, d LinuxDisk) {
+	run := ParseLinuxNet(o.Lines, r.Name)
+	for _, b := range run.Check(d.ReadSum, d.WroteSum) {
+		t.Error(b)
+	}
+	var want []string
+	for i := range LinuxNICs {
+		want = append(want, fmt.Sprintf("vif%s.%d-emu", r.Fields["domid"], i))
+	}
+	if got := strings.Split(strings.TrimSuffix(r.Fields["brif"], ","), ","); !slices.Equal(got, want) {
+		t.Errorf("%s's ports while the guest ran: %q, want godm's taps %q", LinuxNetBridge, got, want)
+	}
+	for _, n := range LinuxNICs {
+		if x := run.NICs[n.Driver]; x != nil {
+			t.Logf("%s (%s): lease %s, ping %s, %d bytes each way", n.Model, n.Driver, x.IP, x.Ping, LinuxDataSectors*512)
+		}
+	}
 }
 
 // envOnly names the scenarios to run (comma-separated) when set: a
@@ -571,6 +618,12 @@ const envOnly = "GODM_XENBOX_ONLY"
 // on an idle machine and half an hour under load, beside the 40 minutes
 // both boxes share.
 const envLinuxSR = "GODM_XENBOX_LINUXSR"
+
+// linuxDiskOptIn says whether linux-disk runs on its own (envOnly names
+// it); otherwise linux-net covers it.
+func linuxDiskOptIn() bool {
+	return slices.Contains(strings.Split(os.Getenv(envOnly), ","), "linux-disk")
+}
 
 func linuxSROptIn() bool {
 	return os.Getenv(envLinuxSR) != "" || strings.Contains(os.Getenv(envOnly), "linux-sr")
