@@ -81,6 +81,10 @@ var Dom0NetModules = []string{
 	"kernel/drivers/net/xen-netback/xen-netback.ko",
 }
 
+// hostBash is the shell Debian's Xen hotplug scripts name on their #!
+// line.
+const hostBash = "/bin/bash"
+
 // Dom0NetFiles unpacks Dom0NetModules from the box's kernel package (the
 // dom0 kernel's) into dir and writes the file httpd serves; it returns
 // them as Dom0's extra files (archive path -> host path).
@@ -106,6 +110,13 @@ func Dom0NetFiles(a Assets, dir string) (map[string]string, error) {
 		return nil, err
 	}
 	out[strings.TrimPrefix(LinuxNetBlobPath, "/")] = blob
+	// libxl runs Debian's vif-bridge for each vif (twice for an HVM
+	// one: the PV vif, then the tap), and it is a bash script; the host
+	// (bookworm too) lends its bash, Dom0 adds its libraries.
+	if !fileExists(hostBash) {
+		return nil, fmt.Errorf("xenbox: no %s on the host for dom0's hotplug scripts", hostBash)
+	}
+	out[strings.TrimPrefix(hostBash, "/")] = hostBash
 	return out, nil
 }
 
@@ -174,10 +185,9 @@ func linuxNetVifs() string {
 }
 
 // linuxNetDom0Setup is dom0's side, run before xl create: the modules,
-// run_hotplug_scripts=0 in xl.conf (Debian's vif-bridge is a bash script
-// and dom0 has no bash and no udev: the PV vif stays off the bridge, and
-// godm puts its tap on the bridge itself, br= being what is under test),
-// the bridge with LinuxNetServer, udhcpd on it, httpd serving the blob
+// the bridge with LinuxNetServer (libxl's hotplug script, Debian's
+// vif-bridge, adds the PV vif to it and finds godm's tap already there:
+// godm put it there itself, br= being part of what is under test), udhcpd on it, httpd serving the blob
 // and the upload CGI, which logs "<client> <length> <sha256>" to
 // /tmp/ln-up.log and answers the SHA-256; it defines netreport (it
 // overrides the scenario's empty one).
@@ -187,8 +197,7 @@ func linuxNetDom0Setup() string {
 		n := filepath.Base(m)
 		fmt.Fprintf(&b, "insmod %s/%s || fail \"insmod %s\"\n", linuxNetModDir, n, n)
 	}
-	fmt.Fprintf(&b, `echo 'run_hotplug_scripts=0' >> /etc/xen/xl.conf
-brctl addbr %[1]s || fail "brctl addbr %[1]s"
+	fmt.Fprintf(&b, `brctl addbr %[1]s || fail "brctl addbr %[1]s"
 ip addr add %[2]s/24 dev %[1]s || fail "no address on %[1]s"
 ip link set %[1]s up || fail "%[1]s down"
 cat > /tmp/udhcpd.conf <<'EOF'

@@ -99,7 +99,7 @@ func TestLinuxNetScripts(t *testing.T) {
 	if sc.Name != "linux-net" {
 		t.Errorf("scenario %q", sc.Name)
 	}
-	for _, want := range []string{"insmod /lib/modules/net/tun.ko", "insmod /lib/modules/net/xen-netback.ko", "run_hotplug_scripts=0",
+	for _, want := range []string{"insmod /lib/modules/net/tun.ko", "insmod /lib/modules/net/xen-netback.ko",
 		"brctl addbr xenbr0", "ip addr add 10.9.0.1/24 dev xenbr0", "udhcpd -f /tmp/udhcpd.conf", "httpd -f -p 80 -h $www",
 		"interface xenbr0", "XENBOX-FACT brif=", v, "netreport\n", "dumpleases", `echo "$REMOTE_ADDR $CONTENT_LENGTH $s" >> /tmp/ln-up.log`} {
 		if !strings.Contains(sc.Script, want) {
@@ -150,6 +150,9 @@ func TestDom0NetFiles(t *testing.T) {
 		if _, ok := f["lib/modules/net/"+filepath.Base(m)]; !ok {
 			t.Errorf("no %s among dom0's files", m)
 		}
+	}
+	if f["bin/bash"] != hostBash {
+		t.Errorf("dom0's bash for the hotplug scripts: %q", f["bin/bash"])
 	}
 	b, err := os.ReadFile(f[strings.TrimPrefix(LinuxNetBlobPath, "/")])
 	if err != nil || sum(b) != sum(LinuxPattern()) {

@@ -594,12 +594,13 @@ func checkLinuxNet(t *testing.T, o *Outcome, r Result, d LinuxDisk) {
 	for _, b := range run.Check(d.ReadSum, d.WroteSum) {
 		t.Error(b)
 	}
-	var want []string
+	// The PV vifs (vifD.N, no netfront behind them) are there too:
+	// vif-bridge put them there.
+	got := strings.Split(strings.TrimSuffix(r.Fields["brif"], ","), ",")
 	for i := range LinuxNICs {
-		want = append(want, fmt.Sprintf("vif%s.%d-emu", r.Fields["domid"], i))
-	}
-	if got := strings.Split(strings.TrimSuffix(r.Fields["brif"], ","), ","); !slices.Equal(got, want) {
-		t.Errorf("%s's ports while the guest ran: %q, want godm's taps %q", LinuxNetBridge, got, want)
+		if tap := fmt.Sprintf("vif%s.%d-emu", r.Fields["domid"], i); !slices.Contains(got, tap) {
+			t.Errorf("%s's ports while the guest ran: %q, without godm's tap %s", LinuxNetBridge, got, tap)
+		}
 	}
 	for _, n := range LinuxNICs {
 		if x := run.NICs[n.Driver]; x != nil {
