@@ -232,6 +232,7 @@ netreport() {
 	kill $dhcpd $httpd
 	sed 's/^/ln-udhcpd: /' /tmp/udhcpd.log
 	sed 's/^/ln-httpd: /' /tmp/httpd.log
+	[ -f /var/log/xen/xen-hotplug.log ] && sed 's/^/ln-hotplug: /' /var/log/xen/xen-hotplug.log
 }
 `, LinuxNetBridge, LinuxNetServer, linuxNetPoolStart, linuxNetPoolEnd, LinuxNetBlobPath)
 	return b.String()
