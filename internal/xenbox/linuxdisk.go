@@ -689,7 +689,9 @@ netreport() { :; }
 now() { cut -d' ' -f1 /proc/uptime; }
 ` + setup + `: > $com1
 t0=$(now)
-xl create -p /tmp/lk.cfg || fail "xl create -p failed"
+xl -T -vvv create -p /tmp/lk.cfg > /tmp/lk-create.xl 2>&1 || { grep -v 'libxl_event.c' /tmp/lk-create.xl | tail -n 200 | sed 's/^/xl: /'; fail "xl create -p failed"; }
+# libxl's hotplug scripts (Debian's vif-bridge for linux-net) and their times
+grep -i 'hotplug script\|vif-bridge' /tmp/lk-create.xl | sed 's/^/xl: /' 
 d=$(xl domid lk)
 echo "XENBOX-FACT domid=$d"
 t1=$(now)

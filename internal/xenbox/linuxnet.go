@@ -164,9 +164,13 @@ for d in /sys/class/net/eth*; do
 		continue
 	fi
 	p=$(ping -c 3 -W 10 $S 2>&1 | grep -c 'bytes from')
+	t0=$(cut -d' ' -f1 /proc/uptime)
 	down=$(wget -q -T 60 -O - http://$S/blob | sha256sum | cut -d' ' -f1)
+	t1=$(cut -d' ' -f1 /proc/uptime)
 	got=$(wget -q -T 60 -O - --post-file /tmp/w http://$S/cgi-bin/up | tr -d '\r\n')
+	t2=$(cut -d' ' -f1 /proc/uptime)
 	echo "$N OK $drv mac=$mac ip=$ip ping=$p/3 down=$down up=$upsum got=$got"
+	echo "$N time $drv down=$(awk "BEGIN{print $t1-$t0}")s up=$(awk "BEGIN{print $t2-$t1}")s"
 	cat /sys/class/net/$i/statistics/rx_packets /sys/class/net/$i/statistics/tx_packets | tr '\n' ' ' | sed "s/^/$N stats $drv rx,tx packets: /"; echo
 	ip addr flush dev $i
 	ip link set $i down
@@ -241,6 +245,9 @@ netreport() {
 // NetResult is what the guest and dom0 said about one NIC.
 type NetResult struct {
 	Driver, MAC, IP, Ping, Down, Up, Got string
+	// DownTime and UpTime are the guest's wall-clock times of the two
+	// HTTP transfers (its "LINUX-NET time" line), for the log.
+	DownTime, UpTime string
 	// Lease is the address dom0's udhcpd leased to MAC; Received the
 	// SHA-256 its CGI computed of what came from IP.
 	Lease, Received string
@@ -260,6 +267,7 @@ func ParseLinuxNet(lines []Line, scen string) LinuxNetRun {
 	p := "[" + scen + "] "
 	leases := map[string]string{} // mac -> ip
 	recv := map[string]string{}   // ip -> sha256
+	times := map[string][2]string{}
 	for _, l := range lines {
 		s, ok := strings.CutPrefix(strings.TrimRight(l.Text, "\r\n"), p)
 		if !ok {
@@ -272,6 +280,8 @@ func ParseLinuxNet(lines []Line, scen string) LinuxNetRun {
 			switch {
 			case len(f) == 1 && strings.HasPrefix(f[0], "nics="):
 				r.Count = strings.TrimPrefix(f[0], "nics=")
+			case len(f) == 4 && f[0] == "time":
+				times[f[1]] = [2]string{strings.TrimPrefix(f[2], "down="), strings.TrimPrefix(f[3], "up=")}
 			case len(f) > 0 && f[0] == "FAIL":
 				r.Fails = append(r.Fails, g)
 			case len(f) == 8 && f[0] == "OK":
@@ -308,6 +318,7 @@ func ParseLinuxNet(lines []Line, scen string) LinuxNetRun {
 	for _, n := range r.NICs {
 		n.Lease = leases[strings.ToLower(n.MAC)]
 		n.Received = recv[n.IP]
+		n.DownTime, n.UpTime = times[n.Driver][0], times[n.Driver][1]
 	}
 	return r
 }

@@ -16,6 +16,7 @@ func linuxNetLines(down, up string) []Line {
 	for i, n := range LinuxNICs {
 		ip := "10.9.0.1" + string(rune('0'+i)) + "0" // 10.9.0.100, .110, .120
 		add("linux: LINUX-NET OK " + n.Driver + " mac=" + n.MAC + " ip=" + ip + " ping=3/3 down=" + down + " up=" + up + " got=" + up)
+		add("linux: LINUX-NET time " + n.Driver + " down=1.5s up=2.25s")
 		add("ln-lease: " + strings.ToUpper(n.MAC) + " " + ip + " guest 00:59:50")
 		add("ln-up: " + ip + " 131072 " + up)
 	}
@@ -36,41 +37,35 @@ func TestParseLinuxNet(t *testing.T) {
 		t.Fatalf("a good run: %q", bad)
 	}
 	e := r.NICs["e1000"]
-	if e == nil || e.IP != "10.9.0.110" || e.Lease != e.IP || e.Received != up || e.MAC != "00:16:3e:4e:00:02" {
+	if e == nil || e.IP != "10.9.0.110" || e.Lease != e.IP || e.Received != up || e.MAC != "00:16:3e:4e:00:02" || e.DownTime != "1.5s" || e.UpTime != "2.25s" {
 		t.Fatalf("e1000: %+v", e)
+	}
+	// sub replaces old by new in the first line holding both at and old.
+	sub := func(at, old, new string) func([]Line) []Line {
+		return func(l []Line) []Line {
+			for i := range l {
+				if strings.Contains(l[i].Text, at) && strings.Contains(l[i].Text, old) {
+					l[i].Text = strings.Replace(l[i].Text, old, new, 1)
+					return l
+				}
+			}
+			t.Fatalf("no line with %q and %q", at, old)
+			return l
+		}
 	}
 	for name, c := range map[string]struct {
 		edit func([]Line) []Line
 		want string
 	}{
-		"lost ping": {func(l []Line) []Line {
-			l[0].Text = strings.Replace(l[0].Text, "ping=3/3", "ping=2/3", 1)
-			return l
-		}, "rtl8139: 2/3 ping replies"},
-		"wrong data down": {func(l []Line) []Line {
-			l[3].Text = strings.Replace(l[3].Text, "down="+down, "down=beef", 1)
-			return l
-		}, "e1000: downloaded data hashes to beef"},
-		"dom0 got other data": {func(l []Line) []Line {
-			l[8].Text = strings.Replace(l[8].Text, up, "beef", 1)
-			return l
-		}, "virtio-net-pci: uploaded"},
-		"lease not dom0's": {func(l []Line) []Line {
-			l[1].Text = strings.Replace(l[1].Text, "10.9.0.100", "10.9.0.101", 1)
-			return l
-		}, "rtl8139: dom0's udhcpd leased \"10.9.0.101\""},
-		"address off the pool": {func(l []Line) []Line {
-			l[6].Text = strings.Replace(l[6].Text, "ip=10.9.0.120", "ip=10.9.0.7", 1)
-			return l
-		}, "virtio-net-pci: lease \"10.9.0.7\" is not from udhcpd's pool"},
-		"other MAC": {func(l []Line) []Line {
-			l[3].Text = strings.Replace(l[3].Text, "mac=00:16:3e:4e:00:02", "mac=52:54:00:12:34:56", 1)
-			return l
-		}, "e1000: the guest's MAC is 52:54:00:12:34:56"},
+		"lost ping":            {sub("OK 8139cp", "ping=3/3", "ping=2/3"), "rtl8139: 2/3 ping replies"},
+		"wrong data down":      {sub("OK e1000", "down="+down, "down=beef"), "e1000: downloaded data hashes to beef"},
+		"dom0 got other data":  {sub("ln-up: 10.9.0.120", up, "beef"), "virtio-net-pci: uploaded"},
+		"lease not dom0's":     {sub("ln-lease: 00:16:3E:4E:00:01", "10.9.0.100", "10.9.0.101"), "rtl8139: dom0's udhcpd leased \"10.9.0.101\""},
+		"address off the pool": {sub("OK virtio_net", "ip=10.9.0.120", "ip=10.9.0.7"), "virtio-net-pci: lease \"10.9.0.7\" is not from udhcpd's pool"},
+		"other MAC":            {sub("OK e1000", "mac=00:16:3e:4e:00:02", "mac=52:54:00:12:34:56"), "e1000: the guest's MAC is 52:54:00:12:34:56"},
 		"NIC missing": {func(l []Line) []Line {
-			l[6].Text = "[linux-net] linux: LINUX-NET FAIL virtio_net 00:16:3e:4e:00:03 no lease"
-			l[len(l)-3].Text = "[linux-net] linux: LINUX-NET nics=2"
-			return l
+			l = sub("OK virtio_net", "OK virtio_net", "FAIL virtio_net")(l)
+			return sub("nics=", "nics=3", "nics=2")(l)
 		}, "virtio-net-pci (virtio_net): no OK line"},
 	} {
 		l := c.edit(slices.Clone(linuxNetLines(down, up)))

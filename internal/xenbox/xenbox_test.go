@@ -604,7 +604,7 @@ func checkLinuxNet(t *testing.T, o *Outcome, r Result, d LinuxDisk) {
 	}
 	for _, n := range LinuxNICs {
 		if x := run.NICs[n.Driver]; x != nil {
-			t.Logf("%s (%s): lease %s, ping %s, %d bytes each way", n.Model, n.Driver, x.IP, x.Ping, LinuxDataSectors*512)
+			t.Logf("%s (%s): lease %s, ping %s, %d bytes down in %s, up in %s", n.Model, n.Driver, x.IP, x.Ping, LinuxDataSectors*512, x.DownTime, x.UpTime)
 		}
 	}
 }
