@@ -707,6 +707,8 @@ while xenstore-read /local/domain/$d/name >/dev/null 2>&1; do
 	relay
 	# the loader's dots come without a newline: show the bytes so far
 	[ $((i % 6)) = 0 ] && echo "com1: $(wc -c < $com1) bytes after $((i*5)) s"
+	# dom0's busiest processes now and then (the box's CPU is the scarce thing)
+	[ $((i % 24)) = 0 ] && top -b -n 1 | sed -n '1,10s/^/top: /p'
 	sleep 5
 done
 t2=$(now)

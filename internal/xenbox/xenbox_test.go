@@ -149,13 +149,13 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 		linux = nil
 	}
 	if linux != nil {
-		// linux-net is linux-disk's guest and checks with NICs on a
-		// dom0 bridge: one boot covers both. linux-disk alone (no
-		// NICs) runs when envOnly names it.
-		if linuxDiskOptIn() {
-			scen = append(scen, LinuxDiskScenario(*linux))
+		scen = append(scen, LinuxDiskScenario(*linux))
+		// linux-net: the same guest and disk checks with NICs on a
+		// dom0 bridge (opt-in until its cost in CI's loaded boot is
+		// known).
+		if linuxNetOptIn() {
+			scen = append(scen, LinuxNetScenario(*linux))
 		}
-		scen = append(scen, LinuxNetScenario(*linux))
 		if linuxSROptIn() {
 			scen = append(scen, LinuxSRScenario(*linuxSR, false))
 		}
@@ -327,17 +327,17 @@ func realXen(t *testing.T, a Assets, extra map[string]string, probes []Probe, li
 			t.Skip("the Linux guest boots in the box whose debs hold the kernel package (4.17's)")
 		})
 	} else {
-		if linuxDiskOptIn() {
-			check("linux-disk", func(t *testing.T, r Result) { checkLinuxDisk(t, o, r, *linux) })
+		check("linux-disk", func(t *testing.T, r Result) { checkLinuxDisk(t, o, r, *linux) })
+		if linuxNetOptIn() {
+			check("linux-net", func(t *testing.T, r Result) {
+				checkLinuxDisk(t, o, r, *linux)
+				checkLinuxNet(t, o, r, *linux)
+			})
 		} else {
-			t.Run("linux-disk", func(t *testing.T) {
-				t.Skip("its guest and checks run within linux-net; name it in " + envOnly + " to run it alone")
+			t.Run("linux-net", func(t *testing.T) {
+				t.Skip("opt-in: set " + envLinuxNet + "=1 or name it in " + envOnly + " (not in CI's boot yet)")
 			})
 		}
-		check("linux-net", func(t *testing.T, r Result) {
-			checkLinuxDisk(t, o, r, *linux)
-			checkLinuxNet(t, o, r, *linux)
-		})
 	}
 	for _, sr := range []struct {
 		name string
@@ -620,10 +620,13 @@ const envOnly = "GODM_XENBOX_ONLY"
 // both boxes share.
 const envLinuxSR = "GODM_XENBOX_LINUXSR"
 
-// linuxDiskOptIn says whether linux-disk runs on its own (envOnly names
-// it); otherwise linux-net covers it.
-func linuxDiskOptIn() bool {
-	return slices.Contains(strings.Split(os.Getenv(envOnly), ","), "linux-disk")
+// envLinuxNet adds linux-net (linux-disk's guest with three NICs on a
+// dom0 bridge) to the box's list; naming it in envOnly does too. Not in
+// CI's boot yet: its cost in CI's boot is not measured.
+const envLinuxNet = "GODM_XENBOX_LINUXNET"
+
+func linuxNetOptIn() bool {
+	return os.Getenv(envLinuxNet) != "" || slices.Contains(strings.Split(os.Getenv(envOnly), ","), "linux-net")
 }
 
 func linuxSROptIn() bool {
