@@ -60,7 +60,11 @@ func Dom0(a Assets, extra map[string]string, scenarios []Scenario, hostLibDirs [
 	if err := f.AddLibraryClosure(hostLibDirs); err != nil {
 		return nil, err
 	}
-	for _, d := range []string{"proc", "sys", "dev", "run", "tmp", "var/log/xen", "var/lib/xen", "var/lib/xenstored", "etc/xen"} {
+	// sbin: busybox --install -s puts applets such as ip there, and a
+	// missing directory leaves them out of PATH (busybox's own shell
+	// runs its applets anyway; bash, for Debian's hotplug scripts, does
+	// not).
+	for _, d := range []string{"proc", "sys", "dev", "run", "tmp", "sbin", "var/log/xen", "var/lib/xen", "var/lib/xenstored", "etc/xen"} {
 		f.Dir(d)
 	}
 	f.Symlink("var/run", "/run")

@@ -539,7 +539,7 @@ func moduleDepends(path string) ([]string, error) {
 func LinuxTestScript(d LinuxDisk) string {
 	var b strings.Builder
 	b.WriteString("set -u\nL=" + LinuxDiskLine + "\n")
-	for _, m := range LinuxModules {
+	for _, m := range append(append([]string{}, LinuxModules...), LinuxNICModules...) {
 		fmt.Fprintf(&b, "insmod /lib/modules/%s || { echo \"$L FAIL insmod %s\"; exit 1; }\n", filepath.Base(m), filepath.Base(m))
 	}
 	fmt.Fprintf(&b, `i=0
@@ -563,7 +563,10 @@ check() {
 	echo "$L OK $1 read=$r wrote=$w"
 }
 check sda && check sdb
+disk=$?
 `, strings.TrimSuffix(LinuxWrote, "\n"), LinuxDataSectors*512, d.DataLBA, LinuxDataSectors, d.WriteLBA(), d.WriteLBA(), LinuxDataSectors)
+	b.WriteString(linuxNetGuestScript())
+	b.WriteString("exit $((disk | net))\n")
 	return b.String()
 }
 
@@ -579,7 +582,7 @@ func BuildLinuxGuest(a Assets, dir string) (LinuxDisk, error) {
 	if deb == "" {
 		return LinuxDisk{}, fmt.Errorf("xenbox: no kernel package in %s/debs (run scripts/xenbox.sh)", a.Dir)
 	}
-	k, err := ExtractLinuxKernel(deb, dir)
+	k, err := extractLinuxKernel(deb, dir, append(append([]string{}, LinuxModules...), LinuxNICModules...))
 	if err != nil {
 		return LinuxDisk{}, err
 	}
@@ -631,7 +634,23 @@ func BuildLinuxGuest(a Assets, dir string) (LinuxDisk, error) {
 // the raw image's write area must hash to what the guest wrote
 // (raw_wrote), and the qcow2 file must hold the written lines
 // (qcow2_lines, whole lines; its clusters hold guest data verbatim).
-func LinuxDiskScenario(d LinuxDisk) Scenario {
+func LinuxDiskScenario(d LinuxDisk) Scenario { return linuxDiskScenario(d, false) }
+
+// LinuxNetScenario is LinuxDiskScenario with the guest's NICs (scenario
+// "linux-net", see LinuxNICs): dom0 sets up its side first
+// (linuxNetDom0Setup), the xl.cfg gets the vif list, and after the
+// power-off dom0 relays its leases and what its CGI received
+// (netreport, see linuxNetDom0Setup) and the bridge's ports as godm left them while
+// the guest ran (fact brif).
+func LinuxNetScenario(d LinuxDisk) Scenario { return linuxDiskScenario(d, true) }
+
+func linuxDiskScenario(d LinuxDisk, net bool) Scenario {
+	name, vifs, setup, report, brif := "linux-disk", "", "", "", ""
+	if net {
+		name, vifs, setup, report = "linux-net", linuxNetVifs(), linuxNetDom0Setup(), "netreport\n"
+		brif = `echo "XENBOX-FACT brif=$(ls /sys/class/net/` + LinuxNetBridge + `/brif | tr '\n' ',')"
+`
+	}
 	cfg := fmt.Sprintf(`name = "lk"
 type = "hvm"
 memory = %d
@@ -649,8 +668,8 @@ on_reboot = "preserve"
 on_crash = "preserve"
 device_model_args_hvm = [ "-drive", "file=%s,if=ide,index=0,media=disk,format=raw,cache=writeback",
   "-drive", "file=%s,if=ide,index=1,media=disk,format=qcow2,cache=writeback" ]
-`, ldMinMemMB, GodmPath, LinuxDiskPath, LinuxQcow2Path)
-	return Scenario{Name: "linux-disk", Script: "cat > /tmp/lk.cfg <<'EOF'\n" + cfg + `EOF
+%s`, ldMinMemMB, GodmPath, LinuxDiskPath, LinuxQcow2Path, vifs)
+	return Scenario{Name: name, Script: "cat > /tmp/lk.cfg <<'EOF'\n" + cfg + `EOF
 log=/var/log/xen/qemu-dm-lk.log
 com1=/tmp/lk-com1.log
 # relay: print the guest's new complete lines (no background tail: it
@@ -661,16 +680,23 @@ relay() {
 	[ "$n" -gt $seen ] && sed -n "$((seen+1)),${n}p" $com1 | tr -d '\r' | sed 's/^/linux: /'
 	seen=$n
 }
-fail() { echo "$1"; relay; echo "--- $log"; cat $log; xl list; xl destroy lk 2>/dev/null; exit 1; }
+fail() {
+	echo "$1"; relay; echo "--- $log"; cat $log; xl list; xl destroy lk 2>/dev/null
+	netreport
+	exit 1
+}
+netreport() { :; }
 now() { cut -d' ' -f1 /proc/uptime; }
-: > $com1
+` + setup + `: > $com1
 t0=$(now)
-xl create -p /tmp/lk.cfg || fail "xl create -p failed"
+xl -T -vvv create -p /tmp/lk.cfg > /tmp/lk-create.xl 2>&1 || { grep -v 'libxl_event.c' /tmp/lk-create.xl | tail -n 200 | sed 's/^/xl: /'; fail "xl create -p failed"; }
+# libxl's hotplug scripts (Debian's vif-bridge for linux-net) and their times
+grep -i 'hotplug script\|vif-bridge' /tmp/lk-create.xl | sed 's/^/xl: /' 
 d=$(xl domid lk)
 echo "XENBOX-FACT domid=$d"
 t1=$(now)
 echo "XENBOX-FACT xl_create_p=$(awk "BEGIN{print $t1-$t0}")s"
-xl unpause $d || fail "xl unpause failed"
+` + brif + `xl unpause $d || fail "xl unpause failed"
 # Wait for the guest's lines and its power-off, polling every 5 s with
 # xenstore-read (dom0's forks slow the guest: REAL-XEN).
 up= ok= i=0
@@ -681,6 +707,8 @@ while xenstore-read /local/domain/$d/name >/dev/null 2>&1; do
 	relay
 	# the loader's dots come without a newline: show the bytes so far
 	[ $((i % 6)) = 0 ] && echo "com1: $(wc -c < $com1) bytes after $((i*5)) s"
+	# dom0's busiest processes now and then (the box's CPU is the scarce thing)
+	[ $((i % 24)) = 0 ] && top -b -n 1 | sed -n '1,10s/^/top: /p'
 	sleep 5
 done
 t2=$(now)
@@ -696,7 +724,7 @@ echo "XENBOX-FACT poweroff=$(since "$t2")"
 grep -q 'GODM-GUEST-EXIT 0' $com1 || fail "the guest's test did not exit 0"
 echo "XENBOX-FACT raw_wrote=$(dd if=` + LinuxDiskPath + ` bs=512 skip=` + fmt.Sprint(d.WriteLBA()) + ` count=` + fmt.Sprint(LinuxDataSectors) + ` 2>/dev/null | sha256sum | cut -d' ' -f1)"
 echo "XENBOX-FACT qcow2_lines=$(grep -c -x -F '` + strings.TrimSuffix(LinuxWrote, "\n") + `' ` + LinuxQcow2Path + `)"
-i=0
+` + report + `i=0
 while pidof godm >/dev/null; do
 	i=$((i+1)); [ $i -gt 50 ] && fail "godm still runs after the guest's power-off"; sleep 0.2
 done
@@ -707,10 +735,14 @@ exit 0`}
 // LinuxDiskLines are the guest's "LINUX-DISK OK <disk> read=<sum>
 // wrote=<sum>" lines as relayed by the linux-disk scenario: disk ->
 // [read, wrote].
-func LinuxDiskLines(lines []Line) map[string][2]string {
+func LinuxDiskLines(lines []Line) map[string][2]string { return linuxDiskLines(lines, "linux-disk") }
+
+// linuxDiskLines is LinuxDiskLines for scenario scen (linux-disk or
+// linux-net).
+func linuxDiskLines(lines []Line, scen string) map[string][2]string {
 	out := map[string][2]string{}
 	for _, l := range lines {
-		_, rest, ok := strings.Cut(l.Text, "[linux-disk] linux: "+LinuxDiskLine+" OK ")
+		_, rest, ok := strings.Cut(l.Text, "["+scen+"] linux: "+LinuxDiskLine+" OK ")
 		if !ok {
 			continue
 		}
